@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Runtime.CompilerServices;
-using Microsoft.ML.OnnxRuntime;
 using OrtFlash.Verification;
 
 [assembly: InternalsVisibleTo("OrtFlash.Tests")]
@@ -24,7 +23,7 @@ internal static class VerifyCommand
         var original = new Argument<string>("ORIGINAL") { Description = "The exported model (.onnx), the reference." };
         var rewritten = new Argument<string?>("REWRITTEN")
         {
-            Description = "The model to check against ORIGINAL; without it, ORIGINAL is rewritten in memory.",
+            Description = "The model to check against ORIGINAL. Without it, ORIGINAL will be rewritten in memory; until the graph rewriter is wired in, it is compared with itself.",
             Arity = ArgumentArity.ZeroOrOne,
         };
 
@@ -38,35 +37,39 @@ internal static class VerifyCommand
         var past = new Option<string>("--past") { Description = "Past (KV cache) length for models with a cache.", DefaultValueFactory = _ => "3" };
         var seed = new Option<string>("--seed") { Description = "Seed of the generated inputs.", DefaultValueFactory = _ => "1234" };
 
+        // Collects whatever follows REWRITTEN, so that it is reported here with exit status 2.
+        var unexpected = new Argument<string[]>("unexpected") { Arity = ArgumentArity.ZeroOrMore, Hidden = true };
+
         var command = new Command("verify", "Run ORIGINAL and REWRITTEN on the same generated inputs and compare every output.")
         {
-            original, rewritten, sequenceLengths, rtol, atol, provider, batch, past, seed,
+            original, rewritten, unexpected, sequenceLengths, rtol, atol, provider, batch, past, seed,
         };
-        command.TreatUnmatchedTokensAsErrors = false;
         command.SetAction(parseResult =>
         {
             var output = parseResult.InvocationConfiguration.Output;
             var error = parseResult.InvocationConfiguration.Error;
-            if (parseResult.UnmatchedTokens.Count > 0)
+            if (parseResult.GetValue(unexpected) is { Length: > 0 } extra)
             {
-                error.WriteLine($"error: unexpected argument(s): {string.Join(" ", parseResult.UnmatchedTokens)}");
+                error.WriteLine($"error: unexpected argument(s): {string.Join(" ", extra)}");
                 return BadInput;
             }
 
+            VerifyRequest request;
             try
             {
-                var request = new VerifyRequest(
+                request = new VerifyRequest(
                     parseResult.GetValue(original)!,
                     parseResult.GetValue(rewritten),
                     ParseOptions(parseResult.GetValue(sequenceLengths)!, parseResult.GetValue(rtol), parseResult.GetValue(atol),
                         parseResult.GetValue(provider)!, parseResult.GetValue(batch)!, parseResult.GetValue(past)!, parseResult.GetValue(seed)!));
-                return Run(request, output, error);
             }
             catch (ArgumentException bad)
             {
                 error.WriteLine($"error: {bad.Message}");
                 return BadInput;
             }
+
+            return Run(request, output, error);
         });
         return command;
     }
@@ -97,8 +100,7 @@ internal static class VerifyCommand
         {
             report = ModelComparer.Compare(original, actual, request.Options);
         }
-        catch (Exception bad) when (bad is InvalidModelException or NotSupportedException or FileNotFoundException or OnnxRuntimeException
-                                       or EntryPointNotFoundException or DllNotFoundException)
+        catch (Exception bad) when (bad is InvalidModelException or NotSupportedException or FileNotFoundException)
         {
             error.WriteLine($"error: {bad.Message}");
             return BadInput;

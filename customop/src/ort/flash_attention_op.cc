@@ -175,7 +175,8 @@ struct FlashAttentionKernel {
       void* stream = kernel_context.GetGPUComputeStream();
       if (stream == nullptr)
         return Ort::Status(("node '" + node_name_ + "': ONNX Runtime gave no CUDA stream to the CUDA kernel").c_str(), ORT_FAIL);
-      OrtScratch scratch{kernel_context.GetAllocator(kernel_context.GetOutput(0, output_shape).GetTensorMemoryInfo())};
+      const Ort::ConstMemoryInfo device_memory = kernel_context.GetOutput(0, output_shape).GetTensorMemoryInfo();
+      OrtScratch scratch{kernel_context.GetAllocator(*static_cast<const OrtMemoryInfo*>(device_memory))};
       CudaScratch lender;
       lender.allocate = &OrtScratch::Allocate;
       lender.release = &OrtScratch::Release;

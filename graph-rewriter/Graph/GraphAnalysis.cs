@@ -14,7 +14,9 @@ public sealed class GraphAnalysis
     private readonly Dictionary<Value, TensorType?> _types = [];
     private readonly Dictionary<Value, ConstantTensor?> _constants = [];
     private readonly Dictionary<Value, Dim[]?> _shapeVectors = [];
-    private readonly HashSet<Value> _inProgress = [];
+    private readonly HashSet<Value> _typesInProgress = [];
+    private readonly HashSet<Value> _constantsInProgress = [];
+    private readonly HashSet<Value> _shapeVectorsInProgress = [];
 
     /// <summary>Creates an analysis of <paramref name="model"/>.</summary>
     public GraphAnalysis(OnnxModel model)
@@ -35,7 +37,7 @@ public sealed class GraphAnalysis
             return known;
         }
 
-        if (!_inProgress.Add(value))
+        if (!_typesInProgress.Add(value))
         {
             return null;
         }
@@ -49,6 +51,11 @@ public sealed class GraphAnalysis
                 var inferred = value.Initializer is { } init
                     ? new TensorType((DataType)init.DataType, init.Dims.Select(Dim.Of).ToArray())
                     : value.Producer is { } producer ? Infer(producer, value) : null;
+                if (inferred is null && ConstantOf(value) is { } constant)
+                {
+                    inferred = new TensorType(constant.ElementType, constant.Dims.Select(Dim.Of).ToArray());
+                }
+
                 result = Merge(declared, inferred);
             }
 
@@ -57,7 +64,7 @@ public sealed class GraphAnalysis
         }
         finally
         {
-            _inProgress.Remove(value);
+            _typesInProgress.Remove(value);
         }
     }
 
@@ -321,7 +328,7 @@ public sealed class GraphAnalysis
             return known;
         }
 
-        if (!_inProgress.Add(value))
+        if (!_shapeVectorsInProgress.Add(value))
         {
             return null;
         }
@@ -334,7 +341,7 @@ public sealed class GraphAnalysis
         }
         finally
         {
-            _inProgress.Remove(value);
+            _shapeVectorsInProgress.Remove(value);
         }
     }
 
@@ -427,7 +434,7 @@ public sealed class GraphAnalysis
             return known;
         }
 
-        if (!_inProgress.Add(value))
+        if (!_constantsInProgress.Add(value))
         {
             return null;
         }
@@ -440,7 +447,7 @@ public sealed class GraphAnalysis
         }
         finally
         {
-            _inProgress.Remove(value);
+            _constantsInProgress.Remove(value);
         }
     }
 

@@ -79,10 +79,9 @@ public static class Ops
         {
             var (constant, operand) = index == 0 ? (a, b) : (b, a);
             // A one-element constant of higher rank than the operand would broadcast the result up.
-            if (analysis.ScalarOf(constant) is { } c && analysis.ShapeOf(constant) is { } shape &&
-                shape.Count <= (analysis.ShapeOf(operand)?.Count ?? 1))
+            if (analysis.ConstantOf(constant) is { IsScalar: true } c && c.Dims.Count <= (analysis.ShapeOf(operand)?.Count ?? 1))
             {
-                return (operand, c, index);
+                return (operand, c.Data[0], index);
             }
         }
 

@@ -120,7 +120,7 @@ public sealed class ScaledDotProductAttentionRule
 
         if (MatchScores(scores) is not { } chain)
         {
-            return new PatternResult(null,
+            return new PatternResult(null, UnresolvedScale(scores) ??
                 $"No MatMul(Q, Kᵀ) above Softmax '{softmax.DisplayName}' through the recognised scale, softcap and mask nodes.");
         }
 
@@ -154,6 +154,37 @@ public sealed class ScaledDotProductAttentionRule
             where.Input(2) is { } guarded && isNaN.Input(0) == guarded)
         {
             return (where, isNaN, guarded);
+        }
+
+        return null;
+    }
+
+    /// <summary>Explains a failed score match caused by a Mul/Div on the scores whose factor is not constant.</summary>
+    private string? UnresolvedScale(Value scores)
+    {
+        var pending = new Queue<(Value Value, int Depth)>([(scores, 0)]);
+        while (pending.TryDequeue(out var item))
+        {
+            if (Ops.Producer(item.Value, "Add", "Sub", "Where", "Max", "Mul", "Div", "Tanh", "Cast") is not { } node || item.Depth > 6)
+            {
+                continue;
+            }
+
+            if (node.OpType is "Mul" or "Div" && node.Inputs.Count == 2)
+            {
+                for (var i = 0; i < 2; i++)
+                {
+                    if (Ops.Producer(node.Input(i), "MatMul") is not null && node.Input(1 - i) is { } factor && _analysis.ScalarOf(factor) is null)
+                    {
+                        return $"The scale '{factor.Name}' applied by {node.OpType} '{node.DisplayName}' is not a constant, so the op's scale cannot be determined.";
+                    }
+                }
+            }
+
+            foreach (var input in node.Inputs.OfType<Value>())
+            {
+                pending.Enqueue((input, item.Depth + 1));
+            }
         }
 
         return null;
@@ -247,8 +278,18 @@ public sealed class ScaledDotProductAttentionRule
         return MatchScoresMatMul(scores, chain);
     }
 
-    private static ScoreChain? MatchScoresMatMul(Value scores, ScoreChain chain) =>
-        Ops.Producer(scores, "MatMul") is { Inputs.Count: 2 } matMul ? chain with { ScoresMatMul = matMul } : null;
+    /// <summary>MatMul(Q, Kᵀ), possibly followed by a Cast of float16/bfloat16 scores to float.</summary>
+    private ScoreChain? MatchScoresMatMul(Value scores, ScoreChain chain)
+    {
+        if (Ops.Producer(scores, "Cast") is { } upcast && upcast.IntAttribute("to") == (long)DataType.Float &&
+            _analysis.ElementTypeOf(upcast.Input(0)!) is DataType.Float16 or DataType.Bfloat16)
+        {
+            chain = chain with { Nodes = chain.Nodes.Add(upcast) };
+            scores = upcast.Input(0)!;
+        }
+
+        return Ops.Producer(scores, "MatMul") is { Inputs.Count: 2 } matMul ? chain with { ScoresMatMul = matMul } : null;
+    }
 
     /// <summary>A scalar factor: Mul(x, c), Mul(c, x) → c; Div(x, c) → 1/c.</summary>
     private (Value Operand, double Factor)? ScalarFactor(Value value)

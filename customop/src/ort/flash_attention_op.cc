@@ -1,0 +1,323 @@
+#include "flash_attention_op.h"
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "attention_shapes.h"
+#include "onnxruntime_lite_custom_op.h"
+#include "ortflash/flash_attention_cpu.h"
+#if ORTFLASH_WITH_CUDA
+#include "ortflash/flash_attention_cuda.h"
+#endif
+
+namespace ortflash {
+namespace {
+
+using Ort::Custom::Tensor;
+
+enum class Provider { kCpu, kCuda };
+
+template <typename T>
+constexpr DType DTypeOf();
+template <>
+constexpr DType DTypeOf<float>() { return DType::kFloat32; }
+template <>
+constexpr DType DTypeOf<Ort::Float16_t>() { return DType::kFloat16; }
+template <>
+constexpr DType DTypeOf<Ort::BFloat16_t>() { return DType::kBFloat16; }
+
+OrtStatus* MakeStatus(OrtErrorCode code, const std::string& message) {
+  return Ort::GetApi().CreateStatus(code, message.c_str());
+}
+
+// Turns whatever escaped into a status: nothing may cross the C boundary into ONNX Runtime.
+OrtStatus* StatusFromCurrentException() {
+  try {
+    throw;
+  } catch (const Ort::Exception& e) {
+    return MakeStatus(e.GetOrtErrorCode(), std::string("FlashAttention: ") + e.what());
+  } catch (const std::exception& e) {
+    return MakeStatus(ORT_RUNTIME_EXCEPTION, std::string("FlashAttention: ") + e.what());
+  } catch (...) {
+    return MakeStatus(ORT_RUNTIME_EXCEPTION, "FlashAttention: unknown error");
+  }
+}
+
+struct OpAttributes {
+  std::optional<float> scale;  // absent: 1/sqrt(D)
+  float softcap = 0.0f;
+  CausalAlignment causal = CausalAlignment::kNone;
+  MaskedRows masked_rows = MaskedRows::kZero;
+};
+
+// Reads an optional attribute: nullopt when the node does not carry it.
+std::optional<float> OptionalFloat(const OrtKernelInfo* info, const char* name) {
+  float value = 0.0f;
+  if (OrtStatus* status = Ort::GetApi().KernelInfoGetAttribute_float(info, name, &value)) {
+    Ort::GetApi().ReleaseStatus(status);
+    return std::nullopt;
+  }
+  return value;
+}
+
+std::optional<int64_t> OptionalInt(const OrtKernelInfo* info, const char* name) {
+  int64_t value = 0;
+  if (OrtStatus* status = Ort::GetApi().KernelInfoGetAttribute_int64(info, name, &value)) {
+    Ort::GetApi().ReleaseStatus(status);
+    return std::nullopt;
+  }
+  return value;
+}
+
+std::optional<std::string> OptionalString(const OrtKernelInfo* info, const char* name) {
+  size_t size = 0;
+  if (OrtStatus* status = Ort::GetApi().KernelInfoGetAttribute_string(info, name, nullptr, &size)) {
+    Ort::GetApi().ReleaseStatus(status);
+    return std::nullopt;
+  }
+  std::string value(size, '\0');
+  Ort::ThrowOnError(Ort::GetApi().KernelInfoGetAttribute_string(info, name, value.data(), &size));
+  value.resize(size > 0 ? size - 1 : 0);  // size counts the terminating NUL
+  return value;
+}
+
+std::string NodeName(const OrtKernelInfo* info) {
+  try {
+    return Ort::ConstKernelInfo(info).GetNodeName();
+  } catch (const Ort::Exception&) {
+    return "?";
+  }
+}
+
+// Returns an error message for attribute values outside the contract.
+std::string ReadAttributes(const OrtKernelInfo* info, OpAttributes& attributes) {
+  attributes.scale = OptionalFloat(info, "scale");
+  if (attributes.scale && !std::isfinite(*attributes.scale))
+    return "attribute scale must be finite, got " + std::to_string(*attributes.scale);
+  attributes.softcap = OptionalFloat(info, "softcap").value_or(0.0f);
+  if (!(attributes.softcap >= 0.0f) || !std::isfinite(attributes.softcap))
+    return "attribute softcap must be a finite value >= 0, got " + std::to_string(attributes.softcap);
+  const int64_t causal = OptionalInt(info, "causal").value_or(0);
+  if (causal < 0 || causal > 2)
+    return "attribute causal must be 0 (none), 1 (upper-left) or 2 (lower-right), got " + std::to_string(causal);
+  attributes.causal = static_cast<CausalAlignment>(causal);
+  const std::string masked_rows = OptionalString(info, "masked_rows").value_or("zero");
+  if (masked_rows == "zero") {
+    attributes.masked_rows = MaskedRows::kZero;
+  } else if (masked_rows == "nan") {
+    attributes.masked_rows = MaskedRows::kNaN;
+  } else {
+    return "attribute masked_rows must be \"zero\" or \"nan\", got \"" + masked_rows + "\"";
+  }
+  return {};
+}
+
+// Runs the kernel's work items on ONNX Runtime's intra-op thread pool of this Run.
+void OrtParallelFor(void* self, void (*fn)(void*, size_t), size_t total, void* data) {
+  static_cast<const Ort::KernelContext*>(self)->ParallelFor(fn, total, 0, data);
+}
+
+#if ORTFLASH_WITH_CUDA
+// Device scratch from ONNX Runtime's allocator for the memory the output lives in.
+struct OrtScratch {
+  Ort::Allocator allocator;
+  static void* Allocate(void* self, size_t bytes) { return static_cast<OrtScratch*>(self)->allocator.Alloc(bytes); }
+  static void Release(void* self, void* ptr) { static_cast<OrtScratch*>(self)->allocator.Free(ptr); }
+};
+#endif
+
+template <typename T, Provider P>
+struct FlashAttentionKernel {
+  FlashAttentionKernel(const OrtApi*, const OrtKernelInfo* info) : node_name_(NodeName(info)) {
+    if (std::string error = ReadAttributes(info, attributes_); !error.empty())
+      throw Ort::Exception("node '" + node_name_ + "': " + error, ORT_INVALID_ARGUMENT);
+  }
+
+  // The lite API derives the op schema (input/output types) from this signature.
+  Ort::Status Compute(OrtKernelContext* context, const Tensor<T>& query, const Tensor<T>& key, const Tensor<T>& value,
+                      std::optional<const Tensor<T>*> bias, std::optional<const Tensor<bool>*> keep, Tensor<T>& output) {
+    AttentionShapes shapes{query.Shape(), key.Shape(), value.Shape(), std::nullopt, std::nullopt};
+    if (bias) shapes.bias = (*bias)->Shape();
+    if (keep) shapes.keep = (*keep)->Shape();
+
+    AttentionParams params;
+    Shape output_shape;
+    if (std::string error = ResolveAttentionShapes(shapes, params, output_shape); !error.empty())
+      return Ort::Status(("node '" + node_name_ + "': " + error).c_str(), ORT_INVALID_ARGUMENT);
+
+    params.dtype = DTypeOf<T>();
+    params.scale = attributes_.scale.value_or(params.head_dim > 0 ? 1.0f / std::sqrt(static_cast<float>(params.head_dim)) : 1.0f);
+    params.softcap = attributes_.softcap;
+    params.causal = attributes_.causal;
+    params.masked_rows = attributes_.masked_rows;
+    params.q = query.DataRaw();
+    params.k = key.DataRaw();
+    params.v = value.DataRaw();
+    params.bias = bias ? (*bias)->DataRaw() : nullptr;
+    params.keep = keep ? (*keep)->Data() : nullptr;
+    params.out = output.Allocate(output_shape);
+    if (params.batch == 0 || params.q_heads == 0 || params.q_len == 0 || params.v_head_dim == 0)
+      return Ort::Status{nullptr};  // empty output: nothing to compute
+
+    Ort::KernelContext kernel_context(context);
+    if constexpr (P == Provider::kCpu) {
+      ParallelRunner runner;
+      runner.parallel_for = &OrtParallelFor;
+      runner.self = &kernel_context;
+      flash_attention_cpu(params, runner);
+      return Ort::Status{nullptr};
+    } else {
+#if ORTFLASH_WITH_CUDA
+      void* stream = kernel_context.GetGPUComputeStream();
+      if (stream == nullptr)
+        return Ort::Status(("node '" + node_name_ + "': ONNX Runtime gave no CUDA stream to the CUDA kernel").c_str(), ORT_FAIL);
+      OrtScratch scratch{kernel_context.GetAllocator(kernel_context.GetOutput(0, output_shape).GetTensorMemoryInfo())};
+      CudaScratch lender;
+      lender.allocate = &OrtScratch::Allocate;
+      lender.release = &OrtScratch::Release;
+      lender.self = &scratch;
+      if (std::string error = flash_attention_cuda(params, stream, lender); !error.empty())
+        return Ort::Status(("node '" + node_name_ + "': " + error).c_str(), ORT_FAIL);
+      return Ort::Status{nullptr};
+#else
+      return Ort::Status("FlashAttention: built without CUDA", ORT_FAIL);
+#endif
+    }
+  }
+
+ private:
+  OpAttributes attributes_;
+  std::string node_name_;
+};
+
+// The lite op, with three entry points replaced so that nothing can crash ONNX Runtime:
+// - KernelComputeV2: the lite API takes an optional input as present whenever its index is below
+//   the node's input count and then dereferences it, so a node that gives `keep` but leaves `bias`
+//   empty would crash. Here every input is looked up by itself and a missing one is an empty optional.
+// - CreateKernelV2 / InferOutputShapeFn: errors become statuses instead of exceptions crossing
+//   the C boundary; shape inference takes the output element type from Q (the lite helper assumes float).
+template <typename T, Provider P>
+struct FlashAttentionOp : Ort::Custom::OrtLiteCustomStruct<FlashAttentionKernel<T, P>> {
+  using Kernel = FlashAttentionKernel<T, P>;
+  using Base = Ort::Custom::OrtLiteCustomStruct<Kernel>;
+  using LiteKernel = typename Base::Kernel;
+
+  static constexpr size_t kInputCount = 5;
+
+  explicit FlashAttentionOp(const char* provider) : Base(kOpName, provider) {
+    OrtCustomOp::version = kMinOrtApiVersion;
+    OrtCustomOp::CreateKernel = {};
+    OrtCustomOp::CreateKernelV2 = &CreateKernelChecked;
+    OrtCustomOp::KernelComputeV2 = &ComputeChecked;
+    OrtCustomOp::InferOutputShapeFn = &InferOutputShape;
+    OrtCustomOp::GetInputCharacteristic = [](const OrtCustomOp*, size_t index) {
+      return index < 3 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+    };
+    OrtCustomOp::GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
+  }
+
+  static OrtStatus* CreateKernelChecked(const OrtCustomOp* op, const OrtApi* api, const OrtKernelInfo* info, void** out) {
+    try {
+      auto kernel = std::make_unique<LiteKernel>();
+      Ort::ThrowOnError(api->KernelInfo_GetInputCount(info, &kernel->num_input_));
+      Ort::ThrowOnError(api->KernelInfo_GetOutputCount(info, &kernel->num_output_));
+      kernel->custom_op_ = std::make_unique<Kernel>(api, info);
+      kernel->ep_ = static_cast<const FlashAttentionOp*>(op)->execution_provider_;
+      *out = kernel.release();
+      return nullptr;
+    } catch (...) {
+      return StatusFromCurrentException();
+    }
+  }
+
+  static OrtStatus* ComputeChecked(void* op_kernel, OrtKernelContext* context) {
+    try {
+      auto* kernel = static_cast<LiteKernel*>(op_kernel);
+      Ort::KernelContext kc(context);
+      const size_t inputs = kc.GetInputCount();
+      auto present = [&](size_t index) { return index < inputs && kc.GetInput(index) != nullptr; };
+      static constexpr const char* kRequired[] = {"Q", "K", "V"};
+      for (size_t index = 0; index < 3; ++index)
+        if (!present(index)) return MakeStatus(ORT_INVALID_ARGUMENT, std::string("FlashAttention: required input ") + kRequired[index] + " is missing");
+      Tensor<T> query(context, 0, true), key(context, 1, true), value(context, 2, true);
+      std::optional<Tensor<T>> bias;
+      std::optional<Tensor<bool>> keep;
+      if (present(3)) bias.emplace(context, 3, true);
+      if (present(4)) keep.emplace(context, 4, true);
+      Tensor<T> output(context, 0, false);
+      std::optional<const Tensor<T>*> bias_arg;
+      std::optional<const Tensor<bool>*> keep_arg;
+      if (bias) bias_arg = &*bias;
+      if (keep) keep_arg = &*keep;
+      return kernel->custom_op_->Compute(context, query, key, value, bias_arg, keep_arg, output).release();
+    } catch (...) {
+      return StatusFromCurrentException();
+    }
+  }
+
+  // Y has Q's shape with the last dimension taken from V, and Q's element type.
+  static OrtStatus* InferOutputShape(const OrtCustomOp*, OrtShapeInferContext* context) {
+    try {
+      const OrtApi& api = Ort::GetApi();
+      size_t inputs = 0;
+      Ort::ThrowOnError(api.ShapeInferContext_GetInputCount(context, &inputs));
+      if (inputs < 3) return MakeStatus(ORT_INVALID_ARGUMENT, "FlashAttention: needs inputs Q, K and V");
+      // The infos belong to the context: read them through unowned views.
+      auto read = [&](size_t index) {
+        OrtTensorTypeAndShapeInfo* info = nullptr;
+        Ort::ThrowOnError(api.ShapeInferContext_GetInputTypeShape(context, index, &info));
+        return Ort::ConstTensorTypeAndShapeInfo(info);
+      };
+      Ort::ConstTensorTypeAndShapeInfo query = read(0);
+      Ort::ConstTensorTypeAndShapeInfo value = read(2);
+      std::vector<int64_t> dims = query.GetShape();
+      std::vector<const char*> symbols(dims.size(), nullptr);
+      if (!dims.empty()) query.GetSymbolicDimensions(symbols.data(), symbols.size());
+      const std::vector<int64_t> value_dims = value.GetShape();
+      if (dims.empty() || value_dims.empty()) return nullptr;  // rank unknown: nothing to infer
+      std::vector<const char*> value_symbols(value_dims.size(), nullptr);
+      value.GetSymbolicDimensions(value_symbols.data(), value_symbols.size());
+      dims.back() = value_dims.back();
+      symbols.back() = value_symbols.back();
+
+      OrtTensorTypeAndShapeInfo* raw = nullptr;
+      Ort::ThrowOnError(api.CreateTensorTypeAndShapeInfo(&raw));
+      const Ort::TensorTypeAndShapeInfo result(raw);  // ours: the context copies it
+      Ort::ThrowOnError(api.SetTensorElementType(raw, query.GetElementType()));
+      Ort::ThrowOnError(api.SetDimensions(raw, dims.data(), dims.size()));
+      for (const char*& symbol : symbols)
+        if (symbol == nullptr) symbol = "";
+      Ort::ThrowOnError(api.SetSymbolicDimensions(raw, symbols.data(), symbols.size()));
+      Ort::ThrowOnError(api.ShapeInferContext_SetOutputTypeShape(context, 0, raw));
+      return nullptr;
+    } catch (...) {
+      return StatusFromCurrentException();
+    }
+  }
+};
+
+template <typename T, Provider P>
+void AddOp(Ort::CustomOpDomain& domain, const char* provider) {
+  // Operators must outlive every session that uses them: they live as long as the library.
+  static FlashAttentionOp<T, P> op(provider);
+  domain.Add(&op);
+}
+
+}  // namespace
+
+void AddFlashAttentionOps(Ort::CustomOpDomain& domain) {
+  AddOp<float, Provider::kCpu>(domain, "CPUExecutionProvider");
+  AddOp<Ort::Float16_t, Provider::kCpu>(domain, "CPUExecutionProvider");
+  AddOp<Ort::BFloat16_t, Provider::kCpu>(domain, "CPUExecutionProvider");
+#if ORTFLASH_WITH_CUDA
+  AddOp<float, Provider::kCuda>(domain, "CUDAExecutionProvider");
+  AddOp<Ort::Float16_t, Provider::kCuda>(domain, "CUDAExecutionProvider");
+  AddOp<Ort::BFloat16_t, Provider::kCuda>(domain, "CUDAExecutionProvider");
+#endif
+}
+
+}  // namespace ortflash

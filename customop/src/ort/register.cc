@@ -1,0 +1,36 @@
+// The library's only exported symbol: ONNX Runtime calls it from RegisterCustomOpLibrary.
+#include <mutex>
+#include <string>
+
+#include "flash_attention_op.h"
+
+extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
+                                                                                          const OrtApiBase* api_base) {
+  if (api_base == nullptr || options == nullptr) return nullptr;
+  const OrtApi* api = api_base->GetApi(ortflash::kMinOrtApiVersion);
+  if (api == nullptr) {
+    // Version 1 always exists and is enough to report why we cannot register.
+    const OrtApi* oldest = api_base->GetApi(1);
+    const std::string message = std::string("OrtFlash needs ONNX Runtime 1.17 or newer (C API version ") +
+                                std::to_string(ortflash::kMinOrtApiVersion) + "); this runtime is " +
+                                api_base->GetVersionString();
+    return oldest != nullptr ? oldest->CreateStatus(ORT_FAIL, message.c_str()) : nullptr;
+  }
+  try {
+    Ort::InitApi(api);
+    // One domain object for the whole process: ONNX Runtime keeps a pointer to it in every
+    // session options it was added to.
+    static Ort::CustomOpDomain domain{nullptr};
+    static std::once_flag once;
+    std::call_once(once, [] {
+      domain = Ort::CustomOpDomain(ortflash::kDomain);
+      ortflash::AddFlashAttentionOps(domain);
+    });
+    Ort::UnownedSessionOptions(options).Add(domain);
+    return nullptr;
+  } catch (const Ort::Exception& e) {
+    return api->CreateStatus(e.GetOrtErrorCode(), e.what());
+  } catch (const std::exception& e) {
+    return api->CreateStatus(ORT_FAIL, e.what());
+  }
+}

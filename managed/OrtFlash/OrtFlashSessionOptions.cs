@@ -1,0 +1,14 @@
+namespace OrtFlash;
+
+/// <summary>How <see cref="OrtFlashSession"/> creates its ONNX Runtime session.</summary>
+public sealed record OrtFlashSessionOptions
+{
+    /// <summary>The execution provider to run on; <see cref="ExecutionProvider.Auto"/> by default.</summary>
+    public ExecutionProvider Provider { get; init; } = ExecutionProvider.Auto;
+
+    /// <summary>CUDA device ordinal when running on CUDA.</summary>
+    public int DeviceId { get; init; }
+
+    /// <summary>ONNX Runtime intra-op threads (the CPU kernel's parallelism); 0 lets ONNX Runtime choose.</summary>
+    public int IntraOpThreads { get; init; }
+}

@@ -1,0 +1,13 @@
+# Fails unless the dynamic symbol table of LIBRARY defines exactly one function: RegisterCustomOps.
+execute_process(COMMAND nm -D --defined-only "${LIBRARY}" OUTPUT_VARIABLE symbols RESULT_VARIABLE failed)
+if(failed)
+  message(FATAL_ERROR "nm failed on ${LIBRARY}")
+endif()
+string(REGEX MATCHALL "[0-9a-f]+ [TtWwVv] [^\n]+" functions "${symbols}")
+if(NOT functions MATCHES "RegisterCustomOps")
+  message(FATAL_ERROR "RegisterCustomOps is not exported from ${LIBRARY}")
+endif()
+list(FILTER functions EXCLUDE REGEX " RegisterCustomOps$")
+if(functions)
+  message(FATAL_ERROR "unexpected exported functions in ${LIBRARY}: ${functions}")
+endif()

@@ -2,10 +2,10 @@ using Google.Protobuf;
 using OrtFlash.GraphRewriter;
 using OrtFlash.GraphRewriter.Onnx;
 using OrtFlash.GraphRewriter.Rules;
-using OrtFlash.Tests.GraphRewriter.Support;
+using OrtFlash.Tests.Rewriter.Support;
 using DataType = OrtFlash.GraphRewriter.Onnx.TensorProto.Types.DataType;
 
-namespace OrtFlash.Tests.GraphRewriter.Rules;
+namespace OrtFlash.Tests.Rewriter.Rules;
 
 public class ScaledDotProductAttentionRuleTests
 {

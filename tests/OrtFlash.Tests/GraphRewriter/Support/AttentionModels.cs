@@ -2,9 +2,9 @@ using OrtFlash.GraphRewriter.Graph;
 using OrtFlash.GraphRewriter.Onnx;
 using OrtFlash.GraphRewriter.Rules;
 using DataType = OrtFlash.GraphRewriter.Onnx.TensorProto.Types.DataType;
-using static OrtFlash.Tests.GraphRewriter.Support.ModelBuilder;
+using static OrtFlash.Tests.Rewriter.Support.ModelBuilder;
 
-namespace OrtFlash.Tests.GraphRewriter.Support;
+namespace OrtFlash.Tests.Rewriter.Support;
 
 /// <summary>What a fused variant must look like after the rewrite.</summary>
 public sealed record Expectation(

@@ -3,7 +3,7 @@ using OrtFlash.GraphRewriter.Graph;
 using OrtFlash.GraphRewriter.Onnx;
 using DataType = OrtFlash.GraphRewriter.Onnx.TensorProto.Types.DataType;
 
-namespace OrtFlash.Tests.GraphRewriter.Support;
+namespace OrtFlash.Tests.Rewriter.Support;
 
 /// <summary>Builds small ONNX models in tests, one node per call.</summary>
 internal sealed class ModelBuilder

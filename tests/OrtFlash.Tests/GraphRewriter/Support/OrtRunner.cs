@@ -4,7 +4,7 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 using OrtFlash.GraphRewriter.Onnx;
 using DataType = OrtFlash.GraphRewriter.Onnx.TensorProto.Types.DataType;
 
-namespace OrtFlash.Tests.GraphRewriter.Support;
+namespace OrtFlash.Tests.Rewriter.Support;
 
 /// <summary>A test tensor: element type, shape and values (bools as 0/1, float16 as floats).</summary>
 public sealed record TestTensor(DataType Type, long[] Shape, float[] Data)

@@ -1,7 +1,7 @@
 using OrtFlash.GraphRewriter.Graph;
 using OrtFlash.GraphRewriter.Onnx;
 
-namespace OrtFlash.Tests.GraphRewriter.Support;
+namespace OrtFlash.Tests.Rewriter.Support;
 
 /// <summary>Compares an original model with its rewrite.</summary>
 internal static class Parity

@@ -1,4 +1,4 @@
-namespace OrtFlash.Tests.GraphRewriter.Support;
+namespace OrtFlash.Tests.Rewriter.Support;
 
 /// <summary>
 /// The com.ortflash::FlashAttention contract computed plainly in double precision, to check a

@@ -59,6 +59,7 @@ public sealed class GraphAnalysis
                 result = Merge(declared, inferred);
             }
 
+            result = WithOpaqueDims(value, result);
             _types[value] = result;
             return result;
         }
@@ -66,6 +67,21 @@ public sealed class GraphAnalysis
         {
             _typesInProgress.Remove(value);
         }
+    }
+
+    /// <summary>
+    /// Names each dimension nothing else tells after the value and axis ("x#2"): a dimension is
+    /// always equal to itself, so shapes copied from the same value (through Shape, Reshape's 0,
+    /// Transpose, ...) stay provably equal even when their size is unknown.
+    /// </summary>
+    private static TensorType? WithOpaqueDims(Value value, TensorType? type)
+    {
+        if (type?.Shape is not { } shape || shape.All(d => d.IsKnown || d.Symbol is not null))
+        {
+            return type;
+        }
+
+        return type with { Shape = shape.Select((d, i) => d.IsKnown || d.Symbol is not null ? d : Dim.Named($"{value.Name}#{i}")).ToArray() };
     }
 
     /// <summary>The shape of <paramref name="value"/>, or null when even its rank is unknown.</summary>
@@ -92,17 +108,40 @@ public sealed class GraphAnalysis
 
     private TensorType? Infer(Node node, Value output)
     {
+        var first = node.Input(0) is { } x ? TypeOf(x) : null;
+        if (node.Domain == "com.ortflash" && node.OpType == "FlashAttention")
+        {
+            // Y = Q's shape with the last dim replaced by V's.
+            var v = node.Input(2) is { } value ? ShapeOf(value) : null;
+            return first?.Shape is { Count: > 0 } q && v is { Count: > 0 } ? first with { Shape = [.. q.Take(q.Count - 1), v[^1]] } : first;
+        }
+
         if (node.Domain.Length != 0 && node.Domain != "ai.onnx")
         {
             return null;
         }
 
-        var first = node.Input(0) is { } x ? TypeOf(x) : null;
         switch (node.OpType)
         {
             case "Identity" or "Dropout" or "Sqrt" or "Neg" or "Tanh" or "Relu" or "Exp" or "Abs" or "Reciprocal"
-                or "Softmax" or "LogSoftmax" or "Sigmoid" or "Not" or "Erf" or "Trilu":
+                or "Softmax" or "LogSoftmax" or "Sigmoid" or "Not" or "Erf" or "Trilu" or "Gelu" or "FastGelu"
+                or "LayerNormalization" or "SimplifiedLayerNormalization" or "Log" or "Floor" or "Ceil" or "Round"
+                or "Sin" or "Cos" or "HardSigmoid" or "LeakyRelu" or "Elu" or "Selu" or "Softplus" or "ScatterND":
                 return output == node.Output(0) ? first : null;
+            case "Gather":
+                return InferGather(node, first);
+            case "Concat":
+                return InferConcat(node);
+            case "Slice":
+                return InferSlice(node, first);
+            case "Split":
+                return first?.Shape is null ? first : new TensorType(first.ElementType, Enumerable.Repeat(Dim.Unknown, first.Shape.Count).ToArray());
+            case "ReduceMean" or "ReduceSum" or "ReduceMax" or "ReduceMin" or "ReduceProd":
+                return InferReduce(node, first);
+            case "Gemm":
+                return first is null ? null : new TensorType(first.ElementType, [Dim.Unknown, Dim.Unknown]);
+            case "Range":
+                return node.Input(0) is { } start ? new TensorType(ElementTypeOf(start), [Dim.Unknown]) : null;
             case "Cast":
                 return first is null ? null : new TensorType((DataType)(node.IntAttribute("to") ?? 0), first.Shape);
             case "CastLike":
@@ -136,6 +175,124 @@ public sealed class GraphAnalysis
             default:
                 return null;
         }
+    }
+
+    private TensorType? InferGather(Node node, TensorType? data)
+    {
+        if (data?.Shape is not { } shape || node.Input(1) is not { } indexValue || ShapeOf(indexValue) is not { } indices)
+        {
+            return data is null ? null : new TensorType(data.ElementType, null);
+        }
+
+        var axis = (int)(node.IntAttribute("axis") ?? 0);
+        axis = axis < 0 ? axis + shape.Count : axis;
+        if (axis < 0 || axis >= shape.Count)
+        {
+            return new TensorType(data.ElementType, null);
+        }
+
+        return new TensorType(data.ElementType, [.. shape.Take(axis), .. indices, .. shape.Skip(axis + 1)]);
+    }
+
+    private TensorType? InferConcat(Node node)
+    {
+        var types = node.Inputs.OfType<Value>().Select(TypeOf).ToList();
+        if (types.Count == 0 || types[0] is not { } first)
+        {
+            return null;
+        }
+
+        if (types.Any(t => t?.Shape is null) || types.Select(t => t!.Shape!.Count).Distinct().Count() != 1)
+        {
+            return new TensorType(first.ElementType, null);
+        }
+
+        var rank = first.Shape!.Count;
+        var axis = (int)(node.IntAttribute("axis") ?? 0);
+        axis = axis < 0 ? axis + rank : axis;
+        var result = new Dim[rank];
+        for (var i = 0; i < rank; i++)
+        {
+            result[i] = i == axis
+                ? types.Select(t => t!.Shape![i]).Aggregate(Dim.Of(0), Dim.Add)
+                : types.Select(t => t!.Shape![i]).FirstOrDefault(d => d.IsKnown, types[0]!.Shape![i]);
+        }
+
+        return new TensorType(first.ElementType, result);
+    }
+
+    private TensorType? InferSlice(Node node, TensorType? data)
+    {
+        if (data?.Shape is not { } shape)
+        {
+            return data;
+        }
+
+        var result = shape.ToArray();
+        var starts = node.IntsAttribute("starts")?.ToArray() ?? (node.Input(1) is { } s ? ConstantOf(s)?.AsInt64() : null);
+        var ends = node.IntsAttribute("ends")?.ToArray() ?? (node.Input(2) is { } e ? ConstantOf(e)?.AsInt64() : null);
+        var axes = node.IntsAttribute("axes")?.ToArray() ?? (node.Input(3) is { } a ? ConstantOf(a)?.AsInt64() : null);
+        var steps = node.Input(4) is { } st ? ConstantOf(st)?.AsInt64() : null;
+        if (axes is null && node.Input(3) is not null)
+        {
+            return new TensorType(data.ElementType, shape.Select(_ => Dim.Unknown).ToArray());
+        }
+
+        axes ??= Enumerable.Range(0, starts?.Length ?? 0).Select(i => (long)i).ToArray();
+        for (var i = 0; i < axes.Length; i++)
+        {
+            var axis = (int)(axes[i] < 0 ? axes[i] + shape.Count : axes[i]);
+            if (axis < 0 || axis >= shape.Count)
+            {
+                return new TensorType(data.ElementType, null);
+            }
+
+            result[axis] = Dim.Unknown;
+            if (starts is not null && ends is not null && i < starts.Length && i < ends.Length &&
+                (steps is null || steps[i] == 1) && shape[axis].Size is { } n)
+            {
+                var start = Math.Clamp(starts[i] < 0 ? starts[i] + n : starts[i], 0, n);
+                var end = Math.Clamp(ends[i] < 0 ? ends[i] + n : ends[i], 0, n);
+                result[axis] = Dim.Of(Math.Max(0, end - start));
+            }
+            else if (starts is not null && ends is not null && i < starts.Length && i < ends.Length &&
+                     starts[i] == 0 && ends[i] == long.MaxValue && (steps is null || steps[i] == 1))
+            {
+                result[axis] = shape[axis];
+            }
+        }
+
+        return new TensorType(data.ElementType, result);
+    }
+
+    private TensorType? InferReduce(Node node, TensorType? data)
+    {
+        if (data?.Shape is not { } shape)
+        {
+            return data;
+        }
+
+        var keep = (node.IntAttribute("keepdims") ?? 1) == 1;
+        var axes = AxesOf(node)?.Select(a => (int)(a < 0 ? a + shape.Count : a)).ToHashSet();
+        if (axes is null || axes.Count == 0)
+        {
+            return new TensorType(data.ElementType, keep ? shape.Select(_ => Dim.Of(1)).ToArray() : []);
+        }
+
+        var result = new List<Dim>();
+        for (var i = 0; i < shape.Count; i++)
+        {
+            if (!axes.Contains(i))
+            {
+                result.Add(shape[i]);
+            }
+            else if (keep)
+            {
+                result.Add(Dim.Of(1));
+            }
+        }
+
+        return new TensorType(data.ElementType, result);
     }
 
     private TensorType? Broadcast(DataType type, IReadOnlyList<Value?> inputs)
@@ -269,9 +426,16 @@ public sealed class GraphAnalysis
 
     private IReadOnlyList<Dim>? InferSqueeze(Node node, IReadOnlyList<Dim>? input)
     {
-        if (input is null || AxesOf(node) is not { } axes)
+        if (input is null)
         {
             return null;
+        }
+
+        if (AxesOf(node) is not { } axes)
+        {
+            return node.OpType == "Squeeze" && node.Input(1) is null && input.All(d => d.IsKnown)
+                ? input.Where(d => d.Size != 1).ToArray()
+                : null;
         }
 
         if (node.OpType == "Unsqueeze")
@@ -352,6 +516,22 @@ public sealed class GraphAnalysis
             return constant.AsInt64().Select(Dim.Of).ToArray();
         }
 
+        if (ComputeShapeVectorFromProducer(value) is { } computed)
+        {
+            return computed;
+        }
+
+        // Only the length is known: entries are unknown (never guessed).
+        return TypeOf(value)?.Shape switch
+        {
+            [] => [Dim.Unknown],
+            [{ Size: { } length }] when length <= 64 => Enumerable.Repeat(Dim.Unknown, (int)length).ToArray(),
+            _ => null,
+        };
+    }
+
+    private Dim[]? ComputeShapeVectorFromProducer(Value value)
+    {
         if (value.Producer is not { } node || (node.Domain.Length != 0 && node.Domain != "ai.onnx"))
         {
             return null;
@@ -361,8 +541,10 @@ public sealed class GraphAnalysis
         {
             case "Shape":
                 return ShapeOf(node.Input(0)!) is { } shape ? ShapeRange(node, shape.Count).Select(i => shape[i]).ToArray() : null;
-            case "Identity" or "Cast" or "Unsqueeze" or "Squeeze":
+            case "Identity" or "Cast" or "Unsqueeze" or "Squeeze" or "Reshape":
                 return ShapeVector(node.Input(0)!);
+            case "Where":
+                return WhereVector(node);
             case "Concat":
                 var parts = node.Inputs.Select(v => v is null ? null : ShapeVector(v)).ToList();
                 return parts.Any(p => p is null) ? null : parts.SelectMany(p => p!).ToArray();
@@ -389,6 +571,32 @@ public sealed class GraphAnalysis
             default:
                 return null;
         }
+    }
+
+    /// <summary>Where(Equal(x, -1), ones, x) as exporters write Expand shapes: entries of x that cannot be −1 pass.</summary>
+    private Dim[]? WhereVector(Node node)
+    {
+        if (node.Input(0)?.Producer is not { OpType: "Equal" } equal || ShapeVector(node.Input(1)!) is not { } whenTrue ||
+            ShapeVector(node.Input(2)!) is not { } whenFalse)
+        {
+            return null;
+        }
+
+        var (compared, sentinel) = ScalarOf(equal.Input(1)!) is { } right ? (equal.Input(0)!, right) :
+                                   ScalarOf(equal.Input(0)!) is { } left ? (equal.Input(1)!, left) : (null, double.NaN);
+        if (compared is null || ShapeVector(compared) is not { } tested)
+        {
+            return null;
+        }
+
+        var length = Math.Max(tested.Length, Math.Max(whenTrue.Length, whenFalse.Length));
+        Dim At(Dim[] vector, int i) => vector.Length == 1 ? vector[0] : i < vector.Length ? vector[i] : Dim.Unknown;
+        return Enumerable.Range(0, length).Select(i => At(tested, i) switch
+        {
+            { Size: { } size } => size == sentinel ? At(whenTrue, i) : At(whenFalse, i),
+            { Symbol: not null } when sentinel < 0 => At(whenFalse, i),
+            _ => Dim.Unknown,
+        }).ToArray();
     }
 
     private Dim[]? SliceVector(Node node)

@@ -40,6 +40,9 @@ public enum KeyLayout
 
     /// <summary>Reshape to 3-D, Transpose(perm=[0,2,1]), Reshape back to 4-D.</summary>
     ReshapedRank3,
+
+    /// <summary>Transpose(perm=[1,2,0]) of a (S, B·H, D) key: nn.MultiheadAttention's batch swap merged with Kᵀ.</summary>
+    Rank3SequenceFirst,
 }
 
 /// <summary>What a mask term in the score chain is.</summary>
@@ -115,7 +118,17 @@ public enum ProbabilityWrappers
 /// <param name="Node">The Add or Where node.</param>
 /// <param name="Alignment">For <see cref="MaskKind.Causal"/>: the alignment the structure proves.</param>
 public sealed record MaskTerm(MaskKind Kind, Value Source, double Fill, bool KeepWhenTrue, Node Node,
-                              CausalAlignment Alignment = CausalAlignment.None);
+                              CausalAlignment Alignment = CausalAlignment.None)
+{
+    /// <summary>For a mask added to a 4-D view of 3-D scores: that view.</summary>
+    public ReshapedView? View { get; init; }
+}
+
+/// <summary>3-D scores reshaped to 4-D for a mask add and back (BART, nn.MultiheadAttention).</summary>
+/// <param name="Scores">The 4-D scores the mask is added to.</param>
+/// <param name="SplitShape">The 4-D shape tensor.</param>
+/// <param name="MergedShape">The 3-D shape tensor.</param>
+public sealed record ReshapedView(Value Scores, Value SplitShape, Value MergedShape);
 
 /// <summary>The key as the op will read it, and how it was found.</summary>
 /// <param name="Value">The untransposed key (or, for <see cref="KeyLayout.HeadSplitMerged"/>, the (B, S, H, D) tensor to transpose).</param>

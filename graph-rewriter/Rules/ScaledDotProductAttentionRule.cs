@@ -59,6 +59,7 @@ public sealed class ScaledDotProductAttentionRule
             new("Transpose(0,1,3,2)", v => KeyTransposed(v, [0, 1, 3, 2], KeyLayout.SwapLastAxes)),
             new("Transpose(0,2,3,1) merged with the head split", v => KeyTransposed(v, [0, 2, 3, 1], KeyLayout.HeadSplitMerged)),
             new("Transpose(0,2,1) of a 3-D key", v => KeyTransposed(v, [0, 2, 1], KeyLayout.Rank3)),
+            new("Transpose(1,2,0) of a (S, B·H, D) key", v => KeyTransposed(v, [1, 2, 0], KeyLayout.Rank3SequenceFirst)),
             new("Reshape → Transpose(0,2,1) → Reshape", KeyTransposedThroughRank3),
         ]);
     }
@@ -110,8 +111,7 @@ public sealed class ScaledDotProductAttentionRule
 
         probabilityNodes.Add(softmax);
         var scores = softmax.Input(0)!;
-        if (Ops.Producer(scores, "Cast") is { } upcast && upcast.IntAttribute("to") == (long)DataType.Float &&
-            _analysis.ElementTypeOf(upcast.Input(0)!) is DataType.Float16 or DataType.Bfloat16)
+        while (Widening(scores) is { } upcast)
         {
             wrappers |= ProbabilityWrappers.SoftmaxUpcast;
             probabilityNodes.Add(upcast);
@@ -208,8 +208,19 @@ public sealed class ScaledDotProductAttentionRule
     /// <summary>Mask slot: Add(s, M) | Add(M, s) | Where(c, s, F) | Where(c, F, s), up to <paramref name="left"/> times.</summary>
     private ScoreChain? MatchMasks(Value scores, ScoreChain chain, int left)
     {
+        (scores, chain) = SkipWidening(scores, chain);
         if (left > 0)
         {
+            if (ReshapedAdd(scores) is { } reshaped)
+            {
+                var term = new MaskTerm(MaskKind.AdditiveBias, reshaped.Mask, 0, true, reshaped.Add) { View = reshaped.View };
+                var next = chain with { Nodes = chain.Nodes.AddRange([reshaped.Outer, reshaped.Add, reshaped.Inner]), Masks = chain.Masks.Add(term) };
+                if (MatchMasks(reshaped.Scores, next, left - 1) is { } found)
+                {
+                    return found;
+                }
+            }
+
             if (Ops.Producer(scores, "Add") is { Inputs.Count: 2 } add)
             {
                 for (var i = 0; i < 2; i++)
@@ -246,6 +257,39 @@ public sealed class ScaledDotProductAttentionRule
         return MatchSoftcap(scores, chain);
     }
 
+    /// <summary>
+    /// Reshape(Add(Reshape(s, (B, H, S, T)), M), (B·H, S, T)) on 3-D scores (BART, nn.MultiheadAttention):
+    /// accepted when the shapes prove the reshapes only split and merge the leading axis.
+    /// </summary>
+    private (Node Outer, Node Add, Node Inner, Value Scores, Value Mask, ReshapedView View)? ReshapedAdd(Value scores)
+    {
+        if (Ops.Producer(scores, "Reshape") is not { } outer || Ops.Producer(outer.Input(0), "Add") is not { Inputs.Count: 2 } add)
+        {
+            return null;
+        }
+
+        for (var i = 0; i < 2; i++)
+        {
+            if (Ops.Producer(add.Input(i), "Reshape") is not { } inner || _analysis.ShapeOf(inner.Input(0)!) is not { Count: 3 } flat ||
+                _analysis.ShapeOf(inner.Output(0)!) is not { Count: 4 } split || _analysis.ShapeOf(outer.Output(0)!) is not { Count: 3 } merged ||
+                _analysis.ShapeOf(add.Output(0)!) is not { Count: 4 } sum)
+            {
+                continue;
+            }
+
+            var proven = split[2].SameAs(flat[1]) == true && split[3].SameAs(flat[2]) == true &&
+                         merged[1].SameAs(flat[1]) == true && merged[2].SameAs(flat[2]) == true &&
+                         sum[0].SameAs(split[0]) == true && sum[1].SameAs(split[1]) == true &&
+                         sum[2].SameAs(split[2]) == true && sum[3].SameAs(split[3]) == true;
+            if (proven)
+            {
+                return (outer, add, inner, inner.Input(0)!, add.Input(1 - i)!, new ReshapedView(inner.Output(0)!, inner.Input(1)!, outer.Input(1)!));
+            }
+        }
+
+        return null;
+    }
+
     /// <summary>Softcap slot: Mul(Tanh(Div(s, c)), c) in either Mul operand order.</summary>
     private ScoreChain? MatchSoftcap(Value scores, ScoreChain chain)
     {
@@ -278,17 +322,31 @@ public sealed class ScaledDotProductAttentionRule
         return MatchScoresMatMul(scores, chain);
     }
 
-    /// <summary>MatMul(Q, Kᵀ), possibly followed by a Cast of float16/bfloat16 scores to float.</summary>
+    /// <summary>MatMul(Q, Kᵀ), possibly followed by Casts of its scores to float.</summary>
     private ScoreChain? MatchScoresMatMul(Value scores, ScoreChain chain)
     {
-        if (Ops.Producer(scores, "Cast") is { } upcast && upcast.IntAttribute("to") == (long)DataType.Float &&
-            _analysis.ElementTypeOf(upcast.Input(0)!) is DataType.Float16 or DataType.Bfloat16)
+        (scores, chain) = SkipWidening(scores, chain);
+        return Ops.Producer(scores, "MatMul") is { Inputs.Count: 2 } matMul ? chain with { ScoresMatMul = matMul } : null;
+    }
+
+    /// <summary>
+    /// A Cast that loses nothing: to float from float, float16 or bfloat16 (exporters emit
+    /// float→float no-ops for <c>.float()</c>); the op computes scores in float anyway.
+    /// </summary>
+    private Node? Widening(Value value) =>
+        Ops.Producer(value, "Cast") is { } cast && cast.IntAttribute("to") == (long)DataType.Float &&
+        _analysis.ElementTypeOf(cast.Input(0)!) is DataType.Float or DataType.Float16 or DataType.Bfloat16
+            ? cast : null;
+
+    private (Value Scores, ScoreChain Chain) SkipWidening(Value scores, ScoreChain chain)
+    {
+        while (Widening(scores) is { } cast)
         {
-            chain = chain with { Nodes = chain.Nodes.Add(upcast) };
-            scores = upcast.Input(0)!;
+            chain = chain with { Nodes = chain.Nodes.Add(cast) };
+            scores = cast.Input(0)!;
         }
 
-        return Ops.Producer(scores, "MatMul") is { Inputs.Count: 2 } matMul ? chain with { ScoresMatMul = matMul } : null;
+        return (scores, chain);
     }
 
     /// <summary>A scalar factor: Mul(x, c), Mul(c, x) → c; Div(x, c) → 1/c.</summary>
@@ -433,7 +491,12 @@ public sealed class ScaledDotProductAttentionRule
     private IReadOnlyList<Dim>? KeyShape(AttentionMatch match)
     {
         var shape = _analysis.ShapeOf(match.Key.Value);
-        return match.Key.Layout == KeyLayout.HeadSplitMerged && shape is { Count: 4 } s ? [s[0], s[2], s[1], s[3]] : shape;
+        return (match.Key.Layout, shape) switch
+        {
+            (KeyLayout.HeadSplitMerged, { Count: 4 } s) => [s[0], s[2], s[1], s[3]],
+            (KeyLayout.Rank3SequenceFirst, { Count: 3 } s) => [s[1], s[0], s[2]],
+            _ => shape,
+        };
     }
 
     // ---- check ----------------------------------------------------------------------------------
@@ -515,7 +578,7 @@ public sealed class ScaledDotProductAttentionRule
                     return CheckResult.Refuse($"'{output.Name}' (output of {node.OpType} '{node.DisplayName}') is a graph output; fusing would remove it.");
                 }
 
-                if (output.Consumers.FirstOrDefault(c => !inside.Contains(c)) is { } outside)
+                if (output.Consumers.FirstOrDefault(c => !inside.Contains(c) && !c.Is("Shape")) is { } outside)
                 {
                     return CheckResult.Refuse($"'{output.Name}' (output of {node.OpType} '{node.DisplayName}') is also used by {outside.OpType} '{outside.DisplayName}' outside the attention pattern.");
                 }
@@ -645,7 +708,7 @@ public sealed class ScaledDotProductAttentionRule
         var scoreShape = _analysis.ShapeOf(match.Scores.ScoresMatMul.Output(0)!);
         foreach (var term in masks)
         {
-            if (CheckMaskShape(term, scoreShape) is { IsOk: false } bad)
+            if (CheckMaskShape(term, term.View is { } view ? _analysis.ShapeOf(view.Scores) : scoreShape) is { IsOk: false } bad)
             {
                 return bad;
             }
@@ -670,9 +733,9 @@ public sealed class ScaledDotProductAttentionRule
                 return CheckResult.Refuse($"Where '{where.Node.DisplayName}' fills with {where.Fill.ToString(CultureInfo.InvariantCulture)}, which float16 cannot hold.");
             }
 
-            if (additive.Count == 1 && where.Kind == MaskKind.FiniteFill && match.Scores.Masks.IndexOf(where) > match.Scores.Masks.IndexOf(additive[0]))
+            if (additive.Count == 1 && where.Kind == MaskKind.KeepNegativeInfinity && additive[0].View is not null)
             {
-                return CheckResult.Refuse("A finite-fill Where before an additive mask: the mask would be added to the fill value.");
+                return CheckResult.Refuse("A −inf Where together with a mask added through Reshape→Add→Reshape.");
             }
         }
 
@@ -734,11 +797,13 @@ public sealed class ScaledDotProductAttentionRule
         var names = graph.Model.Names;
         var type = _analysis.ElementTypeOf(match.Query.Value);
 
+        RewireShapeReaders(match);
         var key = match.Key.Value;
-        if (match.Key.Layout == KeyLayout.HeadSplitMerged)
+        if (match.Key.Layout is KeyLayout.HeadSplitMerged or KeyLayout.Rank3SequenceFirst)
         {
-            key = graph.InsertNode(anchor, "Transpose", "", [key], [names.Fresh(key.Name + "_bhsd")], "KeyHeadsFirst",
-                [Node.IntsAttributeProto("perm", [0, 2, 1, 3])]).Output(0)!;
+            long[] perm = match.Key.Layout == KeyLayout.HeadSplitMerged ? [0, 2, 1, 3] : [1, 0, 2];
+            key = graph.InsertNode(anchor, "Transpose", "", [key], [names.Fresh(key.Name + "_heads_first")], "KeyHeadsFirst",
+                [Node.IntsAttributeProto("perm", perm)]).Output(0)!;
         }
 
         var masks = match.Scores.Masks;
@@ -747,6 +812,13 @@ public sealed class ScaledDotProductAttentionRule
         var causal = masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None;
 
         Value? bias = additive is null ? null : BiasSource(additive.Source, type);
+        if (bias is not null && additive!.View is { } view)
+        {
+            // Reshape(Add(Reshape(s, 4-D), M), 3-D) == s + Reshape(Expand(M, 4-D), 3-D).
+            var expanded = graph.InsertNode(anchor, "Expand", "", [bias, view.SplitShape], [names.Fresh(bias.Name + "_expanded")], "ExpandBias").Output(0)!;
+            bias = graph.InsertNode(anchor, "Reshape", "", [expanded, view.MergedShape], [names.Fresh(bias.Name + "_merged")], "MergeBias").Output(0)!;
+        }
+
         if (bias is not null && match.Scores.Clamp is { } clamp)
         {
             var floor = Constant(graph, anchor, ConstantTensor.Scalar(type, clamp), "ClampValue");
@@ -761,8 +833,15 @@ public sealed class ScaledDotProductAttentionRule
         }
         else if (where is { Kind: MaskKind.FiniteFill })
         {
-            // cond ? s + M : F  ==  s + (cond ? M : F), because s + F == F for an absorbing fill F.
-            var fill = Constant(graph, anchor, ConstantTensor.Scalar(type, where.Fill), "MaskFill");
+            // cond ? s + M : F  ==  s + (cond ? M : F), because s + F == F for an absorbing fill F;
+            // (cond ? s : F) + M  ==  s + (cond ? M : F + M) likewise, F + M being absorbing too.
+            Value fill = Constant(graph, anchor, ConstantTensor.Scalar(type, where.Fill), "MaskFill");
+            var whereIsInner = additive is not null && masks.IndexOf(where) > masks.IndexOf(additive);
+            if (whereIsInner)
+            {
+                fill = graph.InsertNode(anchor, "Add", "", [fill, bias], [names.Fresh(bias!.Name + "_filled")], "MaskFillPlusBias").Output(0)!;
+            }
+
             var kept = bias ?? Constant(graph, anchor, ConstantTensor.Scalar(type, 0), "MaskZero");
             Value?[] branches = where.KeepWhenTrue ? [where.Source, kept, fill] : [where.Source, fill, kept];
             bias = graph.InsertNode(anchor, "Where", "", branches, [names.Fresh(where.Source.Name + "_bias")], "MaskBias").Output(0)!;
@@ -795,6 +874,53 @@ public sealed class ScaledDotProductAttentionRule
         graph.Model.EnsureOpsetImport(Domain, 1);
         return fused;
     }
+
+    /// <summary>
+    /// Shape nodes reading a score-shaped intermediate (DistilBERT expands its mask to Shape(scores))
+    /// get the same shape computed from the query and key instead, inserted where they were.
+    /// </summary>
+    private static void RewireShapeReaders(AttentionMatch match)
+    {
+        var graph = match.Anchor.Graph;
+        var names = graph.Model.Names;
+        var chain = new HashSet<Node>([match.Scores.ScoresMatMul, .. match.Scores.Nodes, .. match.ProbabilityNodes]);
+        var readers = chain.SelectMany(n => n.Outputs.OfType<Value>()).SelectMany(v => v.Consumers)
+                           .Where(c => c.Is("Shape") && !chain.Contains(c)).Distinct().ToList();
+        foreach (var reader in readers)
+        {
+            Value Slice(Value shape, long start, long end, string hint)
+            {
+                var starts = Constant(graph, reader, ConstantTensor.Int64s([start]), hint + "Start");
+                var ends = Constant(graph, reader, ConstantTensor.Int64s([end]), hint + "End");
+                return graph.InsertNode(reader, "Slice", "", [shape, starts, ends], [names.Fresh(hint)], hint).Output(0)!;
+            }
+
+            var rank = QueryRank(match);
+            var queryShape = graph.InsertNode(reader, "Shape", "", [match.Query.Value], [names.Fresh("QueryShape")], "QueryShape").Output(0)!;
+            var keyShape = graph.InsertNode(reader, "Shape", "", [match.Key.Value], [names.Fresh("KeyShape")], "KeyShape").Output(0)!;
+            var keyAxis = match.Key.Layout switch
+            {
+                KeyLayout.HeadSplitMerged => 1,
+                KeyLayout.Rank3SequenceFirst => 0,
+                _ => rank - 2,
+            };
+            var leading = Slice(queryShape, 0, rank - 1, "ScoresLeadingDims");
+            var keyLength = Slice(keyShape, keyAxis, keyAxis + 1, "ScoresKeyLength");
+            var concat = graph.InsertNode(reader, "Concat", "", [leading, keyLength], [names.Fresh("ScoresShape")], "ScoresShape",
+                [Node.IntAttributeProto("axis", 0)]);
+            Node replacement = concat;
+            if (reader.IntAttribute("start") is not null || reader.IntAttribute("end") is not null)
+            {
+                replacement = Slice(concat.Output(0)!, reader.IntAttribute("start") ?? 0, reader.IntAttribute("end") ?? long.MaxValue, "ScoresShapeRange").Producer!;
+            }
+
+            graph.TransferOutput(reader.Output(0)!, replacement, 0);
+            graph.RemoveDead(reader);
+        }
+    }
+
+    private static int QueryRank(AttentionMatch match) =>
+        match.Key.Layout is KeyLayout.Rank3 or KeyLayout.Rank3SequenceFirst ? 3 : 4;
 
     private static Value Constant(OnnxGraph graph, Node before, ConstantTensor value, string hint)
     {

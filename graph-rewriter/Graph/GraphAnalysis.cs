@@ -138,6 +138,8 @@ public sealed class GraphAnalysis
                 return first?.Shape is null ? first : new TensorType(first.ElementType, Enumerable.Repeat(Dim.Unknown, first.Shape.Count).ToArray());
             case "ReduceMean" or "ReduceSum" or "ReduceMax" or "ReduceMin" or "ReduceProd":
                 return InferReduce(node, first);
+            case "Conv" or "ConvTranspose" or "MaxPool" or "AveragePool":
+                return InferConvolution(node, first);
             case "Gemm":
                 return first is null ? null : new TensorType(first.ElementType, [Dim.Unknown, Dim.Unknown]);
             case "Range":
@@ -192,6 +194,23 @@ public sealed class GraphAnalysis
         }
 
         return new TensorType(data.ElementType, [.. shape.Take(axis), .. indices, .. shape.Skip(axis + 1)]);
+    }
+
+    /// <summary>Convolution and pooling: rank kept, channels from the weight, spatial sizes left unknown.</summary>
+    private TensorType? InferConvolution(Node node, TensorType? input)
+    {
+        if (input?.Shape is not { Count: >= 3 } shape)
+        {
+            return input;
+        }
+
+        var channels = node.OpType == "Conv" && node.Input(1) is { } weight && ShapeOf(weight) is { Count: >= 1 } w ? w[0] : shape[1];
+        if (node.OpType != "Conv")
+        {
+            channels = node.OpType == "ConvTranspose" ? Dim.Unknown : shape[1];
+        }
+
+        return new TensorType(input.ElementType, [shape[0], channels, .. shape.Skip(2).Select(_ => Dim.Unknown)]);
     }
 
     private TensorType? InferConcat(Node node)
@@ -401,11 +420,12 @@ public sealed class GraphAnalysis
         if (inferred >= 0)
         {
             result[inferred] = Dim.Unknown;
-            if (input is not null && input.All(d => d.IsKnown) && result.Where((_, i) => i != inferred).All(d => d.IsKnown))
+            if (input is not null)
             {
-                var total = input.Aggregate(1L, (p, d) => p * d.Size!.Value);
-                var rest = result.Where((_, i) => i != inferred).Aggregate(1L, (p, d) => p * d.Size!.Value);
-                result[inferred] = rest == 0 ? Dim.Unknown : Dim.Of(total / rest);
+                // The element count is preserved: −1 is the input's product over the others' product.
+                var total = input.Aggregate(Dim.Of(1), Dim.Multiply);
+                var rest = result.Where((_, i) => i != inferred).Aggregate(Dim.Of(1), Dim.Multiply);
+                result[inferred] = Dim.Divide(total, rest);
             }
         }
 

@@ -53,14 +53,80 @@ public readonly record struct Dim(long? Size, string? Symbol)
         _ => Unknown,
     };
 
-    /// <summary>The product of two dimensions when it can be stated.</summary>
-    public static Dim Multiply(Dim left, Dim right) => (left.Size, right.Size) switch
+    /// <summary>Separates the factors of a symbolic product ("2·batch·heads").</summary>
+    private const char FactorSeparator = '·';
+
+    /// <summary>The product of two dimensions; symbolic products are kept as sorted factor lists.</summary>
+    public static Dim Multiply(Dim left, Dim right)
     {
-        ({ } a, { } b) => Of(a * b),
-        (1, _) => right,
-        (_, 1) => left,
-        _ => Unknown,
-    };
+        if (left.Size is { } a && right.Size is { } b)
+        {
+            return Of(a * b);
+        }
+
+        return Factors(left) is { } l && Factors(right) is { } r ? FromFactors(l.Coefficient * r.Coefficient, [.. l.Symbols, .. r.Symbols]) : Unknown;
+    }
+
+    /// <summary>The quotient of two products when it is exact (every factor of the divisor cancels).</summary>
+    public static Dim Divide(Dim dividend, Dim divisor)
+    {
+        if (Factors(dividend) is not { } n || Factors(divisor) is not { } d || d.Coefficient == 0 || n.Coefficient % d.Coefficient != 0)
+        {
+            return Unknown;
+        }
+
+        var remaining = n.Symbols.ToList();
+        foreach (var symbol in d.Symbols)
+        {
+            if (!remaining.Remove(symbol))
+            {
+                return Unknown;
+            }
+        }
+
+        return FromFactors(n.Coefficient / d.Coefficient, remaining);
+    }
+
+    private static (long Coefficient, List<string> Symbols)? Factors(Dim dim)
+    {
+        if (dim.Size is { } size)
+        {
+            return (size, []);
+        }
+
+        if (dim.Symbol is null)
+        {
+            return null;
+        }
+
+        long coefficient = 1;
+        var symbols = new List<string>();
+        foreach (var part in dim.Symbol.Split(FactorSeparator))
+        {
+            if (long.TryParse(part, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var number))
+            {
+                coefficient *= number;
+            }
+            else
+            {
+                symbols.Add(part);
+            }
+        }
+
+        return (coefficient, symbols);
+    }
+
+    private static Dim FromFactors(long coefficient, List<string> symbols)
+    {
+        if (symbols.Count == 0)
+        {
+            return Of(coefficient);
+        }
+
+        symbols.Sort(StringComparer.Ordinal);
+        var parts = coefficient == 1 ? symbols : symbols.Prepend(coefficient.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        return coefficient == 0 ? Of(0) : Named(string.Join(FactorSeparator, parts));
+    }
 
     /// <inheritdoc/>
     public override string ToString() => Size?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? Symbol ?? "?";

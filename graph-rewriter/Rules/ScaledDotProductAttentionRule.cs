@@ -271,16 +271,14 @@ public sealed class ScaledDotProductAttentionRule
         for (var i = 0; i < 2; i++)
         {
             if (Ops.Producer(add.Input(i), "Reshape") is not { } inner || _analysis.ShapeOf(inner.Input(0)!) is not { Count: 3 } flat ||
-                _analysis.ShapeOf(inner.Output(0)!) is not { Count: 4 } split || _analysis.ShapeOf(outer.Output(0)!) is not { Count: 3 } merged ||
-                _analysis.ShapeOf(add.Output(0)!) is not { Count: 4 } sum)
+                _analysis.ShapeOf(inner.Output(0)!) is not { Count: 4 } split || _analysis.ShapeOf(outer.Output(0)!) is not { Count: 3 } merged)
             {
                 continue;
             }
 
+            // The mask must not enlarge the 4-D view; CheckMaskShape refuses masks that provably would.
             var proven = split[2].SameAs(flat[1]) == true && split[3].SameAs(flat[2]) == true &&
-                         merged[1].SameAs(flat[1]) == true && merged[2].SameAs(flat[2]) == true &&
-                         sum[0].SameAs(split[0]) == true && sum[1].SameAs(split[1]) == true &&
-                         sum[2].SameAs(split[2]) == true && sum[3].SameAs(split[3]) == true;
+                         merged[1].SameAs(flat[1]) == true && merged[2].SameAs(flat[2]) == true;
             if (proven)
             {
                 return (outer, add, inner, inner.Input(0)!, add.Input(1 - i)!, new ReshapedView(inner.Output(0)!, inner.Input(1)!, outer.Input(1)!));

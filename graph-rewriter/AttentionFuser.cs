@@ -66,7 +66,8 @@ public static class AttentionFuser
                     graph.DisplayName, anchor.DisplayName, fused.Name, replaced, match.Key.Layout, match.ScalePlacement,
                     (float)match.Scale, match.Query.PreScale, match.Scores.Masks.Select(m => m.Kind).ToList(),
                     match.Scores.Masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None,
-                    match.Scores.Softcap, match.MaskedRows, match.Wrappers, match.KvHeadRepeatRemoved));
+                    match.Scores.Softcap, match.MaskedRows, match.Wrappers, match.KvHeadRepeatRemoved,
+                    match.CausalNote is null ? [] : [match.CausalNote]));
             }
         }
 

@@ -21,6 +21,7 @@ namespace OrtFlash.GraphRewriter.Report;
 /// <param name="MaskedRows">The masked_rows attribute.</param>
 /// <param name="Wrappers">Nodes absorbed around Softmax.</param>
 /// <param name="KvHeadRepeatRemoved">Whether a GQA head repeat was bypassed.</param>
+/// <param name="Notes">Remarks on choices made for exactness.</param>
 public sealed record FusionRecord(
     string Graph,
     string Anchor,
@@ -35,7 +36,8 @@ public sealed record FusionRecord(
     float Softcap,
     MaskedRowPolicy MaskedRows,
     ProbabilityWrappers Wrappers,
-    bool KvHeadRepeatRemoved);
+    bool KvHeadRepeatRemoved,
+    IReadOnlyList<string> Notes);
 
 /// <summary>An attention candidate left unfused, with the reason.</summary>
 /// <param name="Graph">The graph it is in.</param>

@@ -181,6 +181,9 @@ public sealed record AttentionMatch(
     ImmutableList<Node> ProbabilityNodes,
     bool KvHeadRepeatRemoved)
 {
+    /// <summary>Why a recognised causal mask was kept as a mask input, if it was.</summary>
+    public string? CausalNote { get; init; }
+
     /// <summary>The scale attribute: every factor folded into the op.</summary>
     public double Scale => Query.Factor * Key.Factor * Scores.Factor;
 

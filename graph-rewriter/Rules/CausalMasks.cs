@@ -13,19 +13,27 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
     /// <summary>Fill values at or below this are absorbing in fp32: s + F == F for |s| &lt; 2^64.</summary>
     internal const double AbsorbingFill = -3.094850098213451e26; // −2^88
 
-    /// <summary>The alignment of <paramref name="term"/> when it is a causal mask over (Sq, Skv); None otherwise.</summary>
-    public CausalAlignment Recognize(MaskTerm term, Dim queryLength, Dim keyLength) => term.Kind switch
+    /// <summary>The causal structure of <paramref name="term"/> over (Sq, Skv), or null.</summary>
+    public CausalStructure? Recognize(MaskTerm term, Dim queryLength, Dim keyLength)
     {
-        MaskKind.AdditiveBias => AdditiveCausal(term.Source, queryLength, keyLength),
-        MaskKind.KeepNegativeInfinity or MaskKind.FiniteFill when IsHidingFill(term.Fill) =>
-            term.KeepWhenTrue ? KeepCausal(term.Source, queryLength, keyLength) : HiddenCausal(term.Source, queryLength, keyLength),
-        _ => CausalAlignment.None,
-    };
+        if (term.Kind == MaskKind.AdditiveBias)
+        {
+            return AdditiveCausal(term.Source, queryLength, keyLength);
+        }
+
+        if (term.Kind is MaskKind.KeepNegativeInfinity or MaskKind.FiniteFill && IsHidingFill(term.Fill))
+        {
+            var alignment = term.KeepWhenTrue ? KeepCausal(term.Source, queryLength, keyLength) : HiddenCausal(term.Source, queryLength, keyLength);
+            return alignment == CausalAlignment.None ? null : new CausalStructure(alignment, term.Fill);
+        }
+
+        return null;
+    }
 
     private static bool IsHidingFill(double fill) => double.IsNegativeInfinity(fill) || fill <= AbsorbingFill;
 
     /// <summary>Where(hidden, F, 0), Where(keep, 0, F) or Trilu(full(F), upper=1, k=1), possibly cast.</summary>
-    private CausalAlignment AdditiveCausal(Value mask, Dim queryLength, Dim keyLength)
+    private CausalStructure? AdditiveCausal(Value mask, Dim queryLength, Dim keyLength)
     {
         while (Ops.Producer(mask, "Cast", "CastLike") is { } cast)
         {
@@ -36,26 +44,27 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
         {
             var whenTrue = analysis.ScalarOf(where.Input(1)!);
             var whenFalse = analysis.ScalarOf(where.Input(2)!);
+            var alignment = CausalAlignment.None;
+            double fill = 0;
             if (whenTrue is { } hide && IsHidingFill(hide) && whenFalse == 0)
             {
-                return HiddenCausal(where.Input(0)!, queryLength, keyLength);
+                (alignment, fill) = (HiddenCausal(where.Input(0)!, queryLength, keyLength), hide);
             }
-
-            if (whenFalse is { } fill && IsHidingFill(fill) && whenTrue == 0)
+            else if (whenFalse is { } keepFill && IsHidingFill(keepFill) && whenTrue == 0)
             {
-                return KeepCausal(where.Input(0)!, queryLength, keyLength);
+                (alignment, fill) = (KeepCausal(where.Input(0)!, queryLength, keyLength), keepFill);
             }
 
-            return CausalAlignment.None;
+            return alignment == CausalAlignment.None ? null : new CausalStructure(alignment, fill);
         }
 
         if (Ops.Producer(mask, "Trilu") is { } trilu && trilu.IntAttribute("upper") == 1 && TriluOffset(trilu) == 1 &&
             Filled(trilu.Input(0)!) is { } full && IsHidingFill(full) && IsQueryByKey(trilu.Input(0)!, queryLength, keyLength))
         {
-            return CausalAlignment.UpperLeft;
+            return new CausalStructure(CausalAlignment.UpperLeft, full);
         }
 
-        return CausalAlignment.None;
+        return null;
     }
 
     /// <summary>A boolean tensor that is true on and below the diagonal: Trilu(ones, upper=0), possibly cast.</summary>
@@ -123,3 +132,8 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
     private bool IsQueryByKey(Value value, Dim queryLength, Dim keyLength) =>
         analysis.ShapeOf(value) is { Count: 2 } shape && shape[0].SameAs(queryLength) == true && shape[1].SameAs(keyLength) == true;
 }
+
+/// <summary>A causal mask found in the graph: its alignment and the value it gives hidden scores.</summary>
+/// <param name="Alignment">Which keys each query sees.</param>
+/// <param name="Fill">What hidden scores become (−inf, or an absorbing finite value).</param>
+internal sealed record CausalStructure(CausalAlignment Alignment, double Fill);

@@ -465,6 +465,13 @@ public sealed class ScaledDotProductAttentionRule
         return proven ? source : null;
     }
 
+    /// <summary>
+    /// Turns a causal mask term into the op's causal attribute when that is exact. Rows whose every
+    /// visible key is also hidden by another finite mask (padding) get a softmax over all keys
+    /// holding the fill in the graph, which the attribute cannot reproduce; so with other masks the
+    /// attribute is used only when every fill is −inf (then such rows are NaN, or zero with a guard,
+    /// either way). Otherwise the causal mask stays an ordinary mask input, and a note says so.
+    /// </summary>
     private AttentionMatch RecognizeCausal(AttentionMatch match)
     {
         if (_analysis.ShapeOf(match.Query.Value) is not { Count: >= 3 } q || KeyShape(match) is not { Count: >= 3 } k)
@@ -475,11 +482,26 @@ public sealed class ScaledDotProductAttentionRule
         var masks = match.Scores.Masks;
         for (var i = 0; i < masks.Count; i++)
         {
-            if (_causal.Recognize(masks[i], q[^2], k[^2]) is var alignment && alignment != CausalAlignment.None &&
-                !masks.Any(m => m.Kind == MaskKind.Causal))
+            if (_causal.Recognize(masks[i], q[^2], k[^2]) is not { } causal)
             {
-                masks = masks.SetItem(i, masks[i] with { Kind = MaskKind.Causal, Alignment = alignment });
+                continue;
             }
+
+            var others = masks.RemoveAt(i);
+            var exact = others.IsEmpty
+                ? causal.Alignment == CausalAlignment.UpperLeft || double.IsNegativeInfinity(causal.Fill)
+                : double.IsNegativeInfinity(causal.Fill) && others.All(m => m.Kind == MaskKind.KeepNegativeInfinity);
+            if (!exact)
+            {
+                return match with
+                {
+                    Scores = match.Scores with { Masks = masks.SetItem(i, masks[i] with { Alignment = causal.Alignment }) },
+                    CausalNote = $"A causal mask ({causal.Alignment}) was recognised but kept as a mask input: with the other masks here, rows with no visible key would differ.",
+                };
+            }
+
+            masks = masks.SetItem(i, masks[i] with { Kind = MaskKind.Causal, Alignment = causal.Alignment });
+            break;
         }
 
         return match with { Scores = match.Scores with { Masks = masks } };
@@ -692,7 +714,9 @@ public sealed class ScaledDotProductAttentionRule
         var masks = match.Scores.Masks.Where(m => m.Kind != MaskKind.Causal).ToList();
         var additive = masks.Where(m => m.Kind == MaskKind.AdditiveBias).ToList();
         var wheres = masks.Where(m => m.Kind != MaskKind.AdditiveBias).ToList();
-        if (additive.Count > 1)
+        // Summing two masks first is exact when one only holds 0 and a hiding fill (a causal mask):
+        // s + 0 + M == s + M, and a hiding fill absorbs everything added to it.
+        if (additive.Count > 2 || (additive.Count == 2 && additive.All(m => m.Alignment == CausalAlignment.None)))
         {
             return CheckResult.Refuse("Two additive masks: adding them before the scores would round differently from the graph.");
         }
@@ -712,9 +736,14 @@ public sealed class ScaledDotProductAttentionRule
             }
         }
 
-        if (additive.Count == 1 && BiasSource(additive[0].Source, type) is null)
+        if (additive.FirstOrDefault(m => BiasSource(m.Source, type) is null) is { } unconvertible)
         {
-            return CheckResult.Refuse($"Mask '{additive[0].Source.Name}' is {_analysis.ElementTypeOf(additive[0].Source)} but attention runs in {type}; converting it could change masked values.");
+            return CheckResult.Refuse($"Mask '{unconvertible.Source.Name}' is {_analysis.ElementTypeOf(unconvertible.Source)} but attention runs in {type}; converting it could change masked values.");
+        }
+
+        if (additive.Count == 2 && (additive.Any(m => m.View is not null) || wheres.Count > 0 || match.Scores.Clamp is not null))
+        {
+            return CheckResult.Refuse("A causal mask and another additive mask together with further masks or a clamp.");
         }
 
         if (wheres.Count == 1)
@@ -805,7 +834,8 @@ public sealed class ScaledDotProductAttentionRule
         }
 
         var masks = match.Scores.Masks;
-        var additive = masks.FirstOrDefault(m => m.Kind == MaskKind.AdditiveBias);
+        var additives = masks.Where(m => m.Kind == MaskKind.AdditiveBias).ToList();
+        var additive = additives.FirstOrDefault();
         var where = masks.FirstOrDefault(m => m.Kind is MaskKind.KeepNegativeInfinity or MaskKind.FiniteFill);
         var causal = masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None;
 
@@ -815,6 +845,12 @@ public sealed class ScaledDotProductAttentionRule
             // Reshape(Add(Reshape(s, 4-D), M), 3-D) == s + Reshape(Expand(M, 4-D), 3-D).
             var expanded = graph.InsertNode(anchor, "Expand", "", [bias, view.SplitShape], [names.Fresh(bias.Name + "_expanded")], "ExpandBias").Output(0)!;
             bias = graph.InsertNode(anchor, "Reshape", "", [expanded, view.MergedShape], [names.Fresh(bias.Name + "_merged")], "MergeBias").Output(0)!;
+        }
+
+        if (additives.Count == 2)
+        {
+            var second = BiasSource(additives[1].Source, type)!;
+            bias = graph.InsertNode(anchor, "Add", "", [second, bias], [names.Fresh(bias!.Name + "_combined")], "CombineMasks").Output(0)!;
         }
 
         if (bias is not null && match.Scores.Clamp is { } clamp)

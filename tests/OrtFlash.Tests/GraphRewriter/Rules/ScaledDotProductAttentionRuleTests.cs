@@ -47,6 +47,7 @@ public class ScaledDotProductAttentionRuleTests
             Assert.That(fusion.ScalePlacement, Is.EqualTo(expected.ScalePlacement));
             Assert.That(fusion.KvHeadRepeatRemoved, Is.EqualTo(expected.KvHeadRepeatRemoved));
             Assert.That(fusion.ReplacedNodes, Is.Not.Empty);
+            Assert.That(fusion.Notes, expected.NoteContains is null ? Is.Empty : Has.Some.Contain(expected.NoteContains));
         }
     }
 

@@ -14,7 +14,8 @@ public sealed record Expectation(
     CausalAlignment Causal = CausalAlignment.None,
     MaskedRowPolicy MaskedRows = MaskedRowPolicy.NaN,
     float Softcap = 0,
-    bool KvHeadRepeatRemoved = false);
+    bool KvHeadRepeatRemoved = false,
+    string? NoteContains = null);
 
 /// <summary>A small model reproducing one exporter's attention spelling, with inputs for it.</summary>
 public sealed record AttentionModel(
@@ -78,6 +79,20 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, KvHeadRepeatRemoved: true));
         yield return new("Opset 11 Softmax with axis=3", Opset11LastAxis, PaddingInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Causal Trilu plus a finfo.min padding mask: causal stays a mask", CausalWithPadding, AdditiveMaskInputs(FloatMin, fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "kept as a mask input"));
+        yield return new("Causal Trilu plus a -inf bool keep mask", CausalWithKeep, BoolMaskInputs(fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.UpperLeft));
+        yield return new("Mask expanded to Shape(scores) (DistilBERT)", MaskExpandedToScoresShape, BoolMaskInputs(fullyMaskedBatch: false),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.Query, InvSqrtD));
+        yield return new("nn.MultiheadAttention: Transpose(1,2,0) key, baddbmm Mul by 1", MultiheadAttention, MultiheadInputs,
+            new(KeyLayout.Rank3SequenceFirst, ScalePlacement.Query | ScalePlacement.MultiplyScores, InvSqrtD));
+        yield return new("BART 3-D scores with Reshape→Add→Reshape mask", BartReshapedMask, BartMaskInputs,
+            new(KeyLayout.Rank3, ScalePlacement.QueryBeforeHeadSplit, 1.0f));
+        yield return new("GPT-2: no-op Cast, finite causal Where, then padding Add", Gpt2WhereThenAdd, AdditiveMaskInputs(FloatMin),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "kept as a mask input"));
+        yield return new("T5: no-op Cast to float before Softmax", T5NoOpCast, PositionBiasInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.None, 1.0f));
         yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), FusesInSubgraph: true);
     }
@@ -408,6 +423,115 @@ internal static class AttentionModels
         var mask = b.Input("mask", DataType.Float, "B", "T");
         var additive = b.Node("Mul", [b.Node("Sub", [b.Scalar(1), b.Node("Unsqueeze", [mask], Ints("axes", 1, 2))]), b.Scalar(-10000)]);
         return Finish(b, Softmax(b, b.Node("Add", [Div(b, Scores(b, q, k)), additive]), axis: 3), v);
+    }
+
+    private static string CausalBias(ModelBuilder b, string q, string k)
+    {
+        var lower = b.Node("Trilu", [QueryByKeyOnes(b, q, k, DataType.Float)], Int("upper", 0));
+        return b.Node("Where", [b.Node("Equal", [lower, b.Scalar(0)]), b.Scalar(float.NegativeInfinity), b.Scalar(0)]);
+    }
+
+    private static ModelProto CausalWithPadding()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Float, "B", 1, 1, "T");
+        var causal = b.Node("Add", [Div(b, Scores(b, q, k)), CausalBias(b, q, k)]);
+        return Finish(b, Softmax(b, b.Node("Add", [causal, mask])), v);
+    }
+
+    private static ModelProto CausalWithKeep()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var causal = b.Node("Add", [Div(b, Scores(b, q, k)), CausalBias(b, q, k)]);
+        return Finish(b, Softmax(b, b.Node("Where", [mask, causal, b.Scalar(float.NegativeInfinity)])), v);
+    }
+
+    private static ModelProto MaskExpandedToScoresShape()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var scores = Scores(b, b.Node("Div", [q, b.Scalar(MathF.Sqrt(HeadDim))]), k);
+        var hide = b.Node("Cast", [b.Node("Expand", [b.Node("Not", [mask]), b.Node("Shape", [scores])])], Int("to", (long)DataType.Bool));
+        return Finish(b, Softmax(b, b.Node("Where", [hide, b.Scalar(FloatMin), scores])), v);
+    }
+
+    private static ModelProto MultiheadAttention()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "S", "N", HeadDim);
+        var k = b.Input("k", DataType.Float, "T", "N", HeadDim);
+        var v = b.Input("v", DataType.Float, "N", "T", HeadDim);
+        var mask = b.Input("mask", DataType.Float, "N", 1, "T");
+        var q3 = b.Node("Div", [b.Node("Transpose", [q], Ints("perm", 1, 0, 2)), b.Scalar(MathF.Sqrt(HeadDim))]);
+        var scores = b.Node("Mul", [b.Node("MatMul", [q3, b.Node("Transpose", [k], Ints("perm", 1, 2, 0))]), b.Scalar(1)]);
+        return Finish(b, Softmax(b, b.Node("Add", [scores, b.Node("Mul", [mask, b.Scalar(1)])])), v);
+    }
+
+    private static Dictionary<string, TestTensor> MultiheadInputs(Random r, long s, long t)
+    {
+        var inputs = Rank3Inputs(r, s, t);
+        inputs["q"] = TestTensor.Random(r, [s, Batch * Heads, HeadDim]);
+        inputs["k"] = TestTensor.Random(r, [t, Batch * Heads, HeadDim]);
+        return inputs;
+    }
+
+    private static ModelProto BartReshapedMask()
+    {
+        var b = new ModelBuilder();
+        var hidden = b.Input("q_proj", DataType.Float, "B", "S", Heads * HeadDim);
+        var k = b.Input("k", DataType.Float, "B", Heads, "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", Heads, "T", HeadDim);
+        var mask = b.Input("mask", DataType.Float, "B", 1, "S", "T");
+        var qShape = b.Node("Shape", [hidden]);
+        var batch = b.Node("Slice", [qShape, b.Ints(0), b.Ints(1)]);
+        var length = b.Node("Slice", [qShape, b.Ints(1), b.Ints(2)]);
+        var keyLength = b.Node("Slice", [b.Node("Shape", [k]), b.Ints(2), b.Ints(3)]);
+        var flat = b.Node("Mul", [batch, b.Ints(Heads)]);
+        var split = b.Node("Transpose", [b.Node("Reshape", [b.Node("Mul", [hidden, b.Scalar(InvSqrtD)]), b.Ints(0, 0, Heads, HeadDim)])], Ints("perm", 0, 2, 1, 3));
+        var q3 = b.Node("Reshape", [split, b.Node("Concat", [flat, b.Ints(-1), b.Ints(HeadDim)], Int("axis", 0))]);
+        var k3 = b.Node("Reshape", [k, b.Node("Concat", [flat, b.Ints(-1), b.Ints(HeadDim)], Int("axis", 0))]);
+        var v3 = b.Node("Reshape", [v, b.Node("Concat", [flat, b.Ints(-1), b.Ints(HeadDim)], Int("axis", 0))]);
+        var scores = b.Node("MatMul", [q3, b.Node("Transpose", [k3], Ints("perm", 0, 2, 1))]);
+        var view = b.Node("Reshape", [scores, b.Node("Concat", [batch, b.Ints(Heads), length, keyLength], Int("axis", 0))]);
+        var merged = b.Node("Reshape", [b.Node("Add", [view, mask]), b.Node("Concat", [flat, length, keyLength], Int("axis", 0))]);
+        b.Rename(b.Node("MatMul", [Softmax(b, merged), v3]), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> BartMaskInputs(Random r, long s, long t)
+    {
+        var inputs = BartInputs(r, s, t);
+        var padding = Padding(t);
+        var mask = new float[Batch * s * t];
+        for (var i = 0; i < mask.Length; i++)
+        {
+            var batch = i / (s * t);
+            mask[i] = padding[batch * t + i % t] == 1 ? 0 : FloatMin;
+        }
+
+        inputs["mask"] = new TestTensor(DataType.Float, [Batch, 1, s, t], mask);
+        return inputs;
+    }
+
+    private static ModelProto Gpt2WhereThenAdd()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Float, "B", 1, 1, "T");
+        var keep = b.Node("Cast", [b.Node("Trilu", [QueryByKeyOnes(b, q, k, DataType.Int64)], Int("upper", 0))], Int("to", (long)DataType.Bool));
+        var scores = b.Node("Cast", [Div(b, Scores(b, q, k))], Int("to", (long)DataType.Float));
+        var causal = b.Node("Where", [keep, scores, b.Scalar(FloatMin)]);
+        var probabilities = b.Node("Cast", [Softmax(b, b.Node("Add", [causal, mask]))], Int("to", (long)DataType.Float));
+        return Finish(b, probabilities, v);
+    }
+
+    private static ModelProto T5NoOpCast()
+    {
+        var (b, q, k, v) = Bhsd();
+        var bias = b.Input("position_bias", DataType.Float, 1, Heads, "S", "T");
+        var scores = b.Node("Cast", [b.Node("Add", [Scores(b, q, k), bias])], Int("to", (long)DataType.Float));
+        return Finish(b, Softmax(b, scores), v);
     }
 
     private static ModelProto InsideIfBranch()

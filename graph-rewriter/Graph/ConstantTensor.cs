@@ -10,7 +10,7 @@ namespace OrtFlash.GraphRewriter.Graph;
 public sealed record ConstantTensor(TensorProto.Types.DataType ElementType, IReadOnlyList<long> Dims, IReadOnlyList<double> Data)
 {
     /// <summary>The largest tensor decoded or built while folding.</summary>
-    public const int MaxElements = 1 << 20;
+    public const int MaxElements = 1 << 16;
 
     /// <summary>Whether the tensor holds exactly one element (rank 0 or all dims 1).</summary>
     public bool IsScalar => Data.Count == 1;

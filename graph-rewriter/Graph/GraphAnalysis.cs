@@ -18,11 +18,28 @@ public sealed class GraphAnalysis
     private readonly HashSet<Value> _constantsInProgress = [];
     private readonly HashSet<Value> _shapeVectorsInProgress = [];
 
-    /// <summary>Creates an analysis of <paramref name="model"/>.</summary>
+    /// <summary>How deep constant folding and shape-vector evaluation follow producers.</summary>
+    private const int MaxEvaluationDepth = 48;
+
+    private int _depth;
+
+    /// <summary>Creates an analysis of <paramref name="model"/>, inferring types in topological order.</summary>
     public GraphAnalysis(OnnxModel model)
     {
         ArgumentNullException.ThrowIfNull(model);
         Model = model;
+
+        // Visiting nodes in order keeps type inference shallow: each node finds its inputs done.
+        foreach (var graph in model.Graphs)
+        {
+            foreach (var node in graph.Nodes)
+            {
+                foreach (var output in node.Outputs.OfType<Value>())
+                {
+                    TypeOf(output);
+                }
+            }
+        }
     }
 
     /// <summary>The model analysed.</summary>
@@ -512,11 +529,12 @@ public sealed class GraphAnalysis
             return known;
         }
 
-        if (!_shapeVectorsInProgress.Add(value))
+        if (_depth >= MaxEvaluationDepth || !_shapeVectorsInProgress.Add(value))
         {
             return null;
         }
 
+        _depth++;
         try
         {
             var result = ComputeShapeVector(value);
@@ -525,6 +543,7 @@ public sealed class GraphAnalysis
         }
         finally
         {
+            _depth--;
             _shapeVectorsInProgress.Remove(value);
         }
     }
@@ -662,11 +681,12 @@ public sealed class GraphAnalysis
             return known;
         }
 
-        if (!_constantsInProgress.Add(value))
+        if (_depth >= MaxEvaluationDepth || !_constantsInProgress.Add(value))
         {
             return null;
         }
 
+        _depth++;
         try
         {
             var result = ComputeConstant(value);
@@ -675,6 +695,7 @@ public sealed class GraphAnalysis
         }
         finally
         {
+            _depth--;
             _constantsInProgress.Remove(value);
         }
     }

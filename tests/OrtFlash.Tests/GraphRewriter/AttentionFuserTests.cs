@@ -60,6 +60,27 @@ public class AttentionFuserTests
         Assert.That(model.Graph.Node.Count(n => n.OpType == "FlashAttention"), Is.EqualTo(exported.ExpectedFusions));
     }
 
+    [Test]
+    public void A_deep_stack_of_attention_layers_fuses_every_layer()
+    {
+        const int layers = 400;
+        var b = new ModelBuilder();
+        var x = b.Input("x", DataType.Float, "B", 2, "S", 8);
+        for (var i = 0; i < layers; i++)
+        {
+            var scores = b.Node("Div", [b.Node("MatMul", [x, b.Node("Transpose", [x], ModelBuilder.Ints("perm", 0, 1, 3, 2))]), b.Scalar(8)]);
+            x = b.Node("Add", [x, b.Node("MatMul", [b.Node("Softmax", [scores], ModelBuilder.Int("axis", -1)), x])]);
+        }
+
+        b.Rename(x, "y");
+        b.Output("y");
+
+        var report = AttentionFuser.Rewrite(b.Model);
+
+        Assert.That(report.Fused, Is.EqualTo(layers));
+        Assert.That(b.Model.Graph.Node.Count(n => n.OpType == "FlashAttention"), Is.EqualTo(layers));
+    }
+
     /// <summary>(sequence, past sequence) sizes every exported model runs at.</summary>
     private static readonly (long Sequence, long Past)[] Sizes = [(4, 2), (7, 3), (1, 3)];
 

@@ -122,6 +122,9 @@ public sealed record MaskTerm(MaskKind Kind, Value Source, double Fill, bool Kee
 {
     /// <summary>For a mask added to a 4-D view of 3-D scores: that view.</summary>
     public ReshapedView? View { get; init; }
+
+    /// <summary>Whether the mask is subtracted (Sub(scores, M), as tf2onnx writes it).</summary>
+    public bool Subtracted { get; init; }
 }
 
 /// <summary>3-D scores reshaped to 4-D for a mask add and back (BART, nn.MultiheadAttention).</summary>

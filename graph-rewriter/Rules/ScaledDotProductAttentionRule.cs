@@ -133,7 +133,7 @@ public sealed class ScaledDotProductAttentionRule
         if (_key.Match(chain.ScoresMatMul.Input(1)!) is not { } key)
         {
             return new PatternResult(null,
-                $"The key operand of '{chain.ScoresMatMul.DisplayName}' is not transposed by a recognised op (Transpose(0,1,3,2), Transpose(0,2,3,1), Transpose(0,2,1) or Reshape→Transpose→Reshape).");
+                $"The key operand of '{chain.ScoresMatMul.DisplayName}' is not transposed by a recognised op (Transpose(0,1,3,2), Transpose(0,2,3,1), Transpose(0,2,1), Transpose(1,2,0) or Reshape→Transpose→Reshape), or is scaled by a factor that is not a constant.");
         }
 
         var repeatRemoved = false;
@@ -231,6 +231,17 @@ public sealed class ScaledDotProductAttentionRule
                     {
                         return found;
                     }
+                }
+            }
+
+            if (Ops.Producer(scores, "Sub") is { Inputs.Count: 2 } sub)
+            {
+                // s − M == s + (−M) exactly: negation only flips the sign bit.
+                var term = new MaskTerm(MaskKind.AdditiveBias, sub.Input(1)!, 0, true, sub) { Subtracted = true };
+                var next = chain with { Nodes = chain.Nodes.Add(sub), Masks = chain.Masks.Add(term) };
+                if (MatchMasks(sub.Input(0)!, next, left - 1) is { } found)
+                {
+                    return found;
                 }
             }
 
@@ -839,7 +850,7 @@ public sealed class ScaledDotProductAttentionRule
         var where = masks.FirstOrDefault(m => m.Kind is MaskKind.KeepNegativeInfinity or MaskKind.FiniteFill);
         var causal = masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None;
 
-        Value? bias = additive is null ? null : BiasSource(additive.Source, type);
+        Value? bias = additive is null ? null : SignedBias(graph, anchor, additive, type);
         if (bias is not null && additive!.View is { } view)
         {
             // Reshape(Add(Reshape(s, 4-D), M), 3-D) == s + Reshape(Expand(M, 4-D), 3-D).
@@ -849,7 +860,7 @@ public sealed class ScaledDotProductAttentionRule
 
         if (additives.Count == 2)
         {
-            var second = BiasSource(additives[1].Source, type)!;
+            var second = SignedBias(graph, anchor, additives[1], type);
             bias = graph.InsertNode(anchor, "Add", "", [second, bias], [names.Fresh(bias!.Name + "_combined")], "CombineMasks").Output(0)!;
         }
 
@@ -907,6 +918,15 @@ public sealed class ScaledDotProductAttentionRule
         graph.RemoveDead(anchor);
         graph.Model.EnsureOpsetImport(Domain, 1);
         return fused;
+    }
+
+    /// <summary>The term's mask in type T, negated for Sub(scores, M).</summary>
+    private Value SignedBias(OnnxGraph graph, Node anchor, MaskTerm term, DataType type)
+    {
+        var source = BiasSource(term.Source, type)!;
+        return term.Subtracted
+            ? graph.InsertNode(anchor, "Neg", "", [source], [graph.Model.Names.Fresh(source.Name + "_negated")], "NegateMask").Output(0)!
+            : source;
     }
 
     /// <summary>

@@ -93,6 +93,8 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "kept as a mask input"));
         yield return new("T5: no-op Cast to float before Softmax", T5NoOpCast, PositionBiasInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.None, 1.0f));
+        yield return new("Mask subtracted: Sub(scores, (1-m)*10000) (tf2onnx)", SubtractedMask, PaddingInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.Query, InvSqrtD));
         yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), FusesInSubgraph: true);
     }
@@ -532,6 +534,15 @@ internal static class AttentionModels
         var bias = b.Input("position_bias", DataType.Float, 1, Heads, "S", "T");
         var scores = b.Node("Cast", [b.Node("Add", [Scores(b, q, k), bias])], Int("to", (long)DataType.Float));
         return Finish(b, Softmax(b, scores), v);
+    }
+
+    private static ModelProto SubtractedMask()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Float, "B", "T");
+        var penalty = b.Node("Mul", [b.Node("Sub", [b.Scalar(1), b.Node("Unsqueeze", [mask, b.Ints(1, 2)])]), b.Scalar(10000)]);
+        var scores = Scores(b, b.Node("Mul", [q, b.Scalar(InvSqrtD)]), k);
+        return Finish(b, Softmax(b, b.Node("Sub", [scores, penalty])), v);
     }
 
     private static ModelProto InsideIfBranch()

@@ -1,0 +1,93 @@
+using OrtFlash.GraphRewriter.Graph;
+using OrtFlash.GraphRewriter.Io;
+using OrtFlash.GraphRewriter.Onnx;
+using OrtFlash.GraphRewriter.Report;
+using OrtFlash.GraphRewriter.Rules;
+
+namespace OrtFlash.GraphRewriter;
+
+/// <summary>
+/// The rewrite pass: finds attention subgraphs in every graph of a model (subgraphs of
+/// If/Loop/Scan included) and replaces each fusable one by a <c>com.ortflash::FlashAttention</c> node.
+/// </summary>
+public static class AttentionFuser
+{
+    /// <summary>Rewrites <paramref name="model"/> in place and reports what was fused and what was not.</summary>
+    /// <exception cref="OnnxModelException">The graph is malformed (cycle, undefined input, duplicate definition).</exception>
+    public static FusionReport Rewrite(ModelProto model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var graphModel = OnnxModel.Load(model);
+        var report = Rewrite(graphModel);
+        graphModel.ToProto();
+        return report;
+    }
+
+    /// <summary>Rewrites <paramref name="model"/>; call <see cref="OnnxModel.ToProto"/> afterwards.</summary>
+    public static FusionReport Rewrite(OnnxModel model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var analysis = new GraphAnalysis(model);
+        var rule = new ScaledDotProductAttentionRule(analysis);
+        var fusions = new List<FusionRecord>();
+        var skipped = new List<SkipRecord>();
+        foreach (var graph in model.Graphs.ToList())
+        {
+            foreach (var anchor in graph.Nodes.Where(n => n.Is("MatMul")).ToList())
+            {
+                if (!graph.Nodes.Contains(anchor))
+                {
+                    continue;
+                }
+
+                var found = rule.Match(anchor);
+                if (!found.IsCandidate)
+                {
+                    continue;
+                }
+
+                if (found.Match is not { } match)
+                {
+                    skipped.Add(new SkipRecord(graph.DisplayName, anchor.DisplayName, found.Reason!));
+                    continue;
+                }
+
+                var check = rule.Check(match);
+                if (!check.IsOk)
+                {
+                    skipped.Add(new SkipRecord(graph.DisplayName, anchor.DisplayName, check.Reason!));
+                    continue;
+                }
+
+                var before = graph.Nodes.ToHashSet();
+                var fused = rule.Rewrite(match);
+                var replaced = before.Where(n => !graph.Nodes.Contains(n)).Select(n => n.DisplayName).ToList();
+                fusions.Add(new FusionRecord(
+                    graph.DisplayName, anchor.DisplayName, fused.Name, replaced, match.Key.Layout, match.ScalePlacement,
+                    (float)match.Scale, match.Query.PreScale, match.Scores.Masks.Select(m => m.Kind).ToList(),
+                    match.Scores.Masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None,
+                    match.Scores.Softcap, match.MaskedRows, match.Wrappers, match.KvHeadRepeatRemoved,
+                    match.CausalNote is null ? [] : [match.CausalNote]));
+            }
+        }
+
+        return new FusionReport(fusions, skipped);
+    }
+
+    /// <summary>
+    /// Reads <paramref name="inputPath"/>, rewrites it and writes <paramref name="outputPath"/>
+    /// (through a temporary file). External weights are never loaded; their references are
+    /// re-pointed to resolve from the output's folder. Nothing is written when anything fails.
+    /// </summary>
+    /// <exception cref="OnnxModelException">The input is not a well-formed ONNX model, or the output
+    /// cannot be written safely (it is the input, or external data would become unreachable).</exception>
+    public static FusionReport RewriteFile(string inputPath, string outputPath, bool overwriteInput = false)
+    {
+        ArgumentNullException.ThrowIfNull(inputPath);
+        ArgumentNullException.ThrowIfNull(outputPath);
+        var model = OnnxModelFile.Read(inputPath);
+        var report = Rewrite(model);
+        OnnxModelFile.Write(model, outputPath, Path.GetDirectoryName(Path.GetFullPath(inputPath)), inputPath, overwriteInput);
+        return report;
+    }
+}

@@ -1,0 +1,90 @@
+using OrtFlash.GraphRewriter.Onnx;
+
+namespace OrtFlash.GraphRewriter.Graph;
+
+/// <summary>
+/// A mutable graph view over a <see cref="ModelProto"/>. Everything the rewriter does not touch
+/// stays in the proto as it was read, including unknown fields.
+/// </summary>
+public sealed class OnnxModel
+{
+    private OnnxModel(ModelProto proto)
+    {
+        Proto = proto;
+        Names = new NameScope();
+        DefaultOpset = proto.OpsetImport.FirstOrDefault(o => o.Domain.Length == 0 || o.Domain == "ai.onnx")?.Version ?? 1;
+    }
+
+    /// <summary>The model message; <see cref="ToProto"/> brings it up to date.</summary>
+    public ModelProto Proto { get; }
+
+    /// <summary>The main graph.</summary>
+    public OnnxGraph Main { get; private set; } = null!;
+
+    /// <summary>The version of the default ONNX operator set the model imports.</summary>
+    public long DefaultOpset { get; }
+
+    internal NameScope Names { get; }
+
+    /// <summary>
+    /// Builds the view, checking that the graph is well formed.
+    /// The proto is shared, not copied: changes through the view end up in it.
+    /// </summary>
+    /// <exception cref="Io.OnnxModelException">A node reads an undefined value, a value is defined
+    /// twice, or the graph has a cycle.</exception>
+    public static OnnxModel Load(ModelProto proto)
+    {
+        ArgumentNullException.ThrowIfNull(proto);
+        var model = new OnnxModel(proto);
+        model.Main = OnnxGraph.Build(proto.Graph, model, parent: null, owner: null);
+        return model;
+    }
+
+    /// <summary>The main graph and every subgraph.</summary>
+    public IEnumerable<OnnxGraph> Graphs => Main.Descendants().Prepend(Main);
+
+    /// <summary>Imports <paramref name="domain"/> at <paramref name="version"/> unless already imported.</summary>
+    public void EnsureOpsetImport(string domain, long version)
+    {
+        if (!Proto.OpsetImport.Any(o => o.Domain == domain))
+        {
+            Proto.OpsetImport.Add(new OperatorSetIdProto { Domain = domain, Version = version });
+        }
+    }
+
+    /// <summary>Writes all changes back into <see cref="Proto"/> and returns it.</summary>
+    public ModelProto ToProto()
+    {
+        foreach (var graph in Graphs)
+        {
+            graph.Sync();
+        }
+
+        return Proto;
+    }
+}
+
+/// <summary>Hands out node and value names that are unique across the whole model.</summary>
+internal sealed class NameScope
+{
+    private readonly HashSet<string> _taken = new(StringComparer.Ordinal);
+
+    public void Reserve(string name) => _taken.Add(name);
+
+    public string Fresh(string hint)
+    {
+        if (_taken.Add(hint))
+        {
+            return hint;
+        }
+
+        for (var i = 1; ; i++)
+        {
+            var candidate = $"{hint}_{i}";
+            if (_taken.Add(candidate))
+            {
+                return candidate;
+            }
+        }
+    }
+}

@@ -1,0 +1,212 @@
+using System.Collections.Immutable;
+using OrtFlash.GraphRewriter.Graph;
+
+namespace OrtFlash.GraphRewriter.Rules;
+
+/// <summary>Where the attention scale was found. Several may combine.</summary>
+[Flags]
+public enum ScalePlacement
+{
+    /// <summary>No scale anywhere: the op gets scale 1.0.</summary>
+    None = 0,
+
+    /// <summary>Div(scores, c) after the score MatMul.</summary>
+    DivideScores = 1,
+
+    /// <summary>Mul(scores, c) or Mul(c, scores) after the score MatMul.</summary>
+    MultiplyScores = 2,
+
+    /// <summary>Mul/Div on the query right before the score MatMul (folded into the op's scale).</summary>
+    Query = 4,
+
+    /// <summary>Mul/Div on the key, before or after its transpose (folded into the op's scale).</summary>
+    Key = 8,
+
+    /// <summary>Mul/Div on the query before its head split; left in the graph, not in the op's scale.</summary>
+    QueryBeforeHeadSplit = 16,
+}
+
+/// <summary>How the key reaches the score MatMul transposed.</summary>
+public enum KeyLayout
+{
+    /// <summary>Transpose(perm=[0,1,3,2]) of a (B, H, S, D) key.</summary>
+    SwapLastAxes,
+
+    /// <summary>Transpose(perm=[0,2,3,1]) of a (B, S, H, D) key: the head split merged into the transpose.</summary>
+    HeadSplitMerged,
+
+    /// <summary>Transpose(perm=[0,2,1]) of a (B·H, S, D) key.</summary>
+    Rank3,
+
+    /// <summary>Reshape to 3-D, Transpose(perm=[0,2,1]), Reshape back to 4-D.</summary>
+    ReshapedRank3,
+
+    /// <summary>Transpose(perm=[1,2,0]) of a (S, B·H, D) key: nn.MultiheadAttention's batch swap merged with Kᵀ.</summary>
+    Rank3SequenceFirst,
+}
+
+/// <summary>What a mask term in the score chain is.</summary>
+public enum MaskKind
+{
+    /// <summary>Add(scores, mask): passed as the op's bias.</summary>
+    AdditiveBias,
+
+    /// <summary>Where(cond, scores, −inf): passed as the op's keep input.</summary>
+    KeepNegativeInfinity,
+
+    /// <summary>Where(cond, scores, F) with a finite F so large that s + F == F: an equivalent bias.</summary>
+    FiniteFill,
+
+    /// <summary>A lower-triangular mask recognised from its structure: the op's causal attribute.</summary>
+    Causal,
+}
+
+/// <summary>The op's causal attribute values.</summary>
+public enum CausalAlignment
+{
+    /// <summary>No causal mask.</summary>
+    None = 0,
+
+    /// <summary>Key j visible to query i iff j ≤ i.</summary>
+    UpperLeft = 1,
+
+    /// <summary>Key j visible to query i iff j ≤ i + Skv − Sq (KV cache).</summary>
+    LowerRight = 2,
+}
+
+/// <summary>What a query row with no visible key yields (the op's masked_rows attribute).</summary>
+public enum MaskedRowPolicy
+{
+    /// <summary>NaN, as plain Softmax over all −inf gives.</summary>
+    NaN,
+
+    /// <summary>Zeros, as a Where(IsNaN(p), 0, p) guard gives.</summary>
+    Zero,
+}
+
+/// <summary>Nodes between Softmax and the output MatMul, and around Softmax, that the match absorbed.</summary>
+[Flags]
+public enum ProbabilityWrappers
+{
+    /// <summary>Softmax feeds the MatMul directly.</summary>
+    None = 0,
+
+    /// <summary>A Cast after Softmax.</summary>
+    Cast = 1,
+
+    /// <summary>An inference-mode Dropout.</summary>
+    Dropout = 2,
+
+    /// <summary>An Identity.</summary>
+    Identity = 4,
+
+    /// <summary>Where(IsNaN(p), 0, p).</summary>
+    NaNGuard = 8,
+
+    /// <summary>A Cast to float before Softmax (fp16/bf16 models).</summary>
+    SoftmaxUpcast = 16,
+
+    /// <summary>Max(scores, c) after the mask.</summary>
+    Clamp = 32,
+}
+
+/// <summary>One mask found in the score chain.</summary>
+/// <param name="Kind">What it is.</param>
+/// <param name="Source">The mask tensor (additive bias) or boolean condition (Where).</param>
+/// <param name="Fill">The Where fill value (−inf or finite); 0 for additive masks.</param>
+/// <param name="KeepWhenTrue">For Where: whether true in <paramref name="Source"/> means the score is kept.</param>
+/// <param name="Node">The Add or Where node.</param>
+/// <param name="Alignment">For <see cref="MaskKind.Causal"/>: the alignment the structure proves.</param>
+public sealed record MaskTerm(MaskKind Kind, Value Source, double Fill, bool KeepWhenTrue, Node Node,
+                              CausalAlignment Alignment = CausalAlignment.None)
+{
+    /// <summary>For a mask added to a 4-D view of 3-D scores: that view.</summary>
+    public ReshapedView? View { get; init; }
+
+    /// <summary>Whether the mask is subtracted (Sub(scores, M), as tf2onnx writes it).</summary>
+    public bool Subtracted { get; init; }
+}
+
+/// <summary>3-D scores reshaped to 4-D for a mask add and back (BART, nn.MultiheadAttention).</summary>
+/// <param name="Scores">The 4-D scores the mask is added to.</param>
+/// <param name="SplitShape">The 4-D shape tensor.</param>
+/// <param name="MergedShape">The 3-D shape tensor.</param>
+public sealed record ReshapedView(Value Scores, Value SplitShape, Value MergedShape);
+
+/// <summary>The key as the op will read it, and how it was found.</summary>
+/// <param name="Value">The untransposed key (or, for <see cref="KeyLayout.HeadSplitMerged"/>, the (B, S, H, D) tensor to transpose).</param>
+/// <param name="Layout">How it reached the score MatMul.</param>
+/// <param name="Factor">Scale factors peeled off the key side.</param>
+public sealed record KeyMatch(Value Value, KeyLayout Layout, double Factor);
+
+/// <summary>The query as the op will read it.</summary>
+/// <param name="Value">The query fed to the op.</param>
+/// <param name="Factor">A factor folded into the op's scale (Mul/Div right before the MatMul).</param>
+/// <param name="PreScale">A factor applied before the head split and left in the graph (1 when none).</param>
+/// <param name="Placement">Where the query's scale was.</param>
+public sealed record QueryMatch(Value Value, double Factor, double PreScale, ScalePlacement Placement);
+
+/// <summary>Everything between the score MatMul and Softmax.</summary>
+/// <param name="ScoresMatMul">MatMul(Q, Kᵀ).</param>
+/// <param name="Nodes">The chain's nodes (scale, softcap, masks, clamp), all private to the pattern.</param>
+/// <param name="Masks">The masks, outermost (closest to Softmax) first.</param>
+/// <param name="Factor">The post-MatMul scale factor (1 when none).</param>
+/// <param name="Placement">Where that factor was.</param>
+/// <param name="Softcap">Softcap c of c·tanh(s/c), or 0.</param>
+/// <param name="Clamp">The Max clamp constant, or null.</param>
+public sealed record ScoreChain(
+    Node ScoresMatMul,
+    ImmutableList<Node> Nodes,
+    ImmutableList<MaskTerm> Masks,
+    double Factor,
+    ScalePlacement Placement,
+    float Softcap,
+    double? Clamp);
+
+/// <summary>An attention subgraph found by <see cref="ScaledDotProductAttentionRule"/>.</summary>
+/// <param name="Anchor">MatMul(P, V), the node whose output the fused op takes over.</param>
+/// <param name="Softmax">The Softmax node.</param>
+/// <param name="Query">The query.</param>
+/// <param name="Key">The key.</param>
+/// <param name="Value">The value (after any removed head repeat).</param>
+/// <param name="Scores">The score chain.</param>
+/// <param name="Wrappers">Nodes absorbed around Softmax.</param>
+/// <param name="ProbabilityNodes">Nodes from Softmax (inclusive) to the anchor (exclusive).</param>
+/// <param name="KvHeadRepeatRemoved">Whether a GQA head repeat on K and V was bypassed.</param>
+public sealed record AttentionMatch(
+    Node Anchor,
+    Node Softmax,
+    QueryMatch Query,
+    KeyMatch Key,
+    Value Value,
+    ScoreChain Scores,
+    ProbabilityWrappers Wrappers,
+    ImmutableList<Node> ProbabilityNodes,
+    bool KvHeadRepeatRemoved)
+{
+    /// <summary>Why a recognised causal mask was kept as a mask input, if it was.</summary>
+    public string? CausalNote { get; init; }
+
+    /// <summary>The scale attribute: every factor folded into the op.</summary>
+    public double Scale => Query.Factor * Key.Factor * Scores.Factor;
+
+    /// <summary>Where the scale was found.</summary>
+    public ScalePlacement ScalePlacement => Query.Placement | Scores.Placement | (Key.Factor != 1 ? ScalePlacement.Key : ScalePlacement.None);
+
+    /// <summary>Whether the graph guarded fully masked rows to zero.</summary>
+    public MaskedRowPolicy MaskedRows => Wrappers.HasFlag(ProbabilityWrappers.NaNGuard) ? MaskedRowPolicy.Zero : MaskedRowPolicy.NaN;
+}
+
+/// <summary>The outcome of a rule's check: fuse, or a reason not to.</summary>
+/// <param name="Reason">Null when the match may be fused.</param>
+public readonly record struct CheckResult(string? Reason)
+{
+    /// <summary>The match may be fused.</summary>
+    public static CheckResult Ok => default;
+
+    /// <summary>Whether the match may be fused.</summary>
+    public bool IsOk => Reason is null;
+
+    /// <summary>A refusal with its reason.</summary>
+    public static CheckResult Refuse(string reason) => new(reason);
+}

@@ -1,0 +1,985 @@
+using System.Collections.Immutable;
+using System.Globalization;
+using OrtFlash.GraphRewriter.Graph;
+using OrtFlash.GraphRewriter.Onnx;
+using OrtFlash.GraphRewriter.Patterns;
+using DataType = OrtFlash.GraphRewriter.Onnx.TensorProto.Types.DataType;
+
+namespace OrtFlash.GraphRewriter.Rules;
+
+/// <summary>The result of trying the pattern at one anchor.</summary>
+/// <param name="Match">The match, when the whole pattern was found.</param>
+/// <param name="Reason">Why an attention candidate (a Softmax feeding the anchor) did not match.</param>
+public readonly record struct PatternResult(AttentionMatch? Match, string? Reason)
+{
+    /// <summary>The anchor is not an attention candidate at all (no Softmax feeds it).</summary>
+    public bool IsCandidate => Match is not null || Reason is not null;
+}
+
+/// <summary>
+/// softmax(scale · Q·Kᵀ (+ mask)) · V, anchored on MatMul(P, V), in the spellings of the common
+/// exporters, rewritten into one <c>com.ortflash::FlashAttention</c> node.
+/// </summary>
+/// <remarks>
+/// The pattern is a chain of slots walked upward from the anchor:
+/// probabilities (Cast | Dropout | Identity | Where(IsNaN)) → Softmax → [Cast] → [Max clamp] →
+/// masks (Add | Where, either operand order and polarity) → [softcap] → [scale: Div | Mul] →
+/// MatMul(query slot, key slot). <see cref="Check"/> decides whether fusing keeps the model's
+/// results and says why not; <see cref="Rewrite"/> emits exactly one fused node.
+/// </remarks>
+public sealed class ScaledDotProductAttentionRule
+{
+    /// <summary>The fused op's domain.</summary>
+    public const string Domain = "com.ortflash";
+
+    /// <summary>The fused op's type.</summary>
+    public const string OpType = "FlashAttention";
+
+    private const int MaxMasks = 2;
+
+    private readonly GraphAnalysis _analysis;
+    private readonly CausalMasks _causal;
+    private readonly Slot<QueryMatch> _query;
+    private readonly Slot<KeyMatch> _key;
+
+    /// <summary>Creates the rule over an analysis of the model it will rewrite.</summary>
+    public ScaledDotProductAttentionRule(GraphAnalysis analysis)
+    {
+        ArgumentNullException.ThrowIfNull(analysis);
+        _analysis = analysis;
+        _causal = new CausalMasks(analysis);
+        _query = new Slot<QueryMatch>("query",
+        [
+            new("Mul/Div by a constant right before the score MatMul", QueryScaledAtMatMul),
+            new("Mul/Div by a constant before the head split", QueryScaledBeforeHeadSplit),
+            new("unscaled", v => new QueryMatch(v, 1, 1, ScalePlacement.None)),
+        ]);
+        _key = new Slot<KeyMatch>("key",
+        [
+            new("Transpose(0,1,3,2)", v => KeyTransposed(v, [0, 1, 3, 2], KeyLayout.SwapLastAxes)),
+            new("Transpose(0,2,3,1) merged with the head split", v => KeyTransposed(v, [0, 2, 3, 1], KeyLayout.HeadSplitMerged)),
+            new("Transpose(0,2,1) of a 3-D key", v => KeyTransposed(v, [0, 2, 1], KeyLayout.Rank3)),
+            new("Transpose(1,2,0) of a (S, B·H, D) key", v => KeyTransposed(v, [1, 2, 0], KeyLayout.Rank3SequenceFirst)),
+            new("Reshape → Transpose(0,2,1) → Reshape", KeyTransposedThroughRank3),
+        ]);
+    }
+
+    // ---- pattern --------------------------------------------------------------------------------
+
+    /// <summary>Tries the pattern with <paramref name="anchor"/> as MatMul(P, V).</summary>
+    public PatternResult Match(Node anchor)
+    {
+        ArgumentNullException.ThrowIfNull(anchor);
+        if (!anchor.Is("MatMul") || anchor.Input(0) is not { } probabilities || anchor.Input(1) is not { } value)
+        {
+            return default;
+        }
+
+        var wrappers = ProbabilityWrappers.None;
+        var probabilityNodes = ImmutableList.CreateBuilder<Node>();
+        var p = probabilities;
+        while (true)
+        {
+            if (Ops.Producer(p, "Cast", "Identity", "Dropout") is { } passThrough)
+            {
+                wrappers |= passThrough.OpType switch
+                {
+                    "Cast" => ProbabilityWrappers.Cast,
+                    "Identity" => ProbabilityWrappers.Identity,
+                    _ => ProbabilityWrappers.Dropout,
+                };
+                probabilityNodes.Add(passThrough);
+                p = passThrough.Input(0)!;
+            }
+            else if (NaNGuard(p) is { } guard)
+            {
+                wrappers |= ProbabilityWrappers.NaNGuard;
+                probabilityNodes.Add(guard.Where);
+                probabilityNodes.Add(guard.IsNaN);
+                p = guard.Guarded;
+            }
+            else
+            {
+                break;
+            }
+        }
+
+        if (Ops.Producer(p, "Softmax") is not { } softmax)
+        {
+            return default;
+        }
+
+        probabilityNodes.Add(softmax);
+        var scores = softmax.Input(0)!;
+        while (Widening(scores) is { } upcast)
+        {
+            wrappers |= ProbabilityWrappers.SoftmaxUpcast;
+            probabilityNodes.Add(upcast);
+            scores = upcast.Input(0)!;
+        }
+
+        if (MatchScores(scores) is not { } chain)
+        {
+            return new PatternResult(null, UnresolvedScale(scores) ??
+                $"No MatMul(Q, Kᵀ) above Softmax '{softmax.DisplayName}' through the recognised scale, softcap and mask nodes.");
+        }
+
+        if (chain.Clamp is not null)
+        {
+            wrappers |= ProbabilityWrappers.Clamp;
+        }
+
+        var query = _query.Match(chain.ScoresMatMul.Input(0)!)!;
+        if (_key.Match(chain.ScoresMatMul.Input(1)!) is not { } key)
+        {
+            return new PatternResult(null,
+                $"The key operand of '{chain.ScoresMatMul.DisplayName}' is not transposed by a recognised op (Transpose(0,1,3,2), Transpose(0,2,3,1), Transpose(0,2,1), Transpose(1,2,0) or Reshape→Transpose→Reshape), or is scaled by a factor that is not a constant.");
+        }
+
+        var repeatRemoved = false;
+        if (key.Layout == KeyLayout.SwapLastAxes && HeadRepeatSource(key.Value) is { } kvKey && HeadRepeatSource(value) is { } kvValue)
+        {
+            key = key with { Value = kvKey };
+            value = kvValue;
+            repeatRemoved = true;
+        }
+
+        var match = new AttentionMatch(anchor, softmax, query, key, value, chain, wrappers, probabilityNodes.ToImmutable(), repeatRemoved);
+        return new PatternResult(RecognizeCausal(match), null);
+    }
+
+    private static (Node Where, Node IsNaN, Value Guarded)? NaNGuardOf(Node where, GraphAnalysis analysis)
+    {
+        if (Ops.Producer(where.Input(0), "IsNaN") is { } isNaN && analysis.ScalarOf(where.Input(1)!) == 0 &&
+            where.Input(2) is { } guarded && isNaN.Input(0) == guarded)
+        {
+            return (where, isNaN, guarded);
+        }
+
+        return null;
+    }
+
+    /// <summary>Explains a failed score match caused by a Mul/Div on the scores whose factor is not constant.</summary>
+    private string? UnresolvedScale(Value scores)
+    {
+        var pending = new Queue<(Value Value, int Depth)>([(scores, 0)]);
+        while (pending.TryDequeue(out var item))
+        {
+            if (Ops.Producer(item.Value, "Add", "Sub", "Where", "Max", "Mul", "Div", "Tanh", "Cast") is not { } node || item.Depth > 6)
+            {
+                continue;
+            }
+
+            if (node.OpType is "Mul" or "Div" && node.Inputs.Count == 2)
+            {
+                for (var i = 0; i < 2; i++)
+                {
+                    if (Ops.Producer(node.Input(i), "MatMul") is not null && node.Input(1 - i) is { } factor && _analysis.ScalarOf(factor) is null)
+                    {
+                        return $"The scale '{factor.Name}' applied by {node.OpType} '{node.DisplayName}' is not a constant, so the op's scale cannot be determined.";
+                    }
+                }
+            }
+
+            foreach (var input in node.Inputs.OfType<Value>())
+            {
+                pending.Enqueue((input, item.Depth + 1));
+            }
+        }
+
+        return null;
+    }
+
+    private (Node Where, Node IsNaN, Value Guarded)? NaNGuard(Value p) =>
+        Ops.Producer(p, "Where") is { } where ? NaNGuardOf(where, _analysis) : null;
+
+    private ScoreChain? MatchScores(Value scores)
+    {
+        var start = new ScoreChain(null!, [], [], 1, ScalePlacement.None, 0, null);
+        if (Ops.Producer(scores, "Max") is { } max && Ops.WithScalar(max, _analysis, 1, 0) is { } clamp &&
+            MatchMasks(clamp.Operand, start with { Nodes = [max], Clamp = clamp.Constant }, MaxMasks) is { } clamped)
+        {
+            return clamped;
+        }
+
+        return MatchMasks(scores, start, MaxMasks);
+    }
+
+    /// <summary>Mask slot: Add(s, M) | Add(M, s) | Where(c, s, F) | Where(c, F, s), up to <paramref name="left"/> times.</summary>
+    private ScoreChain? MatchMasks(Value scores, ScoreChain chain, int left)
+    {
+        (scores, chain) = SkipWidening(scores, chain);
+        if (left > 0)
+        {
+            if (ReshapedAdd(scores) is { } reshaped)
+            {
+                var term = new MaskTerm(MaskKind.AdditiveBias, reshaped.Mask, 0, true, reshaped.Add) { View = reshaped.View };
+                var next = chain with { Nodes = chain.Nodes.AddRange([reshaped.Outer, reshaped.Add, reshaped.Inner]), Masks = chain.Masks.Add(term) };
+                if (MatchMasks(reshaped.Scores, next, left - 1) is { } found)
+                {
+                    return found;
+                }
+            }
+
+            if (Ops.Producer(scores, "Add") is { Inputs.Count: 2 } add)
+            {
+                for (var i = 0; i < 2; i++)
+                {
+                    var term = new MaskTerm(MaskKind.AdditiveBias, add.Input(1 - i)!, 0, true, add);
+                    var next = chain with { Nodes = chain.Nodes.Add(add), Masks = chain.Masks.Add(term) };
+                    if (MatchMasks(add.Input(i)!, next, left - 1) is { } found)
+                    {
+                        return found;
+                    }
+                }
+            }
+
+            if (Ops.Producer(scores, "Sub") is { Inputs.Count: 2 } sub)
+            {
+                // s − M == s + (−M) exactly: negation only flips the sign bit.
+                var term = new MaskTerm(MaskKind.AdditiveBias, sub.Input(1)!, 0, true, sub) { Subtracted = true };
+                var next = chain with { Nodes = chain.Nodes.Add(sub), Masks = chain.Masks.Add(term) };
+                if (MatchMasks(sub.Input(0)!, next, left - 1) is { } found)
+                {
+                    return found;
+                }
+            }
+
+            if (Ops.Producer(scores, "Where") is { Inputs.Count: 3 } where)
+            {
+                for (var scoreIndex = 1; scoreIndex <= 2; scoreIndex++)
+                {
+                    if (_analysis.ScalarOf(where.Input(3 - scoreIndex)!) is not { } fill)
+                    {
+                        continue;
+                    }
+
+                    var kind = double.IsNegativeInfinity(fill) ? MaskKind.KeepNegativeInfinity : MaskKind.FiniteFill;
+                    var term = new MaskTerm(kind, where.Input(0)!, fill, KeepWhenTrue: scoreIndex == 1, where);
+                    var next = chain with { Nodes = chain.Nodes.Add(where), Masks = chain.Masks.Add(term) };
+                    if (MatchMasks(where.Input(scoreIndex)!, next, left - 1) is { } found)
+                    {
+                        return found;
+                    }
+                }
+            }
+        }
+
+        return MatchSoftcap(scores, chain);
+    }
+
+    /// <summary>
+    /// Reshape(Add(Reshape(s, (B, H, S, T)), M), (B·H, S, T)) on 3-D scores (BART, nn.MultiheadAttention):
+    /// accepted when the shapes prove the reshapes only split and merge the leading axis.
+    /// </summary>
+    private (Node Outer, Node Add, Node Inner, Value Scores, Value Mask, ReshapedView View)? ReshapedAdd(Value scores)
+    {
+        if (Ops.Producer(scores, "Reshape") is not { } outer || Ops.Producer(outer.Input(0), "Add") is not { Inputs.Count: 2 } add)
+        {
+            return null;
+        }
+
+        for (var i = 0; i < 2; i++)
+        {
+            if (Ops.Producer(add.Input(i), "Reshape") is not { } inner || _analysis.ShapeOf(inner.Input(0)!) is not { Count: 3 } flat ||
+                _analysis.ShapeOf(inner.Output(0)!) is not { Count: 4 } split || _analysis.ShapeOf(outer.Output(0)!) is not { Count: 3 } merged)
+            {
+                continue;
+            }
+
+            // The mask must not enlarge the 4-D view; CheckMaskShape refuses masks that provably would.
+            var proven = split[2].SameAs(flat[1]) == true && split[3].SameAs(flat[2]) == true &&
+                         merged[1].SameAs(flat[1]) == true && merged[2].SameAs(flat[2]) == true;
+            if (proven)
+            {
+                return (outer, add, inner, inner.Input(0)!, add.Input(1 - i)!, new ReshapedView(inner.Output(0)!, inner.Input(1)!, outer.Input(1)!));
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Softcap slot: Mul(Tanh(Div(s, c)), c) in either Mul operand order.</summary>
+    private ScoreChain? MatchSoftcap(Value scores, ScoreChain chain)
+    {
+        if (Ops.Producer(scores, "Mul") is { } mul && Ops.WithScalar(mul, _analysis, 1, 0) is { } outer &&
+            Ops.Producer(outer.Operand, "Tanh") is { } tanh && Ops.Producer(tanh.Input(0), "Div") is { } div &&
+            Ops.WithScalar(div, _analysis, 1) is { } inner && inner.Constant == outer.Constant && inner.Constant > 0 &&
+            MatchScale(inner.Operand, chain with { Nodes = chain.Nodes.AddRange([mul, tanh, div]), Softcap = (float)inner.Constant }) is { } found)
+        {
+            return found;
+        }
+
+        return MatchScale(scores, chain);
+    }
+
+    /// <summary>Scale slot: Div(s, c) | Mul(s, c) | Mul(c, s) | nothing.</summary>
+    private ScoreChain? MatchScale(Value scores, ScoreChain chain)
+    {
+        if (Ops.Producer(scores, "Div") is { } div && Ops.WithScalar(div, _analysis, 1) is { } divisor &&
+            MatchScoresMatMul(divisor.Operand, chain with { Nodes = chain.Nodes.Add(div), Factor = 1 / divisor.Constant, Placement = ScalePlacement.DivideScores }) is { } divided)
+        {
+            return divided;
+        }
+
+        if (Ops.Producer(scores, "Mul") is { } mul && Ops.WithScalar(mul, _analysis, 1, 0) is { } factor &&
+            MatchScoresMatMul(factor.Operand, chain with { Nodes = chain.Nodes.Add(mul), Factor = factor.Constant, Placement = ScalePlacement.MultiplyScores }) is { } multiplied)
+        {
+            return multiplied;
+        }
+
+        return MatchScoresMatMul(scores, chain);
+    }
+
+    /// <summary>MatMul(Q, Kᵀ), possibly followed by Casts of its scores to float.</summary>
+    private ScoreChain? MatchScoresMatMul(Value scores, ScoreChain chain)
+    {
+        (scores, chain) = SkipWidening(scores, chain);
+        return Ops.Producer(scores, "MatMul") is { Inputs.Count: 2 } matMul ? chain with { ScoresMatMul = matMul } : null;
+    }
+
+    /// <summary>
+    /// A Cast that loses nothing: to float from float, float16 or bfloat16 (exporters emit
+    /// float→float no-ops for <c>.float()</c>); the op computes scores in float anyway.
+    /// </summary>
+    private Node? Widening(Value value) =>
+        Ops.Producer(value, "Cast") is { } cast && cast.IntAttribute("to") == (long)DataType.Float &&
+        _analysis.ElementTypeOf(cast.Input(0)!) is DataType.Float or DataType.Float16 or DataType.Bfloat16
+            ? cast : null;
+
+    private (Value Scores, ScoreChain Chain) SkipWidening(Value scores, ScoreChain chain)
+    {
+        while (Widening(scores) is { } cast)
+        {
+            chain = chain with { Nodes = chain.Nodes.Add(cast) };
+            scores = cast.Input(0)!;
+        }
+
+        return (scores, chain);
+    }
+
+    /// <summary>A scalar factor: Mul(x, c), Mul(c, x) → c; Div(x, c) → 1/c.</summary>
+    private (Value Operand, double Factor)? ScalarFactor(Value value)
+    {
+        if (Ops.Producer(value, "Mul") is { } mul && Ops.WithScalar(mul, _analysis, 1, 0) is { } m)
+        {
+            return (m.Operand, m.Constant);
+        }
+
+        if (Ops.Producer(value, "Div") is { } div && Ops.WithScalar(div, _analysis, 1) is { } d)
+        {
+            return (d.Operand, 1 / d.Constant);
+        }
+
+        return null;
+    }
+
+    private QueryMatch? QueryScaledAtMatMul(Value query) =>
+        ScalarFactor(query) is { } f ? new QueryMatch(f.Operand, f.Factor, 1, ScalePlacement.Query) : null;
+
+    /// <summary>A scale applied before shape-only ops; the scaled query is used as is (the scale stays in the graph).</summary>
+    private QueryMatch? QueryScaledBeforeHeadSplit(Value query)
+    {
+        var current = query;
+        for (var steps = 0; steps < 4 && Ops.Producer(current, "Reshape", "Transpose", "Squeeze", "Unsqueeze") is { } shapeOp; steps++)
+        {
+            current = shapeOp.Input(0)!;
+            if (ScalarFactor(current) is { } f)
+            {
+                return new QueryMatch(query, 1, f.Factor, ScalePlacement.QueryBeforeHeadSplit);
+            }
+        }
+
+        return null;
+    }
+
+    private KeyMatch? KeyTransposed(Value keyTransposed, long[] perm, KeyLayout layout)
+    {
+        var factor = 1.0;
+        var current = keyTransposed;
+        if (ScalarFactor(current) is { } after)
+        {
+            factor *= after.Factor;
+            current = after.Operand;
+        }
+
+        if (Ops.Producer(current, "Transpose") is not { } transpose || transpose.IntsAttribute("perm") is not { } actual ||
+            !actual.SequenceEqual(perm))
+        {
+            return null;
+        }
+
+        current = transpose.Input(0)!;
+        if (ScalarFactor(current) is { } before)
+        {
+            factor *= before.Factor;
+            current = before.Operand;
+        }
+
+        return new KeyMatch(current, layout, factor);
+    }
+
+    /// <summary>
+    /// Reshape(K4 → (N, T, D)) → Transpose(0,2,1) → Reshape(→ (B, H, D, T)), accepted only when the
+    /// shapes prove it swaps the last two axes of K4.
+    /// </summary>
+    private KeyMatch? KeyTransposedThroughRank3(Value keyTransposed)
+    {
+        var factor = 1.0;
+        var current = keyTransposed;
+        if (ScalarFactor(current) is { } after)
+        {
+            factor = after.Factor;
+            current = after.Operand;
+        }
+
+        if (Ops.Producer(current, "Reshape") is not { } outer || Ops.Producer(outer.Input(0), "Transpose") is not { } transpose ||
+            transpose.IntsAttribute("perm") is not [0, 2, 1] || Ops.Producer(transpose.Input(0), "Reshape") is not { } inner)
+        {
+            return null;
+        }
+
+        var key = inner.Input(0)!;
+        if (_analysis.ShapeOf(key) is not { Count: 4 } k || _analysis.ShapeOf(inner.Output(0)!) is not { Count: 3 } merged ||
+            _analysis.ShapeOf(outer.Output(0)!) is not { Count: 4 } restored)
+        {
+            return null;
+        }
+
+        var proven = merged[1].SameAs(k[2]) == true && merged[2].SameAs(k[3]) == true &&
+                     restored[0].SameAs(k[0]) == true && restored[1].SameAs(k[1]) == true &&
+                     restored[2].SameAs(k[3]) == true && restored[3].SameAs(k[2]) == true;
+        return proven ? new KeyMatch(key, KeyLayout.ReshapedRank3, factor) : null;
+    }
+
+    /// <summary>
+    /// The (B, Hkv, T, D) source of a GQA head repeat Reshape(Expand(Unsqueeze(x, axes=[2]))) whose
+    /// shapes prove each kv head is repeated contiguously (query head h reads kv head h / n_rep).
+    /// </summary>
+    private Value? HeadRepeatSource(Value repeated)
+    {
+        if (Ops.Producer(repeated, "Reshape") is not { } reshape || Ops.Producer(reshape.Input(0), "Expand") is not { } expand ||
+            Ops.Producer(expand.Input(0), "Unsqueeze") is not { } unsqueeze || _analysis.AxesOf(unsqueeze) is not [2])
+        {
+            return null;
+        }
+
+        var source = unsqueeze.Input(0)!;
+        if (_analysis.ShapeOf(source) is not { Count: 4 } s || _analysis.ShapeOf(expand.Output(0)!) is not { Count: 5 } e ||
+            _analysis.ShapeOf(repeated) is not { Count: 4 } r)
+        {
+            return null;
+        }
+
+        var proven = e[0].SameAs(s[0]) == true && e[1].SameAs(s[1]) == true && e[3].SameAs(s[2]) == true && e[4].SameAs(s[3]) == true &&
+                     r[0].SameAs(s[0]) == true && r[2].SameAs(s[2]) == true && r[3].SameAs(s[3]) == true;
+        return proven ? source : null;
+    }
+
+    /// <summary>
+    /// Turns a causal mask term into the op's causal attribute when that is exact. Rows whose every
+    /// visible key is also hidden by another finite mask (padding) get a softmax over all keys
+    /// holding the fill in the graph, which the attribute cannot reproduce; so with other masks the
+    /// attribute is used only when every fill is −inf (then such rows are NaN, or zero with a guard,
+    /// either way). Otherwise the causal mask stays an ordinary mask input, and a note says so.
+    /// </summary>
+    private AttentionMatch RecognizeCausal(AttentionMatch match)
+    {
+        if (_analysis.ShapeOf(match.Query.Value) is not { Count: >= 3 } q || KeyShape(match) is not { Count: >= 3 } k)
+        {
+            return match;
+        }
+
+        var masks = match.Scores.Masks;
+        for (var i = 0; i < masks.Count; i++)
+        {
+            if (_causal.Recognize(masks[i], q[^2], k[^2]) is not { } causal)
+            {
+                continue;
+            }
+
+            var others = masks.RemoveAt(i);
+            var exact = others.IsEmpty
+                ? causal.Alignment == CausalAlignment.UpperLeft || double.IsNegativeInfinity(causal.Fill)
+                : double.IsNegativeInfinity(causal.Fill) && others.All(m => m.Kind == MaskKind.KeepNegativeInfinity);
+            if (!exact)
+            {
+                return match with
+                {
+                    Scores = match.Scores with { Masks = masks.SetItem(i, masks[i] with { Alignment = causal.Alignment }) },
+                    CausalNote = $"A causal mask ({causal.Alignment}) was recognised but kept as a mask input: with the other masks here, rows with no visible key would differ.",
+                };
+            }
+
+            masks = masks.SetItem(i, masks[i] with { Kind = MaskKind.Causal, Alignment = causal.Alignment });
+            break;
+        }
+
+        return match with { Scores = match.Scores with { Masks = masks } };
+    }
+
+    /// <summary>The key's shape in the op's layout ((B, H, S, D) or (N, S, D)).</summary>
+    private IReadOnlyList<Dim>? KeyShape(AttentionMatch match)
+    {
+        var shape = _analysis.ShapeOf(match.Key.Value);
+        return (match.Key.Layout, shape) switch
+        {
+            (KeyLayout.HeadSplitMerged, { Count: 4 } s) => [s[0], s[2], s[1], s[3]],
+            (KeyLayout.Rank3SequenceFirst, { Count: 3 } s) => [s[1], s[0], s[2]],
+            _ => shape,
+        };
+    }
+
+    // ---- check ----------------------------------------------------------------------------------
+
+    /// <summary>Whether fusing <paramref name="match"/> keeps every result of the model; otherwise the reason.</summary>
+    public CheckResult Check(AttentionMatch match)
+    {
+        ArgumentNullException.ThrowIfNull(match);
+        var result = CheckSoftmax(match);
+        if (result.IsOk)
+        {
+            result = CheckPrivate(match);
+        }
+
+        if (result.IsOk)
+        {
+            result = CheckWrappers(match);
+        }
+
+        if (result.IsOk)
+        {
+            result = CheckTypesAndShapes(match);
+        }
+
+        if (result.IsOk)
+        {
+            result = CheckScale(match);
+        }
+
+        if (result.IsOk)
+        {
+            result = CheckMasks(match);
+        }
+
+        return result;
+    }
+
+    private CheckResult CheckSoftmax(AttentionMatch match)
+    {
+        var softmax = match.Softmax;
+        var rank = _analysis.ShapeOf(softmax.Input(0)!)?.Count;
+        var opset = softmax.Graph.Model.DefaultOpset;
+        var axis = softmax.IntAttribute("axis") ?? (opset >= 13 ? -1 : 1);
+        if (axis == -1)
+        {
+            return CheckResult.Ok;
+        }
+
+        if (rank is null)
+        {
+            return CheckResult.Refuse($"Softmax '{softmax.DisplayName}' has axis={axis} and the rank of its input is unknown, so it is not provably over the last axis.");
+        }
+
+        if (axis == rank - 1)
+        {
+            return CheckResult.Ok;
+        }
+
+        return CheckResult.Refuse(opset < 13
+            ? $"Softmax '{softmax.DisplayName}' (opset {opset}) has axis={axis} on a rank-{rank} input: it normalises over the flattened axes {axis}..{rank - 1}, not over the keys."
+            : $"Softmax '{softmax.DisplayName}' normalises over axis {axis}, not over the last axis of its rank-{rank} input.");
+    }
+
+    /// <summary>Every intermediate must be used only inside the pattern and must not be a graph output.</summary>
+    private static CheckResult CheckPrivate(AttentionMatch match)
+    {
+        var inside = new HashSet<Node>([match.Anchor, match.Scores.ScoresMatMul, .. match.Scores.Nodes, .. match.ProbabilityNodes]);
+        foreach (var node in inside)
+        {
+            if (node == match.Anchor)
+            {
+                continue;
+            }
+
+            foreach (var output in node.Outputs.OfType<Value>())
+            {
+                if (output.IsGraphOutput)
+                {
+                    return CheckResult.Refuse($"'{output.Name}' (output of {node.OpType} '{node.DisplayName}') is a graph output; fusing would remove it.");
+                }
+
+                if (output.Consumers.FirstOrDefault(c => !inside.Contains(c) && !c.Is("Shape")) is { } outside)
+                {
+                    return CheckResult.Refuse($"'{output.Name}' (output of {node.OpType} '{node.DisplayName}') is also used by {outside.OpType} '{outside.DisplayName}' outside the attention pattern.");
+                }
+            }
+        }
+
+        return CheckResult.Ok;
+    }
+
+    private CheckResult CheckWrappers(AttentionMatch match)
+    {
+        foreach (var node in match.ProbabilityNodes)
+        {
+            if (node.Is("Cast") && !ElementTypes.IsFloat((DataType)(node.IntAttribute("to") ?? 0)))
+            {
+                return CheckResult.Refuse($"Cast '{node.DisplayName}' after Softmax converts the probabilities to {(DataType)(node.IntAttribute("to") ?? 0)}.");
+            }
+
+            if (node.Is("Dropout") && node.Input(2) is { } training && _analysis.ScalarOf(training) is not 0.0)
+            {
+                return CheckResult.Refuse($"Dropout '{node.DisplayName}' is not provably in inference mode (training_mode is not a constant false).");
+            }
+        }
+
+        return CheckResult.Ok;
+    }
+
+    private CheckResult CheckTypesAndShapes(AttentionMatch match)
+    {
+        var type = _analysis.ElementTypeOf(match.Query.Value);
+        if (!ElementTypes.IsAttentionType(type))
+        {
+            return CheckResult.Refuse(type == DataType.Undefined
+                ? $"The element type of query '{match.Query.Value.Name}' is unknown."
+                : $"Query '{match.Query.Value.Name}' is {type}; the op takes float, float16 or bfloat16.");
+        }
+
+        foreach (var (name, value) in new[] { ("key", match.Key.Value), ("value", match.Value) })
+        {
+            var other = _analysis.ElementTypeOf(value);
+            if (other != type)
+            {
+                return CheckResult.Refuse($"The {name} '{value.Name}' is {other} but the query is {type}.");
+            }
+        }
+
+        var q = _analysis.ShapeOf(match.Query.Value);
+        var k = KeyShape(match);
+        var v = _analysis.ShapeOf(match.Value);
+        if (q is null || k is null || v is null)
+        {
+            return CheckResult.Refuse("The ranks of query, key and value are not all known.");
+        }
+
+        if (q.Count is not (3 or 4) || k.Count != q.Count || v.Count != q.Count)
+        {
+            return CheckResult.Refuse($"Query, key and value have ranks {q.Count}, {k.Count}, {v.Count}; the op takes all rank 4 (B,H,S,D) or all rank 3 (N,S,D).");
+        }
+
+        if (Mismatch(q[^1], k[^1]))
+        {
+            return CheckResult.Refuse($"Head dim of key ({k[^1]}) does not match query ({q[^1]}).");
+        }
+
+        if (Mismatch(k[^2], v[^2]))
+        {
+            return CheckResult.Refuse($"Key length of value ({v[^2]}) does not match key ({k[^2]}).");
+        }
+
+        if (Mismatch(q[0], k[0]) || Mismatch(q[0], v[0]))
+        {
+            return CheckResult.Refuse($"Batch dims differ: query {q[0]}, key {k[0]}, value {v[0]}.");
+        }
+
+        if (q.Count == 4)
+        {
+            if (k[1].SameAs(v[1]) == false)
+            {
+                return CheckResult.Refuse($"Key has {k[1]} heads but value has {v[1]}.");
+            }
+
+            if (q[1].Size is { } hq && k[1].Size is { } hkv && (hkv == 0 || hq % hkv != 0))
+            {
+                return CheckResult.Refuse($"Query heads ({hq}) are not a multiple of key heads ({hkv}).");
+            }
+
+            if (!match.KvHeadRepeatRemoved && Mismatch(q[1], k[1]))
+            {
+                return CheckResult.Refuse($"Query has {q[1]} heads and key {k[1]}, and no head repeat was found to explain it.");
+            }
+        }
+
+        return CheckResult.Ok;
+    }
+
+    /// <summary>Provably different, or one side known to be 1 (a broadcast the op does not do) and the other not.</summary>
+    private static bool Mismatch(Dim a, Dim b) =>
+        a.SameAs(b) == false || (a.Size == 1) != (b.Size == 1);
+
+    private static CheckResult CheckScale(AttentionMatch match)
+    {
+        var scale = match.Scale;
+        if (!double.IsFinite(scale) || scale == 0 || !float.IsFinite((float)scale) || (float)scale == 0)
+        {
+            return CheckResult.Refuse($"The scale found ({scale.ToString(CultureInfo.InvariantCulture)}) is not a usable finite non-zero float.");
+        }
+
+        return CheckResult.Ok;
+    }
+
+    private CheckResult CheckMasks(AttentionMatch match)
+    {
+        var masks = match.Scores.Masks.Where(m => m.Kind != MaskKind.Causal).ToList();
+        var additive = masks.Where(m => m.Kind == MaskKind.AdditiveBias).ToList();
+        var wheres = masks.Where(m => m.Kind != MaskKind.AdditiveBias).ToList();
+        // Summing two masks first is exact when one only holds 0 and a hiding fill (a causal mask):
+        // s + 0 + M == s + M, and a hiding fill absorbs everything added to it.
+        if (additive.Count > 2 || (additive.Count == 2 && additive.All(m => m.Alignment == CausalAlignment.None)))
+        {
+            return CheckResult.Refuse("Two additive masks: adding them before the scores would round differently from the graph.");
+        }
+
+        if (wheres.Count > 1)
+        {
+            return CheckResult.Refuse("Two Where masks on the scores.");
+        }
+
+        var type = _analysis.ElementTypeOf(match.Query.Value);
+        var scoreShape = _analysis.ShapeOf(match.Scores.ScoresMatMul.Output(0)!);
+        foreach (var term in masks)
+        {
+            if (CheckMaskShape(term, term.View is { } view ? _analysis.ShapeOf(view.Scores) : scoreShape) is { IsOk: false } bad)
+            {
+                return bad;
+            }
+        }
+
+        if (additive.FirstOrDefault(m => BiasSource(m.Source, type) is null) is { } unconvertible)
+        {
+            return CheckResult.Refuse($"Mask '{unconvertible.Source.Name}' is {_analysis.ElementTypeOf(unconvertible.Source)} but attention runs in {type}; converting it could change masked values.");
+        }
+
+        if (additive.Count == 2 && (additive.Any(m => m.View is not null) || wheres.Count > 0 || match.Scores.Clamp is not null))
+        {
+            return CheckResult.Refuse("A causal mask and another additive mask together with further masks or a clamp.");
+        }
+
+        if (wheres.Count == 1)
+        {
+            var where = wheres[0];
+            if (where.Kind == MaskKind.FiniteFill && where.Fill > CausalMasks.AbsorbingFill)
+            {
+                return CheckResult.Refuse(
+                    $"Where '{where.Node.DisplayName}' fills masked scores with {where.Fill.ToString(CultureInfo.InvariantCulture)}: s + F differs from F for ordinary scores, so no additive bias reproduces it exactly.");
+            }
+
+            if (where.Kind == MaskKind.FiniteFill && type == DataType.Float16)
+            {
+                return CheckResult.Refuse($"Where '{where.Node.DisplayName}' fills with {where.Fill.ToString(CultureInfo.InvariantCulture)}, which float16 cannot hold.");
+            }
+
+            if (additive.Count == 1 && where.Kind == MaskKind.KeepNegativeInfinity && additive[0].View is not null)
+            {
+                return CheckResult.Refuse("A −inf Where together with a mask added through Reshape→Add→Reshape.");
+            }
+        }
+
+        if (match.Scores.Clamp is { } clamp)
+        {
+            if (additive.Count != 1 || wheres.Count != 0 || clamp > CausalMasks.AbsorbingFill || !double.IsFinite(clamp))
+            {
+                return CheckResult.Refuse($"Max clamp at {clamp.ToString(CultureInfo.InvariantCulture)} is only fused right after a single additive mask with an absorbing finite clamp value.");
+            }
+        }
+
+        return CheckResult.Ok;
+    }
+
+    private CheckResult CheckMaskShape(MaskTerm term, IReadOnlyList<Dim>? scoreShape)
+    {
+        if (_analysis.ShapeOf(term.Source) is not { } mask || scoreShape is null)
+        {
+            return CheckResult.Ok;
+        }
+
+        if (mask.Count > scoreShape.Count)
+        {
+            return CheckResult.Refuse($"Mask '{term.Source.Name}' has rank {mask.Count}, more than the scores' {scoreShape.Count}: it would broadcast the scores up.");
+        }
+
+        for (var i = 1; i <= mask.Count; i++)
+        {
+            var m = mask[^i];
+            var s = scoreShape[^i];
+            if (m.Size != 1 && m.SameAs(s) == false)
+            {
+                return CheckResult.Refuse($"Mask '{term.Source.Name}' dim {mask.Count - i} ({m}) neither is 1 nor matches the scores ({s}).");
+            }
+        }
+
+        return CheckResult.Ok;
+    }
+
+    /// <summary>The mask tensor to pass as bias in type <paramref name="type"/>: itself, or the T-typed input of a widening Cast.</summary>
+    private Value? BiasSource(Value mask, DataType type)
+    {
+        if (_analysis.ElementTypeOf(mask) == type)
+        {
+            return mask;
+        }
+
+        return Ops.Producer(mask, "Cast") is { } cast && _analysis.ElementTypeOf(cast.Input(0)!) == type ? cast.Input(0) : null;
+    }
+
+    // ---- rewrite --------------------------------------------------------------------------------
+
+    /// <summary>Replaces the matched subgraph by one FlashAttention node; returns it.</summary>
+    public Node Rewrite(AttentionMatch match)
+    {
+        ArgumentNullException.ThrowIfNull(match);
+        var graph = match.Anchor.Graph;
+        var anchor = match.Anchor;
+        var names = graph.Model.Names;
+        var type = _analysis.ElementTypeOf(match.Query.Value);
+
+        RewireShapeReaders(match);
+        var key = match.Key.Value;
+        if (match.Key.Layout is KeyLayout.HeadSplitMerged or KeyLayout.Rank3SequenceFirst)
+        {
+            long[] perm = match.Key.Layout == KeyLayout.HeadSplitMerged ? [0, 2, 1, 3] : [1, 0, 2];
+            key = graph.InsertNode(anchor, "Transpose", "", [key], [names.Fresh(key.Name + "_heads_first")], "KeyHeadsFirst",
+                [Node.IntsAttributeProto("perm", perm)]).Output(0)!;
+        }
+
+        var masks = match.Scores.Masks;
+        var additives = masks.Where(m => m.Kind == MaskKind.AdditiveBias).ToList();
+        var additive = additives.FirstOrDefault();
+        var where = masks.FirstOrDefault(m => m.Kind is MaskKind.KeepNegativeInfinity or MaskKind.FiniteFill);
+        var causal = masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None;
+
+        Value? bias = additive is null ? null : SignedBias(graph, anchor, additive, type);
+        if (bias is not null && additive!.View is { } view)
+        {
+            // Reshape(Add(Reshape(s, 4-D), M), 3-D) == s + Reshape(Expand(M, 4-D), 3-D).
+            var expanded = graph.InsertNode(anchor, "Expand", "", [bias, view.SplitShape], [names.Fresh(bias.Name + "_expanded")], "ExpandBias").Output(0)!;
+            bias = graph.InsertNode(anchor, "Reshape", "", [expanded, view.MergedShape], [names.Fresh(bias.Name + "_merged")], "MergeBias").Output(0)!;
+        }
+
+        if (additives.Count == 2)
+        {
+            var second = SignedBias(graph, anchor, additives[1], type);
+            bias = graph.InsertNode(anchor, "Add", "", [second, bias], [names.Fresh(bias!.Name + "_combined")], "CombineMasks").Output(0)!;
+        }
+
+        if (bias is not null && match.Scores.Clamp is { } clamp)
+        {
+            var floor = Constant(graph, anchor, ConstantTensor.Scalar(type, clamp), "ClampValue");
+            bias = graph.InsertNode(anchor, "Max", "", [bias, floor], [names.Fresh(bias.Name + "_clamped")], "ClampBias").Output(0)!;
+        }
+
+        Value? keep = null;
+        if (where is { Kind: MaskKind.KeepNegativeInfinity })
+        {
+            keep = where.KeepWhenTrue ? where.Source
+                : graph.InsertNode(anchor, "Not", "", [where.Source], [names.Fresh(where.Source.Name + "_keep")], "KeepMask").Output(0)!;
+        }
+        else if (where is { Kind: MaskKind.FiniteFill })
+        {
+            // cond ? s + M : F  ==  s + (cond ? M : F), because s + F == F for an absorbing fill F;
+            // (cond ? s : F) + M  ==  s + (cond ? M : F + M) likewise, F + M being absorbing too.
+            Value fill = Constant(graph, anchor, ConstantTensor.Scalar(type, where.Fill), "MaskFill");
+            var whereIsInner = additive is not null && masks.IndexOf(where) > masks.IndexOf(additive);
+            if (whereIsInner)
+            {
+                fill = graph.InsertNode(anchor, "Add", "", [fill, bias], [names.Fresh(bias!.Name + "_filled")], "MaskFillPlusBias").Output(0)!;
+            }
+
+            var kept = bias ?? Constant(graph, anchor, ConstantTensor.Scalar(type, 0), "MaskZero");
+            Value?[] branches = where.KeepWhenTrue ? [where.Source, kept, fill] : [where.Source, fill, kept];
+            bias = graph.InsertNode(anchor, "Where", "", branches, [names.Fresh(where.Source.Name + "_bias")], "MaskBias").Output(0)!;
+        }
+
+        var attributes = new List<AttributeProto> { Node.FloatAttributeProto("scale", (float)match.Scale) };
+        if (causal != CausalAlignment.None)
+        {
+            attributes.Add(Node.IntAttributeProto("causal", (long)causal));
+        }
+
+        if (match.Scores.Softcap > 0)
+        {
+            attributes.Add(Node.FloatAttributeProto("softcap", match.Scores.Softcap));
+        }
+
+        attributes.Add(Node.StringAttributeProto("masked_rows", match.MaskedRows == MaskedRowPolicy.Zero ? "zero" : "nan"));
+
+        var inputs = new List<Value?> { match.Query.Value, key, match.Value, bias, keep };
+        while (inputs[^1] is null)
+        {
+            inputs.RemoveAt(inputs.Count - 1);
+        }
+
+        var output = anchor.Output(0)!;
+        var fused = graph.InsertNode(anchor, OpType, Domain, inputs, [names.Fresh(output.Name + "_fused")],
+            anchor.Name.Length > 0 ? anchor.Name + "_FlashAttention" : "FlashAttention", attributes);
+        graph.TransferOutput(output, fused, 0);
+        graph.RemoveDead(anchor);
+        graph.Model.EnsureOpsetImport(Domain, 1);
+        return fused;
+    }
+
+    /// <summary>The term's mask in type T, negated for Sub(scores, M).</summary>
+    private Value SignedBias(OnnxGraph graph, Node anchor, MaskTerm term, DataType type)
+    {
+        var source = BiasSource(term.Source, type)!;
+        return term.Subtracted
+            ? graph.InsertNode(anchor, "Neg", "", [source], [graph.Model.Names.Fresh(source.Name + "_negated")], "NegateMask").Output(0)!
+            : source;
+    }
+
+    /// <summary>
+    /// Shape nodes reading a score-shaped intermediate (DistilBERT expands its mask to Shape(scores))
+    /// get the same shape computed from the query and key instead, inserted where they were.
+    /// </summary>
+    private static void RewireShapeReaders(AttentionMatch match)
+    {
+        var graph = match.Anchor.Graph;
+        var names = graph.Model.Names;
+        var chain = new HashSet<Node>([match.Scores.ScoresMatMul, .. match.Scores.Nodes, .. match.ProbabilityNodes]);
+        var readers = chain.SelectMany(n => n.Outputs.OfType<Value>()).SelectMany(v => v.Consumers)
+                           .Where(c => c.Is("Shape") && !chain.Contains(c)).Distinct().ToList();
+        foreach (var reader in readers)
+        {
+            Value Slice(Value shape, long start, long end, string hint)
+            {
+                var starts = Constant(graph, reader, ConstantTensor.Int64s([start]), hint + "Start");
+                var ends = Constant(graph, reader, ConstantTensor.Int64s([end]), hint + "End");
+                return graph.InsertNode(reader, "Slice", "", [shape, starts, ends], [names.Fresh(hint)], hint).Output(0)!;
+            }
+
+            var rank = QueryRank(match);
+            var queryShape = graph.InsertNode(reader, "Shape", "", [match.Query.Value], [names.Fresh("QueryShape")], "QueryShape").Output(0)!;
+            var keyShape = graph.InsertNode(reader, "Shape", "", [match.Key.Value], [names.Fresh("KeyShape")], "KeyShape").Output(0)!;
+            var keyAxis = match.Key.Layout switch
+            {
+                KeyLayout.HeadSplitMerged => 1,
+                KeyLayout.Rank3SequenceFirst => 0,
+                _ => rank - 2,
+            };
+            var leading = Slice(queryShape, 0, rank - 1, "ScoresLeadingDims");
+            var keyLength = Slice(keyShape, keyAxis, keyAxis + 1, "ScoresKeyLength");
+            var concat = graph.InsertNode(reader, "Concat", "", [leading, keyLength], [names.Fresh("ScoresShape")], "ScoresShape",
+                [Node.IntAttributeProto("axis", 0)]);
+            Node replacement = concat;
+            if (reader.IntAttribute("start") is not null || reader.IntAttribute("end") is not null)
+            {
+                replacement = Slice(concat.Output(0)!, reader.IntAttribute("start") ?? 0, reader.IntAttribute("end") ?? long.MaxValue, "ScoresShapeRange").Producer!;
+            }
+
+            graph.TransferOutput(reader.Output(0)!, replacement, 0);
+            graph.RemoveDead(reader);
+        }
+    }
+
+    private static int QueryRank(AttentionMatch match) =>
+        match.Key.Layout is KeyLayout.Rank3 or KeyLayout.Rank3SequenceFirst ? 3 : 4;
+
+    private static Value Constant(OnnxGraph graph, Node before, ConstantTensor value, string hint)
+    {
+        var name = graph.Model.Names.Fresh(hint);
+        var attribute = new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = value.ToProto(name) };
+        return graph.InsertNode(before, "Constant", "", [], [name], hint, [attribute]).Output(0)!;
+    }
+}

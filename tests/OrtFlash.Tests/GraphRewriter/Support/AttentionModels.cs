@@ -1,0 +1,657 @@
+using OrtFlash.GraphRewriter.Graph;
+using OrtFlash.GraphRewriter.Onnx;
+using OrtFlash.GraphRewriter.Rules;
+using DataType = OrtFlash.GraphRewriter.Onnx.TensorProto.Types.DataType;
+using static OrtFlash.Tests.Rewriter.Support.ModelBuilder;
+
+namespace OrtFlash.Tests.Rewriter.Support;
+
+/// <summary>What a fused variant must look like after the rewrite.</summary>
+public sealed record Expectation(
+    KeyLayout KeyLayout,
+    ScalePlacement ScalePlacement,
+    float Scale,
+    CausalAlignment Causal = CausalAlignment.None,
+    MaskedRowPolicy MaskedRows = MaskedRowPolicy.NaN,
+    float Softcap = 0,
+    bool KvHeadRepeatRemoved = false,
+    string? NoteContains = null);
+
+/// <summary>A small model reproducing one exporter's attention spelling, with inputs for it.</summary>
+public sealed record AttentionModel(
+    string Name,
+    Func<ModelProto> Build,
+    Func<Random, long, long, Dictionary<string, TestTensor>> Inputs,
+    Expectation? Fused,
+    string? RefusalContains = null,
+    bool FusesInSubgraph = false)
+{
+    public override string ToString() => Name;
+}
+
+/// <summary>The catalogue of attention spellings the rewriter must fuse or refuse.</summary>
+internal static class AttentionModels
+{
+    public const long Batch = 2;
+    public const long Heads = 2;
+    public const long HeadDim = 8;
+    private static readonly float InvSqrtD = 1 / MathF.Sqrt(HeadDim);
+    private const float FloatMin = float.MinValue;
+
+    /// <summary>(query length, key length) pairs every parity test runs.</summary>
+    public static readonly (long S, long T)[] Lengths = [(1, 1), (4, 4), (5, 9), (7, 3)];
+
+    public static IEnumerable<AttentionModel> Fusable()
+    {
+        yield return new("Div after MatMul, padding mask (1-m)*-10000", DivWithPaddingChain, PaddingInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Mul(c, scores), Add(mask, scores), finfo.min mask", MulFirstAddFirst, AdditiveMaskInputs(FloatMin),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD));
+        yield return new("No scale, T5 position bias (1,H,S,T)", NoScalePositionBias, PositionBiasInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.None, 1.0f));
+        yield return new("Query scaled before the head split (BART)", QueryScaledBeforeHeadSplit, BartInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.QueryBeforeHeadSplit, 1.0f));
+        yield return new("Q and Kᵀ each times sqrt of a shape-derived scale, -inf bool mask, IsNaN guard", SymmetricShapeDerivedScale, BoolMaskInputs(fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.Query | ScalePlacement.Key, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero));
+        yield return new("Key Transpose(0,2,3,1) merged with the head split (Whisper)", KeyHeadSplitMerged, WhisperInputs,
+            new(KeyLayout.HeadSplitMerged, ScalePlacement.Query | ScalePlacement.Key, InvSqrtD));
+        yield return new("Key Reshape→Transpose(0,2,1)→Reshape (dynamo)", KeyReshapedRank3, PlainInputs,
+            new(KeyLayout.ReshapedRank3, ScalePlacement.MultiplyScores, InvSqrtD));
+        yield return new("3-D (B·H, S, D) layout with (N,1,T) mask", Rank3Layout, Rank3Inputs,
+            new(KeyLayout.Rank3, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Where(keep, scores, -inf) with IsNaN guard", WhereKeepWithGuard, BoolMaskInputs(fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero));
+        yield return new("Where(keep, scores, -inf) without guard", WhereKeepNoGuard, BoolMaskInputs(fullyMaskedBatch: false),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Where(hide, finfo.min, scores) (DistilBERT)", WhereHideFiniteMin, BoolMaskInputs(fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Max clamp after a -inf additive mask (OPT)", MaxClamp, AdditiveMaskInputs(float.NegativeInfinity, fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Causal mask from Trilu (SDPA is_causal)", CausalTrilu, PlainInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.UpperLeft));
+        yield return new("Causal bool keep from Trilu", CausalTriluKeep, PlainInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, Causal: CausalAlignment.UpperLeft));
+        yield return new("Softcap (Gemma-2)", Softcap, PaddingInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, Softcap: 2.0f));
+        yield return new("Dropout (inference) and Identity after Softmax", DropoutIdentity, PlainInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("GQA head repeat Unsqueeze→Expand→Reshape removed", GqaHeadRepeat, GqaInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, KvHeadRepeatRemoved: true));
+        yield return new("Opset 11 Softmax with axis=3", Opset11LastAxis, PaddingInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Causal Trilu plus a finfo.min padding mask: causal stays a mask", CausalWithPadding, AdditiveMaskInputs(FloatMin, fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "kept as a mask input"));
+        yield return new("Causal Trilu plus a -inf bool keep mask", CausalWithKeep, BoolMaskInputs(fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.UpperLeft));
+        yield return new("Mask expanded to Shape(scores) (DistilBERT)", MaskExpandedToScoresShape, BoolMaskInputs(fullyMaskedBatch: false),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.Query, InvSqrtD));
+        yield return new("nn.MultiheadAttention: Transpose(1,2,0) key, baddbmm Mul by 1", MultiheadAttention, MultiheadInputs,
+            new(KeyLayout.Rank3SequenceFirst, ScalePlacement.Query | ScalePlacement.MultiplyScores, InvSqrtD));
+        yield return new("BART 3-D scores with Reshape→Add→Reshape mask", BartReshapedMask, BartMaskInputs,
+            new(KeyLayout.Rank3, ScalePlacement.QueryBeforeHeadSplit, 1.0f));
+        yield return new("GPT-2: no-op Cast, finite causal Where, then padding Add", Gpt2WhereThenAdd, AdditiveMaskInputs(FloatMin),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "kept as a mask input"));
+        yield return new("T5: no-op Cast to float before Softmax", T5NoOpCast, PositionBiasInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.None, 1.0f));
+        yield return new("Mask subtracted: Sub(scores, (1-m)*10000) (tf2onnx)", SubtractedMask, PaddingInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.Query, InvSqrtD));
+        yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), FusesInSubgraph: true);
+    }
+
+    public static IEnumerable<AttentionModel> Float16()
+    {
+        yield return new("float16 with Cast to float around Softmax", Float16CastAroundSoftmax, Float16Inputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, 1 / (float)(Half)MathF.Sqrt(HeadDim)));
+    }
+
+    public static IEnumerable<AttentionModel> Refused()
+    {
+        yield return new("Probabilities are a graph output", ProbabilitiesAsOutput, PlainInputs, null, "is a graph output");
+        yield return new("Scores also used outside the pattern", ScoresUsedOutside, PlainInputs, null, "outside the attention pattern");
+        yield return new("Softmax over axis 1", SoftmaxAxis1, PlainInputs, null, "not over the last axis");
+        yield return new("Opset 11 Softmax with the default axis", Opset11DefaultAxis, PlainInputs, null, "flattened axes");
+        yield return new("Scale is a graph input", ScaleFromInput, ScaleInputs, null, "not a constant");
+        yield return new("Where fill -10000", WhereFillTenThousand, BoolMaskInputs(fullyMaskedBatch: false), null, "no additive bias reproduces it");
+        yield return new("Dropout in training mode", DropoutTraining, PlainInputs, null, "not provably in inference mode");
+        yield return new("Key and value lengths differ", KeyValueLengthMismatch, PlainInputs, null, "does not match key");
+        yield return new("Two additive masks", TwoAdditiveMasks, PlainInputs, null, "Two additive masks");
+    }
+
+    // ---- common pieces ------------------------------------------------------------------------
+
+    private static (ModelBuilder B, string Q, string K, string V) Bhsd(long opset = 17, DataType type = DataType.Float)
+    {
+        var b = new ModelBuilder(opset);
+        var q = b.Input("q", type, "B", Heads, "S", HeadDim);
+        var k = b.Input("k", type, "B", Heads, "T", HeadDim);
+        var v = b.Input("v", type, "B", Heads, "T", HeadDim);
+        return (b, q, k, v);
+    }
+
+    private static string Scores(ModelBuilder b, string q, string k) =>
+        b.Node("MatMul", [q, b.Node("Transpose", [k], Ints("perm", 0, 1, 3, 2))]);
+
+    private static string Div(ModelBuilder b, string scores) => b.Node("Div", [scores, b.Scalar(MathF.Sqrt(HeadDim))]);
+
+    private static ModelProto Finish(ModelBuilder b, string probabilities, string v, DataType type = DataType.Float)
+    {
+        b.Rename(b.Node("MatMul", [probabilities, v]), "out");
+        b.Output("out", type);
+        return b.Model;
+    }
+
+    private static string Softmax(ModelBuilder b, string x, long axis = -1) => b.Node("Softmax", [x], Int("axis", axis));
+
+    private static Dictionary<string, TestTensor> Qkv(Random r, long s, long t, long heads = Heads, long kvHeads = Heads, DataType type = DataType.Float) => new()
+    {
+        ["q"] = TestTensor.Random(r, [Batch, heads, s, HeadDim], type),
+        ["k"] = TestTensor.Random(r, [Batch, kvHeads, t, HeadDim], type),
+        ["v"] = TestTensor.Random(r, [Batch, kvHeads, t, HeadDim], type),
+    };
+
+    private static Dictionary<string, TestTensor> PlainInputs(Random r, long s, long t) => Qkv(r, s, t);
+
+    /// <summary>A 0/1 padding mask (B, T): batch 1 pads its last third.</summary>
+    private static float[] Padding(long t, bool fullyMaskedBatch = false)
+    {
+        var data = new float[Batch * t];
+        for (var j = 0; j < t; j++)
+        {
+            data[j] = fullyMaskedBatch ? 0 : 1;
+            data[t + j] = j < t - t / 3 ? 1 : 0;
+        }
+
+        return data;
+    }
+
+    private static Dictionary<string, TestTensor> PaddingInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, t);
+        inputs["mask"] = new TestTensor(DataType.Float, [Batch, t], Padding(t));
+        return inputs;
+    }
+
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> AdditiveMaskInputs(float fill, bool fullyMaskedBatch = false) => (r, s, t) =>
+    {
+        var inputs = Qkv(r, s, t);
+        inputs["mask"] = new TestTensor(DataType.Float, [Batch, 1, 1, t], Padding(t, fullyMaskedBatch).Select(m => m == 1 ? 0f : fill).ToArray());
+        return inputs;
+    };
+
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> BoolMaskInputs(bool fullyMaskedBatch) => (r, s, t) =>
+    {
+        var inputs = Qkv(r, s, t);
+        inputs["mask"] = new TestTensor(DataType.Bool, [Batch, 1, 1, t], Padding(t, fullyMaskedBatch));
+        return inputs;
+    };
+
+    // ---- fusable variants ----------------------------------------------------------------------
+
+    private static ModelProto DivWithPaddingChain()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Float, "B", "T");
+        var mask4 = b.Node("Unsqueeze", [mask, b.Ints(1, 2)]);
+        var inverted = b.Node("Sub", [b.Scalar(1), mask4]);
+        var additive = b.Node("Mul", [inverted, b.Scalar(-10000)]);
+        var masked = b.Node("Add", [Div(b, Scores(b, q, k)), additive]);
+        return Finish(b, Softmax(b, masked), v);
+    }
+
+    private static ModelProto MulFirstAddFirst()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Float, "B", 1, 1, "T");
+        var scaled = b.Node("Mul", [b.Scalar(InvSqrtD), Scores(b, q, k)]);
+        return Finish(b, Softmax(b, b.Node("Add", [mask, scaled])), v);
+    }
+
+    private static ModelProto NoScalePositionBias()
+    {
+        var (b, q, k, v) = Bhsd();
+        var bias = b.Input("position_bias", DataType.Float, 1, Heads, "S", "T");
+        return Finish(b, Softmax(b, b.Node("Add", [Scores(b, q, k), bias])), v);
+    }
+
+    private static Dictionary<string, TestTensor> PositionBiasInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, t);
+        inputs["position_bias"] = TestTensor.Random(r, [1, Heads, s, t], scale: 3);
+        return inputs;
+    }
+
+    private static ModelProto QueryScaledBeforeHeadSplit()
+    {
+        var b = new ModelBuilder();
+        var hidden = b.Input("q_proj", DataType.Float, "B", "S", Heads * HeadDim);
+        var k = b.Input("k", DataType.Float, "B", Heads, "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", Heads, "T", HeadDim);
+        var scaled = b.Node("Mul", [hidden, b.Scalar(InvSqrtD)]);
+        var split = b.Node("Reshape", [scaled, b.Ints(0, 0, Heads, HeadDim)]);
+        var q = b.Node("Transpose", [split], Ints("perm", 0, 2, 1, 3));
+        return Finish(b, Softmax(b, Scores(b, q, k)), v);
+    }
+
+    private static Dictionary<string, TestTensor> BartInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, t);
+        inputs.Remove("q");
+        inputs["q_proj"] = TestTensor.Random(r, [Batch, s, Heads * HeadDim]);
+        return inputs;
+    }
+
+    private static ModelProto SymmetricShapeDerivedScale()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var headDim = b.Node("Slice", [b.Node("Shape", [q]), b.Ints(-1), b.Ints(long.MaxValue)]);
+        var scale = b.Node("Div", [b.Scalar(1), b.Node("Sqrt", [b.Node("Cast", [headDim], Int("to", (long)DataType.Float))])]);
+        var root = b.Node("Sqrt", [scale]);
+        var qs = b.Node("Mul", [q, root]);
+        var ks = b.Node("Mul", [b.Node("Transpose", [k], Ints("perm", 0, 1, 3, 2)), root]);
+        var bias = b.Node("Where", [mask, b.Scalar(0), b.Scalar(float.NegativeInfinity)]);
+        var probabilities = Softmax(b, b.Node("Add", [b.Node("MatMul", [qs, ks]), bias]));
+        var guarded = b.Node("Where", [b.Node("IsNaN", [probabilities]), b.Scalar(0), probabilities]);
+        return Finish(b, guarded, v);
+    }
+
+    private static ModelProto KeyHeadSplitMerged()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "B", Heads, "S", HeadDim);
+        var kProj = b.Input("k_proj", DataType.Float, "B", "T", Heads * HeadDim);
+        var v = b.Input("v", DataType.Float, "B", Heads, "T", HeadDim);
+        var quarter = b.Scalar(MathF.Pow(HeadDim, -0.25f));
+        var kt = b.Node("Transpose", [b.Node("Reshape", [kProj, b.Ints(0, 0, Heads, HeadDim)])], Ints("perm", 0, 2, 3, 1));
+        var scores = b.Node("MatMul", [b.Node("Mul", [q, quarter]), b.Node("Mul", [kt, quarter])]);
+        return Finish(b, Softmax(b, scores), v);
+    }
+
+    private static Dictionary<string, TestTensor> WhisperInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, t);
+        inputs.Remove("k");
+        inputs["k_proj"] = TestTensor.Random(r, [Batch, t, Heads * HeadDim]);
+        return inputs;
+    }
+
+    private static ModelProto KeyReshapedRank3()
+    {
+        var (b, q, k, v) = Bhsd();
+        var shape = b.Node("Shape", [k]);
+        var lastTwo = b.Node("Slice", [shape, b.Ints(2), b.Ints(4)]);
+        var merged = b.Node("Reshape", [k, b.Node("Concat", [b.Ints(-1), lastTwo], Int("axis", 0))]);
+        var swapped = b.Node("Transpose", [merged], Ints("perm", 0, 2, 1));
+        var leading = b.Node("Slice", [shape, b.Ints(0), b.Ints(2)]);
+        var d = b.Node("Slice", [shape, b.Ints(3), b.Ints(4)]);
+        var t = b.Node("Slice", [shape, b.Ints(2), b.Ints(3)]);
+        var kt = b.Node("Reshape", [swapped, b.Node("Concat", [leading, d, t], Int("axis", 0))]);
+        var scores = b.Node("Mul", [b.Node("MatMul", [q, kt]), b.Scalar(InvSqrtD)]);
+        return Finish(b, Softmax(b, scores), v);
+    }
+
+    private static ModelProto Rank3Layout()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "N", "S", HeadDim);
+        var k = b.Input("k", DataType.Float, "N", "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "N", "T", HeadDim);
+        var mask = b.Input("mask", DataType.Float, "N", 1, "T");
+        var scores = b.Node("MatMul", [q, b.Node("Transpose", [k], Ints("perm", 0, 2, 1))]);
+        return Finish(b, Softmax(b, b.Node("Add", [Div(b, scores), mask])), v);
+    }
+
+    private static Dictionary<string, TestTensor> Rank3Inputs(Random r, long s, long t)
+    {
+        var n = Batch * Heads;
+        var mask = new float[n * t];
+        for (var i = 0; i < n; i++)
+        {
+            for (var j = 0; j < t; j++)
+            {
+                mask[i * t + j] = i % 2 == 1 && j >= t - t / 3 ? -10000f : 0f;
+            }
+        }
+
+        return new()
+        {
+            ["q"] = TestTensor.Random(r, [n, s, HeadDim]),
+            ["k"] = TestTensor.Random(r, [n, t, HeadDim]),
+            ["v"] = TestTensor.Random(r, [n, t, HeadDim]),
+            ["mask"] = new TestTensor(DataType.Float, [n, 1, t], mask),
+        };
+    }
+
+    private static ModelProto WhereKeepWithGuard()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var masked = b.Node("Where", [mask, Div(b, Scores(b, q, k)), b.Scalar(float.NegativeInfinity)]);
+        var probabilities = Softmax(b, masked);
+        return Finish(b, b.Node("Where", [b.Node("IsNaN", [probabilities]), b.Scalar(0), probabilities]), v);
+    }
+
+    private static ModelProto WhereKeepNoGuard()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        return Finish(b, Softmax(b, b.Node("Where", [mask, Div(b, Scores(b, q, k)), b.Scalar(float.NegativeInfinity)])), v);
+    }
+
+    private static ModelProto WhereHideFiniteMin()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var hide = b.Node("Not", [mask]);
+        return Finish(b, Softmax(b, b.Node("Where", [hide, b.Scalar(FloatMin), Div(b, Scores(b, q, k))])), v);
+    }
+
+    private static ModelProto MaxClamp()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Float, "B", 1, 1, "T");
+        var clamped = b.Node("Max", [b.Node("Add", [Div(b, Scores(b, q, k)), mask]), b.Scalar(FloatMin)]);
+        return Finish(b, Softmax(b, clamped), v);
+    }
+
+    private static string QueryByKeyOnes(ModelBuilder b, string q, string k, DataType type)
+    {
+        var s = b.Node("Slice", [b.Node("Shape", [q]), b.Ints(2), b.Ints(3)]);
+        var t = b.Node("Slice", [b.Node("Shape", [k]), b.Ints(2), b.Ints(3)]);
+        return b.Node("ConstantOfShape", [b.Node("Concat", [s, t], Int("axis", 0))], Tensor("value", new ConstantTensor(type, [1], [1])));
+    }
+
+    private static ModelProto CausalTrilu()
+    {
+        var (b, q, k, v) = Bhsd();
+        var lower = b.Node("Trilu", [QueryByKeyOnes(b, q, k, DataType.Float)], Int("upper", 0));
+        var hidden = b.Node("Equal", [lower, b.Scalar(0)]);
+        var bias = b.Node("Where", [hidden, b.Scalar(float.NegativeInfinity), b.Scalar(0)]);
+        return Finish(b, Softmax(b, b.Node("Add", [Div(b, Scores(b, q, k)), bias])), v);
+    }
+
+    private static ModelProto CausalTriluKeep()
+    {
+        var (b, q, k, v) = Bhsd();
+        var keep = b.Node("Cast", [b.Node("Trilu", [QueryByKeyOnes(b, q, k, DataType.Int64)], Int("upper", 0))], Int("to", (long)DataType.Bool));
+        var scaled = b.Node("Mul", [Scores(b, q, k), b.Scalar(InvSqrtD)]);
+        return Finish(b, Softmax(b, b.Node("Where", [keep, scaled, b.Scalar(float.NegativeInfinity)])), v);
+    }
+
+    private static ModelProto Softcap()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Float, "B", "T");
+        var scaled = b.Node("Mul", [Scores(b, q, k), b.Scalar(InvSqrtD)]);
+        var cap = b.Scalar(2.0f);
+        var capped = b.Node("Mul", [b.Node("Tanh", [b.Node("Div", [scaled, cap])]), cap]);
+        var additive = b.Node("Mul", [b.Node("Sub", [b.Scalar(1), b.Node("Unsqueeze", [mask, b.Ints(1, 2)])]), b.Scalar(FloatMin)]);
+        return Finish(b, Softmax(b, b.Node("Add", [capped, additive])), v);
+    }
+
+    private static ModelProto DropoutIdentity()
+    {
+        var (b, q, k, v) = Bhsd();
+        var dropped = b.Node("Dropout", [Softmax(b, Div(b, Scores(b, q, k))), b.Scalar(0.1f)]);
+        return Finish(b, b.Node("Identity", [dropped]), v);
+    }
+
+    private static ModelProto GqaHeadRepeat()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "B", Heads, "S", HeadDim);
+        var k = b.Input("k", DataType.Float, "B", 1, "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", 1, "T", HeadDim);
+        string Repeat(string x)
+        {
+            var shape = b.Node("Shape", [x]);
+            var batchHeads = b.Node("Slice", [shape, b.Ints(0), b.Ints(2)]);
+            var lengthDim = b.Node("Slice", [shape, b.Ints(2), b.Ints(4)]);
+            var batch = b.Node("Slice", [shape, b.Ints(0), b.Ints(1)]);
+            var expanded = b.Node("Expand", [b.Node("Unsqueeze", [x, b.Ints(2)]), b.Node("Concat", [batchHeads, b.Ints(Heads), lengthDim], Int("axis", 0))]);
+            return b.Node("Reshape", [expanded, b.Node("Concat", [batch, b.Ints(Heads), lengthDim], Int("axis", 0))]);
+        }
+
+        var scores = b.Node("Mul", [Scores(b, q, Repeat(k)), b.Scalar(InvSqrtD)]);
+        return Finish(b, Softmax(b, scores), Repeat(v));
+    }
+
+    private static Dictionary<string, TestTensor> GqaInputs(Random r, long s, long t) => Qkv(r, s, t, kvHeads: 1);
+
+    private static ModelProto Opset11LastAxis()
+    {
+        var (b, q, k, v) = Bhsd(opset: 11);
+        var mask = b.Input("mask", DataType.Float, "B", "T");
+        var additive = b.Node("Mul", [b.Node("Sub", [b.Scalar(1), b.Node("Unsqueeze", [mask], Ints("axes", 1, 2))]), b.Scalar(-10000)]);
+        return Finish(b, Softmax(b, b.Node("Add", [Div(b, Scores(b, q, k)), additive]), axis: 3), v);
+    }
+
+    private static string CausalBias(ModelBuilder b, string q, string k)
+    {
+        var lower = b.Node("Trilu", [QueryByKeyOnes(b, q, k, DataType.Float)], Int("upper", 0));
+        return b.Node("Where", [b.Node("Equal", [lower, b.Scalar(0)]), b.Scalar(float.NegativeInfinity), b.Scalar(0)]);
+    }
+
+    private static ModelProto CausalWithPadding()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Float, "B", 1, 1, "T");
+        var causal = b.Node("Add", [Div(b, Scores(b, q, k)), CausalBias(b, q, k)]);
+        return Finish(b, Softmax(b, b.Node("Add", [causal, mask])), v);
+    }
+
+    private static ModelProto CausalWithKeep()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var causal = b.Node("Add", [Div(b, Scores(b, q, k)), CausalBias(b, q, k)]);
+        return Finish(b, Softmax(b, b.Node("Where", [mask, causal, b.Scalar(float.NegativeInfinity)])), v);
+    }
+
+    private static ModelProto MaskExpandedToScoresShape()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var scores = Scores(b, b.Node("Div", [q, b.Scalar(MathF.Sqrt(HeadDim))]), k);
+        var hide = b.Node("Cast", [b.Node("Expand", [b.Node("Not", [mask]), b.Node("Shape", [scores])])], Int("to", (long)DataType.Bool));
+        return Finish(b, Softmax(b, b.Node("Where", [hide, b.Scalar(FloatMin), scores])), v);
+    }
+
+    private static ModelProto MultiheadAttention()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "S", "N", HeadDim);
+        var k = b.Input("k", DataType.Float, "T", "N", HeadDim);
+        var v = b.Input("v", DataType.Float, "N", "T", HeadDim);
+        var mask = b.Input("mask", DataType.Float, "N", 1, "T");
+        var q3 = b.Node("Div", [b.Node("Transpose", [q], Ints("perm", 1, 0, 2)), b.Scalar(MathF.Sqrt(HeadDim))]);
+        var scores = b.Node("Mul", [b.Node("MatMul", [q3, b.Node("Transpose", [k], Ints("perm", 1, 2, 0))]), b.Scalar(1)]);
+        return Finish(b, Softmax(b, b.Node("Add", [scores, b.Node("Mul", [mask, b.Scalar(1)])])), v);
+    }
+
+    private static Dictionary<string, TestTensor> MultiheadInputs(Random r, long s, long t)
+    {
+        var inputs = Rank3Inputs(r, s, t);
+        inputs["q"] = TestTensor.Random(r, [s, Batch * Heads, HeadDim]);
+        inputs["k"] = TestTensor.Random(r, [t, Batch * Heads, HeadDim]);
+        return inputs;
+    }
+
+    private static ModelProto BartReshapedMask()
+    {
+        var b = new ModelBuilder();
+        var hidden = b.Input("q_proj", DataType.Float, "B", "S", Heads * HeadDim);
+        var k = b.Input("k", DataType.Float, "B", Heads, "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", Heads, "T", HeadDim);
+        var mask = b.Input("mask", DataType.Float, "B", 1, "S", "T");
+        var qShape = b.Node("Shape", [hidden]);
+        var batch = b.Node("Slice", [qShape, b.Ints(0), b.Ints(1)]);
+        var length = b.Node("Slice", [qShape, b.Ints(1), b.Ints(2)]);
+        var keyLength = b.Node("Slice", [b.Node("Shape", [k]), b.Ints(2), b.Ints(3)]);
+        var flat = b.Node("Mul", [batch, b.Ints(Heads)]);
+        var split = b.Node("Transpose", [b.Node("Reshape", [b.Node("Mul", [hidden, b.Scalar(InvSqrtD)]), b.Ints(0, 0, Heads, HeadDim)])], Ints("perm", 0, 2, 1, 3));
+        var q3 = b.Node("Reshape", [split, b.Node("Concat", [flat, b.Ints(-1), b.Ints(HeadDim)], Int("axis", 0))]);
+        var k3 = b.Node("Reshape", [k, b.Node("Concat", [flat, b.Ints(-1), b.Ints(HeadDim)], Int("axis", 0))]);
+        var v3 = b.Node("Reshape", [v, b.Node("Concat", [flat, b.Ints(-1), b.Ints(HeadDim)], Int("axis", 0))]);
+        var scores = b.Node("MatMul", [q3, b.Node("Transpose", [k3], Ints("perm", 0, 2, 1))]);
+        var view = b.Node("Reshape", [scores, b.Node("Concat", [batch, b.Ints(Heads), length, keyLength], Int("axis", 0))]);
+        var merged = b.Node("Reshape", [b.Node("Add", [view, mask]), b.Node("Concat", [flat, length, keyLength], Int("axis", 0))]);
+        b.Rename(b.Node("MatMul", [Softmax(b, merged), v3]), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> BartMaskInputs(Random r, long s, long t)
+    {
+        var inputs = BartInputs(r, s, t);
+        var padding = Padding(t);
+        var mask = new float[Batch * s * t];
+        for (var i = 0; i < mask.Length; i++)
+        {
+            var batch = i / (s * t);
+            mask[i] = padding[batch * t + i % t] == 1 ? 0 : FloatMin;
+        }
+
+        inputs["mask"] = new TestTensor(DataType.Float, [Batch, 1, s, t], mask);
+        return inputs;
+    }
+
+    private static ModelProto Gpt2WhereThenAdd()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Float, "B", 1, 1, "T");
+        var keep = b.Node("Cast", [b.Node("Trilu", [QueryByKeyOnes(b, q, k, DataType.Int64)], Int("upper", 0))], Int("to", (long)DataType.Bool));
+        var scores = b.Node("Cast", [Div(b, Scores(b, q, k))], Int("to", (long)DataType.Float));
+        var causal = b.Node("Where", [keep, scores, b.Scalar(FloatMin)]);
+        var probabilities = b.Node("Cast", [Softmax(b, b.Node("Add", [causal, mask]))], Int("to", (long)DataType.Float));
+        return Finish(b, probabilities, v);
+    }
+
+    private static ModelProto T5NoOpCast()
+    {
+        var (b, q, k, v) = Bhsd();
+        var bias = b.Input("position_bias", DataType.Float, 1, Heads, "S", "T");
+        var scores = b.Node("Cast", [b.Node("Add", [Scores(b, q, k), bias])], Int("to", (long)DataType.Float));
+        return Finish(b, Softmax(b, scores), v);
+    }
+
+    private static ModelProto SubtractedMask()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Float, "B", "T");
+        var penalty = b.Node("Mul", [b.Node("Sub", [b.Scalar(1), b.Node("Unsqueeze", [mask, b.Ints(1, 2)])]), b.Scalar(10000)]);
+        var scores = Scores(b, b.Node("Mul", [q, b.Scalar(InvSqrtD)]), k);
+        return Finish(b, Softmax(b, b.Node("Sub", [scores, penalty])), v);
+    }
+
+    private static ModelProto InsideIfBranch()
+    {
+        var (b, q, k, v) = Bhsd();
+        var condition = b.Input("use_attention", DataType.Bool);
+        var branch = new ModelBuilder();
+        var scores = branch.Node("MatMul", [q, branch.Node("Transpose", [k], Ints("perm", 0, 1, 3, 2))]);
+        var divided = branch.Node("Div", [scores, branch.Scalar(MathF.Sqrt(HeadDim))]);
+        branch.Rename(branch.Node("MatMul", [branch.Node("Softmax", [divided], Int("axis", -1)), v]), "attended");
+        branch.Output("attended");
+        var other = new ModelBuilder();
+        other.Rename(other.Node("Identity", [v]), "passed");
+        other.Output("passed");
+        b.Rename(b.Node("If", [condition], GraphAttribute("then_branch", branch.Graph), GraphAttribute("else_branch", other.Graph)), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> IfInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, s);
+        inputs["use_attention"] = new TestTensor(DataType.Bool, [], [1]);
+        return inputs;
+    }
+
+    private static ModelProto Float16CastAroundSoftmax()
+    {
+        var (b, q, k, v) = Bhsd(type: DataType.Float16);
+        var scores = b.Node("Div", [Scores(b, q, k), b.Scalar(MathF.Sqrt(HeadDim), DataType.Float16)]);
+        var probabilities = b.Node("Softmax", [b.Node("Cast", [scores], Int("to", (long)DataType.Float))], Int("axis", -1));
+        return Finish(b, b.Node("Cast", [probabilities], Int("to", (long)DataType.Float16)), v, DataType.Float16);
+    }
+
+    private static Dictionary<string, TestTensor> Float16Inputs(Random r, long s, long t) => Qkv(r, s, t, type: DataType.Float16);
+
+    // ---- refused variants ----------------------------------------------------------------------
+
+    private static ModelProto ProbabilitiesAsOutput()
+    {
+        var (b, q, k, v) = Bhsd();
+        var probabilities = b.Rename(Softmax(b, Div(b, Scores(b, q, k))), "attention_probs");
+        b.Output("attention_probs");
+        return Finish(b, probabilities, v);
+    }
+
+    private static ModelProto ScoresUsedOutside()
+    {
+        var (b, q, k, v) = Bhsd();
+        var scores = Div(b, Scores(b, q, k));
+        b.Rename(b.Node("ReduceMax", [scores], Int("keepdims", 0)), "max_score");
+        b.Output("max_score");
+        return Finish(b, Softmax(b, scores), v);
+    }
+
+    private static ModelProto SoftmaxAxis1()
+    {
+        var (b, q, k, v) = Bhsd();
+        return Finish(b, Softmax(b, Div(b, Scores(b, q, k)), axis: 1), v);
+    }
+
+    private static ModelProto Opset11DefaultAxis()
+    {
+        var (b, q, k, v) = Bhsd(opset: 11);
+        return Finish(b, b.Node("Softmax", [Div(b, Scores(b, q, k))]), v);
+    }
+
+    private static ModelProto ScaleFromInput()
+    {
+        var (b, q, k, v) = Bhsd();
+        var scale = b.Input("scale", DataType.Float);
+        return Finish(b, Softmax(b, b.Node("Div", [Scores(b, q, k), scale])), v);
+    }
+
+    private static Dictionary<string, TestTensor> ScaleInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, t);
+        inputs["scale"] = new TestTensor(DataType.Float, [], [3]);
+        return inputs;
+    }
+
+    private static ModelProto WhereFillTenThousand()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        return Finish(b, Softmax(b, b.Node("Where", [mask, Div(b, Scores(b, q, k)), b.Scalar(-10000)])), v);
+    }
+
+    private static ModelProto DropoutTraining()
+    {
+        var (b, q, k, v) = Bhsd();
+        var training = b.Initializer(new ConstantTensor(DataType.Bool, [], [1]));
+        return Finish(b, b.Node("Dropout", [Softmax(b, Div(b, Scores(b, q, k))), b.Scalar(0.1f), training]), v);
+    }
+
+    private static ModelProto KeyValueLengthMismatch()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, 2, Heads, 4, HeadDim);
+        var k = b.Input("k", DataType.Float, 2, Heads, 6, HeadDim);
+        var v = b.Input("v", DataType.Float, 2, Heads, 5, HeadDim);
+        return Finish(b, Softmax(b, Div(b, Scores(b, q, k))), v);
+    }
+
+    private static ModelProto TwoAdditiveMasks()
+    {
+        var (b, q, k, v) = Bhsd();
+        var m1 = b.Floats([1], [0.5f]);
+        var m2 = b.Floats([1], [-0.25f]);
+        return Finish(b, Softmax(b, b.Node("Add", [b.Node("Add", [Div(b, Scores(b, q, k)), m1]), m2])), v);
+    }
+}

@@ -1,5 +1,6 @@
 #include "flash_attention_op.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -290,8 +291,20 @@ struct FlashAttentionOp : Ort::Custom::OrtLiteCustomStruct<FlashAttentionKernel<
       const Ort::TensorTypeAndShapeInfo result(raw);  // ours: the context copies it
       Ort::ThrowOnError(api.SetTensorElementType(raw, query.GetElementType()));
       Ort::ThrowOnError(api.SetDimensions(raw, dims.data(), dims.size()));
-      for (const char*& symbol : symbols)
-        if (symbol == nullptr) symbol = "";
+      // ONNX Runtime writes a dimension without a symbol as a value, so an unknown dimension (-1) needs a
+      // name of its own: a fresh one, since nothing says it equals any other dimension.
+      std::vector<std::string> fresh_names;
+      fresh_names.reserve(dims.size());
+      for (size_t axis = 0; axis < dims.size(); ++axis) {
+        if (symbols[axis] != nullptr && symbols[axis][0] != '\0') continue;
+        if (dims[axis] >= 0) {
+          symbols[axis] = "";
+        } else {
+          static std::atomic<uint64_t> counter{0};
+          fresh_names.push_back("ortflash_unk_" + std::to_string(counter++));
+          symbols[axis] = fresh_names.back().c_str();
+        }
+      }
       Ort::ThrowOnError(api.SetSymbolicDimensions(raw, symbols.data(), symbols.size()));
       Ort::ThrowOnError(api.ShapeInferContext_SetOutputTypeShape(context, 0, raw));
       return nullptr;

@@ -2,6 +2,8 @@ using System.CommandLine;
 
 var root = new RootCommand("OrtFlash: FlashAttention for ONNX Runtime models.");
 root.Subcommands.Add(OrtFlash.Cli.InfoCommand.Create());
+root.Subcommands.Add(OrtFlash.Cli.RewriteCommand.Create());
+root.Subcommands.Add(OrtFlash.Cli.RewriteCommand.CreateInspect());
 root.Subcommands.Add(OrtFlash.Cli.VerifyCommand.Create());
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)

@@ -61,7 +61,10 @@ public sealed class ModelSource
         return new ModelSource(name, model, null);
     }
 
-    /// <summary>Opens an ONNX Runtime session on this model with the OrtFlash op library registered.</summary>
+    /// <summary>
+    /// Opens an ONNX Runtime session on this model exactly as it is (never rewritten on load, whatever
+    /// <paramref name="options"/> says), with the OrtFlash op library registered.
+    /// </summary>
     /// <exception cref="InvalidModelException">ONNX Runtime rejected the model.</exception>
     /// <exception cref="NotSupportedException">The execution provider asked for cannot be used here (checked before
     /// the model is loaded, so that this is not blamed on the model).</exception>
@@ -81,7 +84,8 @@ public sealed class ModelSource
 
         try
         {
-            return FilePath is not null ? OrtFlashSession.Create(FilePath, options) : OrtFlashSession.Create(Model.ToByteArray(), options);
+            var asGiven = options with { Rewrite = false };
+            return FilePath is not null ? OrtFlashSession.Create(FilePath, asGiven) : OrtFlashSession.Create(Model.ToByteArray(), asGiven);
         }
         catch (Microsoft.ML.OnnxRuntime.OnnxRuntimeException error)
         {

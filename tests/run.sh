@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds everything and runs every test: the native kernel tests (CTest, also under ASan/UBSan, and the
-# CUDA tests where a GPU is present) and the .NET tests (NUnit). Ends with one line
-# "N passed, N failed, N skipped" over both. Exit status 0 only when nothing failed.
+# CUDA tests where a GPU is present), the .NET tests (NUnit) and the packaging check (an app with one
+# package reference). Ends with one line "N passed, N failed, N skipped" over all of them.
+# Exit status 0 only when nothing failed.
 #   bash tests/run.sh
 #   NATIVE_BUILD_DIR=build/other JOBS=2 bash tests/run.sh
 set -uo pipefail
@@ -13,6 +14,16 @@ jobs="${JOBS:-$(nproc)}"
 rm -rf "$results" && mkdir -p "$results"
 
 status=0
+# Older ONNX Runtime releases for the native compatibility test (tests/compat/OrtCompat.proj), restored into the
+# NuGet cache; their folders go to CMake below.
+compat_dirs=""
+if dotnet restore tests/compat/OrtCompat.proj; then
+  compat_dirs=$(dotnet msbuild tests/compat/OrtCompat.proj -nologo -getProperty:CompatLibraryDirs)
+else
+  echo "restoring the older ONNX Runtime releases failed (tests/compat/OrtCompat.proj)"
+  status=1
+fi
+
 # The .NET build restores ONNX Runtime, configures CMake with its headers and builds libortflash.so.
 # NATIVE_CMAKE_EXTRA: more CMake options (e.g. -DORTFLASH_CUDA=ON -DCMAKE_CUDA_HOST_COMPILER=clang++-14).
 if ! dotnet build OrtFlash.sln -c Release -p:NativeBuildDir="$native_dir" -p:NativeBuildJobs="$jobs" \
@@ -22,7 +33,8 @@ if ! dotnet build OrtFlash.sln -c Release -p:NativeBuildDir="$native_dir" -p:Nat
   exit 1
 fi
 
-if cmake --build "$native_dir" -j "$jobs"; then
+if cmake -S "$root" -B "$native_dir" "-DORT_COMPAT_LIBRARY_DIRS=$compat_dirs" >/dev/null &&
+    cmake --build "$native_dir" -j "$jobs"; then
   (cd "$native_dir" && ctest --output-on-failure --output-junit "$results/ctest.xml" -j "$jobs") || status=1
 else
   echo "native test build failed"
@@ -31,6 +43,8 @@ fi
 
 dotnet test OrtFlash.sln -c Release --no-build -p:NativeBuildDir="$native_dir" \
   --logger "trx;LogFileName=dotnet.trx" --results-directory "$results" || status=1
+
+bash "$root/tests/packaging/check.sh" "$results" "$native_dir" || status=1
 
 python3 "$root/tests/summarize_results.py" "$results" || status=1
 exit $status

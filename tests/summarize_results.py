@@ -1,4 +1,4 @@
-"""Adds up CTest's JUnit XML and dotnet's TRX results into one line: 'N passed, N failed, N skipped'.
+"""Adds up CTest's and the packaging check's JUnit XML and dotnet's TRX into one line: 'N passed, N failed, N skipped'.
 
 A result file that is missing or unreadable counts as one failure, so a run that silently produced no
 results can never look green.
@@ -8,7 +8,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 
-def ctest_counts(path):
+def junit_counts(path):
     suite = ET.parse(path).getroot()
     passed = failed = skipped = 0
     for case in suite.iter("testcase"):
@@ -36,7 +36,7 @@ def trx_counts(path):
 def main(results):
     results = pathlib.Path(results)
     totals = [0, 0, 0]
-    for name, reader in (("ctest.xml", ctest_counts), ("dotnet.trx", trx_counts)):
+    for name, reader in (("ctest.xml", junit_counts), ("dotnet.trx", trx_counts), ("packaging.xml", junit_counts)):
         path = results / name
         try:
             counts = reader(path)

@@ -153,7 +153,7 @@ def kernel(q, k, v, bias, keep, scale, softcap, causal, nan_rows, Bm, Bn, num_sp
     plain = softcap <= 0 and bias is None
     nmb = (Sq + Bm - 1) // Bm
     rows_total = B * Hq * Sq
-    part_o = np.zeros((num_splits, rows_total, Dv)); part_l = np.zeros((num_splits, rows_total))
+    part_o = np.zeros((num_splits, rows_total, Dv)); part_m = np.zeros((num_splits, rows_total)); part_l = np.zeros((num_splits, rows_total))
     out = np.full((B, Hq, Sq, Dv), 12345.0)
     for index in range(nmb * num_splits * Hq * B):
         m_slot = index % nmb; idx = index // nmb
@@ -215,17 +215,17 @@ def kernel(q, k, v, bias, keep, scale, softcap, causal, nan_rows, Bm, Bn, num_sp
             ri = (b * Hq + h) * Sq + row
             if num_splits > 1:
                 part_o[split, ri] = acc[r] * inv
-                part_l[split, ri] = -np.inf if masked else mx[r] + math.log2(l[r])
+                part_m[split, ri] = mx[r]; part_l[split, ri] = l[r]  # max and sum apart (fwd_params.cuh)
             else:
                 out[b, h, row] = (np.nan if nan_rows else 0.0) if masked else acc[r] * inv
     if num_splits > 1:
         for ri in range(rows_total):
             row = ri % Sq; bh = ri // Sq; h = bh % Hq; b = bh // Hq
-            M = part_l[:, ri].max()
+            M = part_m[:, ri].max()
             if M == -np.inf:
                 out[b, h, row] = np.nan if nan_rows else 0.0
                 continue
-            w = np.exp2(part_l[:, ri] - M); w = w / w.sum()
+            w = part_l[:, ri] * np.exp2(part_m[:, ri] - M); w = w / w.sum()
             out[b, h, row] = w @ part_o[:, ri]
     return out
 
@@ -254,7 +254,44 @@ def check_control_flow():
         count += 1
     print("matched", count, "random configurations")
 
+def score_to_log2_f32(natural):
+    """softmax.cuh score_to_log2 after score + bias, in float32: a finite score that overflows in
+    the log2(e) multiply is clamped to -+FLT_MAX instead of becoming -+inf (a hidden key)."""
+    with np.errstate(over="ignore"):
+        x = (natural * np.float32(LOG2E)).astype(np.float32)
+    over = np.isinf(x) & ~np.isinf(natural)
+    x[over] = np.copysign(np.finfo(np.float32).max, x[over])
+    return x
+
+def check_huge_bias():
+    """A row masked only by a huge finite bias (finfo.min, -1e9) against the unfused float32 graph,
+    through tiles and split-KV partials (max and sum kept apart) in float32."""
+    rng = np.random.default_rng(1)
+    f32 = np.float32
+    for bias_value in [np.finfo(np.float32).min, f32(-3.3895314e38), f32(-1e9), f32(-1e4)]:
+        for n, tile, splits in [(150, 64, 3), (1000, 32, 7), (70, 64, 1)]:
+            score = (rng.standard_normal(n) * 0.5).astype(f32)
+            v = rng.standard_normal((n, 8)).astype(f32)
+            natural = (score + bias_value).astype(f32)
+            e = np.exp(natural - natural.max()); want = (e / e.sum()) @ v     # unfused graph
+            x = score_to_log2_f32(natural)
+            tiles = [x[i:i + tile] for i in range(0, n, tile)]; vt = [v[i:i + tile] for i in range(0, n, tile)]
+            per = -(-len(tiles) // splits)
+            part = []
+            for sp in range(splits):
+                mx, l, acc = f32(-np.inf), f32(0), np.zeros(8, f32)
+                for t in range(min(len(tiles), (sp + 1) * per) - 1, sp * per - 1, -1):
+                    new = max(mx, tiles[t].max()); sub = f32(0) if new == -np.inf else new
+                    sc = np.exp2(f32(mx - sub)); w = np.exp2((tiles[t] - sub).astype(f32))
+                    l = f32(l * sc + w.sum()); acc = (acc * sc + w @ vt[t]).astype(f32); mx = new
+                part.append((mx, l, acc / l if l > 0 else acc))
+            M = max(m for m, _, _ in part)
+            wts = np.array([l * np.exp2(f32(m - M)) if m != -np.inf else 0.0 for m, l, _ in part])
+            got = sum(w * o for w, (_, _, o) in zip(wts, part)) / wts.sum()
+            assert np.allclose(got, want, atol=1e-4), (bias_value, n, tile, splits, got, want)
+    print("huge finite biases: rows masked only by them match the unfused float32 softmax")
 
 if __name__ == "__main__":
     check_fragments()
     check_control_flow()
+    check_huge_bias()

@@ -41,7 +41,13 @@ public readonly record struct Dim(long? Size, string? Symbol)
             return Of(a - b);
         }
 
-        return left.Symbol is not null && left.Symbol == right.Symbol ? Of(0) : Unknown;
+        if (left.Symbol is not null && left.Symbol == right.Symbol)
+        {
+            return Of(0);
+        }
+
+        // An opaque difference: equal only to the same difference of the same dimensions.
+        return left.Symbol is not null && right.Symbol is not null ? Named($"({left.Symbol})−({right.Symbol})") : Unknown;
     }
 
     /// <summary>The sum of two dimensions when it can be stated.</summary>

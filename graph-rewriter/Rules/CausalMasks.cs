@@ -67,12 +67,20 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
         return null;
     }
 
-    /// <summary>A boolean tensor that is true on and below the diagonal: Trilu(ones, upper=0), possibly cast.</summary>
+    /// <summary>
+    /// A boolean tensor that is true on and below the diagonal: Trilu(ones, upper=0), or rows
+    /// [T−S, T) and columns [0, T) of a constant lower-triangular buffer (GPT-2), possibly cast.
+    /// </summary>
     private CausalAlignment KeepCausal(Value keep, Dim queryLength, Dim keyLength)
     {
         while (Ops.Producer(keep, "Cast") is { } cast)
         {
             keep = cast.Input(0)!;
+        }
+
+        if (Ops.Producer(keep, "Slice") is not null)
+        {
+            return SlicedBuffer(keep, queryLength, keyLength);
         }
 
         if (Ops.Producer(keep, "Trilu") is { } trilu && (trilu.IntAttribute("upper") ?? 1) == 0 && TriluOffset(trilu) == 0 &&
@@ -82,6 +90,88 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
         }
 
         return CausalAlignment.None;
+    }
+
+    /// <summary>
+    /// Slices of a constant (1, …, 1, N, N) lower-triangular buffer taking rows [T−S, T) and
+    /// columns [0, T): key j visible to query i iff j ≤ i + T − S. Only accepted when T − S is
+    /// provably ≥ 0 (a negative start would count from the end instead).
+    /// </summary>
+    private CausalAlignment SlicedBuffer(Value sliced, Dim queryLength, Dim keyLength)
+    {
+        var ranges = new Dictionary<int, (Dim Start, Dim End)>();
+        var current = sliced;
+        while (Ops.Producer(current, "Slice") is { } slice)
+        {
+            if (slice.Input(4) is { } steps && analysis.ConstantOf(steps)?.AsInt64().All(s => s == 1) != true)
+            {
+                return CausalAlignment.None;
+            }
+
+            var rank = analysis.ShapeOf(slice.Input(0)!)?.Count;
+            if (rank is null || slice.Input(3) is not { } axesInput || analysis.ConstantOf(axesInput)?.AsInt64() is not { } axes ||
+                analysis.ShapeVector(slice.Input(1)!) is not { } starts || analysis.ShapeVector(slice.Input(2)!) is not { } ends ||
+                starts.Length != axes.Length || ends.Length != axes.Length)
+            {
+                return CausalAlignment.None;
+            }
+
+            for (var i = 0; i < axes.Length; i++)
+            {
+                var axis = (int)(axes[i] < 0 ? axes[i] + rank.Value : axes[i]);
+                if (!ranges.TryAdd(axis, (starts[i], ends[i])))
+                {
+                    return CausalAlignment.None;
+                }
+            }
+
+            current = slice.Input(0)!;
+        }
+
+        while (Ops.Producer(current, "Identity") is { } identity)
+        {
+            current = identity.Input(0)!;
+        }
+
+        if (analysis.ConstantOf(current) is not { Dims.Count: >= 2 } buffer || !IsLowerTriangular(buffer))
+        {
+            return CausalAlignment.None;
+        }
+
+        var rowAxis = buffer.Dims.Count - 2;
+        var columnAxis = buffer.Dims.Count - 1;
+        if (ranges.Keys.Any(a => a != rowAxis && a != columnAxis) ||
+            !ranges.TryGetValue(rowAxis, out var rows) || !ranges.TryGetValue(columnAxis, out var columns))
+        {
+            return CausalAlignment.None;
+        }
+
+        var offset = Dim.Subtract(keyLength, queryLength);
+        var proven = rows.Start.SameAs(offset) == true && rows.Start.Size >= 0 && rows.End.SameAs(keyLength) == true &&
+                     columns.Start.Size == 0 && columns.End.SameAs(keyLength) == true;
+        return proven ? CausalAlignment.LowerRight : CausalAlignment.None;
+    }
+
+    private static bool IsLowerTriangular(ConstantTensor buffer)
+    {
+        var n = buffer.Dims[^1];
+        if (buffer.Dims[^2] != n || buffer.Dims.Take(buffer.Dims.Count - 2).Any(d => d != 1))
+        {
+            return false;
+        }
+
+        for (var i = 0; i < n; i++)
+        {
+            for (var j = 0; j < n; j++)
+            {
+                if ((buffer.Data[(int)(i * n + j)] != 0) != (j <= i))
+                {
+                    return false;
+                }
+            }
+        }
+
+        return true;
     }
 
     /// <summary>A boolean tensor that is true strictly above the diagonal: Equal(tril(ones), 0) or Not(keep).</summary>

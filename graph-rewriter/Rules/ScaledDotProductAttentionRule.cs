@@ -499,9 +499,10 @@ public sealed class ScaledDotProductAttentionRule
             }
 
             var others = masks.RemoveAt(i);
-            var exact = others.IsEmpty
-                ? causal.Alignment == CausalAlignment.UpperLeft || double.IsNegativeInfinity(causal.Fill)
-                : double.IsNegativeInfinity(causal.Fill) && others.All(m => m.Kind == MaskKind.KeepNegativeInfinity);
+            // Alone, a recognised causal mask leaves every row a visible key (upper-left always shows
+            // key 0; lower-right is only recognised with T ≥ S), so its fill never decides a result.
+            var exact = others.IsEmpty ||
+                        (double.IsNegativeInfinity(causal.Fill) && others.All(m => m.Kind == MaskKind.KeepNegativeInfinity));
             if (!exact)
             {
                 return match with

@@ -95,6 +95,10 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.None, 1.0f));
         yield return new("Mask subtracted: Sub(scores, (1-m)*10000) (tf2onnx)", SubtractedMask, PaddingInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.Query, InvSqrtD));
+        yield return new("Causal from triu(full(finfo.min), 1) (Llama)", CausalTriuOfMin, PlainInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, Causal: CausalAlignment.UpperLeft));
+        yield return new("Causal from a sliced lower-triangular buffer (GPT-2 without padding)", CausalBufferSlice, SelfAttentionInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
         yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), FusesInSubgraph: true);
     }
@@ -120,12 +124,12 @@ internal static class AttentionModels
 
     // ---- common pieces ------------------------------------------------------------------------
 
-    private static (ModelBuilder B, string Q, string K, string V) Bhsd(long opset = 17, DataType type = DataType.Float)
+    private static (ModelBuilder B, string Q, string K, string V) Bhsd(long opset = 17, DataType type = DataType.Float, string keyLength = "T")
     {
         var b = new ModelBuilder(opset);
         var q = b.Input("q", type, "B", Heads, "S", HeadDim);
-        var k = b.Input("k", type, "B", Heads, "T", HeadDim);
-        var v = b.Input("v", type, "B", Heads, "T", HeadDim);
+        var k = b.Input("k", type, "B", Heads, keyLength, HeadDim);
+        var v = b.Input("v", type, "B", Heads, keyLength, HeadDim);
         return (b, q, k, v);
     }
 
@@ -544,6 +548,43 @@ internal static class AttentionModels
         var scores = Scores(b, b.Node("Mul", [q, b.Scalar(InvSqrtD)]), k);
         return Finish(b, Softmax(b, b.Node("Sub", [scores, penalty])), v);
     }
+
+    private static ModelProto CausalTriuOfMin()
+    {
+        var (b, q, k, v) = Bhsd();
+        var s = b.Node("Slice", [b.Node("Shape", [q]), b.Ints(2), b.Ints(3)]);
+        var t = b.Node("Slice", [b.Node("Shape", [k]), b.Ints(2), b.Ints(3)]);
+        var full = b.Node("ConstantOfShape", [b.Node("Concat", [s, t], Int("axis", 0))], Tensor("value", new ConstantTensor(DataType.Float, [1], [FloatMin])));
+        var causal = b.Node("Trilu", [full, b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))], Int("upper", 1));
+        var scaled = b.Node("Mul", [Scores(b, q, k), b.Scalar(InvSqrtD)]);
+        return Finish(b, Softmax(b, b.Node("Add", [scaled, causal])), v);
+    }
+
+    private const int BufferSize = 16;
+
+    private static ModelProto CausalBufferSlice()
+    {
+        var (b, q, k, v) = Bhsd(keyLength: "S");
+        var tril = new double[BufferSize * BufferSize];
+        for (var i = 0; i < BufferSize; i++)
+        {
+            for (var j = 0; j <= i; j++)
+            {
+                tril[i * BufferSize + j] = 1;
+            }
+        }
+
+        var buffer = b.Initializer(new ConstantTensor(DataType.Bool, [1, 1, BufferSize, BufferSize], tril));
+        var queryLength = b.Node("Gather", [b.Node("Shape", [q]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 2))]);
+        var keyLength = b.Node("Gather", [b.Node("Shape", [k]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 2))]);
+        var start = b.Node("Unsqueeze", [b.Node("Sub", [keyLength, queryLength]), b.Ints(0)]);
+        var end = b.Node("Unsqueeze", [keyLength, b.Ints(0)]);
+        var rows = b.Node("Slice", [buffer, start, end, b.Ints(2)]);
+        var keep = b.Node("Slice", [rows, b.Ints(0), end, b.Ints(3)]);
+        return Finish(b, Softmax(b, b.Node("Where", [keep, Div(b, Scores(b, q, k)), b.Scalar(FloatMin)])), v);
+    }
+
+    private static Dictionary<string, TestTensor> SelfAttentionInputs(Random r, long s, long t) => Qkv(r, s, s);
 
     private static ModelProto InsideIfBranch()
     {

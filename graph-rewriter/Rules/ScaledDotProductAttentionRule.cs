@@ -767,9 +767,9 @@ public sealed class ScaledDotProductAttentionRule
                     $"Where '{where.Node.DisplayName}' fills masked scores with {where.Fill.ToString(CultureInfo.InvariantCulture)}: s + F differs from F for ordinary scores, so no additive bias reproduces it exactly.");
             }
 
-            if (where.Kind == MaskKind.FiniteFill && type == DataType.Float16)
+            if (where.Kind == MaskKind.FiniteFill && ElementTypes.Round(where.Fill, type) != where.Fill)
             {
-                return CheckResult.Refuse($"Where '{where.Node.DisplayName}' fills with {where.Fill.ToString(CultureInfo.InvariantCulture)}, which float16 cannot hold.");
+                return CheckResult.Refuse($"Where '{where.Node.DisplayName}' fills with {where.Fill.ToString(CultureInfo.InvariantCulture)}, which {type} cannot hold exactly.");
             }
 
             if (additive.Count == 1 && where.Kind == MaskKind.KeepNegativeInfinity && additive[0].View is not null)
@@ -780,7 +780,8 @@ public sealed class ScaledDotProductAttentionRule
 
         if (match.Scores.Clamp is { } clamp)
         {
-            if (additive.Count != 1 || wheres.Count != 0 || clamp > CausalMasks.AbsorbingFill || !double.IsFinite(clamp))
+            if (additive.Count != 1 || wheres.Count != 0 || clamp > CausalMasks.AbsorbingFill || !double.IsFinite(clamp) ||
+                ElementTypes.Round(clamp, type) != clamp)
             {
                 return CheckResult.Refuse($"Max clamp at {clamp.ToString(CultureInfo.InvariantCulture)} is only fused right after a single additive mask with an absorbing finite clamp value.");
             }

@@ -65,6 +65,8 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Where(hide, finfo.min, scores) (DistilBERT)", WhereHideFiniteMin, BoolMaskInputs(fullyMaskedBatch: true),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Where(hide, -inf, scores) (masked_fill with -inf)", WhereHideNegativeInfinity, BoolMaskInputs(fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Max clamp after a -inf additive mask (OPT)", MaxClamp, AdditiveMaskInputs(float.NegativeInfinity, fullyMaskedBatch: true),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Causal mask from Trilu (SDPA is_causal)", CausalTrilu, PlainInputs,
@@ -120,6 +122,7 @@ internal static class AttentionModels
         yield return new("Dropout in training mode", DropoutTraining, PlainInputs, null, "not provably in inference mode");
         yield return new("Key and value lengths differ", KeyValueLengthMismatch, PlainInputs, null, "does not match key");
         yield return new("Two additive masks", TwoAdditiveMasks, PlainInputs, null, "Two additive masks");
+        yield return new("float32 finfo.min fill in a bfloat16 attention", Bfloat16WithFloatFill, PlainInputs, null, "cannot hold exactly");
     }
 
     // ---- common pieces ------------------------------------------------------------------------
@@ -349,6 +352,14 @@ internal static class AttentionModels
         var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
         var hide = b.Node("Not", [mask]);
         return Finish(b, Softmax(b, b.Node("Where", [hide, b.Scalar(FloatMin), Div(b, Scores(b, q, k))])), v);
+    }
+
+    private static ModelProto WhereHideNegativeInfinity()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var hide = b.Node("Not", [mask]);
+        return Finish(b, Softmax(b, b.Node("Where", [hide, b.Scalar(float.NegativeInfinity), Div(b, Scores(b, q, k))])), v);
     }
 
     private static ModelProto MaxClamp()
@@ -686,6 +697,16 @@ internal static class AttentionModels
         var k = b.Input("k", DataType.Float, 2, Heads, 6, HeadDim);
         var v = b.Input("v", DataType.Float, 2, Heads, 5, HeadDim);
         return Finish(b, Softmax(b, Div(b, Scores(b, q, k))), v);
+    }
+
+    private static ModelProto Bfloat16WithFloatFill()
+    {
+        var (b, q, k, v) = Bhsd(type: DataType.Bfloat16);
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var scores = b.Node("Cast", [Scores(b, q, k)], Int("to", (long)DataType.Float));
+        var masked = b.Node("Where", [mask, scores, b.Scalar(FloatMin)]);
+        var probabilities = b.Node("Cast", [Softmax(b, masked)], Int("to", (long)DataType.Bfloat16));
+        return Finish(b, probabilities, v, DataType.Bfloat16);
     }
 
     private static ModelProto TwoAdditiveMasks()

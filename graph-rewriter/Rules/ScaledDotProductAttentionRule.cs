@@ -249,10 +249,14 @@ public sealed class ScaledDotProductAttentionRule
             {
                 for (var scoreIndex = 1; scoreIndex <= 2; scoreIndex++)
                 {
-                    if (_analysis.ScalarOf(where.Input(3 - scoreIndex)!) is not { } fill)
+                    // A one-element fill of higher rank than the scores would broadcast them up.
+                    if (_analysis.ConstantOf(where.Input(3 - scoreIndex)!) is not { IsScalar: true } fillTensor ||
+                        fillTensor.Dims.Count > (_analysis.ShapeOf(where.Input(scoreIndex)!)?.Count ?? 1))
                     {
                         continue;
                     }
+
+                    var fill = fillTensor.Data[0];
 
                     var kind = double.IsNegativeInfinity(fill) ? MaskKind.KeepNegativeInfinity : MaskKind.FiniteFill;
                     var term = new MaskTerm(kind, where.Input(0)!, fill, KeepWhenTrue: scoreIndex == 1, where);
@@ -697,7 +701,8 @@ public sealed class ScaledDotProductAttentionRule
                 return CheckResult.Refuse($"Query heads ({hq}) are not a multiple of key heads ({hkv}).");
             }
 
-            if (!match.KvHeadRepeatRemoved && Mismatch(q[1], k[1]))
+            // A single key head broadcast by MatMul is multi-query attention, which the op reads the same way.
+            if (!match.KvHeadRepeatRemoved && Mismatch(q[1], k[1]) && k[1].Size != 1)
             {
                 return CheckResult.Refuse($"Query has {q[1]} heads and key {k[1]}, and no head repeat was found to explain it.");
             }

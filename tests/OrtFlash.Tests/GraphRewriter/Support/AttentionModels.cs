@@ -79,6 +79,8 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("GQA head repeat Unsqueeze→Expand→Reshape removed", GqaHeadRepeat, GqaInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, KvHeadRepeatRemoved: true));
+        yield return new("Multi-query: one key head broadcast by MatMul", MultiQueryBroadcast, GqaInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Opset 11 Softmax with axis=3", Opset11LastAxis, PaddingInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Causal Trilu plus a finfo.min padding mask: causal stays a mask", CausalWithPadding, AdditiveMaskInputs(FloatMin, fullyMaskedBatch: true),
@@ -430,6 +432,15 @@ internal static class AttentionModels
 
         var scores = b.Node("Mul", [Scores(b, q, Repeat(k)), b.Scalar(InvSqrtD)]);
         return Finish(b, Softmax(b, scores), Repeat(v));
+    }
+
+    private static ModelProto MultiQueryBroadcast()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "B", Heads, "S", HeadDim);
+        var k = b.Input("k", DataType.Float, "B", 1, "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", 1, "T", HeadDim);
+        return Finish(b, Softmax(b, Div(b, Scores(b, q, k))), v);
     }
 
     private static Dictionary<string, TestTensor> GqaInputs(Random r, long s, long t) => Qkv(r, s, t, kvHeads: 1);

@@ -29,10 +29,27 @@ public static class AttentionFuser
         ArgumentNullException.ThrowIfNull(model);
         var analysis = new GraphAnalysis(model);
         var rule = new ScaledDotProductAttentionRule(analysis);
+        var onnxAttention = new OnnxAttentionRule(analysis);
         var fusions = new List<FusionRecord>();
         var skipped = new List<SkipRecord>();
         foreach (var graph in model.Graphs.ToList())
         {
+            foreach (var node in graph.Nodes.Where(OnnxAttentionRule.IsCandidate).ToList())
+            {
+                var (found, reason) = onnxAttention.Match(node);
+                if (found is null)
+                {
+                    skipped.Add(new SkipRecord(graph.DisplayName, node.DisplayName, reason!));
+                    continue;
+                }
+
+                var fused = onnxAttention.Rewrite(found);
+                fusions.Add(new FusionRecord(
+                    graph.DisplayName, node.DisplayName, fused.Name, [node.DisplayName], KeyLayout.NotTransposed, ScalePlacement.Attribute,
+                    (float)found.Scale, 1, found.Mask is null ? [] : [found.MaskKind], found.Causal, found.Softcap, MaskedRowPolicy.Zero,
+                    ProbabilityWrappers.None, KvHeadRepeatRemoved: false, Notes: []));
+            }
+
             foreach (var anchor in graph.Nodes.Where(n => n.Is("MatMul")).ToList())
             {
                 if (!graph.Nodes.Contains(anchor))

@@ -103,6 +103,12 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, Causal: CausalAlignment.UpperLeft));
         yield return new("Causal from a sliced lower-triangular buffer (GPT-2 without padding)", CausalBufferSlice, SelfAttentionInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
+        yield return new("ONNX Attention-23 with a float mask", OnnxAttentionFloatMask, QueryByKeyMaskInputs(DataType.Float, keySameAsQuery: false),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero));
+        yield return new("ONNX Attention-23, bool mask, is_causal, explicit scale", OnnxAttentionCausalBool, QueryByKeyMaskInputs(DataType.Bool, keySameAsQuery: true),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, 0.25f, Causal: CausalAlignment.UpperLeft, MaskedRows: MaskedRowPolicy.Zero));
+        yield return new("ONNX Attention-23 with a KV cache and present outputs", OnnxAttentionWithPast, PastInputs,
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, Causal: CausalAlignment.LowerRight, MaskedRows: MaskedRowPolicy.Zero));
         yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), FusesInSubgraph: true);
     }
@@ -124,6 +130,8 @@ internal static class AttentionModels
         yield return new("Dropout in training mode", DropoutTraining, PlainInputs, null, "not provably in inference mode");
         yield return new("Key and value lengths differ", KeyValueLengthMismatch, PlainInputs, null, "does not match key");
         yield return new("Two additive masks", TwoAdditiveMasks, PlainInputs, null, "Two additive masks");
+        yield return new("ONNX Attention whose QK output is used", OnnxAttentionQkOutput, PlainInputs, null, "QK matmul output");
+        yield return new("ONNX Attention with 3-D inputs", OnnxAttention3D, PlainInputs, null, "3-D inputs");
         yield return new("float32 finfo.min fill in a bfloat16 attention", Bfloat16WithFloatFill, PlainInputs, null, "cannot hold exactly");
     }
 
@@ -607,6 +615,86 @@ internal static class AttentionModels
     }
 
     private static Dictionary<string, TestTensor> SelfAttentionInputs(Random r, long s, long t) => Qkv(r, s, s);
+
+    private static ModelProto OnnxAttentionFloatMask()
+    {
+        var (b, q, k, v) = Bhsd(opset: 23);
+        var mask = b.Input("mask", DataType.Float, "B", 1, "S", "T");
+        b.Rename(b.Node("Attention", [q, k, v, mask]), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttentionCausalBool()
+    {
+        var (b, q, k, v) = Bhsd(opset: 23, keyLength: "S");
+        var mask = b.Input("mask", DataType.Bool, "B", 1, "S", "S");
+        b.Rename(b.Node("Attention", [q, k, v, mask], Int("is_causal", 1), Float("scale", 0.25f)), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    /// <summary>ONNX Runtime's Attention wants masks with the full query dim: (B, 1, S, T), the second batch padded.</summary>
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> QueryByKeyMaskInputs(DataType type, bool keySameAsQuery) => (r, s, t) =>
+    {
+        t = keySameAsQuery ? s : t;
+        var inputs = Qkv(r, s, t);
+        var padding = Padding(t);
+        var mask = new float[Batch * s * t];
+        for (var i = 0; i < mask.Length; i++)
+        {
+            var keep = padding[i / (s * t) * t + i % t] == 1;
+            mask[i] = type == DataType.Bool ? (keep ? 1 : 0) : (keep ? 0 : FloatMin);
+        }
+
+        inputs["mask"] = new TestTensor(type, [Batch, 1, s, t], mask);
+        return inputs;
+    };
+
+    private static ModelProto OnnxAttentionWithPast()
+    {
+        var (b, q, k, v) = Bhsd(opset: 23, keyLength: "S");
+        var pastKey = b.Input("past_key", DataType.Float, "B", Heads, "P", HeadDim);
+        var pastValue = b.Input("past_value", DataType.Float, "B", Heads, "P", HeadDim);
+        var outputs = b.NodeOutputs("Attention", [q, k, v, "", pastKey, pastValue], 3, Int("is_causal", 1));
+        b.Rename(outputs[0], "out");
+        b.Rename(outputs[1], "present_key");
+        b.Rename(outputs[2], "present_value");
+        b.Output("out");
+        b.Output("present_key");
+        b.Output("present_value");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> PastInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, s);
+        inputs["past_key"] = TestTensor.Random(r, [Batch, Heads, t, HeadDim]);
+        inputs["past_value"] = TestTensor.Random(r, [Batch, Heads, t, HeadDim]);
+        return inputs;
+    }
+
+    private static ModelProto OnnxAttentionQkOutput()
+    {
+        var (b, q, k, v) = Bhsd(opset: 23);
+        var outputs = b.NodeOutputs("Attention", [q, k, v], 4);
+        b.Rename(outputs[0], "out");
+        b.Rename(outputs[3], "qk");
+        b.Output("out");
+        b.Output("qk");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttention3D()
+    {
+        var b = new ModelBuilder(23);
+        var q = b.Input("q", DataType.Float, "B", "S", Heads * HeadDim);
+        var k = b.Input("k", DataType.Float, "B", "T", Heads * HeadDim);
+        var v = b.Input("v", DataType.Float, "B", "T", Heads * HeadDim);
+        b.Rename(b.Node("Attention", [q, k, v], Int("q_num_heads", Heads), Int("kv_num_heads", Heads)), "out");
+        b.Output("out");
+        return b.Model;
+    }
 
     private static ModelProto InsideIfBranch()
     {

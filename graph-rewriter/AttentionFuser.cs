@@ -43,9 +43,11 @@ public static class AttentionFuser
                     continue;
                 }
 
+                var before = graph.Nodes.ToHashSet();
                 var fused = onnxAttention.Rewrite(found);
                 fusions.Add(new FusionRecord(
-                    graph.DisplayName, node.DisplayName, fused.Name, [node.DisplayName], KeyLayout.NotTransposed, ScalePlacement.Attribute,
+                    graph.DisplayName, node.DisplayName, fused.Name, before.Where(n => !graph.Nodes.Contains(n)).Select(n => n.DisplayName).ToList(),
+                    KeyLayout.NotTransposed, ScalePlacement.Attribute,
                     (float)found.Scale, 1, found.Mask is null ? [] : [found.MaskKind], found.Causal, found.Softcap, MaskedRowPolicy.Zero,
                     ProbabilityWrappers.None, KvHeadRepeatRemoved: false, Notes: []));
             }

@@ -13,7 +13,9 @@ namespace OrtFlash.GraphRewriter.Rules;
 /// <param name="Mask">The attn_mask input, if any.</param>
 /// <param name="MaskKind">How the mask is passed: bias (float) or keep (bool).</param>
 /// <param name="HasPast">Whether past_key/past_value are given (concatenated outside the op).</param>
-public sealed record OnnxAttentionMatch(Node Node, double Scale, CausalAlignment Causal, float Softcap, Value? Mask, MaskKind MaskKind, bool HasPast);
+/// <param name="Heads">For 3-D inputs: (q_num_heads, kv_num_heads); null for 4-D.</param>
+public sealed record OnnxAttentionMatch(Node Node, double Scale, CausalAlignment Causal, float Softcap, Value? Mask, MaskKind MaskKind, bool HasPast,
+                                        (long Query, long KeyValue)? Heads);
 
 /// <summary>
 /// Maps ONNX <c>Attention</c> (opset 23+) with 4-D inputs onto FlashAttention. The KV-cache concat
@@ -56,9 +58,18 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
 
         var query = node.Input(0)!;
         var shapes = new[] { query, node.Input(1)!, node.Input(2)! }.Select(analysis.ShapeOf).ToArray();
-        if (shapes.Any(s => s is not { Count: 4 }))
+        (long Query, long KeyValue)? heads = null;
+        if (shapes.All(s => s is { Count: 3 }) && node.IntAttribute("q_num_heads") is { } qHeads && node.IntAttribute("kv_num_heads") is { } kvHeads &&
+            qHeads > 0 && kvHeads > 0 && qHeads % kvHeads == 0)
         {
-            return (null, "ONNX Attention with 3-D inputs (q_num_heads/kv_num_heads) or unknown ranks is not mapped yet.");
+            // (B, S, H·D) inputs are split into heads around the op; only the head size is needed here.
+            heads = (qHeads, kvHeads);
+            var headDim = shapes[0]![2].Size is { } hidden && hidden % qHeads == 0 ? hidden / qHeads : (long?)null;
+            shapes[0] = [shapes[0]![0], Dim.Of(qHeads), shapes[0]![1], headDim is { } d ? Dim.Of(d) : Dim.Unknown];
+        }
+        else if (shapes.Any(s => s is not { Count: 4 }))
+        {
+            return (null, "ONNX Attention inputs are neither all 4-D nor all 3-D with q_num_heads/kv_num_heads.");
         }
 
         var type = analysis.ElementTypeOf(query);
@@ -112,7 +123,7 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
             return (null, $"ONNX Attention softcap {softcap.ToString(CultureInfo.InvariantCulture)} is not usable.");
         }
 
-        return (new OnnxAttentionMatch(node, scale, causal, softcap, mask, maskKind, hasPast), null);
+        return (new OnnxAttentionMatch(node, scale, causal, softcap, mask, maskKind, hasPast, heads), null);
     }
 
     /// <summary>Replaces the Attention node; returns the FlashAttention node.</summary>
@@ -122,10 +133,28 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
         var node = match.Node;
         var graph = node.Graph;
         var names = graph.Model.Names;
+        Value Constant(long[] values, string hint)
+        {
+            var name = names.Fresh(hint);
+            var attribute = new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = ConstantTensor.Int64s(values).ToProto(name) };
+            return graph.InsertNode(node, "Constant", "", [], [name], hint, [attribute]).Output(0)!;
+        }
+
+        // (B, S, H·D) → (B, H, S, D)
+        Value HeadsFirst(Value input, long heads)
+        {
+            var split = graph.InsertNode(node, "Reshape", "", [input, Constant([0, 0, heads, -1], "HeadSplitShape")],
+                [names.Fresh(input.Name + "_heads")], "SplitHeads").Output(0)!;
+            return graph.InsertNode(node, "Transpose", "", [split], [names.Fresh(input.Name + "_bhsd")], "HeadsFirst",
+                [Node.IntsAttributeProto("perm", [0, 2, 1, 3])]).Output(0)!;
+        }
+
+        var query = match.Heads is { } h ? HeadsFirst(node.Input(0)!, h.Query) : node.Input(0)!;
+
         // present_key/present_value = Concat(past, new) on the sequence axis (or the new K/V without a cache).
         Value Present(int input, int past, int output, string hint)
         {
-            var current = node.Input(input)!;
+            var current = match.Heads is { } split ? HeadsFirst(node.Input(input)!, split.KeyValue) : node.Input(input)!;
             var present = node.Output(output) is { } p && (p.IsGraphOutput || p.Consumers.Count > 0) ? p : null;
             if (!match.HasPast && present is null)
             {
@@ -159,7 +188,7 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
         }
 
         attributes.Add(Node.StringAttributeProto("masked_rows", "zero"));
-        var inputs = new List<Value?> { node.Input(0), key, value };
+        var inputs = new List<Value?> { query, key, value };
         if (match.Mask is { } mask)
         {
             inputs.AddRange(match.MaskKind == MaskKind.KeepNegativeInfinity ? [null, mask] : [mask]);
@@ -168,7 +197,20 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
         var output = node.Output(0)!;
         var fused = graph.InsertNode(node, ScaledDotProductAttentionRule.OpType, ScaledDotProductAttentionRule.Domain, inputs,
             [names.Fresh(output.Name + "_fused")], node.Name.Length > 0 ? node.Name + "_FlashAttention" : "FlashAttention", attributes);
-        graph.TransferOutput(output, fused, 0);
+        if (match.Heads is null)
+        {
+            graph.TransferOutput(output, fused, 0);
+        }
+        else
+        {
+            // (B, H, S, Dv) → (B, S, H·Dv)
+            var sequenceFirst = graph.InsertNode(node, "Transpose", "", [fused.Output(0)], [names.Fresh(output.Name + "_bshd")], "SequenceFirst",
+                [Node.IntsAttributeProto("perm", [0, 2, 1, 3])]).Output(0)!;
+            var merged = graph.InsertNode(node, "Reshape", "", [sequenceFirst, Constant([0, 0, -1], "HeadMergeShape")],
+                [names.Fresh(output.Name + "_merged")], "MergeHeads");
+            graph.TransferOutput(output, merged, 0);
+        }
+
         graph.RemoveDead(node);
         graph.Model.EnsureOpsetImport(ScaledDotProductAttentionRule.Domain, 1);
         return fused;

@@ -13,7 +13,7 @@ public class ScaledDotProductAttentionRuleTests
         AttentionModels.Fusable().Concat(AttentionModels.Float16()).Select(m => new TestCaseData(m).SetArgDisplayNames(m.Name));
 
     private static IEnumerable<TestCaseData> Float32Models() =>
-        AttentionModels.Fusable().Where(m => !m.FusesInSubgraph).Select(m => new TestCaseData(m).SetArgDisplayNames(m.Name));
+        AttentionModels.Fusable().Where(m => !m.NoReferenceProbe).Select(m => new TestCaseData(m).SetArgDisplayNames(m.Name));
 
     private static IEnumerable<TestCaseData> RefusedModels() =>
         AttentionModels.Refused().Select(m => new TestCaseData(m).SetArgDisplayNames(m.Name));

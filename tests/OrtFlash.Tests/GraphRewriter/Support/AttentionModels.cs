@@ -24,7 +24,7 @@ public sealed record AttentionModel(
     Func<Random, long, long, Dictionary<string, TestTensor>> Inputs,
     Expectation? Fused,
     string? RefusalContains = null,
-    bool FusesInSubgraph = false)
+    bool NoReferenceProbe = false) // the op's output is not a graph output (subgraph, reshaped after the op)
 {
     public override string ToString() => Name;
 }
@@ -109,8 +109,10 @@ internal static class AttentionModels
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, 0.25f, Causal: CausalAlignment.UpperLeft, MaskedRows: MaskedRowPolicy.Zero));
         yield return new("ONNX Attention-23 with a KV cache and present outputs", OnnxAttentionWithPast, PastInputs,
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, Causal: CausalAlignment.LowerRight, MaskedRows: MaskedRowPolicy.Zero));
+        yield return new("ONNX Attention-23 with 3-D inputs and GQA heads", OnnxAttention3D, Hidden3DInputs,
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero), NoReferenceProbe: true);
         yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
-            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), FusesInSubgraph: true);
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
     }
 
     public static IEnumerable<AttentionModel> Float16()
@@ -131,7 +133,6 @@ internal static class AttentionModels
         yield return new("Key and value lengths differ", KeyValueLengthMismatch, PlainInputs, null, "does not match key");
         yield return new("Two additive masks", TwoAdditiveMasks, PlainInputs, null, "Two additive masks");
         yield return new("ONNX Attention whose QK output is used", OnnxAttentionQkOutput, PlainInputs, null, "QK matmul output");
-        yield return new("ONNX Attention with 3-D inputs", OnnxAttention3D, PlainInputs, null, "3-D inputs");
         yield return new("float32 finfo.min fill in a bfloat16 attention", Bfloat16WithFloatFill, PlainInputs, null, "cannot hold exactly");
     }
 
@@ -689,12 +690,19 @@ internal static class AttentionModels
     {
         var b = new ModelBuilder(23);
         var q = b.Input("q", DataType.Float, "B", "S", Heads * HeadDim);
-        var k = b.Input("k", DataType.Float, "B", "T", Heads * HeadDim);
-        var v = b.Input("v", DataType.Float, "B", "T", Heads * HeadDim);
-        b.Rename(b.Node("Attention", [q, k, v], Int("q_num_heads", Heads), Int("kv_num_heads", Heads)), "out");
+        var k = b.Input("k", DataType.Float, "B", "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", "T", HeadDim);
+        b.Rename(b.Node("Attention", [q, k, v], Int("q_num_heads", Heads), Int("kv_num_heads", 1)), "out");
         b.Output("out");
         return b.Model;
     }
+
+    private static Dictionary<string, TestTensor> Hidden3DInputs(Random r, long s, long t) => new()
+    {
+        ["q"] = TestTensor.Random(r, [Batch, s, Heads * HeadDim]),
+        ["k"] = TestTensor.Random(r, [Batch, t, HeadDim]),
+        ["v"] = TestTensor.Random(r, [Batch, t, HeadDim]),
+    };
 
     private static ModelProto InsideIfBranch()
     {

@@ -147,7 +147,7 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
         }
 
         var offset = Dim.Subtract(keyLength, queryLength);
-        var proven = rows.Start.SameAs(offset) == true && rows.Start.Size >= 0 && rows.End.SameAs(keyLength) == true &&
+        var proven = rows.Start.SameAs(offset) == true && rows.Start.IsNonNegative && rows.End.SameAs(keyLength) == true &&
                      columns.Start.Size == 0 && columns.End.SameAs(keyLength) == true;
         return proven ? CausalAlignment.LowerRight : CausalAlignment.None;
     }

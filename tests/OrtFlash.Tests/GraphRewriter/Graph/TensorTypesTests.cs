@@ -36,6 +36,18 @@ public class TensorTypesTests
     }
 
     [Test]
+    public void A_cache_length_minus_the_new_length_is_the_past_length_and_never_negative()
+    {
+        var total = Dim.Add(Dim.Named("past"), Dim.Named("sequence"));
+
+        var past = Dim.Subtract(total, Dim.Named("sequence"));
+
+        Assert.That(past, Is.EqualTo(Dim.Named("past")));
+        Assert.That(past.IsNonNegative, Is.True);
+        Assert.That(Dim.Subtract(Dim.Named("sequence"), Dim.Named("past")).IsNonNegative, Is.False);
+    }
+
+    [Test]
     public void Rounding_follows_the_element_type()
     {
         Assert.That(ElementTypes.Round(0.1, DataType.Float), Is.EqualTo((double)0.1f));

@@ -111,6 +111,8 @@ internal static class AttentionModels
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, Causal: CausalAlignment.LowerRight, MaskedRows: MaskedRowPolicy.Zero));
         yield return new("ONNX Attention-23 with 3-D inputs and GQA heads", OnnxAttention3D, Hidden3DInputs,
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero), NoReferenceProbe: true);
+        yield return new("GPT-2 with a KV cache: Concat kept outside, buffer causal lower-right", Gpt2WithPast, PastInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
         yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
     }
@@ -613,6 +615,25 @@ internal static class AttentionModels
         var rows = b.Node("Slice", [buffer, start, end, b.Ints(2)]);
         var keep = b.Node("Slice", [rows, b.Ints(0), end, b.Ints(3)]);
         return Finish(b, Softmax(b, b.Node("Where", [keep, Div(b, Scores(b, q, k)), b.Scalar(FloatMin)])), v);
+    }
+
+    private static ModelProto Gpt2WithPast()
+    {
+        var (b, q, k, v) = Bhsd(keyLength: "S");
+        var pastKey = b.Input("past_key", DataType.Float, "B", Heads, "P", HeadDim);
+        var pastValue = b.Input("past_value", DataType.Float, "B", Heads, "P", HeadDim);
+        var key = b.Rename(b.Node("Concat", [pastKey, k], Int("axis", -2)), "present_key");
+        var value = b.Rename(b.Node("Concat", [pastValue, v], Int("axis", -2)), "present_value");
+        b.Output("present_key");
+        b.Output("present_value");
+        var buffer = b.Initializer(new ConstantTensor(DataType.Bool, [1, 1, BufferSize, BufferSize],
+            Enumerable.Range(0, BufferSize * BufferSize).Select(i => i % BufferSize <= i / BufferSize ? 1.0 : 0.0).ToArray()));
+        var queryLength = b.Node("Gather", [b.Node("Shape", [q]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 2))]);
+        var keyLength = b.Node("Gather", [b.Node("Shape", [key]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 2))]);
+        var start = b.Node("Unsqueeze", [b.Node("Sub", [keyLength, queryLength]), b.Ints(0)]);
+        var end = b.Node("Unsqueeze", [keyLength, b.Ints(0)]);
+        var keep = b.Node("Slice", [b.Node("Slice", [buffer, start, end, b.Ints(2)]), b.Ints(0), end, b.Ints(3)]);
+        return Finish(b, Softmax(b, b.Node("Where", [keep, Div(b, Scores(b, q, key)), b.Scalar(FloatMin)])), value);
     }
 
     private static Dictionary<string, TestTensor> SelfAttentionInputs(Random r, long s, long t) => Qkv(r, s, s);

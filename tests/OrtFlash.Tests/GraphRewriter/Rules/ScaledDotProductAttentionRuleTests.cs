@@ -30,6 +30,7 @@ public class ScaledDotProductAttentionRuleTests
 
         Assert.That(report.Skipped, Is.Empty, () => report.ToTable());
         Assert.That(report.Fused, Is.EqualTo(1));
+        Parity.AssertWellFormed(model);
         var nodes = AllNodes(model.Graph).ToList();
         var fused = nodes.Single(n => n.OpType == "FlashAttention");
         var fusion = report.Fusions[0];

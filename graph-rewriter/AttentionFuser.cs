@@ -86,7 +86,7 @@ public static class AttentionFuser
                     (float)match.Scale, match.Query.PreScale, match.Scores.Masks.Select(m => m.Kind).ToList(),
                     match.Scores.Masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None,
                     match.Scores.Softcap, match.MaskedRows, match.Wrappers, match.KvHeadRepeatRemoved,
-                    match.CausalNote is null ? [] : [match.CausalNote]));
+                    [.. check.Notes, .. match.CausalNote is null ? Array.Empty<string>() : [match.CausalNote]]));
             }
         }
 

@@ -207,8 +207,11 @@ public sealed record AttentionMatch(
 /// <param name="Reason">Null when the match may be fused.</param>
 public readonly record struct CheckResult(string? Reason)
 {
+    /// <summary>Remarks on a fusable match (conversions made for the op's contract).</summary>
+    public IReadOnlyList<string> Notes { get; init; } = [];
+
     /// <summary>The match may be fused.</summary>
-    public static CheckResult Ok => default;
+    public static CheckResult Ok => new(null);
 
     /// <summary>Whether the match may be fused.</summary>
     public bool IsOk => Reason is null;

@@ -753,9 +753,22 @@ public sealed class ScaledDotProductAttentionRule
             }
         }
 
-        if (additive.FirstOrDefault(m => BiasSource(m.Source, type) is null) is { } unconvertible)
+        var notes = new List<string>();
+        foreach (var term in additive.Where(m => BiasSource(m.Source, type) is null))
         {
-            return CheckResult.Refuse($"Mask '{unconvertible.Source.Name}' is {_analysis.ElementTypeOf(unconvertible.Source)} but attention runs in {type}; converting it could change masked values.");
+            var maskType = _analysis.ElementTypeOf(term.Source);
+            if (!ElementTypes.IsFloat(maskType))
+            {
+                return CheckResult.Refuse($"Mask '{term.Source.Name}' is {maskType}; the op's bias must be {type}.");
+            }
+
+            if (OutOfRangeConstant(term.Source, type, depth: 0) is { } constant)
+            {
+                return CheckResult.Refuse(
+                    $"Mask '{term.Source.Name}' is {maskType} and is built from {constant.ToString(CultureInfo.InvariantCulture)}, which {type} cannot hold: converting it to the op's type would turn it into infinity.");
+            }
+
+            notes.Add($"Mask '{term.Source.Name}' is converted from {maskType} to {type} (the op's bias type); its values round to {type}.");
         }
 
         if (additive.Count == 2 && (additive.Any(m => m.View is not null) || wheres.Count > 0 || match.Scores.Clamp is not null))
@@ -792,7 +805,26 @@ public sealed class ScaledDotProductAttentionRule
             }
         }
 
-        return CheckResult.Ok;
+        return CheckResult.Ok with { Notes = notes };
+    }
+
+    /// <summary>
+    /// A scalar constant that the mask is built from (through a few elementwise, cast and shape ops)
+    /// and that <paramref name="type"/> cannot hold, such as float32's finfo.min for a float16 bias.
+    /// </summary>
+    private double? OutOfRangeConstant(Value mask, DataType type, int depth)
+    {
+        if (_analysis.ScalarOf(mask) is { } constant)
+        {
+            return double.IsFinite(constant) && double.IsInfinity(ElementTypes.Round(constant, type)) ? constant : null;
+        }
+
+        if (depth > 6 || Ops.Producer(mask, "Cast", "Mul", "Sub", "Add", "Where", "Unsqueeze", "Reshape", "Expand", "Neg", "Identity") is not { } node)
+        {
+            return null;
+        }
+
+        return node.Inputs.OfType<Value>().Select(input => OutOfRangeConstant(input, type, depth + 1)).FirstOrDefault(c => c is not null);
     }
 
     private CheckResult CheckMaskShape(MaskTerm term, IReadOnlyList<Dim>? scoreShape)
@@ -930,7 +962,9 @@ public sealed class ScaledDotProductAttentionRule
     /// <summary>The term's mask in type T, negated for Sub(scores, M).</summary>
     private Value SignedBias(OnnxGraph graph, Node anchor, MaskTerm term, DataType type)
     {
-        var source = BiasSource(term.Source, type)!;
+        var source = BiasSource(term.Source, type) ??
+            graph.InsertNode(anchor, "Cast", "", [term.Source], [graph.Model.Names.Fresh(term.Source.Name + "_as_" + type.ToString().ToLowerInvariant())],
+                "MaskToAttentionType", [Node.IntAttributeProto("to", (long)type)]).Output(0)!;
         return term.Subtracted
             ? graph.InsertNode(anchor, "Neg", "", [source], [graph.Model.Names.Fresh(source.Name + "_negated")], "NegateMask").Output(0)!
             : source;

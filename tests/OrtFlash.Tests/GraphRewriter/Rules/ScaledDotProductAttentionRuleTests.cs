@@ -142,22 +142,44 @@ public class ScaledDotProductAttentionRuleTests
         Assert.That(report.Skipped, Is.Empty);
     }
 
-    [Test]
-    public void A_key_padded_mask_of_float_type_is_refused_in_a_float16_graph()
+    private static ModelProto Float16ScoresWithFloatMask(Func<ModelBuilder, string> mask)
     {
         var b = new ModelBuilder();
         var q = b.Input("q", DataType.Float16, "B", 2, "S", 8);
         var k = b.Input("k", DataType.Float16, "B", 2, "T", 8);
         var v = b.Input("v", DataType.Float16, "B", 2, "T", 8);
-        var mask = b.Input("mask", DataType.Float, "B", 1, 1, "T");
         var scores = b.Node("Cast", [b.Node("MatMul", [q, b.Node("Transpose", [k], ModelBuilder.Ints("perm", 0, 1, 3, 2))])], ModelBuilder.Int("to", (long)DataType.Float));
-        var probabilities = b.Node("Softmax", [b.Node("Add", [scores, mask])], ModelBuilder.Int("axis", -1));
+        var probabilities = b.Node("Softmax", [b.Node("Add", [scores, mask(b)])], ModelBuilder.Int("axis", -1));
         b.Rename(b.Node("MatMul", [b.Node("Cast", [probabilities], ModelBuilder.Int("to", (long)DataType.Float16)), v]), "out");
         b.Output("out", DataType.Float16);
+        return b.Model;
+    }
 
-        var report = AttentionFuser.Rewrite(b.Model);
+    [Test]
+    public void A_float_mask_in_a_float16_attention_is_converted_with_a_note()
+    {
+        var model = Float16ScoresWithFloatMask(b => b.Input("mask", DataType.Float, "B", 1, 1, "T"));
+
+        var report = AttentionFuser.Rewrite(model);
+
+        Assert.That(report.Fused, Is.EqualTo(1), () => report.ToTable());
+        Assert.That(report.Fusions[0].Notes, Has.Some.Contain("converted from Float to Float16"));
+        var cast = model.Graph.Node.Single(n => n.OpType == "Cast" && n.Input[0] == "mask");
+        Assert.That(model.Graph.Node.Single(n => n.OpType == "FlashAttention").Input[3], Is.EqualTo(cast.Output[0]));
+    }
+
+    [Test]
+    public void A_float_mask_built_from_float32_min_is_refused_in_a_float16_attention()
+    {
+        var model = Float16ScoresWithFloatMask(b =>
+        {
+            var padding = b.Input("padding", DataType.Float, "B", 1, 1, "T");
+            return b.Node("Mul", [b.Node("Sub", [b.Scalar(1), padding]), b.Scalar(float.MinValue)]);
+        });
+
+        var report = AttentionFuser.Rewrite(model);
 
         Assert.That(report.Fused, Is.Zero);
-        Assert.That(report.Skipped.Single().Reason, Does.Contain("converting it could change masked values"));
+        Assert.That(report.Skipped.Single().Reason, Does.Contain("would turn it into infinity"));
     }
 }

@@ -28,7 +28,8 @@ def trx_counts(path):
     counters = root.find(".//t:Counters", ns) if ns else root.find(".//Counters")
     get = lambda name: int(counters.get(name, "0"))
     failed = get("failed") + get("error") + get("timeout") + get("aborted")
-    skipped = get("notExecuted")
+    # Ignored tests are in `total` but not in `executed`.
+    skipped = max(get("notExecuted"), get("total") - get("executed"))
     return get("passed"), failed, skipped
 
 

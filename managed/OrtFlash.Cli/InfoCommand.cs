@@ -10,7 +10,7 @@ internal static class InfoCommand
     public static Command Create()
     {
         var command = new Command("info", "Print versions, the native op library in use and the available execution providers.");
-        command.SetAction(_ => Run(Console.Out));
+        command.SetAction(parsed => Run(parsed.InvocationConfiguration.Output));
         return command;
     }
 

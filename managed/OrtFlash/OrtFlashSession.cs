@@ -1,4 +1,8 @@
+using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
+using OrtFlash.GraphRewriter;
+using OrtFlash.GraphRewriter.Io;
+using OrtFlash.GraphRewriter.Report;
 
 namespace OrtFlash;
 
@@ -10,11 +14,15 @@ public sealed class OrtFlashSession : IDisposable
 {
     private readonly SessionOptions options;
 
-    private OrtFlashSession(InferenceSession session, SessionOptions options, ExecutionProvider provider)
+    // ONNX Runtime resolves external weights of a model given as bytes from this folder.
+    private const string ExternalDataFolderKey = "session.model_external_initializers_file_folder_path";
+
+    private OrtFlashSession(InferenceSession session, SessionOptions options, ExecutionProvider provider, FusionReport? report)
     {
         Session = session;
         this.options = options;
         Provider = provider;
+        Report = report;
     }
 
     /// <summary>The ONNX Runtime session, for Run / IO binding.</summary>
@@ -23,32 +31,65 @@ public sealed class OrtFlashSession : IDisposable
     /// <summary>The provider the session actually runs on (never <see cref="ExecutionProvider.Auto"/>).</summary>
     public ExecutionProvider Provider { get; }
 
-    /// <summary>Creates a session for an ONNX model file.</summary>
+    /// <summary>What the graph rewriter fused and skipped; null when the model was loaded without rewriting.</summary>
+    public FusionReport? Report { get; }
+
+    /// <summary>
+    /// Creates a session for an ONNX model file, fusing its attention subgraphs first unless
+    /// <see cref="OrtFlashSessionOptions.Rewrite"/> is false. External weights stay where they are.
+    /// </summary>
     /// <exception cref="FileNotFoundException">The model or the native library is missing.</exception>
+    /// <exception cref="OnnxModelException">The file is not a well-formed ONNX model.</exception>
     /// <exception cref="OnnxRuntimeException">ONNX Runtime rejected the model, or CUDA was asked for and is unusable.</exception>
     public static OrtFlashSession Create(string modelPath, OrtFlashSessionOptions? settings = null)
     {
+        ArgumentException.ThrowIfNullOrEmpty(modelPath);
         if (!File.Exists(modelPath))
         {
             throw new FileNotFoundException($"Model '{modelPath}' does not exist.", modelPath);
         }
 
-        return Create(settings ?? new OrtFlashSessionOptions(), options => new InferenceSession(modelPath, options));
+        settings ??= new OrtFlashSessionOptions();
+        if (!settings.Rewrite)
+        {
+            return Create(settings, options => new InferenceSession(modelPath, options), report: null);
+        }
+
+        var model = OnnxModelFile.Read(modelPath);
+        var report = AttentionFuser.Rewrite(model);
+        var bytes = model.ToByteArray();
+        var folder = Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
+        return Create(settings, options =>
+        {
+            options.AddSessionConfigEntry(ExternalDataFolderKey, folder);
+            return new InferenceSession(bytes, options);
+        }, report);
     }
 
-    /// <summary>Creates a session for a model held in memory.</summary>
+    /// <summary>Creates a session for a serialized model held in memory (rewritten first unless disabled).</summary>
+    /// <exception cref="OnnxModelException">The bytes are not a well-formed ONNX model.</exception>
     public static OrtFlashSession Create(byte[] model, OrtFlashSessionOptions? settings = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        return Create(settings ?? new OrtFlashSessionOptions(), options => new InferenceSession(model, options));
+        settings ??= new OrtFlashSessionOptions();
+        if (!settings.Rewrite)
+        {
+            return Create(settings, options => new InferenceSession(model, options), report: null);
+        }
+
+        using var stream = new MemoryStream(model, writable: false);
+        var proto = OnnxModelFile.Parse(stream, "model bytes");
+        var report = AttentionFuser.Rewrite(proto);
+        var bytes = proto.ToByteArray();
+        return Create(settings, options => new InferenceSession(bytes, options), report);
     }
 
-    private static OrtFlashSession Create(OrtFlashSessionOptions settings, Func<SessionOptions, InferenceSession> open)
+    private static OrtFlashSession Create(OrtFlashSessionOptions settings, Func<SessionOptions, InferenceSession> open, FusionReport? report)
     {
         var (options, provider) = CreateOptions(settings);
         try
         {
-            return new OrtFlashSession(open(options), options, provider);
+            return new OrtFlashSession(open(options), options, provider, report);
         }
         catch
         {

@@ -11,4 +11,10 @@ public sealed record OrtFlashSessionOptions
 
     /// <summary>ONNX Runtime intra-op threads (the CPU kernel's parallelism); 0 lets ONNX Runtime choose.</summary>
     public int IntraOpThreads { get; init; }
+
+    /// <summary>
+    /// Fuse the model's attention subgraphs into FlashAttention nodes (in memory) before loading it; true by default.
+    /// The model file is never modified. <see cref="OrtFlashSession.Report"/> says what was fused and why the rest was not.
+    /// </summary>
+    public bool Rewrite { get; init; } = true;
 }

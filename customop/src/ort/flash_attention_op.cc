@@ -1,5 +1,6 @@
 #include "flash_attention_op.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -175,7 +176,8 @@ struct FlashAttentionKernel {
       void* stream = kernel_context.GetGPUComputeStream();
       if (stream == nullptr)
         return Ort::Status(("node '" + node_name_ + "': ONNX Runtime gave no CUDA stream to the CUDA kernel").c_str(), ORT_FAIL);
-      OrtScratch scratch{kernel_context.GetAllocator(kernel_context.GetOutput(0, output_shape).GetTensorMemoryInfo())};
+      const Ort::ConstMemoryInfo device_memory = kernel_context.GetOutput(0, output_shape).GetTensorMemoryInfo();
+      OrtScratch scratch{kernel_context.GetAllocator(*static_cast<const OrtMemoryInfo*>(device_memory))};
       CudaScratch lender;
       lender.allocate = &OrtScratch::Allocate;
       lender.release = &OrtScratch::Release;
@@ -289,8 +291,20 @@ struct FlashAttentionOp : Ort::Custom::OrtLiteCustomStruct<FlashAttentionKernel<
       const Ort::TensorTypeAndShapeInfo result(raw);  // ours: the context copies it
       Ort::ThrowOnError(api.SetTensorElementType(raw, query.GetElementType()));
       Ort::ThrowOnError(api.SetDimensions(raw, dims.data(), dims.size()));
-      for (const char*& symbol : symbols)
-        if (symbol == nullptr) symbol = "";
+      // ONNX Runtime writes a dimension without a symbol as a value, so an unknown dimension (-1) needs a
+      // name of its own: a fresh one, since nothing says it equals any other dimension.
+      std::vector<std::string> fresh_names;
+      fresh_names.reserve(dims.size());
+      for (size_t axis = 0; axis < dims.size(); ++axis) {
+        if (symbols[axis] != nullptr && symbols[axis][0] != '\0') continue;
+        if (dims[axis] >= 0) {
+          symbols[axis] = "";
+        } else {
+          static std::atomic<uint64_t> counter{0};
+          fresh_names.push_back("ortflash_unk_" + std::to_string(counter++));
+          symbols[axis] = fresh_names.back().c_str();
+        }
+      }
       Ort::ThrowOnError(api.SetSymbolicDimensions(raw, symbols.data(), symbols.size()));
       Ort::ThrowOnError(api.ShapeInferContext_SetOutputTypeShape(context, 0, raw));
       return nullptr;

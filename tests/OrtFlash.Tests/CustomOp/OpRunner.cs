@@ -32,6 +32,12 @@ public static class OpRunner
     {
         using var options = CreateOptions();
         using var session = new InferenceSession(model, options);
+        return RunSession(session, c, type);
+    }
+
+    /// <summary>Feeds the case's inputs to an open session and returns Y as floats with its shape.</summary>
+    public static (float[] Data, long[] Shape) RunSession(InferenceSession session, AttentionCase c, ElementType type)
+    {
         var names = new List<string> { "Q", "K", "V" };
         var values = new List<OrtValue>();
         try

@@ -1,0 +1,41 @@
+// OrtFlash CPU kernel: declarations shared by its translation units and its tests.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "ortflash/attention_params.h"
+
+namespace ortflash {
+namespace cpu {
+
+// One unit of parallel work: query rows [first_row, first_row + rows) of one (batch, head).
+struct WorkItem {
+  int64_t batch = 0;
+  int64_t head = 0;
+  int64_t first_row = 0;
+  int64_t rows = 0;
+};
+
+// The tile kernel an instruction set picked for one call (dtype x head dim), with its launch shape.
+struct QueryTileKernel {
+  void (*run)(const AttentionParams& params, const WorkItem& item, float* scratch) = nullptr;
+  int64_t query_tile_rows = 0;  // rows per work item (the last tile of a head may have fewer)
+  size_t scratch_floats = 0;    // fp32 scratch one work item needs, reused between items
+};
+
+// Each is defined in the translation unit compiled for that instruction set; call avx2:: only
+// after CpuSupportsAvx2Fma().
+namespace avx2 {
+QueryTileKernel SelectQueryTileKernel(const AttentionParams& params);
+}
+namespace portable {
+QueryTileKernel SelectQueryTileKernel(const AttentionParams& params);
+}
+
+}  // namespace cpu
+
+// flash_attention_cpu, always on the portable path, so tests cover both paths on an AVX2 machine.
+void flash_attention_cpu_portable(const AttentionParams& params, const ParallelRunner& runner = {});
+
+}  // namespace ortflash

@@ -1,0 +1,633 @@
+// OrtFlash CPU kernel body: one query tile of one (batch, head), FlashAttention-style.
+//
+// Included by one translation unit per instruction set (flash_attention_cpu_portable.cc,
+// flash_attention_cpu_avx2.cc), each defining ORTFLASH_CPU_ISA as the namespace everything here
+// lands in. Distinct namespaces keep the AVX2-compiled and the baseline-compiled copies of every
+// inline function and template apart; under one name the linker could keep the AVX2 copy for both
+// and run it on a CPU without AVX2. For the same reason this code calls no standard-library
+// function templates, only builtins, C functions and its own helpers.
+//
+// Each instruction set supplies a `Simd` policy of 8-lane fp32 vectors. Its semantics are those of
+// PortableSimd (flash_attention_cpu_portable.cc); Max(a, b) returns b when either is NaN, which
+// lets NaN through the clamps below.
+//
+// Per work item: the query tile is converted to fp32 once; then for each key tile the keys are
+// transposed into scratch (head_dim x key_tile) so that the Q·Kᵀ micro-tile broadcasts q[d] and
+// multiplies 8 keys at a time; the scores get scale, softcap, bias and masks and go through an
+// online softmax (running max and sum per row, accumulator rescaled when the max grows); P·V
+// accumulates rows vectorised over the value head dim. Only one tile of scores ever exists.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "flash_attention_cpu_internal.h"
+#include "ortflash/attention_params.h"
+
+#ifndef ORTFLASH_CPU_ISA
+#error "Define ORTFLASH_CPU_ISA (the instruction-set namespace) before including this header."
+#endif
+
+namespace ortflash::cpu::ORTFLASH_CPU_ISA {
+
+// ---- Element types (storage only: all arithmetic is fp32) ---------------------------------------
+
+struct Float16 {
+  uint16_t bits;
+};
+struct BFloat16 {
+  uint16_t bits;
+};
+
+constexpr int kLanes = 8;
+constexpr float kInfinity = __builtin_inff();
+constexpr float kQuietNaN = __builtin_nanf("");
+
+inline uint32_t BitsOf(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return bits;
+}
+
+inline float FloatWithBits(uint32_t bits) {
+  float x;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
+
+inline float ToFloat(float x) { return x; }
+
+inline float ToFloat(BFloat16 x) { return FloatWithBits(uint32_t{x.bits} << 16); }
+
+inline float ToFloat(Float16 x) {
+  const uint32_t sign = uint32_t{x.bits & 0x8000u} << 16;
+  const uint32_t exponent = (x.bits >> 10) & 0x1Fu;
+  const uint32_t mantissa = x.bits & 0x3FFu;
+  if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24, exact in fp32
+    const float magnitude = static_cast<float>(mantissa) * 0x1p-24f;
+    return sign != 0 ? -magnitude : magnitude;
+  }
+  if (exponent == 0x1F) return FloatWithBits(sign | 0x7F800000u | (mantissa << 13));  // inf, NaN
+  return FloatWithBits(sign | ((exponent + (127 - 15)) << 23) | (mantissa << 13));
+}
+
+inline void StoreFloat(float x, float* out) { *out = x; }
+
+// Round to nearest even, as the contract requires for 16-bit outputs.
+inline void StoreFloat(float x, BFloat16* out) {
+  const uint32_t bits = BitsOf(x);
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) {  // NaN: rounding could carry it into inf
+    out->bits = static_cast<uint16_t>((bits >> 16) | 0x40u);
+    return;
+  }
+  out->bits = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+inline void StoreFloat(float x, Float16* out) {
+  const uint32_t bits = BitsOf(x);
+  const uint32_t sign = (bits >> 16) & 0x8000u;
+  const uint32_t magnitude = bits & 0x7FFFFFFFu;
+  uint32_t half;
+  if (magnitude > 0x7F800000u) {
+    half = 0x7E00u;  // NaN
+  } else if (magnitude >= 0x477FF000u) {
+    half = 0x7C00u;  // >= 65520 (halfway past the largest half, 65504) rounds to inf
+  } else if (magnitude < 0x38800000u) {
+    // Below 2^-14 the half is subnormal with spacing 2^-24, which is exactly the ulp of 0.5f:
+    // adding 0.5f lets the FPU do the round-to-nearest-even.
+    half = BitsOf(FloatWithBits(magnitude) + 0.5f) - BitsOf(0.5f);
+  } else {
+    // Round the 13 dropped mantissa bits to nearest even, then rebias the exponent 127 -> 15.
+    half = (magnitude + 0xFFFu + ((magnitude >> 13) & 1u) - ((127u - 15u) << 23)) >> 13;
+  }
+  out->bits = static_cast<uint16_t>(sign | half);
+}
+
+inline int64_t MinOf(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t Clamp(int64_t x, int64_t lo, int64_t hi) { return x < lo ? lo : (x > hi ? hi : x); }
+inline int64_t RoundUp(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
+// The leading part of [0, count) that whole vectors cover; the rest is a scalar tail.
+inline int64_t WholeVectors(int64_t count) { return count - count % kLanes; }
+
+// ---- Vectorised numerics -------------------------------------------------------------------------
+
+// e^x for x <= 0 or NaN: softmax only ever exponentiates (score - running max). Range reduction
+// x = n·ln2 + r, |r| <= ln2/2, then the degree-7 Taylor polynomial of e^r (truncation error 5e-9),
+// about 1 ulp overall. Below -87 (e^x < 2^-125) the result is flushed to 0, so hidden keys (-inf)
+// weigh exactly 0.
+template <class S>
+typename S::Vec ExpNonPositive(typename S::Vec x) {
+  constexpr float kLowest = -87.0f;
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2High = 0.693359375f;  // few mantissa bits: n * kLn2High is exact
+  constexpr float kLn2Low = -2.12194440e-4f;
+  constexpr float kRoundToInteger = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const typename S::Vec clamped = S::Max(S::Set1(kLowest), x);
+  const typename S::Vec shifted = S::MulAdd(clamped, S::Set1(kLog2e), S::Set1(kRoundToInteger));
+  const typename S::Vec n = S::Sub(shifted, S::Set1(kRoundToInteger));
+  typename S::Vec r = S::MulAdd(n, S::Set1(-kLn2High), clamped);
+  r = S::MulAdd(n, S::Set1(-kLn2Low), r);
+  typename S::Vec poly = S::Set1(1.0f / 5040);
+  poly = S::MulAdd(poly, r, S::Set1(1.0f / 720));
+  poly = S::MulAdd(poly, r, S::Set1(1.0f / 120));
+  poly = S::MulAdd(poly, r, S::Set1(1.0f / 24));
+  poly = S::MulAdd(poly, r, S::Set1(1.0f / 6));
+  poly = S::MulAdd(poly, r, S::Set1(0.5f));
+  poly = S::MulAdd(poly, r, S::Set1(1.0f));
+  poly = S::MulAdd(poly, r, S::Set1(1.0f));
+  const typename S::Vec result = S::Mul(poly, S::Pow2FromRounded(shifted));
+  return S::Select(S::Less(x, S::Set1(kLowest)), S::Zero(), result);
+}
+
+// tanh, for softcap. For |x| >= 0.18, (1 - e^-2|x|) / (1 + e^-2|x|); below that 1 - e^-2|x|
+// would cancel, so e^-2|x| - 1 comes from its own Taylor series (degree 8, |2x| <= 0.36).
+template <class S>
+typename S::Vec Tanh(typename S::Vec x) {
+  using Vec = typename S::Vec;
+  const Vec magnitude = S::Abs(x);
+  const Vec y = S::Mul(magnitude, S::Set1(-2.0f));
+  const Vec one = S::Set1(1.0f);
+  const Vec e = ExpNonPositive<S>(y);
+  const Vec large = S::Div(S::Sub(one, e), S::Add(one, e));
+  Vec series = S::Set1(1.0f / 40320);
+  series = S::MulAdd(series, y, S::Set1(1.0f / 5040));
+  series = S::MulAdd(series, y, S::Set1(1.0f / 720));
+  series = S::MulAdd(series, y, S::Set1(1.0f / 120));
+  series = S::MulAdd(series, y, S::Set1(1.0f / 24));
+  series = S::MulAdd(series, y, S::Set1(1.0f / 6));
+  series = S::MulAdd(series, y, S::Set1(0.5f));
+  series = S::MulAdd(series, y, one);
+  const Vec expm1 = S::Mul(series, y);
+  const Vec small = S::Div(S::Sub(S::Zero(), expm1), S::Add(S::Set1(2.0f), expm1));
+  return S::WithSignOf(S::Select(S::Less(magnitude, S::Set1(0.18f)), small, large), x);
+}
+
+// ---- Online softmax ------------------------------------------------------------------------------
+
+// Like Simd::Max: b when either is NaN.
+inline float MaxOf(float a, float b) { return a > b ? a : b; }
+
+// What a row subtracts before exponentiating. A row that has seen no finite score has max -inf;
+// subtracting 0 instead keeps -inf - (-inf) = NaN out and still gives every key e^-inf = 0.
+inline float SoftmaxShift(float running_max) { return running_max == -kInfinity ? 0.0f : running_max; }
+
+// Factor that brings what a row accumulated relative to old_max to the scale of new_max
+// (new_max >= old_max): 1 when the max did not move, 0 when nothing finite was seen before.
+template <class S>
+float RescaleFactor(float old_max, float new_max) {
+  return S::Lane0(ExpNonPositive<S>(S::Set1(old_max - SoftmaxShift(new_max))));
+}
+
+// ---- Scores as the contract defines them ------------------------------------------------------------
+
+// Which keys causality lets query i see: [0, VisibleKeys(i)). Nondecreasing in i.
+struct CausalWindow {
+  CausalAlignment alignment;
+  int64_t q_len;
+  int64_t kv_len;
+
+  int64_t VisibleKeys(int64_t query) const {
+    switch (alignment) {
+      case CausalAlignment::kUpperLeft:
+        return Clamp(query + 1, 0, kv_len);
+      case CausalAlignment::kLowerRight:
+        return Clamp(query + 1 + kv_len - q_len, 0, kv_len);
+      case CausalAlignment::kNone:
+        break;
+    }
+    return kv_len;
+  }
+};
+
+// What turns one query row's dot products into its scores: pointers at key 0 of this key tile.
+template <class T>
+struct RowScoreRule {
+  float scale;
+  float softcap;
+  const T* bias;  // null: no bias
+  int64_t bias_key_stride;
+  const bool* keep;  // null: every key kept
+  int64_t keep_key_stride;
+};
+
+template <class S, class T>
+typename S::Vec LoadBias(const T* bias, int64_t key_stride, int64_t count) {
+  if (key_stride == 0) return S::Set1(ToFloat(*bias));
+  if (key_stride == 1 && count == kLanes) return S::Load8(bias);
+  float lanes[kLanes] = {};
+  for (int64_t lane = 0; lane < count; ++lane) lanes[lane] = ToFloat(bias[lane * key_stride]);
+  return S::Load(lanes);
+}
+
+template <class S>
+typename S::Mask KeptKeys(const bool* keep, int64_t key_stride, int64_t count) {
+  if (key_stride == 1 && count == kLanes) return S::KeptLanes(keep);
+  bool lanes[kLanes] = {};
+  for (int64_t lane = 0; lane < count; ++lane) lanes[lane] = keep[lane * key_stride];
+  return S::KeptLanes(lanes);
+}
+
+// Scores for keys [key, key + count) of a row (count <= 8; lanes past count come back -inf):
+// scale -> softcap -> + bias -> hidden keys -inf.
+template <class S, class T>
+typename S::Vec ContractScores(typename S::Vec dots, const RowScoreRule<T>& rule, int64_t key, int64_t count) {
+  typename S::Vec scores = S::Mul(dots, S::Set1(rule.scale));
+  if (rule.softcap > 0.0f) {
+    const typename S::Vec cap = S::Set1(rule.softcap);
+    scores = S::Mul(cap, Tanh<S>(S::Div(scores, cap)));
+  }
+  if (rule.bias != nullptr) {
+    scores = S::Add(scores, LoadBias<S>(rule.bias + key * rule.bias_key_stride, rule.bias_key_stride, count));
+  }
+  typename S::Mask visible = S::LanesBelow(count);
+  if (rule.keep != nullptr) {
+    visible = S::And(visible, KeptKeys<S>(rule.keep + key * rule.keep_key_stride, rule.keep_key_stride, count));
+  }
+  return S::Select(visible, scores, S::Set1(-kInfinity));
+}
+
+// Turns one row's dot products against this key tile into unnormalised probabilities in place and
+// folds them into the row's running max and sum. `visible`: keys of the tile the row may see;
+// probabilities up to `zero_until` are written (0 past `visible`). Returns the factor the row's
+// accumulator must be rescaled by before this tile's P·V is added.
+template <class S, class T>
+float OnlineSoftmaxRow(float* scores, int64_t visible, int64_t zero_until, const RowScoreRule<T>& rule,
+                       float* running_max, float* running_sum) {
+  using Vec = typename S::Vec;
+  if (visible == 0) {
+    for (int64_t key = 0; key < zero_until; key += kLanes) S::Store(scores + key, S::Zero());
+    return 1.0f;
+  }
+  Vec tile_max = S::Set1(-kInfinity);
+  for (int64_t key = 0; key < visible; key += kLanes) {
+    const Vec s = ContractScores<S>(S::Load(scores + key), rule, key, MinOf(kLanes, visible - key));
+    S::Store(scores + key, s);
+    tile_max = S::Max(tile_max, s);
+  }
+  const float new_max = MaxOf(*running_max, S::ReduceMax(tile_max));
+  const Vec shift = S::Set1(SoftmaxShift(new_max));
+  Vec tile_sum = S::Zero();
+  int64_t key = 0;
+  for (; key < visible; key += kLanes) {
+    const Vec p = ExpNonPositive<S>(S::Sub(S::Load(scores + key), shift));
+    S::Store(scores + key, p);
+    tile_sum = S::Add(tile_sum, p);
+  }
+  for (; key < zero_until; key += kLanes) S::Store(scores + key, S::Zero());
+  const float rescale = RescaleFactor<S>(*running_max, new_max);
+  *running_sum = *running_sum * rescale + S::ReduceSum(tile_sum);
+  *running_max = new_max;
+  return rescale;
+}
+
+// ---- Tiles ---------------------------------------------------------------------------------------
+
+// Tile shape for one head dim; kHeadDim == 0 means head dim and value head dim known at run time,
+// otherwise both equal kHeadDim.
+template <class S, int kHeadDim>
+struct TileTraits {
+  static constexpr int kRowBlock = S::kRowBlock;  // query rows of one register micro-tile
+  static constexpr int kColumnVectors = 2;        // vectors across keys (Q·Kᵀ) or value dims (P·V)
+  static constexpr int kMicroColumns = kColumnVectors * kLanes;
+  // Measured single-threaded on AVX2 (S = 512..2048, D = 64..256, fp32 and fp16): 64 x 64 is at
+  // or within noise (3%) of the best everywhere; 32 or 128 query rows and 128 keys were no
+  // faster; 32 keys cost 7% and 256 keys 10% at S = 512, D = 64 (per-tile overhead vs. the
+  // scores and transposed keys falling out of L1).
+  static constexpr int kQueryTile = 64;
+  static constexpr int kKeyTile = 64;
+  static_assert(kHeadDim >= 0, "head dim 0 selects the run-time head dim path");
+  static_assert(kQueryTile % kRowBlock == 0, "a query tile is made of whole row blocks");
+  static_assert(kKeyTile % kMicroColumns == 0, "a key tile is made of whole micro-tiles");
+};
+
+// Per-work-item fp32 scratch, carved from one block.
+struct TileScratch {
+  float* queries;      // query_tile x head_dim: this tile's query rows (rows past the tile are 0)
+  float* keys_t;       // head_dim x key_tile: the current key tile, transposed
+  float* values;       // key_tile x value_dim_padded: the value tile, unless read in place
+  float* scores;       // query_tile x key_tile: dot products, then unnormalised probabilities
+  float* acc;          // query_tile x value_dim_padded: sum of p·v
+  float* row_max;      // query_tile
+  float* row_sum;      // query_tile
+  float* row_rescale;  // query_tile
+};
+
+struct ScratchSizes {
+  size_t queries, keys_t, values, scores, acc, row_state;
+
+  size_t Total() const { return queries + keys_t + values + scores + acc + 3 * row_state; }
+};
+
+template <class Traits>
+ScratchSizes ScratchSizesFor(int64_t head_dim, int64_t value_dim_padded) {
+  const auto floats = [](int64_t count) { return static_cast<size_t>(count); };
+  return {floats(Traits::kQueryTile * head_dim),         floats(head_dim * Traits::kKeyTile),
+          floats(Traits::kKeyTile * value_dim_padded),   floats(Traits::kQueryTile * Traits::kKeyTile),
+          floats(Traits::kQueryTile * value_dim_padded), floats(Traits::kQueryTile)};
+}
+
+inline TileScratch CarveScratch(float* base, const ScratchSizes& sizes) {
+  TileScratch scratch;
+  scratch.queries = base;
+  scratch.keys_t = scratch.queries + sizes.queries;
+  scratch.values = scratch.keys_t + sizes.keys_t;
+  scratch.scores = scratch.values + sizes.values;
+  scratch.acc = scratch.scores + sizes.scores;
+  scratch.row_max = scratch.acc + sizes.acc;
+  scratch.row_sum = scratch.row_max + sizes.row_state;
+  scratch.row_rescale = scratch.row_sum + sizes.row_state;
+  return scratch;
+}
+
+// rows x head_dim query rows -> fp32, rows up to padded_rows zero.
+template <class S, class T>
+void LoadQueryRows(const T* query, int64_t row_stride, int64_t rows, int64_t padded_rows, int64_t head_dim,
+                   float* out) {
+  for (int64_t row = 0; row < padded_rows; ++row) {
+    float* dst = out + row * head_dim;
+    if (row >= rows) {
+      for (int64_t d = 0; d < head_dim; ++d) dst[d] = 0.0f;
+      continue;
+    }
+    const T* src = query + row * row_stride;
+    int64_t d = 0;
+    for (; d < WholeVectors(head_dim); d += kLanes) S::Store(dst + d, S::Load8(src + d));
+    for (; d < head_dim; ++d) dst[d] = ToFloat(src[d]);
+  }
+}
+
+// Keys [0, count) -> keys_t[d * key_tile + j] in fp32, in 8x8 blocks; columns up to `columns` zero.
+template <class S, class T>
+void LoadKeysTransposed(const T* keys, int64_t key_stride, int64_t count, int64_t columns, int64_t head_dim,
+                        int64_t key_tile, float* keys_t) {
+  int64_t key = 0;
+  for (; key < WholeVectors(count); key += kLanes) {
+    int64_t d = 0;
+    for (; d < WholeVectors(head_dim); d += kLanes) {
+      typename S::Vec block[kLanes];
+      for (int row = 0; row < kLanes; ++row) block[row] = S::Load8(keys + (key + row) * key_stride + d);
+      S::Transpose8x8(block);
+      for (int row = 0; row < kLanes; ++row) S::Store(keys_t + (d + row) * key_tile + key, block[row]);
+    }
+    for (; d < head_dim; ++d) {
+      for (int row = 0; row < kLanes; ++row) {
+        keys_t[d * key_tile + key + row] = ToFloat(keys[(key + row) * key_stride + d]);
+      }
+    }
+  }
+  for (; key < count; ++key) {
+    for (int64_t d = 0; d < head_dim; ++d) keys_t[d * key_tile + key] = ToFloat(keys[key * key_stride + d]);
+  }
+  for (; key < columns; ++key) {
+    for (int64_t d = 0; d < head_dim; ++d) keys_t[d * key_tile + key] = 0.0f;
+  }
+}
+
+// fp32 value rows made of whole vectors are read where they are (null: convert them per tile).
+inline const float* ValuesInPlace(const float* values, int64_t value_dim) {
+  return value_dim % kLanes == 0 ? values : nullptr;
+}
+template <class T>
+const float* ValuesInPlace(const T*, int64_t) {
+  return nullptr;
+}
+
+// count x value_dim value rows -> fp32 rows of value_dim_padded (the padding 0).
+template <class S, class T>
+void LoadValueRows(const T* values, int64_t row_stride, int64_t count, int64_t value_dim, int64_t value_dim_padded,
+                   float* out) {
+  for (int64_t key = 0; key < count; ++key) {
+    const T* src = values + key * row_stride;
+    float* dst = out + key * value_dim_padded;
+    int64_t c = 0;
+    for (; c < WholeVectors(value_dim); c += kLanes) S::Store(dst + c, S::Load8(src + c));
+    for (; c < value_dim; ++c) dst[c] = ToFloat(src[c]);
+    for (; c < value_dim_padded; ++c) dst[c] = 0.0f;
+  }
+}
+
+// scores[r][0, kMicroColumns) = queries[r] · keys_t[:, 0, kMicroColumns) for kRows rows.
+template <class S, int kRows, int kHeadDim>
+void ScoreMicroTile(const float* queries, int64_t head_dim, const float* keys_t, int64_t key_tile, float* scores) {
+  constexpr int kVectors = TileTraits<S, kHeadDim>::kColumnVectors;
+  const int64_t dims = kHeadDim > 0 ? kHeadDim : head_dim;
+  typename S::Vec sum[kRows][kVectors];
+  for (int row = 0; row < kRows; ++row) {
+    for (int v = 0; v < kVectors; ++v) sum[row][v] = S::Zero();
+  }
+  for (int64_t d = 0; d < dims; ++d) {
+    typename S::Vec key[kVectors];
+    for (int v = 0; v < kVectors; ++v) key[v] = S::Load(keys_t + d * key_tile + v * kLanes);
+    for (int row = 0; row < kRows; ++row) {
+      const typename S::Vec q = S::Set1(queries[row * dims + d]);
+      for (int v = 0; v < kVectors; ++v) sum[row][v] = S::MulAdd(q, key[v], sum[row][v]);
+    }
+  }
+  for (int row = 0; row < kRows; ++row) {
+    for (int v = 0; v < kVectors; ++v) S::Store(scores + row * key_tile + v * kLanes, sum[row][v]);
+  }
+}
+
+// acc[r][0, kVectors*8) = acc[r] * rescale[r] + sum over keys j < count of probs[r][j] * values[j].
+template <class S, int kRows, int kVectors>
+void AccumulateValuesMicroTile(const float* probs, int64_t key_tile, const float* rescale, const float* values,
+                               int64_t value_stride, int64_t count, float* acc, int64_t acc_stride) {
+  typename S::Vec sum[kRows][kVectors];
+  for (int row = 0; row < kRows; ++row) {
+    const typename S::Vec factor = S::Set1(rescale[row]);
+    for (int v = 0; v < kVectors; ++v) sum[row][v] = S::Mul(S::Load(acc + row * acc_stride + v * kLanes), factor);
+  }
+  for (int64_t key = 0; key < count; ++key) {
+    typename S::Vec value[kVectors];
+    for (int v = 0; v < kVectors; ++v) value[v] = S::Load(values + key * value_stride + v * kLanes);
+    for (int row = 0; row < kRows; ++row) {
+      const typename S::Vec p = S::Set1(probs[row * key_tile + key]);
+      for (int v = 0; v < kVectors; ++v) sum[row][v] = S::MulAdd(p, value[v], sum[row][v]);
+    }
+  }
+  for (int row = 0; row < kRows; ++row) {
+    for (int v = 0; v < kVectors; ++v) S::Store(acc + row * acc_stride + v * kLanes, sum[row][v]);
+  }
+}
+
+template <class T>
+void StoreMaskedRow(MaskedRows policy, int64_t value_dim, T* out) {
+  const float fill = policy == MaskedRows::kNaN ? kQuietNaN : 0.0f;
+  for (int64_t c = 0; c < value_dim; ++c) StoreFloat(fill, out + c);
+}
+
+template <class S, class T>
+void StoreOutputRow(const float* acc, float row_sum, int64_t value_dim, MaskedRows policy, T* out) {
+  // The row max contributes e^0 = 1 to the sum, so the sum is 0 exactly when no visible key had a
+  // finite score: a masked row.
+  if (row_sum == 0.0f) {
+    StoreMaskedRow(policy, value_dim, out);
+    return;
+  }
+  const float inverse = 1.0f / row_sum;
+  const typename S::Vec factor = S::Set1(inverse);
+  int64_t c = 0;
+  for (; c < WholeVectors(value_dim); c += kLanes) S::Store8(out + c, S::Mul(S::Load(acc + c), factor));
+  for (; c < value_dim; ++c) StoreFloat(acc[c] * inverse, out + c);
+}
+
+// One work item with kRows-row micro-tiles (1 for single-row tiles such as decode).
+template <class S, class T, int kHeadDim, int kRows>
+void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scratch_base) {
+  using Traits = TileTraits<S, kHeadDim>;
+  constexpr int64_t kKeyTile = Traits::kKeyTile;
+  const int64_t head_dim = kHeadDim > 0 ? kHeadDim : p.head_dim;
+  const int64_t value_dim = kHeadDim > 0 ? kHeadDim : p.v_head_dim;
+  const int64_t value_dim_padded = RoundUp(value_dim, kLanes);
+  const TileScratch scratch = CarveScratch(scratch_base, ScratchSizesFor<Traits>(head_dim, value_dim_padded));
+
+  const int64_t rows = item.rows;
+  const int64_t padded_rows = RoundUp(rows, kRows);
+  const int64_t first_row = item.first_row;
+  T* out =
+      static_cast<T*>(p.out) + item.batch * p.out_stride[0] + item.head * p.out_stride[1] + first_row * p.out_stride[2];
+
+  const CausalWindow window{p.causal, p.q_len, p.kv_len};
+  // Keys at or past this are hidden from every row of the tile: the loop over key tiles stops there.
+  const int64_t tile_keys = window.VisibleKeys(first_row + rows - 1);
+  if (tile_keys == 0) {
+    for (int64_t row = 0; row < rows; ++row) StoreMaskedRow(p.masked_rows, value_dim, out + row * p.out_stride[2]);
+    return;
+  }
+
+  const int64_t kv_head = item.head / (p.q_heads / p.kv_heads);
+  const T* query =
+      static_cast<const T*>(p.q) + item.batch * p.q_stride[0] + item.head * p.q_stride[1] + first_row * p.q_stride[2];
+  const T* key = static_cast<const T*>(p.k) + item.batch * p.k_stride[0] + kv_head * p.k_stride[1];
+  const T* value = static_cast<const T*>(p.v) + item.batch * p.v_stride[0] + kv_head * p.v_stride[1];
+  const T* bias = p.bias == nullptr ? nullptr
+                                    : static_cast<const T*>(p.bias) + item.batch * p.bias_stride[0] +
+                                          item.head * p.bias_stride[1] + first_row * p.bias_stride[2];
+  const bool* keep = p.keep == nullptr ? nullptr
+                                       : p.keep + item.batch * p.keep_stride[0] + item.head * p.keep_stride[1] +
+                                             first_row * p.keep_stride[2];
+
+  LoadQueryRows<S>(query, p.q_stride[2], rows, padded_rows, head_dim, scratch.queries);
+  for (int64_t i = 0; i < padded_rows * value_dim_padded; ++i) scratch.acc[i] = 0.0f;
+  for (int64_t row = 0; row < padded_rows; ++row) {
+    scratch.row_max[row] = -kInfinity;
+    scratch.row_sum[row] = 0.0f;
+  }
+
+  for (int64_t key_start = 0; key_start < tile_keys; key_start += kKeyTile) {
+    const int64_t keys = MinOf(kKeyTile, tile_keys - key_start);
+    const int64_t columns = RoundUp(keys, Traits::kMicroColumns);
+    LoadKeysTransposed<S>(key + key_start * p.k_stride[2], p.k_stride[2], keys, columns, head_dim, kKeyTile,
+                          scratch.keys_t);
+    const T* value_tile = value + key_start * p.v_stride[2];
+    const float* values = ValuesInPlace(value_tile, value_dim);
+    int64_t value_stride = p.v_stride[2];
+    if (values == nullptr) {
+      LoadValueRows<S>(value_tile, p.v_stride[2], keys, value_dim, value_dim_padded, scratch.values);
+      values = scratch.values;
+      value_stride = value_dim_padded;
+    }
+
+    for (int64_t row = 0; row < padded_rows; row += kRows) {
+      for (int64_t column = 0; column < columns; column += Traits::kMicroColumns) {
+        ScoreMicroTile<S, kRows, kHeadDim>(scratch.queries + row * head_dim, head_dim, scratch.keys_t + column,
+                                           kKeyTile, scratch.scores + row * kKeyTile + column);
+      }
+    }
+
+    for (int64_t row = 0; row < padded_rows; ++row) {
+      const int64_t visible = row < rows ? Clamp(window.VisibleKeys(first_row + row) - key_start, 0, keys) : 0;
+      RowScoreRule<T> rule{p.scale, p.softcap, nullptr, p.bias_stride[3], nullptr, p.keep_stride[3]};
+      if (visible > 0 && bias != nullptr) rule.bias = bias + row * p.bias_stride[2] + key_start * p.bias_stride[3];
+      if (visible > 0 && keep != nullptr) rule.keep = keep + row * p.keep_stride[2] + key_start * p.keep_stride[3];
+      scratch.row_rescale[row] = OnlineSoftmaxRow<S>(scratch.scores + row * kKeyTile, visible, RoundUp(keys, kLanes),
+                                                     rule, scratch.row_max + row, scratch.row_sum + row);
+    }
+
+    for (int64_t row = 0; row < padded_rows; row += kRows) {
+      // Causal visibility grows with the row, so the block's last real row sees the most keys.
+      const int64_t last_row = MinOf(row + kRows, rows) - 1;
+      const int64_t block_keys =
+          last_row < row ? 0 : Clamp(window.VisibleKeys(first_row + last_row) - key_start, 0, keys);
+      const float* probs = scratch.scores + row * kKeyTile;
+      float* acc = scratch.acc + row * value_dim_padded;
+      int64_t c = 0;
+      for (; c + Traits::kMicroColumns <= value_dim_padded; c += Traits::kMicroColumns) {
+        AccumulateValuesMicroTile<S, kRows, Traits::kColumnVectors>(probs, kKeyTile, scratch.row_rescale + row,
+                                                                    values + c, value_stride, block_keys, acc + c,
+                                                                    value_dim_padded);
+      }
+      for (; c < value_dim_padded; c += kLanes) {
+        AccumulateValuesMicroTile<S, kRows, 1>(probs, kKeyTile, scratch.row_rescale + row, values + c, value_stride,
+                                               block_keys, acc + c, value_dim_padded);
+      }
+    }
+  }
+
+  for (int64_t row = 0; row < rows; ++row) {
+    StoreOutputRow<S>(scratch.acc + row * value_dim_padded, scratch.row_sum[row], value_dim, p.masked_rows,
+                      out + row * p.out_stride[2]);
+  }
+}
+
+template <class S, class T, int kHeadDim>
+void RunQueryTile(const AttentionParams& params, const WorkItem& item, float* scratch) {
+  if (item.rows == 1) {
+    RunQueryTileRows<S, T, kHeadDim, 1>(params, item, scratch);
+  } else {
+    RunQueryTileRows<S, T, kHeadDim, TileTraits<S, kHeadDim>::kRowBlock>(params, item, scratch);
+  }
+}
+
+// ---- Run-time -> compile-time dispatch (dtype x head dim), in one place --------------------------
+
+template <class S, class T, int kHeadDim>
+QueryTileKernel MakeQueryTileKernel(const AttentionParams& params) {
+  using Traits = TileTraits<S, kHeadDim>;
+  const int64_t head_dim = kHeadDim > 0 ? kHeadDim : params.head_dim;
+  const int64_t value_dim = kHeadDim > 0 ? kHeadDim : params.v_head_dim;
+  QueryTileKernel kernel;
+  kernel.run = &RunQueryTile<S, T, kHeadDim>;
+  kernel.query_tile_rows = Traits::kQueryTile;
+  kernel.scratch_floats = ScratchSizesFor<Traits>(head_dim, RoundUp(value_dim, kLanes)).Total();
+  return kernel;
+}
+
+template <class S, class T>
+QueryTileKernel SelectForHeadDim(const AttentionParams& params) {
+  if (params.head_dim == params.v_head_dim) {
+    switch (params.head_dim) {
+      case 32:
+        return MakeQueryTileKernel<S, T, 32>(params);
+      case 64:
+        return MakeQueryTileKernel<S, T, 64>(params);
+      case 80:
+        return MakeQueryTileKernel<S, T, 80>(params);
+      case 96:
+        return MakeQueryTileKernel<S, T, 96>(params);
+      case 128:
+        return MakeQueryTileKernel<S, T, 128>(params);
+      case 256:
+        return MakeQueryTileKernel<S, T, 256>(params);
+      default:
+        break;
+    }
+  }
+  return MakeQueryTileKernel<S, T, 0>(params);
+}
+
+template <class S>
+QueryTileKernel SelectForDtype(const AttentionParams& params) {
+  switch (params.dtype) {
+    case DType::kFloat32:
+      return SelectForHeadDim<S, float>(params);
+    case DType::kFloat16:
+      return SelectForHeadDim<S, Float16>(params);
+    case DType::kBFloat16:
+      return SelectForHeadDim<S, BFloat16>(params);
+  }
+  return {};
+}
+
+}  // namespace ortflash::cpu::ORTFLASH_CPU_ISA

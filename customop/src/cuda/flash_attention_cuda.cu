@@ -1,0 +1,233 @@
+// OrtFlash CUDA entry point: validates the call, picks the kernel path, the split-KV factor and the
+// compile-time instantiation (the one runtime → compile-time dispatch of the CUDA kernels), and
+// enqueues the work on the caller's stream.
+#include "ortflash/flash_attention_cuda.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "fwd_launch.h"
+
+namespace ortflash {
+namespace {
+
+using cuda::FwdParams;
+
+constexpr int64_t kMaxLength = int64_t(1) << 30;  // keeps row/column index arithmetic in 32 bits
+constexpr double kLog2e = 1.4426950408889634;
+
+std::string cuda_failure(const char* what, cudaError_t status) {
+  return std::string(what) + " failed: " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")";
+}
+
+std::string validate(const AttentionParams& a) {
+  if (a.dtype != DType::kFloat32 && a.dtype != DType::kFloat16 && a.dtype != DType::kBFloat16) {
+    return "flash_attention_cuda: unknown dtype " + std::to_string(static_cast<int>(a.dtype));
+  }
+  const int64_t sizes[] = {a.batch, a.q_heads, a.kv_heads, a.q_len, a.kv_len, a.head_dim, a.v_head_dim};
+  const char* names[] = {"batch", "q_heads", "kv_heads", "q_len", "kv_len", "head_dim", "v_head_dim"};
+  for (int i = 0; i < 7; ++i) {
+    if (sizes[i] < 0 || sizes[i] > kMaxLength) {
+      return std::string("flash_attention_cuda: ") + names[i] + " = " + std::to_string(sizes[i]) + " is out of range [0, 2^30]";
+    }
+  }
+  // Keeps every flat index (rows of the output, elements of the split-KV scratch) in int64.
+  if (double(a.batch) * double(a.q_heads) * double(a.q_len) * double(std::max<int64_t>(a.v_head_dim, 1)) > 1e18) {
+    return "flash_attention_cuda: the output (batch x q_heads x q_len x v_head_dim) is too large";
+  }
+  if (a.kv_heads == 0 || a.q_heads % a.kv_heads != 0) {
+    return "flash_attention_cuda: q_heads (" + std::to_string(a.q_heads) + ") is not a multiple of kv_heads (" +
+           std::to_string(a.kv_heads) + ")";
+  }
+  if (a.causal != CausalAlignment::kNone && a.causal != CausalAlignment::kUpperLeft &&
+      a.causal != CausalAlignment::kLowerRight) {
+    return "flash_attention_cuda: unknown causal alignment " + std::to_string(static_cast<int>(a.causal));
+  }
+  if (a.masked_rows != MaskedRows::kZero && a.masked_rows != MaskedRows::kNaN) {
+    return "flash_attention_cuda: unknown masked_rows policy " + std::to_string(static_cast<int>(a.masked_rows));
+  }
+  return {};
+}
+
+// Pointers only matter when there is an output to write.
+std::string validate_pointers(const AttentionParams& a) {
+  if (a.q == nullptr || a.out == nullptr) return "flash_attention_cuda: null query or output pointer";
+  if (a.kv_len > 0 && ((a.head_dim > 0 && a.k == nullptr) || (a.v_head_dim > 0 && a.v == nullptr))) {
+    return "flash_attention_cuda: null key or value pointer";
+  }
+  return {};
+}
+
+FwdParams make_fwd_params(const AttentionParams& a) {
+  FwdParams p;
+  p.q = a.q;
+  p.k = a.k;
+  p.v = a.v;
+  p.out = a.out;
+  p.bias = a.bias;
+  p.keep = reinterpret_cast<const uint8_t*>(a.keep);
+  p.batch = static_cast<int>(a.batch);
+  p.q_heads = static_cast<int>(a.q_heads);
+  p.kv_heads = static_cast<int>(a.kv_heads);
+  p.group = static_cast<int>(a.q_heads / a.kv_heads);
+  p.q_len = static_cast<int>(a.q_len);
+  p.kv_len = static_cast<int>(a.kv_len);
+  p.head_dim = static_cast<int>(a.head_dim);
+  p.v_head_dim = static_cast<int>(a.v_head_dim);
+  std::copy(a.q_stride, a.q_stride + 3, p.q_stride);
+  std::copy(a.k_stride, a.k_stride + 3, p.k_stride);
+  std::copy(a.v_stride, a.v_stride + 3, p.v_stride);
+  std::copy(a.out_stride, a.out_stride + 3, p.out_stride);
+  std::copy(a.bias_stride, a.bias_stride + 4, p.bias_stride);
+  std::copy(a.keep_stride, a.keep_stride + 4, p.keep_stride);
+  p.scale = a.scale;
+  p.scale_log2 = static_cast<float>(double(a.scale) * kLog2e);
+  p.softcap = a.softcap;
+  p.softcap_inv = a.softcap > 0.0f ? 1.0f / a.softcap : 0.0f;
+  p.causal = a.causal != CausalAlignment::kNone;
+  p.causal_offset = a.causal == CausalAlignment::kLowerRight ? static_cast<int>(a.kv_len - a.q_len) : 0;
+  p.masked_rows_nan = a.masked_rows == MaskedRows::kNaN;
+  return p;
+}
+
+struct DeviceInfo {
+  int sm_count = 0;
+  int major = 0;
+};
+
+std::string query_device(DeviceInfo& info) {
+  int device = 0;
+  cudaError_t status = cudaGetDevice(&device);
+  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&info.sm_count, cudaDevAttrMultiProcessorCount, device);
+  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&info.major, cudaDevAttrComputeCapabilityMajor, device);
+  return status == cudaSuccess ? std::string() : cuda_failure("flash_attention_cuda: querying the device", status);
+}
+
+// Kernel families. A Hopper path (wgmma + TMA, built for sm_90a) is meant to become a third entry,
+// chosen for major == 9 when the build has it.
+enum class FwdPath { kTensorCoreSm80, kGeneric };
+
+// Smallest tensor-core head-dim capacity that holds both head dims, or 0 when none does.
+int head_dim_capacity(int64_t head_dim, int64_t v_head_dim) {
+  for (int capacity : cuda::kTensorCoreHeadDims) {
+    if (std::max(head_dim, v_head_dim) <= capacity) return capacity;
+  }
+  return 0;
+}
+
+bool is_aligned(const void* ptr, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
+
+// cp.async moves 16-byte chunks: every row of q/k/v must start on a 16-byte boundary.
+bool rows_in_16_byte_chunks(const void* base, const int64_t* stride) {
+  return is_aligned(base, 16) && stride[0] % 8 == 0 && stride[1] % 8 == 0 && stride[2] % 8 == 0;
+}
+
+FwdPath choose_path(const AttentionParams& a, const DeviceInfo& device) {
+  const bool sixteen_bit = a.dtype == DType::kFloat16 || a.dtype == DType::kBFloat16;
+  const bool tensor_core_shape = a.head_dim > 0 && a.head_dim % 8 == 0 && a.v_head_dim % 8 == 0 &&
+                                 head_dim_capacity(a.head_dim, a.v_head_dim) != 0;
+  const bool tensor_core_layout = rows_in_16_byte_chunks(a.q, a.q_stride) &&
+                                  (a.kv_len == 0 || (rows_in_16_byte_chunks(a.k, a.k_stride) &&
+                                                     rows_in_16_byte_chunks(a.v, a.v_stride))) &&
+                                  is_aligned(a.out, 4) && a.out_stride[0] % 2 == 0 && a.out_stride[1] % 2 == 0 &&
+                                  a.out_stride[2] % 2 == 0;
+  if (sixteen_bit && device.major >= 8 && tensor_core_shape && tensor_core_layout) return FwdPath::kTensorCoreSm80;
+  return FwdPath::kGeneric;
+}
+
+// Flash-decoding: when the (batch, head, query tile) blocks cannot fill the GPU, split the keys so
+// that there are about two blocks per SM; each split keeps at least one key tile.
+int choose_num_splits(int64_t blocks, int64_t key_tiles, int sm_count) {
+  if (blocks >= sm_count || key_tiles < 2) return 1;
+  const int64_t wanted = std::min<int64_t>({(2 * int64_t(sm_count) + blocks - 1) / blocks, key_tiles, cuda::kMaxSplits});
+  // Splits get ceil(key_tiles / splits) tiles each; drop the splits that rounding leaves empty.
+  const int64_t tiles_per_split = (key_tiles + wanted - 1) / wanted;
+  return static_cast<int>((key_tiles + tiles_per_split - 1) / tiles_per_split);
+}
+
+template <class T>
+std::string launch_tensor_core(int capacity, const FwdParams& p, cudaStream_t stream) {
+  switch (capacity) {
+    case 32: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 32>>(p, stream);
+    case 64: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 64>>(p, stream);
+    case 96: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 96>>(p, stream);
+    case 128: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 128>>(p, stream);
+    case 256: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 256>>(p, stream);
+    default: return "flash_attention_cuda: no tensor-core kernel for head dim capacity " + std::to_string(capacity);
+  }
+}
+
+template <class T>
+std::string launch_forward(FwdPath path, int capacity, const FwdParams& p, cudaStream_t stream) {
+  std::string error;
+  if constexpr (sizeof(T) == 2) {
+    error = path == FwdPath::kTensorCoreSm80 ? launch_tensor_core<T>(capacity, p, stream)
+                                             : cuda::launch_generic_fwd<T>(p, stream);
+  } else {
+    error = cuda::launch_generic_fwd<T>(p, stream);  // choose_path never picks tensor cores for fp32
+  }
+  if (error.empty() && p.num_splits > 1) error = cuda::launch_combine_splits<T>(p, stream);
+  return error;
+}
+
+// The dtype switch: the one place where runtime types become template arguments.
+std::string launch_forward(DType dtype, FwdPath path, int capacity, const FwdParams& p, cudaStream_t stream) {
+  switch (dtype) {
+    case DType::kFloat16: return launch_forward<__half>(path, capacity, p, stream);
+    case DType::kBFloat16: return launch_forward<__nv_bfloat16>(path, capacity, p, stream);
+    case DType::kFloat32: return launch_forward<float>(path, capacity, p, stream);
+  }
+  return "flash_attention_cuda: unknown dtype";
+}
+
+}  // namespace
+
+std::string flash_attention_cuda(const AttentionParams& params, void* stream, const CudaScratch& scratch) {
+  if (std::string error = validate(params); !error.empty()) return error;
+  if (params.batch == 0 || params.q_heads == 0 || params.q_len == 0 || params.v_head_dim == 0) return {};  // no output
+  if (std::string error = validate_pointers(params); !error.empty()) return error;
+
+  DeviceInfo device;
+  if (std::string error = query_device(device); !error.empty()) return error;
+  FwdParams p = make_fwd_params(params);
+  const FwdPath path = choose_path(params, device);
+  const int capacity = path == FwdPath::kTensorCoreSm80 ? head_dim_capacity(params.head_dim, params.v_head_dim) : 0;
+
+  int64_t blocks = 0;
+  int64_t key_tiles = 0;
+  if (path == FwdPath::kTensorCoreSm80) {
+    const cuda::TileShape tile = cuda::tile_shape(capacity);
+    blocks = (params.q_len + tile.block_m - 1) / tile.block_m * params.q_heads * params.batch;
+    key_tiles = (params.kv_len + tile.block_n - 1) / tile.block_n;
+  } else {
+    blocks = (params.batch * params.q_heads * params.q_len + cuda::kGenericWarps - 1) / cuda::kGenericWarps;
+    key_tiles = (params.kv_len + 255) / 256;  // a split of the generic kernel covers at least 256 keys
+  }
+  const bool has_scratch = scratch.allocate != nullptr && scratch.release != nullptr;
+  const int splits = has_scratch ? choose_num_splits(blocks, key_tiles, device.sm_count) : 1;
+
+  const auto cuda_stream = static_cast<cudaStream_t>(stream);
+  if (splits == 1) return launch_forward(params.dtype, path, capacity, p, cuda_stream);
+
+  const size_t rows = static_cast<size_t>(params.batch * params.q_heads * params.q_len);
+  const size_t out_bytes = (size_t(splits) * rows * size_t(params.v_head_dim) * sizeof(float) + 255) / 256 * 256;
+  const size_t lse_bytes = size_t(splits) * rows * sizeof(float);
+  void* block = scratch.allocate(scratch.self, out_bytes + lse_bytes);
+  if (block == nullptr) {
+    return "flash_attention_cuda: allocating " + std::to_string(out_bytes + lse_bytes) +
+           " bytes of split-KV scratch failed";
+  }
+  p.num_splits = splits;
+  p.partial_out = static_cast<float*>(block);
+  p.partial_lse = reinterpret_cast<float*>(static_cast<char*>(block) + out_bytes);
+  std::string error = launch_forward(params.dtype, path, capacity, p, cuda_stream);
+  scratch.release(scratch.self, block);  // stream-ordered allocator: safe once the work is enqueued
+  return error;
+}
+
+}  // namespace ortflash

@@ -1,0 +1,9 @@
+// Tensor-core forward kernel instantiations for head dims up to 128 (fp16, bf16).
+#include "fwd_launch.cuh"
+
+namespace ortflash::cuda {
+
+template std::string launch_flash_fwd<FwdTraitsFor<__half, 128>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__nv_bfloat16, 128>>(const FwdParams&, cudaStream_t);
+
+}  // namespace ortflash::cuda

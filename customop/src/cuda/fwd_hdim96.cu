@@ -1,0 +1,9 @@
+// Tensor-core forward kernel instantiations for head dims up to 96 (fp16, bf16).
+#include "fwd_launch.cuh"
+
+namespace ortflash::cuda {
+
+template std::string launch_flash_fwd<FwdTraitsFor<__half, 96>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__nv_bfloat16, 96>>(const FwdParams&, cudaStream_t);
+
+}  // namespace ortflash::cuda

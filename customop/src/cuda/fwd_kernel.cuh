@@ -1,0 +1,331 @@
+// OrtFlash CUDA — the FlashAttention-2 forward kernel on tensor cores (mma.sync m16n8k16, sm_80+).
+//
+// One thread block owns kBlockM query rows of one (batch, query head) and, with split-KV, one
+// slice of the key tiles. Each warp owns kMTiles 16-row slices of those rows and keeps their
+// output accumulators and softmax state (row max, row sum) in registers for the whole key loop:
+//   S = Q·Kᵀ (ldmatrix from shared, fp32 accumulate) → score transform + masks (log2 units)
+//   → online softmax (rescale O, P = exp2(S - max)) → O += P·V (P re-packed from S registers,
+//   V through ldmatrix.trans).
+// K and V tiles stream in with cp.async: V(n) while Q·K(n)ᵀ and the softmax run, K(n-1) while
+// P·V(n) runs. Key tiles are visited from last to first, so the tiles that need masking (the
+// ragged end, the causal diagonal) come first; tiles wholly hidden by causality are never loaded.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "fwd_params.cuh"
+#include "fwd_traits.cuh"
+#include "mma_primitives.cuh"
+#include "softmax.cuh"
+
+namespace ortflash::cuda {
+
+// Which query rows and key tiles a block works on.
+struct BlockWork {
+  int batch;
+  int head;
+  int split;
+  int m0;              // first query row
+  int tile_begin;      // key tiles [tile_begin, tile_end)
+  int tile_end;
+};
+
+template <class Tr>
+__device__ __forceinline__ BlockWork block_work(const FwdParams& p) {
+  const int num_m_blocks = (p.q_len + Tr::kBlockM - 1) / Tr::kBlockM;
+  // Query blocks vary fastest, so blocks running together share one head's K/V in L2.
+  // 32-bit division: the grid has at most 2^31 - 1 blocks (checked at launch).
+  unsigned index = blockIdx.x;
+  const int m_slot = static_cast<int>(index % unsigned(num_m_blocks));
+  index /= unsigned(num_m_blocks);
+  BlockWork w;
+  w.split = static_cast<int>(index % unsigned(p.num_splits));
+  index /= unsigned(p.num_splits);
+  w.head = static_cast<int>(index % unsigned(p.q_heads));
+  w.batch = static_cast<int>(index / unsigned(p.q_heads));
+  // Causal: the blocks with the most visible keys (the last rows) start first.
+  const int m_block = p.causal ? num_m_blocks - 1 - m_slot : m_slot;
+  w.m0 = m_block * Tr::kBlockM;
+
+  int key_end = p.kv_len;
+  if (p.causal) {
+    const int last_row = min(w.m0 + Tr::kBlockM, p.q_len) - 1;
+    key_end = max(0, min(key_end, last_row + p.causal_offset + 1));
+  }
+  const int visible_tiles = (key_end + Tr::kBlockN - 1) / Tr::kBlockN;
+  const int all_tiles = (p.kv_len + Tr::kBlockN - 1) / Tr::kBlockN;
+  const int tiles_per_split = (all_tiles + p.num_splits - 1) / p.num_splits;
+  w.tile_begin = w.split * tiles_per_split;
+  w.tile_end = min(visible_tiles, w.tile_begin + tiles_per_split);
+  return w;
+}
+
+// Enqueues cp.async copies of rows [row0, row0 + kRows) of a row-major tensor into a tile in the
+// shared layout; rows at or past `rows_valid` and columns at or past `cols_valid` become zeros.
+template <class Tr, int kRows>
+__device__ __forceinline__ void load_tile_async(typename Tr::T* tile, const typename Tr::T* base, int64_t row_stride,
+                                                int row0, int rows_valid, int cols_valid) {
+  constexpr int kPerThread = kRows * Tr::kChunks / Tr::kThreads;
+  if constexpr (Tr::kThreads % Tr::kChunks == 0) {
+    // A thread keeps one column; its rows advance by kRowStep, its source pointer by a stride.
+    constexpr int kRowStep = Tr::kThreads / Tr::kChunks;
+    const int chunk = static_cast<int>(threadIdx.x) % Tr::kChunks;
+    const int first_row = static_cast<int>(threadIdx.x) / Tr::kChunks;
+    const bool column_valid = chunk * 8 < cols_valid;
+    const typename Tr::T* src = base + (row0 + first_row) * row_stride + chunk * 8;
+    const int64_t src_step = kRowStep * row_stride;
+#pragma unroll
+    for (int it = 0; it < kPerThread; ++it) {
+      const int row = first_row + it * kRowStep;
+      const bool valid = column_valid && row0 + row < rows_valid;
+      cp_async_16(tile + Tr::Layout::offset(row, chunk), valid ? src : base, valid);
+      src += src_step;
+    }
+  } else {
+#pragma unroll
+    for (int it = 0; it < kPerThread; ++it) {
+      const int index = it * Tr::kThreads + static_cast<int>(threadIdx.x);
+      const int row = index / Tr::kChunks;
+      const int chunk = index % Tr::kChunks;
+      const bool valid = row0 + row < rows_valid && chunk * 8 < cols_valid;
+      const typename Tr::T* src = valid ? base + (row0 + row) * row_stride + chunk * 8 : base;
+      cp_async_16(tile + Tr::Layout::offset(row, chunk), src, valid);
+    }
+  }
+}
+
+template <class Tr>
+__global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams p) {
+  using T = typename Tr::T;
+  constexpr int kMTiles = Tr::kMTiles;
+  constexpr int kNTiles = Tr::kNTiles;
+  constexpr int kDTiles = Tr::kDTiles;
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* const sQ = reinterpret_cast<T*>(smem);
+  T* const sK = sQ + Tr::kQTileElems;
+  T* const sV = sK + Tr::kKvTileElems;
+
+  const BlockWork w = block_work<Tr>(p);
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int warp_row0 = (static_cast<int>(threadIdx.x) / 32) * Tr::kRowsPerWarp;
+  // ldmatrix row addresses (see the fragment layouts in mma_primitives.cuh):
+  //  Q (A operand):  rows +0..15 of the 16-row tile, chunk +0 for lanes 0-15, +1 for lanes 16-31;
+  //  K (B operand):  keys +0..7 | +0..7 (chunk +1) | +8..15 | +8..15 (chunk +1), per 8 lanes;
+  //  V (B operand, transposed): keys +0..15, chunk +0 for lanes 0-15, +1 for lanes 16-31.
+  const typename Tr::Address q_addr(smem_address(sQ), warp_row0 + (lane & 15), lane >> 4);
+  const typename Tr::Address k_addr(smem_address(sK), (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1);
+  const typename Tr::Address v_addr(smem_address(sV), lane & 15, lane >> 4);
+  const int quad_row = lane / 4;      // g: accumulator row within an mma tile (and +8)
+  const int quad_col = 2 * (lane % 4);  // 2t: first accumulator column within an 8-column tile
+  const int kv_head = w.head / p.group;
+
+  const T* const q_base = static_cast<const T*>(p.q) + w.batch * p.q_stride[0] + w.head * p.q_stride[1];
+  const T* const k_base = static_cast<const T*>(p.k) + w.batch * p.k_stride[0] + kv_head * p.k_stride[1];
+  const T* const v_base = static_cast<const T*>(p.v) + w.batch * p.v_stride[0] + kv_head * p.v_stride[1];
+  const int64_t bias_base = w.batch * p.bias_stride[0] + w.head * p.bias_stride[1];
+  const int64_t keep_base = w.batch * p.keep_stride[0] + w.head * p.keep_stride[1];
+
+  float o[kMTiles][kDTiles][4];
+  float row_max[kMTiles][2];
+  float row_sum[kMTiles][2];
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+    for (int dt = 0; dt < kDTiles; ++dt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[mt][dt][e] = 0.0f;
+    }
+    row_max[mt][0] = row_max[mt][1] = -INFINITY;
+    row_sum[mt][0] = row_sum[mt][1] = 0.0f;
+  }
+
+  const bool plain_scores = p.softcap <= 0.0f && p.bias == nullptr;
+
+  if (w.tile_begin < w.tile_end) {
+    load_tile_async<Tr, Tr::kBlockM>(sQ, q_base, p.q_stride[2], w.m0, p.q_len, p.head_dim);
+    load_tile_async<Tr, Tr::kBlockN>(sK, k_base, p.k_stride[2], (w.tile_end - 1) * Tr::kBlockN, p.kv_len,
+                                     p.head_dim);
+    cp_async_commit();
+  }
+
+  for (int tile = w.tile_end - 1; tile >= w.tile_begin; --tile) {
+    const int n0 = tile * Tr::kBlockN;
+    cp_async_wait<0>();
+    __syncthreads();  // K(tile) visible to all warps; every warp is done reading V(tile + 1)
+    load_tile_async<Tr, Tr::kBlockN>(sV, v_base, p.v_stride[2], n0, p.kv_len, p.v_head_dim);
+    cp_async_commit();
+
+    // ---- S = Q·Kᵀ ----
+    float s[kMTiles][kNTiles][4];
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int ks = 0; ks < Tr::kKSteps; ++ks) {
+      uint32_t a[kMTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        ldmatrix_x4(a[mt], q_addr.at(mt * 16, ks));
+      }
+#pragma unroll
+      for (int np = 0; np < kNTiles / 2; ++np) {
+        uint32_t b[4];  // b[0], b[1]: key tile 2np; b[2], b[3]: key tile 2np + 1
+        ldmatrix_x4(b, k_addr.at(np * 16, ks));
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          Mma16816<T>::run(s[mt][2 * np], a[mt], b[0], b[1]);
+          Mma16816<T>::run(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+        }
+      }
+    }
+
+    // ---- scores → log2 units, masks ----
+    const bool tile_needs_mask = p.keep != nullptr || n0 + Tr::kBlockN > p.kv_len ||
+                                 (p.causal && n0 + Tr::kBlockN - 1 > w.m0 + p.causal_offset);
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int row = w.m0 + warp_row0 + mt * 16 + quad_row + (e >> 1) * 8;
+          const int col = n0 + nt * 8 + quad_col + (e & 1);
+          float x;
+          if (plain_scores) {
+            x = s[mt][nt][e] * p.scale_log2;
+          } else {
+            float bias = 0.0f;
+            if (p.bias != nullptr && row < p.q_len && col < p.kv_len) {
+              bias = to_float(static_cast<const T*>(
+                  p.bias)[bias_base + row * p.bias_stride[2] + col * p.bias_stride[3]]);
+            }
+            x = score_to_log2(s[mt][nt][e], bias, p);
+          }
+          if (tile_needs_mask && !key_visible(p, keep_base, row, col)) x = -INFINITY;
+          s[mt][nt][e] = x;
+        }
+      }
+    }
+
+    // ---- online softmax: new row max, rescale O and the row sum, P = exp2(S - max) ----
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt) {
+      float scale[2];
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        float tile_max = row_max[mt][half];
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) {
+          tile_max = fmaxf(tile_max, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
+        }
+        tile_max = quad_max(tile_max);
+        scale[half] = rescale_factor(row_max[mt][half], tile_max);
+        row_max[mt][half] = tile_max;
+        row_sum[mt][half] *= scale[half];
+      }
+      // Once the running maxima settle, most tiles leave all 16 rows of an mma tile unchanged
+      // (factor exactly 1): skipping the multiply then changes nothing and saves kDTiles * 4
+      // multiplies per thread, the largest non-mma cost of the loop at head dim 128.
+      if (__any_sync(0xffffffffu, scale[0] != 1.0f || scale[1] != 1.0f)) {
+#pragma unroll
+        for (int dt = 0; dt < kDTiles; ++dt) {
+          o[mt][dt][0] *= scale[0];
+          o[mt][dt][1] *= scale[0];
+          o[mt][dt][2] *= scale[1];
+          o[mt][dt][3] *= scale[1];
+        }
+      }
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const float subtract = max_for_exp(row_max[mt][half]);
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+          for (int e = 2 * half; e < 2 * half + 2; ++e) {
+            const float weight = exp2f(s[mt][nt][e] - subtract);
+            s[mt][nt][e] = weight;
+            row_sum[mt][half] += weight;  // this lane's columns; the quad is summed at the end
+          }
+        }
+      }
+    }
+
+    cp_async_wait<0>();
+    __syncthreads();  // V(tile) visible; every warp is done reading K(tile)
+    if (tile > w.tile_begin) {
+      load_tile_async<Tr, Tr::kBlockN>(sK, k_base, p.k_stride[2], n0 - Tr::kBlockN, p.kv_len, p.head_dim);
+      cp_async_commit();
+    }
+
+    // ---- O += P·V ----
+#pragma unroll
+    for (int kp = 0; kp < Tr::kBlockN / 16; ++kp) {
+      uint32_t pa[kMTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        // The S accumulators of key tiles 2kp and 2kp+1 are exactly the A fragment of P.
+        pa[mt][0] = pack2<T>(s[mt][2 * kp][0], s[mt][2 * kp][1]);
+        pa[mt][1] = pack2<T>(s[mt][2 * kp][2], s[mt][2 * kp][3]);
+        pa[mt][2] = pack2<T>(s[mt][2 * kp + 1][0], s[mt][2 * kp + 1][1]);
+        pa[mt][3] = pack2<T>(s[mt][2 * kp + 1][2], s[mt][2 * kp + 1][3]);
+      }
+#pragma unroll
+      for (int dp = 0; dp < kDTiles / 2; ++dp) {
+        uint32_t b[4];  // b[0], b[1]: output columns 16dp..+7; b[2], b[3]: columns 16dp+8..+15
+        ldmatrix_x4_trans(b, v_addr.at(kp * 16, dp));
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          Mma16816<T>::run(o[mt][2 * dp], pa[mt], b[0], b[1]);
+          Mma16816<T>::run(o[mt][2 * dp + 1], pa[mt], b[2], b[3]);
+        }
+      }
+    }
+  }
+
+  // ---- epilogue: normalise and store (or hand the split's partial result to the combine) ----
+  const int64_t rows_total = int64_t(p.batch) * p.q_heads * p.q_len;
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const float sum = quad_sum(row_sum[mt][half]);
+      const int row = w.m0 + warp_row0 + mt * 16 + quad_row + half * 8;
+      if (row >= p.q_len) continue;
+      const bool masked = row_max[mt][half] == -INFINITY;
+      const float inv_sum = masked ? 0.0f : 1.0f / sum;
+      const int64_t row_index = (int64_t(w.batch) * p.q_heads + w.head) * p.q_len + row;
+      if (p.num_splits > 1) {
+        float* dst = p.partial_out + (w.split * rows_total + row_index) * p.v_head_dim;
+#pragma unroll
+        for (int dt = 0; dt < kDTiles; ++dt) {
+          const int col = dt * 8 + quad_col;
+          if (col < p.v_head_dim) {
+            *reinterpret_cast<float2*>(dst + col) =
+                make_float2(o[mt][dt][2 * half] * inv_sum, o[mt][dt][2 * half + 1] * inv_sum);
+          }
+        }
+        if (quad_col == 0) p.partial_lse[w.split * rows_total + row_index] = split_lse(row_max[mt][half], sum);
+      } else {
+        T* dst = static_cast<T*>(p.out) + w.batch * p.out_stride[0] + w.head * p.out_stride[1] + row * p.out_stride[2];
+#pragma unroll
+        for (int dt = 0; dt < kDTiles; ++dt) {
+          const int col = dt * 8 + quad_col;
+          if (col < p.v_head_dim) {
+            *reinterpret_cast<uint32_t*>(dst + col) =
+                pack2<T>(finalize_output(o[mt][dt][2 * half], inv_sum, masked, p),
+                         finalize_output(o[mt][dt][2 * half + 1], inv_sum, masked, p));
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace ortflash::cuda

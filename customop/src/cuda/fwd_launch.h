@@ -1,0 +1,54 @@
+// OrtFlash CUDA — launch entry points of the forward kernels and the tile configuration chosen per
+// head dim. Declarations only: the kernels are instantiated in fwd_hdim*.cu and generic_launch.cu
+// (one file per head dim, so they compile in parallel), and called from the single dispatch in
+// flash_attention_cuda.cu.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+#include "fwd_params.cuh"
+#include "fwd_traits.cuh"
+
+namespace ortflash::cuda {
+
+// Head-dim capacities with a tensor-core instantiation. A call takes the smallest one that holds
+// max(D, Dv) (80 → 96, 40 → 64, ...); the zero-filled columns cost compute, not correctness.
+constexpr int kTensorCoreHeadDims[] = {32, 64, 96, 128, 256};
+
+// Tile shapes per head-dim capacity, 4 warps each, chosen so that ptxas keeps the accumulators in
+// registers. nvcc 11.8, registers per thread on sm_80 (sm_90), spill bytes stored/loaded:
+//   32: 128x64 202 (211)   64: 128x64 250 (254)   96: 128x32 246 (252)   256: 64x64 254 (255), none
+//   128: 128x32 255 (255), none on sm_80/86/89; 36/44 on sm_90 (about 6 local accesses per key tile)
+// Rejected because they spill on sm_80: 32 at 128x128 (132 B), 96 at 128x64 (164 B), 128 at 128x64
+// (200 B). FlashAttention-2 runs head dim 128 at 128x64; a variant without the bias/softcap/keep
+// code (8 B of spills at 128x64) is the first tuning step for a session that can measure.
+struct TileShape {
+  int block_m;
+  int block_n;
+  int warps;
+};
+constexpr TileShape tile_shape(int head_dim_capacity) {
+  return head_dim_capacity == 256  ? TileShape{64, 64, 4}
+         : head_dim_capacity >= 96 ? TileShape{128, 32, 4}
+                                   : TileShape{128, 64, 4};
+}
+
+template <class T, int kHeadDim>
+using FwdTraitsFor =
+    FwdTraits<T, kHeadDim, tile_shape(kHeadDim).block_m, tile_shape(kHeadDim).block_n, tile_shape(kHeadDim).warps>;
+
+// Each returns "" on success or a message naming the failed CUDA call. All launch on `stream`.
+template <class Tr>
+std::string launch_flash_fwd(const FwdParams& p, cudaStream_t stream);
+
+template <class T>
+std::string launch_generic_fwd(const FwdParams& p, cudaStream_t stream);
+
+template <class T>
+std::string launch_combine_splits(const FwdParams& p, cudaStream_t stream);
+
+}  // namespace ortflash::cuda

@@ -1,0 +1,92 @@
+// OrtFlash CUDA — compile-time shape of the tensor-core forward kernel: tile sizes, warps, the
+// shared-memory row layout, and the checks that keep them consistent. The chosen configuration per
+// head dim lives in fwd_configs.cuh.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace ortflash::cuda {
+
+// Layout of one tile row (kChunks 16-byte chunks of 8 elements) in shared memory, chosen so that
+// ldmatrix (8 rows x one chunk per 8x8 matrix) and the cp.async stores hit 8 distinct 16-byte
+// bank groups:
+//  - kChunks a multiple of 8: rows stay dense and chunk c of row r lives at c ^ (r % 8) (XOR
+//    swizzle within each group of 8 chunks), no padding — needed to fit head dim 256 tiles into
+//    the 99 KiB an sm_86/sm_89 block may use;
+//  - otherwise (head dim 32, 96): each row is padded to an odd number of chunks, so 8 consecutive
+//    rows start in 8 different bank groups.
+template <int kChunks>
+struct SmemRowLayout {
+  static constexpr bool kSwizzled = kChunks % 8 == 0;
+  static constexpr int kRowChunks = kSwizzled ? kChunks : (kChunks % 2 == 0 ? kChunks + 1 : kChunks);
+  static constexpr int kRowElems = kRowChunks * 8;
+
+  // Element offset of chunk `chunk` of row `row`.
+  __device__ __forceinline__ static int offset(int row, int chunk) {
+    const int physical = kSwizzled ? (chunk ^ (row & 7)) : chunk;
+    return (row * kRowChunks + physical) * 8;
+  }
+};
+
+// Shared-memory byte addresses of one lane's ldmatrix rows. Every ldmatrix.x4 of the kernel reads
+// rows `lane_row + 8i` (i known at compile time) and chunks `2 * step + lane_chunk` (step known at
+// compile time, lane_chunk 0 or 1). Since lane_row % 8 is then the lane's row % 8, the swizzled
+// chunk is `(2 * step) & ~7` plus one of four per-lane values, so every address is a register plus
+// an immediate. (Without this table ptxas keeps one XOR-ed address per (step, tile) pair live
+// across the key loop and spills: 255 registers and 1 KiB of spills at head dim 256.)
+template <class Layout>
+struct LdmatrixAddress {
+  uint32_t row_base;      // byte address of (lane_row, chunk 0)
+  uint32_t chunk_off[4];  // byte offset of chunk 2j + lane_chunk in the lane's rows (j = 0..3)
+
+  __device__ __forceinline__ LdmatrixAddress(uint32_t tile_base, int lane_row, int lane_chunk) {
+    row_base = tile_base + uint32_t(lane_row * Layout::kRowChunks * 16);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int chunk = 2 * j + lane_chunk;
+      chunk_off[j] = uint32_t((Layout::kSwizzled ? (chunk ^ (lane_row & 7)) : chunk) * 16);
+    }
+  }
+
+  // Address of rows lane_row + row_offset (row_offset a multiple of 8), chunks 2 * step + lane_chunk.
+  __device__ __forceinline__ uint32_t at(int row_offset, int step) const {
+    return row_base + uint32_t((row_offset * Layout::kRowChunks + 2 * (step & ~3)) * 16) + chunk_off[step & 3];
+  }
+};
+
+template <class T_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_>
+struct FwdTraits {
+  using T = T_;
+  static constexpr int kHeadDim = kHeadDim_;  // capacity: D and Dv up to this, multiples of 8
+  static constexpr int kBlockM = kBlockM_;    // query rows per thread block
+  static constexpr int kBlockN = kBlockN_;    // keys per K/V tile
+  static constexpr int kWarps = kWarps_;
+  static constexpr int kThreads = kWarps * 32;
+
+  static constexpr int kRowsPerWarp = kBlockM / kWarps;
+  static constexpr int kMTiles = kRowsPerWarp / 16;  // 16-row mma tiles each warp owns
+  static constexpr int kNTiles = kBlockN / 8;        // 8-key column tiles of S
+  static constexpr int kDTiles = kHeadDim / 8;       // 8-column tiles of the output
+  static constexpr int kKSteps = kHeadDim / 16;      // k-steps of Q·Kᵀ
+  static constexpr int kChunks = kHeadDim / 8;       // 16-byte chunks per row
+
+  using Layout = SmemRowLayout<kChunks>;
+  using Address = LdmatrixAddress<Layout>;
+  static constexpr int kQTileElems = kBlockM * Layout::kRowElems;
+  static constexpr int kKvTileElems = kBlockN * Layout::kRowElems;
+  // Q, one K tile, one V tile. K and V are loaded alternately: V(n) streams in during Q·K(n)ᵀ and
+  // the softmax, K(n-1) during P·V(n).
+  static constexpr size_t kSmemBytes = (size_t(kQTileElems) + 2 * size_t(kKvTileElems)) * sizeof(T);
+
+  static_assert(sizeof(T) == 2 && Layout::kRowElems * sizeof(T) % 16 == 0, "the tensor-core kernel takes 16-bit elements (fp16, bf16)");
+  static_assert(kHeadDim % 16 == 0, "head dim capacity must be a multiple of the mma k (16)");
+  static_assert(kHeadDim <= 256, "accumulators for head dims above 256 do not fit in registers");
+  static_assert(kBlockM % (16 * kWarps) == 0, "each warp owns whole 16-row mma tiles");
+  static_assert(kBlockN % 16 == 0, "K/V tiles are consumed 16 keys (two 8-key mma tiles) at a time");
+  static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
+                "every thread issues the same number of cp.async per tile");
+  static_assert(kSmemBytes <= 99 * 1024, "tiles must fit the 99 KiB per block of sm_86/sm_89");
+};
+
+}  // namespace ortflash::cuda

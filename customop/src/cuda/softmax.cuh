@@ -1,0 +1,79 @@
+// OrtFlash CUDA — the numerics shared by every forward kernel: the score transform of the op
+// contract (scale → softcap → + bias → masks), in log2 units so the softmax uses exp2f, and the
+// pieces of the online softmax (row max guard, rescale, quad reductions).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "fwd_params.cuh"
+
+namespace ortflash::cuda {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+// The exponent (base 2) of a score's softmax weight before the row max is subtracted, for the
+// general case with softcap and/or bias. Without either, callers use `s * p.scale_log2` (log2(e)
+// folded into the scale: one multiply per score).
+__device__ __forceinline__ float score_to_log2(float dot, float bias, const FwdParams& p) {
+  float score = dot * p.scale;
+  if (p.softcap > 0.0f) score = p.softcap * tanhf(score * p.softcap_inv);
+  return (score + bias) * kLog2e;
+}
+
+// Whether key `col` takes part in query `row`'s softmax (the key range, causal alignment and the
+// keep mask). Out-of-range query rows are never stored, so they only need to avoid reading `keep`.
+__device__ __forceinline__ bool key_visible(const FwdParams& p, int64_t keep_base, int row, int col) {
+  if (col >= p.kv_len) return false;
+  if (p.causal && col > row + p.causal_offset) return false;
+  if (p.keep != nullptr && row < p.q_len) {
+    return p.keep[keep_base + row * p.keep_stride[2] + col * p.keep_stride[3]] != 0;
+  }
+  return true;
+}
+
+// The value subtracted from a row's scores before exp2: the running max, except that a row that
+// has seen no visible key yet (max = -inf) subtracts 0 — the -inf - -inf guard, which keeps the
+// weights of masked keys at exp2(-inf) = 0 instead of NaN.
+__device__ __forceinline__ float max_for_exp(float row_max) { return row_max == -INFINITY ? 0.0f : row_max; }
+
+// Factor that rescales a row's accumulators when its running max grows from `old_max` to `new_max`.
+__device__ __forceinline__ float rescale_factor(float old_max, float new_max) {
+  return exp2f(old_max - max_for_exp(new_max));
+}
+
+// Reductions over the 4 lanes of a quad (the lanes sharing one accumulator row of an mma tile).
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// What a finished row stores: its normalised output, or the masked_rows policy when no key was
+// visible (or every visible score was -inf).
+// `inv_row_sum` is 1 / (the row's sum of weights), computed once per row.
+__device__ __forceinline__ float finalize_output(float acc, float inv_row_sum, bool row_masked, const FwdParams& p) {
+  if (row_masked) return p.masked_rows_nan ? __int_as_float(0x7fc00000) : 0.0f;
+  return acc * inv_row_sum;
+}
+
+// The log2-sum-exp a split reports for one row (−inf when it saw no visible key).
+__device__ __forceinline__ float split_lse(float row_max, float row_sum) {
+  return row_max == -INFINITY ? -INFINITY : row_max + log2f(row_sum);
+}
+
+}  // namespace ortflash::cuda

@@ -1,0 +1,108 @@
+using System.CommandLine;
+using OrtFlash.GraphRewriter;
+using OrtFlash.GraphRewriter.Io;
+using OrtFlash.GraphRewriter.Report;
+
+namespace OrtFlash.Cli;
+
+/// <summary>
+/// <c>ortflash rewrite IN OUT [--report FILE]</c>: fuses the attention subgraphs of IN into FlashAttention nodes and
+/// writes OUT (through a temporary file; IN is never modified unless OUT names it and --overwrite is given).
+/// <c>ortflash inspect IN</c>: the same analysis without writing anything.
+/// </summary>
+internal static class RewriteCommand
+{
+    private const int Ok = 0;
+    private const int BadInput = 2;
+
+    public static Command Create()
+    {
+        var input = new Argument<string>("IN") { Description = "The ONNX model to rewrite." };
+        var output = new Argument<string>("OUT") { Description = "Where to write the rewritten model." };
+        var report = new Option<string?>("--report") { Description = "Also write the fusion report as JSON to this file." };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Allow OUT to be IN (the input is then replaced)." };
+        var command = new Command("rewrite", "Fuse every attention subgraph into com.ortflash::FlashAttention and write the model.");
+        command.Arguments.Add(input);
+        command.Arguments.Add(output);
+        command.Options.Add(report);
+        command.Options.Add(overwrite);
+        command.SetAction(parsed => Rewrite(parsed.GetValue(input)!, parsed.GetValue(output)!, parsed.GetValue(report),
+            parsed.GetValue(overwrite), parsed.InvocationConfiguration.Output, parsed.InvocationConfiguration.Error));
+        return command;
+    }
+
+    public static Command CreateInspect()
+    {
+        var input = new Argument<string>("IN") { Description = "The ONNX model to analyse." };
+        var json = new Option<bool>("--json") { Description = "Print the report as JSON instead of a table." };
+        var command = new Command("inspect", "List the attention candidates of a model and what rewriting would do with each.");
+        command.Arguments.Add(input);
+        command.Options.Add(json);
+        command.SetAction(parsed => Inspect(parsed.GetValue(input)!, parsed.GetValue(json),
+            parsed.InvocationConfiguration.Output, parsed.InvocationConfiguration.Error));
+        return command;
+    }
+
+    public static int Rewrite(string inputPath, string outputPath, string? reportPath, bool overwrite, TextWriter output, TextWriter error)
+    {
+        FusionReport report;
+        try
+        {
+            if (reportPath is not null && SamePath(reportPath, inputPath))
+            {
+                throw new OnnxModelException($"--report '{reportPath}' would overwrite the input model.");
+            }
+
+            report = AttentionFuser.RewriteFile(inputPath, outputPath, overwrite);
+            if (reportPath is not null)
+            {
+                WriteAtomically(reportPath, report.ToJson());
+            }
+        }
+        catch (Exception bad) when (bad is OnnxModelException or IOException or UnauthorizedAccessException)
+        {
+            error.WriteLine($"error: {bad.Message}");
+            return BadInput;
+        }
+
+        output.Write(report.ToTable());
+        output.WriteLine($"wrote {outputPath}" + (reportPath is null ? "" : $" and {reportPath}"));
+        return Ok;
+    }
+
+    public static int Inspect(string inputPath, bool json, TextWriter output, TextWriter error)
+    {
+        FusionReport report;
+        try
+        {
+            report = AttentionFuser.Rewrite(OnnxModelFile.Read(inputPath));
+        }
+        catch (Exception bad) when (bad is OnnxModelException or IOException or UnauthorizedAccessException)
+        {
+            error.WriteLine($"error: {bad.Message}");
+            return BadInput;
+        }
+
+        output.Write(json ? report.ToJson() + Environment.NewLine : report.ToTable());
+        return Ok;
+    }
+
+    private static bool SamePath(string a, string b) =>
+        string.Equals(Path.GetFullPath(a), Path.GetFullPath(b), StringComparison.Ordinal);
+
+    // A report is never left half-written: write beside it, then rename over it.
+    private static void WriteAtomically(string path, string text)
+    {
+        var full = Path.GetFullPath(path);
+        var temporary = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            File.WriteAllText(temporary, text);
+            File.Move(temporary, full, overwrite: true);
+        }
+        finally
+        {
+            File.Delete(temporary);
+        }
+    }
+}

@@ -1,0 +1,174 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using OrtFlash.GraphRewriter;
+using OrtFlash.GraphRewriter.Io;
+using OrtFlash.GraphRewriter.Report;
+using OrtFlash.Verification;
+
+[assembly: InternalsVisibleTo("OrtFlash.Tests")]
+
+namespace OrtFlash.Cli;
+
+/// <summary>
+/// <c>ortflash verify ORIGINAL [REWRITTEN]</c>: runs both models in ONNX Runtime on generated inputs (masks with
+/// padding) at several sequence lengths and prints the largest differences per output.
+/// Exit status: 0 every output within tolerance, 1 a mismatch, 2 bad input (nothing compared, nothing written).
+/// </summary>
+internal static class VerifyCommand
+{
+    public const int Match = 0;
+    public const int Mismatch = 1;
+    public const int BadInput = 2;
+
+    public static Command Create()
+    {
+        var original = new Argument<string>("ORIGINAL") { Description = "The exported model (.onnx), the reference." };
+        var rewritten = new Argument<string?>("REWRITTEN")
+        {
+            Description = "The model to check against ORIGINAL. Without it, a copy of ORIGINAL is rewritten in memory by the graph rewriter.",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
+
+        // Values are read as text and checked here, so that a malformed one exits with 2 (bad input) like a bad file:
+        // System.CommandLine's own parse errors exit with 1, which means "mismatch" to this command's callers.
+        var sequenceLengths = new Option<string>("--seq") { Description = "Comma-separated sequence lengths to run at.", DefaultValueFactory = _ => "7,16" };
+        var rtol = new Option<string?>("--rtol") { Description = "Relative tolerance for every float output (default: 1e-4 float32, 1e-2 float16, 5e-2 bfloat16)." };
+        var atol = new Option<string?>("--atol") { Description = "Absolute tolerance, as a fraction of each output's largest |value| (defaults as --rtol)." };
+        var provider = new Option<string>("--provider") { Description = "Execution provider: cpu, cuda or auto.", DefaultValueFactory = _ => "cpu" };
+        var batch = new Option<string>("--batch") { Description = "Batch size (entry 0 unpadded, the others padded).", DefaultValueFactory = _ => "2" };
+        var past = new Option<string>("--past") { Description = "Past (KV cache) length for models with a cache.", DefaultValueFactory = _ => "3" };
+        var seed = new Option<string>("--seed") { Description = "Seed of the generated inputs.", DefaultValueFactory = _ => "1234" };
+
+        // Collects whatever follows REWRITTEN, so that it is reported here with exit status 2.
+        var unexpected = new Argument<string[]>("unexpected") { Arity = ArgumentArity.ZeroOrMore, Hidden = true };
+
+        var command = new Command("verify", "Run ORIGINAL and REWRITTEN on the same generated inputs and compare every output.")
+        {
+            original, rewritten, unexpected, sequenceLengths, rtol, atol, provider, batch, past, seed,
+        };
+        command.SetAction(parseResult =>
+        {
+            var output = parseResult.InvocationConfiguration.Output;
+            var error = parseResult.InvocationConfiguration.Error;
+            if (parseResult.GetValue(unexpected) is { Length: > 0 } extra)
+            {
+                error.WriteLine($"error: unexpected argument(s): {string.Join(" ", extra)}");
+                return BadInput;
+            }
+
+            VerifyRequest request;
+            try
+            {
+                request = new VerifyRequest(
+                    parseResult.GetValue(original)!,
+                    parseResult.GetValue(rewritten),
+                    ParseOptions(parseResult.GetValue(sequenceLengths)!, parseResult.GetValue(rtol), parseResult.GetValue(atol),
+                        parseResult.GetValue(provider)!, parseResult.GetValue(batch)!, parseResult.GetValue(past)!, parseResult.GetValue(seed)!));
+            }
+            catch (ArgumentException bad)
+            {
+                error.WriteLine($"error: {bad.Message}");
+                return BadInput;
+            }
+
+            return Run(request, output, error);
+        });
+        return command;
+    }
+
+    /// <summary>What to compare and how.</summary>
+    public sealed record VerifyRequest(string OriginalPath, string? RewrittenPath, ComparisonOptions Options);
+
+    /// <summary>Loads, compares, prints; returns the exit status.</summary>
+    public static int Run(VerifyRequest request, TextWriter output, TextWriter error)
+    {
+        ModelSource original, actual;
+        string actualNote;
+        try
+        {
+            original = ModelSource.FromFile(request.OriginalPath);
+            (actual, actualNote) = request.RewrittenPath is { } path
+                ? (ModelSource.FromFile(path), path)
+                : RewriteInMemory(original);
+        }
+        catch (InvalidModelException bad)
+        {
+            error.WriteLine($"error: {bad.Message}");
+            return BadInput;
+        }
+
+        ComparisonReport report;
+        try
+        {
+            report = ModelComparer.Compare(original, actual, request.Options);
+        }
+        catch (Exception bad) when (bad is InvalidModelException or NotSupportedException or FileNotFoundException)
+        {
+            error.WriteLine($"error: {bad.Message}");
+            return BadInput;
+        }
+
+        output.WriteLine($"original   {original.Name}");
+        output.WriteLine($"rewritten  {actualNote}");
+        ComparisonReportWriter.Write(output, report);
+        return report.Passed ? Match : Mismatch;
+    }
+
+    /// <summary>Rewrites a copy of ORIGINAL in memory with the graph rewriter; the original stays untouched.</summary>
+    private static (ModelSource Actual, string Note) RewriteInMemory(ModelSource original)
+    {
+        var copy = original.Model.Clone();
+        FusionReport report;
+        try
+        {
+            report = AttentionFuser.Rewrite(copy);
+        }
+        catch (OnnxModelException bad)
+        {
+            throw new InvalidModelException(original.Name, bad.Message, bad);
+        }
+
+        return (ModelSource.FromModel(copy, $"{original.Name} (rewritten in memory)"),
+            $"{original.Name} rewritten in memory: {report.Fused} attention subgraph(s) fused, {report.Skipped.Count} skipped");
+    }
+
+    private static ComparisonOptions ParseOptions(string sequenceLengths, string? rtol, string? atol, string provider,
+        string batch, string past, string seed) => new()
+        {
+            SequenceLengths = sequenceLengths.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+                .Select(s => ParseInt(s, "--seq", minimum: 1)).ToArray() is { Length: > 0 } lengths
+                ? lengths
+                : throw new ArgumentException("--seq needs at least one sequence length, e.g. --seq 7,16."),
+            RelativeTolerance = rtol is null ? null : ParseTolerance(rtol, "--rtol"),
+            AbsoluteTolerance = atol is null ? null : ParseTolerance(atol, "--atol"),
+            ExpectedSession = new OrtFlashSessionOptions { Provider = ParseProvider(provider) },
+            ActualSession = new OrtFlashSessionOptions { Provider = ParseProvider(provider) },
+            Inputs = new InputGenerationOptions
+            {
+                BatchSize = ParseInt(batch, "--batch", minimum: 1),
+                PastSequenceLength = ParseInt(past, "--past", minimum: 0),
+                Seed = ulong.TryParse(seed, NumberStyles.None, CultureInfo.InvariantCulture, out ulong s)
+                    ? s
+                    : throw new ArgumentException($"--seed must be a non-negative integer, not '{seed}'."),
+            },
+        };
+
+    private static int ParseInt(string text, string option, int minimum) =>
+        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int value) && value >= minimum
+            ? value
+            : throw new ArgumentException($"{option} must be an integer ≥ {minimum}, not '{text}'.");
+
+    private static double ParseTolerance(string text, string option) =>
+        double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) && value >= 0 && double.IsFinite(value)
+            ? value
+            : throw new ArgumentException($"{option} must be a non-negative number, not '{text}'.");
+
+    private static ExecutionProvider ParseProvider(string text) => text.ToLowerInvariant() switch
+    {
+        "cpu" => ExecutionProvider.Cpu,
+        "cuda" => ExecutionProvider.Cuda,
+        "auto" => ExecutionProvider.Auto,
+        _ => throw new ArgumentException($"--provider must be cpu, cuda or auto, not '{text}'."),
+    };
+}

@@ -1,0 +1,133 @@
+using System.CommandLine;
+using OrtFlash.Cli;
+using OrtFlash.Tests.Managed.Verification;
+using OrtFlash.Verification;
+using Google.Protobuf;
+
+namespace OrtFlash.Tests.Cli;
+
+[TestFixture]
+public sealed class VerifyCommandTests
+{
+    private string folder = "";
+
+    [SetUp]
+    public void CreateFolder() => folder = Directory.CreateTempSubdirectory("ortflash-verify-").FullName;
+
+    [TearDown]
+    public void DeleteFolder() => Directory.Delete(folder, recursive: true);
+
+    private static string Bert => TestModels.PathOf("bert-opset14.onnx");
+
+    private static (int ExitCode, string Output, string Error) Verify(params string[] arguments)
+    {
+        var root = new RootCommand { VerifyCommand.Create() };
+        using var output = new StringWriter();
+        using var error = new StringWriter();
+        int exitCode = root.Parse(["verify", .. arguments]).Invoke(new InvocationConfiguration { Output = output, Error = error });
+        return (exitCode, output.ToString(), error.ToString());
+    }
+
+    private string Write(string name, byte[] bytes)
+    {
+        string path = Path.Combine(folder, name);
+        File.WriteAllBytes(path, bytes);
+        return path;
+    }
+
+    [Test]
+    public void WithoutRewrittenTheOriginalIsRewrittenInMemoryAndSaysSo()
+    {
+        var (exitCode, output, error) = Verify(Bert, "--seq", "5");
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.EqualTo(VerifyCommand.Match));
+            Assert.That(output, Does.Contain("rewritten in memory: 2 attention subgraph(s) fused"));
+            Assert.That(output, Does.Contain("PASS: every output matches at sequence lengths 5"));
+            Assert.That(error, Is.Empty);
+        });
+    }
+
+    [Test]
+    public void AMatchingRewrittenFileExitsZero()
+    {
+        string copy = Write("copy.onnx", File.ReadAllBytes(Bert));
+        var (exitCode, output, _) = Verify(Bert, copy, "--seq", "4,6", "--provider", "cpu", "--rtol", "1e-5", "--atol", "1e-6");
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.EqualTo(VerifyCommand.Match));
+            Assert.That(output, Does.Contain($"rewritten  {copy}"));
+            Assert.That(output, Does.Contain("rtol 1e-5, atol 1e-6"));
+            Assert.That(output, Does.Contain("sequence lengths 4, 6"));
+        });
+    }
+
+    [Test]
+    public void AMismatchExitsOneAndPrintsTheLargestDifferences()
+    {
+        var perturbed = TestModels.WithPerturbedWeights(ModelSource.FromFile(Bert).Model, 0.01);
+        string path = Write("perturbed.onnx", perturbed.ToByteArray());
+        var (exitCode, output, error) = Verify(Bert, path, "--seq", "5");
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.EqualTo(VerifyCommand.Mismatch));
+            Assert.That(output, Does.Contain("MISMATCH"));
+            Assert.That(output, Does.Contain("largest differences:"));
+            Assert.That(output, Does.Contain("FAIL: 1 of 1 comparison does not match"));
+            Assert.That(error, Is.Empty);
+        });
+    }
+
+    [Test]
+    public void CudaIsUsedOrRefusedWithAReasonNeverACrash()
+    {
+        var (exitCode, output, error) = Verify(Bert, "--seq", "5", "--provider", "cuda");
+        if (exitCode == VerifyCommand.Match)
+        {
+            Assert.That(output, Does.Contain("providers  cuda (expected), cuda (actual)"));
+        }
+        else
+        {
+            Assert.That(exitCode, Is.EqualTo(VerifyCommand.BadInput));
+            Assert.That(error, Does.StartWith("error: The Cuda execution provider cannot be used here"));
+        }
+    }
+
+    public static IEnumerable<TestCaseData> BadInputs()
+    {
+        yield return new TestCaseData("missing", "does not exist").SetName("BadInputExitsTwo(missing file)");
+        yield return new TestCaseData("text", "not an ONNX model").SetName("BadInputExitsTwo(text file)");
+        yield return new TestCaseData("truncated", "truncated").SetName("BadInputExitsTwo(truncated model)");
+        yield return new TestCaseData("rewritten-missing", "does not exist").SetName("BadInputExitsTwo(missing rewritten file)");
+        yield return new TestCaseData("seq", "--seq must be an integer").SetName("BadInputExitsTwo(malformed --seq)");
+        yield return new TestCaseData("provider", "--provider must be cpu, cuda or auto").SetName("BadInputExitsTwo(unknown provider)");
+        yield return new TestCaseData("rtol", "--rtol must be a non-negative number").SetName("BadInputExitsTwo(negative --rtol)");
+        yield return new TestCaseData("unknown", "unexpected argument").SetName("BadInputExitsTwo(extra argument)");
+    }
+
+    [TestCaseSource(nameof(BadInputs))]
+    public void BadInputExitsTwo(string kind, string message)
+    {
+        var bytes = File.ReadAllBytes(Bert);
+        string[] arguments = kind switch
+        {
+            "missing" => [Path.Combine(folder, "absent.onnx")],
+            "text" => [Write("notes.onnx", "not a model"u8.ToArray())],
+            "truncated" => [Write("truncated.onnx", bytes[..(bytes.Length / 3)])],
+            "rewritten-missing" => [Bert, Path.Combine(folder, "absent.onnx")],
+            "seq" => [Bert, "--seq", "7,x"],
+            "provider" => [Bert, "--provider", "tpu"],
+            "rtol" => [Bert, "--rtol", "-1"],
+            _ => [Bert, Bert, "extra"],
+        };
+        var before = Directory.GetFiles(folder);
+        var (exitCode, output, error) = Verify(arguments);
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.EqualTo(VerifyCommand.BadInput));
+            Assert.That(error, Does.StartWith("error: ").And.Contain(message));
+            Assert.That(output, Is.Empty, "nothing compared, nothing printed");
+            Assert.That(Directory.GetFiles(folder), Is.EquivalentTo(before), "nothing written");
+        });
+    }
+}

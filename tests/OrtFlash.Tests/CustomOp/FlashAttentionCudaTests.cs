@@ -1,0 +1,49 @@
+using Microsoft.ML.OnnxRuntime;
+
+namespace OrtFlash.Tests.CustomOp;
+
+/// <summary>
+/// The op on ONNX Runtime's CUDA provider against the double-precision reference. Needs the GPU runtime package
+/// (build with -p:OrtGpu=true), a GPU and CUDA 13 libraries; elsewhere every test is reported as ignored.
+/// </summary>
+[TestFixture]
+[Category("Gpu")]
+public sealed class FlashAttentionCudaTests
+{
+    private static readonly ElementType[] AllTypes = [ElementType.Float32, ElementType.Float16, ElementType.BFloat16];
+
+    private static OrtFlashSession CudaSession(byte[] model)
+    {
+        try
+        {
+            return OrtFlashSession.Create(model, new OrtFlashSessionOptions { Provider = ExecutionProvider.Cuda });
+        }
+        catch (Exception error) when (error is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
+        {
+            Assert.Ignore($"no usable CUDA execution provider here: {error.Message}");
+            throw;
+        }
+    }
+
+    public static IEnumerable<TestCaseData> Cases()
+    {
+        foreach (var type in AllTypes)
+        {
+            yield return new TestCaseData(CaseFactory.Make(1, [2, 8, 300, 64], [2, 8, 300, 64], [2, 8, 300, 64], type, bias: [2, 1, 1, 300])).SetName($"Hdim64_Bias_{type}");
+            yield return new TestCaseData(CaseFactory.Make(2, [1, 8, 257, 128], [1, 2, 257, 128], [1, 2, 257, 128], type, causal: 1)).SetName($"Hdim128_Gqa_Causal_{type}");
+            yield return new TestCaseData(CaseFactory.Make(3, [1, 4, 1, 128], [1, 4, 4099, 128], [1, 4, 4099, 128], type, causal: 2, keep: [1, 1, 1, 4099])).SetName($"Decode_{type}");
+            yield return new TestCaseData(CaseFactory.Make(4, [2, 2, 33, 80], [2, 2, 47, 80], [2, 2, 47, 80], type, softcap: 5f, maskedRows: "nan", keep: [2, 1, 33, 47])).SetName($"Hdim80_Softcap_{type}");
+            yield return new TestCaseData(CaseFactory.Make(5, [3, 17, 256], [3, 29, 256], [3, 29, 256], type, bias: [3, 17, 29])).SetName($"Rank3_Hdim256_{type}");
+            yield return new TestCaseData(CaseFactory.Make(6, [1, 2, 40, 7], [1, 2, 33, 7], [1, 2, 33, 12], type, causal: 2)).SetName($"OddHeadDims_{type}");
+        }
+    }
+
+    [TestCaseSource(nameof(Cases))]
+    public void CudaKernelMatchesReference(AttentionCase c)
+    {
+        using var session = CudaSession(OpModels.FusedModel(c));
+        Assert.That(session.Provider, Is.EqualTo(ExecutionProvider.Cuda));
+        var (actual, _) = OpRunner.RunSession(session.Session, c, c.Type);
+        Tolerance.AssertClose(c, actual, ReferenceAttention.Compute(c));
+    }
+}

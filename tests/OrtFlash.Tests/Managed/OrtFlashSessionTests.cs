@@ -1,0 +1,115 @@
+using Microsoft.ML.OnnxRuntime;
+using OrtFlash.Tests.CustomOp;
+
+namespace OrtFlash.Tests.Managed;
+
+[TestFixture]
+public sealed class OrtFlashSessionTests
+{
+    private static readonly AttentionCase Case = CaseFactory.Make(1, [1, 2, 9, 32], [1, 2, 9, 32], [1, 2, 9, 32]);
+
+    [Test]
+    public void CpuSessionRunsTheOp()
+    {
+        using var session = OrtFlashSession.Create(OpModels.FusedModel(Case), new OrtFlashSessionOptions { Provider = ExecutionProvider.Cpu });
+        Assert.That(session.Provider, Is.EqualTo(ExecutionProvider.Cpu));
+        using var q = OrtValue.CreateTensorValueFromMemory(Case.Query, Case.QueryShape);
+        using var k = OrtValue.CreateTensorValueFromMemory(Case.Key, Case.KeyShape);
+        using var v = OrtValue.CreateTensorValueFromMemory(Case.Value, Case.ValueShape);
+        using var runOptions = new RunOptions();
+        using var outputs = session.Session.Run(runOptions, ["Q", "K", "V"], [q, k, v], ["Y"]);
+        Tolerance.AssertClose(Case, outputs[0].GetTensorDataAsSpan<float>().ToArray(), ReferenceAttention.Compute(Case));
+    }
+
+    [Test]
+    public void AutoPicksAProviderThatWorks()
+    {
+        using var session = OrtFlashSession.Create(OpModels.FusedModel(Case));
+        Assert.That(session.Provider, Is.AnyOf(ExecutionProvider.Cpu, ExecutionProvider.Cuda));
+        Assert.That(session.Session.OutputNames, Is.EqualTo(new[] { "Y" }));
+    }
+
+    [Test]
+    public void ModelFilesAreRewrittenOnLoadAndComputeTheSame()
+    {
+        var path = Managed.Verification.TestModels.PathOf("bert-opset17.onnx");
+        using var fused = OrtFlashSession.Create(path, new OrtFlashSessionOptions { Provider = ExecutionProvider.Cpu });
+        using var plain = OrtFlashSession.Create(path, new OrtFlashSessionOptions { Provider = ExecutionProvider.Cpu, Rewrite = false });
+        Assert.That(fused.Report, Is.Not.Null);
+        Assert.That(fused.Report!.Fused, Is.EqualTo(2));
+        Assert.That(plain.Report, Is.Null);
+
+        long[] shape = [2, 9];
+        var ids = Enumerable.Range(0, 18).Select(i => (long)((i * 7) % 100)).ToArray();
+        var mask = Enumerable.Range(0, 18).Select(i => i >= 9 + 6 ? 0L : 1L).ToArray();  // entry 1: 3 padded keys
+        float[] Run(OrtFlashSession session)
+        {
+            using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, shape);
+            using var maskValue = OrtValue.CreateTensorValueFromMemory(mask, shape);
+            using var runOptions = new RunOptions();
+            using var outputs = session.Session.Run(runOptions, ["input_ids", "attention_mask"], [idsValue, maskValue], session.Session.OutputNames);
+            return outputs[0].GetTensorDataAsSpan<float>().ToArray();
+        }
+
+        var expected = Run(plain);
+        var actual = Run(fused);
+        Assert.That(actual, Has.Length.EqualTo(expected.Length));
+        for (int i = 0; i < expected.Length; i++)
+        {
+            Assert.That(actual[i], Is.EqualTo(expected[i]).Within(1e-4 + 1e-4 * Math.Abs(expected[i])), $"element {i}");
+        }
+    }
+
+    [Test]
+    public void ModelBytesAreRewrittenOnLoad()
+    {
+        var bytes = File.ReadAllBytes(Managed.Verification.TestModels.PathOf("vit-opset17.onnx"));
+        using var session = OrtFlashSession.Create(bytes, new OrtFlashSessionOptions { Provider = ExecutionProvider.Cpu });
+        Assert.That(session.Report!.Fused, Is.EqualTo(1), "the ViT model has one attention block");
+        Assert.That(session.Report.Skipped, Is.Empty);
+    }
+
+    [Test]
+    public void VerificationOpensTheOriginalAsGiven()
+    {
+        var source = OrtFlash.Verification.ModelSource.FromFile(Managed.Verification.TestModels.PathOf("bert-opset17.onnx"));
+        using var session = source.OpenSession(new OrtFlashSessionOptions { Provider = ExecutionProvider.Cpu, Rewrite = true });
+        Assert.That(session.Report, Is.Null, "the reference side of a comparison must be the unfused model");
+    }
+
+    [Test]
+    public void MissingModelFileIsNamed()
+    {
+        var path = Path.Combine(Path.GetTempPath(), "ortflash-no-such-model.onnx");
+        var error = Assert.Throws<FileNotFoundException>(() => OrtFlashSession.Create(path));
+        Assert.That(error!.Message, Does.Contain(path));
+    }
+
+    [Test]
+    public void LibraryOverrideMustExist()
+    {
+        var previous = Environment.GetEnvironmentVariable(OrtFlashNative.LibraryPathVariable);
+        try
+        {
+            Environment.SetEnvironmentVariable(OrtFlashNative.LibraryPathVariable, "/nonexistent/libortflash.so");
+            var error = Assert.Throws<FileNotFoundException>(() => _ = OrtFlashNative.LibraryPath);
+            Assert.That(error!.Message, Does.Contain("/nonexistent/libortflash.so"));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(OrtFlashNative.LibraryPathVariable, previous);
+        }
+    }
+
+    [Test]
+    public void BundledLibraryIsFoundBesideTheAssemblies()
+    {
+        if (Environment.GetEnvironmentVariable(OrtFlashNative.LibraryPathVariable) is { Length: > 0 })
+        {
+            Assert.Ignore($"{OrtFlashNative.LibraryPathVariable} overrides the bundled library in this run");
+        }
+
+        Assert.That(OrtFlashNative.LibraryPath, Does.EndWith(Path.Combine("runtimes", "linux-x64", "native", "libortflash.so")));
+        Assert.That(File.Exists(OrtFlashNative.LibraryPath), Is.True);
+    }
+}

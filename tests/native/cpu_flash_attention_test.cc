@@ -1,0 +1,497 @@
+// The CPU FlashAttention kernel against a naive double-precision reference of the op contract,
+// on both the dispatched (AVX2 where available) and the portable path. Tolerances (see
+// attention_reference.h): per row, a bound on the error of an fp32 evaluation of the contract
+// (dot products, fp32 bias addition, softcap, exponentials, the weighted sum), plus half an ulp
+// of the output type for fp16 (2^-11 relative) and bf16 (2^-8); masked rows must be exactly 0 or
+// all NaN.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "flash_attention_cpu_internal.h"
+#include "attention_case.h"
+#include "attention_reference.h"
+#include "ortflash/flash_attention_cpu.h"
+
+namespace ortflash::testing {
+namespace {
+
+#ifdef ORTFLASH_SANITIZED
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+const DType kAllDtypes[] = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
+
+enum class KernelPath { kDispatched, kPortable };
+
+const char* Name(KernelPath path) { return path == KernelPath::kPortable ? "portable" : "dispatched"; }
+
+std::vector<double> RunKernel(AttentionTensors& tensors, KernelPath path, const ParallelRunner& runner = {}) {
+  const AttentionParams params = tensors.Params();
+  if (path == KernelPath::kPortable) {
+    flash_attention_cpu_portable(params, runner);
+  } else {
+    flash_attention_cpu(params, runner);
+  }
+  return tensors.Output();
+}
+
+// Runs the case on both paths, each on fresh tensors, and checks each against the reference.
+void ExpectBothPathsMatchReference(const AttentionCase& c) {
+  for (KernelPath path : {KernelPath::kDispatched, KernelPath::kPortable}) {
+    SCOPED_TRACE(std::string(Name(path)) + " path: " + c.Describe());
+    AttentionTensors tensors(c);
+    ExpectMatchesReference(tensors, RunKernel(tensors, path));
+  }
+}
+
+size_t CountMaskedRows(const AttentionCase& c) {
+  const AttentionTensors tensors(c);
+  const ReferenceAttention ref = ComputeReference(tensors);
+  size_t masked = 0;
+  for (char m : ref.masked) masked += m != 0;
+  return masked;
+}
+
+AttentionCase Shape(DType dtype, int64_t q_len, int64_t kv_len, int64_t head_dim, int64_t v_head_dim) {
+  AttentionCase c;
+  c.dtype = dtype;
+  c.q_len = q_len;
+  c.kv_len = kv_len;
+  c.head_dim = head_dim;
+  c.v_head_dim = v_head_dim;
+  return c;
+}
+
+TEST(CpuFlashAttention, ReportsTheInstructionSetItDispatchesTo) {
+#if defined(__x86_64__) || defined(__i386__)
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  const bool avx2 = false;
+#endif
+  EXPECT_STREQ(flash_attention_cpu_isa(), avx2 ? "avx2-fma" : "portable");
+}
+
+// 70 queries = a full and a partial query tile; 131 keys = two full key tiles and a partial one.
+TEST(CpuFlashAttention, MatchesReferenceForEveryDtypeAndHeadDim) {
+  for (DType dtype : kAllDtypes) {
+    for (int64_t head_dim : {1, 7, 32, 33, 64, 80, 96, 128, 200, 256}) {
+      AttentionCase c = Shape(dtype, 70, 131, head_dim, head_dim);
+      c.batch = 2;
+      c.q_heads = c.kv_heads = 2;
+      c.seed = static_cast<uint32_t>(head_dim);
+      ExpectBothPathsMatchReference(c);
+    }
+  }
+}
+
+TEST(CpuFlashAttention, ValueHeadDimMayDifferFromHeadDim) {
+  const int64_t pairs[][2] = {{64, 32}, {32, 64}, {7, 33}, {128, 80}, {96, 1}, {16, 200}, {256, 64}};
+  for (DType dtype : kAllDtypes) {
+    for (const auto& dims : pairs) {
+      AttentionCase c = Shape(dtype, 33, 75, dims[0], dims[1]);
+      c.seed = static_cast<uint32_t>(dims[0] * 1000 + dims[1]);
+      ExpectBothPathsMatchReference(c);
+    }
+  }
+}
+
+// Each query head must read kv head h / (Hq / Hkv); the kv heads hold different data.
+TEST(CpuFlashAttention, GroupedAndMultiQueryHeadsReadTheirKvHead) {
+  for (DType dtype : kAllDtypes) {
+    for (int64_t kv_heads : {2, 1}) {
+      AttentionCase c = Shape(dtype, 21, 45, 64, 64);
+      c.batch = 2;
+      c.q_heads = 8;
+      c.kv_heads = kv_heads;
+      c.seed = static_cast<uint32_t>(kv_heads);
+      ExpectBothPathsMatchReference(c);
+    }
+  }
+}
+
+// Rank-3 inputs (N, S, D) reach the kernel as B = N, H = 1, with bias/keep of (N, Sq, Skv) or (Sq, Skv).
+TEST(CpuFlashAttention, SingleHeadRank3Style) {
+  for (DType dtype : kAllDtypes) {
+    for (Broadcast bias : {Broadcast::kBatchQueryKey, Broadcast::kQueryKey}) {
+      AttentionCase c = Shape(dtype, 40, 40, 32, 32);
+      c.batch = 3;
+      c.bias = bias;
+      c.keep = Broadcast::kBatchQueryKey;
+      c.causal = CausalAlignment::kUpperLeft;
+      ExpectBothPathsMatchReference(c);
+    }
+  }
+}
+
+const Broadcast kBroadcastPatterns[] = {Broadcast::kFull,         Broadcast::kBatchKey, Broadcast::kBatchQueryKey,
+                                        Broadcast::kHeadQueryKey, Broadcast::kQueryKey, Broadcast::kScalar,
+                                        Broadcast::kQueryRow};
+
+TEST(CpuFlashAttention, BiasBroadcastsThroughZeroStrides) {
+  for (DType dtype : kAllDtypes) {
+    for (Broadcast pattern : kBroadcastPatterns) {
+      AttentionCase c = Shape(dtype, 20, 77, 32, 32);
+      c.batch = 2;
+      c.q_heads = 3;
+      c.kv_heads = 3;
+      c.bias = pattern;
+      c.seed = static_cast<uint32_t>(pattern);
+      ExpectBothPathsMatchReference(c);
+    }
+  }
+}
+
+TEST(CpuFlashAttention, KeepBroadcastsThroughZeroStrides) {
+  for (DType dtype : kAllDtypes) {
+    for (Broadcast pattern : kBroadcastPatterns) {
+      AttentionCase c = Shape(dtype, 20, 77, 32, 32);
+      c.batch = 2;
+      c.q_heads = 3;
+      c.kv_heads = 3;
+      c.keep = pattern;
+      c.masked_rows = MaskedRows::kNaN;
+      c.seed = static_cast<uint32_t>(pattern);
+      ExpectBothPathsMatchReference(c);
+    }
+  }
+}
+
+TEST(CpuFlashAttention, CausalAlignmentsForEveryLengthRelation) {
+  const int64_t lengths[][2] = {{70, 70}, {100, 37}, {37, 100}, {1, 70}, {70, 1}, {130, 200}, {200, 130}};
+  for (DType dtype : kAllDtypes) {
+    for (CausalAlignment causal : {CausalAlignment::kUpperLeft, CausalAlignment::kLowerRight}) {
+      for (const auto& len : lengths) {
+        AttentionCase c = Shape(dtype, len[0], len[1], 64, 64);
+        c.causal = causal;
+        c.masked_rows = MaskedRows::kNaN;
+        c.seed = static_cast<uint32_t>(len[0] * 7 + len[1]);
+        ExpectBothPathsMatchReference(c);
+      }
+    }
+  }
+}
+
+// With |q|, |k| ~ 3 the scores (~9) saturate a cap of 1.5 and reach well into tanh's curve for 30;
+// with ~1 they stay where tanh is nearly linear. The cap applies before bias and masks.
+TEST(CpuFlashAttention, SoftcapAppliesBeforeBiasAndMasks) {
+  for (DType dtype : kAllDtypes) {
+    for (float softcap : {1.5f, 30.0f}) {
+      for (double magnitude : {1.0, 3.0}) {
+        AttentionCase c = Shape(dtype, 45, 90, 64, 64);
+        c.magnitude = magnitude;
+        c.softcap = softcap;
+        c.bias = Broadcast::kFull;
+        c.causal = CausalAlignment::kLowerRight;
+        ExpectBothPathsMatchReference(c);
+      }
+    }
+  }
+}
+
+TEST(CpuFlashAttention, MaskedRowsFollowThePolicy) {
+  for (DType dtype : kAllDtypes) {
+    for (MaskedRows policy : {MaskedRows::kZero, MaskedRows::kNaN}) {
+      AttentionCase keep_none = Shape(dtype, 30, 50, 32, 32);
+      keep_none.keep = Broadcast::kBatchQueryKey;
+      keep_none.row_effect = RowEffect::kKeepNone;
+      AttentionCase bias_inf = Shape(dtype, 30, 50, 32, 32);
+      bias_inf.bias = Broadcast::kQueryKey;
+      bias_inf.row_effect = RowEffect::kBiasNegInf;
+      // Lower-right with Sq > Skv: the first Sq - Skv rows see no key.
+      AttentionCase causal = Shape(dtype, 90, 20, 32, 32);
+      causal.causal = CausalAlignment::kLowerRight;
+      for (AttentionCase c : {keep_none, bias_inf, causal}) {
+        c.masked_rows = policy;
+        ASSERT_GT(CountMaskedRows(c), 0u) << c.Describe();
+        ExpectBothPathsMatchReference(c);
+      }
+    }
+  }
+}
+
+// -10000 and finfo.min are numbers, not masks: the NaN policy would show any row taken as masked.
+TEST(CpuFlashAttention, LargeFiniteBiasIsAnOrdinaryNumber) {
+  for (DType dtype : kAllDtypes) {
+    for (RowEffect effect : {RowEffect::kBiasMinus10000, RowEffect::kBiasLowest, RowEffect::kBiasLowestOnLastHalf}) {
+      for (CausalAlignment causal : {CausalAlignment::kNone, CausalAlignment::kUpperLeft}) {
+        AttentionCase c = Shape(dtype, 30, 70, 64, 64);
+        c.bias = Broadcast::kQueryKey;
+        c.row_effect = effect;
+        c.causal = causal;
+        c.masked_rows = MaskedRows::kNaN;
+        ASSERT_EQ(CountMaskedRows(c), 0u) << c.Describe();
+        ExpectBothPathsMatchReference(c);
+      }
+    }
+  }
+}
+
+// finfo.min swallows every score in fp32, so such a row is the plain average of its values.
+TEST(CpuFlashAttention, LowestFiniteBiasRowAveragesTheValues) {
+  for (KernelPath path : {KernelPath::kDispatched, KernelPath::kPortable}) {
+    AttentionCase c = Shape(DType::kFloat32, 6, 40, 32, 16);
+    c.bias = Broadcast::kQueryKey;
+    c.row_effect = RowEffect::kBiasLowest;
+    AttentionTensors tensors(c);
+    const std::vector<double> out = RunKernel(tensors, path);
+    for (int64_t i = 0; i < c.q_len; ++i) {
+      if (!IsEffectRow(i)) continue;
+      for (int64_t d = 0; d < c.v_head_dim; ++d) {
+        double mean = 0.0;
+        for (int64_t j = 0; j < c.kv_len; ++j) mean += tensors.value()[static_cast<size_t>(j * c.v_head_dim + d)];
+        mean /= static_cast<double>(c.kv_len);
+        EXPECT_NEAR(out[static_cast<size_t>(i * c.v_head_dim + d)], mean, 1e-5) << Name(path) << " row " << i;
+      }
+    }
+  }
+}
+
+// Two keys with equal scores (D = 0) and values one ulp apart: each output is exactly halfway
+// between them and must round to the neighbour with the even last bit. Dv = 11 covers the
+// vectorised stores and the scalar tail. Bit patterns include subnormals and the largest finite.
+TEST(CpuFlashAttention, SixteenBitOutputsRoundHalfToEven) {
+  const uint16_t half_bits[] = {0x3C00, 0x3C01, 0x0003, 0x0004, 0x7BFE, 0xBC00, 0x4A55, 0x2E3B, 0x03FF, 0x5000, 0x1234};
+  const uint16_t bfloat_bits[] = {0x3F80, 0x3F81, 0x0003, 0x0004, 0x7E7E, 0xBF80,
+                                  0x4A55, 0x2E3B, 0x007F, 0x5000, 0x1234};
+  for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    for (KernelPath path : {KernelPath::kDispatched, KernelPath::kPortable}) {
+      const uint16_t* bits = dtype == DType::kFloat16 ? half_bits : bfloat_bits;
+      const auto to_double = [dtype](uint16_t b) -> double {
+        return dtype == DType::kFloat16 ? Ort::Float16_t::FromBits(b).ToFloat()
+                                        : Ort::BFloat16_t::FromBits(b).ToFloat();
+      };
+      AttentionCase c = Shape(dtype, 1, 2, 0, 11);
+      AttentionTensors tensors(c);
+      for (int64_t d = 0; d < 11; ++d) {
+        tensors.SetValue(0, 0, 0, d, to_double(bits[d]));
+        tensors.SetValue(0, 0, 1, d, to_double(static_cast<uint16_t>(bits[d] + 1)));
+      }
+      const std::vector<double> out = RunKernel(tensors, path);
+      for (int64_t d = 0; d < 11; ++d) {
+        const uint16_t even = (bits[d] & 1) == 0 ? bits[d] : static_cast<uint16_t>(bits[d] + 1);
+        EXPECT_EQ(out[static_cast<size_t>(d)], to_double(even))
+            << DtypeName(dtype) << " " << Name(path) << " bits 0x" << std::hex << bits[d];
+      }
+    }
+  }
+}
+
+TEST(CpuFlashAttention, DecodeShortAndPrimeLengths) {
+  const int64_t q_lengths[] = {1, 3, 17, 61};
+  const int64_t kv_lengths[] = {1, 3, 17, 61, 127, 257};
+  for (DType dtype : kAllDtypes) {
+    for (int64_t q_len : q_lengths) {
+      for (int64_t kv_len : kv_lengths) {
+        AttentionCase c = Shape(dtype, q_len, kv_len, q_len == 1 ? 64 : 33, q_len == 1 ? 64 : 33);
+        c.q_heads = 4;
+        c.kv_heads = 2;
+        c.causal = q_len == 1 ? CausalAlignment::kNone : CausalAlignment::kLowerRight;
+        c.keep = Broadcast::kBatchKey;
+        c.seed = static_cast<uint32_t>(q_len * 1000 + kv_len);
+        ExpectBothPathsMatchReference(c);
+      }
+    }
+  }
+}
+
+// No keys at all: every row is masked, and K/V (null here) are never read.
+TEST(CpuFlashAttention, EmptyKeysMaskEveryRow) {
+  for (DType dtype : kAllDtypes) {
+    for (MaskedRows policy : {MaskedRows::kZero, MaskedRows::kNaN}) {
+      AttentionCase c = Shape(dtype, 9, 0, 32, 24);
+      c.q_heads = 2;
+      c.kv_heads = 1;
+      c.bias = Broadcast::kFull;
+      c.keep = Broadcast::kBatchKey;
+      c.masked_rows = policy;
+      ExpectBothPathsMatchReference(c);
+    }
+  }
+}
+
+// Tensors with a zero dim: nothing to compute and nothing to write (pointers are null).
+TEST(CpuFlashAttention, EmptyTensorsAreANoOp) {
+  for (DType dtype : kAllDtypes) {
+    AttentionCase no_queries = Shape(dtype, 0, 10, 32, 32);
+    AttentionCase no_batch = Shape(dtype, 10, 10, 32, 32);
+    no_batch.batch = 0;
+    AttentionCase no_heads = Shape(dtype, 10, 10, 32, 32);
+    no_heads.q_heads = 0;
+    AttentionCase no_value_dims = Shape(dtype, 10, 10, 32, 0);
+    for (AttentionCase c : {no_queries, no_batch, no_heads, no_value_dims}) {
+      c.bias = Broadcast::kFull;
+      c.causal = CausalAlignment::kLowerRight;
+      ExpectBothPathsMatchReference(c);
+    }
+  }
+}
+
+// With D = 0 every score is 0 (an empty dot product): the output is the mean of the visible values.
+TEST(CpuFlashAttention, ZeroHeadDimAveragesTheVisibleValues) {
+  for (DType dtype : kAllDtypes) {
+    AttentionCase c = Shape(dtype, 12, 30, 0, 8);
+    c.causal = CausalAlignment::kUpperLeft;
+    ExpectBothPathsMatchReference(c);
+  }
+}
+
+// |q|, |k| ~ 1e3 give scores ~1e5: no overflow, and rows whose best score wins by a wide margin
+// are exactly that key's value row.
+TEST(CpuFlashAttention, LargeMagnitudeInputsStayFinite) {
+  for (DType dtype : kAllDtypes) {
+    for (KernelPath path : {KernelPath::kDispatched, KernelPath::kPortable}) {
+      AttentionCase c = Shape(dtype, 40, 61, 64, 64);
+      c.magnitude = 1e3;
+      c.causal = CausalAlignment::kLowerRight;
+      AttentionTensors tensors(c);
+      const std::vector<double> out = RunKernel(tensors, path);
+      const ReferenceAttention ref = ComputeReference(tensors);
+      size_t decisive_rows = 0;
+      for (size_t row = 0; row < ref.masked.size(); ++row) {
+        for (int64_t d = 0; d < c.v_head_dim; ++d) {
+          ASSERT_TRUE(std::isfinite(out[row * 64 + static_cast<size_t>(d)])) << Name(path) << " " << c.Describe();
+        }
+        // e^-200 is 0 in fp32, and 200 is far beyond the fp32 score error (~1e5 * 2^-24 * 20).
+        if (ref.score_gap[row] < 200.0) continue;
+        ++decisive_rows;
+        for (int64_t d = 0; d < c.v_head_dim; ++d) {
+          const size_t e = row * 64 + static_cast<size_t>(d);
+          EXPECT_EQ(out[e], RoundToDtype(dtype, ref.out[e])) << Name(path) << " row " << row << " " << c.Describe();
+        }
+      }
+      EXPECT_GT(decisive_rows, ref.masked.size() * 3 / 4) << c.Describe();
+    }
+  }
+}
+
+// q/k/v/out in BSHD and in rows with gaps (the input gaps hold NaN, the output gaps must stay
+// untouched): only the strides decide what is read and written.
+TEST(CpuFlashAttention, StridesAreHonoured) {
+  for (DType dtype : kAllDtypes) {
+    for (Layout layout : {Layout::kSeqMajor, Layout::kPaddedRows}) {
+      for (int64_t head_dim : {64, 7}) {
+        AttentionCase c = Shape(dtype, 70, 67, head_dim, head_dim == 64 ? 64 : 12);
+        c.batch = 2;
+        c.q_heads = 4;
+        c.kv_heads = 2;
+        c.layout = layout;
+        c.bias = Broadcast::kBatchKey;
+        c.causal = CausalAlignment::kUpperLeft;
+        ExpectBothPathsMatchReference(c);
+      }
+    }
+  }
+}
+
+// A NaN key poisons exactly the rows that see it, as the naive formula does; rows that causality
+// hides it from are unaffected.
+TEST(CpuFlashAttention, NaNInAKeyReachesOnlyRowsThatSeeIt) {
+  for (DType dtype : kAllDtypes) {
+    for (KernelPath path : {KernelPath::kDispatched, KernelPath::kPortable}) {
+      AttentionCase c = Shape(dtype, 40, 40, 32, 32);
+      c.causal = CausalAlignment::kUpperLeft;
+      AttentionTensors tensors(c);
+      tensors.SetKey(0, 0, 20, 5, std::nan(""));
+      const std::vector<double> out = RunKernel(tensors, path);
+      SCOPED_TRACE(Name(path));
+      ExpectMatchesReference(tensors, out);
+      EXPECT_TRUE(std::isnan(out[20 * 32])) << "row 20 sees the NaN key";
+      EXPECT_FALSE(std::isnan(out[19 * 32])) << "row 19 does not";
+    }
+  }
+}
+
+// Items run in a shuffled order on 4 threads give bit-identical output: no item depends on another.
+TEST(CpuFlashAttention, ShuffledParallelItemsGiveIdenticalOutput) {
+  for (KernelPath path : {KernelPath::kDispatched, KernelPath::kPortable}) {
+    AttentionCase c = Shape(DType::kFloat16, kSanitized ? 70 : 150, kSanitized ? 90 : 190, 64, 64);
+    c.batch = 2;
+    c.q_heads = 4;
+    c.kv_heads = 2;
+    c.bias = Broadcast::kBatchQueryKey;
+    c.keep = Broadcast::kBatchKey;
+    c.causal = CausalAlignment::kLowerRight;
+    AttentionTensors serial_tensors(c);
+    const std::vector<double> serial = RunKernel(serial_tensors, path);
+    AttentionTensors parallel_tensors(c);
+    ShuffledThreadRunner runner(4, 17);
+    const std::vector<double> parallel = RunKernel(parallel_tensors, path, runner.runner());
+    EXPECT_EQ(runner.calls(), 1u);
+    ASSERT_EQ(serial.size(), parallel.size());
+    EXPECT_EQ(std::memcmp(serial.data(), parallel.data(), serial.size() * sizeof(double)), 0) << Name(path);
+    ExpectMatchesReference(parallel_tensors, parallel);
+  }
+}
+
+// ---- Randomised sweep over every feature at once ----------------------------------------------------
+
+template <class T, size_t N>
+T Pick(std::mt19937& rng, const T (&options)[N]) {
+  return options[std::uniform_int_distribution<size_t>(0, N - 1)(rng)];
+}
+
+AttentionCase RandomCase(std::mt19937& rng, uint32_t seed) {
+  const int64_t head_dims[] = {1, 7, 16, 32, 33, 64, 80, 96, 128, 200, 256};
+  const int64_t lengths[] = {1, 2, 3, 5, 17, 31, 61, 64, 65, 127, 130};
+  const int64_t groups[] = {1, 2, 4};
+  const int64_t counts[] = {1, 2};
+  const float softcaps[] = {0.0f, 0.0f, 0.0f, 2.5f, 20.0f};
+  const float scales[] = {0.0f, 0.0f, 0.0f, 1.0f, 0.25f};
+  const CausalAlignment causals[] = {CausalAlignment::kNone, CausalAlignment::kUpperLeft, CausalAlignment::kLowerRight};
+  const Broadcast patterns[] = {Broadcast::kAbsent,   Broadcast::kAbsent,        Broadcast::kFull,
+                                Broadcast::kBatchKey, Broadcast::kBatchQueryKey, Broadcast::kHeadQueryKey,
+                                Broadcast::kQueryKey, Broadcast::kScalar,        Broadcast::kQueryRow};
+  const RowEffect effects[] = {RowEffect::kNone,
+                               RowEffect::kNone,
+                               RowEffect::kKeepNone,
+                               RowEffect::kBiasNegInf,
+                               RowEffect::kBiasMinus10000,
+                               RowEffect::kBiasLowest,
+                               RowEffect::kBiasLowestOnLastHalf};
+  const Layout layouts[] = {Layout::kDense, Layout::kDense, Layout::kSeqMajor, Layout::kPaddedRows};
+
+  AttentionCase c;
+  c.dtype = Pick(rng, kAllDtypes);
+  c.head_dim = Pick(rng, head_dims);
+  c.v_head_dim = std::bernoulli_distribution(0.7)(rng) ? c.head_dim : Pick(rng, head_dims);
+  c.batch = Pick(rng, counts);
+  c.kv_heads = Pick(rng, counts);
+  c.q_heads = c.kv_heads * Pick(rng, groups);
+  c.q_len = Pick(rng, lengths);
+  c.kv_len = Pick(rng, lengths);
+  c.scale = Pick(rng, scales);
+  c.softcap = Pick(rng, softcaps);
+  c.causal = Pick(rng, causals);
+  c.masked_rows = std::bernoulli_distribution(0.5)(rng) ? MaskedRows::kNaN : MaskedRows::kZero;
+  c.bias = Pick(rng, patterns);
+  c.keep = Pick(rng, patterns);
+  c.row_effect = Pick(rng, effects);
+  if (c.row_effect == RowEffect::kKeepNone && c.keep == Broadcast::kAbsent) c.keep = Broadcast::kFull;
+  if (c.row_effect != RowEffect::kNone && c.row_effect != RowEffect::kKeepNone && c.bias == Broadcast::kAbsent) {
+    c.bias = Broadcast::kBatchQueryKey;
+  }
+  c.layout = Pick(rng, layouts);
+  c.seed = seed;
+  return c;
+}
+
+TEST(CpuFlashAttention, RandomCasesMatchReference) {
+  const uint32_t cases = kSanitized ? 40 : 300;
+  std::mt19937 rng(2024);
+  for (uint32_t n = 0; n < cases; ++n) {
+    const AttentionCase c = RandomCase(rng, n + 1);
+    ExpectBothPathsMatchReference(c);
+    if (::testing::Test::HasFailure()) break;  // the first failing case is the one to read
+  }
+}
+
+}  // namespace
+}  // namespace ortflash::testing

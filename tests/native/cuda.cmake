@@ -1,0 +1,46 @@
+# GPU tests of the CUDA kernels (included from customop/src/cuda/cuda.cmake). They run against a
+# double-precision host reference; without a CUDA device every test reports itself skipped.
+
+# GoogleTest: the installed package, or (on machines without one, e.g. the GPU image) its sources
+# passed as ORTFLASH_GTEST_SOURCE_DIR (a copy of /usr/src/googletest).
+set(ORTFLASH_GTEST_SOURCE_DIR "" CACHE PATH "GoogleTest sources to build when no installed GTest is found")
+find_package(GTest QUIET)
+if(NOT GTest_FOUND AND EXISTS "${ORTFLASH_GTEST_SOURCE_DIR}/CMakeLists.txt")
+  set(INSTALL_GTEST OFF CACHE BOOL "" FORCE)
+  set(BUILD_GMOCK OFF CACHE BOOL "" FORCE)
+  add_subdirectory(${ORTFLASH_GTEST_SOURCE_DIR} ${CMAKE_BINARY_DIR}/googletest EXCLUDE_FROM_ALL)
+  if(NOT TARGET GTest::gtest)
+    add_library(GTest::gtest ALIAS gtest)
+    add_library(GTest::gtest_main ALIAS gtest_main)
+  endif()
+endif()
+if(NOT TARGET GTest::gtest)
+  message(WARNING "GoogleTest not found (set ORTFLASH_GTEST_SOURCE_DIR): the CUDA tests are not built")
+  return()
+endif()
+include(GoogleTest)
+enable_testing()
+
+add_executable(ortflash_cuda_tests ${CMAKE_CURRENT_LIST_DIR}/cuda_attention_test.cc)
+target_link_libraries(ortflash_cuda_tests PRIVATE ortflash_cuda CUDA::cudart_static GTest::gtest GTest::gtest_main)
+option(ORTFLASH_CUDA_TESTS_WERROR "Treat warnings in the CUDA tests as errors (off on other toolchains, e.g. the GPU image)" ON)
+target_compile_options(ortflash_cuda_tests PRIVATE -Wall -Wextra -Wshadow $<$<BOOL:${ORTFLASH_CUDA_TESTS_WERROR}>:-Werror>)
+gtest_discover_tests(ortflash_cuda_tests TEST_PREFIX "ortflash_cuda_tests." DISCOVERY_MODE PRE_TEST
+                     DISCOVERY_TIMEOUT 60)
+
+# compute-sanitizer (memcheck, racecheck) over a small subset; skipped at test time without a GPU.
+find_program(ORTFLASH_COMPUTE_SANITIZER compute-sanitizer
+             HINTS ${CUDAToolkit_BIN_DIR} ${CUDAToolkit_BIN_DIR}/../compute-sanitizer)
+if(ORTFLASH_COMPUTE_SANITIZER)
+  add_executable(ortflash_cuda_device_probe ${CMAKE_CURRENT_LIST_DIR}/cuda_device_probe.cc)
+  target_link_libraries(ortflash_cuda_device_probe PRIVATE CUDA::cudart_static)
+  foreach(tool memcheck racecheck)
+    add_test(NAME ortflash_cuda_tests.compute_sanitizer_${tool}
+             COMMAND ${CMAKE_COMMAND} -DSANITIZER=${ORTFLASH_COMPUTE_SANITIZER} -DTOOL=${tool}
+                     -DPROBE=$<TARGET_FILE:ortflash_cuda_device_probe>
+                     -DTEST_BINARY=$<TARGET_FILE:ortflash_cuda_tests>
+                     -P ${CMAKE_CURRENT_LIST_DIR}/cuda_sanitizer.cmake)
+    set_tests_properties(ortflash_cuda_tests.compute_sanitizer_${tool} PROPERTIES
+                         SKIP_REGULAR_EXPRESSION "ORTFLASH_SANITIZER_SKIPPED" TIMEOUT 1800)
+  endforeach()
+endif()

@@ -1,0 +1,798 @@
+// The CUDA FlashAttention kernels against a naive double-precision host reference, over random
+// shapes that cover the whole op contract (DESIGN.md). Every test skips, visibly, without a GPU.
+//
+// Tolerances, per output element, with vmax = max |V| of the case:
+//   float32   1e-4 * vmax + 1e-4 * |ref|   (fp32 scores and accumulation, exp2f)
+//   float16   2e-3 * vmax + 2e-3 * |ref|   (P rounded to fp16 for P·V: 2^-11 relative; output rounding)
+//   bfloat16  1.2e-2 * vmax + 8e-3 * |ref| (P rounded to bf16: 2^-8 relative; output rounding)
+// Inputs are generated in the tensor's own type and the reference reads those same values, so input
+// rounding is not part of the error.
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ortflash/attention_params.h"
+#include "ortflash/flash_attention_cuda.h"
+
+namespace {
+
+using ortflash::AttentionParams;
+using ortflash::CausalAlignment;
+using ortflash::DType;
+using ortflash::MaskedRows;
+
+// ---- host element types (independent of the CUDA headers' conversions) ----------------------
+
+uint32_t float_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+float bits_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+uint16_t float_to_bf16(float f) {
+  const uint32_t u = float_bits(f);
+  if (std::isnan(f)) return 0x7fc0;
+  const uint32_t rounding = 0x7fff + ((u >> 16) & 1);  // round to nearest even
+  return static_cast<uint16_t>((u + rounding) >> 16);
+}
+
+float bf16_to_float(uint16_t h) { return bits_float(uint32_t(h) << 16); }
+
+float fp16_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000) << 16;
+  const int exponent = (h >> 10) & 0x1f;
+  const uint32_t mantissa = h & 0x3ff;
+  if (exponent == 0x1f) return bits_float(sign | 0x7f800000 | (mantissa << 13));
+  if (exponent == 0) {
+    const float value = std::ldexp(static_cast<float>(mantissa), -24);
+    return sign ? -value : value;
+  }
+  return bits_float(sign | (uint32_t(exponent - 15 + 127) << 23) | (mantissa << 13));
+}
+
+uint16_t float_to_fp16(float f) {
+  if (std::isnan(f)) return 0x7e00;
+  const uint16_t sign = std::signbit(f) ? 0x8000 : 0;
+  const double a = std::fabs(static_cast<double>(f));
+  if (a >= 65520.0) return sign | 0x7c00;  // rounds to infinity
+  if (a < std::ldexp(1.0, -25)) return sign;
+  int exponent;
+  std::frexp(a, &exponent);  // a = m * 2^exponent, m in [0.5, 1)
+  // Spacing of fp16 values around a: 2^(exponent - 11) for normals, 2^-24 for subnormals.
+  const int spacing_exp = std::max(exponent - 11, -24);
+  const double units = std::nearbyint(std::ldexp(a, -spacing_exp));  // round half to even
+  const double rounded = std::ldexp(units, spacing_exp);
+  if (rounded >= 65520.0) return sign | 0x7c00;
+  if (rounded < std::ldexp(1.0, -14)) return sign | static_cast<uint16_t>(units);  // subnormal
+  int e2;
+  const double m = std::frexp(rounded, &e2);  // rounded = m * 2^e2
+  const uint16_t biased = static_cast<uint16_t>(e2 - 1 + 15);
+  const uint16_t mant = static_cast<uint16_t>(std::lround((m * 2.0 - 1.0) * 1024.0));
+  return sign | static_cast<uint16_t>(biased << 10) | mant;
+}
+
+size_t element_size(DType t) { return t == DType::kFloat32 ? 4 : 2; }
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::kFloat32: return "float32";
+    case DType::kFloat16: return "float16";
+    case DType::kBFloat16: return "bfloat16";
+  }
+  return "?";
+}
+
+// A host tensor of the kernel's element type, stored as raw bytes.
+struct HostTensor {
+  DType dtype = DType::kFloat32;
+  std::vector<unsigned char> bytes;
+
+  HostTensor(DType t, size_t count) : dtype(t), bytes(count * element_size(t)) {}
+  size_t size() const { return bytes.size() / element_size(dtype); }
+
+  void set(size_t i, float value) {
+    if (dtype == DType::kFloat32) {
+      std::memcpy(&bytes[i * 4], &value, 4);
+    } else {
+      const uint16_t h = dtype == DType::kFloat16 ? float_to_fp16(value) : float_to_bf16(value);
+      std::memcpy(&bytes[i * 2], &h, 2);
+    }
+  }
+  double get(size_t i) const {
+    if (dtype == DType::kFloat32) {
+      float f;
+      std::memcpy(&f, &bytes[i * 4], 4);
+      return f;
+    }
+    uint16_t h;
+    std::memcpy(&h, &bytes[i * 2], 2);
+    return dtype == DType::kFloat16 ? fp16_to_float(h) : bf16_to_float(h);
+  }
+};
+
+// ---- device memory ---------------------------------------------------------------------------
+
+bool has_cuda_device() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+#define SKIP_WITHOUT_CUDA_DEVICE() \
+  if (!has_cuda_device()) GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount reports none)"
+
+#define ASSERT_CUDA(call)                                                               \
+  do {                                                                                  \
+    const cudaError_t cuda_status = (call);                                             \
+    ASSERT_EQ(cuda_status, cudaSuccess) << #call << ": " << cudaGetErrorString(cuda_status); \
+  } while (0)
+
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    if (bytes > 0 && cudaMalloc(&ptr_, bytes) != cudaSuccess) ptr_ = nullptr;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  void* get() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Stream-ordered scratch for split-KV, as the op's adapter lends it from ONNX Runtime's allocator.
+struct StreamScratch {
+  cudaStream_t stream;
+  static void* allocate(void* self, size_t bytes) {
+    void* ptr = nullptr;
+    return cudaMallocAsync(&ptr, bytes, static_cast<StreamScratch*>(self)->stream) == cudaSuccess ? ptr : nullptr;
+  }
+  static void release(void* self, void* ptr) { cudaFreeAsync(ptr, static_cast<StreamScratch*>(self)->stream); }
+};
+
+// ---- cases -----------------------------------------------------------------------------------
+
+enum class Layout {
+  kDense,        // BHSD, packed
+  kSeqMajor,     // BSHD memory (heads interleaved per position), as many exporters produce
+  kPaddedRows,   // rows padded to a multiple of 8 elements plus 8 (still 16-byte aligned)
+  kOddStrides,   // rows padded by one element: not 16-byte aligned, generic kernel
+  kOffsetBase,   // base pointers one element past an aligned address: generic kernel
+};
+
+// Broadcast shapes of bias/keep over (B, H, Sq, Skv).
+enum class Broadcast { kNone, kFull, kPerKey, kPerHead, kPerQuery, kScalar };
+
+struct Case {
+  DType dtype = DType::kFloat16;
+  int64_t batch = 1, q_heads = 1, kv_heads = 1, q_len = 1, kv_len = 1, head_dim = 64, v_head_dim = 64;
+  CausalAlignment causal = CausalAlignment::kNone;
+  float softcap = 0.0f;
+  MaskedRows masked_rows = MaskedRows::kZero;
+  Broadcast bias = Broadcast::kNone;
+  Broadcast keep = Broadcast::kNone;
+  Layout layout = Layout::kDense;
+  float magnitude = 1.0f;        // inputs uniform in [-magnitude, magnitude]
+  float keep_probability = 0.8f;
+  bool scale_default = true;     // 1/sqrt(D); else a custom scale that keeps scores O(10)
+  int masked_row_every = 0;      // > 0: keep hides every key from every n-th query row
+  bool infinite_bias_row = false;  // bias = -inf over one whole query row
+  bool lend_scratch = true;        // false: no scratch allocator, so no split-KV
+
+  std::string describe() const {
+    std::ostringstream s;
+    s << dtype_name(dtype) << " B=" << batch << " Hq=" << q_heads << " Hkv=" << kv_heads << " Sq=" << q_len
+      << " Skv=" << kv_len << " D=" << head_dim << " Dv=" << v_head_dim << " causal=" << static_cast<int>(causal)
+      << " softcap=" << softcap << " masked_rows=" << (masked_rows == MaskedRows::kNaN ? "nan" : "zero")
+      << " bias=" << static_cast<int>(bias) << " keep=" << static_cast<int>(keep)
+      << " layout=" << static_cast<int>(layout) << " magnitude=" << magnitude << " scratch=" << lend_scratch;
+    return s.str();
+  }
+};
+
+// Element strides {b, h, s} and the element count for one of q/k/v/out under a layout.
+struct Placement {
+  int64_t stride[3];
+  int64_t offset;  // elements before the tensor's first element
+  size_t count;    // elements to allocate
+};
+
+Placement place(Layout layout, int64_t batch, int64_t heads, int64_t len, int64_t dim) {
+  Placement p{};
+  int64_t row = dim;
+  if (layout == Layout::kPaddedRows) row = (dim + 7) / 8 * 8 + 8;
+  if (layout == Layout::kOddStrides) row = dim + 1;
+  if (layout == Layout::kSeqMajor) {
+    p.stride[2] = heads * dim;
+    p.stride[1] = dim;
+    p.stride[0] = len * heads * dim;
+  } else {
+    p.stride[2] = row;
+    p.stride[1] = len * row;
+    p.stride[0] = heads * len * row;
+  }
+  p.offset = layout == Layout::kOffsetBase ? 1 : 0;
+  p.count = static_cast<size_t>(p.offset + batch * p.stride[0]) + 1;
+  return p;
+}
+
+int64_t offset_of(const Placement& p, int64_t b, int64_t h, int64_t s) {
+  return p.offset + b * p.stride[0] + h * p.stride[1] + s * p.stride[2];
+}
+
+void broadcast_strides(Broadcast kind, const Case& c, int64_t (&stride)[4], size_t& count) {
+  const int64_t H = c.q_heads, Sq = c.q_len, Skv = c.kv_len;
+  const int64_t none[4] = {0, 0, 0, 0};
+  std::copy(none, none + 4, stride);
+  count = 1;
+  switch (kind) {
+    case Broadcast::kNone:
+    case Broadcast::kScalar: break;
+    case Broadcast::kFull:
+      stride[3] = 1, stride[2] = Skv, stride[1] = Sq * Skv, stride[0] = H * Sq * Skv;
+      count = static_cast<size_t>(c.batch * H * Sq * Skv);
+      break;
+    case Broadcast::kPerKey:  // (B, 1, 1, Skv): key padding
+      stride[3] = 1, stride[0] = Skv;
+      count = static_cast<size_t>(c.batch * Skv);
+      break;
+    case Broadcast::kPerHead:  // (1, H, Sq, Skv)
+      stride[3] = 1, stride[2] = Skv, stride[1] = Sq * Skv;
+      count = static_cast<size_t>(H * Sq * Skv);
+      break;
+    case Broadcast::kPerQuery:  // (B, H, Sq, 1)
+      stride[2] = 1, stride[1] = Sq, stride[0] = H * Sq;
+      count = static_cast<size_t>(c.batch * H * Sq);
+      break;
+  }
+}
+
+int64_t mask_index(const int64_t (&stride)[4], int64_t b, int64_t h, int64_t i, int64_t j) {
+  return b * stride[0] + h * stride[1] + i * stride[2] + j * stride[3];
+}
+
+struct Inputs {
+  Placement q, k, v, out;
+  HostTensor hq, hk, hv, hbias;
+  std::vector<unsigned char> hkeep;
+  int64_t bias_stride[4], keep_stride[4];
+  float scale;
+  double vmax = 0.0;
+
+  explicit Inputs(const Case& c)
+      : q(place(c.layout, c.batch, c.q_heads, c.q_len, c.head_dim)),
+        k(place(c.layout, c.batch, c.kv_heads, c.kv_len, c.head_dim)),
+        v(place(c.layout, c.batch, c.kv_heads, c.kv_len, c.v_head_dim)),
+        out(place(c.layout, c.batch, c.q_heads, c.q_len, c.v_head_dim)),
+        hq(c.dtype, q.count),
+        hk(c.dtype, k.count),
+        hv(c.dtype, v.count),
+        hbias(c.dtype, 1) {}
+};
+
+double reference_output_scale(const Case& c) {
+  return c.scale_default ? 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(c.head_dim, 1)))
+                         : 8.0 / (double(c.magnitude) * c.magnitude * std::sqrt(double(std::max<int64_t>(c.head_dim, 1))));
+}
+
+Inputs make_inputs(const Case& c, uint32_t seed) {
+  Inputs in(c);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uniform(-c.magnitude, c.magnitude);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  // Padding and gaps hold NaN: any read outside the logical tensor shows up in the output.
+  for (HostTensor* t : {&in.hq, &in.hk, &in.hv}) {
+    for (size_t i = 0; i < t->size(); ++i) t->set(i, nan);
+  }
+  auto fill = [&](HostTensor& t, const Placement& p, int64_t heads, int64_t len, int64_t dim) {
+    for (int64_t b = 0; b < c.batch; ++b)
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t s = 0; s < len; ++s)
+          for (int64_t d = 0; d < dim; ++d) t.set(static_cast<size_t>(offset_of(p, b, h, s) + d), uniform(rng));
+  };
+  fill(in.hq, in.q, c.q_heads, c.q_len, c.head_dim);
+  fill(in.hk, in.k, c.kv_heads, c.kv_len, c.head_dim);
+  fill(in.hv, in.v, c.kv_heads, c.kv_len, c.v_head_dim);
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t h = 0; h < c.kv_heads; ++h)
+      for (int64_t s = 0; s < c.kv_len; ++s)
+        for (int64_t d = 0; d < c.v_head_dim; ++d)
+          in.vmax = std::max(in.vmax, std::fabs(in.hv.get(static_cast<size_t>(offset_of(in.v, b, h, s) + d))));
+
+  size_t count = 1;
+  broadcast_strides(c.bias, c, in.bias_stride, count);
+  in.hbias = HostTensor(c.dtype, count);
+  std::uniform_real_distribution<float> bias_value(-3.0f, 3.0f);
+  for (size_t i = 0; i < count; ++i) in.hbias.set(i, bias_value(rng));
+  if (c.infinite_bias_row && c.bias == Broadcast::kFull) {
+    const int64_t row = c.q_len / 2;
+    for (int64_t j = 0; j < c.kv_len; ++j) {
+      in.hbias.set(static_cast<size_t>(mask_index(in.bias_stride, 0, 0, row, j)), -std::numeric_limits<float>::infinity());
+    }
+  }
+
+  broadcast_strides(c.keep, c, in.keep_stride, count);
+  in.hkeep.assign(count, 1);
+  std::bernoulli_distribution keep_value(c.keep_probability);
+  for (size_t i = 0; i < count; ++i) in.hkeep[i] = keep_value(rng) ? 1 : 0;
+  if (c.masked_row_every > 0 && c.keep == Broadcast::kFull) {
+    for (int64_t b = 0; b < c.batch; ++b)
+      for (int64_t h = 0; h < c.q_heads; ++h)
+        for (int64_t i = 0; i < c.q_len; i += c.masked_row_every)
+          for (int64_t j = 0; j < c.kv_len; ++j) in.hkeep[static_cast<size_t>(mask_index(in.keep_stride, b, h, i, j))] = 0;
+  }
+  in.scale = static_cast<float>(reference_output_scale(c));
+  return in;
+}
+
+// ---- the reference ---------------------------------------------------------------------------
+
+// out[b, h, i, :] in double, exactly as DESIGN.md states the semantics.
+std::vector<double> reference(const Case& c, const Inputs& in) {
+  const int64_t group = c.q_heads / c.kv_heads;
+  std::vector<double> out(static_cast<size_t>(c.batch * c.q_heads * c.q_len * c.v_head_dim));
+  std::vector<double> score(static_cast<size_t>(c.kv_len));
+  std::vector<char> visible(static_cast<size_t>(c.kv_len));
+  const double inf = std::numeric_limits<double>::infinity();
+  for (int64_t b = 0; b < c.batch; ++b) {
+    for (int64_t h = 0; h < c.q_heads; ++h) {
+      const int64_t kvh = h / group;
+      for (int64_t i = 0; i < c.q_len; ++i) {
+        double row_max = -inf;
+        for (int64_t j = 0; j < c.kv_len; ++j) {
+          bool vis = true;
+          if (c.causal == CausalAlignment::kUpperLeft) vis = j <= i;
+          if (c.causal == CausalAlignment::kLowerRight) vis = j <= i + c.kv_len - c.q_len;
+          if (c.keep != Broadcast::kNone) vis = vis && in.hkeep[static_cast<size_t>(mask_index(in.keep_stride, b, h, i, j))];
+          visible[static_cast<size_t>(j)] = vis;
+          if (!vis) continue;
+          double dot = 0.0;
+          for (int64_t d = 0; d < c.head_dim; ++d) {
+            dot += in.hq.get(static_cast<size_t>(offset_of(in.q, b, h, i) + d)) *
+                   in.hk.get(static_cast<size_t>(offset_of(in.k, b, kvh, j) + d));
+          }
+          double s = double(in.scale) * dot;
+          if (c.softcap > 0.0f) s = double(c.softcap) * std::tanh(s / double(c.softcap));
+          if (c.bias != Broadcast::kNone) s += in.hbias.get(static_cast<size_t>(mask_index(in.bias_stride, b, h, i, j)));
+          score[static_cast<size_t>(j)] = s;
+          row_max = std::max(row_max, s);
+        }
+        double* o = &out[static_cast<size_t>(((b * c.q_heads + h) * c.q_len + i) * c.v_head_dim)];
+        if (row_max == -inf) {  // no visible key, or every visible score is -inf
+          const double fill = c.masked_rows == MaskedRows::kNaN ? std::numeric_limits<double>::quiet_NaN() : 0.0;
+          std::fill(o, o + c.v_head_dim, fill);
+          continue;
+        }
+        double sum = 0.0;
+        std::fill(o, o + c.v_head_dim, 0.0);
+        for (int64_t j = 0; j < c.kv_len; ++j) {
+          if (!visible[static_cast<size_t>(j)]) continue;
+          const double p = std::exp(score[static_cast<size_t>(j)] - row_max);
+          sum += p;
+          for (int64_t d = 0; d < c.v_head_dim; ++d) o[d] += p * in.hv.get(static_cast<size_t>(offset_of(in.v, b, kvh, j) + d));
+        }
+        for (int64_t d = 0; d < c.v_head_dim; ++d) o[d] /= sum;
+      }
+    }
+  }
+  return out;
+}
+
+struct Tolerance {
+  double abs_of_vmax, rel;
+};
+
+Tolerance tolerance(DType t) {
+  switch (t) {
+    case DType::kFloat32: return {1e-4, 1e-4};
+    case DType::kFloat16: return {2e-3, 2e-3};
+    case DType::kBFloat16: return {1.2e-2, 8e-3};
+  }
+  return {0, 0};
+}
+
+// ---- running a case --------------------------------------------------------------------------
+
+constexpr unsigned char kOutputSentinel = 0x5a;
+
+void expect_matches_reference(const Case& c, uint32_t seed) {
+  SCOPED_TRACE(c.describe());
+  const Inputs in = make_inputs(c, seed);
+
+  DeviceBuffer dq(in.hq.bytes.size()), dk(in.hk.bytes.size()), dv(in.hv.bytes.size());
+  DeviceBuffer dbias(in.hbias.bytes.size()), dkeep(in.hkeep.size());
+  const size_t out_bytes = in.out.count * element_size(c.dtype);
+  DeviceBuffer dout(out_bytes);
+  ASSERT_NE(dq.get(), nullptr);
+  ASSERT_NE(dout.get(), nullptr);
+  ASSERT_CUDA(cudaMemcpy(dq.get(), in.hq.bytes.data(), dq.bytes(), cudaMemcpyHostToDevice));
+  ASSERT_CUDA(cudaMemcpy(dk.get(), in.hk.bytes.data(), dk.bytes(), cudaMemcpyHostToDevice));
+  ASSERT_CUDA(cudaMemcpy(dv.get(), in.hv.bytes.data(), dv.bytes(), cudaMemcpyHostToDevice));
+  ASSERT_CUDA(cudaMemcpy(dbias.get(), in.hbias.bytes.data(), dbias.bytes(), cudaMemcpyHostToDevice));
+  ASSERT_CUDA(cudaMemcpy(dkeep.get(), in.hkeep.data(), dkeep.bytes(), cudaMemcpyHostToDevice));
+  ASSERT_CUDA(cudaMemset(dout.get(), kOutputSentinel, out_bytes));
+
+  const size_t es = element_size(c.dtype);
+  AttentionParams p;
+  p.dtype = c.dtype;
+  p.q = static_cast<char*>(dq.get()) + in.q.offset * es;
+  p.k = static_cast<char*>(dk.get()) + in.k.offset * es;
+  p.v = static_cast<char*>(dv.get()) + in.v.offset * es;
+  p.out = static_cast<char*>(dout.get()) + in.out.offset * es;
+  p.bias = c.bias != Broadcast::kNone ? dbias.get() : nullptr;
+  p.keep = c.keep != Broadcast::kNone ? static_cast<const bool*>(dkeep.get()) : nullptr;
+  p.batch = c.batch, p.q_heads = c.q_heads, p.kv_heads = c.kv_heads;
+  p.q_len = c.q_len, p.kv_len = c.kv_len, p.head_dim = c.head_dim, p.v_head_dim = c.v_head_dim;
+  std::copy(in.q.stride, in.q.stride + 3, p.q_stride);
+  std::copy(in.k.stride, in.k.stride + 3, p.k_stride);
+  std::copy(in.v.stride, in.v.stride + 3, p.v_stride);
+  std::copy(in.out.stride, in.out.stride + 3, p.out_stride);
+  std::copy(in.bias_stride, in.bias_stride + 4, p.bias_stride);
+  std::copy(in.keep_stride, in.keep_stride + 4, p.keep_stride);
+  p.scale = in.scale;
+  p.softcap = c.softcap;
+  p.causal = c.causal;
+  p.masked_rows = c.masked_rows;
+
+  cudaStream_t stream = nullptr;
+  ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  StreamScratch scratch_owner{stream};
+  const ortflash::CudaScratch scratch = c.lend_scratch
+                                            ? ortflash::CudaScratch{&StreamScratch::allocate, &StreamScratch::release, &scratch_owner}
+                                            : ortflash::CudaScratch{};
+  const std::string error = ortflash::flash_attention_cuda(p, stream, scratch);
+  const cudaError_t sync = cudaStreamSynchronize(stream);
+  cudaStreamDestroy(stream);
+  ASSERT_EQ(error, "");
+  ASSERT_EQ(sync, cudaSuccess) << cudaGetErrorString(sync);
+
+  HostTensor got(c.dtype, in.out.count);
+  ASSERT_CUDA(cudaMemcpy(got.bytes.data(), dout.get(), out_bytes, cudaMemcpyDeviceToHost));
+
+  const std::vector<double> want = reference(c, in);
+  const Tolerance tol = tolerance(c.dtype);
+  std::vector<char> logical(in.out.count, 0);
+  int64_t failures = 0;
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t h = 0; h < c.q_heads; ++h)
+      for (int64_t i = 0; i < c.q_len; ++i)
+        for (int64_t d = 0; d < c.v_head_dim; ++d) {
+          const size_t at = static_cast<size_t>(offset_of(in.out, b, h, i) + d);
+          logical[at] = 1;
+          const double expected = want[static_cast<size_t>(((b * c.q_heads + h) * c.q_len + i) * c.v_head_dim + d)];
+          const double actual = got.get(at);
+          const bool ok = std::isnan(expected) ? std::isnan(actual)
+                                               : std::fabs(actual - expected) <= tol.abs_of_vmax * in.vmax + tol.rel * std::fabs(expected);
+          if (!ok && ++failures <= 5) {
+            ADD_FAILURE() << "out[" << b << "," << h << "," << i << "," << d << "] = " << actual << ", expected "
+                          << expected << " (vmax " << in.vmax << ")";
+          }
+        }
+  EXPECT_EQ(failures, 0) << "mismatching output elements";
+  // Nothing outside the logical output may be written.
+  int64_t stray = 0;
+  for (size_t at = 0; at < in.out.count; ++at) {
+    if (logical[at]) continue;
+    for (size_t byte = 0; byte < es; ++byte) stray += got.bytes[at * es + byte] != kOutputSentinel;
+  }
+  EXPECT_EQ(stray, 0) << "bytes written outside the output tensor";
+}
+
+// Random integer in [lo, hi].
+int64_t pick(std::mt19937& rng, int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); }
+
+const DType kHalfTypes[] = {DType::kFloat16, DType::kBFloat16};
+const DType kAllTypes[] = {DType::kFloat16, DType::kBFloat16, DType::kFloat32};
+
+// ---- tests -----------------------------------------------------------------------------------
+
+TEST(CudaAttention, MatchesReferenceAtEveryTensorCoreHeadDim) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  std::mt19937 rng(1);
+  for (DType t : kHalfTypes) {
+    for (int64_t d : {32, 64, 96, 128, 256}) {
+      Case c;
+      c.dtype = t, c.head_dim = c.v_head_dim = d;
+      c.batch = pick(rng, 1, 2), c.q_heads = c.kv_heads = pick(rng, 1, 3);
+      c.q_len = pick(rng, 1, 300), c.kv_len = pick(rng, 1, 300);
+      expect_matches_reference(c, static_cast<uint32_t>(d));
+    }
+  }
+}
+
+TEST(CudaAttention, HeadDimsBetweenKernelsArePaddedToTheNextOne) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kHalfTypes) {
+    for (int64_t d : {8, 40, 80, 136, 200}) {
+      Case c;
+      c.dtype = t, c.head_dim = c.v_head_dim = d, c.batch = 2, c.q_heads = 2, c.kv_heads = 2;
+      c.q_len = 131, c.kv_len = 197;
+      expect_matches_reference(c, static_cast<uint32_t>(d));
+    }
+  }
+}
+
+TEST(CudaAttention, OddHeadDimsAndFloat32RunOnTheGenericKernel) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kAllTypes) {
+    for (int64_t d : {1, 7, 33, 100, 264}) {
+      Case c;
+      c.dtype = t, c.head_dim = c.v_head_dim = d, c.q_heads = 2, c.kv_heads = 1, c.q_len = 37, c.kv_len = 71;
+      expect_matches_reference(c, static_cast<uint32_t>(d));
+    }
+  }
+  Case c;
+  c.dtype = DType::kFloat32, c.head_dim = c.v_head_dim = 64, c.batch = 2, c.q_heads = 4, c.kv_heads = 2;
+  c.q_len = 129, c.kv_len = 257, c.causal = CausalAlignment::kUpperLeft, c.bias = Broadcast::kPerKey;
+  expect_matches_reference(c, 3);
+}
+
+TEST(CudaAttention, ValueHeadDimMayDifferFromKeyHeadDim) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  const int64_t dims[][2] = {{64, 32}, {32, 128}, {128, 256}, {48, 80}, {20, 36}, {5, 1}};
+  for (DType t : kAllTypes) {
+    for (const auto& dd : dims) {
+      Case c;
+      c.dtype = t, c.head_dim = dd[0], c.v_head_dim = dd[1], c.q_heads = 2, c.kv_heads = 2, c.q_len = 65, c.kv_len = 90;
+      expect_matches_reference(c, static_cast<uint32_t>(dd[0] * 1000 + dd[1]));
+    }
+  }
+}
+
+TEST(CudaAttention, GroupedAndMultiQueryHeadsReadTheirSharedKeyValueHead) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kAllTypes) {
+    for (int64_t kv_heads : {1, 2, 4}) {
+      Case c;
+      c.dtype = t, c.batch = 2, c.q_heads = 8, c.kv_heads = kv_heads, c.q_len = 77, c.kv_len = 150;
+      c.head_dim = c.v_head_dim = 64;
+      c.causal = CausalAlignment::kLowerRight;
+      expect_matches_reference(c, static_cast<uint32_t>(kv_heads));
+    }
+  }
+}
+
+TEST(CudaAttention, Rank3InputsAreOneHeadPerBatchEntry) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kAllTypes) {
+    Case c;
+    c.dtype = t, c.batch = 5, c.q_heads = c.kv_heads = 1, c.q_len = 33, c.kv_len = 45, c.head_dim = c.v_head_dim = 32;
+    c.bias = Broadcast::kFull;
+    expect_matches_reference(c, 11);
+  }
+}
+
+TEST(CudaAttention, StridedLayoutsAreReadAsGiven) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kAllTypes) {
+    for (Layout layout : {Layout::kSeqMajor, Layout::kPaddedRows, Layout::kOddStrides, Layout::kOffsetBase}) {
+      for (int64_t d : {64, 80}) {
+        Case c;
+        c.dtype = t, c.layout = layout, c.batch = 2, c.q_heads = 4, c.kv_heads = 2, c.q_len = 70, c.kv_len = 133;
+        c.head_dim = c.v_head_dim = d;
+        expect_matches_reference(c, static_cast<uint32_t>(d + static_cast<int>(layout)));
+      }
+    }
+  }
+}
+
+TEST(CudaAttention, BiasIsAddedByItsBroadcastStrides) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kAllTypes) {
+    for (Broadcast kind : {Broadcast::kFull, Broadcast::kPerKey, Broadcast::kPerHead, Broadcast::kPerQuery, Broadcast::kScalar}) {
+      Case c;
+      c.dtype = t, c.bias = kind, c.batch = 2, c.q_heads = 3, c.kv_heads = 3, c.q_len = 67, c.kv_len = 129;
+      c.head_dim = c.v_head_dim = 64;
+      expect_matches_reference(c, static_cast<uint32_t>(kind));
+    }
+  }
+}
+
+TEST(CudaAttention, KeepMaskHidesKeysByItsBroadcastStrides) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kAllTypes) {
+    for (Broadcast kind : {Broadcast::kFull, Broadcast::kPerKey, Broadcast::kPerHead, Broadcast::kPerQuery, Broadcast::kScalar}) {
+      Case c;
+      c.dtype = t, c.keep = kind, c.batch = 2, c.q_heads = 2, c.kv_heads = 1, c.q_len = 90, c.kv_len = 161;
+      c.head_dim = c.v_head_dim = 128, c.keep_probability = 0.6f;
+      expect_matches_reference(c, static_cast<uint32_t>(kind) + 100);
+    }
+  }
+}
+
+TEST(CudaAttention, CausalAlignmentsWithUnequalLengths) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  const int64_t lengths[][2] = {{1, 1}, {100, 100}, {64, 300}, {300, 64}, {129, 1000}, {1000, 129}, {257, 256}};
+  for (DType t : kAllTypes) {
+    for (CausalAlignment a : {CausalAlignment::kUpperLeft, CausalAlignment::kLowerRight}) {
+      for (const auto& len : lengths) {
+        Case c;
+        c.dtype = t, c.causal = a, c.q_len = len[0], c.kv_len = len[1], c.q_heads = 2, c.kv_heads = 2;
+        c.head_dim = c.v_head_dim = 96;
+        expect_matches_reference(c, static_cast<uint32_t>(len[0] + len[1]));
+      }
+    }
+  }
+}
+
+TEST(CudaAttention, SoftcapIsAppliedBeforeBiasAndMasks) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kAllTypes) {
+    Case c;
+    c.dtype = t, c.softcap = 5.0f, c.magnitude = 4.0f, c.bias = Broadcast::kPerKey, c.keep = Broadcast::kPerKey;
+    c.causal = CausalAlignment::kUpperLeft, c.q_len = 150, c.kv_len = 150, c.q_heads = 2, c.kv_heads = 2;
+    c.head_dim = c.v_head_dim = 128;
+    expect_matches_reference(c, 21);
+  }
+}
+
+TEST(CudaAttention, RowsWithoutVisibleKeysFollowTheMaskedRowsPolicy) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kAllTypes) {
+    for (MaskedRows policy : {MaskedRows::kZero, MaskedRows::kNaN}) {
+      Case keep_rows;  // keep hides every key from every 5th query row
+      keep_rows.dtype = t, keep_rows.masked_rows = policy, keep_rows.keep = Broadcast::kFull, keep_rows.masked_row_every = 5;
+      keep_rows.q_len = 41, keep_rows.kv_len = 99, keep_rows.q_heads = keep_rows.kv_heads = 2;
+      expect_matches_reference(keep_rows, 31);
+
+      Case infinite_bias;  // every visible score of one row is -inf
+      infinite_bias.dtype = t, infinite_bias.masked_rows = policy, infinite_bias.bias = Broadcast::kFull;
+      infinite_bias.infinite_bias_row = true, infinite_bias.q_len = 20, infinite_bias.kv_len = 70;
+      expect_matches_reference(infinite_bias, 32);
+
+      Case lower_right;  // Sq > Skv: the first Sq - Skv rows see no key
+      lower_right.dtype = t, lower_right.masked_rows = policy, lower_right.causal = CausalAlignment::kLowerRight;
+      lower_right.q_len = 200, lower_right.kv_len = 50;
+      expect_matches_reference(lower_right, 33);
+
+      Case no_keys;  // Skv = 0: every row is masked
+      no_keys.dtype = t, no_keys.masked_rows = policy, no_keys.q_len = 9, no_keys.kv_len = 0;
+      expect_matches_reference(no_keys, 34);
+    }
+  }
+}
+
+TEST(CudaAttention, SingleQueryDecodingSplitsLongKeyRanges) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kAllTypes) {
+    for (int64_t d : {64, 128}) {
+      for (int64_t kv_len : {1, 4097, 32771}) {
+        Case c;
+        c.dtype = t, c.q_len = 1, c.kv_len = kv_len, c.head_dim = c.v_head_dim = d;
+        c.batch = 1, c.q_heads = 8, c.kv_heads = 2, c.causal = CausalAlignment::kLowerRight;
+        c.bias = kv_len > 1 ? Broadcast::kPerKey : Broadcast::kNone;
+        expect_matches_reference(c, static_cast<uint32_t>(kv_len + d));
+      }
+    }
+  }
+  Case without_scratch;  // no allocator lent: one block walks all keys
+  without_scratch.dtype = DType::kBFloat16, without_scratch.kv_len = 9000, without_scratch.head_dim = 128;
+  without_scratch.v_head_dim = 128, without_scratch.lend_scratch = false;
+  expect_matches_reference(without_scratch, 40);
+
+  Case few_queries;  // a few query rows, one head: also split
+  few_queries.dtype = DType::kFloat16, few_queries.q_len = 5, few_queries.kv_len = 20011, few_queries.head_dim = 256;
+  few_queries.v_head_dim = 256, few_queries.keep = Broadcast::kPerKey, few_queries.keep_probability = 0.01f;
+  expect_matches_reference(few_queries, 41);
+}
+
+TEST(CudaAttention, SingleKeyGivesThatKeysValue) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kAllTypes) {
+    Case c;
+    c.dtype = t, c.q_len = 77, c.kv_len = 1, c.q_heads = 4, c.kv_heads = 1;
+    expect_matches_reference(c, 51);
+  }
+}
+
+TEST(CudaAttention, PrimeLengthsAndRandomShapes) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  std::mt19937 rng(7);
+  const int64_t primes[] = {2, 3, 13, 31, 61, 127, 251, 509, 1021};
+  const int64_t head_dims[] = {32, 40, 64, 80, 96, 128, 256, 17};
+  for (int trial = 0; trial < 24; ++trial) {
+    Case c;
+    c.dtype = kAllTypes[trial % 3];
+    c.q_len = primes[pick(rng, 0, 8)], c.kv_len = primes[pick(rng, 0, 8)];
+    c.head_dim = c.v_head_dim = head_dims[pick(rng, 0, 7)];
+    c.kv_heads = pick(rng, 1, 2), c.q_heads = c.kv_heads * pick(rng, 1, 3), c.batch = pick(rng, 1, 2);
+    c.causal = static_cast<CausalAlignment>(pick(rng, 0, 2));
+    c.bias = static_cast<Broadcast>(pick(rng, 0, 5));
+    c.keep = static_cast<Broadcast>(pick(rng, 0, 5));
+    c.softcap = pick(rng, 0, 1) ? 20.0f : 0.0f;
+    c.masked_rows = static_cast<MaskedRows>(pick(rng, 0, 1));
+    // Keeps the double-precision reference to about 1e8 multiply-adds.
+    if (c.batch * c.q_heads * c.q_len * c.kv_len * (c.head_dim + c.v_head_dim) > 100000000) {
+      c.batch = 1, c.q_heads = c.kv_heads, c.q_len = std::min<int64_t>(c.q_len, 127);
+    }
+    expect_matches_reference(c, static_cast<uint32_t>(1000 + trial));
+  }
+}
+
+TEST(CudaAttention, LargeMagnitudeInputsStayFinite) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kAllTypes) {
+    Case c;  // |q|, |k|, |v| up to 1e3 with a scale keeping scores O(10)
+    c.dtype = t, c.magnitude = 1000.0f, c.scale_default = false, c.q_len = 100, c.kv_len = 300;
+    c.head_dim = c.v_head_dim = 64, c.bias = Broadcast::kPerKey;
+    expect_matches_reference(c, 61);
+
+    Case peaked;  // default scale: scores in the hundreds, softmax nearly one-hot, no overflow
+    peaked.dtype = t, peaked.magnitude = 8.0f, peaked.q_len = 64, peaked.kv_len = 200;
+    peaked.head_dim = peaked.v_head_dim = 128;
+    expect_matches_reference(peaked, 62);
+  }
+}
+
+TEST(CudaAttention, EmptyOutputsLaunchNothing) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  AttentionParams p;
+  p.dtype = DType::kFloat16;
+  p.batch = 0, p.q_heads = 4, p.kv_heads = 2, p.q_len = 16, p.kv_len = 16, p.head_dim = 64, p.v_head_dim = 64;
+  const ortflash::CudaScratch no_scratch;
+  EXPECT_EQ(ortflash::flash_attention_cuda(p, nullptr, no_scratch), "");  // null pointers are never touched
+  p.batch = 1, p.q_len = 0;
+  EXPECT_EQ(ortflash::flash_attention_cuda(p, nullptr, no_scratch), "");
+  p.q_len = 16, p.v_head_dim = 0;
+  EXPECT_EQ(ortflash::flash_attention_cuda(p, nullptr, no_scratch), "");
+}
+
+TEST(CudaAttention, InconsistentParamsAreRejectedWithAMessage) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  DeviceBuffer buffer(4096);
+  AttentionParams p;
+  p.dtype = DType::kFloat16;
+  p.q = p.k = p.v = buffer.get();
+  p.out = buffer.get();
+  p.batch = 1, p.q_heads = 3, p.kv_heads = 2, p.q_len = 4, p.kv_len = 4, p.head_dim = 8, p.v_head_dim = 8;
+  ortflash::SetDenseStrides(p);
+  const std::string error = ortflash::flash_attention_cuda(p, nullptr, ortflash::CudaScratch{});
+  EXPECT_NE(error.find("kv_heads"), std::string::npos) << error;
+}
+
+// A small subset for compute-sanitizer (memcheck, racecheck): every kernel once, with ragged edges.
+TEST(CudaSanitizerSubset, SmallShapesOnEveryKernel) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  Case tensor_core;
+  tensor_core.dtype = DType::kFloat16, tensor_core.q_len = 133, tensor_core.kv_len = 71, tensor_core.head_dim = 80;
+  tensor_core.v_head_dim = 80, tensor_core.causal = CausalAlignment::kLowerRight, tensor_core.bias = Broadcast::kPerKey;
+  tensor_core.keep = Broadcast::kFull;
+  expect_matches_reference(tensor_core, 71);
+  for (int64_t d : {32, 128, 256}) {
+    Case c;
+    c.dtype = DType::kBFloat16, c.q_len = 70, c.kv_len = 100, c.head_dim = c.v_head_dim = d;
+    expect_matches_reference(c, 72);
+  }
+  Case generic;
+  generic.dtype = DType::kFloat32, generic.q_len = 19, generic.kv_len = 45, generic.head_dim = 33, generic.v_head_dim = 17;
+  generic.causal = CausalAlignment::kUpperLeft;
+  expect_matches_reference(generic, 73);
+  Case split;
+  split.dtype = DType::kFloat16, split.q_len = 1, split.kv_len = 3001, split.head_dim = split.v_head_dim = 64;
+  expect_matches_reference(split, 74);
+  Case split_generic = split;
+  split_generic.dtype = DType::kFloat32;
+  expect_matches_reference(split_generic, 75);
+}
+
+}  // namespace

@@ -890,11 +890,26 @@ public sealed class ScaledDotProductAttentionRule
         var causal = masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None;
 
         Value? bias = additive is null ? null : SignedBias(graph, anchor, additive, type);
-        if (bias is not null && additive!.View is { } view)
+        var query = match.Query.Value;
+        var value = match.Value;
+        var view = additive?.View;
+        if (view is not null)
         {
-            // Reshape(Add(Reshape(s, 4-D), M), 3-D) == s + Reshape(Expand(M, 4-D), 3-D).
-            var expanded = graph.InsertNode(anchor, "Expand", "", [bias, view.SplitShape], [names.Fresh(bias.Name + "_expanded")], "ExpandBias").Output(0)!;
-            bias = graph.InsertNode(anchor, "Reshape", "", [expanded, view.MergedShape], [names.Fresh(bias.Name + "_merged")], "MergeBias").Output(0)!;
+            // The mask was added to a (B, H, S, T) view of (B·H, S, T) scores, so the 3-D query, key
+            // and value regroup the same way, (B·H, S, D) → (B, H, S, D), and the mask is used as is
+            // instead of being expanded to the scores' size.
+            var batchAndHeads = SliceOf(graph, anchor, view.SplitShape, 0, 2, "BatchAndHeads");
+            Value Regroup(Value input, string hint)
+            {
+                var rest = SliceOf(graph, anchor, graph.InsertNode(anchor, "Shape", "", [input], [names.Fresh(input.Name + "_shape")], hint + "Shape").Output(0)!, 1, 3, hint + "Dims");
+                var shape = graph.InsertNode(anchor, "Concat", "", [batchAndHeads, rest], [names.Fresh(input.Name + "_4d_shape")], hint + "Shape4D",
+                    [Node.IntAttributeProto("axis", 0)]).Output(0)!;
+                return graph.InsertNode(anchor, "Reshape", "", [input, shape], [names.Fresh(input.Name + "_4d")], hint + "Regroup").Output(0)!;
+            }
+
+            query = Regroup(query, "Query");
+            key = Regroup(key, "Key");
+            value = Regroup(value, "Value");
         }
 
         if (additives.Count == 2)
@@ -944,7 +959,7 @@ public sealed class ScaledDotProductAttentionRule
 
         attributes.Add(Node.StringAttributeProto("masked_rows", match.MaskedRows == MaskedRowPolicy.Zero ? "zero" : "nan"));
 
-        var inputs = new List<Value?> { match.Query.Value, key, match.Value, bias, keep };
+        var inputs = new List<Value?> { query, key, value, bias, keep };
         while (inputs[^1] is null)
         {
             inputs.RemoveAt(inputs.Count - 1);
@@ -953,10 +968,31 @@ public sealed class ScaledDotProductAttentionRule
         var output = anchor.Output(0)!;
         var fused = graph.InsertNode(anchor, OpType, Domain, inputs, [names.Fresh(output.Name + "_fused")],
             anchor.Name.Length > 0 ? anchor.Name + "_FlashAttention" : "FlashAttention", attributes);
-        graph.TransferOutput(output, fused, 0);
+        if (view is null)
+        {
+            graph.TransferOutput(output, fused, 0);
+        }
+        else
+        {
+            // (B, H, S, Dv) → (B·H, S, Dv), the anchor's layout.
+            var fusedShape = graph.InsertNode(anchor, "Shape", "", [fused.Output(0)], [names.Fresh(output.Name + "_4d_shape")], "OutputShape").Output(0)!;
+            var merged = graph.InsertNode(anchor, "Concat", "", [Constant(graph, anchor, ConstantTensor.Int64s([-1]), "MergedBatch"),
+                SliceOf(graph, anchor, fusedShape, 2, 4, "OutputDims")], [names.Fresh(output.Name + "_3d_shape")], "OutputShape3D",
+                [Node.IntAttributeProto("axis", 0)]).Output(0)!;
+            var back = graph.InsertNode(anchor, "Reshape", "", [fused.Output(0), merged], [names.Fresh(output.Name + "_3d")], "OutputRegroup");
+            graph.TransferOutput(output, back, 0);
+        }
+
         graph.RemoveDead(anchor);
         graph.Model.EnsureOpsetImport(Domain, 1);
         return fused;
+    }
+
+    private static Value SliceOf(OnnxGraph graph, Node before, Value vector, long start, long end, string hint)
+    {
+        var starts = Constant(graph, before, ConstantTensor.Int64s([start]), hint + "Start");
+        var ends = Constant(graph, before, ConstantTensor.Int64s([end]), hint + "End");
+        return graph.InsertNode(before, "Slice", "", [vector, starts, ends], [graph.Model.Names.Fresh(hint)], hint).Output(0)!;
     }
 
     /// <summary>The term's mask in type T, negated for Sub(scores, M).</summary>

@@ -10,7 +10,7 @@ namespace OrtFlash.Tests.Rewriter.Rules;
 public class ScaledDotProductAttentionRuleTests
 {
     private static IEnumerable<TestCaseData> FusableModels() =>
-        AttentionModels.Fusable().Concat(AttentionModels.Float16()).Select(m => new TestCaseData(m).SetArgDisplayNames(m.Name));
+        AttentionModels.Fusable().Concat(AttentionModels.Float16()).Concat(AttentionModels.InLoops()).Select(m => new TestCaseData(m).SetArgDisplayNames(m.Name));
 
     private static IEnumerable<TestCaseData> Float32Models() =>
         AttentionModels.Fusable().Where(m => !m.NoReferenceProbe).Select(m => new TestCaseData(m).SetArgDisplayNames(m.Name));

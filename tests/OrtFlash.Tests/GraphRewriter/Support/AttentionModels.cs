@@ -117,6 +117,12 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
     }
 
+    public static IEnumerable<AttentionModel> InLoops()
+    {
+        yield return new("Attention inside a Loop body, carried state and outer values", InsideLoopBody, LoopInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD), NoReferenceProbe: true);
+    }
+
     public static IEnumerable<AttentionModel> Float16()
     {
         yield return new("float16 with Cast to float around Softmax", Float16CastAroundSoftmax, Float16Inputs,
@@ -740,6 +746,32 @@ internal static class AttentionModels
         b.Rename(b.Node("If", [condition], GraphAttribute("then_branch", branch.Graph), GraphAttribute("else_branch", other.Graph)), "out");
         b.Output("out");
         return b.Model;
+    }
+
+    private static ModelProto InsideLoopBody()
+    {
+        var (b, q, k, v) = Bhsd(keyLength: "S");
+        var trips = b.Input("trips", DataType.Int64);
+        var body = new ModelBuilder();
+        body.Input("iteration", DataType.Int64);
+        body.Input("condition_in", DataType.Bool);
+        body.Input("state_in", DataType.Float, "B", Heads, "S", HeadDim);
+        var scores = body.Node("Mul", [body.Node("MatMul", [q, body.Node("Transpose", [k], Ints("perm", 0, 1, 3, 2))]), body.Scalar(InvSqrtD)]);
+        var attended = body.Node("MatMul", [body.Node("Softmax", [scores], Int("axis", -1)), v]);
+        body.Rename(body.Node("Add", ["state_in", attended]), "state_out");
+        body.Rename(body.Node("Identity", ["condition_in"]), "condition_out");
+        body.Output("condition_out", DataType.Bool);
+        body.Output("state_out");
+        b.Rename(b.Node("Loop", [trips, "", q], GraphAttribute("body", body.Graph)), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> LoopInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, s);
+        inputs["trips"] = new TestTensor(DataType.Int64, [], [2]);
+        return inputs;
     }
 
     private static Dictionary<string, TestTensor> IfInputs(Random r, long s, long t)

@@ -790,9 +790,10 @@ public sealed class ScaledDotProductAttentionRule
                 return CheckResult.Refuse($"Where '{where.Node.DisplayName}' fills with {where.Fill.ToString(CultureInfo.InvariantCulture)}, which {type} cannot hold exactly.");
             }
 
-            if (additive.Count == 1 && where.Kind == MaskKind.KeepNegativeInfinity && additive[0].View is not null)
+            if (additive.Count == 1 && additive[0].View is not null)
             {
-                return CheckResult.Refuse("A −inf Where together with a mask added through Reshape→Add→Reshape.");
+                // The view regroups Q/K/V to 4-D; the Where's condition is laid out like the 3-D scores.
+                return CheckResult.Refuse("A Where mask together with a mask added through Reshape→Add→Reshape.");
             }
         }
 

@@ -103,6 +103,14 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, Causal: CausalAlignment.UpperLeft));
         yield return new("Causal from a sliced lower-triangular buffer (GPT-2 without padding)", CausalBufferSlice, SelfAttentionInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
+        yield return new("GPT-2 with a KV cache: Concat kept outside, buffer causal lower-right", Gpt2WithPast, PastInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
+        yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
+    }
+
+    public static IEnumerable<AttentionModel> OnnxAttention()
+    {
         yield return new("ONNX Attention-23 with a float mask", OnnxAttentionFloatMask, QueryByKeyMaskInputs(DataType.Float, keySameAsQuery: false),
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero));
         yield return new("ONNX Attention-23, bool mask, is_causal, explicit scale", OnnxAttentionCausalBool, QueryByKeyMaskInputs(DataType.Bool, keySameAsQuery: true),
@@ -111,10 +119,11 @@ internal static class AttentionModels
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, Causal: CausalAlignment.LowerRight, MaskedRows: MaskedRowPolicy.Zero));
         yield return new("ONNX Attention-23 with 3-D inputs and GQA heads", OnnxAttention3D, Hidden3DInputs,
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero), NoReferenceProbe: true);
-        yield return new("GPT-2 with a KV cache: Concat kept outside, buffer causal lower-right", Gpt2WithPast, PastInputs,
-            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
-        yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
-            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
+    }
+
+    public static IEnumerable<AttentionModel> OnnxAttentionRefused()
+    {
+        yield return new("ONNX Attention whose QK output is used", OnnxAttentionQkOutput, PlainInputs, null, "QK matmul output");
     }
 
     public static IEnumerable<AttentionModel> InLoops()
@@ -140,7 +149,6 @@ internal static class AttentionModels
         yield return new("Dropout in training mode", DropoutTraining, PlainInputs, null, "not provably in inference mode");
         yield return new("Key and value lengths differ", KeyValueLengthMismatch, PlainInputs, null, "does not match key");
         yield return new("Two additive masks", TwoAdditiveMasks, PlainInputs, null, "Two additive masks");
-        yield return new("ONNX Attention whose QK output is used", OnnxAttentionQkOutput, PlainInputs, null, "QK matmul output");
         yield return new("float32 finfo.min fill in a bfloat16 attention", Bfloat16WithFloatFill, PlainInputs, null, "cannot hold exactly");
     }
 

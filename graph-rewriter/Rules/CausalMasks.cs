@@ -58,6 +58,15 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
             return alignment == CausalAlignment.None ? null : new CausalStructure(alignment, fill);
         }
 
+        if (Ops.Producer(mask, "Slice") is not null)
+        {
+            // OpenAI Whisper: rows and columns of a constant buffer holding 0 on and below the diagonal, −inf above.
+            var (alignment, buffer) = SlicedBuffer(mask, queryLength, keyLength);
+            return alignment != CausalAlignment.None && buffer is not null && AdditiveTriangleFill(buffer) is { } hide
+                ? new CausalStructure(alignment, hide)
+                : null;
+        }
+
         if (Ops.Producer(mask, "Trilu") is { } trilu && trilu.IntAttribute("upper") == 1 && TriluOffset(trilu) == 1 &&
             Filled(trilu.Input(0)!) is { } full && IsHidingFill(full) && IsQueryByKey(trilu.Input(0)!, queryLength, keyLength))
         {
@@ -80,7 +89,8 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
 
         if (Ops.Producer(keep, "Slice") is not null)
         {
-            return SlicedBuffer(keep, queryLength, keyLength);
+            var (alignment, buffer) = SlicedBuffer(keep, queryLength, keyLength);
+            return buffer is not null && IsLowerTriangular(buffer) ? alignment : CausalAlignment.None;
         }
 
         if (Ops.Producer(keep, "Trilu") is { } trilu && (trilu.IntAttribute("upper") ?? 1) == 0 && TriluOffset(trilu) == 0 &&
@@ -93,11 +103,11 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
     }
 
     /// <summary>
-    /// Slices of a constant (1, …, 1, N, N) lower-triangular buffer taking rows [T−S, T) and
-    /// columns [0, T): key j visible to query i iff j ≤ i + T − S. Only accepted when T − S is
-    /// provably ≥ 0 (a negative start would count from the end instead).
+    /// Rows [T−S, T) and columns [0, T) of a constant (1, …, 1, N, N) buffer: with a lower-triangular
+    /// buffer, key j is visible to query i iff j ≤ i + T − S. Only accepted when T − S is provably
+    /// ≥ 0 (a negative start would count from the end instead). The caller checks the buffer's values.
     /// </summary>
-    private CausalAlignment SlicedBuffer(Value sliced, Dim queryLength, Dim keyLength)
+    private (CausalAlignment Alignment, ConstantTensor? Buffer) SlicedBuffer(Value sliced, Dim queryLength, Dim keyLength)
     {
         var ranges = new Dictionary<int, (Dim Start, Dim End)>();
         var current = sliced;
@@ -105,7 +115,7 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
         {
             if (slice.Input(4) is { } steps && analysis.ConstantOf(steps)?.AsInt64().All(s => s == 1) != true)
             {
-                return CausalAlignment.None;
+                return (CausalAlignment.None, null);
             }
 
             var rank = analysis.ShapeOf(slice.Input(0)!)?.Count;
@@ -113,7 +123,7 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
                 analysis.ShapeVector(slice.Input(1)!) is not { } starts || analysis.ShapeVector(slice.Input(2)!) is not { } ends ||
                 starts.Length != axes.Length || ends.Length != axes.Length)
             {
-                return CausalAlignment.None;
+                return (CausalAlignment.None, null);
             }
 
             for (var i = 0; i < axes.Length; i++)
@@ -121,7 +131,7 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
                 var axis = (int)(axes[i] < 0 ? axes[i] + rank.Value : axes[i]);
                 if (!ranges.TryAdd(axis, (starts[i], ends[i])))
                 {
-                    return CausalAlignment.None;
+                    return (CausalAlignment.None, null);
                 }
             }
 
@@ -133,9 +143,10 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
             current = identity.Input(0)!;
         }
 
-        if (analysis.ConstantOf(current) is not { Dims.Count: >= 2 } buffer || !IsLowerTriangular(buffer))
+        if (analysis.ConstantOf(current) is not { Dims.Count: >= 2 } buffer || buffer.Dims[^1] != buffer.Dims[^2] ||
+            buffer.Dims.Take(buffer.Dims.Count - 2).Any(d => d != 1))
         {
-            return CausalAlignment.None;
+            return (CausalAlignment.None, null);
         }
 
         var rowAxis = buffer.Dims.Count - 2;
@@ -143,13 +154,38 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
         if (ranges.Keys.Any(a => a != rowAxis && a != columnAxis) ||
             !ranges.TryGetValue(rowAxis, out var rows) || !ranges.TryGetValue(columnAxis, out var columns))
         {
-            return CausalAlignment.None;
+            return (CausalAlignment.None, null);
         }
 
         var offset = Dim.Subtract(keyLength, queryLength);
         var proven = rows.Start.SameAs(offset) == true && rows.Start.IsNonNegative && rows.End.SameAs(keyLength) == true &&
                      columns.Start.Size == 0 && columns.End.SameAs(keyLength) == true;
-        return proven ? CausalAlignment.LowerRight : CausalAlignment.None;
+        return proven ? (CausalAlignment.LowerRight, buffer) : (CausalAlignment.None, null);
+    }
+
+    /// <summary>The hiding fill of a buffer holding 0 on and below the diagonal and that fill above it, or null.</summary>
+    private static double? AdditiveTriangleFill(ConstantTensor buffer)
+    {
+        var n = buffer.Dims[^1];
+        double? fill = null;
+        for (var i = 0; i < n; i++)
+        {
+            for (var j = 0; j < n; j++)
+            {
+                var v = buffer.Data[(int)(i * n + j)];
+                if (j <= i ? v != 0 : !IsHidingFill(v) || (fill is { } f && !f.Equals(v)))
+                {
+                    return null;
+                }
+
+                if (j > i)
+                {
+                    fill = v;
+                }
+            }
+        }
+
+        return fill;
     }
 
     private static bool IsLowerTriangular(ConstantTensor buffer)

@@ -103,6 +103,8 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, Causal: CausalAlignment.UpperLeft));
         yield return new("Causal from a sliced lower-triangular buffer (GPT-2 without padding)", CausalBufferSlice, SelfAttentionInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
+        yield return new("Causal from a sliced -inf triangle buffer added to the scores (Whisper)", CausalAdditiveBuffer, SelfAttentionInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.Query | ScalePlacement.Key, InvSqrtD, Causal: CausalAlignment.LowerRight));
         yield return new("GPT-2 with a KV cache: Concat kept outside, buffer causal lower-right", Gpt2WithPast, PastInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
         yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
@@ -629,6 +631,19 @@ internal static class AttentionModels
         var rows = b.Node("Slice", [buffer, start, end, b.Ints(2)]);
         var keep = b.Node("Slice", [rows, b.Ints(0), end, b.Ints(3)]);
         return Finish(b, Softmax(b, b.Node("Where", [keep, Div(b, Scores(b, q, k)), b.Scalar(FloatMin)])), v);
+    }
+
+    private static ModelProto CausalAdditiveBuffer()
+    {
+        var (b, q, k, v) = Bhsd(keyLength: "S");
+        var triangle = Enumerable.Range(0, BufferSize * BufferSize)
+            .Select(i => i % BufferSize <= i / BufferSize ? 0.0 : double.NegativeInfinity).ToArray();
+        var buffer = b.Initializer(new ConstantTensor(DataType.Float, [BufferSize, BufferSize], triangle));
+        var length = b.Node("Unsqueeze", [b.Node("Gather", [b.Node("Shape", [q]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 2))]), b.Ints(0)]);
+        var mask = b.Node("Slice", [b.Node("Slice", [buffer, b.Ints(0), length, b.Ints(0)]), b.Ints(0), length, b.Ints(1)]);
+        var quarter = b.Scalar(MathF.Pow(HeadDim, -0.25f));
+        var scores = b.Node("MatMul", [b.Node("Mul", [q, quarter]), b.Node("Mul", [b.Node("Transpose", [k], Ints("perm", 0, 1, 3, 2)), quarter])]);
+        return Finish(b, Softmax(b, b.Node("Add", [scores, mask])), v);
     }
 
     private static ModelProto Gpt2WithPast()

@@ -29,10 +29,29 @@ public static class AttentionFuser
         ArgumentNullException.ThrowIfNull(model);
         var analysis = new GraphAnalysis(model);
         var rule = new ScaledDotProductAttentionRule(analysis);
+        var onnxAttention = new OnnxAttentionRule(analysis);
         var fusions = new List<FusionRecord>();
         var skipped = new List<SkipRecord>();
         foreach (var graph in model.Graphs.ToList())
         {
+            foreach (var node in graph.Nodes.Where(OnnxAttentionRule.IsCandidate).ToList())
+            {
+                var (found, reason) = onnxAttention.Match(node);
+                if (found is null)
+                {
+                    skipped.Add(new SkipRecord(graph.DisplayName, node.DisplayName, reason!));
+                    continue;
+                }
+
+                var before = graph.Nodes.ToHashSet();
+                var fused = onnxAttention.Rewrite(found);
+                fusions.Add(new FusionRecord(
+                    graph.DisplayName, node.DisplayName, fused.Name, before.Where(n => !graph.Nodes.Contains(n)).Select(n => n.DisplayName).ToList(),
+                    KeyLayout.NotTransposed, ScalePlacement.Attribute,
+                    (float)found.Scale, 1, found.Mask is null ? [] : [found.MaskKind], found.Causal, found.Softcap, MaskedRowPolicy.Zero,
+                    ProbabilityWrappers.None, KvHeadRepeatRemoved: false, Notes: []));
+            }
+
             foreach (var anchor in graph.Nodes.Where(n => n.Is("MatMul")).ToList())
             {
                 if (!graph.Nodes.Contains(anchor))
@@ -67,7 +86,7 @@ public static class AttentionFuser
                     (float)match.Scale, match.Query.PreScale, match.Scores.Masks.Select(m => m.Kind).ToList(),
                     match.Scores.Masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None,
                     match.Scores.Softcap, match.MaskedRows, match.Wrappers, match.KvHeadRepeatRemoved,
-                    match.CausalNote is null ? [] : [match.CausalNote]));
+                    [.. check.Notes, .. match.CausalNote is null ? Array.Empty<string>() : [match.CausalNote]]));
             }
         }
 

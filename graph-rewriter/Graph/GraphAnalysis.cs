@@ -152,7 +152,7 @@ public sealed class GraphAnalysis
             case "Slice":
                 return InferSlice(node, first);
             case "Split":
-                return first?.Shape is null ? first : new TensorType(first.ElementType, Enumerable.Repeat(Dim.Unknown, first.Shape.Count).ToArray());
+                return InferSplit(node, first, output);
             case "ReduceMean" or "ReduceSum" or "ReduceMax" or "ReduceMin" or "ReduceProd":
                 return InferReduce(node, first);
             case "Conv" or "ConvTranspose" or "MaxPool" or "AveragePool":
@@ -228,6 +228,30 @@ public sealed class GraphAnalysis
         }
 
         return new TensorType(input.ElementType, [shape[0], channels, .. shape.Skip(2).Select(_ => Dim.Unknown)]);
+    }
+
+    /// <summary>Split keeps every dimension but the split axis; that one is known from constant sizes or an even split.</summary>
+    private TensorType? InferSplit(Node node, TensorType? input, Value output)
+    {
+        if (input?.Shape is not { } shape)
+        {
+            return input;
+        }
+
+        var axis = (int)(node.IntAttribute("axis") ?? 0);
+        axis = axis < 0 ? axis + shape.Count : axis;
+        if (axis < 0 || axis >= shape.Count)
+        {
+            return new TensorType(input.ElementType, null);
+        }
+
+        var index = node.Outputs.ToList().IndexOf(output);
+        var sizes = node.IntsAttribute("split")?.ToArray() ?? (node.Input(1) is { } split ? ConstantOf(split)?.AsInt64() : null);
+        var result = shape.ToArray();
+        result[axis] = sizes is not null && index < sizes.Length ? Dim.Of(sizes[index])
+            : sizes is null && shape[axis].Size is { } total && total % node.Outputs.Count == 0 ? Dim.Of(total / node.Outputs.Count)
+            : Dim.Unknown;
+        return new TensorType(input.ElementType, result);
     }
 
     private TensorType? InferConcat(Node node)

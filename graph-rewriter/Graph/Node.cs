@@ -70,6 +70,13 @@ public sealed class Node
 
     internal void BindInput(int index, Value? value) => _inputs[index] = value;
 
+    /// <summary>Puts <paramref name="value"/> (or nothing) in output slot <paramref name="index"/>, keeping the proto in sync.</summary>
+    internal void BindOutput(int index, Value? value)
+    {
+        _outputs[index] = value;
+        Proto.Output[index] = value?.Name ?? "";
+    }
+
     /// <summary>Replaces input <paramref name="index"/>, keeping consumer lists and the proto in sync.</summary>
     public void SetInput(int index, Value? value)
     {

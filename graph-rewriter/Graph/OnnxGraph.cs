@@ -284,13 +284,16 @@ public sealed class OnnxGraph
     internal void TransferOutput(Value value, Node to, int index)
     {
         var from = value.Producer!;
-        var oldIndex = Array.IndexOf((Value?[])from.Outputs, value);
-        ((Value?[])from.Outputs)[oldIndex] = null;
-        from.Proto.Output[oldIndex] = "";
-        var previous = to.Output(index)!;
-        _values.Remove(previous.Name);
-        ((Value?[])to.Outputs)[index] = value;
-        to.Proto.Output[index] = value.Name;
+        for (var i = 0; i < from.Outputs.Count; i++)
+        {
+            if (from.Outputs[i] == value)
+            {
+                from.BindOutput(i, null);
+            }
+        }
+
+        _values.Remove(to.Output(index)!.Name);
+        to.BindOutput(index, value);
         value.Producer = to;
     }
 

@@ -41,17 +41,47 @@ public readonly record struct Dim(long? Size, string? Symbol)
             return Of(a - b);
         }
 
-        return left.Symbol is not null && left.Symbol == right.Symbol ? Of(0) : Unknown;
+        if (left.Symbol is not null && left.Symbol == right.Symbol)
+        {
+            return Of(0);
+        }
+
+        // (P+S) − S = P: cancel a term of a symbolic sum.
+        if (left.Symbol is not null && right.Symbol is not null && Terms(left) is { Count: > 1 } terms && terms.Remove(right.Symbol))
+        {
+            return Sum(terms);
+        }
+
+        // An opaque difference: equal only to the same difference of the same dimensions.
+        return left.Symbol is not null && right.Symbol is not null ? Named($"({left.Symbol})−({right.Symbol})") : Unknown;
     }
 
-    /// <summary>The sum of two dimensions when it can be stated.</summary>
+    /// <summary>The sum of two dimensions; sums of symbols are kept as sorted term lists ("P+S").</summary>
     public static Dim Add(Dim left, Dim right) => (left.Size, right.Size) switch
     {
         ({ } a, { } b) => Of(a + b),
         (0, _) => right,
         (_, 0) => left,
+        _ when left.Symbol is not null && right.Symbol is not null => Sum([.. Terms(left)!, .. Terms(right)!]),
         _ => Unknown,
     };
+
+    private const char TermSeparator = '+';
+
+    private static List<string>? Terms(Dim dim) =>
+        dim.Symbol is null || dim.Symbol.Contains('−', StringComparison.Ordinal) ? null : [.. dim.Symbol.Split(TermSeparator)];
+
+    private static Dim Sum(List<string> terms)
+    {
+        terms.Sort(StringComparer.Ordinal);
+        return Named(string.Join(TermSeparator, terms));
+    }
+
+    /// <summary>
+    /// Whether the dimension cannot be negative: a number ≥ 0, or a dimension name, product or sum
+    /// of them (every named dimension is a size); a difference of names is not known to be.
+    /// </summary>
+    public bool IsNonNegative => Size is { } size ? size >= 0 : Symbol is not null && !Symbol.Contains('−', StringComparison.Ordinal);
 
     /// <summary>Separates the factors of a symbolic product ("2·batch·heads").</summary>
     private const char FactorSeparator = '·';

@@ -24,6 +24,9 @@ public enum ScalePlacement
 
     /// <summary>Mul/Div on the query before its head split; left in the graph, not in the op's scale.</summary>
     QueryBeforeHeadSplit = 16,
+
+    /// <summary>The scale attribute of an ONNX Attention node, or its 1/√D default.</summary>
+    Attribute = 32,
 }
 
 /// <summary>How the key reaches the score MatMul transposed.</summary>
@@ -43,6 +46,9 @@ public enum KeyLayout
 
     /// <summary>Transpose(perm=[1,2,0]) of a (S, B·H, D) key: nn.MultiheadAttention's batch swap merged with Kᵀ.</summary>
     Rank3SequenceFirst,
+
+    /// <summary>An untransposed (B, H, S, D) key, as ONNX Attention takes it.</summary>
+    NotTransposed,
 }
 
 /// <summary>What a mask term in the score chain is.</summary>
@@ -201,8 +207,11 @@ public sealed record AttentionMatch(
 /// <param name="Reason">Null when the match may be fused.</param>
 public readonly record struct CheckResult(string? Reason)
 {
+    /// <summary>Remarks on a fusable match (conversions made for the op's contract).</summary>
+    public IReadOnlyList<string> Notes { get; init; } = [];
+
     /// <summary>The match may be fused.</summary>
-    public static CheckResult Ok => default;
+    public static CheckResult Ok => new(null);
 
     /// <summary>Whether the match may be fused.</summary>
     public bool IsOk => Reason is null;

@@ -58,6 +58,15 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
             return alignment == CausalAlignment.None ? null : new CausalStructure(alignment, fill);
         }
 
+        if (Ops.Producer(mask, "Slice") is not null)
+        {
+            // OpenAI Whisper: rows and columns of a constant buffer holding 0 on and below the diagonal, −inf above.
+            var (alignment, buffer) = SlicedBuffer(mask, queryLength, keyLength);
+            return alignment != CausalAlignment.None && buffer is not null && AdditiveTriangleFill(buffer) is { } hide
+                ? new CausalStructure(alignment, hide)
+                : null;
+        }
+
         if (Ops.Producer(mask, "Trilu") is { } trilu && trilu.IntAttribute("upper") == 1 && TriluOffset(trilu) == 1 &&
             Filled(trilu.Input(0)!) is { } full && IsHidingFill(full) && IsQueryByKey(trilu.Input(0)!, queryLength, keyLength))
         {
@@ -67,12 +76,21 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
         return null;
     }
 
-    /// <summary>A boolean tensor that is true on and below the diagonal: Trilu(ones, upper=0), possibly cast.</summary>
+    /// <summary>
+    /// A boolean tensor that is true on and below the diagonal: Trilu(ones, upper=0), or rows
+    /// [T−S, T) and columns [0, T) of a constant lower-triangular buffer (GPT-2), possibly cast.
+    /// </summary>
     private CausalAlignment KeepCausal(Value keep, Dim queryLength, Dim keyLength)
     {
         while (Ops.Producer(keep, "Cast") is { } cast)
         {
             keep = cast.Input(0)!;
+        }
+
+        if (Ops.Producer(keep, "Slice") is not null)
+        {
+            var (alignment, buffer) = SlicedBuffer(keep, queryLength, keyLength);
+            return buffer is not null && IsLowerTriangular(buffer) ? alignment : CausalAlignment.None;
         }
 
         if (Ops.Producer(keep, "Trilu") is { } trilu && (trilu.IntAttribute("upper") ?? 1) == 0 && TriluOffset(trilu) == 0 &&
@@ -82,6 +100,114 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
         }
 
         return CausalAlignment.None;
+    }
+
+    /// <summary>
+    /// Rows [T−S, T) and columns [0, T) of a constant (1, …, 1, N, N) buffer: with a lower-triangular
+    /// buffer, key j is visible to query i iff j ≤ i + T − S. Only accepted when T − S is provably
+    /// ≥ 0 (a negative start would count from the end instead). The caller checks the buffer's values.
+    /// </summary>
+    private (CausalAlignment Alignment, ConstantTensor? Buffer) SlicedBuffer(Value sliced, Dim queryLength, Dim keyLength)
+    {
+        var ranges = new Dictionary<int, (Dim Start, Dim End)>();
+        var current = sliced;
+        while (Ops.Producer(current, "Slice") is { } slice)
+        {
+            if (slice.Input(4) is { } steps && analysis.ConstantOf(steps)?.AsInt64().All(s => s == 1) != true)
+            {
+                return (CausalAlignment.None, null);
+            }
+
+            var rank = analysis.ShapeOf(slice.Input(0)!)?.Count;
+            if (rank is null || slice.Input(3) is not { } axesInput || analysis.ConstantOf(axesInput)?.AsInt64() is not { } axes ||
+                analysis.ShapeVector(slice.Input(1)!) is not { } starts || analysis.ShapeVector(slice.Input(2)!) is not { } ends ||
+                starts.Length != axes.Length || ends.Length != axes.Length)
+            {
+                return (CausalAlignment.None, null);
+            }
+
+            for (var i = 0; i < axes.Length; i++)
+            {
+                var axis = (int)(axes[i] < 0 ? axes[i] + rank.Value : axes[i]);
+                if (!ranges.TryAdd(axis, (starts[i], ends[i])))
+                {
+                    return (CausalAlignment.None, null);
+                }
+            }
+
+            current = slice.Input(0)!;
+        }
+
+        while (Ops.Producer(current, "Identity") is { } identity)
+        {
+            current = identity.Input(0)!;
+        }
+
+        if (analysis.ConstantOf(current) is not { Dims.Count: >= 2 } buffer || buffer.Dims[^1] != buffer.Dims[^2] ||
+            buffer.Dims.Take(buffer.Dims.Count - 2).Any(d => d != 1))
+        {
+            return (CausalAlignment.None, null);
+        }
+
+        var rowAxis = buffer.Dims.Count - 2;
+        var columnAxis = buffer.Dims.Count - 1;
+        if (ranges.Keys.Any(a => a != rowAxis && a != columnAxis) ||
+            !ranges.TryGetValue(rowAxis, out var rows) || !ranges.TryGetValue(columnAxis, out var columns))
+        {
+            return (CausalAlignment.None, null);
+        }
+
+        var offset = Dim.Subtract(keyLength, queryLength);
+        var proven = rows.Start.SameAs(offset) == true && rows.Start.IsNonNegative && rows.End.SameAs(keyLength) == true &&
+                     columns.Start.Size == 0 && columns.End.SameAs(keyLength) == true;
+        return proven ? (CausalAlignment.LowerRight, buffer) : (CausalAlignment.None, null);
+    }
+
+    /// <summary>The hiding fill of a buffer holding 0 on and below the diagonal and that fill above it, or null.</summary>
+    private static double? AdditiveTriangleFill(ConstantTensor buffer)
+    {
+        var n = buffer.Dims[^1];
+        double? fill = null;
+        for (var i = 0; i < n; i++)
+        {
+            for (var j = 0; j < n; j++)
+            {
+                var v = buffer.Data[(int)(i * n + j)];
+                if (j <= i ? v != 0 : !IsHidingFill(v) || (fill is { } f && !f.Equals(v)))
+                {
+                    return null;
+                }
+
+                if (j > i)
+                {
+                    fill = v;
+                }
+            }
+        }
+
+        return fill;
+    }
+
+    private static bool IsLowerTriangular(ConstantTensor buffer)
+    {
+        var n = buffer.Dims[^1];
+        if (buffer.Dims[^2] != n || buffer.Dims.Take(buffer.Dims.Count - 2).Any(d => d != 1))
+        {
+            return false;
+        }
+
+        for (var i = 0; i < n; i++)
+        {
+            for (var j = 0; j < n; j++)
+            {
+                if ((buffer.Data[(int)(i * n + j)] != 0) != (j <= i))
+                {
+                    return false;
+                }
+            }
+        }
+
+        return true;
     }
 
     /// <summary>A boolean tensor that is true strictly above the diagonal: Equal(tril(ones), 0) or Not(keep).</summary>

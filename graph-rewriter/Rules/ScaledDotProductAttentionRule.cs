@@ -249,10 +249,14 @@ public sealed class ScaledDotProductAttentionRule
             {
                 for (var scoreIndex = 1; scoreIndex <= 2; scoreIndex++)
                 {
-                    if (_analysis.ScalarOf(where.Input(3 - scoreIndex)!) is not { } fill)
+                    // A one-element fill of higher rank than the scores would broadcast them up.
+                    if (_analysis.ConstantOf(where.Input(3 - scoreIndex)!) is not { IsScalar: true } fillTensor ||
+                        fillTensor.Dims.Count > (_analysis.ShapeOf(where.Input(scoreIndex)!)?.Count ?? 1))
                     {
                         continue;
                     }
+
+                    var fill = fillTensor.Data[0];
 
                     var kind = double.IsNegativeInfinity(fill) ? MaskKind.KeepNegativeInfinity : MaskKind.FiniteFill;
                     var term = new MaskTerm(kind, where.Input(0)!, fill, KeepWhenTrue: scoreIndex == 1, where);
@@ -499,9 +503,10 @@ public sealed class ScaledDotProductAttentionRule
             }
 
             var others = masks.RemoveAt(i);
-            var exact = others.IsEmpty
-                ? causal.Alignment == CausalAlignment.UpperLeft || double.IsNegativeInfinity(causal.Fill)
-                : double.IsNegativeInfinity(causal.Fill) && others.All(m => m.Kind == MaskKind.KeepNegativeInfinity);
+            // Alone, a recognised causal mask leaves every row a visible key (upper-left always shows
+            // key 0; lower-right is only recognised with T ≥ S), so its fill never decides a result.
+            var exact = others.IsEmpty ||
+                        (double.IsNegativeInfinity(causal.Fill) && others.All(m => m.Kind == MaskKind.KeepNegativeInfinity));
             if (!exact)
             {
                 return match with
@@ -696,7 +701,8 @@ public sealed class ScaledDotProductAttentionRule
                 return CheckResult.Refuse($"Query heads ({hq}) are not a multiple of key heads ({hkv}).");
             }
 
-            if (!match.KvHeadRepeatRemoved && Mismatch(q[1], k[1]))
+            // A single key head broadcast by MatMul is multi-query attention, which the op reads the same way.
+            if (!match.KvHeadRepeatRemoved && Mismatch(q[1], k[1]) && k[1].Size != 1)
             {
                 return CheckResult.Refuse($"Query has {q[1]} heads and key {k[1]}, and no head repeat was found to explain it.");
             }
@@ -747,9 +753,22 @@ public sealed class ScaledDotProductAttentionRule
             }
         }
 
-        if (additive.FirstOrDefault(m => BiasSource(m.Source, type) is null) is { } unconvertible)
+        var notes = new List<string>();
+        foreach (var term in additive.Where(m => BiasSource(m.Source, type) is null))
         {
-            return CheckResult.Refuse($"Mask '{unconvertible.Source.Name}' is {_analysis.ElementTypeOf(unconvertible.Source)} but attention runs in {type}; converting it could change masked values.");
+            var maskType = _analysis.ElementTypeOf(term.Source);
+            if (!ElementTypes.IsFloat(maskType))
+            {
+                return CheckResult.Refuse($"Mask '{term.Source.Name}' is {maskType}; the op's bias must be {type}.");
+            }
+
+            if (OutOfRangeConstant(term.Source, type, depth: 0) is { } constant)
+            {
+                return CheckResult.Refuse(
+                    $"Mask '{term.Source.Name}' is {maskType} and is built from {constant.ToString(CultureInfo.InvariantCulture)}, which {type} cannot hold: converting it to the op's type would turn it into infinity.");
+            }
+
+            notes.Add($"Mask '{term.Source.Name}' is converted from {maskType} to {type} (the op's bias type); its values round to {type}.");
         }
 
         if (additive.Count == 2 && (additive.Any(m => m.View is not null) || wheres.Count > 0 || match.Scores.Clamp is not null))
@@ -766,26 +785,47 @@ public sealed class ScaledDotProductAttentionRule
                     $"Where '{where.Node.DisplayName}' fills masked scores with {where.Fill.ToString(CultureInfo.InvariantCulture)}: s + F differs from F for ordinary scores, so no additive bias reproduces it exactly.");
             }
 
-            if (where.Kind == MaskKind.FiniteFill && type == DataType.Float16)
+            if (where.Kind == MaskKind.FiniteFill && ElementTypes.Round(where.Fill, type) != where.Fill)
             {
-                return CheckResult.Refuse($"Where '{where.Node.DisplayName}' fills with {where.Fill.ToString(CultureInfo.InvariantCulture)}, which float16 cannot hold.");
+                return CheckResult.Refuse($"Where '{where.Node.DisplayName}' fills with {where.Fill.ToString(CultureInfo.InvariantCulture)}, which {type} cannot hold exactly.");
             }
 
-            if (additive.Count == 1 && where.Kind == MaskKind.KeepNegativeInfinity && additive[0].View is not null)
+            if (additive.Count == 1 && additive[0].View is not null)
             {
-                return CheckResult.Refuse("A −inf Where together with a mask added through Reshape→Add→Reshape.");
+                // The view regroups Q/K/V to 4-D; the Where's condition is laid out like the 3-D scores.
+                return CheckResult.Refuse("A Where mask together with a mask added through Reshape→Add→Reshape.");
             }
         }
 
         if (match.Scores.Clamp is { } clamp)
         {
-            if (additive.Count != 1 || wheres.Count != 0 || clamp > CausalMasks.AbsorbingFill || !double.IsFinite(clamp))
+            if (additive.Count != 1 || wheres.Count != 0 || clamp > CausalMasks.AbsorbingFill || !double.IsFinite(clamp) ||
+                ElementTypes.Round(clamp, type) != clamp)
             {
                 return CheckResult.Refuse($"Max clamp at {clamp.ToString(CultureInfo.InvariantCulture)} is only fused right after a single additive mask with an absorbing finite clamp value.");
             }
         }
 
-        return CheckResult.Ok;
+        return CheckResult.Ok with { Notes = notes };
+    }
+
+    /// <summary>
+    /// A scalar constant that the mask is built from (through a few elementwise, cast and shape ops)
+    /// and that <paramref name="type"/> cannot hold, such as float32's finfo.min for a float16 bias.
+    /// </summary>
+    private double? OutOfRangeConstant(Value mask, DataType type, int depth)
+    {
+        if (_analysis.ScalarOf(mask) is { } constant)
+        {
+            return double.IsFinite(constant) && double.IsInfinity(ElementTypes.Round(constant, type)) ? constant : null;
+        }
+
+        if (depth > 6 || Ops.Producer(mask, "Cast", "Mul", "Sub", "Add", "Where", "Unsqueeze", "Reshape", "Expand", "Neg", "Identity") is not { } node)
+        {
+            return null;
+        }
+
+        return node.Inputs.OfType<Value>().Select(input => OutOfRangeConstant(input, type, depth + 1)).FirstOrDefault(c => c is not null);
     }
 
     private CheckResult CheckMaskShape(MaskTerm term, IReadOnlyList<Dim>? scoreShape)
@@ -851,11 +891,26 @@ public sealed class ScaledDotProductAttentionRule
         var causal = masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None;
 
         Value? bias = additive is null ? null : SignedBias(graph, anchor, additive, type);
-        if (bias is not null && additive!.View is { } view)
+        var query = match.Query.Value;
+        var value = match.Value;
+        var view = additive?.View;
+        if (view is not null)
         {
-            // Reshape(Add(Reshape(s, 4-D), M), 3-D) == s + Reshape(Expand(M, 4-D), 3-D).
-            var expanded = graph.InsertNode(anchor, "Expand", "", [bias, view.SplitShape], [names.Fresh(bias.Name + "_expanded")], "ExpandBias").Output(0)!;
-            bias = graph.InsertNode(anchor, "Reshape", "", [expanded, view.MergedShape], [names.Fresh(bias.Name + "_merged")], "MergeBias").Output(0)!;
+            // The mask was added to a (B, H, S, T) view of (B·H, S, T) scores, so the 3-D query, key
+            // and value regroup the same way, (B·H, S, D) → (B, H, S, D), and the mask is used as is
+            // instead of being expanded to the scores' size.
+            var batchAndHeads = SliceOf(graph, anchor, view.SplitShape, 0, 2, "BatchAndHeads");
+            Value Regroup(Value input, string hint)
+            {
+                var rest = SliceOf(graph, anchor, graph.InsertNode(anchor, "Shape", "", [input], [names.Fresh(input.Name + "_shape")], hint + "Shape").Output(0)!, 1, 3, hint + "Dims");
+                var shape = graph.InsertNode(anchor, "Concat", "", [batchAndHeads, rest], [names.Fresh(input.Name + "_4d_shape")], hint + "Shape4D",
+                    [Node.IntAttributeProto("axis", 0)]).Output(0)!;
+                return graph.InsertNode(anchor, "Reshape", "", [input, shape], [names.Fresh(input.Name + "_4d")], hint + "Regroup").Output(0)!;
+            }
+
+            query = Regroup(query, "Query");
+            key = Regroup(key, "Key");
+            value = Regroup(value, "Value");
         }
 
         if (additives.Count == 2)
@@ -905,7 +960,7 @@ public sealed class ScaledDotProductAttentionRule
 
         attributes.Add(Node.StringAttributeProto("masked_rows", match.MaskedRows == MaskedRowPolicy.Zero ? "zero" : "nan"));
 
-        var inputs = new List<Value?> { match.Query.Value, key, match.Value, bias, keep };
+        var inputs = new List<Value?> { query, key, value, bias, keep };
         while (inputs[^1] is null)
         {
             inputs.RemoveAt(inputs.Count - 1);
@@ -914,16 +969,39 @@ public sealed class ScaledDotProductAttentionRule
         var output = anchor.Output(0)!;
         var fused = graph.InsertNode(anchor, OpType, Domain, inputs, [names.Fresh(output.Name + "_fused")],
             anchor.Name.Length > 0 ? anchor.Name + "_FlashAttention" : "FlashAttention", attributes);
-        graph.TransferOutput(output, fused, 0);
+        if (view is null)
+        {
+            graph.TransferOutput(output, fused, 0);
+        }
+        else
+        {
+            // (B, H, S, Dv) → (B·H, S, Dv), the anchor's layout.
+            var fusedShape = graph.InsertNode(anchor, "Shape", "", [fused.Output(0)], [names.Fresh(output.Name + "_4d_shape")], "OutputShape").Output(0)!;
+            var merged = graph.InsertNode(anchor, "Concat", "", [Constant(graph, anchor, ConstantTensor.Int64s([-1]), "MergedBatch"),
+                SliceOf(graph, anchor, fusedShape, 2, 4, "OutputDims")], [names.Fresh(output.Name + "_3d_shape")], "OutputShape3D",
+                [Node.IntAttributeProto("axis", 0)]).Output(0)!;
+            var back = graph.InsertNode(anchor, "Reshape", "", [fused.Output(0), merged], [names.Fresh(output.Name + "_3d")], "OutputRegroup");
+            graph.TransferOutput(output, back, 0);
+        }
+
         graph.RemoveDead(anchor);
         graph.Model.EnsureOpsetImport(Domain, 1);
         return fused;
     }
 
+    private static Value SliceOf(OnnxGraph graph, Node before, Value vector, long start, long end, string hint)
+    {
+        var starts = Constant(graph, before, ConstantTensor.Int64s([start]), hint + "Start");
+        var ends = Constant(graph, before, ConstantTensor.Int64s([end]), hint + "End");
+        return graph.InsertNode(before, "Slice", "", [vector, starts, ends], [graph.Model.Names.Fresh(hint)], hint).Output(0)!;
+    }
+
     /// <summary>The term's mask in type T, negated for Sub(scores, M).</summary>
     private Value SignedBias(OnnxGraph graph, Node anchor, MaskTerm term, DataType type)
     {
-        var source = BiasSource(term.Source, type)!;
+        var source = BiasSource(term.Source, type) ??
+            graph.InsertNode(anchor, "Cast", "", [term.Source], [graph.Model.Names.Fresh(term.Source.Name + "_as_" + type.ToString().ToLowerInvariant())],
+                "MaskToAttentionType", [Node.IntAttributeProto("to", (long)type)]).Output(0)!;
         return term.Subtracted
             ? graph.InsertNode(anchor, "Neg", "", [source], [graph.Model.Names.Fresh(source.Name + "_negated")], "NegateMask").Output(0)!
             : source;

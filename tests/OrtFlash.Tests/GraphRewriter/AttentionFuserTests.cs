@@ -58,6 +58,7 @@ public class AttentionFuserTests
         Assert.That(report.Fused, Is.EqualTo(exported.ExpectedFusions), () => report.ToTable());
         Assert.That(report.Fused + report.Skipped.Count, Is.EqualTo(exported.AttentionBlocks), () => report.ToTable());
         Assert.That(model.Graph.Node.Count(n => n.OpType == "FlashAttention"), Is.EqualTo(exported.ExpectedFusions));
+        Parity.AssertWellFormed(model);
     }
 
     [Test]

@@ -24,7 +24,7 @@ public sealed record AttentionModel(
     Func<Random, long, long, Dictionary<string, TestTensor>> Inputs,
     Expectation? Fused,
     string? RefusalContains = null,
-    bool FusesInSubgraph = false)
+    bool NoReferenceProbe = false) // the op's output is not a graph output (subgraph, reshaped after the op)
 {
     public override string ToString() => Name;
 }
@@ -65,6 +65,8 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Where(hide, finfo.min, scores) (DistilBERT)", WhereHideFiniteMin, BoolMaskInputs(fullyMaskedBatch: true),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Where(hide, -inf, scores) (masked_fill with -inf)", WhereHideNegativeInfinity, BoolMaskInputs(fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Max clamp after a -inf additive mask (OPT)", MaxClamp, AdditiveMaskInputs(float.NegativeInfinity, fullyMaskedBatch: true),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Causal mask from Trilu (SDPA is_causal)", CausalTrilu, PlainInputs,
@@ -77,6 +79,8 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("GQA head repeat Unsqueeze→Expand→Reshape removed", GqaHeadRepeat, GqaInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, KvHeadRepeatRemoved: true));
+        yield return new("Multi-query: one key head broadcast by MatMul", MultiQueryBroadcast, GqaInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Opset 11 Softmax with axis=3", Opset11LastAxis, PaddingInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Causal Trilu plus a finfo.min padding mask: causal stays a mask", CausalWithPadding, AdditiveMaskInputs(FloatMin, fullyMaskedBatch: true),
@@ -88,15 +92,46 @@ internal static class AttentionModels
         yield return new("nn.MultiheadAttention: Transpose(1,2,0) key, baddbmm Mul by 1", MultiheadAttention, MultiheadInputs,
             new(KeyLayout.Rank3SequenceFirst, ScalePlacement.Query | ScalePlacement.MultiplyScores, InvSqrtD));
         yield return new("BART 3-D scores with Reshape→Add→Reshape mask", BartReshapedMask, BartMaskInputs,
-            new(KeyLayout.Rank3, ScalePlacement.QueryBeforeHeadSplit, 1.0f));
+            new(KeyLayout.Rank3, ScalePlacement.QueryBeforeHeadSplit, 1.0f), NoReferenceProbe: true);
         yield return new("GPT-2: no-op Cast, finite causal Where, then padding Add", Gpt2WhereThenAdd, AdditiveMaskInputs(FloatMin),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "kept as a mask input"));
         yield return new("T5: no-op Cast to float before Softmax", T5NoOpCast, PositionBiasInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.None, 1.0f));
         yield return new("Mask subtracted: Sub(scores, (1-m)*10000) (tf2onnx)", SubtractedMask, PaddingInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.Query, InvSqrtD));
+        yield return new("Causal from triu(full(finfo.min), 1) (Llama)", CausalTriuOfMin, PlainInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, Causal: CausalAlignment.UpperLeft));
+        yield return new("Causal from a sliced lower-triangular buffer (GPT-2 without padding)", CausalBufferSlice, SelfAttentionInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
+        yield return new("Causal from a sliced -inf triangle buffer added to the scores (Whisper)", CausalAdditiveBuffer, SelfAttentionInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.Query | ScalePlacement.Key, InvSqrtD, Causal: CausalAlignment.LowerRight));
+        yield return new("GPT-2 with a KV cache: Concat kept outside, buffer causal lower-right", Gpt2WithPast, PastInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
         yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
-            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), FusesInSubgraph: true);
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
+    }
+
+    public static IEnumerable<AttentionModel> OnnxAttention()
+    {
+        yield return new("ONNX Attention-23 with a float mask", OnnxAttentionFloatMask, QueryByKeyMaskInputs(DataType.Float, keySameAsQuery: false),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero));
+        yield return new("ONNX Attention-23, bool mask, is_causal, explicit scale", OnnxAttentionCausalBool, QueryByKeyMaskInputs(DataType.Bool, keySameAsQuery: true),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, 0.25f, Causal: CausalAlignment.UpperLeft, MaskedRows: MaskedRowPolicy.Zero));
+        yield return new("ONNX Attention-23 with a KV cache and present outputs", OnnxAttentionWithPast, PastInputs,
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, Causal: CausalAlignment.LowerRight, MaskedRows: MaskedRowPolicy.Zero));
+        yield return new("ONNX Attention-23 with 3-D inputs and GQA heads", OnnxAttention3D, Hidden3DInputs,
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero), NoReferenceProbe: true);
+    }
+
+    public static IEnumerable<AttentionModel> OnnxAttentionRefused()
+    {
+        yield return new("ONNX Attention whose QK output is used", OnnxAttentionQkOutput, PlainInputs, null, "QK matmul output");
+    }
+
+    public static IEnumerable<AttentionModel> InLoops()
+    {
+        yield return new("Attention inside a Loop body, carried state and outer values", InsideLoopBody, LoopInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD), NoReferenceProbe: true);
     }
 
     public static IEnumerable<AttentionModel> Float16()
@@ -116,16 +151,17 @@ internal static class AttentionModels
         yield return new("Dropout in training mode", DropoutTraining, PlainInputs, null, "not provably in inference mode");
         yield return new("Key and value lengths differ", KeyValueLengthMismatch, PlainInputs, null, "does not match key");
         yield return new("Two additive masks", TwoAdditiveMasks, PlainInputs, null, "Two additive masks");
+        yield return new("float32 finfo.min fill in a bfloat16 attention", Bfloat16WithFloatFill, PlainInputs, null, "cannot hold exactly");
     }
 
     // ---- common pieces ------------------------------------------------------------------------
 
-    private static (ModelBuilder B, string Q, string K, string V) Bhsd(long opset = 17, DataType type = DataType.Float)
+    private static (ModelBuilder B, string Q, string K, string V) Bhsd(long opset = 17, DataType type = DataType.Float, string keyLength = "T")
     {
         var b = new ModelBuilder(opset);
         var q = b.Input("q", type, "B", Heads, "S", HeadDim);
-        var k = b.Input("k", type, "B", Heads, "T", HeadDim);
-        var v = b.Input("v", type, "B", Heads, "T", HeadDim);
+        var k = b.Input("k", type, "B", Heads, keyLength, HeadDim);
+        var v = b.Input("v", type, "B", Heads, keyLength, HeadDim);
         return (b, q, k, v);
     }
 
@@ -347,6 +383,14 @@ internal static class AttentionModels
         return Finish(b, Softmax(b, b.Node("Where", [hide, b.Scalar(FloatMin), Div(b, Scores(b, q, k))])), v);
     }
 
+    private static ModelProto WhereHideNegativeInfinity()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var hide = b.Node("Not", [mask]);
+        return Finish(b, Softmax(b, b.Node("Where", [hide, b.Scalar(float.NegativeInfinity), Div(b, Scores(b, q, k))])), v);
+    }
+
     private static ModelProto MaxClamp()
     {
         var (b, q, k, v) = Bhsd();
@@ -415,6 +459,15 @@ internal static class AttentionModels
 
         var scores = b.Node("Mul", [Scores(b, q, Repeat(k)), b.Scalar(InvSqrtD)]);
         return Finish(b, Softmax(b, scores), Repeat(v));
+    }
+
+    private static ModelProto MultiQueryBroadcast()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "B", Heads, "S", HeadDim);
+        var k = b.Input("k", DataType.Float, "B", 1, "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", 1, "T", HeadDim);
+        return Finish(b, Softmax(b, Div(b, Scores(b, q, k))), v);
     }
 
     private static Dictionary<string, TestTensor> GqaInputs(Random r, long s, long t) => Qkv(r, s, t, kvHeads: 1);
@@ -545,6 +598,162 @@ internal static class AttentionModels
         return Finish(b, Softmax(b, b.Node("Sub", [scores, penalty])), v);
     }
 
+    private static ModelProto CausalTriuOfMin()
+    {
+        var (b, q, k, v) = Bhsd();
+        var s = b.Node("Slice", [b.Node("Shape", [q]), b.Ints(2), b.Ints(3)]);
+        var t = b.Node("Slice", [b.Node("Shape", [k]), b.Ints(2), b.Ints(3)]);
+        var full = b.Node("ConstantOfShape", [b.Node("Concat", [s, t], Int("axis", 0))], Tensor("value", new ConstantTensor(DataType.Float, [1], [FloatMin])));
+        var causal = b.Node("Trilu", [full, b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))], Int("upper", 1));
+        var scaled = b.Node("Mul", [Scores(b, q, k), b.Scalar(InvSqrtD)]);
+        return Finish(b, Softmax(b, b.Node("Add", [scaled, causal])), v);
+    }
+
+    private const int BufferSize = 16;
+
+    private static ModelProto CausalBufferSlice()
+    {
+        var (b, q, k, v) = Bhsd(keyLength: "S");
+        var tril = new double[BufferSize * BufferSize];
+        for (var i = 0; i < BufferSize; i++)
+        {
+            for (var j = 0; j <= i; j++)
+            {
+                tril[i * BufferSize + j] = 1;
+            }
+        }
+
+        var buffer = b.Initializer(new ConstantTensor(DataType.Bool, [1, 1, BufferSize, BufferSize], tril));
+        var queryLength = b.Node("Gather", [b.Node("Shape", [q]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 2))]);
+        var keyLength = b.Node("Gather", [b.Node("Shape", [k]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 2))]);
+        var start = b.Node("Unsqueeze", [b.Node("Sub", [keyLength, queryLength]), b.Ints(0)]);
+        var end = b.Node("Unsqueeze", [keyLength, b.Ints(0)]);
+        var rows = b.Node("Slice", [buffer, start, end, b.Ints(2)]);
+        var keep = b.Node("Slice", [rows, b.Ints(0), end, b.Ints(3)]);
+        return Finish(b, Softmax(b, b.Node("Where", [keep, Div(b, Scores(b, q, k)), b.Scalar(FloatMin)])), v);
+    }
+
+    private static ModelProto CausalAdditiveBuffer()
+    {
+        var (b, q, k, v) = Bhsd(keyLength: "S");
+        var triangle = Enumerable.Range(0, BufferSize * BufferSize)
+            .Select(i => i % BufferSize <= i / BufferSize ? 0.0 : double.NegativeInfinity).ToArray();
+        var buffer = b.Initializer(new ConstantTensor(DataType.Float, [BufferSize, BufferSize], triangle));
+        var length = b.Node("Unsqueeze", [b.Node("Gather", [b.Node("Shape", [q]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 2))]), b.Ints(0)]);
+        var mask = b.Node("Slice", [b.Node("Slice", [buffer, b.Ints(0), length, b.Ints(0)]), b.Ints(0), length, b.Ints(1)]);
+        var quarter = b.Scalar(MathF.Pow(HeadDim, -0.25f));
+        var scores = b.Node("MatMul", [b.Node("Mul", [q, quarter]), b.Node("Mul", [b.Node("Transpose", [k], Ints("perm", 0, 1, 3, 2)), quarter])]);
+        return Finish(b, Softmax(b, b.Node("Add", [scores, mask])), v);
+    }
+
+    private static ModelProto Gpt2WithPast()
+    {
+        var (b, q, k, v) = Bhsd(keyLength: "S");
+        var pastKey = b.Input("past_key", DataType.Float, "B", Heads, "P", HeadDim);
+        var pastValue = b.Input("past_value", DataType.Float, "B", Heads, "P", HeadDim);
+        var key = b.Rename(b.Node("Concat", [pastKey, k], Int("axis", -2)), "present_key");
+        var value = b.Rename(b.Node("Concat", [pastValue, v], Int("axis", -2)), "present_value");
+        b.Output("present_key");
+        b.Output("present_value");
+        var buffer = b.Initializer(new ConstantTensor(DataType.Bool, [1, 1, BufferSize, BufferSize],
+            Enumerable.Range(0, BufferSize * BufferSize).Select(i => i % BufferSize <= i / BufferSize ? 1.0 : 0.0).ToArray()));
+        var queryLength = b.Node("Gather", [b.Node("Shape", [q]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 2))]);
+        var keyLength = b.Node("Gather", [b.Node("Shape", [key]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 2))]);
+        var start = b.Node("Unsqueeze", [b.Node("Sub", [keyLength, queryLength]), b.Ints(0)]);
+        var end = b.Node("Unsqueeze", [keyLength, b.Ints(0)]);
+        var keep = b.Node("Slice", [b.Node("Slice", [buffer, start, end, b.Ints(2)]), b.Ints(0), end, b.Ints(3)]);
+        return Finish(b, Softmax(b, b.Node("Where", [keep, Div(b, Scores(b, q, key)), b.Scalar(FloatMin)])), value);
+    }
+
+    private static Dictionary<string, TestTensor> SelfAttentionInputs(Random r, long s, long t) => Qkv(r, s, s);
+
+    private static ModelProto OnnxAttentionFloatMask()
+    {
+        var (b, q, k, v) = Bhsd(opset: 23);
+        var mask = b.Input("mask", DataType.Float, "B", 1, "S", "T");
+        b.Rename(b.Node("Attention", [q, k, v, mask]), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttentionCausalBool()
+    {
+        var (b, q, k, v) = Bhsd(opset: 23, keyLength: "S");
+        var mask = b.Input("mask", DataType.Bool, "B", 1, "S", "S");
+        b.Rename(b.Node("Attention", [q, k, v, mask], Int("is_causal", 1), Float("scale", 0.25f)), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    /// <summary>ONNX Runtime's Attention wants masks with the full query dim: (B, 1, S, T), the second batch padded.</summary>
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> QueryByKeyMaskInputs(DataType type, bool keySameAsQuery) => (r, s, t) =>
+    {
+        t = keySameAsQuery ? s : t;
+        var inputs = Qkv(r, s, t);
+        var padding = Padding(t);
+        var mask = new float[Batch * s * t];
+        for (var i = 0; i < mask.Length; i++)
+        {
+            var keep = padding[i / (s * t) * t + i % t] == 1;
+            mask[i] = type == DataType.Bool ? (keep ? 1 : 0) : (keep ? 0 : FloatMin);
+        }
+
+        inputs["mask"] = new TestTensor(type, [Batch, 1, s, t], mask);
+        return inputs;
+    };
+
+    private static ModelProto OnnxAttentionWithPast()
+    {
+        var (b, q, k, v) = Bhsd(opset: 23, keyLength: "S");
+        var pastKey = b.Input("past_key", DataType.Float, "B", Heads, "P", HeadDim);
+        var pastValue = b.Input("past_value", DataType.Float, "B", Heads, "P", HeadDim);
+        var outputs = b.NodeOutputs("Attention", [q, k, v, "", pastKey, pastValue], 3, Int("is_causal", 1));
+        b.Rename(outputs[0], "out");
+        b.Rename(outputs[1], "present_key");
+        b.Rename(outputs[2], "present_value");
+        b.Output("out");
+        b.Output("present_key");
+        b.Output("present_value");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> PastInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, s);
+        inputs["past_key"] = TestTensor.Random(r, [Batch, Heads, t, HeadDim]);
+        inputs["past_value"] = TestTensor.Random(r, [Batch, Heads, t, HeadDim]);
+        return inputs;
+    }
+
+    private static ModelProto OnnxAttentionQkOutput()
+    {
+        var (b, q, k, v) = Bhsd(opset: 23);
+        var outputs = b.NodeOutputs("Attention", [q, k, v], 4);
+        b.Rename(outputs[0], "out");
+        b.Rename(outputs[3], "qk");
+        b.Output("out");
+        b.Output("qk");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttention3D()
+    {
+        var b = new ModelBuilder(23);
+        var q = b.Input("q", DataType.Float, "B", "S", Heads * HeadDim);
+        var k = b.Input("k", DataType.Float, "B", "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", "T", HeadDim);
+        b.Rename(b.Node("Attention", [q, k, v], Int("q_num_heads", Heads), Int("kv_num_heads", 1)), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> Hidden3DInputs(Random r, long s, long t) => new()
+    {
+        ["q"] = TestTensor.Random(r, [Batch, s, Heads * HeadDim]),
+        ["k"] = TestTensor.Random(r, [Batch, t, HeadDim]),
+        ["v"] = TestTensor.Random(r, [Batch, t, HeadDim]),
+    };
+
     private static ModelProto InsideIfBranch()
     {
         var (b, q, k, v) = Bhsd();
@@ -560,6 +769,32 @@ internal static class AttentionModels
         b.Rename(b.Node("If", [condition], GraphAttribute("then_branch", branch.Graph), GraphAttribute("else_branch", other.Graph)), "out");
         b.Output("out");
         return b.Model;
+    }
+
+    private static ModelProto InsideLoopBody()
+    {
+        var (b, q, k, v) = Bhsd(keyLength: "S");
+        var trips = b.Input("trips", DataType.Int64);
+        var body = new ModelBuilder();
+        body.Input("iteration", DataType.Int64);
+        body.Input("condition_in", DataType.Bool);
+        body.Input("state_in", DataType.Float, "B", Heads, "S", HeadDim);
+        var scores = body.Node("Mul", [body.Node("MatMul", [q, body.Node("Transpose", [k], Ints("perm", 0, 1, 3, 2))]), body.Scalar(InvSqrtD)]);
+        var attended = body.Node("MatMul", [body.Node("Softmax", [scores], Int("axis", -1)), v]);
+        body.Rename(body.Node("Add", ["state_in", attended]), "state_out");
+        body.Rename(body.Node("Identity", ["condition_in"]), "condition_out");
+        body.Output("condition_out", DataType.Bool);
+        body.Output("state_out");
+        b.Rename(b.Node("Loop", [trips, "", q], GraphAttribute("body", body.Graph)), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> LoopInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, s);
+        inputs["trips"] = new TestTensor(DataType.Int64, [], [2]);
+        return inputs;
     }
 
     private static Dictionary<string, TestTensor> IfInputs(Random r, long s, long t)
@@ -645,6 +880,16 @@ internal static class AttentionModels
         var k = b.Input("k", DataType.Float, 2, Heads, 6, HeadDim);
         var v = b.Input("v", DataType.Float, 2, Heads, 5, HeadDim);
         return Finish(b, Softmax(b, Div(b, Scores(b, q, k))), v);
+    }
+
+    private static ModelProto Bfloat16WithFloatFill()
+    {
+        var (b, q, k, v) = Bhsd(type: DataType.Bfloat16);
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var scores = b.Node("Cast", [Scores(b, q, k)], Int("to", (long)DataType.Float));
+        var masked = b.Node("Where", [mask, scores, b.Scalar(FloatMin)]);
+        var probabilities = b.Node("Cast", [Softmax(b, masked)], Int("to", (long)DataType.Bfloat16));
+        return Finish(b, probabilities, v, DataType.Bfloat16);
     }
 
     private static ModelProto TwoAdditiveMasks()

@@ -13,7 +13,7 @@ internal sealed class ModelBuilder
 
     public ModelBuilder(long opset = 17)
     {
-        Model = new ModelProto { IrVersion = 8, ProducerName = "OrtFlash.Tests", Graph = _graph };
+        Model = new ModelProto { IrVersion = opset >= 21 ? 10 : 8, ProducerName = "OrtFlash.Tests", Graph = _graph };
         Model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = opset });
     }
 

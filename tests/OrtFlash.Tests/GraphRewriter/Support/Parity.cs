@@ -45,6 +45,48 @@ internal static class Parity
         return (output, expected);
     }
 
+    /// <summary>Asserts every node (in every graph) reads only values defined before it, and names are unique.</summary>
+    public static void AssertWellFormed(ModelProto model)
+    {
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        void Check(GraphProto graph, HashSet<string> outer)
+        {
+            var defined = new HashSet<string>(outer, StringComparer.Ordinal);
+            defined.UnionWith(graph.Input.Select(i => i.Name));
+            defined.UnionWith(graph.Initializer.Select(i => i.Name));
+            foreach (var node in graph.Node)
+            {
+                foreach (var input in node.Input.Where(i => i.Length > 0))
+                {
+                    Assert.That(defined, Does.Contain(input), $"node '{node.Name}' ({node.OpType}) reads '{input}' before it is defined");
+                }
+
+                foreach (var subgraph in node.Attribute.Where(a => a.G is not null).Select(a => a.G))
+                {
+                    Check(subgraph, defined);
+                }
+
+                foreach (var output in node.Output.Where(o => o.Length > 0))
+                {
+                    Assert.That(names.Add(output), Is.True, $"value '{output}' is defined twice");
+                    defined.Add(output);
+                }
+
+                if (node.Name.Length > 0)
+                {
+                    Assert.That(names.Add("node:" + node.Name), Is.True, $"node name '{node.Name}' is used twice");
+                }
+            }
+
+            foreach (var output in graph.Output)
+            {
+                Assert.That(defined, Does.Contain(output.Name), $"graph output '{output.Name}' is not produced");
+            }
+        }
+
+        Check(model.Graph, []);
+    }
+
     /// <summary>Asserts two tensors agree within <paramref name="tolerance"/> relative (NaN where the other is NaN).</summary>
     public static void AssertClose(TestTensor expected, TestTensor actual, double tolerance, string what)
     {

@@ -117,6 +117,18 @@ std::string ReadAttributes(const OrtKernelInfo* info, OpAttributes& attributes) 
   return {};
 }
 
+// An input's data through GetTensorMutableData (C API version 1). The C++ wrapper's GetTensorData/GetTensorRawData,
+// which the lite Tensor's Data()/DataRaw() use, call OrtApi::GetTensorData: version 23, past the end of the API table
+// of ONNX Runtime 1.17 to 1.22.
+const void* InputData(OrtKernelContext* context, size_t index) {
+  const OrtApi& api = Ort::GetApi();
+  const OrtValue* value = nullptr;
+  Ort::ThrowOnError(api.KernelContext_GetInput(context, index, &value));
+  void* data = nullptr;
+  Ort::ThrowOnError(api.GetTensorMutableData(const_cast<OrtValue*>(value), &data));
+  return data;
+}
+
 // Runs the kernel's work items on ONNX Runtime's intra-op thread pool of this Run.
 void OrtParallelFor(void* self, void (*fn)(void*, size_t), size_t total, void* data) {
   static_cast<const Ort::KernelContext*>(self)->ParallelFor(fn, total, 0, data);
@@ -155,11 +167,11 @@ struct FlashAttentionKernel {
     params.softcap = attributes_.softcap;
     params.causal = attributes_.causal;
     params.masked_rows = attributes_.masked_rows;
-    params.q = query.DataRaw();
-    params.k = key.DataRaw();
-    params.v = value.DataRaw();
-    params.bias = bias ? (*bias)->DataRaw() : nullptr;
-    params.keep = keep ? (*keep)->Data() : nullptr;
+    params.q = InputData(context, 0);
+    params.k = InputData(context, 1);
+    params.v = InputData(context, 2);
+    params.bias = bias ? InputData(context, 3) : nullptr;
+    params.keep = keep ? static_cast<const bool*>(InputData(context, 4)) : nullptr;
     params.out = output.Allocate(output_shape);
     if (params.batch == 0 || params.q_heads == 0 || params.q_len == 0 || params.v_head_dim == 0)
       return Ort::Status{nullptr};  // empty output: nothing to compute

@@ -6,7 +6,8 @@ per-lane ldmatrix addresses (LdmatrixAddress) and the fragment plumbing of QÂ·Ká
 PTX semantics of ldmatrix(.trans) and mma.m16n8k16, checking S and O for every tile configuration
 and that every ldmatrix phase is bank-conflict free; and (2) the block-level control flow
 (block_work, key-tile order, tile-level mask decisions, online softmax with the -inf guard,
-split-KV partials and the combine) against a float64 reference on random shapes.
+split-KV partials and the combine) against a float64 reference on random shapes; and (3) in float32,
+rows masked only by a huge finite bias (finfo.min, -1e9) against the unfused float32 softmax.
 
 It is a model, not the kernel: keep it in step with the CUDA code when either changes.
     /usr/bin/python3 benchmarks/cuda/kernel_model.py      (needs numpy)

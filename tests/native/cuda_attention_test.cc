@@ -88,6 +88,16 @@ uint16_t float_to_fp16(float f) {
 
 size_t element_size(DType t) { return t == DType::kFloat32 ? 4 : 2; }
 
+// finfo(T).min: what exporters write into additive masks.
+float lowest_finite(DType t) {
+  switch (t) {
+    case DType::kFloat32: return std::numeric_limits<float>::lowest();
+    case DType::kFloat16: return -65504.0f;
+    case DType::kBFloat16: return bf16_to_float(0xff7f);
+  }
+  return 0.0f;
+}
+
 const char* dtype_name(DType t) {
   switch (t) {
     case DType::kFloat32: return "float32";
@@ -197,6 +207,7 @@ struct Case {
   bool scale_default = true;     // 1/sqrt(D); else a custom scale that keeps scores O(10)
   int masked_row_every = 0;      // > 0: keep hides every key from every n-th query row
   bool infinite_bias_row = false;  // bias = -inf over one whole query row
+  bool lowest_bias = false;        // bias = the type's lowest finite value: one whole row, ~30% of other keys
   bool lend_scratch = true;        // false: no scratch allocator, so no split-KV
 
   std::string describe() const {
@@ -205,7 +216,8 @@ struct Case {
       << " Skv=" << kv_len << " D=" << head_dim << " Dv=" << v_head_dim << " causal=" << static_cast<int>(causal)
       << " softcap=" << softcap << " masked_rows=" << (masked_rows == MaskedRows::kNaN ? "nan" : "zero")
       << " bias=" << static_cast<int>(bias) << " keep=" << static_cast<int>(keep)
-      << " layout=" << static_cast<int>(layout) << " magnitude=" << magnitude << " scratch=" << lend_scratch;
+      << " layout=" << static_cast<int>(layout) << " magnitude=" << magnitude << " scratch=" << lend_scratch
+      << " lowest_bias=" << lowest_bias;
     return s.str();
   }
 };
@@ -329,6 +341,18 @@ Inputs make_inputs(const Case& c, uint32_t seed) {
     for (int64_t j = 0; j < c.kv_len; ++j) {
       in.hbias.set(static_cast<size_t>(mask_index(in.bias_stride, 0, 0, row, j)), -std::numeric_limits<float>::infinity());
     }
+  }
+
+  if (c.lowest_bias && c.bias == Broadcast::kFull) {
+    std::bernoulli_distribution hidden(0.3);
+    for (int64_t b = 0; b < c.batch; ++b)
+      for (int64_t h = 0; h < c.q_heads; ++h)
+        for (int64_t i = 0; i < c.q_len; ++i)
+          for (int64_t j = 0; j < c.kv_len; ++j) {
+            if (i == c.q_len / 2 || hidden(rng)) {
+              in.hbias.set(static_cast<size_t>(mask_index(in.bias_stride, b, h, i, j)), lowest_finite(c.dtype));
+            }
+          }
   }
 
   broadcast_strides(c.keep, c, in.keep_stride, count);
@@ -668,6 +692,24 @@ TEST(CudaAttention, RowsWithoutVisibleKeysFollowTheMaskedRowsPolicy) {
       Case no_keys;  // Skv = 0: every row is masked
       no_keys.dtype = t, no_keys.masked_rows = policy, no_keys.q_len = 9, no_keys.kv_len = 0;
       expect_matches_reference(no_keys, 34);
+    }
+  }
+}
+
+// DESIGN.md: finfo.min is an ordinary number. A row whose every key carries it is a softmax over the
+// biased scores — for float32 and bfloat16 (min -3.4e38) all equal, so the plain average of V — not a
+// masked row (masked_rows = nan makes that mistake loud); the kernels' log2(e) multiply once
+// overflowed to -inf there. Without and with split-KV: 2945 = 46 * 64 + 1 keys leave the last
+// tensor-core split one key, which a combine that lost the per-split sums would weigh like 64.
+TEST(CudaAttention, LowestFiniteBiasIsAnOrdinaryNumber) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kAllTypes) {
+    for (bool split : {false, true}) {
+      Case c;
+      c.dtype = t, c.bias = Broadcast::kFull, c.lowest_bias = true, c.masked_rows = MaskedRows::kNaN;
+      c.batch = 2, c.q_heads = 2, c.kv_heads = 1, c.q_len = split ? 1 : 67, c.kv_len = split ? 2945 : 150;
+      c.head_dim = c.v_head_dim = 64, c.lend_scratch = split;
+      expect_matches_reference(c, split ? 81 : 82);
     }
   }
 }

@@ -1,6 +1,7 @@
 // OrtFlash CUDA — merges the split-KV partial results (flash-decoding): per query row,
-//   out = Σ_s 2^(lse_s - M) · o_s / Σ_s 2^(lse_s - M),   M = max_s lse_s,
-// where o_s is split s's normalised output and lse_s its log2-sum-exp (−inf: no visible key).
+//   out = Σ_s l_s 2^(m_s - M) · o_s / Σ_s l_s 2^(m_s - M),   M = max_s m_s,
+// where o_s is split s's normalised output, m_s its row max (log2 units, −inf: no visible key) and
+// l_s its sum of weights 2^(score - m_s).
 #pragma once
 
 #include <cmath>
@@ -22,13 +23,14 @@ __global__ void __launch_bounds__(kCombineThreads) combine_splits_kernel(const F
   const int64_t row_index = blockIdx.x;
 
   if (threadIdx.x == 0) {
-    float max_lse = -INFINITY;
-    for (int s = 0; s < p.num_splits; ++s) max_lse = fmaxf(max_lse, p.partial_lse[s * rows_total + row_index]);
-    row_masked = max_lse == -INFINITY;
+    float max_all = -INFINITY;
+    for (int s = 0; s < p.num_splits; ++s) max_all = fmaxf(max_all, p.partial_max[s * rows_total + row_index]);
+    row_masked = max_all == -INFINITY;
     float total = 0.0f;
     for (int s = 0; s < p.num_splits; ++s) {
-      const float lse = p.partial_lse[s * rows_total + row_index];
-      split_weight[s] = row_masked ? 0.0f : exp2f(lse - max_lse);
+      // A split without a visible key has max -inf and sum 0: weight exp2(-inf) * 0 = 0.
+      const float split_max = p.partial_max[s * rows_total + row_index];
+      split_weight[s] = row_masked ? 0.0f : p.partial_sum[s * rows_total + row_index] * exp2f(split_max - max_all);
       total += split_weight[s];
     }
     const float inv_total = row_masked ? 0.0f : 1.0f / total;

@@ -216,15 +216,16 @@ std::string flash_attention_cuda(const AttentionParams& params, void* stream, co
 
   const size_t rows = static_cast<size_t>(params.batch * params.q_heads * params.q_len);
   const size_t out_bytes = (size_t(splits) * rows * size_t(params.v_head_dim) * sizeof(float) + 255) / 256 * 256;
-  const size_t lse_bytes = size_t(splits) * rows * sizeof(float);
-  void* block = scratch.allocate(scratch.self, out_bytes + lse_bytes);
+  const size_t row_state_bytes = 2 * size_t(splits) * rows * sizeof(float);  // partial_max, partial_sum
+  void* block = scratch.allocate(scratch.self, out_bytes + row_state_bytes);
   if (block == nullptr) {
-    return "flash_attention_cuda: allocating " + std::to_string(out_bytes + lse_bytes) +
+    return "flash_attention_cuda: allocating " + std::to_string(out_bytes + row_state_bytes) +
            " bytes of split-KV scratch failed";
   }
   p.num_splits = splits;
   p.partial_out = static_cast<float*>(block);
-  p.partial_lse = reinterpret_cast<float*>(static_cast<char*>(block) + out_bytes);
+  p.partial_max = reinterpret_cast<float*>(static_cast<char*>(block) + out_bytes);
+  p.partial_sum = p.partial_max + size_t(splits) * rows;
   std::string error = launch_forward(params.dtype, path, capacity, p, cuda_stream);
   scratch.release(scratch.self, block);  // stream-ordered allocator: safe once the work is enqueued
   return error;

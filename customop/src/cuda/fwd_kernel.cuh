@@ -311,7 +311,10 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
                 make_float2(o[mt][dt][2 * half] * inv_sum, o[mt][dt][2 * half + 1] * inv_sum);
           }
         }
-        if (quad_col == 0) p.partial_lse[w.split * rows_total + row_index] = split_lse(row_max[mt][half], sum);
+        if (quad_col == 0) {
+          p.partial_max[w.split * rows_total + row_index] = row_max[mt][half];
+          p.partial_sum[w.split * rows_total + row_index] = sum;
+        }
       } else {
         T* dst = static_cast<T*>(p.out) + w.batch * p.out_stride[0] + w.head * p.out_stride[1] + row * p.out_stride[2];
 #pragma unroll

@@ -44,10 +44,14 @@ struct FwdParams {
   bool masked_rows_nan = false;
 
   // Split-KV (flash-decoding): with num_splits > 1 every block covers one slice of the keys and
-  // writes its normalised partial output and log2-sum-exp to scratch; a combine kernel merges.
+  // writes its normalised partial output, row max and sum of weights to scratch; a combine kernel
+  // merges. Max and sum stay apart rather than as one log-sum-exp: max + log2(sum) loses log2(sum)
+  // once |max| passes about 2^24 (a -1e9 or finfo.min bias masking a whole row), and the combine
+  // would then weigh splits equally instead of by their sums.
   int num_splits = 1;
   float* partial_out = nullptr;  // [num_splits][batch * q_heads * q_len][v_head_dim]
-  float* partial_lse = nullptr;  // [num_splits][batch * q_heads * q_len], log2 units, -inf = no key
+  float* partial_max = nullptr;  // [num_splits][batch * q_heads * q_len], log2 units, -inf = no key
+  float* partial_sum = nullptr;  // [num_splits][batch * q_heads * q_len], sum of 2^(score - max)
 };
 
 }  // namespace ortflash::cuda

@@ -1,6 +1,6 @@
 // OrtFlash CUDA — compile-time shape of the tensor-core forward kernel: tile sizes, warps, the
 // shared-memory row layout, and the checks that keep them consistent. The chosen configuration per
-// head dim lives in fwd_configs.cuh.
+// head dim lives in fwd_launch.h (tile_shape).
 #pragma once
 
 #include <cstddef>

@@ -86,7 +86,10 @@ __global__ void __launch_bounds__(kGenericWarps * 32) generic_fwd_kernel(const F
   if (p.num_splits > 1) {
     float* const dst = p.partial_out + (split * rows_total + row_index) * p.v_head_dim;
     for (int c = lane; c < p.v_head_dim; c += 32) dst[c] = acc[c] * inv_sum;
-    if (lane == 0) p.partial_lse[split * rows_total + row_index] = split_lse(row_max, row_sum);
+    if (lane == 0) {
+      p.partial_max[split * rows_total + row_index] = row_max;
+      p.partial_sum[split * rows_total + row_index] = row_sum;
+    }
   } else {
     T* const out = static_cast<T*>(p.out) + batch * p.out_stride[0] + head * p.out_stride[1] + row * p.out_stride[2];
     for (int c = lane; c < p.v_head_dim; c += 32) out[c] = from_float<T>(finalize_output(acc[c], inv_sum, masked, p));

@@ -3,6 +3,7 @@
 // pieces of the online softmax (row max guard, rescale, quad reductions).
 #pragma once
 
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 
@@ -18,7 +19,13 @@ constexpr float kLog2e = 1.4426950408889634f;
 __device__ __forceinline__ float score_to_log2(float dot, float bias, const FwdParams& p) {
   float score = dot * p.scale;
   if (p.softcap > 0.0f) score = p.softcap * tanhf(score * p.softcap_inv);
-  return (score + bias) * kLog2e;
+  const float natural = score + bias;
+  const float x = natural * kLog2e;
+  // A finite score beyond FLT_MAX / log2(e) = 2.4e38 — any bias of finfo(float32 or bfloat16).min,
+  // which the contract treats as an ordinary number — overflows to -inf here and would read as a
+  // hidden key, so a row masked only by such a bias would yield the masked_rows value instead of
+  // the average of its values. Clamped to ±FLT_MAX it stays finite; a real -inf stays -inf.
+  return fabsf(x) == INFINITY && fabsf(natural) != INFINITY ? copysignf(FLT_MAX, x) : x;
 }
 
 // Whether key `col` takes part in query `row`'s softmax (the key range, causal alignment and the
@@ -69,11 +76,6 @@ __device__ __forceinline__ float warp_sum(float v) {
 __device__ __forceinline__ float finalize_output(float acc, float inv_row_sum, bool row_masked, const FwdParams& p) {
   if (row_masked) return p.masked_rows_nan ? __int_as_float(0x7fc00000) : 0.0f;
   return acc * inv_row_sum;
-}
-
-// The log2-sum-exp a split reports for one row (−inf when it saw no visible key).
-__device__ __forceinline__ float split_lse(float row_max, float row_sum) {
-  return row_max == -INFINITY ? -INFINITY : row_max + log2f(row_sum);
 }
 
 }  // namespace ortflash::cuda

@@ -52,7 +52,7 @@ public static class AttentionFuser
                     ProbabilityWrappers.None, KvHeadRepeatRemoved: false, Notes: []));
             }
 
-            foreach (var anchor in graph.Nodes.Where(n => n.Is("MatMul")).ToList())
+            foreach (var anchor in graph.Nodes.Where(n => n.Is("MatMul") || n.Is("Einsum")).ToList())
             {
                 if (!graph.Nodes.Contains(anchor))
                 {

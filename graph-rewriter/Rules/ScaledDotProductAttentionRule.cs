@@ -70,7 +70,9 @@ public sealed class ScaledDotProductAttentionRule
     public PatternResult Match(Node anchor)
     {
         ArgumentNullException.ThrowIfNull(anchor);
-        if (!anchor.Is("MatMul") || anchor.Input(0) is not { } probabilities || anchor.Input(1) is not { } value)
+        var valueEinsum = anchor.Is("Einsum") ? ValueEinsum(anchor) : null;
+        if (!(anchor.Is("MatMul") || valueEinsum is not null) || anchor.Inputs.Count != 2 ||
+            anchor.Input(valueEinsum?.ProbabilityIndex ?? 0) is not { } probabilities || anchor.Input(1 - (valueEinsum?.ProbabilityIndex ?? 0)) is not { } value)
         {
             return default;
         }
@@ -129,6 +131,11 @@ public sealed class ScaledDotProductAttentionRule
             wrappers |= ProbabilityWrappers.Clamp;
         }
 
+        if (chain.ScoresMatMul.Is("Einsum") || valueEinsum is not null)
+        {
+            return MatchEinsum(anchor, softmax, value, chain, valueEinsum, wrappers, probabilityNodes.ToImmutable());
+        }
+
         var query = _query.Match(chain.ScoresMatMul.Input(0)!)!;
         if (_key.Match(chain.ScoresMatMul.Input(1)!) is not { } key)
         {
@@ -147,6 +154,101 @@ public sealed class ScaledDotProductAttentionRule
         var match = new AttentionMatch(anchor, softmax, query, key, value, chain, wrappers, probabilityNodes.ToImmutable(), repeatRemoved);
         return new PatternResult(RecognizeCausal(match), null);
     }
+
+    /// <summary>
+    /// Einsum(scores: Q, K) ... Einsum(P, V) or MatMul(P, V): the operands are regrouped to
+    /// (B, H, S, D) by the permutations the equations prove.
+    /// </summary>
+    private PatternResult MatchEinsum(Node anchor, Node softmax, Value value, ScoreChain chain, ValueProduct? valueEinsum,
+                                      ProbabilityWrappers wrappers, ImmutableList<Node> probabilityNodes)
+    {
+        var scores = chain.ScoresMatMul;
+        if (!scores.Is("Einsum"))
+        {
+            return new PatternResult(null, $"Einsum '{anchor.DisplayName}' multiplies probabilities computed by {scores.OpType} '{scores.DisplayName}'; only Einsum scores are mapped with an Einsum value product.");
+        }
+
+        if (ScoreEinsum(scores) is not { } layout)
+        {
+            return new PatternResult(null,
+                $"Einsum '{scores.DisplayName}' ('{scores.StringAttribute("equation")}') is not a 4-D query·keyᵀ product contracting one head-dim axis with the key axis last.");
+        }
+
+        var query = _query.Match(scores.Input(layout.QueryIndex)!)!;
+        var keyOperand = scores.Input(1 - layout.QueryIndex)!;
+        var key = ScalarFactor(keyOperand) is { } f ? new KeyMatch(f.Operand, KeyLayout.Einsum, f.Factor) : new KeyMatch(keyOperand, KeyLayout.Einsum, 1);
+        var einsum = new EinsumLayout(layout.Query, layout.Key, valueEinsum?.Value ?? [0, 1, 2, 3], valueEinsum?.Output ?? [0, 1, 2, 3]);
+        var match = new AttentionMatch(anchor, softmax, query, key, value, chain, wrappers, probabilityNodes, false) { Einsum = einsum };
+        return new PatternResult(RecognizeCausal(match), null);
+    }
+
+    /// <summary>Which operand of a value-product Einsum holds the probabilities, and the permutations of V and of the result.</summary>
+    private sealed record ValueProduct(int ProbabilityIndex, long[] Value, long[] Output);
+
+    /// <summary>
+    /// Einsum(P, V) whose equation contracts P's last axis with V, keeps P's first three axes and
+    /// adds one axis of V: "acbe,aecd->abcd" (Keras), "bhqk,bhkd->bhqd", either operand order.
+    /// </summary>
+    private static ValueProduct? ValueEinsum(Node einsum)
+    {
+        if (EinsumEquation.Parse(einsum.StringAttribute("equation")) is not { Operands.Count: 2 } equation ||
+            equation.Output.Length != 4 || equation.Operands.Any(o => o.Length != 4))
+        {
+            return null;
+        }
+
+        for (var index = 0; index < 2; index++)
+        {
+            var (p, v) = (equation.Operands[index], equation.Operands[1 - index]);
+            var added = v.Where(c => !p.Contains(c, StringComparison.Ordinal)).ToList();
+            if (added.Count != 1)
+            {
+                continue;
+            }
+
+            string valueAxes = new([p[0], p[1], p[3], added[0]]), resultAxes = new([p[0], p[1], p[2], added[0]]);
+            if (SameLetters(v, valueAxes) && SameLetters(equation.Output, resultAxes))
+            {
+                return new ValueProduct(index, EinsumEquation.Permutation(v, valueAxes), EinsumEquation.Permutation(resultAxes, equation.Output));
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// Einsum(Q, K) (either order) giving (x, y, Sq, Skv): both operands hold x and y, one head-dim
+    /// letter is contracted, and each has its own sequence letter ("aecd,abcd->acbe" is Keras').
+    /// </summary>
+    private static (int QueryIndex, long[] Query, long[] Key)? ScoreEinsum(Node einsum)
+    {
+        if (EinsumEquation.Parse(einsum.StringAttribute("equation")) is not { Operands.Count: 2 } equation ||
+            equation.Output.Length != 4 || equation.Operands.Any(o => o.Length != 4))
+        {
+            return null;
+        }
+
+        var output = equation.Output;
+        for (var index = 0; index < 2; index++)
+        {
+            var (q, k) = (equation.Operands[index], equation.Operands[1 - index]);
+            var contracted = q.Where(c => k.Contains(c, StringComparison.Ordinal) && !output.Contains(c, StringComparison.Ordinal)).ToList();
+            if (contracted.Count != 1)
+            {
+                continue;
+            }
+
+            string queryAxes = new([output[0], output[1], output[2], contracted[0]]), keyAxes = new([output[0], output[1], output[3], contracted[0]]);
+            if (SameLetters(q, queryAxes) && SameLetters(k, keyAxes))
+            {
+                return (index, EinsumEquation.Permutation(q, queryAxes), EinsumEquation.Permutation(k, keyAxes));
+            }
+        }
+
+        return null;
+    }
+
+    private static bool SameLetters(string a, string b) => a.Length == b.Length && a.All(c => b.Contains(c, StringComparison.Ordinal));
 
     private static (Node Where, Node IsNaN, Value Guarded)? NaNGuardOf(Node where, GraphAnalysis analysis)
     {
@@ -174,7 +276,7 @@ public sealed class ScaledDotProductAttentionRule
             {
                 for (var i = 0; i < 2; i++)
                 {
-                    if (Ops.Producer(node.Input(i), "MatMul") is not null && node.Input(1 - i) is { } factor && _analysis.ScalarOf(factor) is null)
+                    if (Ops.Producer(node.Input(i), "MatMul", "Einsum") is not null && node.Input(1 - i) is { } factor && _analysis.ScalarOf(factor) is null)
                     {
                         return $"The scale '{factor.Name}' applied by {node.OpType} '{node.DisplayName}' is not a constant, so the op's scale cannot be determined.";
                     }
@@ -339,7 +441,7 @@ public sealed class ScaledDotProductAttentionRule
     private ScoreChain? MatchScoresMatMul(Value scores, ScoreChain chain)
     {
         (scores, chain) = SkipWidening(scores, chain);
-        return Ops.Producer(scores, "MatMul") is { Inputs.Count: 2 } matMul ? chain with { ScoresMatMul = matMul } : null;
+        return Ops.Producer(scores, "MatMul", "Einsum") is { Inputs.Count: 2 } matMul ? chain with { ScoresMatMul = matMul } : null;
     }
 
     /// <summary>
@@ -489,7 +591,7 @@ public sealed class ScaledDotProductAttentionRule
     /// </summary>
     private AttentionMatch RecognizeCausal(AttentionMatch match)
     {
-        if (_analysis.ShapeOf(match.Query.Value) is not { Count: >= 3 } q || KeyShape(match) is not { Count: >= 3 } k)
+        if (QueryShape(match) is not { Count: >= 3 } q || KeyShape(match) is not { Count: >= 3 } k)
         {
             return match;
         }
@@ -523,12 +625,21 @@ public sealed class ScaledDotProductAttentionRule
         return match with { Scores = match.Scores with { Masks = masks } };
     }
 
+    /// <summary>The query's shape in the op's layout.</summary>
+    private IReadOnlyList<Dim>? QueryShape(AttentionMatch match) =>
+        match.Einsum is { } einsum ? EinsumLayout.Permute(_analysis.ShapeOf(match.Query.Value), einsum.Query) : _analysis.ShapeOf(match.Query.Value);
+
+    /// <summary>The value's shape in the op's layout.</summary>
+    private IReadOnlyList<Dim>? ValueShape(AttentionMatch match) =>
+        match.Einsum is { } einsum ? EinsumLayout.Permute(_analysis.ShapeOf(match.Value), einsum.Value) : _analysis.ShapeOf(match.Value);
+
     /// <summary>The key's shape in the op's layout ((B, H, S, D) or (N, S, D)).</summary>
     private IReadOnlyList<Dim>? KeyShape(AttentionMatch match)
     {
         var shape = _analysis.ShapeOf(match.Key.Value);
         return (match.Key.Layout, shape) switch
         {
+            (KeyLayout.Einsum, _) => EinsumLayout.Permute(shape, match.Einsum!.Key),
             (KeyLayout.HeadSplitMerged, { Count: 4 } s) => [s[0], s[2], s[1], s[3]],
             (KeyLayout.Rank3SequenceFirst, { Count: 3 } s) => [s[1], s[0], s[2]],
             _ => shape,
@@ -661,9 +772,9 @@ public sealed class ScaledDotProductAttentionRule
             }
         }
 
-        var q = _analysis.ShapeOf(match.Query.Value);
+        var q = QueryShape(match);
         var k = KeyShape(match);
-        var v = _analysis.ShapeOf(match.Value);
+        var v = ValueShape(match);
         if (q is null || k is null || v is null)
         {
             return CheckResult.Refuse("The ranks of query, key and value are not all known.");
@@ -875,8 +986,18 @@ public sealed class ScaledDotProductAttentionRule
         var names = graph.Model.Names;
         var type = _analysis.ElementTypeOf(match.Query.Value);
 
-        RewireShapeReaders(match);
+        var query = match.Query.Value;
         var key = match.Key.Value;
+        var value = match.Value;
+        if (match.Einsum is { } einsum)
+        {
+            // Query and key are regrouped before the score Einsum, so Shape readers of the scores can use them.
+            query = Permuted(match.Scores.ScoresMatMul, query, einsum.Query, "Query");
+            key = Permuted(match.Scores.ScoresMatMul, key, einsum.Key, "Key");
+            value = Permuted(anchor, value, einsum.Value, "Value");
+        }
+
+        RewireShapeReaders(match, query, key);
         if (match.Key.Layout is KeyLayout.HeadSplitMerged or KeyLayout.Rank3SequenceFirst)
         {
             long[] perm = match.Key.Layout == KeyLayout.HeadSplitMerged ? [0, 2, 1, 3] : [1, 0, 2];
@@ -891,8 +1012,6 @@ public sealed class ScaledDotProductAttentionRule
         var causal = masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None;
 
         Value? bias = additive is null ? null : SignedBias(graph, anchor, additive, type);
-        var query = match.Query.Value;
-        var value = match.Value;
         var view = additive?.View;
         if (view is not null)
         {
@@ -969,7 +1088,13 @@ public sealed class ScaledDotProductAttentionRule
         var output = anchor.Output(0)!;
         var fused = graph.InsertNode(anchor, OpType, Domain, inputs, [names.Fresh(output.Name + "_fused")],
             anchor.Name.Length > 0 ? anchor.Name + "_FlashAttention" : "FlashAttention", attributes);
-        if (view is null)
+        if (match.Einsum is { } layout && !EinsumLayout.IsIdentity(layout.Output))
+        {
+            var back = graph.InsertNode(anchor, "Transpose", "", [fused.Output(0)], [names.Fresh(output.Name + "_einsum_layout")], "OutputLayout",
+                [Node.IntsAttributeProto("perm", layout.Output)]);
+            graph.TransferOutput(output, back, 0);
+        }
+        else if (view is null)
         {
             graph.TransferOutput(output, fused, 0);
         }
@@ -987,6 +1112,19 @@ public sealed class ScaledDotProductAttentionRule
         graph.RemoveDead(anchor);
         graph.Model.EnsureOpsetImport(Domain, 1);
         return fused;
+    }
+
+    /// <summary><paramref name="input"/> transposed by <paramref name="permutation"/> (inserted before <paramref name="before"/>), or itself for the identity.</summary>
+    private static Value Permuted(Node before, Value input, long[] permutation, string hint)
+    {
+        if (EinsumLayout.IsIdentity(permutation))
+        {
+            return input;
+        }
+
+        var graph = before.Graph;
+        return graph.InsertNode(before, "Transpose", "", [input], [graph.Model.Names.Fresh(input.Name + "_bhsd")], hint + "HeadsFirst",
+            [Node.IntsAttributeProto("perm", permutation)]).Output(0)!;
     }
 
     private static Value SliceOf(OnnxGraph graph, Node before, Value vector, long start, long end, string hint)
@@ -1011,7 +1149,7 @@ public sealed class ScaledDotProductAttentionRule
     /// Shape nodes reading a score-shaped intermediate (DistilBERT expands its mask to Shape(scores))
     /// get the same shape computed from the query and key instead, inserted where they were.
     /// </summary>
-    private static void RewireShapeReaders(AttentionMatch match)
+    private static void RewireShapeReaders(AttentionMatch match, Value query, Value key)
     {
         var graph = match.Anchor.Graph;
         var names = graph.Model.Names;
@@ -1028,8 +1166,8 @@ public sealed class ScaledDotProductAttentionRule
             }
 
             var rank = QueryRank(match);
-            var queryShape = graph.InsertNode(reader, "Shape", "", [match.Query.Value], [names.Fresh("QueryShape")], "QueryShape").Output(0)!;
-            var keyShape = graph.InsertNode(reader, "Shape", "", [match.Key.Value], [names.Fresh("KeyShape")], "KeyShape").Output(0)!;
+            var queryShape = graph.InsertNode(reader, "Shape", "", [query], [names.Fresh("QueryShape")], "QueryShape").Output(0)!;
+            var keyShape = graph.InsertNode(reader, "Shape", "", [key], [names.Fresh("KeyShape")], "KeyShape").Output(0)!;
             var keyAxis = match.Key.Layout switch
             {
                 KeyLayout.HeadSplitMerged => 1,

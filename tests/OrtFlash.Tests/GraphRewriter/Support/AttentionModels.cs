@@ -109,6 +109,12 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
         yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Einsum (B,S,H,D) operands, pre-scaled query, -1e9 padding (Keras MultiHeadAttention via tf2onnx)", KerasEinsum, KerasInputs,
+            new(KeyLayout.Einsum, ScalePlacement.Query, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Einsum bhqd,bhkd->bhqk and bhqk,bhkd->bhqd, Div scale", TorchEinsum, PlainInputs,
+            new(KeyLayout.Einsum, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Einsum scores from (B,S,H,D) query and key, MatMul value product", EinsumScoresMatMulValue, EinsumScoresInputs,
+            new(KeyLayout.Einsum, ScalePlacement.MultiplyScores, InvSqrtD));
     }
 
     public static IEnumerable<AttentionModel> OnnxAttention()
@@ -151,6 +157,8 @@ internal static class AttentionModels
         yield return new("Dropout in training mode", DropoutTraining, PlainInputs, null, "not provably in inference mode");
         yield return new("Key and value lengths differ", KeyValueLengthMismatch, PlainInputs, null, "does not match key");
         yield return new("Two additive masks", TwoAdditiveMasks, PlainInputs, null, "Two additive masks");
+        yield return new("Einsum scores with the query axis between batch and heads", EinsumHeadsNotLeading, PlainInputs, null, "not a 4-D query·keyᵀ product");
+        yield return new("Einsum value product of MatMul scores", EinsumValueAfterMatMulScores, PlainInputs, null, "only Einsum scores are mapped");
         yield return new("float32 finfo.min fill in a bfloat16 attention", Bfloat16WithFloatFill, PlainInputs, null, "cannot hold exactly");
     }
 
@@ -814,7 +822,86 @@ internal static class AttentionModels
 
     private static Dictionary<string, TestTensor> Float16Inputs(Random r, long s, long t) => Qkv(r, s, t, type: DataType.Float16);
 
+    private static ModelProto KerasEinsum()
+    {
+        var b = new ModelBuilder(13);
+        var q = b.Input("q", DataType.Float, "B", "S", Heads, HeadDim);
+        var k = b.Input("k", DataType.Float, "B", "T", Heads, HeadDim);
+        var v = b.Input("v", DataType.Float, "B", "T", Heads, HeadDim);
+        var mask = b.Input("mask", DataType.Float, "B", "S", "T");
+        var scaled = b.Node("Mul", [q, b.Scalar(InvSqrtD)]);
+        var scores = b.Node("Einsum", [k, scaled], Str("equation", "aecd,abcd->acbe"));
+        var adder = b.Node("Mul", [b.Node("Sub", [b.Scalar(1), b.Node("Unsqueeze", [mask, b.Ints(1)])]), b.Scalar(-1e9f)]);
+        var probabilities = Softmax(b, b.Node("Add", [scores, adder]));
+        b.Rename(b.Node("Einsum", [probabilities, v], Str("equation", "acbe,aecd->abcd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> KerasInputs(Random r, long s, long t)
+    {
+        var padding = Padding(t, fullyMaskedBatch: true);
+        var mask = new float[Batch * s * t];
+        for (var i = 0; i < mask.Length; i++)
+        {
+            mask[i] = padding[i / (s * t) * t + i % t];
+        }
+
+        return new()
+        {
+            ["q"] = TestTensor.Random(r, [Batch, s, Heads, HeadDim]),
+            ["k"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim]),
+            ["v"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim]),
+            ["mask"] = new TestTensor(DataType.Float, [Batch, s, t], mask),
+        };
+    }
+
+    private static ModelProto TorchEinsum()
+    {
+        var (b, q, k, v) = Bhsd();
+        var scores = b.Node("Einsum", [q, k], Str("equation", "bhqd,bhkd->bhqk"));
+        var probabilities = Softmax(b, Div(b, scores));
+        b.Rename(b.Node("Einsum", [probabilities, v], Str("equation", "bhqk,bhkd->bhqd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto EinsumScoresMatMulValue()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "B", "S", Heads, HeadDim);
+        var k = b.Input("k", DataType.Float, "B", "T", Heads, HeadDim);
+        var v = b.Input("v", DataType.Float, "B", Heads, "T", HeadDim);
+        var scores = b.Node("Einsum", [q, k], Str("equation", "bqhd, bkhd -> bhqk"));
+        return Finish(b, Softmax(b, b.Node("Mul", [scores, b.Scalar(InvSqrtD)])), v);
+    }
+
+    private static Dictionary<string, TestTensor> EinsumScoresInputs(Random r, long s, long t) => new()
+    {
+        ["q"] = TestTensor.Random(r, [Batch, s, Heads, HeadDim]),
+        ["k"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim]),
+        ["v"] = TestTensor.Random(r, [Batch, Heads, t, HeadDim]),
+    };
+
     // ---- refused variants ----------------------------------------------------------------------
+
+    private static ModelProto EinsumHeadsNotLeading()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "B", Heads, "S", HeadDim);
+        var k = b.Input("k", DataType.Float, "B", Heads, "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", 1, "T", HeadDim);
+        var scores = b.Node("Einsum", [q, k], Str("equation", "bhqd,bhkd->bqhk"));
+        return Finish(b, Softmax(b, Div(b, scores)), v);
+    }
+
+    private static ModelProto EinsumValueAfterMatMulScores()
+    {
+        var (b, q, k, v) = Bhsd();
+        b.Rename(b.Node("Einsum", [Softmax(b, Div(b, Scores(b, q, k))), v], Str("equation", "bhqk,bhkd->bhqd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
 
     private static ModelProto ProbabilitiesAsOutput()
     {

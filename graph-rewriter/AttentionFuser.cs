@@ -34,12 +34,15 @@ public static class AttentionFuser
         var skipped = new List<SkipRecord>();
         foreach (var graph in model.Graphs.ToList())
         {
+            var unprovable = graph.EnclosingFunction is { } function && TakesAttributes(function.Node)
+                ? $"Attention inside the {FunctionOf(graph).DisplayName} is not rewritten: its body reads attribute values from its callers (ref_attr_name), which can differ at each call, so the pattern's attributes are not known."
+                : null;
             foreach (var node in graph.Nodes.Where(OnnxAttentionRule.IsCandidate).ToList())
             {
                 var (found, reason) = onnxAttention.Match(node);
-                if (found is null)
+                if (found is null || unprovable is not null)
                 {
-                    skipped.Add(new SkipRecord(graph.DisplayName, node.DisplayName, reason!));
+                    skipped.Add(new SkipRecord(graph.DisplayName, node.DisplayName, (found is null ? reason : unprovable)!));
                     continue;
                 }
 
@@ -71,7 +74,7 @@ public static class AttentionFuser
                     continue;
                 }
 
-                var check = rule.Check(match);
+                var check = unprovable is null ? rule.Check(match) : CheckResult.Refuse(unprovable);
                 if (!check.IsOk)
                 {
                     skipped.Add(new SkipRecord(graph.DisplayName, anchor.DisplayName, check.Reason!));
@@ -92,6 +95,12 @@ public static class AttentionFuser
 
         return new FusionReport(fusions, skipped);
     }
+
+    /// <summary>Whether any of <paramref name="nodes"/> (or of their subgraphs) takes an attribute from the function's caller.</summary>
+    private static bool TakesAttributes(IEnumerable<NodeProto> nodes) =>
+        nodes.Any(n => n.Attribute.Any(a => a.RefAttrName.Length > 0 || (a.G is { } g && TakesAttributes(g.Node)) || a.Graphs.Any(g => TakesAttributes(g.Node))));
+
+    private static OnnxGraph FunctionOf(OnnxGraph graph) => graph.Function is null ? FunctionOf(graph.Parent!) : graph;
 
     /// <summary>
     /// Reads <paramref name="inputPath"/>, rewrites it and writes <paramref name="outputPath"/>

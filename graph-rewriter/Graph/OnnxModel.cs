@@ -37,11 +37,16 @@ public sealed class OnnxModel
         ArgumentNullException.ThrowIfNull(proto);
         var model = new OnnxModel(proto);
         model.Main = OnnxGraph.Build(proto.Graph, model, parent: null, owner: null);
+        model.Functions = proto.Functions.Select(f => OnnxGraph.BuildFunction(f, model)).ToList();
         return model;
     }
 
-    /// <summary>The main graph and every subgraph.</summary>
-    public IEnumerable<OnnxGraph> Graphs => Main.Descendants().Prepend(Main);
+    /// <summary>The bodies of the model-local functions.</summary>
+    public IReadOnlyList<OnnxGraph> Functions { get; private set; } = [];
+
+    /// <summary>The main graph, every function body, and every subgraph of them.</summary>
+    public IEnumerable<OnnxGraph> Graphs => Main.Descendants().Prepend(Main)
+        .Concat(Functions.SelectMany(f => f.Descendants().Prepend(f)));
 
     /// <summary>Imports <paramref name="domain"/> at <paramref name="version"/> unless already imported.</summary>
     public void EnsureOpsetImport(string domain, long version)

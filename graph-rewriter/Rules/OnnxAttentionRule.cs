@@ -34,7 +34,7 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
     public static bool IsCandidate(Node node)
     {
         ArgumentNullException.ThrowIfNull(node);
-        return node.Is("Attention") && node.Graph.Model.DefaultOpset >= 23;
+        return node.Is("Attention") && node.Graph.DefaultOpset >= 23;
     }
 
     /// <summary>The match for an Attention node, or the reason it cannot be mapped.</summary>
@@ -212,7 +212,7 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
         }
 
         graph.RemoveDead(node);
-        graph.Model.EnsureOpsetImport(ScaledDotProductAttentionRule.Domain, 1);
+        graph.EnsureOpsetImport(ScaledDotProductAttentionRule.Domain, 1);
         return fused;
     }
 }

@@ -685,7 +685,7 @@ public sealed class ScaledDotProductAttentionRule
     {
         var softmax = match.Softmax;
         var rank = _analysis.ShapeOf(softmax.Input(0)!)?.Count;
-        var opset = softmax.Graph.Model.DefaultOpset;
+        var opset = softmax.Graph.DefaultOpset;
         var axis = softmax.IntAttribute("axis") ?? (opset >= 13 ? -1 : 1);
         if (axis == -1)
         {
@@ -1110,7 +1110,7 @@ public sealed class ScaledDotProductAttentionRule
         }
 
         graph.RemoveDead(anchor);
-        graph.Model.EnsureOpsetImport(Domain, 1);
+        graph.EnsureOpsetImport(Domain, 1);
         return fused;
     }
 

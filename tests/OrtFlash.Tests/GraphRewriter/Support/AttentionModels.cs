@@ -109,6 +109,8 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
         yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Attention inside a model-local function with declared input types", () => AttentionInFunction(declareTypes: true, attributeReference: false), PlainInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD), NoReferenceProbe: true);
         yield return new("Einsum (B,S,H,D) operands, pre-scaled query, -1e9 padding (Keras MultiHeadAttention via tf2onnx)", KerasEinsum, KerasInputs,
             new(KeyLayout.Einsum, ScalePlacement.Query, InvSqrtD), NoReferenceProbe: true);
         yield return new("Einsum bhqd,bhkd->bhqk and bhqk,bhkd->bhqd, Div scale", TorchEinsum, PlainInputs,
@@ -157,6 +159,10 @@ internal static class AttentionModels
         yield return new("Dropout in training mode", DropoutTraining, PlainInputs, null, "not provably in inference mode");
         yield return new("Key and value lengths differ", KeyValueLengthMismatch, PlainInputs, null, "does not match key");
         yield return new("Two additive masks", TwoAdditiveMasks, PlainInputs, null, "Two additive masks");
+        yield return new("Attention inside a function taking its scale from the caller", () => AttentionInFunction(declareTypes: true, attributeReference: true), PlainInputs, null,
+            "reads attribute values from its callers");
+        yield return new("Attention inside a function without declared types", () => AttentionInFunction(declareTypes: false, attributeReference: false), PlainInputs, null,
+            "element type of query 'q' is unknown");
         yield return new("Einsum scores with the query axis between batch and heads", EinsumHeadsNotLeading, PlainInputs, null, "not a 4-D query·keyᵀ product");
         yield return new("Einsum value product of MatMul scores", EinsumValueAfterMatMulScores, PlainInputs, null, "only Einsum scores are mapped");
         yield return new("float32 finfo.min fill in a bfloat16 attention", Bfloat16WithFloatFill, PlainInputs, null, "cannot hold exactly");
@@ -821,6 +827,55 @@ internal static class AttentionModels
     }
 
     private static Dictionary<string, TestTensor> Float16Inputs(Random r, long s, long t) => Qkv(r, s, t, type: DataType.Float16);
+
+    /// <summary>
+    /// The main graph calls local::SelfAttention(q, k, v), whose body is the attention; with
+    /// <paramref name="declareTypes"/> its value_info types the inputs, with
+    /// <paramref name="attributeReference"/> the scale is the caller's attribute.
+    /// </summary>
+    private static ModelProto AttentionInFunction(bool declareTypes, bool attributeReference)
+    {
+        var (b, q, k, v) = Bhsd();
+        b.Model.IrVersion = 10;
+        b.Model.OpsetImport.Add(new OperatorSetIdProto { Domain = "local", Version = 1 });
+        var function = new FunctionProto
+        {
+            Name = "SelfAttention", Domain = "local", Input = { "q", "k", "v" }, Output = { "attended" },
+            OpsetImport = { new OperatorSetIdProto { Domain = "", Version = 17 } },
+        };
+        if (declareTypes)
+        {
+            function.ValueInfo.AddRange(new[] { "q", "k", "v" }.Select(n => ValueInfo(n, DataType.Float, ["B", Heads, n == "q" ? "S" : "T", HeadDim])));
+        }
+
+        void Op(string type, string[] inputs, string output, params AttributeProto[] attributes) =>
+            function.Node.Add(new NodeProto { OpType = type, Name = "fn_" + output, Input = { inputs }, Output = { output }, Attribute = { attributes } });
+        Op("Transpose", ["k"], "kt", Ints("perm", 0, 1, 3, 2));
+        Op("MatMul", ["q", "kt"], "scores");
+        if (attributeReference)
+        {
+            function.Attribute.Add("scale");
+            Op("Constant", [], "scale", new AttributeProto { Name = "value_float", RefAttrName = "scale", Type = AttributeProto.Types.AttributeType.Float });
+        }
+        else
+        {
+            Op("Constant", [], "scale", Float("value_float", InvSqrtD));
+        }
+
+        Op("Mul", ["scores", "scale"], "scaled");
+        Op("Softmax", ["scaled"], "probabilities", Int("axis", -1));
+        Op("MatMul", ["probabilities", "v"], "attended");
+        b.Model.Functions.Add(function);
+        var call = new NodeProto { OpType = "SelfAttention", Domain = "local", Name = "call", Input = { q, k, v }, Output = { "out" } };
+        if (attributeReference)
+        {
+            call.Attribute.Add(Float("scale", InvSqrtD));
+        }
+
+        b.Graph.Node.Add(call);
+        b.Output("out");
+        return b.Model;
+    }
 
     private static ModelProto KerasEinsum()
     {

@@ -51,7 +51,7 @@ public static class AttentionFuser
                 fusions.Add(new FusionRecord(
                     graph.DisplayName, node.DisplayName, fused.Name, before.Where(n => !graph.Nodes.Contains(n)).Select(n => n.DisplayName).ToList(),
                     KeyLayout.NotTransposed, ScalePlacement.Attribute,
-                    (float)found.Scale, 1, found.Mask is null ? [] : [found.MaskKind], found.Causal, found.Softcap, MaskedRowPolicy.Zero,
+                    (float)found.Scale, 1, found.Mask is not null ? [found.MaskKind] : found.NonPadKvSeqLen is not null ? [MaskKind.KeepNegativeInfinity] : [], found.Causal, found.Softcap, MaskedRowPolicy.Zero,
                     ProbabilityWrappers.None, KvHeadRepeatRemoved: false, Notes: []));
             }
 

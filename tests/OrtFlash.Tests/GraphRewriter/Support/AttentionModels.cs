@@ -129,11 +129,20 @@ internal static class AttentionModels
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, Causal: CausalAlignment.LowerRight, MaskedRows: MaskedRowPolicy.Zero));
         yield return new("ONNX Attention-23 with 3-D inputs and GQA heads", OnnxAttention3D, Hidden3DInputs,
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero), NoReferenceProbe: true);
+        yield return new("ONNX Attention-23 with softcap, explicit scale and a float mask", OnnxAttentionSoftcap, QueryByKeyMaskInputs(DataType.Float, keySameAsQuery: false),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, 0.5f, MaskedRows: MaskedRowPolicy.Zero, Softcap: 1.5f));
+        yield return new("ONNX Attention-23, qk_matmul_output_mode 0 with the QK output declared but unused", OnnxAttentionQkOutputUnused, PlainInputs,
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero));
+        yield return new("ONNX Attention-24 with nonpad_kv_seqlen (a row fully padded)", () => OnnxAttentionNonPad(threeD: false), NonPadInputs(threeD: false),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero));
+        yield return new("ONNX Attention-24, 3-D inputs with nonpad_kv_seqlen", () => OnnxAttentionNonPad(threeD: true), NonPadInputs(threeD: true),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero), NoReferenceProbe: true);
     }
 
     public static IEnumerable<AttentionModel> OnnxAttentionRefused()
     {
         yield return new("ONNX Attention whose QK output is used", OnnxAttentionQkOutput, PlainInputs, null, "QK matmul output");
+        yield return new("ONNX Attention-24 with nonpad_kv_seqlen and is_causal", OnnxAttentionNonPadCausal, PlainInputs, null, "offset per batch");
     }
 
     public static IEnumerable<AttentionModel> InLoops()
@@ -747,6 +756,62 @@ internal static class AttentionModels
         b.Rename(outputs[3], "qk");
         b.Output("out");
         b.Output("qk");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttentionSoftcap()
+    {
+        var (b, q, k, v) = Bhsd(opset: 23);
+        var mask = b.Input("mask", DataType.Float, "B", 1, "S", "T");
+        b.Rename(b.Node("Attention", [q, k, v, mask], Float("softcap", 1.5f), Float("scale", 0.5f)), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttentionQkOutputUnused()
+    {
+        var (b, q, k, v) = Bhsd(opset: 23);
+        var outputs = b.NodeOutputs("Attention", [q, k, v], 4, Int("qk_matmul_output_mode", 0));
+        b.Rename(outputs[0], "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttentionNonPad(bool threeD)
+    {
+        var b = new ModelBuilder(24);
+        object[] Shape(string length) => threeD ? ["B", length, Heads * HeadDim] : ["B", Heads, length, HeadDim];
+        var q = b.Input("q", DataType.Float, Shape("S"));
+        var k = b.Input("k", DataType.Float, Shape("T"));
+        var v = b.Input("v", DataType.Float, Shape("T"));
+        var lengths = b.Input("nonpad_kv_seqlen", DataType.Int64, "B");
+        AttributeProto[] heads = threeD ? [Int("q_num_heads", Heads), Int("kv_num_heads", Heads)] : [];
+        b.Rename(b.Node("Attention", [q, k, v, "", "", "", lengths], heads), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    /// <summary>Batch 0 sees every key, batch 1 the first half (none when T = 1).</summary>
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> NonPadInputs(bool threeD) => (r, s, t) =>
+    {
+        var inputs = threeD
+            ? new Dictionary<string, TestTensor>
+            {
+                ["q"] = TestTensor.Random(r, [Batch, s, Heads * HeadDim]),
+                ["k"] = TestTensor.Random(r, [Batch, t, Heads * HeadDim]),
+                ["v"] = TestTensor.Random(r, [Batch, t, Heads * HeadDim]),
+            }
+            : Qkv(r, s, t);
+        inputs["nonpad_kv_seqlen"] = new TestTensor(DataType.Int64, [Batch], [t, t / 2]);
+        return inputs;
+    };
+
+    private static ModelProto OnnxAttentionNonPadCausal()
+    {
+        var (b, q, k, v) = Bhsd(opset: 24);
+        var lengths = b.Input("nonpad_kv_seqlen", DataType.Int64, "B");
+        b.Rename(b.Node("Attention", [q, k, v, "", "", "", lengths], Int("is_causal", 1)), "out");
+        b.Output("out");
         return b.Model;
     }
 

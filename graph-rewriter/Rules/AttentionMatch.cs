@@ -167,6 +167,14 @@ public sealed record EinsumLayout(long[] Query, long[] Key, long[] Value, long[]
     }
 }
 
+/// <summary>
+/// Softmax written out as Div(E, ReduceSum(E)) with E = Exp(Sub(x, ReduceMax(x))) (the TorchScript
+/// exporter's form when the rank is unknown) or, refused, E = Exp(x).
+/// </summary>
+/// <param name="ReduceMax">The row max subtracted before Exp; null when there is none.</param>
+/// <param name="ReduceSum">The row sum divided by.</param>
+public sealed record DecomposedSoftmax(Node? ReduceMax, Node ReduceSum);
+
 /// <summary>The key as the op will read it, and how it was found.</summary>
 /// <param name="Value">The untransposed key (or, for <see cref="KeyLayout.HeadSplitMerged"/>, the (B, S, H, D) tensor to transpose).</param>
 /// <param name="Layout">How it reached the score MatMul.</param>
@@ -199,7 +207,7 @@ public sealed record ScoreChain(
 
 /// <summary>An attention subgraph found by <see cref="ScaledDotProductAttentionRule"/>.</summary>
 /// <param name="Anchor">MatMul(P, V), the node whose output the fused op takes over.</param>
-/// <param name="Softmax">The Softmax node.</param>
+/// <param name="Softmax">The Softmax node (the final Div of a decomposed softmax).</param>
 /// <param name="Query">The query.</param>
 /// <param name="Key">The key.</param>
 /// <param name="Value">The value (after any removed head repeat).</param>
@@ -223,6 +231,9 @@ public sealed record AttentionMatch(
 
     /// <summary>For Einsum-based attention: how the operands are permuted around the op.</summary>
     public EinsumLayout? Einsum { get; init; }
+
+    /// <summary>When Softmax is written out: its reductions (<see cref="Softmax"/> is then the Div).</summary>
+    public DecomposedSoftmax? DecomposedSoftmax { get; init; }
 
     /// <summary>The scale attribute: every factor folded into the op.</summary>
     public double Scale => Query.Factor * Key.Factor * Scores.Factor;

@@ -106,13 +106,24 @@ public sealed class ScaledDotProductAttentionRule
             }
         }
 
-        if (Ops.Producer(p, "Softmax") is not { } softmax)
+        Node softmax;
+        Value scores;
+        DecomposedSoftmax? decomposed = null;
+        if (Ops.Producer(p, "Softmax") is { } node)
+        {
+            (softmax, scores) = (node, node.Input(0)!);
+            probabilityNodes.Add(softmax);
+        }
+        else if (Decomposed(p) is { } written)
+        {
+            (softmax, scores, decomposed) = (written.Div, written.Input, written.Form);
+            probabilityNodes.AddRange(written.Nodes);
+        }
+        else
         {
             return default;
         }
 
-        probabilityNodes.Add(softmax);
-        var scores = softmax.Input(0)!;
         while (Widening(scores) is { } upcast)
         {
             wrappers |= ProbabilityWrappers.SoftmaxUpcast;
@@ -133,7 +144,8 @@ public sealed class ScaledDotProductAttentionRule
 
         if (chain.ScoresMatMul.Is("Einsum") || valueEinsum is not null)
         {
-            return MatchEinsum(anchor, softmax, value, chain, valueEinsum, wrappers, probabilityNodes.ToImmutable());
+            var einsum = MatchEinsum(anchor, softmax, value, chain, valueEinsum, wrappers, probabilityNodes.ToImmutable());
+            return einsum.Match is { } found ? einsum with { Match = found with { DecomposedSoftmax = decomposed } } : einsum;
         }
 
         var query = _query.Match(chain.ScoresMatMul.Input(0)!)!;
@@ -151,8 +163,28 @@ public sealed class ScaledDotProductAttentionRule
             repeatRemoved = true;
         }
 
-        var match = new AttentionMatch(anchor, softmax, query, key, value, chain, wrappers, probabilityNodes.ToImmutable(), repeatRemoved);
+        var match = new AttentionMatch(anchor, softmax, query, key, value, chain, wrappers, probabilityNodes.ToImmutable(), repeatRemoved)
+        {
+            DecomposedSoftmax = decomposed,
+        };
         return new PatternResult(RecognizeCausal(match), null);
+    }
+
+    /// <summary>Div(E, ReduceSum(E)) with E = Exp(Sub(x, ReduceMax(x))) or Exp(x): the nodes, x, and the reductions.</summary>
+    private static (Node Div, Node[] Nodes, Value Input, DecomposedSoftmax Form)? Decomposed(Value probabilities)
+    {
+        if (Ops.Producer(probabilities, "Div") is not { Inputs.Count: 2 } div || Ops.Producer(div.Input(0), "Exp") is not { } exp ||
+            Ops.Producer(div.Input(1), "ReduceSum") is not { } sum || sum.Input(0) != exp.Output(0))
+        {
+            return null;
+        }
+
+        if (Ops.Producer(exp.Input(0), "Sub") is { Inputs.Count: 2 } sub && Ops.Producer(sub.Input(1), "ReduceMax") is { } max && max.Input(0) == sub.Input(0))
+        {
+            return (div, [div, sum, exp, sub, max], sub.Input(0)!, new DecomposedSoftmax(max, sum));
+        }
+
+        return (div, [div, sum, exp], exp.Input(0)!, new DecomposedSoftmax(null, sum));
     }
 
     /// <summary>
@@ -685,6 +717,11 @@ public sealed class ScaledDotProductAttentionRule
     {
         var softmax = match.Softmax;
         var rank = _analysis.ShapeOf(softmax.Input(0)!)?.Count;
+        if (match.DecomposedSoftmax is { } written)
+        {
+            return CheckDecomposedSoftmax(written, rank);
+        }
+
         var opset = softmax.Graph.DefaultOpset;
         var axis = softmax.IntAttribute("axis") ?? (opset >= 13 ? -1 : 1);
         if (axis == -1)
@@ -705,6 +742,36 @@ public sealed class ScaledDotProductAttentionRule
         return CheckResult.Refuse(opset < 13
             ? $"Softmax '{softmax.DisplayName}' (opset {opset}) has axis={axis} on a rank-{rank} input: it normalises over the flattened axes {axis}..{rank - 1}, not over the keys."
             : $"Softmax '{softmax.DisplayName}' normalises over axis {axis}, not over the last axis of its rank-{rank} input.");
+    }
+
+    /// <summary>
+    /// A written-out softmax is the op's softmax when it subtracts the row max (as Softmax does,
+    /// so nothing overflows) and both reductions keep dims over exactly the last axis.
+    /// </summary>
+    private CheckResult CheckDecomposedSoftmax(DecomposedSoftmax written, int? rank)
+    {
+        if (written.ReduceMax is null)
+        {
+            return CheckResult.Refuse(
+                $"Softmax written as Exp(x) / ReduceSum '{written.ReduceSum.DisplayName}' without subtracting the row max: it overflows to inf/inf = NaN for scores above ~88, where the op (like Softmax) does not.");
+        }
+
+        foreach (var reduce in new[] { written.ReduceMax, written.ReduceSum })
+        {
+            if ((reduce.IntAttribute("keepdims") ?? 1) != 1)
+            {
+                return CheckResult.Refuse($"{reduce.OpType} '{reduce.DisplayName}' of a written-out softmax drops the reduced axis (keepdims=0), so it does not broadcast back over the row.");
+            }
+
+            var axes = _analysis.AxesOf(reduce);
+            if (axes is not [var axis] || !(axis == -1 || (rank is { } r && axis == r - 1)))
+            {
+                var described = axes is null ? "axes that are not constant or absent (all axes)" : $"axes [{string.Join(", ", axes)}]";
+                return CheckResult.Refuse($"{reduce.OpType} '{reduce.DisplayName}' of a written-out softmax reduces over {described}, not provably the last axis{(rank is null ? " (rank unknown)" : $" of a rank-{rank} input")}.");
+            }
+        }
+
+        return CheckResult.Ok;
     }
 
     /// <summary>Every intermediate must be used only inside the pattern and must not be a graph output.</summary>

@@ -109,6 +109,10 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
         yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Softmax written as Exp(x − ReduceMax) / ReduceSum, axes -1 (TorchScript, unknown rank)", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: true), PaddingInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Softmax written out at opset 18 (axes inputs, axis 3) with a -inf bool mask", () => DecomposedSoftmax(opset: 18, axis: 3, subtractMax: true), BoolMaskInputs(fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Attention inside a model-local function with declared input types", () => AttentionInFunction(declareTypes: true, attributeReference: false), PlainInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD), NoReferenceProbe: true);
         yield return new("Einsum (B,S,H,D) operands, pre-scaled query, -1e9 padding (Keras MultiHeadAttention via tf2onnx)", KerasEinsum, KerasInputs,
@@ -168,6 +172,10 @@ internal static class AttentionModels
         yield return new("Dropout in training mode", DropoutTraining, PlainInputs, null, "not provably in inference mode");
         yield return new("Key and value lengths differ", KeyValueLengthMismatch, PlainInputs, null, "does not match key");
         yield return new("Two additive masks", TwoAdditiveMasks, PlainInputs, null, "Two additive masks");
+        yield return new("Softmax written out over axis 2", () => DecomposedSoftmax(opset: 17, axis: 2, subtractMax: true), PaddingInputs, null, "not provably the last axis");
+        yield return new("Softmax written out without subtracting the row max", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: false), PaddingInputs, null,
+            "without subtracting the row max");
+        yield return new("Softmax written out with keepdims=0", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: true, keepDims: 0), PaddingInputs, null, "keepdims=0");
         yield return new("Attention inside a function taking its scale from the caller", () => AttentionInFunction(declareTypes: true, attributeReference: true), PlainInputs, null,
             "reads attribute values from its callers");
         yield return new("Attention inside a function without declared types", () => AttentionInFunction(declareTypes: false, attributeReference: false), PlainInputs, null,
@@ -892,6 +900,38 @@ internal static class AttentionModels
     }
 
     private static Dictionary<string, TestTensor> Float16Inputs(Random r, long s, long t) => Qkv(r, s, t, type: DataType.Float16);
+
+    /// <summary>
+    /// Div(Exp(Sub(x, ReduceMax(x))), ReduceSum(Exp(...))) over <paramref name="axis"/>; at opset 18 both
+    /// reductions take axes as inputs, before it ReduceMax takes an attribute (ReduceSum an input from 13).
+    /// A mask input of type bool becomes a Where with −inf; a float (B, T) one a (1 − m)·−10000 bias.
+    /// </summary>
+    private static ModelProto DecomposedSoftmax(long opset, long axis, bool subtractMax, long keepDims = 1)
+    {
+        var (b, q, k, v) = Bhsd(opset);
+        var scores = Div(b, Scores(b, q, k));
+        if (opset >= 18)
+        {
+            var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+            scores = b.Node("Where", [mask, scores, b.Scalar(float.NegativeInfinity)]);
+        }
+        else
+        {
+            var mask = b.Input("mask", DataType.Float, "B", "T");
+            scores = b.Node("Add", [scores, b.Node("Mul", [b.Node("Sub", [b.Scalar(1), b.Node("Unsqueeze", [mask, b.Ints(1, 2)])]), b.Scalar(-10000)])]);
+        }
+
+        var keep = Int("keepdims", keepDims);
+        var shifted = scores;
+        if (subtractMax)
+        {
+            var max = opset >= 18 ? b.Node("ReduceMax", [scores, b.Ints(axis)], keep) : b.Node("ReduceMax", [scores], Ints("axes", axis), keep);
+            shifted = b.Node("Sub", [scores, max]);
+        }
+
+        var exp = b.Node("Exp", [shifted]);
+        return Finish(b, b.Node("Div", [exp, b.Node("ReduceSum", [exp, b.Ints(axis)], keep)]), v);
+    }
 
     /// <summary>
     /// The main graph calls local::SelfAttention(q, k, v), whose body is the attention; with

@@ -203,13 +203,14 @@ public sealed class ScaledDotProductAttentionRule
         if (ScoreEinsum(scores) is not { } layout)
         {
             return new PatternResult(null,
-                $"Einsum '{scores.DisplayName}' ('{scores.StringAttribute("equation")}') is not a 4-D query·keyᵀ product contracting one head-dim axis with the key axis last.");
+                $"Einsum '{scores.DisplayName}' ('{scores.StringAttribute("equation")}') is not a 4-D or 3-D query·keyᵀ product whose leading axes both operands hold, contracting one head-dim axis, with the key axis last.");
         }
 
         var query = _query.Match(scores.Input(layout.QueryIndex)!)!;
         var keyOperand = scores.Input(1 - layout.QueryIndex)!;
         var key = ScalarFactor(keyOperand) is { } f ? new KeyMatch(f.Operand, KeyLayout.Einsum, f.Factor) : new KeyMatch(keyOperand, KeyLayout.Einsum, 1);
-        var einsum = new EinsumLayout(layout.Query, layout.Key, valueEinsum?.Value ?? [0, 1, 2, 3], valueEinsum?.Output ?? [0, 1, 2, 3]);
+        var identity = Enumerable.Range(0, layout.Query.Length).Select(i => (long)i).ToArray();
+        var einsum = new EinsumLayout(layout.Query, layout.Key, valueEinsum?.Value ?? identity, valueEinsum?.Output ?? identity);
         var match = new AttentionMatch(anchor, softmax, query, key, value, chain, wrappers, probabilityNodes, false) { Einsum = einsum };
         return new PatternResult(RecognizeCausal(match), null);
     }
@@ -218,13 +219,12 @@ public sealed class ScaledDotProductAttentionRule
     private sealed record ValueProduct(int ProbabilityIndex, long[] Value, long[] Output);
 
     /// <summary>
-    /// Einsum(P, V) whose equation contracts P's last axis with V, keeps P's first three axes and
-    /// adds one axis of V: "acbe,aecd->abcd" (Keras), "bhqk,bhkd->bhqd", either operand order.
+    /// Einsum(P, V) whose equation contracts P's last axis with V, keeps P's other axes and adds one
+    /// axis of V: "acbe,aecd->abcd" (Keras), "bhqk,bhkd->bhqd", "nqk,nkd->nqd", either operand order.
     /// </summary>
     private static ValueProduct? ValueEinsum(Node einsum)
     {
-        if (EinsumEquation.Parse(einsum.StringAttribute("equation")) is not { Operands.Count: 2 } equation ||
-            equation.Output.Length != 4 || equation.Operands.Any(o => o.Length != 4))
+        if (AttentionEquation(einsum) is not { } equation)
         {
             return null;
         }
@@ -238,7 +238,8 @@ public sealed class ScaledDotProductAttentionRule
                 continue;
             }
 
-            string valueAxes = new([p[0], p[1], p[3], added[0]]), resultAxes = new([p[0], p[1], p[2], added[0]]);
+            var leading = p[..^2];
+            string valueAxes = $"{leading}{p[^1]}{added[0]}", resultAxes = $"{leading}{p[^2]}{added[0]}";
             if (SameLetters(v, valueAxes) && SameLetters(equation.Output, resultAxes))
             {
                 return new ValueProduct(index, EinsumEquation.Permutation(v, valueAxes), EinsumEquation.Permutation(resultAxes, equation.Output));
@@ -249,18 +250,19 @@ public sealed class ScaledDotProductAttentionRule
     }
 
     /// <summary>
-    /// Einsum(Q, K) (either order) giving (x, y, Sq, Skv): both operands hold x and y, one head-dim
-    /// letter is contracted, and each has its own sequence letter ("aecd,abcd->acbe" is Keras').
+    /// Einsum(Q, K) (either order) giving (x, y, Sq, Skv) or (x, Sq, Skv): both operands hold the
+    /// leading letters, one head-dim letter is contracted, and each has its own sequence letter
+    /// ("aecd,abcd->acbe" is Keras').
     /// </summary>
     private static (int QueryIndex, long[] Query, long[] Key)? ScoreEinsum(Node einsum)
     {
-        if (EinsumEquation.Parse(einsum.StringAttribute("equation")) is not { Operands.Count: 2 } equation ||
-            equation.Output.Length != 4 || equation.Operands.Any(o => o.Length != 4))
+        if (AttentionEquation(einsum) is not { } equation)
         {
             return null;
         }
 
         var output = equation.Output;
+        var leading = output[..^2];
         for (var index = 0; index < 2; index++)
         {
             var (q, k) = (equation.Operands[index], equation.Operands[1 - index]);
@@ -270,7 +272,7 @@ public sealed class ScaledDotProductAttentionRule
                 continue;
             }
 
-            string queryAxes = new([output[0], output[1], output[2], contracted[0]]), keyAxes = new([output[0], output[1], output[3], contracted[0]]);
+            string queryAxes = $"{leading}{output[^2]}{contracted[0]}", keyAxes = $"{leading}{output[^1]}{contracted[0]}";
             if (SameLetters(q, queryAxes) && SameLetters(k, keyAxes))
             {
                 return (index, EinsumEquation.Permutation(q, queryAxes), EinsumEquation.Permutation(k, keyAxes));
@@ -279,6 +281,12 @@ public sealed class ScaledDotProductAttentionRule
 
         return null;
     }
+
+    /// <summary>The equation of a two-operand Einsum whose operands and result all have rank 4 (B, H, ·, ·) or 3 (N, ·, ·).</summary>
+    private static EinsumEquation? AttentionEquation(Node einsum) =>
+        EinsumEquation.Parse(einsum.StringAttribute("equation")) is { Operands.Count: 2 } equation &&
+        equation.Output.Length is 3 or 4 && equation.Operands.All(o => o.Length == equation.Output.Length)
+            ? equation : null;
 
     private static bool SameLetters(string a, string b) => a.Length == b.Length && a.All(c => b.Contains(c, StringComparison.Ordinal));
 
@@ -1257,7 +1265,7 @@ public sealed class ScaledDotProductAttentionRule
     }
 
     private static int QueryRank(AttentionMatch match) =>
-        match.Key.Layout is KeyLayout.Rank3 or KeyLayout.Rank3SequenceFirst ? 3 : 4;
+        match.Einsum is { } einsum ? einsum.Query.Length : match.Key.Layout is KeyLayout.Rank3 or KeyLayout.Rank3SequenceFirst ? 3 : 4;
 
     private static Value Constant(OnnxGraph graph, Node before, ConstantTensor value, string hint)
     {

@@ -119,6 +119,10 @@ internal static class AttentionModels
             new(KeyLayout.Einsum, ScalePlacement.Query, InvSqrtD), NoReferenceProbe: true);
         yield return new("Einsum bhqd,bhkd->bhqk and bhqk,bhkd->bhqd, Div scale", TorchEinsum, PlainInputs,
             new(KeyLayout.Einsum, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Einsum on 3-D sequence-first operands (S, N, D) with an (N,1,T) mask", SequenceFirstEinsum, SequenceFirstEinsumInputs,
+            new(KeyLayout.Einsum, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Keras Einsum with the mask expanded to Shape(scores)", KerasEinsumShapeReader, KerasBoolMaskInputs,
+            new(KeyLayout.Einsum, ScalePlacement.Query, InvSqrtD), NoReferenceProbe: true);
         yield return new("Einsum scores from (B,S,H,D) query and key, MatMul value product", EinsumScoresMatMulValue, EinsumScoresInputs,
             new(KeyLayout.Einsum, ScalePlacement.MultiplyScores, InvSqrtD));
     }
@@ -180,7 +184,7 @@ internal static class AttentionModels
             "reads attribute values from its callers");
         yield return new("Attention inside a function without declared types", () => AttentionInFunction(declareTypes: false, attributeReference: false), PlainInputs, null,
             "element type of query 'q' is unknown");
-        yield return new("Einsum scores with the query axis between batch and heads", EinsumHeadsNotLeading, PlainInputs, null, "not a 4-D query·keyᵀ product");
+        yield return new("Einsum scores with the query axis between batch and heads", EinsumHeadsNotLeading, PlainInputs, null, "query·keyᵀ product whose leading axes both operands hold");
         yield return new("Einsum value product of MatMul scores", EinsumValueAfterMatMulScores, PlainInputs, null, "only Einsum scores are mapped");
         yield return new("float32 finfo.min fill in a bfloat16 attention", Bfloat16WithFloatFill, PlainInputs, null, "cannot hold exactly");
     }
@@ -1014,6 +1018,51 @@ internal static class AttentionModels
             ["v"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim]),
             ["mask"] = new TestTensor(DataType.Float, [Batch, s, t], mask),
         };
+    }
+
+    private static ModelProto SequenceFirstEinsum()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "S", "N", HeadDim);
+        var k = b.Input("k", DataType.Float, "T", "N", HeadDim);
+        var v = b.Input("v", DataType.Float, "T", "N", HeadDim);
+        var mask = b.Input("mask", DataType.Float, "N", 1, "T");
+        var scores = b.Node("Einsum", [q, k], Str("equation", "snd,tnd->nst"));
+        var probabilities = Softmax(b, b.Node("Add", [Div(b, scores), mask]));
+        b.Rename(b.Node("Einsum", [v, probabilities], Str("equation", "tnd,nst->snd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> SequenceFirstEinsumInputs(Random r, long s, long t)
+    {
+        var inputs = Rank3Inputs(r, s, t);
+        inputs["q"] = TestTensor.Random(r, [s, Batch * Heads, HeadDim]);
+        inputs["k"] = TestTensor.Random(r, [t, Batch * Heads, HeadDim]);
+        inputs["v"] = TestTensor.Random(r, [t, Batch * Heads, HeadDim]);
+        return inputs;
+    }
+
+    private static ModelProto KerasEinsumShapeReader()
+    {
+        var b = new ModelBuilder(13);
+        var q = b.Input("q", DataType.Float, "B", "S", Heads, HeadDim);
+        var k = b.Input("k", DataType.Float, "B", "T", Heads, HeadDim);
+        var v = b.Input("v", DataType.Float, "B", "T", Heads, HeadDim);
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var scores = b.Node("Einsum", [k, b.Node("Mul", [q, b.Scalar(InvSqrtD)])], Str("equation", "aecd,abcd->acbe"));
+        var hide = b.Node("Expand", [b.Node("Not", [mask]), b.Node("Shape", [scores])]);
+        var probabilities = Softmax(b, b.Node("Where", [hide, b.Scalar(FloatMin), scores]));
+        b.Rename(b.Node("Einsum", [probabilities, v], Str("equation", "acbe,aecd->abcd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> KerasBoolMaskInputs(Random r, long s, long t)
+    {
+        var inputs = KerasInputs(r, s, t);
+        inputs["mask"] = new TestTensor(DataType.Bool, [Batch, 1, 1, t], Padding(t, fullyMaskedBatch: true));
+        return inputs;
     }
 
     private static ModelProto TorchEinsum()

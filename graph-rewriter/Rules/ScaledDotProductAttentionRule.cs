@@ -142,7 +142,7 @@ public sealed class ScaledDotProductAttentionRule
             wrappers |= ProbabilityWrappers.Clamp;
         }
 
-        if (chain.ScoresMatMul.Is("Einsum") || valueEinsum is not null)
+        if (chain.ScoresMatMul.Is("Einsum"))
         {
             var einsum = MatchEinsum(anchor, softmax, value, chain, valueEinsum, wrappers, probabilityNodes.ToImmutable());
             return einsum.Match is { } found ? einsum with { Match = found with { DecomposedSoftmax = decomposed } } : einsum;
@@ -156,16 +156,19 @@ public sealed class ScaledDotProductAttentionRule
         }
 
         var repeatRemoved = false;
-        if (key.Layout == KeyLayout.SwapLastAxes && HeadRepeatSource(key.Value) is { } kvKey && HeadRepeatSource(value) is { } kvValue)
+        if (key.Layout == KeyLayout.SwapLastAxes && valueEinsum is null && HeadRepeatSource(key.Value) is { } kvKey && HeadRepeatSource(value) is { } kvValue)
         {
             key = key with { Value = kvKey };
             value = kvValue;
             repeatRemoved = true;
         }
 
+        // MatMul scores with an Einsum value product: Q and K as the key slot found them, V and the result permuted.
+        var identity = Enumerable.Range(0, valueEinsum?.Value.Length ?? 0).Select(i => (long)i).ToArray();
         var match = new AttentionMatch(anchor, softmax, query, key, value, chain, wrappers, probabilityNodes.ToImmutable(), repeatRemoved)
         {
             DecomposedSoftmax = decomposed,
+            Einsum = valueEinsum is null ? null : new EinsumLayout(identity, identity, valueEinsum.Value, valueEinsum.Output),
         };
         return new PatternResult(RecognizeCausal(match), null);
     }
@@ -188,18 +191,13 @@ public sealed class ScaledDotProductAttentionRule
     }
 
     /// <summary>
-    /// Einsum(scores: Q, K) ... Einsum(P, V) or MatMul(P, V): the operands are regrouped to
+    /// Einsum(Q, K) ... Einsum(P, V) or MatMul(P, V): the operands are regrouped to
     /// (B, H, S, D) by the permutations the equations prove.
     /// </summary>
     private PatternResult MatchEinsum(Node anchor, Node softmax, Value value, ScoreChain chain, ValueProduct? valueEinsum,
                                       ProbabilityWrappers wrappers, ImmutableList<Node> probabilityNodes)
     {
         var scores = chain.ScoresMatMul;
-        if (!scores.Is("Einsum"))
-        {
-            return new PatternResult(null, $"Einsum '{anchor.DisplayName}' multiplies probabilities computed by {scores.OpType} '{scores.DisplayName}'; only Einsum scores are mapped with an Einsum value product.");
-        }
-
         if (ScoreEinsum(scores) is not { } layout)
         {
             return new PatternResult(null,

@@ -123,6 +123,10 @@ internal static class AttentionModels
             new(KeyLayout.Einsum, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
         yield return new("Keras Einsum with the mask expanded to Shape(scores)", KerasEinsumShapeReader, KerasBoolMaskInputs,
             new(KeyLayout.Einsum, ScalePlacement.Query, InvSqrtD), NoReferenceProbe: true);
+        yield return new("MatMul scores, Einsum value product bhqk,bhkd->bhqd", EinsumValueAfterMatMulScores, PlainInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("MatMul scores, Einsum value product of (B,T,H,D) values giving (B,S,H,D)", EinsumValueBshdAfterMatMulScores, EinsumValueBshdInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
         yield return new("Einsum scores from (B,S,H,D) query and key, MatMul value product", EinsumScoresMatMulValue, EinsumScoresInputs,
             new(KeyLayout.Einsum, ScalePlacement.MultiplyScores, InvSqrtD));
     }
@@ -185,7 +189,6 @@ internal static class AttentionModels
         yield return new("Attention inside a function without declared types", () => AttentionInFunction(declareTypes: false, attributeReference: false), PlainInputs, null,
             "element type of query 'q' is unknown");
         yield return new("Einsum scores with the query axis between batch and heads", EinsumHeadsNotLeading, PlainInputs, null, "query·keyᵀ product whose leading axes both operands hold");
-        yield return new("Einsum value product of MatMul scores", EinsumValueAfterMatMulScores, PlainInputs, null, "only Einsum scores are mapped");
         yield return new("float32 finfo.min fill in a bfloat16 attention", Bfloat16WithFloatFill, PlainInputs, null, "cannot hold exactly");
     }
 
@@ -1102,6 +1105,24 @@ internal static class AttentionModels
         var v = b.Input("v", DataType.Float, "B", 1, "T", HeadDim);
         var scores = b.Node("Einsum", [q, k], Str("equation", "bhqd,bhkd->bqhk"));
         return Finish(b, Softmax(b, Div(b, scores)), v);
+    }
+
+    private static ModelProto EinsumValueBshdAfterMatMulScores()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "B", Heads, "S", HeadDim);
+        var k = b.Input("k", DataType.Float, "B", Heads, "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", "T", Heads, HeadDim);
+        b.Rename(b.Node("Einsum", [Softmax(b, Div(b, Scores(b, q, k))), v], Str("equation", "bhqk,bkhd->bqhd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> EinsumValueBshdInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, t);
+        inputs["v"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim]);
+        return inputs;
     }
 
     private static ModelProto EinsumValueAfterMatMulScores()

@@ -71,6 +71,11 @@ public sealed class ScaledDotProductAttentionRule
     {
         ArgumentNullException.ThrowIfNull(anchor);
         var valueEinsum = anchor.Is("Einsum") ? ValueEinsum(anchor) : null;
+        if (anchor.Is("Einsum") && valueEinsum is null && anchor.Inputs.Any(i => Ops.Producer(i, "Softmax") is not null))
+        {
+            return new PatternResult(null,
+                $"Einsum '{anchor.DisplayName}' ('{anchor.StringAttribute("equation")}') reads Softmax probabilities but is not a 4-D or 3-D product contracting their last axis with one axis of the value.");
+        }
         if (!(anchor.Is("MatMul") || valueEinsum is not null) || anchor.Inputs.Count != 2 ||
             anchor.Input(valueEinsum?.ProbabilityIndex ?? 0) is not { } probabilities || anchor.Input(1 - (valueEinsum?.ProbabilityIndex ?? 0)) is not { } value)
         {

@@ -188,6 +188,7 @@ internal static class AttentionModels
             "reads attribute values from its callers");
         yield return new("Attention inside a function without declared types", () => AttentionInFunction(declareTypes: false, attributeReference: false), PlainInputs, null,
             "element type of query 'q' is unknown");
+        yield return new("Einsum value product contracting the query axis", EinsumContractingQueryAxis, SelfAttentionInputs, null, "not a 4-D or 3-D product contracting their last axis");
         yield return new("Einsum scores with the query axis between batch and heads", EinsumHeadsNotLeading, PlainInputs, null, "query·keyᵀ product whose leading axes both operands hold");
         yield return new("float32 finfo.min fill in a bfloat16 attention", Bfloat16WithFloatFill, PlainInputs, null, "cannot hold exactly");
     }
@@ -1105,6 +1106,14 @@ internal static class AttentionModels
         var v = b.Input("v", DataType.Float, "B", 1, "T", HeadDim);
         var scores = b.Node("Einsum", [q, k], Str("equation", "bhqd,bhkd->bqhk"));
         return Finish(b, Softmax(b, Div(b, scores)), v);
+    }
+
+    private static ModelProto EinsumContractingQueryAxis()
+    {
+        var (b, q, k, v) = Bhsd(keyLength: "S");
+        b.Rename(b.Node("Einsum", [Softmax(b, Div(b, Scores(b, q, k))), v], Str("equation", "bhqk,bhqd->bhkd")), "out");
+        b.Output("out");
+        return b.Model;
     }
 
     private static ModelProto EinsumValueBshdAfterMatMulScores()

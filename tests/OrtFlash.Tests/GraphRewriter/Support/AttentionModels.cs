@@ -141,6 +141,8 @@ internal static class AttentionModels
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, Causal: CausalAlignment.LowerRight, MaskedRows: MaskedRowPolicy.Zero));
         yield return new("ONNX Attention-23 with 3-D inputs and GQA heads", OnnxAttention3D, Hidden3DInputs,
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero), NoReferenceProbe: true);
+        yield return new("ONNX Attention-24 with nonpad_kv_seqlen inside a model-local function", OnnxAttentionInFunction, NonPadInputs(threeD: false),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero), NoReferenceProbe: true);
         yield return new("ONNX Attention-23 with softcap, explicit scale and a float mask", OnnxAttentionSoftcap, QueryByKeyMaskInputs(DataType.Float, keySameAsQuery: false),
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, 0.5f, MaskedRows: MaskedRowPolicy.Zero, Softcap: 1.5f));
         yield return new("ONNX Attention-23, qk_matmul_output_mode 0 with the QK output declared but unused", OnnxAttentionQkOutputUnused, PlainInputs,
@@ -821,6 +823,30 @@ internal static class AttentionModels
         inputs["nonpad_kv_seqlen"] = new TestTensor(DataType.Int64, [Batch], [t, t / 2]);
         return inputs;
     };
+
+    private static ModelProto OnnxAttentionInFunction()
+    {
+        var b = new ModelBuilder(24);
+        var q = b.Input("q", DataType.Float, "B", Heads, "S", HeadDim);
+        var k = b.Input("k", DataType.Float, "B", Heads, "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", Heads, "T", HeadDim);
+        var lengths = b.Input("nonpad_kv_seqlen", DataType.Int64, "B");
+        b.Model.OpsetImport.Add(new OperatorSetIdProto { Domain = "local", Version = 1 });
+        var function = new FunctionProto
+        {
+            Name = "PaddedAttention", Domain = "local", Input = { "fq", "fk", "fv", "lengths" }, Output = { "attended" },
+            OpsetImport = { new OperatorSetIdProto { Domain = "", Version = 24 } },
+            Node = { new NodeProto { OpType = "Attention", Name = "fn_attention", Input = { "fq", "fk", "fv", "", "", "", "lengths" }, Output = { "attended" } } },
+        };
+        function.ValueInfo.Add(ValueInfo("fq", DataType.Float, ["B", Heads, "S", HeadDim]));
+        function.ValueInfo.Add(ValueInfo("fk", DataType.Float, ["B", Heads, "T", HeadDim]));
+        function.ValueInfo.Add(ValueInfo("fv", DataType.Float, ["B", Heads, "T", HeadDim]));
+        function.ValueInfo.Add(ValueInfo("lengths", DataType.Int64, ["B"]));
+        b.Model.Functions.Add(function);
+        b.Graph.Node.Add(new NodeProto { OpType = "PaddedAttention", Domain = "local", Name = "call", Input = { q, k, v, lengths }, Output = { "out" } });
+        b.Output("out");
+        return b.Model;
+    }
 
     private static ModelProto OnnxAttentionNonPadCausal()
     {

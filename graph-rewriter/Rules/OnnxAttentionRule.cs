@@ -7,14 +7,14 @@ namespace OrtFlash.GraphRewriter.Rules;
 
 /// <summary>An ONNX <c>Attention</c> node (opset 23+) the op can take over.</summary>
 /// <param name="Node">The Attention node.</param>
-/// <param name="Scale">The scale: the attribute, or 1/√D.</param>
+/// <param name="Scale">The scale: the attribute, or 1/√D; null (the op's own 1/√D default) when D is symbolic.</param>
 /// <param name="Causal">is_causal mapped to an alignment: lower-right with a KV cache, upper-left without.</param>
 /// <param name="Softcap">The softcap attribute (0 when absent).</param>
 /// <param name="Mask">The attn_mask input, if any.</param>
 /// <param name="MaskKind">How the mask is passed: bias (float) or keep (bool).</param>
 /// <param name="HasPast">Whether past_key/past_value are given (concatenated outside the op).</param>
 /// <param name="Heads">For 3-D inputs: (q_num_heads, kv_num_heads); null for 4-D.</param>
-public sealed record OnnxAttentionMatch(Node Node, double Scale, CausalAlignment Causal, float Softcap, Value? Mask, MaskKind MaskKind, bool HasPast,
+public sealed record OnnxAttentionMatch(Node Node, double? Scale, CausalAlignment Causal, float Softcap, Value? Mask, MaskKind MaskKind, bool HasPast,
                                         (long Query, long KeyValue)? Heads)
 {
     /// <summary>The nonpad_kv_seqlen input (opset 24), turned into a keep mask: key j of batch b is visible iff j &lt; nonpad_kv_seqlen[b].</summary>
@@ -100,19 +100,11 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
             return (null, $"ONNX Attention types ({type}, {analysis.ElementTypeOf(node.Input(1)!)}, {analysis.ElementTypeOf(node.Input(2)!)}) are not one float type the op takes.");
         }
 
-        double scale;
-        if (node.FloatAttribute("scale") is { } given)
-        {
-            scale = given;
-        }
-        else if (shapes[0]![3].Size is { } headDim)
-        {
-            scale = 1 / Math.Sqrt(headDim);
-        }
-        else
-        {
-            return (null, "ONNX Attention without a scale attribute and with a symbolic head dim: the scale cannot be written.");
-        }
+        // Without the attribute both ONNX Attention and the op use 1/√D of the query's head size
+        // (after the head split for 3-D inputs), so a symbolic D leaves the op's attribute out too.
+        double? scale = node.FloatAttribute("scale") is { } given ? given
+            : shapes[0]![3].Size is { } headSize ? 1 / Math.Sqrt(headSize)
+            : null;
 
         Value? mask = node.Input(3);
         var maskKind = MaskKind.AdditiveBias;
@@ -198,7 +190,12 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
         var key = Present(1, PastKey, 1, "PresentKey");
         var value = Present(2, PastValue, 2, "PresentValue");
 
-        var attributes = new List<AttributeProto> { Node.FloatAttributeProto("scale", (float)match.Scale) };
+        var attributes = new List<AttributeProto>();
+        if (match.Scale is { } scale)
+        {
+            attributes.Add(Node.FloatAttributeProto("scale", (float)scale));
+        }
+
         if (match.Causal != CausalAlignment.None)
         {
             attributes.Add(Node.IntAttributeProto("causal", (long)match.Causal));

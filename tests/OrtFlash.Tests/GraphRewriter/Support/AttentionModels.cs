@@ -143,6 +143,8 @@ internal static class AttentionModels
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero), NoReferenceProbe: true);
         yield return new("ONNX Attention-24 with nonpad_kv_seqlen inside a model-local function", OnnxAttentionInFunction, NonPadInputs(threeD: false),
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero), NoReferenceProbe: true);
+        yield return new("ONNX Attention-23 without scale and with a symbolic head dim", OnnxAttentionSymbolicHeadDim, PlainInputs,
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, float.NaN, MaskedRows: MaskedRowPolicy.Zero, NoteContains: "op's own default"));
         yield return new("ONNX Attention-23 with softcap, explicit scale and a float mask", OnnxAttentionSoftcap, QueryByKeyMaskInputs(DataType.Float, keySameAsQuery: false),
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, 0.5f, MaskedRows: MaskedRowPolicy.Zero, Softcap: 1.5f));
         yield return new("ONNX Attention-23, qk_matmul_output_mode 0 with the QK output declared but unused", OnnxAttentionQkOutputUnused, PlainInputs,
@@ -774,6 +776,17 @@ internal static class AttentionModels
         b.Rename(outputs[3], "qk");
         b.Output("out");
         b.Output("qk");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttentionSymbolicHeadDim()
+    {
+        var b = new ModelBuilder(23);
+        var q = b.Input("q", DataType.Float, "B", Heads, "S", "D");
+        var k = b.Input("k", DataType.Float, "B", Heads, "T", "D");
+        var v = b.Input("v", DataType.Float, "B", Heads, "T", "D");
+        b.Rename(b.Node("Attention", [q, k, v]), "out");
+        b.Output("out");
         return b.Model;
     }
 

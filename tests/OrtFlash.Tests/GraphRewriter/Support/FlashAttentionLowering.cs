@@ -111,7 +111,11 @@ internal static class FlashAttentionLowering
 
         long[] swap = rank == 4 ? [0, 1, 3, 2] : [0, 2, 1];
         var scores = Node("MatMul", [ToFloat(q), Node("Transpose", [ToFloat(k)], Ints("perm", swap))]);
-        scores = Node("Mul", [scores, Constant(ConstantTensor.Scalar(DataType.Float, FloatAttribute("scale", float.NaN)))]);
+        // Without the attribute the op uses 1/√D, D being the query's last dim at run time.
+        var scale = fused.Attribute.Any(a => a.Name == "scale")
+            ? Constant(ConstantTensor.Scalar(DataType.Float, FloatAttribute("scale", float.NaN)))
+            : Node("Reciprocal", [Node("Sqrt", [Node("Cast", [Slice(Node("Shape", [q]), rank - 1, rank)], Int("to", (long)DataType.Float))])]);
+        scores = Node("Mul", [scores, scale]);
         var softcap = FloatAttribute("softcap", 0);
         if (softcap > 0)
         {

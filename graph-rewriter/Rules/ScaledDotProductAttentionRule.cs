@@ -76,6 +76,7 @@ public sealed class ScaledDotProductAttentionRule
             return new PatternResult(null,
                 $"Einsum '{anchor.DisplayName}' ('{anchor.StringAttribute("equation")}') reads Softmax probabilities but is not a 4-D or 3-D product contracting their last axis with one axis of the value.");
         }
+
         if (!(anchor.Is("MatMul") || valueEinsum is not null) || anchor.Inputs.Count != 2 ||
             anchor.Input(valueEinsum?.ProbabilityIndex ?? 0) is not { } probabilities || anchor.Input(1 - (valueEinsum?.ProbabilityIndex ?? 0)) is not { } value)
         {
@@ -214,7 +215,7 @@ public sealed class ScaledDotProductAttentionRule
         var key = ScalarFactor(keyOperand) is { } f ? new KeyMatch(f.Operand, KeyLayout.Einsum, f.Factor) : new KeyMatch(keyOperand, KeyLayout.Einsum, 1);
         var identity = Enumerable.Range(0, layout.Query.Length).Select(i => (long)i).ToArray();
         var einsum = new EinsumLayout(layout.Query, layout.Key, valueEinsum?.Value ?? identity, valueEinsum?.Output ?? identity);
-        var match = new AttentionMatch(anchor, softmax, query, key, value, chain, wrappers, probabilityNodes, false) { Einsum = einsum };
+        var match = new AttentionMatch(anchor, softmax, query, key, value, chain, wrappers, probabilityNodes, KvHeadRepeatRemoved: false) { Einsum = einsum };
         return new PatternResult(RecognizeCausal(match), null);
     }
 
@@ -1166,27 +1167,24 @@ public sealed class ScaledDotProductAttentionRule
         var output = anchor.Output(0)!;
         var fused = graph.InsertNode(anchor, OpType, Domain, inputs, [names.Fresh(output.Name + "_fused")],
             anchor.Name.Length > 0 ? anchor.Name + "_FlashAttention" : "FlashAttention", attributes);
-        if (match.Einsum is { } layout && !EinsumLayout.IsIdentity(layout.Output))
-        {
-            var back = graph.InsertNode(anchor, "Transpose", "", [fused.Output(0)], [names.Fresh(output.Name + "_einsum_layout")], "OutputLayout",
-                [Node.IntsAttributeProto("perm", layout.Output)]);
-            graph.TransferOutput(output, back, 0);
-        }
-        else if (view is null)
-        {
-            graph.TransferOutput(output, fused, 0);
-        }
-        else
+        var result = fused;
+        if (view is not null)
         {
             // (B, H, S, Dv) → (B·H, S, Dv), the anchor's layout.
             var fusedShape = graph.InsertNode(anchor, "Shape", "", [fused.Output(0)], [names.Fresh(output.Name + "_4d_shape")], "OutputShape").Output(0)!;
             var merged = graph.InsertNode(anchor, "Concat", "", [Constant(graph, anchor, ConstantTensor.Int64s([-1]), "MergedBatch"),
                 SliceOf(graph, anchor, fusedShape, 2, 4, "OutputDims")], [names.Fresh(output.Name + "_3d_shape")], "OutputShape3D",
                 [Node.IntAttributeProto("axis", 0)]).Output(0)!;
-            var back = graph.InsertNode(anchor, "Reshape", "", [fused.Output(0), merged], [names.Fresh(output.Name + "_3d")], "OutputRegroup");
-            graph.TransferOutput(output, back, 0);
+            result = graph.InsertNode(anchor, "Reshape", "", [fused.Output(0), merged], [names.Fresh(output.Name + "_3d")], "OutputRegroup");
         }
 
+        if (match.Einsum is { } layout && !EinsumLayout.IsIdentity(layout.Output))
+        {
+            result = graph.InsertNode(anchor, "Transpose", "", [result.Output(0)], [names.Fresh(output.Name + "_einsum_layout")], "OutputLayout",
+                [Node.IntsAttributeProto("perm", layout.Output)]);
+        }
+
+        graph.TransferOutput(output, result, 0);
         graph.RemoveDead(anchor);
         graph.EnsureOpsetImport(Domain, 1);
         return fused;

@@ -121,6 +121,8 @@ internal static class AttentionModels
             new(KeyLayout.Einsum, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Einsum on 3-D sequence-first operands (S, N, D) with an (N,1,T) mask", SequenceFirstEinsum, SequenceFirstEinsumInputs,
             new(KeyLayout.Einsum, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Einsum on 3-D sequence-first operands with a Reshape→Add→Reshape mask", SequenceFirstEinsumReshapedMask, SequenceFirstEinsumViewInputs,
+            new(KeyLayout.Einsum, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
         yield return new("Keras Einsum with the mask expanded to Shape(scores)", KerasEinsumShapeReader, KerasBoolMaskInputs,
             new(KeyLayout.Einsum, ScalePlacement.Query, InvSqrtD), NoReferenceProbe: true);
         yield return new("MatMul scores, Einsum value product bhqk,bhkd->bhqd", EinsumValueAfterMatMulScores, PlainInputs,
@@ -1080,6 +1082,32 @@ internal static class AttentionModels
     private static Dictionary<string, TestTensor> SequenceFirstEinsumInputs(Random r, long s, long t)
     {
         var inputs = Rank3Inputs(r, s, t);
+        inputs["q"] = TestTensor.Random(r, [s, Batch * Heads, HeadDim]);
+        inputs["k"] = TestTensor.Random(r, [t, Batch * Heads, HeadDim]);
+        inputs["v"] = TestTensor.Random(r, [t, Batch * Heads, HeadDim]);
+        return inputs;
+    }
+
+    private static ModelProto SequenceFirstEinsumReshapedMask()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "S", "N", HeadDim);
+        var k = b.Input("k", DataType.Float, "T", "N", HeadDim);
+        var v = b.Input("v", DataType.Float, "T", "N", HeadDim);
+        var mask = b.Input("mask", DataType.Float, "B", 1, "S", "T");
+        var scores = Div(b, b.Node("Einsum", [q, k], Str("equation", "snd,tnd->nst")));
+        var lengths = b.Node("Slice", [b.Node("Shape", [scores]), b.Ints(1), b.Ints(3)]);
+        var view = b.Node("Reshape", [scores, b.Node("Concat", [b.Ints(-1, Heads), lengths], Int("axis", 0))]);
+        var merged = b.Node("Reshape", [b.Node("Add", [view, mask]), b.Node("Concat", [b.Ints(-1), lengths], Int("axis", 0))]);
+        b.Rename(b.Node("Einsum", [Softmax(b, merged), v], Str("equation", "nst,tnd->snd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> SequenceFirstEinsumViewInputs(Random r, long s, long t)
+    {
+        var inputs = BartMaskInputs(r, s, t);
+        inputs.Remove("q_proj");
         inputs["q"] = TestTensor.Random(r, [s, Batch * Heads, HeadDim]);
         inputs["k"] = TestTensor.Random(r, [t, Batch * Heads, HeadDim]);
         inputs["v"] = TestTensor.Random(r, [t, Batch * Heads, HeadDim]);

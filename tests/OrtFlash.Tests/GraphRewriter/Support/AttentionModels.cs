@@ -110,9 +110,9 @@ internal static class AttentionModels
         yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
         yield return new("Softmax written as Exp(x − ReduceMax) / ReduceSum, axes -1 (TorchScript, unknown rank)", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: true), PaddingInputs,
-            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "Softmax written out"));
         yield return new("Softmax written out at opset 18 (axes inputs, axis 3) with a -inf bool mask", () => DecomposedSoftmax(opset: 18, axis: 3, subtractMax: true), BoolMaskInputs(fullyMaskedBatch: true),
-            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "Softmax written out"));
         yield return new("Attention inside a model-local function with declared input types", () => AttentionInFunction(declareTypes: true, attributeReference: false), PlainInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD), NoReferenceProbe: true);
         yield return new("Einsum (B,S,H,D) operands, pre-scaled query, -1e9 padding (Keras MultiHeadAttention via tf2onnx)", KerasEinsum, KerasInputs,

@@ -31,7 +31,7 @@ public static class AttentionFuser
         var rule = new ScaledDotProductAttentionRule(analysis);
         var onnxAttention = new OnnxAttentionRule(analysis);
         var fusions = new List<FusionRecord>();
-        var skipped = new List<SkipRecord>();
+        var skipped = model.UnreadableFunctions.Select(f => new SkipRecord(f.Function, "", $"The function body is not rewritten: {f.Reason}")).ToList();
         foreach (var graph in model.Graphs.ToList())
         {
             var unprovable = graph.EnclosingFunction is { } function && TakesAttributes(function.Node)

@@ -173,7 +173,30 @@ internal static class AttentionModels
     {
         yield return new("float16 with Cast to float around Softmax", Float16CastAroundSoftmax, Float16Inputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, 1 / (float)(Half)MathF.Sqrt(HeadDim)));
+        yield return new("float16 Keras Einsum with Cast to float around Softmax", Float16KerasEinsum, Float16KerasInputs,
+            new(KeyLayout.Einsum, ScalePlacement.Query, (float)(Half)InvSqrtD), NoReferenceProbe: true);
     }
+
+    private static ModelProto Float16KerasEinsum()
+    {
+        var b = new ModelBuilder(13);
+        var q = b.Input("q", DataType.Float16, "B", "S", Heads, HeadDim);
+        var k = b.Input("k", DataType.Float16, "B", "T", Heads, HeadDim);
+        var v = b.Input("v", DataType.Float16, "B", "T", Heads, HeadDim);
+        var scores = b.Node("Einsum", [k, b.Node("Mul", [q, b.Scalar(InvSqrtD, DataType.Float16)])], Str("equation", "aecd,abcd->acbe"));
+        var probabilities = Softmax(b, b.Node("Cast", [scores], Int("to", (long)DataType.Float)));
+        var cast = b.Node("Cast", [probabilities], Int("to", (long)DataType.Float16));
+        b.Rename(b.Node("Einsum", [cast, v], Str("equation", "acbe,aecd->abcd")), "out");
+        b.Output("out", DataType.Float16);
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> Float16KerasInputs(Random r, long s, long t) => new()
+    {
+        ["q"] = TestTensor.Random(r, [Batch, s, Heads, HeadDim], DataType.Float16),
+        ["k"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim], DataType.Float16),
+        ["v"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim], DataType.Float16),
+    };
 
     public static IEnumerable<AttentionModel> Refused()
     {

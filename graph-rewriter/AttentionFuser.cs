@@ -31,15 +31,18 @@ public static class AttentionFuser
         var rule = new ScaledDotProductAttentionRule(analysis);
         var onnxAttention = new OnnxAttentionRule(analysis);
         var fusions = new List<FusionRecord>();
-        var skipped = new List<SkipRecord>();
+        var skipped = model.UnreadableFunctions.Select(f => new SkipRecord(f.Function, "", $"The function body is not rewritten: {f.Reason}")).ToList();
         foreach (var graph in model.Graphs.ToList())
         {
+            var unprovable = graph.EnclosingFunction is { } function && TakesAttributes(function.Node)
+                ? $"Attention inside the {FunctionOf(graph).DisplayName} is not rewritten: its body reads attribute values from its callers (ref_attr_name), which can differ at each call, so the pattern's attributes are not known."
+                : null;
             foreach (var node in graph.Nodes.Where(OnnxAttentionRule.IsCandidate).ToList())
             {
                 var (found, reason) = onnxAttention.Match(node);
-                if (found is null)
+                if (found is null || unprovable is not null)
                 {
-                    skipped.Add(new SkipRecord(graph.DisplayName, node.DisplayName, reason!));
+                    skipped.Add(new SkipRecord(graph.DisplayName, node.DisplayName, (found is null ? reason : unprovable)!));
                     continue;
                 }
 
@@ -48,11 +51,12 @@ public static class AttentionFuser
                 fusions.Add(new FusionRecord(
                     graph.DisplayName, node.DisplayName, fused.Name, before.Where(n => !graph.Nodes.Contains(n)).Select(n => n.DisplayName).ToList(),
                     KeyLayout.NotTransposed, ScalePlacement.Attribute,
-                    (float)found.Scale, 1, found.Mask is null ? [] : [found.MaskKind], found.Causal, found.Softcap, MaskedRowPolicy.Zero,
-                    ProbabilityWrappers.None, KvHeadRepeatRemoved: false, Notes: []));
+                    (float)(found.Scale ?? double.NaN), 1, found.Mask is not null ? [found.MaskKind] : found.NonPadKvSeqLen is not null ? [MaskKind.KeepNegativeInfinity] : [], found.Causal, found.Softcap, MaskedRowPolicy.Zero,
+                    ProbabilityWrappers.None, KvHeadRepeatRemoved: false,
+                    Notes: found.Scale is null ? ["No scale attribute and a symbolic head dim: the op's own default 1/√D (D read at run time) is used, which is ONNX Attention's default too."] : []));
             }
 
-            foreach (var anchor in graph.Nodes.Where(n => n.Is("MatMul")).ToList())
+            foreach (var anchor in graph.Nodes.Where(n => n.Is("MatMul") || n.Is("Einsum")).ToList())
             {
                 if (!graph.Nodes.Contains(anchor))
                 {
@@ -71,7 +75,7 @@ public static class AttentionFuser
                     continue;
                 }
 
-                var check = rule.Check(match);
+                var check = unprovable is null ? rule.Check(match) : CheckResult.Refuse(unprovable);
                 if (!check.IsOk)
                 {
                     skipped.Add(new SkipRecord(graph.DisplayName, anchor.DisplayName, check.Reason!));
@@ -86,12 +90,19 @@ public static class AttentionFuser
                     (float)match.Scale, match.Query.PreScale, match.Scores.Masks.Select(m => m.Kind).ToList(),
                     match.Scores.Masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None,
                     match.Scores.Softcap, match.MaskedRows, match.Wrappers, match.KvHeadRepeatRemoved,
-                    [.. check.Notes, .. match.CausalNote is null ? Array.Empty<string>() : [match.CausalNote]]));
+                    [.. check.Notes, .. match.CausalNote is null ? Array.Empty<string>() : [match.CausalNote],
+                     .. match.DecomposedSoftmax is null ? Array.Empty<string>() : ["Softmax written out as Exp(x − ReduceMax(x)) / ReduceSum over the last axis."]]));
             }
         }
 
         return new FusionReport(fusions, skipped);
     }
+
+    /// <summary>Whether any of <paramref name="nodes"/> (or of their subgraphs) takes an attribute from the function's caller.</summary>
+    private static bool TakesAttributes(IEnumerable<NodeProto> nodes) =>
+        nodes.Any(n => n.Attribute.Any(a => a.RefAttrName.Length > 0 || (a.G is { } g && TakesAttributes(g.Node)) || a.Graphs.Any(g => TakesAttributes(g.Node))));
+
+    private static OnnxGraph FunctionOf(OnnxGraph graph) => graph.Function is null ? FunctionOf(graph.Parent!) : graph;
 
     /// <summary>
     /// Reads <paramref name="inputPath"/>, rewrites it and writes <paramref name="outputPath"/>

@@ -175,6 +175,9 @@ public sealed class GraphAnalysis
                 return Broadcast(node.Input(1) is { } a ? ElementTypeOf(a) : DataType.Undefined, node.Inputs);
             case "MatMul":
                 return InferMatMul(first, node.Input(1) is { } b ? TypeOf(b) : null);
+            case "Einsum":
+                return first is null ? null
+                    : new TensorType(first.ElementType, EinsumEquation.Parse(node.StringAttribute("equation"))?.OutputShape(node.Inputs.Select(i => i is null ? null : ShapeOf(i)).ToArray()));
             case "Transpose":
                 return InferTranspose(node, first);
             case "Reshape":

@@ -14,12 +14,13 @@ public sealed class OnnxGraph
     private readonly Dictionary<string, Value> _values = new(StringComparer.Ordinal);
     private readonly HashSet<string> _removedValues = new(StringComparer.Ordinal);
 
-    private OnnxGraph(GraphProto proto, OnnxModel model, OnnxGraph? parent, Node? owner)
+    private OnnxGraph(GraphProto proto, OnnxModel model, OnnxGraph? parent, Node? owner, FunctionProto? function = null)
     {
         Proto = proto;
         Model = model;
         Parent = parent;
         Owner = owner;
+        Function = function;
     }
 
     /// <summary>The underlying protobuf message.</summary>
@@ -34,11 +35,36 @@ public sealed class OnnxGraph
     /// <summary>The node whose attribute holds this subgraph; null for the main graph.</summary>
     public Node? Owner { get; }
 
+    /// <summary>
+    /// For the body of a model-local function: the function. Its nodes are viewed through a
+    /// <see cref="GraphProto"/> built from it (inputs and outputs typed from the function's
+    /// value_info where it declares them) and written back by <see cref="Sync"/>.
+    /// </summary>
+    public FunctionProto? Function { get; }
+
+    /// <summary>The function whose body this graph is or lies in, if any.</summary>
+    public FunctionProto? EnclosingFunction => Function ?? Parent?.EnclosingFunction;
+
+    /// <summary>The version of the default ONNX operator set this graph's nodes use (a function's own import, else the model's).</summary>
+    public long DefaultOpset =>
+        EnclosingFunction?.OpsetImport.FirstOrDefault(o => o.Domain.Length == 0 || o.Domain == "ai.onnx")?.Version ?? Model.DefaultOpset;
+
+    /// <summary>Imports <paramref name="domain"/> in the model and, inside a function, in the function too.</summary>
+    public void EnsureOpsetImport(string domain, long version)
+    {
+        Model.EnsureOpsetImport(domain, version);
+        if (EnclosingFunction is { } function && !function.OpsetImport.Any(o => o.Domain == domain))
+        {
+            function.OpsetImport.Add(new OperatorSetIdProto { Domain = domain, Version = version });
+        }
+    }
+
     /// <summary>The nodes in topological order.</summary>
     public IReadOnlyList<Node> Nodes => _nodes;
 
     /// <summary>A display name for messages.</summary>
-    public string DisplayName => Owner is null ? "main graph" : $"subgraph '{Proto.Name}' of {Owner.DisplayName}";
+    public string DisplayName => Function is { } f ? $"function '{(f.Domain.Length > 0 ? f.Domain + "::" : "")}{f.Name}'"
+        : Owner is null ? "main graph" : $"subgraph '{Proto.Name}' of {Owner.DisplayName}";
 
     /// <summary>The value named <paramref name="name"/> visible in this graph (its own or an outer scope's), or null.</summary>
     public Value? Resolve(string name) =>
@@ -47,6 +73,21 @@ public sealed class OnnxGraph
     internal static OnnxGraph Build(GraphProto proto, OnnxModel model, OnnxGraph? parent, Node? owner)
     {
         var graph = new OnnxGraph(proto, model, parent, owner);
+        graph.Populate();
+        return graph;
+    }
+
+    /// <summary>A view of a model-local function's body; values it declares in value_info get their types.</summary>
+    internal static OnnxGraph BuildFunction(FunctionProto function, OnnxModel model)
+    {
+        var declared = function.ValueInfo.GroupBy(v => v.Name).ToDictionary(g => g.Key, g => g.First());
+        ValueInfoProto Info(string name) => declared.TryGetValue(name, out var info) ? info.Clone() : new ValueInfoProto { Name = name };
+        var proto = new GraphProto { Name = function.Name };
+        proto.Input.AddRange(function.Input.Select(Info));
+        proto.Output.AddRange(function.Output.Select(Info));
+        proto.ValueInfo.AddRange(function.ValueInfo.Where(v => !function.Input.Contains(v.Name) && !function.Output.Contains(v.Name)));
+        proto.Node.AddRange(function.Node);
+        var graph = new OnnxGraph(proto, model, parent: null, owner: null, function);
         graph.Populate();
         return graph;
     }
@@ -360,10 +401,17 @@ public sealed class OnnxGraph
     {
         Proto.Node.Clear();
         Proto.Node.AddRange(_nodes.Select(n => n.Proto));
-        var stale = Proto.ValueInfo.Where(v => _removedValues.Contains(v.Name) && !_values.ContainsKey(v.Name)).ToList();
+        var infos = Function?.ValueInfo ?? Proto.ValueInfo;
+        var stale = infos.Where(v => _removedValues.Contains(v.Name) && !_values.ContainsKey(v.Name)).ToList();
         foreach (var info in stale)
         {
-            Proto.ValueInfo.Remove(info);
+            infos.Remove(info);
+        }
+
+        if (Function is { } function)
+        {
+            function.Node.Clear();
+            function.Node.AddRange(Proto.Node);
         }
     }
 }

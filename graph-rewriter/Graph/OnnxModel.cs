@@ -37,11 +37,36 @@ public sealed class OnnxModel
         ArgumentNullException.ThrowIfNull(proto);
         var model = new OnnxModel(proto);
         model.Main = OnnxGraph.Build(proto.Graph, model, parent: null, owner: null);
+        var functions = new List<OnnxGraph>();
+        var unreadable = new List<(string, string)>();
+        foreach (var function in proto.Functions)
+        {
+            // ONNX Runtime only checks a function body where it is called, so a malformed one is
+            // left as it is (and reported) rather than failing the whole model.
+            try
+            {
+                functions.Add(OnnxGraph.BuildFunction(function, model));
+            }
+            catch (Io.OnnxModelException e)
+            {
+                unreadable.Add(($"function '{(function.Domain.Length > 0 ? function.Domain + "::" : "")}{function.Name}'", e.Message));
+            }
+        }
+
+        model.Functions = functions;
+        model.UnreadableFunctions = unreadable;
         return model;
     }
 
-    /// <summary>The main graph and every subgraph.</summary>
-    public IEnumerable<OnnxGraph> Graphs => Main.Descendants().Prepend(Main);
+    /// <summary>The bodies of the model-local functions.</summary>
+    public IReadOnlyList<OnnxGraph> Functions { get; private set; } = [];
+
+    /// <summary>Model-local functions whose bodies are malformed (and stay untouched), with the reason.</summary>
+    public IReadOnlyList<(string Function, string Reason)> UnreadableFunctions { get; private set; } = [];
+
+    /// <summary>The main graph, every function body, and every subgraph of them.</summary>
+    public IEnumerable<OnnxGraph> Graphs => Main.Descendants().Prepend(Main)
+        .Concat(Functions.SelectMany(f => f.Descendants().Prepend(f)));
 
     /// <summary>Imports <paramref name="domain"/> at <paramref name="version"/> unless already imported.</summary>
     public void EnsureOpsetImport(string domain, long version)

@@ -49,6 +49,9 @@ public enum KeyLayout
 
     /// <summary>An untransposed (B, H, S, D) key, as ONNX Attention takes it.</summary>
     NotTransposed,
+
+    /// <summary>The key operand of a score Einsum; its axes are permuted to (B, H, S, D) as the equation says.</summary>
+    Einsum,
 }
 
 /// <summary>What a mask term in the score chain is.</summary>
@@ -139,6 +142,39 @@ public sealed record MaskTerm(MaskKind Kind, Value Source, double Fill, bool Kee
 /// <param name="MergedShape">The 3-D shape tensor.</param>
 public sealed record ReshapedView(Value Scores, Value SplitShape, Value MergedShape);
 
+/// <summary>
+/// Einsum-based attention (tf2onnx Keras MultiHeadAttention): how each operand's axes map onto the
+/// op's (B, H, S, D), as Transpose permutations (identity when none is needed).
+/// </summary>
+/// <param name="Query">Permutation taking the query operand to (B, H, Sq, D).</param>
+/// <param name="Key">Permutation taking the key operand to (B, H, Skv, D).</param>
+/// <param name="Value">Permutation taking the value operand to (B, H, Skv, Dv).</param>
+/// <param name="Output">Permutation taking the op's (B, H, Sq, Dv) to the value product's output.</param>
+public sealed record EinsumLayout(long[] Query, long[] Key, long[] Value, long[] Output)
+{
+    /// <summary>Whether <paramref name="permutation"/> leaves every axis in place.</summary>
+    public static bool IsIdentity(IReadOnlyList<long> permutation)
+    {
+        ArgumentNullException.ThrowIfNull(permutation);
+        return permutation.Select((p, i) => p == i).All(same => same);
+    }
+
+    /// <summary><paramref name="shape"/> with its axes taken in the order of <paramref name="permutation"/>.</summary>
+    public static IReadOnlyList<Dim>? Permute(IReadOnlyList<Dim>? shape, IReadOnlyList<long> permutation)
+    {
+        ArgumentNullException.ThrowIfNull(permutation);
+        return shape is { } s && s.Count == permutation.Count ? permutation.Select(p => s[(int)p]).ToArray() : null;
+    }
+}
+
+/// <summary>
+/// Softmax written out as Div(E, ReduceSum(E)) with E = Exp(Sub(x, ReduceMax(x))) (the TorchScript
+/// exporter's form when the rank is unknown) or, refused, E = Exp(x).
+/// </summary>
+/// <param name="ReduceMax">The row max subtracted before Exp; null when there is none.</param>
+/// <param name="ReduceSum">The row sum divided by.</param>
+public sealed record DecomposedSoftmax(Node? ReduceMax, Node ReduceSum);
+
 /// <summary>The key as the op will read it, and how it was found.</summary>
 /// <param name="Value">The untransposed key (or, for <see cref="KeyLayout.HeadSplitMerged"/>, the (B, S, H, D) tensor to transpose).</param>
 /// <param name="Layout">How it reached the score MatMul.</param>
@@ -171,7 +207,7 @@ public sealed record ScoreChain(
 
 /// <summary>An attention subgraph found by <see cref="ScaledDotProductAttentionRule"/>.</summary>
 /// <param name="Anchor">MatMul(P, V), the node whose output the fused op takes over.</param>
-/// <param name="Softmax">The Softmax node.</param>
+/// <param name="Softmax">The Softmax node (the final Div of a decomposed softmax).</param>
 /// <param name="Query">The query.</param>
 /// <param name="Key">The key.</param>
 /// <param name="Value">The value (after any removed head repeat).</param>
@@ -192,6 +228,12 @@ public sealed record AttentionMatch(
 {
     /// <summary>Why a recognised causal mask was kept as a mask input, if it was.</summary>
     public string? CausalNote { get; init; }
+
+    /// <summary>For Einsum-based attention: how the operands are permuted around the op.</summary>
+    public EinsumLayout? Einsum { get; init; }
+
+    /// <summary>When Softmax is written out: its reductions (<see cref="Softmax"/> is then the Div).</summary>
+    public DecomposedSoftmax? DecomposedSoftmax { get; init; }
 
     /// <summary>The scale attribute: every factor folded into the op.</summary>
     public double Scale => Query.Factor * Key.Factor * Scores.Factor;

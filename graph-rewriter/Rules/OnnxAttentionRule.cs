@@ -7,15 +7,19 @@ namespace OrtFlash.GraphRewriter.Rules;
 
 /// <summary>An ONNX <c>Attention</c> node (opset 23+) the op can take over.</summary>
 /// <param name="Node">The Attention node.</param>
-/// <param name="Scale">The scale: the attribute, or 1/√D.</param>
+/// <param name="Scale">The scale: the attribute, or 1/√D; null (the op's own 1/√D default) when D is symbolic.</param>
 /// <param name="Causal">is_causal mapped to an alignment: lower-right with a KV cache, upper-left without.</param>
 /// <param name="Softcap">The softcap attribute (0 when absent).</param>
 /// <param name="Mask">The attn_mask input, if any.</param>
 /// <param name="MaskKind">How the mask is passed: bias (float) or keep (bool).</param>
 /// <param name="HasPast">Whether past_key/past_value are given (concatenated outside the op).</param>
 /// <param name="Heads">For 3-D inputs: (q_num_heads, kv_num_heads); null for 4-D.</param>
-public sealed record OnnxAttentionMatch(Node Node, double Scale, CausalAlignment Causal, float Softcap, Value? Mask, MaskKind MaskKind, bool HasPast,
-                                        (long Query, long KeyValue)? Heads);
+public sealed record OnnxAttentionMatch(Node Node, double? Scale, CausalAlignment Causal, float Softcap, Value? Mask, MaskKind MaskKind, bool HasPast,
+                                        (long Query, long KeyValue)? Heads)
+{
+    /// <summary>The nonpad_kv_seqlen input (opset 24), turned into a keep mask: key j of batch b is visible iff j &lt; nonpad_kv_seqlen[b].</summary>
+    public Value? NonPadKvSeqLen { get; init; }
+}
 
 /// <summary>
 /// Maps ONNX <c>Attention</c> (opset 23+) with 4-D inputs onto FlashAttention. The KV-cache concat
@@ -34,16 +38,34 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
     public static bool IsCandidate(Node node)
     {
         ArgumentNullException.ThrowIfNull(node);
-        return node.Is("Attention") && node.Graph.Model.DefaultOpset >= 23;
+        return node.Is("Attention") && node.Graph.DefaultOpset >= 23;
     }
 
     /// <summary>The match for an Attention node, or the reason it cannot be mapped.</summary>
     public (OnnxAttentionMatch? Match, string? Reason) Match(Node node)
     {
         ArgumentNullException.ThrowIfNull(node);
-        if (node.Input(NonPadKvSeqLen) is not null)
+        if (node.Input(NonPadKvSeqLen) is { } nonPad)
         {
-            return (null, "ONNX Attention with nonpad_kv_seqlen (an external KV cache) is not mapped.");
+            if (node.Input(PastKey) is not null || node.Input(PastValue) is not null)
+            {
+                return (null, "ONNX Attention with nonpad_kv_seqlen and past_key/past_value (the spec says not to combine them) is not mapped.");
+            }
+
+            if (node.IntAttribute("is_causal") == 1)
+            {
+                return (null, "ONNX Attention with nonpad_kv_seqlen and is_causal: the causal diagonal is offset per batch by nonpad_kv_seqlen − q_len, which the op's causal attribute cannot express.");
+            }
+
+            if (node.Input(3) is not null)
+            {
+                return (null, "ONNX Attention with nonpad_kv_seqlen and attn_mask (the spec says not to combine them) is not mapped.");
+            }
+
+            if (analysis.ElementTypeOf(nonPad) != DataType.Int64 || analysis.ShapeOf(nonPad) is { Count: not 1 })
+            {
+                return (null, $"ONNX Attention nonpad_kv_seqlen '{nonPad.Name}' is not a 1-D int64 tensor.");
+            }
         }
 
         if (node.Output(QkMatMulOutput) is { } qk && (qk.IsGraphOutput || qk.Consumers.Count > 0))
@@ -78,19 +100,11 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
             return (null, $"ONNX Attention types ({type}, {analysis.ElementTypeOf(node.Input(1)!)}, {analysis.ElementTypeOf(node.Input(2)!)}) are not one float type the op takes.");
         }
 
-        double scale;
-        if (node.FloatAttribute("scale") is { } given)
-        {
-            scale = given;
-        }
-        else if (shapes[0]![3].Size is { } headDim)
-        {
-            scale = 1 / Math.Sqrt(headDim);
-        }
-        else
-        {
-            return (null, "ONNX Attention without a scale attribute and with a symbolic head dim: the scale cannot be written.");
-        }
+        // Without the attribute both ONNX Attention and the op use 1/√D of the query's head size
+        // (after the head split for 3-D inputs), so a symbolic D leaves the op's attribute out too.
+        double? scale = node.FloatAttribute("scale") is { } given ? given
+            : shapes[0]![3].Size is { } headSize ? 1 / Math.Sqrt(headSize)
+            : null;
 
         Value? mask = node.Input(3);
         var maskKind = MaskKind.AdditiveBias;
@@ -123,7 +137,7 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
             return (null, $"ONNX Attention softcap {softcap.ToString(CultureInfo.InvariantCulture)} is not usable.");
         }
 
-        return (new OnnxAttentionMatch(node, scale, causal, softcap, mask, maskKind, hasPast, heads), null);
+        return (new OnnxAttentionMatch(node, scale, causal, softcap, mask, maskKind, hasPast, heads) { NonPadKvSeqLen = node.Input(NonPadKvSeqLen) }, null);
     }
 
     /// <summary>Replaces the Attention node; returns the FlashAttention node.</summary>
@@ -176,7 +190,12 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
         var key = Present(1, PastKey, 1, "PresentKey");
         var value = Present(2, PastValue, 2, "PresentValue");
 
-        var attributes = new List<AttributeProto> { Node.FloatAttributeProto("scale", (float)match.Scale) };
+        var attributes = new List<AttributeProto>();
+        if (match.Scale is { } scale)
+        {
+            attributes.Add(Node.FloatAttributeProto("scale", (float)scale));
+        }
+
         if (match.Causal != CausalAlignment.None)
         {
             attributes.Add(Node.IntAttributeProto("causal", (long)match.Causal));
@@ -192,6 +211,30 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
         if (match.Mask is { } mask)
         {
             inputs.AddRange(match.MaskKind == MaskKind.KeepNegativeInfinity ? [null, mask] : [mask]);
+        }
+        else if (match.NonPadKvSeqLen is { } lengths)
+        {
+            inputs.AddRange([null, NonPaddingKeys(key, lengths)]);
+        }
+
+        // keep[b, 0, 0, j] = j < nonpad_kv_seqlen[b]: Range(0, T) < Unsqueeze(lengths, [1, 2, 3]).
+        Value NonPaddingKeys(Value key, Value lengths)
+        {
+            Value Scalar(long v, string hint)
+            {
+                var name = names.Fresh(hint);
+                var attribute = new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = ConstantTensor.Scalar(DataType.Int64, v).ToProto(name) };
+                return graph.InsertNode(node, "Constant", "", [], [name], hint, [attribute]).Output(0)!;
+            }
+
+            var keyShape = graph.InsertNode(node, "Shape", "", [key], [names.Fresh(key.Name + "_length")], "KeyLength",
+                [Node.IntAttributeProto("start", 2), Node.IntAttributeProto("end", 3)]).Output(0)!;
+            var keyLength = graph.InsertNode(node, "Squeeze", "", [keyShape], [names.Fresh(key.Name + "_length_scalar")], "KeyLengthScalar").Output(0)!;
+            var positions = graph.InsertNode(node, "Range", "", [Scalar(0, "KeyPositionStart"), keyLength, Scalar(1, "KeyPositionStep")],
+                [names.Fresh("key_positions")], "KeyPositions").Output(0)!;
+            var perBatch = graph.InsertNode(node, "Unsqueeze", "", [lengths, Constant([1, 2, 3], "NonPadAxes")],
+                [names.Fresh(lengths.Name + "_b111")], "NonPadPerBatch").Output(0)!;
+            return graph.InsertNode(node, "Less", "", [positions, perBatch], [names.Fresh(lengths.Name + "_keep")], "NonPadKeep").Output(0)!;
         }
 
         var output = node.Output(0)!;
@@ -212,7 +255,7 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
         }
 
         graph.RemoveDead(node);
-        graph.Model.EnsureOpsetImport(ScaledDotProductAttentionRule.Domain, 1);
+        graph.EnsureOpsetImport(ScaledDotProductAttentionRule.Domain, 1);
         return fused;
     }
 }

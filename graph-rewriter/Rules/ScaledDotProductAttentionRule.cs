@@ -70,7 +70,15 @@ public sealed class ScaledDotProductAttentionRule
     public PatternResult Match(Node anchor)
     {
         ArgumentNullException.ThrowIfNull(anchor);
-        if (!anchor.Is("MatMul") || anchor.Input(0) is not { } probabilities || anchor.Input(1) is not { } value)
+        var valueEinsum = anchor.Is("Einsum") ? ValueEinsum(anchor) : null;
+        if (anchor.Is("Einsum") && valueEinsum is null && anchor.Inputs.Any(i => Ops.Producer(i, "Softmax") is not null))
+        {
+            return new PatternResult(null,
+                $"Einsum '{anchor.DisplayName}' ('{anchor.StringAttribute("equation")}') reads Softmax probabilities but is not a 4-D or 3-D product contracting their last axis with one axis of the value.");
+        }
+
+        if (!(anchor.Is("MatMul") || valueEinsum is not null) || anchor.Inputs.Count != 2 ||
+            anchor.Input(valueEinsum?.ProbabilityIndex ?? 0) is not { } probabilities || anchor.Input(1 - (valueEinsum?.ProbabilityIndex ?? 0)) is not { } value)
         {
             return default;
         }
@@ -104,13 +112,24 @@ public sealed class ScaledDotProductAttentionRule
             }
         }
 
-        if (Ops.Producer(p, "Softmax") is not { } softmax)
+        Node softmax;
+        Value scores;
+        DecomposedSoftmax? decomposed = null;
+        if (Ops.Producer(p, "Softmax") is { } node)
+        {
+            (softmax, scores) = (node, node.Input(0)!);
+            probabilityNodes.Add(softmax);
+        }
+        else if (Decomposed(p) is { } written)
+        {
+            (softmax, scores, decomposed) = (written.Div, written.Input, written.Form);
+            probabilityNodes.AddRange(written.Nodes);
+        }
+        else
         {
             return default;
         }
 
-        probabilityNodes.Add(softmax);
-        var scores = softmax.Input(0)!;
         while (Widening(scores) is { } upcast)
         {
             wrappers |= ProbabilityWrappers.SoftmaxUpcast;
@@ -129,6 +148,12 @@ public sealed class ScaledDotProductAttentionRule
             wrappers |= ProbabilityWrappers.Clamp;
         }
 
+        if (chain.ScoresMatMul.Is("Einsum"))
+        {
+            var einsum = MatchEinsum(anchor, softmax, value, chain, valueEinsum, wrappers, probabilityNodes.ToImmutable());
+            return einsum.Match is { } found ? einsum with { Match = found with { DecomposedSoftmax = decomposed } } : einsum;
+        }
+
         var query = _query.Match(chain.ScoresMatMul.Input(0)!)!;
         if (_key.Match(chain.ScoresMatMul.Input(1)!) is not { } key)
         {
@@ -137,16 +162,137 @@ public sealed class ScaledDotProductAttentionRule
         }
 
         var repeatRemoved = false;
-        if (key.Layout == KeyLayout.SwapLastAxes && HeadRepeatSource(key.Value) is { } kvKey && HeadRepeatSource(value) is { } kvValue)
+        if (key.Layout == KeyLayout.SwapLastAxes && valueEinsum is null && HeadRepeatSource(key.Value) is { } kvKey && HeadRepeatSource(value) is { } kvValue)
         {
             key = key with { Value = kvKey };
             value = kvValue;
             repeatRemoved = true;
         }
 
-        var match = new AttentionMatch(anchor, softmax, query, key, value, chain, wrappers, probabilityNodes.ToImmutable(), repeatRemoved);
+        // MatMul scores with an Einsum value product: Q and K as the key slot found them, V and the result permuted.
+        var identity = Enumerable.Range(0, valueEinsum?.Value.Length ?? 0).Select(i => (long)i).ToArray();
+        var match = new AttentionMatch(anchor, softmax, query, key, value, chain, wrappers, probabilityNodes.ToImmutable(), repeatRemoved)
+        {
+            DecomposedSoftmax = decomposed,
+            Einsum = valueEinsum is null ? null : new EinsumLayout(identity, identity, valueEinsum.Value, valueEinsum.Output),
+        };
         return new PatternResult(RecognizeCausal(match), null);
     }
+
+    /// <summary>Div(E, ReduceSum(E)) with E = Exp(Sub(x, ReduceMax(x))) or Exp(x): the nodes, x, and the reductions.</summary>
+    private static (Node Div, Node[] Nodes, Value Input, DecomposedSoftmax Form)? Decomposed(Value probabilities)
+    {
+        if (Ops.Producer(probabilities, "Div") is not { Inputs.Count: 2 } div || Ops.Producer(div.Input(0), "Exp") is not { } exp ||
+            Ops.Producer(div.Input(1), "ReduceSum") is not { } sum || sum.Input(0) != exp.Output(0))
+        {
+            return null;
+        }
+
+        if (Ops.Producer(exp.Input(0), "Sub") is { Inputs.Count: 2 } sub && Ops.Producer(sub.Input(1), "ReduceMax") is { } max && max.Input(0) == sub.Input(0))
+        {
+            return (div, [div, sum, exp, sub, max], sub.Input(0)!, new DecomposedSoftmax(max, sum));
+        }
+
+        return (div, [div, sum, exp], exp.Input(0)!, new DecomposedSoftmax(null, sum));
+    }
+
+    /// <summary>
+    /// Einsum(Q, K) ... Einsum(P, V) or MatMul(P, V): the operands are regrouped to
+    /// (B, H, S, D) by the permutations the equations prove.
+    /// </summary>
+    private PatternResult MatchEinsum(Node anchor, Node softmax, Value value, ScoreChain chain, ValueProduct? valueEinsum,
+                                      ProbabilityWrappers wrappers, ImmutableList<Node> probabilityNodes)
+    {
+        var scores = chain.ScoresMatMul;
+        if (ScoreEinsum(scores) is not { } layout)
+        {
+            return new PatternResult(null,
+                $"Einsum '{scores.DisplayName}' ('{scores.StringAttribute("equation")}') is not a 4-D or 3-D query·keyᵀ product whose leading axes both operands hold, contracting one head-dim axis, with the key axis last.");
+        }
+
+        var query = _query.Match(scores.Input(layout.QueryIndex)!)!;
+        var keyOperand = scores.Input(1 - layout.QueryIndex)!;
+        var key = ScalarFactor(keyOperand) is { } f ? new KeyMatch(f.Operand, KeyLayout.Einsum, f.Factor) : new KeyMatch(keyOperand, KeyLayout.Einsum, 1);
+        var identity = Enumerable.Range(0, layout.Query.Length).Select(i => (long)i).ToArray();
+        var einsum = new EinsumLayout(layout.Query, layout.Key, valueEinsum?.Value ?? identity, valueEinsum?.Output ?? identity);
+        var match = new AttentionMatch(anchor, softmax, query, key, value, chain, wrappers, probabilityNodes, KvHeadRepeatRemoved: false) { Einsum = einsum };
+        return new PatternResult(RecognizeCausal(match), null);
+    }
+
+    /// <summary>Which operand of a value-product Einsum holds the probabilities, and the permutations of V and of the result.</summary>
+    private sealed record ValueProduct(int ProbabilityIndex, long[] Value, long[] Output);
+
+    /// <summary>
+    /// Einsum(P, V) whose equation contracts P's last axis with V, keeps P's other axes and adds one
+    /// axis of V: "acbe,aecd->abcd" (Keras), "bhqk,bhkd->bhqd", "nqk,nkd->nqd", either operand order.
+    /// </summary>
+    private static ValueProduct? ValueEinsum(Node einsum)
+    {
+        if (AttentionEquation(einsum) is not { } equation)
+        {
+            return null;
+        }
+
+        for (var index = 0; index < 2; index++)
+        {
+            var (p, v) = (equation.Operands[index], equation.Operands[1 - index]);
+            var added = v.Where(c => !p.Contains(c, StringComparison.Ordinal)).ToList();
+            if (added.Count != 1)
+            {
+                continue;
+            }
+
+            var leading = p[..^2];
+            string valueAxes = $"{leading}{p[^1]}{added[0]}", resultAxes = $"{leading}{p[^2]}{added[0]}";
+            if (SameLetters(v, valueAxes) && SameLetters(equation.Output, resultAxes))
+            {
+                return new ValueProduct(index, EinsumEquation.Permutation(v, valueAxes), EinsumEquation.Permutation(resultAxes, equation.Output));
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// Einsum(Q, K) (either order) giving (x, y, Sq, Skv) or (x, Sq, Skv): both operands hold the
+    /// leading letters, one head-dim letter is contracted, and each has its own sequence letter
+    /// ("aecd,abcd->acbe" is Keras').
+    /// </summary>
+    private static (int QueryIndex, long[] Query, long[] Key)? ScoreEinsum(Node einsum)
+    {
+        if (AttentionEquation(einsum) is not { } equation)
+        {
+            return null;
+        }
+
+        var output = equation.Output;
+        var leading = output[..^2];
+        for (var index = 0; index < 2; index++)
+        {
+            var (q, k) = (equation.Operands[index], equation.Operands[1 - index]);
+            var contracted = q.Where(c => k.Contains(c, StringComparison.Ordinal) && !output.Contains(c, StringComparison.Ordinal)).ToList();
+            if (contracted.Count != 1)
+            {
+                continue;
+            }
+
+            string queryAxes = $"{leading}{output[^2]}{contracted[0]}", keyAxes = $"{leading}{output[^1]}{contracted[0]}";
+            if (SameLetters(q, queryAxes) && SameLetters(k, keyAxes))
+            {
+                return (index, EinsumEquation.Permutation(q, queryAxes), EinsumEquation.Permutation(k, keyAxes));
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>The equation of a two-operand Einsum whose operands and result all have rank 4 (B, H, ·, ·) or 3 (N, ·, ·).</summary>
+    private static EinsumEquation? AttentionEquation(Node einsum) =>
+        EinsumEquation.Parse(einsum.StringAttribute("equation")) is { Operands.Count: 2 } equation &&
+        equation.Output.Length is 3 or 4 && equation.Operands.All(o => o.Length == equation.Output.Length)
+            ? equation : null;
+
+    private static bool SameLetters(string a, string b) => a.Length == b.Length && a.All(c => b.Contains(c, StringComparison.Ordinal));
 
     private static (Node Where, Node IsNaN, Value Guarded)? NaNGuardOf(Node where, GraphAnalysis analysis)
     {
@@ -174,7 +320,7 @@ public sealed class ScaledDotProductAttentionRule
             {
                 for (var i = 0; i < 2; i++)
                 {
-                    if (Ops.Producer(node.Input(i), "MatMul") is not null && node.Input(1 - i) is { } factor && _analysis.ScalarOf(factor) is null)
+                    if (Ops.Producer(node.Input(i), "MatMul", "Einsum") is not null && node.Input(1 - i) is { } factor && _analysis.ScalarOf(factor) is null)
                     {
                         return $"The scale '{factor.Name}' applied by {node.OpType} '{node.DisplayName}' is not a constant, so the op's scale cannot be determined.";
                     }
@@ -339,7 +485,7 @@ public sealed class ScaledDotProductAttentionRule
     private ScoreChain? MatchScoresMatMul(Value scores, ScoreChain chain)
     {
         (scores, chain) = SkipWidening(scores, chain);
-        return Ops.Producer(scores, "MatMul") is { Inputs.Count: 2 } matMul ? chain with { ScoresMatMul = matMul } : null;
+        return Ops.Producer(scores, "MatMul", "Einsum") is { Inputs.Count: 2 } matMul ? chain with { ScoresMatMul = matMul } : null;
     }
 
     /// <summary>
@@ -489,7 +635,7 @@ public sealed class ScaledDotProductAttentionRule
     /// </summary>
     private AttentionMatch RecognizeCausal(AttentionMatch match)
     {
-        if (_analysis.ShapeOf(match.Query.Value) is not { Count: >= 3 } q || KeyShape(match) is not { Count: >= 3 } k)
+        if (QueryShape(match) is not { Count: >= 3 } q || KeyShape(match) is not { Count: >= 3 } k)
         {
             return match;
         }
@@ -523,12 +669,21 @@ public sealed class ScaledDotProductAttentionRule
         return match with { Scores = match.Scores with { Masks = masks } };
     }
 
+    /// <summary>The query's shape in the op's layout.</summary>
+    private IReadOnlyList<Dim>? QueryShape(AttentionMatch match) =>
+        match.Einsum is { } einsum ? EinsumLayout.Permute(_analysis.ShapeOf(match.Query.Value), einsum.Query) : _analysis.ShapeOf(match.Query.Value);
+
+    /// <summary>The value's shape in the op's layout.</summary>
+    private IReadOnlyList<Dim>? ValueShape(AttentionMatch match) =>
+        match.Einsum is { } einsum ? EinsumLayout.Permute(_analysis.ShapeOf(match.Value), einsum.Value) : _analysis.ShapeOf(match.Value);
+
     /// <summary>The key's shape in the op's layout ((B, H, S, D) or (N, S, D)).</summary>
     private IReadOnlyList<Dim>? KeyShape(AttentionMatch match)
     {
         var shape = _analysis.ShapeOf(match.Key.Value);
         return (match.Key.Layout, shape) switch
         {
+            (KeyLayout.Einsum, _) => EinsumLayout.Permute(shape, match.Einsum!.Key),
             (KeyLayout.HeadSplitMerged, { Count: 4 } s) => [s[0], s[2], s[1], s[3]],
             (KeyLayout.Rank3SequenceFirst, { Count: 3 } s) => [s[1], s[0], s[2]],
             _ => shape,
@@ -574,7 +729,12 @@ public sealed class ScaledDotProductAttentionRule
     {
         var softmax = match.Softmax;
         var rank = _analysis.ShapeOf(softmax.Input(0)!)?.Count;
-        var opset = softmax.Graph.Model.DefaultOpset;
+        if (match.DecomposedSoftmax is { } written)
+        {
+            return CheckDecomposedSoftmax(written, rank);
+        }
+
+        var opset = softmax.Graph.DefaultOpset;
         var axis = softmax.IntAttribute("axis") ?? (opset >= 13 ? -1 : 1);
         if (axis == -1)
         {
@@ -594,6 +754,36 @@ public sealed class ScaledDotProductAttentionRule
         return CheckResult.Refuse(opset < 13
             ? $"Softmax '{softmax.DisplayName}' (opset {opset}) has axis={axis} on a rank-{rank} input: it normalises over the flattened axes {axis}..{rank - 1}, not over the keys."
             : $"Softmax '{softmax.DisplayName}' normalises over axis {axis}, not over the last axis of its rank-{rank} input.");
+    }
+
+    /// <summary>
+    /// A written-out softmax is the op's softmax when it subtracts the row max (as Softmax does,
+    /// so nothing overflows) and both reductions keep dims over exactly the last axis.
+    /// </summary>
+    private CheckResult CheckDecomposedSoftmax(DecomposedSoftmax written, int? rank)
+    {
+        if (written.ReduceMax is null)
+        {
+            return CheckResult.Refuse(
+                $"Softmax written as Exp(x) / ReduceSum '{written.ReduceSum.DisplayName}' without subtracting the row max: it overflows to inf/inf = NaN for scores above ~88, where the op (like Softmax) does not.");
+        }
+
+        foreach (var reduce in new[] { written.ReduceMax, written.ReduceSum })
+        {
+            if ((reduce.IntAttribute("keepdims") ?? 1) != 1)
+            {
+                return CheckResult.Refuse($"{reduce.OpType} '{reduce.DisplayName}' of a written-out softmax drops the reduced axis (keepdims=0), so it does not broadcast back over the row.");
+            }
+
+            var axes = _analysis.AxesOf(reduce);
+            if (axes is not [var axis] || !(axis == -1 || (rank is { } r && axis == r - 1)))
+            {
+                var described = axes is null ? "axes that are not constant or absent (all axes)" : $"axes [{string.Join(", ", axes)}]";
+                return CheckResult.Refuse($"{reduce.OpType} '{reduce.DisplayName}' of a written-out softmax reduces over {described}, not provably the last axis{(rank is null ? " (rank unknown)" : $" of a rank-{rank} input")}.");
+            }
+        }
+
+        return CheckResult.Ok;
     }
 
     /// <summary>Every intermediate must be used only inside the pattern and must not be a graph output.</summary>
@@ -661,9 +851,9 @@ public sealed class ScaledDotProductAttentionRule
             }
         }
 
-        var q = _analysis.ShapeOf(match.Query.Value);
+        var q = QueryShape(match);
         var k = KeyShape(match);
-        var v = _analysis.ShapeOf(match.Value);
+        var v = ValueShape(match);
         if (q is null || k is null || v is null)
         {
             return CheckResult.Refuse("The ranks of query, key and value are not all known.");
@@ -875,8 +1065,18 @@ public sealed class ScaledDotProductAttentionRule
         var names = graph.Model.Names;
         var type = _analysis.ElementTypeOf(match.Query.Value);
 
-        RewireShapeReaders(match);
+        var query = match.Query.Value;
         var key = match.Key.Value;
+        var value = match.Value;
+        if (match.Einsum is { } einsum)
+        {
+            // Query and key are regrouped before the score Einsum, so Shape readers of the scores can use them.
+            query = Permuted(match.Scores.ScoresMatMul, query, einsum.Query, "Query");
+            key = Permuted(match.Scores.ScoresMatMul, key, einsum.Key, "Key");
+            value = Permuted(anchor, value, einsum.Value, "Value");
+        }
+
+        RewireShapeReaders(match, query, key);
         if (match.Key.Layout is KeyLayout.HeadSplitMerged or KeyLayout.Rank3SequenceFirst)
         {
             long[] perm = match.Key.Layout == KeyLayout.HeadSplitMerged ? [0, 2, 1, 3] : [1, 0, 2];
@@ -891,8 +1091,6 @@ public sealed class ScaledDotProductAttentionRule
         var causal = masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None;
 
         Value? bias = additive is null ? null : SignedBias(graph, anchor, additive, type);
-        var query = match.Query.Value;
-        var value = match.Value;
         var view = additive?.View;
         if (view is not null)
         {
@@ -969,24 +1167,40 @@ public sealed class ScaledDotProductAttentionRule
         var output = anchor.Output(0)!;
         var fused = graph.InsertNode(anchor, OpType, Domain, inputs, [names.Fresh(output.Name + "_fused")],
             anchor.Name.Length > 0 ? anchor.Name + "_FlashAttention" : "FlashAttention", attributes);
-        if (view is null)
-        {
-            graph.TransferOutput(output, fused, 0);
-        }
-        else
+        var result = fused;
+        if (view is not null)
         {
             // (B, H, S, Dv) → (B·H, S, Dv), the anchor's layout.
             var fusedShape = graph.InsertNode(anchor, "Shape", "", [fused.Output(0)], [names.Fresh(output.Name + "_4d_shape")], "OutputShape").Output(0)!;
             var merged = graph.InsertNode(anchor, "Concat", "", [Constant(graph, anchor, ConstantTensor.Int64s([-1]), "MergedBatch"),
                 SliceOf(graph, anchor, fusedShape, 2, 4, "OutputDims")], [names.Fresh(output.Name + "_3d_shape")], "OutputShape3D",
                 [Node.IntAttributeProto("axis", 0)]).Output(0)!;
-            var back = graph.InsertNode(anchor, "Reshape", "", [fused.Output(0), merged], [names.Fresh(output.Name + "_3d")], "OutputRegroup");
-            graph.TransferOutput(output, back, 0);
+            result = graph.InsertNode(anchor, "Reshape", "", [fused.Output(0), merged], [names.Fresh(output.Name + "_3d")], "OutputRegroup");
         }
 
+        if (match.Einsum is { } layout && !EinsumLayout.IsIdentity(layout.Output))
+        {
+            result = graph.InsertNode(anchor, "Transpose", "", [result.Output(0)], [names.Fresh(output.Name + "_einsum_layout")], "OutputLayout",
+                [Node.IntsAttributeProto("perm", layout.Output)]);
+        }
+
+        graph.TransferOutput(output, result, 0);
         graph.RemoveDead(anchor);
-        graph.Model.EnsureOpsetImport(Domain, 1);
+        graph.EnsureOpsetImport(Domain, 1);
         return fused;
+    }
+
+    /// <summary><paramref name="input"/> transposed by <paramref name="permutation"/> (inserted before <paramref name="before"/>), or itself for the identity.</summary>
+    private static Value Permuted(Node before, Value input, long[] permutation, string hint)
+    {
+        if (EinsumLayout.IsIdentity(permutation))
+        {
+            return input;
+        }
+
+        var graph = before.Graph;
+        return graph.InsertNode(before, "Transpose", "", [input], [graph.Model.Names.Fresh(input.Name + "_bhsd")], hint + "HeadsFirst",
+            [Node.IntsAttributeProto("perm", permutation)]).Output(0)!;
     }
 
     private static Value SliceOf(OnnxGraph graph, Node before, Value vector, long start, long end, string hint)
@@ -1011,7 +1225,7 @@ public sealed class ScaledDotProductAttentionRule
     /// Shape nodes reading a score-shaped intermediate (DistilBERT expands its mask to Shape(scores))
     /// get the same shape computed from the query and key instead, inserted where they were.
     /// </summary>
-    private static void RewireShapeReaders(AttentionMatch match)
+    private static void RewireShapeReaders(AttentionMatch match, Value query, Value key)
     {
         var graph = match.Anchor.Graph;
         var names = graph.Model.Names;
@@ -1028,8 +1242,8 @@ public sealed class ScaledDotProductAttentionRule
             }
 
             var rank = QueryRank(match);
-            var queryShape = graph.InsertNode(reader, "Shape", "", [match.Query.Value], [names.Fresh("QueryShape")], "QueryShape").Output(0)!;
-            var keyShape = graph.InsertNode(reader, "Shape", "", [match.Key.Value], [names.Fresh("KeyShape")], "KeyShape").Output(0)!;
+            var queryShape = graph.InsertNode(reader, "Shape", "", [query], [names.Fresh("QueryShape")], "QueryShape").Output(0)!;
+            var keyShape = graph.InsertNode(reader, "Shape", "", [key], [names.Fresh("KeyShape")], "KeyShape").Output(0)!;
             var keyAxis = match.Key.Layout switch
             {
                 KeyLayout.HeadSplitMerged => 1,
@@ -1052,7 +1266,7 @@ public sealed class ScaledDotProductAttentionRule
     }
 
     private static int QueryRank(AttentionMatch match) =>
-        match.Key.Layout is KeyLayout.Rank3 or KeyLayout.Rank3SequenceFirst ? 3 : 4;
+        match.Einsum is { } einsum ? einsum.Query.Length : match.Key.Layout is KeyLayout.Rank3 or KeyLayout.Rank3SequenceFirst ? 3 : 4;
 
     private static Value Constant(OnnxGraph graph, Node before, ConstantTensor value, string hint)
     {

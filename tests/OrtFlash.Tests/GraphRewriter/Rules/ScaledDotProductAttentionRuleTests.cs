@@ -48,6 +48,22 @@ public class ScaledDotProductAttentionRuleTests
         Assert.That(report.Skipped, Is.Empty);
     }
 
+    [Test]
+    public void A_malformed_function_body_is_reported_and_left_as_it_is_while_the_main_graph_is_rewritten()
+    {
+        var model = AttentionModels.Fusable().First().Build();
+        var broken = new FunctionProto { Name = "Broken", Domain = "local", Input = { "x" }, Output = { "y" } };
+        broken.Node.Add(new NodeProto { OpType = "Relu", Input = { "undefined" }, Output = { "y" } });
+        model.Functions.Add(broken);
+        var before = broken.ToByteArray();
+
+        var report = AttentionFuser.Rewrite(model);
+
+        Assert.That(report.Fused, Is.EqualTo(1));
+        Assert.That(report.Skipped.Single().Reason, Does.Contain("function body is not rewritten").And.Contain("undefined"));
+        Assert.That(model.Functions.Single().ToByteArray(), Is.EqualTo(before));
+    }
+
     private static ModelProto Float16ScoresWithFloatMask(Func<ModelBuilder, string> mask)
     {
         var b = new ModelBuilder();

@@ -109,6 +109,28 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
         yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Softmax written as Exp(x − ReduceMax) / ReduceSum, axes -1 (TorchScript, unknown rank)", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: true), PaddingInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "Softmax written out"));
+        yield return new("Softmax written out at opset 18 (axes inputs, axis 3) with a -inf bool mask", () => DecomposedSoftmax(opset: 18, axis: 3, subtractMax: true), BoolMaskInputs(fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "Softmax written out"));
+        yield return new("Attention inside a model-local function with declared input types", () => AttentionInFunction(declareTypes: true, attributeReference: false), PlainInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Einsum (B,S,H,D) operands, pre-scaled query, -1e9 padding (Keras MultiHeadAttention via tf2onnx)", KerasEinsum, KerasInputs,
+            new(KeyLayout.Einsum, ScalePlacement.Query, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Einsum bhqd,bhkd->bhqk and bhqk,bhkd->bhqd, Div scale", TorchEinsum, PlainInputs,
+            new(KeyLayout.Einsum, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Einsum on 3-D sequence-first operands (S, N, D) with an (N,1,T) mask", SequenceFirstEinsum, SequenceFirstEinsumInputs,
+            new(KeyLayout.Einsum, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Einsum on 3-D sequence-first operands with a Reshape→Add→Reshape mask", SequenceFirstEinsumReshapedMask, SequenceFirstEinsumViewInputs,
+            new(KeyLayout.Einsum, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Keras Einsum with the mask expanded to Shape(scores)", KerasEinsumShapeReader, KerasBoolMaskInputs,
+            new(KeyLayout.Einsum, ScalePlacement.Query, InvSqrtD), NoReferenceProbe: true);
+        yield return new("MatMul scores, Einsum value product bhqk,bhkd->bhqd", EinsumValueAfterMatMulScores, PlainInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("MatMul scores, Einsum value product of (B,T,H,D) values giving (B,S,H,D)", EinsumValueBshdAfterMatMulScores, EinsumValueBshdInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Einsum scores from (B,S,H,D) query and key, MatMul value product", EinsumScoresMatMulValue, EinsumScoresInputs,
+            new(KeyLayout.Einsum, ScalePlacement.MultiplyScores, InvSqrtD));
     }
 
     public static IEnumerable<AttentionModel> OnnxAttention()
@@ -121,11 +143,24 @@ internal static class AttentionModels
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, Causal: CausalAlignment.LowerRight, MaskedRows: MaskedRowPolicy.Zero));
         yield return new("ONNX Attention-23 with 3-D inputs and GQA heads", OnnxAttention3D, Hidden3DInputs,
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero), NoReferenceProbe: true);
+        yield return new("ONNX Attention-24 with nonpad_kv_seqlen inside a model-local function", OnnxAttentionInFunction, NonPadInputs(threeD: false),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero), NoReferenceProbe: true);
+        yield return new("ONNX Attention-23 without scale and with a symbolic head dim", OnnxAttentionSymbolicHeadDim, PlainInputs,
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, float.NaN, MaskedRows: MaskedRowPolicy.Zero, NoteContains: "op's own default"));
+        yield return new("ONNX Attention-23 with softcap, explicit scale and a float mask", OnnxAttentionSoftcap, QueryByKeyMaskInputs(DataType.Float, keySameAsQuery: false),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, 0.5f, MaskedRows: MaskedRowPolicy.Zero, Softcap: 1.5f));
+        yield return new("ONNX Attention-23, qk_matmul_output_mode 0 with the QK output declared but unused", OnnxAttentionQkOutputUnused, PlainInputs,
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero));
+        yield return new("ONNX Attention-24 with nonpad_kv_seqlen (a row fully padded)", () => OnnxAttentionNonPad(threeD: false), NonPadInputs(threeD: false),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero));
+        yield return new("ONNX Attention-24, 3-D inputs with nonpad_kv_seqlen", () => OnnxAttentionNonPad(threeD: true), NonPadInputs(threeD: true),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero), NoReferenceProbe: true);
     }
 
     public static IEnumerable<AttentionModel> OnnxAttentionRefused()
     {
         yield return new("ONNX Attention whose QK output is used", OnnxAttentionQkOutput, PlainInputs, null, "QK matmul output");
+        yield return new("ONNX Attention-24 with nonpad_kv_seqlen and is_causal", OnnxAttentionNonPadCausal, PlainInputs, null, "offset per batch");
     }
 
     public static IEnumerable<AttentionModel> InLoops()
@@ -138,7 +173,30 @@ internal static class AttentionModels
     {
         yield return new("float16 with Cast to float around Softmax", Float16CastAroundSoftmax, Float16Inputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, 1 / (float)(Half)MathF.Sqrt(HeadDim)));
+        yield return new("float16 Keras Einsum with Cast to float around Softmax", Float16KerasEinsum, Float16KerasInputs,
+            new(KeyLayout.Einsum, ScalePlacement.Query, (float)(Half)InvSqrtD), NoReferenceProbe: true);
     }
+
+    private static ModelProto Float16KerasEinsum()
+    {
+        var b = new ModelBuilder(13);
+        var q = b.Input("q", DataType.Float16, "B", "S", Heads, HeadDim);
+        var k = b.Input("k", DataType.Float16, "B", "T", Heads, HeadDim);
+        var v = b.Input("v", DataType.Float16, "B", "T", Heads, HeadDim);
+        var scores = b.Node("Einsum", [k, b.Node("Mul", [q, b.Scalar(InvSqrtD, DataType.Float16)])], Str("equation", "aecd,abcd->acbe"));
+        var probabilities = Softmax(b, b.Node("Cast", [scores], Int("to", (long)DataType.Float)));
+        var cast = b.Node("Cast", [probabilities], Int("to", (long)DataType.Float16));
+        b.Rename(b.Node("Einsum", [cast, v], Str("equation", "acbe,aecd->abcd")), "out");
+        b.Output("out", DataType.Float16);
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> Float16KerasInputs(Random r, long s, long t) => new()
+    {
+        ["q"] = TestTensor.Random(r, [Batch, s, Heads, HeadDim], DataType.Float16),
+        ["k"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim], DataType.Float16),
+        ["v"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim], DataType.Float16),
+    };
 
     public static IEnumerable<AttentionModel> Refused()
     {
@@ -151,6 +209,16 @@ internal static class AttentionModels
         yield return new("Dropout in training mode", DropoutTraining, PlainInputs, null, "not provably in inference mode");
         yield return new("Key and value lengths differ", KeyValueLengthMismatch, PlainInputs, null, "does not match key");
         yield return new("Two additive masks", TwoAdditiveMasks, PlainInputs, null, "Two additive masks");
+        yield return new("Softmax written out over axis 2", () => DecomposedSoftmax(opset: 17, axis: 2, subtractMax: true), PaddingInputs, null, "not provably the last axis");
+        yield return new("Softmax written out without subtracting the row max", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: false), PaddingInputs, null,
+            "without subtracting the row max");
+        yield return new("Softmax written out with keepdims=0", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: true, keepDims: 0), PaddingInputs, null, "keepdims=0");
+        yield return new("Attention inside a function taking its scale from the caller", () => AttentionInFunction(declareTypes: true, attributeReference: true), PlainInputs, null,
+            "reads attribute values from its callers");
+        yield return new("Attention inside a function without declared types", () => AttentionInFunction(declareTypes: false, attributeReference: false), PlainInputs, null,
+            "element type of query 'q' is unknown");
+        yield return new("Einsum value product contracting the query axis", EinsumContractingQueryAxis, SelfAttentionInputs, null, "not a 4-D or 3-D product contracting their last axis");
+        yield return new("Einsum scores with the query axis between batch and heads", EinsumHeadsNotLeading, PlainInputs, null, "query·keyᵀ product whose leading axes both operands hold");
         yield return new("float32 finfo.min fill in a bfloat16 attention", Bfloat16WithFloatFill, PlainInputs, null, "cannot hold exactly");
     }
 
@@ -736,6 +804,97 @@ internal static class AttentionModels
         return b.Model;
     }
 
+    private static ModelProto OnnxAttentionSymbolicHeadDim()
+    {
+        var b = new ModelBuilder(23);
+        var q = b.Input("q", DataType.Float, "B", Heads, "S", "D");
+        var k = b.Input("k", DataType.Float, "B", Heads, "T", "D");
+        var v = b.Input("v", DataType.Float, "B", Heads, "T", "D");
+        b.Rename(b.Node("Attention", [q, k, v]), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttentionSoftcap()
+    {
+        var (b, q, k, v) = Bhsd(opset: 23);
+        var mask = b.Input("mask", DataType.Float, "B", 1, "S", "T");
+        b.Rename(b.Node("Attention", [q, k, v, mask], Float("softcap", 1.5f), Float("scale", 0.5f)), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttentionQkOutputUnused()
+    {
+        var (b, q, k, v) = Bhsd(opset: 23);
+        var outputs = b.NodeOutputs("Attention", [q, k, v], 4, Int("qk_matmul_output_mode", 0));
+        b.Rename(outputs[0], "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttentionNonPad(bool threeD)
+    {
+        var b = new ModelBuilder(24);
+        object[] Shape(string length) => threeD ? ["B", length, Heads * HeadDim] : ["B", Heads, length, HeadDim];
+        var q = b.Input("q", DataType.Float, Shape("S"));
+        var k = b.Input("k", DataType.Float, Shape("T"));
+        var v = b.Input("v", DataType.Float, Shape("T"));
+        var lengths = b.Input("nonpad_kv_seqlen", DataType.Int64, "B");
+        AttributeProto[] heads = threeD ? [Int("q_num_heads", Heads), Int("kv_num_heads", Heads)] : [];
+        b.Rename(b.Node("Attention", [q, k, v, "", "", "", lengths], heads), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    /// <summary>Batch 0 sees every key, batch 1 the first half (none when T = 1).</summary>
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> NonPadInputs(bool threeD) => (r, s, t) =>
+    {
+        var inputs = threeD
+            ? new Dictionary<string, TestTensor>
+            {
+                ["q"] = TestTensor.Random(r, [Batch, s, Heads * HeadDim]),
+                ["k"] = TestTensor.Random(r, [Batch, t, Heads * HeadDim]),
+                ["v"] = TestTensor.Random(r, [Batch, t, Heads * HeadDim]),
+            }
+            : Qkv(r, s, t);
+        inputs["nonpad_kv_seqlen"] = new TestTensor(DataType.Int64, [Batch], [t, t / 2]);
+        return inputs;
+    };
+
+    private static ModelProto OnnxAttentionInFunction()
+    {
+        var b = new ModelBuilder(24);
+        var q = b.Input("q", DataType.Float, "B", Heads, "S", HeadDim);
+        var k = b.Input("k", DataType.Float, "B", Heads, "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", Heads, "T", HeadDim);
+        var lengths = b.Input("nonpad_kv_seqlen", DataType.Int64, "B");
+        b.Model.OpsetImport.Add(new OperatorSetIdProto { Domain = "local", Version = 1 });
+        var function = new FunctionProto
+        {
+            Name = "PaddedAttention", Domain = "local", Input = { "fq", "fk", "fv", "lengths" }, Output = { "attended" },
+            OpsetImport = { new OperatorSetIdProto { Domain = "", Version = 24 } },
+            Node = { new NodeProto { OpType = "Attention", Name = "fn_attention", Input = { "fq", "fk", "fv", "", "", "", "lengths" }, Output = { "attended" } } },
+        };
+        function.ValueInfo.Add(ValueInfo("fq", DataType.Float, ["B", Heads, "S", HeadDim]));
+        function.ValueInfo.Add(ValueInfo("fk", DataType.Float, ["B", Heads, "T", HeadDim]));
+        function.ValueInfo.Add(ValueInfo("fv", DataType.Float, ["B", Heads, "T", HeadDim]));
+        function.ValueInfo.Add(ValueInfo("lengths", DataType.Int64, ["B"]));
+        b.Model.Functions.Add(function);
+        b.Graph.Node.Add(new NodeProto { OpType = "PaddedAttention", Domain = "local", Name = "call", Input = { q, k, v, lengths }, Output = { "out" } });
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttentionNonPadCausal()
+    {
+        var (b, q, k, v) = Bhsd(opset: 24);
+        var lengths = b.Input("nonpad_kv_seqlen", DataType.Int64, "B");
+        b.Rename(b.Node("Attention", [q, k, v, "", "", "", lengths], Int("is_causal", 1)), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
     private static ModelProto OnnxAttention3D()
     {
         var b = new ModelBuilder(23);
@@ -814,7 +973,264 @@ internal static class AttentionModels
 
     private static Dictionary<string, TestTensor> Float16Inputs(Random r, long s, long t) => Qkv(r, s, t, type: DataType.Float16);
 
+    /// <summary>
+    /// Div(Exp(Sub(x, ReduceMax(x))), ReduceSum(Exp(...))) over <paramref name="axis"/>; at opset 18 both
+    /// reductions take axes as inputs, before it ReduceMax takes an attribute (ReduceSum an input from 13).
+    /// A mask input of type bool becomes a Where with −inf; a float (B, T) one a (1 − m)·−10000 bias.
+    /// </summary>
+    private static ModelProto DecomposedSoftmax(long opset, long axis, bool subtractMax, long keepDims = 1)
+    {
+        var (b, q, k, v) = Bhsd(opset);
+        var scores = Div(b, Scores(b, q, k));
+        if (opset >= 18)
+        {
+            var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+            scores = b.Node("Where", [mask, scores, b.Scalar(float.NegativeInfinity)]);
+        }
+        else
+        {
+            var mask = b.Input("mask", DataType.Float, "B", "T");
+            scores = b.Node("Add", [scores, b.Node("Mul", [b.Node("Sub", [b.Scalar(1), b.Node("Unsqueeze", [mask, b.Ints(1, 2)])]), b.Scalar(-10000)])]);
+        }
+
+        var keep = Int("keepdims", keepDims);
+        var shifted = scores;
+        if (subtractMax)
+        {
+            var max = opset >= 18 ? b.Node("ReduceMax", [scores, b.Ints(axis)], keep) : b.Node("ReduceMax", [scores], Ints("axes", axis), keep);
+            shifted = b.Node("Sub", [scores, max]);
+        }
+
+        var exp = b.Node("Exp", [shifted]);
+        return Finish(b, b.Node("Div", [exp, b.Node("ReduceSum", [exp, b.Ints(axis)], keep)]), v);
+    }
+
+    /// <summary>
+    /// The main graph calls local::SelfAttention(q, k, v), whose body is the attention; with
+    /// <paramref name="declareTypes"/> its value_info types the inputs, with
+    /// <paramref name="attributeReference"/> the scale is the caller's attribute.
+    /// </summary>
+    private static ModelProto AttentionInFunction(bool declareTypes, bool attributeReference)
+    {
+        var (b, q, k, v) = Bhsd();
+        b.Model.IrVersion = 10;
+        b.Model.OpsetImport.Add(new OperatorSetIdProto { Domain = "local", Version = 1 });
+        var function = new FunctionProto
+        {
+            Name = "SelfAttention", Domain = "local", Input = { "q", "k", "v" }, Output = { "attended" },
+            OpsetImport = { new OperatorSetIdProto { Domain = "", Version = 17 } },
+        };
+        if (declareTypes)
+        {
+            function.ValueInfo.AddRange(new[] { "q", "k", "v" }.Select(n => ValueInfo(n, DataType.Float, ["B", Heads, n == "q" ? "S" : "T", HeadDim])));
+        }
+
+        void Op(string type, string[] inputs, string output, params AttributeProto[] attributes) =>
+            function.Node.Add(new NodeProto { OpType = type, Name = "fn_" + output, Input = { inputs }, Output = { output }, Attribute = { attributes } });
+        Op("Transpose", ["k"], "kt", Ints("perm", 0, 1, 3, 2));
+        Op("MatMul", ["q", "kt"], "scores");
+        if (attributeReference)
+        {
+            function.Attribute.Add("scale");
+            Op("Constant", [], "scale", new AttributeProto { Name = "value_float", RefAttrName = "scale", Type = AttributeProto.Types.AttributeType.Float });
+        }
+        else
+        {
+            Op("Constant", [], "scale", Float("value_float", InvSqrtD));
+        }
+
+        Op("Mul", ["scores", "scale"], "scaled");
+        Op("Softmax", ["scaled"], "probabilities", Int("axis", -1));
+        Op("MatMul", ["probabilities", "v"], "attended");
+        b.Model.Functions.Add(function);
+        var call = new NodeProto { OpType = "SelfAttention", Domain = "local", Name = "call", Input = { q, k, v }, Output = { "out" } };
+        if (attributeReference)
+        {
+            call.Attribute.Add(Float("scale", InvSqrtD));
+        }
+
+        b.Graph.Node.Add(call);
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto KerasEinsum()
+    {
+        var b = new ModelBuilder(13);
+        var q = b.Input("q", DataType.Float, "B", "S", Heads, HeadDim);
+        var k = b.Input("k", DataType.Float, "B", "T", Heads, HeadDim);
+        var v = b.Input("v", DataType.Float, "B", "T", Heads, HeadDim);
+        var mask = b.Input("mask", DataType.Float, "B", "S", "T");
+        var scaled = b.Node("Mul", [q, b.Scalar(InvSqrtD)]);
+        var scores = b.Node("Einsum", [k, scaled], Str("equation", "aecd,abcd->acbe"));
+        var adder = b.Node("Mul", [b.Node("Sub", [b.Scalar(1), b.Node("Unsqueeze", [mask, b.Ints(1)])]), b.Scalar(-1e9f)]);
+        var probabilities = Softmax(b, b.Node("Add", [scores, adder]));
+        b.Rename(b.Node("Einsum", [probabilities, v], Str("equation", "acbe,aecd->abcd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> KerasInputs(Random r, long s, long t)
+    {
+        var padding = Padding(t, fullyMaskedBatch: true);
+        var mask = new float[Batch * s * t];
+        for (var i = 0; i < mask.Length; i++)
+        {
+            mask[i] = padding[i / (s * t) * t + i % t];
+        }
+
+        return new()
+        {
+            ["q"] = TestTensor.Random(r, [Batch, s, Heads, HeadDim]),
+            ["k"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim]),
+            ["v"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim]),
+            ["mask"] = new TestTensor(DataType.Float, [Batch, s, t], mask),
+        };
+    }
+
+    private static ModelProto SequenceFirstEinsum()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "S", "N", HeadDim);
+        var k = b.Input("k", DataType.Float, "T", "N", HeadDim);
+        var v = b.Input("v", DataType.Float, "T", "N", HeadDim);
+        var mask = b.Input("mask", DataType.Float, "N", 1, "T");
+        var scores = b.Node("Einsum", [q, k], Str("equation", "snd,tnd->nst"));
+        var probabilities = Softmax(b, b.Node("Add", [Div(b, scores), mask]));
+        b.Rename(b.Node("Einsum", [v, probabilities], Str("equation", "tnd,nst->snd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> SequenceFirstEinsumInputs(Random r, long s, long t)
+    {
+        var inputs = Rank3Inputs(r, s, t);
+        inputs["q"] = TestTensor.Random(r, [s, Batch * Heads, HeadDim]);
+        inputs["k"] = TestTensor.Random(r, [t, Batch * Heads, HeadDim]);
+        inputs["v"] = TestTensor.Random(r, [t, Batch * Heads, HeadDim]);
+        return inputs;
+    }
+
+    private static ModelProto SequenceFirstEinsumReshapedMask()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "S", "N", HeadDim);
+        var k = b.Input("k", DataType.Float, "T", "N", HeadDim);
+        var v = b.Input("v", DataType.Float, "T", "N", HeadDim);
+        var mask = b.Input("mask", DataType.Float, "B", 1, "S", "T");
+        var scores = Div(b, b.Node("Einsum", [q, k], Str("equation", "snd,tnd->nst")));
+        var lengths = b.Node("Slice", [b.Node("Shape", [scores]), b.Ints(1), b.Ints(3)]);
+        var view = b.Node("Reshape", [scores, b.Node("Concat", [b.Ints(-1, Heads), lengths], Int("axis", 0))]);
+        var merged = b.Node("Reshape", [b.Node("Add", [view, mask]), b.Node("Concat", [b.Ints(-1), lengths], Int("axis", 0))]);
+        b.Rename(b.Node("Einsum", [Softmax(b, merged), v], Str("equation", "nst,tnd->snd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> SequenceFirstEinsumViewInputs(Random r, long s, long t)
+    {
+        var inputs = BartMaskInputs(r, s, t);
+        inputs.Remove("q_proj");
+        inputs["q"] = TestTensor.Random(r, [s, Batch * Heads, HeadDim]);
+        inputs["k"] = TestTensor.Random(r, [t, Batch * Heads, HeadDim]);
+        inputs["v"] = TestTensor.Random(r, [t, Batch * Heads, HeadDim]);
+        return inputs;
+    }
+
+    private static ModelProto KerasEinsumShapeReader()
+    {
+        var b = new ModelBuilder(13);
+        var q = b.Input("q", DataType.Float, "B", "S", Heads, HeadDim);
+        var k = b.Input("k", DataType.Float, "B", "T", Heads, HeadDim);
+        var v = b.Input("v", DataType.Float, "B", "T", Heads, HeadDim);
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var scores = b.Node("Einsum", [k, b.Node("Mul", [q, b.Scalar(InvSqrtD)])], Str("equation", "aecd,abcd->acbe"));
+        var hide = b.Node("Expand", [b.Node("Not", [mask]), b.Node("Shape", [scores])]);
+        var probabilities = Softmax(b, b.Node("Where", [hide, b.Scalar(FloatMin), scores]));
+        b.Rename(b.Node("Einsum", [probabilities, v], Str("equation", "acbe,aecd->abcd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> KerasBoolMaskInputs(Random r, long s, long t)
+    {
+        var inputs = KerasInputs(r, s, t);
+        inputs["mask"] = new TestTensor(DataType.Bool, [Batch, 1, 1, t], Padding(t, fullyMaskedBatch: true));
+        return inputs;
+    }
+
+    private static ModelProto TorchEinsum()
+    {
+        var (b, q, k, v) = Bhsd();
+        var scores = b.Node("Einsum", [q, k], Str("equation", "bhqd,bhkd->bhqk"));
+        var probabilities = Softmax(b, Div(b, scores));
+        b.Rename(b.Node("Einsum", [probabilities, v], Str("equation", "bhqk,bhkd->bhqd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto EinsumScoresMatMulValue()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "B", "S", Heads, HeadDim);
+        var k = b.Input("k", DataType.Float, "B", "T", Heads, HeadDim);
+        var v = b.Input("v", DataType.Float, "B", Heads, "T", HeadDim);
+        var scores = b.Node("Einsum", [q, k], Str("equation", "bqhd, bkhd -> bhqk"));
+        return Finish(b, Softmax(b, b.Node("Mul", [scores, b.Scalar(InvSqrtD)])), v);
+    }
+
+    private static Dictionary<string, TestTensor> EinsumScoresInputs(Random r, long s, long t) => new()
+    {
+        ["q"] = TestTensor.Random(r, [Batch, s, Heads, HeadDim]),
+        ["k"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim]),
+        ["v"] = TestTensor.Random(r, [Batch, Heads, t, HeadDim]),
+    };
+
     // ---- refused variants ----------------------------------------------------------------------
+
+    private static ModelProto EinsumHeadsNotLeading()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "B", Heads, "S", HeadDim);
+        var k = b.Input("k", DataType.Float, "B", Heads, "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", 1, "T", HeadDim);
+        var scores = b.Node("Einsum", [q, k], Str("equation", "bhqd,bhkd->bqhk"));
+        return Finish(b, Softmax(b, Div(b, scores)), v);
+    }
+
+    private static ModelProto EinsumContractingQueryAxis()
+    {
+        var (b, q, k, v) = Bhsd(keyLength: "S");
+        b.Rename(b.Node("Einsum", [Softmax(b, Div(b, Scores(b, q, k))), v], Str("equation", "bhqk,bhqd->bhkd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto EinsumValueBshdAfterMatMulScores()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "B", Heads, "S", HeadDim);
+        var k = b.Input("k", DataType.Float, "B", Heads, "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", "T", Heads, HeadDim);
+        b.Rename(b.Node("Einsum", [Softmax(b, Div(b, Scores(b, q, k))), v], Str("equation", "bhqk,bkhd->bqhd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> EinsumValueBshdInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, t);
+        inputs["v"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim]);
+        return inputs;
+    }
+
+    private static ModelProto EinsumValueAfterMatMulScores()
+    {
+        var (b, q, k, v) = Bhsd();
+        b.Rename(b.Node("Einsum", [Softmax(b, Div(b, Scores(b, q, k))), v], Str("equation", "bhqk,bhkd->bhqd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
 
     private static ModelProto ProbabilitiesAsOutput()
     {

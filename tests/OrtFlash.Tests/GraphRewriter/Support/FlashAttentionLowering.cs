@@ -17,11 +17,10 @@ internal static class FlashAttentionLowering
         var model = rewritten.Clone();
         var analysis = new GraphAnalysis(OnnxModel.Load(model));
         var graphModel = analysis.Model;
-        var opset = graphModel.DefaultOpset;
         var counter = 0;
         foreach (var graph in graphModel.Graphs.ToList())
         {
-            var nodes = graph.Proto.Node;
+            var nodes = graph.Function?.Node ?? graph.Proto.Node;
             for (var index = 0; index < nodes.Count; index++)
             {
                 var fused = nodes[index];
@@ -36,7 +35,7 @@ internal static class FlashAttentionLowering
                 var rank = analysis.ShapeOf(graph.Resolve(fused.Input[0])!)!.Count;
                 var qHeads = rank == 4 ? analysis.ShapeOf(graph.Resolve(fused.Input[0])!)![1].Size : null;
                 var kvHeads = rank == 4 ? analysis.ShapeOf(graph.Resolve(fused.Input[1])!)![1].Size : null;
-                Lower(fused, graph.Proto, emitted, prefix, type, rank, opset, qHeads, kvHeads);
+                Lower(fused, graph.Function is null ? graph.Proto : null, emitted, prefix, type, rank, graph.DefaultOpset, qHeads, kvHeads);
                 nodes.RemoveAt(index);
                 for (var i = 0; i < emitted.Count; i++)
                 {
@@ -47,16 +46,19 @@ internal static class FlashAttentionLowering
             }
         }
 
-        var ortflash = model.OpsetImport.FirstOrDefault(o => o.Domain == "com.ortflash");
-        if (ortflash is not null)
+        foreach (var imports in model.Functions.Select(f => f.OpsetImport).Prepend(model.OpsetImport))
         {
-            model.OpsetImport.Remove(ortflash);
+            if (imports.FirstOrDefault(o => o.Domain == "com.ortflash") is { } ortflash)
+            {
+                imports.Remove(ortflash);
+            }
         }
 
         return model;
     }
 
-    private static void Lower(NodeProto fused, GraphProto graph, List<NodeProto> emitted, string prefix, DataType type,
+    /// <summary>Lowers one node; constants become initializers of <paramref name="graph"/>, or Constant nodes inside a function (null).</summary>
+    private static void Lower(NodeProto fused, GraphProto? graph, List<NodeProto> emitted, string prefix, DataType type,
                               int rank, long opset, long? qHeads, long? kvHeads)
     {
         var next = 0;
@@ -72,7 +74,15 @@ internal static class FlashAttentionLowering
         string Constant(ConstantTensor value)
         {
             var name = $"{prefix}c{next++}";
-            graph.Initializer.Add(value.ToProto(name));
+            if (graph is null)
+            {
+                emitted.Add(new NodeProto { OpType = "Constant", Name = name, Output = { name }, Attribute = { Tensor("value", value) } });
+            }
+            else
+            {
+                graph.Initializer.Add(value.ToProto(name));
+            }
+
             return name;
         }
 
@@ -101,7 +111,11 @@ internal static class FlashAttentionLowering
 
         long[] swap = rank == 4 ? [0, 1, 3, 2] : [0, 2, 1];
         var scores = Node("MatMul", [ToFloat(q), Node("Transpose", [ToFloat(k)], Ints("perm", swap))]);
-        scores = Node("Mul", [scores, Constant(ConstantTensor.Scalar(DataType.Float, FloatAttribute("scale", float.NaN)))]);
+        // Without the attribute the op uses 1/√D, D being the query's last dim at run time.
+        var scale = fused.Attribute.Any(a => a.Name == "scale")
+            ? Constant(ConstantTensor.Scalar(DataType.Float, FloatAttribute("scale", float.NaN)))
+            : Node("Reciprocal", [Node("Sqrt", [Node("Cast", [Slice(Node("Shape", [q]), rank - 1, rank)], Int("to", (long)DataType.Float))])]);
+        scores = Node("Mul", [scores, scale]);
         var softcap = FloatAttribute("softcap", 0);
         if (softcap > 0)
         {

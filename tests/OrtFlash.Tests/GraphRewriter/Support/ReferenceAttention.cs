@@ -14,6 +14,7 @@ internal static class ReferenceAttention
         long B = q.Shape[0], Hq = rank == 4 ? q.Shape[1] : 1, Sq = q.Shape[^2], D = q.Shape[^1];
         long Hkv = rank == 4 ? k.Shape[1] : 1, Skv = k.Shape[^2], Dv = v.Shape[^1];
         var full = rank == 4 ? new[] { B, Hq, Sq, Skv } : new[] { B, Sq, Skv };
+        scale = float.IsNaN(scale) ? 1 / MathF.Sqrt(D) : scale; // absent: the op's 1/√D default
         var output = new float[B * Hq * Sq * Dv];
         var scores = new double[Skv];
         var visible = new bool[Skv];

@@ -147,7 +147,9 @@ public sealed class ModelInputGenerator
             return InputRole.PositionIds;
         }
 
-        return input.Dimensions.Count <= 1 && (Has(input.Name, "length") || Has(input.Name, "lens")) ? InputRole.Length : InputRole.TokenIds;
+        return input.Dimensions.Count <= 1 && (Has(input.Name, "length") || Has(input.Name, "lens") || Has(input.Name, "seqlen"))
+            ? InputRole.Length
+            : InputRole.TokenIds;
     }
 
     private static bool HasPastDimension(ModelInputSpec input, InputRole role)

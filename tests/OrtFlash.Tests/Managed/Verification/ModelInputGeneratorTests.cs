@@ -159,6 +159,23 @@ public sealed class ModelInputGeneratorTests
     }
 
     [Test]
+    public void SequenceLengthInputsAreLengthsNotTokenIds()
+    {
+        // ONNX Attention-24's nonpad_kv_seqlen: one length per batch entry, at most the key length.
+        var generator = new ModelInputGenerator(
+        [
+            Spec("query", TensorElementType.Float, "batch", "sequence", "hidden"),
+            Spec("nonpad_kv_seqlen", TensorElementType.Int64, "batch"),
+        ]);
+        using var inputs = generator.Generate(new InputGenerationOptions { SequenceLength = 5 });
+        Assert.Multiple(() =>
+        {
+            Assert.That(generator.RoleOf("nonpad_kv_seqlen"), Is.EqualTo(InputRole.Length));
+            Assert.That(Longs(inputs["nonpad_kv_seqlen"]), Is.All.EqualTo(5));
+        });
+    }
+
+    [Test]
     public void TokenIdsStayBelowTheEmbeddingTableRows()
     {
         var (generator, session) = Open("t5-opset17.onnx");

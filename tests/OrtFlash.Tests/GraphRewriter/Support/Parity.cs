@@ -39,7 +39,7 @@ internal static class Parity
         float FloatAttribute(string name, float fallback) => fused.Attribute.FirstOrDefault(a => a.Name == name)?.F ?? fallback;
         var expected = ReferenceAttention.Compute(
             Get(fused.Input[0]), Get(fused.Input[1]), Get(fused.Input[2]), Optional(3), Optional(4),
-            FloatAttribute("scale", float.NaN), fused.Attribute.FirstOrDefault(a => a.Name == "causal")?.I ?? 0,
+            fused.Attribute.FirstOrDefault(a => a.Name == "scale")?.F, fused.Attribute.FirstOrDefault(a => a.Name == "causal")?.I ?? 0,
             FloatAttribute("softcap", 0), fused.Attribute.FirstOrDefault(a => a.Name == "masked_rows")?.S.ToStringUtf8() ?? "zero");
         _ = declared;
         return (output, expected);

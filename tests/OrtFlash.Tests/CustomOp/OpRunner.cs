@@ -7,17 +7,10 @@ public static class OpRunner
 {
     public static SessionOptions CreateOptions(int intraOpThreads = 2)
     {
-        var options = new SessionOptions { IntraOpNumThreads = intraOpThreads, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
-        try
-        {
-            options.RegisterCustomOpLibrary(OrtFlashNative.LibraryPath);
-            return options;
-        }
-        catch
-        {
-            options.Dispose();
-            throw;
-        }
+        var (options, _) = OrtFlashSession.CreateOptions(
+            new OrtFlashSessionOptions { Provider = ExecutionProvider.Cpu, IntraOpThreads = intraOpThreads });
+        options.LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
+        return options;
     }
 
     /// <summary>Runs the fused model of <paramref name="c"/> and returns Y as floats with its shape.</summary>

@@ -1,4 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
+using OrtFlash.GraphRewriter;
+using OrtFlash.Tests.Managed.Verification;
+using OrtFlash.Verification;
 
 namespace OrtFlash.Tests.CustomOp;
 
@@ -45,5 +48,34 @@ public sealed class FlashAttentionCudaTests
         Assert.That(session.Provider, Is.EqualTo(ExecutionProvider.Cuda));
         var (actual, _) = OpRunner.RunSession(session.Session, c, c.Type);
         Tolerance.AssertClose(c, actual, ReferenceAttention.Compute(c));
+    }
+
+    [TestCase("bert-opset17.onnx")]
+    [TestCase("gpt2_past-opset17.onnx")]
+    [TestCase("llama-opset17-fp16.onnx")]
+    [TestCase("t5-opset17.onnx")]
+    public void RewrittenModelOnCudaMatchesOriginalOnCpu(string file)
+    {
+        var original = ModelSource.FromFile(TestModels.PathOf(file));
+        var copy = original.Model.Clone();
+        Assert.That(AttentionFuser.Rewrite(copy).Fused, Is.GreaterThan(0));
+        var rewritten = ModelSource.FromModel(copy, $"{file} (rewritten)");
+        ComparisonReport report;
+        try
+        {
+            report = ModelComparer.Compare(original, rewritten, new ComparisonOptions
+            {
+                SequenceLengths = [7, 33],
+                ExpectedSession = new OrtFlashSessionOptions { Provider = ExecutionProvider.Cpu },
+                ActualSession = new OrtFlashSessionOptions { Provider = ExecutionProvider.Cuda },
+            });
+        }
+        catch (NotSupportedException error)
+        {
+            Assert.Ignore($"no usable CUDA execution provider here: {error.Message}");
+            throw;
+        }
+
+        Assert.That(report.Passed, Is.True, () => ComparisonReportWriter.ToText(report));
     }
 }

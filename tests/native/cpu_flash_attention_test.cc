@@ -1,5 +1,5 @@
 // The CPU FlashAttention kernel against a naive double-precision reference of the op contract,
-// on both the dispatched (AVX2 where available) and the portable path. Tolerances (see
+// on every instruction-set path this CPU can run (AVX-512, AVX2, portable). Tolerances (see
 // attention_reference.h): per row, a bound on the error of an fp32 evaluation of the contract
 // (dot products, fp32 bias addition, softcap, exponentials, the weighted sum), plus half an ulp
 // of the output type for fp16 (2^-11 relative) and bf16 (2^-8); masked rows must be exactly 0 or
@@ -29,23 +29,49 @@ constexpr bool kSanitized = false;
 
 const DType kAllDtypes[] = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
 
-enum class KernelPath { kDispatched, kPortable };
+enum class KernelPath { kAvx512, kAvx2, kPortable };
 
-const char* Name(KernelPath path) { return path == KernelPath::kPortable ? "portable" : "dispatched"; }
+const char* Name(KernelPath path) {
+  switch (path) {
+    case KernelPath::kAvx512:
+      return "avx512";
+    case KernelPath::kAvx2:
+      return "avx2-fma";
+    case KernelPath::kPortable:
+      break;
+  }
+  return "portable";
+}
+
+// The paths this CPU can run, widest first; the dispatch picks the first.
+std::vector<KernelPath> SupportedPaths() {
+  std::vector<KernelPath> paths;
+  if (cpu::CpuSupportsAvx512()) paths.push_back(KernelPath::kAvx512);
+  if (cpu::CpuSupportsAvx2Fma()) paths.push_back(KernelPath::kAvx2);
+  paths.push_back(KernelPath::kPortable);
+  return paths;
+}
 
 std::vector<double> RunKernel(AttentionTensors& tensors, KernelPath path, const ParallelRunner& runner = {}) {
   const AttentionParams params = tensors.Params();
-  if (path == KernelPath::kPortable) {
-    flash_attention_cpu_portable(params, runner);
-  } else {
-    flash_attention_cpu(params, runner);
+  switch (path) {
+    case KernelPath::kAvx512:
+      flash_attention_cpu_avx512(params, runner);
+      break;
+    case KernelPath::kAvx2:
+      flash_attention_cpu_avx2(params, runner);
+      break;
+    case KernelPath::kPortable:
+      flash_attention_cpu_portable(params, runner);
+      break;
   }
   return tensors.Output();
 }
 
-// Runs the case on both paths, each on fresh tensors, and checks each against the reference.
-void ExpectBothPathsMatchReference(const AttentionCase& c) {
-  for (KernelPath path : {KernelPath::kDispatched, KernelPath::kPortable}) {
+// Runs the case on every supported path, each on fresh tensors, and checks each against the
+// reference.
+void ExpectEveryPathMatchesReference(const AttentionCase& c) {
+  for (KernelPath path : SupportedPaths()) {
     SCOPED_TRACE(std::string(Name(path)) + " path: " + c.Describe());
     AttentionTensors tensors(c);
     ExpectMatchesReference(tensors, RunKernel(tensors, path));
@@ -72,22 +98,42 @@ AttentionCase Shape(DType dtype, int64_t q_len, int64_t kv_len, int64_t head_dim
 
 TEST(CpuFlashAttention, ReportsTheInstructionSetItDispatchesTo) {
 #if defined(__x86_64__) || defined(__i386__)
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 #else
+  const bool avx512 = false;
   const bool avx2 = false;
 #endif
-  EXPECT_STREQ(flash_attention_cpu_isa(), avx2 ? "avx2-fma" : "portable");
+  EXPECT_STREQ(flash_attention_cpu_isa(), avx512 ? "avx512" : (avx2 ? "avx2-fma" : "portable"));
+  EXPECT_STREQ(flash_attention_cpu_isa(), Name(SupportedPaths().front()));
 }
 
-// 70 queries = a full and a partial query tile; 131 keys = two full key tiles and a partial one.
+// The public entry runs the path it reports: bit-identical output.
+TEST(CpuFlashAttention, DispatchedPathIsTheReportedOne) {
+  AttentionCase c = Shape(DType::kFloat16, 70, 90, 80, 80);
+  c.bias = Broadcast::kBatchKey;
+  c.causal = CausalAlignment::kLowerRight;
+  AttentionTensors dispatched_tensors(c);
+  flash_attention_cpu(dispatched_tensors.Params());
+  const std::vector<double> dispatched = dispatched_tensors.Output();
+  AttentionTensors path_tensors(c);
+  const std::vector<double> reported = RunKernel(path_tensors, SupportedPaths().front());
+  ASSERT_EQ(dispatched.size(), reported.size());
+  EXPECT_EQ(std::memcmp(dispatched.data(), reported.data(), dispatched.size() * sizeof(double)), 0);
+}
+
+// 140 queries = full query tiles and a partial one, 270 keys = full key tiles and a partial one,
+// both for the 64 x 64 tiles (AVX2, portable) and for the 128 x 128 tiles (AVX-512).
 TEST(CpuFlashAttention, MatchesReferenceForEveryDtypeAndHeadDim) {
   for (DType dtype : kAllDtypes) {
     for (int64_t head_dim : {1, 7, 32, 33, 64, 80, 96, 128, 200, 256}) {
-      AttentionCase c = Shape(dtype, 70, 131, head_dim, head_dim);
+      AttentionCase c = Shape(dtype, 140, 270, head_dim, head_dim);
       c.batch = 2;
       c.q_heads = c.kv_heads = 2;
       c.seed = static_cast<uint32_t>(head_dim);
-      ExpectBothPathsMatchReference(c);
+      ExpectEveryPathMatchesReference(c);
     }
   }
 }
@@ -98,7 +144,7 @@ TEST(CpuFlashAttention, ValueHeadDimMayDifferFromHeadDim) {
     for (const auto& dims : pairs) {
       AttentionCase c = Shape(dtype, 33, 75, dims[0], dims[1]);
       c.seed = static_cast<uint32_t>(dims[0] * 1000 + dims[1]);
-      ExpectBothPathsMatchReference(c);
+      ExpectEveryPathMatchesReference(c);
     }
   }
 }
@@ -112,7 +158,7 @@ TEST(CpuFlashAttention, GroupedAndMultiQueryHeadsReadTheirKvHead) {
       c.q_heads = 8;
       c.kv_heads = kv_heads;
       c.seed = static_cast<uint32_t>(kv_heads);
-      ExpectBothPathsMatchReference(c);
+      ExpectEveryPathMatchesReference(c);
     }
   }
 }
@@ -126,7 +172,7 @@ TEST(CpuFlashAttention, SingleHeadRank3Style) {
       c.bias = bias;
       c.keep = Broadcast::kBatchQueryKey;
       c.causal = CausalAlignment::kUpperLeft;
-      ExpectBothPathsMatchReference(c);
+      ExpectEveryPathMatchesReference(c);
     }
   }
 }
@@ -144,7 +190,7 @@ TEST(CpuFlashAttention, BiasBroadcastsThroughZeroStrides) {
       c.kv_heads = 3;
       c.bias = pattern;
       c.seed = static_cast<uint32_t>(pattern);
-      ExpectBothPathsMatchReference(c);
+      ExpectEveryPathMatchesReference(c);
     }
   }
 }
@@ -159,7 +205,7 @@ TEST(CpuFlashAttention, KeepBroadcastsThroughZeroStrides) {
       c.keep = pattern;
       c.masked_rows = MaskedRows::kNaN;
       c.seed = static_cast<uint32_t>(pattern);
-      ExpectBothPathsMatchReference(c);
+      ExpectEveryPathMatchesReference(c);
     }
   }
 }
@@ -173,7 +219,7 @@ TEST(CpuFlashAttention, CausalAlignmentsForEveryLengthRelation) {
         c.causal = causal;
         c.masked_rows = MaskedRows::kNaN;
         c.seed = static_cast<uint32_t>(len[0] * 7 + len[1]);
-        ExpectBothPathsMatchReference(c);
+        ExpectEveryPathMatchesReference(c);
       }
     }
   }
@@ -190,7 +236,7 @@ TEST(CpuFlashAttention, SoftcapAppliesBeforeBiasAndMasks) {
         c.softcap = softcap;
         c.bias = Broadcast::kFull;
         c.causal = CausalAlignment::kLowerRight;
-        ExpectBothPathsMatchReference(c);
+        ExpectEveryPathMatchesReference(c);
       }
     }
   }
@@ -211,7 +257,7 @@ TEST(CpuFlashAttention, MaskedRowsFollowThePolicy) {
       for (AttentionCase c : {keep_none, bias_inf, causal}) {
         c.masked_rows = policy;
         ASSERT_GT(CountMaskedRows(c), 0u) << c.Describe();
-        ExpectBothPathsMatchReference(c);
+        ExpectEveryPathMatchesReference(c);
       }
     }
   }
@@ -228,7 +274,7 @@ TEST(CpuFlashAttention, LargeFiniteBiasIsAnOrdinaryNumber) {
         c.causal = causal;
         c.masked_rows = MaskedRows::kNaN;
         ASSERT_EQ(CountMaskedRows(c), 0u) << c.Describe();
-        ExpectBothPathsMatchReference(c);
+        ExpectEveryPathMatchesReference(c);
       }
     }
   }
@@ -236,7 +282,7 @@ TEST(CpuFlashAttention, LargeFiniteBiasIsAnOrdinaryNumber) {
 
 // finfo.min swallows every score in fp32, so such a row is the plain average of its values.
 TEST(CpuFlashAttention, LowestFiniteBiasRowAveragesTheValues) {
-  for (KernelPath path : {KernelPath::kDispatched, KernelPath::kPortable}) {
+  for (KernelPath path : SupportedPaths()) {
     AttentionCase c = Shape(DType::kFloat32, 6, 40, 32, 16);
     c.bias = Broadcast::kQueryKey;
     c.row_effect = RowEffect::kBiasLowest;
@@ -262,7 +308,7 @@ TEST(CpuFlashAttention, SixteenBitOutputsRoundHalfToEven) {
   const uint16_t bfloat_bits[] = {0x3F80, 0x3F81, 0x0003, 0x0004, 0x7E7E, 0xBF80,
                                   0x4A55, 0x2E3B, 0x007F, 0x5000, 0x1234};
   for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
-    for (KernelPath path : {KernelPath::kDispatched, KernelPath::kPortable}) {
+    for (KernelPath path : SupportedPaths()) {
       const uint16_t* bits = dtype == DType::kFloat16 ? half_bits : bfloat_bits;
       const auto to_double = [dtype](uint16_t b) -> double {
         return dtype == DType::kFloat16 ? Ort::Float16_t::FromBits(b).ToFloat()
@@ -296,7 +342,7 @@ TEST(CpuFlashAttention, DecodeShortAndPrimeLengths) {
         c.causal = q_len == 1 ? CausalAlignment::kNone : CausalAlignment::kLowerRight;
         c.keep = Broadcast::kBatchKey;
         c.seed = static_cast<uint32_t>(q_len * 1000 + kv_len);
-        ExpectBothPathsMatchReference(c);
+        ExpectEveryPathMatchesReference(c);
       }
     }
   }
@@ -312,7 +358,7 @@ TEST(CpuFlashAttention, EmptyKeysMaskEveryRow) {
       c.bias = Broadcast::kFull;
       c.keep = Broadcast::kBatchKey;
       c.masked_rows = policy;
-      ExpectBothPathsMatchReference(c);
+      ExpectEveryPathMatchesReference(c);
     }
   }
 }
@@ -329,7 +375,7 @@ TEST(CpuFlashAttention, EmptyTensorsAreANoOp) {
     for (AttentionCase c : {no_queries, no_batch, no_heads, no_value_dims}) {
       c.bias = Broadcast::kFull;
       c.causal = CausalAlignment::kLowerRight;
-      ExpectBothPathsMatchReference(c);
+      ExpectEveryPathMatchesReference(c);
     }
   }
 }
@@ -339,7 +385,7 @@ TEST(CpuFlashAttention, ZeroHeadDimAveragesTheVisibleValues) {
   for (DType dtype : kAllDtypes) {
     AttentionCase c = Shape(dtype, 12, 30, 0, 8);
     c.causal = CausalAlignment::kUpperLeft;
-    ExpectBothPathsMatchReference(c);
+    ExpectEveryPathMatchesReference(c);
   }
 }
 
@@ -347,7 +393,7 @@ TEST(CpuFlashAttention, ZeroHeadDimAveragesTheVisibleValues) {
 // are exactly that key's value row.
 TEST(CpuFlashAttention, LargeMagnitudeInputsStayFinite) {
   for (DType dtype : kAllDtypes) {
-    for (KernelPath path : {KernelPath::kDispatched, KernelPath::kPortable}) {
+    for (KernelPath path : SupportedPaths()) {
       AttentionCase c = Shape(dtype, 40, 61, 64, 64);
       c.magnitude = 1e3;
       c.causal = CausalAlignment::kLowerRight;
@@ -385,7 +431,7 @@ TEST(CpuFlashAttention, StridesAreHonoured) {
         c.layout = layout;
         c.bias = Broadcast::kBatchKey;
         c.causal = CausalAlignment::kUpperLeft;
-        ExpectBothPathsMatchReference(c);
+        ExpectEveryPathMatchesReference(c);
       }
     }
   }
@@ -395,7 +441,7 @@ TEST(CpuFlashAttention, StridesAreHonoured) {
 // hides it from are unaffected.
 TEST(CpuFlashAttention, NaNInAKeyReachesOnlyRowsThatSeeIt) {
   for (DType dtype : kAllDtypes) {
-    for (KernelPath path : {KernelPath::kDispatched, KernelPath::kPortable}) {
+    for (KernelPath path : SupportedPaths()) {
       AttentionCase c = Shape(dtype, 40, 40, 32, 32);
       c.causal = CausalAlignment::kUpperLeft;
       AttentionTensors tensors(c);
@@ -411,7 +457,7 @@ TEST(CpuFlashAttention, NaNInAKeyReachesOnlyRowsThatSeeIt) {
 
 // Items run in a shuffled order on 4 threads give bit-identical output: no item depends on another.
 TEST(CpuFlashAttention, ShuffledParallelItemsGiveIdenticalOutput) {
-  for (KernelPath path : {KernelPath::kDispatched, KernelPath::kPortable}) {
+  for (KernelPath path : SupportedPaths()) {
     AttentionCase c = Shape(DType::kFloat16, kSanitized ? 70 : 150, kSanitized ? 90 : 190, 64, 64);
     c.batch = 2;
     c.q_heads = 4;
@@ -488,7 +534,7 @@ TEST(CpuFlashAttention, RandomCasesMatchReference) {
   std::mt19937 rng(2024);
   for (uint32_t n = 0; n < cases; ++n) {
     const AttentionCase c = RandomCase(rng, n + 1);
-    ExpectBothPathsMatchReference(c);
+    ExpectEveryPathMatchesReference(c);
     if (::testing::Test::HasFailure()) break;  // the first failing case is the one to read
   }
 }

@@ -12,7 +12,7 @@ namespace ortflash {
 // `runner` (serial when runner.parallel_for is null).
 void flash_attention_cpu(const AttentionParams& params, const ParallelRunner& runner = {});
 
-// Which instruction-set path the runtime dispatch picked on this machine ("avx2-fma" or "portable").
+// Which instruction-set path the runtime dispatch picked on this machine ("avx512", "avx2-fma" or "portable").
 const char* flash_attention_cpu_isa();
 
 }  // namespace ortflash

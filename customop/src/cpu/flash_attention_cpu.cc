@@ -12,18 +12,10 @@ namespace {
 
 using KernelSelector = cpu::QueryTileKernel (*)(const AttentionParams&);
 
-bool CpuSupportsAvx2Fma() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();  // in case this runs from a static initialiser, before libgcc's
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-#else
-  return false;
-#endif
-}
-
 KernelSelector DispatchedSelector() {
-  static const KernelSelector selector =
-      CpuSupportsAvx2Fma() ? &cpu::avx2::SelectQueryTileKernel : &cpu::portable::SelectQueryTileKernel;
+  static const KernelSelector selector = cpu::CpuSupportsAvx512()    ? &cpu::avx512::SelectQueryTileKernel
+                                         : cpu::CpuSupportsAvx2Fma() ? &cpu::avx2::SelectQueryTileKernel
+                                                                     : &cpu::portable::SelectQueryTileKernel;
   return selector;
 }
 
@@ -81,11 +73,47 @@ void RunFlashAttention(const AttentionParams& params, const ParallelRunner& runn
 
 }  // namespace
 
+namespace cpu {
+
+// __builtin_cpu_init in case these run from a static initialiser, before libgcc's. The support
+// bits include the OS saving the vector state (XCR0), not only CPUID.
+bool CpuSupportsAvx512() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+bool CpuSupportsAvx2Fma() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+}  // namespace cpu
+
 void flash_attention_cpu(const AttentionParams& params, const ParallelRunner& runner) {
   RunFlashAttention(params, runner, DispatchedSelector());
 }
 
-const char* flash_attention_cpu_isa() { return CpuSupportsAvx2Fma() ? "avx2-fma" : "portable"; }
+const char* flash_attention_cpu_isa() {
+  return cpu::CpuSupportsAvx512() ? "avx512" : cpu::CpuSupportsAvx2Fma() ? "avx2-fma" : "portable";
+}
+
+void flash_attention_cpu_avx512(const AttentionParams& params, const ParallelRunner& runner) {
+  RunFlashAttention(params, runner, &cpu::avx512::SelectQueryTileKernel);
+}
+
+void flash_attention_cpu_avx2(const AttentionParams& params, const ParallelRunner& runner) {
+  RunFlashAttention(params, runner, &cpu::avx2::SelectQueryTileKernel);
+}
 
 void flash_attention_cpu_portable(const AttentionParams& params, const ParallelRunner& runner) {
   RunFlashAttention(params, runner, &cpu::portable::SelectQueryTileKernel);

@@ -24,8 +24,11 @@ struct QueryTileKernel {
   size_t scratch_floats = 0;    // fp32 scratch one work item needs, reused between items
 };
 
-// Each is defined in the translation unit compiled for that instruction set; call avx2:: only
-// after CpuSupportsAvx2Fma().
+// Each is defined in the translation unit compiled for that instruction set; call avx512:: only
+// where CpuSupportsAvx512() and avx2:: only where CpuSupportsAvx2Fma().
+namespace avx512 {
+QueryTileKernel SelectQueryTileKernel(const AttentionParams& params);
+}
 namespace avx2 {
 QueryTileKernel SelectQueryTileKernel(const AttentionParams& params);
 }
@@ -33,9 +36,16 @@ namespace portable {
 QueryTileKernel SelectQueryTileKernel(const AttentionParams& params);
 }
 
+// Run-time checks of what this CPU (and its OS) supports.
+bool CpuSupportsAvx512();   // AVX-512 F, BW, VL, DQ plus FMA and F16C
+bool CpuSupportsAvx2Fma();  // AVX2, FMA, F16C
+
 }  // namespace cpu
 
-// flash_attention_cpu, always on the portable path, so tests cover both paths on an AVX2 machine.
+// flash_attention_cpu on one instruction-set path, so that tests cover every path the CPU can run
+// and benchmarks can compare them. The AVX-512 and AVX2 paths need the CPU support above.
+void flash_attention_cpu_avx512(const AttentionParams& params, const ParallelRunner& runner = {});
+void flash_attention_cpu_avx2(const AttentionParams& params, const ParallelRunner& runner = {});
 void flash_attention_cpu_portable(const AttentionParams& params, const ParallelRunner& runner = {});
 
 }  // namespace ortflash

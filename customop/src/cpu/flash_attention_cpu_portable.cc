@@ -10,8 +10,15 @@ namespace ortflash::cpu::portable {
 // would change the ABI without AVX, and plain float arrays defeat register allocation (S = 512,
 // D = 64, fp32: 209 ms with float[8] lanes, 42 ms with these, 9 ms on the AVX2 path).
 struct PortableSimd {
+  // fp32 lanes of a Vec: LoadLanes/StoreLanes convert and KeptLanes reads that many elements, and
+  // TransposeSquare transposes kLanes Vecs.
+  static constexpr int kLanes = 8;
   // 4 rows x 2 vectors of accumulators are 16 SSE registers, which spill; 2 rows do not.
   static constexpr int kRowBlock = 2;
+  static constexpr int kScoreVectors = 2;
+  static constexpr int kValueVectors = 2;
+  static constexpr int kQueryTile = 64;
+  static constexpr int kKeyTile = 64;
 
   typedef float Float4 __attribute__((vector_size(16)));
   typedef int32_t Int4 __attribute__((vector_size(16)));
@@ -38,15 +45,15 @@ struct PortableSimd {
     std::memcpy(p + 4, &v.hi, sizeof v.hi);
   }
 
-  // 8 elements of a storage type, converted to fp32 (and back, rounding to nearest even).
+  // kLanes elements of a storage type, converted to fp32 (and back, rounding to nearest even).
   template <class T>
-  static Vec Load8(const T* p) {
+  static Vec LoadLanes(const T* p) {
     float lanes[kLanes];
     for (int l = 0; l < kLanes; ++l) lanes[l] = ToFloat(p[l]);
     return Load(lanes);
   }
   template <class T>
-  static void Store8(T* p, Vec v) {
+  static void StoreLanes(T* p, Vec v) {
     float lanes[kLanes];
     Store(lanes, v);
     for (int l = 0; l < kLanes; ++l) StoreFloat(lanes[l], p + l);
@@ -89,9 +96,8 @@ struct PortableSimd {
     const Float4 s = v.lo + v.hi;
     return (s[0] + s[1]) + (s[2] + s[3]);
   }
-  static float Lane0(Vec v) { return v.lo[0]; }
 
-  static void Transpose8x8(Vec* rows) {
+  static void TransposeSquare(Vec* rows) {
     float block[kLanes][kLanes];
     for (int r = 0; r < kLanes; ++r) Store(block[r], rows[r]);
     for (int c = 0; c < kLanes; ++c) {

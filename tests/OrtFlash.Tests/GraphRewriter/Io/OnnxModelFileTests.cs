@@ -4,6 +4,7 @@ using OrtFlash.GraphRewriter;
 using OrtFlash.GraphRewriter.Graph;
 using OrtFlash.GraphRewriter.Io;
 using OrtFlash.GraphRewriter.Onnx;
+using OrtFlash.GraphRewriter.Report;
 using OrtFlash.Tests.Rewriter.Support;
 using DataType = OrtFlash.GraphRewriter.Onnx.TensorProto.Types.DataType;
 
@@ -159,6 +160,110 @@ public class OnnxModelFileTests
 
         Assert.That(error.Message, Does.Contain("outside the output's folder"));
         Assert.That(Directory.GetFileSystemEntries(sibling), Is.Empty);
+    }
+
+    private const long TableRows = 1L << 24;
+    private const long TableBytes = TableRows * AttentionModels.Heads * AttentionModels.HeadDim * sizeof(float); // 1 GiB
+    private static readonly string[] Tables = ["wq", "wk", "wv"];
+
+    /// <summary>
+    /// Attention over three 1 GiB embedding tables (3 GiB in all, over protobuf's 2 GB limit) stored
+    /// one after another in <paramref name="dataFile"/>: Q, K and V are Gather → head split.
+    /// </summary>
+    private static ModelProto AttentionOverExternalTables(string dataFile)
+    {
+        var b = new ModelBuilder();
+        var ids = b.Input("ids", DataType.Int64, "B", "S");
+        string Project(int index)
+        {
+            var table = new TensorProto
+            {
+                Name = Tables[index],
+                DataType = (int)DataType.Float,
+                DataLocation = TensorProto.Types.DataLocation.External,
+                Dims = { TableRows, AttentionModels.Heads * AttentionModels.HeadDim },
+            };
+            table.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataFile });
+            table.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = (index * TableBytes).ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            table.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = TableBytes.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            b.Graph.Initializer.Add(table);
+            var split = b.Node("Reshape", [b.Node("Gather", [table.Name, ids]), b.Ints(0, 0, AttentionModels.Heads, AttentionModels.HeadDim)]);
+            return b.Node("Transpose", [split], ModelBuilder.Ints("perm", 0, 2, 1, 3));
+        }
+
+        var q = Project(0);
+        var k = Project(1);
+        var v = Project(2);
+        var scores = b.Node("MatMul", [q, b.Node("Transpose", [k], ModelBuilder.Ints("perm", 0, 1, 3, 2))]);
+        var scaled = b.Node("Div", [scores, b.Scalar(MathF.Sqrt(AttentionModels.HeadDim))]);
+        b.Rename(b.Node("MatMul", [b.Node("Softmax", [scaled], ModelBuilder.Int("axis", -1)), v]), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static string Entry(TensorProto tensor, string key) => tensor.ExternalData.Single(e => e.Key == key).Value;
+
+    private static void AssertExternalTablesKept(ModelProto written, string location)
+    {
+        var tables = written.Graph.Initializer.Where(t => t.DataLocation == TensorProto.Types.DataLocation.External).OrderBy(t => t.Name).ToList();
+        Assert.That(tables.Select(t => t.Name), Is.EquivalentTo(Tables));
+        Assert.That(tables.Select(t => Entry(t, "location")), Is.All.EqualTo(location));
+        Assert.That(tables.Select(t => t.RawData.Length), Is.All.Zero, "no weight bytes were pulled into the model");
+        var byName = tables.ToDictionary(t => t.Name);
+        for (var i = 0; i < Tables.Length; i++)
+        {
+            Assert.That(long.Parse(Entry(byName[Tables[i]], "offset"), System.Globalization.CultureInfo.InvariantCulture), Is.EqualTo(i * TableBytes));
+            Assert.That(long.Parse(Entry(byName[Tables[i]], "length"), System.Globalization.CultureInfo.InvariantCulture), Is.EqualTo(TableBytes));
+        }
+
+        Assert.That(tables.Sum(t => long.Parse(Entry(t, "length"), System.Globalization.CultureInfo.InvariantCulture)), Is.GreaterThan((long)int.MaxValue));
+    }
+
+    [Test]
+    public void Attention_over_more_than_2_GB_of_external_weights_that_do_not_exist_is_fused_and_written_small()
+    {
+        var input = Path.Combine(_folder, "model.onnx");
+        File.WriteAllBytes(input, AttentionOverExternalTables("weights.bin").ToByteArray());
+        var output = Path.Combine(_folder, "fused.onnx");
+
+        var report = AttentionFuser.RewriteFile(input, output);
+
+        Assert.That(report.Fused, Is.EqualTo(1), () => report.ToTable());
+        var written = OnnxModelFile.Read(output);
+        Assert.That(written.Graph.Node.Select(n => n.OpType), Does.Contain("FlashAttention").And.No.EqualTo("Softmax"));
+        AssertExternalTablesKept(written, "weights.bin");
+        Assert.That(new FileInfo(output).Length, Is.LessThan(64 * 1024), "the written model holds references, not weights");
+        Assert.That(File.Exists(Path.Combine(_folder, "weights.bin")), Is.False);
+    }
+
+    [Test]
+    public void Attention_over_a_3_GiB_sparse_side_file_is_fused_without_opening_it_and_re_pointed_from_the_output_folder()
+    {
+        var inner = Path.Combine(_folder, "inner");
+        Directory.CreateDirectory(Path.Combine(inner, "data"));
+        var dataPath = Path.Combine(inner, "data", "weights.bin");
+        var input = Path.Combine(inner, "model.onnx");
+        File.WriteAllBytes(input, AttentionOverExternalTables("data/weights.bin").ToByteArray());
+        var output = Path.Combine(_folder, "fused.onnx");
+        FusionReport report;
+        // Sparse: SetLength allocates nothing. Held open with FileShare.None so that any attempt by the
+        // rewriter to open it (for reading or writing) fails with an IOException.
+        using (var data = new FileStream(dataPath, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None))
+        {
+            data.SetLength(Tables.Length * TableBytes);
+            Assert.Throws<IOException>(() => File.OpenRead(dataPath).Dispose(), "the lock that catches a read is in force");
+            report = AttentionFuser.RewriteFile(input, output);
+        }
+
+        Assert.That(report.Fused, Is.EqualTo(1), () => report.ToTable());
+        var written = OnnxModelFile.Read(output);
+        AssertExternalTablesKept(written, "inner/data/weights.bin");
+        Assert.That(Path.GetFullPath(Path.Combine(_folder, "inner/data/weights.bin")), Is.EqualTo(Path.GetFullPath(dataPath)),
+            "the location resolves from the output's folder to the same side file");
+        Assert.That(new FileInfo(output).Length, Is.LessThan(64 * 1024));
+        Assert.That(new FileInfo(dataPath).Length, Is.EqualTo(Tables.Length * TableBytes), "the side file is left as it was");
+        Assert.That(OnnxModelFile.Read(input).Graph.Initializer.Where(t => t.ExternalData.Count > 0).Select(t => Entry(t, "location")), Is.All.EqualTo("data/weights.bin"),
+            "the input model is not modified");
     }
 
     [Test]

@@ -104,4 +104,22 @@ public class ScaledDotProductAttentionRuleTests
         Assert.That(report.Fused, Is.Zero);
         Assert.That(report.Skipped.Single().Reason, Does.Contain("would turn it into infinity"));
     }
+
+    [Test]
+    public void ALiBi_bias_built_in_the_graph_is_kept_and_fed_to_the_op_as_its_bias_input()
+    {
+        var model = AttentionModels.AlibiWithPadding();
+        var bias = model.Graph.Node.Single(n => n.OpType == "Softmax").Input[0];
+        var scoresPlusBias = model.Graph.Node.Single(n => n.Output[0] == bias);
+        var alibiPlusPadding = scoresPlusBias.Input[1];
+
+        var report = AttentionFuser.Rewrite(model);
+
+        Assert.That(report.Fused, Is.EqualTo(1), () => report.ToTable());
+        var fused = model.Graph.Node.Single(n => n.OpType == "FlashAttention");
+        Assert.That(fused.Input[3], Is.EqualTo(alibiPlusPadding), "the (B, H, S, T) ALiBi + padding sum is the op's bias");
+        Assert.That(fused.Input.Count < 5 || fused.Input[4].Length == 0, "no keep mask");
+        Assert.That(fused.Attribute.SingleOrDefault(a => a.Name == "causal")?.I ?? 0, Is.Zero, "ALiBi is not a causal mask");
+        Assert.That(model.Graph.Node.Select(n => n.OpType), Has.Exactly(2).EqualTo("Range"), "the position computation stays in the graph");
+    }
 }

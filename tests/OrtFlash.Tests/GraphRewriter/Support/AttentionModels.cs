@@ -69,6 +69,10 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Max clamp after a -inf additive mask (OPT)", MaxClamp, AdditiveMaskInputs(float.NegativeInfinity, fullyMaskedBatch: true),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("ALiBi slopes·(j − i) from Range/Sub/Mul/Unsqueeze plus a finfo.min padding mask (one bias)", AlibiWithPadding, PaddingInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Max(scores + finfo.min mask, finfo.min) clamp (HF OPT/XGLM)", MaxClamp, AdditiveMaskInputs(FloatMin, fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Causal mask from Trilu (SDPA is_causal)", CausalTrilu, PlainInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.UpperLeft));
         yield return new("Causal bool keep from Trilu", CausalTriluKeep, PlainInputs,
@@ -167,6 +171,8 @@ internal static class AttentionModels
     {
         yield return new("Attention inside a Loop body, carried state and outer values", InsideLoopBody, LoopInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Attention inside a Scan body: scanned query, outer-scope key and value", InsideScanBody, ScanInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
     }
 
     public static IEnumerable<AttentionModel> Float16()
@@ -465,6 +471,31 @@ internal static class AttentionModels
         var mask = b.Input("mask", DataType.Float, "B", 1, 1, "T");
         var clamped = b.Node("Max", [b.Node("Add", [Div(b, Scores(b, q, k)), mask]), b.Scalar(FloatMin)]);
         return Finish(b, Softmax(b, clamped), v);
+    }
+
+    /// <summary>
+    /// ALiBi as BLOOM/MPT-style models export it: per-head slopes (1, H, 1, 1) times the relative
+    /// position j − i, both positions from <c>Range</c> over the query and key lengths read from
+    /// Shape, giving a (1, H, S, T) bias; the (1 − m)·finfo.min padding mask (B, 1, 1, T) is added to
+    /// it, and the sum is added to the scaled scores once.
+    /// </summary>
+    public static ModelProto AlibiWithPadding()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Float, "B", "T");
+        var zero = b.Initializer(ConstantTensor.Scalar(DataType.Int64, 0));
+        var one = b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1));
+        var two = b.Initializer(ConstantTensor.Scalar(DataType.Int64, 2));
+        var queryLength = b.Node("Gather", [b.Node("Shape", [q]), two], Int("axis", 0));
+        var keyLength = b.Node("Gather", [b.Node("Shape", [k]), two], Int("axis", 0));
+        var i = b.Node("Unsqueeze", [b.Node("Range", [zero, queryLength, one]), b.Ints(1)]);
+        var j = b.Node("Unsqueeze", [b.Node("Range", [zero, keyLength, one]), b.Ints(0)]);
+        var relative = b.Node("Cast", [b.Node("Sub", [j, i])], Int("to", (long)DataType.Float));
+        var slopes = b.Node("Unsqueeze", [b.Floats([Heads], [0.5f, 0.25f]), b.Ints(0, 2, 3)]);
+        var alibi = b.Node("Mul", [slopes, relative]);
+        var padding = b.Node("Mul", [b.Node("Sub", [b.Scalar(1), b.Node("Unsqueeze", [mask, b.Ints(1, 2)])]), b.Scalar(FloatMin)]);
+        var bias = b.Node("Add", [alibi, padding]);
+        return Finish(b, Softmax(b, b.Node("Add", [Div(b, Scores(b, q, k)), bias])), v);
     }
 
     private static string QueryByKeyOnes(ModelBuilder b, string q, string k, DataType type)
@@ -947,6 +978,45 @@ internal static class AttentionModels
         b.Rename(b.Node("Loop", [trips, "", q], GraphAttribute("body", body.Graph)), "out");
         b.Output("out");
         return b.Model;
+    }
+
+    /// <summary>
+    /// Scan over a stack of queries (axis 0): the body computes attention of each slice against K and V
+    /// read from the outer scope, accumulates it in a carried state and emits it as the scan output.
+    /// </summary>
+    private static ModelProto InsideScanBody()
+    {
+        var b = new ModelBuilder();
+        var queries = b.Input("queries", DataType.Float, ScanSteps, "B", Heads, "S", HeadDim);
+        var k = b.Input("k", DataType.Float, "B", Heads, "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", Heads, "T", HeadDim);
+        var state = b.Input("state", DataType.Float, "B", Heads, "S", HeadDim);
+        var body = new ModelBuilder();
+        body.Input("state_in", DataType.Float, "B", Heads, "S", HeadDim);
+        var q = body.Input("query", DataType.Float, "B", Heads, "S", HeadDim);
+        var scores = body.Node("MatMul", [q, body.Node("Transpose", [k], Ints("perm", 0, 1, 3, 2))]);
+        var divided = body.Node("Div", [scores, body.Scalar(MathF.Sqrt(HeadDim))]);
+        var attended = body.Rename(body.Node("MatMul", [body.Node("Softmax", [divided], Int("axis", -1)), v]), "attended");
+        body.Rename(body.Node("Add", ["state_in", attended]), "state_out");
+        body.Output("state_out");
+        body.Output("attended");
+        var outputs = b.NodeOutputs("Scan", [state, queries], 2, GraphAttribute("body", body.Graph), Int("num_scan_inputs", 1));
+        b.Rename(outputs[0], "final_state");
+        b.Rename(outputs[1], "out");
+        b.Output("final_state");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private const long ScanSteps = 3;
+
+    private static Dictionary<string, TestTensor> ScanInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, t);
+        inputs.Remove("q");
+        inputs["queries"] = TestTensor.Random(r, [ScanSteps, Batch, Heads, s, HeadDim]);
+        inputs["state"] = TestTensor.Random(r, [Batch, Heads, s, HeadDim]);
+        return inputs;
     }
 
     private static Dictionary<string, TestTensor> LoopInputs(Random r, long s, long t)

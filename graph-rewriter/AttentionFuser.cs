@@ -13,22 +13,26 @@ namespace OrtFlash.GraphRewriter;
 public static class AttentionFuser
 {
     /// <summary>Rewrites <paramref name="model"/> in place and reports what was fused and what was not.</summary>
+    /// <param name="model">The model, changed in place.</param>
+    /// <param name="options">What the rewrite may trade for speed; exact (<see cref="RewriteOptions.Default"/>) when null.</param>
     /// <exception cref="OnnxModelException">The graph is malformed (cycle, undefined input, duplicate definition).</exception>
-    public static FusionReport Rewrite(ModelProto model)
+    public static FusionReport Rewrite(ModelProto model, RewriteOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         var graphModel = OnnxModel.Load(model);
-        var report = Rewrite(graphModel);
+        var report = Rewrite(graphModel, options);
         graphModel.ToProto();
         return report;
     }
 
     /// <summary>Rewrites <paramref name="model"/>; call <see cref="OnnxModel.ToProto"/> afterwards.</summary>
-    public static FusionReport Rewrite(OnnxModel model)
+    /// <param name="model">The model, changed in place.</param>
+    /// <param name="options">What the rewrite may trade for speed; exact (<see cref="RewriteOptions.Default"/>) when null.</param>
+    public static FusionReport Rewrite(OnnxModel model, RewriteOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         var analysis = new GraphAnalysis(model);
-        var rule = new ScaledDotProductAttentionRule(analysis);
+        var rule = new ScaledDotProductAttentionRule(analysis, options);
         var onnxAttention = new OnnxAttentionRule(analysis);
         var fusions = new List<FusionRecord>();
         var skipped = model.UnreadableFunctions.Select(f => new SkipRecord(f.Function, "", $"The function body is not rewritten: {f.Reason}")).ToList();
@@ -111,12 +115,12 @@ public static class AttentionFuser
     /// </summary>
     /// <exception cref="OnnxModelException">The input is not a well-formed ONNX model, or the output
     /// cannot be written safely (it is the input, or external data would become unreachable).</exception>
-    public static FusionReport RewriteFile(string inputPath, string outputPath, bool overwriteInput = false)
+    public static FusionReport RewriteFile(string inputPath, string outputPath, bool overwriteInput = false, RewriteOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(inputPath);
         ArgumentNullException.ThrowIfNull(outputPath);
         var model = OnnxModelFile.Read(inputPath);
-        var report = Rewrite(model);
+        var report = Rewrite(model, options);
         OnnxModelFile.Write(model, outputPath, Path.GetDirectoryName(Path.GetFullPath(inputPath)), inputPath, overwriteInput);
         return report;
     }

@@ -10,12 +10,20 @@ namespace OrtFlash.GraphRewriter.Rules;
 /// </summary>
 internal sealed class CausalMasks(GraphAnalysis analysis)
 {
+    private bool _keyCoversQuery;
+
     /// <summary>Fill values at or below this are absorbing in fp32: s + F == F for |s| &lt; 2^64.</summary>
     internal const double AbsorbingFill = -3.094850098213451e26; // −2^88
 
     /// <summary>The causal structure of <paramref name="term"/> over (Sq, Skv), or null.</summary>
-    public CausalStructure? Recognize(MaskTerm term, Dim queryLength, Dim keyLength)
+    /// <param name="term">The mask term.</param>
+    /// <param name="queryLength">Sq.</param>
+    /// <param name="keyLength">Skv.</param>
+    /// <param name="keyCoversQuery">Skv ≥ Sq is proven by the caller (the keys are a concatenation ending with
+    /// Sq new keys), for when the dimensions alone cannot prove that a buffer slice starts at a non-negative row.</param>
+    public CausalStructure? Recognize(MaskTerm term, Dim queryLength, Dim keyLength, bool keyCoversQuery = false)
     {
+        _keyCoversQuery = keyCoversQuery;
         if (term.Kind == MaskKind.AdditiveBias)
         {
             return AdditiveCausal(term.Source, queryLength, keyLength);
@@ -158,7 +166,7 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
         }
 
         var offset = Dim.Subtract(keyLength, queryLength);
-        var proven = rows.Start.SameAs(offset) == true && rows.Start.IsNonNegative && rows.End.SameAs(keyLength) == true &&
+        var proven = rows.Start.SameAs(offset) == true && (rows.Start.IsNonNegative || _keyCoversQuery) && rows.End.SameAs(keyLength) == true &&
                      columns.Start.Size == 0 && columns.End.SameAs(keyLength) == true;
         return proven ? (CausalAlignment.LowerRight, buffer) : (CausalAlignment.None, null);
     }

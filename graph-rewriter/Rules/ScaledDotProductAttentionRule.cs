@@ -39,14 +39,24 @@ public sealed class ScaledDotProductAttentionRule
 
     private readonly GraphAnalysis _analysis;
     private readonly CausalMasks _causal;
+    private readonly RewriteOptions _options;
     private readonly Slot<QueryMatch> _query;
     private readonly Slot<KeyMatch> _key;
 
+    /// <summary>The note carried by a fusion whose causal mask became the attribute under <see cref="RewriteOptions.CausalForPaddedRows"/>.</summary>
+    public const string CausalForPaddedRowsNote =
+        "Causal mask ({0}) used as the causal attribute although a mask with a finite fill (padding) is applied too " +
+        "(RewriteOptions.CausalForPaddedRows, --causal-padded-rows): rows fully masked by padding may differ from the original " +
+        "(where every causally visible key is masked, the original also weighs the causally hidden keys); every other row is exact.";
+
     /// <summary>Creates the rule over an analysis of the model it will rewrite.</summary>
-    public ScaledDotProductAttentionRule(GraphAnalysis analysis)
+    /// <param name="analysis">The analysis of the model.</param>
+    /// <param name="options">What the rewrite may trade for speed; <see cref="RewriteOptions.Default"/> (exact) when null.</param>
+    public ScaledDotProductAttentionRule(GraphAnalysis analysis, RewriteOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(analysis);
         _analysis = analysis;
+        _options = options ?? RewriteOptions.Default;
         _causal = new CausalMasks(analysis);
         _query = new Slot<QueryMatch>("query",
         [
@@ -643,7 +653,9 @@ public sealed class ScaledDotProductAttentionRule
         var masks = match.Scores.Masks;
         for (var i = 0; i < masks.Count; i++)
         {
-            if (_causal.Recognize(masks[i], q[^2], k[^2]) is not { } causal)
+            // The KV-cache proof of Skv ≥ Sq is only used under the option, so that exact rewrites report what they did before.
+            var keyCoversQuery = _options.CausalForPaddedRows && KeyEndsWithQueryLength(match, q[^2]);
+            if (_causal.Recognize(masks[i], q[^2], k[^2], keyCoversQuery) is not { } causal)
             {
                 continue;
             }
@@ -653,6 +665,20 @@ public sealed class ScaledDotProductAttentionRule
             // key 0; lower-right is only recognised with T ≥ S), so its fill never decides a result.
             var exact = others.IsEmpty ||
                         (double.IsNegativeInfinity(causal.Fill) && others.All(m => m.Kind == MaskKind.KeepNegativeInfinity));
+            if (!exact && _options.CausalForPaddedRows)
+            {
+                // Opted in: a row with a visible key that the other masks leave unhidden is still exact (the hiding
+                // fill absorbs every finite score, so hidden keys weigh exactly 0); only rows whose visible keys are
+                // all masked by the other mask change, from a softmax over the fills to one over the visible keys.
+                // With Skv proven equal to Sq both alignments are the same mask; upper-left is the plain one.
+                var alignment = causal.Alignment == CausalAlignment.LowerRight && k[^2].SameAs(q[^2]) == true ? CausalAlignment.UpperLeft : causal.Alignment;
+                return match with
+                {
+                    Scores = match.Scores with { Masks = masks.SetItem(i, masks[i] with { Kind = MaskKind.Causal, Alignment = alignment }) },
+                    CausalNote = string.Format(CultureInfo.InvariantCulture, CausalForPaddedRowsNote, alignment),
+                };
+            }
+
             if (!exact)
             {
                 return match with
@@ -667,6 +693,23 @@ public sealed class ScaledDotProductAttentionRule
         }
 
         return match with { Scores = match.Scores with { Masks = masks } };
+    }
+
+    /// <summary>
+    /// Whether the key (in the plain (B, H, T, D) layout) is a Concat along its sequence axis whose last part has
+    /// <paramref name="queryLength"/> rows (past keys followed by the new ones): then T ≥ Sq, whatever names the
+    /// declared shapes give T (GPT-2 exports declare <c>present_key</c> as (batch, 2, total_sequence, 32)).
+    /// </summary>
+    private bool KeyEndsWithQueryLength(AttentionMatch match, Dim queryLength)
+    {
+        if (match.Key.Layout != KeyLayout.SwapLastAxes || Ops.Producer(match.Key.Value, "Concat") is not { } concat ||
+            _analysis.ShapeOf(match.Key.Value) is not { Count: 4 } || concat.IntAttribute("axis") is not (2 or -2) ||
+            concat.Inputs.Count == 0 || concat.Inputs[^1] is not { } last)
+        {
+            return false;
+        }
+
+        return _analysis.ShapeOf(last) is { Count: 4 } shape && shape[2].SameAs(queryLength) == true;
     }
 
     /// <summary>The query's shape in the op's layout.</summary>

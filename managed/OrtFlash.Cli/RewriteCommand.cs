@@ -15,19 +15,34 @@ internal static class RewriteCommand
     private const int Ok = 0;
     private const int BadInput = 2;
 
+    /// <summary>The help text of <c>--causal-padded-rows</c> (rewrite, inspect and verify).</summary>
+    public const string CausalPaddedRowsHelp =
+        "Use the op's causal attribute for causal masks combined with a finite (finfo.min) padding mask, as GPT-2 exports have. " +
+        "Not exact: query rows whose causally visible keys are all padded may differ from the original; every other row is unchanged.";
+
+    /// <summary>The <c>--causal-padded-rows</c> option.</summary>
+    public static Option<bool> CausalPaddedRowsOption() => new("--causal-padded-rows") { Description = CausalPaddedRowsHelp };
+
+    /// <summary>The rewrite options the flag selects.</summary>
+    public static RewriteOptions OptionsFor(bool causalPaddedRows) =>
+        causalPaddedRows ? new RewriteOptions { CausalForPaddedRows = true } : RewriteOptions.Default;
+
     public static Command Create()
     {
         var input = new Argument<string>("IN") { Description = "The ONNX model to rewrite." };
         var output = new Argument<string>("OUT") { Description = "Where to write the rewritten model." };
         var report = new Option<string?>("--report") { Description = "Also write the fusion report as JSON to this file." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Allow OUT to be IN (the input is then replaced)." };
+        var causalPaddedRows = CausalPaddedRowsOption();
         var command = new Command("rewrite", "Fuse every attention subgraph into com.ortflash::FlashAttention and write the model.");
         command.Arguments.Add(input);
         command.Arguments.Add(output);
         command.Options.Add(report);
         command.Options.Add(overwrite);
+        command.Options.Add(causalPaddedRows);
         command.SetAction(parsed => Rewrite(parsed.GetValue(input)!, parsed.GetValue(output)!, parsed.GetValue(report),
-            parsed.GetValue(overwrite), parsed.InvocationConfiguration.Output, parsed.InvocationConfiguration.Error));
+            parsed.GetValue(overwrite), parsed.InvocationConfiguration.Output, parsed.InvocationConfiguration.Error,
+            OptionsFor(parsed.GetValue(causalPaddedRows))));
         return command;
     }
 
@@ -35,15 +50,18 @@ internal static class RewriteCommand
     {
         var input = new Argument<string>("IN") { Description = "The ONNX model to analyse." };
         var json = new Option<bool>("--json") { Description = "Print the report as JSON instead of a table." };
+        var causalPaddedRows = CausalPaddedRowsOption();
         var command = new Command("inspect", "List the attention candidates of a model and what rewriting would do with each.");
         command.Arguments.Add(input);
         command.Options.Add(json);
+        command.Options.Add(causalPaddedRows);
         command.SetAction(parsed => Inspect(parsed.GetValue(input)!, parsed.GetValue(json),
-            parsed.InvocationConfiguration.Output, parsed.InvocationConfiguration.Error));
+            parsed.InvocationConfiguration.Output, parsed.InvocationConfiguration.Error, OptionsFor(parsed.GetValue(causalPaddedRows))));
         return command;
     }
 
-    public static int Rewrite(string inputPath, string outputPath, string? reportPath, bool overwrite, TextWriter output, TextWriter error)
+    public static int Rewrite(string inputPath, string outputPath, string? reportPath, bool overwrite, TextWriter output, TextWriter error,
+        RewriteOptions? options = null)
     {
         FusionReport report;
         try
@@ -53,7 +71,7 @@ internal static class RewriteCommand
                 throw new OnnxModelException($"--report '{reportPath}' would overwrite the input model.");
             }
 
-            report = AttentionFuser.RewriteFile(inputPath, outputPath, overwrite);
+            report = AttentionFuser.RewriteFile(inputPath, outputPath, overwrite, options);
             if (reportPath is not null)
             {
                 WriteAtomically(reportPath, report.ToJson());
@@ -70,12 +88,12 @@ internal static class RewriteCommand
         return Ok;
     }
 
-    public static int Inspect(string inputPath, bool json, TextWriter output, TextWriter error)
+    public static int Inspect(string inputPath, bool json, TextWriter output, TextWriter error, RewriteOptions? options = null)
     {
         FusionReport report;
         try
         {
-            report = AttentionFuser.Rewrite(OnnxModelFile.Read(inputPath));
+            report = AttentionFuser.Rewrite(OnnxModelFile.Read(inputPath), options);
         }
         catch (Exception bad) when (bad is OnnxModelException or IOException or UnauthorizedAccessException)
         {

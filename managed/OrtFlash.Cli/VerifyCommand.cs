@@ -39,13 +39,18 @@ internal static class VerifyCommand
         var batch = new Option<string>("--batch") { Description = "Batch size (entry 0 unpadded, the others padded).", DefaultValueFactory = _ => "2" };
         var past = new Option<string>("--past") { Description = "Past (KV cache) length for models with a cache.", DefaultValueFactory = _ => "3" };
         var seed = new Option<string>("--seed") { Description = "Seed of the generated inputs.", DefaultValueFactory = _ => "1234" };
+        var causalPaddedRows = new Option<bool>("--causal-padded-rows")
+        {
+            Description = RewriteCommand.CausalPaddedRowsHelp + " Without REWRITTEN, ORIGINAL is rewritten with it; padding is then generated " +
+                          "at the end only, so that no row is fully padded and only what the option promises is compared.",
+        };
 
         // Collects whatever follows REWRITTEN, so that it is reported here with exit status 2.
         var unexpected = new Argument<string[]>("unexpected") { Arity = ArgumentArity.ZeroOrMore, Hidden = true };
 
         var command = new Command("verify", "Run ORIGINAL and REWRITTEN on the same generated inputs and compare every output.")
         {
-            original, rewritten, unexpected, sequenceLengths, rtol, atol, provider, batch, past, seed,
+            original, rewritten, unexpected, sequenceLengths, rtol, atol, provider, batch, past, seed, causalPaddedRows,
         };
         command.SetAction(parseResult =>
         {
@@ -64,7 +69,8 @@ internal static class VerifyCommand
                     parseResult.GetValue(original)!,
                     parseResult.GetValue(rewritten),
                     ParseOptions(parseResult.GetValue(sequenceLengths)!, parseResult.GetValue(rtol), parseResult.GetValue(atol),
-                        parseResult.GetValue(provider)!, parseResult.GetValue(batch)!, parseResult.GetValue(past)!, parseResult.GetValue(seed)!));
+                        parseResult.GetValue(provider)!, parseResult.GetValue(batch)!, parseResult.GetValue(past)!, parseResult.GetValue(seed)!,
+                        parseResult.GetValue(causalPaddedRows)));
             }
             catch (ArgumentException bad)
             {
@@ -90,7 +96,7 @@ internal static class VerifyCommand
             original = ModelSource.FromFile(request.OriginalPath);
             (actual, actualNote) = request.RewrittenPath is { } path
                 ? (ModelSource.FromFile(path), path)
-                : RewriteInMemory(original);
+                : RewriteInMemory(original, request.Options.ActualSession.Rewriting);
         }
         catch (InvalidModelException bad)
         {
@@ -116,13 +122,13 @@ internal static class VerifyCommand
     }
 
     /// <summary>Rewrites a copy of ORIGINAL in memory with the graph rewriter; the original stays untouched.</summary>
-    private static (ModelSource Actual, string Note) RewriteInMemory(ModelSource original)
+    private static (ModelSource Actual, string Note) RewriteInMemory(ModelSource original, RewriteOptions options)
     {
         var copy = original.Model.Clone();
         FusionReport report;
         try
         {
-            report = AttentionFuser.Rewrite(copy);
+            report = AttentionFuser.Rewrite(copy, options);
         }
         catch (OnnxModelException bad)
         {
@@ -130,11 +136,14 @@ internal static class VerifyCommand
         }
 
         return (ModelSource.FromModel(copy, $"{original.Name} (rewritten in memory)"),
-            $"{original.Name} rewritten in memory: {report.Fused} attention subgraph(s) fused, {report.Skipped.Count} skipped");
+            $"{original.Name} rewritten in memory: {report.Fused} attention subgraph(s) fused, {report.Skipped.Count} skipped" +
+            (options.CausalForPaddedRows
+                ? " (--causal-padded-rows: padding generated at the end only, so no row is fully padded; fully padded rows may differ and are not compared)"
+                : ""));
     }
 
     private static ComparisonOptions ParseOptions(string sequenceLengths, string? rtol, string? atol, string provider,
-        string batch, string past, string seed) => new()
+        string batch, string past, string seed, bool causalPaddedRows = false) => new()
         {
             SequenceLengths = sequenceLengths.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
                 .Select(s => ParseInt(s, "--seq", minimum: 1)).ToArray() is { Length: > 0 } lengths
@@ -143,11 +152,14 @@ internal static class VerifyCommand
             RelativeTolerance = rtol is null ? null : ParseTolerance(rtol, "--rtol"),
             AbsoluteTolerance = atol is null ? null : ParseTolerance(atol, "--atol"),
             ExpectedSession = new OrtFlashSessionOptions { Provider = ParseProvider(provider) },
-            ActualSession = new OrtFlashSessionOptions { Provider = ParseProvider(provider) },
+            ActualSession = new OrtFlashSessionOptions { Provider = ParseProvider(provider), Rewriting = RewriteCommand.OptionsFor(causalPaddedRows) },
             Inputs = new InputGenerationOptions
             {
                 BatchSize = ParseInt(batch, "--batch", minimum: 1),
                 PastSequenceLength = ParseInt(past, "--past", minimum: 0),
+                // The option's promise covers rows with an unpadded visible key: padding at the end leaves key 0
+                // unpadded (the generator always keeps one key), which every causal row sees.
+                Padding = PaddingSide.End,
                 Seed = ulong.TryParse(seed, NumberStyles.None, CultureInfo.InvariantCulture, out ulong s)
                     ? s
                     : throw new ArgumentException($"--seed must be a non-negative integer, not '{seed}'."),

@@ -56,7 +56,7 @@ public sealed class OrtFlashSession : IDisposable
         }
 
         var model = OnnxModelFile.Read(modelPath);
-        var report = AttentionFuser.Rewrite(model);
+        var report = AttentionFuser.Rewrite(model, settings.Rewriting);
         var bytes = model.ToByteArray();
         var folder = Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
         return Create(settings, options =>
@@ -79,7 +79,7 @@ public sealed class OrtFlashSession : IDisposable
 
         using var stream = new MemoryStream(model, writable: false);
         var proto = OnnxModelFile.Parse(stream, "model bytes");
-        var report = AttentionFuser.Rewrite(proto);
+        var report = AttentionFuser.Rewrite(proto, settings.Rewriting);
         var bytes = proto.ToByteArray();
         return Create(settings, options => new InferenceSession(bytes, options), report);
     }

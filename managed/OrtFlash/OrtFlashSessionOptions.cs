@@ -1,3 +1,5 @@
+using OrtFlash.GraphRewriter;
+
 namespace OrtFlash;
 
 /// <summary>How <see cref="OrtFlashSession"/> creates its ONNX Runtime session.</summary>
@@ -17,4 +19,10 @@ public sealed record OrtFlashSessionOptions
     /// The model file is never modified. <see cref="OrtFlashSession.Report"/> says what was fused and why the rest was not.
     /// </summary>
     public bool Rewrite { get; init; } = true;
+
+    /// <summary>
+    /// What the in-memory rewrite (<see cref="Rewrite"/>) may trade for speed; <see cref="GraphRewriter.RewriteOptions.Default"/>
+    /// (exact) by default. <see cref="GraphRewriter.RewriteOptions.CausalForPaddedRows"/> documents the one opt-in and the rows it may change.
+    /// </summary>
+    public RewriteOptions Rewriting { get; init; } = RewriteOptions.Default;
 }

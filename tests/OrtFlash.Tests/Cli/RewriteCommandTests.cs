@@ -100,4 +100,43 @@ public sealed class RewriteCommandTests
         Assert.That(error, Does.Contain("would overwrite the input model"));
         Assert.That(File.ReadAllBytes(input), Is.EqualTo(before));
     }
+
+    [Test]
+    public void CausalPaddedRowsSetsTheCausalAttributeAndReportsTheNote()
+    {
+        string input = TestModels.PathOf("gpt2_past-opset17.onnx");
+        string output = Path.Combine(folder, "gpt2_past-flash.onnx");
+        string report = Path.Combine(folder, "report.json");
+
+        var (exitCode, text, error) = Run("rewrite", input, output, "--report", report, "--causal-padded-rows");
+
+        Assert.That(exitCode, Is.EqualTo(0), error);
+        var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(output));
+        var flash = model.Graph.Node.Where(n => n.OpType == "FlashAttention").ToList();
+        using var json = JsonDocument.Parse(File.ReadAllText(report));
+        Assert.Multiple(() =>
+        {
+            Assert.That(text, Does.Contain("AdditiveBias+Causal").And.Contain("LowerRight"));
+            Assert.That(flash, Has.Count.EqualTo(2));
+            Assert.That(flash.Select(n => n.Attribute.Single(a => a.Name == "causal").I), Is.All.EqualTo(2));
+            Assert.That(json.RootElement.GetProperty("fusions").EnumerateArray().Select(f => f.GetProperty("notes").ToString()),
+                Is.All.Contains("rows fully masked by padding may differ"));
+        });
+    }
+
+    [Test]
+    public void InspectWithAndWithoutCausalPaddedRows()
+    {
+        string input = TestModels.PathOf("gpt2-opset17.onnx");
+        var (exactCode, exact, _) = Run("inspect", input, "--json");
+        var (optedCode, opted, error) = Run("inspect", input, "--json", "--causal-padded-rows");
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(exactCode, Is.EqualTo(0));
+            Assert.That(optedCode, Is.EqualTo(0), error);
+            Assert.That(exact, Does.Contain("kept as a mask input").And.Not.Contain("fully masked by padding"));
+            Assert.That(opted, Does.Contain("rows fully masked by padding may differ").And.Contain("\"causal\": \"UpperLeft\""));
+        });
+    }
 }

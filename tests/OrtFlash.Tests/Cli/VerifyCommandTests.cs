@@ -130,4 +130,19 @@ public sealed class VerifyCommandTests
             Assert.That(Directory.GetFiles(folder), Is.EquivalentTo(before), "nothing written");
         });
     }
+
+    [TestCase("gpt2-opset17.onnx")]
+    [TestCase("gpt2_past-opset17.onnx")]
+    public void CausalPaddedRowsComparesRightPaddedInputsAndSaysSo(string file)
+    {
+        var (exitCode, output, error) = Verify(TestModels.PathOf(file), "--causal-padded-rows", "--seq", "1,5,12", "--batch", "3");
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.EqualTo(VerifyCommand.Match), output + error);
+            Assert.That(output, Does.Contain("rewritten in memory: 2 attention subgraph(s) fused"));
+            Assert.That(output, Does.Contain("padding generated at the end only, so no row is fully padded"));
+            Assert.That(output, Does.Contain("padded at the end").And.Not.Contain("padded at the start"));
+            Assert.That(output, Does.Contain("PASS"));
+        });
+    }
 }

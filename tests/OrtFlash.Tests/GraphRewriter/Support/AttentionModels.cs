@@ -669,7 +669,7 @@ internal static class AttentionModels
         return inputs;
     }
 
-    private static ModelProto Gpt2WhereThenAdd()
+    internal static ModelProto Gpt2WhereThenAdd()
     {
         var (b, q, k, v) = Bhsd();
         var mask = b.Input("mask", DataType.Float, "B", 1, 1, "T");

@@ -1,0 +1,27 @@
+namespace OrtFlash.GraphRewriter;
+
+/// <summary>
+/// Choices that let the rewriter trade exactness on a documented set of rows for a faster fused graph.
+/// The default (<see cref="Default"/>) changes nothing: every fusion computes what the original graph computes.
+/// </summary>
+public sealed record RewriteOptions
+{
+    /// <summary>Exact rewriting only; what <see cref="AttentionFuser.Rewrite(Onnx.ModelProto, RewriteOptions?)"/> uses when given none.</summary>
+    public static RewriteOptions Default { get; } = new();
+
+    /// <summary>
+    /// Use the op's <c>causal</c> attribute (1 upper-left, 2 lower-right for a KV cache) for a recognised causal
+    /// mask even when it is combined with a padding mask whose fill is finite (GPT-2 style <c>finfo.min</c>).
+    /// The padding part stays the op's <c>bias</c>/<c>keep</c> input; the (Sq, Skv) causal mask is no longer read.
+    /// <para>
+    /// What may differ from the original graph: only query rows in which every causally visible key is also
+    /// masked by padding. The original graph gives such a row a softmax over the finite fill on every key, which
+    /// averages V over all keys (the causally hidden ones included, hence over the "future"); with the attribute
+    /// the hidden keys are excluded, so the row averages V over its causally visible (padded) keys only. Every row
+    /// with at least one visible, unpadded key is computed exactly as before. Such rows only exist where padding
+    /// covers a query's whole causal prefix, e.g. left padding; with right padding every row sees key 0 unpadded.
+    /// </para>
+    /// Each fusion that uses it carries a note in the report saying so. False by default.
+    /// </summary>
+    public bool CausalForPaddedRows { get; init; }
+}

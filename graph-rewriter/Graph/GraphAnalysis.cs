@@ -107,6 +107,20 @@ public sealed class GraphAnalysis
     /// <summary>The element type of <paramref name="value"/>, or Undefined.</summary>
     public DataType ElementTypeOf(Value value) => TypeOf(value)?.ElementType ?? DataType.Undefined;
 
+    /// <summary>The length of Range(start, limit, 1): limit − start when that is stated and non-negative.</summary>
+    private Dim RangeLength(Node range)
+    {
+        if (range.Input(2) is not { } delta || ScalarOf(delta) != 1 || range.Input(1) is not { } limit ||
+            ShapeVector(range.Input(0)!) is not [var first] || ShapeVector(limit) is not [var end])
+        {
+            return Dim.Unknown;
+        }
+
+        // max(limit − start, 0): a difference that is not provably non-negative is not a length.
+        var length = Dim.Subtract(end, first);
+        return length.IsNonNegative ? length : Dim.Unknown;
+    }
+
     private static TensorType? Merge(TensorType? declared, TensorType? inferred)
     {
         if (declared is null)
@@ -160,7 +174,7 @@ public sealed class GraphAnalysis
             case "Gemm":
                 return first is null ? null : new TensorType(first.ElementType, [Dim.Unknown, Dim.Unknown]);
             case "Range":
-                return node.Input(0) is { } start ? new TensorType(ElementTypeOf(start), [Dim.Unknown]) : null;
+                return node.Input(0) is { } start ? new TensorType(ElementTypeOf(start), [RangeLength(node)]) : null;
             case "Cast":
                 return first is null ? null : new TensorType((DataType)(node.IntAttribute("to") ?? 0), first.Shape);
             case "CastLike":
@@ -321,6 +335,12 @@ public sealed class GraphAnalysis
             else if (starts is not null && ends is not null && i < starts.Length && i < ends.Length &&
                      starts[i] == 0 && ends[i] == long.MaxValue && (steps is null || steps[i] == 1))
             {
+                result[axis] = shape[axis];
+            }
+            else if (starts is not null && i < starts.Length && starts[i] == 0 && (steps is null || steps[i] == 1) && axes.Length == 1 &&
+                     node.Input(2) is { } endInput && ShapeVector(endInput) is [var symbolicEnd] && symbolicEnd.SameAs(shape[axis]) == true)
+            {
+                // [0, n) of an axis n long, n read from a shape.
                 result[axis] = shape[axis];
             }
         }
@@ -648,19 +668,26 @@ public sealed class GraphAnalysis
             return null;
         }
 
-        var (compared, sentinel) = ScalarOf(equal.Input(1)!) is { } right ? (equal.Input(0)!, right) :
-                                   ScalarOf(equal.Input(0)!) is { } left ? (equal.Input(1)!, left) : (null, double.NaN);
-        if (compared is null || ShapeVector(compared) is not { } tested)
+        // The sentinel side is all numbers (a scalar or one per entry, e.g. ConstantOfShape(…)·−1); the other is tested.
+        static bool AllNumbers(Dim[]? vector) => vector is not null && vector.All(d => d.IsKnown);
+        var (tested, sentinels) = (ShapeVector(equal.Input(0)!), ShapeVector(equal.Input(1)!)) switch
+        {
+            (var left, var right) when AllNumbers(right) && left is not null => (left, right),
+            (var left, var right) when AllNumbers(left) && right is not null => (right, left),
+            _ => (null, null),
+        };
+        if (tested is null || sentinels is null)
         {
             return null;
         }
 
-        var length = Math.Max(tested.Length, Math.Max(whenTrue.Length, whenFalse.Length));
+        var length = new[] { tested.Length, sentinels.Length, whenTrue.Length, whenFalse.Length }.Max();
         Dim At(Dim[] vector, int i) => vector.Length == 1 ? vector[0] : i < vector.Length ? vector[i] : Dim.Unknown;
-        return Enumerable.Range(0, length).Select(i => At(tested, i) switch
+        return Enumerable.Range(0, length).Select(i => (At(tested, i), At(sentinels, i).Size) switch
         {
-            { Size: { } size } => size == sentinel ? At(whenTrue, i) : At(whenFalse, i),
-            { Symbol: not null } when sentinel < 0 => At(whenFalse, i),
+            (_, null) => Dim.Unknown,
+            ({ Size: { } size }, { } sentinel) => size == sentinel ? At(whenTrue, i) : At(whenFalse, i),
+            ({ Symbol: not null }, < 0) => At(whenFalse, i),
             _ => Dim.Unknown,
         }).ToArray();
     }

@@ -46,6 +46,11 @@ public readonly record struct Dim(long? Size, string? Symbol)
             return Of(0);
         }
 
+        if (right.Size == 0)
+        {
+            return left;
+        }
+
         // (P+S) − S = P: cancel a term of a symbolic sum.
         if (left.Symbol is not null && right.Symbol is not null && Terms(left) is { Count: > 1 } terms && terms.Remove(right.Symbol))
         {

@@ -134,6 +134,12 @@ public sealed record MaskTerm(MaskKind Kind, Value Source, double Fill, bool Kee
 
     /// <summary>Whether the mask is subtracted (Sub(scores, M), as tf2onnx writes it).</summary>
     public bool Subtracted { get; init; }
+
+    /// <summary>
+    /// For a <see cref="MaskKind.FiniteFill"/> split off a combined causal mask: the condition is not in the graph but is
+    /// Equal(<see cref="Source"/>, 0) (true = hidden); the rewrite builds it.
+    /// </summary>
+    public bool HiddenWhereZero { get; init; }
 }
 
 /// <summary>3-D scores reshaped to 4-D for a mask add and back (BART, nn.MultiheadAttention).</summary>

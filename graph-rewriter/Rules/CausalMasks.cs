@@ -11,6 +11,7 @@ namespace OrtFlash.GraphRewriter.Rules;
 internal sealed class CausalMasks(GraphAnalysis analysis)
 {
     private bool _keyCoversQuery;
+    private Dim _keyOffset;
 
     /// <summary>Fill values at or below this are absorbing in fp32: s + F == F for |s| &lt; 2^64.</summary>
     internal const double AbsorbingFill = -3.094850098213451e26; // −2^88
@@ -21,9 +22,12 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
     /// <param name="keyLength">Skv.</param>
     /// <param name="keyCoversQuery">Skv ≥ Sq is proven by the caller (the keys are a concatenation ending with
     /// Sq new keys), for when the dimensions alone cannot prove that a buffer slice starts at a non-negative row.</param>
-    public CausalStructure? Recognize(MaskTerm term, Dim queryLength, Dim keyLength, bool keyCoversQuery = false)
+    /// <param name="keyOffset">Skv − Sq as the caller can state it (the lengths of the cached keys before the new ones);
+    /// by default the difference of the two dimensions.</param>
+    public CausalStructure? Recognize(MaskTerm term, Dim queryLength, Dim keyLength, bool keyCoversQuery = false, Dim? keyOffset = null)
     {
         _keyCoversQuery = keyCoversQuery;
+        _keyOffset = keyOffset ?? Dim.Subtract(keyLength, queryLength);
         if (term.Kind == MaskKind.AdditiveBias)
         {
             return AdditiveCausal(term.Source, queryLength, keyLength);
@@ -38,14 +42,190 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
         return null;
     }
 
+    /// <summary>
+    /// HF Llama's causal mask with the padding folded in (and every model sharing its mask code):
+    /// <c>mask[..., :T] = mask[..., :T].masked_fill(mask[..., :T] + m == 0, F)</c>, exported as a ScatterND that
+    /// rewrites every position of the causal mask. Where the causal mask hides a key the result stays F (F + m is never
+    /// 0 for an absorbing F, and the fill is F anyway); where it shows one (0 there) the result is F exactly where
+    /// m == 0. So the mask is the causal structure plus "F where m == 0, else 0" on the visible keys. Returns the causal
+    /// structure and m (broadcastable to the scores); null when the graph is not provably that.
+    /// </summary>
+    public (CausalStructure Causal, Value PaddingKeep)? RecognizeWithPadding(MaskTerm term, Dim queryLength, Dim keyLength, Dim? keyOffset = null)
+    {
+        _keyCoversQuery = false;
+        _keyOffset = keyOffset ?? Dim.Subtract(keyLength, queryLength);
+        if (term.Kind != MaskKind.AdditiveBias || Ops.Producer(Unbroadcast(term.Source, queryLength, keyLength), "ScatterND") is not { } scatter ||
+            scatter.StringAttribute("reduction") is { } reduction && reduction != "none")
+        {
+            return null;
+        }
+
+        var data = scatter.Input(0)!;
+        if (AdditiveCausal(data, queryLength, keyLength) is not { } causal || !WritesEveryPosition(scatter.Input(1)!, data))
+        {
+            return null;
+        }
+
+        // Reshape and Expand to the shape the tensor already has change nothing.
+        var updates = scatter.Input(2)!;
+        while (Ops.Producer(updates, "Reshape", "Expand") is { } reshape && analysis.ShapeOf(reshape.Input(0)!) is { } before &&
+               analysis.ShapeVector(reshape.Input(1)!) is { } after && before.Count == after.Length &&
+               before.Zip(after).All(p => p.First.SameAs(p.Second) == true))
+        {
+            updates = reshape.Input(0)!;
+        }
+
+        // masked_fill(cond, F) of the causal mask itself: Where(cond, F, data).
+        if (Ops.Producer(updates, "Where") is not { } fill || analysis.ScalarOf(fill.Input(1)!) is not { } filled || !filled.Equals(causal.Fill) ||
+            !IsWholeOf(fill.Input(2)!, data, keyLength))
+        {
+            return null;
+        }
+
+        var condition = fill.Input(0)!;
+        while (Ops.Producer(condition, "Cast") is { } cast)
+        {
+            condition = cast.Input(0)!;
+        }
+
+        if (Ops.Producer(condition, "Equal") is not { } equal)
+        {
+            return null;
+        }
+
+        for (var i = 0; i < 2; i++)
+        {
+            if (analysis.ScalarOf(equal.Input(1 - i)!) == 0 && Ops.Producer(equal.Input(i), "Add") is { Inputs.Count: 2 } add)
+            {
+                for (var j = 0; j < 2; j++)
+                {
+                    if (IsWholeOf(add.Input(j)!, data, keyLength))
+                    {
+                        return (causal, add.Input(1 - j)!);
+                    }
+                }
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Whether <paramref name="value"/> is <paramref name="data"/> or a slice of all its keys.</summary>
+    private bool IsWholeOf(Value value, Value data, Dim keyLength) =>
+        value == data || (Ops.Producer(value, "Slice") is { } slice && slice.Input(0) == data && IsWholeKeySlice(slice, keyLength));
+
+    /// <summary>
+    /// Whether ScatterND indices are the full coordinate grid of <paramref name="data"/> in row-major order, as
+    /// TorchScript exports an index_put over every position: Concat(axis −1) of, per axis a, Unsqueeze(Expand(r_a,
+    /// Shape(r_0 + … + r_last)), −1), where r_a is arange(dim a) reshaped to lie along axis a (the last one possibly
+    /// sliced to [0, dim)).
+    /// </summary>
+    private bool WritesEveryPosition(Value indices, Value data)
+    {
+        if (analysis.ShapeOf(data) is not { Count: > 0 } shape || Ops.Producer(indices, "Concat") is not { } concat ||
+            concat.IntAttribute("axis") is not { } axis || (axis != -1 && axis != shape.Count) || concat.Inputs.Count != shape.Count)
+        {
+            return false;
+        }
+
+        var rank = shape.Count;
+        var parts = new List<Value>();
+        Value? target = null;
+        for (var a = 0; a < rank; a++)
+        {
+            if (Ops.Producer(concat.Inputs[a], "Unsqueeze") is not { } unsqueeze || analysis.AxesOf(unsqueeze) is not [var at] || (at != -1 && at != rank) ||
+                Ops.Producer(unsqueeze.Input(0), "Expand") is not { } expand || (target is not null && ExpandShape(expand) != target))
+            {
+                return false;
+            }
+
+            target = ExpandShape(expand);
+            var part = expand.Input(0)!;
+            var range = part;
+            if (a < rank - 1)
+            {
+                long[] alongAxis = [-1, .. Enumerable.Repeat(1L, rank - 1 - a)];
+                if (Ops.Producer(part, "Reshape") is not { } reshape || analysis.ConstantOf(reshape.Input(1)!)?.AsInt64() is not { } to ||
+                    !to.SequenceEqual(alongAxis))
+                {
+                    return false;
+                }
+
+                range = reshape.Input(0)!;
+            }
+            else if (Ops.Producer(part, "Slice") is { } slice)
+            {
+                if (slice.Input(3) is not { } axesInput || analysis.ConstantOf(axesInput)?.AsInt64() is not [0] ||
+                    analysis.ShapeVector(slice.Input(1)!) is not [{ Size: 0 }] || analysis.ShapeVector(slice.Input(2)!) is not [var end] ||
+                    end.SameAs(shape[a]) != true || (slice.Input(4) is { } steps && analysis.ConstantOf(steps)?.AsInt64() is not [1]))
+                {
+                    return false;
+                }
+
+                range = slice.Input(0)!;
+            }
+
+            if (UnitRange(range) is not { } r || r.Start.Size != 0 || r.End.SameAs(shape[a]) != true)
+            {
+                return false;
+            }
+
+            parts.Add(part);
+        }
+
+        // The grid is the broadcast of exactly those parts, each once.
+        return Ops.Producer(target, "Shape") is { } gridShape && gridShape.Attribute("start") is null && gridShape.Attribute("end") is null &&
+               AddLeaves(gridShape.Input(0)!) is { } leaves && leaves.Count == rank && leaves.ToHashSet().SetEquals(parts);
+    }
+
+    /// <summary>
+    /// The shape an Expand broadcasts to, seen through the exporter's Where(Equal(x, −1), 1, x) (expand's −1 meaning
+    /// "keep"): a Shape output never holds −1, so that Where is x itself.
+    /// </summary>
+    private Value ExpandShape(Node expand)
+    {
+        var shape = expand.Input(1)!;
+        if (Ops.Producer(shape, "Where") is { } where && Ops.Producer(where.Input(2), "Shape") is not null &&
+            Ops.Producer(where.Input(0), "Equal") is { } equal && equal.Inputs.Contains(where.Input(2)) &&
+            equal.Inputs.FirstOrDefault(i => i != where.Input(2)) is { } compared && IsAllNegative(compared))
+        {
+            return where.Input(2)!;
+        }
+
+        return shape;
+    }
+
+    /// <summary>Whether every element is provably negative: a constant, or ConstantOfShape(v) · c with v · c &lt; 0.</summary>
+    private bool IsAllNegative(Value value)
+    {
+        if (analysis.ConstantOf(value) is { } constant)
+        {
+            return constant.Data.All(d => d < 0);
+        }
+
+        return Ops.Producer(value, "Mul") is { Inputs.Count: 2 } mul && Ops.WithScalar(mul, analysis, 1, 0) is { } factor &&
+               Filled(factor.Operand) is { } filled && filled * factor.Constant < 0;
+    }
+
+    private static List<Value>? AddLeaves(Value sum)
+    {
+        if (Ops.Producer(sum, "Add") is not { Inputs.Count: 2 } add)
+        {
+            return [sum];
+        }
+
+        return AddLeaves(add.Input(0)!) is { } left && AddLeaves(add.Input(1)!) is { } right ? [.. left, .. right] : null;
+    }
+
     private static bool IsHidingFill(double fill) => double.IsNegativeInfinity(fill) || fill <= AbsorbingFill;
 
     /// <summary>Where(hidden, F, 0), Where(keep, 0, F) or Trilu(full(F), upper=1, k=1), possibly cast.</summary>
     private CausalStructure? AdditiveCausal(Value mask, Dim queryLength, Dim keyLength)
     {
-        while (Ops.Producer(mask, "Cast", "CastLike") is { } cast)
+        mask = Unbroadcast(mask, queryLength, keyLength);
+        if (Ops.Producer(mask, "Mul") is { Inputs.Count: 2 } mul)
         {
-            mask = cast.Input(0)!;
+            return CachePositionCausal(mul, queryLength, keyLength);
         }
 
         if (Ops.Producer(mask, "Where") is { } where)
@@ -83,6 +263,140 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
 
         return null;
     }
+
+    /// <summary>
+    /// Strips what only casts or repeats a (Sq, Skv) mask: Cast, Identity, Unsqueeze of leading axes, Expand of
+    /// leading axes, and a slice of keys [0, Skv) of a mask already Skv keys wide. Stops at anything else.
+    /// </summary>
+    internal Value Unbroadcast(Value mask, Dim queryLength, Dim keyLength)
+    {
+        while (true)
+        {
+            if (Ops.Producer(mask, "Cast", "CastLike", "Identity") is { } cast)
+            {
+                mask = cast.Input(0)!;
+            }
+            else if (Ops.Producer(mask, "Unsqueeze", "Expand") is { } repeat && KeepsLastTwoAxes(repeat))
+            {
+                mask = repeat.Input(0)!;
+            }
+            else if (Ops.Producer(mask, "Slice") is { } slice && IsWholeKeySlice(slice, keyLength))
+            {
+                mask = slice.Input(0)!;
+            }
+            else
+            {
+                return mask;
+            }
+        }
+    }
+
+    /// <summary>Whether an Unsqueeze or Expand leaves the last two axes of its (at least 2-D) input as they are.</summary>
+    private bool KeepsLastTwoAxes(Node node)
+    {
+        if (analysis.ShapeOf(node.Input(0)!) is not { Count: >= 2 } input || analysis.ShapeOf(node.Output(0)!) is not { Count: >= 2 } output)
+        {
+            return false;
+        }
+
+        if (node.Is("Unsqueeze"))
+        {
+            // Unsqueeze only adds axes of size 1; the last two stay last when no new axis lands after them.
+            return analysis.AxesOf(node) is { } axes && axes.All(a => (a < 0 ? a + output.Count : a) < output.Count - 2);
+        }
+
+        return output[^1].SameAs(input[^1]) == true && output[^2].SameAs(input[^2]) == true;
+    }
+
+    /// <summary>Slice(x, [0], [Skv], [last axis]) of an x whose last axis is Skv long: the identity.</summary>
+    private bool IsWholeKeySlice(Node slice, Dim keyLength)
+    {
+        if (analysis.ShapeOf(slice.Input(0)!) is not { Count: >= 2 } shape || shape[^1].SameAs(keyLength) != true ||
+            slice.Input(3) is not { } axesInput || analysis.ConstantOf(axesInput)?.AsInt64() is not [var axis] ||
+            (axis < 0 ? axis + shape.Count : axis) != shape.Count - 1 ||
+            (slice.Input(4) is { } steps && analysis.ConstantOf(steps)?.AsInt64() is not [1]))
+        {
+            return false;
+        }
+
+        return analysis.ShapeVector(slice.Input(1)!) is [{ Size: 0 }] && analysis.ShapeVector(slice.Input(2)!) is [var end] && end.SameAs(keyLength) == true;
+    }
+
+    /// <summary>
+    /// HF Llama's causal mask (and every model sharing its mask code): full((Sq, Skv), F), upper triangle above the
+    /// diagonal (Trilu k=1; absent when exported with Sq = 1), times (arange(Skv) &gt; cache_position[:, None]) where
+    /// cache_position = arange(P, P + Sq). Key j is hidden from query i iff j &gt; i + P (the triangle only hides a
+    /// subset of that, since P ≥ 0), so this is the lower-right causal mask when P is Skv − Sq. Hidden scores get F·1 = F,
+    /// visible ones F·0 or 0·x, both zero.
+    /// </summary>
+    private CausalStructure? CachePositionCausal(Node mul, Dim queryLength, Dim keyLength)
+    {
+        for (var i = 0; i < 2; i++)
+        {
+            if (HiddenBeyondCachePosition(mul.Input(1 - i)!, queryLength, keyLength) is not { } past ||
+                past.SameAs(_keyOffset) != true || !past.IsNonNegative)
+            {
+                continue;
+            }
+
+            var filled = mul.Input(i)!;
+            if (Ops.Producer(filled, "Trilu") is { } trilu)
+            {
+                if (trilu.IntAttribute("upper") != 1 || TriluOffset(trilu) != 1)
+                {
+                    continue;
+                }
+
+                filled = trilu.Input(0)!;
+            }
+
+            if (Filled(filled) is { } fill && IsHidingFill(fill) && IsQueryByKey(filled, queryLength, keyLength))
+            {
+                return new CausalStructure(past.Size == 0 ? CausalAlignment.UpperLeft : CausalAlignment.LowerRight, fill);
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// P when <paramref name="hidden"/> is (possibly cast) Greater(arange(Skv), Reshape(arange(P, P + Sq), [−1, 1])),
+    /// or the same as Less with the operands swapped: true where key j lies beyond query i's cache position P + i.
+    /// </summary>
+    private Dim? HiddenBeyondCachePosition(Value hidden, Dim queryLength, Dim keyLength)
+    {
+        while (Ops.Producer(hidden, "Cast") is { } cast)
+        {
+            hidden = cast.Input(0)!;
+        }
+
+        var (keys, queries) = Ops.Producer(hidden, "Greater", "Less") switch
+        {
+            { OpType: "Greater" } greater => (greater.Input(0), greater.Input(1)),
+            { OpType: "Less" } less => (less.Input(1), less.Input(0)),
+            _ => (null, null),
+        };
+        if (keys is null || queries is null || UnitRange(keys) is not { } keyRange || keyRange.Start.Size != 0 ||
+            Dim.Subtract(keyRange.End, keyRange.Start).SameAs(keyLength) != true)
+        {
+            return null;
+        }
+
+        if (Ops.Producer(queries, "Reshape") is not { } column || analysis.ConstantOf(column.Input(1)!)?.AsInt64() is not [-1, 1] ||
+            UnitRange(column.Input(0)!) is not { } queryRange || Dim.Subtract(queryRange.End, queryRange.Start).SameAs(queryLength) != true)
+        {
+            return null;
+        }
+
+        return queryRange.Start;
+    }
+
+    /// <summary>Start and end of Range(start, end, 1), each a number or a dimension read from a shape.</summary>
+    private (Dim Start, Dim End)? UnitRange(Value value) =>
+        Ops.Producer(value, "Range") is { } range && analysis.ScalarOf(range.Input(2)!) == 1 &&
+        analysis.ShapeVector(range.Input(0)!) is [var start] && analysis.ShapeVector(range.Input(1)!) is [var end]
+            ? (start, end)
+            : null;
 
     /// <summary>
     /// A boolean tensor that is true on and below the diagonal: Trilu(ones, upper=0), or rows

@@ -655,7 +655,23 @@ public sealed class ScaledDotProductAttentionRule
         {
             // The KV-cache proof of Skv ≥ Sq is only used under the option, so that exact rewrites report what they did before.
             var keyCoversQuery = _options.CausalForPaddedRows && KeyEndsWithQueryLength(match, q[^2]);
-            if (_causal.Recognize(masks[i], q[^2], k[^2], keyCoversQuery) is not { } causal)
+            var keyOffset = CachedKeyLength(match, q[^2]);
+            if (_options.CausalForPaddedRows && _causal.RecognizeWithPadding(masks[i], q[^2], k[^2], keyOffset) is { } combined)
+            {
+                // One mask holding both: the causal part becomes the attribute, the padding part "F where m == 0".
+                var alignment = CausalAttribute(combined.Causal.Alignment, q[^2], k[^2]);
+                var padding = new MaskTerm(MaskKind.FiniteFill, combined.PaddingKeep, combined.Causal.Fill, KeepWhenTrue: false, masks[i].Node)
+                {
+                    HiddenWhereZero = true,
+                };
+                return match with
+                {
+                    Scores = match.Scores with { Masks = masks.SetItem(i, masks[i] with { Kind = MaskKind.Causal, Alignment = alignment }).Insert(i + 1, padding) },
+                    CausalNote = string.Format(CultureInfo.InvariantCulture, CausalForPaddedRowsNote, alignment),
+                };
+            }
+
+            if (_causal.Recognize(masks[i], q[^2], k[^2], keyCoversQuery, keyOffset) is not { } causal)
             {
                 continue;
             }
@@ -671,7 +687,7 @@ public sealed class ScaledDotProductAttentionRule
                 // fill absorbs every finite score, so hidden keys weigh exactly 0); only rows whose visible keys are
                 // all masked by the other mask change, from a softmax over the fills to one over the visible keys.
                 // With Skv proven equal to Sq both alignments are the same mask; upper-left is the plain one.
-                var alignment = causal.Alignment == CausalAlignment.LowerRight && k[^2].SameAs(q[^2]) == true ? CausalAlignment.UpperLeft : causal.Alignment;
+                var alignment = CausalAttribute(causal.Alignment, q[^2], k[^2]);
                 return match with
                 {
                     Scores = match.Scores with { Masks = masks.SetItem(i, masks[i] with { Kind = MaskKind.Causal, Alignment = alignment }) },
@@ -700,16 +716,37 @@ public sealed class ScaledDotProductAttentionRule
     /// <paramref name="queryLength"/> rows (past keys followed by the new ones): then T ≥ Sq, whatever names the
     /// declared shapes give T (GPT-2 exports declare <c>present_key</c> as (batch, 2, total_sequence, 32)).
     /// </summary>
-    private bool KeyEndsWithQueryLength(AttentionMatch match, Dim queryLength)
+    /// <summary>The alignment to write: with Skv proven equal to Sq both are the same mask, and upper-left is the plain one.</summary>
+    private static CausalAlignment CausalAttribute(CausalAlignment alignment, Dim queryLength, Dim keyLength) =>
+        alignment == CausalAlignment.LowerRight && keyLength.SameAs(queryLength) == true ? CausalAlignment.UpperLeft : alignment;
+
+    private bool KeyEndsWithQueryLength(AttentionMatch match, Dim queryLength) => CachedKeyLength(match, queryLength) is not null;
+
+    /// <summary>
+    /// For a key that is a Concat along its sequence axis ending with <paramref name="queryLength"/> new rows: the
+    /// length of what comes before them (the cache), i.e. Skv − Sq as the graph computes it; otherwise null.
+    /// </summary>
+    private Dim? CachedKeyLength(AttentionMatch match, Dim queryLength)
     {
         if (match.Key.Layout != KeyLayout.SwapLastAxes || Ops.Producer(match.Key.Value, "Concat") is not { } concat ||
             _analysis.ShapeOf(match.Key.Value) is not { Count: 4 } || concat.IntAttribute("axis") is not (2 or -2) ||
             concat.Inputs.Count == 0 || concat.Inputs[^1] is not { } last)
         {
-            return false;
+            return null;
         }
 
-        return _analysis.ShapeOf(last) is { Count: 4 } shape && shape[2].SameAs(queryLength) == true;
+        if (_analysis.ShapeOf(last) is not { Count: 4 } shape || shape[2].SameAs(queryLength) != true)
+        {
+            return null;
+        }
+
+        var cached = Dim.Of(0);
+        foreach (var part in concat.Inputs.Take(concat.Inputs.Count - 1))
+        {
+            cached = part is not null && _analysis.ShapeOf(part) is { Count: 4 } partShape ? Dim.Add(cached, partShape[2]) : Dim.Unknown;
+        }
+
+        return cached;
     }
 
     /// <summary>The query's shape in the op's layout.</summary>
@@ -1184,7 +1221,14 @@ public sealed class ScaledDotProductAttentionRule
             }
 
             var kept = bias ?? Constant(graph, anchor, ConstantTensor.Scalar(type, 0), "MaskZero");
-            Value?[] branches = where.KeepWhenTrue ? [where.Source, kept, fill] : [where.Source, fill, kept];
+            var condition = where.Source;
+            if (where.HiddenWhereZero)
+            {
+                var zero = Constant(graph, anchor, ConstantTensor.Scalar(_analysis.ElementTypeOf(where.Source), 0), "PaddingZero");
+                condition = graph.InsertNode(anchor, "Equal", "", [where.Source, zero], [names.Fresh(where.Source.Name + "_padded")], "PaddedKeys").Output(0)!;
+            }
+
+            Value?[] branches = where.KeepWhenTrue ? [condition, kept, fill] : [condition, fill, kept];
             bias = graph.InsertNode(anchor, "Where", "", branches, [names.Fresh(where.Source.Name + "_bias")], "MaskBias").Output(0)!;
         }
 

@@ -61,6 +61,49 @@ public sealed class CausalForPaddedRowsTests
         });
     }
 
+    /// <summary>
+    /// HF Llama folds the padding into its causal mask (a ScatterND over the whole mask). Under the option the mask splits
+    /// into the causal attribute (lower-right: the cache position starts at the past length) and a (B, 1, 1, T) padding
+    /// bias; the (B, 1, S, T) mask and everything that built it are gone.
+    /// </summary>
+    [TestCase("llama-opset17.onnx")]
+    [TestCase("llama-opset14.onnx")]
+    public void EveryLlamaBlockGetsTheCausalAttributeAndOnlyThePaddingFeedsTheOp(string file)
+    {
+        var model = Load(file);
+        var report = AttentionFuser.Rewrite(model, Opted);
+        var flash = FlashNodes(model).ToList();
+        var producers = model.Graph.Node.SelectMany(n => n.Output.Select(o => (o, n))).ToDictionary(p => p.o, p => p.n);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(report.Fused, Is.EqualTo(2));
+            Assert.That(flash.Select(n => n.Attribute.Single(a => a.Name == "causal").I), Is.All.EqualTo((long)CausalAlignment.LowerRight));
+            Assert.That(report.Fusions.Select(f => f.Masks), Is.All.EquivalentTo(new[] { MaskKind.Causal, MaskKind.FiniteFill }));
+            Assert.That(report.Fusions.Select(f => string.Join(" ", f.Notes)), Is.All.Contains("fully masked by padding"));
+            Assert.That(model.Graph.Node.Select(n => n.OpType), Has.None.AnyOf("ScatterND", "Trilu", "Greater"), "the 4-D mask is no longer built");
+            foreach (var node in flash)
+            {
+                var upstream = Ancestors(node.Input.Skip(3).Where(i => i.Length > 0), producers).Select(n => n.OpType).ToHashSet();
+                Assert.That(upstream, Is.SubsetOf(new[] { "Where", "Equal", "Cast", "Unsqueeze", "Constant" }), node.Name);
+            }
+        });
+    }
+
+    [Test]
+    public void Float16LlamaKeepsItsMaskBecauseItsFillIsNotAbsorbing()
+    {
+        // finfo(float16).min = −65504 does not absorb ordinary scores (s + F ≠ F), so the mask stays exact as a bias.
+        var report = AttentionFuser.Rewrite(Load("llama-opset17-fp16.onnx"), Opted);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(report.Fused, Is.EqualTo(2));
+            Assert.That(report.Fusions.Select(f => f.Causal), Is.All.EqualTo(CausalAlignment.None));
+            Assert.That(report.Fusions.Select(f => f.Masks), Is.All.EquivalentTo(new[] { MaskKind.AdditiveBias }));
+        });
+    }
+
     private static IEnumerable<NodeProto> Ancestors(IEnumerable<string> values, IReadOnlyDictionary<string, NodeProto> producers)
     {
         var seen = new HashSet<NodeProto>();
@@ -81,6 +124,9 @@ public sealed class CausalForPaddedRowsTests
     [TestCase("gpt2-opset17.onnx", 0)]
     [TestCase("gpt2_past-opset17.onnx", 3)]
     [TestCase("gpt2_past-opset17.onnx", 1)]
+    [TestCase("llama-opset17.onnx", 0)]
+    [TestCase("llama-opset17.onnx", 3)]
+    [TestCase("llama-opset14.onnx", 1)]
     public void OutputsMatchTheOriginalWithRightPadding(string file, int past)
     {
         var original = Load(file);

@@ -111,6 +111,10 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.Query | ScalePlacement.Key, InvSqrtD, Causal: CausalAlignment.LowerRight));
         yield return new("GPT-2 with a KV cache: Concat kept outside, buffer causal lower-right", Gpt2WithPast, PastInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
+        yield return new("Llama causal mask without padding: triu(full(finfo.min), 1) · (arange(T) > cache_position), KV cache", () => LlamaCachePosition(triangle: true), PastInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
+        yield return new("Llama causal mask exported with one query (no triu): full(finfo.min) · (arange(T) > cache_position)", () => LlamaCachePosition(triangle: false), PastInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
         yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
         yield return new("Softmax written as Exp(x − ReduceMax) / ReduceSum, axes -1 (TorchScript, unknown rank)", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: true), PaddingInputs,
@@ -765,6 +769,39 @@ internal static class AttentionModels
     }
 
     private static Dictionary<string, TestTensor> SelfAttentionInputs(Random r, long s, long t) => Qkv(r, s, s);
+
+    /// <summary>
+    /// HF Llama's <c>_prepare_4d_causal_attention_mask_with_cache_position</c> without an attention mask, as TorchScript
+    /// exports it: cache_position = arange(P, P + S) from the past key's length, the (S, T) mask expanded to (B, 1, S, T)
+    /// and sliced to the key length per layer.
+    /// </summary>
+    internal static ModelProto LlamaCachePosition(bool triangle)
+    {
+        var (b, q, k, v) = Bhsd(keyLength: "S");
+        var pastKey = b.Input("past_key", DataType.Float, "B", Heads, "P", HeadDim);
+        var pastValue = b.Input("past_value", DataType.Float, "B", Heads, "P", HeadDim);
+        var key = b.Rename(b.Node("Concat", [pastKey, k], Int("axis", -2)), "present_key");
+        var value = b.Rename(b.Node("Concat", [pastValue, v], Int("axis", -2)), "present_value");
+        b.Output("present_key");
+        b.Output("present_value");
+        string Dim(string tensor, long axis) => b.Node("Gather", [b.Node("Shape", [tensor]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, axis))], Int("axis", 0));
+        var past = Dim(pastKey, 2);
+        var length = Dim(q, 2);
+        var total = b.Node("Add", [past, length]);
+        var cachePosition = b.Node("Range", [past, total, b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))]);
+        var beyond = b.Node("Greater", [b.Node("Range", [b.Initializer(ConstantTensor.Scalar(DataType.Int64, 0)), total, b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))]),
+            b.Node("Reshape", [cachePosition, b.Ints(-1, 1)])]);
+        var full = b.Node("ConstantOfShape", [b.Node("Concat", [b.Node("Unsqueeze", [length, b.Ints(0)]), b.Node("Unsqueeze", [total, b.Ints(0)])], Int("axis", 0))],
+            Tensor("value", new ConstantTensor(DataType.Float, [1], [FloatMin])));
+        var filled = triangle ? b.Node("Trilu", [full, b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))], Int("upper", 1)) : full;
+        var causal = b.Node("Mul", [filled, b.Node("Cast", [beyond], Int("to", (long)DataType.Float))]);
+        var batch = b.Node("Unsqueeze", [Dim(q, 0), b.Ints(0)]);
+        var expanded = b.Node("Expand", [b.Node("Unsqueeze", [b.Node("Unsqueeze", [causal, b.Ints(0)]), b.Ints(1)]),
+            b.Node("Concat", [batch, b.Ints(1, 1, 1)], Int("axis", 0))]);
+        var mask = b.Node("Slice", [expanded, b.Ints(0), b.Node("Unsqueeze", [Dim(key, 2), b.Ints(0)]), b.Ints(3), b.Ints(1)]);
+        var scores = b.Node("Mul", [Scores(b, q, key), b.Scalar(InvSqrtD)]);
+        return Finish(b, Softmax(b, b.Node("Add", [scores, mask])), value);
+    }
 
     private static ModelProto OnnxAttentionFloatMask()
     {

@@ -1,0 +1,80 @@
+using System.Text.Json;
+using OrtFlash.GraphRewriter;
+using OrtFlash.GraphRewriter.Graph;
+using OrtFlash.GraphRewriter.Io;
+using OrtFlash.GraphRewriter.Onnx;
+using OrtFlash.Tests.Managed.Verification;
+using OrtFlash.Tests.Rewriter.Support;
+using DataType = OrtFlash.GraphRewriter.Onnx.TensorProto.Types.DataType;
+
+namespace OrtFlash.Tests.Rewriter;
+
+/// <summary>
+/// Every float32 model in models/, rewritten (exactly, and with <see cref="RewriteOptions.CausalForPaddedRows"/>), against
+/// what the PyTorch module itself computed on the padded batch in models/reference (independent of ONNX Runtime and
+/// of the original graph). The batch has no fully padded row, so the option must match too.
+/// </summary>
+[TestFixture]
+public sealed class PyTorchReferenceTests
+{
+    private const double Tolerance = 1e-4;
+
+    public static IEnumerable<TestCaseData> Float32Models()
+    {
+        using var manifest = JsonDocument.Parse(File.ReadAllText(TestModels.PathOf("manifest.json")));
+        foreach (var entry in manifest.RootElement.GetProperty("models").EnumerateArray())
+        {
+            if (entry.GetProperty("dtype").GetString() == "float32")
+            {
+                var file = entry.GetProperty("file").GetString()!;
+                yield return new TestCaseData(file, entry.GetProperty("family").GetString()!).SetArgDisplayNames(file);
+            }
+        }
+    }
+
+    [TestCaseSource(nameof(Float32Models))]
+    public void RewrittenModelsMatchPyTorch(string file, string family)
+    {
+        Assume.That(OrtRunner.OpLibraryPath, Is.Not.Null, "libortflash.so not built");
+        var original = OnnxModelFile.Read(TestModels.PathOf(file));
+        var folder = Path.Combine(TestModels.Directory, "reference", family, "test_data_set_0");
+        var inputs = original.Graph.Input.Where(i => original.Graph.Initializer.All(t => t.Name != i.Name))
+            .Select((input, i) => (input.Name, Tensor: Read(Path.Combine(folder, $"input_{i}.pb"))))
+            .ToDictionary(p => p.Name, p => p.Tensor);
+        var expected = original.Graph.Output.Select((output, i) => (output.Name, Tensor: Read(Path.Combine(folder, $"output_{i}.pb")))).ToList();
+
+        var exact = original.Clone();
+        var opted = original.Clone();
+        var exactReport = AttentionFuser.Rewrite(exact);
+        AttentionFuser.Rewrite(opted, new RewriteOptions { CausalForPaddedRows = true });
+        var runs = new Dictionary<string, Dictionary<string, TestTensor>>
+        {
+            ["original"] = OrtRunner.Run(original, inputs),
+            ["rewritten"] = OrtRunner.Run(exact, inputs, withOpLibrary: true),
+            ["rewritten (causal-padded-rows)"] = OrtRunner.Run(opted, inputs, withOpLibrary: true),
+        };
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(exactReport.Fused + exactReport.Skipped.Count, Is.GreaterThan(0), "no attention found");
+            foreach (var (run, outputs) in runs)
+            {
+                foreach (var (name, reference) in expected)
+                {
+                    var actual = outputs[name];
+                    Assert.That(actual.Shape, Is.EqualTo(reference.Shape), $"{run} {name} shape");
+                    var scale = reference.Data.Max(MathF.Abs);
+                    var difference = reference.Data.Zip(actual.Data).Max(p => Math.Abs(p.First - p.Second));
+                    Assert.That(difference / scale, Is.LessThanOrEqualTo(Tolerance), $"{run} {name}: max |diff| {difference:g3}, max |ref| {scale:g3}");
+                }
+            }
+        });
+    }
+
+    private static TestTensor Read(string path)
+    {
+        var proto = TensorProto.Parser.ParseFrom(File.ReadAllBytes(path));
+        var tensor = ConstantTensor.FromProto(proto) ?? throw new InvalidDataException($"{path}: unreadable tensor");
+        return new TestTensor((DataType)proto.DataType, [.. proto.Dims], tensor.Data.Select(d => (float)d).ToArray());
+    }
+}

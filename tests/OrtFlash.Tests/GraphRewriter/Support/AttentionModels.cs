@@ -115,6 +115,9 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
         yield return new("Llama causal mask exported with one query (no triu): full(finfo.min) · (arange(T) > cache_position)", () => LlamaCachePosition(triangle: false), PastInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
+        yield return new("Llama-style mask whose cache position starts at another input's length: stays a bias", () => LlamaCachePosition(triangle: true, offsetInput: true),
+            (r, s, t) => { var inputs = PastInputs(r, s, t); inputs["offset"] = new TestTensor(DataType.Float, [t], new float[t]); return inputs; },
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD));
         yield return new("Attention inside an If branch reading outer values", InsideIfBranch, IfInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
         yield return new("Softmax written as Exp(x − ReduceMax) / ReduceSum, axes -1 (TorchScript, unknown rank)", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: true), PaddingInputs,
@@ -775,7 +778,9 @@ internal static class AttentionModels
     /// exports it: cache_position = arange(P, P + S) from the past key's length, the (S, T) mask expanded to (B, 1, S, T)
     /// and sliced to the key length per layer.
     /// </summary>
-    internal static ModelProto LlamaCachePosition(bool triangle)
+    /// <param name="triangle">Whether the mask has the triu(·, 1) factor (absent when exported with one query).</param>
+    /// <param name="offsetInput">Whether the cache position starts at the length of an unrelated input instead of the past key's.</param>
+    internal static ModelProto LlamaCachePosition(bool triangle, bool offsetInput = false)
     {
         var (b, q, k, v) = Bhsd(keyLength: "S");
         var pastKey = b.Input("past_key", DataType.Float, "B", Heads, "P", HeadDim);
@@ -785,10 +790,11 @@ internal static class AttentionModels
         b.Output("present_key");
         b.Output("present_value");
         string Dim(string tensor, long axis) => b.Node("Gather", [b.Node("Shape", [tensor]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, axis))], Int("axis", 0));
-        var past = Dim(pastKey, 2);
+        var past = offsetInput ? Dim(b.Input("offset", DataType.Float, "O"), 0) : Dim(pastKey, 2);
         var length = Dim(q, 2);
-        var total = b.Node("Add", [past, length]);
-        var cachePosition = b.Node("Range", [past, total, b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))]);
+        var total = b.Node("Add", [Dim(pastKey, 2), length]);
+        var start = past;
+        var cachePosition = b.Node("Range", [start, b.Node("Add", [start, length]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))]);
         var beyond = b.Node("Greater", [b.Node("Range", [b.Initializer(ConstantTensor.Scalar(DataType.Int64, 0)), total, b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))]),
             b.Node("Reshape", [cachePosition, b.Ints(-1, 1)])]);
         var full = b.Node("ConstantOfShape", [b.Node("Concat", [b.Node("Unsqueeze", [length, b.Ints(0)]), b.Node("Unsqueeze", [total, b.Ints(0)])], Int("axis", 0))],

@@ -57,7 +57,7 @@ public static class AttentionFuser
                     KeyLayout.NotTransposed, ScalePlacement.Attribute,
                     (float)(found.Scale ?? double.NaN), 1, found.Mask is not null ? [found.MaskKind] : found.NonPadKvSeqLen is not null ? [MaskKind.KeepNegativeInfinity] : [], found.Causal, found.Softcap, MaskedRowPolicy.Zero,
                     ProbabilityWrappers.None, KvHeadRepeatRemoved: false,
-                    Notes: found.Scale is null ? ["No scale attribute and a symbolic head dim: the op's own default 1/√D (D read at run time) is used, which is ONNX Attention's default too."] : []));
+                    Notes: [.. found.Notes, .. found.Scale is null ? ["No scale attribute and a symbolic head dim: the op's own default 1/√D (D read at run time) is used, which is ONNX Attention's default too."] : Array.Empty<string>()]));
             }
 
             foreach (var anchor in graph.Nodes.Where(n => n.Is("MatMul") || n.Is("Einsum")).ToList())

@@ -206,6 +206,16 @@ public static class ElementTypes
     public static bool IsAttentionType(TensorProto.Types.DataType type) =>
         type is TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Float16 or TensorProto.Types.DataType.Bfloat16;
 
+    /// <summary>The lowest finite value of a float type (finfo.min).</summary>
+    public static double Lowest(TensorProto.Types.DataType type) => type switch
+    {
+        TensorProto.Types.DataType.Float => float.MinValue,
+        TensorProto.Types.DataType.Float16 => (double)Half.MinValue,
+        TensorProto.Types.DataType.Bfloat16 => BFloat16ToDouble(0xFF7F),
+        TensorProto.Types.DataType.Double => double.MinValue,
+        _ => throw new ArgumentOutOfRangeException(nameof(type), type, "not a float type"),
+    };
+
     /// <summary>Whether the type is a floating-point type.</summary>
     public static bool IsFloat(TensorProto.Types.DataType type) =>
         IsAttentionType(type) || type == TensorProto.Types.DataType.Double;

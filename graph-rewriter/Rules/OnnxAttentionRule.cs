@@ -19,13 +19,18 @@ public sealed record OnnxAttentionMatch(Node Node, double? Scale, CausalAlignmen
 {
     /// <summary>The nonpad_kv_seqlen input (opset 24), turned into a keep mask: key j of batch b is visible iff j &lt; nonpad_kv_seqlen[b].</summary>
     public Value? NonPadKvSeqLen { get; init; }
+
+    /// <summary>What the report says about how this node was mapped.</summary>
+    public IReadOnlyList<string> Notes { get; init; } = [];
 }
 
 /// <summary>
-/// Maps ONNX <c>Attention</c> (opset 23+) with 4-D inputs onto FlashAttention. The KV-cache concat
-/// stays outside the op as Concat nodes producing present_key/present_value. ONNX Runtime 1.31 runs
-/// this op with is_causal upper-left without a cache and lower-right with one, and gives zeros
-/// for rows with no visible key; the mapping follows that.
+/// Maps ONNX <c>Attention</c> (opset 23+) onto FlashAttention (3-D inputs are split into heads around
+/// it). The KV-cache concat stays outside the op as Concat nodes producing present_key/present_value.
+/// The mapping follows what ONNX Runtime 1.31 computes, measured: is_causal is upper-left without a
+/// cache, lower-right with one, and with nonpad_kv_seqlen aligned per batch to the last non-padded key;
+/// softcap comes before the mask; a mask value equal to the type's lowest finite value hides its key
+/// like −inf; a row with no visible key gives zeros.
 /// </summary>
 public sealed class OnnxAttentionRule(GraphAnalysis analysis)
 {
@@ -45,21 +50,18 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
     public (OnnxAttentionMatch? Match, string? Reason) Match(Node node)
     {
         ArgumentNullException.ThrowIfNull(node);
-        if (node.Input(NonPadKvSeqLen) is { } nonPad)
+        var isCausal = node.IntAttribute("is_causal") == 1;
+        var nonPad = node.Input(NonPadKvSeqLen);
+        if (nonPad is not null)
         {
             if (node.Input(PastKey) is not null || node.Input(PastValue) is not null)
             {
-                return (null, "ONNX Attention with nonpad_kv_seqlen and past_key/past_value (the spec says not to combine them) is not mapped.");
-            }
-
-            if (node.IntAttribute("is_causal") == 1)
-            {
-                return (null, "ONNX Attention with nonpad_kv_seqlen and is_causal: the causal diagonal is offset per batch by nonpad_kv_seqlen − q_len, which the op's causal attribute cannot express.");
+                return (null, "ONNX Attention with nonpad_kv_seqlen and past_key/past_value (the spec says not to combine them; ONNX Runtime 1.31 rejects it) is not mapped.");
             }
 
             if (node.Input(3) is not null)
             {
-                return (null, "ONNX Attention with nonpad_kv_seqlen and attn_mask (the spec says not to combine them) is not mapped.");
+                return (null, "ONNX Attention with nonpad_kv_seqlen and attn_mask (the spec says not to combine them, though ONNX Runtime 1.31 runs it) is not mapped.");
             }
 
             if (analysis.ElementTypeOf(nonPad) != DataType.Int64 || analysis.ShapeOf(nonPad) is { Count: not 1 })
@@ -78,16 +80,26 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
             return (null, "ONNX Attention with only one of past_key and past_value.");
         }
 
+        if (node.Input(PastKey) is not null && node.Output(1) is null)
+        {
+            return (null, "ONNX Attention with past_key but no present_key output: ONNX Runtime 1.31 rejects it (\"does not support past_key provided and present_key being null\").");
+        }
+
+        if (node.IntAttribute("softmax_precision") is { } precision && precision != 0 && precision != (long)DataType.Float)
+        {
+            return (null, $"ONNX Attention softmax_precision {precision} ({(DataType)precision}) asks for the softmax in another type than float32, the only one the op computes it in (ONNX Runtime 1.31 runs the node).");
+        }
+
         var query = node.Input(0)!;
         var shapes = new[] { query, node.Input(1)!, node.Input(2)! }.Select(analysis.ShapeOf).ToArray();
         (long Query, long KeyValue)? heads = null;
         if (shapes.All(s => s is { Count: 3 }) && node.IntAttribute("q_num_heads") is { } qHeads && node.IntAttribute("kv_num_heads") is { } kvHeads &&
             qHeads > 0 && kvHeads > 0 && qHeads % kvHeads == 0)
         {
-            // (B, S, H·D) inputs are split into heads around the op; only the head size is needed here.
+            // (B, S, H·D) inputs are split into heads around the op; the checks below read the (B, H, S, D) view.
             heads = (qHeads, kvHeads);
-            var headDim = shapes[0]![2].Size is { } hidden && hidden % qHeads == 0 ? hidden / qHeads : (long?)null;
-            shapes[0] = [shapes[0]![0], Dim.Of(qHeads), shapes[0]![1], headDim is { } d ? Dim.Of(d) : Dim.Unknown];
+            shapes[0] = HeadsFirst(shapes[0]!, qHeads);
+            shapes[1] = HeadsFirst(shapes[1]!, kvHeads);
         }
         else if (shapes.Any(s => s is not { Count: 4 }))
         {
@@ -106,6 +118,10 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
             : shapes[0]![3].Size is { } headSize ? 1 / Math.Sqrt(headSize)
             : null;
 
+        var hasPast = node.Input(PastKey) is not null;
+        var totalKeys = hasPast
+            ? analysis.ShapeOf(node.Input(PastKey)!) is { Count: 4 } pastShape ? Dim.Add(pastShape[2], shapes[1]![2]) : Dim.Unknown
+            : shapes[1]![2];
         Value? mask = node.Input(3);
         var maskKind = MaskKind.AdditiveBias;
         if (mask is not null)
@@ -117,27 +133,82 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
             }
             else if (maskType != type)
             {
-                return (null, $"ONNX Attention mask '{mask.Name}' is {maskType}, attention runs in {type}.");
+                return (null, $"ONNX Attention mask '{mask.Name}' is {maskType}, attention runs in {type} (ONNX Runtime 1.31 runs it; the op's bias has the attention's type).");
             }
 
-            if (analysis.ShapeOf(mask) is { } maskShape && shapes[1]![2].Size is { } keyLength && node.Input(PastKey) is null &&
-                maskShape.Count > 0 && maskShape[^1].Size is { } maskLength && maskLength != keyLength && maskLength != 1)
+            if (MaskShapeProblem(mask, analysis.ShapeOf(mask), shapes[0]!, totalKeys) is { } problem)
             {
-                return (null, $"ONNX Attention mask '{mask.Name}' covers {maskLength} keys of {keyLength} (a shorter mask is padded with −inf; not mapped).");
+                return (null, problem);
             }
         }
 
-        var hasPast = node.Input(PastKey) is not null;
-        var causal = node.IntAttribute("is_causal") == 1
-            ? hasPast ? CausalAlignment.LowerRight : CausalAlignment.UpperLeft
-            : CausalAlignment.None;
+        var causal = !isCausal ? CausalAlignment.None
+            : hasPast || nonPad is not null ? CausalAlignment.LowerRight
+            : CausalAlignment.UpperLeft;
         var softcap = node.FloatAttribute("softcap") ?? 0;
         if (!(softcap >= 0) || !float.IsFinite(softcap))
         {
             return (null, $"ONNX Attention softcap {softcap.ToString(CultureInfo.InvariantCulture)} is not usable.");
         }
 
-        return (new OnnxAttentionMatch(node, scale, causal, softcap, mask, maskKind, hasPast, heads) { NonPadKvSeqLen = node.Input(NonPadKvSeqLen) }, null);
+        var notes = new List<string>();
+        if (mask is not null && maskKind == MaskKind.AdditiveBias)
+        {
+            notes.Add($"attn_mask values equal to {type}'s lowest finite value hide their key, as in ONNX Runtime 1.31 (a row hidden entirely gives zeros): they are replaced by −inf in the graph before the op's bias.");
+        }
+
+        if (nonPad is not null && isCausal)
+        {
+            notes.Add("nonpad_kv_seqlen with is_causal: ONNX Runtime 1.31 aligns the causal diagonal with each batch's last non-padded key, so key j is visible to query i of batch b iff j ≤ i + nonpad_kv_seqlen[b] − q_len; "
+                      + "that keep mask is built in the graph, rows without a visible key give zeros, and causal=2 (implied, as nonpad_kv_seqlen ≤ the key length) lets the op skip hidden tiles.");
+        }
+
+        return (new OnnxAttentionMatch(node, scale, causal, softcap, mask, maskKind, hasPast, heads) { NonPadKvSeqLen = nonPad, Notes = notes }, null);
+    }
+
+    private static IReadOnlyList<Dim> HeadsFirst(IReadOnlyList<Dim> shape, long heads) =>
+        [shape[0], Dim.Of(heads), shape[1], shape[2].Size is { } hidden && hidden % heads == 0 ? Dim.Of(hidden / heads) : Dim.Unknown];
+
+    /// <summary>
+    /// Why ONNX Runtime 1.31 would reject <paramref name="mask"/>'s shape, or null. It takes a 2-D
+    /// (S, T), 3-D (H, S, T) or 4-D (B, H, S, T) mask whose last two dims are exactly the query length
+    /// and the total key length: shorter masks are not padded and broadcast dims there are refused.
+    /// </summary>
+    private static string? MaskShapeProblem(Value mask, IReadOnlyList<Dim>? maskShape, IReadOnlyList<Dim> query, Dim totalKeys)
+    {
+        if (maskShape is null)
+        {
+            return null;
+        }
+
+        if (maskShape.Count is < 2 or > 4)
+        {
+            return $"ONNX Attention mask '{mask.Name}' is {maskShape.Count}-D; ONNX Runtime 1.31 rejects masks that are not 2-D, 3-D or 4-D.";
+        }
+
+        if (maskShape[^1].SameAs(totalKeys) == false)
+        {
+            return $"ONNX Attention mask '{mask.Name}' covers {Describe(maskShape[^1])} keys of {Describe(totalKeys)}; ONNX Runtime 1.31 rejects a mask whose last dim is not the total key length (it neither pads nor broadcasts it).";
+        }
+
+        if (maskShape[^2].SameAs(query[2]) == false)
+        {
+            return $"ONNX Attention mask '{mask.Name}' has {Describe(maskShape[^2])} query rows for a query length of {Describe(query[2])}; ONNX Runtime 1.31 rejects a mask whose second-to-last dim is not the query length.";
+        }
+
+        // Leading dims broadcast as (B, H): 1 or the matching dim.
+        for (var axis = 0; axis < maskShape.Count - 2; axis++)
+        {
+            var against = query[axis + 4 - maskShape.Count];
+            if (maskShape[axis].Size is { } size && size != 1 && against.SameAs(maskShape[axis]) == false)
+            {
+                return $"ONNX Attention mask '{mask.Name}' dim {axis} ({size}) does not broadcast against {Describe(against)} (neither 1 nor equal; ONNX Runtime 1.31 rejects it).";
+            }
+        }
+
+        return null;
+
+        static string Describe(Dim dim) => dim.Size?.ToString(CultureInfo.InvariantCulture) ?? dim.Symbol ?? "?";
     }
 
     /// <summary>Replaces the Attention node; returns the FlashAttention node.</summary>
@@ -210,31 +281,60 @@ public sealed class OnnxAttentionRule(GraphAnalysis analysis)
         var inputs = new List<Value?> { query, key, value };
         if (match.Mask is { } mask)
         {
-            inputs.AddRange(match.MaskKind == MaskKind.KeepNegativeInfinity ? [null, mask] : [mask]);
+            inputs.AddRange(match.MaskKind == MaskKind.KeepNegativeInfinity ? [null, mask] : [LowestHides(mask)]);
         }
         else if (match.NonPadKvSeqLen is { } lengths)
         {
-            inputs.AddRange([null, NonPaddingKeys(key, lengths)]);
+            inputs.AddRange([null, match.Causal == CausalAlignment.None ? NonPaddingKeys(key, lengths) : CausalNonPaddingKeys(query, key, lengths)]);
         }
 
-        // keep[b, 0, 0, j] = j < nonpad_kv_seqlen[b]: Range(0, T) < Unsqueeze(lengths, [1, 2, 3]).
-        Value NonPaddingKeys(Value key, Value lengths)
+        // ONNX Runtime 1.31 hides a key whose mask value is the type's lowest finite value (rows hidden
+        // entirely give zeros) but treats every other value as a number: −inf makes the op do the same.
+        Value LowestHides(Value mask)
         {
-            Value Scalar(long v, string hint)
-            {
-                var name = names.Fresh(hint);
-                var attribute = new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = ConstantTensor.Scalar(DataType.Int64, v).ToProto(name) };
-                return graph.InsertNode(node, "Constant", "", [], [name], hint, [attribute]).Output(0)!;
-            }
+            var type = analysis.ElementTypeOf(mask);
+            var hidden = graph.InsertNode(node, "Equal", "", [mask, TypedScalar(type, ElementTypes.Lowest(type), "MaskLowest")],
+                [names.Fresh(mask.Name + "_is_lowest")], "MaskLowestHides").Output(0)!;
+            return graph.InsertNode(node, "Where", "", [hidden, TypedScalar(type, double.NegativeInfinity, "MaskHidden"), mask],
+                [names.Fresh(mask.Name + "_bias")], "MaskBias").Output(0)!;
+        }
 
-            var keyShape = graph.InsertNode(node, "Shape", "", [key], [names.Fresh(key.Name + "_length")], "KeyLength",
+        Value TypedScalar(DataType type, double v, string hint)
+        {
+            var name = names.Fresh(hint);
+            var attribute = new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = ConstantTensor.Scalar(type, v).ToProto(name) };
+            return graph.InsertNode(node, "Constant", "", [], [name], hint, [attribute]).Output(0)!;
+        }
+
+        // Range(0, length of `axis` of `input`): the positions along that axis.
+        Value Positions(Value input, long axis, string hint)
+        {
+            var dim = graph.InsertNode(node, "Shape", "", [input], [names.Fresh(input.Name + "_length")], hint + "Length",
+                [Node.IntAttributeProto("start", axis), Node.IntAttributeProto("end", axis + 1)]).Output(0)!;
+            var length = graph.InsertNode(node, "Squeeze", "", [dim], [names.Fresh(input.Name + "_length_scalar")], hint + "LengthScalar").Output(0)!;
+            return graph.InsertNode(node, "Range", "", [TypedScalar(DataType.Int64, 0, hint + "Start"), length, TypedScalar(DataType.Int64, 1, hint + "Step")],
+                [names.Fresh(hint.ToLowerInvariant() + "_positions")], hint + "Positions").Output(0)!;
+        }
+
+        Value PerBatch(Value lengths) => graph.InsertNode(node, "Unsqueeze", "", [lengths, Constant([1, 2, 3], "NonPadAxes")],
+            [names.Fresh(lengths.Name + "_b111")], "NonPadPerBatch").Output(0)!;
+
+        // keep[b, 0, 0, j] = j < nonpad_kv_seqlen[b]: Range(0, T) < Unsqueeze(lengths, [1, 2, 3]).
+        Value NonPaddingKeys(Value key, Value lengths) =>
+            graph.InsertNode(node, "Less", "", [Positions(key, 2, "Key"), PerBatch(lengths)], [names.Fresh(lengths.Name + "_keep")], "NonPadKeep").Output(0)!;
+
+        // keep[b, 0, i, j] = j ≤ i + nonpad_kv_seqlen[b] − S, ONNX Runtime's per-batch causal diagonal (it implies j < nonpad_kv_seqlen[b]):
+        // Range(0, T) ≤ Unsqueeze(Range(0, S), [1]) + Unsqueeze(lengths, [1, 2, 3]) − S, shaped (B, 1, S, T).
+        Value CausalNonPaddingKeys(Value query, Value key, Value lengths)
+        {
+            var queryPositions = Positions(query, 2, "Query");
+            var rows = graph.InsertNode(node, "Unsqueeze", "", [queryPositions, Constant([1], "QueryRowAxis")],
+                [names.Fresh("query_rows")], "QueryRows").Output(0)!;
+            var queryLength = graph.InsertNode(node, "Shape", "", [query], [names.Fresh(query.Name + "_query_length")], "QueryLengthForOffset",
                 [Node.IntAttributeProto("start", 2), Node.IntAttributeProto("end", 3)]).Output(0)!;
-            var keyLength = graph.InsertNode(node, "Squeeze", "", [keyShape], [names.Fresh(key.Name + "_length_scalar")], "KeyLengthScalar").Output(0)!;
-            var positions = graph.InsertNode(node, "Range", "", [Scalar(0, "KeyPositionStart"), keyLength, Scalar(1, "KeyPositionStep")],
-                [names.Fresh("key_positions")], "KeyPositions").Output(0)!;
-            var perBatch = graph.InsertNode(node, "Unsqueeze", "", [lengths, Constant([1, 2, 3], "NonPadAxes")],
-                [names.Fresh(lengths.Name + "_b111")], "NonPadPerBatch").Output(0)!;
-            return graph.InsertNode(node, "Less", "", [positions, perBatch], [names.Fresh(lengths.Name + "_keep")], "NonPadKeep").Output(0)!;
+            var offset = graph.InsertNode(node, "Sub", "", [PerBatch(lengths), queryLength], [names.Fresh(lengths.Name + "_diagonal_offset")], "NonPadDiagonalOffset").Output(0)!;
+            var lastVisible = graph.InsertNode(node, "Add", "", [rows, offset], [names.Fresh(lengths.Name + "_last_visible")], "NonPadLastVisibleKey").Output(0)!;
+            return graph.InsertNode(node, "LessOrEqual", "", [Positions(key, 2, "Key"), lastVisible], [names.Fresh(lengths.Name + "_causal_keep")], "NonPadCausalKeep").Output(0)!;
         }
 
         var output = node.Output(0)!;

@@ -147,7 +147,7 @@ internal static class AttentionModels
     public static IEnumerable<AttentionModel> OnnxAttention()
     {
         yield return new("ONNX Attention-23 with a float mask", OnnxAttentionFloatMask, QueryByKeyMaskInputs(DataType.Float, keySameAsQuery: false),
-            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero));
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero, NoteContains: LowestHidesNote));
         yield return new("ONNX Attention-23, bool mask, is_causal, explicit scale", OnnxAttentionCausalBool, QueryByKeyMaskInputs(DataType.Bool, keySameAsQuery: true),
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, 0.25f, Causal: CausalAlignment.UpperLeft, MaskedRows: MaskedRowPolicy.Zero));
         yield return new("ONNX Attention-23 with a KV cache and present outputs", OnnxAttentionWithPast, PastInputs,
@@ -159,19 +159,238 @@ internal static class AttentionModels
         yield return new("ONNX Attention-23 without scale and with a symbolic head dim", OnnxAttentionSymbolicHeadDim, PlainInputs,
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, float.NaN, MaskedRows: MaskedRowPolicy.Zero, NoteContains: "op's own default"));
         yield return new("ONNX Attention-23 with softcap, explicit scale and a float mask", OnnxAttentionSoftcap, QueryByKeyMaskInputs(DataType.Float, keySameAsQuery: false),
-            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, 0.5f, MaskedRows: MaskedRowPolicy.Zero, Softcap: 1.5f));
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, 0.5f, MaskedRows: MaskedRowPolicy.Zero, Softcap: 1.5f, NoteContains: LowestHidesNote));
         yield return new("ONNX Attention-23, qk_matmul_output_mode 0 with the QK output declared but unused", OnnxAttentionQkOutputUnused, PlainInputs,
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero));
         yield return new("ONNX Attention-24 with nonpad_kv_seqlen (a row fully padded)", () => OnnxAttentionNonPad(threeD: false), NonPadInputs(threeD: false),
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero));
         yield return new("ONNX Attention-24, 3-D inputs with nonpad_kv_seqlen", () => OnnxAttentionNonPad(threeD: true), NonPadInputs(threeD: true),
             new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero), NoReferenceProbe: true);
+        yield return new("ONNX Attention-24 with nonpad_kv_seqlen and is_causal (lengths T, T−1, T/2 and 0)", () => OnnxAttentionNonPad(threeD: false, causal: true),
+            NonPadCausalInputs(threeD: false),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, Causal: CausalAlignment.LowerRight, MaskedRows: MaskedRowPolicy.Zero, NoteContains: NonPadCausalNote));
+        yield return new("ONNX Attention-24, 3-D inputs with nonpad_kv_seqlen and is_causal", () => OnnxAttentionNonPad(threeD: true, causal: true), NonPadCausalInputs(threeD: true),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, Causal: CausalAlignment.LowerRight, MaskedRows: MaskedRowPolicy.Zero, NoteContains: NonPadCausalNote),
+            NoReferenceProbe: true);
+        yield return new("ONNX Attention-23, float mask hiding whole rows with finfo.min and −inf", () => OnnxAttentionMask(DataType.Float, ["B", 1, "S", "T"]),
+            HiddenRowMaskInputs(DataType.Float, [Batch, 1], keySameAsQuery: false),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero, NoteContains: LowestHidesNote));
+        yield return new("ONNX Attention-23, (S, T) float mask with finfo.min rows, is_causal", () => OnnxAttentionMask(DataType.Float, ["S", "T"], causal: true),
+            HiddenRowMaskInputs(DataType.Float, [], keySameAsQuery: true),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, Causal: CausalAlignment.UpperLeft, MaskedRows: MaskedRowPolicy.Zero, NoteContains: LowestHidesNote));
+        yield return new("ONNX Attention-23, (H, S, T) float mask, softcap applied before it", () => OnnxAttentionMask(DataType.Float, [Heads, "S", "T"], softcap: 2f),
+            HiddenRowMaskInputs(DataType.Float, [Heads], keySameAsQuery: false),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero, Softcap: 2f, NoteContains: LowestHidesNote));
+        yield return new("ONNX Attention-23, bool mask with all-false rows, is_causal with T ≠ S (upper-left), softcap",
+            () => OnnxAttentionMask(DataType.Bool, ["B", 1, "S", "T"], causal: true, softcap: 2f), HiddenRowMaskInputs(DataType.Bool, [Batch, 1], keySameAsQuery: false),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, Causal: CausalAlignment.UpperLeft, MaskedRows: MaskedRowPolicy.Zero, Softcap: 2f));
+        yield return new("ONNX Attention-23, softmax_precision float", () => OnnxAttentionMask(DataType.Bool, ["B", 1, "S", "T"], softmaxPrecision: (long)DataType.Float),
+            HiddenRowMaskInputs(DataType.Bool, [Batch, 1], keySameAsQuery: false),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero));
+        yield return new("ONNX Attention-23, KV cache with a bool mask over past and new keys, is_causal", () => OnnxAttentionPastWithMask(DataType.Bool, causal: true),
+            PastMaskInputs(DataType.Bool),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, Causal: CausalAlignment.LowerRight, MaskedRows: MaskedRowPolicy.Zero));
+        yield return new("ONNX Attention-23, KV cache with a float mask hiding whole rows", () => OnnxAttentionPastWithMask(DataType.Float, causal: false),
+            PastMaskInputs(DataType.Float),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero, NoteContains: LowestHidesNote));
+        yield return new("ONNX Attention-23, 3-D inputs with an (S, T) float mask and is_causal", OnnxAttention3DMaskCausal, Hidden3DMaskInputs,
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, Causal: CausalAlignment.UpperLeft, MaskedRows: MaskedRowPolicy.Zero, NoteContains: LowestHidesNote),
+            NoReferenceProbe: true);
+        yield return new("ONNX Attention-23 in float16, bool mask with all-false rows, is_causal",
+            () => OnnxAttentionMask(DataType.Bool, ["B", 1, "S", "T"], causal: true, type: DataType.Float16), HiddenRowMaskInputs(DataType.Bool, [Batch, 1], keySameAsQuery: true, DataType.Float16),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, Causal: CausalAlignment.UpperLeft, MaskedRows: MaskedRowPolicy.Zero), NoReferenceProbe: true);
+        yield return new("ONNX Attention-23 in float16, float16 mask hiding whole rows with −65504",
+            () => OnnxAttentionMask(DataType.Float16, ["B", 1, "S", "T"], type: DataType.Float16), HiddenRowMaskInputs(DataType.Float16, [Batch, 1], keySameAsQuery: false, DataType.Float16),
+            new(KeyLayout.NotTransposed, ScalePlacement.Attribute, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero, NoteContains: LowestHidesNote), NoReferenceProbe: true);
     }
+
+    public const string LowestHidesNote = "lowest finite value hide their key";
+    public const string NonPadCausalNote = "j ≤ i + nonpad_kv_seqlen[b] − q_len";
 
     public static IEnumerable<AttentionModel> OnnxAttentionRefused()
     {
         yield return new("ONNX Attention whose QK output is used", OnnxAttentionQkOutput, PlainInputs, null, "QK matmul output");
-        yield return new("ONNX Attention-24 with nonpad_kv_seqlen and is_causal", OnnxAttentionNonPadCausal, PlainInputs, null, "offset per batch");
+        yield return new("ONNX Attention, mask covering 4 of 8 keys (ONNX Runtime does not pad it)", () => OnnxAttentionStaticMask(8, 1, 1, 3, 4), PlainInputs, null,
+            "covers 4 keys of 8; ONNX Runtime 1.31 rejects");
+        yield return new("ONNX Attention, mask broadcast over keys (last dim 1)", () => OnnxAttentionStaticMask(8, 1, 1, 3, 1), PlainInputs, null, "covers 1 keys of 8");
+        yield return new("ONNX Attention, mask broadcast over queries (B, 1, 1, T)", () => OnnxAttentionStaticMask(8, 1, 1, 1, 8), PlainInputs, null,
+            "has 1 query rows for a query length of 3");
+        yield return new("ONNX Attention, 1-D mask", () => OnnxAttentionStaticMask(8, 8), PlainInputs, null, "rejects masks that are not 2-D, 3-D or 4-D");
+        yield return new("ONNX Attention, mask heads dim neither 1 nor the query heads", () => OnnxAttentionStaticMask(8, 3, 3, 8), PlainInputs, null, "does not broadcast");
+        yield return new("ONNX Attention, KV cache mask covering only the new keys", OnnxAttentionPastShortMask, PlainInputs, null, "covers 2 keys of 5");
+        yield return new("ONNX Attention, past_key without a present_key output", OnnxAttentionPastWithoutPresent, PlainInputs, null, "no present_key output");
+        yield return new("ONNX Attention, softmax_precision float16", () => OnnxAttentionMask(DataType.Bool, ["B", 1, "S", "T"], softmaxPrecision: (long)DataType.Float16), PlainInputs, null,
+            "softmax_precision 10");
+        yield return new("ONNX Attention in float16 with a float32 mask", () => OnnxAttentionMask(DataType.Float, ["B", 1, "S", "T"], type: DataType.Float16), PlainInputs, null,
+            "mask 'mask' is Float, attention runs in Float16");
+        yield return new("ONNX Attention-24, nonpad_kv_seqlen with attn_mask", OnnxAttentionNonPadWithMask, PlainInputs, null, "nonpad_kv_seqlen and attn_mask");
+        yield return new("ONNX Attention-24, nonpad_kv_seqlen with a KV cache", OnnxAttentionNonPadWithPast, PlainInputs, null, "nonpad_kv_seqlen and past_key/past_value");
+    }
+
+    /// <summary>4-D Attention with an attn_mask of the given dims (symbols or numbers), is_causal, softcap and softmax_precision as asked.</summary>
+    private static ModelProto OnnxAttentionMask(DataType maskType, object[] maskDims, bool causal = false, float softcap = 0, long softmaxPrecision = 0,
+                                                DataType type = DataType.Float)
+    {
+        var (b, q, k, v) = Bhsd(opset: 23, type: type);
+        var mask = b.Input("mask", maskType, maskDims);
+        var attributes = new List<AttributeProto>();
+        if (causal)
+        {
+            attributes.Add(Int("is_causal", 1));
+        }
+
+        if (softcap > 0)
+        {
+            attributes.Add(Float("softcap", softcap));
+        }
+
+        if (softmaxPrecision != 0)
+        {
+            attributes.Add(Int("softmax_precision", softmaxPrecision));
+        }
+
+        b.Rename(b.Node("Attention", [q, k, v, mask], [.. attributes]), "out");
+        b.Output("out", type);
+        return b.Model;
+    }
+
+    /// <summary>
+    /// A mask of the given leading dims × (S, T): random values in [−2, 2] (bool: mostly true) with, per
+    /// batch/head slice, query row 0 hidden entirely (finfo.min, or −inf in the second slice) and a few
+    /// single keys hidden.
+    /// </summary>
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> HiddenRowMaskInputs(DataType maskType, long[] leading, bool keySameAsQuery,
+                                                                                                 DataType type = DataType.Float) => (r, s, t) =>
+    {
+        t = keySameAsQuery ? s : t;
+        var inputs = Qkv(r, s, t, type: type);
+        var slices = leading.Aggregate(1L, (p, d) => p * d);
+        var data = new float[slices * s * t];
+        var lowest = (float)ElementTypes.Lowest(maskType == DataType.Bool ? DataType.Float : maskType);
+        for (var i = 0; i < data.Length; i++)
+        {
+            var slice = i / (s * t);
+            var row = i / t % s;
+            var hidden = row == 0 || r.Next(5) == 0;
+            var fill = slice % 2 == 1 && row == 0 ? float.NegativeInfinity : lowest;
+            data[i] = maskType == DataType.Bool ? (hidden ? 0 : 1) : hidden ? fill : (float)(r.NextDouble() * 4 - 2);
+            if (maskType == DataType.Float16)
+            {
+                data[i] = (float)(Half)data[i];
+            }
+        }
+
+        inputs["mask"] = new TestTensor(maskType, [.. leading, s, t], data);
+        return inputs;
+    };
+
+    private static ModelProto OnnxAttentionPastWithMask(DataType maskType, bool causal)
+    {
+        var (b, q, k, v) = Bhsd(opset: 23, keyLength: "S");
+        var mask = b.Input("mask", maskType, "B", 1, "S", "T");
+        var pastKey = b.Input("past_key", DataType.Float, "B", Heads, "P", HeadDim);
+        var pastValue = b.Input("past_value", DataType.Float, "B", Heads, "P", HeadDim);
+        var outputs = b.NodeOutputs("Attention", [q, k, v, mask, pastKey, pastValue], 3, causal ? [Int("is_causal", 1)] : []);
+        b.Rename(outputs[0], "out");
+        b.Rename(outputs[1], "present_key");
+        b.Output("out");
+        b.Output("present_key");
+        return b.Model;
+    }
+
+    /// <summary>S new keys after t past ones, with a (B, 1, S, t + S) mask hiding whole rows.</summary>
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> PastMaskInputs(DataType maskType) => (r, s, t) =>
+    {
+        var inputs = HiddenRowMaskInputs(maskType, [Batch, 1], keySameAsQuery: false)(r, s, t + s);
+        var fresh = Qkv(r, s, s);
+        inputs["k"] = fresh["k"];
+        inputs["v"] = fresh["v"];
+        inputs["past_key"] = TestTensor.Random(r, [Batch, Heads, t, HeadDim]);
+        inputs["past_value"] = TestTensor.Random(r, [Batch, Heads, t, HeadDim]);
+        return inputs;
+    };
+
+    private static ModelProto OnnxAttention3DMaskCausal()
+    {
+        var b = new ModelBuilder(23);
+        var q = b.Input("q", DataType.Float, "B", "S", Heads * HeadDim);
+        var k = b.Input("k", DataType.Float, "B", "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", "T", HeadDim);
+        var mask = b.Input("mask", DataType.Float, "S", "T");
+        b.Rename(b.Node("Attention", [q, k, v, mask], Int("q_num_heads", Heads), Int("kv_num_heads", 1), Int("is_causal", 1)), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> Hidden3DMaskInputs(Random r, long s, long t)
+    {
+        var inputs = Hidden3DInputs(r, s, t);
+        inputs["mask"] = HiddenRowMaskInputs(DataType.Float, [], keySameAsQuery: false)(r, s, t)["mask"];
+        return inputs;
+    }
+
+    /// <summary>Static shapes: Q (2, 2, 3, 8), K/V with <paramref name="keyLength"/> keys, and a float mask of <paramref name="maskDims"/>.</summary>
+    private static ModelProto OnnxAttentionStaticMask(long keyLength, params long[] maskDims)
+    {
+        var b = new ModelBuilder(23);
+        var q = b.Input("q", DataType.Float, Batch, Heads, 3, HeadDim);
+        var k = b.Input("k", DataType.Float, Batch, Heads, keyLength, HeadDim);
+        var v = b.Input("v", DataType.Float, Batch, Heads, keyLength, HeadDim);
+        var mask = b.Input("mask", DataType.Float, [.. maskDims.Cast<object>()]);
+        b.Rename(b.Node("Attention", [q, k, v, mask]), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttentionPastShortMask()
+    {
+        var b = new ModelBuilder(23);
+        var q = b.Input("q", DataType.Float, Batch, Heads, 2, HeadDim);
+        var k = b.Input("k", DataType.Float, Batch, Heads, 2, HeadDim);
+        var v = b.Input("v", DataType.Float, Batch, Heads, 2, HeadDim);
+        var mask = b.Input("mask", DataType.Bool, Batch, 1, 2, 2);
+        var pastKey = b.Input("past_key", DataType.Float, Batch, Heads, 3, HeadDim);
+        var pastValue = b.Input("past_value", DataType.Float, Batch, Heads, 3, HeadDim);
+        var outputs = b.NodeOutputs("Attention", [q, k, v, mask, pastKey, pastValue], 3);
+        b.Rename(outputs[0], "out");
+        b.Rename(outputs[1], "present_key");
+        b.Output("out");
+        b.Output("present_key");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttentionPastWithoutPresent()
+    {
+        var (b, q, k, v) = Bhsd(opset: 23, keyLength: "S");
+        var pastKey = b.Input("past_key", DataType.Float, "B", Heads, "P", HeadDim);
+        var pastValue = b.Input("past_value", DataType.Float, "B", Heads, "P", HeadDim);
+        b.Rename(b.Node("Attention", [q, k, v, "", pastKey, pastValue]), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttentionNonPadWithMask()
+    {
+        var (b, q, k, v) = Bhsd(opset: 24);
+        var mask = b.Input("mask", DataType.Bool, "B", 1, "S", "T");
+        var lengths = b.Input("nonpad_kv_seqlen", DataType.Int64, "B");
+        b.Rename(b.Node("Attention", [q, k, v, mask, "", "", lengths]), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto OnnxAttentionNonPadWithPast()
+    {
+        var (b, q, k, v) = Bhsd(opset: 24, keyLength: "S");
+        var pastKey = b.Input("past_key", DataType.Float, "B", Heads, "P", HeadDim);
+        var pastValue = b.Input("past_value", DataType.Float, "B", Heads, "P", HeadDim);
+        var lengths = b.Input("nonpad_kv_seqlen", DataType.Int64, "B");
+        var outputs = b.NodeOutputs("Attention", [q, k, v, "", pastKey, pastValue, lengths], 3);
+        b.Rename(outputs[0], "out");
+        b.Rename(outputs[1], "present_key");
+        b.Output("out");
+        b.Output("present_key");
+        return b.Model;
     }
 
     public static IEnumerable<AttentionModel> InLoops()
@@ -907,7 +1126,7 @@ internal static class AttentionModels
         return b.Model;
     }
 
-    private static ModelProto OnnxAttentionNonPad(bool threeD)
+    private static ModelProto OnnxAttentionNonPad(bool threeD, bool causal = false)
     {
         var b = new ModelBuilder(24);
         object[] Shape(string length) => threeD ? ["B", length, Heads * HeadDim] : ["B", Heads, length, HeadDim];
@@ -916,10 +1135,25 @@ internal static class AttentionModels
         var v = b.Input("v", DataType.Float, Shape("T"));
         var lengths = b.Input("nonpad_kv_seqlen", DataType.Int64, "B");
         AttributeProto[] heads = threeD ? [Int("q_num_heads", Heads), Int("kv_num_heads", Heads)] : [];
-        b.Rename(b.Node("Attention", [q, k, v, "", "", "", lengths], heads), "out");
+        AttributeProto[] isCausal = causal ? [Int("is_causal", 1)] : [];
+        b.Rename(b.Node("Attention", [q, k, v, "", "", "", lengths], [.. heads, .. isCausal]), "out");
         b.Output("out");
         return b.Model;
     }
+
+    /// <summary>Four batches with T, T − 1, T / 2 and 0 non-padded keys: lengths equal to, below and far below S, and none.</summary>
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> NonPadCausalInputs(bool threeD) => (r, s, t) =>
+    {
+        const long batch = 4;
+        long[] Shape(long length) => threeD ? [batch, length, Heads * HeadDim] : [batch, Heads, length, HeadDim];
+        return new Dictionary<string, TestTensor>
+        {
+            ["q"] = TestTensor.Random(r, Shape(s)),
+            ["k"] = TestTensor.Random(r, Shape(t)),
+            ["v"] = TestTensor.Random(r, Shape(t)),
+            ["nonpad_kv_seqlen"] = new(DataType.Int64, [batch], [t, Math.Max(t - 1, 0), t / 2, 0]),
+        };
+    };
 
     /// <summary>Batch 0 sees every key, batch 1 the first half (none when T = 1).</summary>
     private static Func<Random, long, long, Dictionary<string, TestTensor>> NonPadInputs(bool threeD) => (r, s, t) =>
@@ -956,15 +1190,6 @@ internal static class AttentionModels
         function.ValueInfo.Add(ValueInfo("lengths", DataType.Int64, ["B"]));
         b.Model.Functions.Add(function);
         b.Graph.Node.Add(new NodeProto { OpType = "PaddedAttention", Domain = "local", Name = "call", Input = { q, k, v, lengths }, Output = { "out" } });
-        b.Output("out");
-        return b.Model;
-    }
-
-    private static ModelProto OnnxAttentionNonPadCausal()
-    {
-        var (b, q, k, v) = Bhsd(opset: 24);
-        var lengths = b.Input("nonpad_kv_seqlen", DataType.Int64, "B");
-        b.Rename(b.Node("Attention", [q, k, v, "", "", "", lengths], Int("is_causal", 1)), "out");
         b.Output("out");
         return b.Model;
     }

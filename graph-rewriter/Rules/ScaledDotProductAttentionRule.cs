@@ -39,6 +39,7 @@ public sealed class ScaledDotProductAttentionRule
 
     private readonly GraphAnalysis _analysis;
     private readonly CausalMasks _causal;
+    private readonly MaskValues _maskValues;
     private readonly RewriteOptions _options;
     private readonly Slot<QueryMatch> _query;
     private readonly Slot<KeyMatch> _key;
@@ -58,6 +59,7 @@ public sealed class ScaledDotProductAttentionRule
         _analysis = analysis;
         _options = options ?? RewriteOptions.Default;
         _causal = new CausalMasks(analysis);
+        _maskValues = new MaskValues(analysis);
         _query = new Slot<QueryMatch>("query",
         [
             new("Mul/Div by a constant right before the score MatMul", QueryScaledAtMatMul),
@@ -1001,11 +1003,12 @@ public sealed class ScaledDotProductAttentionRule
         var masks = match.Scores.Masks.Where(m => m.Kind != MaskKind.Causal).ToList();
         var additive = masks.Where(m => m.Kind == MaskKind.AdditiveBias).ToList();
         var wheres = masks.Where(m => m.Kind != MaskKind.AdditiveBias).ToList();
-        // Summing two masks first is exact when one only holds 0 and a hiding fill (a causal mask):
-        // s + 0 + M == s + M, and a hiding fill absorbs everything added to it.
-        if (additive.Count > 2 || (additive.Count == 2 && additive.All(m => m.Alignment == CausalAlignment.None)))
+        // Summing two masks first is exact when one only holds 0 and absorbing values (a causal mask, a (1 − m)·finfo.min
+        // padding mask of an integer m): s + 0 + M == s + M, and an absorbing value absorbs everything added to it.
+        if (additive.Count > 2 || (additive.Count == 2 && additive.All(m => m.Alignment == CausalAlignment.None && !_maskValues.IsZeroOrAbsorbing(m.Source))))
         {
-            return CheckResult.Refuse("Two additive masks: adding them before the scores would round differently from the graph.");
+            return CheckResult.Refuse(
+                "Two additive masks, neither provably only 0 or absorbing values (such as (1 − m)·finfo.min for an integer m): adding them before the scores would round differently from the graph.");
         }
 
         if (wheres.Count > 1)

@@ -71,6 +71,9 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("ALiBi slopes·(j − i) from Range/Sub/Mul/Unsqueeze plus a finfo.min padding mask (one bias)", AlibiWithPadding, PaddingInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("ALiBi and a (1 − m)·finfo.min padding mask of an int64 m added one after the other (two masks, summed exactly)",
+            () => AlibiThenPadding(DataType.Int64, FloatMin), IntegerPaddingInputs(fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Max(scores + finfo.min mask, finfo.min) clamp (HF OPT/XGLM)", MaxClamp, AdditiveMaskInputs(FloatMin, fullyMaskedBatch: true),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Causal mask from Trilu (SDPA is_causal)", CausalTrilu, PlainInputs,
@@ -441,6 +444,10 @@ internal static class AttentionModels
         yield return new("Dropout in training mode", DropoutTraining, PlainInputs, null, "not provably in inference mode");
         yield return new("Key and value lengths differ", KeyValueLengthMismatch, PlainInputs, null, "does not match key");
         yield return new("Two additive masks", TwoAdditiveMasks, PlainInputs, null, "Two additive masks");
+        yield return new("ALiBi then a (1 − m)·−10000 padding mask: −10000 does not absorb the scores", () => AlibiThenPadding(DataType.Int64, -10000), IntegerPaddingInputs(fullyMaskedBatch: false),
+            null, "Two additive masks");
+        yield return new("ALiBi then a (1 − m)·finfo.min padding mask of a float m, which may hold fractions", () => AlibiThenPadding(DataType.Float, FloatMin), PaddingInputs,
+            null, "Two additive masks");
         yield return new("Softmax written out over axis 2", () => DecomposedSoftmax(opset: 17, axis: 2, subtractMax: true), PaddingInputs, null, "not provably the last axis");
         yield return new("Softmax written out without subtracting the row max", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: false), PaddingInputs, null,
             "without subtracting the row max");
@@ -705,10 +712,20 @@ internal static class AttentionModels
     /// Shape, giving a (1, H, S, T) bias; the (1 − m)·finfo.min padding mask (B, 1, 1, T) is added to
     /// it, and the sum is added to the scaled scores once.
     /// </summary>
-    public static ModelProto AlibiWithPadding()
+    public static ModelProto AlibiWithPadding() => Alibi(DataType.Float, FloatMin, separately: false);
+
+    /// <summary>
+    /// BLOOM/Falcon-style: the ALiBi bias and then the (1 − m)·<paramref name="fill"/> padding mask, each added to the scores
+    /// on its own. With an integer m and an absorbing fill the padding only holds 0 and absorbing values, so the op may
+    /// take their sum as one bias.
+    /// </summary>
+    private static ModelProto AlibiThenPadding(DataType maskType, float fill) => Alibi(maskType, fill, separately: true);
+
+    private static ModelProto Alibi(DataType maskType, float fill, bool separately)
     {
         var (b, q, k, v) = Bhsd();
-        var mask = b.Input("mask", DataType.Float, "B", "T");
+        var mask = b.Input("mask", maskType, "B", "T");
+        var keep = maskType == DataType.Float ? mask : b.Node("Cast", [mask], Int("to", (long)DataType.Float));
         var zero = b.Initializer(ConstantTensor.Scalar(DataType.Int64, 0));
         var one = b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1));
         var two = b.Initializer(ConstantTensor.Scalar(DataType.Int64, 2));
@@ -719,10 +736,20 @@ internal static class AttentionModels
         var relative = b.Node("Cast", [b.Node("Sub", [j, i])], Int("to", (long)DataType.Float));
         var slopes = b.Node("Unsqueeze", [b.Floats([Heads], [0.5f, 0.25f]), b.Ints(0, 2, 3)]);
         var alibi = b.Node("Mul", [slopes, relative]);
-        var padding = b.Node("Mul", [b.Node("Sub", [b.Scalar(1), b.Node("Unsqueeze", [mask, b.Ints(1, 2)])]), b.Scalar(FloatMin)]);
-        var bias = b.Node("Add", [alibi, padding]);
-        return Finish(b, Softmax(b, b.Node("Add", [Div(b, Scores(b, q, k)), bias])), v);
+        var padding = b.Node("Mul", [b.Node("Sub", [b.Scalar(1), b.Node("Unsqueeze", [keep, b.Ints(1, 2)])]), b.Scalar(fill)]);
+        var scores = Div(b, Scores(b, q, k));
+        var masked = separately
+            ? b.Node("Add", [b.Node("Add", [scores, alibi]), padding])
+            : b.Node("Add", [scores, b.Node("Add", [alibi, padding])]);
+        return Finish(b, Softmax(b, masked), v);
     }
+
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> IntegerPaddingInputs(bool fullyMaskedBatch) => (r, s, t) =>
+    {
+        var inputs = Qkv(r, s, t);
+        inputs["mask"] = new TestTensor(DataType.Int64, [Batch, t], Padding(t, fullyMaskedBatch));
+        return inputs;
+    };
 
     private static string QueryByKeyOnes(ModelBuilder b, string q, string k, DataType type)
     {

@@ -119,6 +119,8 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "Softmax written out"));
         yield return new("Attention inside a model-local function with declared input types", () => AttentionInFunction(declareTypes: true, attributeReference: false), PlainInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Attention inside a function taking its scale from the caller: the call inlined", () => AttentionInFunction(declareTypes: false, attributeReference: true), PlainInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD));
         yield return new("Einsum (B,S,H,D) operands, pre-scaled query, -1e9 padding (Keras MultiHeadAttention via tf2onnx)", KerasEinsum, KerasInputs,
             new(KeyLayout.Einsum, ScalePlacement.Query, InvSqrtD), NoReferenceProbe: true);
         yield return new("Einsum bhqd,bhkd->bhqk and bhqk,bhkd->bhqd, Div scale", TorchEinsum, PlainInputs,
@@ -234,8 +236,6 @@ internal static class AttentionModels
         yield return new("Softmax written out without subtracting the row max", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: false), PaddingInputs, null,
             "without subtracting the row max");
         yield return new("Softmax written out with keepdims=0", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: true, keepDims: 0), PaddingInputs, null, "keepdims=0");
-        yield return new("Attention inside a function taking its scale from the caller", () => AttentionInFunction(declareTypes: true, attributeReference: true), PlainInputs, null,
-            "reads attribute values from its callers");
         yield return new("Attention inside a function without declared types", () => AttentionInFunction(declareTypes: false, attributeReference: false), PlainInputs, null,
             "element type of query 'q' is unknown");
         yield return new("Einsum value product contracting the query axis", EinsumContractingQueryAxis, SelfAttentionInputs, null, "not a 4-D or 3-D product contracting their last axis");

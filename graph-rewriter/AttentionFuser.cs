@@ -13,6 +13,12 @@ namespace OrtFlash.GraphRewriter;
 public static class AttentionFuser
 {
     /// <summary>Rewrites <paramref name="model"/> in place and reports what was fused and what was not.</summary>
+    /// <remarks>
+    /// Attention inside a model-local function whose body reads attributes from its caller
+    /// (<c>ref_attr_name</c>) cannot be fused in the body, whose attribute values differ per call; a
+    /// call whose copy of the body, inlined with the call's attributes, fuses is inlined (a trial on a
+    /// copy of the model decides which), and a function no longer called is removed.
+    /// </remarks>
     /// <param name="model">The model, changed in place.</param>
     /// <param name="options">What the rewrite may trade for speed; exact (<see cref="RewriteOptions.Default"/>) when null.</param>
     /// <exception cref="OnnxModelException">The graph is malformed (cycle, undefined input, duplicate definition).</exception>
@@ -20,17 +26,87 @@ public static class AttentionFuser
     {
         ArgumentNullException.ThrowIfNull(model);
         var graphModel = OnnxModel.Load(model);
-        var report = Rewrite(graphModel, options);
+        var calls = FunctionInliner.CallsReadingAttributes(graphModel);
+        var inlined = new List<InlineRecord>();
+        var callSkips = new List<SkipRecord>();
+        if (calls.Count > 0)
+        {
+            var outcomes = TryInlining(model, options);
+            var functions = new List<FunctionProto>();
+            for (var i = 0; i < calls.Count; i++)
+            {
+                var (call, outcome) = (calls[i], outcomes[i]);
+                var function = OnnxGraph.FunctionDisplayName(call.Function);
+                if (outcome.Fuses)
+                {
+                    FunctionInliner.Inline(call);
+                    functions.Add(call.Function);
+                    inlined.Add(new InlineRecord(call.Graph.DisplayName, call.Node.DisplayName, function, FunctionRemoved: false));
+                }
+                else
+                {
+                    callSkips.AddRange(outcome.Reasons.Select(reason => new SkipRecord(call.Graph.DisplayName, call.Node.DisplayName,
+                        $"The call of the {function} is not inlined: {reason}")));
+                }
+            }
+
+            var removed = FunctionInliner.RemoveUncalled(model, functions).Select(OnnxGraph.FunctionDisplayName).ToHashSet();
+            inlined = inlined.Select(r => r with { FunctionRemoved = removed.Contains(r.Function) }).ToList();
+            graphModel = OnnxModel.Load(model);
+        }
+
+        var (fusions, skipped) = RewriteGraphs(graphModel, options);
         graphModel.ToProto();
-        return report;
+        return new FusionReport(fusions, [.. callSkips, .. skipped], inlined);
     }
 
-    /// <summary>Rewrites <paramref name="model"/>; call <see cref="OnnxModel.ToProto"/> afterwards.</summary>
-    /// <param name="model">The model, changed in place.</param>
-    /// <param name="options">What the rewrite may trade for speed; exact (<see cref="RewriteOptions.Default"/>) when null.</param>
-    public static FusionReport Rewrite(OnnxModel model, RewriteOptions? options = null)
+    /// <summary>What inlining one call did in the trial: whether its copy fused, else why not (nothing when the body holds no attention).</summary>
+    private sealed record InlineOutcome(bool Fuses, IReadOnlyList<string> Reasons);
+
+    /// <summary>
+    /// Inlines every call of a function reading caller attributes in a copy of <paramref name="model"/>
+    /// and rewrites it: which calls' copies fuse, and why the others do not. Outcomes are in the order of
+    /// <see cref="FunctionInliner.CallsReadingAttributes"/>, which is the same for the model and its copy.
+    /// </summary>
+    private static InlineOutcome[] TryInlining(ModelProto model, RewriteOptions? options)
     {
-        ArgumentNullException.ThrowIfNull(model);
+        var trial = model.Clone();
+        var calls = FunctionInliner.CallsReadingAttributes(OnnxModel.Load(trial));
+        var copies = new Dictionary<string, int>(StringComparer.Ordinal);
+        var refusals = new string?[calls.Count];
+        for (var i = 0; i < calls.Count; i++)
+        {
+            refusals[i] = FunctionInliner.Refusal(calls[i]);
+            if (refusals[i] is null)
+            {
+                foreach (var name in FunctionInliner.Inline(calls[i]))
+                {
+                    copies[name] = i;
+                }
+            }
+        }
+
+        var (fusions, skipped) = RewriteGraphs(OnnxModel.Load(trial), options);
+        var fused = fusions.Select(f => copies.GetValueOrDefault(f.Anchor, -1)).ToHashSet();
+        return calls.Select((call, i) =>
+        {
+            if (fused.Contains(i))
+            {
+                return new InlineOutcome(true, []);
+            }
+
+            var body = OnnxGraph.FunctionDisplayName(call.Function);
+            var reasons = refusals[i] is { } refusal
+                ? skipped.Any(s => s.Graph == body) ? [$"{refusal}."] : Array.Empty<string>()
+                : skipped.Where(s => copies.GetValueOrDefault(s.Node, -1) == i)
+                         .Select(s => $"in a copy of its body inlined with this call's attributes, attention at '{s.Node}' is refused: {s.Reason}").ToArray();
+            return new InlineOutcome(false, reasons);
+        }).ToArray();
+    }
+
+    /// <summary>Fuses attention in every graph of <paramref name="model"/>; call <see cref="OnnxModel.ToProto"/> afterwards.</summary>
+    private static (List<FusionRecord> Fusions, List<SkipRecord> Skipped) RewriteGraphs(OnnxModel model, RewriteOptions? options)
+    {
         var analysis = new GraphAnalysis(model);
         var rule = new ScaledDotProductAttentionRule(analysis, options);
         var onnxAttention = new OnnxAttentionRule(analysis);
@@ -38,8 +114,8 @@ public static class AttentionFuser
         var skipped = model.UnreadableFunctions.Select(f => new SkipRecord(f.Function, "", $"The function body is not rewritten: {f.Reason}")).ToList();
         foreach (var graph in model.Graphs.ToList())
         {
-            var unprovable = graph.EnclosingFunction is { } function && TakesAttributes(function.Node)
-                ? $"Attention inside the {FunctionOf(graph).DisplayName} is not rewritten: its body reads attribute values from its callers (ref_attr_name), which can differ at each call, so the pattern's attributes are not known."
+            var unprovable = graph.EnclosingFunction is { } function && FunctionInliner.ReadsCallerAttributes(function)
+                ? $"Attention inside the {OnnxGraph.FunctionDisplayName(function)} is not rewritten in place: its body reads attribute values from its callers (ref_attr_name), which can differ at each call, so the pattern's attributes are not known. A call whose copy of the body, inlined with its attributes, fuses is inlined instead."
                 : null;
             foreach (var node in graph.Nodes.Where(OnnxAttentionRule.IsCandidate).ToList())
             {
@@ -99,14 +175,8 @@ public static class AttentionFuser
             }
         }
 
-        return new FusionReport(fusions, skipped);
+        return (fusions, skipped);
     }
-
-    /// <summary>Whether any of <paramref name="nodes"/> (or of their subgraphs) takes an attribute from the function's caller.</summary>
-    private static bool TakesAttributes(IEnumerable<NodeProto> nodes) =>
-        nodes.Any(n => n.Attribute.Any(a => a.RefAttrName.Length > 0 || (a.G is { } g && TakesAttributes(g.Node)) || a.Graphs.Any(g => TakesAttributes(g.Node))));
-
-    private static OnnxGraph FunctionOf(OnnxGraph graph) => graph.Function is null ? FunctionOf(graph.Parent!) : graph;
 
     /// <summary>
     /// Reads <paramref name="inputPath"/>, rewrites it and writes <paramref name="outputPath"/>

@@ -191,7 +191,7 @@ public sealed class GraphAnalysis
                 return InferMatMul(first, node.Input(1) is { } b ? TypeOf(b) : null);
             case "Einsum":
                 return first is null ? null
-                    : new TensorType(first.ElementType, EinsumEquation.Parse(node.StringAttribute("equation"))?.OutputShape(node.Inputs.Select(i => i is null ? null : ShapeOf(i)).ToArray()));
+                    : InferEinsum(node, first.ElementType);
             case "Transpose":
                 return InferTranspose(node, first);
             case "Reshape":
@@ -436,6 +436,14 @@ public sealed class GraphAnalysis
 
         var batch = BroadcastShapes([sa.Take(sa.Count - 2).ToArray(), sb.Take(sb.Count - 2).ToArray()]);
         return new TensorType(a.ElementType, [.. batch, sa[^2], sb[^1]]);
+    }
+
+    /// <summary>The Einsum's result; an ellipsis stands for as many axes as the operand ranks leave it.</summary>
+    private TensorType InferEinsum(Node node, DataType type)
+    {
+        var shapes = node.Inputs.Select(i => i is null ? null : ShapeOf(i)).ToArray();
+        var equation = EinsumEquation.Parse(node.StringAttribute("equation"), shapes.Select(s => s?.Count).ToArray());
+        return new TensorType(type, equation?.OutputShape(shapes));
     }
 
     private static TensorType? InferTranspose(Node node, TensorType? input)

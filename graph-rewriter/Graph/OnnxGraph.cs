@@ -63,8 +63,15 @@ public sealed class OnnxGraph
     public IReadOnlyList<Node> Nodes => _nodes;
 
     /// <summary>A display name for messages.</summary>
-    public string DisplayName => Function is { } f ? $"function '{(f.Domain.Length > 0 ? f.Domain + "::" : "")}{f.Name}'"
+    public string DisplayName => Function is { } f ? FunctionDisplayName(f)
         : Owner is null ? "main graph" : $"subgraph '{Proto.Name}' of {Owner.DisplayName}";
+
+    /// <summary>How messages name a model-local function: <c>function 'domain::name'</c>.</summary>
+    public static string FunctionDisplayName(FunctionProto function)
+    {
+        ArgumentNullException.ThrowIfNull(function);
+        return $"function '{(function.Domain.Length > 0 ? function.Domain + "::" : "")}{function.Name}'";
+    }
 
     /// <summary>The value named <paramref name="name"/> visible in this graph (its own or an outer scope's), or null.</summary>
     public Value? Resolve(string name) =>

@@ -45,7 +45,14 @@ public sealed record FusionRecord(
 /// <param name="Reason">Why it was not fused.</param>
 public sealed record SkipRecord(string Graph, string Node, string Reason);
 
-/// <summary>What a rewrite did: every fusion and every refusal.</summary>
+/// <summary>A call of a model-local function replaced by a copy of its body, specialised to the call's attributes, so attention in it could be fused.</summary>
+/// <param name="Graph">The graph the call was in.</param>
+/// <param name="Call">The calling node.</param>
+/// <param name="Function">The function called.</param>
+/// <param name="FunctionRemoved">Whether the function was removed from the model, nothing calling it anymore.</param>
+public sealed record InlineRecord(string Graph, string Call, string Function, bool FunctionRemoved);
+
+/// <summary>What a rewrite did: every fusion, every refusal, and every function call inlined.</summary>
 public sealed class FusionReport
 {
     private static readonly JsonSerializerOptions JsonOptions = new()
@@ -57,10 +64,11 @@ public sealed class FusionReport
     };
 
     /// <summary>Creates a report.</summary>
-    public FusionReport(IReadOnlyList<FusionRecord> fusions, IReadOnlyList<SkipRecord> skipped)
+    public FusionReport(IReadOnlyList<FusionRecord> fusions, IReadOnlyList<SkipRecord> skipped, IReadOnlyList<InlineRecord>? inlined = null)
     {
         Fusions = fusions;
         Skipped = skipped;
+        Inlined = inlined ?? [];
     }
 
     /// <summary>Each fusion made.</summary>
@@ -69,12 +77,15 @@ public sealed class FusionReport
     /// <summary>Each candidate refused, with its reason.</summary>
     public IReadOnlyList<SkipRecord> Skipped { get; }
 
+    /// <summary>Each function call inlined so that attention in it could be fused.</summary>
+    public IReadOnlyList<InlineRecord> Inlined { get; }
+
     /// <summary>The number of fusions.</summary>
     public int Fused => Fusions.Count;
 
-    /// <summary>The report as JSON: <c>fused</c> (count), <c>fusions</c> and <c>skipped</c> (with reasons).</summary>
+    /// <summary>The report as JSON: <c>fused</c> (count), <c>fusions</c>, <c>skipped</c> (with reasons) and <c>inlined</c> (function calls).</summary>
     public string ToJson() =>
-        JsonSerializer.Serialize(new { fused = Fused, fusions = Fusions, skipped = Skipped }, JsonOptions);
+        JsonSerializer.Serialize(new { fused = Fused, fusions = Fusions, skipped = Skipped, inlined = Inlined }, JsonOptions);
 
     /// <summary>The report as a plain-text table.</summary>
     public string ToTable()
@@ -97,6 +108,13 @@ public sealed class FusionReport
         {
             text.AppendLine();
             AppendTable(text, ["skipped", "graph", "reason"], Skipped.Select(s => new[] { s.Node, s.Graph, s.Reason }));
+        }
+
+        if (Inlined.Count > 0)
+        {
+            text.AppendLine();
+            AppendTable(text, ["inlined call", "graph", "function"],
+                Inlined.Select(i => new[] { i.Call, i.Graph, i.Function + (i.FunctionRemoved ? " (removed: no calls left)" : "") }));
         }
 
         return text.ToString();

@@ -85,7 +85,7 @@ public sealed class ScaledDotProductAttentionRule
         var valueEinsum = anchor.Is("Einsum") ? ValueEinsum(anchor) : null;
         if (anchor.Is("Einsum") && valueEinsum is null && anchor.Inputs.Any(i => Ops.Producer(i, "Softmax") is not null))
         {
-            return new PatternResult(null,
+            return new PatternResult(null, UnknownEllipsisRank(anchor) ??
                 $"Einsum '{anchor.DisplayName}' ('{anchor.StringAttribute("equation")}') reads Softmax probabilities but is not a 4-D or 3-D product contracting their last axis with one axis of the value.");
         }
 
@@ -174,11 +174,10 @@ public sealed class ScaledDotProductAttentionRule
         }
 
         var repeatRemoved = false;
-        if (key.Layout == KeyLayout.SwapLastAxes && valueEinsum is null && HeadRepeatSource(key.Value) is { } kvKey && HeadRepeatSource(value) is { } kvValue)
+        if (key.Layout == KeyLayout.SwapLastAxes && (valueEinsum is null || EinsumLayout.IsIdentity(valueEinsum.Value)) &&
+            WithoutHeadRepeat(key, value) is { } kv)
         {
-            key = key with { Value = kvKey };
-            value = kvValue;
-            repeatRemoved = true;
+            (key, value, repeatRemoved) = (kv.Key, kv.Value, true);
         }
 
         // MatMul scores with an Einsum value product: Q and K as the key slot found them, V and the result permuted.
@@ -218,7 +217,7 @@ public sealed class ScaledDotProductAttentionRule
         var scores = chain.ScoresMatMul;
         if (ScoreEinsum(scores) is not { } layout)
         {
-            return new PatternResult(null,
+            return new PatternResult(null, UnknownEllipsisRank(scores) ??
                 $"Einsum '{scores.DisplayName}' ('{scores.StringAttribute("equation")}') is not a 4-D or 3-D query·keyᵀ product whose leading axes both operands hold, contracting one head-dim axis, with the key axis last.");
         }
 
@@ -227,8 +226,26 @@ public sealed class ScaledDotProductAttentionRule
         var key = ScalarFactor(keyOperand) is { } f ? new KeyMatch(f.Operand, KeyLayout.Einsum, f.Factor) : new KeyMatch(keyOperand, KeyLayout.Einsum, 1);
         var identity = Enumerable.Range(0, layout.Query.Length).Select(i => (long)i).ToArray();
         var einsum = new EinsumLayout(layout.Query, layout.Key, valueEinsum?.Value ?? identity, valueEinsum?.Output ?? identity);
-        var match = new AttentionMatch(anchor, softmax, query, key, value, chain, wrappers, probabilityNodes, KvHeadRepeatRemoved: false) { Einsum = einsum };
+        var repeatRemoved = false;
+        if (EinsumLayout.IsIdentity(einsum.Key) && EinsumLayout.IsIdentity(einsum.Value) && WithoutHeadRepeat(key, value) is { } kv)
+        {
+            (key, value, repeatRemoved) = (kv.Key, kv.Value, true);
+        }
+
+        var match = new AttentionMatch(anchor, softmax, query, key, value, chain, wrappers, probabilityNodes, repeatRemoved) { Einsum = einsum };
         return new PatternResult(RecognizeCausal(match), null);
+    }
+
+    /// <summary>
+    /// Why an Einsum's equation cannot be read: it has an ellipsis in an operand whose rank is unknown,
+    /// so the axes the ellipsis stands for cannot be named; null when that is not the problem.
+    /// </summary>
+    private string? UnknownEllipsisRank(Node einsum)
+    {
+        var equation = einsum.StringAttribute("equation");
+        return EinsumEquation.OperandsWithEllipsis(equation).Select(einsum.Input).FirstOrDefault(o => o is not null && _analysis.ShapeOf(o) is null) is { } operand
+            ? $"Einsum '{einsum.DisplayName}' ('{equation}') has an ellipsis in operand '{operand.Name}', whose rank is unknown, so the axes the ellipsis stands for cannot be named."
+            : null;
     }
 
     /// <summary>Which operand of a value-product Einsum holds the probabilities, and the permutations of V and of the result.</summary>
@@ -238,7 +255,7 @@ public sealed class ScaledDotProductAttentionRule
     /// Einsum(P, V) whose equation contracts P's last axis with V, keeps P's other axes and adds one
     /// axis of V: "acbe,aecd->abcd" (Keras), "bhqk,bhkd->bhqd", "nqk,nkd->nqd", either operand order.
     /// </summary>
-    private static ValueProduct? ValueEinsum(Node einsum)
+    private ValueProduct? ValueEinsum(Node einsum)
     {
         if (AttentionEquation(einsum) is not { } equation)
         {
@@ -270,7 +287,7 @@ public sealed class ScaledDotProductAttentionRule
     /// leading letters, one head-dim letter is contracted, and each has its own sequence letter
     /// ("aecd,abcd->acbe" is Keras').
     /// </summary>
-    private static (int QueryIndex, long[] Query, long[] Key)? ScoreEinsum(Node einsum)
+    private (int QueryIndex, long[] Query, long[] Key)? ScoreEinsum(Node einsum)
     {
         if (AttentionEquation(einsum) is not { } equation)
         {
@@ -298,9 +315,13 @@ public sealed class ScaledDotProductAttentionRule
         return null;
     }
 
-    /// <summary>The equation of a two-operand Einsum whose operands and result all have rank 4 (B, H, ·, ·) or 3 (N, ·, ·).</summary>
-    private static EinsumEquation? AttentionEquation(Node einsum) =>
-        EinsumEquation.Parse(einsum.StringAttribute("equation")) is { Operands.Count: 2 } equation &&
+    /// <summary>
+    /// The equation of a two-operand Einsum whose operands and result all have rank 4 (B, H, ·, ·) or 3 (N, ·, ·);
+    /// an ellipsis is read as the axes the operand's known rank leaves it.
+    /// </summary>
+    private EinsumEquation? AttentionEquation(Node einsum) =>
+        EinsumEquation.Parse(einsum.StringAttribute("equation"), einsum.Inputs.Select(i => i is null ? null : _analysis.ShapeOf(i)?.Count).ToArray()) is
+            { Operands.Count: 2 } equation &&
         equation.Output.Length is 3 or 4 && equation.Operands.All(o => o.Length == equation.Output.Length)
             ? equation : null;
 
@@ -613,6 +634,13 @@ public sealed class ScaledDotProductAttentionRule
                      restored[2].SameAs(k[3]) == true && restored[3].SameAs(k[2]) == true;
         return proven ? new KeyMatch(key, KeyLayout.ReshapedRank3, factor) : null;
     }
+
+    /// <summary>
+    /// The key and value with their GQA head repeats removed, when both are repeated provably
+    /// contiguously; the caller makes sure both reach the op in the (B, H, T, D) layout.
+    /// </summary>
+    private (KeyMatch Key, Value Value)? WithoutHeadRepeat(KeyMatch key, Value value) =>
+        HeadRepeatSource(key.Value) is { } kvKey && HeadRepeatSource(value) is { } kvValue ? (key with { Value = kvKey }, kvValue) : null;
 
     /// <summary>
     /// The (B, Hkv, T, D) source of a GQA head repeat Reshape(Expand(Unsqueeze(x, axes=[2]))) whose

@@ -23,9 +23,40 @@ public class EinsumEquationTests
     [TestCase("ii,ij->ij")]
     [TestCase("ij,jk->iz")]
     [TestCase("i1,jk->ik")]
-    public void Ellipses_diagonals_and_unknown_output_letters_are_not_parsed(string text)
+    public void Ellipses_without_ranks_diagonals_and_unknown_output_letters_are_not_parsed(string text)
     {
         Assert.That(EinsumEquation.Parse(text), Is.Null);
+    }
+
+    [TestCase("...qd,...kd->...qk", 4, 4, "abqd", "abkd", "abqk")]
+    [TestCase("b...qd,b...kd->b...qk", 4, 4, "baqd", "bakd", "baqk")]
+    [TestCase("...qhd,...khd->...hqk", 4, 4, "aqhd", "akhd", "ahqk")]
+    [TestCase("...qd,kd->...qk", 3, 2, "aqd", "kd", "aqk")]
+    [TestCase("...qd,...kd", 4, 3, "abqd", "bkd", "abkq")]
+    [TestCase("...ij,jk->...ik", 2, 2, "ij", "jk", "ik")]
+    public void An_ellipsis_becomes_unused_letters_aligned_on_the_right_for_known_ranks(string text, int first, int second, string a, string b, string output)
+    {
+        var equation = EinsumEquation.Parse(text, [first, second])!;
+
+        Assert.That(equation.Operands, Is.EqualTo(new[] { a, b }));
+        Assert.That(equation.Output, Is.EqualTo(output));
+    }
+
+    [TestCase("...qd,...kd->...qk", null, 4)]
+    [TestCase("...qd,...kd->...qk", 1, 4)]
+    [TestCase("...q...d,kd->qk", 4, 2)]
+    [TestCase("..qd,kd->qk", 4, 2)]
+    [TestCase("qd,kd->...qk...", 2, 2)]
+    public void An_ellipsis_of_unknown_or_impossible_rank_or_malformed_is_not_parsed(string text, int? first, int? second)
+    {
+        Assert.That(EinsumEquation.Parse(text, [first, second]), Is.Null);
+    }
+
+    [Test]
+    public void The_operands_holding_an_ellipsis_are_listed()
+    {
+        Assert.That(EinsumEquation.OperandsWithEllipsis("bhqk,...kd->...qd"), Is.EqualTo(new[] { 1 }));
+        Assert.That(EinsumEquation.OperandsWithEllipsis("bhqd,bhkd->bhqk"), Is.Empty);
     }
 
     [Test]

@@ -84,7 +84,7 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, Softcap: 2.0f));
         yield return new("Dropout (inference) and Identity after Softmax", DropoutIdentity, PlainInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
-        yield return new("GQA head repeat Unsqueeze→Expand→Reshape removed", GqaHeadRepeat, GqaInputs,
+        yield return new("GQA head repeat Unsqueeze→Expand→Reshape removed", () => GqaHeadRepeat(einsumValue: false), GqaInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, KvHeadRepeatRemoved: true));
         yield return new("Multi-query: one key head broadcast by MatMul", MultiQueryBroadcast, GqaInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
@@ -129,6 +129,8 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "Softmax written out"));
         yield return new("Attention inside a model-local function with declared input types", () => AttentionInFunction(declareTypes: true, attributeReference: false), PlainInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Attention inside a function taking its scale from the caller: the call inlined", () => AttentionInFunction(declareTypes: false, attributeReference: true), PlainInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD));
         yield return new("Einsum (B,S,H,D) operands, pre-scaled query, -1e9 padding (Keras MultiHeadAttention via tf2onnx)", KerasEinsum, KerasInputs,
             new(KeyLayout.Einsum, ScalePlacement.Query, InvSqrtD), NoReferenceProbe: true);
         yield return new("Einsum bhqd,bhkd->bhqk and bhqk,bhkd->bhqd, Div scale", TorchEinsum, PlainInputs,
@@ -144,6 +146,21 @@ internal static class AttentionModels
         yield return new("MatMul scores, Einsum value product of (B,T,H,D) values giving (B,S,H,D)", EinsumValueBshdAfterMatMulScores, EinsumValueBshdInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
         yield return new("Einsum scores from (B,S,H,D) query and key, MatMul value product", EinsumScoresMatMulValue, EinsumScoresInputs,
+            new(KeyLayout.Einsum, ScalePlacement.MultiplyScores, InvSqrtD));
+        yield return new("Einsum with ellipses ...qd,...kd->...qk and ...qk,...kd->...qd", () => EllipsisEinsum("...qd,...kd->...qk", "...qk,...kd->...qd"), PlainInputs,
+            new(KeyLayout.Einsum, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Einsum with a batch letter before the ellipsis, b...qd,b...kd->b...qk and b...qk,b...kd->b...qd",
+            () => EllipsisEinsum("b...qd,b...kd->b...qk", "b...qk,b...kd->b...qd"), PlainInputs,
+            new(KeyLayout.Einsum, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Einsum with an ellipsis for the batch of (B,S,H,D) operands, ...qhd,...khd->...hqk and ...hqk,...khd->...qhd", EllipsisEinsumBshd, BshdInputs,
+            new(KeyLayout.Einsum, ScalePlacement.Query, InvSqrtD), NoReferenceProbe: true);
+        yield return new("Einsum with ellipses on 3-D (N,S,D) operands, MatMul value product", EllipsisEinsumRank3, Rank3QkvInputs,
+            new(KeyLayout.Einsum, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("GQA head repeat removed with MatMul scores and an Einsum value product", () => GqaHeadRepeat(einsumValue: true), GqaInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, KvHeadRepeatRemoved: true));
+        yield return new("GQA head repeat removed with Einsum scores and value product (ellipses)", GqaHeadRepeatEinsum, GqaInputs,
+            new(KeyLayout.Einsum, ScalePlacement.MultiplyScores, InvSqrtD, KvHeadRepeatRemoved: true));
+        yield return new("Interleaved head repeat (Unsqueeze(1)) with Einsum products kept: K and V fed already repeated", GqaInterleavedRepeatEinsum, GqaInputs,
             new(KeyLayout.Einsum, ScalePlacement.MultiplyScores, InvSqrtD));
     }
 
@@ -452,12 +469,14 @@ internal static class AttentionModels
         yield return new("Softmax written out without subtracting the row max", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: false), PaddingInputs, null,
             "without subtracting the row max");
         yield return new("Softmax written out with keepdims=0", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: true, keepDims: 0), PaddingInputs, null, "keepdims=0");
-        yield return new("Attention inside a function taking its scale from the caller", () => AttentionInFunction(declareTypes: true, attributeReference: true), PlainInputs, null,
-            "reads attribute values from its callers");
         yield return new("Attention inside a function without declared types", () => AttentionInFunction(declareTypes: false, attributeReference: false), PlainInputs, null,
             "element type of query 'q' is unknown");
         yield return new("Einsum value product contracting the query axis", EinsumContractingQueryAxis, SelfAttentionInputs, null, "not a 4-D or 3-D product contracting their last axis");
         yield return new("Einsum scores with the query axis between batch and heads", EinsumHeadsNotLeading, PlainInputs, null, "query·keyᵀ product whose leading axes both operands hold");
+        yield return new("Einsum value product with an ellipsis in an operand of unknown rank", () => EllipsisOfUnknownRank(scores: false), PlainInputs, null,
+            "has an ellipsis in operand 'v', whose rank is unknown");
+        yield return new("Einsum scores with an ellipsis in an operand of unknown rank", () => EllipsisOfUnknownRank(scores: true), PlainInputs, null,
+            "has an ellipsis in operand 'q', whose rank is unknown");
         yield return new("float32 finfo.min fill in a bfloat16 attention", Bfloat16WithFloatFill, PlainInputs, null, "cannot hold exactly");
     }
 
@@ -793,24 +812,54 @@ internal static class AttentionModels
         return Finish(b, b.Node("Identity", [dropped]), v);
     }
 
-    private static ModelProto GqaHeadRepeat()
+    private static ModelProto GqaHeadRepeat(bool einsumValue)
     {
         var b = new ModelBuilder();
         var q = b.Input("q", DataType.Float, "B", Heads, "S", HeadDim);
         var k = b.Input("k", DataType.Float, "B", 1, "T", HeadDim);
         var v = b.Input("v", DataType.Float, "B", 1, "T", HeadDim);
-        string Repeat(string x)
+        var probabilities = Softmax(b, b.Node("Mul", [Scores(b, q, RepeatHeads(b, k)), b.Scalar(InvSqrtD)]));
+        if (!einsumValue)
         {
-            var shape = b.Node("Shape", [x]);
-            var batchHeads = b.Node("Slice", [shape, b.Ints(0), b.Ints(2)]);
-            var lengthDim = b.Node("Slice", [shape, b.Ints(2), b.Ints(4)]);
-            var batch = b.Node("Slice", [shape, b.Ints(0), b.Ints(1)]);
-            var expanded = b.Node("Expand", [b.Node("Unsqueeze", [x, b.Ints(2)]), b.Node("Concat", [batchHeads, b.Ints(Heads), lengthDim], Int("axis", 0))]);
-            return b.Node("Reshape", [expanded, b.Node("Concat", [batch, b.Ints(Heads), lengthDim], Int("axis", 0))]);
+            return Finish(b, probabilities, RepeatHeads(b, v));
         }
 
-        var scores = b.Node("Mul", [Scores(b, q, Repeat(k)), b.Scalar(InvSqrtD)]);
-        return Finish(b, Softmax(b, scores), Repeat(v));
+        b.Rename(b.Node("Einsum", [probabilities, RepeatHeads(b, v)], Str("equation", "bhqk,bhkd->bhqd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    /// <summary>
+    /// (B, Hkv, T, D) → (B, Heads, T, D) by Unsqueeze→Expand→Reshape: each kv head repeated contiguously
+    /// (axis 2, transformers' repeat_kv) or the heads interleaved (axis 1, which the op's GQA does not read).
+    /// </summary>
+    private static string RepeatHeads(ModelBuilder b, string x, long axis = 2)
+    {
+        var shape = b.Node("Shape", [x]);
+        var batch = b.Node("Slice", [shape, b.Ints(0), b.Ints(1)]);
+        var lengthDim = b.Node("Slice", [shape, b.Ints(2), b.Ints(4)]);
+        var expandedShape = axis == 2
+            ? b.Node("Concat", [b.Node("Slice", [shape, b.Ints(0), b.Ints(2)]), b.Ints(Heads), lengthDim], Int("axis", 0))
+            : b.Node("Concat", [batch, b.Ints(Heads), b.Node("Slice", [shape, b.Ints(1), b.Ints(4)])], Int("axis", 0));
+        var expanded = b.Node("Expand", [b.Node("Unsqueeze", [x, b.Ints(axis)]), expandedShape]);
+        return b.Node("Reshape", [expanded, b.Node("Concat", [batch, b.Ints(Heads), lengthDim], Int("axis", 0))]);
+    }
+
+    private static ModelProto GqaHeadRepeatEinsum() => GqaEinsum(axis: 2);
+
+    private static ModelProto GqaInterleavedRepeatEinsum() => GqaEinsum(axis: 1);
+
+    private static ModelProto GqaEinsum(long axis)
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "B", Heads, "S", HeadDim);
+        var k = b.Input("k", DataType.Float, "B", 1, "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", 1, "T", HeadDim);
+        var scores = b.Node("Einsum", [q, RepeatHeads(b, k, axis)], Str("equation", "...qd,...kd->...qk"));
+        var probabilities = Softmax(b, b.Node("Mul", [scores, b.Scalar(InvSqrtD)]));
+        b.Rename(b.Node("Einsum", [probabilities, RepeatHeads(b, v, axis)], Str("equation", "...qk,...kd->...qd")), "out");
+        b.Output("out");
+        return b.Model;
     }
 
     private static ModelProto MultiQueryBroadcast()
@@ -1551,7 +1600,73 @@ internal static class AttentionModels
         ["v"] = TestTensor.Random(r, [Batch, Heads, t, HeadDim]),
     };
 
+    private static ModelProto EllipsisEinsum(string scoreEquation, string valueEquation)
+    {
+        var (b, q, k, v) = Bhsd();
+        var scores = b.Node("Einsum", [q, k], Str("equation", scoreEquation));
+        b.Rename(b.Node("Einsum", [Softmax(b, Div(b, scores)), v], Str("equation", valueEquation)), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static ModelProto EllipsisEinsumBshd()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "B", "S", Heads, HeadDim);
+        var k = b.Input("k", DataType.Float, "B", "T", Heads, HeadDim);
+        var v = b.Input("v", DataType.Float, "B", "T", Heads, HeadDim);
+        var scores = b.Node("Einsum", [b.Node("Mul", [q, b.Scalar(InvSqrtD)]), k], Str("equation", "...qhd,...khd->...hqk"));
+        b.Rename(b.Node("Einsum", [Softmax(b, scores), v], Str("equation", "...hqk,...khd->...qhd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    private static Dictionary<string, TestTensor> BshdInputs(Random r, long s, long t) => new()
+    {
+        ["q"] = TestTensor.Random(r, [Batch, s, Heads, HeadDim]),
+        ["k"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim]),
+        ["v"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim]),
+    };
+
+    private static ModelProto EllipsisEinsumRank3()
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "N", "S", HeadDim);
+        var k = b.Input("k", DataType.Float, "N", "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "N", "T", HeadDim);
+        return Finish(b, Softmax(b, Div(b, b.Node("Einsum", [q, k], Str("equation", "...sd,...td->...st")))), v);
+    }
+
+    private static Dictionary<string, TestTensor> Rank3QkvInputs(Random r, long s, long t) => new()
+    {
+        ["q"] = TestTensor.Random(r, [Batch * Heads, s, HeadDim]),
+        ["k"] = TestTensor.Random(r, [Batch * Heads, t, HeadDim]),
+        ["v"] = TestTensor.Random(r, [Batch * Heads, t, HeadDim]),
+    };
+
     // ---- refused variants ----------------------------------------------------------------------
+
+    /// <summary>Ellipsis Einsum attention whose query and key (scores), or value, are declared without a shape.</summary>
+    private static ModelProto EllipsisOfUnknownRank(bool scores)
+    {
+        var b = new ModelBuilder();
+        foreach (var name in new[] { "q", "k", "v" })
+        {
+            var unknown = scores ? name != "v" : name == "v";
+            b.Graph.Input.Add(ValueInfo(name, DataType.Float, unknown ? null : ["B", Heads, name == "q" ? "S" : "T", HeadDim]));
+        }
+
+        var probabilities = Softmax(b, Div(b, b.Node("Einsum", ["q", "k"], Str("equation", scores ? "...qd,...kd->...qk" : "bhqd,bhkd->bhqk"))));
+        if (scores)
+        {
+            return Finish(b, probabilities, "v");
+        }
+
+        b.Rename(b.Node("Einsum", [probabilities, "v"], Str("equation", "...qk,...kd->...qd")), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
 
     private static ModelProto EinsumHeadsNotLeading()
     {

@@ -627,6 +627,28 @@ TEST_P(CompatTest, InconsistentShapesFailTheRunWithAMessageNamingThem) {
   ExpectClose(result.values, c.Expected(), 1e-5);
 }
 
+// A value head dim whose CPU scratch would pass the per-thread limit (kMaxCpuScratchBytesPerThread, 1 GiB) fails the
+// Run with a message naming the node and the size, however many threads run the items; the session stays usable.
+TEST_P(CompatTest, ScratchBeyondThePerThreadLimitFailsTheRunAndTheSessionStaysUsable) {
+  ASSERT_NO_FATAL_FAILURE(CreateSession(FlashAttentionModel(kOnnxFloat, {"Q", "K", "V"}, 0, std::nullopt)));
+  constexpr int64_t kValueDim = (int64_t(1) << 21) + 1024;  // >= 64 rows x Dv x 4 bytes of accumulators, twice
+  const Tensor q{"Q", {1, 1, 2, 8}, Values(16, 1)};
+  const Tensor k{"K", {1, 1, 3, 8}, Values(24, 2)};
+  RunResult result = Run({q, k, Tensor{"V", {1, 1, 3, kValueDim}, Values(3 * kValueDim, 3)}}, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+  ASSERT_TRUE(result.error) << "a head dim needing more than 1 GiB of scratch per thread ran in ONNX Runtime " << Release();
+  EXPECT_NE(result.error->find("node 'attention': FlashAttention CPU kernel: a work item needs "), std::string::npos)
+      << *result.error;
+  EXPECT_NE(result.error->find("bytes of scratch memory (head_dim 8, v_head_dim 2098176), more than the limit of "
+                               "1073741824 bytes per thread"),
+            std::string::npos)
+      << *result.error;
+
+  const Tensor v{"V", {1, 1, 3, 4}, Values(12, 3)};
+  result = Run({q, k, v}, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+  ASSERT_FALSE(result.error) << *result.error;
+  ExpectClose(result.values, Reference(q, k, v, nullptr, nullptr, 0, std::nullopt), 1e-5);
+}
+
 INSTANTIATE_TEST_SUITE_P(Runtimes, CompatTest, ::testing::ValuesIn(RuntimePaths()), RuntimeTestName);
 
 }  // namespace

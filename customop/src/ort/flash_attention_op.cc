@@ -181,7 +181,8 @@ struct FlashAttentionKernel {
       ParallelRunner runner;
       runner.parallel_for = &OrtParallelFor;
       runner.self = &kernel_context;
-      flash_attention_cpu(params, runner);
+      if (std::string error = flash_attention_cpu(params, runner); !error.empty())
+        return Ort::Status(("node '" + node_name_ + "': " + error).c_str(), ORT_FAIL);
       return Ort::Status{nullptr};
     } else {
 #if ORTFLASH_WITH_CUDA

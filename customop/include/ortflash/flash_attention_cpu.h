@@ -21,7 +21,8 @@ inline constexpr int64_t kMaxCpuScratchBytesPerThread = int64_t(1) << 30;
 // `runner` (serial when runner.parallel_for is null).
 // Returns an empty string on success, otherwise a message saying what failed (scratch memory that
 // could not be allocated, with its size); the output is then unspecified. No exception leaves a
-// work item, so none reaches `runner`; only building the returned message may throw (bad_alloc).
+// work item, so none reaches `runner`'s threads; what runner.parallel_for itself throws passes
+// through, and building the returned message may throw std::bad_alloc.
 std::string flash_attention_cpu(const AttentionParams& params, const ParallelRunner& runner = {});
 
 // Which instruction-set path the runtime dispatch picked on this machine ("avx512", "avx2-fma" or "portable").

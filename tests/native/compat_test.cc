@@ -627,6 +627,86 @@ TEST_P(CompatTest, InconsistentShapesFailTheRunWithAMessageNamingThem) {
   ExpectClose(result.values, c.Expected(), 1e-5);
 }
 
+// A value head dim whose CPU scratch would pass the per-thread limit (kMaxCpuScratchBytesPerThread, 1 GiB) fails the
+// Run with a message naming the node and the size, however many threads run the items; the session stays usable.
+TEST_P(CompatTest, ScratchBeyondThePerThreadLimitFailsTheRunAndTheSessionStaysUsable) {
+  ASSERT_NO_FATAL_FAILURE(CreateSession(FlashAttentionModel(kOnnxFloat, {"Q", "K", "V"}, 0, std::nullopt)));
+  constexpr int64_t kValueDim = (int64_t(1) << 21) + 1024;  // >= 64 rows x Dv x 4 bytes of accumulators, twice
+  const Tensor q{"Q", {1, 1, 2, 8}, Values(16, 1)};
+  const Tensor k{"K", {1, 1, 3, 8}, Values(24, 2)};
+  RunResult result = Run({q, k, Tensor{"V", {1, 1, 3, kValueDim}, Values(3 * kValueDim, 3)}}, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+  ASSERT_TRUE(result.error) << "a head dim needing more than 1 GiB of scratch per thread ran in ONNX Runtime " << Release();
+  EXPECT_NE(result.error->find("node 'attention': FlashAttention CPU kernel: a work item needs "), std::string::npos)
+      << *result.error;
+  EXPECT_NE(result.error->find("bytes of scratch memory (head_dim 8, v_head_dim 2098176), more than the limit of "
+                               "1073741824 bytes per thread"),
+            std::string::npos)
+      << *result.error;
+
+  const Tensor v{"V", {1, 1, 3, 4}, Values(12, 3)};
+  result = Run({q, k, v}, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+  ASSERT_FALSE(result.error) << *result.error;
+  ExpectClose(result.values, Reference(q, k, v, nullptr, nullptr, 0, std::nullopt), 1e-5);
+}
+
+// Zero-size dimensions are valid shapes: no batch or no value dims give an empty Y, no keys give zero rows ("zero"
+// policy), no head dims give scores of 0 (a uniform average of V, with scale 1).
+TEST_P(CompatTest, ZeroSizeDimensionsRunToAnEmptyOrAsReferenceOutput) {
+  ASSERT_NO_FATAL_FAILURE(CreateSession(FlashAttentionModel(kOnnxFloat, {"Q", "K", "V"}, 0, 1.0f)));
+  const auto tensor = [](const char* name, std::vector<int64_t> shape, uint32_t seed) {
+    const size_t count = ElementCount(shape);
+    return Tensor{name, std::move(shape), Values(count, seed)};
+  };
+  struct Case {
+    const char* what;
+    Tensor q, k, v;
+    std::vector<int64_t> output;
+  };
+  const Case cases[] = {
+      {"no batch", tensor("Q", {0, 2, 5, 8}, 1), tensor("K", {0, 2, 5, 8}, 2), tensor("V", {0, 2, 5, 4}, 3), {0, 2, 5, 4}},
+      {"no keys", tensor("Q", {1, 2, 3, 8}, 1), tensor("K", {1, 2, 0, 8}, 2), tensor("V", {1, 2, 0, 4}, 3), {1, 2, 3, 4}},
+      {"no head dims", tensor("Q", {1, 1, 3, 0}, 1), tensor("K", {1, 1, 4, 0}, 2), tensor("V", {1, 1, 4, 2}, 3), {1, 1, 3, 2}},
+      {"no value dims", tensor("Q", {1, 1, 3, 8}, 1), tensor("K", {1, 1, 4, 8}, 2), tensor("V", {1, 1, 4, 0}, 3), {1, 1, 3, 0}},
+      {"no queries", tensor("Q", {2, 1, 0, 8}, 1), tensor("K", {2, 1, 4, 8}, 2), tensor("V", {2, 1, 4, 2}, 3), {2, 1, 0, 2}},
+  };
+  for (const Case& c : cases) {
+    const RunResult result = Run({c.q, c.k, c.v}, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+    ASSERT_FALSE(result.error) << c.what << ", ONNX Runtime " << Release() << ": " << *result.error;
+    EXPECT_EQ(result.shape, c.output) << c.what;
+    ExpectClose(result.values, Reference(c.q, c.k, c.v, nullptr, nullptr, 0, 1.0), 1e-5);
+  }
+}
+
+// ONNX Runtime accepts an empty tensor whose other dimensions multiply past int64 (its size is 0); the op refuses it,
+// naming the input, instead of computing strides that overflow. Y's shape, from Q and V, is checked on its own.
+TEST_P(CompatTest, ShapesWhoseDimensionsMultiplyPastInt64FailTheRun) {
+  constexpr int64_t kHuge = int64_t(1) << 40;
+  const std::string huge = std::to_string(kHuge);
+  struct Case {
+    std::vector<Tensor> inputs;
+    std::string named;
+  };
+  const Case cases[] = {
+      {{{"Q", {0, kHuge, kHuge, 1}, {}}, {"K", {0, kHuge, kHuge, 1}, {}}, {"V", {0, kHuge, kHuge, 1}, {}}},
+       "input Q (0, " + huge + ", " + huge + ", 1) is too large"},
+      {{{"Q", {0, 1, 4, 8}, {}}, {"K", {0, 1, kHuge, kHuge}, {}}, {"V", {0, 1, kHuge, 1}, {}}},
+       "input K (0, 1, " + huge + ", " + huge + ") is too large"},
+      {{{"Q", {0, 1, kHuge, 1}, {}}, {"K", {0, 1, 0, 1}, {}}, {"V", {0, 1, 0, kHuge}, {}}},
+       "the output (0, 1, " + huge + ", " + huge + ") of Q (0, 1, " + huge + ", 1) and V (0, 1, 0, " + huge + ") is too large"},
+      {{{"Q", {0, 1, kHuge, 1}, {}}, {"K", {0, 1, kHuge, 1}, {}}, {"V", {0, 1, kHuge, 1}, {}}, {"bias", {0, 1, kHuge, kHuge}, {}}},
+       "input bias (0, 1, " + huge + ", " + huge + ") is too large"},
+  };
+  ASSERT_NO_FATAL_FAILURE(CreateSession(FlashAttentionModel(kOnnxFloat, {"Q", "K", "V", "bias"}, 0, std::nullopt)));
+  for (const Case& c : cases) {
+    std::vector<Tensor> inputs = c.inputs;
+    if (inputs.size() == 3) inputs.push_back(Tensor{"bias", {1, 1, 1, 1}, {0.0}});
+    const RunResult result = Run(inputs, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+    ASSERT_TRUE(result.error) << c.named << " ran in ONNX Runtime " << Release();
+    EXPECT_NE(result.error->find(c.named + ": the product of its dimensions overflows int64"), std::string::npos)
+        << *result.error;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Runtimes, CompatTest, ::testing::ValuesIn(RuntimePaths()), RuntimeTestName);
 
 }  // namespace

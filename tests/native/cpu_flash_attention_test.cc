@@ -52,19 +52,33 @@ std::vector<KernelPath> SupportedPaths() {
   return paths;
 }
 
-std::vector<double> RunKernel(AttentionTensors& tensors, KernelPath path, const ParallelRunner& runner = {}) {
-  const AttentionParams params = tensors.Params();
+// The kernel's error message ("" on success).
+std::string RunPath(const AttentionParams& params, KernelPath path, const ParallelRunner& runner = {}) {
   switch (path) {
     case KernelPath::kAvx512:
-      flash_attention_cpu_avx512(params, runner);
-      break;
+      return flash_attention_cpu_avx512(params, runner);
     case KernelPath::kAvx2:
-      flash_attention_cpu_avx2(params, runner);
-      break;
+      return flash_attention_cpu_avx2(params, runner);
     case KernelPath::kPortable:
-      flash_attention_cpu_portable(params, runner);
       break;
   }
+  return flash_attention_cpu_portable(params, runner);
+}
+
+cpu::QueryTileKernel SelectedKernel(const AttentionParams& params, KernelPath path) {
+  switch (path) {
+    case KernelPath::kAvx512:
+      return cpu::avx512::SelectQueryTileKernel(params);
+    case KernelPath::kAvx2:
+      return cpu::avx2::SelectQueryTileKernel(params);
+    case KernelPath::kPortable:
+      break;
+  }
+  return cpu::portable::SelectQueryTileKernel(params);
+}
+
+std::vector<double> RunKernel(AttentionTensors& tensors, KernelPath path, const ParallelRunner& runner = {}) {
+  EXPECT_EQ(RunPath(tensors.Params(), path, runner), "");
   return tensors.Output();
 }
 
@@ -116,7 +130,7 @@ TEST(CpuFlashAttention, DispatchedPathIsTheReportedOne) {
   c.bias = Broadcast::kBatchKey;
   c.causal = CausalAlignment::kLowerRight;
   AttentionTensors dispatched_tensors(c);
-  flash_attention_cpu(dispatched_tensors.Params());
+  EXPECT_EQ(flash_attention_cpu(dispatched_tensors.Params()), "");
   const std::vector<double> dispatched = dispatched_tensors.Output();
   AttentionTensors path_tensors(c);
   const std::vector<double> reported = RunKernel(path_tensors, SupportedPaths().front());
@@ -474,6 +488,65 @@ TEST(CpuFlashAttention, ShuffledParallelItemsGiveIdenticalOutput) {
     ASSERT_EQ(serial.size(), parallel.size());
     EXPECT_EQ(std::memcmp(serial.data(), parallel.data(), serial.size() * sizeof(double)), 0) << Name(path);
     ExpectMatchesReference(parallel_tensors, parallel);
+  }
+}
+
+// ---- Failures come back as messages ------------------------------------------------------------------
+
+// Sets the scratch-failure hook for one scope, so that a failing assertion cannot leave it set.
+class SimulatedScratchFailure {
+ public:
+  SimulatedScratchFailure() { cpu::SimulateScratchAllocationFailure(true); }
+  ~SimulatedScratchFailure() { cpu::SimulateScratchAllocationFailure(false); }
+  SimulatedScratchFailure(const SimulatedScratchFailure&) = delete;
+  SimulatedScratchFailure& operator=(const SimulatedScratchFailure&) = delete;
+};
+
+// Scratch that cannot be allocated, serially or on 4 threads, is an error message naming the size;
+// no exception reaches the runner, and the next call (the hook cleared) computes the right answer.
+TEST(CpuFlashAttention, ScratchAllocationFailureIsReportedWithItsSize) {
+  for (KernelPath path : SupportedPaths()) {
+    SCOPED_TRACE(Name(path));
+    AttentionCase c = Shape(DType::kFloat32, 130, 70, 64, 64);
+    c.q_heads = 4;
+    c.kv_heads = 4;
+    AttentionTensors tensors(c);
+    const std::string bytes = std::to_string(SelectedKernel(tensors.Params(), path).scratch_floats * sizeof(float));
+    const std::string expected = "FlashAttention CPU kernel: allocating " + bytes +
+                                 " bytes of scratch memory failed (head_dim 64, v_head_dim 64)";
+    {
+      const SimulatedScratchFailure failure;
+      EXPECT_EQ(RunPath(tensors.Params(), path), expected);
+      ShuffledThreadRunner runner(4, 5);
+      EXPECT_EQ(RunPath(tensors.Params(), path, runner.runner()), expected);
+      EXPECT_EQ(runner.calls(), 1u);
+    }
+    ExpectMatchesReference(tensors, RunKernel(tensors, path));
+  }
+}
+
+// A head dim whose work-item scratch would pass the per-thread limit fails before anything is
+// allocated or read (the tensors here are far smaller than the shape says).
+TEST(CpuFlashAttention, ScratchBeyondThePerThreadLimitIsReportedWithoutAllocating) {
+  float unread[8] = {};
+  AttentionParams params;
+  params.q = params.k = params.v = params.out = unread;
+  params.batch = params.q_heads = params.kv_heads = params.q_len = params.kv_len = 1;
+  params.head_dim = 1;
+  params.v_head_dim = int64_t(1) << 22;  // 4M value dims: at least 64 rows x 4M x 4 bytes of accumulators
+  SetDenseStrides(params);
+  const std::string limit = "more than the limit of " + std::to_string(kMaxCpuScratchBytesPerThread) + " bytes per thread";
+  for (KernelPath path : SupportedPaths()) {
+    SCOPED_TRACE(Name(path));
+    const std::string bytes = std::to_string(SelectedKernel(params, path).scratch_floats * sizeof(float));
+    EXPECT_EQ(RunPath(params, path), "FlashAttention CPU kernel: a work item needs " + bytes +
+                                         " bytes of scratch memory (head_dim 1, v_head_dim 4194304), " + limit);
+  }
+  // Head dims whose scratch size would not even fit in 64 bits are refused before it is computed.
+  params.head_dim = params.v_head_dim = int64_t(1) << 60;
+  SetDenseStrides(params);
+  for (KernelPath path : SupportedPaths()) {
+    EXPECT_NE(RunPath(params, path).find(limit), std::string::npos) << Name(path);
   }
 }
 

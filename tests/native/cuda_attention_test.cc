@@ -18,6 +18,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ortflash/attention_params.h"
@@ -569,6 +570,27 @@ TEST(CudaAttention, OddHeadDimsAndFloat32RunOnTheGenericKernel) {
   c.dtype = DType::kFloat32, c.head_dim = c.v_head_dim = 64, c.batch = 2, c.q_heads = 4, c.kv_heads = 2;
   c.q_len = 129, c.kv_len = 257, c.causal = CausalAlignment::kUpperLeft, c.bias = Broadcast::kPerKey;
   expect_matches_reference(c, 3);
+}
+
+// The generic kernel takes (D + Dv) x 4 bytes of shared memory per warp: these head dims pass the
+// 48 KiB default (and stay under the 99 KiB of sm_86/89), so launches raise the kernel's limit,
+// which is remembered per device. A smaller call after a larger one must not lower it, a larger one
+// must raise it again, also when calls on several threads raise it at once.
+TEST(CudaAttention, SharedMemoryOptInIsRememberedAndOnlyGrows) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  const auto run = [](int64_t d, uint32_t seed) {
+    Case c;
+    c.dtype = DType::kFloat32, c.head_dim = c.v_head_dim = d, c.q_len = 9, c.kv_len = 33;
+    expect_matches_reference(c, seed);
+  };
+  for (int64_t d : {2000, 64, 2900, 1600, 3000}) run(d, static_cast<uint32_t>(d));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&run, t] {
+      for (int64_t d : {1600 + 400 * t, 100, 3000 - 300 * t}) run(d, static_cast<uint32_t>(t));
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
 }
 
 TEST(CudaAttention, ValueHeadDimMayDifferFromKeyHeadDim) {

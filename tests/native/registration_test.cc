@@ -57,6 +57,16 @@ TEST(Registration, RegistersIntoTheRealRuntime) {
   api->ReleaseSessionOptions(options);
 }
 
+TEST(Registration, MissingSessionOptionsGetAnErrorStatus) {
+  ASSERT_NE(Libs().register_ops, nullptr);
+  const OrtApi* api = Libs().base->GetApi(ORT_API_VERSION);
+  OrtStatus* status = Libs().register_ops(nullptr, Libs().base);
+  ASSERT_NE(status, nullptr);
+  EXPECT_EQ(api->GetErrorCode(status), ORT_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(api->GetErrorMessage(status)).find("no session options"), std::string::npos);
+  api->ReleaseStatus(status);
+}
+
 TEST(Registration, TooOldRuntimeGetsAnErrorStatus) {
   ASSERT_NE(Libs().register_ops, nullptr);
   real_base = Libs().base;

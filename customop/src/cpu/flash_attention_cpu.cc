@@ -1,9 +1,15 @@
 // OrtFlash CPU kernel entry: instruction-set dispatch and the parallel launch over work items.
 #include "ortflash/flash_attention_cpu.h"
 
+#include <atomic>
+#include <cstdarg>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <exception>
 #include <memory>
+#include <new>
+#include <string>
 
 #include "flash_attention_cpu_internal.h"
 
@@ -19,56 +25,135 @@ KernelSelector DispatchedSelector() {
   return selector;
 }
 
-// Scratch for the work items a thread runs, kept between items and calls so that a work item
-// does not allocate.
-float* ThreadScratch(size_t floats) {
+// Test hook (SimulateScratchAllocationFailure): every scratch request fails while it is set.
+std::atomic<bool> scratch_allocation_fails{false};
+
+// Blocks up to this size stay with the thread that allocated them, for its later work items and
+// calls (D = Dv up to about 4000 on every path); larger ones are allocated per work item, so that
+// one call with a huge head dim does not leave every pool thread holding its block.
+constexpr size_t kRetainedScratchBytes = size_t(8) << 20;
+
+// The thread's retained block, grown to `floats`; nullptr when the allocation fails.
+float* RetainedScratch(size_t floats) {
   thread_local std::unique_ptr<float[]> buffer;
   thread_local size_t capacity = 0;
   if (capacity < floats) {
-    buffer.reset(new float[floats]);
+    buffer.reset();  // free the old block first: growing never needs both
+    capacity = 0;
+    buffer.reset(new (std::nothrow) float[floats]);
+    if (buffer == nullptr) return nullptr;
     capacity = floats;
   }
   return buffer.get();
 }
 
+// Scratch for one work item; get() is nullptr when it could not be allocated.
+class ScratchLease {
+ public:
+  explicit ScratchLease(size_t floats) {
+    if (scratch_allocation_fails.load(std::memory_order_relaxed)) return;
+    if (floats * sizeof(float) <= kRetainedScratchBytes) {
+      scratch_ = RetainedScratch(floats);
+    } else {
+      owned_.reset(new (std::nothrow) float[floats]);
+      scratch_ = owned_.get();
+    }
+  }
+  float* get() const { return scratch_; }
+
+ private:
+  std::unique_ptr<float[]> owned_;
+  float* scratch_ = nullptr;
+};
+
 struct Launch {
   const AttentionParams* params;
   cpu::QueryTileKernel kernel;
   int64_t tiles_per_head;
+
+  // The first failure of a work item, reported by the calling thread once every item has returned.
+  // Written without allocating (workers may be out of memory) and without throwing.
+  std::atomic<bool> failed{false};
+  std::atomic_flag message_claimed = ATOMIC_FLAG_INIT;
+  char message[320] = {};
+
+  // Later items of a failed call return at once: the call's output is not used.
+  __attribute__((format(printf, 2, 3))) void Fail(const char* format, ...) {
+    if (!message_claimed.test_and_set(std::memory_order_acq_rel)) {
+      va_list args;
+      va_start(args, format);
+      std::vsnprintf(message, sizeof message, format, args);
+      va_end(args);
+    }
+    failed.store(true, std::memory_order_release);
+  }
 };
 
-// Work item index = (batch * q_heads + head) * tiles_per_head + query tile.
-void RunWorkItem(void* data, size_t index) {
-  const Launch& launch = *static_cast<const Launch*>(data);
+// Work item index = (batch * q_heads + head) * tiles_per_head + query tile. Runs on the runner's
+// threads (ONNX Runtime's pool in the op): nothing may propagate out of it.
+void RunWorkItem(void* data, size_t index) noexcept {
+  Launch& launch = *static_cast<Launch*>(data);
+  if (launch.failed.load(std::memory_order_relaxed)) return;
   const AttentionParams& params = *launch.params;
-  const int64_t item_index = static_cast<int64_t>(index);
-  const int64_t tile = item_index % launch.tiles_per_head;
-  const int64_t head_index = item_index / launch.tiles_per_head;
-  cpu::WorkItem item;
-  item.batch = head_index / params.q_heads;
-  item.head = head_index % params.q_heads;
-  item.first_row = tile * launch.kernel.query_tile_rows;
-  const int64_t rows_left = params.q_len - item.first_row;
-  item.rows = rows_left < launch.kernel.query_tile_rows ? rows_left : launch.kernel.query_tile_rows;
-  launch.kernel.run(params, item, ThreadScratch(launch.kernel.scratch_floats));
+  try {
+    const int64_t item_index = static_cast<int64_t>(index);
+    const int64_t tile = item_index % launch.tiles_per_head;
+    const int64_t head_index = item_index / launch.tiles_per_head;
+    cpu::WorkItem item;
+    item.batch = head_index / params.q_heads;
+    item.head = head_index % params.q_heads;
+    item.first_row = tile * launch.kernel.query_tile_rows;
+    const int64_t rows_left = params.q_len - item.first_row;
+    item.rows = rows_left < launch.kernel.query_tile_rows ? rows_left : launch.kernel.query_tile_rows;
+    const ScratchLease scratch(launch.kernel.scratch_floats);
+    if (scratch.get() == nullptr) {
+      launch.Fail("FlashAttention CPU kernel: allocating %zu bytes of scratch memory failed (head_dim %lld, v_head_dim %lld)",
+                  launch.kernel.scratch_floats * sizeof(float), static_cast<long long>(params.head_dim),
+                  static_cast<long long>(params.v_head_dim));
+      return;
+    }
+    launch.kernel.run(params, item, scratch.get());
+  } catch (const std::exception& e) {
+    launch.Fail("FlashAttention CPU kernel: work item %zu failed: %s", index, e.what());
+  } catch (...) {
+    launch.Fail("FlashAttention CPU kernel: work item %zu failed with an unknown exception", index);
+  }
 }
 
-void RunFlashAttention(const AttentionParams& params, const ParallelRunner& runner, KernelSelector select) {
+std::string RunFlashAttention(const AttentionParams& params, const ParallelRunner& runner, KernelSelector select) {
   // Nothing to write. kv_heads must divide q_heads for the head mapping (validated by the caller;
   // checked here only because the mapping divides by it).
-  if (params.batch <= 0 || params.q_heads <= 0 || params.q_len <= 0 || params.v_head_dim <= 0) return;
-  if (params.kv_heads <= 0 || params.q_heads % params.kv_heads != 0) return;
+  if (params.batch <= 0 || params.q_heads <= 0 || params.q_len <= 0 || params.v_head_dim <= 0) return {};
+  if (params.kv_heads <= 0 || params.q_heads % params.kv_heads != 0) return {};
+
+  // Bounds the head dims before the scratch size is computed from them (a product that must not overflow).
+  constexpr int64_t kMaxScratchFloats = kMaxCpuScratchBytesPerThread / int64_t(sizeof(float));
+  const auto too_much_scratch = [&](const std::string& needs) {
+    return "FlashAttention CPU kernel: a work item needs " + needs + " bytes of scratch memory (head_dim " +
+           std::to_string(params.head_dim) + ", v_head_dim " + std::to_string(params.v_head_dim) +
+           "), more than the limit of " + std::to_string(kMaxCpuScratchBytesPerThread) + " bytes per thread";
+  };
+  if (params.head_dim < 0) return "FlashAttention CPU kernel: negative head_dim " + std::to_string(params.head_dim);
+  if (params.head_dim > kMaxScratchFloats || params.v_head_dim > kMaxScratchFloats)
+    return too_much_scratch("more than " + std::to_string(kMaxCpuScratchBytesPerThread));
 
   const cpu::QueryTileKernel kernel = select(params);
-  if (kernel.run == nullptr) return;
-  const int64_t tiles_per_head = (params.q_len + kernel.query_tile_rows - 1) / kernel.query_tile_rows;
+  if (kernel.run == nullptr)
+    return "FlashAttention CPU kernel: unsupported dtype " + std::to_string(static_cast<int>(params.dtype));
+  if (kernel.scratch_floats > static_cast<size_t>(kMaxScratchFloats))
+    return too_much_scratch(std::to_string(kernel.scratch_floats * sizeof(float)));
+
+  const int64_t tiles_per_head =
+      params.q_len / kernel.query_tile_rows + (params.q_len % kernel.query_tile_rows != 0 ? 1 : 0);
   Launch launch{&params, kernel, tiles_per_head};
   const size_t total = static_cast<size_t>(params.batch * params.q_heads * tiles_per_head);
   if (runner.parallel_for != nullptr) {
     runner.parallel_for(runner.self, &RunWorkItem, total, &launch);
   } else {
-    for (size_t i = 0; i < total; ++i) RunWorkItem(&launch, i);
+    for (size_t i = 0; i < total && !launch.failed.load(std::memory_order_relaxed); ++i) RunWorkItem(&launch, i);
   }
+  if (!launch.failed.load(std::memory_order_acquire)) return {};
+  return launch.message;
 }
 
 }  // namespace
@@ -97,26 +182,28 @@ bool CpuSupportsAvx2Fma() {
 #endif
 }
 
+void SimulateScratchAllocationFailure(bool fail) { scratch_allocation_fails.store(fail, std::memory_order_relaxed); }
+
 }  // namespace cpu
 
-void flash_attention_cpu(const AttentionParams& params, const ParallelRunner& runner) {
-  RunFlashAttention(params, runner, DispatchedSelector());
+std::string flash_attention_cpu(const AttentionParams& params, const ParallelRunner& runner) {
+  return RunFlashAttention(params, runner, DispatchedSelector());
 }
 
 const char* flash_attention_cpu_isa() {
   return cpu::CpuSupportsAvx512() ? "avx512" : cpu::CpuSupportsAvx2Fma() ? "avx2-fma" : "portable";
 }
 
-void flash_attention_cpu_avx512(const AttentionParams& params, const ParallelRunner& runner) {
-  RunFlashAttention(params, runner, &cpu::avx512::SelectQueryTileKernel);
+std::string flash_attention_cpu_avx512(const AttentionParams& params, const ParallelRunner& runner) {
+  return RunFlashAttention(params, runner, &cpu::avx512::SelectQueryTileKernel);
 }
 
-void flash_attention_cpu_avx2(const AttentionParams& params, const ParallelRunner& runner) {
-  RunFlashAttention(params, runner, &cpu::avx2::SelectQueryTileKernel);
+std::string flash_attention_cpu_avx2(const AttentionParams& params, const ParallelRunner& runner) {
+  return RunFlashAttention(params, runner, &cpu::avx2::SelectQueryTileKernel);
 }
 
-void flash_attention_cpu_portable(const AttentionParams& params, const ParallelRunner& runner) {
-  RunFlashAttention(params, runner, &cpu::portable::SelectQueryTileKernel);
+std::string flash_attention_cpu_portable(const AttentionParams& params, const ParallelRunner& runner) {
+  return RunFlashAttention(params, runner, &cpu::portable::SelectQueryTileKernel);
 }
 
 }  // namespace ortflash

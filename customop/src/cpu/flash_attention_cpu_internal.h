@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "ortflash/attention_params.h"
 
@@ -40,12 +41,17 @@ QueryTileKernel SelectQueryTileKernel(const AttentionParams& params);
 bool CpuSupportsAvx512();   // AVX-512 F, BW, VL, DQ plus FMA and F16C
 bool CpuSupportsAvx2Fma();  // AVX2, FMA, F16C
 
+// Test hook: while set, every request for work-item scratch fails as if memory had run out (also
+// where a thread's retained block would do), so tests can see the error come back as a message.
+void SimulateScratchAllocationFailure(bool fail);
+
 }  // namespace cpu
 
 // flash_attention_cpu on one instruction-set path, so that tests cover every path the CPU can run
-// and benchmarks can compare them. The AVX-512 and AVX2 paths need the CPU support above.
-void flash_attention_cpu_avx512(const AttentionParams& params, const ParallelRunner& runner = {});
-void flash_attention_cpu_avx2(const AttentionParams& params, const ParallelRunner& runner = {});
-void flash_attention_cpu_portable(const AttentionParams& params, const ParallelRunner& runner = {});
+// and benchmarks can compare them. The AVX-512 and AVX2 paths need the CPU support above. Each
+// returns what flash_attention_cpu returns.
+std::string flash_attention_cpu_avx512(const AttentionParams& params, const ParallelRunner& runner = {});
+std::string flash_attention_cpu_avx2(const AttentionParams& params, const ParallelRunner& runner = {});
+std::string flash_attention_cpu_portable(const AttentionParams& params, const ParallelRunner& runner = {});
 
 }  // namespace ortflash

@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -100,12 +101,34 @@ struct DeviceInfo {
   int major = 0;
 };
 
+// The properties of each device, read on the first call that runs on it: they never change, and a
+// decode step (one query row) is short enough for per-call driver queries to show. Devices past
+// kCachedDevices are read on every call.
+constexpr int kCachedDevices = 64;
+
+// (major << 32) | sm_count per device id; 0 until read. A race only reads the same values twice.
+std::atomic<uint64_t> cached_device_info[kCachedDevices];
+
 std::string query_device(DeviceInfo& info) {
   int device = 0;
-  cudaError_t status = cudaGetDevice(&device);
-  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&info.sm_count, cudaDevAttrMultiProcessorCount, device);
+  cudaError_t status = cudaGetDevice(&device);  // the calling thread's current device: cheap, and may differ per call
+  if (status != cudaSuccess) return cuda_failure("flash_attention_cuda: querying the device", status);
+  const bool cacheable = device >= 0 && device < kCachedDevices;
+  if (cacheable) {
+    if (const uint64_t packed = cached_device_info[device].load(std::memory_order_acquire); packed != 0) {
+      info.sm_count = static_cast<int>(packed & 0xffffffffu);
+      info.major = static_cast<int>(packed >> 32);
+      return {};
+    }
+  }
+  status = cudaDeviceGetAttribute(&info.sm_count, cudaDevAttrMultiProcessorCount, device);
   if (status == cudaSuccess) status = cudaDeviceGetAttribute(&info.major, cudaDevAttrComputeCapabilityMajor, device);
-  return status == cudaSuccess ? std::string() : cuda_failure("flash_attention_cuda: querying the device", status);
+  if (status != cudaSuccess) return cuda_failure("flash_attention_cuda: querying the device", status);
+  if (cacheable && info.sm_count > 0 && info.major > 0) {
+    const uint64_t packed = (uint64_t(uint32_t(info.major)) << 32) | uint32_t(info.sm_count);
+    cached_device_info[device].store(packed, std::memory_order_release);
+  }
+  return {};
 }
 
 // Kernel families. A Hopper path (wgmma + TMA, built for sm_90a) is meant to become a third entry,

@@ -35,6 +35,17 @@ bool AnyNegative(const Shape& shape) {
   return false;
 }
 
+// Whether the product of the dimensions other than 0 fits in int64: then so does every stride and
+// element count taken from the shape, whichever dimension is 0. ONNX Runtime accepts a tensor whose
+// leading dimension is 0 even when its other dimensions multiply past int64.
+bool ProductFitsInt64(const Shape& shape) {
+  int64_t product = 1;
+  for (int64_t d : shape) {
+    if (d != 0 && __builtin_mul_overflow(product, d, &product)) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 std::string ShapeToString(const Shape& shape) {
@@ -57,6 +68,10 @@ std::string ResolveAttentionShapes(const AttentionShapes& shapes, AttentionParam
   if (v.size() != rank) return "FlashAttention: input V must have the same rank as Q: " + Describe("Q", q) + ", " + Describe("V", v);
   if (AnyNegative(q) || AnyNegative(k) || AnyNegative(v))
     return "FlashAttention: negative dimension in " + Describe("Q", q) + ", " + Describe("K", k) + ", " + Describe("V", v);
+  const char* too_large = " is too large: the product of its dimensions overflows int64";
+  if (!ProductFitsInt64(q)) return "FlashAttention: input " + Describe("Q", q) + too_large;
+  if (!ProductFitsInt64(k)) return "FlashAttention: input " + Describe("K", k) + too_large;
+  if (!ProductFitsInt64(v)) return "FlashAttention: input " + Describe("V", v) + too_large;
 
   // Rank 3 is (N, S, D): one head per batch entry.
   const Shape q4 = rank == 4 ? q : Shape{q[0], 1, q[1], q[2]};
@@ -73,6 +88,12 @@ std::string ResolveAttentionShapes(const AttentionShapes& shapes, AttentionParam
   if (k4[1] == 0 ? q4[1] != 0 : q4[1] % k4[1] != 0)
     return "FlashAttention: query heads (" + std::to_string(q4[1]) + ") must be a multiple of key/value heads (" +
            std::to_string(k4[1]) + "): " + Describe("Q", q) + ", " + Describe("K", k);
+
+  // Y takes B, H, Sq from Q and Dv from V: each fitting does not make Y fit.
+  if (!ProductFitsInt64({q4[0], q4[1], q4[2], v4[3]}))
+    return "FlashAttention: the output (" + std::to_string(q4[0]) + ", " + std::to_string(q4[1]) + ", " +
+           std::to_string(q4[2]) + ", " + std::to_string(v4[3]) + ") of " + Describe("Q", q) + " and " + Describe("V", v) +
+           too_large;
 
   params.batch = q4[0];
   params.q_heads = q4[1];
@@ -91,6 +112,8 @@ std::string ResolveAttentionShapes(const AttentionShapes& shapes, AttentionParam
     if (mask->size() > target.size())
       return std::string("FlashAttention: input ") + name + " " + ShapeToString(*mask) + " has a higher rank than the scores " +
              ShapeToString(target) + " of " + Describe("Q", q) + " and " + Describe("K", k);
+    if (!AnyNegative(*mask) && !ProductFitsInt64(*mask))
+      return std::string("FlashAttention: input ") + name + " " + ShapeToString(*mask) + too_large;
     int64_t local[4] = {0, 0, 0, 0};
     Shape padded_target = target;
     if (rank == 3) padded_target.insert(padded_target.begin() + 1, 1);  // keep (b, i, j) in their 4-D slots

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,16 +36,23 @@ OrtStatus* MakeStatus(OrtErrorCode code, const std::string& message) {
   return Ort::GetApi().CreateStatus(code, message.c_str());
 }
 
-// Turns whatever escaped into a status: nothing may cross the C boundary into ONNX Runtime.
-OrtStatus* StatusFromCurrentException() {
+// Turns whatever escaped into a status: nothing may cross the C boundary into ONNX Runtime. Call
+// only from a catch block. Never throws: when even the message cannot be built (out of memory), a
+// fixed one is returned.
+OrtStatus* StatusFromCurrentException() noexcept {
   try {
-    throw;
-  } catch (const Ort::Exception& e) {
-    return MakeStatus(e.GetOrtErrorCode(), std::string("FlashAttention: ") + e.what());
-  } catch (const std::exception& e) {
-    return MakeStatus(ORT_RUNTIME_EXCEPTION, std::string("FlashAttention: ") + e.what());
+    try {
+      throw;
+    } catch (const Ort::Exception& e) {
+      return MakeStatus(e.GetOrtErrorCode(), std::string("FlashAttention: ") + e.what());
+    } catch (const std::bad_alloc&) {
+      return Ort::GetApi().CreateStatus(ORT_RUNTIME_EXCEPTION, "FlashAttention: out of memory");
+    } catch (const std::exception& e) {
+      return MakeStatus(ORT_RUNTIME_EXCEPTION, std::string("FlashAttention: ") + e.what());
+    }
   } catch (...) {
-    return MakeStatus(ORT_RUNTIME_EXCEPTION, "FlashAttention: unknown error");
+    return Ort::GetApi().CreateStatus(ORT_RUNTIME_EXCEPTION,
+                                      "FlashAttention: unknown error (or out of memory while reporting one)");
   }
 }
 
@@ -135,11 +143,22 @@ void OrtParallelFor(void* self, void (*fn)(void*, size_t), size_t total, void* d
 }
 
 #if ORTFLASH_WITH_CUDA
-// Device scratch from ONNX Runtime's allocator for the memory the output lives in.
+// Device scratch from ONNX Runtime's allocator for the memory the output lives in. The kernel expects
+// nullptr, not an exception, from a failed allocation: it then reports the size it asked for.
 struct OrtScratch {
   Ort::Allocator allocator;
-  static void* Allocate(void* self, size_t bytes) { return static_cast<OrtScratch*>(self)->allocator.Alloc(bytes); }
-  static void Release(void* self, void* ptr) { static_cast<OrtScratch*>(self)->allocator.Free(ptr); }
+  static void* Allocate(void* self, size_t bytes) noexcept {
+    try {
+      return static_cast<OrtScratch*>(self)->allocator.Alloc(bytes);
+    } catch (...) {
+      return nullptr;
+    }
+  }
+  static void Release(void* self, void* ptr) noexcept {
+    // Free fails only for a pointer the allocator did not hand out; there is nothing to do about it here.
+    if (OrtStatus* status = Ort::GetApi().AllocatorFree(static_cast<OrtScratch*>(self)->allocator, ptr))
+      Ort::GetApi().ReleaseStatus(status);
+  }
 };
 #endif
 
@@ -181,7 +200,8 @@ struct FlashAttentionKernel {
       ParallelRunner runner;
       runner.parallel_for = &OrtParallelFor;
       runner.self = &kernel_context;
-      flash_attention_cpu(params, runner);
+      if (std::string error = flash_attention_cpu(params, runner); !error.empty())
+        return Ort::Status(("node '" + node_name_ + "': " + error).c_str(), ORT_FAIL);
       return Ort::Status{nullptr};
     } else {
 #if ORTFLASH_WITH_CUDA
@@ -284,6 +304,8 @@ struct FlashAttentionOp : Ort::Custom::OrtLiteCustomStruct<FlashAttentionKernel<
       auto read = [&](size_t index) {
         OrtTensorTypeAndShapeInfo* info = nullptr;
         Ort::ThrowOnError(api.ShapeInferContext_GetInputTypeShape(context, index, &info));
+        if (info == nullptr)
+          throw Ort::Exception("input " + std::to_string(index) + " has no tensor type", ORT_INVALID_ARGUMENT);
         return Ort::ConstTensorTypeAndShapeInfo(info);
       };
       Ort::ConstTensorTypeAndShapeInfo query = read(0);

@@ -6,17 +6,21 @@
 
 extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
                                                                                           const OrtApiBase* api_base) {
-  if (api_base == nullptr || options == nullptr) return nullptr;
+  if (api_base == nullptr) return nullptr;  // nothing to report an error through
   const OrtApi* api = api_base->GetApi(ortflash::kMinOrtApiVersion);
-  if (api == nullptr) {
-    // Version 1 always exists and is enough to report why we cannot register.
-    const OrtApi* oldest = api_base->GetApi(1);
-    const std::string message = std::string("OrtFlash needs ONNX Runtime 1.17 or newer (C API version ") +
-                                std::to_string(ortflash::kMinOrtApiVersion) + "); this runtime is " +
-                                api_base->GetVersionString();
-    return oldest != nullptr ? oldest->CreateStatus(ORT_FAIL, message.c_str()) : nullptr;
-  }
+  // Version 1 always exists and is enough to report why we cannot register.
+  const OrtApi* reporter = api != nullptr ? api : api_base->GetApi(1);
   try {
+    if (options == nullptr) {
+      return reporter != nullptr ? reporter->CreateStatus(ORT_INVALID_ARGUMENT, "OrtFlash: RegisterCustomOps got no session options")
+                                 : nullptr;
+    }
+    if (api == nullptr) {
+      const std::string message = std::string("OrtFlash needs ONNX Runtime 1.17 or newer (C API version ") +
+                                  std::to_string(ortflash::kMinOrtApiVersion) + "); this runtime is " +
+                                  api_base->GetVersionString();
+      return reporter != nullptr ? reporter->CreateStatus(ORT_FAIL, message.c_str()) : nullptr;
+    }
     Ort::InitApi(api);
     // One domain object for the whole process: ONNX Runtime keeps a pointer to it in every
     // session options it was added to.
@@ -29,8 +33,10 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL Regist
     Ort::UnownedSessionOptions(options).Add(domain);
     return nullptr;
   } catch (const Ort::Exception& e) {
-    return api->CreateStatus(e.GetOrtErrorCode(), e.what());
+    return reporter != nullptr ? reporter->CreateStatus(e.GetOrtErrorCode(), e.what()) : nullptr;
   } catch (const std::exception& e) {
-    return api->CreateStatus(ORT_FAIL, e.what());
+    return reporter != nullptr ? reporter->CreateStatus(ORT_FAIL, e.what()) : nullptr;
+  } catch (...) {
+    return reporter != nullptr ? reporter->CreateStatus(ORT_FAIL, "OrtFlash: unknown error while registering") : nullptr;
   }
 }

@@ -5,6 +5,7 @@ root.Subcommands.Add(OrtFlash.Cli.InfoCommand.Create());
 root.Subcommands.Add(OrtFlash.Cli.RewriteCommand.Create());
 root.Subcommands.Add(OrtFlash.Cli.RewriteCommand.CreateInspect());
 root.Subcommands.Add(OrtFlash.Cli.VerifyCommand.Create());
+root.Subcommands.Add(OrtFlash.Cli.BenchCommand.Create());
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)
 {

@@ -105,11 +105,12 @@ internal static class RewriteCommand
         return Ok;
     }
 
-    private static bool SamePath(string a, string b) =>
+    internal static bool SamePath(string a, string b) =>
         string.Equals(Path.GetFullPath(a), Path.GetFullPath(b), StringComparison.Ordinal);
 
-    // A report is never left half-written: write beside it, then rename over it.
-    private static void WriteAtomically(string path, string text)
+    /// <summary>Writes <paramref name="text"/> to <paramref name="path"/> through a temporary file beside it, renamed over it,
+    /// so that the file is never left half-written.</summary>
+    internal static void WriteAtomically(string path, string text)
     {
         var full = Path.GetFullPath(path);
         var temporary = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");

@@ -30,28 +30,20 @@ internal static class VerifyCommand
             Arity = ArgumentArity.ZeroOrOne,
         };
 
-        // Values are read as text and checked here, so that a malformed one exits with 2 (bad input) like a bad file:
-        // System.CommandLine's own parse errors exit with 1, which means "mismatch" to this command's callers.
-        var sequenceLengths = new Option<string>("--seq") { Description = "Comma-separated sequence lengths to run at.", DefaultValueFactory = _ => "7,16" };
         var rtol = new Option<string?>("--rtol") { Description = "Relative tolerance for every float output (default: 1e-4 float32, 1e-2 float16, 5e-2 bfloat16)." };
         var atol = new Option<string?>("--atol") { Description = "Absolute tolerance, as a fraction of each output's largest |value| (defaults as --rtol)." };
-        var provider = new Option<string>("--provider") { Description = "Execution provider: cpu, cuda or auto.", DefaultValueFactory = _ => "cpu" };
-        var batch = new Option<string>("--batch") { Description = "Batch size (entry 0 unpadded, the others padded).", DefaultValueFactory = _ => "2" };
-        var past = new Option<string>("--past") { Description = "Past (KV cache) length for models with a cache.", DefaultValueFactory = _ => "3" };
-        var seed = new Option<string>("--seed") { Description = "Seed of the generated inputs.", DefaultValueFactory = _ => "1234" };
-        var causalPaddedRows = new Option<bool>("--causal-padded-rows")
-        {
-            Description = RewriteCommand.CausalPaddedRowsHelp + " Without REWRITTEN, ORIGINAL is rewritten with it; padding is then generated " +
-                          "at the end only, so that no row is fully padded and only what the option promises is compared.",
-        };
+        var run = new ModelRunOptions("7,16",
+            "Without REWRITTEN, ORIGINAL is rewritten with it; padding is then generated " +
+            "at the end only, so that no row is fully padded and only what the option promises is compared.");
 
         // Collects whatever follows REWRITTEN, so that it is reported here with exit status 2.
         var unexpected = new Argument<string[]>("unexpected") { Arity = ArgumentArity.ZeroOrMore, Hidden = true };
 
         var command = new Command("verify", "Run ORIGINAL and REWRITTEN on the same generated inputs and compare every output.")
         {
-            original, rewritten, unexpected, sequenceLengths, rtol, atol, provider, batch, past, seed, causalPaddedRows,
+            original, rewritten, unexpected, rtol, atol,
         };
+        run.AddTo(command);
         command.SetAction(parseResult =>
         {
             var output = parseResult.InvocationConfiguration.Output;
@@ -68,9 +60,7 @@ internal static class VerifyCommand
                 request = new VerifyRequest(
                     parseResult.GetValue(original)!,
                     parseResult.GetValue(rewritten),
-                    ParseOptions(parseResult.GetValue(sequenceLengths)!, parseResult.GetValue(rtol), parseResult.GetValue(atol),
-                        parseResult.GetValue(provider)!, parseResult.GetValue(batch)!, parseResult.GetValue(past)!, parseResult.GetValue(seed)!,
-                        parseResult.GetValue(causalPaddedRows)));
+                    ParseOptions(run.Parse(parseResult), parseResult.GetValue(rtol), parseResult.GetValue(atol)));
             }
             catch (ArgumentException bad)
             {
@@ -124,6 +114,18 @@ internal static class VerifyCommand
     /// <summary>Rewrites a copy of ORIGINAL in memory with the graph rewriter; the original stays untouched.</summary>
     private static (ModelSource Actual, string Note) RewriteInMemory(ModelSource original, RewriteOptions options)
     {
+        var (copy, report) = Rewritten(original, options);
+        return (copy,
+            $"{original.Name} rewritten in memory: {report.Fused} attention subgraph(s) fused, {report.Skipped.Count} skipped" +
+            (options.CausalForPaddedRows
+                ? " (--causal-padded-rows: padding generated at the end only, so no row is fully padded; fully padded rows may differ and are not compared)"
+                : ""));
+    }
+
+    /// <summary>A copy of <paramref name="original"/> rewritten in memory, named "(rewritten in memory)", and what the rewriter did.</summary>
+    /// <exception cref="InvalidModelException">The rewriter found the graph malformed.</exception>
+    internal static (ModelSource Rewritten, FusionReport Report) Rewritten(ModelSource original, RewriteOptions options)
+    {
         var copy = original.Model.Clone();
         FusionReport report;
         try
@@ -135,52 +137,21 @@ internal static class VerifyCommand
             throw new InvalidModelException(original.Name, bad.Message, bad);
         }
 
-        return (ModelSource.FromModel(copy, $"{original.Name} (rewritten in memory)"),
-            $"{original.Name} rewritten in memory: {report.Fused} attention subgraph(s) fused, {report.Skipped.Count} skipped" +
-            (options.CausalForPaddedRows
-                ? " (--causal-padded-rows: padding generated at the end only, so no row is fully padded; fully padded rows may differ and are not compared)"
-                : ""));
+        return (ModelSource.FromModel(copy, $"{original.Name} (rewritten in memory)"), report);
     }
 
-    private static ComparisonOptions ParseOptions(string sequenceLengths, string? rtol, string? atol, string provider,
-        string batch, string past, string seed, bool causalPaddedRows = false) => new()
-        {
-            SequenceLengths = sequenceLengths.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-                .Select(s => ParseInt(s, "--seq", minimum: 1)).ToArray() is { Length: > 0 } lengths
-                ? lengths
-                : throw new ArgumentException("--seq needs at least one sequence length, e.g. --seq 7,16."),
-            RelativeTolerance = rtol is null ? null : ParseTolerance(rtol, "--rtol"),
-            AbsoluteTolerance = atol is null ? null : ParseTolerance(atol, "--atol"),
-            ExpectedSession = new OrtFlashSessionOptions { Provider = ParseProvider(provider) },
-            ActualSession = new OrtFlashSessionOptions { Provider = ParseProvider(provider), Rewriting = RewriteCommand.OptionsFor(causalPaddedRows) },
-            Inputs = new InputGenerationOptions
-            {
-                BatchSize = ParseInt(batch, "--batch", minimum: 1),
-                PastSequenceLength = ParseInt(past, "--past", minimum: 0),
-                // The option's promise covers rows with an unpadded visible key: padding at the end leaves key 0
-                // unpadded (the generator always keeps one key), which every causal row sees.
-                Padding = PaddingSide.End,
-                Seed = ulong.TryParse(seed, NumberStyles.None, CultureInfo.InvariantCulture, out ulong s)
-                    ? s
-                    : throw new ArgumentException($"--seed must be a non-negative integer, not '{seed}'."),
-            },
-        };
-
-    private static int ParseInt(string text, string option, int minimum) =>
-        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int value) && value >= minimum
-            ? value
-            : throw new ArgumentException($"{option} must be an integer ≥ {minimum}, not '{text}'.");
+    private static ComparisonOptions ParseOptions(ModelRunSettings settings, string? rtol, string? atol) => new()
+    {
+        SequenceLengths = settings.SequenceLengths,
+        RelativeTolerance = rtol is null ? null : ParseTolerance(rtol, "--rtol"),
+        AbsoluteTolerance = atol is null ? null : ParseTolerance(atol, "--atol"),
+        ExpectedSession = settings.OriginalSession,
+        ActualSession = settings.RewrittenSession,
+        Inputs = settings.Inputs,
+    };
 
     private static double ParseTolerance(string text, string option) =>
         double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) && value >= 0 && double.IsFinite(value)
             ? value
             : throw new ArgumentException($"{option} must be a non-negative number, not '{text}'.");
-
-    private static ExecutionProvider ParseProvider(string text) => text.ToLowerInvariant() switch
-    {
-        "cpu" => ExecutionProvider.Cpu,
-        "cuda" => ExecutionProvider.Cuda,
-        "auto" => ExecutionProvider.Auto,
-        _ => throw new ArgumentException($"--provider must be cpu, cuda or auto, not '{text}'."),
-    };
 }

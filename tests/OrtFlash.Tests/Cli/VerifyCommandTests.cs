@@ -102,6 +102,7 @@ public sealed class VerifyCommandTests
         yield return new TestCaseData("seq", "--seq must be an integer").SetName("BadInputExitsTwo(malformed --seq)");
         yield return new TestCaseData("provider", "--provider must be cpu, cuda or auto").SetName("BadInputExitsTwo(unknown provider)");
         yield return new TestCaseData("rtol", "--rtol must be a non-negative number").SetName("BadInputExitsTwo(negative --rtol)");
+        yield return new TestCaseData("threads", "--threads must be an integer ≥ 0").SetName("BadInputExitsTwo(malformed --threads)");
         yield return new TestCaseData("unknown", "unexpected argument").SetName("BadInputExitsTwo(extra argument)");
     }
 
@@ -118,6 +119,7 @@ public sealed class VerifyCommandTests
             "seq" => [Bert, "--seq", "7,x"],
             "provider" => [Bert, "--provider", "tpu"],
             "rtol" => [Bert, "--rtol", "-1"],
+            "threads" => [Bert, "--threads", "-1"],
             _ => [Bert, Bert, "extra"],
         };
         var before = Directory.GetFiles(folder);

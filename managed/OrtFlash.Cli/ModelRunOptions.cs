@@ -1,0 +1,112 @@
+using System.CommandLine;
+using System.Globalization;
+using OrtFlash.GraphRewriter;
+using OrtFlash.Verification;
+
+namespace OrtFlash.Cli;
+
+/// <summary>
+/// The options <c>verify</c> and <c>bench</c> share: how the two models' sessions are opened and which inputs are
+/// generated for them. One definition, so that both commands read and check them the same way.
+/// </summary>
+/// <remarks>
+/// Values are read as text and checked in <see cref="Parse"/>, so that a malformed one exits with 2 (bad input) like a
+/// bad file: System.CommandLine's own parse errors exit with 1, which means "mismatch" to verify's callers.
+/// </remarks>
+internal sealed class ModelRunOptions
+{
+    /// <param name="defaultSequenceLengths">The command's default for <c>--seq</c>.</param>
+    /// <param name="causalPaddedRowsNote">What the command adds to the help of <c>--causal-padded-rows</c>.</param>
+    public ModelRunOptions(string defaultSequenceLengths, string causalPaddedRowsNote)
+    {
+        SequenceLengths = new Option<string>("--seq") { Description = "Comma-separated sequence lengths to run at.", DefaultValueFactory = _ => defaultSequenceLengths };
+        Provider = new Option<string>("--provider") { Description = "Execution provider: cpu, cuda or auto.", DefaultValueFactory = _ => "cpu" };
+        Threads = new Option<string>("--threads") { Description = "ONNX Runtime intra-op threads of each session; 0 lets ONNX Runtime choose.", DefaultValueFactory = _ => "0" };
+        Batch = new Option<string>("--batch") { Description = "Batch size (entry 0 unpadded, the others padded).", DefaultValueFactory = _ => "2" };
+        Past = new Option<string>("--past") { Description = "Past (KV cache) length for models with a cache.", DefaultValueFactory = _ => "3" };
+        Seed = new Option<string>("--seed") { Description = "Seed of the generated inputs.", DefaultValueFactory = _ => "1234" };
+        CausalPaddedRows = new Option<bool>("--causal-padded-rows") { Description = RewriteCommand.CausalPaddedRowsHelp + " " + causalPaddedRowsNote };
+    }
+
+    public Option<string> SequenceLengths { get; }
+
+    public Option<string> Provider { get; }
+
+    public Option<string> Threads { get; }
+
+    public Option<string> Batch { get; }
+
+    public Option<string> Past { get; }
+
+    public Option<string> Seed { get; }
+
+    public Option<bool> CausalPaddedRows { get; }
+
+    /// <summary>Adds every option to <paramref name="command"/>.</summary>
+    public void AddTo(Command command)
+    {
+        foreach (Option option in new Option[] { SequenceLengths, Provider, Threads, Batch, Past, Seed, CausalPaddedRows })
+        {
+            command.Options.Add(option);
+        }
+    }
+
+    /// <summary>The values given, checked.</summary>
+    /// <exception cref="ArgumentException">A value is malformed; the message names the option.</exception>
+    public ModelRunSettings Parse(ParseResult parsed)
+    {
+        var provider = ParseProvider(parsed.GetValue(Provider)!);
+        int threads = ParseInt(parsed.GetValue(Threads)!, "--threads", minimum: 0);
+        var session = new OrtFlashSessionOptions { Provider = provider, IntraOpThreads = threads };
+        string seed = parsed.GetValue(Seed)!;
+        return new ModelRunSettings(
+            parsed.GetValue(SequenceLengths)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+                .Select(s => ParseInt(s, "--seq", minimum: 1)).ToArray() is { Length: > 0 } lengths
+                ? lengths
+                : throw new ArgumentException("--seq needs at least one sequence length, e.g. --seq 7,16."),
+            session,
+            session with { Rewriting = RewriteCommand.OptionsFor(parsed.GetValue(CausalPaddedRows)) },
+            new InputGenerationOptions
+            {
+                BatchSize = ParseInt(parsed.GetValue(Batch)!, "--batch", minimum: 1),
+                PastSequenceLength = ParseInt(parsed.GetValue(Past)!, "--past", minimum: 0),
+                // --causal-padded-rows promises rows with an unpadded visible key: padding at the end leaves key 0
+                // unpadded (the generator always keeps one key), which every causal row sees.
+                Padding = PaddingSide.End,
+                Seed = ulong.TryParse(seed, NumberStyles.None, CultureInfo.InvariantCulture, out ulong s)
+                    ? s
+                    : throw new ArgumentException($"--seed must be a non-negative integer, not '{seed}'."),
+            });
+    }
+
+    /// <summary>An integer option's value, at least <paramref name="minimum"/>.</summary>
+    /// <exception cref="ArgumentException">It is not.</exception>
+    public static int ParseInt(string text, string option, int minimum) =>
+        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int value) && value >= minimum
+            ? value
+            : throw new ArgumentException($"{option} must be an integer ≥ {minimum}, not '{text}'.");
+
+    private static ExecutionProvider ParseProvider(string text) => text.ToLowerInvariant() switch
+    {
+        "cpu" => ExecutionProvider.Cpu,
+        "cuda" => ExecutionProvider.Cuda,
+        "auto" => ExecutionProvider.Auto,
+        _ => throw new ArgumentException($"--provider must be cpu, cuda or auto, not '{text}'."),
+    };
+}
+
+/// <summary>What <see cref="ModelRunOptions"/> say, checked.</summary>
+/// <param name="SequenceLengths">The sequence lengths to run at.</param>
+/// <param name="OriginalSession">Session settings of the original (reference) model.</param>
+/// <param name="RewrittenSession">Session settings of the rewritten model; its <see cref="OrtFlashSessionOptions.Rewriting"/>
+/// is what an in-memory rewrite of the original uses.</param>
+/// <param name="Inputs">Batch, past length, seed and padding of the generated inputs.</param>
+internal sealed record ModelRunSettings(
+    IReadOnlyList<int> SequenceLengths,
+    OrtFlashSessionOptions OriginalSession,
+    OrtFlashSessionOptions RewrittenSession,
+    InputGenerationOptions Inputs)
+{
+    /// <summary>The rewrite options an in-memory rewrite of the original uses.</summary>
+    public RewriteOptions Rewriting => RewrittenSession.Rewriting;
+}

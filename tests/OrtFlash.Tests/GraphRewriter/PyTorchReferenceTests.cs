@@ -10,36 +10,34 @@ using DataType = OrtFlash.GraphRewriter.Onnx.TensorProto.Types.DataType;
 namespace OrtFlash.Tests.Rewriter;
 
 /// <summary>
-/// Every float32 model in models/, rewritten (exactly, and with <see cref="RewriteOptions.CausalForPaddedRows"/>), against
+/// Every model in models/, rewritten (exactly, and with <see cref="RewriteOptions.CausalForPaddedRows"/>), against
 /// what the PyTorch module itself computed on the padded batch in models/reference (independent of ONNX Runtime and
 /// of the original graph). The batch has no fully padded row, so the option must match too.
 /// </summary>
 [TestFixture]
 public sealed class PyTorchReferenceTests
 {
-    private const double Tolerance = 1e-4;
+    /// <summary>max |diff| / max |reference| for float32 files; float16 files run the module's float32 reference batch in float16.</summary>
+    private static double ToleranceFor(string dtype) => dtype == "float16" ? 2e-3 : 1e-4;
 
-    public static IEnumerable<TestCaseData> Float32Models()
+    public static IEnumerable<TestCaseData> Models()
     {
         using var manifest = JsonDocument.Parse(File.ReadAllText(TestModels.PathOf("manifest.json")));
         foreach (var entry in manifest.RootElement.GetProperty("models").EnumerateArray())
         {
-            if (entry.GetProperty("dtype").GetString() == "float32")
-            {
-                var file = entry.GetProperty("file").GetString()!;
-                yield return new TestCaseData(file, entry.GetProperty("family").GetString()!).SetArgDisplayNames(file);
-            }
+            var file = entry.GetProperty("file").GetString()!;
+            yield return new TestCaseData(file, entry.GetProperty("family").GetString()!, entry.GetProperty("dtype").GetString()!).SetArgDisplayNames(file);
         }
     }
 
-    [TestCaseSource(nameof(Float32Models))]
-    public void RewrittenModelsMatchPyTorch(string file, string family)
+    [TestCaseSource(nameof(Models))]
+    public void RewrittenModelsMatchPyTorch(string file, string family, string dtype)
     {
         Assume.That(OrtRunner.OpLibraryPath, Is.Not.Null, "libortflash.so not built");
         var original = OnnxModelFile.Read(TestModels.PathOf(file));
         var folder = Path.Combine(TestModels.Directory, "reference", family, "test_data_set_0");
         var inputs = original.Graph.Input.Where(i => original.Graph.Initializer.All(t => t.Name != i.Name))
-            .Select((input, i) => (input.Name, Tensor: Read(Path.Combine(folder, $"input_{i}.pb"))))
+            .Select((input, i) => (input.Name, Tensor: As((DataType)input.Type.TensorType.ElemType, Read(Path.Combine(folder, $"input_{i}.pb")))))
             .ToDictionary(p => p.Name, p => p.Tensor);
         var expected = original.Graph.Output.Select((output, i) => (output.Name, Tensor: Read(Path.Combine(folder, $"output_{i}.pb")))).ToList();
 
@@ -65,11 +63,17 @@ public sealed class PyTorchReferenceTests
                     Assert.That(actual.Shape, Is.EqualTo(reference.Shape), $"{run} {name} shape");
                     var scale = reference.Data.Max(MathF.Abs);
                     var difference = reference.Data.Zip(actual.Data).Max(p => Math.Abs(p.First - p.Second));
-                    Assert.That(difference / scale, Is.LessThanOrEqualTo(Tolerance), $"{run} {name}: max |diff| {difference:g3}, max |ref| {scale:g3}");
+                    Assert.That(difference / scale, Is.LessThanOrEqualTo(ToleranceFor(dtype)), $"{run} {name}: max |diff| {difference:g3}, max |ref| {scale:g3}");
                 }
             }
         });
     }
+
+    /// <summary>The reference tensor as the model's input type (float32 values rounded to float16 for the float16 files).</summary>
+    private static TestTensor As(DataType type, TestTensor tensor) =>
+        type == DataType.Float16 && tensor.Type == DataType.Float
+            ? new TestTensor(DataType.Float16, tensor.Shape, tensor.Data.Select(f => (float)(Half)f).ToArray())
+            : tensor;
 
     private static TestTensor Read(string path)
     {

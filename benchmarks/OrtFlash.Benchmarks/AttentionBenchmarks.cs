@@ -5,24 +5,27 @@ namespace OrtFlash.Benchmarks;
 
 /// <summary>
 /// FlashAttention op vs the unfused attention graph, both in ONNX Runtime's CPU provider, same process, same
-/// inputs (B = 1, H = 12, D = 64, float32, a padding bias of shape (B, 1, 1, S)). The Ratio column is the number
-/// to read: the machines are noisy, absolute times are not comparable across runs.
+/// inputs, float32, for the <see cref="Scenario"/>s models run (encoder with padding, causal prefill, GQA decode).
+/// The Ratio column is the number to read: the machines are noisy, absolute times are not comparable across runs.
 /// </summary>
 [MemoryDiagnoser(displayGenColumns: false)]
 public class AttentionBenchmarks
 {
-    private const int Batch = 1;
-    private const int Heads = 12;
-    private const int HeadDim = 64;
-
     private InferenceSession? fused;
     private InferenceSession? unfused;
     private SessionOptions? options;
     private RunOptions? runOptions;
     private OrtValue[] inputs = [];
-    private readonly string[] inputNames = ["Q", "K", "V", "bias"];
+    private OrtValue[] fusedValues = [];
+    private OrtValue[] unfusedValues = [];
+    private string[] fusedInputs = [];
+    private string[] unfusedInputs = [];
     private readonly string[] outputNames = ["Y"];
 
+    [Params(Scenario.PaddedEncoder, Scenario.CausalPrefill, Scenario.GqaDecode)]
+    public Scenario Scenario { get; set; }
+
+    /// <summary>Key length T (= query length S except for decoding, where S = 1).</summary>
     [Params(512, 2048)]
     public int SequenceLength { get; set; }
 
@@ -33,41 +36,58 @@ public class AttentionBenchmarks
     [GlobalSetup]
     public void Setup()
     {
+        var shapes = AttentionCase.For(Scenario, SequenceLength);
         options = new SessionOptions { IntraOpNumThreads = Threads, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
         options.RegisterCustomOpLibrary(OrtFlashNative.LibraryPath);
-        float scale = 1f / MathF.Sqrt(HeadDim);
-        fused = new InferenceSession(AttentionModels.Fused(scale), options);
-        unfused = new InferenceSession(AttentionModels.Unfused(scale), options);
+        fused = new InferenceSession(shapes.Fused(), options);
+        unfused = new InferenceSession(shapes.Unfused(), options);
         runOptions = new RunOptions();
+        fusedInputs = shapes.Inputs(fused: true);
+        unfusedInputs = shapes.Inputs(fused: false);
         var rng = new Random(1);
-        long[] shape = [Batch, Heads, SequenceLength, HeadDim];
-        float[] Random(long count) => Enumerable.Range(0, (int)count).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
-        long elements = Batch * Heads * (long)SequenceLength * HeadDim;
-        var bias = new float[SequenceLength];
-        for (int j = SequenceLength * 7 / 8; j < SequenceLength; j++)
-        {
-            bias[j] = -10000f;  // the last eighth is padding
-        }
-
+        float[] Random(long[] shape) =>
+            Enumerable.Range(0, (int)shape.Aggregate(1L, (a, b) => a * b)).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
         inputs =
         [
-            OrtValue.CreateTensorValueFromMemory(Random(elements), shape),
-            OrtValue.CreateTensorValueFromMemory(Random(elements), shape),
-            OrtValue.CreateTensorValueFromMemory(Random(elements), shape),
-            OrtValue.CreateTensorValueFromMemory(bias, [Batch, 1, 1, SequenceLength]),
+            OrtValue.CreateTensorValueFromMemory(Random(shapes.QueryShape), shapes.QueryShape),
+            OrtValue.CreateTensorValueFromMemory(Random(shapes.KeyValueShape), shapes.KeyValueShape),
+            OrtValue.CreateTensorValueFromMemory(Random(shapes.KeyValueShape), shapes.KeyValueShape),
+            .. shapes.HasBias ? [OrtValue.CreateTensorValueFromMemory(shapes.Bias(), shapes.BiasShape)] : Array.Empty<OrtValue>(),
         ];
+        fusedValues = inputs[..fusedInputs.Length];
+        unfusedValues = inputs[..unfusedInputs.Length];
+        CheckSameResults();
+    }
+
+    /// <summary>Both graphs must compute the same attention, or the comparison means nothing.</summary>
+    private void CheckSameResults()
+    {
+        using var expected = unfused!.Run(runOptions, unfusedInputs, unfusedValues, outputNames);
+        using var actual = fused!.Run(runOptions, fusedInputs, fusedValues, outputNames);
+        var a = expected[0].GetTensorDataAsSpan<float>();
+        var b = actual[0].GetTensorDataAsSpan<float>();
+        var worst = 0f;
+        for (var i = 0; i < a.Length; i++)
+        {
+            worst = MathF.Max(worst, MathF.Abs(a[i] - b[i]));
+        }
+
+        if (a.Length != b.Length || worst > 1e-4f)
+        {
+            throw new InvalidOperationException($"{Scenario} at {SequenceLength}: the op and the unfused graph differ by {worst}.");
+        }
     }
 
     [Benchmark(Baseline = true, Description = "unfused graph")]
     public void Unfused()
     {
-        using var outputs = unfused!.Run(runOptions, inputNames, inputs, outputNames);
+        using var outputs = unfused!.Run(runOptions, unfusedInputs, unfusedValues, outputNames);
     }
 
     [Benchmark(Description = "FlashAttention op")]
     public void Fused()
     {
-        using var outputs = fused!.Run(runOptions, inputNames, inputs, outputNames);
+        using var outputs = fused!.Run(runOptions, fusedInputs, fusedValues, outputNames);
     }
 
     [GlobalCleanup]

@@ -104,8 +104,9 @@ public sealed class ScaledDotProductAttentionRule
         {
             if (merge is null && Ops.Producer(p, "Reshape") is { } reshape && ReachesSoftmax(reshape.Input(0)!))
             {
-                // BLOOM: Softmax on a (B, H, S, T) view of 3-D scores, the probabilities merged back for a 3-D bmm.
-                if (ViewReshape(p, merging: true) is null)
+                // BLOOM: Softmax on a (B, H, S, T) view of 3-D scores, the probabilities merged back for a 3-D bmm; the
+                // merge is proven against the split found above Softmax (ViewStep).
+                if (_analysis.ShapeOf(reshape.Input(0)!)?.Count != 4 || _analysis.ShapeOf(p)?.Count != 3)
                 {
                     return new PatternResult(null,
                         $"Reshape '{reshape.DisplayName}' after Softmax does not provably merge (B, H, S, T) probabilities into (B·H, S, T) " +
@@ -466,16 +467,17 @@ public sealed class ScaledDotProductAttentionRule
 
     /// <summary>
     /// One Reshape of a (B, H, S, T) view of 3-D scores, walking up: the merge back to (B·H, S, T) (BART, before
-    /// Softmax) when none was found yet, then the split it undoes. The chain with that Reshape added, or null.
+    /// Softmax) when none was found yet, then the split it undoes. Only the ranks are read here; <see cref="ViewProven"/>
+    /// proves the dims once the score MatMul is found. The chain with that Reshape added, or null.
     /// </summary>
     private (Node Reshape, ScoreChain Chain)? ViewStep(Value scores, ScoreChain chain)
     {
-        if (chain.Merge is null && chain.Split is null && ViewReshape(scores, merging: true) is { } merge)
+        if (chain.Merge is null && chain.Split is null && ViewShaped(scores, merging: true) is { } merge)
         {
             return (merge, chain with { Nodes = chain.Nodes.Add(merge), Merge = merge });
         }
 
-        if (chain.Merge is not null && chain.Split is null && ViewReshape(scores, merging: false) is { } split)
+        if (chain.Merge is not null && chain.Split is null && ViewShaped(scores, merging: false) is { } split)
         {
             return (split, chain with { Nodes = chain.Nodes.Add(split), Split = split });
         }
@@ -483,22 +485,30 @@ public sealed class ScaledDotProductAttentionRule
         return null;
     }
 
-    /// <summary>
-    /// A Reshape between (B·H, S, T) and (B, H, S, T), either way, whose shapes prove that it only splits the leading
-    /// axis (or merges the two leading axes): the last two dims are the same on both sides, so with the element count
-    /// kept, B·H is the leading dim of the 3-D side.
-    /// </summary>
-    private Node? ViewReshape(Value output, bool merging)
-    {
-        if (Ops.Producer(output, "Reshape") is not { } reshape || _analysis.ShapeOf(reshape.Input(0)!) is not { } input ||
-            _analysis.ShapeOf(output) is not { } result)
-        {
-            return null;
-        }
+    /// <summary>A Reshape from rank 4 to 3 (merging) or from 3 to 4 (splitting).</summary>
+    private Node? ViewShaped(Value output, bool merging) =>
+        Ops.Producer(output, "Reshape") is { } reshape && _analysis.ShapeOf(reshape.Input(0)!)?.Count == (merging ? 4 : 3) &&
+        _analysis.ShapeOf(output)?.Count == (merging ? 3 : 4) ? reshape : null;
 
-        var (grouped, flat) = merging ? (input, result) : (result, input);
-        return grouped.Count == 4 && flat.Count == 3 && grouped[2].SameAs(flat[1]) == true && grouped[3].SameAs(flat[2]) == true ? reshape : null;
-    }
+    /// <summary>
+    /// Whether the view only splits the leading axis of the 3-D scores into (B, H) and the merge only joins them back:
+    /// the split's last two dims are those of the Reshape's input or of the score MatMul's (S, T), and the merge's last
+    /// two are those of its input or of the view. With the element count kept, the leading dims are then B·H on both
+    /// 3-D sides. Reading the MatMul's and the view's dims makes the proof survive masks in between whose dims shape
+    /// inference cannot relate (they never enlarge the scores: CheckMaskShape).
+    /// </summary>
+    private bool ViewProven(Node split, Node merge, Node scoresMatMul) => SplitProven(split, scoresMatMul) && MergeProven(merge, split);
+
+    private bool SplitProven(Node split, Node scoresMatMul) =>
+        _analysis.ShapeOf(split.Output(0)!) is { Count: 4 } view &&
+        (SameLastTwo(split.Input(0)!, view[2], view[3]) || SameLastTwo(scoresMatMul.Output(0)!, view[2], view[3]));
+
+    private bool MergeProven(Node merge, Node split) =>
+        (_analysis.ShapeOf(merge.Input(0)!) is { Count: 4 } grouped && SameLastTwo(merge.Output(0)!, grouped[2], grouped[3])) ||
+        (_analysis.ShapeOf(split.Output(0)!) is { Count: 4 } view && SameLastTwo(merge.Output(0)!, view[2], view[3]));
+
+    private bool SameLastTwo(Value flat, Dim rows, Dim columns) =>
+        _analysis.ShapeOf(flat) is { Count: 3 } f && f[1].SameAs(rows) == true && f[2].SameAs(columns) == true;
 
     /// <summary>Whether <paramref name="value"/> is Softmax probabilities, through Casts, Identities and Dropouts.</summary>
     private bool ReachesSoftmax(Value value)
@@ -511,38 +521,60 @@ public sealed class ScaledDotProductAttentionRule
         return Ops.Producer(value, "Softmax") is not null || Decomposed(value) is not null;
     }
 
-    /// <summary>Explains a failed score match caused by a Reshape of the scores that is not a proven view.</summary>
+    /// <summary>Explains a failed score match caused by a view of the scores that is incomplete or not proven.</summary>
     private string? UnprovenView(Value scores, Node? merge)
     {
+        Node? split = null;
+        Node? scoresMatMul = null;
         var pending = new Queue<(Value Value, int Depth)>([(scores, 0)]);
-        while (pending.TryDequeue(out var item))
+        while (pending.TryDequeue(out var item) && scoresMatMul is null)
         {
-            if (Ops.Producer(item.Value, "Add", "Sub", "Where", "Max", "Mul", "Div", "Tanh", "Cast", "Reshape") is not { } node || item.Depth > 8)
+            if (Ops.Producer(item.Value, "Add", "Sub", "Where", "Max", "Mul", "Div", "Tanh", "Cast", "Reshape", "MatMul", "Einsum") is not { } node || item.Depth > 8)
             {
                 continue;
             }
 
-            if (node.Is("Reshape") && ViewReshape(item.Value, merging: true) is null && ViewReshape(item.Value, merging: false) is null)
+            if (node.OpType is "MatMul" or "Einsum")
             {
-                return $"Reshape '{node.DisplayName}' on the scores ({Describe(node.Input(0)!)} → {Describe(item.Value)}) does not provably only split " +
-                       "(B·H, S, T) into (B, H, S, T) or merge it back (the last two dims must be the same on both sides), so the mask and head layout are unknown.";
+                scoresMatMul = node;
+                continue;
             }
 
-            if (!node.Is("Reshape"))
+            if (merge is null && ViewShaped(item.Value, merging: true) is not null)
             {
-                foreach (var input in node.Inputs.OfType<Value>())
-                {
-                    pending.Enqueue((input, item.Depth + 1));
-                }
+                merge = node;
             }
-            else
+            else if (split is null && merge is not null && ViewShaped(item.Value, merging: false) is not null)
             {
-                pending.Enqueue((node.Input(0)!, item.Depth + 1));
+                split = node;
+            }
+
+            foreach (var input in node.OpType == "Reshape" ? [node.Input(0)!] : node.Inputs.OfType<Value>())
+            {
+                pending.Enqueue((input, item.Depth + 1));
             }
         }
 
-        return merge is null ? null :
-            $"The probabilities are merged from (B, H, S, T) to (B·H, S, T) by '{merge.DisplayName}' after Softmax, but no Reshape splitting 3-D scores into that view was found above Softmax.";
+        if (merge is null || scoresMatMul is null)
+        {
+            return null;
+        }
+
+        if (split is null)
+        {
+            return $"Reshape '{merge.DisplayName}' merges (B, H, S, T) into (B·H, S, T) ({Describe(merge.Input(0)!)} → {Describe(merge.Output(0)!)}), " +
+                   "but no Reshape splitting the 3-D scores into that view was found above it.";
+        }
+
+        if (!SplitProven(split, scoresMatMul))
+        {
+            return $"Reshape '{split.DisplayName}' on the scores ({Describe(split.Input(0)!)} → {Describe(split.Output(0)!)}) does not provably only split " +
+                   $"the leading axis of the (B·H, S, T) scores ({Describe(scoresMatMul.Output(0)!)}) into (B, H): the last two dims must be the same on both sides.";
+        }
+
+        return MergeProven(merge, split) ? null :
+            $"Reshape '{merge.DisplayName}' ({Describe(merge.Input(0)!)} → {Describe(merge.Output(0)!)}) does not provably merge the (B, H, S, T) view made by " +
+            $"'{split.DisplayName}' ({Describe(split.Output(0)!)}) back into (B·H, S, T).";
     }
 
     private string Describe(Value value) =>
@@ -589,9 +621,18 @@ public sealed class ScaledDotProductAttentionRule
             (scores, chain) = SkipWidening(step.Reshape.Input(0)!, step.Chain);
         }
 
-        // A view must be complete: a split without its merge (or the reverse) leaves the layout of the product unknown.
-        return (chain.Merge is null) == (chain.Split is null) && Ops.Producer(scores, "MatMul", "Einsum") is { Inputs.Count: 2 } matMul
-            ? chain with { ScoresMatMul = matMul } : null;
+        if (Ops.Producer(scores, "MatMul", "Einsum") is not { Inputs.Count: 2 } matMul)
+        {
+            return null;
+        }
+
+        // A view must be complete and proven: otherwise which rows the op's (B, H) pair is unknown.
+        return (chain.Merge, chain.Split) switch
+        {
+            (null, null) => chain with { ScoresMatMul = matMul },
+            ({ } merge, { } split) when ViewProven(split, merge, matMul) => chain with { ScoresMatMul = matMul },
+            _ => null,
+        };
     }
 
     /// <summary>
@@ -1193,7 +1234,7 @@ public sealed class ScaledDotProductAttentionRule
                 return bad;
             }
 
-            if (view is not null && !term.OnView && CheckRegroupable(term, scoreShape) is { IsOk: false } flat)
+            if (view is not null && !term.OnView && CheckRegroupable(term, scoreShape, _analysis.ShapeOf(view.GroupedScores)) is { IsOk: false } flat)
             {
                 return flat;
             }
@@ -1251,10 +1292,10 @@ public sealed class ScaledDotProductAttentionRule
 
     /// <summary>
     /// A mask on the 3-D (B·H, S, T) scores of a view the op runs on: it must regroup to (B, H, ·, ·) the way the
-    /// scores do. Rank 3 with a leading dim provably B·H is reshaped by the split's (B, H); a leading dim of 1, or a
-    /// lower rank, broadcasts over both B and H alike and is used as is.
+    /// scores do. Rank 3 with a leading dim provably B·H (the scores' leading dim, or the product of the view's first two)
+    /// is reshaped by the split's (B, H); a leading dim of 1, or a lower rank, broadcasts over B and H alike and is used as is.
     /// </summary>
-    private CheckResult CheckRegroupable(MaskTerm term, IReadOnlyList<Dim>? scoreShape)
+    private CheckResult CheckRegroupable(MaskTerm term, IReadOnlyList<Dim>? scoreShape, IReadOnlyList<Dim>? viewShape)
     {
         if (_analysis.ShapeOf(term.Source) is not { } mask)
         {
@@ -1266,7 +1307,8 @@ public sealed class ScaledDotProductAttentionRule
             return CheckResult.Ok;
         }
 
-        return scoreShape is { Count: 3 } && mask[0].SameAs(scoreShape[0]) == true
+        var batchTimesHeads = viewShape is { Count: 4 } ? Dim.Multiply(viewShape[0], viewShape[1]) : Dim.Unknown;
+        return (scoreShape is { Count: 3 } && mask[0].SameAs(scoreShape[0]) == true) || mask[0].SameAs(batchTimesHeads) == true
             ? CheckResult.Ok
             : CheckResult.Refuse($"Mask '{term.Source.Name}' is applied to the (B·H, S, T) scores with leading dim {mask[0]}, not provably 1 or B·H ({scoreShape?[0].ToString() ?? "?"}), so it cannot be regrouped to the (B, H, S, T) view the op runs on.");
     }

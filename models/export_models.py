@@ -38,6 +38,13 @@ bart            HF BART/mBART/Marian (pre-SDPA, transformers 4.2x-4.3x; Whisper-
                 layout, mask added through view(B,H,S,T) -> + mask -> view(B*H,S,T), _expand_mask
                 (masked_fill(inverted.bool(), finfo.min)), _make_causal_mask for the decoder,
                 cross-attention.
+bloom           HF BLOOM (transformers ~4.40 eager): fused query_key_value Linear split into heads, ALiBi
+                built from the padding mask ((cumsum(m) - 1) * m positions times per-head slopes,
+                (B*H, 1, T)), alibi.baddbmm(q, k, beta=1, alpha=1/sqrt(d)) on 3-D (B*H, S, D) x
+                (B*H, D, T), view(B, H, S, T), masked_fill(bool causal+padding mask of
+                _prepare_4d_causal_attention_mask(...).bool(), finfo.min), softmax(dim=-1,
+                dtype=float32), view(B*H, S, T), bmm with V. MPT writes the same masked_fill on 4-D
+                scores with a (H, 1, T) ALiBi.
 mha             torch.nn.MultiheadAttention(batch_first=True) with key_padding_mask (bool, True =
                 ignore) and a float causal attn_mask (triu of -inf): torch 1.13's
                 F.multi_head_attention_forward 3-D path, q / sqrt(E) then baddbmm(mask, q, k^T).
@@ -803,6 +810,131 @@ class Bart(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# BLOOM (HF ~4.40 eager): fused QKV, ALiBi from the padding mask, alibi.baddbmm on 3-D tensors,
+# view(B, H, S, T) -> masked_fill(bool causal+padding mask, finfo.min) -> softmax -> view(B*H, S, T)
+# --------------------------------------------------------------------------------------------
+def _bloom_gelu(x):
+    return x * 0.5 * (1.0 + torch.tanh(0.79788456 * x * (1 + 0.044715 * x * x)))
+
+
+def build_alibi_tensor(attention_mask, num_heads, dtype):
+    batch_size, seq_length = attention_mask.shape
+    closest_power_of_2 = 2 ** math.floor(math.log2(num_heads))
+    base = torch.tensor(2 ** (-(2 ** -(math.log2(closest_power_of_2) - 3))), dtype=torch.float32)
+    powers = torch.arange(1, 1 + closest_power_of_2, dtype=torch.int32)
+    slopes = torch.pow(base, powers)
+    if closest_power_of_2 != num_heads:
+        extra_base = torch.tensor(2 ** (-(2 ** -(math.log2(2 * closest_power_of_2) - 3))), dtype=torch.float32)
+        num_remaining_heads = min(closest_power_of_2, num_heads - closest_power_of_2)
+        extra_powers = torch.arange(1, 1 + 2 * num_remaining_heads, 2, dtype=torch.int32)
+        slopes = torch.cat([slopes, torch.pow(extra_base, extra_powers)], dim=0)
+    # Positions count only unpadded tokens: (cumsum(m) - 1) * m, so left padding does not shift them.
+    arange_tensor = ((attention_mask.cumsum(dim=-1) - 1) * attention_mask)[:, None, :]
+    alibi = slopes[..., None] * arange_tensor
+    return alibi.reshape(batch_size * num_heads, 1, seq_length).to(dtype)
+
+
+def _prepare_4d_causal_attention_mask(attention_mask, input_shape, dtype, past_key_values_length):
+    # AttentionMaskConverter(is_causal=True).to_4d: causal (with zero columns for the past) merged with
+    # _expand_mask by masked_fill; 0 = attend, finfo.min = hidden.
+    bsz, tgt_len = input_shape
+    causal_4d_mask = None
+    if tgt_len > 1:
+        mask = torch.full((tgt_len, tgt_len), torch.finfo(dtype).min)
+        mask_cond = torch.arange(mask.size(-1))
+        mask.masked_fill_(mask_cond < (mask_cond + 1).view(mask.size(-1), 1), 0)
+        mask = mask.to(dtype)
+        if past_key_values_length > 0:
+            mask = torch.cat([torch.zeros(tgt_len, past_key_values_length, dtype=dtype), mask], dim=-1)
+        causal_4d_mask = mask[None, None, :, :].expand(bsz, 1, tgt_len, tgt_len + past_key_values_length)
+    expanded_attn_mask = _expand_mask(attention_mask, dtype, tgt_len=tgt_len)
+    if causal_4d_mask is not None:
+        expanded_attn_mask = causal_4d_mask.masked_fill(expanded_attn_mask.bool(), torch.finfo(dtype).min)
+    return expanded_attn_mask
+
+
+class BloomAttention(nn.Module):
+    def __init__(self, hidden_size, num_heads):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.inv_norm_factor = 1.0 / math.sqrt(self.head_dim)
+        self.beta = 1.0
+        self.query_key_value = nn.Linear(hidden_size, 3 * hidden_size, bias=True)
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.attention_dropout = nn.Dropout(0.0)
+
+    def _split_heads(self, fused_qkv):
+        batch_size, seq_length, three_times_hidden_size = fused_qkv.shape
+        fused_qkv = fused_qkv.view(batch_size, seq_length, self.num_heads, 3, self.head_dim)
+        return fused_qkv[..., 0, :], fused_qkv[..., 1, :], fused_qkv[..., 2, :]
+
+    def _merge_heads(self, x):
+        batch_size_and_num_heads, seq_length, _ = x.shape
+        batch_size = batch_size_and_num_heads // self.num_heads
+        x = x.view(batch_size, self.num_heads, seq_length, self.head_dim)
+        x = x.permute(0, 2, 1, 3)
+        return x.reshape(batch_size, seq_length, self.num_heads * self.head_dim)
+
+    def forward(self, hidden_states, residual, alibi, attention_mask):
+        fused_qkv = self.query_key_value(hidden_states)
+        (query_layer, key_layer, value_layer) = self._split_heads(fused_qkv)
+        batch_size, q_length, _, _ = query_layer.shape
+        query_layer = query_layer.transpose(1, 2).reshape(batch_size * self.num_heads, q_length, self.head_dim)
+        key_layer = key_layer.permute(0, 2, 3, 1).reshape(batch_size * self.num_heads, self.head_dim, q_length)
+        value_layer = value_layer.transpose(1, 2).reshape(batch_size * self.num_heads, q_length, self.head_dim)
+        _, _, kv_length = key_layer.shape
+        matmul_result = alibi.baddbmm(batch1=query_layer, batch2=key_layer, beta=self.beta, alpha=self.inv_norm_factor)
+        attention_scores = matmul_result.view(batch_size, self.num_heads, q_length, kv_length)
+        input_dtype = attention_scores.dtype
+        attn_weights = torch.masked_fill(attention_scores, attention_mask, torch.finfo(attention_scores.dtype).min)
+        attention_probs = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(input_dtype)
+        attention_probs = self.attention_dropout(attention_probs)
+        attention_probs_reshaped = attention_probs.view(batch_size * self.num_heads, q_length, kv_length)
+        context_layer = torch.bmm(attention_probs_reshaped, value_layer)
+        context_layer = self._merge_heads(context_layer)
+        return self.dense(context_layer) + residual
+
+
+class BloomBlock(nn.Module):
+    def __init__(self, hidden_size, num_heads):
+        super().__init__()
+        self.input_layernorm = nn.LayerNorm(hidden_size, eps=1e-5)
+        self.self_attention = BloomAttention(hidden_size, num_heads)
+        self.post_attention_layernorm = nn.LayerNorm(hidden_size, eps=1e-5)
+        self.dense_h_to_4h = nn.Linear(hidden_size, 4 * hidden_size)
+        self.dense_4h_to_h = nn.Linear(4 * hidden_size, hidden_size)
+
+    def forward(self, hidden_states, alibi, attention_mask):
+        layernorm_output = self.input_layernorm(hidden_states)
+        attention_output = self.self_attention(layernorm_output, hidden_states, alibi, attention_mask)
+        layernorm_output = self.post_attention_layernorm(attention_output)
+        return self.dense_4h_to_h(_bloom_gelu(self.dense_h_to_4h(layernorm_output))) + attention_output
+
+
+class Bloom(nn.Module):
+    def __init__(self, vocab=128, hidden=64, heads=4, layers=2):
+        super().__init__()
+        self.num_heads = heads
+        self.word_embeddings = nn.Embedding(vocab, hidden)
+        self.word_embeddings_layernorm = nn.LayerNorm(hidden, eps=1e-5)
+        self.h = nn.ModuleList([BloomBlock(hidden, heads) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(hidden, eps=1e-5)
+
+    def forward(self, input_ids, attention_mask):
+        batch_size, seq_length = input_ids.shape
+        hidden_states = self.word_embeddings_layernorm(self.word_embeddings(input_ids))
+        alibi = build_alibi_tensor(attention_mask, self.num_heads, dtype=hidden_states.dtype)
+        causal_mask = _prepare_4d_causal_attention_mask(attention_mask, (batch_size, seq_length),
+                                                        hidden_states.dtype, past_key_values_length=0)
+        causal_mask = causal_mask.bool()
+        for block in self.h:
+            hidden_states = block(hidden_states, alibi, causal_mask)
+        return self.ln_f(hidden_states)
+
+
+# --------------------------------------------------------------------------------------------
 # torch.nn.MultiheadAttention / TransformerEncoder
 # --------------------------------------------------------------------------------------------
 class TorchMHA(nn.Module):
@@ -1307,6 +1439,16 @@ FAMILIES = {
              "-> Add -> Reshape(B*H,S,T); masks (B,1,S,T): _expand_mask = Where(Cast(bool, 1-m), finfo.min, 1-m), "
              "decoder _make_causal_mask = finfo.min above the diagonal, 0 elsewhere (Where on a Less of two "
              "Ranges), Expand; Softmax(axis=-1) on the 3-D tensor"),
+    "bloom": dict(
+        spec=_text_family(Bloom, 128), opsets=[14, 17],
+        blocks=[("decoder self-attention", "top-left")] * 2, heads=(4, 4), head_dim=16, kv_cache=False,
+        scale=16 ** -0.5,
+        tags="fused query_key_value Linear -> Reshape(B,S,H,3,D) -> Gather per q/k/v; Q = Reshape(B*H,S,D) of "
+             "Transpose(0,2,1,3), K^T = Reshape(B*H,D,S) of Transpose(0,2,3,1) (head split merged with K^T), V as Q; "
+             "alibi.baddbmm = Add(Mul(MatMul(Q3, K3^T), const 0.25), Mul(alibi, 1.0)) with alibi (B*H,1,T) = "
+             "slopes (H,1) * ((CumSum(m) - 1) * m); Reshape(B,H,S,T); Where(Cast(bool, mask), finfo.min, scores) "
+             "with the bool (B,1,S,T) causal+padding mask of _prepare_4d_causal_attention_mask(...).bool(); "
+             "Softmax(axis=-1) on the 4-D view; Cast(FLOAT) (dtype=float32, .to(dtype)); Reshape(B*H,S,T) -> MatMul(V3)"),
     "mha": dict(
         spec=_mha_family(False), opsets=[14, 17],
         blocks=[("self-attention", "top-left")], heads=(4, 4), head_dim=16, kv_cache=False, scale=16 ** -0.5,
@@ -1512,7 +1654,8 @@ class GraphView:
     def attention_blocks(self):
         blocks = []
         for sm in [n for n in self.g.node if n.op_type == "Softmax"]:
-            # Down: Softmax -> [Cast|Dropout|Identity]* -> MatMul(P, V)
+            # Down: Softmax -> [Cast|Dropout|Identity|Reshape]* -> MatMul(P, V) (BLOOM views the 4-D
+            # probabilities as (B*H, S, T) for its bmm)
             down = []
             cur = sm.output[0]
             pv = None
@@ -1522,7 +1665,7 @@ class GraphView:
                 if mm:
                     pv = mm[0]
                     break
-                nxt = [c for c in cons if c.op_type in ("Cast", "Dropout", "Identity")]
+                nxt = [c for c in cons if c.op_type in ("Cast", "Dropout", "Identity", "Reshape")]
                 if not nxt:
                     break
                 down.append(self.label(nxt[0]))

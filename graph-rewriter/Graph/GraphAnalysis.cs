@@ -652,15 +652,17 @@ public sealed class GraphAnalysis
                 return picked.All(i => i >= 0 && i < data.Length) ? picked.Select(i => data[i]).ToArray() : null;
             case "Slice":
                 return SliceVector(node);
-            case "Add" or "Sub" or "Mul":
-                if (ShapeVector(node.Input(0)!) is not { } left || ShapeVector(node.Input(1)!) is not { } right ||
+            case "Add" or "Sub" or "Mul" or "Div":
+                if ((node.OpType == "Div" && ElementTypeOf(value) is not (DataType.Int64 or DataType.Int32)) ||
+                    ShapeVector(node.Input(0)!) is not { } left || ShapeVector(node.Input(1)!) is not { } right ||
                     (left.Length != right.Length && left.Length != 1 && right.Length != 1))
                 {
                     return null;
                 }
 
                 var length = Math.Max(left.Length, right.Length);
-                Func<Dim, Dim, Dim> op = node.OpType switch { "Add" => Dim.Add, "Sub" => Dim.Subtract, _ => Dim.Multiply };
+                // Div only where the quotient is exact (BLOOM's B·H // H), so integer truncation cannot matter.
+                Func<Dim, Dim, Dim> op = node.OpType switch { "Add" => Dim.Add, "Sub" => Dim.Subtract, "Div" => Dim.Divide, _ => Dim.Multiply };
                 return Enumerable.Range(0, length).Select(i => op(left[left.Length == 1 ? 0 : i], right[right.Length == 1 ? 0 : i])).ToArray();
             default:
                 return null;

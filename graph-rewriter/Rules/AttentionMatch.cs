@@ -47,6 +47,13 @@ public enum KeyLayout
     /// <summary>Transpose(perm=[1,2,0]) of a (S, B·H, D) key: nn.MultiheadAttention's batch swap merged with Kᵀ.</summary>
     Rank3SequenceFirst,
 
+    /// <summary>
+    /// A (B·H, D, T) operand that already is Kᵀ as the graph stores it (BLOOM: the head split and Kᵀ merged into one
+    /// Transpose(0,2,3,1) before flattening to 3-D; with a cache, Concat(past_key, ·, axis=2)); the rewrite transposes
+    /// it to (B·H, T, D).
+    /// </summary>
+    Rank3Transposed,
+
     /// <summary>An untransposed (B, H, S, D) key, as ONNX Attention takes it.</summary>
     NotTransposed,
 
@@ -129,8 +136,11 @@ public enum ProbabilityWrappers
 public sealed record MaskTerm(MaskKind Kind, Value Source, double Fill, bool KeepWhenTrue, Node Node,
                               CausalAlignment Alignment = CausalAlignment.None)
 {
-    /// <summary>For a mask added to a 4-D view of 3-D scores: that view.</summary>
-    public ReshapedView? View { get; init; }
+    /// <summary>
+    /// Whether the mask is applied to the (B, H, S, T) view of 3-D scores (between <see cref="ScoresView.Split"/> and
+    /// <see cref="ScoresView.Merge"/>) rather than to the (B·H, S, T) scores themselves.
+    /// </summary>
+    public bool OnView { get; init; }
 
     /// <summary>Whether the mask is subtracted (Sub(scores, M), as tf2onnx writes it).</summary>
     public bool Subtracted { get; init; }
@@ -142,11 +152,21 @@ public sealed record MaskTerm(MaskKind Kind, Value Source, double Fill, bool Kee
     public bool HiddenWhereZero { get; init; }
 }
 
-/// <summary>3-D scores reshaped to 4-D for a mask add and back (BART, nn.MultiheadAttention).</summary>
-/// <param name="Scores">The 4-D scores the mask is added to.</param>
-/// <param name="SplitShape">The 4-D shape tensor.</param>
-/// <param name="MergedShape">The 3-D shape tensor.</param>
-public sealed record ReshapedView(Value Scores, Value SplitShape, Value MergedShape);
+/// <summary>
+/// 3-D (B·H, S, T) scores viewed as (B, H, S, T) and back: BART adds its mask to the view (Reshape→Add→Reshape before
+/// Softmax), BLOOM masks the view and runs Softmax on it, merging the probabilities back after Softmax. The op then
+/// runs on the view: Q, K and V are regrouped to (B, H, ·, ·) by the split's leading dims, the output merged back.
+/// </summary>
+/// <param name="Split">Reshape (B·H, S, T) → (B, H, S, T), proven to split only the leading axis.</param>
+/// <param name="Merge">Reshape (B, H, S, T) → (B·H, S, T), proven to merge only the leading axes; before or after Softmax.</param>
+public sealed record ScoresView(Node Split, Node Merge)
+{
+    /// <summary>The split's shape input; its first two entries are (B, H).</summary>
+    public Value SplitShape => Split.Input(1)!;
+
+    /// <summary>The (B, H, S, T) scores.</summary>
+    public Value GroupedScores => Split.Output(0)!;
+}
 
 /// <summary>
 /// Einsum-based attention (tf2onnx Keras MultiHeadAttention): how each operand's axes map onto the
@@ -209,7 +229,17 @@ public sealed record ScoreChain(
     double Factor,
     ScalePlacement Placement,
     float Softcap,
-    double? Clamp);
+    double? Clamp)
+{
+    /// <summary>The merge Reshape of a (B, H, S, T) view of 3-D scores, once found walking up from the anchor.</summary>
+    public Node? Merge { get; init; }
+
+    /// <summary>The split Reshape of that view, found above the merge.</summary>
+    public Node? Split { get; init; }
+
+    /// <summary>The view, when both its Reshapes were found.</summary>
+    public ScoresView? View => Split is { } split && Merge is { } merge ? new ScoresView(split, merge) : null;
+}
 
 /// <summary>An attention subgraph found by <see cref="ScaledDotProductAttentionRule"/>.</summary>
 /// <param name="Anchor">MatMul(P, V), the node whose output the fused op takes over.</param>

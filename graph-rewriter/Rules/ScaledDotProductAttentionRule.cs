@@ -73,6 +73,7 @@ public sealed class ScaledDotProductAttentionRule
             new("Transpose(0,2,1) of a 3-D key", v => KeyTransposed(v, [0, 2, 1], KeyLayout.Rank3)),
             new("Transpose(1,2,0) of a (S, B·H, D) key", v => KeyTransposed(v, [1, 2, 0], KeyLayout.Rank3SequenceFirst)),
             new("Reshape → Transpose(0,2,1) → Reshape", KeyTransposedThroughRank3),
+            new("(B·H, D, T) operand stored as Kᵀ (BLOOM)", KeyStoredTransposedRank3),
         ]);
     }
 
@@ -98,9 +99,25 @@ public sealed class ScaledDotProductAttentionRule
         var wrappers = ProbabilityWrappers.None;
         var probabilityNodes = ImmutableList.CreateBuilder<Node>();
         var p = probabilities;
+        Node? merge = null;
         while (true)
         {
-            if (Ops.Producer(p, "Cast", "Identity", "Dropout") is { } passThrough)
+            if (merge is null && Ops.Producer(p, "Reshape") is { } reshape && ReachesSoftmax(reshape.Input(0)!))
+            {
+                // BLOOM: Softmax on a (B, H, S, T) view of 3-D scores, the probabilities merged back for a 3-D bmm; the
+                // merge is proven against the split found above Softmax (ViewStep).
+                if (_analysis.ShapeOf(reshape.Input(0)!)?.Count != 4 || _analysis.ShapeOf(p)?.Count != 3)
+                {
+                    return new PatternResult(null,
+                        $"Reshape '{reshape.DisplayName}' after Softmax does not provably merge (B, H, S, T) probabilities into (B·H, S, T) " +
+                        $"({Describe(reshape.Input(0)!)} → {Describe(p)}), so which rows the value product pairs is unknown.");
+                }
+
+                merge = reshape;
+                probabilityNodes.Add(reshape);
+                p = reshape.Input(0)!;
+            }
+            else if (Ops.Producer(p, "Cast", "Identity", "Dropout") is { } passThrough)
             {
                 wrappers |= passThrough.OpType switch
                 {
@@ -149,9 +166,9 @@ public sealed class ScaledDotProductAttentionRule
             scores = upcast.Input(0)!;
         }
 
-        if (MatchScores(scores) is not { } chain)
+        if (MatchScores(scores, merge) is not { } chain)
         {
-            return new PatternResult(null, UnresolvedScale(scores) ??
+            return new PatternResult(null, UnresolvedScale(scores) ?? UnprovenView(scores, merge) ??
                 $"No MatMul(Q, Kᵀ) above Softmax '{softmax.DisplayName}' through the recognised scale, softcap and mask nodes.");
         }
 
@@ -372,9 +389,9 @@ public sealed class ScaledDotProductAttentionRule
     private (Node Where, Node IsNaN, Value Guarded)? NaNGuard(Value p) =>
         Ops.Producer(p, "Where") is { } where ? NaNGuardOf(where, _analysis) : null;
 
-    private ScoreChain? MatchScores(Value scores)
+    private ScoreChain? MatchScores(Value scores, Node? merge)
     {
-        var start = new ScoreChain(null!, [], [], 1, ScalePlacement.None, 0, null);
+        var start = new ScoreChain(null!, [], [], 1, ScalePlacement.None, 0, null) { Merge = merge };
         if (Ops.Producer(scores, "Max") is { } max && Ops.WithScalar(max, _analysis, 1, 0) is { } clamp &&
             MatchMasks(clamp.Operand, start with { Nodes = [max], Clamp = clamp.Constant }, MaxMasks) is { } clamped)
         {
@@ -388,23 +405,20 @@ public sealed class ScaledDotProductAttentionRule
     private ScoreChain? MatchMasks(Value scores, ScoreChain chain, int left)
     {
         (scores, chain) = SkipWidening(scores, chain);
+        if (ViewStep(scores, chain) is { } step)
+        {
+            return MatchMasks(step.Reshape.Input(0)!, step.Chain, left);
+        }
+
+        // Between the view's split and merge the masks are laid out like (B, H, S, T), elsewhere like the 3-D scores.
+        var onView = chain.Merge is not null && chain.Split is null;
         if (left > 0)
         {
-            if (ReshapedAdd(scores) is { } reshaped)
-            {
-                var term = new MaskTerm(MaskKind.AdditiveBias, reshaped.Mask, 0, true, reshaped.Add) { View = reshaped.View };
-                var next = chain with { Nodes = chain.Nodes.AddRange([reshaped.Outer, reshaped.Add, reshaped.Inner]), Masks = chain.Masks.Add(term) };
-                if (MatchMasks(reshaped.Scores, next, left - 1) is { } found)
-                {
-                    return found;
-                }
-            }
-
             if (Ops.Producer(scores, "Add") is { Inputs.Count: 2 } add)
             {
                 for (var i = 0; i < 2; i++)
                 {
-                    var term = new MaskTerm(MaskKind.AdditiveBias, add.Input(1 - i)!, 0, true, add);
+                    var term = new MaskTerm(MaskKind.AdditiveBias, add.Input(1 - i)!, 0, true, add) { OnView = onView };
                     var next = chain with { Nodes = chain.Nodes.Add(add), Masks = chain.Masks.Add(term) };
                     if (MatchMasks(add.Input(i)!, next, left - 1) is { } found)
                     {
@@ -416,7 +430,7 @@ public sealed class ScaledDotProductAttentionRule
             if (Ops.Producer(scores, "Sub") is { Inputs.Count: 2 } sub)
             {
                 // s − M == s + (−M) exactly: negation only flips the sign bit.
-                var term = new MaskTerm(MaskKind.AdditiveBias, sub.Input(1)!, 0, true, sub) { Subtracted = true };
+                var term = new MaskTerm(MaskKind.AdditiveBias, sub.Input(1)!, 0, true, sub) { Subtracted = true, OnView = onView };
                 var next = chain with { Nodes = chain.Nodes.Add(sub), Masks = chain.Masks.Add(term) };
                 if (MatchMasks(sub.Input(0)!, next, left - 1) is { } found)
                 {
@@ -438,7 +452,7 @@ public sealed class ScaledDotProductAttentionRule
                     var fill = fillTensor.Data[0];
 
                     var kind = double.IsNegativeInfinity(fill) ? MaskKind.KeepNegativeInfinity : MaskKind.FiniteFill;
-                    var term = new MaskTerm(kind, where.Input(0)!, fill, KeepWhenTrue: scoreIndex == 1, where);
+                    var term = new MaskTerm(kind, where.Input(0)!, fill, KeepWhenTrue: scoreIndex == 1, where) { OnView = onView };
                     var next = chain with { Nodes = chain.Nodes.Add(where), Masks = chain.Masks.Add(term) };
                     if (MatchMasks(where.Input(scoreIndex)!, next, left - 1) is { } found)
                     {
@@ -452,35 +466,119 @@ public sealed class ScaledDotProductAttentionRule
     }
 
     /// <summary>
-    /// Reshape(Add(Reshape(s, (B, H, S, T)), M), (B·H, S, T)) on 3-D scores (BART, nn.MultiheadAttention):
-    /// accepted when the shapes prove the reshapes only split and merge the leading axis.
+    /// One Reshape of a (B, H, S, T) view of 3-D scores, walking up: the merge back to (B·H, S, T) (BART, before
+    /// Softmax) when none was found yet, then the split it undoes. Only the ranks are read here; <see cref="ViewProven"/>
+    /// proves the dims once the score MatMul is found. The chain with that Reshape added, or null.
     /// </summary>
-    private (Node Outer, Node Add, Node Inner, Value Scores, Value Mask, ReshapedView View)? ReshapedAdd(Value scores)
+    private (Node Reshape, ScoreChain Chain)? ViewStep(Value scores, ScoreChain chain)
     {
-        if (Ops.Producer(scores, "Reshape") is not { } outer || Ops.Producer(outer.Input(0), "Add") is not { Inputs.Count: 2 } add)
+        if (chain.Merge is null && chain.Split is null && ViewShaped(scores, merging: true) is { } merge)
         {
-            return null;
+            return (merge, chain with { Nodes = chain.Nodes.Add(merge), Merge = merge });
         }
 
-        for (var i = 0; i < 2; i++)
+        if (chain.Merge is not null && chain.Split is null && ViewShaped(scores, merging: false) is { } split)
         {
-            if (Ops.Producer(add.Input(i), "Reshape") is not { } inner || _analysis.ShapeOf(inner.Input(0)!) is not { Count: 3 } flat ||
-                _analysis.ShapeOf(inner.Output(0)!) is not { Count: 4 } split || _analysis.ShapeOf(outer.Output(0)!) is not { Count: 3 } merged)
-            {
-                continue;
-            }
-
-            // The mask must not enlarge the 4-D view; CheckMaskShape refuses masks that provably would.
-            var proven = split[2].SameAs(flat[1]) == true && split[3].SameAs(flat[2]) == true &&
-                         merged[1].SameAs(flat[1]) == true && merged[2].SameAs(flat[2]) == true;
-            if (proven)
-            {
-                return (outer, add, inner, inner.Input(0)!, add.Input(1 - i)!, new ReshapedView(inner.Output(0)!, inner.Input(1)!, outer.Input(1)!));
-            }
+            return (split, chain with { Nodes = chain.Nodes.Add(split), Split = split });
         }
 
         return null;
     }
+
+    /// <summary>A Reshape from rank 4 to 3 (merging) or from 3 to 4 (splitting).</summary>
+    private Node? ViewShaped(Value output, bool merging) =>
+        Ops.Producer(output, "Reshape") is { } reshape && _analysis.ShapeOf(reshape.Input(0)!)?.Count == (merging ? 4 : 3) &&
+        _analysis.ShapeOf(output)?.Count == (merging ? 3 : 4) ? reshape : null;
+
+    /// <summary>
+    /// Whether the view only splits the leading axis of the 3-D scores into (B, H) and the merge only joins them back:
+    /// the split's last two dims are those of the Reshape's input or of the score MatMul's (S, T), and the merge's last
+    /// two are those of its input or of the view. With the element count kept, the leading dims are then B·H on both
+    /// 3-D sides. Reading the MatMul's and the view's dims makes the proof survive masks in between whose dims shape
+    /// inference cannot relate (they never enlarge the scores: CheckMaskShape).
+    /// </summary>
+    private bool ViewProven(Node split, Node merge, Node scoresMatMul) => SplitProven(split, scoresMatMul) && MergeProven(merge, split);
+
+    private bool SplitProven(Node split, Node scoresMatMul) =>
+        _analysis.ShapeOf(split.Output(0)!) is { Count: 4 } view &&
+        (SameLastTwo(split.Input(0)!, view[2], view[3]) || SameLastTwo(scoresMatMul.Output(0)!, view[2], view[3]));
+
+    private bool MergeProven(Node merge, Node split) =>
+        (_analysis.ShapeOf(merge.Input(0)!) is { Count: 4 } grouped && SameLastTwo(merge.Output(0)!, grouped[2], grouped[3])) ||
+        (_analysis.ShapeOf(split.Output(0)!) is { Count: 4 } view && SameLastTwo(merge.Output(0)!, view[2], view[3]));
+
+    private bool SameLastTwo(Value flat, Dim rows, Dim columns) =>
+        _analysis.ShapeOf(flat) is { Count: 3 } f && f[1].SameAs(rows) == true && f[2].SameAs(columns) == true;
+
+    /// <summary>Whether <paramref name="value"/> is Softmax probabilities, through Casts, Identities and Dropouts.</summary>
+    private bool ReachesSoftmax(Value value)
+    {
+        while (Ops.Producer(value, "Cast", "Identity", "Dropout") is { } passThrough)
+        {
+            value = passThrough.Input(0)!;
+        }
+
+        return Ops.Producer(value, "Softmax") is not null || Decomposed(value) is not null;
+    }
+
+    /// <summary>Explains a failed score match caused by a view of the scores that is incomplete or not proven.</summary>
+    private string? UnprovenView(Value scores, Node? merge)
+    {
+        Node? split = null;
+        Node? scoresMatMul = null;
+        var pending = new Queue<(Value Value, int Depth)>([(scores, 0)]);
+        while (pending.TryDequeue(out var item) && scoresMatMul is null)
+        {
+            if (Ops.Producer(item.Value, "Add", "Sub", "Where", "Max", "Mul", "Div", "Tanh", "Cast", "Reshape", "MatMul", "Einsum") is not { } node || item.Depth > 8)
+            {
+                continue;
+            }
+
+            if (node.OpType is "MatMul" or "Einsum")
+            {
+                scoresMatMul = node;
+                continue;
+            }
+
+            if (merge is null && ViewShaped(item.Value, merging: true) is not null)
+            {
+                merge = node;
+            }
+            else if (split is null && merge is not null && ViewShaped(item.Value, merging: false) is not null)
+            {
+                split = node;
+            }
+
+            foreach (var input in node.OpType == "Reshape" ? [node.Input(0)!] : node.Inputs.OfType<Value>())
+            {
+                pending.Enqueue((input, item.Depth + 1));
+            }
+        }
+
+        if (merge is null || scoresMatMul is null)
+        {
+            return null;
+        }
+
+        if (split is null)
+        {
+            return $"Reshape '{merge.DisplayName}' merges (B, H, S, T) into (B·H, S, T) ({Describe(merge.Input(0)!)} → {Describe(merge.Output(0)!)}), " +
+                   "but no Reshape splitting the 3-D scores into that view was found above it.";
+        }
+
+        if (!SplitProven(split, scoresMatMul))
+        {
+            return $"Reshape '{split.DisplayName}' on the scores ({Describe(split.Input(0)!)} → {Describe(split.Output(0)!)}) does not provably only split " +
+                   $"the leading axis of the (B·H, S, T) scores ({Describe(scoresMatMul.Output(0)!)}) into (B, H): the last two dims must be the same on both sides.";
+        }
+
+        return MergeProven(merge, split) ? null :
+            $"Reshape '{merge.DisplayName}' ({Describe(merge.Input(0)!)} → {Describe(merge.Output(0)!)}) does not provably merge the (B, H, S, T) view made by " +
+            $"'{split.DisplayName}' ({Describe(split.Output(0)!)}) back into (B·H, S, T).";
+    }
+
+    private string Describe(Value value) =>
+        _analysis.ShapeOf(value) is { } shape ? "(" + string.Join(", ", shape.Select(d => d.ToString())) + ")" : "rank unknown";
 
     /// <summary>Softcap slot: Mul(Tanh(Div(s, c)), c) in either Mul operand order.</summary>
     private ScoreChain? MatchSoftcap(Value scores, ScoreChain chain)
@@ -518,7 +616,23 @@ public sealed class ScaledDotProductAttentionRule
     private ScoreChain? MatchScoresMatMul(Value scores, ScoreChain chain)
     {
         (scores, chain) = SkipWidening(scores, chain);
-        return Ops.Producer(scores, "MatMul", "Einsum") is { Inputs.Count: 2 } matMul ? chain with { ScoresMatMul = matMul } : null;
+        if (chain.Merge is not null && chain.Split is null && ViewStep(scores, chain) is { } step)
+        {
+            (scores, chain) = SkipWidening(step.Reshape.Input(0)!, step.Chain);
+        }
+
+        if (Ops.Producer(scores, "MatMul", "Einsum") is not { Inputs.Count: 2 } matMul)
+        {
+            return null;
+        }
+
+        // A view must be complete and proven: otherwise which rows the op's (B, H) pair is unknown.
+        return (chain.Merge, chain.Split) switch
+        {
+            (null, null) => chain with { ScoresMatMul = matMul },
+            ({ } merge, { } split) when ViewProven(split, merge, matMul) => chain with { ScoresMatMul = matMul },
+            _ => null,
+        };
     }
 
     /// <summary>
@@ -633,6 +747,41 @@ public sealed class ScaledDotProductAttentionRule
                      restored[0].SameAs(k[0]) == true && restored[1].SameAs(k[1]) == true &&
                      restored[2].SameAs(k[3]) == true && restored[3].SameAs(k[2]) == true;
         return proven ? new KeyMatch(key, KeyLayout.ReshapedRank3, factor) : null;
+    }
+
+    /// <summary>
+    /// A (B·H, D, T) operand that the graph built as Kᵀ: Reshape(Transpose(0,2,3,1)(k), (B·H, D, T)) with the shapes
+    /// proving the Reshape only merges the two leading axes (BLOOM's key), or a Concat along T of such keys with a cache
+    /// stored the same way. The op gets its transpose (B·H, T, D).
+    /// </summary>
+    private KeyMatch? KeyStoredTransposedRank3(Value keyTransposed)
+    {
+        var factor = 1.0;
+        var current = keyTransposed;
+        if (ScalarFactor(current) is { } after)
+        {
+            factor = after.Factor;
+            current = after.Operand;
+        }
+
+        if (_analysis.ShapeOf(current) is not { Count: 3 } flat)
+        {
+            return null;
+        }
+
+        if (Ops.Producer(current, "Concat") is { } concat && concat.IntAttribute("axis") is 2 or -1 &&
+            concat.Inputs.Count > 1 && concat.Inputs[^1] is { } newest && StoredTransposed(newest))
+        {
+            return new KeyMatch(current, KeyLayout.Rank3Transposed, factor);
+        }
+
+        return StoredTransposed(current) ? new KeyMatch(current, KeyLayout.Rank3Transposed, factor) : null;
+
+        bool StoredTransposed(Value value) =>
+            Ops.Producer(value, "Reshape") is { } reshape && Ops.Producer(reshape.Input(0), "Transpose") is { } transpose &&
+            transpose.IntsAttribute("perm") is [0, 2, 3, 1] && _analysis.ShapeOf(reshape.Input(0)!) is { Count: 4 } grouped &&
+            _analysis.ShapeOf(value) is { Count: 3 } merged && merged[1].SameAs(grouped[2]) == true && merged[2].SameAs(grouped[3]) == true &&
+            merged[1].SameAs(flat[1]) == true;
     }
 
     /// <summary>
@@ -796,6 +945,7 @@ public sealed class ScaledDotProductAttentionRule
             (KeyLayout.Einsum, _) => EinsumLayout.Permute(shape, match.Einsum!.Key),
             (KeyLayout.HeadSplitMerged, { Count: 4 } s) => [s[0], s[2], s[1], s[3]],
             (KeyLayout.Rank3SequenceFirst, { Count: 3 } s) => [s[1], s[0], s[2]],
+            (KeyLayout.Rank3Transposed, { Count: 3 } s) => [s[0], s[2], s[1]],
             _ => shape,
         };
     }
@@ -832,7 +982,37 @@ public sealed class ScaledDotProductAttentionRule
             result = CheckMasks(match);
         }
 
+        if (result.IsOk && match.Scores.View is { } view)
+        {
+            result = CheckView(match, view);
+        }
+
         return result;
+    }
+
+    /// <summary>
+    /// The op runs on the (B, H, S, T) view, with Q, K and V regrouped by the first two entries of the split's shape:
+    /// each must be a size (a number ≥ 1, or a dim read from a shape), or −1, never 0 (Reshape would copy the input's
+    /// dim there, which differs between the scores and Q, K, V). Shape readers of the 3-D scores are rewired as usual;
+    /// those of the view are refused (the rewiring computes 3-D shapes).
+    /// </summary>
+    private CheckResult CheckView(AttentionMatch match, ScoresView view)
+    {
+        if (_analysis.ShapeVector(view.SplitShape) is not { Length: 4 } entries ||
+            entries.Take(2).Any(d => d.Size is 0 or < -1 || (d.Size is null && d.Symbol is null)))
+        {
+            return CheckResult.Refuse(
+                $"The (B, H) of Reshape '{view.Split.DisplayName}' (the (B, H, S, T) view of the scores) are not provably sizes (or −1), so Q, K and V cannot be regrouped with them.");
+        }
+
+        var chain = new HashSet<Node>([match.Scores.ScoresMatMul, .. match.Scores.Nodes, .. match.ProbabilityNodes]);
+        if (chain.SelectMany(n => n.Outputs.OfType<Value>()).Where(v => _analysis.ShapeOf(v)?.Count != 3).SelectMany(v => v.Consumers)
+                 .FirstOrDefault(c => c.Is("Shape") && !chain.Contains(c)) is { } reader)
+        {
+            return CheckResult.Refuse($"Shape '{reader.DisplayName}' reads an intermediate of scores that are viewed as (B, H, S, T); it cannot be rewired to the op's inputs.");
+        }
+
+        return CheckResult.Ok;
     }
 
     private CheckResult CheckSoftmax(AttentionMatch match)
@@ -1046,11 +1226,17 @@ public sealed class ScaledDotProductAttentionRule
 
         var type = _analysis.ElementTypeOf(match.Query.Value);
         var scoreShape = _analysis.ShapeOf(match.Scores.ScoresMatMul.Output(0)!);
+        var view = match.Scores.View;
         foreach (var term in masks)
         {
-            if (CheckMaskShape(term, term.View is { } view ? _analysis.ShapeOf(view.Scores) : scoreShape) is { IsOk: false } bad)
+            if (CheckMaskShape(term, term.OnView ? _analysis.ShapeOf(view!.GroupedScores) : scoreShape) is { IsOk: false } bad)
             {
                 return bad;
+            }
+
+            if (view is not null && !term.OnView && CheckRegroupable(term, scoreShape, _analysis.ShapeOf(view.GroupedScores)) is { IsOk: false } flat)
+            {
+                return flat;
             }
         }
 
@@ -1072,7 +1258,7 @@ public sealed class ScaledDotProductAttentionRule
             notes.Add($"Mask '{term.Source.Name}' is converted from {maskType} to {type} (the op's bias type); its values round to {type}.");
         }
 
-        if (additive.Count == 2 && (additive.Any(m => m.View is not null) || wheres.Count > 0 || match.Scores.Clamp is not null))
+        if (additive.Count == 2 && (wheres.Count > 0 || match.Scores.Clamp is not null))
         {
             return CheckResult.Refuse("A causal mask and another additive mask together with further masks or a clamp.");
         }
@@ -1090,12 +1276,6 @@ public sealed class ScaledDotProductAttentionRule
             {
                 return CheckResult.Refuse($"Where '{where.Node.DisplayName}' fills with {where.Fill.ToString(CultureInfo.InvariantCulture)}, which {type} cannot hold exactly.");
             }
-
-            if (additive.Count == 1 && additive[0].View is not null)
-            {
-                // The view regroups Q/K/V to 4-D; the Where's condition is laid out like the 3-D scores.
-                return CheckResult.Refuse("A Where mask together with a mask added through Reshape→Add→Reshape.");
-            }
         }
 
         if (match.Scores.Clamp is { } clamp)
@@ -1108,6 +1288,29 @@ public sealed class ScaledDotProductAttentionRule
         }
 
         return CheckResult.Ok with { Notes = notes };
+    }
+
+    /// <summary>
+    /// A mask on the 3-D (B·H, S, T) scores of a view the op runs on: it must regroup to (B, H, ·, ·) the way the
+    /// scores do. Rank 3 with a leading dim provably B·H (the scores' leading dim, or the product of the view's first two)
+    /// is reshaped by the split's (B, H); a leading dim of 1, or a lower rank, broadcasts over B and H alike and is used as is.
+    /// </summary>
+    private CheckResult CheckRegroupable(MaskTerm term, IReadOnlyList<Dim>? scoreShape, IReadOnlyList<Dim>? viewShape)
+    {
+        if (_analysis.ShapeOf(term.Source) is not { } mask)
+        {
+            return CheckResult.Refuse($"Mask '{term.Source.Name}' is applied to the (B·H, S, T) scores, but its rank is unknown, so it cannot be regrouped to the (B, H, S, T) view the op runs on.");
+        }
+
+        if (mask.Count < 3 || mask[0].Size == 1)
+        {
+            return CheckResult.Ok;
+        }
+
+        var batchTimesHeads = viewShape is { Count: 4 } ? Dim.Multiply(viewShape[0], viewShape[1]) : Dim.Unknown;
+        return (scoreShape is { Count: 3 } && mask[0].SameAs(scoreShape[0]) == true) || mask[0].SameAs(batchTimesHeads) == true
+            ? CheckResult.Ok
+            : CheckResult.Refuse($"Mask '{term.Source.Name}' is applied to the (B·H, S, T) scores with leading dim {mask[0]}, not provably 1 or B·H ({scoreShape?[0].ToString() ?? "?"}), so it cannot be regrouped to the (B, H, S, T) view the op runs on.");
     }
 
     /// <summary>
@@ -1188,9 +1391,14 @@ public sealed class ScaledDotProductAttentionRule
         }
 
         RewireShapeReaders(match, query, key);
-        if (match.Key.Layout is KeyLayout.HeadSplitMerged or KeyLayout.Rank3SequenceFirst)
+        if (match.Key.Layout is KeyLayout.HeadSplitMerged or KeyLayout.Rank3SequenceFirst or KeyLayout.Rank3Transposed)
         {
-            long[] perm = match.Key.Layout == KeyLayout.HeadSplitMerged ? [0, 2, 1, 3] : [1, 0, 2];
+            long[] perm = match.Key.Layout switch
+            {
+                KeyLayout.HeadSplitMerged => [0, 2, 1, 3],
+                KeyLayout.Rank3SequenceFirst => [1, 0, 2],
+                _ => [0, 2, 1],
+            };
             key = graph.InsertNode(anchor, "Transpose", "", [key], [names.Fresh(key.Name + "_heads_first")], "KeyHeadsFirst",
                 [Node.IntsAttributeProto("perm", perm)]).Output(0)!;
         }
@@ -1201,30 +1409,37 @@ public sealed class ScaledDotProductAttentionRule
         var where = masks.FirstOrDefault(m => m.Kind is MaskKind.KeepNegativeInfinity or MaskKind.FiniteFill);
         var causal = masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None;
 
-        Value? bias = additive is null ? null : SignedBias(graph, anchor, additive, type);
-        var view = additive?.View;
+        var view = match.Scores.View;
+        Value? batchAndHeads = null;
+        Value Regroup(Value input, string hint)
+        {
+            // (B·H, X, Y) → (B, H, X, Y) with the view's (B, H).
+            var rest = SliceOf(graph, anchor, graph.InsertNode(anchor, "Shape", "", [input], [names.Fresh(input.Name + "_shape")], hint + "Shape").Output(0)!, 1, 3, hint + "Dims");
+            var shape = graph.InsertNode(anchor, "Concat", "", [batchAndHeads!, rest], [names.Fresh(input.Name + "_4d_shape")], hint + "Shape4D",
+                [Node.IntAttributeProto("axis", 0)]).Output(0)!;
+            return graph.InsertNode(anchor, "Reshape", "", [input, shape], [names.Fresh(input.Name + "_4d")], hint + "Regroup").Output(0)!;
+        }
+
+        // A mask on the 3-D scores of a view follows the scores onto it (CheckRegroupable): only a rank-3 mask with
+        // a leading B·H needs the reshape; the others broadcast over B and H alike.
+        Value MaskOnView(MaskTerm term, Value mask) =>
+            view is not null && !term.OnView && _analysis.ShapeOf(term.Source) is { Count: 3 } shape && shape[0].Size != 1 ? Regroup(mask, "Mask") : mask;
+
         if (view is not null)
         {
-            // The mask was added to a (B, H, S, T) view of (B·H, S, T) scores, so the 3-D query, key
-            // and value regroup the same way, (B·H, S, D) → (B, H, S, D), and the mask is used as is
-            // instead of being expanded to the scores' size.
-            var batchAndHeads = SliceOf(graph, anchor, view.SplitShape, 0, 2, "BatchAndHeads");
-            Value Regroup(Value input, string hint)
-            {
-                var rest = SliceOf(graph, anchor, graph.InsertNode(anchor, "Shape", "", [input], [names.Fresh(input.Name + "_shape")], hint + "Shape").Output(0)!, 1, 3, hint + "Dims");
-                var shape = graph.InsertNode(anchor, "Concat", "", [batchAndHeads, rest], [names.Fresh(input.Name + "_4d_shape")], hint + "Shape4D",
-                    [Node.IntAttributeProto("axis", 0)]).Output(0)!;
-                return graph.InsertNode(anchor, "Reshape", "", [input, shape], [names.Fresh(input.Name + "_4d")], hint + "Regroup").Output(0)!;
-            }
-
+            // The scores are viewed as (B, H, S, T) around the mask (BART) or Softmax (BLOOM), so the 3-D query, key
+            // and value regroup the same way, (B·H, S, D) → (B, H, S, D), and masks on the view are used unexpanded.
+            batchAndHeads = SliceOf(graph, anchor, view.SplitShape, 0, 2, "BatchAndHeads");
             query = Regroup(query, "Query");
             key = Regroup(key, "Key");
             value = Regroup(value, "Value");
         }
 
+        Value? bias = additive is null ? null : MaskOnView(additive, SignedBias(graph, anchor, additive, type));
+
         if (additives.Count == 2)
         {
-            var second = SignedBias(graph, anchor, additives[1], type);
+            var second = MaskOnView(additives[1], SignedBias(graph, anchor, additives[1], type));
             bias = graph.InsertNode(anchor, "Add", "", [second, bias], [names.Fresh(bias!.Name + "_combined")], "CombineMasks").Output(0)!;
         }
 
@@ -1237,8 +1452,9 @@ public sealed class ScaledDotProductAttentionRule
         Value? keep = null;
         if (where is { Kind: MaskKind.KeepNegativeInfinity })
         {
-            keep = where.KeepWhenTrue ? where.Source
-                : graph.InsertNode(anchor, "Not", "", [where.Source], [names.Fresh(where.Source.Name + "_keep")], "KeepMask").Output(0)!;
+            var source = MaskOnView(where, where.Source);
+            keep = where.KeepWhenTrue ? source
+                : graph.InsertNode(anchor, "Not", "", [source], [names.Fresh(where.Source.Name + "_keep")], "KeepMask").Output(0)!;
         }
         else if (where is { Kind: MaskKind.FiniteFill })
         {
@@ -1252,11 +1468,11 @@ public sealed class ScaledDotProductAttentionRule
             }
 
             var kept = bias ?? Constant(graph, anchor, ConstantTensor.Scalar(type, 0), "MaskZero");
-            var condition = where.Source;
+            var condition = MaskOnView(where, where.Source);
             if (where.HiddenWhereZero)
             {
                 var zero = Constant(graph, anchor, ConstantTensor.Scalar(_analysis.ElementTypeOf(where.Source), 0), "PaddingZero");
-                condition = graph.InsertNode(anchor, "Equal", "", [where.Source, zero], [names.Fresh(where.Source.Name + "_padded")], "PaddedKeys").Output(0)!;
+                condition = graph.InsertNode(anchor, "Equal", "", [condition, zero], [names.Fresh(where.Source.Name + "_padded")], "PaddedKeys").Output(0)!;
             }
 
             Value?[] branches = where.KeepWhenTrue ? [condition, kept, fill] : [condition, fill, kept];
@@ -1366,6 +1582,7 @@ public sealed class ScaledDotProductAttentionRule
             {
                 KeyLayout.HeadSplitMerged => 1,
                 KeyLayout.Rank3SequenceFirst => 0,
+                KeyLayout.Rank3Transposed => 2,
                 _ => rank - 2,
             };
             var leading = Slice(queryShape, 0, rank - 1, "ScoresLeadingDims");
@@ -1384,7 +1601,7 @@ public sealed class ScaledDotProductAttentionRule
     }
 
     private static int QueryRank(AttentionMatch match) =>
-        match.Einsum is { } einsum ? einsum.Query.Length : match.Key.Layout is KeyLayout.Rank3 or KeyLayout.Rank3SequenceFirst ? 3 : 4;
+        match.Einsum is { } einsum ? einsum.Query.Length : match.Key.Layout is KeyLayout.Rank3 or KeyLayout.Rank3SequenceFirst or KeyLayout.Rank3Transposed ? 3 : 4;
 
     private static Value Constant(OnnxGraph graph, Node before, ConstantTensor value, string hint)
     {

@@ -100,6 +100,12 @@ internal static class AttentionModels
             new(KeyLayout.Rank3SequenceFirst, ScalePlacement.Query | ScalePlacement.MultiplyScores, InvSqrtD));
         yield return new("BART 3-D scores with Reshape→Add→Reshape mask", BartReshapedMask, BartMaskInputs,
             new(KeyLayout.Rank3, ScalePlacement.QueryBeforeHeadSplit, 1.0f), NoReferenceProbe: true);
+        yield return new("BLOOM: alibi.baddbmm on 3-D scores, a (B, H, S, T) view masked with finfo.min by a bool mask, Softmax, view back",
+            () => Bloom(BloomVariant.Plain), BloomInputs(past: false), new(KeyLayout.Rank3Transposed, ScalePlacement.MultiplyScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("BLOOM with a KV cache: Concat(past_key (B·H, D, P), Kᵀ, axis 2), Concat(past_value, V, axis 1)",
+            () => Bloom(BloomVariant.Past), BloomInputs(past: true), new(KeyLayout.Rank3Transposed, ScalePlacement.MultiplyScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("MPT: (H, 1, T) ALiBi added to 4-D scores, masked_fill(bool, finfo.min), Softmax of scores.float()", Mpt, MptInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD));
         yield return new("GPT-2: no-op Cast, finite causal Where, then padding Add", Gpt2WhereThenAdd, AdditiveMaskInputs(FloatMin),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "kept as a mask input"));
         yield return new("T5: no-op Cast to float before Softmax", T5NoOpCast, PositionBiasInputs,
@@ -478,6 +484,12 @@ internal static class AttentionModels
         yield return new("Einsum scores with an ellipsis in an operand of unknown rank", () => EllipsisOfUnknownRank(scores: true), PlainInputs, null,
             "has an ellipsis in operand 'q', whose rank is unknown");
         yield return new("float32 finfo.min fill in a bfloat16 attention", Bfloat16WithFloatFill, PlainInputs, null, "cannot hold exactly");
+        yield return new("BLOOM-style ALiBi on the 3-D scores whose leading dim is not provably B·H", () => Bloom(BloomVariant.UnrelatedAlibi), BloomInputs(past: false), null,
+            "cannot be regrouped to the (B, H, S, T) view");
+        yield return new("3-D scores viewed as (B, H, T, S): the split does not keep the last two axes", () => Bloom(BloomVariant.SwappedView), BloomInputs(past: false), null,
+            "does not provably only split");
+        yield return new("Probabilities merged to (B·H, S·T, 1) after Softmax", () => Bloom(BloomVariant.FlattenedProbabilities), BloomInputs(past: false), null,
+            "does not provably merge");
     }
 
     // ---- common pieces ------------------------------------------------------------------------
@@ -968,6 +980,129 @@ internal static class AttentionModels
         }
 
         inputs["mask"] = new TestTensor(DataType.Float, [Batch, 1, s, t], mask);
+        return inputs;
+    }
+
+    private enum BloomVariant
+    {
+        Plain,
+        Past,
+        UnrelatedAlibi,
+        SwappedView,
+        FlattenedProbabilities,
+    }
+
+    /// <summary>
+    /// HF BLOOM (~4.40) from (B, S, H, D) q, k, v: Q and V flattened to (B·H, S, D), Kᵀ stored as (B·H, D, T) through
+    /// Transpose(0,2,3,1); alibi.baddbmm = Add(Mul(MatMul, 1/√D), Mul(alibi, 1)) with alibi (B·H, 1, T) reshaped from
+    /// (B, H, T); view (B, H, S, T); Where(hidden, finfo.min, ·); Softmax; Cast; view (B·H, S, T); MatMul with V.
+    /// </summary>
+    private static ModelProto Bloom(BloomVariant variant)
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "B", "S", Heads, HeadDim);
+        var k = b.Input("k", DataType.Float, "B", "T", Heads, HeadDim);
+        var v = b.Input("v", DataType.Float, "B", "T", Heads, HeadDim);
+        var hidden = b.Input("mask", DataType.Bool, "B", 1, "S", "TK");
+        var shape = b.Node("Shape", [q]);
+        var batch = b.Node("Slice", [shape, b.Ints(0), b.Ints(1)]);
+        var length = b.Node("Slice", [shape, b.Ints(1), b.Ints(2)]);
+        var flat = b.Node("Mul", [batch, b.Ints(Heads)]);
+        var q3 = b.Node("Reshape", [b.Node("Transpose", [q], Ints("perm", 0, 2, 1, 3)), b.Node("Concat", [flat, b.Ints(-1, HeadDim)], Int("axis", 0))]);
+        var kT3 = b.Node("Reshape", [b.Node("Transpose", [k], Ints("perm", 0, 2, 3, 1)), b.Node("Concat", [flat, b.Ints(HeadDim, -1)], Int("axis", 0))]);
+        var v3 = b.Node("Reshape", [b.Node("Transpose", [v], Ints("perm", 0, 2, 1, 3)), b.Node("Concat", [flat, b.Ints(-1, HeadDim)], Int("axis", 0))]);
+        if (variant == BloomVariant.Past)
+        {
+            kT3 = b.Node("Concat", [b.Input("past_key", DataType.Float, "N", HeadDim, "P"), kT3], Int("axis", 2));
+            v3 = b.Node("Concat", [b.Input("past_value", DataType.Float, "N", "P", HeadDim), v3], Int("axis", 1));
+        }
+
+        var keyLength = b.Node("Slice", [b.Node("Shape", [kT3]), b.Ints(2), b.Ints(3)]);
+        var alibi = variant == BloomVariant.UnrelatedAlibi
+            ? b.Input("alibi", DataType.Float, "A", 1, "TK")
+            : b.Node("Reshape", [b.Input("alibi", DataType.Float, "B", Heads, "TK"), b.Node("Concat", [flat, b.Ints(1, -1)], Int("axis", 0))]);
+        var scores = b.Node("Add", [b.Node("Mul", [b.Node("MatMul", [q3, kT3]), b.Scalar(InvSqrtD)]), b.Node("Mul", [alibi, b.Scalar(1)])]);
+        string[] viewDims = variant == BloomVariant.SwappedView ? [batch, b.Ints(Heads), keyLength, length] : [batch, b.Ints(Heads), length, keyLength];
+        var view = b.Node("Reshape", [scores, b.Node("Concat", viewDims, Int("axis", 0))]);
+        var probabilities = b.Node("Cast", [Softmax(b, b.Node("Where", [hidden, b.Scalar(FloatMin), view]))], Int("to", (long)DataType.Float));
+        string[] mergedDims = variant switch
+        {
+            BloomVariant.SwappedView => [flat, keyLength, length],
+            BloomVariant.FlattenedProbabilities => [flat, b.Ints(-1, 1)],
+            _ => [flat, length, keyLength],
+        };
+        var merged = b.Node("Reshape", [probabilities, b.Node("Concat", mergedDims, Int("axis", 0))]);
+        b.Rename(b.Node("MatMul", [merged, v3]), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    /// <summary>
+    /// BLOOM inputs: q (B, S, H, D), k and v (B, T, H, D) (with a cache: T new keys after P = T cached ones), ALiBi
+    /// slopes·positions (B, H, T), and a bool mask (B, 1, S, T) hiding keys after the lower-right diagonal and batch 1's
+    /// first third, so that with S &gt; T some rows are hidden entirely (finfo.min everywhere, a uniform softmax).
+    /// </summary>
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> BloomInputs(bool past) => (r, s, t) =>
+    {
+        var keys = past ? 2 * t : t;
+        var inputs = new Dictionary<string, TestTensor>
+        {
+            ["q"] = TestTensor.Random(r, [Batch, s, Heads, HeadDim]),
+            ["k"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim]),
+            ["v"] = TestTensor.Random(r, [Batch, t, Heads, HeadDim]),
+        };
+        if (past)
+        {
+            inputs["past_key"] = TestTensor.Random(r, [Batch * Heads, HeadDim, t]);
+            inputs["past_value"] = TestTensor.Random(r, [Batch * Heads, t, HeadDim]);
+        }
+
+        var alibi = new float[Batch * Heads * keys];
+        for (var i = 0; i < alibi.Length; i++)
+        {
+            alibi[i] = -MathF.Pow(2, -8f * (1 + i / keys % Heads) / Heads) * (i % keys);
+        }
+
+        inputs["alibi"] = new TestTensor(DataType.Float, [Batch, Heads, keys], alibi);
+        var mask = new float[Batch * s * keys];
+        for (var i = 0; i < mask.Length; i++)
+        {
+            long entry = i / (s * keys), row = i / keys % s, key = i % keys;
+            mask[i] = key > row + keys - s || (entry == 1 && key < keys / 3) ? 1 : 0;
+        }
+
+        inputs["mask"] = new TestTensor(DataType.Bool, [Batch, 1, s, keys], mask);
+        return inputs;
+    };
+
+    /// <summary>
+    /// HF MPT (~4.40): matmul(q, kᵀ) · softmax_scale + position_bias (H, 1, T), masked_fill(bool (B, 1, S, T) mask,
+    /// finfo.min), softmax(scores.float()).to(v.dtype), matmul with V, all on 4-D tensors.
+    /// </summary>
+    private static ModelProto Mpt()
+    {
+        var (b, q, k, v) = Bhsd();
+        var hidden = b.Input("mask", DataType.Bool, "B", 1, "S", "T");
+        var alibi = b.Input("alibi", DataType.Float, Heads, 1, "T");
+        var scores = b.Node("Add", [b.Node("Mul", [Scores(b, q, k), b.Scalar(InvSqrtD)]), alibi]);
+        var masked = b.Node("Where", [hidden, b.Scalar(FloatMin), scores]);
+        var probabilities = b.Node("Cast", [Softmax(b, b.Node("Cast", [masked], Int("to", (long)DataType.Float)))], Int("to", (long)DataType.Float));
+        return Finish(b, probabilities, v);
+    }
+
+    private static Dictionary<string, TestTensor> MptInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, t);
+        inputs["alibi"] = new TestTensor(DataType.Float, [Heads, 1, t],
+            Enumerable.Range(0, (int)(Heads * t)).Select(i => -MathF.Pow(2, -8f * (1 + i / (int)t) / Heads) * (i % t)).ToArray());
+        var mask = new float[Batch * s * t];
+        for (var i = 0; i < mask.Length; i++)
+        {
+            long entry = i / (s * t), row = i / t % s, key = i % t;
+            mask[i] = key > row + t - s || (entry == 1 && key < t / 3) ? 1 : 0;
+        }
+
+        inputs["mask"] = new TestTensor(DataType.Bool, [Batch, 1, s, t], mask);
         return inputs;
     }
 

@@ -697,7 +697,7 @@ public sealed class GraphAnalysis
         {
             (_, null) => Dim.Unknown,
             ({ Size: { } size }, { } sentinel) => size == sentinel ? At(whenTrue, i) : At(whenFalse, i),
-            ({ Symbol: not null }, < 0) => At(whenFalse, i),
+            ({ Symbol: not null, IsNonNegative: true }, < 0) => At(whenFalse, i),
             _ => Dim.Unknown,
         }).ToArray();
     }

@@ -33,7 +33,15 @@ if ! dotnet build OrtFlash.sln -c Release -p:NativeBuildDir="$native_dir" -p:Nat
   exit 1
 fi
 
-if cmake -S "$root" -B "$native_dir" "-DORT_COMPAT_LIBRARY_DIRS=$compat_dirs" >/dev/null &&
+# A Python 3 with numpy for the CUDA kernel model test (benchmarks/cuda/kernel_model.py, no GPU needed): the first
+# python3 on PATH, or the system's default one.
+model_python=""
+for python in "$(command -v python3)" "$(command -p -v python3)"; do
+  if [ -n "$python" ] && "$python" -c "import numpy" 2>/dev/null; then model_python=$python; break; fi
+done
+[ -n "$model_python" ] || echo "no Python 3 with numpy: the CUDA kernel model test is left out"
+
+if cmake -S "$root" -B "$native_dir" "-DORT_COMPAT_LIBRARY_DIRS=$compat_dirs" "-DORTFLASH_MODEL_PYTHON=$model_python" >/dev/null &&
     cmake --build "$native_dir" -j "$jobs"; then
   (cd "$native_dir" && ctest --output-on-failure --output-junit "$results/ctest.xml" -j "$jobs") || status=1
 else

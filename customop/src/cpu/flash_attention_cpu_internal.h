@@ -42,6 +42,11 @@ namespace portable {
 QueryTileKernel SelectQueryTileKernel(const AttentionParams& params);
 }
 
+// How many query heads of one kv-head group a work item takes (WorkItem::heads; 1 = no packing),
+// for a kernel whose query tile holds query_tile_rows rows, planning for `threads` threads. Expects
+// q_len > 0 and kv_heads dividing q_heads.
+int64_t HeadsPerWorkItem(const AttentionParams& params, int64_t query_tile_rows, int64_t threads);
+
 // Run-time checks of what this CPU (and its OS) supports.
 bool CpuSupportsAvx512();   // AVX-512 F, BW, VL, DQ plus FMA and F16C
 bool CpuSupportsAvx2Fma();  // AVX2, FMA, F16C

@@ -621,7 +621,8 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
                    scratch.row_sum, scratch.row_rescale);
 
     for (int64_t row = 0; row < padded_rows; row += kRows) {
-      // The keys any real row of the block sees; the others' probabilities there are 0.
+      // The most keys a real row of the block sees (packed rows are not in query order); a row's
+      // probabilities past its own visible keys are 0.
       int64_t block_keys = 0;
       for (int64_t r = row; r < MinOf(row + kRows, rows); ++r) {
         const int64_t visible = visible_in_tile(r, key_start, keys);

@@ -532,11 +532,14 @@ class ShuffledThreadRunner {
   }
 
   size_t calls() const { return calls_; }
+  // How many work items the last call ran.
+  size_t last_total() const { return last_total_; }
 
  private:
   static void ParallelFor(void* self, void (*fn)(void*, size_t), size_t total, void* data) {
     auto& runner = *static_cast<ShuffledThreadRunner*>(self);
     ++runner.calls_;
+    runner.last_total_ = total;
     std::vector<size_t> order(total);
     for (size_t i = 0; i < total; ++i) order[i] = i;
     std::shuffle(order.begin(), order.end(), std::mt19937(runner.seed_));
@@ -553,6 +556,7 @@ class ShuffledThreadRunner {
   int threads_;
   uint32_t seed_;
   size_t calls_ = 0;
+  size_t last_total_ = 0;
 };
 
 }  // namespace ortflash::testing

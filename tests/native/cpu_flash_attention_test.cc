@@ -550,6 +550,205 @@ TEST(CpuFlashAttention, ScratchBeyondThePerThreadLimitIsReportedWithoutAllocatin
   }
 }
 
+// ---- Query heads of a kv-head group packed into one work item (GQA/MQA decode) -----------------------
+
+// Plans the packing of query heads for `threads` threads for one scope (1: every group that fits a
+// query tile is one work item), so that a failing assertion cannot leave the plan set.
+class HeadPackingPlannedFor {
+ public:
+  explicit HeadPackingPlannedFor(int64_t threads) { cpu::SetHeadPackingThreads(threads); }
+  ~HeadPackingPlannedFor() { cpu::SetHeadPackingThreads(0); }
+  HeadPackingPlannedFor(const HeadPackingPlannedFor&) = delete;
+  HeadPackingPlannedFor& operator=(const HeadPackingPlannedFor&) = delete;
+};
+
+// At least batch x q_heads threads: every query head is its own work item, as without packing.
+constexpr int64_t kNoPacking = int64_t(1) << 40;
+
+AttentionCase GroupedQueries(DType dtype, int64_t group, int64_t kv_heads, int64_t q_len, int64_t kv_len,
+                             int64_t head_dim) {
+  AttentionCase c = Shape(dtype, q_len, kv_len, head_dim, head_dim);
+  c.kv_heads = kv_heads;
+  c.q_heads = kv_heads * group;
+  return c;
+}
+
+// Whole groups while batch x kv_heads groups give every thread an item; otherwise each group split
+// into threads / groups parts (rounded up) of whole heads; never more heads than fit one query tile.
+TEST(CpuFlashAttention, HeadPackingKeepsEveryThreadBusy) {
+  AttentionParams p;
+  p.batch = 1;
+  p.q_heads = 32;
+  p.kv_heads = 8;
+  p.q_len = 1;
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 128, 1), 4);
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 128, 8), 4);
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 128, 9), 2);
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 128, 16), 2);
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 128, 17), 2);  // 3 parts of 4 heads round to 2 parts of 2
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 128, 33), 1);
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 128, kNoPacking), 1);
+  p.batch = 4;
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 128, 32), 4);
+  p.batch = 1;
+  p.kv_heads = 1;  // MQA
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 128, 1), 32);
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 128, 2), 16);
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 128, 3), 11);
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 16, 1), 16);
+  p.q_len = 20;
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 64, 1), 3);
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 128, 1), 6);
+  p.q_len = 33;  // only one such query run fits a 64-row tile
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 64, 1), 1);
+  p.q_heads = p.kv_heads = 4;  // no group to pack
+  p.q_len = 1;
+  EXPECT_EQ(cpu::HeadsPerWorkItem(p, 128, 1), 1);
+}
+
+// Group sizes 2, 4, 8 on 2 kv heads and on 1 (MQA); 1-3 queries per head, 20 (groups split into
+// parts of 3 or 6 heads by the tile size) and 65 (no packing on any path); every causal alignment.
+// The bias differs per head and the keep mask is shared by the heads.
+TEST(CpuFlashAttention, PackedQueryHeadsMatchReference) {
+  const HeadPackingPlannedFor whole_groups(1);
+  for (DType dtype : kAllDtypes) {
+    for (int64_t group : {2, 4, 8}) {
+      for (int64_t kv_heads : {2, 1}) {
+        for (int64_t q_len : {1, 2, 3, 20, 65}) {
+          for (CausalAlignment causal :
+               {CausalAlignment::kNone, CausalAlignment::kUpperLeft, CausalAlignment::kLowerRight}) {
+            AttentionCase c = GroupedQueries(dtype, group, kv_heads, q_len, kSanitized ? 70 : 150, 64);
+            c.causal = causal;
+            c.bias = Broadcast::kFull;
+            c.keep = Broadcast::kBatchQueryKey;
+            c.masked_rows = MaskedRows::kNaN;
+            c.seed = static_cast<uint32_t>(group * 1000 + kv_heads * 100 + q_len);
+            ExpectEveryPathMatchesReference(c);
+          }
+        }
+      }
+    }
+  }
+}
+
+// The run-time head dim path (odd dims, D != Dv) and every compiled one, packed.
+TEST(CpuFlashAttention, PackedQueryHeadsMatchReferenceForEveryHeadDim) {
+  const HeadPackingPlannedFor whole_groups(1);
+  const int64_t dims[][2] = {{1, 1},    {7, 7},   {32, 32},   {33, 33}, {64, 64}, {80, 80},  {96, 96},
+                             {128, 128}, {200, 200}, {256, 256}, {64, 32}, {7, 33}, {128, 80}};
+  for (DType dtype : kAllDtypes) {
+    for (const auto& dim : dims) {
+      for (int64_t q_len : {1, 3}) {
+        AttentionCase c = GroupedQueries(dtype, 4, 2, q_len, 150, dim[0]);
+        c.v_head_dim = dim[1];
+        c.causal = CausalAlignment::kLowerRight;
+        c.bias = Broadcast::kBatchKey;
+        c.seed = static_cast<uint32_t>(dim[0] * 1000 + dim[1] + q_len);
+        ExpectEveryPathMatchesReference(c);
+      }
+    }
+  }
+}
+
+// Each packed row reads the bias and keep rows of its own head and query, whether they broadcast
+// over heads (stride 0) or differ per head; 3 queries per head put the row effects (query 1) in the
+// middle of each head's rows.
+TEST(CpuFlashAttention, PackedQueryHeadsReadTheirOwnBiasAndKeepRows) {
+  const HeadPackingPlannedFor whole_groups(1);
+  for (DType dtype : kAllDtypes) {
+    for (Broadcast pattern : kBroadcastPatterns) {
+      AttentionCase biased = GroupedQueries(dtype, 4, 2, 3, 77, 32);
+      biased.batch = 2;
+      biased.bias = pattern;
+      biased.seed = static_cast<uint32_t>(pattern);
+      AttentionCase kept = biased;
+      kept.bias = Broadcast::kAbsent;
+      kept.keep = pattern;
+      kept.masked_rows = MaskedRows::kNaN;
+      ExpectEveryPathMatchesReference(biased);
+      ExpectEveryPathMatchesReference(kept);
+    }
+  }
+}
+
+TEST(CpuFlashAttention, PackedQueryHeadsMaskRowsAndSoftcap) {
+  const HeadPackingPlannedFor whole_groups(1);
+  for (DType dtype : kAllDtypes) {
+    for (MaskedRows policy : {MaskedRows::kZero, MaskedRows::kNaN}) {
+      AttentionCase keep_none = GroupedQueries(dtype, 4, 2, 3, 50, 32);
+      keep_none.keep = Broadcast::kFull;
+      keep_none.row_effect = RowEffect::kKeepNone;
+      AttentionCase bias_inf = GroupedQueries(dtype, 8, 1, 2, 50, 32);
+      bias_inf.bias = Broadcast::kHeadQueryKey;
+      bias_inf.row_effect = RowEffect::kBiasNegInf;
+      // No keys: every row of every head is masked.
+      AttentionCase no_keys = GroupedQueries(dtype, 4, 2, 1, 0, 32);
+      for (AttentionCase c : {keep_none, bias_inf, no_keys}) {
+        c.masked_rows = policy;
+        ASSERT_GT(CountMaskedRows(c), 0u) << c.Describe();
+        ExpectEveryPathMatchesReference(c);
+      }
+    }
+    for (float softcap : {1.5f, 30.0f}) {
+      AttentionCase c = GroupedQueries(dtype, 4, 1, 2, 90, 64);
+      c.magnitude = 3.0;
+      c.softcap = softcap;
+      c.bias = Broadcast::kBatchQueryKey;
+      c.causal = CausalAlignment::kLowerRight;
+      ExpectEveryPathMatchesReference(c);
+    }
+  }
+}
+
+// Packing changes which work item and which register block a row is computed in, never its
+// arithmetic: whole groups, groups split for 2 and 3 threads (parts of unequal size) and no
+// packing give bit-identical output, items run shuffled on 4 threads.
+TEST(CpuFlashAttention, PackedAndUnpackedWorkItemsGiveIdenticalOutput) {
+  AttentionCase decode = GroupedQueries(DType::kFloat32, 4, 2, 1, 300, 128);
+  decode.bias = Broadcast::kBatchKey;
+  AttentionCase mqa = GroupedQueries(DType::kFloat16, 8, 1, 3, 150, 33);
+  mqa.causal = CausalAlignment::kUpperLeft;
+  mqa.keep = Broadcast::kFull;
+  mqa.softcap = 20.0f;
+  AttentionCase strided = GroupedQueries(DType::kBFloat16, 2, 2, 2, 70, 64);
+  strided.batch = 2;
+  strided.causal = CausalAlignment::kLowerRight;
+  strided.bias = Broadcast::kHeadQueryKey;
+  strided.layout = Layout::kSeqMajor;
+  AttentionCase ragged = GroupedQueries(DType::kFloat32, 8, 1, 20, 90, 80);
+  ragged.causal = CausalAlignment::kLowerRight;
+  ragged.keep = Broadcast::kBatchQueryKey;
+  ragged.row_effect = RowEffect::kKeepNone;
+  ragged.masked_rows = MaskedRows::kNaN;
+  ragged.layout = Layout::kPaddedRows;
+  for (KernelPath path : SupportedPaths()) {
+    for (const AttentionCase& c : {decode, mqa, strided, ragged}) {
+      SCOPED_TRACE(std::string(Name(path)) + " path: " + c.Describe());
+      std::vector<double> unpacked;
+      {
+        const HeadPackingPlannedFor plan(kNoPacking);
+        AttentionTensors tensors(c);
+        ShuffledThreadRunner runner(4, 3);
+        unpacked = RunKernel(tensors, path, runner.runner());
+        EXPECT_EQ(runner.last_total(), static_cast<size_t>(c.batch * c.q_heads));
+        ExpectMatchesReference(tensors, unpacked);
+      }
+      for (int64_t threads : {1, 2, 3}) {
+        const HeadPackingPlannedFor plan(threads);
+        AttentionTensors tensors(c);
+        ShuffledThreadRunner runner(4, 11);
+        const std::vector<double> packed = RunKernel(tensors, path, runner.runner());
+        EXPECT_LT(runner.last_total(), static_cast<size_t>(c.batch * c.q_heads)) << threads << " threads";
+        EXPECT_GE(runner.last_total(), static_cast<size_t>(threads)) << threads << " threads";
+        ASSERT_EQ(packed.size(), unpacked.size());
+        EXPECT_EQ(std::memcmp(packed.data(), unpacked.data(), packed.size() * sizeof(double)), 0)
+            << threads << " threads";
+        EXPECT_TRUE(tensors.OutputGapsUntouched()) << threads << " threads";
+      }
+    }
+  }
+}
+
 // ---- Randomised sweep over every feature at once ----------------------------------------------------
 
 template <class T, size_t N>

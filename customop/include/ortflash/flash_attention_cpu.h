@@ -18,7 +18,9 @@ inline constexpr int64_t kMaxCpuScratchBytesPerThread = int64_t(1) << 30;
 // DESIGN.md specifies, tile by tile with an online softmax (never materialising q_len x kv_len).
 // Expects params that passed validation (shapes consistent, pointers valid for the strides).
 // Accumulates in fp32 for every dtype. Work is split over (batch, head, query tile) and handed to
-// `runner` (serial when runner.parallel_for is null).
+// `runner` (serial when runner.parallel_for is null); short queries (decoding) of query heads that
+// share a kv head are packed into one work item while that leaves every hardware thread an item,
+// with output bit-identical to the unpacked split.
 // Returns an empty string on success, otherwise a message saying what failed (scratch memory that
 // could not be allocated, with its size); the output is then unspecified. No exception leaves a
 // work item, so none reaches `runner`'s threads; what runner.parallel_for itself throws passes

@@ -10,10 +10,15 @@
 namespace ortflash {
 namespace cpu {
 
-// One unit of parallel work: query rows [first_row, first_row + rows) of one (batch, head).
+// One unit of parallel work: query rows [first_row, first_row + rows) of each of the query heads
+// [head, head + heads) of one batch, heads that share one kv head. The item's rows are packed head
+// by head: its row r is query first_row + r % rows of head head + r / rows. heads > 1 only where
+// heads * rows fits the kernel's query tile (decoding with GQA/MQA), so that each key and value
+// tile is loaded and transposed once for those heads instead of once per head.
 struct WorkItem {
   int64_t batch = 0;
   int64_t head = 0;
+  int64_t heads = 1;
   int64_t first_row = 0;
   int64_t rows = 0;
 };
@@ -37,6 +42,11 @@ namespace portable {
 QueryTileKernel SelectQueryTileKernel(const AttentionParams& params);
 }
 
+// How many query heads of one kv-head group a work item takes (WorkItem::heads; 1 = no packing),
+// for a kernel whose query tile holds query_tile_rows rows, planning for `threads` threads. Expects
+// q_len > 0 and kv_heads dividing q_heads.
+int64_t HeadsPerWorkItem(const AttentionParams& params, int64_t query_tile_rows, int64_t threads);
+
 // Run-time checks of what this CPU (and its OS) supports.
 bool CpuSupportsAvx512();   // AVX-512 F, BW, VL, DQ plus FMA and F16C
 bool CpuSupportsAvx2Fma();  // AVX2, FMA, F16C
@@ -44,6 +54,11 @@ bool CpuSupportsAvx2Fma();  // AVX2, FMA, F16C
 // Test hook: while set, every request for work-item scratch fails as if memory had run out (also
 // where a thread's retained block would do), so tests can see the error come back as a message.
 void SimulateScratchAllocationFailure(bool fail);
+
+// Test hook: the number of threads the packing of query heads into work items plans for (see
+// HeadsPerWorkItem in flash_attention_cpu.cc); 0 restores the default, the hardware's thread count.
+// 1 packs every group that fits a query tile; a count of at least batch x q_heads packs none.
+void SetHeadPackingThreads(int64_t threads);
 
 }  // namespace cpu
 

@@ -1,4 +1,5 @@
-// OrtFlash CPU kernel body: one query tile of one (batch, head), FlashAttention-style.
+// OrtFlash CPU kernel body: one query tile of one (batch, head), or of several query heads that
+// share a kv head, packed into one tile (WorkItem), FlashAttention-style.
 //
 // Included by one translation unit per instruction set (flash_attention_cpu_portable.cc,
 // flash_attention_cpu_avx2.cc, flash_attention_cpu_avx512.cc), each defining ORTFLASH_CPU_ISA as
@@ -380,17 +381,32 @@ inline TileScratch CarveScratch(float* base, const ScratchSizes& sizes) {
   return scratch;
 }
 
-// rows x head_dim query rows -> fp32, rows up to padded_rows zero.
+// Where row r of a work item (WorkItem) lies: query Query(r) of the item's head Head(r) (counted
+// from its first head).
+struct PackedRows {
+  int64_t first_row;
+  int64_t rows_per_head;
+
+  int64_t Head(int64_t row) const { return row / rows_per_head; }
+  int64_t Query(int64_t row) const { return first_row + row % rows_per_head; }
+  // The row's element offset in a tensor with these head and query strides, from the item's first
+  // head, query 0.
+  int64_t Offset(int64_t row, int64_t head_stride, int64_t query_stride) const {
+    return Head(row) * head_stride + Query(row) * query_stride;
+  }
+};
+
+// rows x head_dim query rows -> fp32, rows up to padded_rows zero. `query` is the item's first head.
 template <class S, class T>
-void LoadQueryRows(const T* query, int64_t row_stride, int64_t rows, int64_t padded_rows, int64_t head_dim,
-                   float* out) {
+void LoadQueryRows(const T* query, int64_t head_stride, int64_t query_stride, const PackedRows& packing, int64_t rows,
+                   int64_t padded_rows, int64_t head_dim, float* out) {
   for (int64_t row = 0; row < padded_rows; ++row) {
     float* dst = out + row * head_dim;
     if (row >= rows) {
       for (int64_t d = 0; d < head_dim; ++d) dst[d] = 0.0f;
       continue;
     }
-    const T* src = query + row * row_stride;
+    const T* src = query + packing.Offset(row, head_stride, query_stride);
     int64_t d = 0;
     for (; d < WholeVectors<S>(head_dim); d += S::kLanes) S::Store(dst + d, S::LoadLanes(src + d));
     for (; d < head_dim; ++d) dst[d] = ToFloat(src[d]);
@@ -518,7 +534,9 @@ void StoreOutputRow(const float* acc, float row_sum, int64_t value_dim, MaskedRo
   for (; c < value_dim; ++c) StoreFloat(acc[c] * inverse, out + c);
 }
 
-// One work item with kRows-row micro-tiles (1 for single-row tiles such as decode).
+// One work item with kRows-row micro-tiles (1 for single-row tiles such as decode without packing).
+// Every row's arithmetic is the same whichever item and micro-tile it is in, so packing query heads
+// into one item (WorkItem::heads > 1) gives bit-identical output.
 template <class S, class T, int kHeadDim, int kRows>
 void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scratch_base) {
   using Traits = TileTraits<S, kHeadDim>;
@@ -529,33 +547,34 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
   const int64_t value_dim_padded = RoundUp(value_dim, kLanes);
   const TileScratch scratch = CarveScratch(scratch_base, ScratchSizesFor<Traits>(head_dim, value_dim_padded));
 
-  const int64_t rows = item.rows;
+  const PackedRows packing{item.first_row, item.rows};
+  const int64_t rows = item.heads * item.rows;  // at most Traits::kQueryTile (HeadsPerWorkItem)
   const int64_t padded_rows = RoundUp(rows, kRows);
-  const int64_t first_row = item.first_row;
-  T* out =
-      static_cast<T*>(p.out) + item.batch * p.out_stride[0] + item.head * p.out_stride[1] + first_row * p.out_stride[2];
+  T* out = static_cast<T*>(p.out) + item.batch * p.out_stride[0] + item.head * p.out_stride[1];
+  const auto out_row = [&](int64_t row) { return out + packing.Offset(row, p.out_stride[1], p.out_stride[2]); };
 
   const CausalWindow window{p.causal, p.q_len, p.kv_len};
-  // Keys at or past this are hidden from every row of the tile: the loop over key tiles stops there.
-  const int64_t tile_keys = window.VisibleKeys(first_row + rows - 1);
+  const auto visible_in_tile = [&](int64_t row, int64_t key_start, int64_t keys) {
+    return Clamp(window.VisibleKeys(packing.Query(row)) - key_start, 0, keys);
+  };
+  // Keys at or past this are hidden from every row of the item (its last query, in every head, sees
+  // the most): the loop over key tiles stops there.
+  const int64_t tile_keys = window.VisibleKeys(item.first_row + item.rows - 1);
   if (tile_keys == 0) {
-    for (int64_t row = 0; row < rows; ++row) StoreMaskedRow(p.masked_rows, value_dim, out + row * p.out_stride[2]);
+    for (int64_t row = 0; row < rows; ++row) StoreMaskedRow(p.masked_rows, value_dim, out_row(row));
     return;
   }
 
   const int64_t kv_head = item.head / (p.q_heads / p.kv_heads);
-  const T* query =
-      static_cast<const T*>(p.q) + item.batch * p.q_stride[0] + item.head * p.q_stride[1] + first_row * p.q_stride[2];
+  const T* query = static_cast<const T*>(p.q) + item.batch * p.q_stride[0] + item.head * p.q_stride[1];
   const T* key = static_cast<const T*>(p.k) + item.batch * p.k_stride[0] + kv_head * p.k_stride[1];
   const T* value = static_cast<const T*>(p.v) + item.batch * p.v_stride[0] + kv_head * p.v_stride[1];
   const T* bias = p.bias == nullptr ? nullptr
                                     : static_cast<const T*>(p.bias) + item.batch * p.bias_stride[0] +
-                                          item.head * p.bias_stride[1] + first_row * p.bias_stride[2];
-  const bool* keep = p.keep == nullptr ? nullptr
-                                       : p.keep + item.batch * p.keep_stride[0] + item.head * p.keep_stride[1] +
-                                             first_row * p.keep_stride[2];
+                                          item.head * p.bias_stride[1];
+  const bool* keep = p.keep == nullptr ? nullptr : p.keep + item.batch * p.keep_stride[0] + item.head * p.keep_stride[1];
 
-  LoadQueryRows<S>(query, p.q_stride[2], rows, padded_rows, head_dim, scratch.queries);
+  LoadQueryRows<S>(query, p.q_stride[1], p.q_stride[2], packing, rows, padded_rows, head_dim, scratch.queries);
   for (int64_t i = 0; i < padded_rows * value_dim_padded; ++i) scratch.acc[i] = 0.0f;
   // Every row of the tile, also past padded_rows: RescaleRows works in whole vectors of rows.
   for (int64_t row = 0; row < Traits::kQueryTile; ++row) {
@@ -587,10 +606,14 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
     }
 
     for (int64_t row = 0; row < padded_rows; ++row) {
-      const int64_t visible = row < rows ? Clamp(window.VisibleKeys(first_row + row) - key_start, 0, keys) : 0;
+      const int64_t visible = row < rows ? visible_in_tile(row, key_start, keys) : 0;
       RowScoreRule<T> rule{p.scale, p.softcap, nullptr, p.bias_stride[3], nullptr, p.keep_stride[3]};
-      if (visible > 0 && bias != nullptr) rule.bias = bias + row * p.bias_stride[2] + key_start * p.bias_stride[3];
-      if (visible > 0 && keep != nullptr) rule.keep = keep + row * p.keep_stride[2] + key_start * p.keep_stride[3];
+      if (visible > 0 && bias != nullptr) {
+        rule.bias = bias + packing.Offset(row, p.bias_stride[1], p.bias_stride[2]) + key_start * p.bias_stride[3];
+      }
+      if (visible > 0 && keep != nullptr) {
+        rule.keep = keep + packing.Offset(row, p.keep_stride[1], p.keep_stride[2]) + key_start * p.keep_stride[3];
+      }
       scratch.row_tile_sum[row] = OnlineSoftmaxRow<S>(scratch.scores + row * kKeyTile, visible, RoundUp(keys, kLanes),
                                                       rule, scratch.row_max[row], scratch.row_new_max + row);
     }
@@ -598,10 +621,13 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
                    scratch.row_sum, scratch.row_rescale);
 
     for (int64_t row = 0; row < padded_rows; row += kRows) {
-      // Causal visibility grows with the row, so the block's last real row sees the most keys.
-      const int64_t last_row = MinOf(row + kRows, rows) - 1;
-      const int64_t block_keys =
-          last_row < row ? 0 : Clamp(window.VisibleKeys(first_row + last_row) - key_start, 0, keys);
+      // The most keys a real row of the block sees (packed rows are not in query order); a row's
+      // probabilities past its own visible keys are 0.
+      int64_t block_keys = 0;
+      for (int64_t r = row; r < MinOf(row + kRows, rows); ++r) {
+        const int64_t visible = visible_in_tile(r, key_start, keys);
+        block_keys = visible > block_keys ? visible : block_keys;
+      }
       const float* probs = scratch.scores + row * kKeyTile;
       float* acc = scratch.acc + row * value_dim_padded;
       int64_t c = 0;
@@ -619,17 +645,27 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
 
   for (int64_t row = 0; row < rows; ++row) {
     StoreOutputRow<S>(scratch.acc + row * value_dim_padded, scratch.row_sum[row], value_dim, p.masked_rows,
-                      out + row * p.out_stride[2]);
+                      out_row(row));
   }
 }
 
 template <class S, class T, int kHeadDim>
 void RunQueryTile(const AttentionParams& params, const WorkItem& item, float* scratch) {
-  if (item.rows == 1) {
+  constexpr int kRowBlock = TileTraits<S, kHeadDim>::kRowBlock;
+  const int64_t rows = item.heads * item.rows;
+  if (rows == 1) {
     RunQueryTileRows<S, T, kHeadDim, 1>(params, item, scratch);
-  } else {
-    RunQueryTileRows<S, T, kHeadDim, TileTraits<S, kHeadDim>::kRowBlock>(params, item, scratch);
+    return;
   }
+  // A group of 4 packed decode rows in one block of 4, not in half of an 8-row block (AVX-512):
+  // 8-10% faster on the GqaDecode benchmark (G = 4, D = 128, T = 512 and 2048).
+  if constexpr (kRowBlock >= 8) {
+    if (rows <= kRowBlock / 2) {
+      RunQueryTileRows<S, T, kHeadDim, kRowBlock / 2>(params, item, scratch);
+      return;
+    }
+  }
+  RunQueryTileRows<S, T, kHeadDim, kRowBlock>(params, item, scratch);
 }
 
 // ---- Run-time -> compile-time dispatch (dtype x head dim), in one place --------------------------

@@ -1,0 +1,518 @@
+using System.Globalization;
+using OrtFlash.GraphRewriter.Graph;
+using OrtFlash.Tests.Rewriter.Support;
+using DataType = OrtFlash.GraphRewriter.Onnx.TensorProto.Types.DataType;
+using static OrtFlash.Tests.Rewriter.Support.ModelBuilder;
+
+namespace OrtFlash.Tests.Rewriter.Fuzz;
+
+/// <summary>
+/// Builds a random but valid attention graph from a seed by independent choices: layout, key transpose, scale, masks,
+/// Softmax and what wraps it, head repeat, value product, and now and then one ingredient that makes fusing it wrong.
+/// The same seed always gives the same graph and description.
+/// </summary>
+internal sealed class AttentionGraphGenerator
+{
+    private const float FloatMin = float.MinValue;
+
+    private static readonly (long S, long T)[] CrossLengths = [(1, 1), (4, 4), (5, 9), (7, 3), (3, 6), (2, 5), (6, 2)];
+    private static readonly long[] SelfLengths = [1, 3, 4, 6, 7];
+
+    private readonly Random _r;
+    private readonly ModelBuilder _b = new(17);
+    private readonly List<string> _parts = [];
+    private readonly List<FuzzInput> _inputs = [];
+    private readonly DataType _type;
+    private readonly bool _rank4;
+    private readonly string _keyLength;
+    private readonly long _heads;
+    private readonly long _headDim;
+    private int _masks;
+
+    private AttentionGraphGenerator(Random random)
+    {
+        _r = random;
+        _type = Chance(0.1) ? DataType.Float16 : DataType.Float;
+        _rank4 = !Chance(0.2);
+        _keyLength = Chance(0.3) ? "S" : "T";
+        _heads = Pick(2L, 4L);
+        _headDim = Pick(8L, 16L);
+    }
+
+    private enum Layout
+    {
+        HeadsFirst,
+        Flat,
+        SplitHeads,
+    }
+
+    private enum KeyForm
+    {
+        Transposed,
+        HeadSplitMerged,
+        ReshapedRank3,
+        Einsum,
+    }
+
+    private enum ScaleForm
+    {
+        None,
+        DivideScores,
+        MultiplyScores,
+        Query,
+        QueryAndKey,
+        QueryBeforeHeadSplit,
+    }
+
+    public static FuzzCase Generate(int seed) => new AttentionGraphGenerator(new Random(seed)).Build(seed);
+
+    private bool Chance(double p) => _r.NextDouble() < p;
+
+    private T Pick<T>(params T[] choices) => choices[_r.Next(choices.Length)];
+
+    private string Scalar(float value) => _b.Scalar(value, _type);
+
+    private static string Describe(float value) => value switch
+    {
+        float.NegativeInfinity => "-inf",
+        FloatMin => "finfo.min",
+        _ => value.ToString("G6", CultureInfo.InvariantCulture),
+    };
+
+    private string Entry => _rank4 ? "B" : "N";
+
+    private FuzzCase Build(int seed)
+    {
+        var layout = _rank4 ? (Chance(0.45) ? Layout.SplitHeads : Layout.HeadsFirst) : Layout.Flat;
+        var kvHeads = _heads;
+        var repeat = false;
+        if (_rank4 && Chance(0.25))
+        {
+            kvHeads = _heads == 4 ? Pick(1L, 2L) : 1;
+            repeat = kvHeads != 1 || Chance(0.7);
+        }
+
+        var keyForm = !_rank4 ? (Chance(0.2) ? KeyForm.Einsum : KeyForm.Transposed)
+            : kvHeads != _heads && !repeat ? KeyForm.Transposed
+            : Pick(KeyForm.Transposed, KeyForm.Transposed, KeyForm.Transposed, KeyForm.Einsum,
+                   repeat ? KeyForm.Transposed : KeyForm.ReshapedRank3, layout == Layout.SplitHeads && !repeat ? KeyForm.HeadSplitMerged : KeyForm.Transposed);
+        var valueEinsum = (kvHeads == _heads || repeat) && Chance(0.15);
+        _parts.Add(_type == DataType.Float16 ? "float16" : "float32");
+        _parts.Add($"layout {layout} (Hq {(_rank4 ? _heads : 1)}, Hkv {(_rank4 ? kvHeads : 1)}{(kvHeads != _heads ? repeat ? ", repeated Unsqueeze→Expand→Reshape" : ", broadcast" : "")}, D {_headDim}, keys {_keyLength})");
+        _parts.Add($"key {keyForm}");
+
+        // Scale: value and placement.
+        var inverseRoot = 1 / MathF.Sqrt(_headDim);
+        var scaleForm = Pick(ScaleForm.None, ScaleForm.DivideScores, ScaleForm.DivideScores, ScaleForm.MultiplyScores, ScaleForm.MultiplyScores,
+                             ScaleForm.Query, ScaleForm.QueryAndKey, layout == Layout.SplitHeads ? ScaleForm.QueryBeforeHeadSplit : ScaleForm.DivideScores);
+        var scale = scaleForm == ScaleForm.None ? 1 : Chance(0.7) ? inverseRoot : Pick(0.3f, 0.125f, 1.7f);
+        var shapeDerived = _type == DataType.Float && scaleForm is not (ScaleForm.None or ScaleForm.QueryBeforeHeadSplit) && scale == inverseRoot && Chance(0.35);
+        var mustRefuse = Chance(0.12) ? Pick("probabilities are a graph output", "Softmax over another axis", "scale is a graph input",
+                                              "scores have a second consumer", "Dropout in training mode") : null;
+        if (mustRefuse == "scale is a graph input")
+        {
+            scaleForm = ScaleForm.MultiplyScores;
+            shapeDerived = false;
+        }
+
+        // Query, key, value in (B, H, S, D) or (N, S, D).
+        string q, k, v;
+        string? kt = null;
+        var kLengthSource = ("", 0L);
+        if (layout == Layout.SplitHeads)
+        {
+            var qProj = Input("q_proj", _type, ["B", "S", _heads * _headDim], [AxisRole.Other, AxisRole.Other, AxisRole.Other], InputContent.Random);
+            if (scaleForm == ScaleForm.QueryBeforeHeadSplit)
+            {
+                qProj = _b.Node("Mul", [qProj, Scalar(scale)]);
+            }
+
+            q = _b.Node("Transpose", [_b.Node("Reshape", [qProj, _b.Ints(0, 0, _heads, _headDim)])], Ints("perm", 0, 2, 1, 3));
+            var kProj = Input("k_proj", _type, ["B", _keyLength, kvHeads * _headDim], [AxisRole.Other, AxisRole.Other, AxisRole.Other], InputContent.Random);
+            var kSplit = _b.Node("Reshape", [kProj, _b.Ints(0, 0, kvHeads, _headDim)]);
+            kLengthSource = (kProj, 1);
+            if (keyForm == KeyForm.HeadSplitMerged)
+            {
+                kt = _b.Node("Transpose", [kSplit], Ints("perm", 0, 2, 3, 1));
+                k = "";
+            }
+            else
+            {
+                k = _b.Node("Transpose", [kSplit], Ints("perm", 0, 2, 1, 3));
+            }
+
+            var vProj = Input("v_proj", _type, ["B", _keyLength, kvHeads * _headDim], [AxisRole.Other, AxisRole.Other, AxisRole.Other], InputContent.Random);
+            v = _b.Node("Transpose", [_b.Node("Reshape", [vProj, _b.Ints(0, 0, kvHeads, _headDim)])], Ints("perm", 0, 2, 1, 3));
+        }
+        else if (_rank4)
+        {
+            q = Input("q", _type, ["B", _heads, "S", _headDim], [AxisRole.Other, AxisRole.Other, AxisRole.Other, AxisRole.Other], InputContent.Random);
+            k = Input("k", _type, ["B", kvHeads, _keyLength, _headDim], [AxisRole.Other, AxisRole.Other, AxisRole.Other, AxisRole.Other], InputContent.Random);
+            v = Input("v", _type, ["B", kvHeads, _keyLength, _headDim], [AxisRole.Other, AxisRole.Other, AxisRole.Other, AxisRole.Other], InputContent.Random);
+        }
+        else
+        {
+            q = Input("q", _type, ["N", "S", _headDim], [AxisRole.Other, AxisRole.Other, AxisRole.Other], InputContent.Random);
+            k = Input("k", _type, ["N", _keyLength, _headDim], [AxisRole.Other, AxisRole.Other, AxisRole.Other], InputContent.Random);
+            v = Input("v", _type, ["N", _keyLength, _headDim], [AxisRole.Other, AxisRole.Other, AxisRole.Other], InputContent.Random);
+        }
+
+        if (k.Length > 0)
+        {
+            kLengthSource = (k, _rank4 ? 2 : 1);
+        }
+
+        if (repeat)
+        {
+            k = RepeatHeads(k, kvHeads);
+            v = RepeatHeads(v, kvHeads);
+        }
+
+        // Scale factors on the query (and key) before the product; shape-derived ones read the head dim from Shape(q).
+        string Factor(float value) => shapeDerived
+            ? (value == inverseRoot ? _b.Node("Div", [_b.Scalar(1), RootOfHeadDim(q)]) : _b.Node("Sqrt", [_b.Node("Div", [_b.Scalar(1), RootOfHeadDim(q)])]))
+            : Scalar(value);
+        string? keyFactor = null;
+        var qScaled = q;
+        if (scaleForm == ScaleForm.Query)
+        {
+            qScaled = Chance(0.5) ? _b.Node("Mul", [q, Factor(scale)]) : _b.Node("Div", [q, shapeDerived ? RootOfHeadDim(q) : Scalar(1 / scale)]);
+        }
+        else if (scaleForm == ScaleForm.QueryAndKey)
+        {
+            var root = MathF.Sqrt(scale);
+            keyFactor = Factor(root);
+            qScaled = _b.Node("Mul", [q, keyFactor]);
+        }
+
+        // Scores.
+        string scores;
+        if (keyForm == KeyForm.Einsum)
+        {
+            var kIn = keyFactor is null ? k : _b.Node("Mul", [k, keyFactor]);
+            var swapped = Chance(0.3);
+            var equation = _rank4 ? (swapped ? "bhkd,bhqd->bhqk" : "bhqd,bhkd->bhqk") : (swapped ? "nkd,nqd->nqk" : "nqd,nkd->nqk");
+            scores = _b.Node("Einsum", swapped ? [kIn, qScaled] : [qScaled, kIn], Str("equation", equation));
+        }
+        else
+        {
+            if (kt is null)
+            {
+                var kIn = keyFactor is not null && Chance(0.5) ? _b.Node("Mul", [k, keyFactor]) : k;
+                var factored = kIn != k;
+                kt = keyForm == KeyForm.ReshapedRank3 ? ReshapedTranspose(kIn) : _b.Node("Transpose", [kIn], Ints("perm", _rank4 ? [0, 1, 3, 2] : [0, 2, 1]));
+                if (keyFactor is not null && !factored)
+                {
+                    kt = _b.Node("Mul", [kt, keyFactor]);
+                }
+            }
+            else if (keyFactor is not null)
+            {
+                kt = _b.Node("Mul", [kt, keyFactor]);
+            }
+
+            scores = _b.Node("MatMul", [qScaled, kt]);
+        }
+
+        switch (scaleForm)
+        {
+            case ScaleForm.DivideScores:
+                scores = _b.Node("Div", [scores, shapeDerived ? RootOfHeadDim(q) : Scalar(1 / scale)]);
+                break;
+            case ScaleForm.MultiplyScores:
+                var factor = mustRefuse == "scale is a graph input"
+                    ? Input("scale", _type, [], [], InputContent.Scalar, fill: 0.5f)
+                    : Factor(scale);
+                scores = Chance(0.5) ? _b.Node("Mul", [scores, factor]) : _b.Node("Mul", [factor, scores]);
+                break;
+        }
+
+        _parts.Add($"scale {scaleForm}{(scaleForm == ScaleForm.None ? "" : $" {Describe(scale)}{(shapeDerived ? " from Shape(q)" : "")}")}");
+        if (mustRefuse == "scores have a second consumer")
+        {
+            _b.Rename(_b.Node("ReduceMax", [scores], Int("keepdims", 0)), "max_score");
+            _b.Output("max_score", _type);
+        }
+
+        if (_type == DataType.Float && Chance(0.08))
+        {
+            var cap = _b.Scalar(Pick(2f, 5f));
+            scores = _b.Node("Mul", [_b.Node("Tanh", [_b.Node("Div", [scores, cap])]), cap]);
+            _parts.Add("softcap");
+        }
+
+        // Masks, up to two, each applied to what the previous one gave.
+        var maskCount = _r.NextDouble() switch { < 0.2 => 0, < 0.65 => 1, _ => 2 };
+        var causalUsed = false;
+        var additiveLast = false;
+        for (var i = 0; i < maskCount; i++)
+        {
+            var kind = Pick("bias", "padding chain", "where", "causal", "causal");
+            if (kind == "causal" && causalUsed)
+            {
+                kind = "where";
+            }
+
+            causalUsed |= kind == "causal";
+            (scores, additiveLast) = kind switch
+            {
+                "bias" => (FloatMask(scores), true),
+                "padding chain" => (PaddingChain(scores), true),
+                "where" => (WhereMask(scores), false),
+                _ => Causal(scores, q, kLengthSource),
+            };
+        }
+
+        if (additiveLast && Chance(0.25))
+        {
+            var floor = Pick(FloatMin, FloatMin, FloatMin, -1e9f);
+            scores = Chance(0.5) ? _b.Node("Max", [scores, Scalar(floor)]) : _b.Node("Max", [Scalar(floor), scores]);
+            _parts.Add($"Max clamp {Describe(floor)}");
+        }
+
+        // Softmax and what wraps it.
+        var lastAxis = _rank4 ? 3L : 2L;
+        string probabilities;
+        if (_type == DataType.Float16)
+        {
+            var wide = _b.Node("Cast", [scores], Int("to", (long)DataType.Float));
+            var axis = mustRefuse == "Softmax over another axis" ? lastAxis - 1 : Pick(-1L, lastAxis);
+            var softmax = _b.Node("Softmax", [wide], Int("axis", axis));
+            probabilities = _b.Node("Cast", [softmax], Int("to", (long)DataType.Float16));
+            _parts.Add($"Cast→Softmax(axis {axis})→Cast");
+        }
+        else if (mustRefuse != "Softmax over another axis" && Chance(0.1))
+        {
+            var max = _b.Node("ReduceMax", [scores], Ints("axes", Pick(-1L, lastAxis)), Int("keepdims", 1));
+            var exp = _b.Node("Exp", [_b.Node("Sub", [scores, max])]);
+            probabilities = _b.Node("Div", [exp, _b.Node("ReduceSum", [exp, _b.Ints(Pick(-1L, lastAxis))], Int("keepdims", 1))]);
+            _parts.Add("Softmax written out");
+        }
+        else
+        {
+            if (Chance(0.15))
+            {
+                scores = _b.Node("Cast", [scores], Int("to", (long)DataType.Float));
+                _parts.Add("no-op Cast before Softmax");
+            }
+
+            var axis = mustRefuse == "Softmax over another axis" ? Pick(lastAxis - 1, -2L) : Pick(-1L, lastAxis);
+            probabilities = _b.Node("Softmax", [scores], Int("axis", axis));
+            _parts.Add($"Softmax(axis {axis})");
+        }
+
+        if (mustRefuse == "probabilities are a graph output")
+        {
+            _b.Output(probabilities, _type);
+        }
+
+        if (_type == DataType.Float && Chance(0.1))
+        {
+            probabilities = _b.Node("Cast", [probabilities], Int("to", (long)DataType.Float));
+            _parts.Add("no-op Cast after Softmax");
+        }
+
+        if (mustRefuse == "Dropout in training mode" || Chance(0.15))
+        {
+            var training = mustRefuse == "Dropout in training mode" ? 1 : Chance(0.5) ? 0 : -1;
+            string[] inputs = training < 0 ? [probabilities, _b.Scalar(0.1f)] : [probabilities, _b.Scalar(0.1f), _b.Initializer(new ConstantTensor(DataType.Bool, [], [training]))];
+            probabilities = _b.Node("Dropout", inputs);
+            _parts.Add(training == 1 ? "Dropout(training)" : "Dropout");
+        }
+
+        if (Chance(0.1))
+        {
+            probabilities = _b.Node("Identity", [probabilities]);
+            _parts.Add("Identity");
+        }
+
+        if (Chance(0.3))
+        {
+            probabilities = _b.Node("Where", [_b.Node("IsNaN", [probabilities]), Scalar(0), probabilities]);
+            _parts.Add("IsNaN guard");
+        }
+
+        // Value product and output.
+        var output = valueEinsum
+            ? _b.Node("Einsum", [probabilities, v], Str("equation", _rank4 ? "bhqk,bhkd->bhqd" : "nqk,nkd->nqd"))
+            : _b.Node("MatMul", [probabilities, v]);
+        _parts.Add(valueEinsum ? "Einsum value product" : "MatMul value product");
+        if (layout == Layout.SplitHeads && Chance(0.5))
+        {
+            output = _b.Node("Reshape", [_b.Node("Transpose", [output], Ints("perm", 0, 2, 1, 3)), _b.Ints(0, 0, _heads * _headDim)]);
+            _parts.Add("heads merged");
+        }
+
+        _b.Rename(output, "out");
+        _b.Output("out", _type);
+        if (mustRefuse is not null)
+        {
+            _parts.Add($"must refuse: {mustRefuse}");
+        }
+
+        var lengths = Lengths();
+        _parts.Add("lengths " + string.Join(" ", lengths.Select(l => $"({l.S},{l.T})")));
+        return new FuzzCase(seed, string.Join("; ", _parts), _b.Model, _inputs, lengths, FuzzCase.Batch * _heads, _type, mustRefuse);
+    }
+
+    private (long S, long T)[] Lengths()
+    {
+        var count = _r.Next(2, 4);
+        return _keyLength == "S"
+            ? SelfLengths.OrderBy(_ => _r.Next()).Take(count).Select(s => (s, s)).ToArray()
+            : CrossLengths.OrderBy(_ => _r.Next()).Take(count).ToArray();
+    }
+
+    private string Input(string name, DataType type, object[] dims, AxisRole[] roles, InputContent content, float fill = 0)
+    {
+        _inputs.Add(new FuzzInput(name, type, dims, roles, content, fill, content == InputContent.Random && Chance(0.2) ? 3 : 1));
+        return _b.Input(name, type, dims);
+    }
+
+    /// <summary>√D as a 1-element float vector read from Shape(q).</summary>
+    private string RootOfHeadDim(string q) =>
+        _b.Node("Sqrt", [_b.Node("Cast", [_b.Node("Slice", [_b.Node("Shape", [q]), _b.Ints(-1), _b.Ints(long.MaxValue)])], Int("to", (long)DataType.Float))]);
+
+    /// <summary>Length of axis <paramref name="axis"/> of <paramref name="x"/> as a 1-element vector.</summary>
+    private string Length(string x, long axis) => _b.Node("Slice", [_b.Node("Shape", [x]), _b.Ints(axis), _b.Ints(axis + 1)]);
+
+    /// <summary>(B, Hkv, T, D) → (B, Hq, T, D), each kv head repeated contiguously (transformers' repeat_kv).</summary>
+    private string RepeatHeads(string x, long kvHeads)
+    {
+        var shape = _b.Node("Shape", [x]);
+        var lengthDim = _b.Node("Slice", [shape, _b.Ints(2), _b.Ints(4)]);
+        var expandedShape = _b.Node("Concat", [_b.Node("Slice", [shape, _b.Ints(0), _b.Ints(2)]), _b.Ints(_heads / kvHeads), lengthDim], Int("axis", 0));
+        var expanded = _b.Node("Expand", [_b.Node("Unsqueeze", [x, _b.Ints(2)]), expandedShape]);
+        return _b.Node("Reshape", [expanded, _b.Node("Concat", [_b.Node("Slice", [shape, _b.Ints(0), _b.Ints(1)]), _b.Ints(_heads), lengthDim], Int("axis", 0))]);
+    }
+
+    /// <summary>Kᵀ as the dynamo exporter writes it: Reshape to (B·H, T, D), Transpose(0,2,1), Reshape to (B, H, D, T).</summary>
+    private string ReshapedTranspose(string k)
+    {
+        var shape = _b.Node("Shape", [k]);
+        var merged = _b.Node("Reshape", [k, _b.Node("Concat", [_b.Ints(-1), _b.Node("Slice", [shape, _b.Ints(2), _b.Ints(4)])], Int("axis", 0))]);
+        var swapped = _b.Node("Transpose", [merged], Ints("perm", 0, 2, 1));
+        var dims = _b.Node("Concat", [_b.Node("Slice", [shape, _b.Ints(0), _b.Ints(2)]), _b.Node("Slice", [shape, _b.Ints(3), _b.Ints(4)]),
+            _b.Node("Slice", [shape, _b.Ints(2), _b.Ints(3)])], Int("axis", 0));
+        return _b.Node("Reshape", [swapped, dims]);
+    }
+
+    /// <summary>A broadcast shape for a mask on the scores, with what each axis stands for.</summary>
+    private (object[] Dims, AxisRole[] Roles) MaskShape()
+    {
+        const AxisRole E = AxisRole.Entry, R = AxisRole.Row, K = AxisRole.Key, O = AxisRole.Other;
+        var shapes = _rank4
+            ? new (object[], AxisRole[])[]
+            {
+                (["B", 1, 1, _keyLength], [E, O, O, K]), (["B", 1, "S", _keyLength], [E, O, R, K]), ([1, _heads, "S", _keyLength], [O, O, R, K]),
+                (["B", _heads, "S", _keyLength], [E, O, R, K]), (["S", _keyLength], [R, K]), ([_keyLength], [K]), ([1, 1, "S", _keyLength], [O, O, R, K]),
+                (["B", _heads, 1, _keyLength], [E, O, O, K]),
+            }
+            : [(["N", 1, _keyLength], [E, O, K]), (["N", "S", _keyLength], [E, R, K]), ([1, "S", _keyLength], [O, R, K]), (["S", _keyLength], [R, K]), ([_keyLength], [K])];
+        return Pick(shapes);
+    }
+
+    private string Describe(object[] dims) => "(" + string.Join(",", dims) + ")";
+
+    private float Fill(bool infinityAllowed = true) => _type == DataType.Float16
+        ? Pick(-10000f, -65504f, float.NegativeInfinity)
+        : infinityAllowed ? Pick(-10000f, -1e9f, FloatMin, FloatMin, float.NegativeInfinity) : Pick(-10000f, -1e9f, FloatMin, FloatMin);
+
+    /// <summary>An additive mask input: Add either order, or Sub of a penalty.</summary>
+    private string FloatMask(string scores)
+    {
+        var (dims, roles) = MaskShape();
+        var fill = Fill();
+        var positionBias = Chance(0.3);
+        var subtract = !positionBias && Chance(0.2);
+        var name = $"mask{_masks++}";
+        var mask = Input(name, _type, dims, roles, positionBias ? InputContent.Bias : subtract ? InputContent.Penalty : InputContent.Additive, fill);
+        _parts.Add($"{(subtract ? "Sub" : "Add")} {(positionBias ? "position bias" : "float mask")} {Describe(dims)} fill {Describe(fill)}");
+        return subtract ? _b.Node("Sub", [scores, mask]) : Chance(0.5) ? _b.Node("Add", [scores, mask]) : _b.Node("Add", [mask, scores]);
+    }
+
+    /// <summary>(1 − m)·F from an int64, bool or float padding mask m (entries, T), or Where(m, 0, −inf).</summary>
+    private string PaddingChain(string scores)
+    {
+        var maskType = Pick(DataType.Int64, DataType.Bool, _type);
+        var name = $"mask{_masks++}";
+        var m = Input(name, maskType, [Entry, _keyLength], [AxisRole.Entry, AxisRole.Key], InputContent.Keep);
+        var fill = Fill();
+        long[] axes = _rank4 ? [1, 2] : [1];
+        string bias;
+        if (float.IsNegativeInfinity(fill))
+        {
+            var keep = maskType == DataType.Bool ? m : _b.Node("Cast", [m], Int("to", (long)DataType.Bool));
+            bias = _b.Node("Where", [_b.Node("Unsqueeze", [keep, _b.Ints(axes)]), Scalar(0), Scalar(fill)]);
+            _parts.Add($"Add Where({maskType} m, 0, -inf) ({Entry},T)");
+        }
+        else
+        {
+            var typed = maskType == _type ? m : _b.Node("Cast", [m], Int("to", (long)_type));
+            var inverted = _b.Node("Sub", [Scalar(1), _b.Node("Unsqueeze", [typed, _b.Ints(axes)])]);
+            bias = Chance(0.5) ? _b.Node("Mul", [inverted, Scalar(fill)]) : _b.Node("Mul", [Scalar(fill), inverted]);
+            _parts.Add($"Add (1 − {maskType} m)·{Describe(fill)} ({Entry},T)");
+        }
+
+        return Chance(0.5) ? _b.Node("Add", [scores, bias]) : _b.Node("Add", [bias, scores]);
+    }
+
+    /// <summary>Where(keep, s, F) or Where(hide, F, s) with a bool mask input.</summary>
+    private string WhereMask(string scores)
+    {
+        var (dims, roles) = MaskShape();
+        var fill = _type == DataType.Float16 ? Pick(float.NegativeInfinity, -65504f) : Pick(float.NegativeInfinity, float.NegativeInfinity, FloatMin, FloatMin, -1e9f, -10000f);
+        var name = $"mask{_masks++}";
+        var polarity = Pick("keep", "hide input", "Not(keep)");
+        var mask = Input(name, DataType.Bool, dims, roles, polarity == "hide input" ? InputContent.Hidden : InputContent.Keep);
+        _parts.Add($"Where {polarity} {Describe(dims)} fill {Describe(fill)}");
+        return polarity switch
+        {
+            "keep" => _b.Node("Where", [mask, scores, Scalar(fill)]),
+            "hide input" => _b.Node("Where", [mask, Scalar(fill), scores]),
+            _ => _b.Node("Where", [_b.Node("Not", [mask]), Scalar(fill), scores]),
+        };
+    }
+
+    /// <summary>A causal mask in one of the exported spellings; returns the masked scores and whether it was additive.</summary>
+    private (string Scores, bool Additive) Causal(string scores, string q, (string Value, long Axis) keySource)
+    {
+        var self = _keyLength == "S";
+        var form = _type == DataType.Float16 ? Pick("Trilu keep", "Trilu hidden")
+            : Pick("Trilu keep", "Trilu hidden", "triu(full(F), 1)", self ? "buffer slice" : "Trilu keep", self ? "additive buffer slice" : "triu(full(F), 1)");
+        var fill = _type == DataType.Float16 ? float.NegativeInfinity : Pick(float.NegativeInfinity, FloatMin);
+        _parts.Add($"causal {form} fill {Describe(fill)}");
+        var qLength = Length(q, _rank4 ? 2 : 1);
+        var kLength = Length(keySource.Value, keySource.Axis);
+        string Full(DataType type, float value) =>
+            _b.Node("ConstantOfShape", [_b.Node("Concat", [qLength, kLength], Int("axis", 0))], Tensor("value", new ConstantTensor(type, [1], [value])));
+        switch (form)
+        {
+            case "Trilu keep":
+                var keep = _b.Node("Cast", [_b.Node("Trilu", [Full(DataType.Int64, 1)], Int("upper", 0))], Int("to", (long)DataType.Bool));
+                return (_b.Node("Where", [keep, scores, Scalar(fill)]), false);
+            case "Trilu hidden":
+                var hidden = _b.Node("Equal", [_b.Node("Trilu", [Full(DataType.Float, 1)], Int("upper", 0)), _b.Scalar(0)]);
+                return (_b.Node("Add", [scores, _b.Node("Where", [hidden, Scalar(fill), Scalar(0)])]), true);
+            case "triu(full(F), 1)":
+                var triangle = _b.Node("Trilu", [Full(DataType.Float, fill), _b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))], Int("upper", 1));
+                return (Chance(0.5) ? _b.Node("Add", [scores, triangle]) : _b.Node("Add", [triangle, scores]), true);
+            case "buffer slice":
+                const int size = 16;
+                var tril = Enumerable.Range(0, size * size).Select(i => i % size <= i / size ? 1.0 : 0.0).ToArray();
+                // GPT-2's (1, 1, n, n) buffer for 4-D scores, an (n, n) one for 3-D scores.
+                var buffer = _b.Initializer(new ConstantTensor(DataType.Bool, _rank4 ? [1, 1, size, size] : [size, size], tril));
+                var rowAxis = _rank4 ? 2L : 0L;
+                var start = _b.Node("Sub", [kLength, qLength]);
+                var rows = _b.Node("Slice", [buffer, start, kLength, _b.Ints(rowAxis)]);
+                var sliced = _b.Node("Slice", [rows, _b.Ints(0), kLength, _b.Ints(rowAxis + 1)]);
+                return (_b.Node("Where", [sliced, scores, Scalar(fill)]), false);
+            default:
+                const int n = 16;
+                var values = Enumerable.Range(0, n * n).Select(i => i % n <= i / n ? 0.0 : fill).ToArray();
+                var additive = _b.Initializer(new ConstantTensor(DataType.Float, [n, n], values));
+                var mask = _b.Node("Slice", [_b.Node("Slice", [additive, _b.Ints(0), qLength, _b.Ints(0)]), _b.Ints(0), qLength, _b.Ints(1)]);
+                return (_b.Node("Add", [scores, mask]), true);
+        }
+    }
+}

@@ -1219,6 +1219,16 @@ public sealed class ScaledDotProductAttentionRule
                 "Two additive masks, neither provably only 0 or absorbing values (such as (1 − m)·finfo.min for an integer m): adding them before the scores would round differently from the graph.");
         }
 
+        // Except when absorbing values of opposite signs can meet: (s + finfo.min) + finfo.max is 0, s + (finfo.min + finfo.max)
+        // is s. A causal mask only hides (negative); (1 − m)·finfo.min is +finfo.max where an integer m is 2. A mask that is
+        // not provably made of 0 and absorbing values (ALiBi, a float padding input) may itself hold finfo.min.
+        if (additive.Count == 2 && additive.Select(MaskSigns).ToList() is var signs &&
+            (signs.All(s => s is not null) ? Opposite(signs[0]!.Value, signs[1]!.Value) : signs.Any(s => s is { } known && known.HasFlag(MaskValues.Signs.Positive))))
+        {
+            return CheckResult.Refuse(
+                "Two additive masks that may hold absorbing values of opposite signs (such as (1 − m)·finfo.min for an integer m that may be 2, next to a mask holding finfo.min): their sum cancels where the graph's does not.");
+        }
+
         if (wheres.Count > 1)
         {
             return CheckResult.Refuse("Two Where masks on the scores.");
@@ -1255,7 +1265,16 @@ public sealed class ScaledDotProductAttentionRule
                     $"Mask '{term.Source.Name}' is {maskType} and is built from {constant.ToString(CultureInfo.InvariantCulture)}, which {type} cannot hold: converting it to the op's type would turn it into infinity.");
             }
 
-            notes.Add($"Mask '{term.Source.Name}' is converted from {maskType} to {type} (the op's bias type); its values round to {type}.");
+            // The op's bias has the attention's type: a mask of a wider type is only passed on when conversion provably keeps
+            // every value (a graph input may hold −1e9 or finfo.min, which become −inf in float16 and turn rows the graph
+            // spreads over the fill into NaN, or ordinary values that round).
+            if (!_maskValues.IsExactIn(term.Source, type))
+            {
+                return CheckResult.Refuse(
+                    $"Mask '{term.Source.Name}' is {maskType} and the op's bias is {type}: its values are not provably held exactly by {type} (a graph input may hold −1e9 or finfo.min, which would become −inf), so converting it could change the result.");
+            }
+
+            notes.Add($"Mask '{term.Source.Name}' is converted from {maskType} to {type} (the op's bias type); every value it can hold converts exactly.");
         }
 
         if (additive.Count == 2 && (wheres.Count > 0 || match.Scores.Clamp is not null))
@@ -1289,6 +1308,17 @@ public sealed class ScaledDotProductAttentionRule
 
         return CheckResult.Ok with { Notes = notes };
     }
+
+    /// <summary>The signs of the absorbing values a mask term holds (a recognised causal mask only hides), or null when unknown.</summary>
+    private MaskValues.Signs? MaskSigns(MaskTerm term) =>
+        term.Alignment != CausalAlignment.None ? MaskValues.Signs.Negative : _maskValues.AbsorbingSigns(term.Source) is { } signs ? (term.Subtracted ? FlipSigns(signs) : signs) : null;
+
+    private static MaskValues.Signs FlipSigns(MaskValues.Signs signs) =>
+        (signs.HasFlag(MaskValues.Signs.Negative) ? MaskValues.Signs.Positive : MaskValues.Signs.None) |
+        (signs.HasFlag(MaskValues.Signs.Positive) ? MaskValues.Signs.Negative : MaskValues.Signs.None);
+
+    private static bool Opposite(MaskValues.Signs a, MaskValues.Signs b) =>
+        (a.HasFlag(MaskValues.Signs.Negative) && b.HasFlag(MaskValues.Signs.Positive)) || (a.HasFlag(MaskValues.Signs.Positive) && b.HasFlag(MaskValues.Signs.Negative));
 
     /// <summary>
     /// A mask on the 3-D (B·H, S, T) scores of a view the op runs on: it must regroup to (B, H, ·, ·) the way the

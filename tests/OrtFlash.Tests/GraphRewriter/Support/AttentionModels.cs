@@ -71,9 +71,12 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("ALiBi slopes·(j − i) from Range/Sub/Mul/Unsqueeze plus a finfo.min padding mask (one bias)", AlibiWithPadding, PaddingInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
-        yield return new("ALiBi and a (1 − m)·finfo.min padding mask of an int64 m added one after the other (two masks, summed exactly)",
-            () => AlibiThenPadding(DataType.Int64, FloatMin), IntegerPaddingInputs(fullyMaskedBatch: true),
+        yield return new("ALiBi and a (1 − m)·finfo.min padding mask of a bool m added one after the other (two masks, summed exactly)",
+            () => AlibiThenPadding(DataType.Bool, FloatMin), IntegerPaddingInputs(fullyMaskedBatch: true, DataType.Bool),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Causal triu(full(finfo.min), 1) plus a (1 − m)·finfo.min padding mask of a bool m: both only hide, summed into one bias",
+            () => CausalTriuPlusPadding(DataType.Bool), IntegerPaddingInputs(fullyMaskedBatch: true, DataType.Bool),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, NoteContains: "kept as a mask input"));
         yield return new("Max(scores + finfo.min mask, finfo.min) clamp (HF OPT/XGLM)", MaxClamp, AdditiveMaskInputs(FloatMin, fullyMaskedBatch: true),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Causal mask from Trilu (SDPA is_causal)", CausalTrilu, PlainInputs,
@@ -471,6 +474,15 @@ internal static class AttentionModels
             null, "Two additive masks");
         yield return new("ALiBi then a (1 − m)·finfo.min padding mask of a float m, which may hold fractions", () => AlibiThenPadding(DataType.Float, FloatMin), PaddingInputs,
             null, "Two additive masks");
+        yield return new("ALiBi then a (1 − m)·finfo.min padding mask of an int64 m, which may be 2 (+finfo.max), next to a mask that is not proven free of finfo.min",
+            () => AlibiThenPadding(DataType.Int64, FloatMin), IntegerPaddingInputs(fullyMaskedBatch: true), null, "absorbing values of opposite signs");
+        // Found by the differential fuzz test (seed 158): (s + finfo.min) + finfo.max is 0 where s + (finfo.min + finfo.max) is s.
+        yield return new("Causal triu(full(finfo.min), 1) plus (1 − m)·finfo.min of an int64 m: m = 2 gives +finfo.max, which cancels the causal fill when summed",
+            () => CausalTriuPlusPadding(DataType.Int64), IntegerPaddingInputs(fullyMaskedBatch: true), null, "absorbing values of opposite signs");
+        // Found by the differential fuzz test (seed 83): float16 cannot hold float32's finfo.min; converted, it is −inf and a
+        // row the graph spreads over the fill (uniform) becomes NaN.
+        yield return new("float16 scores widened to float32, then triu(full(float32 finfo.min), 1) and a −inf padding mask: the float32 bias cannot become float16",
+            Float16ScoresWithFloat32CausalAndPadding, Float16PaddingInputs, null, "not provably held exactly by Float16");
         yield return new("Softmax written out over axis 2", () => DecomposedSoftmax(opset: 17, axis: 2, subtractMax: true), PaddingInputs, null, "not provably the last axis");
         yield return new("Softmax written out without subtracting the row max", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: false), PaddingInputs, null,
             "without subtracting the row max");
@@ -775,12 +787,50 @@ internal static class AttentionModels
         return Finish(b, Softmax(b, masked), v);
     }
 
-    private static Func<Random, long, long, Dictionary<string, TestTensor>> IntegerPaddingInputs(bool fullyMaskedBatch) => (r, s, t) =>
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> IntegerPaddingInputs(bool fullyMaskedBatch, DataType type = DataType.Int64) => (r, s, t) =>
     {
         var inputs = Qkv(r, s, t);
-        inputs["mask"] = new TestTensor(DataType.Int64, [Batch, t], Padding(t, fullyMaskedBatch));
+        inputs["mask"] = new TestTensor(type, [Batch, t], Padding(t, fullyMaskedBatch));
         return inputs;
     };
+
+    /// <summary>Llama's triu(full(finfo.min), 1) causal mask, then (1 − m)·finfo.min for an m of <paramref name="maskType"/> (B, T), each added to the scores.</summary>
+    private static ModelProto CausalTriuPlusPadding(DataType maskType)
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", maskType, "B", "T");
+        var causal = b.Node("Trilu", [QueryByKeyFull(b, q, k, FloatMin), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))], Int("upper", 1));
+        var keep = b.Node("Unsqueeze", [b.Node("Cast", [mask], Int("to", (long)DataType.Float)), b.Ints(1, 2)]);
+        var padding = b.Node("Mul", [b.Node("Sub", [b.Scalar(1), keep]), b.Scalar(FloatMin)]);
+        var scaled = b.Node("Mul", [Scores(b, q, k), b.Scalar(InvSqrtD)]);
+        return Finish(b, Softmax(b, b.Node("Add", [b.Node("Add", [scaled, causal]), padding])), v);
+    }
+
+    /// <summary>(S, T) filled with <paramref name="value"/> (float32), the lengths read from Shape(q) and Shape(k).</summary>
+    private static string QueryByKeyFull(ModelBuilder b, string q, string k, float value)
+    {
+        var s = b.Node("Slice", [b.Node("Shape", [q]), b.Ints(2), b.Ints(3)]);
+        var t = b.Node("Slice", [b.Node("Shape", [k]), b.Ints(2), b.Ints(3)]);
+        return b.Node("ConstantOfShape", [b.Node("Concat", [s, t], Int("axis", 0))], Tensor("value", new ConstantTensor(DataType.Float, [1], [value])));
+    }
+
+    private static ModelProto Float16ScoresWithFloat32CausalAndPadding()
+    {
+        var (b, q, k, v) = Bhsd(type: DataType.Float16);
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var scores = b.Node("Cast", [b.Node("Div", [Scores(b, q, k), b.Scalar(MathF.Sqrt(HeadDim), DataType.Float16)])], Int("to", (long)DataType.Float));
+        var causal = b.Node("Trilu", [QueryByKeyFull(b, q, k, FloatMin), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))], Int("upper", 1));
+        var padding = b.Node("Where", [mask, b.Scalar(0), b.Scalar(float.NegativeInfinity)]);
+        var probabilities = Softmax(b, b.Node("Add", [b.Node("Add", [scores, causal]), padding]));
+        return Finish(b, b.Node("Cast", [probabilities], Int("to", (long)DataType.Float16)), v, DataType.Float16);
+    }
+
+    private static Dictionary<string, TestTensor> Float16PaddingInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, t, type: DataType.Float16);
+        inputs["mask"] = new TestTensor(DataType.Bool, [Batch, 1, 1, t], Padding(t, fullyMaskedBatch: true));
+        return inputs;
+    }
 
     private static string QueryByKeyOnes(ModelBuilder b, string q, string k, DataType type)
     {

@@ -23,16 +23,19 @@ internal sealed class AttentionGraphGenerator
     private readonly List<string> _parts = [];
     private readonly List<FuzzInput> _inputs = [];
     private readonly DataType _type;
+    private DataType _scoresType;
     private readonly bool _rank4;
     private readonly string _keyLength;
     private readonly long _heads;
     private readonly long _headDim;
     private int _masks;
+    private bool _perHeadScale;
 
     private AttentionGraphGenerator(Random random)
     {
         _r = random;
         _type = Chance(0.1) ? DataType.Float16 : DataType.Float;
+        _scoresType = _type;
         _rank4 = !Chance(0.2);
         _keyLength = Chance(0.3) ? "S" : "T";
         _heads = Pick(2L, 4L);
@@ -70,7 +73,34 @@ internal sealed class AttentionGraphGenerator
 
     private T Pick<T>(params T[] choices) => choices[_r.Next(choices.Length)];
 
-    private string Scalar(float value) => _b.Scalar(value, _type);
+    /// <summary>A scalar constant in the type of the scores at this point of the graph.</summary>
+    private string Scalar(float value) => _b.Scalar(value, _scoresType);
+
+    /// <summary>
+    /// A scale constant: mostly a scalar, sometimes a 1-element tensor of rank 1 or of the scores' rank, now and then a
+    /// per-head (1, H, 1, 1) tensor (equal values, or different ones, which no single scale reproduces).
+    /// </summary>
+    private string ScaleConstant(float value, bool perHeadAllowed = false)
+    {
+        var roll = _r.NextDouble();
+        if (roll < 0.75)
+        {
+            return Scalar(value);
+        }
+
+        if (roll < 0.9 || !perHeadAllowed || !_rank4)
+        {
+            long[] dims = Chance(0.5) ? [1] : _rank4 ? [1, 1, 1, 1] : [1, 1, 1];
+            _parts.Add($"scale tensor ({string.Join(",", dims)})");
+            return _b.Floats(dims, [value], _scoresType);
+        }
+
+        var equal = Chance(0.5);
+        var values = Enumerable.Range(0, (int)_heads).Select(h => equal || h == 0 ? value : value * (1 + 0.5f * h)).ToArray();
+        _parts.Add(equal ? "scale tensor per head, all equal" : "scale tensor per head, different values");
+        _perHeadScale |= !equal;
+        return _b.Floats([1, _heads, 1, 1], values, _scoresType);
+    }
 
     private static string Describe(float value) => value switch
     {
@@ -105,7 +135,7 @@ internal sealed class AttentionGraphGenerator
         var inverseRoot = 1 / MathF.Sqrt(_headDim);
         var scaleForm = Pick(ScaleForm.None, ScaleForm.DivideScores, ScaleForm.DivideScores, ScaleForm.MultiplyScores, ScaleForm.MultiplyScores,
                              ScaleForm.Query, ScaleForm.QueryAndKey, layout == Layout.SplitHeads ? ScaleForm.QueryBeforeHeadSplit : ScaleForm.DivideScores);
-        var scale = scaleForm == ScaleForm.None ? 1 : Chance(0.7) ? inverseRoot : Pick(0.3f, 0.125f, 1.7f);
+        var scale = scaleForm == ScaleForm.None ? 1 : Chance(0.7) ? inverseRoot : Pick(0.3f, 0.125f, 1.7f, scaleForm == ScaleForm.QueryAndKey ? 0.5f : -0.5f);
         var shapeDerived = _type == DataType.Float && scaleForm is not (ScaleForm.None or ScaleForm.QueryBeforeHeadSplit) && scale == inverseRoot && Chance(0.35);
         var mustRefuse = Chance(0.12) ? Pick("probabilities are a graph output", "Softmax over another axis", "scale is a graph input",
                                               "scores have a second consumer", "Dropout in training mode") : null;
@@ -164,14 +194,17 @@ internal sealed class AttentionGraphGenerator
 
         if (repeat)
         {
-            k = RepeatHeads(k, kvHeads);
-            v = RepeatHeads(v, kvHeads);
+            // Contiguous (transformers' repeat_kv), or interleaved, which the op's head grouping does not read.
+            var interleaved = Chance(0.25);
+            _parts.Add(interleaved ? "heads repeated interleaved (Unsqueeze(1))" : "heads repeated contiguously (Unsqueeze(2))");
+            k = RepeatHeads(k, kvHeads, interleaved);
+            v = RepeatHeads(v, kvHeads, interleaved);
         }
 
         // Scale factors on the query (and key) before the product; shape-derived ones read the head dim from Shape(q).
         string Factor(float value) => shapeDerived
             ? (value == inverseRoot ? _b.Node("Div", [_b.Scalar(1), RootOfHeadDim(q)]) : _b.Node("Sqrt", [_b.Node("Div", [_b.Scalar(1), RootOfHeadDim(q)])]))
-            : Scalar(value);
+            : ScaleConstant(value);
         string? keyFactor = null;
         var qScaled = q;
         if (scaleForm == ScaleForm.Query)
@@ -217,14 +250,21 @@ internal sealed class AttentionGraphGenerator
         switch (scaleForm)
         {
             case ScaleForm.DivideScores:
-                scores = _b.Node("Div", [scores, shapeDerived ? RootOfHeadDim(q) : Scalar(1 / scale)]);
+                scores = _b.Node("Div", [scores, shapeDerived ? RootOfHeadDim(q) : ScaleConstant(1 / scale, perHeadAllowed: true)]);
                 break;
             case ScaleForm.MultiplyScores:
                 var factor = mustRefuse == "scale is a graph input"
                     ? Input("scale", _type, [], [], InputContent.Scalar, fill: 0.5f)
-                    : Factor(scale);
+                    : shapeDerived ? Factor(scale) : ScaleConstant(scale, perHeadAllowed: true);
                 scores = Chance(0.5) ? _b.Node("Mul", [scores, factor]) : _b.Node("Mul", [factor, scores]);
                 break;
+        }
+
+        if (mustRefuse != "scale is a graph input" && Chance(0.08))
+        {
+            var extra = Pick(0.5f, 2f, 0.9f);
+            scores = _b.Node("Mul", [scores, Scalar(extra)]);
+            _parts.Add($"second scale factor {Describe(extra)}");
         }
 
         _parts.Add($"scale {scaleForm}{(scaleForm == ScaleForm.None ? "" : $" {Describe(scale)}{(shapeDerived ? " from Shape(q)" : "")}")}");
@@ -232,6 +272,14 @@ internal sealed class AttentionGraphGenerator
         {
             _b.Rename(_b.Node("ReduceMax", [scores], Int("keepdims", 0)), "max_score");
             _b.Output("max_score", _type);
+        }
+
+        if (_type == DataType.Float16 && Chance(0.5))
+        {
+            // MPT/T5 style: the scores widened before the masks, which are then float32 (and may hold float32's range).
+            scores = _b.Node("Cast", [scores], Int("to", (long)DataType.Float));
+            _scoresType = DataType.Float;
+            _parts.Add("scores Cast to float32 before the masks");
         }
 
         if (_type == DataType.Float && Chance(0.08))
@@ -275,7 +323,8 @@ internal sealed class AttentionGraphGenerator
         string probabilities;
         if (_type == DataType.Float16)
         {
-            var wide = _b.Node("Cast", [scores], Int("to", (long)DataType.Float));
+            var wide = _scoresType == DataType.Float ? scores : _b.Node("Cast", [scores], Int("to", (long)DataType.Float));
+            _scoresType = DataType.Float16;
             var axis = mustRefuse == "Softmax over another axis" ? lastAxis - 1 : Pick(-1L, lastAxis);
             var softmax = _b.Node("Softmax", [wide], Int("axis", axis));
             probabilities = _b.Node("Cast", [softmax], Int("to", (long)DataType.Float16));
@@ -328,8 +377,15 @@ internal sealed class AttentionGraphGenerator
 
         if (Chance(0.3))
         {
-            probabilities = _b.Node("Where", [_b.Node("IsNaN", [probabilities]), Scalar(0), probabilities]);
-            _parts.Add("IsNaN guard");
+            var guard = Pick("Where(IsNaN(p), 0, p)", "Where(IsNaN(p), 0, p)", "Where(Not(IsNaN(p)), p, 0)", "Where(IsNaN(p), 0.5, p)");
+            var isNaN = _b.Node("IsNaN", [probabilities]);
+            probabilities = guard switch
+            {
+                "Where(IsNaN(p), 0, p)" => _b.Node("Where", [isNaN, Scalar(0), probabilities]),
+                "Where(Not(IsNaN(p)), p, 0)" => _b.Node("Where", [_b.Node("Not", [isNaN]), probabilities, Scalar(0)]),
+                _ => _b.Node("Where", [isNaN, Scalar(0.5f), probabilities]),
+            };
+            _parts.Add($"guard {guard}");
         }
 
         // Value product and output.
@@ -345,6 +401,7 @@ internal sealed class AttentionGraphGenerator
 
         _b.Rename(output, "out");
         _b.Output("out", _type);
+        mustRefuse ??= _perHeadScale ? "per-head scale" : null;
         if (mustRefuse is not null)
         {
             _parts.Add($"must refuse: {mustRefuse}");
@@ -376,13 +433,16 @@ internal sealed class AttentionGraphGenerator
     /// <summary>Length of axis <paramref name="axis"/> of <paramref name="x"/> as a 1-element vector.</summary>
     private string Length(string x, long axis) => _b.Node("Slice", [_b.Node("Shape", [x]), _b.Ints(axis), _b.Ints(axis + 1)]);
 
-    /// <summary>(B, Hkv, T, D) → (B, Hq, T, D), each kv head repeated contiguously (transformers' repeat_kv).</summary>
-    private string RepeatHeads(string x, long kvHeads)
+    /// <summary>(B, Hkv, T, D) → (B, Hq, T, D), each kv head repeated contiguously (transformers' repeat_kv) or the heads interleaved.</summary>
+    private string RepeatHeads(string x, long kvHeads, bool interleaved)
     {
         var shape = _b.Node("Shape", [x]);
+        var batch = _b.Node("Slice", [shape, _b.Ints(0), _b.Ints(1)]);
         var lengthDim = _b.Node("Slice", [shape, _b.Ints(2), _b.Ints(4)]);
-        var expandedShape = _b.Node("Concat", [_b.Node("Slice", [shape, _b.Ints(0), _b.Ints(2)]), _b.Ints(_heads / kvHeads), lengthDim], Int("axis", 0));
-        var expanded = _b.Node("Expand", [_b.Node("Unsqueeze", [x, _b.Ints(2)]), expandedShape]);
+        var expandedShape = interleaved
+            ? _b.Node("Concat", [batch, _b.Ints(_heads / kvHeads), _b.Node("Slice", [shape, _b.Ints(1), _b.Ints(4)])], Int("axis", 0))
+            : _b.Node("Concat", [_b.Node("Slice", [shape, _b.Ints(0), _b.Ints(2)]), _b.Ints(_heads / kvHeads), lengthDim], Int("axis", 0));
+        var expanded = _b.Node("Expand", [_b.Node("Unsqueeze", [x, _b.Ints(interleaved ? 1 : 2)]), expandedShape]);
         return _b.Node("Reshape", [expanded, _b.Node("Concat", [_b.Node("Slice", [shape, _b.Ints(0), _b.Ints(1)]), _b.Ints(_heads), lengthDim], Int("axis", 0))]);
     }
 
@@ -406,15 +466,16 @@ internal sealed class AttentionGraphGenerator
             {
                 (["B", 1, 1, _keyLength], [E, O, O, K]), (["B", 1, "S", _keyLength], [E, O, R, K]), ([1, _heads, "S", _keyLength], [O, O, R, K]),
                 (["B", _heads, "S", _keyLength], [E, O, R, K]), (["S", _keyLength], [R, K]), ([_keyLength], [K]), ([1, 1, "S", _keyLength], [O, O, R, K]),
-                (["B", _heads, 1, _keyLength], [E, O, O, K]),
+                (["B", _heads, 1, _keyLength], [E, O, O, K]), (["B", 1, "S", 1], [E, O, R, O]), (["S", 1], [R, O]),
             }
-            : [(["N", 1, _keyLength], [E, O, K]), (["N", "S", _keyLength], [E, R, K]), ([1, "S", _keyLength], [O, R, K]), (["S", _keyLength], [R, K]), ([_keyLength], [K])];
+            : [(["N", 1, _keyLength], [E, O, K]), (["N", "S", _keyLength], [E, R, K]), ([1, "S", _keyLength], [O, R, K]), (["S", _keyLength], [R, K]), ([_keyLength], [K]),
+               (["N", "S", 1], [E, R, O])];
         return Pick(shapes);
     }
 
     private string Describe(object[] dims) => "(" + string.Join(",", dims) + ")";
 
-    private float Fill(bool infinityAllowed = true) => _type == DataType.Float16
+    private float Fill(bool infinityAllowed = true) => _scoresType == DataType.Float16
         ? Pick(-10000f, -65504f, float.NegativeInfinity)
         : infinityAllowed ? Pick(-10000f, -1e9f, FloatMin, FloatMin, float.NegativeInfinity) : Pick(-10000f, -1e9f, FloatMin, FloatMin);
 
@@ -426,17 +487,30 @@ internal sealed class AttentionGraphGenerator
         var positionBias = Chance(0.3);
         var subtract = !positionBias && Chance(0.2);
         var name = $"mask{_masks++}";
-        var mask = Input(name, _type, dims, roles, positionBias ? InputContent.Bias : subtract ? InputContent.Penalty : InputContent.Additive, fill);
-        _parts.Add($"{(subtract ? "Sub" : "Add")} {(positionBias ? "position bias" : "float mask")} {Describe(dims)} fill {Describe(fill)}");
+        var narrow = _scoresType == DataType.Float && Chance(0.1);
+        if (narrow)
+        {
+            fill = Pick(-10000f, -65504f, float.NegativeInfinity);
+        }
+
+        var mask = Input(name, narrow ? DataType.Float16 : _scoresType, dims, roles, positionBias ? InputContent.Bias : subtract ? InputContent.Penalty : InputContent.Additive, fill);
+        if (narrow)
+        {
+            mask = _b.Node("Cast", [mask], Int("to", (long)DataType.Float));
+        }
+
+        _parts.Add($"{(subtract ? "Sub" : "Add")} {(positionBias ? "position bias" : "float mask")}{(narrow ? " (float16, Cast)" : "")} {Describe(dims)} fill {Describe(fill)}");
         return subtract ? _b.Node("Sub", [scores, mask]) : Chance(0.5) ? _b.Node("Add", [scores, mask]) : _b.Node("Add", [mask, scores]);
     }
 
     /// <summary>(1 − m)·F from an int64, bool or float padding mask m (entries, T), or Where(m, 0, −inf).</summary>
     private string PaddingChain(string scores)
     {
-        var maskType = Pick(DataType.Int64, DataType.Bool, _type);
+        var maskType = Pick(DataType.Int64, DataType.Bool, _scoresType);
         var name = $"mask{_masks++}";
-        var m = Input(name, maskType, [Entry, _keyLength], [AxisRole.Entry, AxisRole.Key], InputContent.Keep);
+        // An integer mask may hold counts other than 0 and 1, a float one fractions: (1 − m)·F is then no longer only 0 and F.
+        var content = maskType != DataType.Bool && Chance(0.25) ? InputContent.Counts : InputContent.Keep;
+        var m = Input(name, maskType, [Entry, _keyLength], [AxisRole.Entry, AxisRole.Key], content);
         var fill = Fill();
         long[] axes = _rank4 ? [1, 2] : [1];
         string bias;
@@ -448,10 +522,10 @@ internal sealed class AttentionGraphGenerator
         }
         else
         {
-            var typed = maskType == _type ? m : _b.Node("Cast", [m], Int("to", (long)_type));
+            var typed = maskType == _scoresType ? m : _b.Node("Cast", [m], Int("to", (long)_scoresType));
             var inverted = _b.Node("Sub", [Scalar(1), _b.Node("Unsqueeze", [typed, _b.Ints(axes)])]);
             bias = Chance(0.5) ? _b.Node("Mul", [inverted, Scalar(fill)]) : _b.Node("Mul", [Scalar(fill), inverted]);
-            _parts.Add($"Add (1 − {maskType} m)·{Describe(fill)} ({Entry},T)");
+            _parts.Add($"Add (1 − {maskType} m{(content == InputContent.Counts ? " holding 0, 1 and 2 (or 0.5)" : "")})·{Describe(fill)} ({Entry},T)");
         }
 
         return Chance(0.5) ? _b.Node("Add", [scores, bias]) : _b.Node("Add", [bias, scores]);
@@ -461,16 +535,27 @@ internal sealed class AttentionGraphGenerator
     private string WhereMask(string scores)
     {
         var (dims, roles) = MaskShape();
-        var fill = _type == DataType.Float16 ? Pick(float.NegativeInfinity, -65504f) : Pick(float.NegativeInfinity, float.NegativeInfinity, FloatMin, FloatMin, -1e9f, -10000f);
+        var fill = _scoresType == DataType.Float16 ? Pick(float.NegativeInfinity, -65504f) : Pick(float.NegativeInfinity, float.NegativeInfinity, FloatMin, FloatMin, -1e9f, -10000f);
         var name = $"mask{_masks++}";
         var polarity = Pick("keep", "hide input", "Not(keep)");
         var mask = Input(name, DataType.Bool, dims, roles, polarity == "hide input" ? InputContent.Hidden : InputContent.Keep);
-        _parts.Add($"Where {polarity} {Describe(dims)} fill {Describe(fill)}");
+        // The fill is mostly a scalar; sometimes a (1, H, 1, 1) tensor, all one value or mixing −inf and finfo.min per head.
+        var fillValue = Scalar(fill);
+        var fillForm = "";
+        if (_rank4 && _scoresType == DataType.Float && Chance(0.15))
+        {
+            var mixed = Chance(0.5);
+            var values = Enumerable.Range(0, (int)_heads).Select(h => mixed && h % 2 == 1 ? (float.IsNegativeInfinity(fill) ? FloatMin : float.NegativeInfinity) : fill).ToArray();
+            fillValue = _b.Floats([1, _heads, 1, 1], values);
+            fillForm = mixed ? " per head, mixing -inf and finfo.min" : " as a (1,H,1,1) tensor";
+        }
+
+        _parts.Add($"Where {polarity} {Describe(dims)} fill {Describe(fill)}{fillForm}");
         return polarity switch
         {
-            "keep" => _b.Node("Where", [mask, scores, Scalar(fill)]),
-            "hide input" => _b.Node("Where", [mask, Scalar(fill), scores]),
-            _ => _b.Node("Where", [_b.Node("Not", [mask]), Scalar(fill), scores]),
+            "keep" => _b.Node("Where", [mask, scores, fillValue]),
+            "hide input" => _b.Node("Where", [mask, fillValue, scores]),
+            _ => _b.Node("Where", [_b.Node("Not", [mask]), fillValue, scores]),
         };
     }
 
@@ -478,10 +563,14 @@ internal sealed class AttentionGraphGenerator
     private (string Scores, bool Additive) Causal(string scores, string q, (string Value, long Axis) keySource)
     {
         var self = _keyLength == "S";
-        var form = _type == DataType.Float16 ? Pick("Trilu keep", "Trilu hidden")
+        var form = _scoresType == DataType.Float16 ? Pick("Trilu keep", "Trilu hidden")
             : Pick("Trilu keep", "Trilu hidden", "triu(full(F), 1)", self ? "buffer slice" : "Trilu keep", self ? "additive buffer slice" : "triu(full(F), 1)");
-        var fill = _type == DataType.Float16 ? float.NegativeInfinity : Pick(float.NegativeInfinity, FloatMin);
-        _parts.Add($"causal {form} fill {Describe(fill)}");
+        var fill = _scoresType == DataType.Float16 ? float.NegativeInfinity : Pick(float.NegativeInfinity, FloatMin);
+        // Mostly the causal diagonal; now and then a shifted one (or Trilu's upper part), which is not causal and must stay a mask.
+        var diagonal = Chance(0.8) ? 0L : Pick(1L, -1L, 2L);
+        var upper = form.StartsWith("Trilu", StringComparison.Ordinal) && Chance(0.08);
+        _parts.Add($"causal {form} fill {Describe(fill)}{(diagonal != 0 ? $" diagonal shifted by {diagonal}" : "")}{(upper ? " upper part kept" : "")}");
+        string[] TriluInputs(string x, long k) => k == 0 && Chance(0.5) ? [x] : [x, _b.Initializer(ConstantTensor.Scalar(DataType.Int64, k))];
         var qLength = Length(q, _rank4 ? 2 : 1);
         var kLength = Length(keySource.Value, keySource.Axis);
         string Full(DataType type, float value) =>
@@ -489,17 +578,17 @@ internal sealed class AttentionGraphGenerator
         switch (form)
         {
             case "Trilu keep":
-                var keep = _b.Node("Cast", [_b.Node("Trilu", [Full(DataType.Int64, 1)], Int("upper", 0))], Int("to", (long)DataType.Bool));
+                var keep = _b.Node("Cast", [_b.Node("Trilu", TriluInputs(Full(DataType.Int64, 1), diagonal), Int("upper", upper ? 1 : 0))], Int("to", (long)DataType.Bool));
                 return (_b.Node("Where", [keep, scores, Scalar(fill)]), false);
             case "Trilu hidden":
-                var hidden = _b.Node("Equal", [_b.Node("Trilu", [Full(DataType.Float, 1)], Int("upper", 0)), _b.Scalar(0)]);
+                var hidden = _b.Node("Equal", [_b.Node("Trilu", TriluInputs(Full(DataType.Float, 1), diagonal), Int("upper", upper ? 1 : 0)), _b.Scalar(0)]);
                 return (_b.Node("Add", [scores, _b.Node("Where", [hidden, Scalar(fill), Scalar(0)])]), true);
             case "triu(full(F), 1)":
-                var triangle = _b.Node("Trilu", [Full(DataType.Float, fill), _b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))], Int("upper", 1));
+                var triangle = _b.Node("Trilu", [Full(DataType.Float, fill), _b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1 + diagonal))], Int("upper", 1));
                 return (Chance(0.5) ? _b.Node("Add", [scores, triangle]) : _b.Node("Add", [triangle, scores]), true);
             case "buffer slice":
                 const int size = 16;
-                var tril = Enumerable.Range(0, size * size).Select(i => i % size <= i / size ? 1.0 : 0.0).ToArray();
+                var tril = Enumerable.Range(0, size * size).Select(i => i % size <= i / size + diagonal ? 1.0 : 0.0).ToArray();
                 // GPT-2's (1, 1, n, n) buffer for 4-D scores, an (n, n) one for 3-D scores.
                 var buffer = _b.Initializer(new ConstantTensor(DataType.Bool, _rank4 ? [1, 1, size, size] : [size, size], tril));
                 var rowAxis = _rank4 ? 2L : 0L;
@@ -509,7 +598,7 @@ internal sealed class AttentionGraphGenerator
                 return (_b.Node("Where", [sliced, scores, Scalar(fill)]), false);
             default:
                 const int n = 16;
-                var values = Enumerable.Range(0, n * n).Select(i => i % n <= i / n ? 0.0 : fill).ToArray();
+                var values = Enumerable.Range(0, n * n).Select(i => i % n <= i / n + diagonal ? 0.0 : fill).ToArray();
                 var additive = _b.Initializer(new ConstantTensor(DataType.Float, [n, n], values));
                 var mask = _b.Node("Slice", [_b.Node("Slice", [additive, _b.Ints(0), qLength, _b.Ints(0)]), _b.Ints(0), qLength, _b.Ints(1)]);
                 return (_b.Node("Add", [scores, mask]), true);

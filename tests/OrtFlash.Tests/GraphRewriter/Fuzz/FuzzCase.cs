@@ -22,6 +22,9 @@ internal enum InputContent
     /// <summary>1 where the key is visible, 0 where it is hidden.</summary>
     Keep,
 
+    /// <summary>0 where the key is hidden; where visible 1, sometimes 2 (0.5 in a float mask).</summary>
+    Counts,
+
     /// <summary>1 where the key is hidden.</summary>
     Hidden,
 
@@ -114,6 +117,7 @@ internal sealed record FuzzCase(
             var value = input.Content switch
             {
                 InputContent.Keep => visible ? 1f : 0f,
+                InputContent.Counts => !visible ? 0f : random.NextDouble() < 0.7 ? 1f : input.Type == DataType.Int64 ? 2f : 0.5f,
                 InputContent.Hidden => visible ? 0f : 1f,
                 InputContent.Additive => visible ? 0f : input.Fill,
                 InputContent.Bias => visible ? (float)(random.NextDouble() * 6 - 3) : input.Fill,

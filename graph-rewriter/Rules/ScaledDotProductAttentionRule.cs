@@ -1295,6 +1295,15 @@ public sealed class ScaledDotProductAttentionRule
             {
                 return CheckResult.Refuse($"Where '{where.Node.DisplayName}' fills with {where.Fill.ToString(CultureInfo.InvariantCulture)}, which {type} cannot hold exactly.");
             }
+
+            // A fill applied before an additive mask M becomes the bias F + M on hidden keys; F + M is absorbing like F unless
+            // M holds positive absorbing values (+finfo.max, from (1 − m)·finfo.min with an integer m of 2), which cancel F.
+            if (where.Kind == MaskKind.FiniteFill && additive.Count == 1 && masks.IndexOf(where) > masks.IndexOf(additive[0]) &&
+                MaskSigns(additive[0]) is { } added && added.HasFlag(MaskValues.Signs.Positive))
+            {
+                return CheckResult.Refuse(
+                    $"Where '{where.Node.DisplayName}' fills with {where.Fill.ToString(CultureInfo.InvariantCulture)} before mask '{additive[0].Source.Name}' is added, which may hold positive absorbing values (such as (1 − m)·finfo.min for an integer m of 2): fill and mask would cancel in the op's bias where the graph's do not.");
+            }
         }
 
         if (match.Scores.Clamp is { } clamp)

@@ -74,6 +74,9 @@ internal static class AttentionModels
         yield return new("ALiBi and a (1 − m)·finfo.min padding mask of a bool m added one after the other (two masks, summed exactly)",
             () => AlibiThenPadding(DataType.Bool, FloatMin), IntegerPaddingInputs(fullyMaskedBatch: true, DataType.Bool),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Where(keep, s, finfo.min), then + (1 − m)·finfo.min of a bool m: the bias Where(keep, M, finfo.min + M)",
+            () => WhereFillThenPadding(DataType.Bool), WhereFillThenPaddingInputs(DataType.Bool),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Causal triu(full(finfo.min), 1) plus a (1 − m)·finfo.min padding mask of a bool m: both only hide, summed into one bias",
             () => CausalTriuPlusPadding(DataType.Bool), IntegerPaddingInputs(fullyMaskedBatch: true, DataType.Bool),
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, NoteContains: "kept as a mask input"));
@@ -479,6 +482,9 @@ internal static class AttentionModels
         // Found by the differential fuzz test (seed 158): (s + finfo.min) + finfo.max is 0 where s + (finfo.min + finfo.max) is s.
         yield return new("Causal triu(full(finfo.min), 1) plus (1 − m)·finfo.min of an int64 m: m = 2 gives +finfo.max, which cancels the causal fill when summed",
             () => CausalTriuPlusPadding(DataType.Int64), IntegerPaddingInputs(fullyMaskedBatch: true), null, "absorbing values of opposite signs");
+        // Found by the differential fuzz test (seed 1284): the bias F + M is finfo.min + finfo.max = 0 where the graph has s + 0.
+        yield return new("Where(keep, s, finfo.min), then + (1 − m)·finfo.min of an int64 m: m = 2 gives +finfo.max, which cancels the fill in the op's bias",
+            () => WhereFillThenPadding(DataType.Int64), WhereFillThenPaddingInputs(DataType.Int64), null, "fill and mask would cancel");
         // Found by the differential fuzz test (seed 83): float16 cannot hold float32's finfo.min; converted, it is −inf and a
         // row the graph spreads over the fill (uniform) becomes NaN.
         yield return new("float16 scores widened to float32, then triu(full(float32 finfo.min), 1) and a −inf padding mask: the float32 bias cannot become float16",
@@ -805,6 +811,26 @@ internal static class AttentionModels
         var scaled = b.Node("Mul", [Scores(b, q, k), b.Scalar(InvSqrtD)]);
         return Finish(b, Softmax(b, b.Node("Add", [b.Node("Add", [scaled, causal]), padding])), v);
     }
+
+    /// <summary>Where(keep (B, 1, S, T), s, finfo.min), then (1 − m)·finfo.min for an m of <paramref name="maskType"/> (B, T) added.</summary>
+    private static ModelProto WhereFillThenPadding(DataType maskType)
+    {
+        var (b, q, k, v) = Bhsd();
+        var keep = b.Input("keep", DataType.Bool, "B", 1, "S", "T");
+        var mask = b.Input("mask", maskType, "B", "T");
+        var filled = b.Node("Where", [keep, Div(b, Scores(b, q, k)), b.Scalar(FloatMin)]);
+        var padding = b.Node("Mul", [b.Node("Sub", [b.Scalar(1), b.Node("Unsqueeze", [b.Node("Cast", [mask], Int("to", (long)DataType.Float)), b.Ints(1, 2)])]), b.Scalar(FloatMin)]);
+        return Finish(b, Softmax(b, b.Node("Add", [filled, padding])), v);
+    }
+
+    /// <summary>A keep mask hiding the first query row and every third key, and a padding m that is 2 (int64) or true where batch 1 is not padded.</summary>
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> WhereFillThenPaddingInputs(DataType maskType) => (r, s, t) =>
+    {
+        var inputs = Qkv(r, s, t);
+        inputs["keep"] = new TestTensor(DataType.Bool, [Batch, 1, s, t], Enumerable.Range(0, (int)(Batch * s * t)).Select(i => i / t % s == 0 || i % 3 == 0 ? 0f : 1f).ToArray());
+        inputs["mask"] = new TestTensor(maskType, [Batch, t], Padding(t).Select(m => maskType == DataType.Int64 ? 2 * m : m).ToArray());
+        return inputs;
+    };
 
     /// <summary>(S, T) filled with <paramref name="value"/> (float32), the lengths read from Shape(q) and Shape(k).</summary>
     private static string QueryByKeyFull(ModelBuilder b, string q, string k, float value)

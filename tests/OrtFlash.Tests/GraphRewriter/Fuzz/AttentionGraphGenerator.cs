@@ -25,7 +25,8 @@ internal sealed class AttentionGraphGenerator
     private readonly DataType _type;
     private DataType _scoresType;
     private readonly bool _rank4;
-    private readonly string _keyLength;
+    private string _keyLength;
+    private bool _past;
     private readonly long _heads;
     private readonly long _headDim;
     private int _masks;
@@ -114,6 +115,13 @@ internal sealed class AttentionGraphGenerator
     private FuzzCase Build(int seed)
     {
         var layout = _rank4 ? (Chance(0.45) ? Layout.SplitHeads : Layout.HeadsFirst) : Layout.Flat;
+        if (layout == Layout.HeadsFirst && Chance(0.2))
+        {
+            // A KV cache: S new keys after T cached ones, K = T + S in all.
+            _past = true;
+            _keyLength = "K";
+        }
+
         var kvHeads = _heads;
         var repeat = false;
         if (_rank4 && Chance(0.25))
@@ -177,8 +185,29 @@ internal sealed class AttentionGraphGenerator
         else if (_rank4)
         {
             q = Input("q", _type, ["B", _heads, "S", _headDim], [AxisRole.Other, AxisRole.Other, AxisRole.Other, AxisRole.Other], InputContent.Random);
-            k = Input("k", _type, ["B", kvHeads, _keyLength, _headDim], [AxisRole.Other, AxisRole.Other, AxisRole.Other, AxisRole.Other], InputContent.Random);
-            v = Input("v", _type, ["B", kvHeads, _keyLength, _headDim], [AxisRole.Other, AxisRole.Other, AxisRole.Other, AxisRole.Other], InputContent.Random);
+            AxisRole[] others = [AxisRole.Other, AxisRole.Other, AxisRole.Other, AxisRole.Other];
+            if (_past)
+            {
+                var axis = Pick(2L, -2L);
+                k = _b.Node("Concat", [Input("past_key", _type, ["B", kvHeads, "T", _headDim], others, InputContent.Random),
+                    Input("k", _type, ["B", kvHeads, "S", _headDim], others, InputContent.Random)], Int("axis", axis));
+                v = _b.Node("Concat", [Input("past_value", _type, ["B", kvHeads, "T", _headDim], others, InputContent.Random),
+                    Input("v", _type, ["B", kvHeads, "S", _headDim], others, InputContent.Random)], Int("axis", axis));
+                if (Chance(0.5))
+                {
+                    k = _b.Rename(k, "present_key");
+                    v = _b.Rename(v, "present_value");
+                    _b.Output(k, _type);
+                    _b.Output(v, _type);
+                }
+
+                _parts.Add("KV cache: Concat(past, new)");
+            }
+            else
+            {
+                k = Input("k", _type, ["B", kvHeads, _keyLength, _headDim], others, InputContent.Random);
+                v = Input("v", _type, ["B", kvHeads, _keyLength, _headDim], others, InputContent.Random);
+            }
         }
         else
         {
@@ -247,8 +276,20 @@ internal sealed class AttentionGraphGenerator
             scores = _b.Node("MatMul", [qScaled, kt]);
         }
 
+        if (scaleForm is ScaleForm.DivideScores or ScaleForm.MultiplyScores && mustRefuse is null && Chance(0.06))
+        {
+            // A mask added before the scale is scaled with the scores: the op's bias would have to be scaled too.
+            _parts.Add("mask added before the scale:");
+            scores = FloatMask(scores);
+        }
+
         switch (scaleForm)
         {
+            case ScaleForm.DivideScores when Chance(0.05):
+                // c / s is not a scale.
+                scores = _b.Node("Div", [Scalar(1 / scale), scores]);
+                _parts.Add("Div(c, scores), not a scale");
+                break;
             case ScaleForm.DivideScores:
                 scores = _b.Node("Div", [scores, shapeDerived ? RootOfHeadDim(q) : ScaleConstant(1 / scale, perHeadAllowed: true)]);
                 break;
@@ -499,8 +540,11 @@ internal sealed class AttentionGraphGenerator
             mask = _b.Node("Cast", [mask], Int("to", (long)DataType.Float));
         }
 
-        _parts.Add($"{(subtract ? "Sub" : "Add")} {(positionBias ? "position bias" : "float mask")}{(narrow ? " (float16, Cast)" : "")} {Describe(dims)} fill {Describe(fill)}");
-        return subtract ? _b.Node("Sub", [scores, mask]) : Chance(0.5) ? _b.Node("Add", [scores, mask]) : _b.Node("Add", [mask, scores]);
+        // Sub(M, s) is M − s, which negates the scores: not a mask.
+        var reversed = subtract && Chance(0.2);
+        _parts.Add($"{(reversed ? "Sub(mask, scores) of a" : subtract ? "Sub" : "Add")} {(positionBias ? "position bias" : "float mask")}{(narrow ? " (float16, Cast)" : "")} {Describe(dims)} fill {Describe(fill)}");
+        return reversed ? _b.Node("Sub", [mask, scores])
+            : subtract ? _b.Node("Sub", [scores, mask]) : Chance(0.5) ? _b.Node("Add", [scores, mask]) : _b.Node("Add", [mask, scores]);
     }
 
     /// <summary>(1 − m)·F from an int64, bool or float padding mask m (entries, T), or Where(m, 0, −inf).</summary>
@@ -537,7 +581,7 @@ internal sealed class AttentionGraphGenerator
         var (dims, roles) = MaskShape();
         var fill = _scoresType == DataType.Float16 ? Pick(float.NegativeInfinity, -65504f) : Pick(float.NegativeInfinity, float.NegativeInfinity, FloatMin, FloatMin, -1e9f, -10000f);
         var name = $"mask{_masks++}";
-        var polarity = Pick("keep", "hide input", "Not(keep)");
+        var polarity = Pick("keep", "hide input", "Not(keep)", "keep", "hide input", "Not(keep)", "Not(Not(keep))");
         var mask = Input(name, DataType.Bool, dims, roles, polarity == "hide input" ? InputContent.Hidden : InputContent.Keep);
         // The fill is mostly a scalar; sometimes a (1, H, 1, 1) tensor, all one value or mixing −inf and finfo.min per head.
         var fillValue = Scalar(fill);
@@ -555,6 +599,7 @@ internal sealed class AttentionGraphGenerator
         {
             "keep" => _b.Node("Where", [mask, scores, fillValue]),
             "hide input" => _b.Node("Where", [mask, fillValue, scores]),
+            "Not(Not(keep))" => _b.Node("Where", [_b.Node("Not", [_b.Node("Not", [mask])]), scores, fillValue]),
             _ => _b.Node("Where", [_b.Node("Not", [mask]), fillValue, scores]),
         };
     }
@@ -564,7 +609,8 @@ internal sealed class AttentionGraphGenerator
     {
         var self = _keyLength == "S";
         var form = _scoresType == DataType.Float16 ? Pick("Trilu keep", "Trilu hidden")
-            : Pick("Trilu keep", "Trilu hidden", "triu(full(F), 1)", self ? "buffer slice" : "Trilu keep", self ? "additive buffer slice" : "triu(full(F), 1)");
+            : Pick("Trilu keep", "Trilu hidden", "triu(full(F), 1)", self || _past ? "buffer slice" : "Trilu keep", self ? "additive buffer slice" : "triu(full(F), 1)",
+                   _past ? "buffer slice" : "Trilu hidden");
         var fill = _scoresType == DataType.Float16 ? float.NegativeInfinity : Pick(float.NegativeInfinity, FloatMin);
         // Mostly the causal diagonal; now and then a shifted one (or Trilu's upper part), which is not causal and must stay a mask.
         var diagonal = Chance(0.8) ? 0L : Pick(1L, -1L, 2L);

@@ -41,7 +41,7 @@ internal enum InputContent
     Scalar,
 }
 
-/// <summary>One graph input: its declared dims (numbers or the symbols B, N, S and T) and what fills it.</summary>
+/// <summary>One graph input: its declared dims (numbers or the symbols B, N, S, T and K = S + T) and what fills it.</summary>
 internal sealed record FuzzInput(string Name, DataType Type, object[] Dims, AxisRole[] Roles, InputContent Content, float Fill = 0, float Scale = 1);
 
 /// <summary>
@@ -75,21 +75,24 @@ internal sealed record FuzzCase(
                 "N" => Entries,
                 "S" => s,
                 "T" => t,
+                "K" => s + t,
                 _ => Convert.ToInt64(d, System.Globalization.CultureInfo.InvariantCulture),
             }).ToArray();
             tensors[input.Name] = input.Content switch
             {
                 InputContent.Random => TestTensor.Random(random, shape, input.Type, input.Scale),
                 InputContent.Scalar => new TestTensor(input.Type, shape, [input.Fill]),
-                _ => MaskTensor(random, input, shape, pattern, t),
+                _ => MaskTensor(random, input, shape, pattern),
             };
         }
 
         return tensors;
     }
 
-    private static TestTensor MaskTensor(Random random, FuzzInput input, long[] shape, MaskPattern pattern, long keys)
+    private static TestTensor MaskTensor(Random random, FuzzInput input, long[] shape, MaskPattern pattern)
     {
+        var keyAxis = Array.IndexOf(input.Roles, AxisRole.Key);
+        var keys = keyAxis >= 0 ? shape[keyAxis] : 1;
         var count = shape.Aggregate(1L, (p, d) => p * d);
         var data = new float[count];
         var index = new long[shape.Length];

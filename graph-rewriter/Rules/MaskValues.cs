@@ -10,7 +10,10 @@ namespace OrtFlash.GraphRewriter.Rules;
 /// nothing either way) or absorbing (|p| ≥ 2⁸⁸ or infinite: s + a + p and a + p both round to p, or to the same
 /// infinity, for the scores a model produces).
 /// </summary>
-internal sealed class MaskValues(GraphAnalysis analysis)
+/// <param name="analysis">Types, shapes and constants of the graph.</param>
+/// <param name="integerMasksAreBinary">Whether an integer tensor used as a mask factor is taken to hold only 0 and 1
+/// (<see cref="RewriteOptions.IntegerMasksAreBinary"/>); otherwise it may hold any integer.</param>
+internal sealed class MaskValues(GraphAnalysis analysis, bool integerMasksAreBinary)
 {
     private const int MaxDepth = 24;
 
@@ -118,7 +121,8 @@ internal sealed class MaskValues(GraphAnalysis analysis)
             return constant.Data.All(d => d is 0 or 1);
         }
 
-        if (analysis.ElementTypeOf(value) == DataType.Bool)
+        var type = analysis.ElementTypeOf(value);
+        if (type == DataType.Bool || (integerMasksAreBinary && type != DataType.Undefined && !ElementTypes.IsFloat(type)))
         {
             return true;
         }

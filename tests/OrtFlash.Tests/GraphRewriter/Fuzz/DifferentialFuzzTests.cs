@@ -34,7 +34,8 @@ public class DifferentialFuzzTests
     {
         var fuzz = AttentionGraphGenerator.Generate(seed);
         var rewritten = fuzz.Model.Clone();
-        var report = AttentionFuser.Rewrite(rewritten);
+        // An int64 mask holding 2 is outside what the default options assume; such graphs must be exact without it.
+        var report = AttentionFuser.Rewrite(rewritten, fuzz.IntegerMaskHoldsTwo ? new RewriteOptions { IntegerMasksAreBinary = false } : null);
         string Context() => $"{fuzz}\n{report.ToTable()}";
 
         // One candidate at most: a guard the rewriter does not read (Where(IsNaN(p), 0.5, p)) hides the Softmax from the

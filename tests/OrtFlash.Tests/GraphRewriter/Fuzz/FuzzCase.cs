@@ -62,6 +62,9 @@ internal sealed record FuzzCase(
 
     public override string ToString() => $"seed {Seed}: {Description}";
 
+    /// <summary>Whether an int64 mask input holds 2 (outside what <see cref="OrtFlash.GraphRewriter.RewriteOptions.IntegerMasksAreBinary"/> assumes).</summary>
+    public bool IntegerMaskHoldsTwo => Inputs.Any(i => i.Type == DataType.Int64 && i.Content == InputContent.Counts);
+
     /// <summary>Inputs for one (S, T) pair; masks hide keys by one pattern drawn per call, whatever their broadcast shape.</summary>
     public Dictionary<string, TestTensor> CreateInputs(Random random, long s, long t)
     {

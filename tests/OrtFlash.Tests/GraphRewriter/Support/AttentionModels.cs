@@ -71,6 +71,9 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("ALiBi slopes·(j − i) from Range/Sub/Mul/Unsqueeze plus a finfo.min padding mask (one bias)", AlibiWithPadding, PaddingInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("ALiBi and a (1 − m)·finfo.min padding mask of an int64 m added one after the other (two masks, summed exactly for m in {0, 1})",
+            () => AlibiThenPadding(DataType.Int64, FloatMin), IntegerPaddingInputs(fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "holding 0 and 1"));
         yield return new("ALiBi and a (1 − m)·finfo.min padding mask of a bool m added one after the other (two masks, summed exactly)",
             () => AlibiThenPadding(DataType.Bool, FloatMin), IntegerPaddingInputs(fullyMaskedBatch: true, DataType.Bool),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
@@ -174,6 +177,22 @@ internal static class AttentionModels
             new(KeyLayout.Einsum, ScalePlacement.MultiplyScores, InvSqrtD, KvHeadRepeatRemoved: true));
         yield return new("Interleaved head repeat (Unsqueeze(1)) with Einsum products kept: K and V fed already repeated", GqaInterleavedRepeatEinsum, GqaInputs,
             new(KeyLayout.Einsum, ScalePlacement.MultiplyScores, InvSqrtD));
+    }
+
+    /// <summary>
+    /// Integer masks m in (1 − m)·finfo.min next to another finfo.min, run with m = 2 (+finfo.max) in batch 0: exact only
+    /// under RewriteOptions.IntegerMasksAreBinary, refused without it. Each refusal names what it contains.
+    /// </summary>
+    public static IEnumerable<AttentionModel> IntegerMasksHoldingTwo()
+    {
+        // Found by the differential fuzz test (seed 158): (s + finfo.min) + finfo.max is 0 where s + (finfo.min + finfo.max) is s.
+        yield return new("Causal triu(full(finfo.min), 1) plus (1 − m)·finfo.min of an int64 m: m = 2 gives +finfo.max, which cancels the causal fill when summed",
+            () => CausalTriuPlusPadding(DataType.Int64), PaddingOfTwos, null, "absorbing values of opposite signs");
+        // Found by the differential fuzz test (seed 1284): the bias F + M is finfo.min + finfo.max = 0 where the graph has s + 0.
+        yield return new("Where(keep, s, finfo.min), then + (1 − m)·finfo.min of an int64 m: m = 2 gives +finfo.max, which cancels the fill in the op's bias",
+            () => WhereFillThenPadding(DataType.Int64), WhereFillThenPaddingInputs(DataType.Int64), null, "fill and mask would cancel");
+        yield return new("ALiBi then (1 − m)·finfo.min of an int64 m, next to a mask that is not proven free of finfo.min",
+            () => AlibiThenPadding(DataType.Int64, FloatMin), PaddingOfTwos, null, "absorbing values of opposite signs");
     }
 
     public static IEnumerable<AttentionModel> OnnxAttention()
@@ -477,14 +496,6 @@ internal static class AttentionModels
             null, "Two additive masks");
         yield return new("ALiBi then a (1 − m)·finfo.min padding mask of a float m, which may hold fractions", () => AlibiThenPadding(DataType.Float, FloatMin), PaddingInputs,
             null, "Two additive masks");
-        yield return new("ALiBi then a (1 − m)·finfo.min padding mask of an int64 m, which may be 2 (+finfo.max), next to a mask that is not proven free of finfo.min",
-            () => AlibiThenPadding(DataType.Int64, FloatMin), IntegerPaddingInputs(fullyMaskedBatch: true), null, "absorbing values of opposite signs");
-        // Found by the differential fuzz test (seed 158): (s + finfo.min) + finfo.max is 0 where s + (finfo.min + finfo.max) is s.
-        yield return new("Causal triu(full(finfo.min), 1) plus (1 − m)·finfo.min of an int64 m: m = 2 gives +finfo.max, which cancels the causal fill when summed",
-            () => CausalTriuPlusPadding(DataType.Int64), IntegerPaddingInputs(fullyMaskedBatch: true), null, "absorbing values of opposite signs");
-        // Found by the differential fuzz test (seed 1284): the bias F + M is finfo.min + finfo.max = 0 where the graph has s + 0.
-        yield return new("Where(keep, s, finfo.min), then + (1 − m)·finfo.min of an int64 m: m = 2 gives +finfo.max, which cancels the fill in the op's bias",
-            () => WhereFillThenPadding(DataType.Int64), WhereFillThenPaddingInputs(DataType.Int64), null, "fill and mask would cancel");
         // Found by the differential fuzz test (seed 83): float16 cannot hold float32's finfo.min; converted, it is −inf and a
         // row the graph spreads over the fill (uniform) becomes NaN.
         yield return new("float16 scores widened to float32, then triu(full(float32 finfo.min), 1) and a −inf padding mask: the float32 bias cannot become float16",
@@ -823,7 +834,15 @@ internal static class AttentionModels
         return Finish(b, Softmax(b, b.Node("Add", [filled, padding])), v);
     }
 
-    /// <summary>A keep mask hiding the first query row and every third key, and a padding m that is 2 (int64) or true where batch 1 is not padded.</summary>
+    /// <summary>An int64 padding m (B, T) of 0 and 2: batch 1 pads its last third.</summary>
+    private static Dictionary<string, TestTensor> PaddingOfTwos(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, t);
+        inputs["mask"] = new TestTensor(DataType.Int64, [Batch, t], Padding(t).Select(m => 2 * m).ToArray());
+        return inputs;
+    }
+
+    /// <summary>A keep mask hiding the first query row and every third key, and a padding m that is 2 (int64) or true where batch 1 is not padded (and batch 0 all 2).</summary>
     private static Func<Random, long, long, Dictionary<string, TestTensor>> WhereFillThenPaddingInputs(DataType maskType) => (r, s, t) =>
     {
         var inputs = Qkv(r, s, t);

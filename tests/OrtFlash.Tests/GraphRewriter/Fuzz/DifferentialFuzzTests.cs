@@ -63,7 +63,8 @@ public class DifferentialFuzzTests
 
     /// <summary>
     /// Guards the generator itself: over the default seeds it must produce fusions, ordinary refusals and every
-    /// must-refuse ingredient, so a change that leaves it generating only refusals cannot pass unnoticed.
+    /// must-refuse ingredient, so a change that leaves it generating only refusals cannot pass unnoticed. It prints how
+    /// many fused and the refusal reasons; ORTFLASH_FUZZ_LIST_REFUSALS=text also lists the graphs refused with that text.
     /// </summary>
     [Test]
     public void The_generated_graphs_cover_fusions_and_refusals()

@@ -33,6 +33,7 @@ internal sealed class AttentionGraphGenerator
     private readonly long _heads;
     private readonly long _headDim;
     private int _masks;
+    private long _queryLengthAxis;
     private bool _perHeadScale;
 
     private AttentionGraphGenerator(Random random)
@@ -52,6 +53,7 @@ internal sealed class AttentionGraphGenerator
         HeadsFirst,
         Flat,
         SplitHeads,
+        SequenceFirstEinsum,
     }
 
     private enum KeyForm
@@ -118,7 +120,7 @@ internal sealed class AttentionGraphGenerator
 
     private FuzzCase Build(int seed)
     {
-        var layout = _rank4 ? (Chance(0.45) ? Layout.SplitHeads : Layout.HeadsFirst) : Layout.Flat;
+        var layout = !_rank4 ? Layout.Flat : _r.NextDouble() switch { < 0.4 => Layout.SplitHeads, < 0.52 => Layout.SequenceFirstEinsum, _ => Layout.HeadsFirst };
         if (layout == Layout.HeadsFirst && Chance(0.2))
         {
             // A KV cache: S new keys after T cached ones, K = T + S in all.
@@ -128,17 +130,20 @@ internal sealed class AttentionGraphGenerator
 
         var kvHeads = _heads;
         var repeat = false;
-        if (_rank4 && Chance(0.25))
+        if (_rank4 && layout != Layout.SequenceFirstEinsum && Chance(0.25))
         {
             kvHeads = _heads == 4 ? Pick(1L, 2L) : 1;
             repeat = kvHeads != 1 || Chance(0.7);
         }
 
-        var keyForm = !_rank4 ? (Chance(0.2) ? KeyForm.Einsum : KeyForm.Transposed)
+        var keyForm = layout == Layout.SequenceFirstEinsum ? KeyForm.Einsum
+            : !_rank4 ? (Chance(0.2) ? KeyForm.Einsum : KeyForm.Transposed)
             : kvHeads != _heads && !repeat ? KeyForm.Transposed
             : Pick(KeyForm.Transposed, KeyForm.Transposed, KeyForm.Transposed, KeyForm.Einsum,
                    repeat ? KeyForm.Transposed : KeyForm.ReshapedRank3, layout == Layout.SplitHeads && !repeat ? KeyForm.HeadSplitMerged : KeyForm.Transposed);
-        var valueEinsum = (kvHeads == _heads || repeat) && Chance(0.15);
+        var valueEinsum = layout == Layout.SequenceFirstEinsum || ((kvHeads == _heads || repeat) && Chance(0.15));
+        // (B, S, H, D) operands as Keras' MultiHeadAttention (via tf2onnx) or torch einsum write them.
+        var keras = layout == Layout.SequenceFirstEinsum && Chance(0.5);
         _parts.Add(_type == DataType.Float16 ? "float16" : "float32");
         _parts.Add($"layout {layout} (Hq {(_rank4 ? _heads : 1)}, Hkv {(_rank4 ? kvHeads : 1)}{(kvHeads != _heads ? repeat ? ", repeated Unsqueeze→Expand→Reshape" : ", broadcast" : "")}, D {_headDim}, keys {_keyLength})");
         _parts.Add($"key {keyForm}");
@@ -186,6 +191,13 @@ internal sealed class AttentionGraphGenerator
             var vProj = Input("v_proj", _type, ["B", _keyLength, kvHeads * _headDim], [AxisRole.Other, AxisRole.Other, AxisRole.Other], InputContent.Random);
             v = _b.Node("Transpose", [_b.Node("Reshape", [vProj, _b.Ints(0, 0, kvHeads, _headDim)])], Ints("perm", 0, 2, 1, 3));
         }
+        else if (layout == Layout.SequenceFirstEinsum)
+        {
+            AxisRole[] others = [AxisRole.Other, AxisRole.Other, AxisRole.Other, AxisRole.Other];
+            q = Input("q", _type, ["B", "S", _heads, _headDim], others, InputContent.Random);
+            k = Input("k", _type, ["B", _keyLength, _heads, _headDim], others, InputContent.Random);
+            v = Input("v", _type, ["B", _keyLength, _heads, _headDim], others, InputContent.Random);
+        }
         else if (_rank4)
         {
             q = Input("q", _type, ["B", _heads, "S", _headDim], [AxisRole.Other, AxisRole.Other, AxisRole.Other, AxisRole.Other], InputContent.Random);
@@ -222,8 +234,10 @@ internal sealed class AttentionGraphGenerator
 
         if (k.Length > 0)
         {
-            kLengthSource = (k, _rank4 ? 2 : 1);
+            kLengthSource = (k, _rank4 && layout != Layout.SequenceFirstEinsum ? 2 : 1);
         }
+
+        _queryLengthAxis = _rank4 && layout != Layout.SequenceFirstEinsum ? 2 : 1;
 
         if (repeat)
         {
@@ -256,8 +270,9 @@ internal sealed class AttentionGraphGenerator
         if (keyForm == KeyForm.Einsum)
         {
             var kIn = keyFactor is null ? k : _b.Node("Mul", [k, keyFactor]);
-            var swapped = Chance(0.3);
-            var equation = _rank4 ? (swapped ? "bhkd,bhqd->bhqk" : "bhqd,bhkd->bhqk") : (swapped ? "nkd,nqd->nqk" : "nqd,nkd->nqk");
+            var swapped = keras || Chance(0.3);
+            var equation = layout == Layout.SequenceFirstEinsum ? (keras ? "aecd,abcd->acbe" : swapped ? "bkhd,bqhd->bhqk" : "bqhd,bkhd->bhqk")
+                : _rank4 ? (swapped ? "bhkd,bhqd->bhqk" : "bhqd,bhkd->bhqk") : (swapped ? "nkd,nqd->nqk" : "nqd,nkd->nqk");
             scores = _b.Node("Einsum", swapped ? [kIn, qScaled] : [qScaled, kIn], Str("equation", equation));
         }
         else
@@ -476,7 +491,8 @@ internal sealed class AttentionGraphGenerator
 
         // Value product and output.
         var output = valueEinsum
-            ? _b.Node("Einsum", [probabilities, v], Str("equation", _rank4 ? "bhqk,bhkd->bhqd" : "nqk,nkd->nqd"))
+            ? _b.Node("Einsum", [probabilities, v], Str("equation", layout == Layout.SequenceFirstEinsum ? (keras ? "acbe,aecd->abcd" : "bhqk,bkhd->bqhd")
+                : _rank4 ? "bhqk,bhkd->bhqd" : "nqk,nkd->nqd"))
             : _b.Node("MatMul", [probabilities, v]);
         _parts.Add(valueEinsum ? "Einsum value product" : "MatMul value product");
         if (layout == Layout.SplitHeads && Chance(0.5))
@@ -669,7 +685,7 @@ internal sealed class AttentionGraphGenerator
         var upper = form.StartsWith("Trilu", StringComparison.Ordinal) && Chance(0.08);
         _parts.Add($"causal {form} fill {Describe(fill)}{(diagonal != 0 ? $" diagonal shifted by {diagonal}" : "")}{(upper ? " upper part kept" : "")}");
         string[] TriluInputs(string x, long k) => k == 0 && Chance(0.5) ? [x] : [x, _b.Initializer(ConstantTensor.Scalar(DataType.Int64, k))];
-        var qLength = Length(q, _rank4 ? 2 : 1);
+        var qLength = Length(q, _queryLengthAxis);
         var kLength = Length(keySource.Value, keySource.Axis);
         string Full(DataType type, float value) =>
             _b.Node("ConstantOfShape", [_b.Node("Concat", [qLength, kLength], Int("axis", 0))], Tensor("value", new ConstantTensor(type, [1], [value])));

@@ -342,7 +342,15 @@ internal sealed class AttentionGraphGenerator
             _parts.Add("scores Cast to float32 before the masks");
         }
 
-        if (_type == DataType.Float && Chance(0.08))
+        if (_type == DataType.Float && Chance(0.06))
+        {
+            // Masks in float64 arithmetic: finfo.min of float32 no longer absorbs the scores there.
+            scores = _b.Node("Cast", [scores], Int("to", (long)DataType.Double));
+            _scoresType = DataType.Double;
+            _parts.Add("scores Cast to float64 before the masks");
+        }
+
+        if (_scoresType == DataType.Float && Chance(0.08))
         {
             var cap = _b.Scalar(Pick(2f, 5f));
             scores = _b.Node("Mul", [_b.Node("Tanh", [_b.Node("Div", [scores, cap])]), cap]);
@@ -425,6 +433,13 @@ internal sealed class AttentionGraphGenerator
             var softmax = _b.Node("Softmax", [wide], Int("axis", axis));
             probabilities = _b.Node("Cast", [softmax], Int("to", (long)DataType.Float16));
             _parts.Add($"Cast→Softmax(axis {axis})→Cast");
+        }
+        else if (_scoresType == DataType.Double)
+        {
+            var axis = mustRefuse == "Softmax over another axis" ? lastAxis - 1 : Pick(-1L, lastAxis);
+            probabilities = _b.Node("Cast", [_b.Node("Softmax", [scores], Int("axis", axis))], Int("to", (long)DataType.Float));
+            _scoresType = DataType.Float;
+            _parts.Add($"Softmax(axis {axis}) in float64→Cast");
         }
         else if (mustRefuse != "Softmax over another axis" && Chance(0.1))
         {
@@ -698,7 +713,7 @@ internal sealed class AttentionGraphGenerator
                 var hidden = _b.Node("Equal", [_b.Node("Trilu", TriluInputs(Full(DataType.Float, 1), diagonal), Int("upper", upper ? 1 : 0)), _b.Scalar(0)]);
                 return (_b.Node("Add", [scores, _b.Node("Where", [hidden, Scalar(fill), Scalar(0)])]), true);
             case "triu(full(F), 1)":
-                var triangle = _b.Node("Trilu", [Full(DataType.Float, fill), _b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1 + diagonal))], Int("upper", 1));
+                var triangle = _b.Node("Trilu", [Full(_scoresType, fill), _b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1 + diagonal))], Int("upper", 1));
                 return (Chance(0.5) ? _b.Node("Add", [scores, triangle]) : _b.Node("Add", [triangle, scores]), true);
             case "buffer slice":
                 const int size = 16;
@@ -713,7 +728,7 @@ internal sealed class AttentionGraphGenerator
             default:
                 const int n = 16;
                 var values = Enumerable.Range(0, n * n).Select(i => i % n <= i / n + diagonal ? 0.0 : fill).ToArray();
-                var additive = _b.Initializer(new ConstantTensor(DataType.Float, [n, n], values));
+                var additive = _b.Initializer(new ConstantTensor(_scoresType, [n, n], values));
                 var mask = _b.Node("Slice", [_b.Node("Slice", [additive, _b.Ints(0), qLength, _b.Ints(0)]), _b.Ints(0), qLength, _b.Ints(1)]);
                 return (_b.Node("Add", [scores, mask]), true);
         }

@@ -96,6 +96,7 @@ internal static class OrtRunner
     private static OrtValue ToOrtValue(TestTensor tensor) => tensor.Type switch
     {
         DataType.Float => OrtValue.CreateTensorValueFromMemory(tensor.Data.ToArray(), tensor.Shape),
+        DataType.Double => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(f => (double)f).ToArray(), tensor.Shape),
         DataType.Float16 => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(f => (Float16)f).ToArray(), tensor.Shape),
         DataType.Bool => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(f => f != 0).ToArray(), tensor.Shape),
         DataType.Int64 => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(f => (long)f).ToArray(), tensor.Shape),

@@ -666,6 +666,14 @@ internal sealed class AttentionGraphGenerator
         var name = $"mask{_masks++}";
         var polarity = Pick("keep", "hide input", "Not(keep)", "keep", "hide input", "Not(keep)", "Not(Not(keep))");
         var mask = Input(name, DataType.Bool, dims, roles, polarity == "hide input" ? InputContent.Hidden : InputContent.Keep);
+        if (Chance(0.2))
+        {
+            // DistilBERT: the mask expanded to Shape(scores), a reader of the scores the rewrite must re-point.
+            var start = Chance(0.3);
+            var shape = start ? _b.Node("Shape", [scores], Int("start", 0)) : _b.Node("Shape", [scores]);
+            mask = _b.Node("Expand", [mask, shape]);
+            _parts.Add($"mask expanded to Shape({(start ? "scores, start=0" : "scores")})");
+        }
         // The fill is mostly a scalar; sometimes a (1, H, 1, 1) tensor, all one value or mixing −inf and finfo.min per head.
         var fillValue = Scalar(fill);
         var fillForm = "";

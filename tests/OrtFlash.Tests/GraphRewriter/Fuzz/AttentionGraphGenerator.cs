@@ -34,6 +34,7 @@ internal sealed class AttentionGraphGenerator
     private readonly long _headDim;
     private int _masks;
     private long _queryLengthAxis;
+    private bool _quantizingFill;
     private bool _perHeadScale;
 
     private AttentionGraphGenerator(Random random)
@@ -526,7 +527,7 @@ internal sealed class AttentionGraphGenerator
 
         var lengths = Lengths();
         _parts.Add("lengths " + string.Join(" ", lengths.Select(l => $"({l.S},{l.T})")));
-        return new FuzzCase(seed, string.Join("; ", _parts), _b.Model, _inputs, lengths, FuzzCase.Batch * _heads, _type, mustRefuse);
+        return new FuzzCase(seed, string.Join("; ", _parts), _b.Model, _inputs, lengths, FuzzCase.Batch * _heads, _type, mustRefuse, _quantizingFill);
     }
 
     private (long S, long T)[] Lengths()
@@ -602,6 +603,13 @@ internal sealed class AttentionGraphGenerator
         ? float.NegativeInfinity
         : infinityAllowed ? Pick(-10000f, -1e9f, FloatMin, FloatMin, float.NegativeInfinity) : Pick(-10000f, -1e9f, FloatMin, FloatMin);
 
+    /// <summary>
+    /// A finite fill such as −10000 or −65504 does not absorb the scores: a row it hides entirely is a softmax of the
+    /// scores rounded to the fill's float32 spacing (2⁻¹⁰ at 10000), where a scale folded into the op instead of applied
+    /// to Q and K (equally exact) can move a score by one such step. Such graphs are compared with a looser tolerance.
+    /// </summary>
+    private void NoteQuantizingFill(float fill) => _quantizingFill |= float.IsFinite(fill) && Math.Abs(fill) is >= 1000 and < 1e6f;
+
     /// <summary>An additive mask input: Add either order, or Sub of a penalty.</summary>
     private string FloatMask(string scores)
     {
@@ -617,6 +625,7 @@ internal sealed class AttentionGraphGenerator
             fill = Pick(-10000f, -65504f, float.NegativeInfinity);
         }
 
+        NoteQuantizingFill(fill);
         var mask = Input(name, narrow ? DataType.Float16 : _scoresType, dims, roles, positionBias ? InputContent.Bias : subtract ? InputContent.Penalty : InputContent.Additive, fill);
         if (narrow)
         {
@@ -639,6 +648,7 @@ internal sealed class AttentionGraphGenerator
         var content = maskType != DataType.Bool && Chance(0.25) ? InputContent.Counts : InputContent.Keep;
         var m = Input(name, maskType, [Entry, _keyLength], [AxisRole.Entry, AxisRole.Key], content);
         var fill = Fill();
+        NoteQuantizingFill(fill);
         long[] axes = _scores4 ? [1, 2] : [1];
         string bias;
         if (float.IsNegativeInfinity(fill))

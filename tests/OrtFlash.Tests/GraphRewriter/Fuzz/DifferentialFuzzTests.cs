@@ -53,7 +53,9 @@ public class DifferentialFuzzTests
         var random = new Random(seed ^ 0x5eed);
         var inputSets = fuzz.Lengths.Select(l => (IReadOnlyDictionary<string, TestTensor>)fuzz.CreateInputs(random, l.S, l.T)).ToList();
         var expected = OrtRunner.RunEach(fuzz.Model, inputSets);
-        var tolerance = fuzz.Type == DataType.Float16 ? 5e-3 : 1e-4;
+        // A row hidden entirely by −10000 is a softmax of scores rounded to steps of 2⁻¹⁰; one step more or less (the
+        // scale folded into the op rather than applied to Q and K) moves a weight by 0.1%.
+        var tolerance = fuzz.Type == DataType.Float16 ? 5e-3 : fuzz.QuantizingFill ? 2e-3 : 1e-4;
         AssertAgree(expected, OrtRunner.RunEach(FlashAttentionLowering.Lower(rewritten), inputSets), tolerance, "op lowered to standard ops", fuzz, report);
         if (OrtRunner.OpLibraryPath is not null)
         {

@@ -46,7 +46,8 @@ internal sealed record FuzzInput(string Name, DataType Type, object[] Dims, Axis
 
 /// <summary>
 /// A generated attention graph with what running it needs. <paramref name="MustRefuse"/> names the ingredient that makes
-/// fusing it wrong (null when the rewriter may fuse or refuse).
+/// fusing it wrong (null when the rewriter may fuse or refuse). <paramref name="QuantizingFill"/>: an additive mask fills
+/// with a finite value large enough to round the scores of the rows it hides entirely (−10000).
 /// </summary>
 internal sealed record FuzzCase(
     int Seed,
@@ -56,7 +57,8 @@ internal sealed record FuzzCase(
     IReadOnlyList<(long S, long T)> Lengths,
     long Entries,
     DataType Type,
-    string? MustRefuse)
+    string? MustRefuse,
+    bool QuantizingFill = false)
 {
     public const long Batch = 2;
 

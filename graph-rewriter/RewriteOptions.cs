@@ -1,8 +1,9 @@
 namespace OrtFlash.GraphRewriter;
 
 /// <summary>
-/// Choices that let the rewriter trade exactness on a documented set of rows for a faster fused graph.
-/// The default (<see cref="Default"/>) changes nothing: every fusion computes what the original graph computes.
+/// Choices that let the rewriter trade exactness on a documented set of rows or inputs for a faster fused graph.
+/// The default (<see cref="Default"/>) changes nothing for masks holding 0 and 1: every fusion computes what the
+/// original graph computes (see <see cref="IntegerMasksAreBinary"/> for integer masks holding other values).
 /// </summary>
 public sealed record RewriteOptions
 {
@@ -24,4 +25,19 @@ public sealed record RewriteOptions
     /// Each fusion that uses it carries a note in the report saying so. False by default.
     /// </summary>
     public bool CausalForPaddedRows { get; init; }
+
+    /// <summary>
+    /// Take an integer mask m in <c>(1 − m)·finfo.min</c> (a Cast of an int64 <c>attention_mask</c>, as GPT-2, BLOOM and
+    /// most Hugging Face exports build their padding) to hold only 0 and 1, the values an attention mask has. Then two
+    /// masks can be summed into the op's bias, and a finite <c>Where</c> fill and a mask after it too, exactly.
+    /// <para>
+    /// What may differ from the original graph: only inputs where m holds another value. With m = 2 the mask is
+    /// +finfo.max, which cancels another mask's finfo.min when the graph adds them to the scores one after the other
+    /// ((s + finfo.min) + finfo.max is 0, s + (finfo.min + finfo.max) is s). Bool masks and (1 − m) of a bool m are 0/1 by
+    /// their type and never need this.
+    /// </para>
+    /// Each fusion that relies on it carries a note. True by default, as the rewriter always assumed; false fuses only
+    /// what holds for every integer value.
+    /// </summary>
+    public bool IntegerMasksAreBinary { get; init; } = true;
 }

@@ -10,20 +10,158 @@ namespace OrtFlash.GraphRewriter.Rules;
 /// nothing either way) or absorbing (|p| ≥ 2⁸⁸ or infinite: s + a + p and a + p both round to p, or to the same
 /// infinity, for the scores a model produces).
 /// </summary>
-internal sealed class MaskValues(GraphAnalysis analysis)
+/// <param name="analysis">Types, shapes and constants of the graph.</param>
+/// <param name="integerMasksAreBinary">Whether an integer tensor used as a mask factor is taken to hold only 0 and 1
+/// (<see cref="RewriteOptions.IntegerMasksAreBinary"/>); otherwise it may hold any integer.</param>
+internal sealed class MaskValues(GraphAnalysis analysis, bool integerMasksAreBinary)
 {
     private const int MaxDepth = 24;
 
+    /// <summary>The signs the absorbing values of a mask provably have.</summary>
+    [Flags]
+    public enum Signs
+    {
+        /// <summary>Only ±0.</summary>
+        None = 0,
+
+        /// <summary>Absorbing values may be negative (−inf, finfo.min).</summary>
+        Negative = 1,
+
+        /// <summary>Absorbing values may be positive.</summary>
+        Positive = 2,
+    }
+
     /// <summary>Whether every element of <paramref name="mask"/> is provably ±0 or absorbing.</summary>
-    public bool IsZeroOrAbsorbing(Value mask) => ZeroOrAbsorbing(mask, 0);
+    public bool IsZeroOrAbsorbing(Value mask) => AbsorbingSigns(mask) is not null;
 
-    private static bool IsZeroOrAbsorbing(double value) => value == 0 || Math.Abs(value) >= -CausalMasks.AbsorbingFill;
+    /// <summary>
+    /// The signs the absorbing values of <paramref name="mask"/> may have when every element is provably ±0 or absorbing;
+    /// null otherwise. Two absorbing values of opposite signs cancel (finfo.min + finfo.max == 0), so two masks may only be
+    /// summed before the scores when no such pair can meet.
+    /// </summary>
+    public Signs? AbsorbingSigns(Value mask) => ZeroOrAbsorbing(mask, 0);
 
-    private bool ZeroOrAbsorbing(Value value, int depth)
+    private static Signs? SignOf(double value) =>
+        value == 0 ? Signs.None : Math.Abs(value) >= -CausalMasks.AbsorbingFill ? (value < 0 ? Signs.Negative : Signs.Positive) : null;
+
+    private static Signs? SignsOf(IEnumerable<double> values)
+    {
+        var signs = Signs.None;
+        foreach (var value in values)
+        {
+            if (SignOf(value) is not { } sign)
+            {
+                return null;
+            }
+
+            signs |= sign;
+        }
+
+        return signs;
+    }
+
+    private static Signs? Union(Signs? a, Signs? b) => a is { } x && b is { } y ? x | y : null;
+
+    private static Signs Flipped(Signs signs) =>
+        (signs.HasFlag(Signs.Negative) ? Signs.Positive : Signs.None) | (signs.HasFlag(Signs.Positive) ? Signs.Negative : Signs.None);
+
+    private Signs? ZeroOrAbsorbing(Value value, int depth)
     {
         if (analysis.ConstantOf(value) is { } constant)
         {
-            return constant.Data.All(IsZeroOrAbsorbing);
+            return SignsOf(constant.Data);
+        }
+
+        if (depth > MaxDepth || value.Producer is not { } node || (node.Domain.Length != 0 && node.Domain != "ai.onnx"))
+        {
+            return null;
+        }
+
+        var next = depth + 1;
+        switch (node.OpType)
+        {
+            case "Identity" or "Unsqueeze" or "Squeeze" or "Reshape" or "Expand" or "Transpose" or "Slice" or "Gather" or "Trilu" or "Tile":
+                return ZeroOrAbsorbing(node.Input(0)!, next);
+            case "Neg":
+                return ZeroOrAbsorbing(node.Input(0)!, next) is { } negated ? Flipped(negated) : null;
+            case "Cast" or "CastLike":
+                // Widening keeps values; narrowing sends absorbing values to infinity and keeps zeros.
+                return ElementTypes.IsFloat(analysis.ElementTypeOf(node.Input(0)!)) ? ZeroOrAbsorbing(node.Input(0)!, next) : null;
+            case "ConstantOfShape":
+                return node.Attribute("value")?.T is not { } fill ? Signs.None : ConstantTensor.FromProto(fill) is { } filled ? SignsOf(filled.Data) : null;
+            case "Where":
+                return Union(ZeroOrAbsorbing(node.Input(1)!, next), ZeroOrAbsorbing(node.Input(2)!, next));
+            case "ScatterND" or "ScatterElements":
+                return Union(ZeroOrAbsorbing(node.Input(0)!, next), ZeroOrAbsorbing(node.Input(2)!, next));
+            case "Concat":
+                return node.Inputs.Aggregate((Signs?)Signs.None, (signs, input) => input is null ? null : Union(signs, ZeroOrAbsorbing(input, next)));
+            case "Mul" when node.Inputs.Count == 2:
+                // An integer times 0 is 0; a non-zero integer times an absorbing value is at least as large (or infinite),
+                // with the same sign when the integer is provably not negative, and either sign otherwise ((1 − 2)·finfo.min
+                // is +finfo.max).
+                for (var i = 0; i < 2; i++)
+                {
+                    if (ZeroOrAbsorbing(node.Input(i)!, next) is { } signs && IsInteger(node.Input(1 - i)!, next))
+                    {
+                        return IsZeroOrOne(node.Input(1 - i)!, next) || signs == Signs.None ? signs : signs | Flipped(signs);
+                    }
+                }
+
+                return null;
+            default:
+                return null;
+        }
+    }
+
+    /// <summary>Whether every element is provably 0 or 1: a bool cast to a number, 1 minus such a value, and constants.</summary>
+    private bool IsZeroOrOne(Value value, int depth)
+    {
+        if (analysis.ConstantOf(value) is { } constant)
+        {
+            return constant.Data.All(d => d is 0 or 1);
+        }
+
+        var type = analysis.ElementTypeOf(value);
+        if (type == DataType.Bool || (integerMasksAreBinary && type != DataType.Undefined && !ElementTypes.IsFloat(type)))
+        {
+            return true;
+        }
+
+        if (depth > MaxDepth || value.Producer is not { } node || (node.Domain.Length != 0 && node.Domain != "ai.onnx"))
+        {
+            return false;
+        }
+
+        var next = depth + 1;
+        return node.OpType switch
+        {
+            "Identity" or "Unsqueeze" or "Squeeze" or "Reshape" or "Expand" or "Transpose" or "Slice" or "Gather" or "Cast" or "CastLike" =>
+                IsZeroOrOne(node.Input(0)!, next),
+            "Sub" when node.Inputs.Count == 2 => analysis.ScalarOf(node.Input(0)!) == 1 && IsZeroOrOne(node.Input(1)!, next),
+            "Not" => true,
+            _ => false,
+        };
+    }
+
+    /// <summary>
+    /// Whether every element of <paramref name="mask"/> provably converts to <paramref name="type"/> unchanged (NaN and
+    /// ±inf included): built from constants <paramref name="type"/> holds, values already of that type, and 0/1 factors.
+    /// A graph input of a wider type is not: float32's −1e9 or finfo.min would become −inf in float16.
+    /// </summary>
+    public bool IsExactIn(Value mask, DataType type) => ExactIn(mask, type, 0);
+
+    private bool ExactIn(Value value, DataType type, int depth)
+    {
+        static bool Holds(double d, DataType type) => double.IsNaN(d) || ElementTypes.Round(d, type) == d;
+        if (analysis.ConstantOf(value) is { } constant)
+        {
+            return constant.Data.All(d => Holds(d, type));
+        }
+
+        var own = analysis.ElementTypeOf(value);
+        if (own == type || own == DataType.Bool || IsZeroOrOne(value, depth))
+        {
+            return true;
         }
 
         if (depth > MaxDepth || value.Producer is not { } node || (node.Domain.Length != 0 && node.Domain != "ai.onnx"))
@@ -35,22 +173,19 @@ internal sealed class MaskValues(GraphAnalysis analysis)
         switch (node.OpType)
         {
             case "Identity" or "Neg" or "Unsqueeze" or "Squeeze" or "Reshape" or "Expand" or "Transpose" or "Slice" or "Gather" or "Trilu" or "Tile":
-                return ZeroOrAbsorbing(node.Input(0)!, next);
+                return ExactIn(node.Input(0)!, type, next);
             case "Cast" or "CastLike":
-                // Widening keeps values; narrowing sends absorbing values to infinity and keeps zeros.
-                return ElementTypes.IsFloat(analysis.ElementTypeOf(node.Input(0)!)) && ZeroOrAbsorbing(node.Input(0)!, next);
+                return ExactIn(node.Input(0)!, type, next);
             case "ConstantOfShape":
-                return node.Attribute("value")?.T is not { } fill || ConstantTensor.FromProto(fill) is { } filled && filled.Data.All(IsZeroOrAbsorbing);
+                return node.Attribute("value")?.T is not { } fill || ConstantTensor.FromProto(fill) is { } filled && filled.Data.All(d => Holds(d, type));
             case "Where":
-                return ZeroOrAbsorbing(node.Input(1)!, next) && ZeroOrAbsorbing(node.Input(2)!, next);
-            case "ScatterND" or "ScatterElements":
-                return ZeroOrAbsorbing(node.Input(0)!, next) && ZeroOrAbsorbing(node.Input(2)!, next);
+                return ExactIn(node.Input(1)!, type, next) && ExactIn(node.Input(2)!, type, next);
             case "Concat":
-                return node.Inputs.All(i => i is not null && ZeroOrAbsorbing(i, next));
+                return node.Inputs.All(i => i is not null && ExactIn(i, type, next));
             case "Mul" when node.Inputs.Count == 2:
-                // An integer times 0 is 0; a non-zero integer times an absorbing value is at least as large (or infinite).
-                return (ZeroOrAbsorbing(node.Input(0)!, next) && IsInteger(node.Input(1)!, next)) ||
-                       (ZeroOrAbsorbing(node.Input(1)!, next) && IsInteger(node.Input(0)!, next));
+                // 0·x is 0 (or NaN, also for the converted x) and 1·x is x.
+                return (IsZeroOrOne(node.Input(0)!, next) && ExactIn(node.Input(1)!, type, next)) ||
+                       (IsZeroOrOne(node.Input(1)!, next) && ExactIn(node.Input(0)!, type, next));
             default:
                 return false;
         }

@@ -40,6 +40,12 @@ public sealed class ScaledDotProductAttentionRule
     private readonly GraphAnalysis _analysis;
     private readonly CausalMasks _causal;
     private readonly MaskValues _maskValues;
+    private readonly MaskValues _binaryMaskValues;
+
+    /// <summary>The note carried by a fusion that is exact only for integer masks holding 0 and 1 (<see cref="RewriteOptions.IntegerMasksAreBinary"/>).</summary>
+    public const string IntegerMasksAreBinaryNote =
+        "Exact for integer and bool masks m holding 0 and 1 (RewriteOptions.IntegerMasksAreBinary): with m = 2, (1 − m)·finfo.min is +finfo.max, " +
+        "which cancels another finfo.min where the graph adds them to the scores one after the other.";
     private readonly RewriteOptions _options;
     private readonly Slot<QueryMatch> _query;
     private readonly Slot<KeyMatch> _key;
@@ -59,7 +65,8 @@ public sealed class ScaledDotProductAttentionRule
         _analysis = analysis;
         _options = options ?? RewriteOptions.Default;
         _causal = new CausalMasks(analysis);
-        _maskValues = new MaskValues(analysis);
+        _maskValues = new MaskValues(analysis, integerMasksAreBinary: false);
+        _binaryMaskValues = new MaskValues(analysis, integerMasksAreBinary: true);
         _query = new Slot<QueryMatch>("query",
         [
             new("Mul/Div by a constant right before the score MatMul", QueryScaledAtMatMul),
@@ -1209,6 +1216,7 @@ public sealed class ScaledDotProductAttentionRule
     private CheckResult CheckMasks(AttentionMatch match)
     {
         var masks = match.Scores.Masks.Where(m => m.Kind != MaskKind.Causal).ToList();
+        var notes = new List<string>();
         var additive = masks.Where(m => m.Kind == MaskKind.AdditiveBias).ToList();
         var wheres = masks.Where(m => m.Kind != MaskKind.AdditiveBias).ToList();
         // Summing two masks first is exact when one only holds 0 and absorbing values (a causal mask, a (1 − m)·finfo.min
@@ -1217,6 +1225,23 @@ public sealed class ScaledDotProductAttentionRule
         {
             return CheckResult.Refuse(
                 "Two additive masks, neither provably only 0 or absorbing values (such as (1 − m)·finfo.min for an integer m): adding them before the scores would round differently from the graph.");
+        }
+
+        // Except when absorbing values of opposite signs can meet: (s + finfo.min) + finfo.max is 0, s + (finfo.min + finfo.max)
+        // is s. A causal mask only hides (negative); (1 − m)·finfo.min is +finfo.max where an integer m is 2. A mask that is
+        // not provably made of 0 and absorbing values (ALiBi, a float padding input) may itself hold finfo.min.
+        bool MayCancel(MaskValues values) =>
+            additive.Select(m => MaskSigns(m, values)).ToList() is var signs &&
+            (signs.All(s => s is not null) ? Opposite(signs[0]!.Value, signs[1]!.Value) : signs.Any(s => s is { } known && known.HasFlag(MaskValues.Signs.Positive)));
+        if (additive.Count == 2 && MayCancel(_maskValues))
+        {
+            if (!_options.IntegerMasksAreBinary || MayCancel(_binaryMaskValues))
+            {
+                return CheckResult.Refuse(
+                    "Two additive masks that may hold absorbing values of opposite signs (such as (1 − m)·finfo.min for an integer m that may be 2, next to a mask holding finfo.min): their sum cancels where the graph's does not.");
+            }
+
+            notes.Add(IntegerMasksAreBinaryNote);
         }
 
         if (wheres.Count > 1)
@@ -1240,7 +1265,6 @@ public sealed class ScaledDotProductAttentionRule
             }
         }
 
-        var notes = new List<string>();
         foreach (var term in additive.Where(m => BiasSource(m.Source, type) is null))
         {
             var maskType = _analysis.ElementTypeOf(term.Source);
@@ -1255,7 +1279,20 @@ public sealed class ScaledDotProductAttentionRule
                     $"Mask '{term.Source.Name}' is {maskType} and is built from {constant.ToString(CultureInfo.InvariantCulture)}, which {type} cannot hold: converting it to the op's type would turn it into infinity.");
             }
 
-            notes.Add($"Mask '{term.Source.Name}' is converted from {maskType} to {type} (the op's bias type); its values round to {type}.");
+            // The op's bias has the attention's type: a mask of a wider type is only passed on when conversion provably keeps
+            // every value (a graph input may hold −1e9 or finfo.min, which become −inf in float16 and turn rows the graph
+            // spreads over the fill into NaN, or ordinary values that round).
+            if (!_maskValues.IsExactIn(term.Source, type) && _options.IntegerMasksAreBinary && _binaryMaskValues.IsExactIn(term.Source, type))
+            {
+                notes.Add(IntegerMasksAreBinaryNote);
+            }
+            else if (!_maskValues.IsExactIn(term.Source, type))
+            {
+                return CheckResult.Refuse(
+                    $"Mask '{term.Source.Name}' is {maskType} and the op's bias is {type}: its values are not provably held exactly by {type} (a graph input may hold −1e9 or finfo.min, which would become −inf), so converting it could change the result.");
+            }
+
+            notes.Add($"Mask '{term.Source.Name}' is converted from {maskType} to {type} (the op's bias type); every value it can hold converts exactly.");
         }
 
         if (additive.Count == 2 && (wheres.Count > 0 || match.Scores.Clamp is not null))
@@ -1276,6 +1313,20 @@ public sealed class ScaledDotProductAttentionRule
             {
                 return CheckResult.Refuse($"Where '{where.Node.DisplayName}' fills with {where.Fill.ToString(CultureInfo.InvariantCulture)}, which {type} cannot hold exactly.");
             }
+
+            // A fill applied before an additive mask M becomes the bias F + M on hidden keys; F + M is absorbing like F unless
+            // M holds positive absorbing values (+finfo.max, from (1 − m)·finfo.min with an integer m of 2), which cancel F.
+            bool Cancels(MaskValues values) => MaskSigns(additive[0], values) is { } added && added.HasFlag(MaskValues.Signs.Positive);
+            if (where.Kind == MaskKind.FiniteFill && additive.Count == 1 && masks.IndexOf(where) > masks.IndexOf(additive[0]) && Cancels(_maskValues) &&
+                _options.IntegerMasksAreBinary && !Cancels(_binaryMaskValues))
+            {
+                notes.Add(IntegerMasksAreBinaryNote);
+            }
+            else if (where.Kind == MaskKind.FiniteFill && additive.Count == 1 && masks.IndexOf(where) > masks.IndexOf(additive[0]) && Cancels(_maskValues))
+            {
+                return CheckResult.Refuse(
+                    $"Where '{where.Node.DisplayName}' fills with {where.Fill.ToString(CultureInfo.InvariantCulture)} before mask '{additive[0].Source.Name}' is added, which may hold positive absorbing values (such as (1 − m)·finfo.min for an integer m of 2): fill and mask would cancel in the op's bias where the graph's do not.");
+            }
         }
 
         if (match.Scores.Clamp is { } clamp)
@@ -1289,6 +1340,17 @@ public sealed class ScaledDotProductAttentionRule
 
         return CheckResult.Ok with { Notes = notes };
     }
+
+    /// <summary>The signs of the absorbing values a mask term holds (a recognised causal mask only hides), or null when unknown.</summary>
+    private static MaskValues.Signs? MaskSigns(MaskTerm term, MaskValues values) =>
+        term.Alignment != CausalAlignment.None ? MaskValues.Signs.Negative : values.AbsorbingSigns(term.Source) is { } signs ? (term.Subtracted ? FlipSigns(signs) : signs) : null;
+
+    private static MaskValues.Signs FlipSigns(MaskValues.Signs signs) =>
+        (signs.HasFlag(MaskValues.Signs.Negative) ? MaskValues.Signs.Positive : MaskValues.Signs.None) |
+        (signs.HasFlag(MaskValues.Signs.Positive) ? MaskValues.Signs.Negative : MaskValues.Signs.None);
+
+    private static bool Opposite(MaskValues.Signs a, MaskValues.Signs b) =>
+        (a.HasFlag(MaskValues.Signs.Negative) && b.HasFlag(MaskValues.Signs.Positive)) || (a.HasFlag(MaskValues.Signs.Positive) && b.HasFlag(MaskValues.Signs.Negative));
 
     /// <summary>
     /// A mask on the 3-D (B·H, S, T) scores of a view the op runs on: it must regroup to (B, H, ·, ·) the way the

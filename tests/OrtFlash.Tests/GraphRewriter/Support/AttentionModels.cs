@@ -71,9 +71,18 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("ALiBi slopes·(j − i) from Range/Sub/Mul/Unsqueeze plus a finfo.min padding mask (one bias)", AlibiWithPadding, PaddingInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
-        yield return new("ALiBi and a (1 − m)·finfo.min padding mask of an int64 m added one after the other (two masks, summed exactly)",
+        yield return new("ALiBi and a (1 − m)·finfo.min padding mask of an int64 m added one after the other (two masks, summed exactly for m in {0, 1})",
             () => AlibiThenPadding(DataType.Int64, FloatMin), IntegerPaddingInputs(fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "holding 0 and 1"));
+        yield return new("ALiBi and a (1 − m)·finfo.min padding mask of a bool m added one after the other (two masks, summed exactly)",
+            () => AlibiThenPadding(DataType.Bool, FloatMin), IntegerPaddingInputs(fullyMaskedBatch: true, DataType.Bool),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Where(keep, s, finfo.min), then + (1 − m)·finfo.min of a bool m: the bias Where(keep, M, finfo.min + M)",
+            () => WhereFillThenPadding(DataType.Bool), WhereFillThenPaddingInputs(DataType.Bool),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Causal triu(full(finfo.min), 1) plus a (1 − m)·finfo.min padding mask of a bool m: both only hide, summed into one bias",
+            () => CausalTriuPlusPadding(DataType.Bool), IntegerPaddingInputs(fullyMaskedBatch: true, DataType.Bool),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, NoteContains: "kept as a mask input"));
         yield return new("Max(scores + finfo.min mask, finfo.min) clamp (HF OPT/XGLM)", MaxClamp, AdditiveMaskInputs(FloatMin, fullyMaskedBatch: true),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Causal mask from Trilu (SDPA is_causal)", CausalTrilu, PlainInputs,
@@ -168,6 +177,22 @@ internal static class AttentionModels
             new(KeyLayout.Einsum, ScalePlacement.MultiplyScores, InvSqrtD, KvHeadRepeatRemoved: true));
         yield return new("Interleaved head repeat (Unsqueeze(1)) with Einsum products kept: K and V fed already repeated", GqaInterleavedRepeatEinsum, GqaInputs,
             new(KeyLayout.Einsum, ScalePlacement.MultiplyScores, InvSqrtD));
+    }
+
+    /// <summary>
+    /// Integer masks m in (1 − m)·finfo.min next to another finfo.min, run with m = 2 (+finfo.max) in batch 0: exact only
+    /// under RewriteOptions.IntegerMasksAreBinary, refused without it. Each refusal names what it contains.
+    /// </summary>
+    public static IEnumerable<AttentionModel> IntegerMasksHoldingTwo()
+    {
+        // Found by the differential fuzz test (seed 158): (s + finfo.min) + finfo.max is 0 where s + (finfo.min + finfo.max) is s.
+        yield return new("Causal triu(full(finfo.min), 1) plus (1 − m)·finfo.min of an int64 m: m = 2 gives +finfo.max, which cancels the causal fill when summed",
+            () => CausalTriuPlusPadding(DataType.Int64), PaddingOfTwos, null, "absorbing values of opposite signs");
+        // Found by the differential fuzz test (seed 1284): the bias F + M is finfo.min + finfo.max = 0 where the graph has s + 0.
+        yield return new("Where(keep, s, finfo.min), then + (1 − m)·finfo.min of an int64 m: m = 2 gives +finfo.max, which cancels the fill in the op's bias",
+            () => WhereFillThenPadding(DataType.Int64), WhereFillThenPaddingInputs(DataType.Int64), null, "fill and mask would cancel");
+        yield return new("ALiBi then (1 − m)·finfo.min of an int64 m, next to a mask that is not proven free of finfo.min",
+            () => AlibiThenPadding(DataType.Int64, FloatMin), PaddingOfTwos, null, "absorbing values of opposite signs");
     }
 
     public static IEnumerable<AttentionModel> OnnxAttention()
@@ -471,6 +496,10 @@ internal static class AttentionModels
             null, "Two additive masks");
         yield return new("ALiBi then a (1 − m)·finfo.min padding mask of a float m, which may hold fractions", () => AlibiThenPadding(DataType.Float, FloatMin), PaddingInputs,
             null, "Two additive masks");
+        // Found by the differential fuzz test (seed 83): float16 cannot hold float32's finfo.min; converted, it is −inf and a
+        // row the graph spreads over the fill (uniform) becomes NaN.
+        yield return new("float16 scores widened to float32, then triu(full(float32 finfo.min), 1) and a −inf padding mask: the float32 bias cannot become float16",
+            Float16ScoresWithFloat32CausalAndPadding, Float16PaddingInputs, null, "not provably held exactly by Float16");
         yield return new("Softmax written out over axis 2", () => DecomposedSoftmax(opset: 17, axis: 2, subtractMax: true), PaddingInputs, null, "not provably the last axis");
         yield return new("Softmax written out without subtracting the row max", () => DecomposedSoftmax(opset: 17, axis: -1, subtractMax: false), PaddingInputs, null,
             "without subtracting the row max");
@@ -775,12 +804,78 @@ internal static class AttentionModels
         return Finish(b, Softmax(b, masked), v);
     }
 
-    private static Func<Random, long, long, Dictionary<string, TestTensor>> IntegerPaddingInputs(bool fullyMaskedBatch) => (r, s, t) =>
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> IntegerPaddingInputs(bool fullyMaskedBatch, DataType type = DataType.Int64) => (r, s, t) =>
     {
         var inputs = Qkv(r, s, t);
-        inputs["mask"] = new TestTensor(DataType.Int64, [Batch, t], Padding(t, fullyMaskedBatch));
+        inputs["mask"] = new TestTensor(type, [Batch, t], Padding(t, fullyMaskedBatch));
         return inputs;
     };
+
+    /// <summary>Llama's triu(full(finfo.min), 1) causal mask, then (1 − m)·finfo.min for an m of <paramref name="maskType"/> (B, T), each added to the scores.</summary>
+    private static ModelProto CausalTriuPlusPadding(DataType maskType)
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", maskType, "B", "T");
+        var causal = b.Node("Trilu", [QueryByKeyFull(b, q, k, FloatMin), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))], Int("upper", 1));
+        var keep = b.Node("Unsqueeze", [b.Node("Cast", [mask], Int("to", (long)DataType.Float)), b.Ints(1, 2)]);
+        var padding = b.Node("Mul", [b.Node("Sub", [b.Scalar(1), keep]), b.Scalar(FloatMin)]);
+        var scaled = b.Node("Mul", [Scores(b, q, k), b.Scalar(InvSqrtD)]);
+        return Finish(b, Softmax(b, b.Node("Add", [b.Node("Add", [scaled, causal]), padding])), v);
+    }
+
+    /// <summary>Where(keep (B, 1, S, T), s, finfo.min), then (1 − m)·finfo.min for an m of <paramref name="maskType"/> (B, T) added.</summary>
+    private static ModelProto WhereFillThenPadding(DataType maskType)
+    {
+        var (b, q, k, v) = Bhsd();
+        var keep = b.Input("keep", DataType.Bool, "B", 1, "S", "T");
+        var mask = b.Input("mask", maskType, "B", "T");
+        var filled = b.Node("Where", [keep, Div(b, Scores(b, q, k)), b.Scalar(FloatMin)]);
+        var padding = b.Node("Mul", [b.Node("Sub", [b.Scalar(1), b.Node("Unsqueeze", [b.Node("Cast", [mask], Int("to", (long)DataType.Float)), b.Ints(1, 2)])]), b.Scalar(FloatMin)]);
+        return Finish(b, Softmax(b, b.Node("Add", [filled, padding])), v);
+    }
+
+    /// <summary>An int64 padding m (B, T) of 0 and 2: batch 1 pads its last third.</summary>
+    private static Dictionary<string, TestTensor> PaddingOfTwos(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, t);
+        inputs["mask"] = new TestTensor(DataType.Int64, [Batch, t], Padding(t).Select(m => 2 * m).ToArray());
+        return inputs;
+    }
+
+    /// <summary>A keep mask hiding the first query row and every third key, and a padding m that is 2 (int64) or true where batch 1 is not padded (and batch 0 all 2).</summary>
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> WhereFillThenPaddingInputs(DataType maskType) => (r, s, t) =>
+    {
+        var inputs = Qkv(r, s, t);
+        inputs["keep"] = new TestTensor(DataType.Bool, [Batch, 1, s, t], Enumerable.Range(0, (int)(Batch * s * t)).Select(i => i / t % s == 0 || i % 3 == 0 ? 0f : 1f).ToArray());
+        inputs["mask"] = new TestTensor(maskType, [Batch, t], Padding(t).Select(m => maskType == DataType.Int64 ? 2 * m : m).ToArray());
+        return inputs;
+    };
+
+    /// <summary>(S, T) filled with <paramref name="value"/> (float32), the lengths read from Shape(q) and Shape(k).</summary>
+    private static string QueryByKeyFull(ModelBuilder b, string q, string k, float value)
+    {
+        var s = b.Node("Slice", [b.Node("Shape", [q]), b.Ints(2), b.Ints(3)]);
+        var t = b.Node("Slice", [b.Node("Shape", [k]), b.Ints(2), b.Ints(3)]);
+        return b.Node("ConstantOfShape", [b.Node("Concat", [s, t], Int("axis", 0))], Tensor("value", new ConstantTensor(DataType.Float, [1], [value])));
+    }
+
+    private static ModelProto Float16ScoresWithFloat32CausalAndPadding()
+    {
+        var (b, q, k, v) = Bhsd(type: DataType.Float16);
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var scores = b.Node("Cast", [b.Node("Div", [Scores(b, q, k), b.Scalar(MathF.Sqrt(HeadDim), DataType.Float16)])], Int("to", (long)DataType.Float));
+        var causal = b.Node("Trilu", [QueryByKeyFull(b, q, k, FloatMin), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))], Int("upper", 1));
+        var padding = b.Node("Where", [mask, b.Scalar(0), b.Scalar(float.NegativeInfinity)]);
+        var probabilities = Softmax(b, b.Node("Add", [b.Node("Add", [scores, causal]), padding]));
+        return Finish(b, b.Node("Cast", [probabilities], Int("to", (long)DataType.Float16)), v, DataType.Float16);
+    }
+
+    private static Dictionary<string, TestTensor> Float16PaddingInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, t, type: DataType.Float16);
+        inputs["mask"] = new TestTensor(DataType.Bool, [Batch, 1, 1, t], Padding(t, fullyMaskedBatch: true));
+        return inputs;
+    }
 
     private static string QueryByKeyOnes(ModelBuilder b, string q, string k, DataType type)
     {

@@ -39,7 +39,11 @@ internal static class OrtRunner
         }
     }
 
-    public static Dictionary<string, TestTensor> Run(ModelProto model, IReadOnlyDictionary<string, TestTensor> inputs, bool withOpLibrary = false)
+    public static Dictionary<string, TestTensor> Run(ModelProto model, IReadOnlyDictionary<string, TestTensor> inputs, bool withOpLibrary = false) =>
+        RunEach(model, [inputs], withOpLibrary)[0];
+
+    /// <summary>Runs one session of <paramref name="model"/> on each set of inputs in turn.</summary>
+    public static List<Dictionary<string, TestTensor>> RunEach(ModelProto model, IEnumerable<IReadOnlyDictionary<string, TestTensor>> inputSets, bool withOpLibrary = false)
     {
         using var options = new SessionOptions();
         if (withOpLibrary)
@@ -48,6 +52,18 @@ internal static class OrtRunner
         }
 
         using var session = new InferenceSession(model.ToByteArray(), options);
+        var outputNames = session.OutputNames.ToList();
+        var results = new List<Dictionary<string, TestTensor>>();
+        foreach (var inputs in inputSets)
+        {
+            results.Add(RunOnce(session, outputNames, inputs));
+        }
+
+        return results;
+    }
+
+    private static Dictionary<string, TestTensor> RunOnce(InferenceSession session, List<string> outputNames, IReadOnlyDictionary<string, TestTensor> inputs)
+    {
         var values = new List<OrtValue>();
         try
         {
@@ -58,7 +74,6 @@ internal static class OrtRunner
                 values.Add(ToOrtValue(tensor));
             }
 
-            var outputNames = session.OutputNames.ToList();
             using var runOptions = new RunOptions();
             using var results = session.Run(runOptions, names, values, outputNames);
             var outputs = new Dictionary<string, TestTensor>();
@@ -81,6 +96,7 @@ internal static class OrtRunner
     private static OrtValue ToOrtValue(TestTensor tensor) => tensor.Type switch
     {
         DataType.Float => OrtValue.CreateTensorValueFromMemory(tensor.Data.ToArray(), tensor.Shape),
+        DataType.Double => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(f => (double)f).ToArray(), tensor.Shape),
         DataType.Float16 => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(f => (Float16)f).ToArray(), tensor.Shape),
         DataType.Bool => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(f => f != 0).ToArray(), tensor.Shape),
         DataType.Int64 => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(f => (long)f).ToArray(), tensor.Shape),

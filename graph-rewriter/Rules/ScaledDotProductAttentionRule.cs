@@ -44,7 +44,7 @@ public sealed class ScaledDotProductAttentionRule
 
     /// <summary>The note carried by a fusion that is exact only for integer masks holding 0 and 1 (<see cref="RewriteOptions.IntegerMasksAreBinary"/>).</summary>
     public const string IntegerMasksAreBinaryNote =
-        "Exact for integer and bool masks m holding 0 and 1 (RewriteOptions.IntegerMasksAreBinary): with m = 2, (1 − m)·finfo.min is +finfo.max, " +
+        "Exact for integer and bool masks m holding 0 and 1 (RewriteOptions.IntegerMasksAreBinary; --exact-integer-masks refuses instead): with m = 2, (1 − m)·finfo.min is +finfo.max, " +
         "which cancels another finfo.min where the graph adds them to the scores one after the other.";
     private readonly RewriteOptions _options;
     private readonly Slot<QueryMatch> _query;

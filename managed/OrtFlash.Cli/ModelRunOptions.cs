@@ -26,6 +26,7 @@ internal sealed class ModelRunOptions
         Past = new Option<string>("--past") { Description = "Past (KV cache) length for models with a cache.", DefaultValueFactory = _ => "3" };
         Seed = new Option<string>("--seed") { Description = "Seed of the generated inputs.", DefaultValueFactory = _ => "1234" };
         CausalPaddedRows = new Option<bool>("--causal-padded-rows") { Description = RewriteCommand.CausalPaddedRowsHelp + " " + causalPaddedRowsNote };
+        ExactIntegerMasks = RewriteCommand.ExactIntegerMasksOption();
     }
 
     public Option<string> SequenceLengths { get; }
@@ -42,10 +43,12 @@ internal sealed class ModelRunOptions
 
     public Option<bool> CausalPaddedRows { get; }
 
+    public Option<bool> ExactIntegerMasks { get; }
+
     /// <summary>Adds every option to <paramref name="command"/>.</summary>
     public void AddTo(Command command)
     {
-        foreach (Option option in new Option[] { SequenceLengths, Provider, Threads, Batch, Past, Seed, CausalPaddedRows })
+        foreach (Option option in new Option[] { SequenceLengths, Provider, Threads, Batch, Past, Seed, CausalPaddedRows, ExactIntegerMasks })
         {
             command.Options.Add(option);
         }
@@ -65,7 +68,7 @@ internal sealed class ModelRunOptions
                 ? lengths
                 : throw new ArgumentException("--seq needs at least one sequence length, e.g. --seq 7,16."),
             session,
-            session with { Rewriting = RewriteCommand.OptionsFor(parsed.GetValue(CausalPaddedRows)) },
+            session with { Rewriting = RewriteCommand.OptionsFor(parsed.GetValue(CausalPaddedRows), parsed.GetValue(ExactIntegerMasks)) },
             new InputGenerationOptions
             {
                 BatchSize = ParseInt(parsed.GetValue(Batch)!, "--batch", minimum: 1),

@@ -23,9 +23,17 @@ internal static class RewriteCommand
     /// <summary>The <c>--causal-padded-rows</c> option.</summary>
     public static Option<bool> CausalPaddedRowsOption() => new("--causal-padded-rows") { Description = CausalPaddedRowsHelp };
 
-    /// <summary>The rewrite options the flag selects.</summary>
-    public static RewriteOptions OptionsFor(bool causalPaddedRows) =>
-        causalPaddedRows ? new RewriteOptions { CausalForPaddedRows = true } : RewriteOptions.Default;
+    /// <summary>The help text of <c>--exact-integer-masks</c> (rewrite, inspect, verify and bench).</summary>
+    public const string ExactIntegerMasksHelp =
+        "Do not take integer attention masks to hold only 0 and 1: refuse the fusions that are exact only then " +
+        "(GPT-2/BLOOM-style (1 - m)*finfo.min masks combined with another finfo.min mask). By default they are fused, each with a note.";
+
+    /// <summary>The <c>--exact-integer-masks</c> option.</summary>
+    public static Option<bool> ExactIntegerMasksOption() => new("--exact-integer-masks") { Description = ExactIntegerMasksHelp };
+
+    /// <summary>The rewrite options the flags select.</summary>
+    public static RewriteOptions OptionsFor(bool causalPaddedRows, bool exactIntegerMasks) =>
+        new() { CausalForPaddedRows = causalPaddedRows, IntegerMasksAreBinary = !exactIntegerMasks };
 
     public static Command Create()
     {
@@ -34,15 +42,17 @@ internal static class RewriteCommand
         var report = new Option<string?>("--report") { Description = "Also write the fusion report as JSON to this file." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Allow OUT to be IN (the input is then replaced)." };
         var causalPaddedRows = CausalPaddedRowsOption();
+        var exactIntegerMasks = ExactIntegerMasksOption();
         var command = new Command("rewrite", "Fuse every attention subgraph into com.ortflash::FlashAttention and write the model.");
         command.Arguments.Add(input);
         command.Arguments.Add(output);
         command.Options.Add(report);
         command.Options.Add(overwrite);
         command.Options.Add(causalPaddedRows);
+        command.Options.Add(exactIntegerMasks);
         command.SetAction(parsed => Rewrite(parsed.GetValue(input)!, parsed.GetValue(output)!, parsed.GetValue(report),
             parsed.GetValue(overwrite), parsed.InvocationConfiguration.Output, parsed.InvocationConfiguration.Error,
-            OptionsFor(parsed.GetValue(causalPaddedRows))));
+            OptionsFor(parsed.GetValue(causalPaddedRows), parsed.GetValue(exactIntegerMasks))));
         return command;
     }
 
@@ -51,12 +61,15 @@ internal static class RewriteCommand
         var input = new Argument<string>("IN") { Description = "The ONNX model to analyse." };
         var json = new Option<bool>("--json") { Description = "Print the report as JSON instead of a table." };
         var causalPaddedRows = CausalPaddedRowsOption();
+        var exactIntegerMasks = ExactIntegerMasksOption();
         var command = new Command("inspect", "List the attention candidates of a model and what rewriting would do with each.");
         command.Arguments.Add(input);
         command.Options.Add(json);
         command.Options.Add(causalPaddedRows);
+        command.Options.Add(exactIntegerMasks);
         command.SetAction(parsed => Inspect(parsed.GetValue(input)!, parsed.GetValue(json),
-            parsed.InvocationConfiguration.Output, parsed.InvocationConfiguration.Error, OptionsFor(parsed.GetValue(causalPaddedRows))));
+            parsed.InvocationConfiguration.Output, parsed.InvocationConfiguration.Error,
+            OptionsFor(parsed.GetValue(causalPaddedRows), parsed.GetValue(exactIntegerMasks))));
         return command;
     }
 

@@ -139,4 +139,26 @@ public sealed class RewriteCommandTests
             Assert.That(opted, Does.Contain("rows fully masked by padding may differ").And.Contain("\"causal\": \"UpperLeft\""));
         });
     }
+
+    [Test]
+    public void ExactIntegerMasksRefusesWhatHoldsOnlyForMasksOfZeroAndOne()
+    {
+        // GPT-2: Where(causal, s, finfo.min) + (1 − m)·finfo.min of an int64 m; with m = 2 the two would cancel.
+        string input = TestModels.PathOf("gpt2-opset17.onnx");
+        var (defaultCode, byDefault, _) = Run("inspect", input, "--json");
+        var (exactCode, exact, error) = Run("inspect", input, "--json", "--exact-integer-masks");
+        using var defaultJson = JsonDocument.Parse(byDefault);
+        using var exactJson = JsonDocument.Parse(exact);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(defaultCode, Is.EqualTo(0));
+            Assert.That(exactCode, Is.EqualTo(0), error);
+            Assert.That(defaultJson.RootElement.GetProperty("fused").GetInt32(), Is.EqualTo(2));
+            Assert.That(byDefault, Does.Contain("--exact-integer-masks refuses instead"));
+            Assert.That(exactJson.RootElement.GetProperty("fused").GetInt32(), Is.EqualTo(0));
+            Assert.That(exactJson.RootElement.GetProperty("skipped").EnumerateArray().Select(s => s.GetProperty("reason").GetString()).ToList(),
+                Has.Count.EqualTo(2).And.All.Contains("may hold positive absorbing values"));
+        });
+    }
 }

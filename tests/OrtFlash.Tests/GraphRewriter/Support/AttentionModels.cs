@@ -1159,14 +1159,7 @@ internal static class AttentionModels
         }
 
         inputs["alibi"] = new TestTensor(DataType.Float, [Batch, Heads, keys], alibi);
-        var mask = new float[Batch * s * keys];
-        for (var i = 0; i < mask.Length; i++)
-        {
-            long entry = i / (s * keys), row = i / keys % s, key = i % keys;
-            mask[i] = key > row + keys - s || (entry == 1 && key < keys / 3) ? 1 : 0;
-        }
-
-        inputs["mask"] = new TestTensor(DataType.Bool, [Batch, 1, s, keys], mask);
+        inputs["mask"] = HiddenByCausalOrPadding(s, keys);
         return inputs;
     };
 
@@ -1190,6 +1183,13 @@ internal static class AttentionModels
         var inputs = Qkv(r, s, t);
         inputs["alibi"] = new TestTensor(DataType.Float, [Heads, 1, t],
             Enumerable.Range(0, (int)(Heads * t)).Select(i => -MathF.Pow(2, -8f * (1 + i / (int)t) / Heads) * (i % t)).ToArray());
+        inputs["mask"] = HiddenByCausalOrPadding(s, t);
+        return inputs;
+    }
+
+    /// <summary>A bool (B, 1, S, T) mask, true = hidden: lower-right causal, and entry 1's first third of keys padded (left padding).</summary>
+    private static TestTensor HiddenByCausalOrPadding(long s, long t)
+    {
         var mask = new float[Batch * s * t];
         for (var i = 0; i < mask.Length; i++)
         {
@@ -1197,8 +1197,7 @@ internal static class AttentionModels
             mask[i] = key > row + t - s || (entry == 1 && key < t / 3) ? 1 : 0;
         }
 
-        inputs["mask"] = new TestTensor(DataType.Bool, [Batch, 1, s, t], mask);
-        return inputs;
+        return new TestTensor(DataType.Bool, [Batch, 1, s, t], mask);
     }
 
     internal static ModelProto Gpt2WhereThenAdd()

@@ -118,6 +118,35 @@ internal sealed record AttentionCase(Scenario Scenario, int QueryLength, int Key
         return Model(graph);
     }
 
+    /// <summary>
+    /// ONNX Attention (opset 23) as ONNX Runtime implements it on CPU: the built-in alternative. K and V with their own
+    /// head count (GQA by shape), is_causal for the causal scenario, and the padding bias expanded to (B, 1, S, T) in the
+    /// graph, because ONNX Runtime 1.31 rejects a mask whose query dim is 1 (part of the measured time).
+    /// </summary>
+    public byte[] OnnxAttention()
+    {
+        var inputs = Inputs(fused: true);
+        var graph = Graph("onnx_attention", inputs);
+        var node = new NodeProto { OpType = "Attention", Name = "attention" };
+        node.Input.AddRange(["Q", "K", "V"]);
+        if (Scenario == Scenario.PaddedEncoder)
+        {
+            graph.Initializer.Add(Int64s("mask_shape", [1, 1, QueryLength, KeyLength]));
+            graph.Node.Add(Node("Expand", ["bias", "mask_shape"], "mask"));
+            node.Input.Add("mask");
+        }
+
+        node.Output.Add("Y");
+        node.Attribute.Add(new AttributeProto { Name = "scale", Type = AttributeProto.Types.AttributeType.Float, F = Scale });
+        if (Scenario == Scenario.CausalPrefill)
+        {
+            node.Attribute.Add(new AttributeProto { Name = "is_causal", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+        }
+
+        graph.Node.Add(node);
+        return Model(graph, opset: 23);
+    }
+
     /// <summary>(B, Hkv, T, D) → Unsqueeze(2) → Expand(B, Hkv, G, T, D) → Reshape(B, Hq, T, D).</summary>
     private string RepeatHeads(GraphProto graph, string input)
     {
@@ -177,10 +206,12 @@ internal sealed record AttentionCase(Scenario Scenario, int QueryLength, int Key
         return node;
     }
 
-    private static byte[] Model(GraphProto graph, params (string Domain, long Version)[] extraOpsets)
+    private static byte[] Model(GraphProto graph, params (string Domain, long Version)[] extraOpsets) => Model(graph, 17, extraOpsets);
+
+    private static byte[] Model(GraphProto graph, long opset, params (string Domain, long Version)[] extraOpsets)
     {
-        var model = new ModelProto { IrVersion = 8, ProducerName = "OrtFlash.Benchmarks", Graph = graph };
-        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 17 });
+        var model = new ModelProto { IrVersion = opset >= 23 ? 11 : 8, ProducerName = "OrtFlash.Benchmarks", Graph = graph };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = opset });
         foreach (var (domain, version) in extraOpsets)
         {
             model.OpsetImport.Add(new OperatorSetIdProto { Domain = domain, Version = version });

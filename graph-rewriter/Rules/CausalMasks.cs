@@ -268,7 +268,7 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
     /// Strips what only casts or repeats a (Sq, Skv) mask: Cast, Identity, Unsqueeze of leading axes, Expand of
     /// leading axes, and a slice of keys [0, Skv) of a mask already Skv keys wide. Stops at anything else.
     /// </summary>
-    internal Value Unbroadcast(Value mask, Dim queryLength, Dim keyLength)
+    private Value Unbroadcast(Value mask, Dim queryLength, Dim keyLength)
     {
         while (true)
         {

@@ -247,7 +247,8 @@ public sealed class ScaledDotProductAttentionRule
 
         var query = _query.Match(scores.Input(layout.QueryIndex)!)!;
         var keyOperand = scores.Input(1 - layout.QueryIndex)!;
-        var key = ScalarFactor(keyOperand) is { } f ? new KeyMatch(f.Operand, KeyLayout.Einsum, f.Factor) : new KeyMatch(keyOperand, KeyLayout.Einsum, 1);
+        var (keyValue, keyFactor) = PeelFactor(keyOperand);
+        var key = new KeyMatch(keyValue, KeyLayout.Einsum, keyFactor);
         var identity = Enumerable.Range(0, layout.Query.Length).Select(i => (long)i).ToArray();
         var einsum = new EinsumLayout(layout.Query, layout.Key, valueEinsum?.Value ?? identity, valueEinsum?.Output ?? identity);
         var repeatRemoved = false;
@@ -678,6 +679,9 @@ public sealed class ScaledDotProductAttentionRule
         return null;
     }
 
+    /// <summary><paramref name="value"/> without its scalar factor, and that factor (1 when there is none).</summary>
+    private (Value Operand, double Factor) PeelFactor(Value value) => ScalarFactor(value) ?? (value, 1.0);
+
     private QueryMatch? QueryScaledAtMatMul(Value query) =>
         ScalarFactor(query) is { } f ? new QueryMatch(f.Operand, f.Factor, 1, ScalePlacement.Query) : null;
 
@@ -699,28 +703,15 @@ public sealed class ScaledDotProductAttentionRule
 
     private KeyMatch? KeyTransposed(Value keyTransposed, long[] perm, KeyLayout layout)
     {
-        var factor = 1.0;
-        var current = keyTransposed;
-        if (ScalarFactor(current) is { } after)
-        {
-            factor *= after.Factor;
-            current = after.Operand;
-        }
-
+        var (current, after) = PeelFactor(keyTransposed);
         if (Ops.Producer(current, "Transpose") is not { } transpose || transpose.IntsAttribute("perm") is not { } actual ||
             !actual.SequenceEqual(perm))
         {
             return null;
         }
 
-        current = transpose.Input(0)!;
-        if (ScalarFactor(current) is { } before)
-        {
-            factor *= before.Factor;
-            current = before.Operand;
-        }
-
-        return new KeyMatch(current, layout, factor);
+        var (key, before) = PeelFactor(transpose.Input(0)!);
+        return new KeyMatch(key, layout, after * before);
     }
 
     /// <summary>
@@ -729,13 +720,7 @@ public sealed class ScaledDotProductAttentionRule
     /// </summary>
     private KeyMatch? KeyTransposedThroughRank3(Value keyTransposed)
     {
-        var factor = 1.0;
-        var current = keyTransposed;
-        if (ScalarFactor(current) is { } after)
-        {
-            factor = after.Factor;
-            current = after.Operand;
-        }
+        var (current, factor) = PeelFactor(keyTransposed);
 
         if (Ops.Producer(current, "Reshape") is not { } outer || Ops.Producer(outer.Input(0), "Transpose") is not { } transpose ||
             transpose.IntsAttribute("perm") is not [0, 2, 1] || Ops.Producer(transpose.Input(0), "Reshape") is not { } inner)
@@ -763,13 +748,7 @@ public sealed class ScaledDotProductAttentionRule
     /// </summary>
     private KeyMatch? KeyStoredTransposedRank3(Value keyTransposed)
     {
-        var factor = 1.0;
-        var current = keyTransposed;
-        if (ScalarFactor(current) is { } after)
-        {
-            factor = after.Factor;
-            current = after.Operand;
-        }
+        var (current, factor) = PeelFactor(keyTransposed);
 
         if (_analysis.ShapeOf(current) is not { Count: 3 } flat)
         {
@@ -837,11 +816,11 @@ public sealed class ScaledDotProductAttentionRule
         }
 
         var masks = match.Scores.Masks;
+        var keyOffset = CachedKeyLength(match, q[^2]);
+        // The KV-cache proof of Skv ≥ Sq is only used under the option, so that exact rewrites report what they did before.
+        var keyCoversQuery = _options.CausalForPaddedRows && keyOffset is not null;
         for (var i = 0; i < masks.Count; i++)
         {
-            // The KV-cache proof of Skv ≥ Sq is only used under the option, so that exact rewrites report what they did before.
-            var keyCoversQuery = _options.CausalForPaddedRows && KeyEndsWithQueryLength(match, q[^2]);
-            var keyOffset = CachedKeyLength(match, q[^2]);
             if (_options.CausalForPaddedRows && _causal.RecognizeWithPadding(masks[i], q[^2], k[^2], keyOffset) is { } combined)
             {
                 // One mask holding both: the causal part becomes the attribute, the padding part "F where m == 0".
@@ -897,20 +876,15 @@ public sealed class ScaledDotProductAttentionRule
         return match with { Scores = match.Scores with { Masks = masks } };
     }
 
-    /// <summary>
-    /// Whether the key (in the plain (B, H, T, D) layout) is a Concat along its sequence axis whose last part has
-    /// <paramref name="queryLength"/> rows (past keys followed by the new ones): then T ≥ Sq, whatever names the
-    /// declared shapes give T (GPT-2 exports declare <c>present_key</c> as (batch, 2, total_sequence, 32)).
-    /// </summary>
     /// <summary>The alignment to write: with Skv proven equal to Sq both are the same mask, and upper-left is the plain one.</summary>
     private static CausalAlignment CausalAttribute(CausalAlignment alignment, Dim queryLength, Dim keyLength) =>
         alignment == CausalAlignment.LowerRight && keyLength.SameAs(queryLength) == true ? CausalAlignment.UpperLeft : alignment;
 
-    private bool KeyEndsWithQueryLength(AttentionMatch match, Dim queryLength) => CachedKeyLength(match, queryLength) is not null;
-
     /// <summary>
-    /// For a key that is a Concat along its sequence axis ending with <paramref name="queryLength"/> new rows: the
-    /// length of what comes before them (the cache), i.e. Skv − Sq as the graph computes it; otherwise null.
+    /// For a key (in the plain (B, H, T, D) layout) that is a Concat along its sequence axis ending with
+    /// <paramref name="queryLength"/> new rows: the length of what comes before them (the cache), i.e. Skv − Sq as the
+    /// graph computes it; otherwise null. Non-null proves T ≥ Sq whatever names the declared shapes give T (GPT-2 exports
+    /// declare <c>present_key</c> as (batch, 2, total_sequence, 32)).
     /// </summary>
     private Dim? CachedKeyLength(AttentionMatch match, Dim queryLength)
     {

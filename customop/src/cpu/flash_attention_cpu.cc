@@ -75,8 +75,12 @@ std::atomic<int64_t> head_packing_threads{0};
 int64_t HeadPackingThreads() {
   const int64_t forced = head_packing_threads.load(std::memory_order_relaxed);
   if (forced > 0) return forced;
-  const int64_t hardware = static_cast<int64_t>(std::thread::hardware_concurrency());
-  return hardware > 0 ? hardware : 1;
+  // Read once: hardware_concurrency asks the OS, and this runs on every call (decode calls take tens of µs).
+  static const int64_t hardware = [] {
+    const auto count = static_cast<int64_t>(std::thread::hardware_concurrency());
+    return count > 0 ? count : int64_t{1};
+  }();
+  return hardware;
 }
 
 struct Launch {

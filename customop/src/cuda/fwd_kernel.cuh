@@ -102,7 +102,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
   constexpr int kNTiles = Tr::kNTiles;
   constexpr int kDTiles = Tr::kDTiles;
 
-  extern __shared__ __align__(16) unsigned char smem[];
+  ORTFLASH_DYNAMIC_SMEM(unsigned char, smem);
   T* const sQ = reinterpret_cast<T*>(smem);
   T* const sK = sQ + Tr::kQTileElems;
   T* const sV = sK + Tr::kKvTileElems;

@@ -93,7 +93,7 @@ std::string launch_flash_fwd(const FwdParams& p, cudaStream_t stream) {
   auto kernel = &flash_fwd_kernel<Tr>;
   if (auto error = flash_fwd_smem_limit<Tr>.allow(kernel, Tr::kSmemBytes, "flash_fwd_kernel"); !error.empty())
     return error;
-  kernel<<<static_cast<unsigned>(blocks), Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
+  ORTFLASH_LAUNCH(kernel, static_cast<unsigned>(blocks), Tr::kThreads, Tr::kSmemBytes, stream, p);
   return check_launch("flash_fwd_kernel launch");
 }
 
@@ -106,7 +106,7 @@ std::string launch_generic_fwd(const FwdParams& p, cudaStream_t stream) {
   auto kernel = &generic_fwd_kernel<T>;
   if (auto error = generic_fwd_smem_limit<T>.allow(kernel, smem, "generic_fwd_kernel"); !error.empty()) return error;
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(p.num_splits));
-  kernel<<<grid, kGenericWarps * 32, smem, stream>>>(p);
+  ORTFLASH_LAUNCH(kernel, grid, kGenericWarps * 32, smem, stream, p);
   return check_launch("generic_fwd_kernel launch");
 }
 
@@ -114,7 +114,7 @@ template <class T>
 std::string launch_combine_splits(const FwdParams& p, cudaStream_t stream) {
   const int64_t rows = int64_t(p.batch) * p.q_heads * p.q_len;
   if (rows > INT_MAX) return "combine_splits_kernel: " + std::to_string(rows) + " rows exceed the grid limit";
-  combine_splits_kernel<T><<<static_cast<unsigned>(rows), kCombineThreads, 0, stream>>>(p);
+  ORTFLASH_LAUNCH(combine_splits_kernel<T>, static_cast<unsigned>(rows), kCombineThreads, 0, stream, p);
   return check_launch("combine_splits_kernel launch");
 }
 

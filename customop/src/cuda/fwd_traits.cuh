@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cuda_compat.cuh"
+
 namespace ortflash::cuda {
 
 // Layout of one tile row (kChunks 16-byte chunks of 8 elements) in shared memory, chosen so that

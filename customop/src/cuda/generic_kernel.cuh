@@ -21,7 +21,7 @@ inline size_t generic_smem_bytes(const FwdParams& p) {
 
 template <class T>
 __global__ void __launch_bounds__(kGenericWarps * 32) generic_fwd_kernel(const FwdParams p) {
-  extern __shared__ float generic_smem[];
+  ORTFLASH_DYNAMIC_SMEM(float, generic_smem);
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int64_t rows_total = int64_t(p.batch) * p.q_heads * p.q_len;

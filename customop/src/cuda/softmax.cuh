@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "cuda_compat.cuh"
 #include "fwd_params.cuh"
 
 namespace ortflash::cuda {

@@ -1,0 +1,880 @@
+// simt — the emulator's runtime: fibers and their scheduler, barriers and warp collectives, the
+// emulated PTX instructions with their shared-memory checks, device memory and the CUDA runtime
+// API subset declared in include/cuda_runtime_api.h. See simt_device.h for what it checks.
+#include "include/cuda_runtime_api.h"
+#include "include/cuda_fp16.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+namespace simt {
+namespace {
+
+constexpr int kWarpSize = 32;
+constexpr size_t kStackBytes = 256 * 1024;
+constexpr size_t kStackGuardBytes = 4096;  // bottom of each fiber stack, checked for overflow
+constexpr unsigned char kStackGuard = 0x6b;
+constexpr int kDefaultSmemLimit = 48 * 1024;
+constexpr int kOptInSmemLimit = 227 * 1024;  // sm_90
+constexpr unsigned char kUninitialized = 0xff;  // NaN in fp32, fp16 and bf16
+
+// ---- fibers ---------------------------------------------------------------------------------
+
+#if defined(__x86_64__)
+// Saves the callee-saved registers of the System V ABI on the current stack, stores the stack
+// pointer to *save_sp and resumes the fiber whose stack pointer is load_sp.
+extern "C" void simt_switch_context(void** save_sp, void* load_sp);
+asm(R"(
+  .text
+  .globl simt_switch_context
+  .type simt_switch_context, @function
+simt_switch_context:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size simt_switch_context, .-simt_switch_context
+)");
+
+struct Fiber {
+  void* sp = nullptr;
+};
+
+void switch_fiber(Fiber& from, Fiber& to) { simt_switch_context(&from.sp, to.sp); }
+
+void prepare_fiber(Fiber& fiber, char* stack, size_t bytes, void (*entry)()) {
+  const uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t(15);
+  void** sp = reinterpret_cast<void**>(top);
+  *--sp = nullptr;                         // the entry's return address slot (it never returns)
+  *--sp = reinterpret_cast<void*>(entry);  // where simt_switch_context's `ret` goes
+  for (int i = 0; i < 6; ++i) *--sp = nullptr;  // rbp, rbx, r12-r15
+  fiber.sp = sp;
+}
+#else
+struct Fiber {
+  ucontext_t context;
+};
+
+void switch_fiber(Fiber& from, Fiber& to) { swapcontext(&from.context, &to.context); }
+
+void prepare_fiber(Fiber& fiber, char* stack, size_t bytes, void (*entry)()) {
+  getcontext(&fiber.context);
+  fiber.context.uc_stack.ss_sp = stack;
+  fiber.context.uc_stack.ss_size = bytes;
+  fiber.context.uc_link = nullptr;
+  makecontext(&fiber.context, entry, 0);
+}
+#endif
+
+// ---- device memory ----------------------------------------------------------------------------
+
+struct Allocation {
+  uintptr_t begin;
+  size_t bytes;
+};
+
+class DeviceMemory {
+ public:
+  void* allocate(size_t bytes) {
+    const size_t rounded = (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
+    void* ptr = std::aligned_alloc(256, rounded);
+    if (ptr == nullptr) return nullptr;
+    std::memset(ptr, kUninitialized, rounded);  // device memory starts out as garbage
+    const std::lock_guard<std::mutex> lock(mutex_);
+    allocations_[reinterpret_cast<uintptr_t>(ptr)] = bytes;
+    return ptr;
+  }
+
+  bool release(void* ptr) {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      if (allocations_.erase(reinterpret_cast<uintptr_t>(ptr)) == 0) return false;
+    }
+    std::free(ptr);
+    return true;
+  }
+
+  bool contains(const void* ptr, size_t bytes) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    return find(snapshot_locked(), ptr, bytes);
+  }
+
+  std::vector<Allocation> snapshot() {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    return snapshot_locked();
+  }
+
+  static bool find(const std::vector<Allocation>& sorted, const void* ptr, size_t bytes) {
+    const uintptr_t p = reinterpret_cast<uintptr_t>(ptr);
+    auto it = std::upper_bound(sorted.begin(), sorted.end(), p,
+                               [](uintptr_t value, const Allocation& a) { return value < a.begin; });
+    if (it == sorted.begin()) return false;
+    --it;
+    return p >= it->begin && p + bytes <= it->begin + it->bytes;
+  }
+
+ private:
+  std::vector<Allocation> snapshot_locked() const {
+    std::vector<Allocation> out;
+    out.reserve(allocations_.size());
+    for (const auto& [begin, bytes] : allocations_) out.push_back({begin, bytes});
+    return out;
+  }
+
+  std::mutex mutex_;
+  std::map<uintptr_t, size_t> allocations_;
+};
+
+DeviceMemory& device_memory() {
+  static DeviceMemory memory;
+  return memory;
+}
+
+// Per kernel: the dynamic shared memory limit (cudaFuncAttributeMaxDynamicSharedMemorySize).
+class FunctionAttributes {
+ public:
+  int smem_limit(const void* entry) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = limits_.find(entry);
+    return it == limits_.end() ? kDefaultSmemLimit : it->second;
+  }
+  void set_smem_limit(const void* entry, int bytes) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    limits_[entry] = bytes;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<const void*, int> limits_;
+};
+
+FunctionAttributes& function_attributes() {
+  static FunctionAttributes attributes;
+  return attributes;
+}
+
+// The calling host thread's pending error (what cudaGetLastError returns) and the message of the
+// last kernel failure (what cudaGetErrorString(cudaErrorLaunchFailure) returns).
+thread_local cudaError_t tl_last_error = cudaSuccess;
+thread_local std::string tl_failure_message;
+
+cudaError_t record(cudaError_t error) {
+  if (error != cudaSuccess) tl_last_error = error;
+  return error;
+}
+
+// ---- blocks ---------------------------------------------------------------------------------
+
+struct AsyncCopy {
+  uint32_t offset;  // shared memory destination
+  const void* src;
+  bool valid;
+};
+
+struct Thread {
+  ThreadContext context{};
+  Fiber fiber;
+  bool done = false;
+  const char* waiting_at = nullptr;
+  std::vector<AsyncCopy> open_group;
+  std::deque<std::vector<AsyncCopy>> groups;  // committed, oldest first
+};
+
+// Deposits of one warp collective. Two slots, used alternately: a lane can only reach the next
+// collective's slot after every lane has left the previous one (that needs the barrier between).
+struct WarpSlot {
+  uint32_t words[kWarpSize][6];
+  uint64_t decoded_for = ~uint64_t(0);  // generation whose decoded operands are below
+  float a[16][16];                      // mma: A and B as floats
+  float b[16][8];
+  uint16_t rows[kWarpSize][8];          // ldmatrix: the 16 bytes each lane's address points at
+};
+
+struct Warp {
+  int size = 0;
+  int alive = 0;
+  int arrived = 0;
+  uint64_t generation = 0;
+  const char* site = nullptr;
+  WarpSlot slots[2];
+};
+
+// Shadow state of one 16-byte chunk of dynamic shared memory.
+struct Chunk {
+  uint32_t write_epoch = 0;  // barrier interval in which the last cp.async landed here
+  uint32_t read_epoch = 0;   // barrier interval of the last ldmatrix read
+  uint32_t readers = 0;      // warps (bit per warp) that read in read_epoch
+  bool pending = false;      // a cp.async to here is in flight
+  bool written = false;
+};
+
+struct Counters {
+  uint64_t mma = 0, ldmatrix = 0, cp_async = 0, barriers = 0, blocks = 0;
+};
+
+struct Launch {
+  const char* launcher;
+  const std::function<void()>* body;
+  dim3 grid, block;
+  size_t smem_bytes;
+  std::vector<Allocation> allocations;
+  uint64_t seed;
+  std::atomic<uint64_t> next_block{0};
+  std::atomic<bool> failed{false};
+  std::mutex mutex;
+  std::string failure;
+  Counters counters;
+};
+
+struct Block {
+  Launch* launch = nullptr;
+  std::vector<Thread> threads;
+  std::vector<Warp> warps;
+  std::vector<std::unique_ptr<char[]>> stacks;
+  std::vector<unsigned char> smem;
+  std::vector<Chunk> chunks;
+  Fiber scheduler;
+  uint3 block_idx{};
+  int alive = 0;
+  int barrier_arrived = 0;
+  uint64_t barrier_generation = 0;
+  uint32_t epoch = 1;
+  uint64_t progress = 0;
+  int current = -1;
+  std::string failure;
+  std::mt19937_64 rng;
+  Counters counters;
+};
+
+thread_local Block* tl_block = nullptr;
+
+Block& block() { return *tl_block; }
+Thread& thread() { return tl_block->threads[static_cast<size_t>(tl_block->current)]; }
+int lane_id() { return tl_block->current % kWarpSize; }
+int warp_id() { return tl_block->current / kWarpSize; }
+Warp& warp() { return tl_block->warps[static_cast<size_t>(warp_id())]; }
+
+std::string where(const Block& b) {
+  std::ostringstream s;
+  s << b.launch->launcher << ": block (" << b.block_idx.x << "," << b.block_idx.y << "," << b.block_idx.z << ")";
+  if (b.current >= 0) s << " thread " << b.current << " (warp " << b.current / kWarpSize << ", lane " << b.current % kWarpSize << ")";
+  return s.str();
+}
+
+// Stops the block: records the message and never resumes this fiber.
+[[noreturn]] void fail(const std::string& message) {
+  Block& b = block();
+  if (b.failure.empty()) b.failure = where(b) + ": " + message;
+  switch_fiber(thread().fiber, b.scheduler);
+  std::abort();  // unreachable: a failed block's fibers are never resumed
+}
+
+void yield() {
+  Block& b = block();
+  switch_fiber(thread().fiber, b.scheduler);
+}
+
+void release_barrier(Block& b) {
+  b.barrier_arrived = 0;
+  ++b.barrier_generation;
+  ++b.epoch;
+  ++b.counters.barriers;
+}
+
+void check_full_mask(unsigned mask, const char* what) {
+  if (mask != 0xffffffffu) fail(std::string(what) + " with a partial mask: the emulator supports full-warp collectives only");
+}
+
+// One warp-wide rendezvous. Returns the slot the lanes deposited into before arriving.
+WarpSlot& warp_arrive(const char* site) {
+  Block& b = block();
+  Warp& w = warp();
+  WarpSlot& slot = w.slots[w.generation & 1];
+  if (w.alive < w.size) {
+    fail(std::string(site) + ": full-warp collective while " + std::to_string(w.size - w.alive) + " lanes have exited");
+  }
+  if (w.arrived == 0) {
+    w.site = site;
+  } else if (w.site != site) {
+    fail(std::string("divergent warp: this lane is at ") + site + " while other lanes wait at " + w.site);
+  }
+  ++b.progress;
+  if (++w.arrived == w.size) {
+    w.arrived = 0;
+    ++w.generation;
+    return slot;
+  }
+  const uint64_t generation = w.generation;
+  thread().waiting_at = site;
+  while (w.generation == generation) yield();
+  thread().waiting_at = nullptr;
+  return slot;
+}
+
+// The slot a lane deposits into for the next collective.
+WarpSlot& deposit_slot() {
+  Warp& w = warp();
+  return w.slots[w.generation & 1];
+}
+
+void fiber_entry();
+
+Chunk& chunk_at(Block& b, uint32_t offset, const char* what) {
+  if (offset % 16 != 0) fail(std::string(what) + ": shared address " + std::to_string(offset) + " is not 16-byte aligned");
+  if (size_t(offset) + 16 > b.smem.size()) {
+    fail(std::string(what) + ": shared bytes [" + std::to_string(offset) + ", " + std::to_string(offset + 16) +
+         ") are outside the block's " + std::to_string(b.smem.size()) + " bytes of dynamic shared memory");
+  }
+  return b.chunks[offset / 16];
+}
+
+void complete_group(Block& b, std::vector<AsyncCopy>& group) {
+  for (const AsyncCopy& copy : group) {
+    Chunk& chunk = b.chunks[copy.offset / 16];
+    if (copy.valid) {
+      std::memcpy(&b.smem[copy.offset], copy.src, 16);
+    } else {
+      std::memset(&b.smem[copy.offset], 0, 16);
+    }
+    chunk.pending = false;
+    chunk.written = true;
+    chunk.write_epoch = b.epoch;
+  }
+}
+
+void finish_thread() {
+  Block& b = block();
+  Thread& t = thread();
+  Warp& w = warp();
+  size_t in_flight = t.open_group.size();
+  for (const auto& group : t.groups) in_flight += group.size();
+  if (in_flight != 0) fail("exits with " + std::to_string(in_flight) + " cp.async copies never waited for");
+  if (w.arrived != 0) fail("exits while " + std::to_string(w.arrived) + " lanes of its warp wait at " + w.site);
+  t.done = true;
+  --b.alive;
+  --w.alive;
+  ++b.progress;
+  if (b.barrier_arrived > 0 && b.barrier_arrived == b.alive) release_barrier(b);
+  switch_fiber(t.fiber, b.scheduler);
+  std::abort();  // a finished fiber is never resumed
+}
+
+void fiber_entry() {
+  (*block().launch->body)();
+  finish_thread();
+}
+
+std::string deadlock_report(const Block& b) {
+  std::map<std::string, int> waiting;
+  for (const Thread& t : b.threads) {
+    if (!t.done) ++waiting[t.waiting_at != nullptr ? t.waiting_at : "?"];
+  }
+  std::ostringstream s;
+  s << where(b) << ": deadlock, no thread can proceed;";
+  for (const auto& [site, count] : waiting) s << " " << count << " at " << site << ";";
+  s << " " << b.barrier_arrived << " of " << b.alive << " live threads at __syncthreads";
+  return s.str();
+}
+
+void setup_block(Block& b, Launch& launch) {
+  const int n = static_cast<int>(launch.block.x);
+  b.launch = &launch;
+  b.threads.assign(static_cast<size_t>(n), Thread{});
+  const int warps = (n + kWarpSize - 1) / kWarpSize;
+  b.warps.assign(static_cast<size_t>(warps), Warp{});
+  b.stacks.clear();
+  for (int i = 0; i < n; ++i) b.stacks.emplace_back(new char[kStackBytes]);
+  b.smem.assign(std::max<size_t>(launch.smem_bytes, 16), kUninitialized);
+  b.chunks.assign((b.smem.size() + 15) / 16, Chunk{});
+}
+
+void run_block(Block& b, uint64_t linear) {
+  Launch& launch = *b.launch;
+  const int n = static_cast<int>(b.threads.size());
+  b.block_idx = uint3{static_cast<unsigned>(linear % launch.grid.x),
+                      static_cast<unsigned>(linear / launch.grid.x % launch.grid.y),
+                      static_cast<unsigned>(linear / launch.grid.x / launch.grid.y)};
+  for (int i = 0; i < n; ++i) {
+    Thread& t = b.threads[static_cast<size_t>(i)];
+    t = Thread{};
+    t.context.thread_idx = uint3{static_cast<unsigned>(i), 0, 0};
+    t.context.block_idx = b.block_idx;
+    t.context.block_dim = uint3{launch.block.x, 1, 1};
+    t.context.grid_dim = uint3{launch.grid.x, launch.grid.y, launch.grid.z};
+    std::memset(b.stacks[static_cast<size_t>(i)].get(), kStackGuard, kStackGuardBytes);
+    prepare_fiber(t.fiber, b.stacks[static_cast<size_t>(i)].get(), kStackBytes, &fiber_entry);
+  }
+  for (size_t w = 0; w < b.warps.size(); ++w) {
+    b.warps[w] = Warp{};
+    b.warps[w].size = std::min(kWarpSize, n - static_cast<int>(w) * kWarpSize);
+    b.warps[w].alive = b.warps[w].size;
+  }
+  std::fill(b.smem.begin(), b.smem.end(), kUninitialized);
+  std::fill(b.chunks.begin(), b.chunks.end(), Chunk{});
+  b.alive = n;
+  b.barrier_arrived = 0;
+  b.barrier_generation = 0;
+  b.epoch = 1;
+  b.failure.clear();
+  b.rng.seed(launch.seed * 0x9e3779b97f4a7c15ull + linear);
+
+  // Rounds: every live fiber runs until it blocks or finishes, in a random rotation and direction
+  // each round. A round in which nothing arrives anywhere is a deadlock.
+  while (b.alive > 0 && b.failure.empty()) {
+    const uint64_t before = b.progress;
+    const uint64_t r = b.rng();
+    const int start = static_cast<int>(r % static_cast<uint64_t>(n));
+    const bool backwards = (r >> 32) & 1;
+    for (int k = 0; k < n && b.failure.empty(); ++k) {
+      const int i = backwards ? (start - k + n) % n : (start + k) % n;
+      if (b.threads[static_cast<size_t>(i)].done) continue;
+      b.current = i;
+      switch_fiber(b.scheduler, b.threads[static_cast<size_t>(i)].fiber);
+    }
+    b.current = -1;
+    if (b.failure.empty() && b.alive > 0 && b.progress == before) b.failure = deadlock_report(b);
+  }
+  for (int i = 0; i < n && b.failure.empty(); ++i) {
+    const char* stack = b.stacks[static_cast<size_t>(i)].get();
+    if (std::any_of(stack, stack + kStackGuardBytes, [](char c) { return static_cast<unsigned char>(c) != kStackGuard; })) {
+      b.current = i;
+      b.failure = where(b) + ": overflowed its " + std::to_string(kStackBytes) + "-byte emulator stack";
+    }
+  }
+  ++b.counters.blocks;
+}
+
+void run_worker(Launch& launch) {
+  Block b;
+  setup_block(b, launch);
+  tl_block = &b;
+  const uint64_t total = uint64_t(launch.grid.x) * launch.grid.y * launch.grid.z;
+  for (;;) {
+    if (launch.failed.load(std::memory_order_relaxed)) break;
+    const uint64_t linear = launch.next_block.fetch_add(1);
+    if (linear >= total) break;
+    run_block(b, linear);
+    if (!b.failure.empty()) {
+      const std::lock_guard<std::mutex> lock(launch.mutex);
+      if (launch.failure.empty()) launch.failure = b.failure;
+      launch.failed = true;
+      break;
+    }
+  }
+  tl_block = nullptr;
+  const std::lock_guard<std::mutex> lock(launch.mutex);
+  launch.counters.mma += b.counters.mma;
+  launch.counters.ldmatrix += b.counters.ldmatrix;
+  launch.counters.cp_async += b.counters.cp_async;
+  launch.counters.barriers += b.counters.barriers;
+  launch.counters.blocks += b.counters.blocks;
+}
+
+int worker_count(uint64_t blocks) {
+  int workers = static_cast<int>(std::thread::hardware_concurrency());
+  if (const char* env = std::getenv("SIMT_THREADS"); env != nullptr && std::atoi(env) > 0) workers = std::atoi(env);
+  return static_cast<int>(std::min<uint64_t>(std::max(workers, 1), blocks));
+}
+
+int env_int(const char* name, int fallback) {
+  const char* env = std::getenv(name);
+  return env != nullptr && std::atoi(env) > 0 ? std::atoi(env) : fallback;
+}
+
+std::atomic<uint64_t> launch_counter{0};
+
+}  // namespace
+
+// ---- device side ------------------------------------------------------------------------------
+
+const ThreadContext& context() { return thread().context; }
+
+void syncthreads() {
+  Block& b = block();
+  Warp& w = warp();
+  if (w.arrived != 0) fail(std::string("__syncthreads while lanes of its warp wait at ") + w.site);
+  ++b.progress;
+  if (++b.barrier_arrived == b.alive) {
+    release_barrier(b);
+    return;
+  }
+  const uint64_t generation = b.barrier_generation;
+  thread().waiting_at = "__syncthreads";
+  while (b.barrier_generation == generation) yield();
+  thread().waiting_at = nullptr;
+}
+
+void syncwarp(unsigned mask) {
+  check_full_mask(mask, "__syncwarp");
+  warp_arrive("__syncwarp");
+}
+
+uint32_t shfl_xor(unsigned mask, uint32_t value, int lane_mask) {
+  check_full_mask(mask, "__shfl_xor_sync");
+  const int lane = lane_id();
+  deposit_slot().words[lane][0] = value;
+  const WarpSlot& slot = warp_arrive("__shfl_xor_sync");
+  const int src = lane ^ lane_mask;
+  return src >= 0 && src < kWarpSize ? slot.words[src][0] : value;
+}
+
+uint32_t shfl_idx(unsigned mask, uint32_t value, int src_lane) {
+  check_full_mask(mask, "__shfl_sync");
+  deposit_slot().words[lane_id()][0] = value;
+  const WarpSlot& slot = warp_arrive("__shfl_sync");
+  return slot.words[src_lane & (kWarpSize - 1)][0];
+}
+
+bool vote_any(unsigned mask, bool predicate) {
+  check_full_mask(mask, "__any_sync");
+  deposit_slot().words[lane_id()][0] = predicate ? 1u : 0u;
+  const WarpSlot& slot = warp_arrive("__any_sync");
+  for (int l = 0; l < warp().size; ++l) {
+    if (slot.words[l][0] != 0) return true;
+  }
+  return false;
+}
+
+bool vote_all(unsigned mask, bool predicate) {
+  check_full_mask(mask, "__all_sync");
+  deposit_slot().words[lane_id()][0] = predicate ? 1u : 0u;
+  const WarpSlot& slot = warp_arrive("__all_sync");
+  for (int l = 0; l < warp().size; ++l) {
+    if (slot.words[l][0] == 0) return false;
+  }
+  return true;
+}
+
+void* dynamic_shared_memory() { return block().smem.data(); }
+
+uint32_t shared_address(const void* ptr) {
+  Block& b = block();
+  const auto* p = static_cast<const unsigned char*>(ptr);
+  if (p < b.smem.data() || p > b.smem.data() + b.smem.size()) {
+    fail("__cvta_generic_to_shared of a pointer outside the block's dynamic shared memory");
+  }
+  return static_cast<uint32_t>(p - b.smem.data());
+}
+
+void cp_async_16(void* smem_dst, const void* gmem_src, bool valid) {
+  Block& b = block();
+  const uint32_t offset = shared_address(smem_dst);
+  Chunk& chunk = chunk_at(b, offset, "cp.async");
+  if (valid) {
+    if (reinterpret_cast<uintptr_t>(gmem_src) % 16 != 0) fail("cp.async: global source is not 16-byte aligned");
+    if (!DeviceMemory::find(b.launch->allocations, gmem_src, 16)) {
+      std::ostringstream s;
+      s << "cp.async reads 16 bytes at " << gmem_src << ", outside every device allocation";
+      fail(s.str());
+    }
+  }
+  if (chunk.pending) fail("cp.async to shared bytes [" + std::to_string(offset) + ", +16) while another copy to them is in flight");
+  const uint32_t me = 1u << warp_id();
+  if (chunk.read_epoch == b.epoch && (chunk.readers & ~me) != 0) {
+    fail("cp.async overwrites shared bytes [" + std::to_string(offset) +
+         ", +16) that another warp read since the last __syncthreads (write-after-read race)");
+  }
+  chunk.pending = true;
+  thread().open_group.push_back(AsyncCopy{offset, gmem_src, valid});
+  ++b.counters.cp_async;
+}
+
+void cp_async_commit() {
+  Thread& t = thread();
+  t.groups.push_back(std::move(t.open_group));
+  t.open_group.clear();
+}
+
+void cp_async_wait(int pending_groups) {
+  Block& b = block();
+  Thread& t = thread();
+  while (t.groups.size() > static_cast<size_t>(std::max(pending_groups, 0))) {
+    complete_group(b, t.groups.front());
+    t.groups.pop_front();
+  }
+}
+
+void ldmatrix_x4(uint32_t (&r)[4], uint32_t smem_addr, bool trans) {
+  Block& b = block();
+  const int lane = lane_id();
+  deposit_slot().words[lane][0] = smem_addr;
+  const char* site = trans ? "ldmatrix.x4.trans" : "ldmatrix.x4";
+  WarpSlot& slot = warp_arrive(site);
+  Warp& w = warp();
+  if (slot.decoded_for != w.generation) {  // the first lane past the rendezvous reads for the warp
+    slot.decoded_for = w.generation;
+    ++b.counters.ldmatrix;
+    const uint32_t me = 1u << warp_id();
+    for (int l = 0; l < kWarpSize; ++l) {
+      const uint32_t offset = slot.words[l][0];
+      Chunk& chunk = chunk_at(b, offset, site);
+      const std::string bytes = "shared bytes [" + std::to_string(offset) + ", +16) (row address of lane " + std::to_string(l) + ")";
+      if (chunk.pending) fail(std::string(site) + " reads " + bytes + " while a cp.async to them is in flight (missing cp.async.wait)");
+      if (!chunk.written) fail(std::string(site) + " reads " + bytes + " that nothing wrote");
+      if (chunk.write_epoch == b.epoch) {
+        fail(std::string(site) + " reads " + bytes + " that a cp.async completed after the last __syncthreads (read-after-write race)");
+      }
+      if (chunk.read_epoch != b.epoch) {
+        chunk.read_epoch = b.epoch;
+        chunk.readers = 0;
+      }
+      chunk.readers |= me;
+      std::memcpy(slot.rows[l], &b.smem[offset], 16);
+    }
+  }
+  const int g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    if (trans) {
+      r[i] = uint32_t(slot.rows[8 * i + 2 * t][g]) | (uint32_t(slot.rows[8 * i + 2 * t + 1][g]) << 16);
+    } else {
+      r[i] = uint32_t(slot.rows[8 * i + g][2 * t]) | (uint32_t(slot.rows[8 * i + g][2 * t + 1]) << 16);
+    }
+  }
+}
+
+void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, MmaInput type) {
+  Block& b = block();
+  const int lane = lane_id();
+  uint32_t* words = deposit_slot().words[lane];
+  for (int i = 0; i < 4; ++i) words[i] = a[i];
+  words[4] = b0;
+  words[5] = b1;
+  WarpSlot& slot = warp_arrive(type == MmaInput::kFloat16 ? "mma.m16n8k16.f16" : "mma.m16n8k16.bf16");
+  Warp& w = warp();
+  if (slot.decoded_for != w.generation) {
+    slot.decoded_for = w.generation;
+    ++b.counters.mma;
+    const auto element = [type](uint32_t word, int half) {
+      const uint16_t bits = static_cast<uint16_t>(word >> (16 * half));
+      return type == MmaInput::kFloat16 ? half_bits_to_float(bits) : bits_float(uint32_t(bits) << 16);
+    };
+    for (int l = 0; l < kWarpSize; ++l) {
+      const int g = l / 4, t = l % 4;
+      const uint32_t* in = slot.words[l];
+      for (int h = 0; h < 2; ++h) {
+        slot.a[g][2 * t + h] = element(in[0], h);
+        slot.a[g + 8][2 * t + h] = element(in[1], h);
+        slot.a[g][2 * t + 8 + h] = element(in[2], h);
+        slot.a[g + 8][2 * t + 8 + h] = element(in[3], h);
+        slot.b[2 * t + h][g] = element(in[4], h);
+        slot.b[2 * t + 8 + h][g] = element(in[5], h);
+      }
+    }
+  }
+  const int g = lane / 4, t = lane % 4;
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
+    double sum = c[e];  // products of 16-bit inputs are exact; one rounding of the whole sum
+    for (int k = 0; k < 16; ++k) sum += double(slot.a[row][k]) * double(slot.b[k][col]);
+    c[e] = static_cast<float>(sum);
+  }
+}
+
+// ---- host side --------------------------------------------------------------------------------
+
+cudaError_t launch_erased(const char* launcher, const void* entry, dim3 grid, dim3 block_dim, size_t dynamic_smem_bytes,
+                          cudaStream_t stream, std::function<void()> body) {
+  const auto misconfigured = [launcher](const std::string& message) {
+    tl_failure_message = std::string("simt: ") + launcher + ": " + message;
+    std::fprintf(stderr, "%s\n", tl_failure_message.c_str());
+    return record(cudaErrorInvalidConfiguration);
+  };
+  if (stream == nullptr) return misconfigured("launch on the legacy default stream (kernels must run on the caller's stream)");
+  if (block_dim.y != 1 || block_dim.z != 1) return misconfigured("the emulator runs 1-D thread blocks only");
+  if (block_dim.x == 0 || block_dim.x > 1024) return misconfigured("block of " + std::to_string(block_dim.x) + " threads");
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) {
+    return misconfigured("grid (" + std::to_string(grid.x) + ", " + std::to_string(grid.y) + ", " + std::to_string(grid.z) + ")");
+  }
+  const int limit = function_attributes().smem_limit(entry);
+  if (dynamic_smem_bytes > size_t(limit)) {
+    tl_failure_message = std::string("simt: ") + launcher + ": " + std::to_string(dynamic_smem_bytes) +
+                         " bytes of dynamic shared memory exceed the kernel's limit of " + std::to_string(limit) +
+                         " (cudaFuncAttributeMaxDynamicSharedMemorySize)";
+    std::fprintf(stderr, "%s\n", tl_failure_message.c_str());
+    return record(cudaErrorInvalidValue);
+  }
+
+  Launch launch;
+  launch.launcher = launcher;
+  launch.body = &body;
+  launch.grid = grid;
+  launch.block = block_dim;
+  launch.smem_bytes = dynamic_smem_bytes;
+  launch.allocations = device_memory().snapshot();
+  launch.seed = uint64_t(env_int("SIMT_SEED", 1)) * 1000003u + launch_counter.fetch_add(1);
+  const uint64_t blocks = uint64_t(grid.x) * grid.y * grid.z;
+  const int workers = worker_count(blocks);
+  std::vector<std::thread> pool;
+  for (int i = 1; i < workers; ++i) pool.emplace_back(run_worker, std::ref(launch));
+  run_worker(launch);
+  for (std::thread& worker : pool) worker.join();
+
+  if (std::getenv("SIMT_VERBOSE") != nullptr) {
+    std::fprintf(stderr, "simt: %s grid %u x %u x %u, %u threads, %zu B smem: %llu mma, %llu ldmatrix, %llu cp.async, %llu barriers\n",
+                 launcher, grid.x, grid.y, grid.z, block_dim.x, dynamic_smem_bytes,
+                 static_cast<unsigned long long>(launch.counters.mma), static_cast<unsigned long long>(launch.counters.ldmatrix),
+                 static_cast<unsigned long long>(launch.counters.cp_async),
+                 static_cast<unsigned long long>(launch.counters.barriers));
+  }
+  if (launch.failed) {
+    tl_failure_message = "simt: " + launch.failure;
+    std::fprintf(stderr, "%s\n", tl_failure_message.c_str());
+    tl_last_error = cudaErrorLaunchFailure;  // reported by the next synchronisation, as a kernel fault is
+  }
+  return cudaSuccess;
+}
+
+}  // namespace simt
+
+// ---- CUDA runtime API -------------------------------------------------------------------------
+
+using simt::record;
+
+struct CUstream_st {
+  unsigned flags;
+};
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) { return record(device == 0 ? cudaSuccess : cudaErrorInvalidDevice); }
+
+// The emulated device: an H100 by default (SIMT_SM_COUNT, SIMT_CC_MAJOR override).
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (device != 0) return record(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = simt::env_int("SIMT_SM_COUNT", 132); return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor: *value = simt::env_int("SIMT_CC_MAJOR", 9); return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = simt::kOptInSmemLimit; return cudaSuccess;
+  }
+  return record(cudaErrorInvalidValue);
+}
+
+cudaError_t cudaDeviceSynchronize() { return simt::tl_last_error; }
+cudaError_t cudaDeviceReset() { return cudaSuccess; }
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  *ptr = simt::device_memory().allocate(bytes);
+  return record(*ptr != nullptr ? cudaSuccess : cudaErrorMemoryAllocation);
+}
+
+cudaError_t cudaFree(void* ptr) {
+  if (ptr == nullptr) return cudaSuccess;
+  return record(simt::device_memory().release(ptr) ? cudaSuccess : cudaErrorInvalidValue);
+}
+
+cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t) { return cudaMalloc(ptr, bytes); }
+cudaError_t cudaFreeAsync(void* ptr, cudaStream_t) { return cudaFree(ptr); }
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  auto& memory = simt::device_memory();
+  const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if (bytes > 0 && ((dst_device && !memory.contains(dst, bytes)) || (src_device && !memory.contains(src, bytes)))) {
+    return record(cudaErrorInvalidValue);
+  }
+  if (bytes > 0) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+  if (bytes > 0 && !simt::device_memory().contains(ptr, bytes)) return record(cudaErrorInvalidValue);
+  if (bytes > 0) std::memset(ptr, value, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t) { return cudaMemset(ptr, value, bytes); }
+
+cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
+  *stream = new CUstream_st{flags};
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  delete stream;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return simt::tl_last_error; }
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t error = simt::tl_last_error;
+  simt::tl_last_error = cudaSuccess;
+  return error;
+}
+
+cudaError_t cudaPeekAtLastError() { return simt::tl_last_error; }
+
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidDeviceFunction: return "cudaErrorInvalidDeviceFunction";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+  }
+  return "cudaErrorUnknown";
+}
+
+const char* cudaGetErrorString(cudaError_t error) {
+  if (error != cudaSuccess && !simt::tl_failure_message.empty()) return simt::tl_failure_message.c_str();
+  return cudaGetErrorName(error);
+}
+
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attributes, const void* entry) {
+  *attributes = cudaFuncAttributes{};
+  attributes->maxThreadsPerBlock = 1024;
+  attributes->maxDynamicSharedSizeBytes = simt::function_attributes().smem_limit(entry);
+  return cudaSuccess;
+}
+
+cudaError_t cudaFuncSetAttribute(const void* entry, cudaFuncAttribute attribute, int value) {
+  if (attribute != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > simt::kOptInSmemLimit) {
+    return record(cudaErrorInvalidValue);
+  }
+  simt::function_attributes().set_smem_limit(entry, value);
+  return cudaSuccess;
+}

@@ -1,0 +1,31 @@
+# The CUDA kernels' real sources, compiled by the host compiler against the simt emulator
+# (tests/native/simt), and the CUDA test suite (cuda_attention_test.cc) run on it: every kernel
+# path is executed and checked against the double-precision reference on machines without a GPU or
+# even nvcc. Included from tests/native/CMakeLists.txt.
+set(ORTFLASH_SIMT_DIR ${CMAKE_CURRENT_LIST_DIR})
+set(ORTFLASH_CUDA_SOURCE_DIR ${PROJECT_SOURCE_DIR}/customop/src/cuda)
+
+add_library(ortflash_simt STATIC ${ORTFLASH_SIMT_DIR}/simt.cc)
+# The shim headers (cuda_runtime_api.h, cuda_fp16.h, cuda_bf16.h) come before any installed CUDA headers.
+target_include_directories(ortflash_simt BEFORE PUBLIC ${ORTFLASH_SIMT_DIR}/include)
+target_compile_definitions(ortflash_simt PUBLIC ORTFLASH_SIMT=1)
+target_compile_options(ortflash_simt PRIVATE ${ORTFLASH_WARNINGS} -O2)
+target_link_libraries(ortflash_simt PUBLIC Threads::Threads)
+
+# The .cu files as C++ translation units (g++ does not take the .cu extension).
+set(ORTFLASH_SIMT_UNITS "")
+foreach(unit flash_attention_cuda fwd_hdim32 fwd_hdim64 fwd_hdim96 fwd_hdim128 fwd_hdim256 generic_launch)
+  set(wrapper ${CMAKE_CURRENT_BINARY_DIR}/simt_units/${unit}.cc)
+  file(CONFIGURE OUTPUT ${wrapper} CONTENT "#include \"${ORTFLASH_CUDA_SOURCE_DIR}/${unit}.cu\"\n")
+  list(APPEND ORTFLASH_SIMT_UNITS ${wrapper})
+endforeach()
+add_library(ortflash_cuda_simt STATIC ${ORTFLASH_SIMT_UNITS})
+target_include_directories(ortflash_cuda_simt PUBLIC ${PROJECT_SOURCE_DIR}/customop/include PRIVATE ${ORTFLASH_CUDA_SOURCE_DIR})
+target_link_libraries(ortflash_cuda_simt PUBLIC ortflash_simt)
+target_compile_options(ortflash_cuda_simt PRIVATE ${ORTFLASH_WARNINGS} -Wno-pedantic -Wno-unknown-pragmas -O2)
+
+add_executable(ortflash_cuda_simt_tests ${CMAKE_CURRENT_LIST_DIR}/../cuda_attention_test.cc)
+target_link_libraries(ortflash_cuda_simt_tests PRIVATE ortflash_cuda_simt GTest::gtest GTest::gtest_main)
+target_compile_options(ortflash_cuda_simt_tests PRIVATE ${ORTFLASH_WARNINGS} -O2)
+gtest_discover_tests(ortflash_cuda_simt_tests TEST_PREFIX "ortflash_cuda_simt_tests." DISCOVERY_TIMEOUT 60
+                     PROPERTIES TIMEOUT 1800)

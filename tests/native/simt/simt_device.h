@@ -1,0 +1,130 @@
+// simt — a host emulator of the CUDA execution model, for running OrtFlash's CUDA kernels (their
+// real sources, compiled as C++) on machines without a GPU. Device side: the CUDA keywords, the
+// built-in variables and the warp/block intrinsics the kernels use, and the emulated forms of the
+// few PTX instructions they issue (cp.async, ldmatrix, mma.sync m16n8k16).
+//
+// Each thread block runs as one cooperative fiber per CUDA thread. Barriers and warp collectives
+// switch fibers; fibers are resumed in a random order every round, so code that relies on an
+// unsynchronised ordering sees it broken. Shared memory reached through cp.async and ldmatrix is
+// shadowed in 16-byte chunks and every such access is checked (a small racecheck/initcheck):
+// reads of bytes never written, reads while a cp.async is in flight to them, reads of bytes
+// written in the same barrier interval, cp.async overwriting bytes another warp read in the same
+// barrier interval, cp.async from outside any device allocation, divergent warp collectives,
+// block barriers some threads never reach, copies never waited for. A failure stops the launch
+// and is reported by the next cudaStreamSynchronize / cudaGetLastError with a message.
+//
+// Included (through the shim cuda_*.h headers in include/) only when ORTFLASH_SIMT is defined.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __align__(n) alignas(n)
+// Static __shared__ variables: one copy per OS thread, and a worker thread runs one block at a
+// time, so every fiber of a block sees the same copy.
+#define __shared__ static thread_local
+
+struct uint3 {
+  unsigned x, y, z;
+};
+
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+struct alignas(8) float2 {
+  float x, y;
+};
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
+
+namespace simt {
+
+struct ThreadContext {
+  uint3 thread_idx;
+  uint3 block_idx;
+  uint3 block_dim;
+  uint3 grid_dim;
+};
+
+// The running fiber's indices (only valid inside a kernel).
+const ThreadContext& context();
+
+void syncthreads();
+void syncwarp(unsigned mask);
+uint32_t shfl_xor(unsigned mask, uint32_t value, int lane_mask);
+uint32_t shfl_idx(unsigned mask, uint32_t value, int src_lane);
+bool vote_any(unsigned mask, bool predicate);
+bool vote_all(unsigned mask, bool predicate);
+
+void* dynamic_shared_memory();
+uint32_t shared_address(const void* ptr);  // __cvta_generic_to_shared
+
+void cp_async_16(void* smem_dst, const void* gmem_src, bool valid);
+void cp_async_commit();
+void cp_async_wait(int pending_groups);
+void ldmatrix_x4(uint32_t (&r)[4], uint32_t smem_addr, bool trans);
+
+enum class MmaInput { kFloat16, kBFloat16 };
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32, accumulator in place.
+void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, MmaInput type);
+
+template <class T>
+uint32_t to_word(T value) {
+  static_assert(sizeof(T) == 4, "simt shuffles 32-bit values");
+  uint32_t word;
+  std::memcpy(&word, &value, 4);
+  return word;
+}
+
+template <class T>
+T from_word(uint32_t word) {
+  T value;
+  std::memcpy(&value, &word, 4);
+  return value;
+}
+
+}  // namespace simt
+
+#define threadIdx (::simt::context().thread_idx)
+#define blockIdx (::simt::context().block_idx)
+#define blockDim (::simt::context().block_dim)
+#define gridDim (::simt::context().grid_dim)
+constexpr int warpSize = 32;
+
+inline void __syncthreads() { simt::syncthreads(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { simt::syncwarp(mask); }
+
+template <class T>
+T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32) {
+  (void)width;
+  return simt::from_word<T>(simt::shfl_xor(mask, simt::to_word(value), lane_mask));
+}
+
+template <class T>
+T __shfl_sync(unsigned mask, T value, int src_lane, int width = 32) {
+  (void)width;
+  return simt::from_word<T>(simt::shfl_idx(mask, simt::to_word(value), src_lane));
+}
+
+inline int __any_sync(unsigned mask, int predicate) { return simt::vote_any(mask, predicate != 0) ? 1 : 0; }
+inline int __all_sync(unsigned mask, int predicate) { return simt::vote_all(mask, predicate != 0) ? 1 : 0; }
+
+inline float __int_as_float(int x) { return simt::from_word<float>(static_cast<uint32_t>(x)); }
+inline int __float_as_int(float x) { return static_cast<int>(simt::to_word(x)); }
+inline size_t __cvta_generic_to_shared(const void* ptr) { return simt::shared_address(ptr); }
+
+// CUDA's integer min/max overloads (device code calls them unqualified).
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }

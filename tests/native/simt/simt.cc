@@ -263,6 +263,7 @@ struct Block {
   uint3 block_idx{};
   int alive = 0;
   int barrier_arrived = 0;
+  const char* barrier_site = nullptr;
   uint64_t barrier_generation = 0;
   uint32_t epoch = 1;
   uint64_t progress = 0;
@@ -515,17 +516,23 @@ std::atomic<uint64_t> launch_counter{0};
 
 const ThreadContext& context() { return thread().context; }
 
-void syncthreads() {
+void syncthreads(const char* site) {
   Block& b = block();
   Warp& w = warp();
   if (w.arrived != 0) fail(std::string("__syncthreads while lanes of its warp wait at ") + w.site);
+  if (b.barrier_arrived == 0) {
+    b.barrier_site = site;
+  } else if (std::strcmp(b.barrier_site, site) != 0) {
+    fail(std::string("__syncthreads at ") + site + " while " + std::to_string(b.barrier_arrived) +
+         " threads wait at the one at " + b.barrier_site + " (a barrier in divergent code)");
+  }
   ++b.progress;
   if (++b.barrier_arrived == b.alive) {
     release_barrier(b);
     return;
   }
   const uint64_t generation = b.barrier_generation;
-  thread().waiting_at = "__syncthreads";
+  thread().waiting_at = site;
   while (b.barrier_generation == generation) yield();
   thread().waiting_at = nullptr;
 }

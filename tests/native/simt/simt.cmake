@@ -29,3 +29,8 @@ target_link_libraries(ortflash_cuda_simt_tests PRIVATE ortflash_cuda_simt GTest:
 target_compile_options(ortflash_cuda_simt_tests PRIVATE ${ORTFLASH_WARNINGS} -O2)
 gtest_discover_tests(ortflash_cuda_simt_tests TEST_PREFIX "ortflash_cuda_simt_tests." DISCOVERY_TIMEOUT 60
                      PROPERTIES TIMEOUT 1800)
+
+add_executable(ortflash_simt_tests ${ORTFLASH_SIMT_DIR}/simt_test.cc)
+target_link_libraries(ortflash_simt_tests PRIVATE ortflash_simt GTest::gtest GTest::gtest_main)
+target_compile_options(ortflash_simt_tests PRIVATE ${ORTFLASH_WARNINGS} -Wno-pedantic -O2)
+gtest_discover_tests(ortflash_simt_tests TEST_PREFIX "ortflash_simt_tests." DISCOVERY_TIMEOUT 60)

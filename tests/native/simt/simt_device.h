@@ -57,7 +57,8 @@ struct ThreadContext {
 // The running fiber's indices (only valid inside a kernel).
 const ThreadContext& context();
 
-void syncthreads();
+// `site`: "file:line" of the call, so that threads meeting at different __syncthreads are caught.
+void syncthreads(const char* site);
 void syncwarp(unsigned mask);
 uint32_t shfl_xor(unsigned mask, uint32_t value, int lane_mask);
 uint32_t shfl_idx(unsigned mask, uint32_t value, int src_lane);
@@ -99,7 +100,9 @@ T from_word(uint32_t word) {
 #define gridDim (::simt::context().grid_dim)
 constexpr int warpSize = 32;
 
-inline void __syncthreads() { simt::syncthreads(); }
+#define SIMT_STRINGIFY_(x) #x
+#define SIMT_STRINGIFY(x) SIMT_STRINGIFY_(x)
+#define __syncthreads() ::simt::syncthreads(__FILE__ ":" SIMT_STRINGIFY(__LINE__))
 inline void __syncwarp(unsigned mask = 0xffffffffu) { simt::syncwarp(mask); }
 
 template <class T>

@@ -1,0 +1,367 @@
+// Tests of the simt emulator itself: its emulated instructions against the PTX ISA's fragment
+// layouts written out independently here, and every check it claims to make, each provoked by a
+// small faulty kernel (and passed by the corrected kernel, so no check fires spuriously).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+template <class T>
+T* device_alloc(size_t count) {
+  void* ptr = nullptr;
+  EXPECT_EQ(cudaMalloc(&ptr, count * sizeof(T)), cudaSuccess);
+  return static_cast<T*>(ptr);
+}
+
+template <class T>
+std::vector<T> download(const T* device, size_t count) {
+  std::vector<T> host(count);
+  EXPECT_EQ(cudaMemcpy(host.data(), device, count * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  return host;
+}
+
+template <class T>
+T* upload(const std::vector<T>& host) {
+  T* device = device_alloc<T>(host.size());
+  EXPECT_EQ(cudaMemcpy(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  return device;
+}
+
+class Stream {
+ public:
+  Stream() { EXPECT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess); }
+  ~Stream() { cudaStreamDestroy(stream_); }
+  cudaStream_t get() const { return stream_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
+// Runs `kernel` on one block and returns "" or the emulator's failure message.
+template <class... Params, class... Args>
+std::string run(void (*kernel)(Params...), unsigned threads, size_t smem, Args... args) {
+  Stream stream;
+  const cudaError_t launched = simt::launch("test kernel", kernel, 1u, threads, smem, stream.get(), args...);
+  if (launched != cudaSuccess) return cudaGetErrorString(launched);
+  const cudaError_t status = cudaGetLastError();
+  return status == cudaSuccess ? std::string() : std::string(cudaGetErrorString(status));
+}
+
+uint16_t bits_of(__half h) { return h.__x; }
+uint16_t bits_of(__nv_bfloat16 h) { return h.__x; }
+
+// ---- mma.sync.m16n8k16: fragment layout (PTX ISA, "Matrix Fragments for mma.m16n8k16") ----------
+// Lane l, g = l / 4, t = l % 4. A (16x16, row major): a0 = A[g][2t, 2t+1], a1 = A[g+8][2t..],
+// a2 = A[g][2t+8..], a3 = A[g+8][2t+8..]. B (16x8, K x N): b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g].
+// C/D (16x8): c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1]. The lower element is in the
+// lower 16 bits.
+
+template <class T>
+__global__ void mma_kernel(const T* a, const T* b, float* d) {
+  const int lane = static_cast<int>(threadIdx.x), g = lane / 4, t = lane % 4;
+  const auto pair = [](T lo, T hi) { return uint32_t(bits_of(lo)) | (uint32_t(bits_of(hi)) << 16); };
+  const uint32_t fa[4] = {pair(a[g * 16 + 2 * t], a[g * 16 + 2 * t + 1]),
+                          pair(a[(g + 8) * 16 + 2 * t], a[(g + 8) * 16 + 2 * t + 1]),
+                          pair(a[g * 16 + 2 * t + 8], a[g * 16 + 2 * t + 9]),
+                          pair(a[(g + 8) * 16 + 2 * t + 8], a[(g + 8) * 16 + 2 * t + 9])};
+  const uint32_t b0 = pair(b[(2 * t) * 8 + g], b[(2 * t + 1) * 8 + g]);
+  const uint32_t b1 = pair(b[(2 * t + 8) * 8 + g], b[(2 * t + 9) * 8 + g]);
+  float c[4] = {1.0f, 2.0f, 3.0f, 4.0f};  // accumulated onto
+  simt::mma_m16n8k16(c, fa, b0, b1, std::is_same_v<T, __half> ? simt::MmaInput::kFloat16 : simt::MmaInput::kBFloat16);
+  d[g * 8 + 2 * t] = c[0];
+  d[g * 8 + 2 * t + 1] = c[1];
+  d[(g + 8) * 8 + 2 * t] = c[2];
+  d[(g + 8) * 8 + 2 * t + 1] = c[3];
+}
+
+template <class T, class Convert, class Back>
+void expect_mma_matches_matrix_product(Convert to_t, Back to_float) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> uniform(-2.0f, 2.0f);
+  std::vector<T> a(16 * 16), b(16 * 8);
+  for (T& x : a) x = to_t(uniform(rng));
+  for (T& x : b) x = to_t(uniform(rng));
+  T* da = upload(a);
+  T* db = upload(b);
+  float* dd = device_alloc<float>(16 * 8);
+  ASSERT_EQ(run(&mma_kernel<T>, 32, 0, static_cast<const T*>(da), static_cast<const T*>(db), dd), "");
+  const std::vector<float> d = download(dd, 16 * 8);
+  for (int i = 0; i < 16; ++i) {
+    for (int j = 0; j < 8; ++j) {
+      double want = (i >= 8 ? 2 : 0) + (j % 2) + 1;  // the initial c of the lane holding D[i][j]
+      for (int k = 0; k < 16; ++k) want += double(to_float(a[i * 16 + k])) * double(to_float(b[k * 8 + j]));
+      EXPECT_NEAR(d[i * 8 + j], want, 1e-5 * (1 + std::fabs(want))) << "D[" << i << "][" << j << "]";
+    }
+  }
+  cudaFree(da);
+  cudaFree(db);
+  cudaFree(dd);
+}
+
+TEST(Simt, MmaFloat16MatchesTheMatrixProductUnderThePtxFragmentLayout) {
+  expect_mma_matches_matrix_product<__half>([](float f) { return __float2half_rn(f); },
+                                            [](__half h) { return __half2float(h); });
+}
+
+TEST(Simt, MmaBFloat16MatchesTheMatrixProductUnderThePtxFragmentLayout) {
+  expect_mma_matches_matrix_product<__nv_bfloat16>([](float f) { return __float2bfloat16_rn(f); },
+                                                   [](__nv_bfloat16 h) { return __bfloat162float(h); });
+}
+
+// ---- ldmatrix.x4: lanes 8i..8i+7 address the rows of matrix i; register i of lane (g, t) holds
+// row g, columns 2t, 2t+1 of matrix i, or with .trans rows 2t, 2t+1 of column g.
+
+__global__ void ldmatrix_kernel(const uint16_t* src, uint32_t* out, bool trans) {
+  uint16_t* smem = static_cast<uint16_t*>(simt::dynamic_shared_memory());
+  const int lane = static_cast<int>(threadIdx.x);
+  // 32 rows of 8 elements: row r at element 8r; rows are loaded by the lane of the same index.
+  simt::cp_async_16(smem + 8 * lane, src + 8 * lane, true);
+  simt::cp_async_commit();
+  simt::cp_async_wait(0);
+  __syncthreads();
+  uint32_t r[4];
+  // Lane l addresses row (l * 5) % 32, so rows are not in lane order.
+  simt::ldmatrix_x4(r, simt::shared_address(smem + 8 * ((lane * 5) % 32)), trans);
+  for (int i = 0; i < 4; ++i) out[lane * 4 + i] = r[i];
+}
+
+TEST(Simt, LdmatrixDeliversRowsOrTheirTransposeToTheFragmentLanes) {
+  std::vector<uint16_t> rows(32 * 8);
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<uint16_t>(1000 + i);
+  uint16_t* src = upload(rows);
+  uint32_t* out = device_alloc<uint32_t>(32 * 4);
+  for (bool trans : {false, true}) {
+    ASSERT_EQ(run(&ldmatrix_kernel, 32, 32 * 16, static_cast<const uint16_t*>(src), out, trans), "");
+    const std::vector<uint32_t> got = download(out, 32 * 4);
+    const auto element = [&](int matrix, int row, int col) {
+      const int lane_with_address = 8 * matrix + row;
+      return rows[size_t(8 * ((lane_with_address * 5) % 32) + col)];
+    };
+    for (int lane = 0; lane < 32; ++lane) {
+      const int g = lane / 4, t = lane % 4;
+      for (int i = 0; i < 4; ++i) {
+        const uint16_t lo = trans ? element(i, 2 * t, g) : element(i, g, 2 * t);
+        const uint16_t hi = trans ? element(i, 2 * t + 1, g) : element(i, g, 2 * t + 1);
+        EXPECT_EQ(got[size_t(lane * 4 + i)], uint32_t(lo) | (uint32_t(hi) << 16)) << "lane " << lane << " reg " << i << " trans " << trans;
+      }
+    }
+  }
+  cudaFree(src);
+  cudaFree(out);
+}
+
+// ---- shuffles and votes -----------------------------------------------------------------------
+
+__global__ void shuffle_kernel(int* out) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int base = static_cast<int>(threadIdx.x) - lane;
+  out[threadIdx.x * 4 + 0] = __shfl_xor_sync(0xffffffffu, lane * 10, 5);
+  out[threadIdx.x * 4 + 1] = __shfl_sync(0xffffffffu, lane * 10 + base, 7);
+  out[threadIdx.x * 4 + 2] = __any_sync(0xffffffffu, lane == 31 && base == 32);
+  out[threadIdx.x * 4 + 3] = __all_sync(0xffffffffu, lane != 3 || base == 0);
+}
+
+TEST(Simt, ShufflesAndVotesExchangeWithinEachWarp) {
+  int* out = device_alloc<int>(64 * 4);
+  ASSERT_EQ(run(&shuffle_kernel, 64, 0, out), "");
+  const std::vector<int> got = download(out, 64 * 4);
+  for (int tid = 0; tid < 64; ++tid) {
+    const int lane = tid % 32, warp = tid / 32;
+    EXPECT_EQ(got[size_t(tid * 4 + 0)], (lane ^ 5) * 10);
+    EXPECT_EQ(got[size_t(tid * 4 + 1)], 70 + warp * 32);
+    EXPECT_EQ(got[size_t(tid * 4 + 2)], warp == 1 ? 1 : 0);
+    EXPECT_EQ(got[size_t(tid * 4 + 3)], warp == 0 ? 1 : 0);
+  }
+  cudaFree(out);
+}
+
+// ---- the checks -------------------------------------------------------------------------------
+
+enum Fault : int {
+  kNone,
+  kNoWait,            // ldmatrix while the cp.async is in flight
+  kNoBarrier,         // another warp reads what a cp.async just completed, without __syncthreads
+  kOverwriteWhileRead,  // cp.async into bytes another warp read in the same barrier interval
+  kUninitialized,     // ldmatrix of bytes nothing wrote
+  kDivergentBarrier,  // half the block at one __syncthreads, half at another
+  kDivergentWarp,     // lanes of one warp at different collectives
+  kOutOfBounds,       // cp.async from past the end of the allocation
+  kNeverWaited,       // exits with a committed group never waited for
+  kLaneExits,         // a lane leaves while its warp is in a full-warp collective
+};
+
+// Two warps. Warp 0 stages 32 rows of 8 halves into shared memory; warp 1 reads them.
+__global__ void staged_kernel(const uint16_t* src, uint32_t* out, int fault) {
+  uint16_t* smem = static_cast<uint16_t*>(simt::dynamic_shared_memory());
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  if (fault == kLaneExits && tid == 37) return;
+  if (warp == 0) {
+    const int row = fault == kOutOfBounds ? lane + 1 : lane;
+    simt::cp_async_16(smem + 8 * lane, src + 8 * row, true);
+    simt::cp_async_commit();
+    if (fault == kNeverWaited) return;
+    if (fault != kNoWait) simt::cp_async_wait(0);
+  }
+  if (fault == kDivergentBarrier && warp == 1) {
+    __syncthreads();
+  } else if (fault != kNoWait && fault != kNoBarrier) {
+    __syncthreads();
+  }
+  uint32_t r[4] = {0, 0, 0, 0};
+  // One warp-wide step first: by the time warp 1 has done it, every thread of warp 0 has had a turn
+  // since the barrier, so which fault is seen does not depend on the fibers' random order.
+  if (warp == 1 && fault != kDivergentWarp) __syncwarp();
+  if (fault == kDivergentWarp && warp == 1 && lane < 16) {
+    r[0] = static_cast<uint32_t>(__any_sync(0xffffffffu, 1));
+  } else if (warp == 1 || fault == kNoWait || fault == kOverwriteWhileRead) {
+    const int row = fault == kUninitialized ? lane + 32 : lane;
+    simt::ldmatrix_x4(r, simt::shared_address(smem + 8 * row), false);
+  }
+  if (fault == kOverwriteWhileRead && warp == 1) {
+    __syncwarp();  // after warp 0's read (see above)
+    simt::cp_async_16(smem + 8 * lane, src + 8 * lane, true);
+    simt::cp_async_commit();
+    simt::cp_async_wait(0);
+  }
+  if (fault == kNoWait && warp == 0) simt::cp_async_wait(0);
+  for (int i = 0; i < 4; ++i) out[tid * 4 + i] = r[i];
+}
+
+std::string run_staged(Fault fault) {
+  std::vector<uint16_t> rows(32 * 8);
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<uint16_t>(i);
+  uint16_t* src = upload(rows);
+  uint32_t* out = device_alloc<uint32_t>(64 * 4);
+  const std::string message = run(&staged_kernel, 64, 64 * 16, static_cast<const uint16_t*>(src), out, static_cast<int>(fault));
+  if (fault == kNone && message.empty()) {
+    const std::vector<uint32_t> got = download(out, 64 * 4);
+    for (int lane = 0; lane < 32; ++lane) {  // warp 1, matrix 0: row g, columns 2t, 2t+1
+      const int g = lane / 4, t = lane % 4;
+      EXPECT_EQ(got[size_t((32 + lane) * 4)], uint32_t(rows[size_t(g * 8 + 2 * t)]) | (uint32_t(rows[size_t(g * 8 + 2 * t + 1)]) << 16));
+    }
+  }
+  cudaFree(src);
+  cudaFree(out);
+  return message;
+}
+
+TEST(Simt, TheCorrectlySynchronisedKernelPasses) { EXPECT_EQ(run_staged(kNone), ""); }
+
+TEST(Simt, ReadingWhileACopyIsInFlightIsReported) {
+  EXPECT_NE(run_staged(kNoWait).find("while a cp.async to them is in flight"), std::string::npos);
+}
+
+TEST(Simt, ReadingAnotherThreadsCopyWithoutABarrierIsReported) {
+  EXPECT_NE(run_staged(kNoBarrier).find("read-after-write race"), std::string::npos);
+}
+
+TEST(Simt, OverwritingWhatAnotherWarpReadInTheSameIntervalIsReported) {
+  EXPECT_NE(run_staged(kOverwriteWhileRead).find("write-after-read race"), std::string::npos);
+}
+
+TEST(Simt, ReadingSharedMemoryNothingWroteIsReported) {
+  EXPECT_NE(run_staged(kUninitialized).find("that nothing wrote"), std::string::npos);
+}
+
+TEST(Simt, ABarrierInDivergentCodeIsReported) {
+  EXPECT_NE(run_staged(kDivergentBarrier).find("a barrier in divergent code"), std::string::npos);
+}
+
+TEST(Simt, LanesOfOneWarpAtDifferentCollectivesAreReported) {
+  EXPECT_NE(run_staged(kDivergentWarp).find("divergent warp"), std::string::npos);
+}
+
+TEST(Simt, CopyingFromOutsideEveryAllocationIsReported) {
+  EXPECT_NE(run_staged(kOutOfBounds).find("outside every device allocation"), std::string::npos);
+}
+
+TEST(Simt, CopiesNeverWaitedForAreReported) {
+  EXPECT_NE(run_staged(kNeverWaited).find("never waited for"), std::string::npos);
+}
+
+TEST(Simt, ALaneLeavingItsWarpsCollectiveIsReported) {
+  EXPECT_NE(run_staged(kLaneExits).find("lanes have exited"), std::string::npos);
+}
+
+// ---- launch configuration -----------------------------------------------------------------------
+
+__global__ void empty_kernel(int) {}
+
+TEST(Simt, LaunchesOnTheLegacyDefaultStreamAreRefused) {
+  EXPECT_EQ(simt::launch("test kernel", &empty_kernel, 1u, 32u, 0, nullptr, 0), cudaErrorInvalidConfiguration);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // read once
+}
+
+TEST(Simt, DynamicSharedMemoryAboveTheKernelsLimitNeedsTheOptIn) {
+  Stream stream;
+  void (*kernel)(int) = &empty_kernel;
+  cudaFuncAttributes attributes;
+  ASSERT_EQ(cudaFuncGetAttributes(&attributes, kernel), cudaSuccess);
+  EXPECT_EQ(attributes.maxDynamicSharedSizeBytes, 48 * 1024);
+  EXPECT_EQ(simt::launch("test kernel", kernel, 1u, 32u, 64 * 1024, stream.get(), 0), cudaErrorInvalidValue);
+  cudaGetLastError();
+  ASSERT_EQ(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024), cudaSuccess);
+  EXPECT_EQ(simt::launch("test kernel", kernel, 1u, 32u, 64 * 1024, stream.get(), 0), cudaSuccess);
+  EXPECT_EQ(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 300 * 1024), cudaErrorInvalidValue);
+  cudaGetLastError();
+}
+
+// ---- 16-bit conversions -------------------------------------------------------------------------
+
+// Round to nearest even onto the grid of a format with `mantissa_bits` and minimum normal exponent
+// `min_exp` (no overflow handling: callers stay in range), computed in double.
+double round_to_format(double x, int mantissa_bits, int min_exp) {
+  if (x == 0) return x;
+  int e;
+  std::frexp(std::fabs(x), &e);  // |x| = m * 2^e, m in [0.5, 1)
+  const int quantum_exp = std::max(e - 1, min_exp) - mantissa_bits;
+  return std::ldexp(std::nearbyint(std::ldexp(x, -quantum_exp)), quantum_exp);
+}
+
+TEST(Simt, Float16ConversionsRoundTripAndRoundToNearestEven) {
+  for (uint32_t bits = 0; bits < 0x10000; ++bits) {
+    const __half h{static_cast<uint16_t>(bits)};
+    const float f = __half2float(h);
+    if (std::isnan(f)) {
+      EXPECT_TRUE((bits & 0x7c00) == 0x7c00 && (bits & 0x3ff) != 0);
+      continue;
+    }
+    EXPECT_EQ(__float2half_rn(f).__x, bits) << bits;
+  }
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<double> exponent(-26, 15.9);
+  for (int i = 0; i < 200000; ++i) {
+    const float f = static_cast<float>((i % 2 ? -1 : 1) * std::exp2(exponent(rng)));
+    const double want = round_to_format(f, 10, -14);
+    EXPECT_EQ(double(__half2float(__float2half_rn(f))), want) << f;
+  }
+  EXPECT_EQ(__float2half_rn(65519.0f).__x, 0x7bff);
+  EXPECT_EQ(__float2half_rn(65520.0f).__x, 0x7c00);
+  EXPECT_EQ(__float2half_rn(-std::numeric_limits<float>::infinity()).__x, 0xfc00);
+}
+
+TEST(Simt, BFloat16ConversionsRoundToNearestEven) {
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<double> exponent(-120, 120);
+  for (int i = 0; i < 200000; ++i) {
+    const float f = static_cast<float>((i % 2 ? -1 : 1) * std::exp2(exponent(rng)));
+    EXPECT_EQ(double(__bfloat162float(__float2bfloat16_rn(f))), round_to_format(f, 7, -126)) << f;
+  }
+  EXPECT_TRUE(std::isnan(__bfloat162float(__float2bfloat16_rn(std::numeric_limits<float>::quiet_NaN()))));
+}
+
+}  // namespace

@@ -760,6 +760,32 @@ TEST(CudaAttention, SingleQueryDecodingSplitsLongKeyRanges) {
   expect_matches_reference(few_queries, 41);
 }
 
+// One query row with grouped heads runs as `group` rows of one head per key/value head: the per-head
+// strides of q, out, bias and keep become row strides. Covers per-head and broadcast masks, the
+// sequence-major layout, both causal alignments (upper-left keeps the per-head layout), MQA, splits.
+TEST(CudaAttention, GroupedHeadsOfOneDecodingStepShareTheirKeyValueTiles) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  struct Shape {
+    int64_t q_heads, kv_heads, kv_len;
+  };
+  const Shape shapes[] = {{8, 2, 300}, {8, 1, 1500}, {32, 8, 129}, {6, 3, 64}, {16, 2, 4100}};
+  int trial = 0;
+  for (DType t : kAllTypes) {
+    for (const Shape& s : shapes) {
+      ++trial;
+      Case c;
+      c.dtype = t, c.batch = 2, c.q_len = 1, c.q_heads = s.q_heads, c.kv_heads = s.kv_heads, c.kv_len = s.kv_len;
+      c.head_dim = c.v_head_dim = trial % 2 ? 128 : 64;
+      c.bias = trial % 3 == 0 ? Broadcast::kFull : (trial % 3 == 1 ? Broadcast::kPerHead : Broadcast::kPerKey);
+      c.keep = trial % 2 ? Broadcast::kFull : Broadcast::kNone;
+      c.layout = trial % 4 == 1 ? Layout::kSeqMajor : Layout::kDense;
+      c.causal = trial % 5 == 2 ? CausalAlignment::kUpperLeft : CausalAlignment::kLowerRight;
+      c.masked_rows = MaskedRows::kNaN, c.keep_probability = 0.7f;
+      expect_matches_reference(c, static_cast<uint32_t>(500 + trial));
+    }
+  }
+}
+
 TEST(CudaAttention, SingleKeyGivesThatKeysValue) {
   SKIP_WITHOUT_CUDA_DEVICE();
   for (DType t : kAllTypes) {

@@ -131,6 +131,30 @@ std::string query_device(DeviceInfo& info) {
   return {};
 }
 
+// Decoding with grouped heads (one query row, q_heads = group x kv_heads): the `group` query heads
+// that read one key/value head become the query rows of a single head, so every key/value tile is
+// loaded once per group instead of once per query head — decoding is bound by reading K and V.
+// Exact: only strides change (row r of head k is query head k * group + r), and lower-right
+// causality hides no key from a single query row. Upper-left causality (only key 0 visible) keeps
+// the per-head layout.
+AttentionParams fold_query_heads_into_rows(const AttentionParams& a) {
+  const int64_t group = a.q_heads / a.kv_heads;
+  if (a.q_len != 1 || group == 1 || a.causal == CausalAlignment::kUpperLeft) return a;
+  AttentionParams f = a;
+  f.q_heads = a.kv_heads;
+  f.q_len = group;
+  f.causal = CausalAlignment::kNone;
+  const auto fold = [group](int64_t* stride) {  // {batch, head, row}: the old head stride becomes the row stride
+    stride[2] = stride[1];
+    stride[1] *= group;
+  };
+  fold(f.q_stride);
+  fold(f.out_stride);
+  fold(f.bias_stride);  // {batch, head, query, key}: the same three leading entries
+  fold(f.keep_stride);
+  return f;
+}
+
 // Kernel families. A Hopper path (wgmma + TMA, built for sm_90a) is meant to become a third entry,
 // chosen for major == 9 when the build has it.
 enum class FwdPath { kTensorCoreSm80, kGeneric };
@@ -210,10 +234,11 @@ std::string launch_forward(DType dtype, FwdPath path, int capacity, const FwdPar
 
 }  // namespace
 
-std::string flash_attention_cuda(const AttentionParams& params, void* stream, const CudaScratch& scratch) {
-  if (std::string error = validate(params); !error.empty()) return error;
-  if (params.batch == 0 || params.q_heads == 0 || params.q_len == 0 || params.v_head_dim == 0) return {};  // no output
-  if (std::string error = validate_pointers(params); !error.empty()) return error;
+std::string flash_attention_cuda(const AttentionParams& call, void* stream, const CudaScratch& scratch) {
+  if (std::string error = validate(call); !error.empty()) return error;
+  if (call.batch == 0 || call.q_heads == 0 || call.q_len == 0 || call.v_head_dim == 0) return {};  // no output
+  if (std::string error = validate_pointers(call); !error.empty()) return error;
+  const AttentionParams params = fold_query_heads_into_rows(call);
 
   DeviceInfo device;
   if (std::string error = query_device(device); !error.empty()) return error;

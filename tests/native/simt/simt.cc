@@ -22,6 +22,14 @@
 #include <ucontext.h>
 #endif
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define SIMT_ASAN 1
+#else
+#define SIMT_ASAN 0
+#endif
+
 namespace simt {
 namespace {
 
@@ -64,9 +72,23 @@ simt_switch_context:
 
 struct Fiber {
   void* sp = nullptr;
+  const void* stack_bottom = nullptr;  // for AddressSanitizer's fiber annotations
+  size_t stack_bytes = 0;
 };
 
-void switch_fiber(Fiber& from, Fiber& to) { simt_switch_context(&from.sp, to.sp); }
+// `leaving_for_good`: the fiber switched away from is never resumed (AddressSanitizer then drops
+// its fake stack).
+void switch_fiber(Fiber& from, Fiber& to, bool leaving_for_good = false) {
+#if SIMT_ASAN
+  void* fake_stack = nullptr;
+  __sanitizer_start_switch_fiber(leaving_for_good ? nullptr : &fake_stack, to.stack_bottom, to.stack_bytes);
+  simt_switch_context(&from.sp, to.sp);
+  __sanitizer_finish_switch_fiber(fake_stack, &from.stack_bottom, &from.stack_bytes);
+#else
+  (void)leaving_for_good;
+  simt_switch_context(&from.sp, to.sp);
+#endif
+}
 
 void prepare_fiber(Fiber& fiber, char* stack, size_t bytes, void (*entry)()) {
   const uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t(15);
@@ -75,13 +97,15 @@ void prepare_fiber(Fiber& fiber, char* stack, size_t bytes, void (*entry)()) {
   *--sp = reinterpret_cast<void*>(entry);  // where simt_switch_context's `ret` goes
   for (int i = 0; i < 6; ++i) *--sp = nullptr;  // rbp, rbx, r12-r15
   fiber.sp = sp;
+  fiber.stack_bottom = stack;
+  fiber.stack_bytes = bytes;
 }
 #else
 struct Fiber {
   ucontext_t context;
 };
 
-void switch_fiber(Fiber& from, Fiber& to) { swapcontext(&from.context, &to.context); }
+void switch_fiber(Fiber& from, Fiber& to, bool = false) { swapcontext(&from.context, &to.context); }
 
 void prepare_fiber(Fiber& fiber, char* stack, size_t bytes, void (*entry)()) {
   getcontext(&fiber.context);
@@ -102,10 +126,11 @@ struct Allocation {
 class DeviceMemory {
  public:
   void* allocate(size_t bytes) {
-    const size_t rounded = (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
-    void* ptr = std::aligned_alloc(256, rounded);
-    if (ptr == nullptr) return nullptr;
-    std::memset(ptr, kUninitialized, rounded);  // device memory starts out as garbage
+    // 256-byte aligned as cudaMalloc's, and exactly `bytes` long, so that under AddressSanitizer
+    // the first byte past the allocation is already a redzone.
+    void* ptr = nullptr;
+    if (posix_memalign(&ptr, 256, std::max<size_t>(bytes, 1)) != 0) return nullptr;
+    std::memset(ptr, kUninitialized, std::max<size_t>(bytes, 1));  // device memory starts out as garbage
     const std::lock_guard<std::mutex> lock(mutex_);
     allocations_[reinterpret_cast<uintptr_t>(ptr)] = bytes;
     return ptr;
@@ -292,7 +317,7 @@ std::string where(const Block& b) {
 [[noreturn]] void fail(const std::string& message) {
   Block& b = block();
   if (b.failure.empty()) b.failure = where(b) + ": " + message;
-  switch_fiber(thread().fiber, b.scheduler);
+  switch_fiber(thread().fiber, b.scheduler, true);
   std::abort();  // unreachable: a failed block's fibers are never resumed
 }
 
@@ -382,11 +407,15 @@ void finish_thread() {
   --w.alive;
   ++b.progress;
   if (b.barrier_arrived > 0 && b.barrier_arrived == b.alive) release_barrier(b);
-  switch_fiber(t.fiber, b.scheduler);
+  switch_fiber(t.fiber, b.scheduler, true);
   std::abort();  // a finished fiber is never resumed
 }
 
 void fiber_entry() {
+#if SIMT_ASAN
+  // First entry into this fiber: completes the switch begun by the scheduler.
+  __sanitizer_finish_switch_fiber(nullptr, &block().scheduler.stack_bottom, &block().scheduler.stack_bytes);
+#endif
   (*block().launch->body)();
   finish_thread();
 }
@@ -428,6 +457,10 @@ void run_block(Block& b, uint64_t linear) {
     t.context.block_idx = b.block_idx;
     t.context.block_dim = uint3{launch.block.x, 1, 1};
     t.context.grid_dim = uint3{launch.grid.x, launch.grid.y, launch.grid.z};
+#if SIMT_ASAN
+    // Frames of an earlier block's fibers (never unwound) may have left this memory poisoned.
+    ASAN_UNPOISON_MEMORY_REGION(b.stacks[static_cast<size_t>(i)].get(), kStackBytes);
+#endif
     std::memset(b.stacks[static_cast<size_t>(i)].get(), kStackGuard, kStackGuardBytes);
     prepare_fiber(t.fiber, b.stacks[static_cast<size_t>(i)].get(), kStackBytes, &fiber_entry);
   }

@@ -34,3 +34,29 @@ add_executable(ortflash_simt_tests ${ORTFLASH_SIMT_DIR}/simt_test.cc)
 target_link_libraries(ortflash_simt_tests PRIVATE ortflash_simt GTest::gtest GTest::gtest_main)
 target_compile_options(ortflash_simt_tests PRIVATE ${ORTFLASH_WARNINGS} -Wno-pedantic -O2)
 gtest_discover_tests(ortflash_simt_tests TEST_PREFIX "ortflash_simt_tests." DISCOVERY_TIMEOUT 60)
+
+# The kernels' plain global-memory accesses (bias, keep, outputs, split scratch) under AddressSanitizer
+# and UndefinedBehaviorSanitizer: device allocations are heap blocks, so an access outside them is
+# reported, as compute-sanitizer's memcheck would on a GPU. The subset meant for sanitizers.
+if(ORTFLASH_SANITIZER_TESTS)
+  add_library(ortflash_simt_sanitized STATIC ${ORTFLASH_SIMT_DIR}/simt.cc)
+  target_include_directories(ortflash_simt_sanitized BEFORE PUBLIC ${ORTFLASH_SIMT_DIR}/include)
+  target_compile_definitions(ortflash_simt_sanitized PUBLIC ORTFLASH_SIMT=1)
+  target_compile_options(ortflash_simt_sanitized PRIVATE ${ORTFLASH_WARNINGS} ${ORTFLASH_SANITIZE_FLAGS} -O1 -g)
+  target_link_libraries(ortflash_simt_sanitized PUBLIC Threads::Threads)
+  target_link_options(ortflash_simt_sanitized PUBLIC -fsanitize=address,undefined)
+
+  add_library(ortflash_cuda_simt_sanitized STATIC ${ORTFLASH_SIMT_UNITS})
+  target_include_directories(ortflash_cuda_simt_sanitized PUBLIC ${PROJECT_SOURCE_DIR}/customop/include
+                             PRIVATE ${ORTFLASH_CUDA_SOURCE_DIR})
+  target_link_libraries(ortflash_cuda_simt_sanitized PUBLIC ortflash_simt_sanitized)
+  target_compile_options(ortflash_cuda_simt_sanitized PRIVATE ${ORTFLASH_WARNINGS} -Wno-pedantic -Wno-unknown-pragmas
+                         ${ORTFLASH_SANITIZE_FLAGS} -O1 -g)
+
+  add_executable(ortflash_cuda_simt_tests_sanitized ${CMAKE_CURRENT_LIST_DIR}/../cuda_attention_test.cc)
+  target_link_libraries(ortflash_cuda_simt_tests_sanitized PRIVATE ortflash_cuda_simt_sanitized GTest::gtest GTest::gtest_main)
+  target_compile_options(ortflash_cuda_simt_tests_sanitized PRIVATE ${ORTFLASH_WARNINGS} ${ORTFLASH_SANITIZE_FLAGS} -O1 -g)
+  gtest_discover_tests(ortflash_cuda_simt_tests_sanitized TEST_PREFIX "ortflash_cuda_simt_tests_sanitized."
+                       TEST_FILTER "CudaSanitizerSubset.*:*GroupedHeadsOfOne*:*BiasIsAdded*:*KeepMask*:*RowsWithoutVisibleKeys*"
+                       DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 1800)
+endif()

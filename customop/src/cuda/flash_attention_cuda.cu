@@ -197,16 +197,24 @@ int choose_num_splits(int64_t blocks, int64_t key_tiles, int sm_count) {
   return static_cast<int>((key_tiles + tiles_per_split - 1) / tiles_per_split);
 }
 
-template <class T>
+template <class T, bool kMaskInputs>
 std::string launch_tensor_core(int capacity, const FwdParams& p, cudaStream_t stream) {
   switch (capacity) {
-    case 32: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 32>>(p, stream);
-    case 64: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 64>>(p, stream);
-    case 96: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 96>>(p, stream);
-    case 128: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 128>>(p, stream);
-    case 256: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 256>>(p, stream);
+    case 32: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 32, true>>(p, stream);  // has_plain_variant(32) is false
+    case 64: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 64, kMaskInputs>>(p, stream);
+    case 96: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 96, kMaskInputs>>(p, stream);
+    case 128: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 128, kMaskInputs>>(p, stream);
+    case 256: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 256, kMaskInputs>>(p, stream);
     default: return "flash_attention_cuda: no tensor-core kernel for head dim capacity " + std::to_string(capacity);
   }
+}
+
+// The variant with the bias/keep/softcap code only when the call has one of them (or the head dim has
+// no other).
+template <class T>
+std::string launch_tensor_core(int capacity, const FwdParams& p, cudaStream_t stream) {
+  const bool mask_inputs = p.bias != nullptr || p.keep != nullptr || p.softcap > 0.0f || !cuda::has_plain_variant(capacity);
+  return mask_inputs ? launch_tensor_core<T, true>(capacity, p, stream) : launch_tensor_core<T, false>(capacity, p, stream);
 }
 
 template <class T>

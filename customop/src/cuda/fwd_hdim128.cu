@@ -3,7 +3,9 @@
 
 namespace ortflash::cuda {
 
-template std::string launch_flash_fwd<FwdTraitsFor<__half, 128>>(const FwdParams&, cudaStream_t);
-template std::string launch_flash_fwd<FwdTraitsFor<__nv_bfloat16, 128>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__half, 128, true>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__nv_bfloat16, 128, true>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__half, 128, false>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__nv_bfloat16, 128, false>>(const FwdParams&, cudaStream_t);
 
 }  // namespace ortflash::cuda

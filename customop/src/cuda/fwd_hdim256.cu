@@ -3,7 +3,9 @@
 
 namespace ortflash::cuda {
 
-template std::string launch_flash_fwd<FwdTraitsFor<__half, 256>>(const FwdParams&, cudaStream_t);
-template std::string launch_flash_fwd<FwdTraitsFor<__nv_bfloat16, 256>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__half, 256, true>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__nv_bfloat16, 256, true>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__half, 256, false>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__nv_bfloat16, 256, false>>(const FwdParams&, cudaStream_t);
 
 }  // namespace ortflash::cuda

@@ -3,7 +3,9 @@
 
 namespace ortflash::cuda {
 
-template std::string launch_flash_fwd<FwdTraitsFor<__half, 64>>(const FwdParams&, cudaStream_t);
-template std::string launch_flash_fwd<FwdTraitsFor<__nv_bfloat16, 64>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__half, 64, true>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__nv_bfloat16, 64, true>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__half, 64, false>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__nv_bfloat16, 64, false>>(const FwdParams&, cudaStream_t);
 
 }  // namespace ortflash::cuda

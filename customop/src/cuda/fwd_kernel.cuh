@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
     row_sum[mt][0] = row_sum[mt][1] = 0.0f;
   }
 
-  const bool plain_scores = p.softcap <= 0.0f && p.bias == nullptr;
+  const bool plain_scores = !Tr::kMaskInputs || (p.softcap <= 0.0f && p.bias == nullptr);
 
   if (w.tile_begin < w.tile_end) {
     load_tile_async<Tr, Tr::kBlockM>(sQ, q_base, p.q_stride[2], w.m0, p.q_len, p.head_dim);
@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
     }
 
     // ---- scores → log2 units, masks ----
-    const bool tile_needs_mask = p.keep != nullptr || n0 + Tr::kBlockN > p.kv_len ||
+    const bool tile_needs_mask = (Tr::kMaskInputs && p.keep != nullptr) || n0 + Tr::kBlockN > p.kv_len ||
                                  (p.causal && n0 + Tr::kBlockN - 1 > w.m0 + p.causal_offset);
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
@@ -197,18 +197,18 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
         for (int e = 0; e < 4; ++e) {
           const int row = w.m0 + warp_row0 + mt * 16 + quad_row + (e >> 1) * 8;
           const int col = n0 + nt * 8 + quad_col + (e & 1);
-          float x;
-          if (plain_scores) {
-            x = s[mt][nt][e] * p.scale_log2;
-          } else {
-            float bias = 0.0f;
-            if (p.bias != nullptr && row < p.q_len && col < p.kv_len) {
-              bias = to_float(static_cast<const T*>(
-                  p.bias)[bias_base + row * p.bias_stride[2] + col * p.bias_stride[3]]);
+          float x = s[mt][nt][e] * p.scale_log2;
+          if constexpr (Tr::kMaskInputs) {
+            if (!plain_scores) {
+              float bias = 0.0f;
+              if (p.bias != nullptr && row < p.q_len && col < p.kv_len) {
+                bias = to_float(static_cast<const T*>(
+                    p.bias)[bias_base + row * p.bias_stride[2] + col * p.bias_stride[3]]);
+              }
+              x = score_to_log2(s[mt][nt][e], bias, p);
             }
-            x = score_to_log2(s[mt][nt][e], bias, p);
           }
-          if (tile_needs_mask && !key_visible(p, keep_base, row, col)) x = -INFINITY;
+          if (tile_needs_mask && !key_visible<Tr::kMaskInputs>(p, keep_base, row, col)) x = -INFINITY;
           s[mt][nt][e] = x;
         }
       }

@@ -37,9 +37,15 @@ constexpr TileShape tile_shape(int head_dim_capacity) {
                                    : TileShape{128, 64, 4};
 }
 
-template <class T, int kHeadDim>
-using FwdTraitsFor =
-    FwdTraits<T, kHeadDim, tile_shape(kHeadDim).block_m, tile_shape(kHeadDim).block_n, tile_shape(kHeadDim).warps>;
+// kMaskInputs: the variant that reads bias/keep and applies softcap (see FwdTraits). Without that code
+// ptxas (nvcc 11.8) needs, sm_80 (sm_90): 64: 228 (230)  96: 228 (233)  128: 242 (244)  256: 248 (250)
+// registers, no spills — head dim 128 on sm_90 loses the general variant's 36/44 bytes of spills.
+// Head dim 32 has no such variant: without the mask code ptxas spills 12 bytes on sm_90, with it none.
+constexpr bool has_plain_variant(int head_dim_capacity) { return head_dim_capacity != 32; }
+
+template <class T, int kHeadDim, bool kMaskInputs>
+using FwdTraitsFor = FwdTraits<T, kHeadDim, tile_shape(kHeadDim).block_m, tile_shape(kHeadDim).block_n,
+                               tile_shape(kHeadDim).warps, kMaskInputs>;
 
 // Each returns "" on success or a message naming the failed CUDA call. All launch on `stream`.
 template <class Tr>

@@ -57,9 +57,13 @@ struct LdmatrixAddress {
   }
 };
 
-template <class T_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_>
+// kMaskInputs_: whether the kernel reads a bias and a keep mask and applies softcap. Calls without
+// any of them (most causal decoder calls) take the variant compiled without that code: fewer live
+// registers, so no spills where the general variant has some (head dim 128 on sm_90).
+template <class T_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, bool kMaskInputs_ = true>
 struct FwdTraits {
   using T = T_;
+  static constexpr bool kMaskInputs = kMaskInputs_;
   static constexpr int kHeadDim = kHeadDim_;  // capacity: D and Dv up to this, multiples of 8
   static constexpr int kBlockM = kBlockM_;    // query rows per thread block
   static constexpr int kBlockN = kBlockN_;    // keys per K/V tile

@@ -29,12 +29,14 @@ __device__ __forceinline__ float score_to_log2(float dot, float bias, const FwdP
   return fabsf(x) == INFINITY && fabsf(natural) != INFINITY ? copysignf(FLT_MAX, x) : x;
 }
 
-// Whether key `col` takes part in query `row`'s softmax (the key range, causal alignment and the
-// keep mask). Out-of-range query rows are never stored, so they only need to avoid reading `keep`.
+// Whether key `col` takes part in query `row`'s softmax (the key range, causal alignment and, with
+// kReadKeep, the keep mask). Out-of-range query rows are never stored, so they only need to avoid
+// reading `keep`.
+template <bool kReadKeep = true>
 __device__ __forceinline__ bool key_visible(const FwdParams& p, int64_t keep_base, int row, int col) {
   if (col >= p.kv_len) return false;
   if (p.causal && col > row + p.causal_offset) return false;
-  if (p.keep != nullptr && row < p.q_len) {
+  if (kReadKeep && p.keep != nullptr && row < p.q_len) {
     return p.keep[keep_base + row * p.keep_stride[2] + col * p.keep_stride[3]] != 0;
   }
   return true;

@@ -12,7 +12,8 @@ public sealed record RewriteOptions
 
     /// <summary>
     /// Use the op's <c>causal</c> attribute (1 upper-left, 2 lower-right for a KV cache) for a recognised causal
-    /// mask even when it is combined with a padding mask whose fill is finite (GPT-2 style <c>finfo.min</c>).
+    /// mask even when it is combined with a padding mask whose fill is finite (GPT-2 style <c>finfo.min</c>), and for
+    /// causal masks filled with float16's −65504 on the score bound stated below.
     /// The padding part stays the op's <c>bias</c>/<c>keep</c> input; the (Sq, Skv) causal mask is no longer read.
     /// <para>
     /// What may differ from the original graph: only query rows in which every causally visible key is also
@@ -21,6 +22,18 @@ public sealed record RewriteOptions
     /// the hidden keys are excluded, so the row averages V over its causally visible (padded) keys only. Every row
     /// with at least one visible, unpadded key is computed exactly as before. Such rows only exist where padding
     /// covers a query's whole causal prefix, e.g. left padding; with right padding every row sees key 0 unpadded.
+    /// </para>
+    /// <para>
+    /// Float16 exports fill with finfo(float16).min = −65504, which does not absorb a score (s + F ≠ F). The option also
+    /// takes a fill at or below −65504 to hide a key, assuming that every score (scale·q·kᵀ, as the graph computes it) lies
+    /// within ±16384 (2¹⁴). Then a hidden key's masked score is at most −48900 (s + F ≤ −49120; rounding to float16 or
+    /// bfloat16 moves it by at most 2⁻⁸ of itself, a further fill only lowers it or makes it −inf), while a row with a
+    /// visible, unmasked key has a largest score of at least −16384. The gap exceeds 32000, and exp(−104) already
+    /// underflows to 0 in float32, so in the graph's softmax the hidden key weighs exactly 0, as with the attribute;
+    /// the padding keys the op adds the fill to (in float32) likewise. Rows whose visible keys are all padded differ as
+    /// above. Larger scores can give a hidden key weight in the original (a float16 graph that scales the query before
+    /// Q·Kᵀ can reach ±65504); a float16 graph that scales the finite product Q·Kᵀ afterwards by at most 1/4 (head dim
+    /// ≥ 16), as Llama does, cannot. Fusions relying on it carry a second note stating the bound.
     /// </para>
     /// Each fusion that uses it carries a note in the report saying so. False by default.
     /// </summary>

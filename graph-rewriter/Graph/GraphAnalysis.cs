@@ -75,6 +75,15 @@ public sealed class GraphAnalysis
 
                 result = Merge(declared, inferred);
             }
+            else if (value.Producer is { } producer && declared.Shape.Any(IsGeneratedSymbol) &&
+                     Infer(producer, value)?.Shape is { } inferredShape && inferredShape.Count == declared.Shape.Count)
+            {
+                // A generated symbol only says "some size"; what the producer proves about that axis says more.
+                result = declared with
+                {
+                    Shape = declared.Shape.Zip(inferredShape, (d, i) => IsGeneratedSymbol(d) && (i.IsKnown || i.Symbol is not null) ? i : d).ToArray(),
+                };
+            }
 
             result = WithOpaqueDims(value, result);
             _types[value] = result;
@@ -85,6 +94,12 @@ public sealed class GraphAnalysis
             _typesInProgress.Remove(value);
         }
     }
+
+    /// <summary>
+    /// Whether a declared dimension is a name ONNX shape inference made up for a size it could not work out ("unk__7", as
+    /// float16 converters leave in value_info): it relates the values declared with it and nothing else.
+    /// </summary>
+    private static bool IsGeneratedSymbol(Dim dim) => dim.Symbol?.StartsWith("unk__", StringComparison.Ordinal) == true;
 
     /// <summary>
     /// Names each dimension nothing else tells after the value and axis ("x#2"): a dimension is

@@ -8,13 +8,27 @@ namespace OrtFlash.GraphRewriter.Rules;
 /// reading a materialised mask. A mask is only recognised when its shape is proven to be
 /// (query length, key length); anything else stays an ordinary bias or keep input, which is exact.
 /// </summary>
-internal sealed class CausalMasks(GraphAnalysis analysis)
+/// <param name="analysis">Types, shapes and constants of the graph.</param>
+/// <param name="scoresBounded">Whether the scores may be taken to satisfy |s| ≤ <see cref="ScoreBound"/>
+/// (<see cref="RewriteOptions.CausalForPaddedRows"/>), so that a fill at or below <see cref="BoundedScoresFill"/> hides a
+/// key too; otherwise only −inf and absorbing fills do.</param>
+internal sealed class CausalMasks(GraphAnalysis analysis, bool scoresBounded = false)
 {
     private bool _keyCoversQuery;
     private Dim _keyOffset;
 
     /// <summary>Fill values at or below this are absorbing in fp32: s + F == F for |s| &lt; 2^64.</summary>
     internal const double AbsorbingFill = -3.094850098213451e26; // −2^88
+
+    /// <summary>
+    /// float16's lowest finite value (finfo(float16).min, what float16 exports fill with). With every score within
+    /// ±<see cref="ScoreBound"/>, a key whose masked score is at or below this fill weighs exactly 0 in any row that has
+    /// a key the mask leaves alone (see <see cref="RewriteOptions.CausalForPaddedRows"/> for the derivation).
+    /// </summary>
+    internal const double BoundedScoresFill = -65504;
+
+    /// <summary>The bound on |score| that makes <see cref="BoundedScoresFill"/> hide a key: 2^14.</summary>
+    internal const double ScoreBound = 16384;
 
     /// <summary>The causal structure of <paramref name="term"/> over (Sq, Skv), or null.</summary>
     /// <param name="term">The mask term.</param>
@@ -45,10 +59,11 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
     /// <summary>
     /// HF Llama's causal mask with the padding folded in (and every model sharing its mask code):
     /// <c>mask[..., :T] = mask[..., :T].masked_fill(mask[..., :T] + m == 0, F)</c>, exported as a ScatterND that
-    /// rewrites every position of the causal mask. Where the causal mask hides a key the result stays F (F + m is never
-    /// 0 for an absorbing F, and the fill is F anyway); where it shows one (0 there) the result is F exactly where
-    /// m == 0. So the mask is the causal structure plus "F where m == 0, else 0" on the visible keys. Returns the causal
-    /// structure and m (broadcastable to the scores); null when the graph is not provably that.
+    /// rewrites every position of the causal mask. Where the causal mask hides a key the result stays F whatever m holds
+    /// (the Where writes F or keeps the F already there, even where F + m is 0, as float16's −65504 + 65504 is); where it
+    /// shows one (±0 there) the result is F exactly where m == 0. So the mask is the causal structure plus "F where
+    /// m == 0, else 0" on the visible keys. Returns the causal structure and m (broadcastable to the scores); null when
+    /// the graph is not provably that.
     /// </summary>
     public (CausalStructure Causal, Value PaddingKeep)? RecognizeWithPadding(MaskTerm term, Dim queryLength, Dim keyLength, Dim? keyOffset = null)
     {
@@ -217,7 +232,9 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
         return AddLeaves(add.Input(0)!) is { } left && AddLeaves(add.Input(1)!) is { } right ? [.. left, .. right] : null;
     }
 
-    private static bool IsHidingFill(double fill) => double.IsNegativeInfinity(fill) || fill <= AbsorbingFill;
+    /// <summary>Whether a fill hides the keys it is put on: −inf, an absorbing value, or, with bounded scores, −65504 or below.</summary>
+    private bool IsHidingFill(double fill) =>
+        double.IsNegativeInfinity(fill) || fill <= AbsorbingFill || (scoresBounded && fill <= BoundedScoresFill);
 
     /// <summary>Where(hidden, F, 0), Where(keep, 0, F) or Trilu(full(F), upper=1, k=1), possibly cast.</summary>
     private CausalStructure? AdditiveCausal(Value mask, Dim queryLength, Dim keyLength)
@@ -486,7 +503,7 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
     }
 
     /// <summary>The hiding fill of a buffer holding 0 on and below the diagonal and that fill above it, or null.</summary>
-    private static double? AdditiveTriangleFill(ConstantTensor buffer)
+    private double? AdditiveTriangleFill(ConstantTensor buffer)
     {
         var n = buffer.Dims[^1];
         double? fill = null;
@@ -583,5 +600,9 @@ internal sealed class CausalMasks(GraphAnalysis analysis)
 
 /// <summary>A causal mask found in the graph: its alignment and the value it gives hidden scores.</summary>
 /// <param name="Alignment">Which keys each query sees.</param>
-/// <param name="Fill">What hidden scores become (−inf, or an absorbing finite value).</param>
-internal sealed record CausalStructure(CausalAlignment Alignment, double Fill);
+/// <param name="Fill">What hidden scores become (−inf, an absorbing finite value, or with bounded scores −65504 or below).</param>
+internal sealed record CausalStructure(CausalAlignment Alignment, double Fill)
+{
+    /// <summary>Whether the fill hides keys only for scores within ±<see cref="CausalMasks.ScoreBound"/> (finite, not absorbing).</summary>
+    public bool NeedsBoundedScores => double.IsFinite(Fill) && Fill > CausalMasks.AbsorbingFill;
+}

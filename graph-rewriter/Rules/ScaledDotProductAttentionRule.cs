@@ -56,6 +56,16 @@ public sealed class ScaledDotProductAttentionRule
         "(RewriteOptions.CausalForPaddedRows, --causal-padded-rows): rows fully masked by padding may differ from the original " +
         "(where every causally visible key is masked, the original also weighs the causally hidden keys); every other row is exact.";
 
+    /// <summary>
+    /// The note added when the causal mask's fill hides keys only for bounded scores (float16's −65504), under
+    /// <see cref="RewriteOptions.CausalForPaddedRows"/>; {0} is the fill.
+    /// </summary>
+    public const string BoundedScoresNote =
+        "The causal mask fills hidden keys with {0}, which is not absorbing: the attribute assumes every score (scale·q·kᵀ as the graph " +
+        "computes it) lies within ±16384 (RewriteOptions.CausalForPaddedRows). Then a hidden key's masked score is more than 32000 below " +
+        "the row's largest wherever a key is left visible and unmasked, so it weighs exactly 0 in the original too; larger scores could " +
+        "give it weight there.";
+
     /// <summary>Creates the rule over an analysis of the model it will rewrite.</summary>
     /// <param name="analysis">The analysis of the model.</param>
     /// <param name="options">What the rewrite may trade for speed; <see cref="RewriteOptions.Default"/> (exact) when null.</param>
@@ -64,7 +74,7 @@ public sealed class ScaledDotProductAttentionRule
         ArgumentNullException.ThrowIfNull(analysis);
         _analysis = analysis;
         _options = options ?? RewriteOptions.Default;
-        _causal = new CausalMasks(analysis);
+        _causal = new CausalMasks(analysis, scoresBounded: _options.CausalForPaddedRows);
         _maskValues = new MaskValues(analysis, integerMasksAreBinary: false);
         _binaryMaskValues = new MaskValues(analysis, integerMasksAreBinary: true);
         _query = new Slot<QueryMatch>("query",
@@ -819,9 +829,13 @@ public sealed class ScaledDotProductAttentionRule
         var keyOffset = CachedKeyLength(match, q[^2]);
         // The KV-cache proof of Skv ≥ Sq is only used under the option, so that exact rewrites report what they did before.
         var keyCoversQuery = _options.CausalForPaddedRows && keyOffset is not null;
+        var type = _analysis.ElementTypeOf(match.Query.Value);
         for (var i = 0; i < masks.Count; i++)
         {
-            if (_options.CausalForPaddedRows && _causal.RecognizeWithPadding(masks[i], q[^2], k[^2], keyOffset) is { } combined)
+            // The split-off padding is the op's bias "F where m == 0" in the attention's type, which must hold F; with a
+            // fill that hides only bounded scores the combined mask must be the only one (nothing else adds to the scores).
+            if (_options.CausalForPaddedRows && _causal.RecognizeWithPadding(masks[i], q[^2], k[^2], keyOffset) is { } combined &&
+                ElementTypes.Round(combined.Causal.Fill, type) == combined.Causal.Fill && (!combined.Causal.NeedsBoundedScores || masks.Count == 1))
             {
                 // One mask holding both: the causal part becomes the attribute, the padding part "F where m == 0".
                 var alignment = CausalAttribute(combined.Causal.Alignment, q[^2], k[^2]);
@@ -832,7 +846,7 @@ public sealed class ScaledDotProductAttentionRule
                 return match with
                 {
                     Scores = match.Scores with { Masks = masks.SetItem(i, masks[i] with { Kind = MaskKind.Causal, Alignment = alignment }).Insert(i + 1, padding) },
-                    CausalNote = string.Format(CultureInfo.InvariantCulture, CausalForPaddedRowsNote, alignment),
+                    CausalNote = OptedCausalNote(alignment, combined.Causal),
                 };
             }
 
@@ -842,6 +856,13 @@ public sealed class ScaledDotProductAttentionRule
             }
 
             var others = masks.RemoveAt(i);
+            if (causal.NeedsBoundedScores && !others.All(m => m.Kind == MaskKind.KeepNegativeInfinity))
+            {
+                // A fill that hides only bounded scores is used only where nothing else adds to the scores, so that the
+                // bound is on scale·q·kᵀ alone; otherwise the mask stays what the exact rewrite makes of it.
+                continue;
+            }
+
             // Alone, a recognised causal mask leaves every row a visible key (upper-left always shows
             // key 0; lower-right is only recognised with T ≥ S), so its fill never decides a result.
             var exact = others.IsEmpty ||
@@ -849,14 +870,15 @@ public sealed class ScaledDotProductAttentionRule
             if (!exact && _options.CausalForPaddedRows)
             {
                 // Opted in: a row with a visible key that the other masks leave unhidden is still exact (the hiding
-                // fill absorbs every finite score, so hidden keys weigh exactly 0); only rows whose visible keys are
-                // all masked by the other mask change, from a softmax over the fills to one over the visible keys.
-                // With Skv proven equal to Sq both alignments are the same mask; upper-left is the plain one.
+                // fill absorbs every finite score, or every bounded one, so hidden keys weigh exactly 0); only rows
+                // whose visible keys are all masked by the other mask change, from a softmax over the fills to one over
+                // the visible keys. With Skv proven equal to Sq both alignments are the same mask; upper-left is the
+                // plain one.
                 var alignment = CausalAttribute(causal.Alignment, q[^2], k[^2]);
                 return match with
                 {
                     Scores = match.Scores with { Masks = masks.SetItem(i, masks[i] with { Kind = MaskKind.Causal, Alignment = alignment }) },
-                    CausalNote = string.Format(CultureInfo.InvariantCulture, CausalForPaddedRowsNote, alignment),
+                    CausalNote = OptedCausalNote(alignment, causal),
                 };
             }
 
@@ -870,11 +892,27 @@ public sealed class ScaledDotProductAttentionRule
             }
 
             masks = masks.SetItem(i, masks[i] with { Kind = MaskKind.Causal, Alignment = causal.Alignment });
+            if (causal.NeedsBoundedScores)
+            {
+                // Only recognised under the option: alone it hides what −inf would as long as the scores stay bounded.
+                return match with { Scores = match.Scores with { Masks = masks }, CausalNote = BoundedNote(causal) };
+            }
+
             break;
         }
 
         return match with { Scores = match.Scores with { Masks = masks } };
     }
+
+    /// <summary>The note of a causal attribute used under <see cref="RewriteOptions.CausalForPaddedRows"/> next to a padding mask.</summary>
+    private static string OptedCausalNote(CausalAlignment alignment, CausalStructure causal)
+    {
+        var note = string.Format(CultureInfo.InvariantCulture, CausalForPaddedRowsNote, alignment);
+        return causal.NeedsBoundedScores ? note + " " + BoundedNote(causal) : note;
+    }
+
+    private static string BoundedNote(CausalStructure causal) =>
+        string.Format(CultureInfo.InvariantCulture, BoundedScoresNote, causal.Fill);
 
     /// <summary>The alignment to write: with Skv proven equal to Sq both are the same mask, and upper-left is the plain one.</summary>
     private static CausalAlignment CausalAttribute(CausalAlignment alignment, Dim queryLength, Dim keyLength) =>
@@ -1277,7 +1315,8 @@ public sealed class ScaledDotProductAttentionRule
         if (wheres.Count == 1)
         {
             var where = wheres[0];
-            if (where.Kind == MaskKind.FiniteFill && where.Fill > CausalMasks.AbsorbingFill)
+            // Padding split off a combined causal mask is added to the scores in the graph, F included, as the op adds its bias.
+            if (where.Kind == MaskKind.FiniteFill && where.Fill > CausalMasks.AbsorbingFill && !(where.HiddenWhereZero && additive.Count == 0))
             {
                 return CheckResult.Refuse(
                     $"Where '{where.Node.DisplayName}' fills masked scores with {where.Fill.ToString(CultureInfo.InvariantCulture)}: s + F differs from F for ordinary scores, so no additive bias reproduces it exactly.");

@@ -18,7 +18,8 @@ internal static class RewriteCommand
     /// <summary>The help text of <c>--causal-padded-rows</c> (rewrite, inspect and verify).</summary>
     public const string CausalPaddedRowsHelp =
         "Use the op's causal attribute for causal masks combined with a finite (finfo.min) padding mask, as GPT-2 exports have. " +
-        "Not exact: query rows whose causally visible keys are all padded may differ from the original; every other row is unchanged.";
+        "Not exact: query rows whose causally visible keys are all padded may differ from the original; every other row is unchanged. " +
+        "Causal masks filled with float16's -65504 get it too, assuming every score lies within +-16384 (a note says so).";
 
     /// <summary>The <c>--causal-padded-rows</c> option.</summary>
     public static Option<bool> CausalPaddedRowsOption() => new("--causal-padded-rows") { Description = CausalPaddedRowsHelp };

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using OrtFlash.GraphRewriter;
+using OrtFlash.GraphRewriter.Graph;
 using OrtFlash.GraphRewriter.Io;
 using OrtFlash.GraphRewriter.Onnx;
 using OrtFlash.GraphRewriter.Report;
@@ -90,17 +91,153 @@ public sealed class CausalForPaddedRowsTests
         });
     }
 
+    /// <summary>
+    /// Float16 Llama fills with finfo(float16).min = −65504, which is not absorbing: under the option it counts as hiding
+    /// on the documented assumption that scores stay within ±16384, and the fusion's note says so. The padding that
+    /// remains is the graph's own value in the graph's type: float16 −65504 where m == 0, else 0.
+    /// </summary>
     [Test]
-    public void Float16LlamaKeepsItsMaskBecauseItsFillIsNotAbsorbing()
+    public void EveryFloat16LlamaBlockGetsTheCausalAttributeAndOnlyThePaddingFeedsTheOp()
     {
-        // finfo(float16).min = −65504 does not absorb ordinary scores (s + F ≠ F), so the mask stays exact as a bias.
-        var report = AttentionFuser.Rewrite(Load("llama-opset17-fp16.onnx"), Opted);
+        var model = Load("llama-opset17-fp16.onnx");
+        var report = AttentionFuser.Rewrite(model, Opted);
+        var flash = FlashNodes(model).ToList();
+        var producers = model.Graph.Node.SelectMany(n => n.Output.Select(o => (o, n))).ToDictionary(p => p.o, p => p.n);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(report.Fused, Is.EqualTo(2));
+            Assert.That(report.Skipped, Is.Empty);
+            Assert.That(flash, Has.Count.EqualTo(2));
+            Assert.That(flash.Select(n => n.Attribute.Single(a => a.Name == "causal").I), Is.All.EqualTo((long)CausalAlignment.LowerRight));
+            Assert.That(report.Fusions.Select(f => f.Masks), Is.All.EquivalentTo(new[] { MaskKind.Causal, MaskKind.FiniteFill }));
+            Assert.That(report.Fusions.Select(f => string.Join(" ", f.Notes)),
+                Is.All.Contains("fully masked by padding").And.All.Contains("-65504").And.All.Contains("±16384"));
+            Assert.That(model.Graph.Node.Select(n => n.OpType), Has.None.AnyOf("ScatterND", "Trilu", "Greater"), "the 4-D mask is no longer built");
+            foreach (var node in flash)
+            {
+                Assert.That(node.Input, Has.Count.EqualTo(4), node.Name);
+                var upstream = Ancestors([node.Input[3]], producers).ToList();
+                Assert.That(upstream.Select(n => n.OpType).ToHashSet(), Is.SubsetOf(new[] { "Where", "Equal", "Cast", "Unsqueeze", "Constant" }), node.Name);
+
+                // The bias is Where(Equal(m, 0), −65504, 0) with both branches float16 constants, the graph's fill exactly.
+                var bias = producers[node.Input[3]];
+                Assert.That(bias.OpType, Is.EqualTo("Where"), node.Name);
+                var branches = bias.Input.Skip(1).Select(i => producers[i].Attribute.Single(a => a.Name == "value").T).ToList();
+                Assert.That(branches.Select(t => (DataType)t.DataType), Is.All.EqualTo(DataType.Float16), node.Name);
+                Assert.That(branches.Select(t => ConstantTensor.FromProto(t)!.Data.Single()), Is.EqualTo(new[] { -65504.0, 0.0 }), node.Name);
+            }
+        });
+    }
+
+    [Test]
+    public void Float16LlamaWithoutTheOptionKeepsItsExactMask()
+    {
+        // finfo(float16).min = −65504 does not absorb scores (s + F ≠ F): by default the mask stays the op's exact bias.
+        var report = AttentionFuser.Rewrite(Load("llama-opset17-fp16.onnx"));
 
         Assert.Multiple(() =>
         {
             Assert.That(report.Fused, Is.EqualTo(2));
             Assert.That(report.Fusions.Select(f => f.Causal), Is.All.EqualTo(CausalAlignment.None));
             Assert.That(report.Fusions.Select(f => f.Masks), Is.All.EquivalentTo(new[] { MaskKind.AdditiveBias }));
+            Assert.That(report.Fusions.SelectMany(f => f.Notes), Has.None.Contains("16384"));
+        });
+    }
+
+    /// <summary>
+    /// The assumption matters, and only the option makes it. A float16 causal mask filled with −65504, scores reaching
+    /// 60000 on a causally hidden key and −20000 on the visible ones: in the graph the hidden key's masked score
+    /// (≈ −5500) beats every visible one, so each row is that key's value. By default the mask stays the op's bias and
+    /// the rewrite computes exactly that; under the option the attribute excludes the key (and the note says what it
+    /// assumed). With ordinary scores both rewrites match the graph.
+    /// </summary>
+    [TestCase(1)]
+    [TestCase(2)]
+    [TestCase(3)]
+    [TestCase(4)]
+    [TestCase(5)]
+    public void Float16ScoresBeyondTheBoundChangeTheResultOnlyUnderTheOption(int seed)
+    {
+        Assume.That(OrtRunner.OpLibraryPath, Is.Not.Null, "libortflash.so not built");
+        const long batch = AttentionModels.Batch, heads = AttentionModels.Heads, dim = AttentionModels.HeadDim;
+        var random = new Random(seed);
+        var s = (long)random.Next(2, 7);
+        var original = AttentionModels.Float16CausalTriuOfLowest();
+        var exact = original.Clone();
+        var opted = original.Clone();
+        var exactReport = AttentionFuser.Rewrite(exact);
+        var optedReport = AttentionFuser.Rewrite(opted, Opted);
+
+        // Query 256 (·1/√8 ≈ 90.5) on the first head dim; the last key 600..700 (score ≈ 54000..63000), hidden from every
+        // row but the last; the others −250..−150 (≈ −22600..−13600).
+        float[] Fill(long count, Func<long, float> first) =>
+            Enumerable.Range(0, (int)count).Select(i => i % dim == 0 ? (float)(Half)first(i / dim) : 0f).ToArray();
+        var large = new Dictionary<string, TestTensor>
+        {
+            ["q"] = new(DataType.Float16, [batch, heads, s, dim], Fill(batch * heads * s * dim, _ => 256)),
+            ["k"] = new(DataType.Float16, [batch, heads, s, dim],
+                Fill(batch * heads * s * dim, j => j % s == s - 1 ? random.Next(600, 700) : -random.Next(150, 250))),
+            ["v"] = TestTensor.Random(random, [batch, heads, s, dim], DataType.Float16),
+        };
+        var ordinary = new Dictionary<string, TestTensor>
+        {
+            ["q"] = TestTensor.Random(random, [batch, heads, s, dim], DataType.Float16, scale: 4),
+            ["k"] = TestTensor.Random(random, [batch, heads, s, dim], DataType.Float16, scale: 4),
+            ["v"] = large["v"],
+        };
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(exactReport.Fusions.Single().Causal, Is.EqualTo(CausalAlignment.None));
+            Assert.That(exactReport.Fusions.Single().Masks, Is.EqualTo(new[] { MaskKind.AdditiveBias }));
+            Assert.That(exactReport.Fusions.Single().Notes, Has.None.Contains("16384"));
+            Assert.That(optedReport.Fusions.Single().Causal, Is.EqualTo(CausalAlignment.UpperLeft));
+            Assert.That(optedReport.Fusions.Single().Notes, Has.One.Contains("±16384").And.Contains("-65504"));
+
+            foreach (var (name, inputs) in new[] { ("ordinary", ordinary), ("large", large) })
+            {
+                var expected = OrtRunner.Run(original, inputs).Values.Single().Data;
+                var byDefault = OrtRunner.Run(exact, inputs, withOpLibrary: true).Values.Single().Data;
+                var underOption = OrtRunner.Run(opted, inputs, withOpLibrary: true).Values.Single().Data;
+                double MaxDifference(float[] actual) => expected.Zip(actual).Max(p => Math.Abs(p.First - p.Second));
+                Assert.That(MaxDifference(byDefault), Is.LessThan(2e-3), $"{name} scores, default rewrite");
+                if (name == "ordinary")
+                {
+                    Assert.That(MaxDifference(underOption), Is.LessThan(2e-3), "ordinary scores, under the option");
+                    continue;
+                }
+
+                // The graph gives every row the last key's value: the hidden one wins wherever it is hidden.
+                for (long x = 0; x < expected.Length; x++)
+                {
+                    var lastKey = (x / (s * dim) * s + s - 1) * dim + x % dim;
+                    Assert.That(expected[x], Is.EqualTo(large["v"].Data[lastKey]).Within(1e-3), $"original, element {x}");
+                }
+
+                Assert.That(MaxDifference(underOption), Is.GreaterThan(0.05), "large scores, under the option: the hidden key is excluded");
+            }
+        });
+    }
+
+    /// <summary>
+    /// The bound is on scale·q·kᵀ alone: with another mask adding its values to the scores (here a 0/−inf padding), a
+    /// −65504 causal fill is left as the exact rewrite leaves it, summed with the padding into the op's bias.
+    /// </summary>
+    [Test]
+    public void AFloat16FillNextToAnAddedMaskStaysAsTheExactRewriteLeavesIt()
+    {
+        var byDefault = AttentionModels.Float16CausalTriuOfLowest(withPadding: true);
+        var opted = byDefault.Clone();
+        var defaultReport = AttentionFuser.Rewrite(byDefault);
+        var optedReport = AttentionFuser.Rewrite(opted, Opted);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(defaultReport.Fused, Is.EqualTo(1));
+            Assert.That(defaultReport.Fusions.Single().Masks, Is.EqualTo(new[] { MaskKind.AdditiveBias, MaskKind.AdditiveBias }));
+            Assert.That(optedReport.ToJson(), Is.EqualTo(defaultReport.ToJson()));
+            Assert.That(opted.ToByteArrayOf(), Is.EqualTo(byDefault.ToByteArrayOf()));
         });
     }
 
@@ -127,6 +264,8 @@ public sealed class CausalForPaddedRowsTests
     [TestCase("llama-opset17.onnx", 0)]
     [TestCase("llama-opset17.onnx", 3)]
     [TestCase("llama-opset14.onnx", 1)]
+    [TestCase("llama-opset17-fp16.onnx", 0)]
+    [TestCase("llama-opset17-fp16.onnx", 3)]
     public void OutputsMatchTheOriginalWithRightPadding(string file, int past)
     {
         var original = Load(file);
@@ -145,9 +284,82 @@ public sealed class CausalForPaddedRowsTests
         Assert.That(report.Passed, Is.True, () => ComparisonReportWriter.ToText(report));
     }
 
+    /// <summary>
+    /// Left padding, as in batched generation, covering the whole causal window of entry 2's first queries. Every other
+    /// row (its hidden state, and the keys and values the second layer caches for it) must match the original; the
+    /// first layer's cache is computed before any attention and must match everywhere.
+    /// </summary>
+    [TestCase("llama-opset17.onnx")]
+    [TestCase("llama-opset17-fp16.onnx")]
+    public void OutputsMatchTheOriginalOnEveryRowWithAnUnpaddedVisibleKey(string file)
+    {
+        Assume.That(OrtRunner.OpLibraryPath, Is.Not.Null, "libortflash.so not built");
+        const int batch = 3, past = 2, s = 6, total = past + s, kvHeads = 2, headDim = 32;
+        int[] padded = [0, 2, 4]; // entry 1's padding ends inside the past; entry 2's covers queries 0 and 1 (positions 2, 3)
+        var original = Load(file);
+        var rewritten = original.Clone();
+        var report = AttentionFuser.Rewrite(rewritten, Opted);
+        Assert.That(report.Fusions.Select(f => f.Causal), Is.All.EqualTo(CausalAlignment.LowerRight));
+
+        var type = (DataType)original.Graph.Input.Single(i => i.Name == "past_key_0").Type.TensorType.ElemType;
+        var random = new Random(11);
+        var inputs = new Dictionary<string, TestTensor>
+        {
+            ["input_ids"] = new(DataType.Int64, [batch, s], Enumerable.Range(0, batch * s).Select(_ => (float)random.Next(128)).ToArray()),
+            ["attention_mask"] = new(DataType.Int64, [batch, total], Enumerable.Range(0, batch * total).Select(i => i % total < padded[i / total] ? 0f : 1f).ToArray()),
+        };
+        foreach (var name in new[] { "past_key_0", "past_value_0", "past_key_1", "past_value_1" })
+        {
+            inputs[name] = TestTensor.Random(random, [batch, kvHeads, past, headDim], type);
+        }
+
+        var expected = OrtRunner.Run(original, inputs);
+        var actual = OrtRunner.Run(rewritten, inputs, withOpLibrary: true);
+        // Query i of entry b (position past + i) sees keys 0..past + i; the row is fully padded when all of them are.
+        bool FullyPadded(long b, long i) => past + i < padded[b];
+        // max |diff| / max |original| over the compared rows (as PyTorchReferenceTests measures).
+        var tolerance = type == DataType.Float16 ? 2e-3 : 1e-5;
+
+        Assert.Multiple(() =>
+        {
+            foreach (var (name, reference) in expected)
+            {
+                var result = actual[name];
+                Assert.That(result.Shape, Is.EqualTo(reference.Shape), name);
+                var hidden = name == "last_hidden_state";
+                var cachedBySecondLayer = name.EndsWith("_1", StringComparison.Ordinal);
+                var scale = reference.Data.Max(MathF.Abs);
+                var compared = 0;
+                var worst = (Difference: 0.0, Where: "");
+                for (var x = 0; x < reference.Data.Length; x++)
+                {
+                    // last_hidden_state (B, S, hidden); present_* (B, Hkv, P + S, D): the row each element belongs to.
+                    var (b, i) = hidden
+                        ? (x / (s * reference.Shape[2]), x / reference.Shape[2] % s)
+                        : (x / (kvHeads * total * headDim), x / headDim % total - past);
+                    if ((hidden || cachedBySecondLayer) && i >= 0 && FullyPadded(b, i))
+                    {
+                        continue;
+                    }
+
+                    compared++;
+                    var difference = Math.Abs(result.Data[x] - reference.Data[x]);
+                    if (!(difference <= worst.Difference))
+                    {
+                        worst = (difference, $"{name}[{x}] (entry {b}, row {i}): {result.Data[x]} vs {reference.Data[x]}");
+                    }
+                }
+
+                Assert.That(worst.Difference / scale, Is.LessThanOrEqualTo(tolerance), $"{worst.Where}, max |original| {scale}");
+                Assert.That(compared, Is.GreaterThan(reference.Data.Length / 2), name);
+            }
+        });
+    }
+
     [TestCase("gpt2-opset17.onnx")]
     [TestCase("gpt2_past-opset17.onnx")]
     [TestCase("llama-opset17.onnx")]
+    [TestCase("llama-opset17-fp16.onnx")]
     [TestCase("bert-opset17.onnx")]
     public void WithoutTheOptionNothingChanges(string file)
     {

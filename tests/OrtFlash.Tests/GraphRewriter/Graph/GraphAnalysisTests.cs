@@ -141,4 +141,24 @@ public class GraphAnalysisTests
 
         Assert.That(analysis.ShapeVector(ValueOf(graph, guarded))!.Select(d => d.ToString()), Is.EqualTo(new[] { "B", "2", "3", "T", "8" }));
     }
+
+    [Test]
+    public void Dims_named_by_onnx_shape_inference_give_way_to_what_the_producer_proves()
+    {
+        // Float16 converters keep value_info in which ONNX shape inference named what it could not work out "unk__N".
+        var b = new ModelBuilder();
+        var x = b.Input("x", DataType.Float16, "B", "S", 4);
+        var transposed = b.Node("Transpose", [x], Ints("perm", 1, 0, 2));
+        var declared = b.Node("Transpose", [x], Ints("perm", 1, 0, 2));
+        b.Graph.ValueInfo.Add(ValueInfo(transposed, DataType.Float16, ["unk__3", "unk__4", 4]));
+        b.Graph.ValueInfo.Add(ValueInfo(declared, DataType.Float16, ["S", "batch", "unk__5"]));
+        var (analysis, graph) = Analyse(b);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(analysis.ShapeOf(ValueOf(graph, transposed))!.Select(d => d.ToString()), Is.EqualTo(new[] { "S", "B", "4" }));
+            Assert.That(analysis.ShapeOf(ValueOf(graph, declared))!.Select(d => d.ToString()), Is.EqualTo(new[] { "S", "batch", "4" }),
+                "other declared names stay");
+        });
+    }
 }

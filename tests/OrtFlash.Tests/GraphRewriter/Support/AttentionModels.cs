@@ -1298,6 +1298,33 @@ internal static class AttentionModels
     private static Dictionary<string, TestTensor> SelfAttentionInputs(Random r, long s, long t) => Qkv(r, s, s);
 
     /// <summary>
+    /// A float16 causal mask filled with finfo(float16).min: scores + Trilu(full((S, T), −65504), k=1), added in float16,
+    /// Softmax in float32. The query is scaled before the score MatMul, so a score can reach float16's range (±65504).
+    /// </summary>
+    /// <param name="withPadding">Whether Where(mask, 0, −inf) of a bool (B, 1, 1, T) input <c>mask</c> (true = keep) is added
+    /// after the causal mask, in float16.</param>
+    internal static ModelProto Float16CausalTriuOfLowest(bool withPadding = false)
+    {
+        var (b, q, k, v) = Bhsd(type: DataType.Float16);
+        var s = b.Node("Slice", [b.Node("Shape", [q]), b.Ints(2), b.Ints(3)]);
+        var t = b.Node("Slice", [b.Node("Shape", [k]), b.Ints(2), b.Ints(3)]);
+        var full = b.Node("ConstantOfShape", [b.Node("Concat", [s, t], Int("axis", 0))],
+            Tensor("value", new ConstantTensor(DataType.Float16, [1], [(double)Half.MinValue])));
+        var causal = b.Node("Trilu", [full, b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))], Int("upper", 1));
+        var scores = Scores(b, b.Node("Mul", [q, b.Scalar(InvSqrtD, DataType.Float16)]), k);
+        var masked = b.Node("Add", [scores, causal]);
+        if (withPadding)
+        {
+            var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+            var padding = b.Node("Where", [mask, b.Scalar(0, DataType.Float16), b.Scalar(float.NegativeInfinity, DataType.Float16)]);
+            masked = b.Node("Add", [masked, padding]);
+        }
+
+        var probabilities = Softmax(b, b.Node("Cast", [masked], Int("to", (long)DataType.Float)));
+        return Finish(b, b.Node("Cast", [probabilities], Int("to", (long)DataType.Float16)), v, DataType.Float16);
+    }
+
+    /// <summary>
     /// HF Llama's <c>_prepare_4d_causal_attention_mask_with_cache_position</c> without an attention mask, as TorchScript
     /// exports it: cache_position = arange(P, P + S) from the past key's length, the (S, T) mask expanded to (B, 1, S, T)
     /// and sliced to the key length per layer.

@@ -52,6 +52,8 @@ add_library(ortflash_cuda STATIC
   ${ORTFLASH_CUDA_DIR}/fwd_hdim256.cu
   ${ORTFLASH_CUDA_DIR}/generic_launch.cu)
 ortflash_cuda_target(ortflash_cuda)
+include(${ORTFLASH_CUDA_DIR}/tiles.cmake)
+ortflash_apply_cuda_tiles(ortflash_cuda)
 target_include_directories(ortflash_cuda PUBLIC ${ORTFLASH_ROOT}/customop/include)
 # Consumers linked by the host compiler (libortflash.so) need the static runtime too; it loads
 # libcuda.so lazily, so the op library still loads where there is no driver.

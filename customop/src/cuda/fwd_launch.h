@@ -31,7 +31,25 @@ struct TileShape {
   int block_n;
   int warps;
 };
+// Tuning builds replace entries: CMake's ORTFLASH_CUDA_TILES (e.g. "128=128,64,4;64=128,128,4")
+// defines ORTFLASH_TILE_<capacity>_{M,N,WARPS}, so a session with a GPU can time
+// candidate shapes without editing code; FwdTraits' static_asserts reject shapes that cannot work.
 constexpr TileShape tile_shape(int head_dim_capacity) {
+#if defined(ORTFLASH_TILE_32_M)
+  if (head_dim_capacity == 32) return TileShape{ORTFLASH_TILE_32_M, ORTFLASH_TILE_32_N, ORTFLASH_TILE_32_WARPS};
+#endif
+#if defined(ORTFLASH_TILE_64_M)
+  if (head_dim_capacity == 64) return TileShape{ORTFLASH_TILE_64_M, ORTFLASH_TILE_64_N, ORTFLASH_TILE_64_WARPS};
+#endif
+#if defined(ORTFLASH_TILE_96_M)
+  if (head_dim_capacity == 96) return TileShape{ORTFLASH_TILE_96_M, ORTFLASH_TILE_96_N, ORTFLASH_TILE_96_WARPS};
+#endif
+#if defined(ORTFLASH_TILE_128_M)
+  if (head_dim_capacity == 128) return TileShape{ORTFLASH_TILE_128_M, ORTFLASH_TILE_128_N, ORTFLASH_TILE_128_WARPS};
+#endif
+#if defined(ORTFLASH_TILE_256_M)
+  if (head_dim_capacity == 256) return TileShape{ORTFLASH_TILE_256_M, ORTFLASH_TILE_256_N, ORTFLASH_TILE_256_WARPS};
+#endif
   return head_dim_capacity == 256  ? TileShape{64, 64, 4}
          : head_dim_capacity >= 96 ? TileShape{128, 32, 4}
                                    : TileShape{128, 64, 4};

@@ -19,7 +19,9 @@ foreach(unit flash_attention_cuda fwd_hdim32 fwd_hdim64 fwd_hdim96 fwd_hdim128 f
   file(CONFIGURE OUTPUT ${wrapper} CONTENT "#include \"${ORTFLASH_CUDA_SOURCE_DIR}/${unit}.cu\"\n")
   list(APPEND ORTFLASH_SIMT_UNITS ${wrapper})
 endforeach()
+include(${ORTFLASH_CUDA_SOURCE_DIR}/tiles.cmake)
 add_library(ortflash_cuda_simt STATIC ${ORTFLASH_SIMT_UNITS})
+ortflash_apply_cuda_tiles(ortflash_cuda_simt)
 target_include_directories(ortflash_cuda_simt PUBLIC ${PROJECT_SOURCE_DIR}/customop/include PRIVATE ${ORTFLASH_CUDA_SOURCE_DIR})
 target_link_libraries(ortflash_cuda_simt PUBLIC ortflash_simt)
 target_compile_options(ortflash_cuda_simt PRIVATE ${ORTFLASH_WARNINGS} -Wno-pedantic -Wno-unknown-pragmas -O2)
@@ -47,6 +49,7 @@ if(ORTFLASH_SANITIZER_TESTS)
   target_link_options(ortflash_simt_sanitized PUBLIC -fsanitize=address,undefined)
 
   add_library(ortflash_cuda_simt_sanitized STATIC ${ORTFLASH_SIMT_UNITS})
+  ortflash_apply_cuda_tiles(ortflash_cuda_simt_sanitized)
   target_include_directories(ortflash_cuda_simt_sanitized PUBLIC ${PROJECT_SOURCE_DIR}/customop/include
                              PRIVATE ${ORTFLASH_CUDA_SOURCE_DIR})
   target_link_libraries(ortflash_cuda_simt_sanitized PUBLIC ortflash_simt_sanitized)

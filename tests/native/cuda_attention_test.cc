@@ -786,6 +786,40 @@ TEST(CudaAttention, GroupedHeadsOfOneDecodingStepShareTheirKeyValueTiles) {
   }
 }
 
+#if defined(ORTFLASH_SIMT)
+// On the emulator the launches can be counted: properties of the kernels' work, not of their timing.
+
+TEST(CudaAttentionWork, LdmatrixReadsAreFreeOfBankConflictsAtEveryHeadDim) {
+  for (int64_t d : {32, 64, 96, 128, 256}) {
+    for (bool with_bias : {false, true}) {  // the plain and the general variant
+      Case c;
+      c.dtype = DType::kFloat16, c.head_dim = c.v_head_dim = d, c.q_len = 70, c.kv_len = 150;
+      c.bias = with_bias ? Broadcast::kPerKey : Broadcast::kNone;
+      simt::take_stats();
+      expect_matches_reference(c, static_cast<uint32_t>(d));
+      const simt::LaunchStats stats = simt::take_stats();
+      EXPECT_GT(stats.ldmatrix, 0u) << "D=" << d;
+      EXPECT_EQ(stats.ldmatrix_conflicts, 0u) << "D=" << d << " bias=" << with_bias;
+    }
+  }
+}
+
+TEST(CudaAttentionWork, GroupedDecodingReadsEachKeyValueTileOncePerGroup) {
+  const auto copies = [](int64_t kv_heads) {
+    Case c;
+    c.dtype = DType::kBFloat16, c.q_len = 1, c.kv_len = 1024, c.q_heads = 8, c.kv_heads = kv_heads;
+    c.head_dim = c.v_head_dim = 128, c.lend_scratch = false;
+    simt::take_stats();
+    expect_matches_reference(c, 90);
+    return simt::take_stats().cp_async;
+  };
+  const uint64_t per_query_head = copies(8);  // 8 key/value heads: one per query head
+  const uint64_t per_group = copies(2);       // 2 key/value heads of 4 query heads each
+  // K and V tiles dominate the copies (the query tile is one row); folding makes them 4x fewer.
+  EXPECT_LT(per_group * 3, per_query_head) << per_group << " vs " << per_query_head;
+}
+#endif
+
 TEST(CudaAttention, SingleKeyGivesThatKeysValue) {
   SKIP_WITHOUT_CUDA_DEVICE();
   for (DType t : kAllTypes) {

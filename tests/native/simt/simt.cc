@@ -259,9 +259,18 @@ struct Chunk {
   bool written = false;
 };
 
-struct Counters {
-  uint64_t mma = 0, ldmatrix = 0, cp_async = 0, barriers = 0, blocks = 0;
-};
+using Counters = LaunchStats;
+
+void add(Counters& into, const Counters& from) {
+  into.mma += from.mma;
+  into.ldmatrix += from.ldmatrix;
+  into.ldmatrix_conflicts += from.ldmatrix_conflicts;
+  into.cp_async += from.cp_async;
+  into.barriers += from.barriers;
+  into.blocks += from.blocks;
+}
+
+thread_local LaunchStats tl_last_stats;
 
 struct Launch {
   const char* launcher;
@@ -523,11 +532,7 @@ void run_worker(Launch& launch) {
   }
   tl_block = nullptr;
   const std::lock_guard<std::mutex> lock(launch.mutex);
-  launch.counters.mma += b.counters.mma;
-  launch.counters.ldmatrix += b.counters.ldmatrix;
-  launch.counters.cp_async += b.counters.cp_async;
-  launch.counters.barriers += b.counters.barriers;
-  launch.counters.blocks += b.counters.blocks;
+  add(launch.counters, b.counters);
 }
 
 int worker_count(uint64_t blocks) {
@@ -548,6 +553,12 @@ std::atomic<uint64_t> launch_counter{0};
 // ---- device side ------------------------------------------------------------------------------
 
 const ThreadContext& context() { return thread().context; }
+
+LaunchStats take_stats() {
+  const LaunchStats stats = tl_last_stats;
+  tl_last_stats = LaunchStats{};
+  return stats;
+}
 
 void syncthreads(const char* site) {
   Block& b = block();
@@ -687,6 +698,14 @@ void ldmatrix_x4(uint32_t (&r)[4], uint32_t smem_addr, bool trans) {
       chunk.readers |= me;
       std::memcpy(slot.rows[l], &b.smem[offset], 16);
     }
+    // Bank conflicts: each 8x8 matrix is one shared-memory wavefront when its 8 row addresses fall
+    // in 8 distinct 16-byte bank groups (the 32 banks of 4 bytes); every repeat costs one more.
+    for (int i = 0; i < 4; ++i) {
+      int per_group[8] = {};
+      int worst = 0;
+      for (int row = 0; row < 8; ++row) worst = std::max(worst, ++per_group[(slot.words[8 * i + row][0] / 16) % 8]);
+      b.counters.ldmatrix_conflicts += static_cast<uint64_t>(worst - 1);
+    }
   }
   const int g = lane / 4, t = lane % 4;
   for (int i = 0; i < 4; ++i) {
@@ -776,12 +795,16 @@ cudaError_t launch_erased(const char* launcher, const void* entry, dim3 grid, di
   for (std::thread& worker : pool) worker.join();
 
   if (std::getenv("SIMT_VERBOSE") != nullptr) {
-    std::fprintf(stderr, "simt: %s grid %u x %u x %u, %u threads, %zu B smem: %llu mma, %llu ldmatrix, %llu cp.async, %llu barriers\n",
+    std::fprintf(stderr,
+                 "simt: %s grid %u x %u x %u, %u threads, %zu B smem: %llu mma, %llu ldmatrix (%llu bank-conflict "
+                 "wavefronts), %llu cp.async, %llu barriers\n",
                  launcher, grid.x, grid.y, grid.z, block_dim.x, dynamic_smem_bytes,
                  static_cast<unsigned long long>(launch.counters.mma), static_cast<unsigned long long>(launch.counters.ldmatrix),
+                 static_cast<unsigned long long>(launch.counters.ldmatrix_conflicts),
                  static_cast<unsigned long long>(launch.counters.cp_async),
                  static_cast<unsigned long long>(launch.counters.barriers));
   }
+  add(tl_last_stats, launch.counters);
   if (launch.failed) {
     tl_failure_message = "simt: " + launch.failure;
     std::fprintf(stderr, "%s\n", tl_failure_message.c_str());

@@ -59,6 +59,13 @@ const ThreadContext& context();
 
 // `site`: "file:line" of the call, so that threads meeting at different __syncthreads are caught.
 void syncthreads(const char* site);
+
+// What the launches of the calling host thread did since the last call (warp-level instruction
+// counts over every block). ldmatrix_conflicts: shared-memory wavefronts beyond one per 8x8 matrix.
+struct LaunchStats {
+  uint64_t mma = 0, ldmatrix = 0, ldmatrix_conflicts = 0, cp_async = 0, barriers = 0, blocks = 0;
+};
+LaunchStats take_stats();
 void syncwarp(unsigned mask);
 uint32_t shfl_xor(unsigned mask, uint32_t value, int lane_mask);
 uint32_t shfl_idx(unsigned mask, uint32_t value, int src_lane);

@@ -192,12 +192,12 @@ stage_digest() {
       kernels=$(wc -l < "$out_dir/ptxas.txt")
       spills=$(awk '$6 != 0 || $8 != 0' "$out_dir/ptxas.txt")
       if [ "$kernels" = 0 ]; then
-        echo "ptxas: no kernel compiled (the build was up to date)"
+        echo "ptxas: no kernel compiled$([ "${result[build]}" = PASS ] && echo " (the build was up to date)")"
       else
         echo "ptxas: $kernels kernels, $(printf '%s' "$spills" | grep -c .) with spills (all in ptxas.txt)"
       fi
       [ -n "$spills" ] && echo "$spills"
-      grep -E "error|CMake Error|not built" "$log" | head -n 20 ;;
+      grep -E "FAILED:|(^|[^W-])error[: ]|fatal|CMake Error|not built" "$log" | head -n 20 ;;
     test|sanitize)  # ctest's and GoogleTest's totals, the tests that did not pass, how many skipped
       {
         grep -E "tests passed|^\[  PASSED  \]|^\[  SKIPPED \] [0-9]+ test|^\[  FAILED  \]|ERROR SUMMARY|No tests" "$log"

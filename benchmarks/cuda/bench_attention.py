@@ -1,13 +1,23 @@
 #!/usr/bin/env python3
-"""Times the OrtFlash CUDA forward kernel against PyTorch's SDPA flash backend and a naive
-matmul-softmax-matmul, in one run on one GPU.
+"""Times the OrtFlash CUDA forward kernel against PyTorch's SDPA and a naive matmul-softmax-matmul, in one
+run on one GPU.
 
-    python3 benchmarks/cuda/bench_attention.py --lib build/gpu-kernels/libortflash_kernels.so
+    python3 benchmarks/cuda/bench_attention.py --lib build/gpu-kernels/libortflash_kernels.so [--mode MODE]
 
-Shapes: fp16 and bf16, head dim 64 (32 heads) and 128 (16 heads), causal and not, sequence length
-S from 512 to 16k at 16k tokens per batch (B = 16384 / S). FLOPs = 4·B·H·S²·D, halved when causal.
-Every configuration first checks that the three outputs agree; timings are the median of
---iters CUDA-event-timed runs after --warmup runs.
+--mode prefill (default): fp16 and bf16, head dim 64 (32 heads) and 128 (16 heads), causal and not,
+sequence length S from 512 to 16k at 16k tokens per batch (B = 16384 / S), against SDPA's flash
+backend. FLOPs = 4·B·H·S²·D, halved when causal.
+
+--mode decode: one query row per head against a KV cache of kv_len keys, fp16 and bf16, head dim 128,
+q_heads:kv_heads 32:8 (grouped, Llama-3-8B), 32:1 (multi-query) and 32:32, B = 1 and 8, kv_len 1k to 64k.
+Decoding is bound by memory: GB/s = bytes of K and V (once per kv head) + Q + out, over the time. SDPA
+is timed with every backend that accepts the shape (flash, efficient, cuDNN) and, for grouped heads,
+with enable_gqa where this PyTorch has it and with K/V repeated to q_heads beforehand (not timed); the
+fastest that agrees is reported, and named. The L2 cache is flushed before every timed run.
+
+--mode all: both tables. Every configuration first checks that the outputs agree; timings are the
+median of --iters CUDA-event-timed runs after --warmup runs. --self-test checks the formulas, the
+argument handling and the table format without a GPU (and without PyTorch).
 """
 
 import argparse
@@ -15,11 +25,18 @@ import ctypes
 import math
 import statistics
 import sys
+import warnings
 
-import torch
-import torch.nn.functional as F
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # --self-test runs without PyTorch
+    torch = None
 
-DTYPES = {"float16": (torch.float16, 1), "bfloat16": (torch.bfloat16, 2)}
+# dtype name -> ortflash::DType code, element size in bytes, max abs error tolerated against SDPA.
+DTYPES = {"float16": (1, 2, 4e-3), "bfloat16": (2, 2, 2e-2)}
+SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION"}
+LLAMA3_8B_HEADS, MQA_HEADS, MHA_HEADS = (32, 8), (32, 1), (32, 32)
 
 
 class AttentionParams(ctypes.Structure):
@@ -52,6 +69,97 @@ class AttentionParams(ctypes.Structure):
         ("masked_rows", ctypes.c_int32),
     ]
 
+
+# ---- Pure parts: arguments, formulas, table rows (no PyTorch, no GPU) ----
+
+def head_counts(text):
+    """'32:8' -> (q_heads, kv_heads); q_heads must be a multiple of kv_heads."""
+    try:
+        q_heads, kv_heads = (int(n) for n in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not q_heads:kv_heads, e.g. 32:8") from None
+    if q_heads < 1 or kv_heads < 1 or q_heads % kv_heads:
+        raise argparse.ArgumentTypeError(f"q_heads {q_heads} is not a positive multiple of kv_heads {kv_heads}")
+    return q_heads, kv_heads
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lib", help="path to libortflash_kernels.so (required unless --self-test)")
+    parser.add_argument("--mode", choices=("prefill", "decode", "all"), default="prefill")
+    parser.add_argument("--self-test", action="store_true", help="check formulas and formatting; no GPU needed")
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=20)
+    prefill = parser.add_argument_group("prefill")
+    prefill.add_argument("--head-dims", nargs="+", type=int, default=[64, 128])
+    prefill.add_argument("--seqlens", nargs="+", type=int, default=[512, 1024, 2048, 4096, 8192, 16384])
+    prefill.add_argument("--tokens", type=int, default=16384, help="tokens per batch (B = tokens / S)")
+    prefill.add_argument("--naive-max-seq", type=int, default=16384, help="skip the naive baseline above this S")
+    decode = parser.add_argument_group("decode")
+    decode.add_argument("--decode-heads", nargs="+", type=head_counts, metavar="HQ:HKV",
+                        default=[LLAMA3_8B_HEADS, MQA_HEADS, MHA_HEADS])
+    decode.add_argument("--decode-head-dim", type=int, default=128)
+    decode.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    decode.add_argument("--kv-lens", nargs="+", type=int, default=[1024, 4096, 16384, 65536])
+    decode.add_argument("--sdpa-backends", nargs="+", choices=list(SDPA_BACKENDS), default=list(SDPA_BACKENDS))
+    decode.add_argument("--l2-flush-mib", type=int, default=256,
+                        help="MiB written before every timed decode run so K/V come from memory (0: no flush)")
+    args = parser.parse_args(argv)
+    if not args.self_test and not args.lib:
+        parser.error("--lib is required")
+    return args
+
+
+def tflops(batch, heads, seq, dim, causal, ms):
+    flops = 4.0 * batch * heads * seq * seq * dim / (2.0 if causal else 1.0)
+    return flops / (ms * 1e-3) / 1e12
+
+
+def decode_bytes(batch, q_heads, kv_heads, kv_len, head_dim, v_head_dim, element_size):
+    """Bytes one decoding step must move: K and V once per kv head, the query row, the output row."""
+    kv = batch * kv_heads * kv_len * (head_dim + v_head_dim)
+    return element_size * (kv + batch * q_heads * (head_dim + v_head_dim))
+
+
+def gbps(nbytes, ms):
+    return nbytes / (ms * 1e-3) / 1e9
+
+
+def decode_shapes(args):
+    """(dtype name, q_heads, kv_heads, batch, kv_len) in table order."""
+    return [(dtype_name, q_heads, kv_heads, batch, kv_len)
+            for dtype_name in args.dtypes
+            for q_heads, kv_heads in args.decode_heads
+            for batch in args.batches
+            for kv_len in args.kv_lens]
+
+
+def prefill_header():
+    return (f"{'dtype':9} {'D':>4} {'H':>3} {'causal':6} {'S':>6} {'B':>3} | "
+            f"{'ortflash':>9} {'sdpa-flash':>10} {'naive':>8} | {'ratio':>6}  {'ms':>8}")
+
+
+def prefill_row(dtype_name, dim, heads, causal, seq, batch, t_ours, t_sdpa, naive_cell, ms_ours):
+    return (f"{dtype_name:9} {dim:>4} {heads:>3} {str(causal):6} {seq:>6} {batch:>3} | "
+            f"{t_ours:9.1f} {t_sdpa:10.1f} {naive_cell:>8} | {t_ours / t_sdpa:6.2f}  {ms_ours:8.3f}")
+
+
+def decode_header():
+    return (f"{'dtype':9} {'Hq':>3} {'Hkv':>3} {'D':>4} {'B':>2} {'kv_len':>6} | "
+            f"{'ortflash':>8} {'sdpa':>8} {'naive':>8} | {'ratio':>6} {'ours us':>9} {'sdpa us':>9}  sdpa variant")
+
+
+def decode_row(dtype_name, q_heads, kv_heads, dim, batch, kv_len, nbytes, ms_ours, ms_sdpa, sdpa_variant, naive_cell):
+    """ms_sdpa None: no SDPA variant ran on this shape."""
+    sdpa_cells = ("n/a", "n/a", "n/a") if ms_sdpa is None else (
+        f"{gbps(nbytes, ms_sdpa):8.1f}", f"{ms_sdpa / ms_ours:6.2f}", f"{ms_sdpa * 1e3:9.1f}")
+    return (f"{dtype_name:9} {q_heads:>3} {kv_heads:>3} {dim:>4} {batch:>2} {kv_len:>6} | "
+            f"{gbps(nbytes, ms_ours):8.1f} {sdpa_cells[0]:>8} {naive_cell:>8} | "
+            f"{sdpa_cells[1]:>6} {ms_ours * 1e3:9.1f} {sdpa_cells[2]:>9}  {sdpa_variant}")
+
+
+# ---- On the GPU ----
 
 def load_library(path):
     lib = ctypes.CDLL(path)
@@ -91,14 +199,17 @@ def ortflash_call(lib, q, k, v, out, dtype_code, causal):
     return run
 
 
-def flash_sdpa_context():
-    """A context manager forcing SDPA's flash backend, whichever API this PyTorch has."""
+def sdpa_context(backend):
+    """A context manager forcing one SDPA backend, whichever API this PyTorch has; None if it has not that one."""
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        return sdpa_kernel(SDPBackend.FLASH_ATTENTION)
     except ImportError:
-        return torch.backends.cuda.sdp_kernel(enable_flash=True, enable_math=False, enable_mem_efficient=False)
+        if backend == "cudnn":
+            return None
+        return torch.backends.cuda.sdp_kernel(enable_flash=backend == "flash", enable_math=False,
+                                              enable_mem_efficient=backend == "efficient")
+    member = getattr(SDPBackend, SDPA_BACKENDS[backend], None)
+    return None if member is None else sdpa_kernel(member)
 
 
 def naive_attention(q, k, v, causal):
@@ -110,12 +221,24 @@ def naive_attention(q, k, v, causal):
     return torch.matmul(torch.softmax(scores, dim=-1), v)
 
 
-def time_ms(fn, warmup, iters):
+def naive_grouped_attention(q, k, v):
+    """Non-causal; the query heads that share a kv head are stacked as rows, so K and V are read once per kv head."""
+    batch, q_heads, q_len, dim = q.shape
+    kv_heads = k.shape[1]
+    rows = q.reshape(batch, kv_heads, q_heads // kv_heads * q_len, dim)
+    scores = torch.matmul(rows, k.transpose(-1, -2)) * (1.0 / math.sqrt(dim))
+    return torch.matmul(torch.softmax(scores, dim=-1), v).reshape(batch, q_heads, q_len, v.shape[-1])
+
+
+def time_ms(fn, warmup, iters, before_each=None):
+    """Median CUDA-event time of fn; before_each (e.g. an L2 flush) runs outside the timed span."""
     for _ in range(warmup):
         fn()
     start = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
     end = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
     for i in range(iters):
+        if before_each is not None:
+            before_each()
         start[i].record()
         fn()
         end[i].record()
@@ -123,37 +246,21 @@ def time_ms(fn, warmup, iters):
     return statistics.median(s.elapsed_time(e) for s, e in zip(start, end))
 
 
-def tflops(batch, heads, seq, dim, causal, ms):
-    flops = 4.0 * batch * heads * seq * seq * dim / (2.0 if causal else 1.0)
-    return flops / (ms * 1e-3) / 1e12
+def max_abs_err(a, b):
+    return (a.float() - b.float()).abs().max().item()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lib", required=True, help="path to libortflash_kernels.so")
-    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
-    parser.add_argument("--head-dims", nargs="+", type=int, default=[64, 128])
-    parser.add_argument("--seqlens", nargs="+", type=int, default=[512, 1024, 2048, 4096, 8192, 16384])
-    parser.add_argument("--tokens", type=int, default=16384, help="tokens per batch (B = tokens / S)")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--naive-max-seq", type=int, default=16384, help="skip the naive baseline above this S")
-    args = parser.parse_args()
-
-    if not torch.cuda.is_available():
-        sys.exit("no CUDA device visible to PyTorch")
-    lib = load_library(args.lib)
-    torch.manual_seed(0)
-    print(f"GPU: {torch.cuda.get_device_name()}  (torch {torch.__version__}, CUDA {torch.version.cuda})")
+def run_prefill(args, lib):
+    """Prints the prefill table; returns the number of configurations that disagreed."""
     print("TFLOP/s = 4*B*H*S^2*D / time (halved when causal); median of", args.iters, "runs")
-    header = f"{'dtype':9} {'D':>4} {'H':>3} {'causal':6} {'S':>6} {'B':>3} | {'ortflash':>9} {'sdpa-flash':>10} {'naive':>8} | {'ratio':>6}  {'ms':>8}"
+    header = prefill_header()
     print(header)
     print("-" * len(header))
 
     mismatches = 0
     for dtype_name in args.dtypes:
-        dtype, dtype_code = DTYPES[dtype_name]
-        atol = 2e-2 if dtype == torch.bfloat16 else 4e-3
+        dtype_code, _, atol = DTYPES[dtype_name]
+        dtype = getattr(torch, dtype_name)
         for dim in args.head_dims:
             heads = 16 if dim >= 128 else 32
             for causal in (False, True):
@@ -167,11 +274,11 @@ def main():
                     def sdpa():
                         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
-                    with flash_sdpa_context():
+                    with sdpa_context("flash"):
                         want = sdpa()
                         ours()
                         torch.cuda.synchronize()
-                        err = (out.float() - want.float()).abs().max().item()
+                        err = max_abs_err(out, want)
                         agree = err <= atol
                         mismatches += not agree
                         ms_ours = time_ms(ours, args.warmup, args.iters)
@@ -180,7 +287,7 @@ def main():
                     naive_cell = "skipped"
                     if seq <= args.naive_max_seq:
                         try:
-                            naive_err = (naive_attention(q, k, v, causal).float() - want.float()).abs().max().item()
+                            naive_err = max_abs_err(naive_attention(q, k, v, causal), want)
                             agree_naive = naive_err <= 4 * atol
                             mismatches += not agree_naive
                             ms_naive = time_ms(lambda: naive_attention(q, k, v, causal), 1, max(3, args.iters // 4))
@@ -193,13 +300,207 @@ def main():
 
                     t_ours = tflops(batch, heads, seq, dim, causal, ms_ours)
                     t_sdpa = tflops(batch, heads, seq, dim, causal, ms_sdpa)
-                    line = (f"{dtype_name:9} {dim:>4} {heads:>3} {str(causal):6} {seq:>6} {batch:>3} | "
-                            f"{t_ours:9.1f} {t_sdpa:10.1f} {naive_cell:>8} | {t_ours / t_sdpa:6.2f}  {ms_ours:8.3f}")
+                    line = prefill_row(dtype_name, dim, heads, causal, seq, batch, t_ours, t_sdpa, naive_cell, ms_ours)
                     if not agree:
                         line += f"  MISMATCH vs sdpa: max abs err {err:.2e} > {atol:.0e}"
                     print(line, flush=True)
                     del q, k, v, out, want
                     torch.cuda.empty_cache()
+    return mismatches
+
+
+def sdpa_decode_layouts(q, k, v):
+    """(name, key, value, extra SDPA arguments) for SDPA: the heads as given (enable_gqa when grouped) and,
+    when grouped, K/V repeated to q_heads beforehand, as a model without grouped-head support would hold them."""
+    group = q.shape[1] // k.shape[1]
+    if group == 1:
+        return [("", k, v, {})]
+    layouts = [("gqa", k, v, {"enable_gqa": True})]
+    try:
+        layouts.append(("rep", k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), {}))
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+    return layouts
+
+
+def sdpa_decode_candidates(q, layouts, backends):
+    """Yields (variant name, backend, fn, output of a first call) for every backend x layout this PyTorch runs.
+    A backend's context manager is single-use: time fn under a fresh sdpa_context(backend)."""
+    for backend in backends:
+        for layout, key, value, extra in layouts:
+            def fn(key=key, value=value, extra=extra):
+                return F.scaled_dot_product_attention(q, key, value, **extra)
+
+            context = sdpa_context(backend)
+            if context is None:
+                break
+            try:
+                with context, warnings.catch_warnings():  # a backend that refuses the shape warns, then raises
+                    warnings.simplefilter("ignore")
+                    got = fn()
+                    torch.cuda.synchronize()
+            except (RuntimeError, TypeError):  # TypeError: no enable_gqa in this PyTorch
+                continue
+            yield f"{backend}/{layout}" if layout else backend, backend, fn, got
+
+
+def time_fastest_sdpa(q, k, v, atol, args, flush):
+    """Runs every SDPA variant, checks each against the first, times those that agree. Returns (first output,
+    its name, fastest time in ms, its name, notes); output and time are None when no variant ran."""
+    want, want_name, best_ms, best_name, notes = None, None, None, "none ran", []
+    for name, backend, fn, got in sdpa_decode_candidates(q, sdpa_decode_layouts(q, k, v), args.sdpa_backends):
+        if want is None:
+            want, want_name = got, name
+        elif max_abs_err(got, want) > atol:
+            notes.append(f"({name} disagrees with {want_name}: not timed)")
+            continue
+        with sdpa_context(backend):
+            ms = time_ms(fn, args.warmup, args.iters, flush)
+        if best_ms is None or ms < best_ms:
+            best_ms, best_name = ms, name
+    return want, want_name, best_ms, best_name, notes
+
+
+def run_decode(args, lib):
+    """Prints the decode table; returns the number of configurations that disagreed."""
+    flush = None
+    if args.l2_flush_mib > 0:
+        flush = torch.empty(args.l2_flush_mib << 20, dtype=torch.uint8, device="cuda").zero_
+    print(f"decode: one query row per head, head dim {args.decode_head_dim}, not causal; GB/s = bytes of K+V "
+          "(once per kv head) + Q + out / time; ratio = sdpa time / ortflash time")
+    l2 = f"L2 flushed ({args.l2_flush_mib} MiB written) before each" if flush is not None else "L2 not flushed"
+    print(f"median of {args.iters} runs, {l2}; sdpa = the fastest agreeing of backends {' '.join(args.sdpa_backends)}"
+          " x layouts (gqa: enable_gqa=True; rep: K/V repeated to Hq heads beforehand, not timed)")
+    header = decode_header()
+    print(header)
+    print("-" * len(header))
+
+    dim = args.decode_head_dim
+    mismatches = 0
+    for dtype_name, q_heads, kv_heads, batch, kv_len in decode_shapes(args):
+        dtype_code, element_size, atol = DTYPES[dtype_name]
+        dtype = getattr(torch, dtype_name)
+        nbytes = decode_bytes(batch, q_heads, kv_heads, kv_len, dim, dim, element_size)
+        q = torch.randn((batch, q_heads, 1, dim), device="cuda", dtype=dtype)
+        k, v = (torch.randn((batch, kv_heads, kv_len, dim), device="cuda", dtype=dtype) for _ in range(2))
+        out = torch.empty_like(q)
+        ours = ortflash_call(lib, q, k, v, out, dtype_code, causal=False)
+        ours()
+        want, want_name, ms_sdpa, sdpa_name, notes = time_fastest_sdpa(q, k, v, atol, args, flush)
+        torch.cuda.empty_cache()
+
+        naive_cell = "oom"
+        try:
+            naive_out = naive_grouped_attention(q, k, v)
+            if want is None:
+                want, want_name = naive_out, "naive"
+            elif max_abs_err(naive_out, want) > 4 * atol:
+                notes.append(f"naive MISMATCH {max_abs_err(naive_out, want):.2e}")
+                mismatches += 1
+            del naive_out
+            ms_naive = time_ms(lambda: naive_grouped_attention(q, k, v), 1, max(3, args.iters // 4), flush)
+            naive_cell = f"{gbps(nbytes, ms_naive):8.1f}"
+        except torch.cuda.OutOfMemoryError:
+            pass
+        torch.cuda.empty_cache()
+
+        err = max_abs_err(out, want) if want is not None else math.nan
+        if not err <= atol:
+            notes.insert(0, f"MISMATCH vs {want_name}: max abs err {err:.2e} > {atol:.0e}")
+            mismatches += 1
+        ms_ours = time_ms(ours, args.warmup, args.iters, flush)
+        line = decode_row(dtype_name, q_heads, kv_heads, dim, batch, kv_len, nbytes, ms_ours, ms_sdpa, sdpa_name,
+                          naive_cell)
+        print(line + "".join("  " + note for note in notes), flush=True)
+        del q, k, v, out, want
+        torch.cuda.empty_cache()
+    return mismatches
+
+
+# ---- Self-test (no GPU) ----
+
+def self_test():
+    checks = []
+
+    def check(name, condition):
+        checks.append(name)
+        if not condition:
+            sys.exit(f"self-test failed: {name}")
+
+    defaults = parse_args(["--lib", "x.so"])
+    check("default mode is prefill", defaults.mode == "prefill")
+    check("decode defaults", defaults.decode_heads == [(32, 8), (32, 1), (32, 32)]
+          and defaults.batches == [1, 8] and defaults.kv_lens == [1024, 4096, 16384, 65536])
+    args = parse_args(["--mode", "decode", "--self-test", "--decode-heads", "32:8", "8:8", "--kv-lens", "4096"])
+    check("heads parsed as pairs", args.decode_heads == [(32, 8), (8, 8)] and args.lib is None)
+    for bad in (["--decode-heads", "32:5", "--lib", "x"], ["--decode-heads", "32", "--lib", "x"], [], ["--mode", "x"]):
+        try:
+            with open("/dev/null", "w") as devnull:
+                saved, sys.stderr = sys.stderr, devnull
+                try:
+                    parse_args(bad)
+                finally:
+                    sys.stderr = saved
+            check(f"{bad} rejected", False)
+        except SystemExit as e:
+            check(f"{bad} rejected", e.code == 2)
+    shapes = decode_shapes(parse_args(["--lib", "x"]))
+    check("decode shapes: 2 dtypes x 3 head pairs x 2 batches x 4 kv_lens", len(shapes) == 48
+          and shapes[0] == ("float16", 32, 8, 1, 1024) and shapes[-1] == ("bfloat16", 32, 32, 8, 65536))
+
+    check("tflops", math.isclose(tflops(1, 1, 1000, 1000, False, 1.0), 4.0)
+          and math.isclose(tflops(2, 1, 1000, 1000, True, 1.0), 4.0))
+    # Llama-3-8B step at 4k keys, fp16: K+V = 8 heads * 4096 * 256 * 2 B, Q = out = 32 * 128 * 2 B.
+    nbytes = decode_bytes(1, 32, 8, 4096, 128, 128, 2)
+    check("decode bytes", nbytes == 16_777_216 + 16_384)
+    check("GB/s", math.isclose(gbps(nbytes, 0.01), 1679.36))
+
+    # The prefill rows must stay as they were (earlier runs' tables are compared against new ones).
+    check("prefill header", prefill_header() ==
+          "dtype        D   H causal      S   B |  ortflash sdpa-flash    naive |  ratio        ms")
+    check("prefill row", prefill_row("bfloat16", 128, 16, True, 2048, 8, 312.456, 298.1, f"{45.67:8.1f}", 1.23456) ==
+          "bfloat16   128  16 True     2048   8 |     312.5      298.1     45.7 |   1.05     1.235")
+    check("prefill row, naive skipped", prefill_row("float16", 64, 32, False, 16384, 1, 1, 2, "skipped", 3).endswith(
+          "  skipped |   0.50     3.000"))
+    row = decode_row("float16", 32, 8, 128, 1, 4096, nbytes, 0.01, 0.02, "flash/gqa", "  1.0")
+    check("decode row lines up with its header", row.index("|") == decode_header().index("|")
+          and row.rindex("|") == decode_header().rindex("|") and row.endswith("  flash/gqa"))
+    check("decode row numbers", "  1679.4    839.7" in row and "  2.00      10.0      20.0" in row)
+    check("decode row without sdpa", "n/a" in decode_row("float16", 32, 8, 128, 1, 4096, nbytes, 0.01, None,
+                                                          "none ran", "  1.0"))
+
+    if torch is None:
+        print(f"self-test passed: {len(checks)} checks (no PyTorch: the naive grouped attention was not checked)")
+        return
+    torch.manual_seed(0)
+    for q_heads, kv_heads, q_len in ((32, 8, 1), (4, 1, 3), (6, 6, 2)):
+        q = torch.randn(2, q_heads, q_len, 16, dtype=torch.float64)
+        k, v = (torch.randn(2, kv_heads, 37, 16, dtype=torch.float64) for _ in range(2))
+        group = q_heads // kv_heads
+        want = naive_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), False)
+        check(f"naive grouped attention {q_heads}:{kv_heads}", torch.allclose(naive_grouped_attention(q, k, v), want))
+    print(f"self-test passed: {len(checks)} checks (torch {torch.__version__})")
+
+
+def main():
+    args = parse_args()
+    if args.self_test:
+        self_test()
+        return
+    if torch is None:
+        sys.exit("PyTorch is not installed")
+    if not torch.cuda.is_available():
+        sys.exit("no CUDA device visible to PyTorch")
+    lib = load_library(args.lib)
+    torch.manual_seed(0)
+    print(f"GPU: {torch.cuda.get_device_name()}  (torch {torch.__version__}, CUDA {torch.version.cuda})")
+    mismatches = 0
+    if args.mode in ("prefill", "all"):
+        mismatches += run_prefill(args, lib)
+    if args.mode in ("decode", "all"):
+        if args.mode == "all":
+            print()
+        mismatches += run_decode(args, lib)
     if mismatches:
         sys.exit(f"{mismatches} configuration(s) disagreed with SDPA")
 

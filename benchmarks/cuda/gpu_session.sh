@@ -4,13 +4,15 @@
 #
 #   bash benchmarks/cuda/gpu_session.sh [--stages build,test,sanitize,bench,decode] [--quick] [--dry-run]
 #        [--budget SECONDS] [--stage-timeout STAGE=SECONDS]... [--arch CMAKE_CUDA_ARCH] [--out DIR]
-#        [--build-dir DIR] [--python PYTHON] [--bench-args "ARGS"] [--decode-args "ARGS"]
+#        [--build-dir DIR] [--python PYTHON] [--bench-args "ARGS"] [--decode-args "ARGS"] [--tiles "SHAPES"]
 #
 # Stages run in the order above under `timeout`, each capped by its own limit and by what is left of
 # --budget (default 570 s, a 600 s device call less the time to write the summary). A failed stage does
 # not stop the next ones; the stages that need the build are skipped when it failed. --quick runs a
 # subset (tests: CudaSanitizerSubset + MatchesReference; bench: fp16 D128 S 2048/8192; decode: 2 shapes).
 # --dry-run prints what would run, with the limits, and needs no GPU. Exit 0 when every stage passed.
+# --tiles "128=128,64,8;64=128,128,8" builds candidate tile shapes (CMake ORTFLASH_CUDA_TILES) into
+# build/gpu-kernels-tuned (unless --build-dir) for timing against the default build's numbers.
 set -uo pipefail
 
 readonly ALL_STAGES=(build test sanitize bench decode)
@@ -25,9 +27,9 @@ usage() { sed -n '2,13s/^# \{0,1\}//p' "$0"; exit "${1:-0}"; }
 die() { echo "gpu_session.sh: $*" >&2; echo "run with --help for the options" >&2; exit 2; }
 
 stages_arg=$(IFS=,; echo "${ALL_STAGES[*]}")
-quick=0 dry_run=0 budget=570 arch="" python=python3 bench_args="" decode_args=""
+quick=0 dry_run=0 budget=570 arch="" python=python3 bench_args="" decode_args="" tiles=""
 out_dir=${OUT:-build/gpu-session}
-build_dir=build/gpu-kernels
+build_dir=""
 declare -A limit_override=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -46,12 +48,18 @@ while [ $# -gt 0 ]; do
     --python) [ $# -ge 2 ] || die "--python needs a value"; python=$2; shift ;;
     --bench-args) [ $# -ge 2 ] || die "--bench-args needs a value"; bench_args=$2; shift ;;
     --decode-args) [ $# -ge 2 ] || die "--decode-args needs a value"; decode_args=$2; shift ;;
+    --tiles)
+      [ $# -ge 2 ] || die "--tiles needs a value"
+      [[ $2 =~ ^((32|64|96|128|256)=[0-9]+,[0-9]+,[0-9]+;?)+$ ]] ||
+        die "--tiles '$2' is not 'capacity=block_m,block_n,warps;...' (capacities 32 64 96 128 256)"
+      tiles=$2; shift ;;
     -h|--help) usage 0 ;;
     *) die "unknown argument '$1'" ;;
   esac
   shift
 done
 [[ $budget =~ ^[0-9]+$ ]] || die "--budget '$budget' is not a number of seconds"
+[ -n "$build_dir" ] || { [ -n "$tiles" ] && build_dir=build/gpu-kernels-tuned || build_dir=build/gpu-kernels; }
 
 declare -A selected=()
 IFS=, read -r -a requested <<< "$stages_arg"
@@ -79,6 +87,7 @@ stage_command() {
       local configure="cmake -S benchmarks/cuda -B $(q "$build_dir") -DORTFLASH_GTEST_SOURCE_DIR=$(q "$PWD/.gtest")"
       configure+=" -DORTFLASH_CUDA_TESTS_WERROR=OFF -DORTFLASH_CUDA_PTXAS_VERBOSE=ON"
       [ -n "$arch" ] && configure+=" -DORTFLASH_CUDA_ARCHITECTURES=$(q "$arch")"
+      configure+=" -DORTFLASH_CUDA_TILES=$(q "$tiles")"  # empty: the default shapes (also resets a reused cache)
       command -v ninja >/dev/null 2>&1 && configure+=" -G Ninja"
       echo "$configure && cmake --build $(q "$build_dir") -j $(nproc)" ;;
     test)

@@ -187,8 +187,8 @@ enum class Layout {
   kDense,        // BHSD, packed
   kSeqMajor,     // BSHD memory (heads interleaved per position), as many exporters produce
   kPaddedRows,   // rows padded to a multiple of 8 elements plus 8 (still 16-byte aligned)
-  kOddStrides,   // rows padded by one element: not 16-byte aligned, generic kernel
-  kOffsetBase,   // base pointers one element past an aligned address: generic kernel
+  kOddStrides,   // rows padded by one element: not 16-byte aligned, tiled SIMT kernel
+  kOffsetBase,   // base pointers one element past an aligned address: tiled SIMT kernel
 };
 
 // Broadcast shapes of bias/keep over (B, H, Sq, Skv).
@@ -557,7 +557,9 @@ TEST(CudaAttention, HeadDimsBetweenKernelsArePaddedToTheNextOne) {
   }
 }
 
-TEST(CudaAttention, OddHeadDimsAndFloat32RunOnTheGenericKernel) {
+// Float32, and 16-bit head dims the tensor cores do not take: the tiled SIMT kernel up to 128, the
+// generic kernel above (264).
+TEST(CudaAttention, OddHeadDimsAndFloat32RunOnTheSimtKernels) {
   SKIP_WITHOUT_CUDA_DEVICE();
   for (DType t : kAllTypes) {
     for (int64_t d : {1, 7, 33, 100, 264}) {
@@ -907,16 +909,20 @@ TEST(CudaSanitizerSubset, SmallShapesOnEveryKernel) {
     c.dtype = DType::kBFloat16, c.q_len = 70, c.kv_len = 100, c.head_dim = c.v_head_dim = d;
     expect_matches_reference(c, 72);
   }
-  Case generic;
-  generic.dtype = DType::kFloat32, generic.q_len = 19, generic.kv_len = 45, generic.head_dim = 33, generic.v_head_dim = 17;
-  generic.causal = CausalAlignment::kUpperLeft;
-  expect_matches_reference(generic, 73);
+  Case tiled;
+  tiled.dtype = DType::kFloat32, tiled.q_len = 19, tiled.kv_len = 45, tiled.head_dim = 33, tiled.v_head_dim = 17;
+  tiled.causal = CausalAlignment::kUpperLeft;
+  expect_matches_reference(tiled, 73);
+  Case generic;  // head dims above the tiled kernel's 128
+  generic.dtype = DType::kFloat32, generic.q_len = 9, generic.kv_len = 40, generic.head_dim = 136, generic.v_head_dim = 200;
+  generic.causal = CausalAlignment::kLowerRight, generic.keep = Broadcast::kPerKey;
+  expect_matches_reference(generic, 76);
   Case split;
   split.dtype = DType::kFloat16, split.q_len = 1, split.kv_len = 3001, split.head_dim = split.v_head_dim = 64;
   expect_matches_reference(split, 74);
-  Case split_generic = split;
-  split_generic.dtype = DType::kFloat32;
-  expect_matches_reference(split_generic, 75);
+  Case split_tiled = split;  // float32: the tiled SIMT kernel with splits
+  split_tiled.dtype = DType::kFloat32;
+  expect_matches_reference(split_tiled, 75);
 }
 
 }  // namespace

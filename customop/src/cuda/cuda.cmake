@@ -50,7 +50,8 @@ add_library(ortflash_cuda STATIC
   ${ORTFLASH_CUDA_DIR}/fwd_hdim96.cu
   ${ORTFLASH_CUDA_DIR}/fwd_hdim128.cu
   ${ORTFLASH_CUDA_DIR}/fwd_hdim256.cu
-  ${ORTFLASH_CUDA_DIR}/generic_launch.cu)
+  ${ORTFLASH_CUDA_DIR}/generic_launch.cu
+  ${ORTFLASH_CUDA_DIR}/tiled_launch.cu)
 ortflash_cuda_target(ortflash_cuda)
 include(${ORTFLASH_CUDA_DIR}/tiles.cmake)
 ortflash_apply_cuda_tiles(ortflash_cuda)

@@ -155,14 +155,26 @@ AttentionParams fold_query_heads_into_rows(const AttentionParams& a) {
   return f;
 }
 
-// Kernel families. A Hopper path (wgmma + TMA, built for sm_90a) is meant to become a third entry,
-// chosen for major == 9 when the build has it.
-enum class FwdPath { kTensorCoreSm80, kGeneric };
+// Kernel families: tensor cores (16-bit, sm_80+, aligned rows), the tiled SIMT kernel (everything
+// else with head dims up to 128: float32 above all), the generic kernel (the rest). A Hopper path
+// (wgmma + TMA, built for sm_90a) is meant to become another entry, chosen for major == 9 when the
+// build has it.
+enum class FwdPath { kTensorCoreSm80, kTiled, kGeneric };
 
-// Smallest tensor-core head-dim capacity that holds both head dims, or 0 when none does.
-int head_dim_capacity(int64_t head_dim, int64_t v_head_dim) {
-  for (int capacity : cuda::kTensorCoreHeadDims) {
+// Smallest capacity of `capacities` that holds both head dims, or 0 when none does.
+template <size_t N>
+int head_dim_capacity(const int (&capacities)[N], int64_t head_dim, int64_t v_head_dim) {
+  for (int capacity : capacities) {
     if (std::max(head_dim, v_head_dim) <= capacity) return capacity;
+  }
+  return 0;
+}
+
+int head_dim_capacity(FwdPath path, int64_t head_dim, int64_t v_head_dim) {
+  switch (path) {
+    case FwdPath::kTensorCoreSm80: return head_dim_capacity(cuda::kTensorCoreHeadDims, head_dim, v_head_dim);
+    case FwdPath::kTiled: return head_dim_capacity(cuda::kTiledHeadDims, head_dim, v_head_dim);
+    case FwdPath::kGeneric: return 0;
   }
   return 0;
 }
@@ -177,13 +189,14 @@ bool rows_in_16_byte_chunks(const void* base, const int64_t* stride) {
 FwdPath choose_path(const AttentionParams& a, const DeviceInfo& device) {
   const bool sixteen_bit = a.dtype == DType::kFloat16 || a.dtype == DType::kBFloat16;
   const bool tensor_core_shape = a.head_dim > 0 && a.head_dim % 8 == 0 && a.v_head_dim % 8 == 0 &&
-                                 head_dim_capacity(a.head_dim, a.v_head_dim) != 0;
+                                 head_dim_capacity(FwdPath::kTensorCoreSm80, a.head_dim, a.v_head_dim) != 0;
   const bool tensor_core_layout = rows_in_16_byte_chunks(a.q, a.q_stride) &&
                                   (a.kv_len == 0 || (rows_in_16_byte_chunks(a.k, a.k_stride) &&
                                                      rows_in_16_byte_chunks(a.v, a.v_stride))) &&
                                   is_aligned(a.out, 4) && a.out_stride[0] % 2 == 0 && a.out_stride[1] % 2 == 0 &&
                                   a.out_stride[2] % 2 == 0;
   if (sixteen_bit && device.major >= 8 && tensor_core_shape && tensor_core_layout) return FwdPath::kTensorCoreSm80;
+  if (head_dim_capacity(FwdPath::kTiled, a.head_dim, a.v_head_dim) != 0) return FwdPath::kTiled;
   return FwdPath::kGeneric;
 }
 
@@ -218,13 +231,24 @@ std::string launch_tensor_core(int capacity, const FwdParams& p, cudaStream_t st
 }
 
 template <class T>
+std::string launch_tiled(int capacity, const FwdParams& p, cudaStream_t stream) {
+  return capacity <= 64 ? cuda::launch_tiled_fwd<cuda::TiledTraitsFor<T, 64>>(p, stream)
+                        : cuda::launch_tiled_fwd<cuda::TiledTraitsFor<T, 128>>(p, stream);
+}
+
+template <class T>
 std::string launch_forward(FwdPath path, int capacity, const FwdParams& p, cudaStream_t stream) {
   std::string error;
-  if constexpr (sizeof(T) == 2) {
-    error = path == FwdPath::kTensorCoreSm80 ? launch_tensor_core<T>(capacity, p, stream)
-                                             : cuda::launch_generic_fwd<T>(p, stream);
-  } else {
-    error = cuda::launch_generic_fwd<T>(p, stream);  // choose_path never picks tensor cores for fp32
+  switch (path) {
+    case FwdPath::kTensorCoreSm80:
+      if constexpr (sizeof(T) == 2) {
+        error = launch_tensor_core<T>(capacity, p, stream);
+      } else {
+        error = "flash_attention_cuda: no tensor-core kernel for float32";  // choose_path never asks for one
+      }
+      break;
+    case FwdPath::kTiled: error = launch_tiled<T>(capacity, p, stream); break;
+    case FwdPath::kGeneric: error = cuda::launch_generic_fwd<T>(p, stream); break;
   }
   if (error.empty() && p.num_splits > 1) error = cuda::launch_combine_splits<T>(p, stream);
   return error;
@@ -252,12 +276,14 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   if (std::string error = query_device(device); !error.empty()) return error;
   FwdParams p = make_fwd_params(params);
   const FwdPath path = choose_path(params, device);
-  const int capacity = path == FwdPath::kTensorCoreSm80 ? head_dim_capacity(params.head_dim, params.v_head_dim) : 0;
+  const int capacity = head_dim_capacity(path, params.head_dim, params.v_head_dim);
 
   int64_t blocks = 0;
   int64_t key_tiles = 0;
-  if (path == FwdPath::kTensorCoreSm80) {
-    const cuda::TileShape tile = cuda::tile_shape(capacity);
+  if (path != FwdPath::kGeneric) {
+    const cuda::TileShape tile = path == FwdPath::kTensorCoreSm80
+                                     ? cuda::tile_shape(capacity)
+                                     : cuda::TileShape{64, cuda::tiled_block_n(capacity), 8};
     blocks = (params.q_len + tile.block_m - 1) / tile.block_m * params.q_heads * params.batch;
     key_tiles = (params.kv_len + tile.block_n - 1) / tile.block_n;
   } else {

@@ -14,6 +14,7 @@
 #include "fwd_kernel.cuh"
 #include "fwd_launch.h"
 #include "generic_kernel.cuh"
+#include "tiled_kernel.cuh"
 
 namespace ortflash::cuda {
 
@@ -84,6 +85,8 @@ template <class Tr>
 inline DynamicSmemLimit flash_fwd_smem_limit;
 template <class T>
 inline DynamicSmemLimit generic_fwd_smem_limit;
+template <class Tr>
+inline DynamicSmemLimit tiled_fwd_smem_limit;
 
 template <class Tr>
 std::string launch_flash_fwd(const FwdParams& p, cudaStream_t stream) {
@@ -95,6 +98,18 @@ std::string launch_flash_fwd(const FwdParams& p, cudaStream_t stream) {
     return error;
   ORTFLASH_LAUNCH(kernel, static_cast<unsigned>(blocks), Tr::kThreads, Tr::kSmemBytes, stream, p);
   return check_launch("flash_fwd_kernel launch");
+}
+
+template <class Tr>
+std::string launch_tiled_fwd(const FwdParams& p, cudaStream_t stream) {
+  const int64_t m_blocks = (p.q_len + Tr::kBlockM - 1) / Tr::kBlockM;
+  const int64_t blocks = m_blocks * p.num_splits * p.q_heads * p.batch;
+  if (blocks > INT_MAX) return "tiled_fwd_kernel: " + std::to_string(blocks) + " thread blocks exceed the grid limit";
+  auto kernel = &tiled_fwd_kernel<Tr>;
+  if (auto error = tiled_fwd_smem_limit<Tr>.allow(kernel, Tr::kSmemBytes, "tiled_fwd_kernel"); !error.empty())
+    return error;
+  ORTFLASH_LAUNCH(kernel, static_cast<unsigned>(blocks), Tr::kThreads, Tr::kSmemBytes, stream, p);
+  return check_launch("tiled_fwd_kernel launch");
 }
 
 template <class T>

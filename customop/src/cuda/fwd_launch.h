@@ -12,6 +12,7 @@
 
 #include "fwd_params.cuh"
 #include "fwd_traits.cuh"
+#include "tiled_kernel.cuh"
 
 namespace ortflash::cuda {
 
@@ -71,6 +72,16 @@ std::string launch_flash_fwd(const FwdParams& p, cudaStream_t stream);
 
 template <class T>
 std::string launch_generic_fwd(const FwdParams& p, cudaStream_t stream);
+
+// The tiled SIMT kernel (tiled_kernel.cuh): fp32 arithmetic on any element type, head dims up to a
+// capacity of 64 or 128 (keys per tile 64 or 32, to fit 99 KiB of shared memory).
+constexpr int kTiledHeadDims[] = {64, 128};
+constexpr int tiled_block_n(int head_dim_capacity) { return head_dim_capacity <= 64 ? 64 : 32; }
+template <class T, int kHeadDim>
+using TiledTraitsFor = TiledTraits<T, kHeadDim, tiled_block_n(kHeadDim)>;
+
+template <class Tr>
+std::string launch_tiled_fwd(const FwdParams& p, cudaStream_t stream);
 
 template <class T>
 std::string launch_combine_splits(const FwdParams& p, cudaStream_t stream);

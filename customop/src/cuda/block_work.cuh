@@ -1,0 +1,50 @@
+// OrtFlash CUDA — which query rows and key tiles a thread block of a tiled forward kernel (tensor-core
+// or SIMT) works on. Tr supplies kBlockM (query rows per block) and kBlockN (keys per tile).
+#pragma once
+
+#include "cuda_compat.cuh"
+#include "fwd_params.cuh"
+
+namespace ortflash::cuda {
+
+// Which query rows and key tiles a block works on.
+struct BlockWork {
+  int batch;
+  int head;
+  int split;
+  int m0;              // first query row
+  int tile_begin;      // key tiles [tile_begin, tile_end)
+  int tile_end;
+};
+
+template <class Tr>
+__device__ __forceinline__ BlockWork block_work(const FwdParams& p) {
+  const int num_m_blocks = (p.q_len + Tr::kBlockM - 1) / Tr::kBlockM;
+  // Query blocks vary fastest, so blocks running together share one head's K/V in L2.
+  // 32-bit division: the grid has at most 2^31 - 1 blocks (checked at launch).
+  unsigned index = blockIdx.x;
+  const int m_slot = static_cast<int>(index % unsigned(num_m_blocks));
+  index /= unsigned(num_m_blocks);
+  BlockWork w;
+  w.split = static_cast<int>(index % unsigned(p.num_splits));
+  index /= unsigned(p.num_splits);
+  w.head = static_cast<int>(index % unsigned(p.q_heads));
+  w.batch = static_cast<int>(index / unsigned(p.q_heads));
+  // Causal: the blocks with the most visible keys (the last rows) start first.
+  const int m_block = p.causal ? num_m_blocks - 1 - m_slot : m_slot;
+  w.m0 = m_block * Tr::kBlockM;
+
+  int key_end = p.kv_len;
+  if (p.causal) {
+    const int last_row = min(w.m0 + Tr::kBlockM, p.q_len) - 1;
+    key_end = max(0, min(key_end, last_row + p.causal_offset + 1));
+  }
+  const int visible_tiles = (key_end + Tr::kBlockN - 1) / Tr::kBlockN;
+  const int all_tiles = (p.kv_len + Tr::kBlockN - 1) / Tr::kBlockN;
+  const int tiles_per_split = (all_tiles + p.num_splits - 1) / p.num_splits;
+  w.tile_begin = w.split * tiles_per_split;
+  w.tile_end = min(visible_tiles, w.tile_begin + tiles_per_split);
+  return w;
+}
+
+}  // namespace ortflash::cuda

@@ -103,6 +103,7 @@ public sealed class VerifyCommandTests
         yield return new TestCaseData("provider", "--provider must be cpu, cuda or auto").SetName("BadInputExitsTwo(unknown provider)");
         yield return new TestCaseData("rtol", "--rtol must be a non-negative number").SetName("BadInputExitsTwo(negative --rtol)");
         yield return new TestCaseData("threads", "--threads must be an integer ≥ 0").SetName("BadInputExitsTwo(malformed --threads)");
+        yield return new TestCaseData("dim", "--dim must be NAME=SIZE").SetName("BadInputExitsTwo(malformed --dim)");
         yield return new TestCaseData("unknown", "unexpected argument").SetName("BadInputExitsTwo(extra argument)");
     }
 
@@ -120,6 +121,7 @@ public sealed class VerifyCommandTests
             "provider" => [Bert, "--provider", "tpu"],
             "rtol" => [Bert, "--rtol", "-1"],
             "threads" => [Bert, "--threads", "-1"],
+            "dim" => [Bert, "--dim", "height"],
             _ => [Bert, Bert, "extra"],
         };
         var before = Directory.GetFiles(folder);

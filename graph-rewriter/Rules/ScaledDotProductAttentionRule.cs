@@ -730,8 +730,8 @@ public sealed class ScaledDotProductAttentionRule
 
     /// <summary>
     /// A Cast that loses nothing: to float from float, float16 or bfloat16 (exporters emit
-    /// float→float no-ops for <c>.float()</c>); the op computes scores in float anyway. Also to float64 (torch 1.13
-    /// exports Gemma-2's <c>torch.where(window, finfo.min, mask)</c> as a float64 mask, and widens the scores to add it):
+    /// float→float no-ops for <c>.float()</c>); the op computes scores in float anyway. Also to float64 (<c>.double()</c>,
+    /// or a mask an exporter typed float64, as torch 1.13 types the Python-float fill of <c>torch.where(c, finfo.min, m)</c>):
     /// <see cref="CheckFloat64"/> limits what may follow.
     /// </summary>
     private Node? Widening(Value value) =>

@@ -127,7 +127,7 @@ internal static class AttentionModels
             new(KeyLayout.Rank3, ScalePlacement.QueryBeforeHeadSplit, 1.0f), NoReferenceProbe: true);
         yield return new("CLIP: a causal triu(full(finfo.min), 1) and a padding mask, each added on a view of its own (merged and split again between)",
             ClipTwoViews, ClipInputs, new(KeyLayout.Rank3, ScalePlacement.QueryBeforeHeadSplit, 1.0f, NoteContains: "kept as a mask input"), NoReferenceProbe: true);
-        yield return new("Gemma-2 as torch 1.13 exports it: softcapped scores widened to float64 for a float64 sliding-window mask of 0 and finfo.min",
+        yield return new("Softcapped scores widened to float64 for a float64 sliding-window mask of 0 and finfo.min (a Gemma-2 mask typed float64)",
             () => Float64Scores(Float64Variant.SlidingWindow), SlidingWindowInputs, new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, Softcap: 2.0f,
             NoteContains: "converted from Double to Float"));
         yield return new("GPT-2: no-op Cast, finite causal Where, then padding Add", Gpt2WhereThenAdd, AdditiveMaskInputs(FloatMin),
@@ -1360,8 +1360,8 @@ internal static class AttentionModels
     }
 
     /// <summary>
-    /// Gemma-2 (HF ~4.44) as torch 1.13 exports it: scores · scaling, softcap c·tanh(s/c), then Cast to float64 for the mask
-    /// torch.where(window, finfo.min, mask) made float64 by its Python scalar: here Where(window, finfo.min, Where(keep, 0,
+    /// Gemma-2-style scores · scaling and softcap c·tanh(s/c), then Cast to float64 for a float64 mask (torch 1.13 types the
+    /// Python-float fill of torch.where(window, finfo.min, mask) as float64): here Where(window, finfo.min, Where(keep, 0,
     /// finfo.min)) in float64, (B, 1, S, T); Softmax in float64; Cast back to float; MatMul with V.
     /// </summary>
     private static ModelProto Float64Scores(Float64Variant variant)

@@ -67,6 +67,11 @@ whisper_openai  OpenAI Whisper: q and k each multiplied by (n_state // n_head) *
                 from the traced shape, K permuted (0, 2, 3, 1) (no separate transpose), causal
                 buffer triu(-inf, 1) sliced [:n_ctx, :n_ctx] and added, qk.float() softmax
                 .to(q.dtype); audio encoder (no mask) + text decoder (self + cross attention).
+gpt_neox        HF GPT-NeoX / Pythia (transformers ~4.36 eager): fused query_key_value split per head,
+                partial rotary (rotary_pct 0.25), q and k viewed as (B*H, S, D),
+                torch.baddbmm(zeros, q, k^T, beta=1.0, alpha=norm_factor = 1/sqrt(d)), view(B, H, S, T)
+                never merged back, torch.where(bool causal buffer slice, scores, finfo.min), + padding
+                mask (1 - m) * finfo.min, softmax, matmul with the 4-D value; parallel residual.
 
 Variants: every family at opset 14 and 17 (sdpa* only there: the symbolic needs Trilu-14),
 bert_legacy also at 11 and 12, gpt2 and distilbert also at 12, `-nofold` files exported with
@@ -1222,6 +1227,128 @@ class WhisperOpenAI(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# GPT-NeoX / Pythia (HF ~4.36 eager): fused QKV per head, partial rotary, torch.baddbmm on 3-D (B*H, S, D)
+# tensors into a zeros tensor, view(B, H, S, T), causal torch.where on the bool buffer slice, + padding mask
+# --------------------------------------------------------------------------------------------
+class GPTNeoXRotaryEmbedding(nn.Module):
+    def __init__(self, dim, max_position_embeddings, base=10000):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+        t = torch.arange(max_position_embeddings, dtype=torch.int64).type_as(inv_freq)
+        freqs = torch.outer(t, inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos_cached", emb.cos(), persistent=False)
+        self.register_buffer("sin_cached", emb.sin(), persistent=False)
+
+    def forward(self, x, seq_len):
+        return self.cos_cached[:seq_len].to(dtype=x.dtype), self.sin_cached[:seq_len].to(dtype=x.dtype)
+
+
+def neox_apply_rotary_pos_emb(q, k, cos, sin, position_ids, unsqueeze_dim=1):
+    cos = cos[position_ids].unsqueeze(unsqueeze_dim)
+    sin = sin[position_ids].unsqueeze(unsqueeze_dim)
+    q_embed = (q * cos) + (rotate_half(q) * sin)
+    k_embed = (k * cos) + (rotate_half(k) * sin)
+    return q_embed, k_embed
+
+
+class GPTNeoXAttention(nn.Module):
+    def __init__(self, hidden_size, num_heads, rotary_pct, max_positions):
+        super().__init__()
+        self.num_attention_heads = num_heads
+        self.hidden_size = hidden_size
+        self.head_size = hidden_size // num_heads
+        self.rotary_ndims = int(self.head_size * rotary_pct)
+        self.register_buffer("bias", torch.tril(torch.ones((max_positions, max_positions), dtype=torch.bool)).view(
+            1, 1, max_positions, max_positions), persistent=False)
+        self.rotary_emb = GPTNeoXRotaryEmbedding(self.rotary_ndims, max_positions)
+        self.norm_factor = self.head_size ** -0.5
+        self.query_key_value = nn.Linear(hidden_size, 3 * hidden_size)
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.attention_dropout = nn.Dropout(0.0)
+
+    def forward(self, hidden_states, attention_mask, position_ids):
+        qkv = self.query_key_value(hidden_states)
+        new_qkv_shape = qkv.size()[:-1] + (self.num_attention_heads, 3 * self.head_size)
+        qkv = qkv.view(*new_qkv_shape)
+        query = qkv[..., : self.head_size].permute(0, 2, 1, 3)
+        key = qkv[..., self.head_size: 2 * self.head_size].permute(0, 2, 1, 3)
+        value = qkv[..., 2 * self.head_size:].permute(0, 2, 1, 3)
+        query_rot = query[..., : self.rotary_ndims]
+        query_pass = query[..., self.rotary_ndims:]
+        key_rot = key[..., : self.rotary_ndims]
+        key_pass = key[..., self.rotary_ndims:]
+        seq_len = key.shape[-2]
+        cos, sin = self.rotary_emb(value, seq_len=seq_len)
+        query, key = neox_apply_rotary_pos_emb(query_rot, key_rot, cos, sin, position_ids)
+        query = torch.cat((query, query_pass), dim=-1)
+        key = torch.cat((key, key_pass), dim=-1)
+        attn_output = self._attn(query, key, value, attention_mask)
+        attn_output = self._merge_heads(attn_output)
+        return self.dense(attn_output)
+
+    def _merge_heads(self, tensor):
+        tensor = tensor.permute(0, 2, 1, 3).contiguous()
+        return tensor.view(tensor.size(0), tensor.size(1), self.num_attention_heads * self.head_size)
+
+    def _attn(self, query, key, value, attention_mask=None):
+        batch_size, num_attention_heads, query_length, attn_head_size = query.size()
+        key_length = key.size(-2)
+        causal_mask = self.bias[:, :, key_length - query_length: key_length, :key_length]
+        query = query.view(batch_size * num_attention_heads, query_length, attn_head_size)
+        key = key.view(batch_size * num_attention_heads, key_length, attn_head_size)
+        attn_scores = torch.zeros(batch_size * num_attention_heads, query_length, key_length, dtype=query.dtype,
+                                  device=key.device)
+        attn_scores = torch.baddbmm(attn_scores, query, key.transpose(1, 2), beta=1.0, alpha=self.norm_factor)
+        attn_scores = attn_scores.view(batch_size, num_attention_heads, query_length, key_length)
+        mask_value = torch.finfo(attn_scores.dtype).min
+        mask_value = torch.tensor(mask_value, dtype=attn_scores.dtype).to(attn_scores.device)
+        attn_scores = torch.where(causal_mask, attn_scores, mask_value)
+        if attention_mask is not None:
+            attn_scores = attn_scores + attention_mask
+        attn_weights = nn.functional.softmax(attn_scores, dim=-1)
+        attn_weights = attn_weights.to(value.dtype)
+        attn_weights = self.attention_dropout(attn_weights)
+        return torch.matmul(attn_weights, value)
+
+
+class GPTNeoXLayer(nn.Module):
+    def __init__(self, hidden, heads, rotary_pct, max_positions):
+        super().__init__()
+        self.input_layernorm = nn.LayerNorm(hidden, eps=1e-5)
+        self.post_attention_layernorm = nn.LayerNorm(hidden, eps=1e-5)
+        self.attention = GPTNeoXAttention(hidden, heads, rotary_pct, max_positions)
+        self.dense_h_to_4h = nn.Linear(hidden, 4 * hidden)
+        self.dense_4h_to_h = nn.Linear(4 * hidden, hidden)
+
+    def forward(self, hidden_states, attention_mask, position_ids):
+        attn_output = self.attention(self.input_layernorm(hidden_states), attention_mask, position_ids)
+        # use_parallel_residual (Pythia): x + attn(ln1(x)) + mlp(ln2(x))
+        mlp_output = self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(self.post_attention_layernorm(hidden_states))))
+        return mlp_output + attn_output + hidden_states
+
+
+class GPTNeoX(nn.Module):
+    def __init__(self, vocab=128, hidden=64, heads=4, layers=2, rotary_pct=0.25, max_positions=64):
+        super().__init__()
+        self.embed_in = nn.Embedding(vocab, hidden)
+        self.layers = nn.ModuleList([GPTNeoXLayer(hidden, heads, rotary_pct, max_positions) for _ in range(layers)])
+        self.final_layer_norm = nn.LayerNorm(hidden, eps=1e-5)
+
+    def forward(self, input_ids, attention_mask):
+        batch_size, seq_length = input_ids.shape
+        position_ids = torch.arange(0, seq_length, dtype=torch.long).unsqueeze(0)
+        attention_mask = attention_mask.view(batch_size, -1)
+        attention_mask = attention_mask[:, None, None, :]
+        attention_mask = attention_mask.to(dtype=self.embed_in.weight.dtype)
+        attention_mask = (1.0 - attention_mask) * torch.finfo(self.embed_in.weight.dtype).min
+        hidden_states = self.embed_in(input_ids)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, attention_mask, position_ids)
+        return self.final_layer_norm(hidden_states)
+
+
+# --------------------------------------------------------------------------------------------
 # Family table: constructor, example inputs, I/O description, expectations for the manifest
 # --------------------------------------------------------------------------------------------
 B, S = 2, 7          # reference batch: sequence 1 is right-padded (last 3 positions masked)
@@ -1500,6 +1627,17 @@ FAMILIES = {
              "division n_state // n_head from the traced shape); decoder self-attention adds Slice(Slice(triu(-inf,"
              "1) buffer [32,32])) (top-left, no cache); Cast(FLOAT) before (qk.float()) and after Softmax "
              "(.to(q.dtype)), both no-ops in fp32; encoder and cross-attention unmasked"),
+    "gpt_neox": dict(
+        spec=_text_family(GPTNeoX, 128), opsets=[14, 17],
+        blocks=[("decoder self-attention", "bottom-right")] * 2, heads=(4, 4), head_dim=16, kv_cache=False,
+        scale=16 ** -0.5,
+        tags="fused query_key_value Linear -> Reshape(B,S,H,3D) -> Slice per q/k/v -> Transpose(0,2,1,3); partial rotary "
+             "(RoPE on the first 4 of 16 dims from cos/sin buffers gathered by position_ids, Concat with the rest); Q = "
+             "Reshape(B*H,S,D), K = Transpose(0,2,1)(Reshape(B*H,T,D)); torch.baddbmm(zeros, q, k^T, beta=1.0, alpha=0.25) = "
+             "Add(Mul(MatMul, 0.25), Mul(ConstantOfShape((B*H,S,T)) zeros, 1.0)); Reshape(B,H,S,T), a view never merged back; "
+             "Where(Slice(Slice(bias tril bool [1,1,64,64], rows T-S:T), :T), scores, finfo.min) (scores at input 1, True = "
+             "keep); Add((1-m)*finfo.min (B,1,1,T)); Softmax(axis=-1) on the view; Cast(FLOAT) no-op; MatMul with the 4-D "
+             "(B,H,T,D) value; S == T here"),
 }
 
 # Extra files: (family, opset, variant)

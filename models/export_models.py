@@ -72,6 +72,10 @@ gpt_neox        HF GPT-NeoX / Pythia (transformers ~4.36 eager): fused query_key
                 torch.baddbmm(zeros, q, k^T, beta=1.0, alpha=norm_factor = 1/sqrt(d)), view(B, H, S, T)
                 never merged back, torch.where(bool causal buffer slice, scores, finfo.min), + padding
                 mask (1 - m) * finfo.min, softmax, matmul with the 4-D value; parallel residual.
+opt             HF OPT (~4.30): BART's attention (q_proj(x) * scaling, 3-D bmm) with
+                view -> + causal_and_padding_mask -> torch.max(w, torch.tensor(finfo.min)) -> view; the
+                decoder mask is the causal and the padding mask summed (-inf where both hide); learned
+                positions from cumsum(attention_mask).
 
 Variants: every family at opset 14 and 17 (sdpa* only there: the symbolic needs Trilu-14),
 bert_legacy also at 11 and 12, gpt2 and distilbert also at 12, `-nofold` files exported with
@@ -1349,6 +1353,84 @@ class GPTNeoX(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# OPT (HF ~4.30): BART's attention with a clamp: view -> + mask -> torch.max(w, finfo.min) -> view
+# --------------------------------------------------------------------------------------------
+class OPTAttention(BartAttention):
+    def forward(self, hidden_states, attention_mask=None):
+        bsz, tgt_len, _ = hidden_states.size()
+        query_states = self.q_proj(hidden_states) * self.scaling
+        key_states = self._shape(self.k_proj(hidden_states), -1, bsz)
+        value_states = self._shape(self.v_proj(hidden_states), -1, bsz)
+        proj_shape = (bsz * self.num_heads, -1, self.head_dim)
+        query_states = self._shape(query_states, tgt_len, bsz).view(*proj_shape)
+        key_states = key_states.view(*proj_shape)
+        value_states = value_states.view(*proj_shape)
+        src_len = key_states.size(1)
+        attn_weights = torch.bmm(query_states, key_states.transpose(1, 2))
+        if attention_mask is not None:
+            attn_weights = attn_weights.view(bsz, self.num_heads, tgt_len, src_len) + attention_mask
+            attn_weights = torch.max(attn_weights, torch.tensor(torch.finfo(attn_weights.dtype).min))
+            attn_weights = attn_weights.view(bsz * self.num_heads, tgt_len, src_len)
+        attn_weights = nn.functional.softmax(attn_weights, dim=-1)
+        attn_probs = nn.functional.dropout(attn_weights, p=0.0, training=self.training)
+        attn_output = torch.bmm(attn_probs, value_states)
+        attn_output = attn_output.view(bsz, self.num_heads, tgt_len, self.head_dim)
+        attn_output = attn_output.transpose(1, 2)
+        attn_output = attn_output.reshape(bsz, tgt_len, self.embed_dim)
+        return self.out_proj(attn_output)
+
+
+class OPTDecoderLayer(nn.Module):
+    def __init__(self, d, heads, ffn):
+        super().__init__()
+        self.self_attn = OPTAttention(d, heads)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, ffn)
+        self.fc2 = nn.Linear(ffn, d)
+        self.final_layer_norm = nn.LayerNorm(d)
+
+    def forward(self, x, mask):
+        # do_layer_norm_before=True (every OPT size but 350m)
+        x = x + self.self_attn(self.self_attn_layer_norm(x), attention_mask=mask)
+        return x + self.fc2(F.relu(self.fc1(self.final_layer_norm(x))))
+
+
+class OPTLearnedPositionalEmbedding(nn.Embedding):
+    offset = 2
+
+    def __init__(self, num_embeddings, embedding_dim):
+        super().__init__(num_embeddings + self.offset, embedding_dim)
+
+    def forward(self, attention_mask, past_key_values_length=0):
+        attention_mask = attention_mask.long()
+        positions = (torch.cumsum(attention_mask, dim=1).type_as(attention_mask) * attention_mask).long() - 1
+        positions = positions[:, past_key_values_length:]
+        return super().forward(positions + self.offset)
+
+
+class OPT(nn.Module):
+    def __init__(self, vocab=128, d=64, heads=2, ffn=128, layers=2, max_pos=64):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(vocab, d)
+        self.embed_positions = OPTLearnedPositionalEmbedding(max_pos, d)
+        self.layers = nn.ModuleList([OPTDecoderLayer(d, heads, ffn) for _ in range(layers)])
+        self.final_layer_norm = nn.LayerNorm(d)
+
+    def forward(self, input_ids, attention_mask):
+        input_shape = input_ids.size()
+        inputs_embeds = self.embed_tokens(input_ids)
+        # _prepare_decoder_attention_mask: the causal and the padding mask, each finfo.min where hidden, summed
+        # (finfo.min + finfo.min = -inf where both hide; the clamp in the attention turns that back into finfo.min).
+        combined_attention_mask = _make_causal_mask(input_shape, inputs_embeds.dtype)
+        expanded_attn_mask = _expand_mask(attention_mask, inputs_embeds.dtype, tgt_len=input_shape[-1])
+        causal_attention_mask = expanded_attn_mask + combined_attention_mask
+        x = inputs_embeds + self.embed_positions(attention_mask)
+        for layer in self.layers:
+            x = layer(x, causal_attention_mask)
+        return self.final_layer_norm(x)
+
+
+# --------------------------------------------------------------------------------------------
 # Family table: constructor, example inputs, I/O description, expectations for the manifest
 # --------------------------------------------------------------------------------------------
 B, S = 2, 7          # reference batch: sequence 1 is right-padded (last 3 positions masked)
@@ -1638,6 +1720,15 @@ FAMILIES = {
              "Where(Slice(Slice(bias tril bool [1,1,64,64], rows T-S:T), :T), scores, finfo.min) (scores at input 1, True = "
              "keep); Add((1-m)*finfo.min (B,1,1,T)); Softmax(axis=-1) on the view; Cast(FLOAT) no-op; MatMul with the 4-D "
              "(B,H,T,D) value; S == T here"),
+    "opt": dict(
+        spec=_text_family(OPT, 128), opsets=[14, 17],
+        blocks=[("decoder self-attention", "top-left")] * 2, heads=(2, 2), head_dim=32, kv_cache=False,
+        scale=32 ** -0.5,
+        tags="q_proj(x) * scaling (Mul 0.1767767 before the head split); 3-D (B*H,S,D) bmm, K Reshape(B*H,T,D) -> "
+             "Transpose(0,2,1); Reshape(B,H,S,T) -> Add(mask) -> Max(x, finfo.min) (torch.max clamp) -> Reshape(B*H,S,T); "
+             "mask (B,1,S,T) = _expand_mask padding + _make_causal_mask, each finfo.min where it hides, summed (-inf where "
+             "both hide, which the clamp turns back into finfo.min); positions (cumsum(m) * m) - 1 through CumSum; pre-LN "
+             "decoder layers; Softmax(axis=-1) on the 3-D tensor"),
 }
 
 # Extra files: (family, opset, variant)

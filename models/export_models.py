@@ -76,6 +76,9 @@ opt             HF OPT (~4.30): BART's attention (q_proj(x) * scaling, 3-D bmm) 
                 view -> + causal_and_padding_mask -> torch.max(w, torch.tensor(finfo.min)) -> view; the
                 decoder mask is the causal and the padding mask summed (-inf where both hide); learned
                 positions from cumsum(attention_mask).
+clip_text       HF CLIP text encoder (~4.30): q_proj(x) * scale, 3-D bmm, the causal mask
+                (torch.empty().fill_(finfo.min).triu_(1)) and the _expand_mask padding mask added one after
+                the other, each through view(B, H, S, T) -> + mask -> view(B*H, S, T).
 
 Variants: every family at opset 14 and 17 (sdpa* only there: the symbolic needs Trilu-14),
 bert_legacy also at 11 and 12, gpt2 and distilbert also at 12, `-nofold` files exported with
@@ -1431,6 +1434,86 @@ class OPT(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# CLIP text encoder (HF ~4.30): BART-style 3-D attention with the causal and the padding mask added
+# one after the other, each through its own view(B, H, S, T) -> + mask -> view(B*H, S, T)
+# --------------------------------------------------------------------------------------------
+class CLIPAttention(BartAttention):
+    def __init__(self, embed_dim, num_heads):
+        super().__init__(embed_dim, num_heads)
+        self.scale = self.head_dim ** -0.5
+
+    def forward(self, hidden_states, attention_mask=None, causal_attention_mask=None):
+        bsz, tgt_len, embed_dim = hidden_states.size()
+        query_states = self.q_proj(hidden_states) * self.scale
+        key_states = self._shape(self.k_proj(hidden_states), -1, bsz)
+        value_states = self._shape(self.v_proj(hidden_states), -1, bsz)
+        proj_shape = (bsz * self.num_heads, -1, self.head_dim)
+        query_states = self._shape(query_states, tgt_len, bsz).view(*proj_shape)
+        key_states = key_states.view(*proj_shape)
+        value_states = value_states.view(*proj_shape)
+        src_len = key_states.size(1)
+        attn_weights = torch.bmm(query_states, key_states.transpose(1, 2))
+        if causal_attention_mask is not None:
+            attn_weights = attn_weights.view(bsz, self.num_heads, tgt_len, src_len) + causal_attention_mask
+            attn_weights = attn_weights.view(bsz * self.num_heads, tgt_len, src_len)
+        if attention_mask is not None:
+            attn_weights = attn_weights.view(bsz, self.num_heads, tgt_len, src_len) + attention_mask
+            attn_weights = attn_weights.view(bsz * self.num_heads, tgt_len, src_len)
+        attn_weights = nn.functional.softmax(attn_weights, dim=-1)
+        attn_probs = nn.functional.dropout(attn_weights, p=0.0, training=self.training)
+        attn_output = torch.bmm(attn_probs, value_states)
+        attn_output = attn_output.view(bsz, self.num_heads, tgt_len, self.head_dim)
+        attn_output = attn_output.transpose(1, 2)
+        attn_output = attn_output.reshape(bsz, tgt_len, embed_dim)
+        return self.out_proj(attn_output)
+
+
+def _quick_gelu(x):
+    return x * torch.sigmoid(1.702 * x)
+
+
+class CLIPEncoderLayer(nn.Module):
+    def __init__(self, d, heads, ffn):
+        super().__init__()
+        self.self_attn = CLIPAttention(d, heads)
+        self.layer_norm1 = nn.LayerNorm(d, eps=1e-5)
+        self.fc1 = nn.Linear(d, ffn)
+        self.fc2 = nn.Linear(ffn, d)
+        self.layer_norm2 = nn.LayerNorm(d, eps=1e-5)
+
+    def forward(self, x, attention_mask, causal_attention_mask):
+        x = x + self.self_attn(self.layer_norm1(x), attention_mask, causal_attention_mask)
+        return x + self.fc2(_quick_gelu(self.fc1(self.layer_norm2(x))))
+
+
+class CLIPTextTransformer(nn.Module):
+    def __init__(self, vocab=128, d=64, heads=4, ffn=128, layers=2, max_pos=32):
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab, d)
+        self.position_embedding = nn.Embedding(max_pos, d)
+        self.register_buffer("position_ids", torch.arange(max_pos).expand((1, -1)))
+        self.layers = nn.ModuleList([CLIPEncoderLayer(d, heads, ffn) for _ in range(layers)])
+        self.final_layer_norm = nn.LayerNorm(d, eps=1e-5)
+
+    @staticmethod
+    def _build_causal_attention_mask(bsz, seq_len, dtype):
+        mask = torch.empty(bsz, seq_len, seq_len, dtype=dtype)
+        mask.fill_(torch.tensor(torch.finfo(dtype).min))
+        mask.triu_(1)
+        return mask.unsqueeze(1)
+
+    def forward(self, input_ids, attention_mask):
+        bsz, seq_len = input_ids.shape
+        position_ids = self.position_ids[:, :seq_len]
+        x = self.token_embedding(input_ids) + self.position_embedding(position_ids)
+        causal_attention_mask = self._build_causal_attention_mask(bsz, seq_len, x.dtype)
+        mask = _expand_mask(attention_mask, x.dtype)
+        for layer in self.layers:
+            x = layer(x, mask, causal_attention_mask)
+        return self.final_layer_norm(x)
+
+
+# --------------------------------------------------------------------------------------------
 # Family table: constructor, example inputs, I/O description, expectations for the manifest
 # --------------------------------------------------------------------------------------------
 B, S = 2, 7          # reference batch: sequence 1 is right-padded (last 3 positions masked)
@@ -1729,6 +1812,15 @@ FAMILIES = {
              "mask (B,1,S,T) = _expand_mask padding + _make_causal_mask, each finfo.min where it hides, summed (-inf where "
              "both hide, which the clamp turns back into finfo.min); positions (cumsum(m) * m) - 1 through CumSum; pre-LN "
              "decoder layers; Softmax(axis=-1) on the 3-D tensor"),
+    "clip_text": dict(
+        spec=_text_family(CLIPTextTransformer, 128), opsets=[14, 17],
+        blocks=[("causal self-attention", "top-left")] * 2, heads=(4, 4), head_dim=16, kv_cache=False,
+        scale=16 ** -0.5,
+        tags="q_proj(x) * scale (Mul 0.25 before the head split); 3-D bmm as BART; the causal and the padding mask are added "
+             "one after the other, each on a view of its own: Reshape(B,H,S,T) -> Add(causal) -> Reshape(B*H,S,T) -> "
+             "Reshape(B,H,S,T) -> Add(padding) -> Reshape(B*H,S,T); causal (B,1,S,S) = Unsqueeze(Trilu(k=1, upper) of "
+             "ConstantOfShape(finfo.min)) (torch.empty().fill_(finfo.min).triu_(1)), padding (B,1,S,T) = _expand_mask "
+             "Where(Cast(bool, 1-m), finfo.min, 1-m); quick_gelu pre-LN encoder; Softmax(axis=-1) on the 3-D tensor"),
 }
 
 # Extra files: (family, opset, variant)

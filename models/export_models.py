@@ -79,6 +79,12 @@ opt             HF OPT (~4.30): BART's attention (q_proj(x) * scaling, 3-D bmm) 
 clip_text       HF CLIP text encoder (~4.30): q_proj(x) * scale, 3-D bmm, the causal mask
                 (torch.empty().fill_(finfo.min).triu_(1)) and the _expand_mask padding mask added one after
                 the other, each through view(B, H, S, T) -> + mask -> view(B*H, S, T).
+gemma2          HF Gemma-2 (~4.44 eager): GQA (Hq=4, Hkv=2), RoPE, scaling = query_pre_attn_scalar ** -0.5,
+                logit softcapping tanh(scores / cap) * cap after the scaling, the Llama-style 4-D causal +
+                padding mask, sliding-window layers (even layers) hiding keys j <= i - window with
+                mask.masked_fill(tril(ones_like(mask), -window), finfo.min) (HF's torch.where with a Python
+                float exports a float64 fill under torch 1.13, which ONNX Runtime refuses to load);
+                softmax(dtype=float32).
 
 Variants: every family at opset 14 and 17 (sdpa* only there: the symbolic needs Trilu-14),
 bert_legacy also at 11 and 12, gpt2 and distilbert also at 12, `-nofold` files exported with
@@ -1514,6 +1520,124 @@ class CLIPTextTransformer(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# Gemma-2 (HF ~4.44 eager): GQA, scaling = query_pre_attn_scalar ** -0.5, logit softcapping tanh(w / c) * c,
+# 4-D causal mask, sliding-window layers (every even layer) hide keys j <= i - window with torch.where
+# --------------------------------------------------------------------------------------------
+class Gemma2RMSNorm(nn.Module):
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.randn(dim) * 0.1)
+
+    def forward(self, x):
+        output = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        return (output * (1.0 + self.weight.float())).type_as(x)
+
+
+class Gemma2Attention(nn.Module):
+    def __init__(self, hidden, heads, kv_heads, head_dim, query_pre_attn_scalar, softcap, sliding_window):
+        super().__init__()
+        self.num_heads = heads
+        self.num_key_value_heads = kv_heads
+        self.num_key_value_groups = heads // kv_heads
+        self.head_dim = head_dim
+        self.scaling = query_pre_attn_scalar ** -0.5
+        self.attn_logit_softcapping = softcap
+        self.sliding_window = sliding_window
+        self.q_proj = nn.Linear(hidden, heads * head_dim, bias=False)
+        self.k_proj = nn.Linear(hidden, kv_heads * head_dim, bias=False)
+        self.v_proj = nn.Linear(hidden, kv_heads * head_dim, bias=False)
+        self.o_proj = nn.Linear(heads * head_dim, hidden, bias=False)
+
+    def forward(self, hidden_states, position_embeddings, attention_mask):
+        bsz, q_len, _ = hidden_states.size()
+        query_states = self.q_proj(hidden_states).view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+        key_states = self.k_proj(hidden_states).view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+        value_states = self.v_proj(hidden_states).view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+        cos, sin = position_embeddings
+        query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
+        key_states = repeat_kv(key_states, self.num_key_value_groups)
+        value_states = repeat_kv(value_states, self.num_key_value_groups)
+        attn_weights = torch.matmul(query_states, key_states.transpose(2, 3)) * self.scaling
+        if self.attn_logit_softcapping is not None:
+            attn_weights = attn_weights / self.attn_logit_softcapping
+            attn_weights = torch.tanh(attn_weights)
+            attn_weights = attn_weights * self.attn_logit_softcapping
+        if attention_mask is not None:
+            causal_mask = attention_mask[:, :, :, : key_states.shape[-2]]
+            attn_weights = attn_weights + causal_mask
+        attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query_states.dtype)
+        attn_output = torch.matmul(attn_weights, value_states)
+        attn_output = attn_output.transpose(1, 2).contiguous().view(bsz, q_len, -1)
+        return self.o_proj(attn_output)
+
+
+class Gemma2DecoderLayer(nn.Module):
+    def __init__(self, hidden, heads, kv_heads, head_dim, intermediate, query_pre_attn_scalar, softcap, sliding_window,
+                 layer_idx):
+        super().__init__()
+        self.is_sliding = not bool(layer_idx % 2)
+        self.sliding_window = sliding_window
+        self.self_attn = Gemma2Attention(hidden, heads, kv_heads, head_dim, query_pre_attn_scalar, softcap,
+                                         sliding_window if self.is_sliding else None)
+        self.input_layernorm = Gemma2RMSNorm(hidden)
+        self.post_attention_layernorm = Gemma2RMSNorm(hidden)
+        self.pre_feedforward_layernorm = Gemma2RMSNorm(hidden)
+        self.post_feedforward_layernorm = Gemma2RMSNorm(hidden)
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, hidden_states, position_embeddings, attention_mask):
+        if self.is_sliding and attention_mask is not None:
+            min_dtype = torch.finfo(hidden_states.dtype).min
+            sliding_window_mask = torch.tril(torch.ones_like(attention_mask, dtype=torch.bool),
+                                             diagonal=-self.sliding_window)
+            # HF writes torch.where(sliding_window_mask, min_dtype, attention_mask). torch 1.13 exports that Where with
+            # a float64 fill next to the float32 mask, a model ONNX Runtime refuses to load (and casts the scores to
+            # float64 to add it); masked_fill computes the same and exports the float32 Where newer exporters give.
+            attention_mask = attention_mask.masked_fill(sliding_window_mask, min_dtype)
+        residual = hidden_states
+        hidden_states = self.input_layernorm(hidden_states)
+        hidden_states = self.self_attn(hidden_states, position_embeddings, attention_mask)
+        hidden_states = self.post_attention_layernorm(hidden_states)
+        hidden_states = residual + hidden_states
+        residual = hidden_states
+        hidden_states = self.pre_feedforward_layernorm(hidden_states)
+        hidden_states = self.down_proj(F.gelu(self.gate_proj(hidden_states), approximate="tanh") *
+                                       self.up_proj(hidden_states))
+        hidden_states = self.post_feedforward_layernorm(hidden_states)
+        return residual + hidden_states
+
+
+class Gemma2(nn.Module):
+    def __init__(self, vocab=128, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128, layers=2,
+                 query_pre_attn_scalar=24, softcap=5.0, sliding_window=4):
+        super().__init__()
+        self.hidden = hidden
+        self.embed_tokens = nn.Embedding(vocab, hidden)
+        self.layers = nn.ModuleList([Gemma2DecoderLayer(hidden, heads, kv_heads, head_dim, intermediate,
+                                                        query_pre_attn_scalar, softcap, sliding_window, i)
+                                     for i in range(layers)])
+        self.norm = Gemma2RMSNorm(hidden)
+        self.rotary_emb = LlamaRotaryEmbedding(head_dim)
+
+    def forward(self, input_ids, attention_mask):
+        inputs_embeds = self.embed_tokens(input_ids)
+        cache_position = torch.arange(0, inputs_embeds.shape[1])
+        position_ids = cache_position.unsqueeze(0)
+        causal_mask = Llama._prepare_4d_causal_attention_mask_with_cache_position(
+            attention_mask, inputs_embeds.shape[1], attention_mask.shape[-1], inputs_embeds.dtype,
+            cache_position, inputs_embeds.shape[0])
+        normalizer = torch.tensor(self.hidden ** 0.5, dtype=inputs_embeds.dtype)
+        x = inputs_embeds * normalizer
+        position_embeddings = self.rotary_emb(x, position_ids)
+        for layer in self.layers:
+            x = layer(x, position_embeddings, causal_mask)
+        return self.norm(x)
+
+
+# --------------------------------------------------------------------------------------------
 # Family table: constructor, example inputs, I/O description, expectations for the manifest
 # --------------------------------------------------------------------------------------------
 B, S = 2, 7          # reference batch: sequence 1 is right-padded (last 3 positions masked)
@@ -1821,6 +1945,18 @@ FAMILIES = {
              "Reshape(B,H,S,T) -> Add(padding) -> Reshape(B*H,S,T); causal (B,1,S,S) = Unsqueeze(Trilu(k=1, upper) of "
              "ConstantOfShape(finfo.min)) (torch.empty().fill_(finfo.min).triu_(1)), padding (B,1,S,T) = _expand_mask "
              "Where(Cast(bool, 1-m), finfo.min, 1-m); quick_gelu pre-LN encoder; Softmax(axis=-1) on the 3-D tensor"),
+    "gemma2": dict(
+        spec=_text_family(Gemma2, 128), opsets=[14, 17],
+        blocks=[("decoder self-attention, sliding window 4", "bottom-right"),
+                ("decoder self-attention", "bottom-right")], heads=(4, 2), head_dim=16, kv_cache=False,
+        scale=24 ** -0.5,
+        tags="GQA (Hq=4, Hkv=2) repeat_kv Unsqueeze(2) -> Expand -> Reshape, RoPE; Mul(scores, 0.2041241 = "
+             "query_pre_attn_scalar 24 ** -0.5, not 1/sqrt(16)); softcap Div(x, 5) -> Tanh -> Mul(x, 5) (cap 5, below "
+             "Gemma-2's 50 so that it bends the small random scores); Add(Slice(mask, :T)) of the Llama-style (B,1,S,T) "
+             "causal+padding mask; layer 0 (sliding, window 4): that mask with Where(Cast(bool, Trilu(ConstantOfShape(Shape("
+             "mask)), k=-4, lower)), finfo.min, mask) (masked_fill; HF's torch.where(window, finfo.min, mask) exports a "
+             "float64 fill under torch 1.13 that ONNX Runtime refuses to load); Softmax -> Cast(FLOAT) -> Cast(FLOAT) "
+             "(softmax dtype=float32, .to(q.dtype))"),
 }
 
 # Extra files: (family, opset, variant)

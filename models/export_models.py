@@ -85,6 +85,9 @@ gemma2          HF Gemma-2 (~4.44 eager): GQA (Hq=4, Hkv=2), RoPE, scaling = que
                 mask.masked_fill(tril(ones_like(mask), -window), finfo.min) (HF's torch.where with a Python
                 float exports a float64 fill under torch 1.13, which ONNX Runtime refuses to load);
                 softmax(dtype=float32).
+bloom_past      HF BLOOM with a KV cache in its own 3-D layout: past_key (B*H, D, P) concatenated on dim 2,
+                past_value (B*H, P, D) on dim 1, present_* outputs, ALiBi and the causal+padding mask over
+                all P + S keys.
 
 Variants: every family at opset 14 and 17 (sdpa* only there: the symbolic needs Trilu-14),
 bert_legacy also at 11 and 12, gpt2 and distilbert also at 12, `-nofold` files exported with
@@ -1638,6 +1641,67 @@ class Gemma2(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# BLOOM with a KV cache (HF ~4.40): past_key (B*H, D, P) and past_value (B*H, P, D) concatenated on the
+# 3-D layout (key on dim 2, value on dim 1), ALiBi and the causal+padding mask over all P + S keys
+# --------------------------------------------------------------------------------------------
+class BloomAttentionPast(BloomAttention):
+    def forward(self, hidden_states, residual, alibi, attention_mask, past_key, past_value):
+        fused_qkv = self.query_key_value(hidden_states)
+        (query_layer, key_layer, value_layer) = self._split_heads(fused_qkv)
+        batch_size, q_length, _, _ = query_layer.shape
+        query_layer = query_layer.transpose(1, 2).reshape(batch_size * self.num_heads, q_length, self.head_dim)
+        key_layer = key_layer.permute(0, 2, 3, 1).reshape(batch_size * self.num_heads, self.head_dim, q_length)
+        value_layer = value_layer.transpose(1, 2).reshape(batch_size * self.num_heads, q_length, self.head_dim)
+        key_layer = torch.cat((past_key, key_layer), dim=2)
+        value_layer = torch.cat((past_value, value_layer), dim=1)
+        present = (key_layer, value_layer)
+        _, _, kv_length = key_layer.shape
+        matmul_result = alibi.baddbmm(batch1=query_layer, batch2=key_layer, beta=self.beta, alpha=self.inv_norm_factor)
+        attention_scores = matmul_result.view(batch_size, self.num_heads, q_length, kv_length)
+        input_dtype = attention_scores.dtype
+        attn_weights = torch.masked_fill(attention_scores, attention_mask, torch.finfo(attention_scores.dtype).min)
+        attention_probs = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(input_dtype)
+        attention_probs = self.attention_dropout(attention_probs)
+        attention_probs_reshaped = attention_probs.view(batch_size * self.num_heads, q_length, kv_length)
+        context_layer = torch.bmm(attention_probs_reshaped, value_layer)
+        context_layer = self._merge_heads(context_layer)
+        return self.dense(context_layer) + residual, present
+
+
+class BloomBlockPast(BloomBlock):
+    def __init__(self, hidden_size, num_heads):
+        super().__init__(hidden_size, num_heads)
+        self.self_attention = BloomAttentionPast(hidden_size, num_heads)
+
+    def forward(self, hidden_states, alibi, attention_mask, past_key, past_value):
+        layernorm_output = self.input_layernorm(hidden_states)
+        attention_output, present = self.self_attention(layernorm_output, hidden_states, alibi, attention_mask,
+                                                        past_key, past_value)
+        layernorm_output = self.post_attention_layernorm(attention_output)
+        return self.dense_4h_to_h(_bloom_gelu(self.dense_h_to_4h(layernorm_output))) + attention_output, present
+
+
+class BloomPast(Bloom):
+    def __init__(self, vocab=128, hidden=64, heads=4, layers=2):
+        super().__init__(vocab, hidden, heads, layers)
+        self.h = nn.ModuleList([BloomBlockPast(hidden, heads) for _ in range(layers)])
+
+    def forward(self, input_ids, attention_mask, *past):
+        batch_size, seq_length = input_ids.shape
+        past_key_values_length = past[0].shape[2]
+        hidden_states = self.word_embeddings_layernorm(self.word_embeddings(input_ids))
+        alibi = build_alibi_tensor(attention_mask, self.num_heads, dtype=hidden_states.dtype)
+        causal_mask = _prepare_4d_causal_attention_mask(attention_mask, (batch_size, seq_length),
+                                                        hidden_states.dtype, past_key_values_length)
+        causal_mask = causal_mask.bool()
+        presents = []
+        for i, block in enumerate(self.h):
+            hidden_states, present = block(hidden_states, alibi, causal_mask, past[2 * i], past[2 * i + 1])
+            presents.extend(present)
+        return (self.ln_f(hidden_states), *presents)
+
+
+# --------------------------------------------------------------------------------------------
 # Family table: constructor, example inputs, I/O description, expectations for the manifest
 # --------------------------------------------------------------------------------------------
 B, S = 2, 7          # reference batch: sequence 1 is right-padded (last 3 positions masked)
@@ -1784,6 +1848,34 @@ def _whisper_family():
                 dynamic_axes={"mel": {0: "batch"}, "tokens": {0: "batch", 1: "sequence"},
                               "last_hidden_state": {0: "batch", 1: "sequence"}},
                 padding_mask=None)
+
+
+def _bloom_past_family(layers=2, heads=4, head_dim=16):
+    def inputs():
+        past = []
+        g = torch.Generator().manual_seed(7)
+        for _ in range(layers):
+            past.append(torch.randn(B * heads, head_dim, P, generator=g))
+            past.append(torch.randn(B * heads, P, head_dim, generator=g))
+        return (_ids(128, B, S - P, 2), _left_padded_mask(B, S, 2), *past)
+    names = ["input_ids", "attention_mask"]
+    doc = {"input_ids": "int64 (B, S) new token ids",
+           "attention_mask": "int64 (B, P+S) padding mask over past and new tokens, 1 = keep, 0 = padding "
+                             "(reference input is left-padded, as in batched generation)"}
+    outs = ["last_hidden_state"]
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
+            "last_hidden_state": {0: "batch", 1: "sequence"}}
+    for i in range(layers):
+        for kind, layout, seq_axis in (("key", f"(B*H, D={head_dim}, P)", 2), ("value", f"(B*H, P, D={head_dim})", 1)):
+            n = f"past_{kind}_{i}"
+            names.append(n)
+            doc[n] = f"float32 {layout} cached {kind}s of layer {i}, H={heads} heads per batch entry (B*H = batch_x_heads)"
+            axes[n] = {0: "batch_x_heads", seq_axis: "past_sequence"}
+            o = f"present_{kind}_{i}"
+            outs.append(o)
+            axes[o] = {0: "batch_x_heads", seq_axis: "total_sequence"}
+    return dict(make=BloomPast, inputs=inputs, input_names=names, input_doc=doc, output_names=outs,
+                dynamic_axes=axes, padding_mask=dict(input="attention_mask", dtype="int64", keep=1))
 
 
 # Attention facts per family. `blocks` lists every attention block in graph (Softmax) order as
@@ -1957,6 +2049,15 @@ FAMILIES = {
              "mask)), k=-4, lower)), finfo.min, mask) (masked_fill; HF's torch.where(window, finfo.min, mask) exports a "
              "float64 fill under torch 1.13 that ONNX Runtime refuses to load); Softmax -> Cast(FLOAT) -> Cast(FLOAT) "
              "(softmax dtype=float32, .to(q.dtype))"),
+    "bloom_past": dict(
+        spec=_bloom_past_family(), opsets=[14, 17],
+        blocks=[("decoder self-attention with KV cache", "bottom-right")] * 2, heads=(4, 4), head_dim=16,
+        kv_cache=True, scale=16 ** -0.5,
+        tags="as bloom plus a KV cache in HF BLOOM's 3-D layout: K^T = Concat(past_key_i (B*H,D,P), Reshape(B*H,D,S) of "
+             "Transpose(0,2,3,1), axis=2), V = Concat(past_value_i (B*H,P,D), V3, axis=1); the Concats are the graph "
+             "outputs present_key_i/present_value_i; ALiBi (B*H,1,P+S) from the (B,P+S) mask; "
+             "_prepare_4d_causal_attention_mask with past_key_values_length = P (zero causal columns for the cache: "
+             "bottom-right); the cache's B*H is a declared dim name (batch_x_heads), the ALiBi's a computed 4*batch"),
 }
 
 # Extra files: (family, opset, variant)

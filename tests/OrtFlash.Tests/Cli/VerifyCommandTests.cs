@@ -104,6 +104,7 @@ public sealed class VerifyCommandTests
         yield return new TestCaseData("rtol", "--rtol must be a non-negative number").SetName("BadInputExitsTwo(negative --rtol)");
         yield return new TestCaseData("threads", "--threads must be an integer ≥ 0").SetName("BadInputExitsTwo(malformed --threads)");
         yield return new TestCaseData("dim", "--dim must be NAME=SIZE").SetName("BadInputExitsTwo(malformed --dim)");
+        yield return new TestCaseData("heads", "--dim batch_x_heads=").SetName("BadInputExitsTwo(a dimension counting heads without --dim)");
         yield return new TestCaseData("unknown", "unexpected argument").SetName("BadInputExitsTwo(extra argument)");
     }
 
@@ -122,6 +123,7 @@ public sealed class VerifyCommandTests
             "rtol" => [Bert, "--rtol", "-1"],
             "threads" => [Bert, "--threads", "-1"],
             "dim" => [Bert, "--dim", "height"],
+            "heads" => [TestModels.PathOf("bloom_past-opset17.onnx")],
             _ => [Bert, Bert, "extra"],
         };
         var before = Directory.GetFiles(folder);
@@ -132,6 +134,18 @@ public sealed class VerifyCommandTests
             Assert.That(error, Does.StartWith("error: ").And.Contain(message));
             Assert.That(output, Is.Empty, "nothing compared, nothing printed");
             Assert.That(Directory.GetFiles(folder), Is.EquivalentTo(before), "nothing written");
+        });
+    }
+
+    [Test]
+    public void DimGivesTheSizeOfBloomsCachedBatchTimesHeads()
+    {
+        var (exitCode, output, error) = Verify(TestModels.PathOf("bloom_past-opset17.onnx"), "--seq", "1,5", "--batch", "3", "--dim", "batch_x_heads=12");
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.EqualTo(VerifyCommand.Match), output + error);
+            Assert.That(output, Does.Contain("rewritten in memory: 2 attention subgraph(s) fused"));
+            Assert.That(output, Does.Contain("PASS"));
         });
     }
 

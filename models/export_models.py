@@ -67,6 +67,27 @@ whisper_openai  OpenAI Whisper: q and k each multiplied by (n_state // n_head) *
                 from the traced shape, K permuted (0, 2, 3, 1) (no separate transpose), causal
                 buffer triu(-inf, 1) sliced [:n_ctx, :n_ctx] and added, qk.float() softmax
                 .to(q.dtype); audio encoder (no mask) + text decoder (self + cross attention).
+gpt_neox        HF GPT-NeoX / Pythia (transformers ~4.36 eager): fused query_key_value split per head,
+                partial rotary (rotary_pct 0.25), q and k viewed as (B*H, S, D),
+                torch.baddbmm(zeros, q, k^T, beta=1.0, alpha=norm_factor = 1/sqrt(d)), view(B, H, S, T)
+                never merged back, torch.where(bool causal buffer slice, scores, finfo.min), + padding
+                mask (1 - m) * finfo.min, softmax, matmul with the 4-D value; parallel residual.
+opt             HF OPT (~4.30): BART's attention (q_proj(x) * scaling, 3-D bmm) with
+                view -> + causal_and_padding_mask -> torch.max(w, torch.tensor(finfo.min)) -> view; the
+                decoder mask is the causal and the padding mask summed (-inf where both hide); learned
+                positions from cumsum(attention_mask).
+clip_text       HF CLIP text encoder (~4.30): q_proj(x) * scale, 3-D bmm, the causal mask
+                (torch.empty().fill_(finfo.min).triu_(1)) and the _expand_mask padding mask added one after
+                the other, each through view(B, H, S, T) -> + mask -> view(B*H, S, T).
+gemma2          HF Gemma-2 (~4.44 eager): GQA (Hq=4, Hkv=2), RoPE, scaling = query_pre_attn_scalar ** -0.5,
+                logit softcapping tanh(scores / cap) * cap after the scaling, the Llama-style 4-D causal +
+                padding mask, sliding-window layers (even layers) hiding keys j <= i - window with
+                mask.masked_fill(tril(ones_like(mask), -window), finfo.min) (HF's torch.where with a Python
+                float exports a float64 fill under torch 1.13, which ONNX Runtime refuses to load);
+                softmax(dtype=float32).
+bloom_past      HF BLOOM with a KV cache in its own 3-D layout: past_key (B*H, D, P) concatenated on dim 2,
+                past_value (B*H, P, D) on dim 1, present_* outputs, ALiBi and the causal+padding mask over
+                all P + S keys.
 
 Variants: every family at opset 14 and 17 (sdpa* only there: the symbolic needs Trilu-14),
 bert_legacy also at 11 and 12, gpt2 and distilbert also at 12, `-nofold` files exported with
@@ -1222,6 +1243,465 @@ class WhisperOpenAI(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# GPT-NeoX / Pythia (HF ~4.36 eager): fused QKV per head, partial rotary, torch.baddbmm on 3-D (B*H, S, D)
+# tensors into a zeros tensor, view(B, H, S, T), causal torch.where on the bool buffer slice, + padding mask
+# --------------------------------------------------------------------------------------------
+class GPTNeoXRotaryEmbedding(nn.Module):
+    def __init__(self, dim, max_position_embeddings, base=10000):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+        t = torch.arange(max_position_embeddings, dtype=torch.int64).type_as(inv_freq)
+        freqs = torch.outer(t, inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos_cached", emb.cos(), persistent=False)
+        self.register_buffer("sin_cached", emb.sin(), persistent=False)
+
+    def forward(self, x, seq_len):
+        return self.cos_cached[:seq_len].to(dtype=x.dtype), self.sin_cached[:seq_len].to(dtype=x.dtype)
+
+
+def neox_apply_rotary_pos_emb(q, k, cos, sin, position_ids, unsqueeze_dim=1):
+    cos = cos[position_ids].unsqueeze(unsqueeze_dim)
+    sin = sin[position_ids].unsqueeze(unsqueeze_dim)
+    q_embed = (q * cos) + (rotate_half(q) * sin)
+    k_embed = (k * cos) + (rotate_half(k) * sin)
+    return q_embed, k_embed
+
+
+class GPTNeoXAttention(nn.Module):
+    def __init__(self, hidden_size, num_heads, rotary_pct, max_positions):
+        super().__init__()
+        self.num_attention_heads = num_heads
+        self.hidden_size = hidden_size
+        self.head_size = hidden_size // num_heads
+        self.rotary_ndims = int(self.head_size * rotary_pct)
+        self.register_buffer("bias", torch.tril(torch.ones((max_positions, max_positions), dtype=torch.bool)).view(
+            1, 1, max_positions, max_positions), persistent=False)
+        self.rotary_emb = GPTNeoXRotaryEmbedding(self.rotary_ndims, max_positions)
+        self.norm_factor = self.head_size ** -0.5
+        self.query_key_value = nn.Linear(hidden_size, 3 * hidden_size)
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.attention_dropout = nn.Dropout(0.0)
+
+    def forward(self, hidden_states, attention_mask, position_ids):
+        qkv = self.query_key_value(hidden_states)
+        new_qkv_shape = qkv.size()[:-1] + (self.num_attention_heads, 3 * self.head_size)
+        qkv = qkv.view(*new_qkv_shape)
+        query = qkv[..., : self.head_size].permute(0, 2, 1, 3)
+        key = qkv[..., self.head_size: 2 * self.head_size].permute(0, 2, 1, 3)
+        value = qkv[..., 2 * self.head_size:].permute(0, 2, 1, 3)
+        query_rot = query[..., : self.rotary_ndims]
+        query_pass = query[..., self.rotary_ndims:]
+        key_rot = key[..., : self.rotary_ndims]
+        key_pass = key[..., self.rotary_ndims:]
+        seq_len = key.shape[-2]
+        cos, sin = self.rotary_emb(value, seq_len=seq_len)
+        query, key = neox_apply_rotary_pos_emb(query_rot, key_rot, cos, sin, position_ids)
+        query = torch.cat((query, query_pass), dim=-1)
+        key = torch.cat((key, key_pass), dim=-1)
+        attn_output = self._attn(query, key, value, attention_mask)
+        attn_output = self._merge_heads(attn_output)
+        return self.dense(attn_output)
+
+    def _merge_heads(self, tensor):
+        tensor = tensor.permute(0, 2, 1, 3).contiguous()
+        return tensor.view(tensor.size(0), tensor.size(1), self.num_attention_heads * self.head_size)
+
+    def _attn(self, query, key, value, attention_mask=None):
+        batch_size, num_attention_heads, query_length, attn_head_size = query.size()
+        key_length = key.size(-2)
+        causal_mask = self.bias[:, :, key_length - query_length: key_length, :key_length]
+        query = query.view(batch_size * num_attention_heads, query_length, attn_head_size)
+        key = key.view(batch_size * num_attention_heads, key_length, attn_head_size)
+        attn_scores = torch.zeros(batch_size * num_attention_heads, query_length, key_length, dtype=query.dtype,
+                                  device=key.device)
+        attn_scores = torch.baddbmm(attn_scores, query, key.transpose(1, 2), beta=1.0, alpha=self.norm_factor)
+        attn_scores = attn_scores.view(batch_size, num_attention_heads, query_length, key_length)
+        mask_value = torch.finfo(attn_scores.dtype).min
+        mask_value = torch.tensor(mask_value, dtype=attn_scores.dtype).to(attn_scores.device)
+        attn_scores = torch.where(causal_mask, attn_scores, mask_value)
+        if attention_mask is not None:
+            attn_scores = attn_scores + attention_mask
+        attn_weights = nn.functional.softmax(attn_scores, dim=-1)
+        attn_weights = attn_weights.to(value.dtype)
+        attn_weights = self.attention_dropout(attn_weights)
+        return torch.matmul(attn_weights, value)
+
+
+class GPTNeoXLayer(nn.Module):
+    def __init__(self, hidden, heads, rotary_pct, max_positions):
+        super().__init__()
+        self.input_layernorm = nn.LayerNorm(hidden, eps=1e-5)
+        self.post_attention_layernorm = nn.LayerNorm(hidden, eps=1e-5)
+        self.attention = GPTNeoXAttention(hidden, heads, rotary_pct, max_positions)
+        self.dense_h_to_4h = nn.Linear(hidden, 4 * hidden)
+        self.dense_4h_to_h = nn.Linear(4 * hidden, hidden)
+
+    def forward(self, hidden_states, attention_mask, position_ids):
+        attn_output = self.attention(self.input_layernorm(hidden_states), attention_mask, position_ids)
+        # use_parallel_residual (Pythia): x + attn(ln1(x)) + mlp(ln2(x))
+        mlp_output = self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(self.post_attention_layernorm(hidden_states))))
+        return mlp_output + attn_output + hidden_states
+
+
+class GPTNeoX(nn.Module):
+    def __init__(self, vocab=128, hidden=64, heads=4, layers=2, rotary_pct=0.25, max_positions=64):
+        super().__init__()
+        self.embed_in = nn.Embedding(vocab, hidden)
+        self.layers = nn.ModuleList([GPTNeoXLayer(hidden, heads, rotary_pct, max_positions) for _ in range(layers)])
+        self.final_layer_norm = nn.LayerNorm(hidden, eps=1e-5)
+
+    def forward(self, input_ids, attention_mask):
+        batch_size, seq_length = input_ids.shape
+        position_ids = torch.arange(0, seq_length, dtype=torch.long).unsqueeze(0)
+        attention_mask = attention_mask.view(batch_size, -1)
+        attention_mask = attention_mask[:, None, None, :]
+        attention_mask = attention_mask.to(dtype=self.embed_in.weight.dtype)
+        attention_mask = (1.0 - attention_mask) * torch.finfo(self.embed_in.weight.dtype).min
+        hidden_states = self.embed_in(input_ids)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, attention_mask, position_ids)
+        return self.final_layer_norm(hidden_states)
+
+
+# --------------------------------------------------------------------------------------------
+# OPT (HF ~4.30): BART's attention with a clamp: view -> + mask -> torch.max(w, finfo.min) -> view
+# --------------------------------------------------------------------------------------------
+class OPTAttention(BartAttention):
+    def forward(self, hidden_states, attention_mask=None):
+        bsz, tgt_len, _ = hidden_states.size()
+        query_states = self.q_proj(hidden_states) * self.scaling
+        key_states = self._shape(self.k_proj(hidden_states), -1, bsz)
+        value_states = self._shape(self.v_proj(hidden_states), -1, bsz)
+        proj_shape = (bsz * self.num_heads, -1, self.head_dim)
+        query_states = self._shape(query_states, tgt_len, bsz).view(*proj_shape)
+        key_states = key_states.view(*proj_shape)
+        value_states = value_states.view(*proj_shape)
+        src_len = key_states.size(1)
+        attn_weights = torch.bmm(query_states, key_states.transpose(1, 2))
+        if attention_mask is not None:
+            attn_weights = attn_weights.view(bsz, self.num_heads, tgt_len, src_len) + attention_mask
+            attn_weights = torch.max(attn_weights, torch.tensor(torch.finfo(attn_weights.dtype).min))
+            attn_weights = attn_weights.view(bsz * self.num_heads, tgt_len, src_len)
+        attn_weights = nn.functional.softmax(attn_weights, dim=-1)
+        attn_probs = nn.functional.dropout(attn_weights, p=0.0, training=self.training)
+        attn_output = torch.bmm(attn_probs, value_states)
+        attn_output = attn_output.view(bsz, self.num_heads, tgt_len, self.head_dim)
+        attn_output = attn_output.transpose(1, 2)
+        attn_output = attn_output.reshape(bsz, tgt_len, self.embed_dim)
+        return self.out_proj(attn_output)
+
+
+class OPTDecoderLayer(nn.Module):
+    def __init__(self, d, heads, ffn):
+        super().__init__()
+        self.self_attn = OPTAttention(d, heads)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, ffn)
+        self.fc2 = nn.Linear(ffn, d)
+        self.final_layer_norm = nn.LayerNorm(d)
+
+    def forward(self, x, mask):
+        # do_layer_norm_before=True (every OPT size but 350m)
+        x = x + self.self_attn(self.self_attn_layer_norm(x), attention_mask=mask)
+        return x + self.fc2(F.relu(self.fc1(self.final_layer_norm(x))))
+
+
+class OPTLearnedPositionalEmbedding(nn.Embedding):
+    offset = 2
+
+    def __init__(self, num_embeddings, embedding_dim):
+        super().__init__(num_embeddings + self.offset, embedding_dim)
+
+    def forward(self, attention_mask, past_key_values_length=0):
+        attention_mask = attention_mask.long()
+        positions = (torch.cumsum(attention_mask, dim=1).type_as(attention_mask) * attention_mask).long() - 1
+        positions = positions[:, past_key_values_length:]
+        return super().forward(positions + self.offset)
+
+
+class OPT(nn.Module):
+    def __init__(self, vocab=128, d=64, heads=2, ffn=128, layers=2, max_pos=64):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(vocab, d)
+        self.embed_positions = OPTLearnedPositionalEmbedding(max_pos, d)
+        self.layers = nn.ModuleList([OPTDecoderLayer(d, heads, ffn) for _ in range(layers)])
+        self.final_layer_norm = nn.LayerNorm(d)
+
+    def forward(self, input_ids, attention_mask):
+        input_shape = input_ids.size()
+        inputs_embeds = self.embed_tokens(input_ids)
+        # _prepare_decoder_attention_mask: the causal and the padding mask, each finfo.min where hidden, summed
+        # (finfo.min + finfo.min = -inf where both hide; the clamp in the attention turns that back into finfo.min).
+        combined_attention_mask = _make_causal_mask(input_shape, inputs_embeds.dtype)
+        expanded_attn_mask = _expand_mask(attention_mask, inputs_embeds.dtype, tgt_len=input_shape[-1])
+        causal_attention_mask = expanded_attn_mask + combined_attention_mask
+        x = inputs_embeds + self.embed_positions(attention_mask)
+        for layer in self.layers:
+            x = layer(x, causal_attention_mask)
+        return self.final_layer_norm(x)
+
+
+# --------------------------------------------------------------------------------------------
+# CLIP text encoder (HF ~4.30): BART-style 3-D attention with the causal and the padding mask added
+# one after the other, each through its own view(B, H, S, T) -> + mask -> view(B*H, S, T)
+# --------------------------------------------------------------------------------------------
+class CLIPAttention(BartAttention):
+    def __init__(self, embed_dim, num_heads):
+        super().__init__(embed_dim, num_heads)
+        self.scale = self.head_dim ** -0.5
+
+    def forward(self, hidden_states, attention_mask=None, causal_attention_mask=None):
+        bsz, tgt_len, embed_dim = hidden_states.size()
+        query_states = self.q_proj(hidden_states) * self.scale
+        key_states = self._shape(self.k_proj(hidden_states), -1, bsz)
+        value_states = self._shape(self.v_proj(hidden_states), -1, bsz)
+        proj_shape = (bsz * self.num_heads, -1, self.head_dim)
+        query_states = self._shape(query_states, tgt_len, bsz).view(*proj_shape)
+        key_states = key_states.view(*proj_shape)
+        value_states = value_states.view(*proj_shape)
+        src_len = key_states.size(1)
+        attn_weights = torch.bmm(query_states, key_states.transpose(1, 2))
+        if causal_attention_mask is not None:
+            attn_weights = attn_weights.view(bsz, self.num_heads, tgt_len, src_len) + causal_attention_mask
+            attn_weights = attn_weights.view(bsz * self.num_heads, tgt_len, src_len)
+        if attention_mask is not None:
+            attn_weights = attn_weights.view(bsz, self.num_heads, tgt_len, src_len) + attention_mask
+            attn_weights = attn_weights.view(bsz * self.num_heads, tgt_len, src_len)
+        attn_weights = nn.functional.softmax(attn_weights, dim=-1)
+        attn_probs = nn.functional.dropout(attn_weights, p=0.0, training=self.training)
+        attn_output = torch.bmm(attn_probs, value_states)
+        attn_output = attn_output.view(bsz, self.num_heads, tgt_len, self.head_dim)
+        attn_output = attn_output.transpose(1, 2)
+        attn_output = attn_output.reshape(bsz, tgt_len, embed_dim)
+        return self.out_proj(attn_output)
+
+
+def _quick_gelu(x):
+    return x * torch.sigmoid(1.702 * x)
+
+
+class CLIPEncoderLayer(nn.Module):
+    def __init__(self, d, heads, ffn):
+        super().__init__()
+        self.self_attn = CLIPAttention(d, heads)
+        self.layer_norm1 = nn.LayerNorm(d, eps=1e-5)
+        self.fc1 = nn.Linear(d, ffn)
+        self.fc2 = nn.Linear(ffn, d)
+        self.layer_norm2 = nn.LayerNorm(d, eps=1e-5)
+
+    def forward(self, x, attention_mask, causal_attention_mask):
+        x = x + self.self_attn(self.layer_norm1(x), attention_mask, causal_attention_mask)
+        return x + self.fc2(_quick_gelu(self.fc1(self.layer_norm2(x))))
+
+
+class CLIPTextTransformer(nn.Module):
+    def __init__(self, vocab=128, d=64, heads=4, ffn=128, layers=2, max_pos=32):
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab, d)
+        self.position_embedding = nn.Embedding(max_pos, d)
+        self.register_buffer("position_ids", torch.arange(max_pos).expand((1, -1)))
+        self.layers = nn.ModuleList([CLIPEncoderLayer(d, heads, ffn) for _ in range(layers)])
+        self.final_layer_norm = nn.LayerNorm(d, eps=1e-5)
+
+    @staticmethod
+    def _build_causal_attention_mask(bsz, seq_len, dtype):
+        mask = torch.empty(bsz, seq_len, seq_len, dtype=dtype)
+        mask.fill_(torch.tensor(torch.finfo(dtype).min))
+        mask.triu_(1)
+        return mask.unsqueeze(1)
+
+    def forward(self, input_ids, attention_mask):
+        bsz, seq_len = input_ids.shape
+        position_ids = self.position_ids[:, :seq_len]
+        x = self.token_embedding(input_ids) + self.position_embedding(position_ids)
+        causal_attention_mask = self._build_causal_attention_mask(bsz, seq_len, x.dtype)
+        mask = _expand_mask(attention_mask, x.dtype)
+        for layer in self.layers:
+            x = layer(x, mask, causal_attention_mask)
+        return self.final_layer_norm(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Gemma-2 (HF ~4.44 eager): GQA, scaling = query_pre_attn_scalar ** -0.5, logit softcapping tanh(w / c) * c,
+# 4-D causal mask, sliding-window layers (every even layer) hide keys j <= i - window with torch.where
+# --------------------------------------------------------------------------------------------
+class Gemma2RMSNorm(nn.Module):
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.randn(dim) * 0.1)
+
+    def forward(self, x):
+        output = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        return (output * (1.0 + self.weight.float())).type_as(x)
+
+
+class Gemma2Attention(nn.Module):
+    def __init__(self, hidden, heads, kv_heads, head_dim, query_pre_attn_scalar, softcap, sliding_window):
+        super().__init__()
+        self.num_heads = heads
+        self.num_key_value_heads = kv_heads
+        self.num_key_value_groups = heads // kv_heads
+        self.head_dim = head_dim
+        self.scaling = query_pre_attn_scalar ** -0.5
+        self.attn_logit_softcapping = softcap
+        self.sliding_window = sliding_window
+        self.q_proj = nn.Linear(hidden, heads * head_dim, bias=False)
+        self.k_proj = nn.Linear(hidden, kv_heads * head_dim, bias=False)
+        self.v_proj = nn.Linear(hidden, kv_heads * head_dim, bias=False)
+        self.o_proj = nn.Linear(heads * head_dim, hidden, bias=False)
+
+    def forward(self, hidden_states, position_embeddings, attention_mask):
+        bsz, q_len, _ = hidden_states.size()
+        query_states = self.q_proj(hidden_states).view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+        key_states = self.k_proj(hidden_states).view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+        value_states = self.v_proj(hidden_states).view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+        cos, sin = position_embeddings
+        query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
+        key_states = repeat_kv(key_states, self.num_key_value_groups)
+        value_states = repeat_kv(value_states, self.num_key_value_groups)
+        attn_weights = torch.matmul(query_states, key_states.transpose(2, 3)) * self.scaling
+        if self.attn_logit_softcapping is not None:
+            attn_weights = attn_weights / self.attn_logit_softcapping
+            attn_weights = torch.tanh(attn_weights)
+            attn_weights = attn_weights * self.attn_logit_softcapping
+        if attention_mask is not None:
+            causal_mask = attention_mask[:, :, :, : key_states.shape[-2]]
+            attn_weights = attn_weights + causal_mask
+        attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query_states.dtype)
+        attn_output = torch.matmul(attn_weights, value_states)
+        attn_output = attn_output.transpose(1, 2).contiguous().view(bsz, q_len, -1)
+        return self.o_proj(attn_output)
+
+
+class Gemma2DecoderLayer(nn.Module):
+    def __init__(self, hidden, heads, kv_heads, head_dim, intermediate, query_pre_attn_scalar, softcap, sliding_window,
+                 layer_idx):
+        super().__init__()
+        self.is_sliding = not bool(layer_idx % 2)
+        self.sliding_window = sliding_window
+        self.self_attn = Gemma2Attention(hidden, heads, kv_heads, head_dim, query_pre_attn_scalar, softcap,
+                                         sliding_window if self.is_sliding else None)
+        self.input_layernorm = Gemma2RMSNorm(hidden)
+        self.post_attention_layernorm = Gemma2RMSNorm(hidden)
+        self.pre_feedforward_layernorm = Gemma2RMSNorm(hidden)
+        self.post_feedforward_layernorm = Gemma2RMSNorm(hidden)
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, hidden_states, position_embeddings, attention_mask):
+        if self.is_sliding and attention_mask is not None:
+            min_dtype = torch.finfo(hidden_states.dtype).min
+            sliding_window_mask = torch.tril(torch.ones_like(attention_mask, dtype=torch.bool),
+                                             diagonal=-self.sliding_window)
+            # HF writes torch.where(sliding_window_mask, min_dtype, attention_mask). torch 1.13 exports that Where with
+            # a float64 fill next to the float32 mask, a model ONNX Runtime refuses to load (and casts the scores to
+            # float64 to add it); masked_fill computes the same and exports the float32 Where newer exporters give.
+            attention_mask = attention_mask.masked_fill(sliding_window_mask, min_dtype)
+        residual = hidden_states
+        hidden_states = self.input_layernorm(hidden_states)
+        hidden_states = self.self_attn(hidden_states, position_embeddings, attention_mask)
+        hidden_states = self.post_attention_layernorm(hidden_states)
+        hidden_states = residual + hidden_states
+        residual = hidden_states
+        hidden_states = self.pre_feedforward_layernorm(hidden_states)
+        hidden_states = self.down_proj(F.gelu(self.gate_proj(hidden_states), approximate="tanh") *
+                                       self.up_proj(hidden_states))
+        hidden_states = self.post_feedforward_layernorm(hidden_states)
+        return residual + hidden_states
+
+
+class Gemma2(nn.Module):
+    def __init__(self, vocab=128, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128, layers=2,
+                 query_pre_attn_scalar=24, softcap=5.0, sliding_window=4):
+        super().__init__()
+        self.hidden = hidden
+        self.embed_tokens = nn.Embedding(vocab, hidden)
+        self.layers = nn.ModuleList([Gemma2DecoderLayer(hidden, heads, kv_heads, head_dim, intermediate,
+                                                        query_pre_attn_scalar, softcap, sliding_window, i)
+                                     for i in range(layers)])
+        self.norm = Gemma2RMSNorm(hidden)
+        self.rotary_emb = LlamaRotaryEmbedding(head_dim)
+
+    def forward(self, input_ids, attention_mask):
+        inputs_embeds = self.embed_tokens(input_ids)
+        cache_position = torch.arange(0, inputs_embeds.shape[1])
+        position_ids = cache_position.unsqueeze(0)
+        causal_mask = Llama._prepare_4d_causal_attention_mask_with_cache_position(
+            attention_mask, inputs_embeds.shape[1], attention_mask.shape[-1], inputs_embeds.dtype,
+            cache_position, inputs_embeds.shape[0])
+        normalizer = torch.tensor(self.hidden ** 0.5, dtype=inputs_embeds.dtype)
+        x = inputs_embeds * normalizer
+        position_embeddings = self.rotary_emb(x, position_ids)
+        for layer in self.layers:
+            x = layer(x, position_embeddings, causal_mask)
+        return self.norm(x)
+
+
+# --------------------------------------------------------------------------------------------
+# BLOOM with a KV cache (HF ~4.40): past_key (B*H, D, P) and past_value (B*H, P, D) concatenated on the
+# 3-D layout (key on dim 2, value on dim 1), ALiBi and the causal+padding mask over all P + S keys
+# --------------------------------------------------------------------------------------------
+class BloomAttentionPast(BloomAttention):
+    def forward(self, hidden_states, residual, alibi, attention_mask, past_key, past_value):
+        fused_qkv = self.query_key_value(hidden_states)
+        (query_layer, key_layer, value_layer) = self._split_heads(fused_qkv)
+        batch_size, q_length, _, _ = query_layer.shape
+        query_layer = query_layer.transpose(1, 2).reshape(batch_size * self.num_heads, q_length, self.head_dim)
+        key_layer = key_layer.permute(0, 2, 3, 1).reshape(batch_size * self.num_heads, self.head_dim, q_length)
+        value_layer = value_layer.transpose(1, 2).reshape(batch_size * self.num_heads, q_length, self.head_dim)
+        key_layer = torch.cat((past_key, key_layer), dim=2)
+        value_layer = torch.cat((past_value, value_layer), dim=1)
+        present = (key_layer, value_layer)
+        _, _, kv_length = key_layer.shape
+        matmul_result = alibi.baddbmm(batch1=query_layer, batch2=key_layer, beta=self.beta, alpha=self.inv_norm_factor)
+        attention_scores = matmul_result.view(batch_size, self.num_heads, q_length, kv_length)
+        input_dtype = attention_scores.dtype
+        attn_weights = torch.masked_fill(attention_scores, attention_mask, torch.finfo(attention_scores.dtype).min)
+        attention_probs = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(input_dtype)
+        attention_probs = self.attention_dropout(attention_probs)
+        attention_probs_reshaped = attention_probs.view(batch_size * self.num_heads, q_length, kv_length)
+        context_layer = torch.bmm(attention_probs_reshaped, value_layer)
+        context_layer = self._merge_heads(context_layer)
+        return self.dense(context_layer) + residual, present
+
+
+class BloomBlockPast(BloomBlock):
+    def __init__(self, hidden_size, num_heads):
+        super().__init__(hidden_size, num_heads)
+        self.self_attention = BloomAttentionPast(hidden_size, num_heads)
+
+    def forward(self, hidden_states, alibi, attention_mask, past_key, past_value):
+        layernorm_output = self.input_layernorm(hidden_states)
+        attention_output, present = self.self_attention(layernorm_output, hidden_states, alibi, attention_mask,
+                                                        past_key, past_value)
+        layernorm_output = self.post_attention_layernorm(attention_output)
+        return self.dense_4h_to_h(_bloom_gelu(self.dense_h_to_4h(layernorm_output))) + attention_output, present
+
+
+class BloomPast(Bloom):
+    def __init__(self, vocab=128, hidden=64, heads=4, layers=2):
+        super().__init__(vocab, hidden, heads, layers)
+        self.h = nn.ModuleList([BloomBlockPast(hidden, heads) for _ in range(layers)])
+
+    def forward(self, input_ids, attention_mask, *past):
+        batch_size, seq_length = input_ids.shape
+        past_key_values_length = past[0].shape[2]
+        hidden_states = self.word_embeddings_layernorm(self.word_embeddings(input_ids))
+        alibi = build_alibi_tensor(attention_mask, self.num_heads, dtype=hidden_states.dtype)
+        causal_mask = _prepare_4d_causal_attention_mask(attention_mask, (batch_size, seq_length),
+                                                        hidden_states.dtype, past_key_values_length)
+        causal_mask = causal_mask.bool()
+        presents = []
+        for i, block in enumerate(self.h):
+            hidden_states, present = block(hidden_states, alibi, causal_mask, past[2 * i], past[2 * i + 1])
+            presents.extend(present)
+        return (self.ln_f(hidden_states), *presents)
+
+
+# --------------------------------------------------------------------------------------------
 # Family table: constructor, example inputs, I/O description, expectations for the manifest
 # --------------------------------------------------------------------------------------------
 B, S = 2, 7          # reference batch: sequence 1 is right-padded (last 3 positions masked)
@@ -1370,6 +1850,34 @@ def _whisper_family():
                 padding_mask=None)
 
 
+def _bloom_past_family(layers=2, heads=4, head_dim=16):
+    def inputs():
+        past = []
+        g = torch.Generator().manual_seed(7)
+        for _ in range(layers):
+            past.append(torch.randn(B * heads, head_dim, P, generator=g))
+            past.append(torch.randn(B * heads, P, head_dim, generator=g))
+        return (_ids(128, B, S - P, 2), _left_padded_mask(B, S, 2), *past)
+    names = ["input_ids", "attention_mask"]
+    doc = {"input_ids": "int64 (B, S) new token ids",
+           "attention_mask": "int64 (B, P+S) padding mask over past and new tokens, 1 = keep, 0 = padding "
+                             "(reference input is left-padded, as in batched generation)"}
+    outs = ["last_hidden_state"]
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
+            "last_hidden_state": {0: "batch", 1: "sequence"}}
+    for i in range(layers):
+        for kind, layout, seq_axis in (("key", f"(B*H, D={head_dim}, P)", 2), ("value", f"(B*H, P, D={head_dim})", 1)):
+            n = f"past_{kind}_{i}"
+            names.append(n)
+            doc[n] = f"float32 {layout} cached {kind}s of layer {i}, H={heads} heads per batch entry (B*H = batch_x_heads)"
+            axes[n] = {0: "batch_x_heads", seq_axis: "past_sequence"}
+            o = f"present_{kind}_{i}"
+            outs.append(o)
+            axes[o] = {0: "batch_x_heads", seq_axis: "total_sequence"}
+    return dict(make=BloomPast, inputs=inputs, input_names=names, input_doc=doc, output_names=outs,
+                dynamic_axes=axes, padding_mask=dict(input="attention_mask", dtype="int64", keep=1))
+
+
 # Attention facts per family. `blocks` lists every attention block in graph (Softmax) order as
 # (role, causal): causal is what the block's mask encodes — "none", "top-left" (key j visible to
 # query i iff j <= i) or "bottom-right" (j <= i + T - S; the KV-cache alignment). `scale` is the
@@ -1500,6 +2008,56 @@ FAMILIES = {
              "division n_state // n_head from the traced shape); decoder self-attention adds Slice(Slice(triu(-inf,"
              "1) buffer [32,32])) (top-left, no cache); Cast(FLOAT) before (qk.float()) and after Softmax "
              "(.to(q.dtype)), both no-ops in fp32; encoder and cross-attention unmasked"),
+    "gpt_neox": dict(
+        spec=_text_family(GPTNeoX, 128), opsets=[14, 17],
+        blocks=[("decoder self-attention", "bottom-right")] * 2, heads=(4, 4), head_dim=16, kv_cache=False,
+        scale=16 ** -0.5,
+        tags="fused query_key_value Linear -> Reshape(B,S,H,3D) -> Slice per q/k/v -> Transpose(0,2,1,3); partial rotary "
+             "(RoPE on the first 4 of 16 dims from cos/sin buffers gathered by position_ids, Concat with the rest); Q = "
+             "Reshape(B*H,S,D), K = Transpose(0,2,1)(Reshape(B*H,T,D)); torch.baddbmm(zeros, q, k^T, beta=1.0, alpha=0.25) = "
+             "Add(Mul(MatMul, 0.25), Mul(ConstantOfShape((B*H,S,T)) zeros, 1.0)); Reshape(B,H,S,T), a view never merged back; "
+             "Where(Slice(Slice(bias tril bool [1,1,64,64], rows T-S:T), :T), scores, finfo.min) (scores at input 1, True = "
+             "keep); Add((1-m)*finfo.min (B,1,1,T)); Softmax(axis=-1) on the view; Cast(FLOAT) no-op; MatMul with the 4-D "
+             "(B,H,T,D) value; S == T here"),
+    "opt": dict(
+        spec=_text_family(OPT, 128), opsets=[14, 17],
+        blocks=[("decoder self-attention", "top-left")] * 2, heads=(2, 2), head_dim=32, kv_cache=False,
+        scale=32 ** -0.5,
+        tags="q_proj(x) * scaling (Mul 0.1767767 before the head split); 3-D (B*H,S,D) bmm, K Reshape(B*H,T,D) -> "
+             "Transpose(0,2,1); Reshape(B,H,S,T) -> Add(mask) -> Max(x, finfo.min) (torch.max clamp) -> Reshape(B*H,S,T); "
+             "mask (B,1,S,T) = _expand_mask padding + _make_causal_mask, each finfo.min where it hides, summed (-inf where "
+             "both hide, which the clamp turns back into finfo.min); positions (cumsum(m) * m) - 1 through CumSum; pre-LN "
+             "decoder layers; Softmax(axis=-1) on the 3-D tensor"),
+    "clip_text": dict(
+        spec=_text_family(CLIPTextTransformer, 128), opsets=[14, 17],
+        blocks=[("causal self-attention", "top-left")] * 2, heads=(4, 4), head_dim=16, kv_cache=False,
+        scale=16 ** -0.5,
+        tags="q_proj(x) * scale (Mul 0.25 before the head split); 3-D bmm as BART; the causal and the padding mask are added "
+             "one after the other, each on a view of its own: Reshape(B,H,S,T) -> Add(causal) -> Reshape(B*H,S,T) -> "
+             "Reshape(B,H,S,T) -> Add(padding) -> Reshape(B*H,S,T); causal (B,1,S,S) = Unsqueeze(Trilu(k=1, upper) of "
+             "ConstantOfShape(finfo.min)) (torch.empty().fill_(finfo.min).triu_(1)), padding (B,1,S,T) = _expand_mask "
+             "Where(Cast(bool, 1-m), finfo.min, 1-m); quick_gelu pre-LN encoder; Softmax(axis=-1) on the 3-D tensor"),
+    "gemma2": dict(
+        spec=_text_family(Gemma2, 128), opsets=[14, 17],
+        blocks=[("decoder self-attention, sliding window 4", "bottom-right"),
+                ("decoder self-attention", "bottom-right")], heads=(4, 2), head_dim=16, kv_cache=False,
+        scale=24 ** -0.5,
+        tags="GQA (Hq=4, Hkv=2) repeat_kv Unsqueeze(2) -> Expand -> Reshape, RoPE; Mul(scores, 0.2041241 = "
+             "query_pre_attn_scalar 24 ** -0.5, not 1/sqrt(16)); softcap Div(x, 5) -> Tanh -> Mul(x, 5) (cap 5, below "
+             "Gemma-2's 50 so that it bends the small random scores); Add(Slice(mask, :T)) of the Llama-style (B,1,S,T) "
+             "causal+padding mask; layer 0 (sliding, window 4): that mask with Where(Cast(bool, Trilu(ConstantOfShape(Shape("
+             "mask)), k=-4, lower)), finfo.min, mask) (masked_fill; HF's torch.where(window, finfo.min, mask) exports a "
+             "float64 fill under torch 1.13 that ONNX Runtime refuses to load); Softmax -> Cast(FLOAT) -> Cast(FLOAT) "
+             "(softmax dtype=float32, .to(q.dtype))"),
+    "bloom_past": dict(
+        spec=_bloom_past_family(), opsets=[14, 17],
+        blocks=[("decoder self-attention with KV cache", "bottom-right")] * 2, heads=(4, 4), head_dim=16,
+        kv_cache=True, scale=16 ** -0.5,
+        tags="as bloom plus a KV cache in HF BLOOM's 3-D layout: K^T = Concat(past_key_i (B*H,D,P), Reshape(B*H,D,S) of "
+             "Transpose(0,2,3,1), axis=2), V = Concat(past_value_i (B*H,P,D), V3, axis=1); the Concats are the graph "
+             "outputs present_key_i/present_value_i; ALiBi (B*H,1,P+S) from the (B,P+S) mask; "
+             "_prepare_4d_causal_attention_mask with past_key_values_length = P (zero causal columns for the cache: "
+             "bottom-right); the cache's B*H is a declared dim name (batch_x_heads), the ALiBi's a computed 4*batch"),
 }
 
 # Extra files: (family, opset, variant)

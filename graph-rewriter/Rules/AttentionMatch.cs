@@ -75,6 +75,12 @@ public enum MaskKind
 
     /// <summary>A lower-triangular mask recognised from its structure: the op's causal attribute.</summary>
     Causal,
+
+    /// <summary>
+    /// Add(scores, Z) with Z provably ±0 everywhere and no larger than the scores (torch.baddbmm into a zeros tensor, as
+    /// GPT-NeoX writes it): s + 0 is s, so it is dropped.
+    /// </summary>
+    Zero,
 }
 
 /// <summary>The op's causal attribute values.</summary>
@@ -137,8 +143,8 @@ public sealed record MaskTerm(MaskKind Kind, Value Source, double Fill, bool Kee
                               CausalAlignment Alignment = CausalAlignment.None)
 {
     /// <summary>
-    /// Whether the mask is applied to the (B, H, S, T) view of 3-D scores (between <see cref="ScoresView.Split"/> and
-    /// <see cref="ScoresView.Merge"/>) rather than to the (B·H, S, T) scores themselves.
+    /// Whether the mask is applied to the (B, H, S, T) view of 3-D scores (after <see cref="ScoresView.Split"/>, and before
+    /// <see cref="ScoresView.Merge"/> when there is one) rather than to the (B·H, S, T) scores themselves.
     /// </summary>
     public bool OnView { get; init; }
 
@@ -154,12 +160,14 @@ public sealed record MaskTerm(MaskKind Kind, Value Source, double Fill, bool Kee
 
 /// <summary>
 /// 3-D (B·H, S, T) scores viewed as (B, H, S, T) and back: BART adds its mask to the view (Reshape→Add→Reshape before
-/// Softmax), BLOOM masks the view and runs Softmax on it, merging the probabilities back after Softmax. The op then
-/// runs on the view: Q, K and V are regrouped to (B, H, ·, ·) by the split's leading dims, the output merged back.
+/// Softmax), BLOOM masks the view and runs Softmax on it, merging the probabilities back after Softmax, GPT-NeoX keeps
+/// the view and multiplies it with a (B, H, T, D) value (no merge). The op then runs on the view: the 3-D Q and K (and
+/// a 3-D V) are regrouped to (B, H, ·, ·) by the split's leading dims, the output merged back when the graph merged.
 /// </summary>
 /// <param name="Split">Reshape (B·H, S, T) → (B, H, S, T), proven to split only the leading axis.</param>
-/// <param name="Merge">Reshape (B, H, S, T) → (B·H, S, T), proven to merge only the leading axes; before or after Softmax.</param>
-public sealed record ScoresView(Node Split, Node Merge)
+/// <param name="Merge">Reshape (B, H, S, T) → (B·H, S, T), proven to merge only the leading axes; before or after Softmax;
+/// null when the value product reads the view itself.</param>
+public sealed record ScoresView(Node Split, Node? Merge)
 {
     /// <summary>The split's shape input; its first two entries are (B, H).</summary>
     public Value SplitShape => Split.Input(1)!;
@@ -237,8 +245,14 @@ public sealed record ScoreChain(
     /// <summary>The split Reshape of that view, found above the merge.</summary>
     public Node? Split { get; init; }
 
-    /// <summary>The view, when both its Reshapes were found.</summary>
-    public ScoresView? View => Split is { } split && Merge is { } merge ? new ScoresView(split, merge) : null;
+    /// <summary>
+    /// The splits of later views of the same scores, each right after the merge of the one before (CLIP adds each of its
+    /// two masks on a view of its own); each must give the shape of <see cref="Split"/>'s view.
+    /// </summary>
+    public ImmutableList<Node> Resplits { get; init; } = [];
+
+    /// <summary>The view, once its split was found (the merge, when there is one, is found before it).</summary>
+    public ScoresView? View => Split is { } split ? new ScoresView(split, Merge) : null;
 }
 
 /// <summary>An attention subgraph found by <see cref="ScaledDotProductAttentionRule"/>.</summary>

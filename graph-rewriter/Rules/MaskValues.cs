@@ -13,8 +13,13 @@ namespace OrtFlash.GraphRewriter.Rules;
 /// <param name="analysis">Types, shapes and constants of the graph.</param>
 /// <param name="integerMasksAreBinary">Whether an integer tensor used as a mask factor is taken to hold only 0 and 1
 /// (<see cref="RewriteOptions.IntegerMasksAreBinary"/>); otherwise it may hold any integer.</param>
-internal sealed class MaskValues(GraphAnalysis analysis, bool integerMasksAreBinary)
+/// <param name="absorbing">The magnitude from which a value counts as absorbing: 2⁸⁸ for float32 arithmetic (the default);
+/// <see cref="Float64Absorbing"/> for masks added in float64.</param>
+internal sealed class MaskValues(GraphAnalysis analysis, bool integerMasksAreBinary, double absorbing = -CausalMasks.AbsorbingFill)
 {
+    /// <summary>2¹¹⁷: in float64, s + v == v for |s| &lt; 2⁶⁴ from here on (float32's finfo.min, about 2¹²⁸, is such a value).</summary>
+    internal const double Float64Absorbing = 1.661534994731145e35;
+
     private const int MaxDepth = 24;
 
     /// <summary>The signs the absorbing values of a mask provably have.</summary>
@@ -41,10 +46,10 @@ internal sealed class MaskValues(GraphAnalysis analysis, bool integerMasksAreBin
     /// </summary>
     public Signs? AbsorbingSigns(Value mask) => ZeroOrAbsorbing(mask, 0);
 
-    private static Signs? SignOf(double value) =>
-        value == 0 ? Signs.None : Math.Abs(value) >= -CausalMasks.AbsorbingFill ? (value < 0 ? Signs.Negative : Signs.Positive) : null;
+    private Signs? SignOf(double value) =>
+        value == 0 ? Signs.None : Math.Abs(value) >= absorbing ? (value < 0 ? Signs.Negative : Signs.Positive) : null;
 
-    private static Signs? SignsOf(IEnumerable<double> values)
+    private Signs? SignsOf(IEnumerable<double> values)
     {
         var signs = Signs.None;
         foreach (var value in values)

@@ -41,6 +41,7 @@ public sealed class ScaledDotProductAttentionRule
     private readonly CausalMasks _causal;
     private readonly MaskValues _maskValues;
     private readonly MaskValues _binaryMaskValues;
+    private readonly MaskValues _float64MaskValues;
 
     /// <summary>The note carried by a fusion that is exact only for integer masks holding 0 and 1 (<see cref="RewriteOptions.IntegerMasksAreBinary"/>).</summary>
     public const string IntegerMasksAreBinaryNote =
@@ -77,6 +78,7 @@ public sealed class ScaledDotProductAttentionRule
         _causal = new CausalMasks(analysis, scoresBounded: _options.CausalForPaddedRows);
         _maskValues = new MaskValues(analysis, integerMasksAreBinary: false);
         _binaryMaskValues = new MaskValues(analysis, integerMasksAreBinary: true);
+        _float64MaskValues = new MaskValues(analysis, integerMasksAreBinary: false, MaskValues.Float64Absorbing);
         _query = new Slot<QueryMatch>("query",
         [
             new("Mul/Div by a constant right before the score MatMul", QueryScaledAtMatMul),
@@ -407,19 +409,13 @@ public sealed class ScaledDotProductAttentionRule
     private (Node Where, Node IsNaN, Value Guarded)? NaNGuard(Value p) =>
         Ops.Producer(p, "Where") is { } where ? NaNGuardOf(where, _analysis) : null;
 
-    private ScoreChain? MatchScores(Value scores, Node? merge)
-    {
-        var start = new ScoreChain(null!, [], [], 1, ScalePlacement.None, 0, null) { Merge = merge };
-        if (Ops.Producer(scores, "Max") is { } max && Ops.WithScalar(max, _analysis, 1, 0) is { } clamp &&
-            MatchMasks(clamp.Operand, start with { Nodes = [max], Clamp = clamp.Constant }, MaxMasks) is { } clamped)
-        {
-            return clamped;
-        }
+    private ScoreChain? MatchScores(Value scores, Node? merge) =>
+        MatchMasks(scores, new ScoreChain(null!, [], [], 1, ScalePlacement.None, 0, null) { Merge = merge }, MaxMasks);
 
-        return MatchMasks(scores, start, MaxMasks);
-    }
-
-    /// <summary>Mask slot: Add(s, M) | Add(M, s) | Where(c, s, F) | Where(c, F, s), up to <paramref name="left"/> times.</summary>
+    /// <summary>
+    /// Mask slot: Add(s, M) | Add(M, s) | Where(c, s, F) | Where(c, F, s), up to <paramref name="left"/> times; before them
+    /// (walking up) at most one clamp Max(x, c), and anywhere an Add of zeros, which takes no mask's place.
+    /// </summary>
     private ScoreChain? MatchMasks(Value scores, ScoreChain chain, int left)
     {
         (scores, chain) = SkipWidening(scores, chain);
@@ -428,8 +424,24 @@ public sealed class ScaledDotProductAttentionRule
             return MatchMasks(step.Reshape.Input(0)!, step.Chain, left);
         }
 
+        // The clamp comes after every mask (OPT clamps inside its (B, H, S, T) view, before merging it back).
+        if (chain.Clamp is null && chain.Masks.All(m => m.Kind == MaskKind.Zero) && Ops.Producer(scores, "Max") is { } max && Ops.WithScalar(max, _analysis, 1, 0) is { } clamp &&
+            MatchMasks(clamp.Operand, chain with { Nodes = chain.Nodes.Add(max), Clamp = clamp.Constant }, left) is { } clamped)
+        {
+            return clamped;
+        }
+
         // Between the view's split and merge the masks are laid out like (B, H, S, T), elsewhere like the 3-D scores.
         var onView = chain.Merge is not null && chain.Split is null;
+        if (ZeroAdded(scores) is { } zero)
+        {
+            var term = new MaskTerm(MaskKind.Zero, zero.Zeros, 0, true, zero.Add) { OnView = onView };
+            if (MatchMasks(zero.Scores, chain with { Nodes = chain.Nodes.Add(zero.Add), Masks = chain.Masks.Add(term) }, left) is { } found)
+            {
+                return found;
+            }
+        }
+
         if (left > 0)
         {
             if (Ops.Producer(scores, "Add") is { Inputs.Count: 2 } add)
@@ -484,6 +496,30 @@ public sealed class ScaledDotProductAttentionRule
     }
 
     /// <summary>
+    /// Add(s, Z) in either operand order with Z provably ±0 everywhere (<see cref="MaskValues"/>) and provably no larger
+    /// than s, so that the sum is s in value and shape: the Add, s and Z. torch.baddbmm(zeros, q, kᵀ) exports this.
+    /// </summary>
+    private (Node Add, Value Scores, Value Zeros)? ZeroAdded(Value scores)
+    {
+        if (Ops.Producer(scores, "Add") is not { Inputs.Count: 2 } add)
+        {
+            return null;
+        }
+
+        for (var i = 0; i < 2; i++)
+        {
+            if (add.Input(i) is { } kept && add.Input(1 - i) is { } zeros && _maskValues.AbsorbingSigns(zeros) == MaskValues.Signs.None &&
+                _analysis.ShapeOf(zeros) is { } z && _analysis.ShapeOf(kept) is { } k && z.Count <= k.Count &&
+                z.Select((d, j) => d.Size == 1 || d.SameAs(k[k.Count - z.Count + j]) == true).All(within => within))
+            {
+                return (add, kept, zeros);
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>
     /// One Reshape of a (B, H, S, T) view of 3-D scores, walking up: the merge back to (B·H, S, T) (BART, before
     /// Softmax) when none was found yet, then the split it undoes. Only the ranks are read here; <see cref="ViewProven"/>
     /// proves the dims once the score MatMul is found. The chain with that Reshape added, or null.
@@ -498,6 +534,21 @@ public sealed class ScaledDotProductAttentionRule
         if (chain.Merge is not null && chain.Split is null && ViewShaped(scores, merging: false) is { } split)
         {
             return (split, chain with { Nodes = chain.Nodes.Add(split), Split = split });
+        }
+
+        if (chain.Merge is null && chain.Split is null && ViewShaped(scores, merging: false) is { } alone)
+        {
+            // GPT-NeoX: the view is never merged back (Softmax and the value product run on it), so every mask found so far
+            // was applied to it.
+            return (alone, chain with { Nodes = chain.Nodes.Add(alone), Split = alone, Masks = [.. chain.Masks.Select(m => m with { OnView = true })] });
+        }
+
+        if (chain.Merge is not null && chain.Split is { } later && ViewShaped(scores, merging: true) is { } between)
+        {
+            // CLIP: one view per mask, merged and split again in between. Reshape(Reshape(x)) back to x's own shape is x
+            // (both keep the elements in order), so the view goes on and its split is the earlier one, further up;
+            // ViewProven checks that the later split restores that view's shape.
+            return (between, chain with { Nodes = chain.Nodes.Add(between), Split = null, Resplits = chain.Resplits.Add(later) });
         }
 
         return null;
@@ -516,6 +567,23 @@ public sealed class ScaledDotProductAttentionRule
     /// inference cannot relate (they never enlarge the scores: CheckMaskShape).
     /// </summary>
     private bool ViewProven(Node split, Node merge, Node scoresMatMul) => SplitProven(split, scoresMatMul) && MergeProven(merge, split);
+
+    /// <summary>
+    /// Whether each later split of the scores provably gives the shape of the first view, so that merging a view and
+    /// splitting it again is the identity: every dim the same, or all but one, which both splits infer (−1) from the same
+    /// element count. What a later split reshapes is the earlier view with masks added (which never enlarge it: the op
+    /// checks the masks against the view), merged once: as many elements as the view.
+    /// </summary>
+    private bool ResplitsProven(IEnumerable<Node> resplits, Node split) =>
+        _analysis.ShapeOf(split.Output(0)!) is { Count: 4 } view &&
+        resplits.All(later => _analysis.ShapeOf(later.Output(0)!) is { Count: 4 } again &&
+                              Enumerable.Range(0, 4).Count(i => again[i].SameAs(view[i]) != true) is var differing &&
+                              (differing == 0 || (differing == 1 && BothInferred(split, later, Enumerable.Range(0, 4).First(i => again[i].SameAs(view[i]) != true)))));
+
+    /// <summary>Whether both Reshapes infer dim <paramref name="axis"/> (−1 in their shape).</summary>
+    private bool BothInferred(Node first, Node second, int axis) =>
+        _analysis.ShapeVector(first.Input(1)!) is { Length: 4 } a && _analysis.ShapeVector(second.Input(1)!) is { Length: 4 } b &&
+        a[axis].Size == -1 && b[axis].Size == -1;
 
     private bool SplitProven(Node split, Node scoresMatMul) =>
         _analysis.ShapeOf(split.Output(0)!) is { Count: 4 } view &&
@@ -542,7 +610,7 @@ public sealed class ScaledDotProductAttentionRule
     /// <summary>Explains a failed score match caused by a view of the scores that is incomplete or not proven.</summary>
     private string? UnprovenView(Value scores, Node? merge)
     {
-        Node? split = null;
+        var splits = new List<Node>();
         Node? scoresMatMul = null;
         var pending = new Queue<(Value Value, int Depth)>([(scores, 0)]);
         while (pending.TryDequeue(out var item) && scoresMatMul is null)
@@ -558,13 +626,13 @@ public sealed class ScaledDotProductAttentionRule
                 continue;
             }
 
-            if (merge is null && ViewShaped(item.Value, merging: true) is not null)
+            if (merge is null && splits.Count == 0 && ViewShaped(item.Value, merging: true) is not null)
             {
                 merge = node;
             }
-            else if (split is null && merge is not null && ViewShaped(item.Value, merging: false) is not null)
+            else if (ViewShaped(item.Value, merging: false) is not null)
             {
-                split = node;
+                splits.Add(node);
             }
 
             foreach (var input in node.OpType == "Reshape" ? [node.Input(0)!] : node.Inputs.OfType<Value>())
@@ -573,9 +641,25 @@ public sealed class ScaledDotProductAttentionRule
             }
         }
 
-        if (merge is null || scoresMatMul is null)
+        // The split furthest up makes the view; those below it split the scores again after a merge (CLIP).
+        var split = splits.LastOrDefault();
+        if (scoresMatMul is null || (merge is null && split is null))
         {
             return null;
+        }
+
+        if (split is not null && splits.Count > 1 && !ResplitsProven(splits.Take(splits.Count - 1), split))
+        {
+            var again = splits[0];
+            return $"Reshape '{again.DisplayName}' splits the merged scores again ({Describe(again.Input(0)!)} → {Describe(again.Output(0)!)}), " +
+                   $"not provably the shape of the first view made by '{split.DisplayName}' ({Describe(split.Output(0)!)}), so merging and splitting them is not provably the identity.";
+        }
+
+        if (merge is null)
+        {
+            return SplitProven(split!, scoresMatMul) ? null :
+                $"Reshape '{split!.DisplayName}' on the scores ({Describe(split.Input(0)!)} → {Describe(split.Output(0)!)}) does not provably only split " +
+                $"the leading axis of the (B·H, S, T) scores ({Describe(scoresMatMul.Output(0)!)}) into (B, H): the last two dims must be the same on both sides.";
         }
 
         if (split is null)
@@ -634,7 +718,7 @@ public sealed class ScaledDotProductAttentionRule
     private ScoreChain? MatchScoresMatMul(Value scores, ScoreChain chain)
     {
         (scores, chain) = SkipWidening(scores, chain);
-        if (chain.Merge is not null && chain.Split is null && ViewStep(scores, chain) is { } step)
+        if (chain.Split is null && ViewStep(scores, chain) is { Chain.Split: not null } step)
         {
             (scores, chain) = SkipWidening(step.Reshape.Input(0)!, step.Chain);
         }
@@ -648,17 +732,20 @@ public sealed class ScaledDotProductAttentionRule
         return (chain.Merge, chain.Split) switch
         {
             (null, null) => chain with { ScoresMatMul = matMul },
-            ({ } merge, { } split) when ViewProven(split, merge, matMul) => chain with { ScoresMatMul = matMul },
+            ({ } merge, { } split) when ViewProven(split, merge, matMul) && ResplitsProven(chain.Resplits, split) => chain with { ScoresMatMul = matMul },
+            (null, { } split) when SplitProven(split, matMul) => chain with { ScoresMatMul = matMul },
             _ => null,
         };
     }
 
     /// <summary>
     /// A Cast that loses nothing: to float from float, float16 or bfloat16 (exporters emit
-    /// float→float no-ops for <c>.float()</c>); the op computes scores in float anyway.
+    /// float→float no-ops for <c>.float()</c>); the op computes scores in float anyway. Also to float64 (<c>.double()</c>,
+    /// or a mask an exporter typed float64, as torch 1.13 types the Python-float fill of <c>torch.where(c, finfo.min, m)</c>):
+    /// <see cref="CheckFloat64"/> limits what may follow.
     /// </summary>
     private Node? Widening(Value value) =>
-        Ops.Producer(value, "Cast") is { } cast && cast.IntAttribute("to") == (long)DataType.Float &&
+        Ops.Producer(value, "Cast") is { } cast && cast.IntAttribute("to") is (long)DataType.Float or (long)DataType.Double &&
         _analysis.ElementTypeOf(cast.Input(0)!) is DataType.Float or DataType.Float16 or DataType.Bfloat16
             ? cast : null;
 
@@ -834,8 +921,10 @@ public sealed class ScaledDotProductAttentionRule
         {
             // The split-off padding is the op's bias "F where m == 0" in the attention's type, which must hold F; with a
             // fill that hides only bounded scores the combined mask must be the only one (nothing else adds to the scores).
-            if (_options.CausalForPaddedRows && _causal.RecognizeWithPadding(masks[i], q[^2], k[^2], keyOffset) is { } combined &&
-                ElementTypes.Round(combined.Causal.Fill, type) == combined.Causal.Fill && (!combined.Causal.NeedsBoundedScores || masks.Count == 1))
+            if (_options.CausalForPaddedRows && masks[i].Kind != MaskKind.Zero &&
+                _causal.RecognizeWithPadding(masks[i], q[^2], k[^2], keyOffset) is { } combined &&
+                ElementTypes.Round(combined.Causal.Fill, type) == combined.Causal.Fill &&
+                (!combined.Causal.NeedsBoundedScores || masks.Count(m => m.Kind != MaskKind.Zero) == 1))
             {
                 // One mask holding both: the causal part becomes the attribute, the padding part "F where m == 0".
                 var alignment = CausalAttribute(combined.Causal.Alignment, q[^2], k[^2]);
@@ -850,12 +939,12 @@ public sealed class ScaledDotProductAttentionRule
                 };
             }
 
-            if (_causal.Recognize(masks[i], q[^2], k[^2], keyCoversQuery, keyOffset) is not { } causal)
+            if (masks[i].Kind == MaskKind.Zero || _causal.Recognize(masks[i], q[^2], k[^2], keyCoversQuery, keyOffset) is not { } causal)
             {
                 continue;
             }
 
-            var others = masks.RemoveAt(i);
+            var others = masks.RemoveAt(i).RemoveAll(m => m.Kind == MaskKind.Zero);
             if (causal.NeedsBoundedScores && !others.All(m => m.Kind == MaskKind.KeepNegativeInfinity))
             {
                 // A fill that hides only bounded scores is used only where nothing else adds to the scores, so that the
@@ -949,11 +1038,14 @@ public sealed class ScaledDotProductAttentionRule
 
     /// <summary>The query's shape in the op's layout.</summary>
     private IReadOnlyList<Dim>? QueryShape(AttentionMatch match) =>
-        match.Einsum is { } einsum ? EinsumLayout.Permute(_analysis.ShapeOf(match.Query.Value), einsum.Query) : _analysis.ShapeOf(match.Query.Value);
+        Regrouped(match, match.Einsum is { } einsum ? EinsumLayout.Permute(_analysis.ShapeOf(match.Query.Value), einsum.Query) : _analysis.ShapeOf(match.Query.Value));
 
-    /// <summary>The value's shape in the op's layout.</summary>
-    private IReadOnlyList<Dim>? ValueShape(AttentionMatch match) =>
-        match.Einsum is { } einsum ? EinsumLayout.Permute(_analysis.ShapeOf(match.Value), einsum.Value) : _analysis.ShapeOf(match.Value);
+    /// <summary>The value's shape in the op's layout (regrouped by a view only when the graph merges the view back).</summary>
+    private IReadOnlyList<Dim>? ValueShape(AttentionMatch match)
+    {
+        var shape = match.Einsum is { } einsum && !EinsumLayout.IsIdentity(einsum.Value) ? EinsumLayout.Permute(_analysis.ShapeOf(match.Value), einsum.Value) : _analysis.ShapeOf(match.Value);
+        return match.Scores.View is { Merge: null } ? shape : Regrouped(match, shape);
+    }
 
     /// <summary>The key's shape in the op's layout ((B, H, S, D) or (N, S, D)).</summary>
     private IReadOnlyList<Dim>? KeyShape(AttentionMatch match)
@@ -961,13 +1053,19 @@ public sealed class ScaledDotProductAttentionRule
         var shape = _analysis.ShapeOf(match.Key.Value);
         return (match.Key.Layout, shape) switch
         {
-            (KeyLayout.Einsum, _) => EinsumLayout.Permute(shape, match.Einsum!.Key),
+            (KeyLayout.Einsum, _) => Regrouped(match, EinsumLayout.Permute(shape, match.Einsum!.Key)),
             (KeyLayout.HeadSplitMerged, { Count: 4 } s) => [s[0], s[2], s[1], s[3]],
-            (KeyLayout.Rank3SequenceFirst, { Count: 3 } s) => [s[1], s[0], s[2]],
-            (KeyLayout.Rank3Transposed, { Count: 3 } s) => [s[0], s[2], s[1]],
-            _ => shape,
+            (KeyLayout.Rank3SequenceFirst, { Count: 3 } s) => Regrouped(match, [s[1], s[0], s[2]]),
+            (KeyLayout.Rank3Transposed, { Count: 3 } s) => Regrouped(match, [s[0], s[2], s[1]]),
+            _ => Regrouped(match, shape),
         };
     }
+
+    /// <summary>A 3-D (B·H, X, Y) operand's shape as the op sees it when it runs on a view of the scores: (B, H, X, Y).</summary>
+    private IReadOnlyList<Dim>? Regrouped(AttentionMatch match, IReadOnlyList<Dim>? shape) =>
+        match.Scores.View is { } view && shape is { Count: 3 } flat && _analysis.ShapeOf(view.GroupedScores) is { Count: 4 } grouped
+            ? [grouped[0], grouped[1], flat[1], flat[2]]
+            : shape;
 
     // ---- check ----------------------------------------------------------------------------------
 
@@ -1001,9 +1099,15 @@ public sealed class ScaledDotProductAttentionRule
             result = CheckMasks(match);
         }
 
-        if (result.IsOk && match.Scores.View is { } view)
+        if (result.IsOk && CheckFloat64(match) is { IsOk: false } widened)
         {
-            result = CheckView(match, view);
+            result = widened;
+        }
+
+        // Later checks only refuse: the notes of an accepted match are those CheckMasks gave.
+        if (result.IsOk && match.Scores.View is { } view && CheckView(match, view) is { IsOk: false } unviewable)
+        {
+            result = unviewable;
         }
 
         return result;
@@ -1017,6 +1121,12 @@ public sealed class ScaledDotProductAttentionRule
     /// </summary>
     private CheckResult CheckView(AttentionMatch match, ScoresView view)
     {
+        if (view.Merge is not null && _analysis.ShapeOf(match.Value) is not { Count: 3 })
+        {
+            return CheckResult.Refuse(
+                $"The probabilities are merged back to (B·H, S, T) by '{view.Merge.DisplayName}' but the value '{match.Value.Name}' is not 3-D ({Describe(match.Value)}), so it cannot be regrouped with them.");
+        }
+
         if (_analysis.ShapeVector(view.SplitShape) is not { Length: 4 } entries ||
             entries.Take(2).Any(d => d.Size is 0 or < -1 || (d.Size is null && d.Symbol is null)))
         {
@@ -1227,7 +1337,7 @@ public sealed class ScaledDotProductAttentionRule
 
     private CheckResult CheckMasks(AttentionMatch match)
     {
-        var masks = match.Scores.Masks.Where(m => m.Kind != MaskKind.Causal).ToList();
+        var masks = match.Scores.Masks.Where(m => m.Kind is not (MaskKind.Causal or MaskKind.Zero)).ToList();
         var notes = new List<string>();
         var additive = masks.Where(m => m.Kind == MaskKind.AdditiveBias).ToList();
         var wheres = masks.Where(m => m.Kind != MaskKind.AdditiveBias).ToList();
@@ -1271,7 +1381,7 @@ public sealed class ScaledDotProductAttentionRule
                 return bad;
             }
 
-            if (view is not null && !term.OnView && CheckRegroupable(term, scoreShape, _analysis.ShapeOf(view.GroupedScores)) is { IsOk: false } flat)
+            if (view is not null && !term.OnView && CheckRegroupable(term) is { IsOk: false } flat)
             {
                 return flat;
             }
@@ -1354,6 +1464,38 @@ public sealed class ScaledDotProductAttentionRule
         return CheckResult.Ok with { Notes = notes };
     }
 
+    /// <summary>
+    /// Scores widened to float64 are masked and normalised there, the op does both in float32. That only rounds
+    /// differently when at most one mask is applied and, if it is additive or a finite fill, every value it holds is ±0 or
+    /// absorbing in float64 as in float32 (|v| ≥ 2¹¹⁷, such as float32's finfo.min): then a hidden key is the same fill
+    /// in both and a row hidden entirely is a uniform softmax in both. Two masks are refused, since finfo.min + finfo.min
+    /// overflows to −inf in float32 only, as is a clamp, and so is a mask of other values: a row hidden entirely by
+    /// −1e30 or −10000 is a softmax of the scores in float64 and not in float32.
+    /// </summary>
+    private CheckResult CheckFloat64(AttentionMatch match)
+    {
+        if (match.Scores.Nodes.Concat(match.ProbabilityNodes).FirstOrDefault(n => n.Is("Cast") && n.IntAttribute("to") == (long)DataType.Double) is not { } cast)
+        {
+            return CheckResult.Ok;
+        }
+
+        var masks = match.Scores.Masks.Where(m => m.Kind != MaskKind.Zero).ToList();
+        if (masks.Count > 1 || match.Scores.Clamp is not null)
+        {
+            return CheckResult.Refuse(
+                $"The scores are widened to float64 by Cast '{cast.DisplayName}' and then {(masks.Count > 1 ? "masked twice" : "clamped")}: the op masks in float32, where finfo.min + finfo.min overflows to −inf and a clamp acts on other values.");
+        }
+
+        var absorbing = masks switch
+        {
+            [{ Kind: MaskKind.AdditiveBias, Alignment: CausalAlignment.None } additive] => _float64MaskValues.IsZeroOrAbsorbing(additive.Source),
+            [{ Kind: MaskKind.FiniteFill } where] => Math.Abs(where.Fill) >= MaskValues.Float64Absorbing,
+            _ => true,
+        };
+        return absorbing ? CheckResult.Ok : CheckResult.Refuse(
+            $"The scores are widened to float64 by Cast '{cast.DisplayName}' and masked by '{masks[0].Source.Name}', which is not provably made of 0 and values that absorb the scores in float64 (|v| ≥ 2¹¹⁷, such as float32's finfo.min): a row it hides entirely would be a softmax of the scores in float64 and a uniform one in the op's float32.");
+    }
+
     /// <summary>The signs of the absorbing values a mask term holds (a recognised causal mask only hides), or null when unknown.</summary>
     private static MaskValues.Signs? MaskSigns(MaskTerm term, MaskValues values) =>
         term.Alignment != CausalAlignment.None ? MaskValues.Signs.Negative : values.AbsorbingSigns(term.Source) is { } signs ? (term.Subtracted ? FlipSigns(signs) : signs) : null;
@@ -1367,26 +1509,21 @@ public sealed class ScaledDotProductAttentionRule
 
     /// <summary>
     /// A mask on the 3-D (B·H, S, T) scores of a view the op runs on: it must regroup to (B, H, ·, ·) the way the
-    /// scores do. Rank 3 with a leading dim provably B·H (the scores' leading dim, or the product of the view's first two)
-    /// is reshaped by the split's (B, H); a leading dim of 1, or a lower rank, broadcasts over B and H alike and is used as is.
+    /// scores do. A leading dim of 1, or a lower rank, broadcasts over B and H alike and is used as is; any other rank-3
+    /// mask is reshaped by the split's (B, H), first broadcast to the query's B·H rows when its leading dim is not provably
+    /// B·H (the scores' leading dim, or the product of the view's first two). That is exact: the graph's Add only runs
+    /// with a leading dim of 1 or B·H (the split then needs B·H rows), and one provably neither is refused by
+    /// CheckMaskShape. Refused here: a mask whose rank is unknown.
     /// </summary>
-    private CheckResult CheckRegroupable(MaskTerm term, IReadOnlyList<Dim>? scoreShape, IReadOnlyList<Dim>? viewShape)
-    {
-        if (_analysis.ShapeOf(term.Source) is not { } mask)
-        {
-            return CheckResult.Refuse($"Mask '{term.Source.Name}' is applied to the (B·H, S, T) scores, but its rank is unknown, so it cannot be regrouped to the (B, H, S, T) view the op runs on.");
-        }
+    private CheckResult CheckRegroupable(MaskTerm term) =>
+        _analysis.ShapeOf(term.Source) is null
+            ? CheckResult.Refuse($"Mask '{term.Source.Name}' is applied to the (B·H, S, T) scores, but its rank is unknown, so it cannot be regrouped to the (B, H, S, T) view the op runs on.")
+            : CheckResult.Ok;
 
-        if (mask.Count < 3 || mask[0].Size == 1)
-        {
-            return CheckResult.Ok;
-        }
-
-        var batchTimesHeads = viewShape is { Count: 4 } ? Dim.Multiply(viewShape[0], viewShape[1]) : Dim.Unknown;
-        return (scoreShape is { Count: 3 } && mask[0].SameAs(scoreShape[0]) == true) || mask[0].SameAs(batchTimesHeads) == true
-            ? CheckResult.Ok
-            : CheckResult.Refuse($"Mask '{term.Source.Name}' is applied to the (B·H, S, T) scores with leading dim {mask[0]}, not provably 1 or B·H ({scoreShape?[0].ToString() ?? "?"}), so it cannot be regrouped to the (B, H, S, T) view the op runs on.");
-    }
+    /// <summary>Whether a leading dim is provably the B·H rows of 3-D scores viewed as (B, H, S, T).</summary>
+    private static bool LeadingIsBatchTimesHeads(Dim leading, IReadOnlyList<Dim>? scoreShape, IReadOnlyList<Dim>? viewShape) =>
+        (scoreShape is { Count: 3 } && leading.SameAs(scoreShape[0]) == true) ||
+        (viewShape is { Count: 4 } && leading.SameAs(Dim.Multiply(viewShape[0], viewShape[1])) == true);
 
     /// <summary>
     /// A scalar constant that the mask is built from (through a few elementwise, cast and shape ops)
@@ -1495,19 +1632,40 @@ public sealed class ScaledDotProductAttentionRule
             return graph.InsertNode(anchor, "Reshape", "", [input, shape], [names.Fresh(input.Name + "_4d")], hint + "Regroup").Output(0)!;
         }
 
-        // A mask on the 3-D scores of a view follows the scores onto it (CheckRegroupable): only a rank-3 mask with
-        // a leading B·H needs the reshape; the others broadcast over B and H alike.
-        Value MaskOnView(MaskTerm term, Value mask) =>
-            view is not null && !term.OnView && _analysis.ShapeOf(term.Source) is { Count: 3 } shape && shape[0].Size != 1 ? Regroup(mask, "Mask") : mask;
+        // A mask on the 3-D scores of a view follows the scores onto it (CheckRegroupable): only a rank-3 mask with a
+        // leading dim other than 1 needs the reshape (after a broadcast to the query's B·H rows unless it provably has
+        // them); the others broadcast over B and H alike.
+        var flatQuery = query;
+        Value MaskOnView(MaskTerm term, Value mask)
+        {
+            if (view is null || term.OnView || _analysis.ShapeOf(term.Source) is not { Count: 3 } shape || shape[0].Size == 1)
+            {
+                return mask;
+            }
+
+            if (!LeadingIsBatchTimesHeads(shape[0], _analysis.ShapeOf(match.Scores.ScoresMatMul.Output(0)!), _analysis.ShapeOf(view.GroupedScores)))
+            {
+                var rows = SliceOf(graph, anchor, graph.InsertNode(anchor, "Shape", "", [flatQuery], [names.Fresh(flatQuery.Name + "_shape")], "QueryRowsShape").Output(0)!, 0, 1, "QueryRows");
+                var target = graph.InsertNode(anchor, "Concat", "", [rows, Constant(graph, anchor, ConstantTensor.Int64s([1, 1]), "MaskRowOnes")],
+                    [names.Fresh(mask.Name + "_rows")], "MaskRowsShape", [Node.IntAttributeProto("axis", 0)]).Output(0)!;
+                mask = graph.InsertNode(anchor, "Expand", "", [mask, target], [names.Fresh(mask.Name + "_per_row")], "MaskPerRow").Output(0)!;
+            }
+
+            return Regroup(mask, "Mask");
+        }
 
         if (view is not null)
         {
-            // The scores are viewed as (B, H, S, T) around the mask (BART) or Softmax (BLOOM), so the 3-D query, key
-            // and value regroup the same way, (B·H, S, D) → (B, H, S, D), and masks on the view are used unexpanded.
+            // The scores are viewed as (B, H, S, T) around the mask (BART), Softmax (BLOOM) or the value product
+            // (GPT-NeoX), so the 3-D query and key regroup the same way, (B·H, S, D) → (B, H, S, D), as does a 3-D value
+            // that the graph multiplies with merged probabilities; masks on the view are used unexpanded.
             batchAndHeads = SliceOf(graph, anchor, view.SplitShape, 0, 2, "BatchAndHeads");
             query = Regroup(query, "Query");
             key = Regroup(key, "Key");
-            value = Regroup(value, "Value");
+            if (view.Merge is not null)
+            {
+                value = Regroup(value, "Value");
+            }
         }
 
         Value? bias = additive is null ? null : MaskOnView(additive, SignedBias(graph, anchor, additive, type));
@@ -1577,7 +1735,7 @@ public sealed class ScaledDotProductAttentionRule
         var fused = graph.InsertNode(anchor, OpType, Domain, inputs, [names.Fresh(output.Name + "_fused")],
             anchor.Name.Length > 0 ? anchor.Name + "_FlashAttention" : "FlashAttention", attributes);
         var result = fused;
-        if (view is not null)
+        if (view?.Merge is not null)
         {
             // (B, H, S, Dv) → (B·H, S, Dv), the anchor's layout.
             var fusedShape = graph.InsertNode(anchor, "Shape", "", [fused.Output(0)], [names.Fresh(output.Name + "_4d_shape")], "OutputShape").Output(0)!;

@@ -25,6 +25,11 @@ internal sealed class ModelRunOptions
         Batch = new Option<string>("--batch") { Description = "Batch size (entry 0 unpadded, the others padded).", DefaultValueFactory = _ => "2" };
         Past = new Option<string>("--past") { Description = "Past (KV cache) length for models with a cache.", DefaultValueFactory = _ => "3" };
         Seed = new Option<string>("--seed") { Description = "Seed of the generated inputs.", DefaultValueFactory = _ => "1234" };
+        Dimensions = new Option<string[]>("--dim")
+        {
+            Description = "NAME=SIZE: the size of a symbolic input dimension, over every rule (repeatable). Needed for dimensions " +
+                          "that count attention heads, such as BLOOM's cached batch × heads (--dim batch_x_heads=8 for batch 2, 4 heads).",
+        };
         CausalPaddedRows = new Option<bool>("--causal-padded-rows") { Description = RewriteCommand.CausalPaddedRowsHelp + " " + causalPaddedRowsNote };
         ExactIntegerMasks = RewriteCommand.ExactIntegerMasksOption();
     }
@@ -41,6 +46,8 @@ internal sealed class ModelRunOptions
 
     public Option<string> Seed { get; }
 
+    public Option<string[]> Dimensions { get; }
+
     public Option<bool> CausalPaddedRows { get; }
 
     public Option<bool> ExactIntegerMasks { get; }
@@ -48,7 +55,7 @@ internal sealed class ModelRunOptions
     /// <summary>Adds every option to <paramref name="command"/>.</summary>
     public void AddTo(Command command)
     {
-        foreach (Option option in new Option[] { SequenceLengths, Provider, Threads, Batch, Past, Seed, CausalPaddedRows, ExactIntegerMasks })
+        foreach (Option option in new Option[] { SequenceLengths, Provider, Threads, Batch, Past, Seed, Dimensions, CausalPaddedRows, ExactIntegerMasks })
         {
             command.Options.Add(option);
         }
@@ -79,7 +86,27 @@ internal sealed class ModelRunOptions
                 Seed = ulong.TryParse(seed, NumberStyles.None, CultureInfo.InvariantCulture, out ulong s)
                     ? s
                     : throw new ArgumentException($"--seed must be a non-negative integer, not '{seed}'."),
+                DimensionOverrides = ParseDimensions(parsed.GetValue(Dimensions) ?? []),
             });
+    }
+
+    /// <summary>NAME=SIZE pairs as a dictionary; a name given twice keeps its last size.</summary>
+    /// <exception cref="ArgumentException">A pair is malformed.</exception>
+    private static Dictionary<string, long> ParseDimensions(IEnumerable<string> pairs)
+    {
+        var sizes = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (string pair in pairs)
+        {
+            int equals = pair.LastIndexOf('=');
+            if (equals <= 0 || !long.TryParse(pair[(equals + 1)..], NumberStyles.None, CultureInfo.InvariantCulture, out long size))
+            {
+                throw new ArgumentException($"--dim must be NAME=SIZE with SIZE an integer ≥ 0, not '{pair}'.");
+            }
+
+            sizes[pair[..equals]] = size;
+        }
+
+        return sizes;
     }
 
     /// <summary>An integer option's value, at least <paramref name="minimum"/>.</summary>

@@ -45,4 +45,11 @@ public enum DimensionRole
 
     /// <summary>Past + new tokens: the key length of a model with a cache.</summary>
     TotalSequence,
+
+    /// <summary>
+    /// A dimension whose name says it counts attention heads (BLOOM's cache is (batch × heads, D, P), named
+    /// "batch_x_heads" or "batch_size x num_heads"): the inputs do not tell how many heads there are, so its size must be
+    /// given in <see cref="InputGenerationOptions.DimensionOverrides"/>.
+    /// </summary>
+    GivenSize,
 }

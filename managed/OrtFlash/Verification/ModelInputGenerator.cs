@@ -14,7 +14,8 @@ namespace OrtFlash.Verification;
 /// <item>Input roles: a name with "mask" is a padding mask (any type); an integer with "position" holds positions; an
 /// integer of rank 0 or 1 with "length"/"lens" holds lengths; other integers are token ids; a float with "past"/
 /// "cache"/"present" is a KV cache; other floats are features; other booleans are flags.</item>
-/// <item>Symbolic dimensions by name: "batch" (or N, B, bs) → batch; "total", or "past" with a "+" (as in
+/// <item>Symbolic dimensions by name: "head" → a size that must be given (<see cref="DimensionRole.GivenSize"/>: BLOOM's
+/// cached "batch_x_heads"); "batch" (or N, B, bs) → batch; "total", or "past" with a "+" (as in
 /// "past_sequence_length + 1") → past + sequence; "past"/"cache" → past; "decoder" → decoder sequence; "encoder" →
 /// sequence. Other
 /// names, and unnamed dimensions, by position: axis 0 → batch (except a rank-1 position input); axis −2 of a KV
@@ -74,6 +75,8 @@ public sealed class ModelInputGenerator
     public IReadOnlyList<DimensionRole> DimensionRolesOf(string inputName) => Plan(inputName).DimensionRoles;
 
     /// <summary>Generates one value per input. The caller owns the result and disposes it.</summary>
+    /// <exception cref="NotSupportedException">A dimension counts attention heads (<see cref="DimensionRole.GivenSize"/>)
+    /// and <see cref="InputGenerationOptions.DimensionOverrides"/> does not give its size.</exception>
     public GeneratedInputs Generate(InputGenerationOptions? options = null)
     {
         options ??= new InputGenerationOptions();
@@ -168,6 +171,11 @@ public sealed class ModelInputGenerator
         if (symbol.Length == 0)
         {
             return null;
+        }
+
+        if (Has(symbol, "head"))
+        {
+            return DimensionRole.GivenSize;
         }
 
         if (Has(symbol, "batch") || symbol is "N" or "n" or "B" or "b" or "bs")
@@ -283,6 +291,12 @@ public sealed class ModelInputGenerator
             else if (name.Length > 0 && sizes.TryGetValue(name, out long earlier))
             {
                 shape[axis] = earlier;
+            }
+            else if (plan.DimensionRoles[axis] == DimensionRole.GivenSize)
+            {
+                throw new NotSupportedException(
+                    $"Dimension '{name}' of input '{plan.Spec.Name}' counts attention heads, which the inputs do not tell: " +
+                    $"give its size (InputGenerationOptions.DimensionOverrides; CLI: --dim {name}=SIZE, e.g. batch size × heads).");
             }
             else
             {

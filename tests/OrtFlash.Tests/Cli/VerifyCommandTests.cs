@@ -103,6 +103,8 @@ public sealed class VerifyCommandTests
         yield return new TestCaseData("provider", "--provider must be cpu, cuda or auto").SetName("BadInputExitsTwo(unknown provider)");
         yield return new TestCaseData("rtol", "--rtol must be a non-negative number").SetName("BadInputExitsTwo(negative --rtol)");
         yield return new TestCaseData("threads", "--threads must be an integer ≥ 0").SetName("BadInputExitsTwo(malformed --threads)");
+        yield return new TestCaseData("dim", "--dim must be NAME=SIZE").SetName("BadInputExitsTwo(malformed --dim)");
+        yield return new TestCaseData("heads", "--dim batch_x_heads=").SetName("BadInputExitsTwo(a dimension counting heads without --dim)");
         yield return new TestCaseData("unknown", "unexpected argument").SetName("BadInputExitsTwo(extra argument)");
     }
 
@@ -120,6 +122,8 @@ public sealed class VerifyCommandTests
             "provider" => [Bert, "--provider", "tpu"],
             "rtol" => [Bert, "--rtol", "-1"],
             "threads" => [Bert, "--threads", "-1"],
+            "dim" => [Bert, "--dim", "height"],
+            "heads" => [TestModels.PathOf("bloom_past-opset17.onnx")],
             _ => [Bert, Bert, "extra"],
         };
         var before = Directory.GetFiles(folder);
@@ -130,6 +134,18 @@ public sealed class VerifyCommandTests
             Assert.That(error, Does.StartWith("error: ").And.Contain(message));
             Assert.That(output, Is.Empty, "nothing compared, nothing printed");
             Assert.That(Directory.GetFiles(folder), Is.EquivalentTo(before), "nothing written");
+        });
+    }
+
+    [Test]
+    public void DimGivesTheSizeOfBloomsCachedBatchTimesHeads()
+    {
+        var (exitCode, output, error) = Verify(TestModels.PathOf("bloom_past-opset17.onnx"), "--seq", "1,5", "--batch", "3", "--dim", "batch_x_heads=12");
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.EqualTo(VerifyCommand.Match), output + error);
+            Assert.That(output, Does.Contain("rewritten in memory: 2 attention subgraph(s) fused"));
+            Assert.That(output, Does.Contain("PASS"));
         });
     }
 

@@ -10,7 +10,7 @@ namespace OrtFlash.Tests.Rewriter;
 /// <summary>The exported model corpus in models/: every file fuses completely and keeps its outputs.</summary>
 public class AttentionFuserTests
 {
-    public sealed record ExportedModel(string File, string Family, int AttentionBlocks, int ExpectedFusions, bool Float16)
+    public sealed record ExportedModel(string File, string Family, int AttentionBlocks, int ExpectedFusions, bool Float16, long KvHeads)
     {
         public override string ToString() => File;
     }
@@ -42,7 +42,7 @@ public class AttentionFuserTests
             var model = new ExportedModel(
                 entry.GetProperty("file").GetString()!, entry.GetProperty("family").GetString()!,
                 entry.GetProperty("attention_blocks").GetInt32(), entry.GetProperty("expected_fusions").GetInt32(),
-                entry.GetProperty("dtype").GetString() == "float16");
+                entry.GetProperty("dtype").GetString() == "float16", entry.GetProperty("heads").GetProperty("kv").GetInt64());
             yield return new TestCaseData(model).SetArgDisplayNames(model.File);
         }
     }
@@ -96,7 +96,7 @@ public class AttentionFuserTests
         var random = new Random(7);
         foreach (var (sequence, past) in Sizes)
         {
-            var inputs = Inputs(original, random, sequence, past);
+            var inputs = Inputs(original, random, sequence, past, exported.KvHeads);
             var expected = OrtRunner.Run(original, inputs);
             var actual = OrtRunner.Run(lowered, inputs);
             foreach (var (name, tensor) in expected)
@@ -115,14 +115,17 @@ public class AttentionFuserTests
         }
     }
 
-    /// <summary>Inputs for an exported model: batch 2, the second sequence padded (left when there is a KV cache).</summary>
-    private static Dictionary<string, TestTensor> Inputs(ModelProto model, Random random, long sequence, long past)
+    /// <summary>
+    /// Inputs for an exported model: batch 2, the second sequence padded (left when there is a KV cache); BLOOM's cache
+    /// is (batch × heads, ·, ·).
+    /// </summary>
+    private static Dictionary<string, TestTensor> Inputs(ModelProto model, Random random, long sequence, long past, long kvHeads)
     {
         var hasCache = model.Graph.Input.Any(i => i.Name.StartsWith("past_", StringComparison.Ordinal));
         var sizes = new Dictionary<string, long>
         {
             ["batch"] = 2, ["sequence"] = sequence, ["decoder_sequence"] = sequence + 1,
-            ["past_sequence"] = past, ["total_sequence"] = past + sequence,
+            ["past_sequence"] = past, ["total_sequence"] = past + sequence, ["batch_x_heads"] = 2 * kvHeads,
         };
         var inputs = new Dictionary<string, TestTensor>();
         foreach (var input in model.Graph.Input.Where(i => !model.Graph.Initializer.Any(t => t.Name == i.Name)))

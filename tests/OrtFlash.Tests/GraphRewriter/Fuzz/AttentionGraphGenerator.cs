@@ -321,6 +321,18 @@ internal sealed class AttentionGraphGenerator
                 break;
         }
 
+        if (layout != Layout.SequenceFirstEinsum && Chance(0.08))
+        {
+            // torch.baddbmm(zeros, q, kᵀ, beta=1, alpha) (GPT-NeoX): zeros of the scores' shape, read from q and k, times
+            // beta, added to the scores; now and then zeros of a shape that broadcasts.
+            var leading = _b.Node("Slice", [_b.Node("Shape", [q]), _b.Ints(0), _b.Ints(_rank4 ? 3 : 2)]);
+            var full = Chance(0.8);
+            var zerosShape = full ? _b.Node("Concat", [leading, Length(kLengthSource.Item1, kLengthSource.Item2)], Int("axis", 0)) : _b.Ints(1, 1);
+            var zeros = _b.Node("Mul", [_b.Node("ConstantOfShape", [zerosShape], Tensor("value", new ConstantTensor(_scoresType, [1], [0]))), Scalar(1)]);
+            scores = Chance(0.5) ? _b.Node("Add", [scores, zeros]) : _b.Node("Add", [zeros, scores]);
+            _parts.Add(full ? "zeros of the scores' shape added (baddbmm)" : "zeros (1, 1) added");
+        }
+
         if (mustRefuse != "scale is a graph input" && Chance(0.08))
         {
             var extra = Pick(0.5f, 2f, 0.9f);
@@ -364,7 +376,7 @@ internal sealed class AttentionGraphGenerator
         var additiveLast = false;
         // 3-D scores are sometimes viewed as (B, H, S, T) around their masks: split after `viewAt` masks, merged back
         // before Softmax (BART) or after it (BLOOM).
-        var view = layout == Layout.Flat && Chance(0.35) ? Pick("merged before Softmax", "merged after Softmax") : null;
+        var view = layout == Layout.Flat && Chance(0.35) ? Pick("merged before Softmax", "merged after Softmax", "never merged") : null;
         var viewAt = _r.Next(maskCount + 1);
         string? queryLength = null, keyLength = null;
         void Split()
@@ -387,6 +399,12 @@ internal sealed class AttentionGraphGenerator
         {
             if (view is not null && i == viewAt)
             {
+                Split();
+            }
+            else if (view == "merged before Softmax" && i > viewAt && Chance(0.4))
+            {
+                // CLIP: every mask on a view of its own, merged and split again in between.
+                scores = Merge(scores);
                 Split();
             }
 
@@ -505,7 +523,13 @@ internal sealed class AttentionGraphGenerator
             _parts.Add($"guard {guard}");
         }
 
-        // Value product and output.
+        // Value product and output; on a view that is never merged, the value is grouped (B, H, T, D) as well (GPT-NeoX).
+        if (view == "never merged")
+        {
+            valueEinsum = false;
+            v = _b.Node("Reshape", [v, _b.Node("Concat", [_b.Ints(-1, _heads), Length(v, 1), _b.Ints(_headDim)], Int("axis", 0))]);
+        }
+
         var output = valueEinsum
             ? _b.Node("Einsum", [probabilities, v], Str("equation", layout == Layout.SequenceFirstEinsum ? (keras ? "acbe,aecd->abcd" : "bhqk,bkhd->bqhd")
                 : _rank4 ? "bhqk,bhkd->bhqd" : "nqk,nkd->nqd"))

@@ -114,6 +114,20 @@ public class GraphAnalysisTests
     }
 
     [Test]
+    public void CumSum_keeps_its_input_shape_so_positions_built_from_a_padding_mask_keep_the_batch_and_sequence()
+    {
+        // OPT: positions = cumsum(attention_mask) * attention_mask − 1, then an embedding lookup added to the tokens'.
+        var b = new ModelBuilder();
+        var mask = b.Input("attention_mask", DataType.Int64, "batch", "sequence");
+        var positions = b.Node("Sub", [b.Node("Mul", [b.Node("CumSum", [mask, b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))]), mask]),
+            b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))]);
+        var embedded = b.Node("Gather", [b.Floats([8, 4], new float[32]), positions]);
+        var (analysis, graph) = Analyse(b);
+
+        Assert.That(analysis.ShapeOf(ValueOf(graph, embedded))!.Select(d => d.ToString()), Is.EqualTo(new[] { "batch", "sequence", "4" }));
+    }
+
+    [Test]
     public void Unknown_dims_are_equal_to_themselves_through_Shape()
     {
         var b = new ModelBuilder();

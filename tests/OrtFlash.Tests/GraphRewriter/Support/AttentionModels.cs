@@ -115,6 +115,21 @@ internal static class AttentionModels
             () => Bloom(BloomVariant.Past), BloomInputs(past: true), new(KeyLayout.Rank3Transposed, ScalePlacement.MultiplyScores, InvSqrtD), NoReferenceProbe: true);
         yield return new("MPT: (H, 1, T) ALiBi added to 4-D scores, masked_fill(bool, finfo.min), Softmax of scores.float()", Mpt, MptInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD));
+        yield return new("BLOOM-style ALiBi (A, 1, T) on the 3-D scores with A not provably B·H (A = B·H here): broadcast to the rows, then regrouped",
+            () => Bloom(BloomVariant.UnrelatedAlibi), BloomUnrelatedAlibiInputs(Batch * Heads), new(KeyLayout.Rank3Transposed, ScalePlacement.MultiplyScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("BLOOM-style ALiBi (A, 1, T) on the 3-D scores with A not provably B·H (A = 1 here): broadcast to the rows, then regrouped",
+            () => Bloom(BloomVariant.UnrelatedAlibi), BloomUnrelatedAlibiInputs(1), new(KeyLayout.Rank3Transposed, ScalePlacement.MultiplyScores, InvSqrtD), NoReferenceProbe: true);
+        yield return new("GPT-NeoX: baddbmm into zeros on 3-D scores, a (B, H, S, T) view never merged back, causal buffer Where, value product on the view",
+            () => GptNeoX(GptNeoXVariant.Plain), SelfAttentionInputs, new(KeyLayout.Rank3, ScalePlacement.MultiplyScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
+        yield return new("GPT-NeoX with its padding mask added after the causal Where", () => GptNeoX(GptNeoXVariant.Padding), (r, s, _) => AdditiveMaskInputs(FloatMin)(r, s, s),
+            new(KeyLayout.Rank3, ScalePlacement.MultiplyScores, InvSqrtD, NoteContains: "kept as a mask input"));
+        yield return new("OPT: Max(scores + mask, finfo.min) inside the (B, H, S, T) view, merged back before Softmax", OptClampInView, CausalPlusPaddingInputs,
+            new(KeyLayout.Rank3, ScalePlacement.QueryBeforeHeadSplit, 1.0f), NoReferenceProbe: true);
+        yield return new("CLIP: a causal triu(full(finfo.min), 1) and a padding mask, each added on a view of its own (merged and split again between)",
+            ClipTwoViews, ClipInputs, new(KeyLayout.Rank3, ScalePlacement.QueryBeforeHeadSplit, 1.0f, NoteContains: "kept as a mask input"), NoReferenceProbe: true);
+        yield return new("Softcapped scores widened to float64 for a float64 sliding-window mask of 0 and finfo.min (a Gemma-2 mask typed float64)",
+            () => Float64Scores(Float64Variant.SlidingWindow), SlidingWindowInputs, new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, InvSqrtD, Softcap: 2.0f,
+            NoteContains: "converted from Double to Float"));
         yield return new("GPT-2: no-op Cast, finite causal Where, then padding Add", Gpt2WhereThenAdd, AdditiveMaskInputs(FloatMin),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "kept as a mask input"));
         yield return new("T5: no-op Cast to float before Softmax", T5NoOpCast, PositionBiasInputs,
@@ -191,6 +206,9 @@ internal static class AttentionModels
         // Found by the differential fuzz test (seed 1284): the bias F + M is finfo.min + finfo.max = 0 where the graph has s + 0.
         yield return new("Where(keep, s, finfo.min), then + (1 − m)·finfo.min of an int64 m: m = 2 gives +finfo.max, which cancels the fill in the op's bias",
             () => WhereFillThenPadding(DataType.Int64), WhereFillThenPaddingInputs(DataType.Int64), null, "fill and mask would cancel");
+        // The note was dropped for views of 3-D scores before the view's own check kept CheckMasks' notes.
+        yield return new("GPT-NeoX view: Where(causal buffer, s, finfo.min), then (1 − m)·finfo.min of an int64 m: m = 2 cancels the fill in the op's bias",
+            () => GptNeoX(GptNeoXVariant.IntegerPadding), (r, s, _) => PaddingOfTwos(r, s, s), null, "fill and mask would cancel");
         yield return new("ALiBi then (1 − m)·finfo.min of an int64 m, next to a mask that is not proven free of finfo.min",
             () => AlibiThenPadding(DataType.Int64, FloatMin), PaddingOfTwos, null, "absorbing values of opposite signs");
     }
@@ -513,8 +531,18 @@ internal static class AttentionModels
         yield return new("Einsum scores with an ellipsis in an operand of unknown rank", () => EllipsisOfUnknownRank(scores: true), PlainInputs, null,
             "has an ellipsis in operand 'q', whose rank is unknown");
         yield return new("float32 finfo.min fill in a bfloat16 attention", Bfloat16WithFloatFill, PlainInputs, null, "cannot hold exactly");
-        yield return new("BLOOM-style ALiBi on the 3-D scores whose leading dim is not provably B·H", () => Bloom(BloomVariant.UnrelatedAlibi), BloomInputs(past: false), null,
-            "cannot be regrouped to the (B, H, S, T) view");
+        yield return new("BLOOM-style ALiBi on the 3-D scores whose leading dim (3) is provably neither 1 nor B·H (4)", () => Bloom(BloomVariant.MismatchedAlibi), BloomInputs(past: false), null,
+            "neither is 1 nor matches the scores");
+        yield return new("GPT-NeoX-style view never merged that swaps the last two axes", () => GptNeoX(GptNeoXVariant.SwappedView), SelfAttentionInputs, null,
+            "does not provably only split");
+        yield return new("Zeros of higher rank than the scores added to them: not dropped, refused as a mask that broadcasts the scores up", ZerosOfHigherRank,
+            PlainInputs, null, "more than the scores'");
+        yield return new("Two views of the scores whose second one has other (B, H) than the first", ClipSecondViewRegrouped, ClipInputs, null,
+            "not provably the shape of the first view");
+        yield return new("Scores widened to float64 for a −10000 mask: a row it hides entirely is a softmax of the scores in float64 only",
+            () => Float64Scores(Float64Variant.TenThousand), SlidingWindowInputs, null, "absorb the scores in float64");
+        yield return new("Scores widened to float64 and masked twice: finfo.min + finfo.min overflows in float32 only",
+            () => Float64Scores(Float64Variant.TwoMasks), SlidingWindowInputs, null, "masked twice");
         yield return new("3-D scores viewed as (B, H, T, S): the split does not keep the last two axes", () => Bloom(BloomVariant.SwappedView), BloomInputs(past: false), null,
             "does not provably only split");
         yield return new("Probabilities merged to (B·H, S·T, 1) after Softmax", () => Bloom(BloomVariant.FlattenedProbabilities), BloomInputs(past: false), null,
@@ -1083,6 +1111,7 @@ internal static class AttentionModels
         Plain,
         Past,
         UnrelatedAlibi,
+        MismatchedAlibi,
         SwappedView,
         FlattenedProbabilities,
     }
@@ -1095,10 +1124,11 @@ internal static class AttentionModels
     private static ModelProto Bloom(BloomVariant variant)
     {
         var b = new ModelBuilder();
-        var q = b.Input("q", DataType.Float, "B", "S", Heads, HeadDim);
-        var k = b.Input("k", DataType.Float, "B", "T", Heads, HeadDim);
-        var v = b.Input("v", DataType.Float, "B", "T", Heads, HeadDim);
-        var hidden = b.Input("mask", DataType.Bool, "B", 1, "S", "TK");
+        object batchDim = variant == BloomVariant.MismatchedAlibi ? Batch : "B";
+        var q = b.Input("q", DataType.Float, batchDim, "S", Heads, HeadDim);
+        var k = b.Input("k", DataType.Float, batchDim, "T", Heads, HeadDim);
+        var v = b.Input("v", DataType.Float, batchDim, "T", Heads, HeadDim);
+        var hidden = b.Input("mask", DataType.Bool, batchDim, 1, "S", "TK");
         var shape = b.Node("Shape", [q]);
         var batch = b.Node("Slice", [shape, b.Ints(0), b.Ints(1)]);
         var length = b.Node("Slice", [shape, b.Ints(1), b.Ints(2)]);
@@ -1113,9 +1143,12 @@ internal static class AttentionModels
         }
 
         var keyLength = b.Node("Slice", [b.Node("Shape", [kT3]), b.Ints(2), b.Ints(3)]);
-        var alibi = variant == BloomVariant.UnrelatedAlibi
-            ? b.Input("alibi", DataType.Float, "A", 1, "TK")
-            : b.Node("Reshape", [b.Input("alibi", DataType.Float, "B", Heads, "TK"), b.Node("Concat", [flat, b.Ints(1, -1)], Int("axis", 0))]);
+        var alibi = variant switch
+        {
+            BloomVariant.UnrelatedAlibi => b.Input("alibi", DataType.Float, "A", 1, "TK"),
+            BloomVariant.MismatchedAlibi => b.Input("alibi", DataType.Float, 3, 1, "TK"),
+            _ => b.Node("Reshape", [b.Input("alibi", DataType.Float, "B", Heads, "TK"), b.Node("Concat", [flat, b.Ints(1, -1)], Int("axis", 0))]),
+        };
         var scores = b.Node("Add", [b.Node("Mul", [b.Node("MatMul", [q3, kT3]), b.Scalar(InvSqrtD)]), b.Node("Mul", [alibi, b.Scalar(1)])]);
         string[] viewDims = variant == BloomVariant.SwappedView ? [batch, b.Ints(Heads), keyLength, length] : [batch, b.Ints(Heads), length, keyLength];
         var view = b.Node("Reshape", [scores, b.Node("Concat", viewDims, Int("axis", 0))]);
@@ -1162,6 +1195,207 @@ internal static class AttentionModels
         inputs["mask"] = HiddenByCausalOrPadding(s, keys);
         return inputs;
     };
+
+    /// <summary>BLOOM inputs with an (A, 1, T) ALiBi of <paramref name="rows"/> rows (1 or B·H): per-row slopes times positions.</summary>
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> BloomUnrelatedAlibiInputs(long rows) => (r, s, t) =>
+    {
+        var inputs = BloomInputs(past: false)(r, s, t);
+        inputs["alibi"] = new TestTensor(DataType.Float, [rows, 1, t],
+            Enumerable.Range(0, (int)(rows * t)).Select(i => -MathF.Pow(2, -8f * (1 + i / (int)t) / Heads) * (i % t)).ToArray());
+        return inputs;
+    };
+
+    private enum GptNeoXVariant
+    {
+        Plain,
+        Padding,
+        IntegerPadding,
+        SwappedView,
+    }
+
+    /// <summary>
+    /// HF GPT-NeoX (~4.36) from (B, H, S, D) q, k, v: q and k viewed as (B·H, ·, D), torch.baddbmm(zeros (B·H, S, T), q,
+    /// kᵀ, beta=1, alpha=1/√D) = Add(Mul(MatMul(q3, Transpose(0,2,1)(k3)), alpha), Mul(ConstantOfShape(zeros), 1)), viewed as
+    /// (B, H, S, T) and never merged back: Where(causal buffer slice, ·, finfo.min), [+ padding (B, 1, 1, T)], Softmax,
+    /// Cast, MatMul with the 4-D value.
+    /// </summary>
+    private static ModelProto GptNeoX(GptNeoXVariant variant)
+    {
+        var (b, q, k, v) = Bhsd(keyLength: variant == GptNeoXVariant.SwappedView ? "T" : "S");
+        var shape = b.Node("Shape", [q]);
+        var batch = b.Node("Slice", [shape, b.Ints(0), b.Ints(1)]);
+        var heads = b.Node("Slice", [shape, b.Ints(1), b.Ints(2)]);
+        var length = b.Node("Slice", [shape, b.Ints(2), b.Ints(3)]);
+        var keyLength = b.Node("Slice", [b.Node("Shape", [k]), b.Ints(2), b.Ints(3)]);
+        var rows = b.Node("Mul", [batch, heads]);
+        var q3 = b.Node("Reshape", [q, b.Node("Concat", [rows, length, b.Ints(HeadDim)], Int("axis", 0))]);
+        var k3 = b.Node("Reshape", [k, b.Node("Concat", [rows, keyLength, b.Ints(HeadDim)], Int("axis", 0))]);
+        var zerosShape = b.Node("Concat", [rows, length, keyLength], Int("axis", 0));
+        var zeros = b.Node("Mul", [b.Node("ConstantOfShape", [zerosShape], Tensor("value", new ConstantTensor(DataType.Float, [1], [0]))), b.Scalar(1)]);
+        var scores = b.Node("Add", [b.Node("Mul", [b.Node("MatMul", [q3, b.Node("Transpose", [k3], Ints("perm", 0, 2, 1))]), b.Scalar(InvSqrtD)]), zeros]);
+        string[] viewDims = variant == GptNeoXVariant.SwappedView ? [batch, heads, keyLength, length] : [batch, heads, length, keyLength];
+        var view = b.Node("Reshape", [scores, b.Node("Concat", viewDims, Int("axis", 0))]);
+        var buffer = b.Initializer(new ConstantTensor(DataType.Bool, [1, 1, BufferSize, BufferSize],
+            Enumerable.Range(0, BufferSize * BufferSize).Select(i => i % BufferSize <= i / BufferSize ? 1.0 : 0.0).ToArray()));
+        var queryLength = b.Node("Gather", [shape, b.Initializer(ConstantTensor.Scalar(DataType.Int64, 2))]);
+        var keys = b.Node("Gather", [b.Node("Shape", [k]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, 2))]);
+        var start = b.Node("Unsqueeze", [b.Node("Sub", [keys, queryLength]), b.Ints(0)]);
+        var end = b.Node("Unsqueeze", [keys, b.Ints(0)]);
+        var keep = b.Node("Slice", [b.Node("Slice", [buffer, start, end, b.Ints(2)]), b.Ints(0), end, b.Ints(3)]);
+        var masked = b.Node("Where", [keep, view, b.Scalar(FloatMin)]);
+        if (variant == GptNeoXVariant.Padding)
+        {
+            masked = b.Node("Add", [masked, b.Input("mask", DataType.Float, "B", 1, 1, "S")]);
+        }
+        else if (variant == GptNeoXVariant.IntegerPadding)
+        {
+            var m = b.Node("Unsqueeze", [b.Node("Cast", [b.Input("mask", DataType.Int64, "B", "S")], Int("to", (long)DataType.Float)), b.Ints(1, 2)]);
+            masked = b.Node("Add", [masked, b.Node("Mul", [b.Node("Sub", [b.Scalar(1), m]), b.Scalar(FloatMin)])]);
+        }
+
+        return Finish(b, b.Node("Cast", [Softmax(b, masked)], Int("to", (long)DataType.Float)), v);
+    }
+
+    /// <summary>4-D scores plus zeros of shape (1, B, H, S, T), which would broadcast them to rank 5.</summary>
+    private static ModelProto ZerosOfHigherRank()
+    {
+        var (b, q, k, v) = Bhsd();
+        var scoresShape = b.Node("Concat", [b.Ints(1), b.Node("Slice", [b.Node("Shape", [q]), b.Ints(0), b.Ints(3)]), b.Node("Slice", [b.Node("Shape", [k]), b.Ints(2), b.Ints(3)])], Int("axis", 0));
+        var zeros = b.Node("ConstantOfShape", [scoresShape], Tensor("value", new ConstantTensor(DataType.Float, [1], [0])));
+        return Finish(b, Softmax(b, b.Node("Add", [Div(b, Scores(b, q, k)), zeros])), v);
+    }
+
+    /// <summary>BART's 3-D attention (query scaled before the head split) with the scores viewed as (B, H, S, T) by Shape-read sizes.</summary>
+    private static (ModelBuilder B, string Scores, string V3, string Batch, string Length, string KeyLength, string Flat) Bart3D()
+    {
+        var b = new ModelBuilder();
+        var hidden = b.Input("q_proj", DataType.Float, "B", "S", Heads * HeadDim);
+        var k = b.Input("k", DataType.Float, "B", Heads, "T", HeadDim);
+        var v = b.Input("v", DataType.Float, "B", Heads, "T", HeadDim);
+        var qShape = b.Node("Shape", [hidden]);
+        var batch = b.Node("Slice", [qShape, b.Ints(0), b.Ints(1)]);
+        var length = b.Node("Slice", [qShape, b.Ints(1), b.Ints(2)]);
+        var keyLength = b.Node("Slice", [b.Node("Shape", [k]), b.Ints(2), b.Ints(3)]);
+        var flat = b.Node("Mul", [batch, b.Ints(Heads)]);
+        var split = b.Node("Transpose", [b.Node("Reshape", [b.Node("Mul", [hidden, b.Scalar(InvSqrtD)]), b.Ints(0, 0, Heads, HeadDim)])], Ints("perm", 0, 2, 1, 3));
+        var q3 = b.Node("Reshape", [split, b.Node("Concat", [flat, b.Ints(-1), b.Ints(HeadDim)], Int("axis", 0))]);
+        var k3 = b.Node("Reshape", [k, b.Node("Concat", [flat, b.Ints(-1), b.Ints(HeadDim)], Int("axis", 0))]);
+        var v3 = b.Node("Reshape", [v, b.Node("Concat", [flat, b.Ints(-1), b.Ints(HeadDim)], Int("axis", 0))]);
+        var scores = b.Node("MatMul", [q3, b.Node("Transpose", [k3], Ints("perm", 0, 2, 1))]);
+        return (b, scores, v3, batch, length, keyLength, flat);
+    }
+
+    private static ModelProto FinishBart3D(ModelBuilder b, string merged, string v3)
+    {
+        b.Rename(b.Node("MatMul", [Softmax(b, merged), v3]), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    /// <summary>HF OPT (~4.30): view (B, H, S, T) → + mask → torch.max(·, finfo.min) → view (B·H, S, T), Softmax, bmm.</summary>
+    private static ModelProto OptClampInView()
+    {
+        var (b, scores, v3, batch, length, keyLength, flat) = Bart3D();
+        var mask = b.Input("mask", DataType.Float, "B", 1, "S", "T");
+        var view = b.Node("Reshape", [scores, b.Node("Concat", [batch, b.Ints(Heads), length, keyLength], Int("axis", 0))]);
+        var clamped = b.Node("Max", [b.Node("Add", [view, mask]), b.Scalar(FloatMin)]);
+        return FinishBart3D(b, b.Node("Reshape", [clamped, b.Node("Concat", [flat, length, keyLength], Int("axis", 0))]), v3);
+    }
+
+    /// <summary>
+    /// OPT's mask: a lower-right causal mask and batch 1's last third of keys padded, each finfo.min where it hides, summed
+    /// (−inf where both hide); with S &gt; T some rows hide every key.
+    /// </summary>
+    private static Dictionary<string, TestTensor> CausalPlusPaddingInputs(Random r, long s, long t)
+    {
+        var inputs = BartInputs(r, s, t);
+        var padding = Padding(t);
+        var mask = new float[Batch * s * t];
+        for (var i = 0; i < mask.Length; i++)
+        {
+            long entry = i / (s * t), row = i / t % s, key = i % t;
+            mask[i] = (key > row + t - s ? FloatMin : 0f) + (padding[entry * t + key] == 1 ? 0f : FloatMin);
+        }
+
+        inputs["mask"] = new TestTensor(DataType.Float, [Batch, 1, s, t], mask);
+        return inputs;
+    }
+
+    /// <summary>
+    /// HF CLIP (~4.30): the causal mask, then the padding mask, each added on its own view: view → + causal → view back,
+    /// view → + padding → view back, Softmax, bmm. The causal mask is triu(full(finfo.min), 1) over (S, T).
+    /// </summary>
+    private static ModelProto ClipTwoViews() => ClipViews(regroupSecond: false);
+
+    /// <summary>As <see cref="ClipTwoViews"/>, but the second view splits the rows as (B·H, 1): not the first view's shape.</summary>
+    private static ModelProto ClipSecondViewRegrouped() => ClipViews(regroupSecond: true);
+
+    private static ModelProto ClipViews(bool regroupSecond)
+    {
+        var (b, scores, v3, batch, length, keyLength, flat) = Bart3D();
+        var padding = b.Input("mask", DataType.Float, "B", 1, 1, "T");
+        var full = b.Node("ConstantOfShape", [b.Node("Concat", [length, keyLength], Int("axis", 0))], Tensor("value", new ConstantTensor(DataType.Float, [1], [FloatMin])));
+        var causal = b.Node("Trilu", [full, b.Initializer(ConstantTensor.Scalar(DataType.Int64, 1))], Int("upper", 1));
+        var viewShape = b.Node("Concat", [batch, b.Ints(Heads), length, keyLength], Int("axis", 0));
+        var flatShape = b.Node("Concat", [flat, length, keyLength], Int("axis", 0));
+        var first = b.Node("Reshape", [b.Node("Add", [b.Node("Reshape", [scores, viewShape]), causal]), flatShape]);
+        var secondShape = regroupSecond ? b.Node("Concat", [flat, b.Ints(1), length, keyLength], Int("axis", 0)) : viewShape;
+        var second = b.Node("Reshape", [b.Node("Add", [b.Node("Reshape", [first, secondShape]), padding]), flatShape]);
+        return FinishBart3D(b, second, v3);
+    }
+
+    /// <summary>BART inputs with a (B, 1, 1, T) padding mask of finfo.min; batch 0 is padded entirely.</summary>
+    private static Dictionary<string, TestTensor> ClipInputs(Random r, long s, long t)
+    {
+        var inputs = BartInputs(r, s, t);
+        inputs["mask"] = new TestTensor(DataType.Float, [Batch, 1, 1, t], Padding(t, fullyMaskedBatch: true).Select(m => m == 1 ? 0f : FloatMin).ToArray());
+        return inputs;
+    }
+
+    private enum Float64Variant
+    {
+        SlidingWindow,
+        TenThousand,
+        TwoMasks,
+    }
+
+    /// <summary>
+    /// Gemma-2-style scores · scaling and softcap c·tanh(s/c), then Cast to float64 for a float64 mask (torch 1.13 types the
+    /// Python-float fill of torch.where(window, finfo.min, mask) as float64): here Where(window, finfo.min, Where(keep, 0,
+    /// finfo.min)) in float64, (B, 1, S, T); Softmax in float64; Cast back to float; MatMul with V.
+    /// </summary>
+    private static ModelProto Float64Scores(Float64Variant variant)
+    {
+        var (b, q, k, v) = Bhsd();
+        var window = b.Input("window", DataType.Bool, "S", "T");
+        var keep = b.Input("keep", DataType.Bool, "B", 1, 1, "T");
+        var scaled = b.Node("Mul", [Scores(b, q, k), b.Scalar(InvSqrtD)]);
+        var cap = b.Scalar(2.0f);
+        var capped = b.Node("Mul", [b.Node("Tanh", [b.Node("Div", [scaled, cap])]), cap]);
+        var wide = b.Node("Cast", [capped], Int("to", (long)DataType.Double));
+        var fill = variant == Float64Variant.TenThousand ? -10000f : FloatMin;
+        var padding = b.Node("Where", [keep, b.Scalar(0, DataType.Double), b.Scalar(fill, DataType.Double)]);
+        var masked = variant == Float64Variant.TwoMasks
+            ? b.Node("Add", [b.Node("Add", [wide, padding]), b.Node("Where", [window, b.Scalar(FloatMin, DataType.Double), b.Scalar(0, DataType.Double)])])
+            : b.Node("Add", [wide, b.Node("Where", [window, b.Scalar(FloatMin, DataType.Double), padding])]);
+        return Finish(b, b.Node("Cast", [Softmax(b, masked)], Int("to", (long)DataType.Float)), v);
+    }
+
+    /// <summary>A sliding window of 2 keys under a lower-right causal diagonal (true = hidden), and batch 1's last third padded.</summary>
+    private static Dictionary<string, TestTensor> SlidingWindowInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, t);
+        var window = new float[s * t];
+        for (var i = 0; i < window.Length; i++)
+        {
+            long row = i / t, key = i % t, last = row + t - s;
+            window[i] = key > last || key <= last - 2 ? 1 : 0;
+        }
+
+        inputs["window"] = new TestTensor(DataType.Bool, [s, t], window);
+        inputs["keep"] = new TestTensor(DataType.Bool, [Batch, 1, 1, t], Padding(t));
+        return inputs;
+    }
 
     /// <summary>
     /// HF MPT (~4.40): matmul(q, kᵀ) · softmax_scale + position_bias (H, 1, T), masked_fill(bool (B, 1, S, T) mask,

@@ -35,7 +35,12 @@ public sealed class ModelInputGeneratorTests
         using var _ = session;
         foreach (int sequenceLength in new[] { 5, 12 })
         {
-            using var inputs = generator.Generate(new InputGenerationOptions { SequenceLength = sequenceLength });
+            // BLOOM's cache is (batch × heads, D, P): the heads come from the manifest, as a user gives them with --dim.
+            var options = new InputGenerationOptions { SequenceLength = sequenceLength };
+            using var inputs = generator.Generate(options with
+            {
+                DimensionOverrides = new Dictionary<string, long> { ["batch_x_heads"] = options.BatchSize * TestModels.KvHeadsOf(fileName) },
+            });
             foreach (var input in inputs)
             {
                 var declared = session.Session.InputMetadata[input.Name];
@@ -337,6 +342,22 @@ public sealed class ModelInputGeneratorTests
             Assert.That(inputs["pixel_values"].Shape, Is.EqualTo(new long[] { 1, 3, 4, 6 }));
             Assert.That(inputs["other"].Shape, Is.EqualTo(new long[] { 1, 4 }));
         });
+    }
+
+    [Test]
+    public void ADimensionCountingHeadsMustBeGivenItsSize()
+    {
+        var generator = new ModelInputGenerator(
+        [
+            Spec("input_ids", TensorElementType.Int64, "batch", "sequence"),
+            Spec("past_key_0", TensorElementType.Float, "batch_x_heads", "16", "past_sequence"),
+        ]);
+        Assert.That(generator.DimensionRolesOf("past_key_0"), Is.EqualTo(new[] { DimensionRole.GivenSize, DimensionRole.Fixed, DimensionRole.PastSequence }));
+        var missing = Assert.Throws<NotSupportedException>(() => generator.Generate());
+        Assert.That(missing!.Message, Does.Contain("'batch_x_heads'").And.Contain("'past_key_0'").And.Contain("--dim batch_x_heads="));
+
+        using var inputs = generator.Generate(new InputGenerationOptions { DimensionOverrides = new Dictionary<string, long> { ["batch_x_heads"] = 8 } });
+        Assert.That(inputs["past_key_0"].Shape, Is.EqualTo(new long[] { 8, 16, 3 }));
     }
 
     [Test]

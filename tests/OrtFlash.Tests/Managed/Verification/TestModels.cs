@@ -17,6 +17,14 @@ public static class TestModels
 
     public static string PathOf(string fileName) => Path.Combine(Directory, fileName);
 
+    /// <summary>The key/value heads manifest.json records for <paramref name="fileName"/>.</summary>
+    public static long KvHeadsOf(string fileName)
+    {
+        using var manifest = System.Text.Json.JsonDocument.Parse(File.ReadAllText(PathOf("manifest.json")));
+        return manifest.RootElement.GetProperty("models").EnumerateArray()
+            .Single(m => m.GetProperty("file").GetString() == fileName).GetProperty("heads").GetProperty("kv").GetInt64();
+    }
+
     /// <summary>CPU, one thread: the models are tiny, and the test run shares two cores.</summary>
     public static OrtFlashSessionOptions Cpu { get; } = new() { Provider = ExecutionProvider.Cpu, IntraOpThreads = 1 };
 

@@ -135,7 +135,7 @@ class _Module:
 
     def __init__(self, api, version):
         self._api = api
-        self.__version__ = version + " (C API stand-in)"
+        self.__version__ = version + "+capi"  # the C API stand-in
         env = _P()
         self._check(api["CreateEnv"](3, b"ort_capi", ctypes.byref(env)))
         self._env = env

@@ -58,7 +58,11 @@ import sys
 import tempfile
 import zlib
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError as missing:  # exit 3 as for a missing onnxruntime: the machine lacks it, the code is not wrong
+    print(f"SKIP: no numpy module\n  ({missing}; python {sys.version.split()[0]} at {sys.executable})")
+    sys.exit(3)
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_SKIP = 0, 1, 2, 3
 DOMAIN = "com.ortflash"
@@ -731,8 +735,9 @@ def check_models(runtime, actual_provider, directory, quick, patterns, tally):
     manifest_path = os.path.join(directory, "manifest.json")
     with open(manifest_path) as f:
         manifest = json.load(f)
-    print(f"== models: rewritten on {actual_provider} against the original on {CPU_EP} (ComparisonTolerance.cs); "
-          f"also shown: rewritten on CPU{', original on CUDA' if actual_provider == CUDA_EP else ''}", flush=True)
+    shown = "; also shown, not judged: rewritten on CPU, original on CUDA" if actual_provider == CUDA_EP else ""
+    print(f"== models: rewritten on {actual_provider} against the original on {CPU_EP} (ComparisonTolerance.cs)"
+          f"{shown}", flush=True)
     for entry in manifest["models"]:
         label = f"model:{entry['name']}"
         if not selected(label, patterns):
@@ -795,11 +800,12 @@ def check_one_model(runtime, actual_provider, directory, entry, quick, label, ta
 
 
 def cuda_problem(ort, runtime, use_onnx):
-    """Why the CUDA provider cannot be used here ('' when it can), tried on a model of standard ops."""
+    """Why the CUDA provider cannot be used here, short and in full (('', '') when it can), tried on a model of
+    standard ops."""
     available = ort.get_available_providers()
     if CUDA_EP not in available:
-        return (f"onnxruntime {ort.__version__} has no {CUDA_EP} (available: {', '.join(available)}; "
-                "the CPU-only package, not onnxruntime-gpu)")
+        return (f"onnxruntime {ort.__version__} has no {CUDA_EP}",
+                f"available: {', '.join(available)}; the CPU-only package, not onnxruntime-gpu")
     if hasattr(ort, "preload_dlls"):  # CUDA and cuDNN from the nvidia-* wheels or PyTorch, where the package does that
         try:
             ort.preload_dlls()
@@ -809,10 +815,10 @@ def cuda_problem(ort, runtime, use_onnx):
         session = runtime.session(probe_model_bytes(use_onnx), CUDA_EP, register=False)
         x = np.arange(4, dtype=np.float32)
         if not np.array_equal(session.run(None, {"X": x})[0], x + x):
-            return f"{CUDA_EP} computed a wrong X + X"
+            return f"{CUDA_EP} computed a wrong X + X", "a model of one Add node, without the op library"
     except (SessionError, Exception) as error:
-        return f"onnxruntime {ort.__version__} lists {CUDA_EP} but cannot use it: {first_line(error)}"
-    return ""
+        return f"onnxruntime {ort.__version__} lists {CUDA_EP} but cannot use it", first_line(error)
+    return "", ""
 
 
 def find_library(args, workdir):
@@ -891,7 +897,7 @@ def main(argv=None, ort_module=None):
         try:
             import onnxruntime as ort
         except ImportError as error:
-            print(f"SKIP: no onnxruntime module ({first_line(error)}; python {sys.version.split()[0]} at "
+            print(f"SKIP: no onnxruntime module\n  ({first_line(error)}; python {sys.version.split()[0]} at "
                   f"{sys.executable})")
             return EXIT_SKIP
     use_onnx = have_onnx()
@@ -918,9 +924,9 @@ def main(argv=None, ort_module=None):
         print(f"onnxruntime {ort.__version__} ({', '.join(ort.get_available_providers())}); numpy {np.__version__}; "
               f"op library {library}")
         actual = CUDA_EP if args.providers == "cuda" else CPU_EP
-        skip_reason = cuda_problem(ort, runtime, use_onnx) if actual == CUDA_EP else ""
+        skip_reason, skip_detail = cuda_problem(ort, runtime, use_onnx) if actual == CUDA_EP else ("", "")
         if skip_reason:
-            print(f"SKIP: {skip_reason}", flush=True)
+            print(f"SKIP: {skip_reason}\n  ({skip_detail})", flush=True)
             if args.no_cpu_half:
                 return EXIT_SKIP
             print("the CPU half still runs: op on CPU against the reference, rewritten against original on CPU")
@@ -1072,7 +1078,7 @@ def self_test():
         check("no CUDAExecutionProvider: exit 3", code == EXIT_SKIP)
         check("no manifest with --only models: exit 2", missing == EXIT_USAGE)
         check("no library: exit 2", no_lib == EXIT_USAGE)
-        check("no CUDA reason names the package", "CPU-only" in cuda_problem(FakeOrt, None, False))
+        check("no CUDA reason names the package", "CPU-only" in cuda_problem(FakeOrt, None, False)[1])
 
     # The whole flow on a stand-in for onnxruntime: op sessions compute the reference, model sessions a sum of
     # their inputs; the CUDA side can be made wrong, put the op on the CPU, or fall back to the CPU at creation.
@@ -1099,7 +1105,7 @@ def self_test():
                 check("stand-in: the node on the CPU is named", "FlashAttention off CUDAExecutionProvider" in text)
             if mode == "fallback":
                 check("stand-in: a CUDA session made on the CPU is no CUDA provider",
-                      "lists CUDAExecutionProvider but cannot use it" in text and "8 passed" in text)
+                      "lists CUDAExecutionProvider but cannot use it\n" in text and "8 passed" in text)
             if mode == "no-cuda":
                 check("stand-in: the CPU half ran and passed", "8 passed, 0 failed" in text and "SKIP:" in text)
 

@@ -760,8 +760,15 @@ def check_one_model(runtime, actual_provider, directory, entry, quick, label, ta
     expected_session = runtime.session(original, CPU_EP, register=False)
     on_cuda = actual_provider == CUDA_EP
     actual_session = runtime.session(rewritten, actual_provider, profile=True)
-    rewritten_cpu = runtime.session(rewritten, CPU_EP) if on_cuda else None
-    original_cuda = runtime.session(original, CUDA_EP, register=False) if on_cuda else None
+    # Shown beside the verdict, never part of it: a failure there is printed as such.
+    def aside(make):
+        try:
+            return make()
+        except SessionError as error:
+            return str(error)
+
+    rewritten_cpu = aside(lambda: runtime.session(rewritten, CPU_EP)) if on_cuda else None
+    original_cuda = aside(lambda: runtime.session(original, CUDA_EP, register=False)) if on_cuda else None
     results = []
     for input_set in entry["input_sets"]:
         if quick and input_set["name"] not in QUICK_INPUT_SETS:
@@ -770,8 +777,9 @@ def check_one_model(runtime, actual_provider, directory, entry, quick, label, ta
             feeds = {k: data[k] for k in data.files}
         expected = runtime.run(expected_session, feeds)
         actual = runtime.run(actual_session, feeds)
-        side = {"rewritten-cpu": runtime.run(rewritten_cpu, feeds) if rewritten_cpu else None,
-                "original-cuda": runtime.run(original_cuda, feeds) if original_cuda else None}
+        side = {name: session if session is None or isinstance(session, str)
+                else aside(lambda: runtime.run(session, feeds))
+                for name, session in (("rewritten-cpu", rewritten_cpu), ("original-cuda", original_cuda))}
         results.append((input_set["name"], expected, actual, side))
     where = check_placement(runtime.placement(actual_session), entry["fused"], actual_provider)
     for set_name, expected, actual, side in results:
@@ -788,9 +796,11 @@ def check_one_model(runtime, actual_provider, directory, entry, quick, label, ta
                 problems.append(f"{name}: {why}")
         notes = []
         for side_name, outputs in side.items():
-            if outputs is not None:
+            if isinstance(outputs, str):
+                notes.append(f"{side_name} failed: {outputs}")
+            elif outputs is not None:
                 ratios = [model_output_check(outputs[n], v)[1] for n, v in expected.items() if n in outputs]
-                notes.append(f"{side_name} {max(ratios):.3f}")
+                notes.append(f"{side_name} {max(ratios, default=0.0):.3f}")
         if where:
             ok = False
             problems.append(where)

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# One device call's worth of GPU work on the CUDA kernels: build, tests, compute-sanitizer, benchmarks.
-# Run in the repository root; every stage's log, ptxas.txt and summary.txt go to $OUT.
+# One device call's worth of GPU work on the CUDA kernels: build, tests, compute-sanitizer, benchmarks, and
+# the op and rewritten models through ONNX Runtime's CUDA provider. Run in the repository root; every stage's
+# log, ptxas.txt and summary.txt go to $OUT.
 #
-#   bash benchmarks/cuda/gpu_session.sh [--stages build,test,sanitize,bench,decode] [--quick] [--dry-run]
+#   bash benchmarks/cuda/gpu_session.sh [--stages build,test,sanitize,bench,decode,ort] [--quick] [--dry-run]
 #        [--budget SECONDS] [--stage-timeout STAGE=SECONDS]... [--arch CMAKE_CUDA_ARCH] [--out DIR]
 #        [--build-dir DIR] [--python PYTHON] [--bench-args "ARGS"] [--decode-args "ARGS"] [--tiles "SHAPES"]
+#        [--ort-dir DIR] [--ort-args "ARGS"]
 #
 # Stages run in the order above under `timeout`, each capped by its own limit and by what is left of
 # --budget (default 570 s, a 600 s device call less the time to write the summary). A failed stage does
@@ -13,21 +15,24 @@
 # --dry-run prints what would run, with the limits, and needs no GPU. Exit 0 when every stage passed.
 # --tiles "128=128,64,8;64=128,128,8" builds candidate tile shapes (CMake ORTFLASH_CUDA_TILES) into
 # build/gpu-kernels-tuned (unless --build-dir) for timing against the default build's numbers.
+# ort: ort_cuda_check.py on what prepare_ort_models.sh left in --ort-dir (default .ort-gpu, carried); it needs
+# no build and no .NET. It is skipped, without failing the run, when that folder is missing or when there is no
+# onnxruntime module with a usable CUDAExecutionProvider (exit 3; the reason is in the summary).
 set -uo pipefail
 
-readonly ALL_STAGES=(build test sanitize bench decode)
+readonly ALL_STAGES=(build test sanitize bench decode ort)
 # Seconds per stage, full and --quick: caps, not estimates (racecheck dominates sanitize). The quick
 # ones fit the default budget together.
-declare -A FULL_LIMIT=([build]=300 [test]=180 [sanitize]=240 [bench]=300 [decode]=180)
-declare -A QUICK_LIMIT=([build]=240 [test]=60 [sanitize]=120 [bench]=60 [decode]=60)
+declare -A FULL_LIMIT=([build]=300 [test]=180 [sanitize]=240 [bench]=300 [decode]=180 [ort]=240)
+declare -A QUICK_LIMIT=([build]=240 [test]=60 [sanitize]=120 [bench]=60 [decode]=60 [ort]=90)
 readonly SUMMARY_RESERVE=15  # seconds kept for the summary after the last stage
 readonly MIN_STAGE=20        # a stage with less time than this left is not started
 
-usage() { sed -n '2,13s/^# \{0,1\}//p' "$0"; exit "${1:-0}"; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-0}"; }
 die() { echo "gpu_session.sh: $*" >&2; echo "run with --help for the options" >&2; exit 2; }
 
 stages_arg=$(IFS=,; echo "${ALL_STAGES[*]}")
-quick=0 dry_run=0 budget=570 arch="" python=python3 bench_args="" decode_args="" tiles=""
+quick=0 dry_run=0 budget=570 arch="" python=python3 bench_args="" decode_args="" tiles="" ort_dir=.ort-gpu ort_args=""
 out_dir=${OUT:-build/gpu-session}
 build_dir=""
 declare -A limit_override=()
@@ -48,6 +53,8 @@ while [ $# -gt 0 ]; do
     --python) [ $# -ge 2 ] || die "--python needs a value"; python=$2; shift ;;
     --bench-args) [ $# -ge 2 ] || die "--bench-args needs a value"; bench_args=$2; shift ;;
     --decode-args) [ $# -ge 2 ] || die "--decode-args needs a value"; decode_args=$2; shift ;;
+    --ort-dir) [ $# -ge 2 ] || die "--ort-dir needs a value"; ort_dir=$2; shift ;;
+    --ort-args) [ $# -ge 2 ] || die "--ort-args needs a value"; ort_args=$2; shift ;;
     --tiles)
       [ $# -ge 2 ] || die "--tiles needs a value"
       [[ $2 =~ ^((32|64|96|128|256)=[0-9]+,[0-9]+,[0-9]+;?)+$ ]] ||
@@ -106,6 +113,10 @@ stage_command() {
       local subset=""
       [ $quick = 1 ] && subset=" --dtypes float16 --decode-heads 32:8 --batches 1 --kv-lens 4096 65536"
       echo "PYTHONUNBUFFERED=1 $(q "$python") benchmarks/cuda/bench_attention.py --lib $(q "$lib") --mode decode$subset $decode_args" ;;
+    ort)
+      local subset=""
+      [ $quick = 1 ] && subset=" --quick"
+      echo "PYTHONUNBUFFERED=1 $(q "$python") benchmarks/cuda/ort_cuda_check.py --dir $(q "$ort_dir")$subset $ort_args" ;;
   esac
 }
 
@@ -120,7 +131,17 @@ stage_needs() {
   case $1 in
     test|sanitize) echo "$tests" ;;
     bench|decode) echo "$lib" ;;
+    ort) echo "$ort_dir" ;;
   esac
+}
+
+# The reason an ort stage that exited 3 gives (the first "SKIP: " line of ort_cuda_check.py).
+ort_skip_reason() {
+  local reason
+  reason=$(grep -m 1 '^SKIP: ' "$1")
+  reason=${reason#SKIP: }
+  grep -q '^SKIP: .*(the CPU half passed)' "$1" && reason+="; CPU half passed"
+  echo "${reason:-no reason given}"
 }
 
 if [ $dry_run = 1 ]; then
@@ -130,6 +151,8 @@ if [ $dry_run = 1 ]; then
   for stage in "${stages[@]}"; do
     echo "$stage (at most $(stage_limit "$stage")s): $(stage_command "$stage") > $out_dir/$stage.log 2>&1"
     total=$((${total:-0} + $(stage_limit "$stage")))
+    [ "$stage" = ort ] && [ ! -d "$ort_dir" ] &&
+      echo "note: no $ort_dir here: the ort stage would be skipped (bash benchmarks/cuda/prepare_ort_models.sh, then carry it)"
   done
   [ "$total" -le $((budget - SUMMARY_RESERVE)) ] ||
     echo "note: the limits add up to ${total}s, more than the budget less ${SUMMARY_RESERVE}s: the last stages get what is left"
@@ -159,12 +182,13 @@ ptxas_table() {
 
 declare -A result=() elapsed=()
 build_failed=0
+for stage in "${stages[@]}"; do rm -f "$out_dir/$stage.log"; done  # a skipped stage shows no older log
 for stage in "${stages[@]}"; do
   left=$((deadline - SECONDS - SUMMARY_RESERVE))
   limit=$(stage_limit "$stage")
   [ "$limit" -gt "$left" ] && limit=$left
   need=$(stage_needs "$stage")
-  if [ "$stage" != build ] && [ $build_failed = 1 ]; then
+  if [ "$stage" != build ] && [ "$stage" != ort ] && [ $build_failed = 1 ]; then
     result[$stage]="SKIP (no build)"
   elif [ -n "$need" ] && [ ! -e "$need" ]; then
     result[$stage]="SKIP (no $need)"
@@ -182,6 +206,8 @@ for stage in "${stages[@]}"; do
          # A test that saw no device skips itself: on a GPU machine that is worth a look.
          grep -qE '^\[  SKIPPED \]|\*\*\*Skipped' "$out_dir/$stage.log" && result[$stage]="PASS (with skips)" ;;
       124|137) result[$stage]="TIMEOUT (${limit}s)" ;;
+      3) if [ "$stage" = ort ]; then result[$stage]="SKIP ($(ort_skip_reason "$out_dir/$stage.log"))"
+         else result[$stage]="FAIL (exit $rc)"; fi ;;
       *) result[$stage]="FAIL (exit $rc)" ;;
     esac
     [ "$stage" = build ] && ptxas_table "$out_dir/build.log" > "$out_dir/ptxas.txt"
@@ -217,6 +243,12 @@ stage_digest() {
       } | head -n 40 ;;
     bench|decode)
       cat "$log" ;;
+    ort)  # the runtime, skips, failures and the totals; every check's line is in ort.log
+      {
+        grep -E -A1 "^SKIP: " "$log" | head -n 2
+        grep -E "^onnxruntime |^FAIL |^ort_cuda_check: |^error: |Traceback|Error" "$log" | head -n 40
+        echo "$(grep -c '^PASS ' "$log") PASS lines in ort.log"
+      } ;;
   esac
 }
 
@@ -238,5 +270,8 @@ summary=$out_dir/summary.txt
 echo
 cat "$summary"
 
-for stage in "${stages[@]}"; do [[ ${result[$stage]} == PASS* ]] || exit 1; done
+# A skipped ort stage (no .ort-gpu, no onnxruntime with CUDA) is no failure: it depends on what the machine has.
+for stage in "${stages[@]}"; do
+  [[ ${result[$stage]} == PASS* ]] || { [ "$stage" = ort ] && [[ ${result[$stage]} == SKIP* ]]; } || exit 1
+done
 exit 0

@@ -12,12 +12,13 @@ find_package(CUDAToolkit REQUIRED)
 get_filename_component(ORTFLASH_ROOT "${CMAKE_CURRENT_LIST_DIR}/../../.." ABSOLUTE)
 set(ORTFLASH_CUDA_DIR "${CMAKE_CURRENT_LIST_DIR}")
 
-# nvcc 11.8 is the first with sm_89; 90-virtual adds PTX so later GPUs JIT the sm_90 code.
+# nvcc 11.8 is the first with sm_89; 90-virtual adds PTX so later GPUs JIT the sm_90 code. sm_75
+# (Turing: T4) runs the SIMT kernels (tiled, generic, combine); the tensor-core kernel needs sm_80.
 # nvcc >= 12.3 can build an sm_90a (wgmma/TMA) path; there is none yet, so no sm_90a cubin.
 if(CMAKE_CUDA_COMPILER_VERSION VERSION_LESS 11.8)
   message(FATAL_ERROR "OrtFlash CUDA kernels need nvcc >= 11.8 (found ${CMAKE_CUDA_COMPILER_VERSION})")
 endif()
-set(ORTFLASH_CUDA_ARCHITECTURES "80-real;86-real;89-real;90-real;90-virtual" CACHE STRING
+set(ORTFLASH_CUDA_ARCHITECTURES "75-real;80-real;86-real;89-real;90-real;90-virtual" CACHE STRING
     "CUDA architectures of the OrtFlash kernels (CMake CUDA_ARCHITECTURES syntax)")
 option(ORTFLASH_CUDA_PTXAS_VERBOSE "Print ptxas register/shared-memory/spill usage per kernel" OFF)
 message(STATUS "OrtFlash: nvcc ${CMAKE_CUDA_COMPILER_VERSION}, host compiler "

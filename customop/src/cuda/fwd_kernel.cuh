@@ -58,6 +58,11 @@ __device__ __forceinline__ void load_tile_async(typename Tr::T* tile, const type
 
 template <class Tr>
 __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  // cp.async and bf16 mma need sm_80. The library is also built for sm_75 (its SIMT kernels run
+  // there), but choose_path never launches this kernel below compute capability 8.
+  __trap();
+#else
   using T = typename Tr::T;
   constexpr int kMTiles = Tr::kMTiles;
   constexpr int kNTiles = Tr::kNTiles;
@@ -290,6 +295,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
       }
     }
   }
+#endif
 }
 
 }  // namespace ortflash::cuda

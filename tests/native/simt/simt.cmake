@@ -63,3 +63,9 @@ if(ORTFLASH_SANITIZER_TESTS)
                        TEST_FILTER "CudaSanitizerSubset.*:*GroupedHeadsOfOne*:*BiasIsAdded*:*KeepMask*:*RowsWithoutVisibleKeys*"
                        DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 1800)
 endif()
+
+# The same suite on an emulated Turing GPU (compute capability 7.5, as a T4): no tensor-core kernel,
+# so 16-bit calls run on the tiled SIMT kernel (head dims up to 128) or the generic one.
+add_test(NAME ortflash_cuda_simt_tests.compute_capability_7
+         COMMAND ortflash_cuda_simt_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*:-CudaAttention.SingleQueryDecodingSplitsLongKeyRanges)
+set_tests_properties(ortflash_cuda_simt_tests.compute_capability_7 PROPERTIES ENVIRONMENT "SIMT_CC_MAJOR=7" TIMEOUT 1800)

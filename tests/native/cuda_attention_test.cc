@@ -595,6 +595,29 @@ TEST(CudaAttention, SharedMemoryOptInIsRememberedAndOnlyGrows) {
   for (std::thread& thread : threads) thread.join();
 }
 
+// A head dim whose generic-kernel tiles exceed what any GPU lets a block use gets a message, and the
+// failed reservation is not left behind in the runtime's last error for the next call to trip over.
+TEST(CudaAttention, AFailedSharedMemoryReservationDoesNotFailTheNextCall) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  const int64_t d = 16000;  // (D + Dv) x 4 bytes x 4 warps = 500 KiB of shared memory
+  DeviceBuffer q(d * 4), k(d * 4), v(d * 4), out(d * 4);
+  AttentionParams p;
+  p.dtype = DType::kFloat32;
+  p.q = q.get(), p.k = k.get(), p.v = v.get(), p.out = out.get();
+  p.batch = p.q_heads = p.kv_heads = p.q_len = p.kv_len = 1;
+  p.head_dim = p.v_head_dim = d;
+  ortflash::SetDenseStrides(p);
+  p.scale = 1.0f;
+  cudaStream_t stream = nullptr;
+  ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const std::string error = ortflash::flash_attention_cuda(p, stream, ortflash::CudaScratch{});
+  cudaStreamDestroy(stream);
+  EXPECT_NE(error.find("shared memory"), std::string::npos) << error;
+  Case c;
+  c.dtype = DType::kFloat32, c.head_dim = c.v_head_dim = 200, c.q_len = 5, c.kv_len = 9;  // the generic kernel again
+  expect_matches_reference(c, 77);
+}
+
 TEST(CudaAttention, ValueHeadDimMayDifferFromKeyHeadDim) {
   SKIP_WITHOUT_CUDA_DEVICE();
   const int64_t dims[][2] = {{64, 32}, {32, 128}, {128, 256}, {48, 80}, {20, 36}, {5, 1}};

@@ -17,14 +17,11 @@
 namespace ortflash {
 namespace {
 
+using cuda::cuda_failure;
 using cuda::FwdParams;
 
 constexpr int64_t kMaxLength = int64_t(1) << 30;  // keeps row/column index arithmetic in 32 bits
 constexpr double kLog2e = 1.4426950408889634;
-
-std::string cuda_failure(const char* what, cudaError_t status) {
-  return std::string(what) + " failed: " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")";
-}
 
 std::string validate(const AttentionParams& a) {
   if (a.dtype != DType::kFloat32 && a.dtype != DType::kFloat16 && a.dtype != DType::kBFloat16) {
@@ -99,6 +96,7 @@ FwdParams make_fwd_params(const AttentionParams& a) {
 struct DeviceInfo {
   int sm_count = 0;
   int major = 0;
+  int smem_optin = 0;  // bytes of shared memory a block may opt into (64 KiB on Turing, 99-227 KiB later)
 };
 
 // The properties of each device, read on the first call that runs on it: they never change, and a
@@ -106,7 +104,8 @@ struct DeviceInfo {
 // kCachedDevices are read on every call.
 constexpr int kCachedDevices = 64;
 
-// (major << 32) | sm_count per device id; 0 until read. A race only reads the same values twice.
+// smem_optin << 40 | major << 32 | sm_count per device id (24, 8 and 32 bits); 0 until read. A race
+// only reads the same values twice.
 std::atomic<uint64_t> cached_device_info[kCachedDevices];
 
 std::string query_device(DeviceInfo& info) {
@@ -117,15 +116,21 @@ std::string query_device(DeviceInfo& info) {
   if (cacheable) {
     if (const uint64_t packed = cached_device_info[device].load(std::memory_order_acquire); packed != 0) {
       info.sm_count = static_cast<int>(packed & 0xffffffffu);
-      info.major = static_cast<int>(packed >> 32);
+      info.major = static_cast<int>((packed >> 32) & 0xffu);
+      info.smem_optin = static_cast<int>(packed >> 40);
       return {};
     }
   }
   status = cudaDeviceGetAttribute(&info.sm_count, cudaDevAttrMultiProcessorCount, device);
   if (status == cudaSuccess) status = cudaDeviceGetAttribute(&info.major, cudaDevAttrComputeCapabilityMajor, device);
+  if (status == cudaSuccess) {
+    status = cudaDeviceGetAttribute(&info.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  }
   if (status != cudaSuccess) return cuda_failure("flash_attention_cuda: querying the device", status);
-  if (cacheable && info.sm_count > 0 && info.major > 0) {
-    const uint64_t packed = (uint64_t(uint32_t(info.major)) << 32) | uint32_t(info.sm_count);
+  if (cacheable && info.sm_count > 0 && info.major > 0 && info.major < 256 && info.smem_optin > 0 &&
+      info.smem_optin < (1 << 24)) {
+    const uint64_t packed = (uint64_t(uint32_t(info.smem_optin)) << 40) | (uint64_t(uint32_t(info.major)) << 32) |
+                            uint32_t(info.sm_count);
     cached_device_info[device].store(packed, std::memory_order_release);
   }
   return {};
@@ -230,14 +235,25 @@ std::string launch_tensor_core(int capacity, const FwdParams& p, cudaStream_t st
   return mask_inputs ? launch_tensor_core<T, true>(capacity, p, stream) : launch_tensor_core<T, false>(capacity, p, stream);
 }
 
-template <class T>
-std::string launch_tiled(int capacity, const FwdParams& p, cudaStream_t stream) {
-  return capacity <= 64 ? cuda::launch_tiled_fwd<cuda::TiledTraitsFor<T, 64>>(p, stream)
-                        : cuda::launch_tiled_fwd<cuda::TiledTraitsFor<T, 128>>(p, stream);
+// Whether the tiled kernel's smaller key tiles are needed to fit the device's shared memory.
+bool tiled_small_smem(int capacity, const DeviceInfo& device) {
+  const size_t bytes = capacity <= 64 ? cuda::TiledTraitsFor<float, 64, false>::kSmemBytes
+                                      : cuda::TiledTraitsFor<float, 128, false>::kSmemBytes;
+  return bytes > size_t(device.smem_optin);
 }
 
 template <class T>
-std::string launch_forward(FwdPath path, int capacity, const FwdParams& p, cudaStream_t stream) {
+std::string launch_tiled(int capacity, bool small_smem, const FwdParams& p, cudaStream_t stream) {
+  if (capacity <= 64) {
+    return small_smem ? cuda::launch_tiled_fwd<cuda::TiledTraitsFor<T, 64, true>>(p, stream)
+                      : cuda::launch_tiled_fwd<cuda::TiledTraitsFor<T, 64, false>>(p, stream);
+  }
+  return small_smem ? cuda::launch_tiled_fwd<cuda::TiledTraitsFor<T, 128, true>>(p, stream)
+                    : cuda::launch_tiled_fwd<cuda::TiledTraitsFor<T, 128, false>>(p, stream);
+}
+
+template <class T>
+std::string launch_forward(FwdPath path, int capacity, bool small_smem, const FwdParams& p, cudaStream_t stream) {
   std::string error;
   switch (path) {
     case FwdPath::kTensorCoreSm80:
@@ -247,7 +263,7 @@ std::string launch_forward(FwdPath path, int capacity, const FwdParams& p, cudaS
         error = "flash_attention_cuda: no tensor-core kernel for float32";  // choose_path never asks for one
       }
       break;
-    case FwdPath::kTiled: error = launch_tiled<T>(capacity, p, stream); break;
+    case FwdPath::kTiled: error = launch_tiled<T>(capacity, small_smem, p, stream); break;
     case FwdPath::kGeneric: error = cuda::launch_generic_fwd<T>(p, stream); break;
   }
   if (error.empty() && p.num_splits > 1) error = cuda::launch_combine_splits<T>(p, stream);
@@ -255,11 +271,12 @@ std::string launch_forward(FwdPath path, int capacity, const FwdParams& p, cudaS
 }
 
 // The dtype switch: the one place where runtime types become template arguments.
-std::string launch_forward(DType dtype, FwdPath path, int capacity, const FwdParams& p, cudaStream_t stream) {
+std::string launch_forward(DType dtype, FwdPath path, int capacity, bool small_smem, const FwdParams& p,
+                           cudaStream_t stream) {
   switch (dtype) {
-    case DType::kFloat16: return launch_forward<__half>(path, capacity, p, stream);
-    case DType::kBFloat16: return launch_forward<__nv_bfloat16>(path, capacity, p, stream);
-    case DType::kFloat32: return launch_forward<float>(path, capacity, p, stream);
+    case DType::kFloat16: return launch_forward<__half>(path, capacity, small_smem, p, stream);
+    case DType::kBFloat16: return launch_forward<__nv_bfloat16>(path, capacity, small_smem, p, stream);
+    case DType::kFloat32: return launch_forward<float>(path, capacity, small_smem, p, stream);
   }
   return "flash_attention_cuda: unknown dtype";
 }
@@ -277,13 +294,14 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   FwdParams p = make_fwd_params(params);
   const FwdPath path = choose_path(params, device);
   const int capacity = head_dim_capacity(path, params.head_dim, params.v_head_dim);
+  const bool small_smem = path == FwdPath::kTiled && tiled_small_smem(capacity, device);
 
   int64_t blocks = 0;
   int64_t key_tiles = 0;
   if (path != FwdPath::kGeneric) {
     const cuda::TileShape tile = path == FwdPath::kTensorCoreSm80
                                      ? cuda::tile_shape(capacity)
-                                     : cuda::TileShape{64, cuda::tiled_block_n(capacity), 8};
+                                     : cuda::TileShape{64, cuda::tiled_block_n(capacity, small_smem), 8};
     blocks = (params.q_len + tile.block_m - 1) / tile.block_m * params.q_heads * params.batch;
     key_tiles = (params.kv_len + tile.block_n - 1) / tile.block_n;
   } else {
@@ -294,7 +312,7 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   const int splits = has_scratch ? choose_num_splits(blocks, key_tiles, device.sm_count) : 1;
 
   const auto cuda_stream = static_cast<cudaStream_t>(stream);
-  if (splits == 1) return launch_forward(params.dtype, path, capacity, p, cuda_stream);
+  if (splits == 1) return launch_forward(params.dtype, path, capacity, small_smem, p, cuda_stream);
 
   const size_t rows = static_cast<size_t>(params.batch * params.q_heads * params.q_len);
   const size_t out_bytes = (size_t(splits) * rows * size_t(params.v_head_dim) * sizeof(float) + 255) / 256 * 256;
@@ -308,7 +326,7 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   p.partial_out = static_cast<float*>(block);
   p.partial_max = reinterpret_cast<float*>(static_cast<char*>(block) + out_bytes);
   p.partial_sum = p.partial_max + size_t(splits) * rows;
-  std::string error = launch_forward(params.dtype, path, capacity, p, cuda_stream);
+  std::string error = launch_forward(params.dtype, path, capacity, small_smem, p, cuda_stream);
   scratch.release(scratch.self, block);  // stream-ordered allocator: safe once the work is enqueued
   return error;
 }

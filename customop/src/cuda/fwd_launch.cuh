@@ -18,10 +18,6 @@
 
 namespace ortflash::cuda {
 
-inline std::string cuda_failure(const char* what, cudaError_t status) {
-  return std::string(what) + " failed: " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")";
-}
-
 // Checks the launch just enqueued (configuration errors surface here, not at the next sync).
 inline std::string check_launch(const char* kernel_name) {
   const cudaError_t status = cudaGetLastError();

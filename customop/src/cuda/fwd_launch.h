@@ -16,6 +16,14 @@
 
 namespace ortflash::cuda {
 
+// The message for a failed CUDA call. The failure is reported through this message, so it is also
+// taken off the runtime's per-thread last error, where the next launch's check would otherwise find
+// it and blame an unrelated launch (a sticky error stays, as it must).
+inline std::string cuda_failure(const char* what, cudaError_t status) {
+  (void)cudaGetLastError();
+  return std::string(what) + " failed: " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")";
+}
+
 // Head-dim capacities with a tensor-core instantiation. A call takes the smallest one that holds
 // max(D, Dv) (80 → 96, 40 → 64, ...); the zero-filled columns cost compute, not correctness.
 constexpr int kTensorCoreHeadDims[] = {32, 64, 96, 128, 256};
@@ -74,11 +82,14 @@ template <class T>
 std::string launch_generic_fwd(const FwdParams& p, cudaStream_t stream);
 
 // The tiled SIMT kernel (tiled_kernel.cuh): fp32 arithmetic on any element type, head dims up to a
-// capacity of 64 or 128 (keys per tile 64 or 32, to fit 99 KiB of shared memory).
+// capacity of 64 or 128. Keys per tile 64 or 32 (70 / 79 KiB of shared memory), or with kSmallSmem,
+// for GPUs whose blocks may use at most 64 KiB (Turing), 32 or 16 (44 / 58 KiB).
 constexpr int kTiledHeadDims[] = {64, 128};
-constexpr int tiled_block_n(int head_dim_capacity) { return head_dim_capacity <= 64 ? 64 : 32; }
-template <class T, int kHeadDim>
-using TiledTraitsFor = TiledTraits<T, kHeadDim, tiled_block_n(kHeadDim)>;
+constexpr int tiled_block_n(int head_dim_capacity, bool small_smem) {
+  return head_dim_capacity <= 64 ? (small_smem ? 32 : 64) : (small_smem ? 16 : 32);
+}
+template <class T, int kHeadDim, bool kSmallSmem>
+using TiledTraitsFor = TiledTraits<T, kHeadDim, tiled_block_n(kHeadDim, kSmallSmem)>;
 
 template <class Tr>
 std::string launch_tiled_fwd(const FwdParams& p, cudaStream_t stream);

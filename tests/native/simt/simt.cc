@@ -38,7 +38,6 @@ constexpr size_t kStackBytes = 256 * 1024;
 constexpr size_t kStackGuardBytes = 4096;  // bottom of each fiber stack, checked for overflow
 constexpr unsigned char kStackGuard = 0x6b;
 constexpr int kDefaultSmemLimit = 48 * 1024;
-constexpr int kOptInSmemLimit = 227 * 1024;  // sm_90
 constexpr unsigned char kUninitialized = 0xff;  // NaN in fp32, fp16 and bf16
 
 // ---- fibers ---------------------------------------------------------------------------------
@@ -548,6 +547,14 @@ int env_int(const char* name, int fallback) {
 
 std::atomic<uint64_t> launch_counter{0};
 
+int compute_capability_major() { return env_int("SIMT_CC_MAJOR", 9); }
+
+// What a block may opt into: 64 KiB on Turing (T4), 163 KiB on the A100, 227 KiB on the H100.
+int opt_in_smem_limit() {
+  const int major = compute_capability_major();
+  return major >= 9 ? 227 * 1024 : major == 8 ? 163 * 1024 : 64 * 1024;
+}
+
 }  // namespace
 
 // ---- device side ------------------------------------------------------------------------------
@@ -841,9 +848,9 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   switch (attr) {
     case cudaDevAttrMaxThreadsPerBlock: *value = 1024; return cudaSuccess;
     case cudaDevAttrMultiProcessorCount: *value = simt::env_int("SIMT_SM_COUNT", 132); return cudaSuccess;
-    case cudaDevAttrComputeCapabilityMajor: *value = simt::env_int("SIMT_CC_MAJOR", 9); return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor: *value = simt::compute_capability_major(); return cudaSuccess;
     case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = simt::kOptInSmemLimit; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = simt::opt_in_smem_limit(); return cudaSuccess;
   }
   return record(cudaErrorInvalidValue);
 }
@@ -935,7 +942,7 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attributes, const void* en
 }
 
 cudaError_t cudaFuncSetAttribute(const void* entry, cudaFuncAttribute attribute, int value) {
-  if (attribute != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > simt::kOptInSmemLimit) {
+  if (attribute != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > simt::opt_in_smem_limit()) {
     return record(cudaErrorInvalidValue);
   }
   simt::function_attributes().set_smem_limit(entry, value);

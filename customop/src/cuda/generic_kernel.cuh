@@ -1,7 +1,8 @@
 // OrtFlash CUDA — the generic forward kernel: any head dims (including D != Dv and D = 0), any
 // element type (float32 included), any strides and alignments. No tensor cores: one warp per query
 // row, the same online softmax in fp32 as the tensor-core kernel, in tiles of 32 keys (one per
-// lane). Correct first; it carries the shapes the fast kernel does not take.
+// lane). Correct first; it carries what neither the tensor-core nor the tiled SIMT kernel takes: head
+// dims above 128 that the tensor cores do not take (float32 above all, D > 256, odd D).
 #pragma once
 
 #include <cmath>

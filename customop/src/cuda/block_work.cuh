@@ -47,4 +47,27 @@ __device__ __forceinline__ BlockWork block_work(const FwdParams& p) {
   return w;
 }
 
+// Where a block's (batch, query head) starts in each input: q/k/v row 0 (k and v of the head's
+// key/value head) and the bias/keep element offsets of query row 0, key 0.
+template <class T>
+struct HeadInputs {
+  const T* q;
+  const T* k;
+  const T* v;
+  int64_t bias;
+  int64_t keep;
+};
+
+template <class T>
+__device__ __forceinline__ HeadInputs<T> head_inputs(const FwdParams& p, const BlockWork& w) {
+  const int kv_head = w.head / p.group;
+  HeadInputs<T> in;
+  in.q = static_cast<const T*>(p.q) + w.batch * p.q_stride[0] + w.head * p.q_stride[1];
+  in.k = static_cast<const T*>(p.k) + w.batch * p.k_stride[0] + kv_head * p.k_stride[1];
+  in.v = static_cast<const T*>(p.v) + w.batch * p.v_stride[0] + kv_head * p.v_stride[1];
+  in.bias = w.batch * p.bias_stride[0] + w.head * p.bias_stride[1];
+  in.keep = w.batch * p.keep_stride[0] + w.head * p.keep_stride[1];
+  return in;
+}
+
 }  // namespace ortflash::cuda

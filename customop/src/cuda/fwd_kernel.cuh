@@ -85,13 +85,8 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
   const typename Tr::Address v_addr(smem_address(sV), lane & 15, lane >> 4);
   const int quad_row = lane / 4;      // g: accumulator row within an mma tile (and +8)
   const int quad_col = 2 * (lane % 4);  // 2t: first accumulator column within an 8-column tile
-  const int kv_head = w.head / p.group;
 
-  const T* const q_base = static_cast<const T*>(p.q) + w.batch * p.q_stride[0] + w.head * p.q_stride[1];
-  const T* const k_base = static_cast<const T*>(p.k) + w.batch * p.k_stride[0] + kv_head * p.k_stride[1];
-  const T* const v_base = static_cast<const T*>(p.v) + w.batch * p.v_stride[0] + kv_head * p.v_stride[1];
-  const int64_t bias_base = w.batch * p.bias_stride[0] + w.head * p.bias_stride[1];
-  const int64_t keep_base = w.batch * p.keep_stride[0] + w.head * p.keep_stride[1];
+  const HeadInputs<T> in = head_inputs<T>(p, w);
 
   float o[kMTiles][kDTiles][4];
   float row_max[kMTiles][2];
@@ -110,8 +105,8 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
   const bool plain_scores = !Tr::kMaskInputs || (p.softcap <= 0.0f && p.bias == nullptr);
 
   if (w.tile_begin < w.tile_end) {
-    load_tile_async<Tr, Tr::kBlockM>(sQ, q_base, p.q_stride[2], w.m0, p.q_len, p.head_dim);
-    load_tile_async<Tr, Tr::kBlockN>(sK, k_base, p.k_stride[2], (w.tile_end - 1) * Tr::kBlockN, p.kv_len,
+    load_tile_async<Tr, Tr::kBlockM>(sQ, in.q, p.q_stride[2], w.m0, p.q_len, p.head_dim);
+    load_tile_async<Tr, Tr::kBlockN>(sK, in.k, p.k_stride[2], (w.tile_end - 1) * Tr::kBlockN, p.kv_len,
                                      p.head_dim);
     cp_async_commit();
   }
@@ -120,7 +115,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
     const int n0 = tile * Tr::kBlockN;
     cp_async_wait<0>();
     __syncthreads();  // K(tile) visible to all warps; every warp is done reading V(tile + 1)
-    load_tile_async<Tr, Tr::kBlockN>(sV, v_base, p.v_stride[2], n0, p.kv_len, p.v_head_dim);
+    load_tile_async<Tr, Tr::kBlockN>(sV, in.v, p.v_stride[2], n0, p.kv_len, p.v_head_dim);
     cp_async_commit();
 
     // ---- S = Q·Kᵀ ----
@@ -169,12 +164,12 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
               float bias = 0.0f;
               if (p.bias != nullptr && row < p.q_len && col < p.kv_len) {
                 bias = to_float(static_cast<const T*>(
-                    p.bias)[bias_base + row * p.bias_stride[2] + col * p.bias_stride[3]]);
+                    p.bias)[in.bias + row * p.bias_stride[2] + col * p.bias_stride[3]]);
               }
               x = score_to_log2(s[mt][nt][e], bias, p);
             }
           }
-          if (tile_needs_mask && !key_visible<Tr::kMaskInputs>(p, keep_base, row, col)) x = -INFINITY;
+          if (tile_needs_mask && !key_visible<Tr::kMaskInputs>(p, in.keep, row, col)) x = -INFINITY;
           s[mt][nt][e] = x;
         }
       }
@@ -226,7 +221,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
     cp_async_wait<0>();
     __syncthreads();  // V(tile) visible; every warp is done reading K(tile)
     if (tile > w.tile_begin) {
-      load_tile_async<Tr, Tr::kBlockN>(sK, k_base, p.k_stride[2], n0 - Tr::kBlockN, p.kv_len, p.head_dim);
+      load_tile_async<Tr, Tr::kBlockN>(sK, in.k, p.k_stride[2], n0 - Tr::kBlockN, p.kv_len, p.head_dim);
       cp_async_commit();
     }
 

@@ -91,13 +91,8 @@ __global__ void __launch_bounds__(Tr::kThreads) tiled_fwd_kernel(const FwdParams
   const int tx = static_cast<int>(threadIdx.x) % 16;
   const int ty = static_cast<int>(threadIdx.x) / 16;  // lanes 0-15 and 16-31 of a warp: two rows of threads
   const int row0 = w.m0 + kRows * ty;                 // this thread's first query row
-  const int kv_head = w.head / p.group;
 
-  const T* const q_base = static_cast<const T*>(p.q) + w.batch * p.q_stride[0] + w.head * p.q_stride[1];
-  const T* const k_base = static_cast<const T*>(p.k) + w.batch * p.k_stride[0] + kv_head * p.k_stride[1];
-  const T* const v_base = static_cast<const T*>(p.v) + w.batch * p.v_stride[0] + kv_head * p.v_stride[1];
-  const int64_t bias_base = w.batch * p.bias_stride[0] + w.head * p.bias_stride[1];
-  const int64_t keep_base = w.batch * p.keep_stride[0] + w.head * p.keep_stride[1];
+  const HeadInputs<T> in = head_inputs<T>(p, w);
   const bool plain_scores = p.softcap <= 0.0f && p.bias == nullptr;
 
   float o[kRows][kCols];
@@ -112,15 +107,15 @@ __global__ void __launch_bounds__(Tr::kThreads) tiled_fwd_kernel(const FwdParams
   }
 
   if (w.tile_begin < w.tile_end) {
-    load_tile_f32<Tr, Tr::kBlockM, Tr::kHeadDim, true>(sQt, Tr::kQtStride, q_base, p.q_stride[2], w.m0, p.q_len,
+    load_tile_f32<Tr, Tr::kBlockM, Tr::kHeadDim, true>(sQt, Tr::kQtStride, in.q, p.q_stride[2], w.m0, p.q_len,
                                                        p.head_dim);
   }
   for (int tile = w.tile_end - 1; tile >= w.tile_begin; --tile) {
     const int n0 = tile * Tr::kBlockN;
     __syncthreads();  // every thread is done with the previous tile's Kᵀ, V and Pᵀ (and Qᵀ is stored)
-    load_tile_f32<Tr, Tr::kBlockN, Tr::kHeadDim, true>(sKt, Tr::kKtStride, k_base, p.k_stride[2], n0, p.kv_len,
+    load_tile_f32<Tr, Tr::kBlockN, Tr::kHeadDim, true>(sKt, Tr::kKtStride, in.k, p.k_stride[2], n0, p.kv_len,
                                                        p.head_dim);
-    load_tile_f32<Tr, Tr::kBlockN, Tr::kHeadDim, false>(sV, Tr::kVStride, v_base, p.v_stride[2], n0, p.kv_len,
+    load_tile_f32<Tr, Tr::kBlockN, Tr::kHeadDim, false>(sV, Tr::kVStride, in.v, p.v_stride[2], n0, p.kv_len,
                                                         p.v_head_dim);
     __syncthreads();
 
@@ -157,11 +152,11 @@ __global__ void __launch_bounds__(Tr::kThreads) tiled_fwd_kernel(const FwdParams
         if (!plain_scores) {
           float bias = 0.0f;
           if (p.bias != nullptr && row < p.q_len && col < p.kv_len) {
-            bias = to_float(static_cast<const T*>(p.bias)[bias_base + row * p.bias_stride[2] + col * p.bias_stride[3]]);
+            bias = to_float(static_cast<const T*>(p.bias)[in.bias + row * p.bias_stride[2] + col * p.bias_stride[3]]);
           }
           x = score_to_log2(s[i][j], bias, p);
         }
-        if (tile_needs_mask && !key_visible(p, keep_base, row, col)) x = -INFINITY;
+        if (tile_needs_mask && !key_visible(p, in.keep, row, col)) x = -INFINITY;
         s[i][j] = x;
         tile_max = fmaxf(tile_max, x);
       }

@@ -4,6 +4,9 @@
 the ratio B / A (below 1: B is faster).
 
   python3 benchmarks/cpu/compare.py BASELINE_BENCH CANDIDATE_BENCH [--runs N] [bench options...]
+
+With `--clock cpu` among the bench options the builds are timed by CPU time, which on a machine
+shared with other work is far steadier than the wall clock.
 """
 import statistics
 import subprocess

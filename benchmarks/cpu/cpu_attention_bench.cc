@@ -3,7 +3,12 @@
 // not a test: it asserts nothing and CTest does not run it.
 //
 //   ortflash_cpu_bench [--path dispatch|avx512|avx2|portable] [--threads 1,2] [--dtypes f32,f16]
-//                      [--filter SUBSTRING] [--seconds PER_CONFIG] [--rounds N]
+//                      [--filter SUBSTRING] [--seconds PER_CONFIG] [--rounds N] [--clock wall|cpu]
+//
+// --clock cpu times a call by the CPU time of the process (every thread's, while it runs) instead
+// of the wall clock: on a machine shared with other work it leaves out the time the kernel's
+// threads wait for a core, so comparisons of two builds come out steadier. For more than one
+// thread it measures the work done, not how evenly it was split.
 //
 // Each round runs every selected configuration once for about --seconds and keeps the median call
 // time; configurations are interleaved round by round so that a machine slowing down affects all
@@ -18,6 +23,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -207,6 +213,16 @@ struct Config {
   std::vector<double> round_ms;  // median call time of each round
 };
 
+// Milliseconds on the wall clock, or of CPU time used by the process.
+double NowMs(bool cpu_clock) {
+  if (!cpu_clock) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
+  timespec now{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) * 1e3 + static_cast<double>(now.tv_nsec) * 1e-6;
+}
+
 double Median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const size_t n = values.size();
@@ -228,6 +244,7 @@ std::vector<std::string> Split(const std::string& list) {
 int Main(int argc, char** argv) {
   std::string path = "dispatch", filter, thread_list = "1,2", dtype_list = "f32,f16";
   double seconds = 0.4;
+  bool cpu_clock = false;
   int rounds = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
@@ -237,6 +254,7 @@ int Main(int argc, char** argv) {
     else if (flag == "--filter") filter = value;
     else if (flag == "--seconds") seconds = std::atof(value.c_str());
     else if (flag == "--rounds") rounds = std::atoi(value.c_str());
+    else if (flag == "--clock") cpu_clock = value == "cpu";
     else {
       std::fprintf(stderr, "unknown option %s\n", flag.c_str());
       return 2;
@@ -248,8 +266,8 @@ int Main(int argc, char** argv) {
   const double peak = avx512 && (path == "dispatch" || path == "avx512") ? MeasureFmaPeakGflops(512)
                       : avx2 && path != "portable"                         ? MeasureFmaPeakGflops(256)
                                                                            : 0.0;
-  std::printf("path %s (dispatch picks %s); fp32 FMA peak per thread %.1f GFLOP/s (measured)\n", path.c_str(),
-              flash_attention_cpu_isa(), peak);
+  std::printf("path %s (dispatch picks %s); fp32 FMA peak per thread %.1f GFLOP/s (measured); %s clock\n",
+              path.c_str(), flash_attention_cpu_isa(), peak, cpu_clock ? "CPU-time" : "wall");
 
   std::mt19937 rng(1);
   std::vector<Config> configs;
@@ -281,9 +299,9 @@ int Main(int argc, char** argv) {
       std::vector<double> calls;
       const auto round_start = std::chrono::steady_clock::now();
       do {
-        const auto start = std::chrono::steady_clock::now();
+        const double start = NowMs(cpu_clock);
         entry(t.params, runner);
-        calls.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+        calls.push_back(NowMs(cpu_clock) - start);
       } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count() < seconds ||
                calls.size() < 3);
       config.round_ms.push_back(Median(calls));

@@ -239,6 +239,30 @@ TEST(CpuFlashAttention, CausalAlignmentsForEveryLengthRelation) {
   }
 }
 
+// A bias and a keep mask that vary only with batch and key (an encoder's padding mask), which every
+// query row reads alike, with each causal alignment and softcap, over full and partial query and
+// key tiles and head dims that are no multiple of a vector.
+TEST(CpuFlashAttention, PaddingMaskSharedByEveryQueryRow) {
+  for (DType dtype : kAllDtypes) {
+    for (CausalAlignment causal :
+         {CausalAlignment::kNone, CausalAlignment::kUpperLeft, CausalAlignment::kLowerRight}) {
+      for (float softcap : {0.0f, 20.0f}) {
+        AttentionCase c = Shape(dtype, 140, 270, 33, 40);
+        c.batch = 2;
+        c.q_heads = 4;
+        c.kv_heads = 2;
+        c.bias = Broadcast::kBatchKey;
+        c.keep = Broadcast::kBatchKey;
+        c.causal = causal;
+        c.softcap = softcap;
+        c.masked_rows = MaskedRows::kNaN;
+        c.seed = static_cast<uint32_t>(causal) * 10 + (softcap > 0 ? 1 : 0);
+        ExpectEveryPathMatchesReference(c);
+      }
+    }
+  }
+}
+
 // With |q|, |k| ~ 3 the scores (~9) saturate a cap of 1.5 and reach well into tanh's curve for 30;
 // with ~1 they stay where tanh is nearly linear. The cap applies before bias and masks.
 TEST(CpuFlashAttention, SoftcapAppliesBeforeBiasAndMasks) {
@@ -721,8 +745,11 @@ TEST(CpuFlashAttention, PackedAndUnpackedWorkItemsGiveIdenticalOutput) {
   ragged.row_effect = RowEffect::kKeepNone;
   ragged.masked_rows = MaskedRows::kNaN;
   ragged.layout = Layout::kPaddedRows;
+  AttentionCase padding_mask = GroupedQueries(DType::kFloat16, 8, 1, 20, 150, 64);
+  padding_mask.bias = Broadcast::kBatchKey;
+  padding_mask.causal = CausalAlignment::kLowerRight;
   for (KernelPath path : SupportedPaths()) {
-    for (const AttentionCase& c : {decode, mqa, strided, ragged}) {
+    for (const AttentionCase& c : {decode, mqa, strided, ragged, padding_mask}) {
       SCOPED_TRACE(std::string(Name(path)) + " path: " + c.Describe());
       std::vector<double> unpacked;
       {

@@ -26,6 +26,11 @@ struct Avx2Simd {
   static constexpr int kRowBlock = 4;
   static constexpr int kScoreVectors = 2;
   static constexpr int kValueVectors = 2;
+  // Key-major scores: strips of 16 rows; micro-tiles of 4 keys or value dims x 2 vectors of rows
+  // (8 accumulators).
+  static constexpr int kStripVectors = 2;
+  static constexpr int kValueBlock = 4;
+  static constexpr int kKeyBlock = 4;
   // Measured single-threaded (S = 512..2048, D = 64..256, fp32 and fp16): 64 x 64 is at or within
   // noise (3%) of the best everywhere; 32 or 128 query rows and 128 keys were no faster; 32 keys
   // cost 7% and 256 keys 10% at S = 512, D = 64 (per-tile overhead vs. the scores and transposed

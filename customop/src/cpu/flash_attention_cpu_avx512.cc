@@ -36,6 +36,12 @@ struct Avx512Simd {
   static constexpr int kRowBlock = 8;
   static constexpr int kScoreVectors = 2;
   static constexpr int kValueVectors = 2;
+  // Key-major scores (flash_attention_cpu_tile.h): strips of 32 rows; Q·Kᵀ micro-tiles of 8 keys x
+  // 2 vectors of rows and P·V micro-tiles of 8 value dims x 2 vectors of rows (16 accumulators
+  // each), the key or value element a broadcast.
+  static constexpr int kStripVectors = 2;
+  static constexpr int kValueBlock = 8;
+  static constexpr int kKeyBlock = 8;
   // Measured single-threaded at S = 512 and 2048, D = 64, fp32: 128 x 128 is the best within
   // noise (3%); 64 keys cost 4%, 64 x 64 5-7% (the per-tile transposition and softmax overhead);
   // 256 query rows or 256 keys were no faster. 4 rows x 4 vectors blocking was within noise of

@@ -17,6 +17,10 @@ struct PortableSimd {
   static constexpr int kRowBlock = 2;
   static constexpr int kScoreVectors = 2;
   static constexpr int kValueVectors = 2;
+  // Key-major scores: strips of one vector of rows, 4 keys or value dims per micro-tile.
+  static constexpr int kStripVectors = 1;
+  static constexpr int kValueBlock = 4;
+  static constexpr int kKeyBlock = 4;
   static constexpr int kQueryTile = 64;
   static constexpr int kKeyTile = 64;
 

@@ -83,6 +83,7 @@ struct Avx2Simd {
     const Vec sign_bit = _mm256_set1_ps(-0.0f);
     return _mm256_or_ps(_mm256_andnot_ps(sign_bit, magnitude), _mm256_and_ps(sign_bit, sign));
   }
+  static constexpr bool kHasScaleByPow2 = false;  // ExpNonPositive builds 2^n with Pow2FromRounded
   // See PortableSimd::Pow2FromRounded.
   static Vec Pow2FromRounded(Vec shifted) {
     const __m256i biased = _mm256_add_epi32(_mm256_castps_si256(shifted), _mm256_set1_epi32(127));

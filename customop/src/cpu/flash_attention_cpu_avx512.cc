@@ -95,11 +95,11 @@ struct Avx512Simd {
     const Vec sign_bit = _mm512_set1_ps(-0.0f);
     return _mm512_or_ps(_mm512_andnot_ps(sign_bit, magnitude), _mm512_and_ps(sign_bit, sign));
   }
-  // See PortableSimd::Pow2FromRounded.
-  static Vec Pow2FromRounded(Vec shifted) {
-    const __m512i biased = _mm512_add_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(127));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(biased, 23));
-  }
+  // x * 2^n for integral n, with subnormal and 0 results (see ExpNonPositive): one instruction
+  // instead of building 2^n in the exponent bits, a multiply and the flush below -87, 4 of e^x's 17
+  // instructions. 1-2% faster at S = T = 512..2048 (exponentials were 8% of the time).
+  static constexpr bool kHasScaleByPow2 = true;
+  static Vec ScaleByPow2(Vec x, Vec n) { return _mm512_scalef_ps(x, n); }
 
   static Mask Less(Vec a, Vec b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
   static Mask And(Mask a, Mask b) { return static_cast<Mask>(a & b); }

@@ -75,6 +75,7 @@ struct PortableSimd {
   static Vec WithSignOf(Vec magnitude, Vec sign) {
     return {CopySign(magnitude.lo, sign.lo), CopySign(magnitude.hi, sign.hi)};
   }
+  static constexpr bool kHasScaleByPow2 = false;  // ExpNonPositive builds 2^n with Pow2FromRounded
   // 2^n from n + 1.5 * 2^23 (see ExpNonPositive): n sits in the low mantissa bits, and shifting
   // n + 127 into the exponent field drops the rest.
   static Vec Pow2FromRounded(Vec shifted) { return {Pow2(shifted.lo), Pow2(shifted.hi)}; }

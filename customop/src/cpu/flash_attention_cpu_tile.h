@@ -125,11 +125,13 @@ int64_t WholeVectors(int64_t count) {
 
 // e^x for x <= 0 or NaN: softmax only ever exponentiates (score - running max). Range reduction
 // x = n·ln2 + r, |r| <= ln2/2, then the degree-7 Taylor polynomial of e^r (truncation error 5e-9),
-// about 1 ulp overall. Below -87 (e^x < 2^-125) the result is flushed to 0, so hidden keys (-inf)
-// weigh exactly 0.
+// about 1 ulp overall. Policies with ScaleByPow2 (p·2^n in one instruction, subnormal and 0 results
+// included: AVX-512's vscalefps) scale by it, and below -104 (e^x < 2^-150) the result rounds to 0;
+// the others build 2^n in the exponent bits, which reach only 2^-126, and flush the result to 0
+// below -87. Either way hidden keys (-inf) weigh exactly 0.
 template <class S>
 typename S::Vec ExpNonPositive(typename S::Vec x) {
-  constexpr float kLowest = -87.0f;
+  constexpr float kLowest = S::kHasScaleByPow2 ? -104.0f : -87.0f;
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2High = 0.693359375f;  // few mantissa bits: n * kLn2High is exact
   constexpr float kLn2Low = -2.12194440e-4f;
@@ -147,8 +149,12 @@ typename S::Vec ExpNonPositive(typename S::Vec x) {
   poly = S::MulAdd(poly, r, S::Set1(0.5f));
   poly = S::MulAdd(poly, r, S::Set1(1.0f));
   poly = S::MulAdd(poly, r, S::Set1(1.0f));
-  const typename S::Vec result = S::Mul(poly, S::Pow2FromRounded(shifted));
-  return S::Select(S::Less(x, S::Set1(kLowest)), S::Zero(), result);
+  if constexpr (S::kHasScaleByPow2) {
+    return S::ScaleByPow2(poly, n);
+  } else {
+    const typename S::Vec result = S::Mul(poly, S::Pow2FromRounded(shifted));
+    return S::Select(S::Less(x, S::Set1(kLowest)), S::Zero(), result);
+  }
 }
 
 // tanh, for softcap. For |x| >= 0.18, (1 - e^-2|x|) / (1 + e^-2|x|); below that 1 - e^-2|x|
@@ -979,6 +985,12 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float*
         ScoreStripKeys<S, T, kKeyBlock, kHeadDim>(queries_t, padded_rows, key_rows + j * key_stride, key_stride,
                                                   head_dim, rule, j, masked, scratch.scores, tile_max);
       }
+      if constexpr (kKeyBlock > 4) {
+        for (; j + 4 <= strip_keys; j += 4) {
+          ScoreStripKeys<S, T, 4, kHeadDim>(queries_t, padded_rows, key_rows + j * key_stride, key_stride, head_dim,
+                                            rule, j, masked, scratch.scores, tile_max);
+        }
+      }
       for (; j < strip_keys; ++j) {
         ScoreStripKeys<S, T, 1, kHeadDim>(queries_t, padded_rows, key_rows + j * key_stride, key_stride, head_dim,
                                           rule, j, masked, scratch.scores, tile_max);
@@ -1009,7 +1021,14 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float*
         AccumulateValuesStrip<S, kValueBlock, kStripVectors>(scratch.scores, rescale, values + c, value_stride,
                                                              strip_keys, acc_t + c * kStripRows);
       }
-      for (int64_t c = blocked_dims; c < value_dim; ++c) {
+      int64_t c = blocked_dims;
+      if constexpr (kValueBlock > 4) {
+        for (; c + 4 <= value_dim; c += 4) {
+          AccumulateValuesStrip<S, 4, kStripVectors>(scratch.scores, rescale, values + c, value_stride, strip_keys,
+                                                     acc_t + c * kStripRows);
+        }
+      }
+      for (; c < value_dim; ++c) {
         AccumulateValuesStrip<S, 1, kStripVectors>(scratch.scores, rescale, values + c, value_stride, strip_keys,
                                                    acc_t + c * kStripRows);
       }

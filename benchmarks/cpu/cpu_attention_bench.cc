@@ -147,9 +147,27 @@ const Shape kShapes[] = {
     {"decode T2048 H32/8 D128", 32, 8, 1, 2048, 128, false, CausalAlignment::kLowerRight},
 };
 
+// Bytes on a 64-byte boundary, as ONNX Runtime's CPU allocator hands out tensors.
+class TensorBytes {
+ public:
+  void resize(size_t size) {
+    storage_.assign(size + 64, 0);
+    size_ = size;
+  }
+  uint8_t* data() {
+    const auto address = reinterpret_cast<uintptr_t>(storage_.data());
+    return storage_.data() + (64 - address % 64) % 64;
+  }
+  size_t size() const { return size_; }
+
+ private:
+  std::vector<uint8_t> storage_;
+  size_t size_ = 0;
+};
+
 // One shape's tensors in one dtype, densely packed BHSD.
 struct Tensors {
-  std::vector<uint8_t> q, k, v, out, bias;
+  TensorBytes q, k, v, out, bias;
   AttentionParams params;
 
   Tensors(const Shape& shape, DType dtype, std::mt19937& rng) {
@@ -165,7 +183,7 @@ struct Tensors {
     params.causal = shape.causal;
     SetDenseStrides(params);
     std::uniform_int_distribution<int> uniform(-1024, 1024);
-    const auto fill = [&](std::vector<uint8_t>& bytes, int64_t count, const std::function<float(int64_t)>& value) {
+    const auto fill = [&](TensorBytes& bytes, int64_t count, const std::function<float(int64_t)>& value) {
       bytes.resize(static_cast<size_t>(count) * element);
       for (int64_t i = 0; i < count; ++i) {
         const float x = value(i);
@@ -181,7 +199,7 @@ struct Tensors {
     fill(q, shape.q_heads * shape.q_len * shape.head_dim, random);
     fill(k, shape.kv_heads * shape.kv_len * shape.head_dim, random);
     fill(v, shape.kv_heads * shape.kv_len * shape.head_dim, random);
-    out.assign(static_cast<size_t>(shape.q_heads * shape.q_len * shape.head_dim) * element, 0);
+    out.resize(static_cast<size_t>(shape.q_heads * shape.q_len * shape.head_dim) * element);
     if (shape.padding_bias) {
       const int64_t padded_from = shape.kv_len * 7 / 8;
       fill(bias, shape.kv_len, [&](int64_t j) { return j >= padded_from ? -10000.0f : 0.0f; });

@@ -377,9 +377,11 @@ struct ScratchSizes {
   size_t Total() const { return queries + keys_t + values + scores + acc + 5 * row_state; }
 };
 
+// Each array a whole number of cache lines, so that all start on one (kScratchAlignment).
 template <class Traits>
 ScratchSizes ScratchSizesFor(int64_t head_dim, int64_t value_dim_padded) {
-  const auto floats = [](int64_t count) { return static_cast<size_t>(count); };
+  constexpr int64_t kLineFloats = static_cast<int64_t>(kScratchAlignment / sizeof(float));
+  const auto floats = [](int64_t count) { return static_cast<size_t>(RoundUp(count, kLineFloats)); };
   return {floats(Traits::kQueryTile * head_dim),         floats(head_dim * Traits::kKeyTile),
           floats(Traits::kKeyTile * value_dim_padded),   floats(Traits::kQueryTile * Traits::kKeyTile),
           floats(Traits::kQueryTile * value_dim_padded), floats(Traits::kQueryTile)};

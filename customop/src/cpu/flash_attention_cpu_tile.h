@@ -130,8 +130,11 @@ int64_t WholeVectors(int64_t count) {
 // the others build 2^n in the exponent bits, which reach only 2^-126, and flush the result to 0
 // below -87. Either way hidden keys (-inf) weigh exactly 0.
 template <class S>
+constexpr float kExpZeroBelow = S::kHasScaleByPow2 ? -104.0f : -87.0f;  // ExpNonPositive is 0 below
+
+template <class S>
 typename S::Vec ExpNonPositive(typename S::Vec x) {
-  constexpr float kLowest = S::kHasScaleByPow2 ? -104.0f : -87.0f;
+  constexpr float kLowest = kExpZeroBelow<S>;
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2High = 0.693359375f;  // few mantissa bits: n * kLn2High is exact
   constexpr float kLn2Low = -2.12194440e-4f;
@@ -823,6 +826,94 @@ void ScoreStripKeys(const float* queries_t, int64_t queries_stride, const float*
   }
 }
 
+// |row|, the Euclidean norm of fp32 elements [0, count); NaN or inf where an element is not finite.
+template <class S>
+float RowNorm(const float* row, int64_t count) {
+  typename S::Vec squares = S::Zero();
+  int64_t i = 0;
+  for (; i < WholeVectors<S>(count); i += S::kLanes) {
+    const typename S::Vec x = S::Load(row + i);
+    squares = S::MulAdd(x, x, squares);
+  }
+  float sum = S::ReduceSum(squares);
+  for (; i < count; ++i) sum += row[i] * row[i];
+  return __builtin_sqrtf(sum);
+}
+
+// Whether fp32 elements [0, count) are all finite (x - x is 0 for those, NaN for inf and NaN).
+template <class S>
+bool RowIsFinite(const float* row, int64_t count) {
+  typename S::Vec zeros = S::Zero();
+  int64_t i = 0;
+  for (; i < WholeVectors<S>(count); i += S::kLanes) {
+    const typename S::Vec x = S::Load(row + i);
+    zeros = S::Add(zeros, S::Sub(x, x));
+  }
+  float sum = S::ReduceSum(zeros);
+  for (; i < count; ++i) sum += row[i] - row[i];
+  return sum == 0.0f;
+}
+
+// How many leading keys of a tile of `keys` the item's rows must compute. The rest, a suffix, is
+// hidden by the keep mask, or biased so far below every row's running max that e^(score - max)
+// is exactly 0 whatever the dot products (|score| <= |scale|·|q|·|k|, plus a margin for rounding)
+// and its values are finite, so that leaving it out adds exactly 0: the padding of right-padded
+// sequences, by mask or by a bias of -10000 or finfo.min. bias and keep are the same for every
+// row on this path. `query_norm`: the largest |q| of the item's rows; `row_max`: their running
+// maxima before this tile.
+template <class S, class T>
+int64_t KeysToCompute(int64_t keys, const KeyScoreRule<T>& rule, const float* key_rows, int64_t key_stride,
+                      int64_t head_dim, const float* values, int64_t value_stride, int64_t value_dim,
+                      float query_norm, const float* row_max, int64_t rows) {
+  if (rule.bias == nullptr && rule.keep == nullptr) return keys;
+  const float margin = 1.01f + static_cast<float>(head_dim) * 0x1p-21f;
+  const float score_bound_factor = margin * __builtin_fabsf(rule.scale) * query_norm;
+  float threshold = kInfinity;  // the lowest running max + kExpZeroBelow, once needed
+  bool have_threshold = false;
+  float bias_max = -kInfinity;
+  float key_norm_max = 0.0f;
+  int64_t count = keys;
+  for (; count > 0; --count) {
+    const int64_t key = count - 1;
+    if (rule.keep != nullptr && !rule.keep[key * rule.keep_key_stride]) continue;
+    if (rule.bias == nullptr) break;
+    if (!have_threshold) {
+      float lowest = kInfinity;
+      for (int64_t row = 0; row < rows; ++row) {
+        if (!(row_max[row] >= lowest)) lowest = row_max[row];  // NaN stays: no comparison holds
+      }
+      threshold = lowest + kExpZeroBelow<S>;
+      have_threshold = true;
+    }
+    // Written so that NaN is taken up, and then fails the comparison below.
+    const float bias = ToFloat(rule.bias[key * rule.bias_key_stride]);
+    if (!(bias <= bias_max)) bias_max = bias;
+    const float key_norm = RowNorm<S>(key_rows + key * key_stride, head_dim);
+    if (!(key_norm <= key_norm_max)) key_norm_max = key_norm;
+    const float score_bound = bias_max + score_bound_factor * key_norm_max + 1.0f;
+    if (!(score_bound < threshold) || !RowIsFinite<S>(values + key * value_stride, value_dim)) break;
+  }
+  return count;
+}
+
+// The largest |q| over the rows of queries_t (head_dim x padded_rows); inf where not finite.
+template <class S>
+float LargestQueryNorm(const float* queries_t, int64_t padded_rows, int64_t head_dim) {
+  float largest = 0.0f;
+  for (int64_t first = 0; first < padded_rows; first += S::kLanes) {
+    typename S::Vec squares = S::Zero();
+    for (int64_t d = 0; d < head_dim; ++d) {
+      const typename S::Vec x = S::Load(queries_t + d * padded_rows + first);
+      squares = S::MulAdd(x, x, squares);
+    }
+    const float lanes_max = S::ReduceMax(squares);
+    const float lanes_sum = S::ReduceSum(squares);  // NaN or inf where an element is
+    if (!(lanes_sum < kInfinity)) return kInfinity;
+    largest = lanes_max > largest ? lanes_max : largest;
+  }
+  return __builtin_sqrtf(largest);
+}
+
 // P·V for a strip, its rows across lanes: acc_t[c * kStripRows + lane] for kDims value dims c
 // (acc_t and values at the first) becomes acc_t * rescale + the sum over keys j < count of
 // values[j][c] * probs[j * kStripRows + lane].
@@ -929,6 +1020,7 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float*
   const bool* keep = p.keep == nullptr ? nullptr : p.keep + item.batch * p.keep_stride[0] + item.head * p.keep_stride[1];
 
   LoadQueriesTransposed<S>(query, p.q_stride[1], p.q_stride[2], packing, rows, padded_rows, head_dim, scratch.queries);
+  const float query_norm = bias != nullptr ? LargestQueryNorm<S>(scratch.queries, padded_rows, head_dim) : 0.0f;
   // Accumulators strip by strip, each value_dim x kStripRows (transposed).
   for (int64_t i = 0; i < padded_rows * value_dim; ++i) scratch.acc[i] = 0.0f;
   for (int64_t row = 0; row < padded_rows; ++row) {
@@ -957,6 +1049,8 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float*
     KeyScoreRule<T> rule{p.scale, p.softcap, nullptr, p.bias_stride[3], nullptr, p.keep_stride[3]};
     if (bias != nullptr) rule.bias = bias + key_start * p.bias_stride[3];
     if (keep != nullptr) rule.keep = keep + key_start * p.keep_stride[3];
+    const int64_t computed_keys = KeysToCompute<S>(keys, rule, key_rows, key_stride, head_dim, values, value_stride,
+                                                   value_dim, query_norm, scratch.row_max, rows);
 
     for (int64_t strip = 0; strip < padded_rows; strip += kStripRows) {
       // Keys of this tile each lane sees; padding rows see them all (their scores are never used).
@@ -973,7 +1067,9 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float*
         }
         visible_lanes[r] = static_cast<float>(visible);
       }
-      // No row of the strip sees a key of this tile: its state and accumulators stay as they are.
+      strip_keys = MinOf(strip_keys, computed_keys);
+      // No row of the strip sees a key of this tile that counts: its state and accumulators stay as
+      // they are.
       if (strip_keys == 0) continue;
       Vec visible[kStripVectors];
       for (int v = 0; v < kStripVectors; ++v) visible[v] = S::Load(visible_lanes + v * kLanes);

@@ -28,6 +28,7 @@ struct Avx2Simd {
   static constexpr int kValueVectors = 2;
   // Key-major scores: strips of 16 rows; micro-tiles of 4 keys or value dims x 2 vectors of rows
   // (8 accumulators).
+  static constexpr int kKeyMajorKeyTile = 128;  // 2-3% faster than 64 (S = T = 512..2048, fp32)
   static constexpr int kStripVectors = 2;
   static constexpr int kValueBlock = 4;
   static constexpr int kKeyBlock = 4;

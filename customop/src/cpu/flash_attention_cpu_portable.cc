@@ -18,6 +18,7 @@ struct PortableSimd {
   static constexpr int kScoreVectors = 2;
   static constexpr int kValueVectors = 2;
   // Key-major scores: strips of one vector of rows, 4 keys or value dims per micro-tile.
+  static constexpr int kKeyMajorKeyTile = 64;
   static constexpr int kStripVectors = 1;
   static constexpr int kValueBlock = 4;
   static constexpr int kKeyBlock = 4;

@@ -345,7 +345,8 @@ struct TileTraits {
   static constexpr int kQueryTile = S::kQueryTile;  // query rows of a work item
   static constexpr int kKeyTile = S::kKeyTile;      // keys per pass of the online softmax
   // Key-major scores (RunQueryTileKeyMajor): query rows in a strip of kStripVectors vectors,
-  // kKeyBlock keys per Q·Kᵀ micro-tile.
+  // kKeyBlock keys per Q·Kᵀ micro-tile, kKeyMajorKeyTile keys per pass of the online softmax.
+  static constexpr int kKeyMajorKeyTile = S::kKeyMajorKeyTile;
   static constexpr int kStripVectors = S::kStripVectors;
   static constexpr int kStripRows = kStripVectors * kLanes;
   static constexpr int kKeyBlock = S::kKeyBlock;
@@ -361,11 +362,12 @@ struct TileTraits {
 struct TileScratch {
   float* queries;       // query_tile x head_dim: this tile's query rows (rows past the tile are 0);
                         // key-major: head_dim x padded rows, transposed
-  float* keys_t;        // head_dim x key_tile: the current key tile, transposed; key-major: key_tile x
-                        // head_dim, the key tile in fp32 unless read in place
-  float* values;        // key_tile x value_dim_padded: the value tile, unless read in place
+  float* keys_t;        // head_dim x key_tile: the current key tile, transposed; key-major:
+                        // key-major tile x head_dim, the key tile in fp32 unless read in place
+  float* values;        // key_tile (key-major: its tile) x value_dim_padded: the value tile, unless read
+                        // in place
   float* scores;        // query_tile x key_tile: dot products, then unnormalised probabilities;
-                        // key-major: key_tile x strip rows
+                        // key-major: key-major tile x strip rows
   float* acc;           // query_tile x value_dim_padded: sum of p·v
   float* row_max;       // query_tile: running max of each row's scores
   float* row_sum;       // query_tile: running sum of e^(score - row_max)
@@ -381,12 +383,17 @@ struct ScratchSizes {
 };
 
 // Each array a whole number of cache lines, so that all start on one (kScratchAlignment).
+// Room for either path (row-major or key-major).
 template <class Traits>
 ScratchSizes ScratchSizesFor(int64_t head_dim, int64_t value_dim_padded) {
   constexpr int64_t kLineFloats = static_cast<int64_t>(kScratchAlignment / sizeof(float));
+  constexpr int64_t kKeys = Traits::kKeyTile > Traits::kKeyMajorKeyTile ? Traits::kKeyTile : Traits::kKeyMajorKeyTile;
+  constexpr int64_t kScores = Traits::kQueryTile * Traits::kKeyTile > Traits::kKeyMajorKeyTile * Traits::kStripRows
+                                  ? Traits::kQueryTile * Traits::kKeyTile
+                                  : Traits::kKeyMajorKeyTile * Traits::kStripRows;
   const auto floats = [](int64_t count) { return static_cast<size_t>(RoundUp(count, kLineFloats)); };
-  return {floats(Traits::kQueryTile * head_dim),         floats(head_dim * Traits::kKeyTile),
-          floats(Traits::kKeyTile * value_dim_padded),   floats(Traits::kQueryTile * Traits::kKeyTile),
+  return {floats(Traits::kQueryTile * head_dim),         floats(head_dim * kKeys),
+          floats(kKeys * value_dim_padded),              floats(kScores),
           floats(Traits::kQueryTile * value_dim_padded), floats(Traits::kQueryTile)};
 }
 
@@ -985,7 +992,7 @@ template <class S, class T, int kHeadDim>
 void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float* scratch_base) {
   using Traits = TileTraits<S, kHeadDim>;
   using Vec = typename S::Vec;
-  constexpr int64_t kKeyTile = Traits::kKeyTile;
+  constexpr int64_t kKeyTile = Traits::kKeyMajorKeyTile;
   constexpr int kLanes = S::kLanes;
   constexpr int kStripVectors = Traits::kStripVectors;
   constexpr int kStripRows = Traits::kStripRows;

@@ -143,6 +143,7 @@ const Shape kShapes[] = {
     {"encoder T2048 H12 D64", 12, 12, 2048, 2048, 64, true, CausalAlignment::kNone},
     {"causal T1024 H32 D128", 32, 32, 1024, 1024, 128, false, CausalAlignment::kUpperLeft},
     {"causal T1024 H32/8 D128", 32, 8, 1024, 1024, 128, false, CausalAlignment::kUpperLeft},
+    {"causal T512 H12 D64", 12, 12, 512, 512, 64, false, CausalAlignment::kUpperLeft},
     {"causal T2048 H12 D64", 12, 12, 2048, 2048, 64, false, CausalAlignment::kUpperLeft},
     {"decode T2048 H32/8 D128", 32, 8, 1, 2048, 128, false, CausalAlignment::kLowerRight},
 };

@@ -483,17 +483,17 @@ const float* ValuesInPlace(const T*, int64_t) {
   return nullptr;
 }
 
-// count x value_dim value rows -> fp32 rows of value_dim_padded (the padding 0).
+// count rows of `dim` elements (value rows; key rows on the key-major path) -> fp32 rows of
+// dim_padded (the padding 0).
 template <class S, class T>
-void LoadValueRows(const T* values, int64_t row_stride, int64_t count, int64_t value_dim, int64_t value_dim_padded,
-                   float* out) {
-  for (int64_t key = 0; key < count; ++key) {
-    const T* src = values + key * row_stride;
-    float* dst = out + key * value_dim_padded;
+void LoadRowsAsFloat(const T* rows, int64_t row_stride, int64_t count, int64_t dim, int64_t dim_padded, float* out) {
+  for (int64_t row = 0; row < count; ++row) {
+    const T* src = rows + row * row_stride;
+    float* dst = out + row * dim_padded;
     int64_t c = 0;
-    for (; c < WholeVectors<S>(value_dim); c += S::kLanes) S::Store(dst + c, S::LoadLanes(src + c));
-    for (; c < value_dim; ++c) dst[c] = ToFloat(src[c]);
-    for (; c < value_dim_padded; ++c) dst[c] = 0.0f;
+    for (; c < WholeVectors<S>(dim); c += S::kLanes) S::Store(dst + c, S::LoadLanes(src + c));
+    for (; c < dim; ++c) dst[c] = ToFloat(src[c]);
+    for (; c < dim_padded; ++c) dst[c] = 0.0f;
   }
 }
 
@@ -625,7 +625,7 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
     const float* values = ValuesInPlace<S>(value_tile, value_dim);
     int64_t value_stride = p.v_stride[2];
     if (values == nullptr) {
-      LoadValueRows<S>(value_tile, p.v_stride[2], keys, value_dim, value_dim_padded, scratch.values);
+      LoadRowsAsFloat<S>(value_tile, p.v_stride[2], keys, value_dim, value_dim_padded, scratch.values);
       values = scratch.values;
       value_stride = value_dim_padded;
     }
@@ -1028,6 +1028,11 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float*
 
   LoadQueriesTransposed<S>(query, p.q_stride[1], p.q_stride[2], packing, rows, padded_rows, head_dim, scratch.queries);
   const float query_norm = bias != nullptr ? LargestQueryNorm<S>(scratch.queries, padded_rows, head_dim) : 0.0f;
+  // Keys each row sees (from key 0); padding rows see them all (their scores are never used).
+  int64_t row_visible[Traits::kQueryTile];
+  for (int64_t row = 0; row < padded_rows; ++row) {
+    row_visible[row] = row < rows ? window.VisibleKeys(packing.Query(row)) : p.kv_len;
+  }
   // Accumulators strip by strip, each value_dim x kStripRows (transposed).
   for (int64_t i = 0; i < padded_rows * value_dim; ++i) scratch.acc[i] = 0.0f;
   for (int64_t row = 0; row < padded_rows; ++row) {
@@ -1041,7 +1046,7 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float*
     const float* key_rows = RowsInPlace(key_tile);
     int64_t key_stride = p.k_stride[2];
     if (key_rows == nullptr) {
-      LoadValueRows<S>(key_tile, p.k_stride[2], keys, head_dim, head_dim, scratch.keys_t);
+      LoadRowsAsFloat<S>(key_tile, p.k_stride[2], keys, head_dim, head_dim, scratch.keys_t);
       key_rows = scratch.keys_t;
       key_stride = head_dim;
     }
@@ -1049,7 +1054,7 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float*
     const float* values = RowsInPlace(value_tile);
     int64_t value_stride = p.v_stride[2];
     if (values == nullptr) {
-      LoadValueRows<S>(value_tile, p.v_stride[2], keys, value_dim, value_dim, scratch.values);
+      LoadRowsAsFloat<S>(value_tile, p.v_stride[2], keys, value_dim, value_dim, scratch.values);
       values = scratch.values;
       value_stride = value_dim;
     }
@@ -1060,18 +1065,14 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float*
                                                    value_dim, query_norm, scratch.row_max, rows);
 
     for (int64_t strip = 0; strip < padded_rows; strip += kStripRows) {
-      // Keys of this tile each lane sees; padding rows see them all (their scores are never used).
+      // Keys of this tile each lane sees.
       float visible_lanes[kStripRows];
       int64_t strip_keys = 0;
       bool every_key_visible = true;
       for (int r = 0; r < kStripRows; ++r) {
-        const int64_t row = strip + r;
-        int64_t visible = keys;
-        if (row < rows) {
-          visible = Clamp(window.VisibleKeys(packing.Query(row)) - key_start, 0, keys);
-          strip_keys = visible > strip_keys ? visible : strip_keys;
-          every_key_visible = every_key_visible && visible == keys;
-        }
+        const int64_t visible = Clamp(row_visible[strip + r] - key_start, 0, keys);
+        if (strip + r < rows) strip_keys = visible > strip_keys ? visible : strip_keys;
+        every_key_visible = every_key_visible && visible == keys;
         visible_lanes[r] = static_cast<float>(visible);
       }
       strip_keys = MinOf(strip_keys, computed_keys);

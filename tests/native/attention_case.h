@@ -142,6 +142,7 @@ enum class RowEffect {
   kBiasMinus10000,        // an ordinary large negative bias: a normal softmax
   kBiasLowest,            // finfo.min on every key: a (uniform) softmax, not a masked row
   kBiasLowestOnLastHalf,  // finfo.min on keys j >= Skv/2: a padding mask written as bias
+  kBiasMinus10000OnLastHalf,  // -10000 on keys j >= Skv/2: a padding mask written as BERT writes it
 };
 
 inline const char* Name(Layout x) {
@@ -192,6 +193,8 @@ inline const char* Name(RowEffect x) {
       return "bias-finfo.min";
     case RowEffect::kBiasLowestOnLastHalf:
       return "bias-finfo.min-last-half";
+    case RowEffect::kBiasMinus10000OnLastHalf:
+      return "bias-10000-last-half";
   }
   return "?";
 }
@@ -418,7 +421,9 @@ class AttentionTensors {
   // without that dim stands for every query (key), so the effect covers all of them.
   bool EffectApplies(const int64_t (&dims)[4], int64_t query, int64_t key) const {
     if (dims[2] > 1 && !IsEffectRow(query)) return false;
-    if (case_.row_effect == RowEffect::kBiasLowestOnLastHalf) return dims[3] == 1 || key >= case_.kv_len / 2;
+    if (case_.row_effect == RowEffect::kBiasLowestOnLastHalf || case_.row_effect == RowEffect::kBiasMinus10000OnLastHalf) {
+      return dims[3] == 1 || key >= case_.kv_len / 2;
+    }
     return true;
   }
 
@@ -427,6 +432,7 @@ class AttentionTensors {
       case RowEffect::kBiasNegInf:
         return -std::numeric_limits<double>::infinity();
       case RowEffect::kBiasMinus10000:
+      case RowEffect::kBiasMinus10000OnLastHalf:
         return -10000.0;
       case RowEffect::kBiasLowest:
       case RowEffect::kBiasLowestOnLastHalf:

@@ -239,6 +239,30 @@ TEST(CpuFlashAttention, CausalAlignmentsForEveryLengthRelation) {
   }
 }
 
+// A bias and a keep mask that vary only with batch and key (an encoder's padding mask), which every
+// query row reads alike, with each causal alignment and softcap, over full and partial query and
+// key tiles and head dims that are no multiple of a vector.
+TEST(CpuFlashAttention, PaddingMaskSharedByEveryQueryRow) {
+  for (DType dtype : kAllDtypes) {
+    for (CausalAlignment causal :
+         {CausalAlignment::kNone, CausalAlignment::kUpperLeft, CausalAlignment::kLowerRight}) {
+      for (float softcap : {0.0f, 20.0f}) {
+        AttentionCase c = Shape(dtype, 140, 270, 33, 40);
+        c.batch = 2;
+        c.q_heads = 4;
+        c.kv_heads = 2;
+        c.bias = Broadcast::kBatchKey;
+        c.keep = Broadcast::kBatchKey;
+        c.causal = causal;
+        c.softcap = softcap;
+        c.masked_rows = MaskedRows::kNaN;
+        c.seed = static_cast<uint32_t>(causal) * 10 + (softcap > 0 ? 1 : 0);
+        ExpectEveryPathMatchesReference(c);
+      }
+    }
+  }
+}
+
 // With |q|, |k| ~ 3 the scores (~9) saturate a cap of 1.5 and reach well into tanh's curve for 30;
 // with ~1 they stay where tanh is nearly linear. The cap applies before bias and masks.
 TEST(CpuFlashAttention, SoftcapAppliesBeforeBiasAndMasks) {
@@ -295,6 +319,46 @@ TEST(CpuFlashAttention, LargeFiniteBiasIsAnOrdinaryNumber) {
 }
 
 // finfo.min swallows every score in fp32, so such a row is the plain average of its values.
+// A padding mask written as bias on the last half of the keys (-10000 as BERT writes it, or
+// finfo.min), shared by every query row, over several key tiles: the padded keys weigh exactly 0,
+// whether or not they are computed.
+TEST(CpuFlashAttention, PaddingBiasOnTheLastKeys) {
+  for (DType dtype : kAllDtypes) {
+    for (RowEffect effect : {RowEffect::kBiasMinus10000OnLastHalf, RowEffect::kBiasLowestOnLastHalf}) {
+      for (CausalAlignment causal : {CausalAlignment::kNone, CausalAlignment::kLowerRight}) {
+        AttentionCase c = Shape(dtype, 100, 300, 64, 48);
+        c.batch = 2;
+        c.q_heads = 4;
+        c.kv_heads = 2;
+        c.bias = Broadcast::kBatchKey;
+        c.row_effect = effect;
+        c.causal = causal;
+        c.masked_rows = MaskedRows::kNaN;
+        ExpectEveryPathMatchesReference(c);
+      }
+    }
+  }
+}
+
+// A NaN value of a padded key reaches every row, as 0 · NaN does in the unfused graph: padded keys
+// are left out only where their values are finite.
+TEST(CpuFlashAttention, NaNValueBehindPaddingBiasReachesEveryRow) {
+  for (KernelPath path : SupportedPaths()) {
+    SCOPED_TRACE(Name(path));
+    AttentionCase c = Shape(DType::kFloat32, 40, 300, 32, 32);
+    c.bias = Broadcast::kBatchKey;
+    c.row_effect = RowEffect::kBiasMinus10000OnLastHalf;
+    AttentionTensors tensors(c);
+    tensors.SetValue(0, 0, 290, 3, std::nan(""));
+    const std::vector<double> out = RunKernel(tensors, path);
+    ExpectMatchesReference(tensors, out);
+    for (int64_t row = 0; row < c.q_len; ++row) {
+      EXPECT_TRUE(std::isnan(out[static_cast<size_t>(row * 32 + 3)])) << "row " << row;
+      EXPECT_FALSE(std::isnan(out[static_cast<size_t>(row * 32 + 4)])) << "row " << row;
+    }
+  }
+}
+
 TEST(CpuFlashAttention, LowestFiniteBiasRowAveragesTheValues) {
   for (KernelPath path : SupportedPaths()) {
     AttentionCase c = Shape(DType::kFloat32, 6, 40, 32, 16);
@@ -721,8 +785,11 @@ TEST(CpuFlashAttention, PackedAndUnpackedWorkItemsGiveIdenticalOutput) {
   ragged.row_effect = RowEffect::kKeepNone;
   ragged.masked_rows = MaskedRows::kNaN;
   ragged.layout = Layout::kPaddedRows;
+  AttentionCase padding_mask = GroupedQueries(DType::kFloat16, 8, 1, 20, 150, 64);
+  padding_mask.bias = Broadcast::kBatchKey;
+  padding_mask.causal = CausalAlignment::kLowerRight;
   for (KernelPath path : SupportedPaths()) {
-    for (const AttentionCase& c : {decode, mqa, strided, ragged}) {
+    for (const AttentionCase& c : {decode, mqa, strided, ragged, padding_mask}) {
       SCOPED_TRACE(std::string(Name(path)) + " path: " + c.Describe());
       std::vector<double> unpacked;
       {
@@ -773,7 +840,8 @@ AttentionCase RandomCase(std::mt19937& rng, uint32_t seed) {
                                RowEffect::kBiasNegInf,
                                RowEffect::kBiasMinus10000,
                                RowEffect::kBiasLowest,
-                               RowEffect::kBiasLowestOnLastHalf};
+                               RowEffect::kBiasLowestOnLastHalf,
+                               RowEffect::kBiasMinus10000OnLastHalf};
   const Layout layouts[] = {Layout::kDense, Layout::kDense, Layout::kSeqMajor, Layout::kPaddedRows};
 
   AttentionCase c;

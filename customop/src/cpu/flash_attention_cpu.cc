@@ -36,14 +36,26 @@ constexpr size_t kRetainedScratchBytes = size_t(8) << 20;
 
 inline int64_t MinOf(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// Scratch blocks start on a cache line, as the kernel's scratch arrays do within them
+// (cpu::kScratchAlignment): its full-vector loads and stores then never straddle two lines.
+struct AlignedDelete {
+  void operator()(float* block) const { ::operator delete[](block, std::align_val_t{cpu::kScratchAlignment}); }
+};
+using ScratchBlock = std::unique_ptr<float[], AlignedDelete>;
+
+ScratchBlock AllocateScratch(size_t floats) {
+  return ScratchBlock(static_cast<float*>(
+      ::operator new[](floats * sizeof(float), std::align_val_t{cpu::kScratchAlignment}, std::nothrow)));
+}
+
 // The thread's retained block, grown to `floats`; nullptr when the allocation fails.
 float* RetainedScratch(size_t floats) {
-  thread_local std::unique_ptr<float[]> buffer;
+  thread_local ScratchBlock buffer;
   thread_local size_t capacity = 0;
   if (capacity < floats) {
     buffer.reset();  // free the old block first: growing never needs both
     capacity = 0;
-    buffer.reset(new (std::nothrow) float[floats]);
+    buffer = AllocateScratch(floats);
     if (buffer == nullptr) return nullptr;
     capacity = floats;
   }
@@ -58,14 +70,14 @@ class ScratchLease {
     if (floats * sizeof(float) <= kRetainedScratchBytes) {
       scratch_ = RetainedScratch(floats);
     } else {
-      owned_.reset(new (std::nothrow) float[floats]);
+      owned_ = AllocateScratch(floats);
       scratch_ = owned_.get();
     }
   }
   float* get() const { return scratch_; }
 
  private:
-  std::unique_ptr<float[]> owned_;
+  ScratchBlock owned_;
   float* scratch_ = nullptr;
 };
 

@@ -23,11 +23,15 @@ struct WorkItem {
   int64_t rows = 0;
 };
 
+// Alignment in bytes of work-item scratch (a cache line), and of each array the kernel carves from it.
+inline constexpr size_t kScratchAlignment = 64;
+
 // The tile kernel an instruction set picked for one call (dtype x head dim), with its launch shape.
 struct QueryTileKernel {
   void (*run)(const AttentionParams& params, const WorkItem& item, float* scratch) = nullptr;
   int64_t query_tile_rows = 0;  // rows per work item (the last tile of a head may have fewer)
-  size_t scratch_floats = 0;    // fp32 scratch one work item needs, reused between items
+  size_t scratch_floats = 0;    // fp32 scratch one work item needs, reused between items; aligned to
+                                // kScratchAlignment
 };
 
 // Each is defined in the translation unit compiled for that instruction set; call avx512:: only

@@ -17,6 +17,11 @@ struct PortableSimd {
   static constexpr int kRowBlock = 2;
   static constexpr int kScoreVectors = 2;
   static constexpr int kValueVectors = 2;
+  // Key-major scores: strips of one vector of rows, 4 keys or value dims per micro-tile.
+  static constexpr int kKeyMajorKeyTile = 64;
+  static constexpr int kStripVectors = 1;
+  static constexpr int kValueBlock = 4;
+  static constexpr int kKeyBlock = 4;
   static constexpr int kQueryTile = 64;
   static constexpr int kKeyTile = 64;
 
@@ -71,6 +76,7 @@ struct PortableSimd {
   static Vec WithSignOf(Vec magnitude, Vec sign) {
     return {CopySign(magnitude.lo, sign.lo), CopySign(magnitude.hi, sign.hi)};
   }
+  static constexpr bool kHasScaleByPow2 = false;  // ExpNonPositive builds 2^n with Pow2FromRounded
   // 2^n from n + 1.5 * 2^23 (see ExpNonPositive): n sits in the low mantissa bits, and shifting
   // n + 127 into the exponent field drops the rest.
   static Vec Pow2FromRounded(Vec shifted) { return {Pow2(shifted.lo), Pow2(shifted.hi)}; }

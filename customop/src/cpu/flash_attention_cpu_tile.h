@@ -16,12 +16,15 @@
 // Its semantics are those of PortableSimd (flash_attention_cpu_portable.cc); Max(a, b) returns b
 // when either is NaN, which lets NaN through the clamps below.
 //
-// Per work item: the query tile is converted to fp32 once; then for each key tile the keys are
-// transposed into scratch (head_dim x key_tile) so that the Q·Kᵀ micro-tile broadcasts q[d] and
-// multiplies a vector of keys at a time; the scores get scale, softcap, bias and masks and go
-// through an online softmax (running max and sum per row, accumulator rescaled when the max
-// grows); P·V accumulates rows vectorised over the value head dim. Only one tile of scores ever
-// exists.
+// Two layouts of the scores. Row-major (RunQueryTileRows), for any call: the query tile is converted
+// to fp32 once; then for each key tile the keys are transposed into scratch (head_dim x key_tile)
+// so that the Q·Kᵀ micro-tile broadcasts q[d] and multiplies a vector of keys at a time; the scores
+// get scale, softcap, bias and masks and go through an online softmax (running max and sum per
+// row, accumulator rescaled when the max grows); P·V accumulates rows vectorised over the value
+// head dim. Key-major (RunQueryTileKeyMajor), for calls whose rows all read the same bias and keep
+// values and whose queries fill a vector: query rows lie across the lanes, so nothing is
+// transposed per key tile and the softmax needs no horizontal reductions (see KeyMajorScores).
+// Only one tile of scores ever exists.
 #pragma once
 
 #include <cstddef>
@@ -122,11 +125,16 @@ int64_t WholeVectors(int64_t count) {
 
 // e^x for x <= 0 or NaN: softmax only ever exponentiates (score - running max). Range reduction
 // x = n·ln2 + r, |r| <= ln2/2, then the degree-7 Taylor polynomial of e^r (truncation error 5e-9),
-// about 1 ulp overall. Below -87 (e^x < 2^-125) the result is flushed to 0, so hidden keys (-inf)
-// weigh exactly 0.
+// about 1 ulp overall. Policies with ScaleByPow2 (p·2^n in one instruction, subnormal and 0 results
+// included: AVX-512's vscalefps) scale by it, and below -104 (e^x < 2^-150) the result rounds to 0;
+// the others build 2^n in the exponent bits, which reach only 2^-126, and flush the result to 0
+// below -87. Either way hidden keys (-inf) weigh exactly 0.
+template <class S>
+constexpr float kExpZeroBelow = S::kHasScaleByPow2 ? -104.0f : -87.0f;  // ExpNonPositive is 0 below
+
 template <class S>
 typename S::Vec ExpNonPositive(typename S::Vec x) {
-  constexpr float kLowest = -87.0f;
+  constexpr float kLowest = kExpZeroBelow<S>;
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2High = 0.693359375f;  // few mantissa bits: n * kLn2High is exact
   constexpr float kLn2Low = -2.12194440e-4f;
@@ -144,8 +152,12 @@ typename S::Vec ExpNonPositive(typename S::Vec x) {
   poly = S::MulAdd(poly, r, S::Set1(0.5f));
   poly = S::MulAdd(poly, r, S::Set1(1.0f));
   poly = S::MulAdd(poly, r, S::Set1(1.0f));
-  const typename S::Vec result = S::Mul(poly, S::Pow2FromRounded(shifted));
-  return S::Select(S::Less(x, S::Set1(kLowest)), S::Zero(), result);
+  if constexpr (S::kHasScaleByPow2) {
+    return S::ScaleByPow2(poly, n);
+  } else {
+    const typename S::Vec result = S::Mul(poly, S::Pow2FromRounded(shifted));
+    return S::Select(S::Less(x, S::Set1(kLowest)), S::Zero(), result);
+  }
 }
 
 // tanh, for softcap. For |x| >= 0.18, (1 - e^-2|x|) / (1 + e^-2|x|); below that 1 - e^-2|x|
@@ -332,18 +344,30 @@ struct TileTraits {
   static constexpr int kValueColumns = kValueVectors * kLanes;
   static constexpr int kQueryTile = S::kQueryTile;  // query rows of a work item
   static constexpr int kKeyTile = S::kKeyTile;      // keys per pass of the online softmax
+  // Key-major scores (RunQueryTileKeyMajor): query rows in a strip of kStripVectors vectors,
+  // kKeyBlock keys per Q·Kᵀ micro-tile, kKeyMajorKeyTile keys per pass of the online softmax.
+  static constexpr int kKeyMajorKeyTile = S::kKeyMajorKeyTile;
+  static constexpr int kStripVectors = S::kStripVectors;
+  static constexpr int kStripRows = kStripVectors * kLanes;
+  static constexpr int kKeyBlock = S::kKeyBlock;
+  static constexpr int kValueBlock = S::kValueBlock;  // value dims per P·V micro-tile
   static_assert(kHeadDim >= 0, "head dim 0 selects the run-time head dim path");
   static_assert(kQueryTile % kRowBlock == 0, "a query tile is made of whole row blocks");
   static_assert(kQueryTile % kLanes == 0, "the row state of a query tile is made of whole vectors");
   static_assert(kKeyTile % kScoreColumns == 0, "a key tile is made of whole micro-tiles");
+  static_assert(kQueryTile % kStripRows == 0, "a query tile is made of whole strips");
 };
 
 // Per-work-item fp32 scratch, carved from one block.
 struct TileScratch {
-  float* queries;       // query_tile x head_dim: this tile's query rows (rows past the tile are 0)
-  float* keys_t;        // head_dim x key_tile: the current key tile, transposed
-  float* values;        // key_tile x value_dim_padded: the value tile, unless read in place
-  float* scores;        // query_tile x key_tile: dot products, then unnormalised probabilities
+  float* queries;       // query_tile x head_dim: this tile's query rows (rows past the tile are 0);
+                        // key-major: head_dim x padded rows, transposed
+  float* keys_t;        // head_dim x key_tile: the current key tile, transposed; key-major:
+                        // key-major tile x head_dim, the key tile in fp32 unless read in place
+  float* values;        // key_tile (key-major: its tile) x value_dim_padded: the value tile, unless read
+                        // in place
+  float* scores;        // query_tile x key_tile: dot products, then unnormalised probabilities;
+                        // key-major: key-major tile x strip rows
   float* acc;           // query_tile x value_dim_padded: sum of p·v
   float* row_max;       // query_tile: running max of each row's scores
   float* row_sum;       // query_tile: running sum of e^(score - row_max)
@@ -358,11 +382,18 @@ struct ScratchSizes {
   size_t Total() const { return queries + keys_t + values + scores + acc + 5 * row_state; }
 };
 
+// Each array a whole number of cache lines, so that all start on one (kScratchAlignment).
+// Room for either path (row-major or key-major).
 template <class Traits>
 ScratchSizes ScratchSizesFor(int64_t head_dim, int64_t value_dim_padded) {
-  const auto floats = [](int64_t count) { return static_cast<size_t>(count); };
-  return {floats(Traits::kQueryTile * head_dim),         floats(head_dim * Traits::kKeyTile),
-          floats(Traits::kKeyTile * value_dim_padded),   floats(Traits::kQueryTile * Traits::kKeyTile),
+  constexpr int64_t kLineFloats = static_cast<int64_t>(kScratchAlignment / sizeof(float));
+  constexpr int64_t kKeys = Traits::kKeyTile > Traits::kKeyMajorKeyTile ? Traits::kKeyTile : Traits::kKeyMajorKeyTile;
+  constexpr int64_t kScores = Traits::kQueryTile * Traits::kKeyTile > Traits::kKeyMajorKeyTile * Traits::kStripRows
+                                  ? Traits::kQueryTile * Traits::kKeyTile
+                                  : Traits::kKeyMajorKeyTile * Traits::kStripRows;
+  const auto floats = [](int64_t count) { return static_cast<size_t>(RoundUp(count, kLineFloats)); };
+  return {floats(Traits::kQueryTile * head_dim),         floats(head_dim * kKeys),
+          floats(kKeys * value_dim_padded),              floats(kScores),
           floats(Traits::kQueryTile * value_dim_padded), floats(Traits::kQueryTile)};
 }
 
@@ -452,17 +483,17 @@ const float* ValuesInPlace(const T*, int64_t) {
   return nullptr;
 }
 
-// count x value_dim value rows -> fp32 rows of value_dim_padded (the padding 0).
+// count rows of `dim` elements (value rows; key rows on the key-major path) -> fp32 rows of
+// dim_padded (the padding 0).
 template <class S, class T>
-void LoadValueRows(const T* values, int64_t row_stride, int64_t count, int64_t value_dim, int64_t value_dim_padded,
-                   float* out) {
-  for (int64_t key = 0; key < count; ++key) {
-    const T* src = values + key * row_stride;
-    float* dst = out + key * value_dim_padded;
+void LoadRowsAsFloat(const T* rows, int64_t row_stride, int64_t count, int64_t dim, int64_t dim_padded, float* out) {
+  for (int64_t row = 0; row < count; ++row) {
+    const T* src = rows + row * row_stride;
+    float* dst = out + row * dim_padded;
     int64_t c = 0;
-    for (; c < WholeVectors<S>(value_dim); c += S::kLanes) S::Store(dst + c, S::LoadLanes(src + c));
-    for (; c < value_dim; ++c) dst[c] = ToFloat(src[c]);
-    for (; c < value_dim_padded; ++c) dst[c] = 0.0f;
+    for (; c < WholeVectors<S>(dim); c += S::kLanes) S::Store(dst + c, S::LoadLanes(src + c));
+    for (; c < dim; ++c) dst[c] = ToFloat(src[c]);
+    for (; c < dim_padded; ++c) dst[c] = 0.0f;
   }
 }
 
@@ -490,10 +521,11 @@ void ScoreMicroTile(const float* queries, int64_t head_dim, const float* keys_t,
 }
 
 // acc[r][0, kVectors * kLanes) = acc[r] * rescale[r] + sum over keys j < count of
-// probs[r][j] * values[j].
-template <class S, int kRows, int kVectors>
-void AccumulateValuesMicroTile(const float* probs, int64_t key_tile, const float* rescale, const float* values,
-                               int64_t value_stride, int64_t count, float* acc, int64_t acc_stride) {
+// probs[r * kRowStride + j * kKeyStride] * values[j]. Compile-time strides keep the broadcasts'
+// offsets constant.
+template <class S, int kRows, int kVectors, int kRowStride, int kKeyStride>
+void AccumulateValuesMicroTile(const float* probs, const float* rescale, const float* values, int64_t value_stride,
+                               int64_t count, float* acc, int64_t acc_stride) {
   constexpr int kLanes = S::kLanes;
   typename S::Vec sum[kRows][kVectors];
   for (int row = 0; row < kRows; ++row) {
@@ -504,7 +536,7 @@ void AccumulateValuesMicroTile(const float* probs, int64_t key_tile, const float
     typename S::Vec value[kVectors];
     for (int v = 0; v < kVectors; ++v) value[v] = S::Load(values + key * value_stride + v * kLanes);
     for (int row = 0; row < kRows; ++row) {
-      const typename S::Vec p = S::Set1(probs[row * key_tile + key]);
+      const typename S::Vec p = S::Set1(probs[row * kRowStride + key * kKeyStride]);
       for (int v = 0; v < kVectors; ++v) sum[row][v] = S::MulAdd(p, value[v], sum[row][v]);
     }
   }
@@ -593,7 +625,7 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
     const float* values = ValuesInPlace<S>(value_tile, value_dim);
     int64_t value_stride = p.v_stride[2];
     if (values == nullptr) {
-      LoadValueRows<S>(value_tile, p.v_stride[2], keys, value_dim, value_dim_padded, scratch.values);
+      LoadRowsAsFloat<S>(value_tile, p.v_stride[2], keys, value_dim, value_dim_padded, scratch.values);
       values = scratch.values;
       value_stride = value_dim_padded;
     }
@@ -632,13 +664,12 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
       float* acc = scratch.acc + row * value_dim_padded;
       int64_t c = 0;
       for (; c + Traits::kValueColumns <= value_dim_padded; c += Traits::kValueColumns) {
-        AccumulateValuesMicroTile<S, kRows, Traits::kValueVectors>(probs, kKeyTile, scratch.row_rescale + row,
-                                                                   values + c, value_stride, block_keys, acc + c,
-                                                                   value_dim_padded);
+        AccumulateValuesMicroTile<S, kRows, Traits::kValueVectors, kKeyTile, 1>(
+            probs, scratch.row_rescale + row, values + c, value_stride, block_keys, acc + c, value_dim_padded);
       }
       for (; c < value_dim_padded; c += kLanes) {
-        AccumulateValuesMicroTile<S, kRows, 1>(probs, kKeyTile, scratch.row_rescale + row, values + c, value_stride,
-                                               block_keys, acc + c, value_dim_padded);
+        AccumulateValuesMicroTile<S, kRows, 1, kKeyTile, 1>(probs, scratch.row_rescale + row, values + c,
+                                                            value_stride, block_keys, acc + c, value_dim_padded);
       }
     }
   }
@@ -646,6 +677,474 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
   for (int64_t row = 0; row < rows; ++row) {
     StoreOutputRow<S>(scratch.acc + row * value_dim_padded, scratch.row_sum[row], value_dim, p.masked_rows,
                       out_row(row));
+  }
+}
+
+// ---- Key-major scores: query rows across vector lanes ---------------------------------------------
+//
+// Where every row of a call reads the same bias and keep values (none, or values that vary only
+// with batch and key, such as a padding mask) and queries come at least a vector at a time, the
+// scores of a strip of query rows are held key by key, the strip's rows across the lanes of
+// kStripVectors vectors. Q·Kᵀ then broadcasts k[j][d] from keys in their own layout, so no key
+// tile is transposed (the query tile is, once per work item); scale, bias and masks are applied to
+// the dot products in registers; and the online softmax runs lane-wise, its running max and sum
+// without horizontal reductions. Each strip goes through scores, softmax and P·V before the next,
+// which keeps its scores in L1. Every row's arithmetic is the same whichever item, strip and lane
+// it is in, so packing query heads into an item still gives bit-identical output.
+
+// Whether a call's rows take the key-major path. A property of the call, not of a work item:
+// packing query heads into items must not change which path a row takes.
+template <class S>
+bool KeyMajorScores(const AttentionParams& p) {
+  const bool packable = p.q_heads != p.kv_heads;
+  const auto row_invariant = [&](const void* data, const int64_t* stride) {
+    return data == nullptr || (stride[2] == 0 && (stride[1] == 0 || !packable));
+  };
+  return p.q_len >= S::kLanes && row_invariant(p.bias, p.bias_stride) && row_invariant(p.keep, p.keep_stride);
+}
+
+// rows x head_dim query rows -> queries_t[d * padded_rows + r] in fp32, rows up to padded_rows (a
+// multiple of S::kLanes) 0. `query` is the item's first head.
+template <class S, class T>
+void LoadQueriesTransposed(const T* query, int64_t head_stride, int64_t query_stride, const PackedRows& packing,
+                           int64_t rows, int64_t padded_rows, int64_t head_dim, float* queries_t) {
+  constexpr int kLanes = S::kLanes;
+  for (int64_t first = 0; first < padded_rows; first += kLanes) {
+    const T* source[kLanes];  // null: a padding row
+    for (int l = 0; l < kLanes; ++l) {
+      source[l] = first + l < rows ? query + packing.Offset(first + l, head_stride, query_stride) : nullptr;
+    }
+    int64_t d = 0;
+    if (first + kLanes <= rows) {
+      for (; d < WholeVectors<S>(head_dim); d += kLanes) {
+        typename S::Vec block[kLanes];
+        for (int l = 0; l < kLanes; ++l) block[l] = S::LoadLanes(source[l] + d);
+        S::TransposeSquare(block);
+        for (int l = 0; l < kLanes; ++l) S::Store(queries_t + (d + l) * padded_rows + first, block[l]);
+      }
+    }
+    for (; d < head_dim; ++d) {
+      for (int l = 0; l < kLanes; ++l) {
+        queries_t[d * padded_rows + first + l] = source[l] != nullptr ? ToFloat(source[l][d]) : 0.0f;
+      }
+    }
+  }
+}
+
+// Key-major: fp32 key and value rows are read where they are, elements broadcast one at a time
+// (null: convert them per tile).
+inline const float* RowsInPlace(const float* rows) { return rows; }
+template <class T>
+const float* RowsInPlace(const T*) {
+  return nullptr;
+}
+
+// What turns a strip's dot products against one key into scores: bias and keep at key 0 of the
+// tile, the same for every row.
+template <class T>
+struct KeyScoreRule {
+  float scale;
+  float softcap;
+  const T* bias;  // null: no bias
+  int64_t bias_key_stride;
+  const bool* keep;  // null: every key kept
+  int64_t keep_key_stride;
+};
+
+// ScoreStripKeys's finish with softcap, on dot products already stored for keys [key, key + count).
+template <class S, class T>
+void SoftcapStripKeys(const KeyScoreRule<T>& rule, int64_t key, int64_t count, const typename S::Vec* visible,
+                      float* scores, typename S::Vec* tile_max) {
+  using Vec = typename S::Vec;
+  constexpr int kVectors = S::kStripVectors;
+  constexpr int kStripRows = kVectors * S::kLanes;
+  const Vec scale = S::Set1(rule.scale);
+  const Vec cap = S::Set1(rule.softcap);
+  for (int64_t j = key; j < key + count; ++j) {
+    const bool kept = rule.keep == nullptr || rule.keep[j * rule.keep_key_stride];
+    for (int v = 0; v < kVectors; ++v) {
+      float* score_lanes = scores + j * kStripRows + v * S::kLanes;
+      Vec score = S::Mul(cap, Tanh<S>(S::Div(S::Mul(S::Load(score_lanes), scale), cap)));
+      if (rule.bias != nullptr) score = S::Add(score, S::Set1(ToFloat(rule.bias[j * rule.bias_key_stride])));
+      if (!kept) {
+        score = S::Set1(-kInfinity);
+      } else if (visible != nullptr) {
+        score = S::Select(S::Less(S::Set1(static_cast<float>(j)), visible[v]), score, S::Set1(-kInfinity));
+      }
+      S::Store(score_lanes, score);
+      tile_max[v] = S::Max(tile_max[v], score);
+    }
+  }
+}
+
+// Scores of the strip's rows against keys [key, key + kKeys) of the tile: scores[j * kStripRows +
+// r] = contract score of queries_t[:, r] · keys[j], for j in that range. `keys` points at key `key`;
+// `visible` holds each lane's visible keys as floats (null: every lane sees every key here).
+// tile_max[v] takes the max with each score of vector v.
+template <class S, class T, int kKeys, int kHeadDim>
+void ScoreStripKeys(const float* queries_t, int64_t queries_stride, const float* keys, int64_t key_stride,
+                    int64_t head_dim, const KeyScoreRule<T>& rule, int64_t key, const typename S::Vec* visible,
+                    float* scores, typename S::Vec* tile_max) {
+  using Vec = typename S::Vec;
+  constexpr int kVectors = TileTraits<S, kHeadDim>::kStripVectors;
+  constexpr int kStripRows = TileTraits<S, kHeadDim>::kStripRows;
+  constexpr int kLanes = S::kLanes;
+  const int64_t dims = kHeadDim > 0 ? kHeadDim : head_dim;
+  Vec sum[kKeys][kVectors];
+  for (int k = 0; k < kKeys; ++k) {
+    for (int v = 0; v < kVectors; ++v) sum[k][v] = S::Zero();
+  }
+  for (int64_t d = 0; d < dims; ++d) {
+    Vec query[kVectors];
+    for (int v = 0; v < kVectors; ++v) query[v] = S::Load(queries_t + d * queries_stride + v * kLanes);
+    for (int k = 0; k < kKeys; ++k) {
+      const Vec k_d = S::Set1(keys[k * key_stride + d]);
+      for (int v = 0; v < kVectors; ++v) sum[k][v] = S::MulAdd(k_d, query[v], sum[k][v]);
+    }
+  }
+  const Vec scale = S::Set1(rule.scale);
+  if (rule.softcap > 0.0f) {
+    // Finished from memory: Tanh inlined into the loop below would keep the accumulators out of
+    // registers in the loop above.
+    for (int k = 0; k < kKeys; ++k) {
+      for (int v = 0; v < kVectors; ++v) S::Store(scores + (key + k) * kStripRows + v * kLanes, sum[k][v]);
+    }
+    SoftcapStripKeys<S>(rule, key, kKeys, visible, scores, tile_max);
+    return;
+  }
+  // Unrolled, or the accumulators would live in memory, stored on every step of the loop above.
+#pragma GCC unroll 16
+  for (int k = 0; k < kKeys; ++k) {
+    const int64_t j = key + k;
+    const bool kept = rule.keep == nullptr || rule.keep[j * rule.keep_key_stride];
+    const Vec bias = rule.bias != nullptr ? S::Set1(ToFloat(rule.bias[j * rule.bias_key_stride])) : S::Zero();
+#pragma GCC unroll 4
+    for (int v = 0; v < kVectors; ++v) {
+      Vec score = S::Mul(sum[k][v], scale);
+      if (rule.bias != nullptr) score = S::Add(score, bias);
+      if (!kept) {
+        score = S::Set1(-kInfinity);
+      } else if (visible != nullptr) {
+        score = S::Select(S::Less(S::Set1(static_cast<float>(j)), visible[v]), score, S::Set1(-kInfinity));
+      }
+      S::Store(scores + j * kStripRows + v * kLanes, score);
+      tile_max[v] = S::Max(tile_max[v], score);
+    }
+  }
+}
+
+// |row|, the Euclidean norm of fp32 elements [0, count); NaN or inf where an element is not finite.
+template <class S>
+float RowNorm(const float* row, int64_t count) {
+  typename S::Vec squares = S::Zero();
+  int64_t i = 0;
+  for (; i < WholeVectors<S>(count); i += S::kLanes) {
+    const typename S::Vec x = S::Load(row + i);
+    squares = S::MulAdd(x, x, squares);
+  }
+  float sum = S::ReduceSum(squares);
+  for (; i < count; ++i) sum += row[i] * row[i];
+  return __builtin_sqrtf(sum);
+}
+
+// Whether fp32 elements [0, count) are all finite (x - x is 0 for those, NaN for inf and NaN).
+template <class S>
+bool RowIsFinite(const float* row, int64_t count) {
+  typename S::Vec zeros = S::Zero();
+  int64_t i = 0;
+  for (; i < WholeVectors<S>(count); i += S::kLanes) {
+    const typename S::Vec x = S::Load(row + i);
+    zeros = S::Add(zeros, S::Sub(x, x));
+  }
+  float sum = S::ReduceSum(zeros);
+  for (; i < count; ++i) sum += row[i] - row[i];
+  return sum == 0.0f;
+}
+
+// How many leading keys of a tile of `keys` the item's rows must compute. The rest, a suffix, is
+// hidden by the keep mask, or biased so far below every row's running max that e^(score - max)
+// is exactly 0 whatever the dot products (|score| <= |scale|·|q|·|k|, plus a margin for rounding)
+// and its values are finite, so that leaving it out adds exactly 0: the padding of right-padded
+// sequences, by mask or by a bias of -10000 or finfo.min. bias and keep are the same for every
+// row on this path. `query_norm`: the largest |q| of the item's rows; `row_max`: their running
+// maxima before this tile.
+template <class S, class T>
+int64_t KeysToCompute(int64_t keys, const KeyScoreRule<T>& rule, const float* key_rows, int64_t key_stride,
+                      int64_t head_dim, const float* values, int64_t value_stride, int64_t value_dim,
+                      float query_norm, const float* row_max, int64_t rows) {
+  if (rule.bias == nullptr && rule.keep == nullptr) return keys;
+  const float margin = 1.01f + static_cast<float>(head_dim) * 0x1p-21f;
+  const float score_bound_factor = margin * __builtin_fabsf(rule.scale) * query_norm;
+  float threshold = kInfinity;  // the lowest running max + kExpZeroBelow, once needed
+  bool have_threshold = false;
+  float bias_max = -kInfinity;
+  float key_norm_max = 0.0f;
+  int64_t count = keys;
+  for (; count > 0; --count) {
+    const int64_t key = count - 1;
+    if (rule.keep != nullptr && !rule.keep[key * rule.keep_key_stride]) continue;
+    if (rule.bias == nullptr) break;
+    if (!have_threshold) {
+      float lowest = kInfinity;
+      for (int64_t row = 0; row < rows; ++row) {
+        if (!(row_max[row] >= lowest)) lowest = row_max[row];  // NaN stays: no comparison holds
+      }
+      threshold = lowest + kExpZeroBelow<S>;
+      have_threshold = true;
+    }
+    // Written so that NaN is taken up, and then fails the comparison below.
+    const float bias = ToFloat(rule.bias[key * rule.bias_key_stride]);
+    if (!(bias <= bias_max)) bias_max = bias;
+    const float key_norm = RowNorm<S>(key_rows + key * key_stride, head_dim);
+    if (!(key_norm <= key_norm_max)) key_norm_max = key_norm;
+    const float score_bound = bias_max + score_bound_factor * key_norm_max + 1.0f;
+    if (!(score_bound < threshold) || !RowIsFinite<S>(values + key * value_stride, value_dim)) break;
+  }
+  return count;
+}
+
+// The largest |q| over the rows of queries_t (head_dim x padded_rows); inf where not finite.
+template <class S>
+float LargestQueryNorm(const float* queries_t, int64_t padded_rows, int64_t head_dim) {
+  float largest = 0.0f;
+  for (int64_t first = 0; first < padded_rows; first += S::kLanes) {
+    typename S::Vec squares = S::Zero();
+    for (int64_t d = 0; d < head_dim; ++d) {
+      const typename S::Vec x = S::Load(queries_t + d * padded_rows + first);
+      squares = S::MulAdd(x, x, squares);
+    }
+    const float lanes_max = S::ReduceMax(squares);
+    const float lanes_sum = S::ReduceSum(squares);  // NaN or inf where an element is
+    if (!(lanes_sum < kInfinity)) return kInfinity;
+    largest = lanes_max > largest ? lanes_max : largest;
+  }
+  return __builtin_sqrtf(largest);
+}
+
+// P·V for a strip, its rows across lanes: acc_t[c * kStripRows + lane] for kDims value dims c
+// (acc_t and values at the first) becomes acc_t * rescale + the sum over keys j < count of
+// values[j][c] * probs[j * kStripRows + lane].
+template <class S, int kDims, int kVectors>
+void AccumulateValuesStrip(const float* probs, const typename S::Vec* rescale, const float* values,
+                           int64_t value_stride, int64_t count, float* acc_t) {
+  using Vec = typename S::Vec;
+  constexpr int kLanes = S::kLanes;
+  constexpr int kStripRows = kVectors * kLanes;
+  Vec sum[kDims][kVectors];
+  for (int c = 0; c < kDims; ++c) {
+    for (int v = 0; v < kVectors; ++v) sum[c][v] = S::Mul(S::Load(acc_t + c * kStripRows + v * kLanes), rescale[v]);
+  }
+  for (int64_t key = 0; key < count; ++key) {
+    Vec prob[kVectors];
+    for (int v = 0; v < kVectors; ++v) prob[v] = S::Load(probs + key * kStripRows + v * kLanes);
+    for (int c = 0; c < kDims; ++c) {
+      const Vec value = S::Set1(values[key * value_stride + c]);
+      for (int v = 0; v < kVectors; ++v) sum[c][v] = S::MulAdd(value, prob[v], sum[c][v]);
+    }
+  }
+  for (int c = 0; c < kDims; ++c) {
+    for (int v = 0; v < kVectors; ++v) S::Store(acc_t + c * kStripRows + v * kLanes, sum[c][v]);
+  }
+}
+
+// A strip's outputs from its transposed accumulators (value_dim x kStripRows): each row divided by
+// its sum, or filled as masked_rows says where the sum is 0 (as StoreOutputRow). `row_sum` and
+// `out_row(r)` are indexed by the strip's rows, of which the first `rows` are real.
+template <class S, class T, int kVectors, class OutRow>
+void StoreStripOutputs(float* acc_t, const float* row_sum, int64_t rows, int64_t value_dim, MaskedRows policy,
+                       const OutRow& out_row) {
+  using Vec = typename S::Vec;
+  constexpr int kLanes = S::kLanes;
+  constexpr int kStripRows = kVectors * kLanes;
+  for (int v = 0; v < kVectors; ++v) {
+    const Vec sum = S::Load(row_sum + v * kLanes);
+    // 1 / sum where the sum is not 0; masked rows are overwritten below.
+    const Vec inverse = S::Select(S::Less(S::Zero(), sum), S::Div(S::Set1(1.0f), sum), S::Zero());
+    for (int64_t c = 0; c < value_dim; ++c) {
+      float* lanes = acc_t + c * kStripRows + v * kLanes;
+      S::Store(lanes, S::Mul(S::Load(lanes), inverse));
+    }
+  }
+  for (int64_t first = 0; first < rows; first += kLanes) {
+    const int lanes = static_cast<int>(MinOf(kLanes, rows - first));
+    T* out[kLanes];
+    for (int l = 0; l < lanes; ++l) out[l] = out_row(first + l);
+    int64_t c = 0;
+    if (lanes == kLanes) {
+      for (; c < WholeVectors<S>(value_dim); c += kLanes) {
+        Vec block[kLanes];
+        for (int i = 0; i < kLanes; ++i) block[i] = S::Load(acc_t + (c + i) * kStripRows + first);
+        S::TransposeSquare(block);
+        for (int l = 0; l < kLanes; ++l) S::StoreLanes(out[l] + c, block[l]);
+      }
+    }
+    for (; c < value_dim; ++c) {
+      for (int l = 0; l < lanes; ++l) StoreFloat(acc_t[c * kStripRows + first + l], out[l] + c);
+    }
+  }
+  for (int64_t row = 0; row < rows; ++row) {
+    if (row_sum[row] == 0.0f) StoreMaskedRow(policy, value_dim, out_row(row));
+  }
+}
+
+// One work item on the key-major path (KeyMajorScores).
+template <class S, class T, int kHeadDim>
+void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float* scratch_base) {
+  using Traits = TileTraits<S, kHeadDim>;
+  using Vec = typename S::Vec;
+  constexpr int64_t kKeyTile = Traits::kKeyMajorKeyTile;
+  constexpr int kLanes = S::kLanes;
+  constexpr int kStripVectors = Traits::kStripVectors;
+  constexpr int kStripRows = Traits::kStripRows;
+  constexpr int kKeyBlock = Traits::kKeyBlock;
+  constexpr int kValueBlock = Traits::kValueBlock;
+  const int64_t head_dim = kHeadDim > 0 ? kHeadDim : p.head_dim;
+  const int64_t value_dim = kHeadDim > 0 ? kHeadDim : p.v_head_dim;
+  const TileScratch scratch =
+      CarveScratch(scratch_base, ScratchSizesFor<Traits>(head_dim, RoundUp(value_dim, kLanes)));
+
+  const PackedRows packing{item.first_row, item.rows};
+  const int64_t rows = item.heads * item.rows;
+  const int64_t padded_rows = RoundUp(rows, kStripRows);
+  T* out = static_cast<T*>(p.out) + item.batch * p.out_stride[0] + item.head * p.out_stride[1];
+  const auto out_row = [&](int64_t row) { return out + packing.Offset(row, p.out_stride[1], p.out_stride[2]); };
+
+  const CausalWindow window{p.causal, p.q_len, p.kv_len};
+  const int64_t tile_keys = window.VisibleKeys(item.first_row + item.rows - 1);
+  if (tile_keys == 0) {
+    for (int64_t row = 0; row < rows; ++row) StoreMaskedRow(p.masked_rows, value_dim, out_row(row));
+    return;
+  }
+
+  const int64_t kv_head = item.head / (p.q_heads / p.kv_heads);
+  const T* query = static_cast<const T*>(p.q) + item.batch * p.q_stride[0] + item.head * p.q_stride[1];
+  const T* key = static_cast<const T*>(p.k) + item.batch * p.k_stride[0] + kv_head * p.k_stride[1];
+  const T* value = static_cast<const T*>(p.v) + item.batch * p.v_stride[0] + kv_head * p.v_stride[1];
+  // The same for every row of the item (KeyMajorScores).
+  const T* bias = p.bias == nullptr ? nullptr
+                                    : static_cast<const T*>(p.bias) + item.batch * p.bias_stride[0] +
+                                          item.head * p.bias_stride[1];
+  const bool* keep = p.keep == nullptr ? nullptr : p.keep + item.batch * p.keep_stride[0] + item.head * p.keep_stride[1];
+
+  LoadQueriesTransposed<S>(query, p.q_stride[1], p.q_stride[2], packing, rows, padded_rows, head_dim, scratch.queries);
+  const float query_norm = bias != nullptr ? LargestQueryNorm<S>(scratch.queries, padded_rows, head_dim) : 0.0f;
+  // Keys each row sees (from key 0); padding rows see them all (their scores are never used).
+  int64_t row_visible[Traits::kQueryTile];
+  for (int64_t row = 0; row < padded_rows; ++row) {
+    row_visible[row] = row < rows ? window.VisibleKeys(packing.Query(row)) : p.kv_len;
+  }
+  // Accumulators strip by strip, each value_dim x kStripRows (transposed).
+  for (int64_t i = 0; i < padded_rows * value_dim; ++i) scratch.acc[i] = 0.0f;
+  for (int64_t row = 0; row < padded_rows; ++row) {
+    scratch.row_max[row] = -kInfinity;
+    scratch.row_sum[row] = 0.0f;
+  }
+
+  for (int64_t key_start = 0; key_start < tile_keys; key_start += kKeyTile) {
+    const int64_t keys = MinOf(kKeyTile, tile_keys - key_start);
+    const T* key_tile = key + key_start * p.k_stride[2];
+    const float* key_rows = RowsInPlace(key_tile);
+    int64_t key_stride = p.k_stride[2];
+    if (key_rows == nullptr) {
+      LoadRowsAsFloat<S>(key_tile, p.k_stride[2], keys, head_dim, head_dim, scratch.keys_t);
+      key_rows = scratch.keys_t;
+      key_stride = head_dim;
+    }
+    const T* value_tile = value + key_start * p.v_stride[2];
+    const float* values = RowsInPlace(value_tile);
+    int64_t value_stride = p.v_stride[2];
+    if (values == nullptr) {
+      LoadRowsAsFloat<S>(value_tile, p.v_stride[2], keys, value_dim, value_dim, scratch.values);
+      values = scratch.values;
+      value_stride = value_dim;
+    }
+    KeyScoreRule<T> rule{p.scale, p.softcap, nullptr, p.bias_stride[3], nullptr, p.keep_stride[3]};
+    if (bias != nullptr) rule.bias = bias + key_start * p.bias_stride[3];
+    if (keep != nullptr) rule.keep = keep + key_start * p.keep_stride[3];
+    const int64_t computed_keys = KeysToCompute<S>(keys, rule, key_rows, key_stride, head_dim, values, value_stride,
+                                                   value_dim, query_norm, scratch.row_max, rows);
+
+    for (int64_t strip = 0; strip < padded_rows; strip += kStripRows) {
+      // Keys of this tile each lane sees.
+      float visible_lanes[kStripRows];
+      int64_t strip_keys = 0;
+      bool every_key_visible = true;
+      for (int r = 0; r < kStripRows; ++r) {
+        const int64_t visible = Clamp(row_visible[strip + r] - key_start, 0, keys);
+        if (strip + r < rows) strip_keys = visible > strip_keys ? visible : strip_keys;
+        every_key_visible = every_key_visible && visible == keys;
+        visible_lanes[r] = static_cast<float>(visible);
+      }
+      strip_keys = MinOf(strip_keys, computed_keys);
+      // No row of the strip sees a key of this tile that counts: its state and accumulators stay as
+      // they are.
+      if (strip_keys == 0) continue;
+      Vec visible[kStripVectors];
+      for (int v = 0; v < kStripVectors; ++v) visible[v] = S::Load(visible_lanes + v * kLanes);
+      const Vec* masked = every_key_visible ? nullptr : visible;
+
+      Vec tile_max[kStripVectors];
+      for (int v = 0; v < kStripVectors; ++v) tile_max[v] = S::Set1(-kInfinity);
+      const float* queries_t = scratch.queries + strip;
+      int64_t j = 0;
+      for (; j + kKeyBlock <= strip_keys; j += kKeyBlock) {
+        ScoreStripKeys<S, T, kKeyBlock, kHeadDim>(queries_t, padded_rows, key_rows + j * key_stride, key_stride,
+                                                  head_dim, rule, j, masked, scratch.scores, tile_max);
+      }
+      if constexpr (kKeyBlock > 4) {
+        for (; j + 4 <= strip_keys; j += 4) {
+          ScoreStripKeys<S, T, 4, kHeadDim>(queries_t, padded_rows, key_rows + j * key_stride, key_stride, head_dim,
+                                            rule, j, masked, scratch.scores, tile_max);
+        }
+      }
+      for (; j < strip_keys; ++j) {
+        ScoreStripKeys<S, T, 1, kHeadDim>(queries_t, padded_rows, key_rows + j * key_stride, key_stride, head_dim,
+                                          rule, j, masked, scratch.scores, tile_max);
+      }
+
+      for (int v = 0; v < kStripVectors; ++v) {
+        const int64_t first = strip + v * kLanes;
+        const Vec new_max = S::Max(S::Load(scratch.row_max + first), tile_max[v]);
+        const Vec shift = SoftmaxShifts<S>(new_max);
+        Vec tile_sum = S::Zero();
+        float* probs = scratch.scores + v * kLanes;
+        for (int64_t k = 0; k < strip_keys; ++k) {
+          const Vec prob = ExpNonPositive<S>(S::Sub(S::Load(probs + k * kStripRows), shift));
+          S::Store(probs + k * kStripRows, prob);
+          tile_sum = S::Add(tile_sum, prob);
+        }
+        S::Store(scratch.row_new_max + first, new_max);
+        S::Store(scratch.row_tile_sum + first, tile_sum);
+      }
+      RescaleRows<S>(kStripRows, scratch.row_new_max + strip, scratch.row_tile_sum + strip, scratch.row_max + strip,
+                     scratch.row_sum + strip, scratch.row_rescale + strip);
+
+      Vec rescale[kStripVectors];
+      for (int v = 0; v < kStripVectors; ++v) rescale[v] = S::Load(scratch.row_rescale + strip + v * kLanes);
+      float* acc_t = scratch.acc + strip * value_dim;
+      const int64_t blocked_dims = value_dim - value_dim % kValueBlock;
+      for (int64_t c = 0; c < blocked_dims; c += kValueBlock) {
+        AccumulateValuesStrip<S, kValueBlock, kStripVectors>(scratch.scores, rescale, values + c, value_stride,
+                                                             strip_keys, acc_t + c * kStripRows);
+      }
+      int64_t c = blocked_dims;
+      if constexpr (kValueBlock > 4) {
+        for (; c + 4 <= value_dim; c += 4) {
+          AccumulateValuesStrip<S, 4, kStripVectors>(scratch.scores, rescale, values + c, value_stride, strip_keys,
+                                                     acc_t + c * kStripRows);
+        }
+      }
+      for (; c < value_dim; ++c) {
+        AccumulateValuesStrip<S, 1, kStripVectors>(scratch.scores, rescale, values + c, value_stride, strip_keys,
+                                                   acc_t + c * kStripRows);
+      }
+    }
+  }
+
+  for (int64_t strip = 0; strip < rows; strip += kStripRows) {
+    StoreStripOutputs<S, T, kStripVectors>(scratch.acc + strip * value_dim, scratch.row_sum + strip,
+                                           MinOf(kStripRows, rows - strip), value_dim, p.masked_rows,
+                                           [&](int64_t row) { return out_row(strip + row); });
   }
 }
 
@@ -676,7 +1175,7 @@ QueryTileKernel MakeQueryTileKernel(const AttentionParams& params) {
   const int64_t head_dim = kHeadDim > 0 ? kHeadDim : params.head_dim;
   const int64_t value_dim = kHeadDim > 0 ? kHeadDim : params.v_head_dim;
   QueryTileKernel kernel;
-  kernel.run = &RunQueryTile<S, T, kHeadDim>;
+  kernel.run = KeyMajorScores<S>(params) ? &RunQueryTileKeyMajor<S, T, kHeadDim> : &RunQueryTile<S, T, kHeadDim>;
   kernel.query_tile_rows = Traits::kQueryTile;
   kernel.scratch_floats = ScratchSizesFor<Traits>(head_dim, RoundUp(value_dim, S::kLanes)).Total();
   return kernel;

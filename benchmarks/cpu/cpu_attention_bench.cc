@@ -1,0 +1,349 @@
+// Micro-benchmark of the CPU FlashAttention kernel on the shapes users run: GFLOP/s per shape,
+// dtype and thread count, and the fraction of the machine's measured fp32 FMA peak. A benchmark,
+// not a test: it asserts nothing and CTest does not run it.
+//
+//   ortflash_cpu_bench [--path dispatch|avx512|avx2|portable] [--threads 1,2] [--dtypes f32,f16]
+//                      [--filter SUBSTRING] [--seconds PER_CONFIG] [--rounds N] [--clock wall|cpu]
+//
+// --clock cpu times a call by the CPU time of the process (every thread's, while it runs) instead
+// of the wall clock: on a machine shared with other work it leaves out the time the kernel's
+// threads wait for a core, so comparisons of two builds come out steadier. For more than one
+// thread it measures the work done, not how evenly it was split.
+//
+// Each round runs every selected configuration once for about --seconds and keeps the median call
+// time; configurations are interleaved round by round so that a machine slowing down affects all
+// alike. Reported: the best and the median round. Flops: 4·B·Hq·Sq·Skv·D (two matrix
+// products), halved for causal prefill (the square case; the visible triangle is a little more).
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fma_peak.h"
+#include "flash_attention_cpu_internal.h"
+#include "ortflash/flash_attention_cpu.h"
+
+namespace ortflash::bench {
+namespace {
+
+// A persistent pool that hands out item indices dynamically (one at a time, as ONNX Runtime's
+// TrySimpleParallelFor does); the calling thread works too.
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads) {
+    for (int t = 1; t < threads; ++t) workers_.emplace_back([this] { WorkerLoop(); });
+  }
+  ~ThreadPool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+      ++generation_;
+    }
+    wake_.notify_all();
+    for (auto& worker : workers_) worker.join();
+  }
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  ParallelRunner runner() {
+    ParallelRunner r;
+    if (!workers_.empty()) {
+      r.parallel_for = &ParallelFor;
+      r.self = this;
+    }
+    return r;
+  }
+
+ private:
+  static void ParallelFor(void* self, void (*fn)(void*, size_t), size_t total, void* data) {
+    auto& pool = *static_cast<ThreadPool*>(self);
+    {
+      std::lock_guard<std::mutex> lock(pool.mutex_);
+      pool.fn_ = fn;
+      pool.data_ = data;
+      pool.total_ = total;
+      pool.next_.store(0);
+      pool.busy_ = static_cast<int>(pool.workers_.size());
+      ++pool.generation_;
+    }
+    pool.wake_.notify_all();
+    pool.Drain();
+    std::unique_lock<std::mutex> lock(pool.mutex_);
+    pool.done_.wait(lock, [&] { return pool.busy_ == 0; });
+  }
+
+  void Drain() {
+    for (size_t i = next_.fetch_add(1); i < total_; i = next_.fetch_add(1)) fn_(data_, i);
+  }
+
+  void WorkerLoop() {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+        if (stopping_) return;
+      }
+      Drain();
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--busy_ == 0) done_.notify_one();
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+  int busy_ = 0;
+  void (*fn_)(void*, size_t) = nullptr;
+  void* data_ = nullptr;
+  size_t total_ = 0;
+  std::atomic<size_t> next_{0};
+};
+
+// Exact for the values generated here (multiples of 2^-10 up to 2^14 in magnitude).
+uint16_t HalfBits(float x) {
+  if (x == 0.0f) return 0;
+  int exponent = 0;
+  const float fraction = std::frexp(std::fabs(x), &exponent);  // |x| = fraction * 2^exponent, fraction in [0.5, 1)
+  const auto mantissa = static_cast<uint16_t>((2.0f * fraction - 1.0f) * 1024.0f);
+  const auto biased = static_cast<uint16_t>(exponent - 1 + 15);
+  return static_cast<uint16_t>((x < 0 ? 0x8000 : 0) | (biased << 10) | mantissa);
+}
+
+struct Shape {
+  const char* name;
+  int64_t q_heads, kv_heads, q_len, kv_len, head_dim;
+  bool padding_bias;  // (B, 1, 1, Skv) bias, the last eighth of the keys -10000 (the padded encoder)
+  CausalAlignment causal;
+
+  double Flops() const {
+    const double full = 4.0 * static_cast<double>(q_heads * q_len * kv_len * head_dim);
+    return causal != CausalAlignment::kNone && q_len == kv_len ? full / 2 : full;
+  }
+};
+
+const Shape kShapes[] = {
+    {"encoder T512 H12 D64", 12, 12, 512, 512, 64, true, CausalAlignment::kNone},
+    {"encoder T2048 H12 D64", 12, 12, 2048, 2048, 64, true, CausalAlignment::kNone},
+    {"causal T1024 H32 D128", 32, 32, 1024, 1024, 128, false, CausalAlignment::kUpperLeft},
+    {"causal T1024 H32/8 D128", 32, 8, 1024, 1024, 128, false, CausalAlignment::kUpperLeft},
+    {"causal T512 H12 D64", 12, 12, 512, 512, 64, false, CausalAlignment::kUpperLeft},
+    {"causal T2048 H12 D64", 12, 12, 2048, 2048, 64, false, CausalAlignment::kUpperLeft},
+    {"decode T2048 H32/8 D128", 32, 8, 1, 2048, 128, false, CausalAlignment::kLowerRight},
+};
+
+// Bytes on a 64-byte boundary, as ONNX Runtime's CPU allocator hands out tensors.
+class TensorBytes {
+ public:
+  void resize(size_t size) {
+    storage_.assign(size + 64, 0);
+    size_ = size;
+  }
+  uint8_t* data() {
+    const auto address = reinterpret_cast<uintptr_t>(storage_.data());
+    return storage_.data() + (64 - address % 64) % 64;
+  }
+  size_t size() const { return size_; }
+
+ private:
+  std::vector<uint8_t> storage_;
+  size_t size_ = 0;
+};
+
+// One shape's tensors in one dtype, densely packed BHSD.
+struct Tensors {
+  TensorBytes q, k, v, out, bias;
+  AttentionParams params;
+
+  Tensors(const Shape& shape, DType dtype, std::mt19937& rng) {
+    const size_t element = dtype == DType::kFloat32 ? 4 : 2;
+    params.dtype = dtype;
+    params.batch = 1;
+    params.q_heads = shape.q_heads;
+    params.kv_heads = shape.kv_heads;
+    params.q_len = shape.q_len;
+    params.kv_len = shape.kv_len;
+    params.head_dim = params.v_head_dim = shape.head_dim;
+    params.scale = 1.0f / std::sqrt(static_cast<float>(shape.head_dim));
+    params.causal = shape.causal;
+    SetDenseStrides(params);
+    std::uniform_int_distribution<int> uniform(-1024, 1024);
+    const auto fill = [&](TensorBytes& bytes, int64_t count, const std::function<float(int64_t)>& value) {
+      bytes.resize(static_cast<size_t>(count) * element);
+      for (int64_t i = 0; i < count; ++i) {
+        const float x = value(i);
+        if (element == 4) {
+          std::memcpy(bytes.data() + i * 4, &x, 4);
+        } else {
+          const uint16_t h = HalfBits(x);
+          std::memcpy(bytes.data() + i * 2, &h, 2);
+        }
+      }
+    };
+    const auto random = [&](int64_t) { return static_cast<float>(uniform(rng)) / 1024.0f; };
+    fill(q, shape.q_heads * shape.q_len * shape.head_dim, random);
+    fill(k, shape.kv_heads * shape.kv_len * shape.head_dim, random);
+    fill(v, shape.kv_heads * shape.kv_len * shape.head_dim, random);
+    out.resize(static_cast<size_t>(shape.q_heads * shape.q_len * shape.head_dim) * element);
+    if (shape.padding_bias) {
+      const int64_t padded_from = shape.kv_len * 7 / 8;
+      fill(bias, shape.kv_len, [&](int64_t j) { return j >= padded_from ? -10000.0f : 0.0f; });
+      params.bias = bias.data();
+      params.bias_stride[0] = shape.kv_len;
+      params.bias_stride[3] = 1;
+    }
+    params.q = q.data();
+    params.k = k.data();
+    params.v = v.data();
+    params.out = out.data();
+  }
+};
+
+using Entry = std::string (*)(const AttentionParams&, const ParallelRunner&);
+
+Entry EntryFor(const std::string& path) {
+  if (path == "avx512") return &flash_attention_cpu_avx512;
+  if (path == "avx2") return &flash_attention_cpu_avx2;
+  if (path == "portable") return &flash_attention_cpu_portable;
+  return &flash_attention_cpu;
+}
+
+struct Config {
+  const Shape* shape;
+  const Tensors* tensors;
+  DType dtype;
+  int threads;
+  std::vector<double> round_ms;  // median call time of each round
+};
+
+// Milliseconds on the wall clock, or of CPU time used by the process.
+double NowMs(bool cpu_clock) {
+  if (!cpu_clock) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
+  timespec now{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) * 1e3 + static_cast<double>(now.tv_nsec) * 1e-6;
+}
+
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+std::vector<std::string> Split(const std::string& list) {
+  std::vector<std::string> items;
+  size_t start = 0;
+  while (start <= list.size()) {
+    const size_t comma = list.find(',', start);
+    const size_t end = comma == std::string::npos ? list.size() : comma;
+    if (end > start) items.push_back(list.substr(start, end - start));
+    start = end + 1;
+  }
+  return items;
+}
+
+int Main(int argc, char** argv) {
+  std::string path = "dispatch", filter, thread_list = "1,2", dtype_list = "f32,f16";
+  double seconds = 0.4;
+  bool cpu_clock = false;
+  int rounds = 5;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i], value = argv[i + 1];
+    if (flag == "--path") path = value;
+    else if (flag == "--threads") thread_list = value;
+    else if (flag == "--dtypes") dtype_list = value;
+    else if (flag == "--filter") filter = value;
+    else if (flag == "--seconds") seconds = std::atof(value.c_str());
+    else if (flag == "--rounds") rounds = std::atoi(value.c_str());
+    else if (flag == "--clock") cpu_clock = value == "cpu";
+    else {
+      std::fprintf(stderr, "unknown option %s\n", flag.c_str());
+      return 2;
+    }
+  }
+  const Entry entry = EntryFor(path);
+  const bool avx512 = cpu::CpuSupportsAvx512();
+  const bool avx2 = cpu::CpuSupportsAvx2Fma();
+  const double peak = avx512 && (path == "dispatch" || path == "avx512") ? MeasureFmaPeakGflops(512)
+                      : avx2 && path != "portable"                         ? MeasureFmaPeakGflops(256)
+                                                                           : 0.0;
+  std::printf("path %s (dispatch picks %s); fp32 FMA peak per thread %.1f GFLOP/s (measured); %s clock\n",
+              path.c_str(), flash_attention_cpu_isa(), peak, cpu_clock ? "CPU-time" : "wall");
+
+  std::mt19937 rng(1);
+  std::vector<Config> configs;
+  std::vector<std::unique_ptr<Tensors>> tensors;
+  for (const Shape& shape : kShapes) {
+    if (!filter.empty() && std::string(shape.name).find(filter) == std::string::npos) continue;
+    for (const std::string& d : Split(dtype_list)) {
+      const DType dtype = d == "f16" ? DType::kFloat16 : DType::kFloat32;
+      tensors.push_back(std::make_unique<Tensors>(shape, dtype, rng));
+      for (const std::string& t : Split(thread_list)) {
+        if (std::atoi(t.c_str()) < 1 || std::atoi(t.c_str()) > 64) continue;
+        configs.push_back({&shape, tensors.back().get(), dtype, std::atoi(t.c_str()), {}});
+      }
+    }
+  }
+
+  std::vector<std::unique_ptr<ThreadPool>> pools(65);
+  for (int round = 0; round < rounds; ++round) {
+    for (Config& config : configs) {
+      const Tensors& t = *config.tensors;
+      auto& pool = pools[static_cast<size_t>(config.threads)];
+      if (pool == nullptr) pool = std::make_unique<ThreadPool>(config.threads);
+      const ParallelRunner runner = pool->runner();
+      const std::string error = entry(t.params, runner);  // warm-up
+      if (!error.empty()) {
+        std::fprintf(stderr, "%s\n", error.c_str());
+        return 1;
+      }
+      std::vector<double> calls;
+      const auto round_start = std::chrono::steady_clock::now();
+      do {
+        const double start = NowMs(cpu_clock);
+        entry(t.params, runner);
+        calls.push_back(NowMs(cpu_clock) - start);
+      } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count() < seconds ||
+               calls.size() < 3);
+      config.round_ms.push_back(Median(calls));
+    }
+  }
+
+  // On a shared machine the best round is the closest to the kernel's own speed; the median says
+  // what a run met.
+  std::printf("%-26s %-5s %3s %9s %9s %9s %8s %9s\n", "shape", "dtype", "thr", "best ms", "median ms", "GFLOP/s",
+              "of peak", "(median)");
+  for (const Config& config : configs) {
+    const double best = *std::min_element(config.round_ms.begin(), config.round_ms.end());
+    const double median = Median(config.round_ms);
+    const auto gflops = [&](double ms) { return config.shape->Flops() / (ms * 1e-3) * 1e-9; };
+    const auto of_peak = [&](double ms) { return peak > 0 ? gflops(ms) / (peak * config.threads) * 100 : 0.0; };
+    std::printf("%-26s %-5s %3d %9.3f %9.3f %9.1f %7.1f%% %8.1f%%\n", config.shape->name,
+                config.dtype == DType::kFloat16 ? "f16" : "f32", config.threads, best, median, gflops(best),
+                of_peak(best), of_peak(median));
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace ortflash::bench
+
+int main(int argc, char** argv) { return ortflash::bench::Main(argc, argv); }

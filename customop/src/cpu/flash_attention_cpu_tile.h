@@ -739,17 +739,10 @@ const float* RowsInPlace(const T*) {
   return nullptr;
 }
 
-// What turns a strip's dot products against one key into scores: bias and keep at key 0 of the
-// tile, the same for every row.
+// What turns a strip's dot products against one key into scores: the same fields as a row's rule,
+// with bias and keep at key 0 of the tile being the same for every row.
 template <class T>
-struct KeyScoreRule {
-  float scale;
-  float softcap;
-  const T* bias;  // null: no bias
-  int64_t bias_key_stride;
-  const bool* keep;  // null: every key kept
-  int64_t keep_key_stride;
-};
+using KeyScoreRule = RowScoreRule<T>;
 
 // ScoreStripKeys's finish with softcap, on dot products already stored for keys [key, key + count).
 template <class S, class T>

@@ -231,6 +231,30 @@ struct RowScoreRule {
   int64_t keep_key_stride;
 };
 
+// Where a work item's (batch, first query head) starts in each input: q, k and v row 0 (k and v of
+// the head's key/value head), bias and keep at query 0, key 0 (null when the call has none).
+template <class T>
+struct ItemInputs {
+  const T* query;
+  const T* key;
+  const T* value;
+  const T* bias;
+  const bool* keep;
+};
+
+template <class T>
+ItemInputs<T> ItemInputsOf(const AttentionParams& p, const WorkItem& item) {
+  const int64_t kv_head = item.head / (p.q_heads / p.kv_heads);
+  ItemInputs<T> in;
+  in.query = static_cast<const T*>(p.q) + item.batch * p.q_stride[0] + item.head * p.q_stride[1];
+  in.key = static_cast<const T*>(p.k) + item.batch * p.k_stride[0] + kv_head * p.k_stride[1];
+  in.value = static_cast<const T*>(p.v) + item.batch * p.v_stride[0] + kv_head * p.v_stride[1];
+  in.bias = p.bias == nullptr ? nullptr
+                              : static_cast<const T*>(p.bias) + item.batch * p.bias_stride[0] + item.head * p.bias_stride[1];
+  in.keep = p.keep == nullptr ? nullptr : p.keep + item.batch * p.keep_stride[0] + item.head * p.keep_stride[1];
+  return in;
+}
+
 template <class S, class T>
 typename S::Vec LoadBias(const T* bias, int64_t key_stride, int64_t count) {
   if (key_stride == 0) return S::Set1(ToFloat(*bias));
@@ -597,14 +621,12 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
     return;
   }
 
-  const int64_t kv_head = item.head / (p.q_heads / p.kv_heads);
-  const T* query = static_cast<const T*>(p.q) + item.batch * p.q_stride[0] + item.head * p.q_stride[1];
-  const T* key = static_cast<const T*>(p.k) + item.batch * p.k_stride[0] + kv_head * p.k_stride[1];
-  const T* value = static_cast<const T*>(p.v) + item.batch * p.v_stride[0] + kv_head * p.v_stride[1];
-  const T* bias = p.bias == nullptr ? nullptr
-                                    : static_cast<const T*>(p.bias) + item.batch * p.bias_stride[0] +
-                                          item.head * p.bias_stride[1];
-  const bool* keep = p.keep == nullptr ? nullptr : p.keep + item.batch * p.keep_stride[0] + item.head * p.keep_stride[1];
+  const ItemInputs<T> in = ItemInputsOf<T>(p, item);
+  const T* const query = in.query;
+  const T* const key = in.key;
+  const T* const value = in.value;
+  const T* const bias = in.bias;
+  const bool* const keep = in.keep;
 
   LoadQueryRows<S>(query, p.q_stride[1], p.q_stride[2], packing, rows, padded_rows, head_dim, scratch.queries);
   for (int64_t i = 0; i < padded_rows * value_dim_padded; ++i) scratch.acc[i] = 0.0f;
@@ -1009,15 +1031,12 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float*
     return;
   }
 
-  const int64_t kv_head = item.head / (p.q_heads / p.kv_heads);
-  const T* query = static_cast<const T*>(p.q) + item.batch * p.q_stride[0] + item.head * p.q_stride[1];
-  const T* key = static_cast<const T*>(p.k) + item.batch * p.k_stride[0] + kv_head * p.k_stride[1];
-  const T* value = static_cast<const T*>(p.v) + item.batch * p.v_stride[0] + kv_head * p.v_stride[1];
-  // The same for every row of the item (KeyMajorScores).
-  const T* bias = p.bias == nullptr ? nullptr
-                                    : static_cast<const T*>(p.bias) + item.batch * p.bias_stride[0] +
-                                          item.head * p.bias_stride[1];
-  const bool* keep = p.keep == nullptr ? nullptr : p.keep + item.batch * p.keep_stride[0] + item.head * p.keep_stride[1];
+  const ItemInputs<T> in = ItemInputsOf<T>(p, item);
+  const T* const query = in.query;
+  const T* const key = in.key;
+  const T* const value = in.value;
+  const T* const bias = in.bias;  // the same for every row of the item (KeyMajorScores)
+  const bool* const keep = in.keep;
 
   LoadQueriesTransposed<S>(query, p.q_stride[1], p.q_stride[2], packing, rows, padded_rows, head_dim, scratch.queries);
   const float query_norm = bias != nullptr ? LargestQueryNorm<S>(scratch.queries, padded_rows, head_dim) : 0.0f;

@@ -145,8 +145,12 @@ class DeviceMemory {
   }
 
   bool contains(const void* ptr, size_t bytes) {
+    const uintptr_t p = reinterpret_cast<uintptr_t>(ptr);
     const std::lock_guard<std::mutex> lock(mutex_);
-    return find(snapshot_locked(), ptr, bytes);
+    auto it = allocations_.upper_bound(p);
+    if (it == allocations_.begin()) return false;
+    --it;
+    return p >= it->first && p + bytes <= it->first + it->second;
   }
 
   std::vector<Allocation> snapshot() {

@@ -15,40 +15,65 @@ namespace ortflash::cuda {
 
 constexpr int kCombineThreads = 128;
 
+// Block-wide reductions over kCombineThreads threads; every thread gets the result.
+template <class Op>
+__device__ __forceinline__ float combine_block_reduce(float v, float* scratch, Op op) {
+  constexpr int kWarps = kCombineThreads / 32;
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  if (threadIdx.x % 32 == 0) scratch[warp] = v;
+  __syncthreads();
+  float all = scratch[0];
+#pragma unroll
+  for (int w = 1; w < kWarps; ++w) all = op(all, scratch[w]);
+  __syncthreads();  // scratch may be reused by the next reduction
+  return all;
+}
+
+// One block per query row. The splits' row states are read by all threads at once (a single thread
+// walking up to kMaxSplits splits serially, three times, made the combine the slowest part of a
+// one-token decode), then each thread sums its output columns over the splits.
 template <class T>
 __global__ void __launch_bounds__(kCombineThreads) combine_splits_kernel(const FwdParams p) {
   __shared__ float split_weight[kMaxSplits];
-  __shared__ bool row_masked;
+  __shared__ float reduce_scratch[kCombineThreads / 32];
   const int64_t rows_total = int64_t(p.batch) * p.q_heads * p.q_len;
   const int64_t row_index = blockIdx.x;
+  const int splits = p.num_splits;
 
-  if (threadIdx.x == 0) {
-    float max_all = -INFINITY;
-    for (int s = 0; s < p.num_splits; ++s) max_all = fmaxf(max_all, p.partial_max[s * rows_total + row_index]);
-    row_masked = max_all == -INFINITY;
-    float total = 0.0f;
-    for (int s = 0; s < p.num_splits; ++s) {
-      // A split without a visible key has max -inf and sum 0: weight exp2(-inf) * 0 = 0.
-      const float split_max = p.partial_max[s * rows_total + row_index];
-      split_weight[s] = row_masked ? 0.0f : p.partial_sum[s * rows_total + row_index] * exp2f(split_max - max_all);
-      total += split_weight[s];
-    }
-    const float inv_total = row_masked ? 0.0f : 1.0f / total;
-    for (int s = 0; s < p.num_splits; ++s) split_weight[s] *= inv_total;
+  float local_max = -INFINITY;
+  for (int s = static_cast<int>(threadIdx.x); s < splits; s += kCombineThreads) {
+    local_max = fmaxf(local_max, p.partial_max[s * rows_total + row_index]);
   }
-  __syncthreads();
+  const float max_all = combine_block_reduce(local_max, reduce_scratch, [](float a, float b) { return fmaxf(a, b); });
+  const bool row_masked = max_all == -INFINITY;
+  float local_total = 0.0f;
+  for (int s = static_cast<int>(threadIdx.x); s < splits; s += kCombineThreads) {
+    // A split without a visible key has max -inf and sum 0: weight exp2(-inf) * 0 = 0.
+    const float split_max = p.partial_max[s * rows_total + row_index];
+    const float weight = row_masked ? 0.0f : p.partial_sum[s * rows_total + row_index] * exp2f(split_max - max_all);
+    split_weight[s] = weight;
+    local_total += weight;
+  }
+  const float total = combine_block_reduce(local_total, reduce_scratch, [](float a, float b) { return a + b; });
+  const float inv_total = row_masked ? 0.0f : 1.0f / total;  // the reduction's barrier also published split_weight
 
   const int row = static_cast<int>(row_index % p.q_len);
   const int64_t batch_head = row_index / p.q_len;
   const int head = static_cast<int>(batch_head % p.q_heads);
   const int batch = static_cast<int>(batch_head / p.q_heads);
   T* const out = static_cast<T*>(p.out) + batch * p.out_stride[0] + head * p.out_stride[1] + row * p.out_stride[2];
+  const float* const partial = p.partial_out + row_index * p.v_head_dim;
+  const int64_t split_step = rows_total * p.v_head_dim;
   for (int c = static_cast<int>(threadIdx.x); c < p.v_head_dim; c += kCombineThreads) {
     float value = 0.0f;
-    for (int s = 0; s < p.num_splits; ++s) {
-      if (split_weight[s] != 0.0f) value = fmaf(split_weight[s], p.partial_out[(s * rows_total + row_index) * p.v_head_dim + c], value);
+#pragma unroll 8
+    for (int s = 0; s < splits; ++s) {
+      const float weight = split_weight[s];
+      if (weight != 0.0f) value = fmaf(weight, partial[s * split_step + c], value);
     }
-    out[c] = from_float<T>(finalize_output(value, 1.0f, row_masked, p));
+    out[c] = from_float<T>(finalize_output(value, inv_total, row_masked, p));
   }
 }
 

@@ -205,35 +205,37 @@ FwdPath choose_path(const AttentionParams& a, const DeviceInfo& device) {
   return FwdPath::kGeneric;
 }
 
-// Flash-decoding: when the (batch, head, query tile) blocks cannot fill the GPU, split the keys so
-// that there are about two blocks per SM; each split keeps at least one key tile.
-int choose_num_splits(int64_t blocks, int64_t key_tiles, int sm_count) {
-  if (blocks >= sm_count || key_tiles < 2) return 1;
-  const int64_t wanted = std::min<int64_t>({(2 * int64_t(sm_count) + blocks - 1) / blocks, key_tiles, cuda::kMaxSplits});
+// Flash-decoding: when the (batch, head, query tile) blocks cannot fill the GPU (fewer than
+// `enough_blocks`), split the keys so that there are about `target_blocks`; each split keeps at
+// least `min_tiles` key tiles.
+int choose_num_splits(int64_t blocks, int64_t key_tiles, int64_t target_blocks, int64_t enough_blocks,
+                      int64_t min_tiles) {
+  if (blocks >= enough_blocks || key_tiles < 2 * min_tiles) return 1;
+  const int64_t wanted =
+      std::min<int64_t>({(target_blocks + blocks - 1) / blocks, key_tiles / min_tiles, cuda::kMaxSplits});
   // Splits get ceil(key_tiles / splits) tiles each; drop the splits that rounding leaves empty.
   const int64_t tiles_per_split = (key_tiles + wanted - 1) / wanted;
   return static_cast<int>((key_tiles + tiles_per_split - 1) / tiles_per_split);
 }
 
+template <class T, int kHeadDim, bool kMaskInputs>
+std::string launch_tensor_core(bool decode, const FwdParams& p, cudaStream_t stream) {
+  return decode ? cuda::launch_flash_fwd<cuda::DecodeTraitsFor<T, kHeadDim, kMaskInputs>>(p, stream)
+                : cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, kHeadDim, kMaskInputs>>(p, stream);
+}
+
 template <class T, bool kMaskInputs>
-std::string launch_tensor_core(int capacity, const FwdParams& p, cudaStream_t stream) {
+std::string launch_tensor_core(int capacity, bool decode, const FwdParams& p, cudaStream_t stream) {
   switch (capacity) {
-    case 32: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 32, true>>(p, stream);  // has_plain_variant(32) is false
-    case 64: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 64, kMaskInputs>>(p, stream);
-    case 96: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 96, kMaskInputs>>(p, stream);
-    case 128: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 128, kMaskInputs>>(p, stream);
-    case 256: return cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, 256, kMaskInputs>>(p, stream);
+    case 32: return launch_tensor_core<T, 32, true>(decode, p, stream);  // has_plain_variant(32) is false
+    case 64: return launch_tensor_core<T, 64, kMaskInputs>(decode, p, stream);
+    case 96: return launch_tensor_core<T, 96, kMaskInputs>(decode, p, stream);
+    case 128: return launch_tensor_core<T, 128, kMaskInputs>(decode, p, stream);
+    case 256: return launch_tensor_core<T, 256, kMaskInputs>(decode, p, stream);
     default: return "flash_attention_cuda: no tensor-core kernel for head dim capacity " + std::to_string(capacity);
   }
 }
 
-// The variant with the bias/keep/softcap code only when the call has one of them (or the head dim has
-// no other).
-template <class T>
-std::string launch_tensor_core(int capacity, const FwdParams& p, cudaStream_t stream) {
-  const bool mask_inputs = p.bias != nullptr || p.keep != nullptr || p.softcap > 0.0f || !cuda::has_plain_variant(capacity);
-  return mask_inputs ? launch_tensor_core<T, true>(capacity, p, stream) : launch_tensor_core<T, false>(capacity, p, stream);
-}
 
 // Whether the tiled kernel's smaller key tiles are needed to fit the device's shared memory.
 bool tiled_small_smem(int capacity, const DeviceInfo& device) {
@@ -252,18 +254,28 @@ std::string launch_tiled(int capacity, bool small_smem, const FwdParams& p, cuda
                     : cuda::launch_tiled_fwd<cuda::TiledTraitsFor<T, 128, false>>(p, stream);
 }
 
+// The kernel a call runs: its family, head-dim capacity and tile variant.
+struct KernelChoice {
+  FwdPath path;
+  int capacity;
+  bool small_smem;  // tiled: the smaller key tiles of GPUs with at most 64 KiB of shared memory per block
+  bool decode;      // tensor cores: the one-warp decoding tiles (at most kDecodeMaxRows rows per head)
+  bool mask_inputs; // tensor cores: the variant with the bias/keep/softcap code (or the head dim has no other)
+};
+
 template <class T>
-std::string launch_forward(FwdPath path, int capacity, bool small_smem, const FwdParams& p, cudaStream_t stream) {
+std::string launch_forward(const KernelChoice& k, const FwdParams& p, cudaStream_t stream) {
   std::string error;
-  switch (path) {
+  switch (k.path) {
     case FwdPath::kTensorCoreSm80:
       if constexpr (sizeof(T) == 2) {
-        error = launch_tensor_core<T>(capacity, p, stream);
+        error = k.mask_inputs ? launch_tensor_core<T, true>(k.capacity, k.decode, p, stream)
+                              : launch_tensor_core<T, false>(k.capacity, k.decode, p, stream);
       } else {
         error = "flash_attention_cuda: no tensor-core kernel for float32";  // choose_path never asks for one
       }
       break;
-    case FwdPath::kTiled: error = launch_tiled<T>(capacity, small_smem, p, stream); break;
+    case FwdPath::kTiled: error = launch_tiled<T>(k.capacity, k.small_smem, p, stream); break;
     case FwdPath::kGeneric: error = cuda::launch_generic_fwd<T>(p, stream); break;
   }
   if (error.empty() && p.num_splits > 1) error = cuda::launch_combine_splits<T>(p, stream);
@@ -271,12 +283,11 @@ std::string launch_forward(FwdPath path, int capacity, bool small_smem, const Fw
 }
 
 // The dtype switch: the one place where runtime types become template arguments.
-std::string launch_forward(DType dtype, FwdPath path, int capacity, bool small_smem, const FwdParams& p,
-                           cudaStream_t stream) {
+std::string launch_forward(DType dtype, const KernelChoice& k, const FwdParams& p, cudaStream_t stream) {
   switch (dtype) {
-    case DType::kFloat16: return launch_forward<__half>(path, capacity, small_smem, p, stream);
-    case DType::kBFloat16: return launch_forward<__nv_bfloat16>(path, capacity, small_smem, p, stream);
-    case DType::kFloat32: return launch_forward<float>(path, capacity, small_smem, p, stream);
+    case DType::kFloat16: return launch_forward<__half>(k, p, stream);
+    case DType::kBFloat16: return launch_forward<__nv_bfloat16>(k, p, stream);
+    case DType::kFloat32: return launch_forward<float>(k, p, stream);
   }
   return "flash_attention_cuda: unknown dtype";
 }
@@ -292,27 +303,39 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   DeviceInfo device;
   if (std::string error = query_device(device); !error.empty()) return error;
   FwdParams p = make_fwd_params(params);
-  const FwdPath path = choose_path(params, device);
-  const int capacity = head_dim_capacity(path, params.head_dim, params.v_head_dim);
-  const bool small_smem = path == FwdPath::kTiled && tiled_small_smem(capacity, device);
+  KernelChoice k;
+  k.path = choose_path(params, device);
+  k.capacity = head_dim_capacity(k.path, params.head_dim, params.v_head_dim);
+  k.small_smem = k.path == FwdPath::kTiled && tiled_small_smem(k.capacity, device);
+  k.decode = k.path == FwdPath::kTensorCoreSm80 && params.q_len <= cuda::kDecodeMaxRows;
+  k.mask_inputs = p.bias != nullptr || p.keep != nullptr || p.softcap > 0.0f || !cuda::has_plain_variant(k.capacity);
 
   int64_t blocks = 0;
   int64_t key_tiles = 0;
-  if (path != FwdPath::kGeneric) {
-    const cuda::TileShape tile = path == FwdPath::kTensorCoreSm80
-                                     ? cuda::tile_shape(capacity)
-                                     : cuda::TileShape{64, cuda::tiled_block_n(capacity, small_smem), 8};
+  int64_t target_blocks = 2 * int64_t(device.sm_count);
+  int64_t min_tiles_per_split = 1;
+  if (k.path != FwdPath::kGeneric) {
+    const cuda::TileShape tile = k.path == FwdPath::kTiled
+                                     ? cuda::TileShape{64, cuda::tiled_block_n(k.capacity, k.small_smem), 8}
+                                 : k.decode ? cuda::decode_tile_shape(k.capacity)
+                                            : cuda::tile_shape(k.capacity, k.mask_inputs);
     blocks = (params.q_len + tile.block_m - 1) / tile.block_m * params.q_heads * params.batch;
     key_tiles = (params.kv_len + tile.block_n - 1) / tile.block_n;
+    if (k.decode) {
+      target_blocks = int64_t(cuda::kDecodeBlocksPerSm) * device.sm_count;
+      min_tiles_per_split = cuda::kDecodeMinTilesPerSplit;
+    }
   } else {
     blocks = (params.batch * params.q_heads * params.q_len + cuda::kGenericWarps - 1) / cuda::kGenericWarps;
     key_tiles = (params.kv_len + 255) / 256;  // a split of the generic kernel covers at least 256 keys
   }
   const bool has_scratch = scratch.allocate != nullptr && scratch.release != nullptr;
-  const int splits = has_scratch ? choose_num_splits(blocks, key_tiles, device.sm_count) : 1;
+  const int splits = has_scratch ? choose_num_splits(blocks, key_tiles, target_blocks, k.decode ? target_blocks : device.sm_count,
+                                                     min_tiles_per_split)
+                                 : 1;
 
   const auto cuda_stream = static_cast<cudaStream_t>(stream);
-  if (splits == 1) return launch_forward(params.dtype, path, capacity, small_smem, p, cuda_stream);
+  if (splits == 1) return launch_forward(params.dtype, k, p, cuda_stream);
 
   const size_t rows = static_cast<size_t>(params.batch * params.q_heads * params.q_len);
   const size_t out_bytes = (size_t(splits) * rows * size_t(params.v_head_dim) * sizeof(float) + 255) / 256 * 256;
@@ -326,7 +349,7 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   p.partial_out = static_cast<float*>(block);
   p.partial_max = reinterpret_cast<float*>(static_cast<char*>(block) + out_bytes);
   p.partial_sum = p.partial_max + size_t(splits) * rows;
-  std::string error = launch_forward(params.dtype, path, capacity, small_smem, p, cuda_stream);
+  std::string error = launch_forward(params.dtype, k, p, cuda_stream);
   scratch.release(scratch.self, block);  // stream-ordered allocator: safe once the work is enqueued
   return error;
 }

@@ -6,5 +6,7 @@ namespace ortflash::cuda {
 
 template std::string launch_flash_fwd<FwdTraitsFor<__half, 32, true>>(const FwdParams&, cudaStream_t);
 template std::string launch_flash_fwd<FwdTraitsFor<__nv_bfloat16, 32, true>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<DecodeTraitsFor<__half, 32, true>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<DecodeTraitsFor<__nv_bfloat16, 32, true>>(const FwdParams&, cudaStream_t);
 
 }  // namespace ortflash::cuda

@@ -210,7 +210,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
         for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
           for (int e = 2 * half; e < 2 * half + 2; ++e) {
-            const float weight = exp2f(s[mt][nt][e] - subtract);
+            const float weight = fast_exp2(s[mt][nt][e] - subtract);
             s[mt][nt][e] = weight;
             row_sum[mt][half] += weight;  // this lane's columns; the quad is summed at the end
           }

@@ -43,7 +43,7 @@ struct TileShape {
 // Tuning builds replace entries: CMake's ORTFLASH_CUDA_TILES (e.g. "128=128,64,4;64=128,128,4")
 // defines ORTFLASH_TILE_<capacity>_{M,N,WARPS}, so a session with a GPU can time
 // candidate shapes without editing code; FwdTraits' static_asserts reject shapes that cannot work.
-constexpr TileShape tile_shape(int head_dim_capacity) {
+constexpr TileShape tile_shape(int head_dim_capacity, bool mask_inputs) {
 #if defined(ORTFLASH_TILE_32_M)
   if (head_dim_capacity == 32) return TileShape{ORTFLASH_TILE_32_M, ORTFLASH_TILE_32_N, ORTFLASH_TILE_32_WARPS};
 #endif
@@ -59,9 +59,16 @@ constexpr TileShape tile_shape(int head_dim_capacity) {
 #if defined(ORTFLASH_TILE_256_M)
   if (head_dim_capacity == 256) return TileShape{ORTFLASH_TILE_256_M, ORTFLASH_TILE_256_N, ORTFLASH_TILE_256_WARPS};
 #endif
-  return head_dim_capacity == 256  ? TileShape{64, 64, 4}
-         : head_dim_capacity >= 96 ? TileShape{128, 32, 4}
-                                   : TileShape{128, 64, 4};
+  // Measured on an H200 (fp16, S 2k/8k, ratio to PyTorch SDPA flash in the same run): head dim 64 at
+  // 64x64 0.86-0.91 vs 128x64 0.80-0.82; head dim 128 (plain variant) at 128x64 0.89-0.97 vs 128x32
+  // 0.80-0.86 and 64x64 0.83-0.93. The general variant at 128x64 spills 208 B (nvcc 13), so it keeps 128x32.
+  switch (head_dim_capacity) {
+    case 256: return TileShape{64, 64, 4};
+    case 128: return mask_inputs ? TileShape{128, 32, 4} : TileShape{128, 64, 4};
+    case 96: return TileShape{128, 32, 4};
+    case 64: return TileShape{64, 64, 4};
+    default: return TileShape{128, 64, 4};
+  }
 }
 
 // kMaskInputs: the variant that reads bias/keep and applies softcap (see FwdTraits). Without that code
@@ -70,9 +77,27 @@ constexpr TileShape tile_shape(int head_dim_capacity) {
 // Head dim 32 has no such variant: without the mask code ptxas spills 12 bytes on sm_90, with it none.
 constexpr bool has_plain_variant(int head_dim_capacity) { return head_dim_capacity != 32; }
 
+// Decoding: when a head has at most kDecodeMaxRows query rows (one token, or a GQA group folded into
+// rows), a 128-row block would compute mostly padding and, with few such blocks, keep too little K/V
+// in flight to reach the memory bandwidth that bounds decoding. Then one warp per block owns 16 rows
+// and streams 64-key tiles (36 KiB of shared memory at head dim 128: six blocks per SM), and the keys
+// are split so that there are about kDecodeBlocksPerSm blocks per SM (flash-decoding). Heads with
+// 17-64 rows take several 16-row blocks, which read the same K/V tiles close together in time (L2).
+constexpr int kDecodeMaxRows = 64;
+constexpr int kDecodeBlocksPerSm = 8;
+constexpr int kDecodeMinTilesPerSplit = 3;  // a split's fixed cost (Q, first K tile, partial output) stays small
+// Head dims 96 and 256 take 32-key tiles: with 64 one warp's cp.async addressing spills (152 / 168 B).
+constexpr TileShape decode_tile_shape(int head_dim_capacity) {
+  return TileShape{16, head_dim_capacity == 96 || head_dim_capacity == 256 ? 32 : 64, 1};
+}
+
 template <class T, int kHeadDim, bool kMaskInputs>
-using FwdTraitsFor = FwdTraits<T, kHeadDim, tile_shape(kHeadDim).block_m, tile_shape(kHeadDim).block_n,
-                               tile_shape(kHeadDim).warps, kMaskInputs>;
+using DecodeTraitsFor = FwdTraits<T, kHeadDim, decode_tile_shape(kHeadDim).block_m, decode_tile_shape(kHeadDim).block_n,
+                                  decode_tile_shape(kHeadDim).warps, kMaskInputs>;
+
+template <class T, int kHeadDim, bool kMaskInputs>
+using FwdTraitsFor = FwdTraits<T, kHeadDim, tile_shape(kHeadDim, kMaskInputs).block_m,
+                               tile_shape(kHeadDim, kMaskInputs).block_n, tile_shape(kHeadDim, kMaskInputs).warps, kMaskInputs>;
 
 // Each returns "" on success or a message naming the failed CUDA call. All launch on `stream`.
 template <class Tr>

@@ -14,6 +14,22 @@ namespace ortflash::cuda {
 
 constexpr float kLog2e = 1.4426950408889634f;
 
+// 2^x on the special-function unit: one MUFU.EX2 (ex2.approx.ftz: relative error about 2^-22, results
+// below 2^-126 flushed to 0, exp2(-inf) = 0, NaN stays NaN). exp2f without --use_fast_math adds a
+// range check and two multiplies around the same instruction to keep subnormal results, which a
+// softmax weight 2^-126 below its row's largest cannot need; per score that is most of the
+// non-mma instructions of the key loop.
+__device__ __forceinline__ float fast_exp2(float x) {
+#if defined(ORTFLASH_SIMT) || !defined(__CUDA_ARCH__)
+  const float y = exp2f(x);
+  return y < 1.17549435e-38f ? 0.0f : y;  // the flush to zero of ex2.approx.ftz
+#else
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#endif
+}
+
 // The exponent (base 2) of a score's softmax weight before the row max is subtracted, for the
 // general case with softcap and/or bias. Without either, callers use `s * p.scale_log2` (log2(e)
 // folded into the scale: one multiply per score).
@@ -49,7 +65,7 @@ __device__ __forceinline__ float max_for_exp(float row_max) { return row_max == 
 
 // Factor that rescales a row's accumulators when its running max grows from `old_max` to `new_max`.
 __device__ __forceinline__ float rescale_factor(float old_max, float new_max) {
-  return exp2f(old_max - max_for_exp(new_max));
+  return fast_exp2(old_max - max_for_exp(new_max));
 }
 
 // Reductions over the 4 lanes of a quad (the lanes sharing one accumulator row of an mma tile).

@@ -172,7 +172,7 @@ __global__ void __launch_bounds__(Tr::kThreads) tiled_fwd_kernel(const FwdParams
       const float subtract = max_for_exp(tile_max);
 #pragma unroll
       for (int j = 0; j < kKeys; ++j) {
-        const float weight = exp2f(s[i][j] - subtract);
+        const float weight = fast_exp2(s[i][j] - subtract);
         row_sum[i] += weight;
         sPt[(kKeys * tx + j) * Tr::kPtStride + kRows * ty + i] = weight;
       }

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# A whole short GPU lease in one device call: the default build, then (while the GPU runs the tests,
+# compute-sanitizer and the benchmarks of gpu_session.sh) a second build with candidate tile shapes in the
+# background, and, if time is left, the fp16 prefill table of that second build. Everything it wrote is
+# packed into $OUT/gpu-lease.tgz (a device call returns at most 8 files); summary.txt, build.txt and
+# tuned.txt are also copied there to read at once.
+#
+#   bash benchmarks/cuda/gpu_lease.sh [SECONDS]   # SECONDS: the whole call's budget, default 540
+#
+# Run with `carry: [".gtest"]` (see README.md here).
+set -uo pipefail
+budget=${1:-540}
+out=${OUT:-build/gpu-lease}
+work=/tmp/ortflash-gpu
+tiles="128=128,64,8;64=128,128,8;96=128,64,8;256=128,32,8"
+mkdir -p "$out" "$work" || exit 2
+session=benchmarks/cuda/gpu_session.sh
+deadline=$((SECONDS + budget))
+
+pack() {
+  cp -f "$work/main/summary.txt" "$out/summary.txt" 2>/dev/null
+  cp -f "$work/build.txt" "$out/build.txt" 2>/dev/null
+  cp -f "$work/tuned-bench.log" "$out/tuned.txt" 2>/dev/null
+  tar czf "$out/gpu-lease.tgz" -C "$work" . 2>/dev/null
+}
+trap pack EXIT
+
+bash "$session" --stages build --out "$work/main-build" --budget 230 --stage-timeout build=215 \
+  > "$work/build.txt" 2>&1
+cat "$work/build.txt"
+
+# The second build competes only for the CPU: the stages below are GPU-bound or single-threaded.
+nice -n 10 bash "$session" --stages build --tiles "$tiles" --out "$work/tuned-build" --budget 300 \
+  > "$work/tuned-build.txt" 2>&1 &
+tuned_pid=$!
+
+left=$((deadline - SECONDS - 75))  # 75 s kept for the tuned table
+bash "$session" --stages test,sanitize,bench,decode --out "$work/main" --budget "$left" \
+  --stage-timeout test=70 --stage-timeout sanitize=130 --stage-timeout bench=190 --stage-timeout decode=90
+
+left=$((deadline - SECONDS - 10))
+if wait "$tuned_pid" && [ -e build/gpu-kernels-tuned/libortflash_kernels.so ] && [ "$left" -gt 30 ]; then
+  echo "== tuned ($tiles), fp16 prefill, at most ${left}s"
+  timeout --kill-after=5 "$left" env PYTHONUNBUFFERED=1 python3 benchmarks/cuda/bench_attention.py \
+    --lib build/gpu-kernels-tuned/libortflash_kernels.so --mode prefill --dtypes float16 \
+    --seqlens 2048 8192 16384 > "$work/tuned-bench.log" 2>&1
+  echo "tuned bench exit $?"
+  cat "$work/tuned-bench.log"
+else
+  echo "tuned: not timed (${left}s left); its build: $(tail -n 3 "$work/tuned-build.txt" 2>/dev/null | tr '\n' ' ')"
+fi

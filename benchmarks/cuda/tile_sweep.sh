@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Times candidate tile shapes of the tensor-core kernel side by side on one GPU: one build per
+# candidate (CMake ORTFLASH_CUDA_TILES; builds run in parallel), then the same prefill rows of
+# bench_attention.py for each build, one after another, so every ratio to SDPA comes from one machine.
+#
+#   bash benchmarks/cuda/tile_sweep.sh [--bench-args "ARGS"] NAME=SHAPES...
+#   e.g. bash benchmarks/cuda/tile_sweep.sh default= fa2=128=128,64,4 square=128=64,64,4;64=64,64,4
+#
+# NAME= (empty SHAPES) is the default build. Logs go to ${OUT:-build/tile-sweep}/NAME.{build,bench}.log.
+set -uo pipefail
+bench_args="--dtypes float16 --head-dims 64 128 --seqlens 2048 8192"
+[ "${1:-}" = --bench-args ] && { bench_args=$2; shift 2; }
+[ $# -gt 0 ] || { echo "usage: $0 [--bench-args ARGS] NAME=SHAPES..." >&2; exit 2; }
+out=${OUT:-build/tile-sweep}
+mkdir -p "$out" || exit 2
+arch=""
+cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')
+[[ $cc =~ ^[0-9]+$ ]] && arch="-DORTFLASH_CUDA_ARCHITECTURES=$cc-real"
+jobs=$(( $(nproc) / $# )); [ "$jobs" -ge 1 ] || jobs=1
+for spec in "$@"; do
+  name=${spec%%=*} tiles=${spec#*=}
+  ( cmake -S benchmarks/cuda -B "build/sweep-$name" -DORTFLASH_TESTS=OFF -DORTFLASH_CUDA_PTXAS_VERBOSE=ON \
+        $arch "-DORTFLASH_CUDA_TILES=$tiles" $(command -v ninja >/dev/null && echo -G Ninja) &&
+      cmake --build "build/sweep-$name" -j "$jobs" --target ortflash_kernels ) > "$out/$name.build.log" 2>&1 &
+done
+wait
+for spec in "$@"; do
+  name=${spec%%=*} tiles=${spec#*=}
+  lib=build/sweep-$name/libortflash_kernels.so
+  echo "== $name (${tiles:-default shapes})"
+  grep -E "spill stores" "$out/$name.build.log" | grep -v " 0 bytes spill stores" | sort | uniq -c | head -n 5
+  if [ -e "$lib" ]; then
+    PYTHONUNBUFFERED=1 python3 benchmarks/cuda/bench_attention.py --lib "$lib" --mode prefill $bench_args \
+      2>&1 | tee "$out/$name.bench.log" | grep -E "^(float16|bfloat16) "
+  else
+    echo "build failed:"; tail -n 20 "$out/$name.build.log"
+  fi
+done

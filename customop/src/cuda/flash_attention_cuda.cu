@@ -323,7 +323,7 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
     key_tiles = (params.kv_len + tile.block_n - 1) / tile.block_n;
     if (k.decode) {
       target_blocks = int64_t(cuda::kDecodeBlocksPerSm) * device.sm_count;
-      min_tiles_per_split = cuda::kDecodeMinTilesPerSplit;
+      min_tiles_per_split = key_tiles >= cuda::kDecodeLongTiles ? cuda::kDecodeMinTilesPerSplit : 1;
     }
   } else {
     blocks = (params.batch * params.q_heads * params.q_len + cuda::kGenericWarps - 1) / cuda::kGenericWarps;

@@ -60,12 +60,14 @@ constexpr TileShape tile_shape(int head_dim_capacity, bool mask_inputs) {
   if (head_dim_capacity == 256) return TileShape{ORTFLASH_TILE_256_M, ORTFLASH_TILE_256_N, ORTFLASH_TILE_256_WARPS};
 #endif
   // Measured on an H200 (fp16, S 2k/8k, ratio to PyTorch SDPA flash in the same run): head dim 64 at
-  // 64x64 0.86-0.91 vs 128x64 0.80-0.82; head dim 128 (plain variant) at 128x64 0.89-0.97 vs 128x32
-  // 0.80-0.86 and 64x64 0.83-0.93. The general variant at 128x64 spills 208 B (nvcc 13), so it keeps 128x32.
+  // 64x64 0.86-0.91 vs 128x64 0.80-0.82 (64x128: the same as 64x64); head dim 128 (plain variant) at
+  // 128x64 0.89-0.97 vs 128x32 0.80-0.86 and 64x64 0.83-0.93; head dim 96 (plain) at 128x64 0.74-0.85
+  // vs 128x32 0.67-0.75 and 64x64 0.54-0.60; head dim 256 at 64x64 0.95-1.03 vs 64x32 0.83-0.98.
+  // The general variants of 96 and 128 at 128x64 spill 156 / 208 B (nvcc 13), so they keep 128x32.
   switch (head_dim_capacity) {
     case 256: return TileShape{64, 64, 4};
-    case 128: return mask_inputs ? TileShape{128, 32, 4} : TileShape{128, 64, 4};
-    case 96: return TileShape{128, 32, 4};
+    case 128:
+    case 96: return mask_inputs ? TileShape{128, 32, 4} : TileShape{128, 64, 4};
     case 64: return TileShape{64, 64, 4};
     default: return TileShape{128, 64, 4};
   }
@@ -83,12 +85,31 @@ constexpr bool has_plain_variant(int head_dim_capacity) { return head_dim_capaci
 // and streams 64-key tiles (36 KiB of shared memory at head dim 128: six blocks per SM), and the keys
 // are split so that there are about kDecodeBlocksPerSm blocks per SM (flash-decoding). Heads with
 // 17-64 rows take several 16-row blocks, which read the same K/V tiles close together in time (L2).
+// Measured on an H200 (decode table of bench_attention.py, one run each): with 8 blocks per SM, at
+// least 3 tiles per split beat 1 at kv_len 16k (1708 vs 1404 GB/s, B 1, 32:8; 322 vs 277 at 32:1) and
+// lost at 1k (226 vs 287; 29 vs 38), hence 1 below kDecodeLongTiles tiles and 3 from there; 6 blocks
+// per SM with 1 tile won at B 1, 64k (2915 vs 2395) but lost at B 8 (3390 vs 3673 at 32:8, 4097 vs
+// 4433 at 32:32); 128-key tiles spill and lost everywhere; two warps (32 rows) won on 32:8 at B 8
+// (+3-8%) and lost on 32:1 at B 8, 16k (-21%).
 constexpr int kDecodeMaxRows = 64;
 constexpr int kDecodeBlocksPerSm = 8;
-constexpr int kDecodeMinTilesPerSplit = 3;  // a split's fixed cost (Q, first K tile, partial output) stays small
+// Tuning builds may override these (e.g. CMAKE_CUDA_FLAGS=-DORTFLASH_DECODE_MIN_TILES=1; tile_sweep.sh).
+#if !defined(ORTFLASH_DECODE_MIN_TILES)
+#define ORTFLASH_DECODE_MIN_TILES 3
+#endif
+#if !defined(ORTFLASH_DECODE_BLOCK_N)
+#define ORTFLASH_DECODE_BLOCK_N 64
+#endif
+#if !defined(ORTFLASH_DECODE_WARPS)
+#define ORTFLASH_DECODE_WARPS 1
+#endif
+// Fewest key tiles per split, for key ranges of at least kDecodeLongTiles tiles (shorter ones: 1).
+constexpr int kDecodeMinTilesPerSplit = ORTFLASH_DECODE_MIN_TILES;
+constexpr int kDecodeLongTiles = 128;
 // Head dims 96 and 256 take 32-key tiles: with 64 one warp's cp.async addressing spills (152 / 168 B).
 constexpr TileShape decode_tile_shape(int head_dim_capacity) {
-  return TileShape{16, head_dim_capacity == 96 || head_dim_capacity == 256 ? 32 : 64, 1};
+  return TileShape{16 * ORTFLASH_DECODE_WARPS, head_dim_capacity == 96 || head_dim_capacity == 256 ? 32 : ORTFLASH_DECODE_BLOCK_N,
+                   ORTFLASH_DECODE_WARPS};
 }
 
 template <class T, int kHeadDim, bool kMaskInputs>

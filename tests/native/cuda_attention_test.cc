@@ -206,6 +206,7 @@ struct Case {
   float magnitude = 1.0f;        // inputs uniform in [-magnitude, magnitude]
   float keep_probability = 0.8f;
   bool scale_default = true;     // 1/sqrt(D); else a custom scale that keeps scores O(10)
+  float scale_override = NAN;    // when not NaN: this scale, whatever scale_default says
   int masked_row_every = 0;      // > 0: keep hides every key from every n-th query row
   bool infinite_bias_row = false;  // bias = -inf over one whole query row
   bool lowest_bias = false;        // bias = the type's lowest finite value: one whole row, ~30% of other keys
@@ -218,7 +219,8 @@ struct Case {
       << " softcap=" << softcap << " masked_rows=" << (masked_rows == MaskedRows::kNaN ? "nan" : "zero")
       << " bias=" << static_cast<int>(bias) << " keep=" << static_cast<int>(keep)
       << " layout=" << static_cast<int>(layout) << " magnitude=" << magnitude << " scratch=" << lend_scratch
-      << " lowest_bias=" << lowest_bias;
+      << " lowest_bias=" << lowest_bias << " scale=" << (std::isnan(scale_override) ? std::string("auto")
+                                                                                  : std::to_string(scale_override));
     return s.str();
   }
 };
@@ -304,6 +306,7 @@ struct Inputs {
 };
 
 double reference_output_scale(const Case& c) {
+  if (!std::isnan(c.scale_override)) return c.scale_override;
   return c.scale_default ? 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(c.head_dim, 1)))
                          : 8.0 / (double(c.magnitude) * c.magnitude * std::sqrt(double(std::max<int64_t>(c.head_dim, 1))));
 }
@@ -890,6 +893,27 @@ TEST(CudaAttention, LargeMagnitudeInputsStayFinite) {
     peaked.dtype = t, peaked.magnitude = 8.0f, peaked.q_len = 64, peaked.kv_len = 200;
     peaked.head_dim = peaked.v_head_dim = 128;
     expect_matches_reference(peaked, 62);
+  }
+}
+
+// The plain tensor-core variant folds a positive scale into its exponentials (max over raw scores);
+// a zero or negative scale must take the general variant, or a hidden key would weigh exp2(-inf * 0)
+// = NaN (zero) or the row max would be the smallest score (negative).
+TEST(CudaAttention, ZeroAndNegativeScalesKeepTheSoftmaxExact) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  uint32_t seed = 90;
+  for (DType t : kAllTypes) {
+    for (float scale : {0.0f, -0.125f, 0.125f}) {
+      for (CausalAlignment causal : {CausalAlignment::kNone, CausalAlignment::kLowerRight}) {
+        Case c;
+        c.dtype = t, c.scale_override = scale, c.causal = causal, c.q_len = 70, c.kv_len = 150;
+        c.head_dim = c.v_head_dim = 128;
+        expect_matches_reference(c, seed++);
+        Case decode = c;  // the one-warp decoding tiles and split-KV
+        decode.q_len = 1, decode.kv_len = 3000;
+        expect_matches_reference(decode, seed++);
+      }
+    }
   }
 }
 

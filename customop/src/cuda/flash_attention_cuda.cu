@@ -260,7 +260,8 @@ struct KernelChoice {
   int capacity;
   bool small_smem;  // tiled: the smaller key tiles of GPUs with at most 64 KiB of shared memory per block
   bool decode;      // tensor cores: the one-warp decoding tiles (at most kDecodeMaxRows rows per head)
-  bool mask_inputs; // tensor cores: the variant with the bias/keep/softcap code (or the head dim has no other)
+  bool mask_inputs; // tensor cores: the variant with the bias/keep/softcap code (also for a scale <= 0, and
+                    // where the head dim has no other)
 };
 
 template <class T>
@@ -308,7 +309,9 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   k.capacity = head_dim_capacity(k.path, params.head_dim, params.v_head_dim);
   k.small_smem = k.path == FwdPath::kTiled && tiled_small_smem(k.capacity, device);
   k.decode = k.path == FwdPath::kTensorCoreSm80 && params.q_len <= cuda::kDecodeMaxRows;
-  k.mask_inputs = p.bias != nullptr || p.keep != nullptr || p.softcap > 0.0f || !cuda::has_plain_variant(k.capacity);
+  // The plain variant folds a positive scale into its exponentials (fwd_kernel.cuh, raw_scores).
+  k.mask_inputs = p.bias != nullptr || p.keep != nullptr || p.softcap > 0.0f || !(p.scale_log2 > 0.0f) ||
+                  !cuda::has_plain_variant(k.capacity);
 
   int64_t blocks = 0;
   int64_t key_tiles = 0;

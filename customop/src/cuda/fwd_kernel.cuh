@@ -103,6 +103,13 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
   }
 
   const bool plain_scores = !Tr::kMaskInputs || (p.softcap <= 0.0f && p.bias == nullptr);
+  // The plain variant (launched only with a positive scale) keeps its scores unscaled through the row
+  // max: scaling by a positive factor keeps the order (and fl(c·max) = max fl(c·s)), so each weight is
+  // one FFMA and one ex2, exp2(s·c − max·c), instead of a multiply, a subtract and the ex2. Its row_max
+  // is then in units of the raw dot product; to_log2 turns it (and differences of it) into log2 units.
+  // The general variant's scores are in log2 units from the start (to_log2 = 1).
+  constexpr bool raw_scores = !Tr::kMaskInputs;
+  const float to_log2 = raw_scores ? p.scale_log2 : 1.0f;
 
   if (w.tile_begin < w.tile_end) {
     load_tile_async<Tr, Tr::kBlockM>(sQ, in.q, p.q_stride[2], w.m0, p.q_len, p.head_dim);
@@ -158,7 +165,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
         for (int e = 0; e < 4; ++e) {
           const int row = w.m0 + warp_row0 + mt * 16 + quad_row + (e >> 1) * 8;
           const int col = n0 + nt * 8 + quad_col + (e & 1);
-          float x = s[mt][nt][e] * p.scale_log2;
+          float x = raw_scores ? s[mt][nt][e] : s[mt][nt][e] * p.scale_log2;
           if constexpr (Tr::kMaskInputs) {
             if (!plain_scores) {
               float bias = 0.0f;
@@ -187,7 +194,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
           tile_max = fmaxf(tile_max, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
         }
         tile_max = quad_max(tile_max);
-        scale[half] = rescale_factor(row_max[mt][half], tile_max);
+        scale[half] = rescale_factor(row_max[mt][half], tile_max, to_log2);
         row_max[mt][half] = tile_max;
         row_sum[mt][half] *= scale[half];
       }
@@ -205,12 +212,12 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
       }
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const float subtract = max_for_exp(row_max[mt][half]);
+        const float subtract = max_for_exp(row_max[mt][half]) * to_log2;
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
           for (int e = 2 * half; e < 2 * half + 2; ++e) {
-            const float weight = fast_exp2(s[mt][nt][e] - subtract);
+            const float weight = fast_exp2(fmaf(s[mt][nt][e], to_log2, -subtract));
             s[mt][nt][e] = weight;
             row_sum[mt][half] += weight;  // this lane's columns; the quad is summed at the end
           }
@@ -273,7 +280,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
           }
         }
         if (quad_col == 0) {
-          p.partial_max[w.split * rows_total + row_index] = row_max[mt][half];
+          p.partial_max[w.split * rows_total + row_index] = row_max[mt][half] * to_log2;  // log2 units
           p.partial_sum[w.split * rows_total + row_index] = sum;
         }
       } else {

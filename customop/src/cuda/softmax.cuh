@@ -63,9 +63,10 @@ __device__ __forceinline__ bool key_visible(const FwdParams& p, int64_t keep_bas
 // weights of masked keys at exp2(-inf) = 0 instead of NaN.
 __device__ __forceinline__ float max_for_exp(float row_max) { return row_max == -INFINITY ? 0.0f : row_max; }
 
-// Factor that rescales a row's accumulators when its running max grows from `old_max` to `new_max`.
-__device__ __forceinline__ float rescale_factor(float old_max, float new_max) {
-  return fast_exp2(old_max - max_for_exp(new_max));
+// Factor that rescales a row's accumulators when its running max grows from `old_max` to `new_max`;
+// `to_log2` (positive) converts the maxima's units to log2 units.
+__device__ __forceinline__ float rescale_factor(float old_max, float new_max, float to_log2 = 1.0f) {
+  return fast_exp2((old_max - max_for_exp(new_max)) * to_log2);
 }
 
 // Reductions over the 4 lanes of a quad (the lanes sharing one accumulator row of an mma tile).

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# A whole short GPU lease in one device call: the default build, then (while the GPU runs the tests,
-# compute-sanitizer and the benchmarks of gpu_session.sh) a second build with candidate tile shapes in the
-# background, and, if time is left, the fp16 prefill table of that second build. Everything it wrote is
+# A whole short GPU lease in one device call: the default build, then the tests, compute-sanitizer and
+# the benchmarks of gpu_session.sh, and, given TILES, meanwhile a second build with those candidate tile
+# shapes in the background, whose fp16 prefill table is timed at the end if time is left. Everything it wrote is
 # packed into $OUT/gpu-lease.tgz (a device call returns at most 8 files); summary.txt, build.txt and
 # tuned.txt are also copied there to read at once.
 #
-#   bash benchmarks/cuda/gpu_lease.sh [SECONDS]   # SECONDS: the whole call's budget, default 540
+#   bash benchmarks/cuda/gpu_lease.sh [SECONDS [TILES]]   # SECONDS: the whole call's budget, default 540
+#   TILES: e.g. "128=64,128,4;64=64,128,4" (see ORTFLASH_CUDA_TILES); none: no second build
 #
 # Run with `carry: [".gtest"]` (see README.md here).
 set -uo pipefail
 budget=${1:-540}
 out=${OUT:-build/gpu-lease}
 work=/tmp/ortflash-gpu
-tiles="128=128,64,8;64=128,128,8;96=128,64,8;256=128,32,8"
+tiles=${2:-}
 mkdir -p "$out" "$work" || exit 2
 session=benchmarks/cuda/gpu_session.sh
 deadline=$((SECONDS + budget))
@@ -30,14 +31,20 @@ bash "$session" --stages build --out "$work/main-build" --budget 230 --stage-tim
 cat "$work/build.txt"
 
 # The second build competes only for the CPU: the stages below are GPU-bound or single-threaded.
-nice -n 10 bash "$session" --stages build --tiles "$tiles" --out "$work/tuned-build" --budget 300 \
-  > "$work/tuned-build.txt" 2>&1 &
-tuned_pid=$!
+tuned_pid=""
+if [ -n "$tiles" ]; then
+  nice -n 10 bash "$session" --stages build --tiles "$tiles" --out "$work/tuned-build" --budget 300 \
+    > "$work/tuned-build.txt" 2>&1 &
+  tuned_pid=$!
+fi
 
-left=$((deadline - SECONDS - 75))  # 75 s kept for the tuned table
+reserve=10
+[ -n "$tuned_pid" ] && reserve=75  # kept for the tuned table
+left=$((deadline - SECONDS - reserve))
 bash "$session" --stages test,sanitize,bench,decode --out "$work/main" --budget "$left" \
   --stage-timeout test=70 --stage-timeout sanitize=130 --stage-timeout bench=190 --stage-timeout decode=90
 
+[ -n "$tuned_pid" ] || exit 0
 left=$((deadline - SECONDS - 10))
 if wait "$tuned_pid" && [ -e build/gpu-kernels-tuned/libortflash_kernels.so ] && [ "$left" -gt 30 ]; then
   echo "== tuned ($tiles), fp16 prefill, at most ${left}s"

@@ -271,6 +271,10 @@ void add(Counters& into, const Counters& from) {
   into.cp_async += from.cp_async;
   into.barriers += from.barriers;
   into.blocks += from.blocks;
+  into.launches += from.launches;
+  if (from.min_block_threads != 0 && (into.min_block_threads == 0 || from.min_block_threads < into.min_block_threads))
+    into.min_block_threads = from.min_block_threads;
+  into.max_block_threads = std::max(into.max_block_threads, from.max_block_threads);
 }
 
 thread_local LaunchStats tl_last_stats;
@@ -815,6 +819,8 @@ cudaError_t launch_erased(const char* launcher, const void* entry, dim3 grid, di
                  static_cast<unsigned long long>(launch.counters.cp_async),
                  static_cast<unsigned long long>(launch.counters.barriers));
   }
+  launch.counters.launches = 1;
+  launch.counters.min_block_threads = launch.counters.max_block_threads = block_dim.x;
   add(tl_last_stats, launch.counters);
   if (launch.failed) {
     tl_failure_message = "simt: " + launch.failure;

@@ -69,6 +69,8 @@ void syncthreads(const char* site);
 // counts over every block). ldmatrix_conflicts: shared-memory wavefronts beyond one per 8x8 matrix.
 struct LaunchStats {
   uint64_t mma = 0, ldmatrix = 0, ldmatrix_conflicts = 0, cp_async = 0, barriers = 0, blocks = 0;
+  uint64_t launches = 0;
+  uint32_t min_block_threads = 0, max_block_threads = 0;  // over the launches (0: none)
 };
 LaunchStats take_stats();
 void syncwarp(unsigned mask);

@@ -92,8 +92,13 @@ constexpr bool has_plain_variant(int head_dim_capacity) { return head_dim_capaci
 // 4433 at 32:32); 128-key tiles spill and lost everywhere; two warps (32 rows) won on 32:8 at B 8
 // (+3-8%) and lost on 32:1 at B 8, 16k (-21%).
 constexpr int kDecodeMaxRows = 64;
-constexpr int kDecodeBlocksPerSm = 8;
 // Tuning builds may override these (e.g. CMAKE_CUDA_FLAGS=-DORTFLASH_DECODE_MIN_TILES=1; tile_sweep.sh).
+#if !defined(ORTFLASH_DECODE_BLOCKS_PER_SM)
+#define ORTFLASH_DECODE_BLOCKS_PER_SM 8
+#endif
+#if !defined(ORTFLASH_DECODE_LONG_TILES)
+#define ORTFLASH_DECODE_LONG_TILES 128
+#endif
 #if !defined(ORTFLASH_DECODE_MIN_TILES)
 #define ORTFLASH_DECODE_MIN_TILES 3
 #endif
@@ -103,9 +108,10 @@ constexpr int kDecodeBlocksPerSm = 8;
 #if !defined(ORTFLASH_DECODE_WARPS)
 #define ORTFLASH_DECODE_WARPS 1
 #endif
+constexpr int kDecodeBlocksPerSm = ORTFLASH_DECODE_BLOCKS_PER_SM;
 // Fewest key tiles per split, for key ranges of at least kDecodeLongTiles tiles (shorter ones: 1).
 constexpr int kDecodeMinTilesPerSplit = ORTFLASH_DECODE_MIN_TILES;
-constexpr int kDecodeLongTiles = 128;
+constexpr int kDecodeLongTiles = ORTFLASH_DECODE_LONG_TILES;
 // Head dims 96 and 256 take 32-key tiles: with 64 one warp's cp.async addressing spills (152 / 168 B).
 constexpr TileShape decode_tile_shape(int head_dim_capacity) {
   return TileShape{16 * ORTFLASH_DECODE_WARPS, head_dim_capacity == 96 || head_dim_capacity == 256 ? 32 : ORTFLASH_DECODE_BLOCK_N,

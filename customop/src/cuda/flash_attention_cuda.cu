@@ -236,7 +236,6 @@ std::string launch_tensor_core(int capacity, bool decode, const FwdParams& p, cu
   }
 }
 
-
 // Whether the tiled kernel's smaller key tiles are needed to fit the device's shared memory.
 bool tiled_small_smem(int capacity, const DeviceInfo& device) {
   const size_t bytes = capacity <= 64 ? cuda::TiledTraitsFor<float, 64, false>::kSmemBytes

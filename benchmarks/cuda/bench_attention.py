@@ -15,7 +15,15 @@ is timed with every backend that accepts the shape (flash, efficient, cuDNN) and
 with enable_gqa where this PyTorch has it and with K/V repeated to q_heads beforehand (not timed); the
 fastest that agrees is reported, and named. The L2 cache is flushed before every timed run.
 
---mode all: both tables. Every configuration first checks that the outputs agree; timings are the
+--mode encoder: a padded encoder batch (BERT/ViT-style, not causal) with an additive key-padding bias
+(B,1,1,S) in the input dtype — every other batch entry has its last quarter of keys masked by the dtype's
+lowest finite value, as Hugging Face models build it — so the kernels' general (bias) variant runs; fp16, bf16
+and float32 (float32 by the tiled SIMT kernel), 12 heads of 64 (BERT-base) and 16 of 128, S 128 to 2048 at
+16k tokens per batch. Against SDPA with the bias as attn_mask (fastest agreeing of its backends: flash takes
+no mask) and the naive graph with the fp32 softmax of exported models; --tf32 lets the naive graph's float32
+matmuls use TF32, as ONNX Runtime's CUDA provider does by default.
+
+--mode all: the three tables. Every configuration first checks that the outputs agree; timings are the
 median of --iters CUDA-event-timed runs after --warmup runs. --self-test checks the formulas, the
 argument handling and the table format without a GPU (and without PyTorch).
 """
@@ -35,6 +43,7 @@ except ImportError:  # --self-test runs without PyTorch
 
 # dtype name -> ortflash::DType code, element size in bytes, max abs error tolerated against SDPA.
 DTYPES = {"float16": (1, 2, 4e-3), "bfloat16": (2, 2, 2e-2)}
+ENCODER_DTYPES = dict(DTYPES, float32=(0, 4, 2e-4))
 SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION"}
 LLAMA3_8B_HEADS, MQA_HEADS, MHA_HEADS = (32, 8), (32, 1), (32, 32)
 
@@ -86,7 +95,7 @@ def head_counts(text):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lib", help="path to libortflash_kernels.so (required unless --self-test)")
-    parser.add_argument("--mode", choices=("prefill", "decode", "all"), default="prefill")
+    parser.add_argument("--mode", choices=("prefill", "decode", "encoder", "all"), default="prefill")
     parser.add_argument("--self-test", action="store_true", help="check formulas and formatting; no GPU needed")
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--warmup", type=int, default=5)
@@ -96,6 +105,11 @@ def parse_args(argv=None):
     prefill.add_argument("--seqlens", nargs="+", type=int, default=[512, 1024, 2048, 4096, 8192, 16384])
     prefill.add_argument("--tokens", type=int, default=16384, help="tokens per batch (B = tokens / S)")
     prefill.add_argument("--naive-max-seq", type=int, default=16384, help="skip the naive baseline above this S")
+    encoder = parser.add_argument_group("encoder")
+    encoder.add_argument("--encoder-dtypes", nargs="+", default=list(ENCODER_DTYPES), choices=list(ENCODER_DTYPES))
+    encoder.add_argument("--encoder-heads", nargs="+", type=head_dims_arg, metavar="H:D", default=[(12, 64), (16, 128)])
+    encoder.add_argument("--encoder-seqlens", nargs="+", type=int, default=[128, 512, 2048])
+    encoder.add_argument("--tf32", action="store_true", help="the naive graph's float32 matmuls may use TF32")
     decode = parser.add_argument_group("decode")
     decode.add_argument("--decode-heads", nargs="+", type=head_counts, metavar="HQ:HKV",
                         default=[LLAMA3_8B_HEADS, MQA_HEADS, MHA_HEADS])
@@ -109,6 +123,22 @@ def parse_args(argv=None):
     if not args.self_test and not args.lib:
         parser.error("--lib is required")
     return args
+
+
+def head_dims_arg(text):
+    """'12:64' -> (heads, head dim)."""
+    try:
+        heads, dim = (int(n) for n in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not heads:head_dim, e.g. 12:64") from None
+    if heads < 1 or dim < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' needs positive heads and head dim")
+    return heads, dim
+
+
+def padded_keys(batch, seq):
+    """Keys hidden per batch entry in the encoder table: every other entry (the odd ones) loses its last quarter."""
+    return [seq // 4 if b % 2 else 0 for b in range(batch)]
 
 
 def tflops(batch, heads, seq, dim, causal, ms):
@@ -145,6 +175,18 @@ def prefill_row(dtype_name, dim, heads, causal, seq, batch, t_ours, t_sdpa, naiv
             f"{t_ours:9.1f} {t_sdpa:10.1f} {naive_cell:>8} | {t_ours / t_sdpa:6.2f}  {ms_ours:8.3f}")
 
 
+def encoder_header():
+    return (f"{'dtype':9} {'D':>4} {'H':>3} {'S':>6} {'B':>3} | "
+            f"{'ortflash':>9} {'sdpa':>9} {'naive':>8} | {'ratio':>6}  {'ms':>8}  sdpa variant")
+
+
+def encoder_row(dtype_name, dim, heads, seq, batch, t_ours, t_sdpa, naive_cell, ms_ours, sdpa_variant):
+    """t_sdpa None: no SDPA backend took the shape."""
+    sdpa_cell, ratio_cell = ("n/a", "n/a") if t_sdpa is None else (f"{t_sdpa:9.1f}", f"{t_ours / t_sdpa:6.2f}")
+    return (f"{dtype_name:9} {dim:>4} {heads:>3} {seq:>6} {batch:>3} | "
+            f"{t_ours:9.1f} {sdpa_cell:>9} {naive_cell:>8} | {ratio_cell:>6}  {ms_ours:8.3f}  {sdpa_variant}")
+
+
 def decode_header():
     return (f"{'dtype':9} {'Hq':>3} {'Hkv':>3} {'D':>4} {'B':>2} {'kv_len':>6} | "
             f"{'ortflash':>8} {'sdpa':>8} {'naive':>8} | {'ratio':>6} {'ours us':>9} {'sdpa us':>9}  sdpa variant")
@@ -177,9 +219,13 @@ def bhsd_strides(t):
     return (ctypes.c_int64 * 3)(t.stride(0), t.stride(1), t.stride(2))
 
 
-def ortflash_call(lib, q, k, v, out, dtype_code, causal):
-    """Returns a zero-argument function that enqueues the kernel on the current stream."""
+def ortflash_call(lib, q, k, v, out, dtype_code, causal, bias=None):
+    """Returns a zero-argument function that enqueues the kernel on the current stream. bias: None or a
+    4-d tensor broadcast to (B, Hq, Sq, Skv) by its strides (size-1 dimensions read with stride 0)."""
     p = AttentionParams()
+    if bias is not None:
+        p.bias = bias.data_ptr()
+        p.bias_stride = (ctypes.c_int64 * 4)(*(0 if bias.shape[i] == 1 else bias.stride(i) for i in range(4)))
     p.dtype = dtype_code
     p.q, p.k, p.v, p.out = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr()
     p.batch, p.q_heads, p.q_len, p.head_dim = q.shape
@@ -195,7 +241,7 @@ def ortflash_call(lib, q, k, v, out, dtype_code, causal):
         if error is not None:
             raise RuntimeError(error.decode())
 
-    run.params = p  # keeps the struct alive as long as the closure
+    run.params, run.bias = p, bias  # keep the struct and the bias alive as long as the closure
     return run
 
 
@@ -219,6 +265,12 @@ def naive_attention(q, k, v, causal):
         hidden = torch.ones(s, s, dtype=torch.bool, device=q.device).triu_(1)
         scores.masked_fill_(hidden, float("-inf"))
     return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
+def naive_masked_attention(q, k, v, bias):
+    """As exported encoders compute it: scores + bias, softmax in float32, back to the input type."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1])) + bias
+    return torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), v)
 
 
 def naive_grouped_attention(q, k, v):
@@ -306,6 +358,88 @@ def run_prefill(args, lib):
                     print(line, flush=True)
                     del q, k, v, out, want
                     torch.cuda.empty_cache()
+    return mismatches
+
+
+def run_encoder(args, lib):
+    """Prints the padded-encoder table; returns the number of configurations that disagreed."""
+    print("encoder: not causal, key-padding bias (B,1,1,S) in the input dtype (odd batch entries: last quarter of keys "
+          "at the dtype's lowest value); TFLOP/s = 4*B*H*S^2*D / time, masked keys counted; median of", args.iters,
+          "runs; sdpa = the fastest agreeing backend with the bias as attn_mask; naive: float32 softmax"
+          + (", TF32 matmuls" if args.tf32 else ""))
+    header = encoder_header()
+    print(header)
+    print("-" * len(header))
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    mismatches = 0
+    for dtype_name in args.encoder_dtypes:
+        dtype_code, _, atol = ENCODER_DTYPES[dtype_name]
+        dtype = getattr(torch, dtype_name)
+        naive_atol = 5e-3 if dtype == torch.float32 and args.tf32 else 4 * atol
+        for heads, dim in args.encoder_heads:
+            for seq in args.encoder_seqlens:
+                batch = max(1, args.tokens // seq)
+                q, k, v = (torch.randn((batch, heads, seq, dim), device="cuda", dtype=dtype) for _ in range(3))
+                bias = torch.zeros((batch, 1, 1, seq), device="cuda", dtype=dtype)
+                for b, hidden in enumerate(padded_keys(batch, seq)):
+                    if hidden:
+                        bias[b, 0, 0, seq - hidden:] = torch.finfo(dtype).min
+                out = torch.empty_like(q)
+                ours = ortflash_call(lib, q, k, v, out, dtype_code, False, bias)
+                ours()
+                notes = []
+                want, want_name, ms_sdpa, sdpa_name = None, None, None, "none ran"
+                for backend in args.sdpa_backends:
+                    def fn():
+                        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+                    context = sdpa_context(backend)
+                    if context is None:
+                        continue
+                    try:
+                        with context, warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            got = fn()
+                            torch.cuda.synchronize()
+                    except RuntimeError:  # the backend does not take this shape, mask or dtype
+                        continue
+                    if want is None:
+                        want, want_name = got, backend
+                    elif max_abs_err(got, want) > atol:
+                        notes.append(f"({backend} disagrees with {want_name}: not timed)")
+                        continue
+                    with sdpa_context(backend):
+                        ms = time_ms(fn, args.warmup, args.iters)
+                    if ms_sdpa is None or ms < ms_sdpa:
+                        ms_sdpa, sdpa_name = ms, backend
+                torch.cuda.empty_cache()
+
+                naive_cell = "oom"
+                try:
+                    naive_out = naive_masked_attention(q, k, v, bias)
+                    if want is None:
+                        want, want_name = naive_out, "naive"
+                    elif max_abs_err(naive_out, want) > naive_atol:
+                        notes.append(f"naive MISMATCH {max_abs_err(naive_out, want):.2e}")
+                        mismatches += 1
+                    del naive_out
+                    ms_naive = time_ms(lambda: naive_masked_attention(q, k, v, bias), 1, max(3, args.iters // 4))
+                    naive_cell = f"{tflops(batch, heads, seq, dim, False, ms_naive):8.1f}"
+                except torch.cuda.OutOfMemoryError:
+                    pass
+                torch.cuda.empty_cache()
+
+                err = max_abs_err(out, want)
+                if not err <= atol:
+                    notes.insert(0, f"MISMATCH vs {want_name}: max abs err {err:.2e} > {atol:.0e}")
+                    mismatches += 1
+                ms_ours = time_ms(ours, args.warmup, args.iters)
+                t_sdpa = None if ms_sdpa is None else tflops(batch, heads, seq, dim, False, ms_sdpa)
+                line = encoder_row(dtype_name, dim, heads, seq, batch, tflops(batch, heads, seq, dim, False, ms_ours),
+                                   t_sdpa, naive_cell, ms_ours, sdpa_name)
+                print(line + "".join("  " + note for note in notes), flush=True)
+                del q, k, v, bias, out, want
+                torch.cuda.empty_cache()
     return mismatches
 
 
@@ -469,6 +603,15 @@ def self_test():
     check("decode row without sdpa", "n/a" in decode_row("float16", 32, 8, 128, 1, 4096, nbytes, 0.01, None,
                                                           "none ran", "  1.0"))
 
+    check("encoder defaults", defaults.encoder_heads == [(12, 64), (16, 128)] and defaults.encoder_seqlens ==
+          [128, 512, 2048] and defaults.encoder_dtypes == ["float16", "bfloat16", "float32"] and not defaults.tf32)
+    check("encoder heads parsed", parse_args(["--lib", "x", "--encoder-heads", "8:96"]).encoder_heads == [(8, 96)])
+    check("padded keys: odd entries lose their last quarter", padded_keys(4, 512) == [0, 128, 0, 128])
+    row = encoder_row("float32", 64, 12, 512, 32, 12.34, 10.0, "     5.0", 1.5, "efficient")
+    check("encoder row lines up with its header", row.index("|") == encoder_header().index("|")
+          and row.rindex("|") == encoder_header().rindex("|") and "  1.23" in row and row.endswith("  efficient"))
+    check("encoder row without sdpa", "n/a" in encoder_row("float32", 64, 12, 512, 32, 1.0, None, "oom", 1.0, "none"))
+
     if torch is None:
         print(f"self-test passed: {len(checks)} checks (no PyTorch: the naive grouped attention was not checked)")
         return
@@ -479,6 +622,14 @@ def self_test():
         group = q_heads // kv_heads
         want = naive_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), False)
         check(f"naive grouped attention {q_heads}:{kv_heads}", torch.allclose(naive_grouped_attention(q, k, v), want))
+    q, k, v = (torch.randn(2, 3, 9, 16, dtype=torch.float64) for _ in range(3))
+    bias = torch.zeros(2, 1, 1, 9, dtype=torch.float64)
+    check("naive masked attention, zero bias", torch.allclose(naive_masked_attention(q, k, v, bias),
+                                                              naive_attention(q, k, v, False), atol=1e-6))
+    bias[1, 0, 0, 5:] = torch.finfo(torch.float64).min
+    masked = naive_masked_attention(q, k, v, bias)
+    check("naive masked attention hides the padded keys", torch.allclose(
+        masked[1], naive_attention(q[1:], k[1:, :, :5], v[1:, :, :5], False)[0], atol=1e-6))
     print(f"self-test passed: {len(checks)} checks (torch {torch.__version__})")
 
 
@@ -501,6 +652,10 @@ def main():
         if args.mode == "all":
             print()
         mismatches += run_decode(args, lib)
+    if args.mode in ("encoder", "all"):
+        if args.mode == "all":
+            print()
+        mismatches += run_encoder(args, lib)
     if mismatches:
         sys.exit(f"{mismatches} configuration(s) disagreed with SDPA")
 

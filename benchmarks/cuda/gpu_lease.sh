@@ -41,8 +41,9 @@ fi
 reserve=10
 [ -n "$tuned_pid" ] && reserve=75  # kept for the tuned table
 left=$((deadline - SECONDS - reserve))
-bash "$session" --stages test,sanitize,bench,decode --out "$work/main" --budget "$left" \
-  --stage-timeout test=70 --stage-timeout sanitize=130 --stage-timeout bench=190 --stage-timeout decode=90
+bash "$session" --stages test,sanitize,bench,decode,encoder --out "$work/main" --budget "$left" \
+  --stage-timeout test=70 --stage-timeout sanitize=130 --stage-timeout bench=190 --stage-timeout decode=90 \
+  --stage-timeout encoder=90
 
 [ -n "$tuned_pid" ] || exit 0
 left=$((deadline - SECONDS - 10))

@@ -3,15 +3,17 @@
 # the op and rewritten models through ONNX Runtime's CUDA provider. Run in the repository root; every stage's
 # log, ptxas.txt and summary.txt go to $OUT.
 #
-#   bash benchmarks/cuda/gpu_session.sh [--stages build,test,sanitize,bench,decode,ort] [--quick] [--dry-run]
+#   bash benchmarks/cuda/gpu_session.sh [--stages build,test,sanitize,bench,decode,encoder,ort] [--quick] [--dry-run]
 #        [--budget SECONDS] [--stage-timeout STAGE=SECONDS]... [--arch CMAKE_CUDA_ARCH] [--out DIR]
-#        [--build-dir DIR] [--python PYTHON] [--bench-args "ARGS"] [--decode-args "ARGS"] [--tiles "SHAPES"]
+#        [--build-dir DIR] [--python PYTHON] [--bench-args "ARGS"] [--decode-args "ARGS"] [--encoder-args "ARGS"]
+#        [--tiles "SHAPES"]
 #        [--ort-dir DIR] [--ort-args "ARGS"]
 #
 # Stages run in the order above under `timeout`, each capped by its own limit and by what is left of
 # --budget (default 570 s, a 600 s device call less the time to write the summary). A failed stage does
 # not stop the next ones; the stages that need the build are skipped when it failed. --quick runs a
-# subset (tests: CudaSanitizerSubset + MatchesReference; bench: fp16 D128 S 2048/8192; decode: 2 shapes).
+# subset (tests: CudaSanitizerSubset + MatchesReference; bench: fp16 D128 S 2048/8192; decode: 2 shapes;
+# encoder: fp16 and fp32, 12x64, S 512).
 # --dry-run prints what would run, with the limits, and needs no GPU. Exit 0 when every stage passed.
 # --tiles "128=128,64,8;64=128,128,8" builds candidate tile shapes (CMake ORTFLASH_CUDA_TILES) into
 # build/gpu-kernels-tuned (unless --build-dir) for timing against the default build's numbers.
@@ -20,11 +22,11 @@
 # onnxruntime module with a usable CUDAExecutionProvider (exit 3; the reason is in the summary).
 set -uo pipefail
 
-readonly ALL_STAGES=(build test sanitize bench decode ort)
+readonly ALL_STAGES=(build test sanitize bench decode encoder ort)
 # Seconds per stage, full and --quick: caps, not estimates (racecheck dominates sanitize). The quick
 # ones fit the default budget together.
-declare -A FULL_LIMIT=([build]=300 [test]=180 [sanitize]=240 [bench]=300 [decode]=180 [ort]=240)
-declare -A QUICK_LIMIT=([build]=240 [test]=60 [sanitize]=120 [bench]=60 [decode]=60 [ort]=90)
+declare -A FULL_LIMIT=([build]=300 [test]=180 [sanitize]=240 [bench]=300 [decode]=180 [encoder]=180 [ort]=240)
+declare -A QUICK_LIMIT=([build]=240 [test]=60 [sanitize]=120 [bench]=60 [decode]=60 [encoder]=60 [ort]=90)
 readonly SUMMARY_RESERVE=15  # seconds kept for the summary after the last stage
 readonly MIN_STAGE=20        # a stage with less time than this left is not started
 
@@ -32,7 +34,8 @@ usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0";
 die() { echo "gpu_session.sh: $*" >&2; echo "run with --help for the options" >&2; exit 2; }
 
 stages_arg=$(IFS=,; echo "${ALL_STAGES[*]}")
-quick=0 dry_run=0 budget=570 arch="" python=python3 bench_args="" decode_args="" tiles="" ort_dir=.ort-gpu ort_args=""
+quick=0 dry_run=0 budget=570 arch="" python=python3 bench_args="" decode_args="" encoder_args="" tiles="" ort_dir=.ort-gpu
+ort_args=""
 out_dir=${OUT:-build/gpu-session}
 build_dir=""
 declare -A limit_override=()
@@ -53,6 +56,7 @@ while [ $# -gt 0 ]; do
     --python) [ $# -ge 2 ] || die "--python needs a value"; python=$2; shift ;;
     --bench-args) [ $# -ge 2 ] || die "--bench-args needs a value"; bench_args=$2; shift ;;
     --decode-args) [ $# -ge 2 ] || die "--decode-args needs a value"; decode_args=$2; shift ;;
+    --encoder-args) [ $# -ge 2 ] || die "--encoder-args needs a value"; encoder_args=$2; shift ;;
     --ort-dir) [ $# -ge 2 ] || die "--ort-dir needs a value"; ort_dir=$2; shift ;;
     --ort-args) [ $# -ge 2 ] || die "--ort-args needs a value"; ort_args=$2; shift ;;
     --tiles)
@@ -113,6 +117,10 @@ stage_command() {
       local subset=""
       [ $quick = 1 ] && subset=" --dtypes float16 --decode-heads 32:8 --batches 1 --kv-lens 4096 65536"
       echo "PYTHONUNBUFFERED=1 $(q "$python") benchmarks/cuda/bench_attention.py --lib $(q "$lib") --mode decode$subset $decode_args" ;;
+    encoder)
+      local subset=""
+      [ $quick = 1 ] && subset=" --encoder-dtypes float16 float32 --encoder-heads 12:64 --encoder-seqlens 512"
+      echo "PYTHONUNBUFFERED=1 $(q "$python") benchmarks/cuda/bench_attention.py --lib $(q "$lib") --mode encoder$subset $encoder_args" ;;
     ort)
       local subset=""
       [ $quick = 1 ] && subset=" --quick"
@@ -130,7 +138,7 @@ stage_limit() {
 stage_needs() {
   case $1 in
     test|sanitize) echo "$tests" ;;
-    bench|decode) echo "$lib" ;;
+    bench|decode|encoder) echo "$lib" ;;
     ort) echo "$ort_dir" ;;
   esac
 }
@@ -241,7 +249,7 @@ stage_digest() {
         skipped=$(grep -cE "^[[:space:]]+[0-9]+ - .*\(Skipped\)" "$log")
         [ "$skipped" = 0 ] || echo "$skipped ctest entries skipped"
       } | head -n 40 ;;
-    bench|decode)
+    bench|decode|encoder)
       cat "$log" ;;
     ort)  # the runtime, skips, failures and the totals; every check's line is in ort.log
       {

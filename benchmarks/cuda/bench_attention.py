@@ -429,9 +429,10 @@ def run_encoder(args, lib):
                     pass
                 torch.cuda.empty_cache()
 
-                err = max_abs_err(out, want)
+                err = max_abs_err(out, want) if want is not None else math.nan
                 if not err <= atol:
-                    notes.insert(0, f"MISMATCH vs {want_name}: max abs err {err:.2e} > {atol:.0e}")
+                    notes.insert(0, f"MISMATCH vs {want_name or 'nothing (no baseline ran)'}: max abs err {err:.2e}"
+                                    f" > {atol:.0e}")
                     mismatches += 1
                 ms_ours = time_ms(ours, args.warmup, args.iters)
                 t_sdpa = None if ms_sdpa is None else tflops(batch, heads, seq, dim, False, ms_sdpa)

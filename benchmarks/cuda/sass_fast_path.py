@@ -6,9 +6,9 @@
 
     (or let it run cuobjdump: python3 benchmarks/cuda/sass_fast_path.py fwd_hdim128.cubin)
 
-A kernel's main loop is taken to be the span of its last backward branch. Its fast path is that span
-without every forward branch's body, i.e. the iteration in which every forward branch jumps: in the
-tensor-core kernel, a key tile that needs no mask and no rescale of the output. Instructions that are
+A kernel's main loop is taken to be the span of its last backward branch. Its fast path is the cheapest
+iteration through that span, every forward branch going whichever way costs fewer instructions: in the
+tensor-core kernel, a key tile that needs no mask, no rescale of the output and no bound checks. Instructions that are
 predicated off still count (they take an issue slot). The tensor-core kernel issues from one warp
 scheduler per 16 mma; the ratio of other instructions to HMMA says how much of that issue bandwidth the
 softmax, addressing and loads take — a static measure to compare code changes where no GPU is at hand
@@ -48,19 +48,38 @@ def branch_target(instruction):
 
 
 def fast_path(instructions):
-    """(loop body, fast path) of the span of the last backward branch; ([], []) when there is no loop."""
+    """(loop body, fast path) of the span of the last backward branch; ([], []) when there is no loop. The fast
+    path is the iteration with the fewest instructions: the loop body is a DAG of forward branches (a predicated
+    BRA may go either way, an unconditional one must jump; EXIT ends no iteration), and the cheapest way from
+    its first instruction to the backward branch is found from the end up."""
     backward = [i for i in instructions if (t := branch_target(i)) is not None and t < i[0]]
     if not backward:
         return [], []
     last = max(backward, key=lambda i: i[0])
     low, high = branch_target(last), last[0]
     body = [i for i in instructions if low <= i[0] <= high]
-    skipped = set()
-    for i in body:
-        target = branch_target(i)
-        if target is not None and target > i[0]:
-            skipped.update(j[0] for j in body if i[0] < j[0] < target)
-    return body, [i for i in body if i[0] not in skipped]
+    index = {ins[0]: n for n, ins in enumerate(body)}
+    infinite = float("inf")
+    cost, step = [infinite] * len(body), [None] * len(body)
+    cost[-1] = 1  # the backward branch itself
+    for n in range(len(body) - 2, -1, -1):
+        ins = body[n]
+        if ins[2].startswith("EXIT") and not ins[1]:
+            continue
+        target = branch_target(ins)
+        options = []
+        if target is None or ins[1]:  # falls through unless an unconditional branch
+            options.append(n + 1)
+        if target is not None and target in index and index[target] > n:
+            options.append(index[target])
+        best = min(options, key=lambda m: cost[m], default=None)
+        if best is not None and cost[best] < infinite:
+            cost[n], step[n] = 1 + cost[best], best
+    path, n = [], 0
+    while n is not None and cost[0] < infinite:
+        path.append(body[n])
+        n = step[n]
+    return body, path
 
 
 def summarize(name, instructions, top):
@@ -102,6 +121,20 @@ def self_test():
     body, path = fast_path(functions["_Z6kernelv"])
     assert [i[0] for i in body] == [0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70], body
     assert [i[2].split(".")[0] for i in path] == ["HMMA", "BRA", "FADD", "HMMA", "BRA"], path
+    # if/else: the cheaper arm is the fast path, whichever way its branch goes
+    if_else = parse_functions("""
+        Function : _Z2kv
+        /*0000*/                   HMMA.16816.F32 R4, R8, R12, R4 ;
+        /*0010*/               @P0 BRA 0x50 ;
+        /*0020*/                   IADD3 R1, R1, 0x1, RZ ;
+        /*0030*/                   IADD3 R1, R1, 0x1, RZ ;
+        /*0040*/                   BRA 0x60 ;
+        /*0050*/                   LDGSTS [R2], [R4.64] ;
+        /*0060*/               @P1 BRA 0x0 ;
+        /*0070*/                   EXIT ;
+    """)["_Z2kv"]
+    _, path = fast_path(if_else)
+    assert [i[0] for i in path] == [0x0, 0x10, 0x50, 0x60], path
     assert fast_path(functions["_Z5otherv"]) == ([], [])
     line = summarize("k", functions["_Z6kernelv"], 3)
     assert line.startswith("k: loop 7, fast path 5 (2 HMMA, 1.50 other per HMMA)"), line

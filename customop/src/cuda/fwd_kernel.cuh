@@ -36,6 +36,14 @@ __device__ __forceinline__ void load_tile_async(typename Tr::T* tile, const type
     const bool column_valid = chunk * 8 < cols_valid;
     const typename Tr::T* src = base + (row0 + first_row) * row_stride + chunk * 8;
     const int64_t src_step = kRowStep * row_stride;
+    if (column_valid && row0 + kRows <= rows_valid) {  // the common case: no bound to check per copy
+#pragma unroll
+      for (int it = 0; it < kPerThread; ++it) {
+        cp_async_16(tile + Tr::Layout::offset(first_row + it * kRowStep, chunk), src, true);
+        src += src_step;
+      }
+      return;
+    }
 #pragma unroll
     for (int it = 0; it < kPerThread; ++it) {
       const int row = first_row + it * kRowStep;

@@ -12,7 +12,9 @@ tensor-core kernel, a key tile that needs no mask, no rescale of the output and 
 predicated off still count (they take an issue slot). The tensor-core kernel issues from one warp
 scheduler per 16 mma; the ratio of other instructions to HMMA says how much of that issue bandwidth the
 softmax, addressing and loads take — a static measure to compare code changes where no GPU is at hand
-(it says nothing about latency, stalls or memory).
+(it says nothing about latency, stalls or memory). The cheapest path is also the one of a thread with the
+least to do: at head dim 96 the threads of the load columns 12-15 copy nothing, so its fast path has no
+LDGSTS (compare such kernels by their other instructions).
 """
 
 import argparse

@@ -27,12 +27,15 @@ namespace ortflash::cuda {
 template <class Tr, int kRows>
 __device__ __forceinline__ void load_tile_async(typename Tr::T* tile, const typename Tr::T* base, int64_t row_stride,
                                                 int row0, int rows_valid, int cols_valid) {
-  constexpr int kPerThread = kRows * Tr::kChunks / Tr::kThreads;
-  if constexpr (Tr::kThreads % Tr::kChunks == 0) {
-    // A thread keeps one column; its rows advance by kRowStep, its source pointer by a stride.
-    constexpr int kRowStep = Tr::kThreads / Tr::kChunks;
-    const int chunk = static_cast<int>(threadIdx.x) % Tr::kChunks;
-    const int first_row = static_cast<int>(threadIdx.x) / Tr::kChunks;
+  constexpr int kColumns = Tr::kLoadColumns;
+  if constexpr (Tr::kThreads % kColumns == 0 && (kRows * kColumns) % Tr::kThreads == 0) {
+    // A thread keeps one column; its rows advance by kRowStep, its source pointer by a stride. (Before,
+    // head dim 96 split every copy's index into row and chunk: about ten address instructions per copy.)
+    constexpr int kPerThread = kRows * kColumns / Tr::kThreads;
+    constexpr int kRowStep = Tr::kThreads / kColumns;
+    const int chunk = static_cast<int>(threadIdx.x) % kColumns;
+    if (kColumns != Tr::kChunks && chunk >= Tr::kChunks) return;  // no such column in the layout
+    const int first_row = static_cast<int>(threadIdx.x) / kColumns;
     const bool column_valid = chunk * 8 < cols_valid;
     const typename Tr::T* src = base + (row0 + first_row) * row_stride + chunk * 8;
     const int64_t src_step = kRowStep * row_stride;
@@ -52,6 +55,7 @@ __device__ __forceinline__ void load_tile_async(typename Tr::T* tile, const type
       src += src_step;
     }
   } else {
+    constexpr int kPerThread = kRows * Tr::kChunks / Tr::kThreads;
 #pragma unroll
     for (int it = 0; it < kPerThread; ++it) {
       const int index = it * Tr::kThreads + static_cast<int>(threadIdx.x);

@@ -76,6 +76,9 @@ struct FwdTraits {
   static constexpr int kDTiles = kHeadDim / 8;       // 8-column tiles of the output
   static constexpr int kKSteps = kHeadDim / 16;      // k-steps of Q·Kᵀ
   static constexpr int kChunks = kHeadDim / 8;       // 16-byte chunks per row
+  // Chunks per row as the tile loads see them: rounded up to a power of two (head dim 96: 12 -> 16), so
+  // that every thread keeps one column of a tile (the threads of columns 12-15 copy nothing).
+  static constexpr int kLoadColumns = kChunks <= 4 ? 4 : kChunks <= 8 ? 8 : kChunks <= 16 ? 16 : 32;
 
   using Layout = SmemRowLayout<kChunks>;
   using Address = LdmatrixAddress<Layout>;

@@ -507,7 +507,7 @@ internal static class AttentionModels
         yield return new("Opset 11 Softmax with the default axis", Opset11DefaultAxis, PlainInputs, null, "flattened axes");
         yield return new("Scale is a graph input", ScaleFromInput, ScaleInputs, null, "not a constant");
         yield return new("Where fill -10000", WhereFillTenThousand, BoolMaskInputs(fullyMaskedBatch: false), null, "no additive bias reproduces it");
-        yield return new("Dropout in training mode", DropoutTraining, PlainInputs, null, "not provably in inference mode");
+        yield return new("Dropout in training mode", DropoutTraining, PlainInputs, null, "not provably the identity");
         yield return new("Key and value lengths differ", KeyValueLengthMismatch, PlainInputs, null, "does not match key");
         yield return new("Two additive masks", TwoAdditiveMasks, PlainInputs, null, "Two additive masks");
         yield return new("ALiBi then a (1 − m)·−10000 padding mask: −10000 does not absorb the scores", () => AlibiThenPadding(DataType.Int64, -10000), IntegerPaddingInputs(fullyMaskedBatch: false),

@@ -88,6 +88,10 @@ gemma2          HF Gemma-2 (~4.44 eager): GQA (Hq=4, Hkv=2), RoPE, scaling = que
 bloom_past      HF BLOOM with a KV cache in its own 3-D layout: past_key (B*H, D, P) concatenated on dim 2,
                 past_value (B*H, P, D) on dim 1, present_* outputs, ALiBi and the causal+padding mask over
                 all P + S keys.
+swin            torchvision's own SwinTransformer class (v1; imported, not re-written): windows of 4x4 tokens as the
+                batch (B*nW, H, N, D), q * head_dim ** -0.5 before q @ k^T, + relative position bias (1, H, N, N)
+                gathered from the learned table, in shifted blocks torch.roll and the window mask: scores viewed as
+                (B, nW, H, N, N), + mask (1, nW, 1, N, N) holding 0 or -100.0 (finite), viewed back; softmax, @ v.
 
 Variants: every family at opset 14 and 17 (sdpa* only there: the symbolic needs Trilu-14),
 bert_legacy also at 11 and 12, gpt2 and distilbert also at 12, `-nofold` files exported with
@@ -1878,6 +1882,27 @@ def _bloom_past_family(layers=2, heads=4, head_dim=16):
                 dynamic_axes=axes, padding_mask=dict(input="attention_mask", dtype="int64", keep=1))
 
 
+SWIN_IMAGE = 64      # 64x64 pixels: 16x16 tokens in stage 1 (16 windows of 4x4), 8x8 in stage 2 (4 windows), so the
+                     # shifted blocks of both stages keep their shift (torchvision drops it when window >= feature map)
+
+
+def _swin():
+    from torchvision.models.swin_transformer import SwinTransformer
+    return SwinTransformer(patch_size=[4, 4], embed_dim=24, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4], mlp_ratio=2.0,
+                           stochastic_depth_prob=0.0, num_classes=10)
+
+
+def _swin_family():
+    def inputs():
+        g = torch.Generator().manual_seed(9)
+        return (torch.randn(B, 3, SWIN_IMAGE, SWIN_IMAGE, generator=g),)
+    return dict(make=_swin, inputs=inputs, input_names=["pixel_values"],
+                input_doc={"pixel_values": f"float32 (B, 3, {SWIN_IMAGE}, {SWIN_IMAGE}) image; 4x4 patches, 4x4 windows "
+                                           "of 16 tokens, no mask input"},
+                output_names=["logits"],
+                dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+                padding_mask=None)
+
 # Attention facts per family. `blocks` lists every attention block in graph (Softmax) order as
 # (role, causal): causal is what the block's mask encodes — "none", "top-left" (key j visible to
 # query i iff j <= i) or "bottom-right" (j <= i + T - S; the KV-cache alignment). `scale` is the
@@ -2058,6 +2083,17 @@ FAMILIES = {
              "outputs present_key_i/present_value_i; ALiBi (B*H,1,P+S) from the (B,P+S) mask; "
              "_prepare_4d_causal_attention_mask with past_key_values_length = P (zero causal columns for the cache: "
              "bottom-right); the cache's B*H is a declared dim name (batch_x_heads), the ALiBi's a computed 4*batch"),
+    "swin": dict(
+        spec=_swin_family(), opsets=[14, 17],
+        blocks=[("window self-attention", "none"), ("shifted window self-attention", "none")] * 2, heads=(2, 2),
+        head_dim=12, kv_cache=False, scale=12 ** -0.5,
+        tags="torchvision's own SwinTransformer (v1, shifted_window_attention): 2 stages x (regular, shifted) blocks, "
+             "embed dim 24, 2 heads in stage 1 and 4 in stage 2 (heads records stage 1), head dim 12; windows of N = 16 tokens as "
+             "the batch (B*nW, H, N, D): fused qkv Linear -> Reshape(B*nW,N,3,H,D) -> Transpose(2,0,3,1,4) -> Gather; "
+             "Mul(q, 0.2886751 = 12 ** -0.5) on the gathered 4-D q before the MatMul; K Transpose(0,1,3,2); Add(scores, relative position bias (1,H,N,N)) "
+             "(the table gathered by the index buffer, folded to a constant); shifted blocks (torch.roll by 2 before "
+             "the window partition and back after it) then Reshape(B,nW,H,N,N) -> Add(mask (1,nW,1,N,N), 0 or -100.0, "
+             "finite) -> Reshape(B*nW,H,N,N); Softmax(axis=-1); MatMul(P, V)"),
 }
 
 # Extra files: (family, opset, variant)

@@ -215,6 +215,8 @@ public sealed class GraphAnalysis
                 return first is null ? null : new TensorType(first.ElementType, InferSqueeze(node, first.Shape));
             case "Expand":
                 return InferExpand(node, first);
+            case "Pad":
+                return InferPad(node, first);
             case "Shape":
                 return first?.Shape is { } s ? new TensorType(DataType.Int64, [Dim.Of(ShapeRange(node, s.Count).Count)]) : null;
             case "Constant":
@@ -226,6 +228,24 @@ public sealed class GraphAnalysis
             default:
                 return null;
         }
+    }
+
+    /// <summary>Pad keeps the rank; a dim grows by its two pads when both are known (opset 11+ pads input, or the attribute).</summary>
+    private TensorType? InferPad(Node node, TensorType? data)
+    {
+        if (data?.Shape is not { } shape)
+        {
+            return data;
+        }
+
+        var pads = node.Input(1) is { } padsInput ? ShapeVector(padsInput) : node.Proto.Attribute.FirstOrDefault(a => a.Name == "pads") is { } attribute
+            ? attribute.Ints.Select(Dim.Of).ToArray() : null;
+        if (pads is null || pads.Length != 2 * shape.Count || node.Input(3) is not null)
+        {
+            return new TensorType(data.ElementType, shape.Select(_ => Dim.Unknown).ToArray());
+        }
+
+        return new TensorType(data.ElementType, shape.Select((d, i) => Dim.Add(Dim.Add(d, pads[i]), pads[i + shape.Count])).ToArray());
     }
 
     private TensorType? InferGather(Node node, TensorType? data)
@@ -679,6 +699,21 @@ public sealed class GraphAnalysis
                 // Div only where the quotient is exact (BLOOM's B·H // H), so integer truncation cannot matter.
                 Func<Dim, Dim, Dim> op = node.OpType switch { "Add" => Dim.Add, "Sub" => Dim.Subtract, "Div" => Dim.Divide, _ => Dim.Multiply };
                 return Enumerable.Range(0, length).Select(i => op(left[left.Length == 1 ? 0 : i], right[right.Length == 1 ? 0 : i])).ToArray();
+            case "Mod" when ElementTypeOf(value) is DataType.Int64 or DataType.Int32 && node.IntAttribute("fmod") is null or 0:
+                // Known sizes only (torchvision's padding to whole windows: (w − W % w) % w); both non-negative, so the sign rule of
+                // integer Mod does not matter.
+                if (ShapeVector(node.Input(0)!) is not { } dividends || ShapeVector(node.Input(1)!) is not { } divisors ||
+                    (dividends.Length != divisors.Length && dividends.Length != 1 && divisors.Length != 1))
+                {
+                    return null;
+                }
+
+                return Enumerable.Range(0, Math.Max(dividends.Length, divisors.Length))
+                    .Select(i => (dividends[dividends.Length == 1 ? 0 : i].Size, divisors[divisors.Length == 1 ? 0 : i].Size) switch
+                    {
+                        ({ } a, { } b) when a >= 0 && b > 0 => Dim.Of(a % b),
+                        _ => Dim.Unknown,
+                    }).ToArray();
             default:
                 return null;
         }

@@ -167,7 +167,11 @@ public sealed record MaskTerm(MaskKind Kind, Value Source, double Fill, bool Kee
 /// <param name="Split">Reshape (B·H, S, T) → (B, H, S, T), proven to split only the leading axis.</param>
 /// <param name="Merge">Reshape (B, H, S, T) → (B·H, S, T), proven to merge only the leading axes; before or after Softmax;
 /// null when the value product reads the view itself.</param>
-public sealed record ScoresView(Node Split, Node? Merge)
+/// <param name="Windowed">
+/// 4-D (B·nW, H, S, T) scores viewed as (B, nW, H, S, T) (Swin adds its window mask there), merged back before Softmax. The op
+/// runs on the 4-D scores themselves: nothing is regrouped, and masks on the view are broadcast over it and flattened.
+/// </param>
+public sealed record ScoresView(Node Split, Node? Merge, bool Windowed = false)
 {
     /// <summary>The split's shape input; its first two entries are (B, H).</summary>
     public Value SplitShape => Split.Input(1)!;
@@ -251,8 +255,11 @@ public sealed record ScoreChain(
     /// </summary>
     public ImmutableList<Node> Resplits { get; init; } = [];
 
+    /// <summary>Whether the view is a <see cref="ScoresView.Windowed"/> one.</summary>
+    public bool Windowed { get; init; }
+
     /// <summary>The view, once its split was found (the merge, when there is one, is found before it).</summary>
-    public ScoresView? View => Split is { } split ? new ScoresView(split, Merge) : null;
+    public ScoresView? View => Split is { } split ? new ScoresView(split, Merge, Windowed) : null;
 }
 
 /// <summary>An attention subgraph found by <see cref="ScaledDotProductAttentionRule"/>.</summary>

@@ -118,6 +118,77 @@ internal sealed class MaskValues(GraphAnalysis analysis, bool integerMasksAreBin
         }
     }
 
+    /// <summary>
+    /// The largest magnitude an element of <paramref name="mask"/> provably has, when every element is provably finite;
+    /// null otherwise. Read through data movement, negation, float casts and Where, whose branch that its condition rules
+    /// out is skipped: Swin's <c>m.masked_fill(m != 0, −100).masked_fill(m == 0, 0)</c> exports
+    /// <c>Where(m == 0, 0, Where(Not(m == 0), −100, m))</c>, whose inner m is never taken.
+    /// </summary>
+    public double? MagnitudeBound(Value mask) => Magnitude(mask, 0);
+
+    private double? Magnitude(Value value, int depth)
+    {
+        if (analysis.ConstantOf(value) is { } constant)
+        {
+            return constant.Data.All(double.IsFinite) ? constant.Data.Select(Math.Abs).DefaultIfEmpty(0).Max() : null;
+        }
+
+        if (depth > MaxDepth || value.Producer is not { } node || (node.Domain.Length != 0 && node.Domain != "ai.onnx"))
+        {
+            return null;
+        }
+
+        var next = depth + 1;
+        switch (node.OpType)
+        {
+            case "Identity" or "Unsqueeze" or "Squeeze" or "Reshape" or "Expand" or "Transpose" or "Slice" or "Gather" or "Tile" or "Neg":
+                return Magnitude(node.Input(0)!, next);
+            case "Cast":
+                // Between float types a value of magnitude up to 65504 stays finite (float16's largest is 65504).
+                return ElementTypes.IsFloat(analysis.ElementTypeOf(node.Input(0)!)) && Magnitude(node.Input(0)!, next) is { } bound && bound <= 65504 ? bound : null;
+            case "ConstantOfShape":
+                return node.Attribute("value")?.T is not { } fill ? 0 : ConstantTensor.FromProto(fill) is { } filled && filled.Data.All(double.IsFinite)
+                    ? filled.Data.Select(Math.Abs).DefaultIfEmpty(0).Max() : null;
+            case "Where":
+                var whenTrue = Magnitude(node.Input(1)!, next);
+                var otherwise = node.Input(2)!.Producer is { } inner && inner.Is("Where") && Negates(inner.Input(0)!, node.Input(0)!)
+                    ? Magnitude(inner.Input(1)!, next) : Magnitude(node.Input(2)!, next);
+                return whenTrue is { } a && otherwise is { } b ? Math.Max(a, b) : null;
+            default:
+                return null;
+        }
+    }
+
+    /// <summary>Whether condition <paramref name="negation"/> is provably Not(<paramref name="condition"/>).</summary>
+    private bool Negates(Value negation, Value condition) =>
+        WithoutBoolCasts(negation).Producer is { } not && not.Is("Not") && SameCondition(not.Input(0)!, condition);
+
+    /// <summary>Whether two conditions are the same value, or the same comparison of the same values and constants.</summary>
+    private bool SameCondition(Value a, Value b)
+    {
+        (a, b) = (WithoutBoolCasts(a), WithoutBoolCasts(b));
+        if (a == b)
+        {
+            return true;
+        }
+
+        return a.Producer is { } x && b.Producer is { } y && x.OpType == y.OpType && x.Domain == y.Domain &&
+               x.OpType is "Equal" or "Less" or "Greater" or "LessOrEqual" or "GreaterOrEqual" && x.Inputs.Count == 2 && y.Inputs.Count == 2 &&
+               Enumerable.Range(0, 2).All(i => x.Input(i) == y.Input(i) ||
+                   (analysis.ConstantOf(x.Input(i)!) is { } c && analysis.ConstantOf(y.Input(i)!) is { } d && c.Dims.SequenceEqual(d.Dims) && c.Data.SequenceEqual(d.Data)));
+    }
+
+    private Value WithoutBoolCasts(Value value)
+    {
+        while (value.Producer is { } cast && cast.Is("Cast") && cast.IntAttribute("to") == (long)DataType.Bool &&
+               analysis.ElementTypeOf(cast.Input(0)!) == DataType.Bool)
+        {
+            value = cast.Input(0)!;
+        }
+
+        return value;
+    }
+
     /// <summary>Whether every element is provably 0 or 1: a bool cast to a number, 1 minus such a value, and constants.</summary>
     private bool IsZeroOrOne(Value value, int depth)
     {

@@ -526,12 +526,12 @@ public sealed class ScaledDotProductAttentionRule
     /// </summary>
     private (Node Reshape, ScoreChain Chain)? ViewStep(Value scores, ScoreChain chain)
     {
-        if (chain.Merge is null && chain.Split is null && ViewShaped(scores, merging: true) is { } merge)
+        if (chain.Merge is null && chain.Split is null && (ViewShaped(scores, merging: true) ?? ViewShaped(scores, merging: true, WindowedRank)) is { } merge)
         {
-            return (merge, chain with { Nodes = chain.Nodes.Add(merge), Merge = merge });
+            return (merge, chain with { Nodes = chain.Nodes.Add(merge), Merge = merge, Windowed = FlatRank(merge) == WindowedRank });
         }
 
-        if (chain.Merge is not null && chain.Split is null && ViewShaped(scores, merging: false) is { } split)
+        if (chain.Merge is { } merged && chain.Split is null && ViewShaped(scores, merging: false, FlatRank(merged)) is { } split)
         {
             return (split, chain with { Nodes = chain.Nodes.Add(split), Split = split });
         }
@@ -543,7 +543,7 @@ public sealed class ScaledDotProductAttentionRule
             return (alone, chain with { Nodes = chain.Nodes.Add(alone), Split = alone, Masks = [.. chain.Masks.Select(m => m with { OnView = true })] });
         }
 
-        if (chain.Merge is not null && chain.Split is { } later && ViewShaped(scores, merging: true) is { } between)
+        if (chain.Merge is { } last && chain.Split is { } later && ViewShaped(scores, merging: true, FlatRank(last)) is { } between)
         {
             // CLIP: one view per mask, merged and split again in between. Reshape(Reshape(x)) back to x's own shape is x
             // (both keep the elements in order), so the view goes on and its split is the earlier one, further up;
@@ -554,10 +554,28 @@ public sealed class ScaledDotProductAttentionRule
         return null;
     }
 
-    /// <summary>A Reshape from rank 4 to 3 (merging) or from 3 to 4 (splitting).</summary>
-    private Node? ViewShaped(Value output, bool merging) =>
-        Ops.Producer(output, "Reshape") is { } reshape && _analysis.ShapeOf(reshape.Input(0)!)?.Count == (merging ? 4 : 3) &&
-        _analysis.ShapeOf(output)?.Count == (merging ? 3 : 4) ? reshape : null;
+    /// <summary>
+    /// A Reshape from rank <paramref name="flatRank"/> + 1 to <paramref name="flatRank"/> (merging) or back (splitting):
+    /// 3-D (B·H, S, T) scores and their (B, H, S, T) view, or (<see cref="WindowedRank"/>) Swin's 4-D (B·nW, H, S, T) window
+    /// scores and their (B, nW, H, S, T) view.
+    /// </summary>
+    private Node? ViewShaped(Value output, bool merging, int flatRank = 3) =>
+        Ops.Producer(output, "Reshape") is { } reshape && _analysis.ShapeOf(reshape.Input(0)!)?.Count == (merging ? flatRank + 1 : flatRank) &&
+        _analysis.ShapeOf(output)?.Count == (merging ? flatRank : flatRank + 1) ? reshape : null;
+
+    /// <summary>The rank of 4-D scores whose leading axis a view splits (windows of a batch, as Swin adds its window mask).</summary>
+    private const int WindowedRank = 4;
+
+    /// <summary>
+    /// Two finite masks within ±2⁷ (Swin's relative position bias and its −100 window mask) are summed into one bias: s + (a + m)
+    /// and the graph's (s + a) + m then differ by float32 rounding of values of magnitude |s| + 2⁸ at most (2⁻¹⁶ absolute
+    /// for scores of ordinary size), never by absorption or overflow. A −10000 padding mask would differ by 2⁻⁹, which a row
+    /// it hides entirely shows, so it stays refused.
+    /// </summary>
+    private const double SummableMagnitude = 128;
+
+    /// <summary>The rank of the scores a merge Reshape gives back.</summary>
+    private int FlatRank(Node merge) => _analysis.ShapeOf(merge.Output(0)!)?.Count ?? 3;
 
     /// <summary>
     /// Whether the view only splits the leading axis of the 3-D scores into (B, H) and the merge only joins them back:
@@ -575,26 +593,28 @@ public sealed class ScaledDotProductAttentionRule
     /// checks the masks against the view), merged once: as many elements as the view.
     /// </summary>
     private bool ResplitsProven(IEnumerable<Node> resplits, Node split) =>
-        _analysis.ShapeOf(split.Output(0)!) is { Count: 4 } view &&
-        resplits.All(later => _analysis.ShapeOf(later.Output(0)!) is { Count: 4 } again &&
-                              Enumerable.Range(0, 4).Count(i => again[i].SameAs(view[i]) != true) is var differing &&
-                              (differing == 0 || (differing == 1 && BothInferred(split, later, Enumerable.Range(0, 4).First(i => again[i].SameAs(view[i]) != true)))));
+        _analysis.ShapeOf(split.Output(0)!) is { Count: var rank and (4 or 5) } view &&
+        resplits.All(later => _analysis.ShapeOf(later.Output(0)!) is { } again && again.Count == rank &&
+                              Enumerable.Range(0, rank).Count(i => again[i].SameAs(view[i]) != true) is var differing &&
+                              (differing == 0 || (differing == 1 && BothInferred(split, later, Enumerable.Range(0, rank).First(i => again[i].SameAs(view[i]) != true)))));
 
     /// <summary>Whether both Reshapes infer dim <paramref name="axis"/> (−1 in their shape).</summary>
     private bool BothInferred(Node first, Node second, int axis) =>
-        _analysis.ShapeVector(first.Input(1)!) is { Length: 4 } a && _analysis.ShapeVector(second.Input(1)!) is { Length: 4 } b &&
+        _analysis.ShapeVector(first.Input(1)!) is { } a && _analysis.ShapeVector(second.Input(1)!) is { } b && a.Length == b.Length && axis < a.Length &&
         a[axis].Size == -1 && b[axis].Size == -1;
 
     private bool SplitProven(Node split, Node scoresMatMul) =>
-        _analysis.ShapeOf(split.Output(0)!) is { Count: 4 } view &&
-        (SameLastTwo(split.Input(0)!, view[2], view[3]) || SameLastTwo(scoresMatMul.Output(0)!, view[2], view[3]));
+        _analysis.ShapeOf(split.Output(0)!) is { Count: 4 or 5 } view &&
+        (SameTrailing(split.Input(0)!, view) || SameTrailing(scoresMatMul.Output(0)!, view));
 
     private bool MergeProven(Node merge, Node split) =>
-        (_analysis.ShapeOf(merge.Input(0)!) is { Count: 4 } grouped && SameLastTwo(merge.Output(0)!, grouped[2], grouped[3])) ||
-        (_analysis.ShapeOf(split.Output(0)!) is { Count: 4 } view && SameLastTwo(merge.Output(0)!, view[2], view[3]));
+        (_analysis.ShapeOf(merge.Input(0)!) is { Count: 4 or 5 } grouped && SameTrailing(merge.Output(0)!, grouped)) ||
+        (_analysis.ShapeOf(split.Output(0)!) is { Count: 4 or 5 } view && SameTrailing(merge.Output(0)!, view));
 
-    private bool SameLastTwo(Value flat, Dim rows, Dim columns) =>
-        _analysis.ShapeOf(flat) is { Count: 3 } f && f[1].SameAs(rows) == true && f[2].SameAs(columns) == true;
+    /// <summary>Whether the flat scores have one axis less than the view and every axis after their leading one is the view's after its first two.</summary>
+    private bool SameTrailing(Value flat, IReadOnlyList<Dim> view) =>
+        _analysis.ShapeOf(flat) is { } f && f.Count == view.Count - 1 &&
+        Enumerable.Range(1, f.Count - 1).All(i => f[i].SameAs(view[i + 1]) == true);
 
     /// <summary>Whether <paramref name="value"/> is Softmax probabilities, through Casts, Identities and Dropouts.</summary>
     private bool ReachesSoftmax(Value value)
@@ -626,11 +646,11 @@ public sealed class ScaledDotProductAttentionRule
                 continue;
             }
 
-            if (merge is null && splits.Count == 0 && ViewShaped(item.Value, merging: true) is not null)
+            if (merge is null && splits.Count == 0 && (ViewShaped(item.Value, merging: true) ?? ViewShaped(item.Value, merging: true, WindowedRank)) is not null)
             {
                 merge = node;
             }
-            else if (ViewShaped(item.Value, merging: false) is not null)
+            else if ((ViewShaped(item.Value, merging: false) ?? ViewShaped(item.Value, merging: false, WindowedRank)) is not null)
             {
                 splits.Add(node);
             }
@@ -1063,7 +1083,7 @@ public sealed class ScaledDotProductAttentionRule
 
     /// <summary>A 3-D (B·H, X, Y) operand's shape as the op sees it when it runs on a view of the scores: (B, H, X, Y).</summary>
     private IReadOnlyList<Dim>? Regrouped(AttentionMatch match, IReadOnlyList<Dim>? shape) =>
-        match.Scores.View is { } view && shape is { Count: 3 } flat && _analysis.ShapeOf(view.GroupedScores) is { Count: 4 } grouped
+        match.Scores.View is { Windowed: false } view && shape is { Count: 3 } flat && _analysis.ShapeOf(view.GroupedScores) is { Count: 4 } grouped
             ? [grouped[0], grouped[1], flat[1], flat[2]]
             : shape;
 
@@ -1121,6 +1141,11 @@ public sealed class ScaledDotProductAttentionRule
     /// </summary>
     private CheckResult CheckView(AttentionMatch match, ScoresView view)
     {
+        if (view.Windowed)
+        {
+            return CheckWindowedView(match, view);
+        }
+
         if (view.Merge is not null && _analysis.ShapeOf(match.Value) is not { Count: 3 })
         {
             return CheckResult.Refuse(
@@ -1139,6 +1164,28 @@ public sealed class ScaledDotProductAttentionRule
                  .FirstOrDefault(c => c.Is("Shape") && !chain.Contains(c)) is { } reader)
         {
             return CheckResult.Refuse($"Shape '{reader.DisplayName}' reads an intermediate of scores that are viewed as (B, H, S, T); it cannot be rewired to the op's inputs.");
+        }
+
+        return CheckResult.Ok;
+    }
+
+    /// <summary>
+    /// A <see cref="ScoresView.Windowed"/> view: the op runs on the 4-D scores, and each mask added to the view is laid onto
+    /// it by the graph's own split and flattened back (<see cref="FlattenedWindowMask"/>). It must be merged back before
+    /// Softmax. Shape readers of the view are refused (the rewiring computes 4-D shapes).
+    /// </summary>
+    private CheckResult CheckWindowedView(AttentionMatch match, ScoresView view)
+    {
+        if (view.Merge is null)
+        {
+            return CheckResult.Refuse($"Reshape '{view.Split.DisplayName}' views the 4-D scores as {Describe(view.GroupedScores)} and nothing merges them back before Softmax.");
+        }
+
+        var chain = new HashSet<Node>([match.Scores.ScoresMatMul, .. match.Scores.Nodes, .. match.ProbabilityNodes]);
+        if (chain.SelectMany(n => n.Outputs.OfType<Value>()).Where(v => _analysis.ShapeOf(v)?.Count != WindowedRank).SelectMany(v => v.Consumers)
+                 .FirstOrDefault(c => c.Is("Shape") && !chain.Contains(c)) is { } reader)
+        {
+            return CheckResult.Refuse($"Shape '{reader.DisplayName}' reads an intermediate of scores that are viewed as (B, nW, H, S, T); it cannot be rewired to the op's inputs.");
         }
 
         return CheckResult.Ok;
@@ -1242,9 +1289,12 @@ public sealed class ScaledDotProductAttentionRule
                 return CheckResult.Refuse($"Cast '{node.DisplayName}' after Softmax converts the probabilities to {(DataType)(node.IntAttribute("to") ?? 0)}.");
             }
 
-            if (node.Is("Dropout") && node.Input(2) is { } training && _analysis.ScalarOf(training) is not 0.0)
+            // A ratio of 0 keeps every element unscaled even in training mode (torchvision's Swin calls F.dropout(p=0.0)
+            // with training left true, which exports training_mode = true).
+            if (node.Is("Dropout") && node.Input(2) is { } training && _analysis.ScalarOf(training) is not 0.0 &&
+                (node.Input(1) is not { } ratio || _analysis.ScalarOf(ratio) is not 0.0))
             {
-                return CheckResult.Refuse($"Dropout '{node.DisplayName}' is not provably in inference mode (training_mode is not a constant false).");
+                return CheckResult.Refuse($"Dropout '{node.DisplayName}' is not provably the identity (training_mode is not a constant false and the ratio not a constant 0).");
             }
         }
 
@@ -1343,7 +1393,8 @@ public sealed class ScaledDotProductAttentionRule
         var wheres = masks.Where(m => m.Kind != MaskKind.AdditiveBias).ToList();
         // Summing two masks first is exact when one only holds 0 and absorbing values (a causal mask, a (1 − m)·finfo.min
         // padding mask of an integer m): s + 0 + M == s + M, and an absorbing value absorbs everything added to it.
-        if (additive.Count > 2 || (additive.Count == 2 && additive.All(m => m.Alignment == CausalAlignment.None && !_maskValues.IsZeroOrAbsorbing(m.Source))))
+        var smallFinite = additive.Count == 2 && additive.All(m => m.Alignment == CausalAlignment.None && _maskValues.MagnitudeBound(m.Source) is <= SummableMagnitude);
+        if (additive.Count > 2 || (additive.Count == 2 && !smallFinite && additive.All(m => m.Alignment == CausalAlignment.None && !_maskValues.IsZeroOrAbsorbing(m.Source))))
         {
             return CheckResult.Refuse(
                 "Two additive masks, neither provably only 0 or absorbing values (such as (1 − m)·finfo.min for an integer m): adding them before the scores would round differently from the graph.");
@@ -1366,6 +1417,12 @@ public sealed class ScaledDotProductAttentionRule
             notes.Add(IntegerMasksAreBinaryNote);
         }
 
+        if (smallFinite && !additive.Any(m => _maskValues.IsZeroOrAbsorbing(m.Source)))
+        {
+            notes.Add($"Masks '{additive[1].Source.Name}' and '{additive[0].Source.Name}' (finite, |v| ≤ {SummableMagnitude}) are summed into one bias: " +
+                      "each biased score may differ from the graph's by float32 rounding at its magnitude; no key or row is hidden differently.");
+        }
+
         if (wheres.Count > 1)
         {
             return CheckResult.Refuse("Two Where masks on the scores.");
@@ -1381,7 +1438,7 @@ public sealed class ScaledDotProductAttentionRule
                 return bad;
             }
 
-            if (view is not null && !term.OnView && CheckRegroupable(term) is { IsOk: false } flat)
+            if (view is { Windowed: false } && !term.OnView && CheckRegroupable(term) is { IsOk: false } flat)
             {
                 return flat;
             }
@@ -1638,6 +1695,11 @@ public sealed class ScaledDotProductAttentionRule
         var flatQuery = query;
         Value MaskOnView(MaskTerm term, Value mask)
         {
+            if (view is { Windowed: true })
+            {
+                return term.OnView ? FlattenedWindowMask(graph, anchor, view, mask, query, key, type) : mask;
+            }
+
             if (view is null || term.OnView || _analysis.ShapeOf(term.Source) is not { Count: 3 } shape || shape[0].Size == 1)
             {
                 return mask;
@@ -1654,7 +1716,7 @@ public sealed class ScaledDotProductAttentionRule
             return Regroup(mask, "Mask");
         }
 
-        if (view is not null)
+        if (view is { Windowed: false })
         {
             // The scores are viewed as (B, H, S, T) around the mask (BART), Softmax (BLOOM) or the value product
             // (GPT-NeoX), so the 3-D query and key regroup the same way, (B·H, S, D) → (B, H, S, D), as does a 3-D value
@@ -1735,7 +1797,7 @@ public sealed class ScaledDotProductAttentionRule
         var fused = graph.InsertNode(anchor, OpType, Domain, inputs, [names.Fresh(output.Name + "_fused")],
             anchor.Name.Length > 0 ? anchor.Name + "_FlashAttention" : "FlashAttention", attributes);
         var result = fused;
-        if (view?.Merge is not null)
+        if (view is { Windowed: false, Merge: not null })
         {
             // (B, H, S, Dv) → (B·H, S, Dv), the anchor's layout.
             var fusedShape = graph.InsertNode(anchor, "Shape", "", [fused.Output(0)], [names.Fresh(output.Name + "_4d_shape")], "OutputShape").Output(0)!;
@@ -1755,6 +1817,29 @@ public sealed class ScaledDotProductAttentionRule
         graph.RemoveDead(anchor);
         graph.EnsureOpsetImport(Domain, 1);
         return fused;
+    }
+
+    /// <summary>
+    /// A mask added to the (B, nW, H, S, T) view of 4-D window scores, as a bias of the 4-D scores: zeros shaped like the
+    /// scores (Q's (B·nW, H, S) and K's T), viewed by the graph's own split Reshape (same shape input and attributes, so
+    /// the same view whatever its entries are), plus the mask, flattened back to the scores' shape. Row b·nW + w of the
+    /// scores is view entry (b, w), so each score gets the value the graph adds to it (0 + m is m). Swin's (1, nW, 1, S, T)
+    /// mask repeats every nW rows, which no broadcast of a smaller tensor expresses.
+    /// </summary>
+    private static Value FlattenedWindowMask(OnnxGraph graph, Node anchor, ScoresView view, Value mask, Value query, Value key, DataType type)
+    {
+        var names = graph.Model.Names;
+        var queryDims = SliceOf(graph, anchor, graph.InsertNode(anchor, "Shape", "", [query], [names.Fresh(query.Name + "_shape")], "WindowQueryShape").Output(0)!, 0, 3, "WindowScoreRows");
+        var keyLength = SliceOf(graph, anchor, graph.InsertNode(anchor, "Shape", "", [key], [names.Fresh(key.Name + "_shape")], "WindowKeyShape").Output(0)!, 2, 3, "WindowKeyLength");
+        var scoreShape = graph.InsertNode(anchor, "Concat", "", [queryDims, keyLength], [names.Fresh(mask.Name + "_score_shape")], "WindowScoreShape",
+            [Node.IntAttributeProto("axis", 0)]).Output(0)!;
+        var zero = new ConstantTensor(type, [1], [0]).ToProto(names.Fresh(mask.Name + "_zero"));
+        var zeros = graph.InsertNode(anchor, "ConstantOfShape", "", [scoreShape], [names.Fresh(mask.Name + "_zeros")], "WindowZeros",
+            [new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = zero }]).Output(0)!;
+        var viewed = graph.InsertNode(anchor, "Reshape", "", [zeros, view.SplitShape], [names.Fresh(mask.Name + "_view")], "WindowView",
+            [.. view.Split.Proto.Attribute.Select(a => a.Clone())]).Output(0)!;
+        var masked = graph.InsertNode(anchor, "Add", "", [viewed, mask], [names.Fresh(mask.Name + "_on_view")], "WindowMaskOnView").Output(0)!;
+        return graph.InsertNode(anchor, "Reshape", "", [masked, scoreShape], [names.Fresh(mask.Name + "_4d")], "WindowMaskFlatten").Output(0)!;
     }
 
     /// <summary><paramref name="input"/> transposed by <paramref name="permutation"/> (inserted before <paramref name="before"/>), or itself for the identity.</summary>

@@ -107,6 +107,10 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.Query, InvSqrtD));
         yield return new("nn.MultiheadAttention: Transpose(1,2,0) key, baddbmm Mul by 1", MultiheadAttention, MultiheadInputs,
             new(KeyLayout.Rank3SequenceFirst, ScalePlacement.Query | ScalePlacement.MultiplyScores, InvSqrtD));
+        yield return new("Dropout with ratio 0 in training mode (torchvision's F.dropout(p=0.0)) is the identity", DropoutRatioZeroTraining, PlainInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Swin: 4-D window scores + a per-head bias, viewed as (B, nW, H, S, T), + the −100 window mask, viewed back",
+            () => SwinWindows(-100), SwinInputs, new(KeyLayout.SwapLastAxes, ScalePlacement.Query, InvSqrtD, NoteContains: "summed into one bias"));
         yield return new("BART 3-D scores with Reshape→Add→Reshape mask", BartReshapedMask, BartMaskInputs,
             new(KeyLayout.Rank3, ScalePlacement.QueryBeforeHeadSplit, 1.0f), NoReferenceProbe: true);
         yield return new("BLOOM: alibi.baddbmm on 3-D scores, a (B, H, S, T) view masked with finfo.min by a bool mask, Softmax, view back",
@@ -507,9 +511,12 @@ internal static class AttentionModels
         yield return new("Opset 11 Softmax with the default axis", Opset11DefaultAxis, PlainInputs, null, "flattened axes");
         yield return new("Scale is a graph input", ScaleFromInput, ScaleInputs, null, "not a constant");
         yield return new("Where fill -10000", WhereFillTenThousand, BoolMaskInputs(fullyMaskedBatch: false), null, "no additive bias reproduces it");
-        yield return new("Dropout in training mode", DropoutTraining, PlainInputs, null, "not provably in inference mode");
+        yield return new("Dropout in training mode", DropoutTraining, PlainInputs, null, "not provably the identity");
         yield return new("Key and value lengths differ", KeyValueLengthMismatch, PlainInputs, null, "does not match key");
-        yield return new("Two additive masks", TwoAdditiveMasks, PlainInputs, null, "Two additive masks");
+        yield return new("Two additive constant masks beyond ±128 (summing them rounds visibly)", TwoAdditiveMasks, PlainInputs, null, "Two additive masks");
+        yield return new("Swin-style window mask filled with −1000 next to a bias: too large to sum with it", () => SwinWindows(-1000), SwinInputs, null, "Two additive masks");
+        yield return new("Swin-style window mask whose inner Where keeps a graph input (its condition is not the negation)", () => SwinWindows(-100, negatedInner: false),
+            SwinInputs, null, "Two additive masks");
         yield return new("ALiBi then a (1 − m)·−10000 padding mask: −10000 does not absorb the scores", () => AlibiThenPadding(DataType.Int64, -10000), IntegerPaddingInputs(fullyMaskedBatch: false),
             null, "Two additive masks");
         yield return new("ALiBi then a (1 − m)·finfo.min padding mask of a float m, which may hold fractions", () => AlibiThenPadding(DataType.Float, FloatMin), PaddingInputs,
@@ -2259,6 +2266,48 @@ internal static class AttentionModels
         return Finish(b, b.Node("Dropout", [Softmax(b, Div(b, Scores(b, q, k))), b.Scalar(0.1f), training]), v);
     }
 
+    private static ModelProto DropoutRatioZeroTraining()
+    {
+        var (b, q, k, v) = Bhsd();
+        var training = b.Initializer(new ConstantTensor(DataType.Bool, [], [1]));
+        return Finish(b, b.Node("Dropout", [Softmax(b, Div(b, Scores(b, q, k))), b.Scalar(0), training]), v);
+    }
+
+    /// <summary>Windows per image in <see cref="SwinWindows"/>: the test batch of 2 is one image of two windows.</summary>
+    private const long SwinWindowCount = 2;
+
+    /// <summary>
+    /// torchvision's shifted_window_attention on (B·nW, H, S, D) windows: q·c before the MatMul, + a constant per-head bias,
+    /// view(B, nW, H, S, T) with B = rows // nW, + the window mask (1, nW, 1, S, T) = Where(d == 0, 0, Where(Not(d == 0), fill, d))
+    /// of region differences d, view(−1, H, S, T), Softmax, · V. <paramref name="negatedInner"/> false: the inner condition is
+    /// d == 0 again, so d itself can reach the mask.
+    /// </summary>
+    private static ModelProto SwinWindows(float fill, bool negatedInner = true)
+    {
+        var (b, q, k, v) = Bhsd();
+        var regions = b.Input("regions", DataType.Float, SwinWindowCount, "S", "T");
+        var perHead = b.Floats([1, Heads, 1, 1], [0.5f, -0.25f]);
+        var scores = b.Node("Add", [b.Node("MatMul", [b.Node("Mul", [q, b.Scalar(InvSqrtD)]), b.Node("Transpose", [k], Ints("perm", 0, 1, 3, 2))]), perHead]);
+        var same = b.Node("Cast", [b.Node("Equal", [regions, b.Scalar(0)])], Int("to", (long)DataType.Bool));
+        var innerCondition = negatedInner ? b.Node("Not", [b.Node("Equal", [regions, b.Scalar(0)])]) : b.Node("Equal", [regions, b.Scalar(0)]);
+        var filled = b.Node("Where", [b.Node("Cast", [innerCondition], Int("to", (long)DataType.Bool)), b.Scalar(fill), regions]);
+        var mask = b.Node("Unsqueeze", [b.Node("Unsqueeze", [b.Node("Where", [same, b.Scalar(0), filled]), b.Ints(1)]), b.Ints(0)]);
+        var shape = b.Node("Shape", [scores]);
+        var images = b.Node("Div", [b.Node("Slice", [shape, b.Ints(0), b.Ints(1)]), b.Ints(SwinWindowCount)]);
+        var view = b.Node("Reshape", [scores, b.Node("Concat", [images, b.Ints(SwinWindowCount), b.Node("Slice", [shape, b.Ints(1), b.Ints(4)])], Int("axis", 0))]);
+        var merged = b.Node("Reshape", [b.Node("Add", [view, mask]), b.Node("Concat", [b.Ints(-1), b.Node("Slice", [shape, b.Ints(1), b.Ints(4)])], Int("axis", 0))]);
+        return Finish(b, Softmax(b, merged), v);
+    }
+
+    /// <summary>Q, K, V and region ids per window (small integers, so that both 0 and the fill occur in the mask).</summary>
+    private static Dictionary<string, TestTensor> SwinInputs(Random r, long s, long t)
+    {
+        var inputs = Qkv(r, s, t);
+        var count = SwinWindowCount * s * t;
+        inputs["regions"] = new TestTensor(DataType.Float, [SwinWindowCount, s, t], Enumerable.Range(0, (int)count).Select(_ => (float)r.Next(-1, 2)).ToArray());
+        return inputs;
+    }
+
     private static ModelProto KeyValueLengthMismatch()
     {
         var b = new ModelBuilder();
@@ -2281,8 +2330,8 @@ internal static class AttentionModels
     private static ModelProto TwoAdditiveMasks()
     {
         var (b, q, k, v) = Bhsd();
-        var m1 = b.Floats([1], [0.5f]);
-        var m2 = b.Floats([1], [-0.25f]);
+        var m1 = b.Floats([1], [500f]);
+        var m2 = b.Floats([1], [-250f]);
         return Finish(b, Softmax(b, b.Node("Add", [b.Node("Add", [Div(b, Scores(b, q, k)), m1]), m2])), v);
     }
 }

@@ -92,6 +92,12 @@ swin            torchvision's own SwinTransformer class (v1; imported, not re-wr
                 batch (B*nW, H, N, D), q * head_dim ** -0.5 before q @ k^T, + relative position bias (1, H, N, N)
                 gathered from the learned table, in shifted blocks torch.roll and the window mask: scores viewed as
                 (B, nW, H, N, N), + mask (1, nW, 1, N, N) holding 0 or -100.0 (finite), viewed back; softmax, @ v.
+sd_unet         Stable Diffusion UNet attention (diffusers ~0.2x): Transformer2DModel (GroupNorm, 1x1 conv proj_in,
+                latent (B, C, h, w) -> (B, h*w, C)) around one BasicTransformerBlock with self-attention (attn1),
+                cross-attention (attn2) on encoder_hidden_states (context length 13 != 64 latent positions) and
+                a GEGLU feed-forward; the classic AttnProcessor: head_to_batch_dim to (B*H, S, D),
+                torch.baddbmm(torch.empty(B*H, S, T), q, k^T, beta=0, alpha=scale), upcast_softmax
+                (.float() -> softmax -> .to(dtype)), torch.bmm(probs, v), batch_to_head_dim; no masks.
 
 Variants: every family at opset 14 and 17 (sdpa* only there: the symbolic needs Trilu-14),
 bert_legacy also at 11 and 12, gpt2 and distilbert also at 12, `-nofold` files exported with
@@ -1706,10 +1712,124 @@ class BloomPast(Bloom):
 
 
 # --------------------------------------------------------------------------------------------
+# Stable Diffusion UNet transformer block (diffusers ~0.2x): Transformer2DModel around one
+# BasicTransformerBlock, attention as the classic AttnProcessor computes it
+# --------------------------------------------------------------------------------------------
+class DiffusersAttention(nn.Module):
+    def __init__(self, query_dim, cross_attention_dim=None, heads=8, dim_head=64, upcast_softmax=False):
+        super().__init__()
+        inner_dim = dim_head * heads
+        cross_attention_dim = cross_attention_dim if cross_attention_dim is not None else query_dim
+        self.upcast_softmax = upcast_softmax
+        self.rescale_output_factor = 1.0
+        self.scale = dim_head ** -0.5
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner_dim, bias=False)
+        self.to_k = nn.Linear(cross_attention_dim, inner_dim, bias=False)
+        self.to_v = nn.Linear(cross_attention_dim, inner_dim, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(inner_dim, query_dim), nn.Dropout(0.0)])
+
+    def head_to_batch_dim(self, tensor):
+        head_size = self.heads
+        batch_size, seq_len, dim = tensor.shape
+        tensor = tensor.reshape(batch_size, seq_len, head_size, dim // head_size)
+        tensor = tensor.permute(0, 2, 1, 3)
+        return tensor.reshape(batch_size * head_size, seq_len, dim // head_size)
+
+    def batch_to_head_dim(self, tensor):
+        head_size = self.heads
+        batch_size, seq_len, dim = tensor.shape
+        tensor = tensor.reshape(batch_size // head_size, head_size, seq_len, dim)
+        return tensor.permute(0, 2, 1, 3).reshape(batch_size // head_size, seq_len, dim * head_size)
+
+    def get_attention_scores(self, query, key):
+        dtype = query.dtype
+        baddbmm_input = torch.empty(query.shape[0], query.shape[1], key.shape[1], dtype=query.dtype,
+                                    device=query.device)
+        attention_scores = torch.baddbmm(baddbmm_input, query, key.transpose(-1, -2), beta=0, alpha=self.scale)
+        if self.upcast_softmax:
+            attention_scores = attention_scores.float()
+        attention_probs = attention_scores.softmax(dim=-1)
+        return attention_probs.to(dtype)
+
+    def forward(self, hidden_states, encoder_hidden_states=None):
+        # AttnProcessor.__call__ without a mask (attention_mask None), group norm or spatial norm
+        query = self.to_q(hidden_states)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        key = self.to_k(encoder_hidden_states)
+        value = self.to_v(encoder_hidden_states)
+        query = self.head_to_batch_dim(query)
+        key = self.head_to_batch_dim(key)
+        value = self.head_to_batch_dim(value)
+        attention_probs = self.get_attention_scores(query, key)
+        hidden_states = torch.bmm(attention_probs, value)
+        hidden_states = self.batch_to_head_dim(hidden_states)
+        hidden_states = self.to_out[1](self.to_out[0](hidden_states))
+        return hidden_states / self.rescale_output_factor
+
+
+class GEGLU(nn.Module):
+    def __init__(self, dim_in, dim_out):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+
+    def forward(self, hidden_states):
+        hidden_states, gate = self.proj(hidden_states).chunk(2, dim=-1)
+        return hidden_states * F.gelu(gate)
+
+
+class BasicTransformerBlock(nn.Module):
+    def __init__(self, dim, heads, dim_head, cross_attention_dim, upcast_softmax, mult=4):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = DiffusersAttention(dim, heads=heads, dim_head=dim_head, upcast_softmax=upcast_softmax)
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn2 = DiffusersAttention(dim, cross_attention_dim=cross_attention_dim, heads=heads, dim_head=dim_head,
+                                        upcast_softmax=upcast_softmax)
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff = nn.ModuleList([GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim)])
+
+    def forward(self, hidden_states, encoder_hidden_states):
+        hidden_states = self.attn1(self.norm1(hidden_states)) + hidden_states
+        hidden_states = self.attn2(self.norm2(hidden_states), encoder_hidden_states=encoder_hidden_states) + hidden_states
+        ff_output = self.norm3(hidden_states)
+        for module in self.ff:
+            ff_output = module(ff_output)
+        return ff_output + hidden_states
+
+
+class Transformer2DModel(nn.Module):
+    """Continuous input, use_linear_projection=False (SD 1.x): GroupNorm, 1x1 conv proj_in, (B, h*w, C)."""
+
+    def __init__(self, in_channels=64, heads=2, dim_head=32, cross_attention_dim=48, norm_num_groups=32,
+                 upcast_softmax=True):
+        super().__init__()
+        inner_dim = heads * dim_head
+        self.norm = nn.GroupNorm(num_groups=norm_num_groups, num_channels=in_channels, eps=1e-6, affine=True)
+        self.proj_in = nn.Conv2d(in_channels, inner_dim, kernel_size=1, stride=1, padding=0)
+        self.transformer_blocks = nn.ModuleList(
+            [BasicTransformerBlock(inner_dim, heads, dim_head, cross_attention_dim, upcast_softmax)])
+        self.proj_out = nn.Conv2d(inner_dim, in_channels, kernel_size=1, stride=1, padding=0)
+
+    def forward(self, sample, encoder_hidden_states):
+        batch, _, height, width = sample.shape
+        residual = sample
+        hidden_states = self.proj_in(self.norm(sample))
+        inner_dim = hidden_states.shape[1]
+        hidden_states = hidden_states.permute(0, 2, 3, 1).reshape(batch, height * width, inner_dim)
+        for block in self.transformer_blocks:
+            hidden_states = block(hidden_states, encoder_hidden_states)
+        hidden_states = hidden_states.reshape(batch, height, width, inner_dim).permute(0, 3, 1, 2).contiguous()
+        return self.proj_out(hidden_states) + residual
+
+
+# --------------------------------------------------------------------------------------------
 # Family table: constructor, example inputs, I/O description, expectations for the manifest
 # --------------------------------------------------------------------------------------------
 B, S = 2, 7          # reference batch: sequence 1 is right-padded (last 3 positions masked)
 P = 3                # past length for the KV-cache families
+SD_CONTEXT = 13      # sd_unet's context length (encoder_hidden_states), not the latent's 64 positions
 
 
 def _ids(vocab, b, s, seed):
@@ -1903,6 +2023,22 @@ def _swin_family():
                 dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
                 padding_mask=None)
 
+def _sd_unet_family():
+    def inputs():
+        g = torch.Generator().manual_seed(12)
+        return (torch.randn(B, 64, 8, 8, generator=g), torch.randn(B, SD_CONTEXT, 48, generator=g))
+    return dict(make=Transformer2DModel, inputs=inputs, input_names=["sample", "encoder_hidden_states"],
+                input_doc={"sample": "float32 (B, 64, h, w) latent feature map (h = w = 8 in the reference: 64 query "
+                                     "positions); no mask",
+                           "encoder_hidden_states": f"float32 (B, T, 48) text-encoder context for cross-attention (T = "
+                                                    f"{SD_CONTEXT} in the reference, SD's 77 cut short); no mask"},
+                output_names=["out_sample"],
+                dynamic_axes={"sample": {0: "batch", 2: "height", 3: "width"},
+                              "encoder_hidden_states": {0: "batch", 1: "context_sequence"},
+                              "out_sample": {0: "batch", 2: "height", 3: "width"}},
+                padding_mask=None)
+
+
 # Attention facts per family. `blocks` lists every attention block in graph (Softmax) order as
 # (role, causal): causal is what the block's mask encodes — "none", "top-left" (key j visible to
 # query i iff j <= i) or "bottom-right" (j <= i + T - S; the KV-cache alignment). `scale` is the
@@ -2094,6 +2230,19 @@ FAMILIES = {
              "(the table gathered by the index buffer, folded to a constant); shifted blocks (torch.roll by 2 before "
              "the window partition and back after it) then Reshape(B,nW,H,N,N) -> Add(mask (1,nW,1,N,N), 0 or -100.0, "
              "finite) -> Reshape(B*nW,H,N,N); Softmax(axis=-1); MatMul(P, V)"),
+    "sd_unet": dict(
+        spec=_sd_unet_family(), opsets=[14, 17],
+        blocks=[("self-attention (attn1)", "none"), ("cross-attention (attn2)", "none")], heads=(2, 2), head_dim=32,
+        kv_cache=False, scale=32 ** -0.5,
+        tags="diffusers Transformer2DModel (GroupNorm -> 1x1 Conv proj_in -> Transpose(0,2,3,1) -> Reshape(B,h*w,C)) around "
+             "one BasicTransformerBlock (attn1 self, attn2 cross on encoder_hidden_states, GEGLU feed-forward); classic "
+             "AttnProcessor: bias-free to_q/to_k/to_v, head_to_batch_dim = Reshape(B,S,H,D) -> Transpose(0,2,1,3) -> "
+             "Reshape(B*H,S,D) for Q, K and V (shape entries computed from Shape, with integer Div for D); K^T = "
+             "Transpose(0,2,1) of the 3-D key; get_attention_scores = torch.baddbmm(torch.empty(B*H,S,T), q, k^T, beta=0, "
+             "alpha=scale) = Add(Mul(MatMul, 0.1767767), Mul(ConstantOfShape((B*H,S,T), value 0.0), 0.0)) (torch.empty "
+             "exports as zeros, beta=0 as a Mul by 0.0); upcast_softmax .float() = Cast(FLOAT) before Softmax(axis=-1) on "
+             "the 3-D scores, .to(dtype) = Cast(FLOAT) after, both no-ops in fp32; torch.bmm(probs, V3); no mask; "
+             "cross-attention has T (context) != S (h*w)"),
 }
 
 # Extra files: (family, opset, variant)

@@ -172,7 +172,9 @@ public sealed class GraphAnalysis
             case "Identity" or "Dropout" or "Sqrt" or "Neg" or "Tanh" or "Relu" or "Exp" or "Abs" or "Reciprocal"
                 or "Softmax" or "LogSoftmax" or "Sigmoid" or "Not" or "Erf" or "Trilu" or "Gelu" or "FastGelu"
                 or "LayerNormalization" or "SimplifiedLayerNormalization" or "Log" or "Floor" or "Ceil" or "Round"
-                or "Sin" or "Cos" or "HardSigmoid" or "LeakyRelu" or "Elu" or "Selu" or "Softplus" or "ScatterND" or "CumSum":
+                or "Sin" or "Cos" or "HardSigmoid" or "LeakyRelu" or "Elu" or "Selu" or "Softplus" or "ScatterND" or "CumSum"
+                or "InstanceNormalization" or "GroupNormalization" or "BatchNormalization" or "MeanVarianceNormalization":
+                // torch's GroupNorm exports as Reshape → InstanceNormalization → Reshape (diffusers' UNet blocks).
                 return output == node.Output(0) ? first : null;
             case "Gather":
                 return InferGather(node, first);

@@ -117,7 +117,7 @@ public class AttentionFuserTests
 
     /// <summary>
     /// Inputs for an exported model: batch 2, the second sequence padded (left when there is a KV cache); BLOOM's cache
-    /// is (batch × heads, ·, ·).
+    /// is (batch × heads, ·, ·); sd_unet's latent is (sequence × sequence + 1) and its context sequence + 2 long.
     /// </summary>
     private static Dictionary<string, TestTensor> Inputs(ModelProto model, Random random, long sequence, long past, long kvHeads)
     {
@@ -126,6 +126,8 @@ public class AttentionFuserTests
         {
             ["batch"] = 2, ["sequence"] = sequence, ["decoder_sequence"] = sequence + 1,
             ["past_sequence"] = past, ["total_sequence"] = past + sequence, ["batch_x_heads"] = 2 * kvHeads,
+            // sd_unet: a non-square latent of h·w queries, and a context whose length is neither h·w nor h.
+            ["height"] = sequence, ["width"] = sequence + 1, ["context_sequence"] = sequence + 2,
         };
         var inputs = new Dictionary<string, TestTensor>();
         foreach (var input in model.Graph.Input.Where(i => !model.Graph.Initializer.Any(t => t.Name == i.Name)))

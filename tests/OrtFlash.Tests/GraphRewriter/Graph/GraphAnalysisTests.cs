@@ -128,6 +128,22 @@ public class GraphAnalysisTests
     }
 
     [Test]
+    public void A_GroupNorm_exported_through_InstanceNormalization_keeps_the_latent_shape_for_the_attention_after_it()
+    {
+        // torch's GroupNorm (diffusers' Transformer2DModel.norm): Reshape(B, G, −1) → InstanceNormalization → Reshape(Shape(x)).
+        var b = new ModelBuilder();
+        var sample = b.Input("sample", DataType.Float, "batch", 8, "height", "width");
+        var grouped = b.Node("Reshape", [sample, b.Ints(0, 4, -1)]);
+        var normalised = b.Node("InstanceNormalization", [grouped, b.Floats([4], [1, 1, 1, 1]), b.Floats([4], [0, 0, 0, 0])]);
+        var restored = b.Node("Reshape", [normalised, b.Node("Shape", [sample])]);
+        var (analysis, graph) = Analyse(b);
+
+        Assert.That(analysis.ShapeOf(ValueOf(graph, normalised))!.Select(d => d.ToString()), Is.EqualTo(new[] { "batch", "4", "2·height·width" }));
+        Assert.That(analysis.ShapeOf(ValueOf(graph, restored))!.Select(d => d.ToString()), Is.EqualTo(new[] { "batch", "8", "height", "width" }));
+        Assert.That(analysis.ElementTypeOf(ValueOf(graph, normalised)), Is.EqualTo(DataType.Float));
+    }
+
+    [Test]
     public void Unknown_dims_are_equal_to_themselves_through_Shape()
     {
         var b = new ModelBuilder();

@@ -127,6 +127,12 @@ internal static class AttentionModels
             () => GptNeoX(GptNeoXVariant.Plain), SelfAttentionInputs, new(KeyLayout.Rank3, ScalePlacement.MultiplyScores, InvSqrtD, Causal: CausalAlignment.LowerRight));
         yield return new("GPT-NeoX with its padding mask added after the causal Where", () => GptNeoX(GptNeoXVariant.Padding), (r, s, _) => AdditiveMaskInputs(FloatMin)(r, s, s),
             new(KeyLayout.Rank3, ScalePlacement.MultiplyScores, InvSqrtD, NoteContains: "kept as a mask input"));
+        yield return new("Stable Diffusion (diffusers AttnProcessor): head_to_batch_dim, baddbmm(empty, q, kᵀ, beta=0) into zeros times 0, upcast Casts around Softmax, bmm, batch_to_head_dim",
+            () => DiffusersAttention(DiffusersVariant.EmptyInput), DiffusersInputs(withBaddbmmInput: false), new(KeyLayout.Rank3, ScalePlacement.MultiplyScores, InvSqrtD),
+            NoReferenceProbe: true);
+        yield return new("baddbmm(x, q, kᵀ, beta=0) with x a graph input: x·0 is not provably 0 (0·inf is NaN), so it stays the op's bias",
+            () => DiffusersAttention(DiffusersVariant.InputTimesZero), DiffusersInputs(withBaddbmmInput: true), new(KeyLayout.Rank3, ScalePlacement.MultiplyScores, InvSqrtD),
+            NoReferenceProbe: true);
         yield return new("OPT: Max(scores + mask, finfo.min) inside the (B, H, S, T) view, merged back before Softmax", OptClampInView, CausalPlusPaddingInputs,
             new(KeyLayout.Rank3, ScalePlacement.QueryBeforeHeadSplit, 1.0f), NoReferenceProbe: true);
         yield return new("CLIP: a causal triu(full(finfo.min), 1) and a padding mask, each added on a view of its own (merged and split again between)",
@@ -1209,6 +1215,74 @@ internal static class AttentionModels
         var inputs = BloomInputs(past: false)(r, s, t);
         inputs["alibi"] = new TestTensor(DataType.Float, [rows, 1, t],
             Enumerable.Range(0, (int)(rows * t)).Select(i => -MathF.Pow(2, -8f * (1 + i / (int)t) / Heads) * (i % t)).ToArray());
+        return inputs;
+    };
+
+    private enum DiffusersVariant
+    {
+        EmptyInput,
+        InputTimesZero,
+    }
+
+    /// <summary>
+    /// diffusers' classic AttnProcessor (~0.2x) on (B, S, H·D) queries and (B, T, H·D) keys and values (T ≠ S: its
+    /// cross-attention): head_to_batch_dim = Reshape(B, ·, H, D) → Transpose(0,2,1,3) → Reshape(B·H, ·, D) with sizes read
+    /// from Shape, torch.baddbmm(input, q, kᵀ, beta=0, alpha) = Add(Mul(MatMul(q3, Transpose(0,2,1)(k3)), alpha), Mul(input, 0))
+    /// where input is torch.empty's ConstantOfShape(0) or a graph input x (1, S, T), whose shape alone would let it be
+    /// dropped like zeros; Cast(float) → Softmax → Cast(float)
+    /// (upcast_softmax, .to(dtype)); bmm; batch_to_head_dim back to (B, S, H·D).
+    /// </summary>
+    private static ModelProto DiffusersAttention(DiffusersVariant variant)
+    {
+        var b = new ModelBuilder();
+        var q = b.Input("q", DataType.Float, "B", "S", Heads * HeadDim);
+        var k = b.Input("k", DataType.Float, "B", "T", Heads * HeadDim);
+        var v = b.Input("v", DataType.Float, "B", "T", Heads * HeadDim);
+        string Size(string x, long axis) => b.Node("Unsqueeze", [b.Node("Gather", [b.Node("Shape", [x]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, axis))]), b.Ints(0)]);
+        string HeadToBatch(string x)
+        {
+            var (batch, length) = (Size(x, 0), Size(x, 1));
+            var headDim = b.Node("Div", [Size(x, 2), b.Ints(Heads)]);
+            var split = b.Node("Reshape", [x, b.Node("Concat", [batch, length, b.Ints(Heads), headDim], Int("axis", 0))]);
+            var heads = b.Node("Transpose", [split], Ints("perm", 0, 2, 1, 3));
+            return b.Node("Reshape", [heads, b.Node("Concat", [b.Node("Mul", [batch, b.Ints(Heads)]), length, headDim], Int("axis", 0))]);
+        }
+
+        var (q3, k3, v3) = (HeadToBatch(q), HeadToBatch(k), HeadToBatch(v));
+        var input = variant == DiffusersVariant.EmptyInput
+            ? b.Node("ConstantOfShape", [b.Node("Concat", [Size(q3, 0), Size(q3, 1), Size(k3, 1)], Int("axis", 0))],
+                Tensor("value", new ConstantTensor(DataType.Float, [1], [0])))
+            : b.Input("x", DataType.Float, 1, "S", "T");
+        var scores = b.Node("Add", [b.Node("Mul", [b.Node("MatMul", [q3, b.Node("Transpose", [k3], Ints("perm", 0, 2, 1))]), b.Scalar(InvSqrtD)]),
+            b.Node("Mul", [input, b.Scalar(0)])]);
+        var probabilities = b.Node("Cast", [Softmax(b, b.Node("Cast", [scores], Int("to", (long)DataType.Float)))], Int("to", (long)DataType.Float));
+        var output = b.Node("MatMul", [probabilities, v3]);
+        var batch = b.Node("Div", [Size(output, 0), b.Ints(Heads)]);
+        var split = b.Node("Reshape", [output, b.Node("Concat", [batch, b.Ints(Heads), Size(output, 1), Size(output, 2)], Int("axis", 0))]);
+        var merged = b.Node("Transpose", [split], Ints("perm", 0, 2, 1, 3));
+        b.Rename(b.Node("Reshape", [merged, b.Node("Concat", [batch, Size(output, 1), b.Ints(Heads * HeadDim)], Int("axis", 0))]), "out");
+        b.Output("out");
+        return b.Model;
+    }
+
+    /// <summary>(B, S, H·D) queries, (B, T, H·D) keys and values; with the baddbmm input x, an inf and a NaN in it.</summary>
+    private static Func<Random, long, long, Dictionary<string, TestTensor>> DiffusersInputs(bool withBaddbmmInput) => (r, s, t) =>
+    {
+        var inputs = new Dictionary<string, TestTensor>
+        {
+            ["q"] = TestTensor.Random(r, [Batch, s, Heads * HeadDim]),
+            ["k"] = TestTensor.Random(r, [Batch, t, Heads * HeadDim]),
+            ["v"] = TestTensor.Random(r, [Batch, t, Heads * HeadDim]),
+        };
+        if (withBaddbmmInput)
+        {
+            var x = TestTensor.Random(r, [1, s, t]);
+            // 0·inf and 0·NaN are NaN: the rows holding them must come out NaN, as the original computes them.
+            x.Data[0] = float.PositiveInfinity;
+            x.Data[^1] = float.NaN;
+            inputs["x"] = x;
+        }
+
         return inputs;
     };
 

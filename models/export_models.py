@@ -99,6 +99,19 @@ sd_unet         Stable Diffusion UNet attention (diffusers ~0.2x): Transformer2D
                 torch.baddbmm(torch.empty(B*H, S, T), q, k^T, beta=0, alpha=scale), upcast_softmax
                 (.float() -> softmax -> .to(dtype)), torch.bmm(probs, v), batch_to_head_dim; no masks.
 
+falcon          HF Falcon (~4.36 eager; RW layout, new_decoder_architecture=False, multi_query=True,
+                parallel_attn=True, rotary, bias=False): one fused query_key_value Linear giving H query heads
+                and a single key and value head (_split_heads: [..., :-2, :], [..., [-2], :], [..., [-1], :]),
+                RoPE from the cos/sin cache gathered by position_ids, KV cache concatenated on dim -2,
+                query @ key.transpose(-1, -2) / math.sqrt(d) with the one K/V head broadcast by matmul,
+                softmax(scores + _prepare_4d_causal_attention_mask(...), dtype=hidden_states.dtype) @ value.
+qwen2           HF Qwen2 (~4.48 eager): Llama's attention (repeat_kv GQA, * scaling, 4-D mask, KV cache) with
+                biased q/k/v projections; use_sliding_window=False as in the released checkpoints.
+mistral         HF Mistral (~4.36 eager): GQA repeat_kv (Hq=4, Hkv=1), RoPE from the cos/sin cache,
+                matmul(q, k^T) / math.sqrt(d), + the 4-D mask of _prepare_4d_causal_attention_mask with
+                sliding_window=3 (AttentionMaskConverter: 1 - triu(ones_like(mask, int), P - window + 1)
+                masked to finfo.min), softmax(dtype=float32).to(q.dtype), KV cache.
+
 Variants: every family at opset 14 and 17 (sdpa* only there: the symbolic needs Trilu-14),
 bert_legacy also at 11 and 12, gpt2 and distilbert also at 12, `-nofold` files exported with
 do_constant_folding=False, `-fp16` files converted from the fp32 export by to_float16() below.
@@ -465,14 +478,14 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, hidden, heads, kv_heads):
+    def __init__(self, hidden, heads, kv_heads, attention_bias=False):
         super().__init__()
         self.head_dim = hidden // heads
         self.num_key_value_groups = heads // kv_heads
         self.scaling = self.head_dim ** -0.5
-        self.q_proj = nn.Linear(hidden, heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(hidden, kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(hidden, kv_heads * self.head_dim, bias=False)
+        self.q_proj = nn.Linear(hidden, heads * self.head_dim, bias=attention_bias)
+        self.k_proj = nn.Linear(hidden, kv_heads * self.head_dim, bias=attention_bias)
+        self.v_proj = nn.Linear(hidden, kv_heads * self.head_dim, bias=attention_bias)
         self.o_proj = nn.Linear(heads * self.head_dim, hidden, bias=False)
 
     def forward(self, hidden_states, position_embeddings, attention_mask, past_key, past_value):
@@ -493,9 +506,9 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, hidden, heads, kv_heads, intermediate):
+    def __init__(self, hidden, heads, kv_heads, intermediate, attention_bias=False):
         super().__init__()
-        self.self_attn = LlamaAttention(hidden, heads, kv_heads)
+        self.self_attn = LlamaAttention(hidden, heads, kv_heads, attention_bias)
         self.input_layernorm = LlamaRMSNorm(hidden)
         self.post_attention_layernorm = LlamaRMSNorm(hidden)
         self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
@@ -511,10 +524,10 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class Llama(nn.Module):
-    def __init__(self, vocab=128, hidden=128, heads=4, kv_heads=2, layers=2, intermediate=64):
+    def __init__(self, vocab=128, hidden=128, heads=4, kv_heads=2, layers=2, intermediate=64, attention_bias=False):
         super().__init__()
         self.embed_tokens = nn.Embedding(vocab, hidden)
-        self.layers = nn.ModuleList([LlamaDecoderLayer(hidden, heads, kv_heads, intermediate)
+        self.layers = nn.ModuleList([LlamaDecoderLayer(hidden, heads, kv_heads, intermediate, attention_bias)
                                      for _ in range(layers)])
         self.norm = LlamaRMSNorm(hidden)
         self.rotary_emb = LlamaRotaryEmbedding(hidden // heads)
@@ -865,9 +878,10 @@ def build_alibi_tensor(attention_mask, num_heads, dtype):
     return alibi.reshape(batch_size * num_heads, 1, seq_length).to(dtype)
 
 
-def _prepare_4d_causal_attention_mask(attention_mask, input_shape, dtype, past_key_values_length):
-    # AttentionMaskConverter(is_causal=True).to_4d: causal (with zero columns for the past) merged with
-    # _expand_mask by masked_fill; 0 = attend, finfo.min = hidden.
+def _prepare_4d_causal_attention_mask(attention_mask, input_shape, dtype, past_key_values_length, sliding_window=None):
+    # AttentionMaskConverter(is_causal=True, sliding_window).to_4d: causal (with zero columns for the past) merged with
+    # _expand_mask by masked_fill; 0 = attend, finfo.min = hidden. With a sliding window, keys more than
+    # sliding_window - 1 positions behind the query are hidden too (mask.masked_fill_ before the expand).
     bsz, tgt_len = input_shape
     causal_4d_mask = None
     if tgt_len > 1:
@@ -877,6 +891,10 @@ def _prepare_4d_causal_attention_mask(attention_mask, input_shape, dtype, past_k
         mask = mask.to(dtype)
         if past_key_values_length > 0:
             mask = torch.cat([torch.zeros(tgt_len, past_key_values_length, dtype=dtype), mask], dim=-1)
+        if sliding_window is not None:
+            diagonal = past_key_values_length - sliding_window + 1
+            context_mask = 1 - torch.triu(torch.ones_like(mask, dtype=torch.int), diagonal=diagonal)
+            mask.masked_fill_(context_mask.bool(), torch.finfo(dtype).min)
         causal_4d_mask = mask[None, None, :, :].expand(bsz, 1, tgt_len, tgt_len + past_key_values_length)
     expanded_attn_mask = _expand_mask(attention_mask, dtype, tgt_len=tgt_len)
     if causal_4d_mask is not None:
@@ -1827,6 +1845,182 @@ class Transformer2DModel(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Family table: constructor, example inputs, I/O description, expectations for the manifest
 # --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
+# Falcon (HF ~4.36 eager, RW architecture: new_decoder_architecture=False, multi_query=True, parallel_attn=True,
+# rotary, no bias): one fused query_key_value Linear giving H query heads plus one key and one value head,
+# query @ key^T with the single K/V head broadcast by matmul, / math.sqrt(d), + 4-D causal+padding mask
+# --------------------------------------------------------------------------------------------
+class FalconAttention(nn.Module):
+    def __init__(self, hidden_size, num_heads, max_position_embeddings):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.num_kv_heads = 1
+        self.rotary_emb = GPTNeoXRotaryEmbedding(self.head_dim, max_position_embeddings)
+        # multi_query: the fused projection holds H query heads, then one key head and one value head
+        self.query_key_value = nn.Linear(hidden_size, hidden_size + 2 * self.head_dim, bias=False)
+        self.dense = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def _split_heads(self, fused_qkv):
+        batch_size, seq_length, _ = fused_qkv.shape
+        fused_qkv = fused_qkv.view(batch_size, seq_length, self.num_heads + 2, self.head_dim)
+        return fused_qkv[..., :-2, :], fused_qkv[..., [-2], :], fused_qkv[..., [-1], :]
+
+    def forward(self, hidden_states, attention_mask, position_ids, past_key, past_value):
+        fused_qkv = self.query_key_value(hidden_states)
+        query_layer, key_layer, value_layer = self._split_heads(fused_qkv)
+        batch_size, query_length, _, _ = query_layer.shape
+        query_layer = query_layer.transpose(1, 2).reshape(batch_size, self.num_heads, query_length, self.head_dim)
+        key_layer = key_layer.transpose(1, 2).reshape(batch_size, self.num_kv_heads, query_length, self.head_dim)
+        value_layer = value_layer.transpose(1, 2).reshape(batch_size, self.num_kv_heads, query_length, self.head_dim)
+        kv_seq_len = key_layer.shape[-2] + past_key.shape[-2]
+        cos, sin = self.rotary_emb(value_layer, seq_len=kv_seq_len)
+        query_layer, key_layer = neox_apply_rotary_pos_emb(query_layer, key_layer, cos, sin, position_ids)
+        key_layer = torch.cat((past_key, key_layer), dim=-2)
+        value_layer = torch.cat((past_value, value_layer), dim=-2)
+        present = (key_layer, value_layer)
+        attention_scores = query_layer @ key_layer.transpose(-1, -2)
+        attention_scores /= math.sqrt(self.head_dim)
+        attention_scores = F.softmax(attention_scores + attention_mask, dim=-1, dtype=hidden_states.dtype)
+        attn_output = attention_scores @ value_layer
+        attn_output = attn_output.view(batch_size, self.num_heads, query_length, self.head_dim)
+        attn_output = attn_output.permute(0, 2, 1, 3)
+        attn_output = attn_output.reshape(batch_size, query_length, self.num_heads * self.head_dim)
+        return self.dense(attn_output), present
+
+
+class FalconDecoderLayer(nn.Module):
+    def __init__(self, hidden_size, num_heads, max_position_embeddings):
+        super().__init__()
+        self.input_layernorm = nn.LayerNorm(hidden_size, eps=1e-5)
+        self.self_attention = FalconAttention(hidden_size, num_heads, max_position_embeddings)
+        self.dense_h_to_4h = nn.Linear(hidden_size, 4 * hidden_size, bias=False)
+        self.dense_4h_to_h = nn.Linear(4 * hidden_size, hidden_size, bias=False)
+
+    def forward(self, hidden_states, attention_mask, position_ids, past_key, past_value):
+        residual = hidden_states
+        attention_layernorm_out = self.input_layernorm(hidden_states)
+        attention_output, present = self.self_attention(attention_layernorm_out, attention_mask, position_ids,
+                                                        past_key, past_value)
+        # parallel_attn: the MLP reads the same layer norm output as the attention, both join the residual
+        mlp_output = self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(attention_layernorm_out)))
+        mlp_output += attention_output
+        return mlp_output + residual, present
+
+
+class Falcon(nn.Module):
+    def __init__(self, vocab=128, hidden=64, heads=4, layers=2, max_position_embeddings=64):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab, hidden)
+        self.h = nn.ModuleList([FalconDecoderLayer(hidden, heads, max_position_embeddings) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(hidden, eps=1e-5)
+
+    def forward(self, input_ids, attention_mask, *past):
+        batch_size, seq_length = input_ids.shape
+        inputs_embeds = self.word_embeddings(input_ids)
+        past_key_values_length = past[0].shape[-2]
+        position_ids = torch.arange(past_key_values_length, seq_length + past_key_values_length).unsqueeze(0)
+        mask = _prepare_4d_causal_attention_mask(attention_mask, (batch_size, seq_length), inputs_embeds.dtype,
+                                                 past_key_values_length)
+        hidden_states = inputs_embeds
+        presents = []
+        for i, block in enumerate(self.h):
+            hidden_states, present = block(hidden_states, mask, position_ids, past[2 * i], past[2 * i + 1])
+            presents.extend(present)
+        return (self.ln_f(hidden_states), *presents)
+
+
+# --------------------------------------------------------------------------------------------
+# Qwen2 (HF ~4.48 eager): Llama's attention with biased q/k/v projections (o_proj without), GQA repeat_kv,
+# `* scaling`, the Llama 4-D mask (use_sliding_window=False, the released checkpoints' setting)
+# --------------------------------------------------------------------------------------------
+def _qwen2():
+    return Llama(vocab=128, hidden=64, heads=4, kv_heads=2, layers=2, intermediate=128, attention_bias=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Mistral (HF ~4.36 eager): GQA repeat_kv, rotary from a cos/sin cache gathered by position_ids,
+# matmul(q, k^T) / math.sqrt(d), the 4-D mask of _prepare_4d_causal_attention_mask(..., sliding_window): keys
+# older than the window hidden by finfo.min in the same additive mask; DynamicCache concatenation
+# --------------------------------------------------------------------------------------------
+class MistralAttention(nn.Module):
+    def __init__(self, hidden, heads, kv_heads, max_position_embeddings):
+        super().__init__()
+        self.num_heads = heads
+        self.head_dim = hidden // heads
+        self.num_key_value_heads = kv_heads
+        self.num_key_value_groups = heads // kv_heads
+        self.q_proj = nn.Linear(hidden, heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(hidden, kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(hidden, kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(heads * self.head_dim, hidden, bias=False)
+        self.rotary_emb = GPTNeoXRotaryEmbedding(self.head_dim, max_position_embeddings)
+
+    def forward(self, hidden_states, attention_mask, position_ids, past_key, past_value):
+        bsz, q_len, _ = hidden_states.size()
+        query_states = self.q_proj(hidden_states).view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+        key_states = self.k_proj(hidden_states).view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+        value_states = self.v_proj(hidden_states).view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+        kv_seq_len = key_states.shape[-2] + past_key.shape[-2]
+        cos, sin = self.rotary_emb(value_states, seq_len=kv_seq_len)
+        query_states, key_states = neox_apply_rotary_pos_emb(query_states, key_states, cos, sin, position_ids)
+        key_states = torch.cat([past_key, key_states], dim=-2)
+        value_states = torch.cat([past_value, value_states], dim=-2)
+        present = (key_states, value_states)
+        key_states = repeat_kv(key_states, self.num_key_value_groups)
+        value_states = repeat_kv(value_states, self.num_key_value_groups)
+        attn_weights = torch.matmul(query_states, key_states.transpose(2, 3)) / math.sqrt(self.head_dim)
+        attn_weights = attn_weights + attention_mask
+        attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query_states.dtype)
+        attn_output = torch.matmul(attn_weights, value_states)
+        attn_output = attn_output.transpose(1, 2).contiguous().reshape(bsz, q_len, self.num_heads * self.head_dim)
+        return self.o_proj(attn_output), present
+
+
+class MistralDecoderLayer(nn.Module):
+    def __init__(self, hidden, heads, kv_heads, intermediate, max_position_embeddings):
+        super().__init__()
+        self.self_attn = MistralAttention(hidden, heads, kv_heads, max_position_embeddings)
+        self.input_layernorm = LlamaRMSNorm(hidden)
+        self.post_attention_layernorm = LlamaRMSNorm(hidden)
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, x, mask, position_ids, past_key, past_value):
+        a, present = self.self_attn(self.input_layernorm(x), mask, position_ids, past_key, past_value)
+        x = x + a
+        h = self.post_attention_layernorm(x)
+        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h)), present
+
+
+class Mistral(nn.Module):
+    def __init__(self, vocab=128, hidden=64, heads=4, kv_heads=1, layers=2, intermediate=128,
+                 max_position_embeddings=64, sliding_window=3):
+        super().__init__()
+        self.sliding_window = sliding_window
+        self.embed_tokens = nn.Embedding(vocab, hidden)
+        self.layers = nn.ModuleList([MistralDecoderLayer(hidden, heads, kv_heads, intermediate, max_position_embeddings)
+                                     for _ in range(layers)])
+        self.norm = LlamaRMSNorm(hidden)
+
+    def forward(self, input_ids, attention_mask, *past):
+        batch_size, seq_length = input_ids.shape
+        past_key_values_length = past[0].shape[-2]
+        position_ids = torch.arange(past_key_values_length, seq_length + past_key_values_length)
+        position_ids = position_ids.unsqueeze(0).view(-1, seq_length)
+        inputs_embeds = self.embed_tokens(input_ids)
+        mask = _prepare_4d_causal_attention_mask(attention_mask, (batch_size, seq_length), inputs_embeds.dtype,
+                                                 past_key_values_length, sliding_window=self.sliding_window)
+        x = inputs_embeds
+        presents = []
+        for i, layer in enumerate(self.layers):
+            x, present = layer(x, mask, position_ids, past[2 * i], past[2 * i + 1])
+            presents.extend(present)
+        return (self.norm(x), *presents)
+
+
 B, S = 2, 7          # reference batch: sequence 1 is right-padded (last 3 positions masked)
 P = 3                # past length for the KV-cache families
 SD_CONTEXT = 13      # sd_unet's context length (encoder_hidden_states), not the latent's 64 positions
@@ -2243,6 +2437,38 @@ FAMILIES = {
              "exports as zeros, beta=0 as a Mul by 0.0); upcast_softmax .float() = Cast(FLOAT) before Softmax(axis=-1) on "
              "the 3-D scores, .to(dtype) = Cast(FLOAT) after, both no-ops in fp32; torch.bmm(probs, V3); no mask; "
              "cross-attention has T (context) != S (h*w)"),
+    "falcon": dict(
+        spec=_past_family(Falcon, 128, layers=2, kv_heads=1, head_dim=16), opsets=[14, 17],
+        blocks=[("decoder self-attention with KV cache, multi-query", "bottom-right")] * 2, heads=(4, 1),
+        head_dim=16, kv_cache=True, scale=16 ** -0.5,
+        tags="fused query_key_value Linear (no bias) -> Reshape(B,S,H+2,D) -> Q = Slice(:-2 on axis 2), K and V = Gather "
+             "of the index lists [-2] and [-1] (one key and one value head, (B,S,1,D)) -> Transpose(0,2,1,3) -> "
+             "Reshape(B,H|1,S,D) (traced sizes); RoPE on Q and K from cos/sin caches sliced [:P+S] and gathered by "
+             "position_ids = arange(P, P+S); K,V = Concat(past, new, axis=-2) (= present outputs, Hkv=1), K "
+             "Transpose(0,1,3,2); the single K/V head broadcast by MatMul itself (no repeat in the graph); Div(scores, "
+             "const 4.0 = math.sqrt(16)); Add(scores, mask) with the (B,1,S,P+S) float mask of "
+             "_prepare_4d_causal_attention_mask = Where(Cast(bool, Cast(bool, _expand_mask)), finfo.min, Expand(causal "
+             "with zero columns for the cache)); Softmax(axis=-1) -> Cast(FLOAT) (softmax dtype=hidden_states.dtype); "
+             "parallel attention + MLP residual"),
+    "qwen2": dict(
+        spec=_past_family(_qwen2, 128, layers=2, kv_heads=2, head_dim=16), opsets=[14, 17],
+        blocks=[("decoder self-attention with KV cache", "bottom-right")] * 2, heads=(4, 2), head_dim=16,
+        kv_cache=True, scale=16 ** -0.5,
+        tags="as llama with biased projections: q/k/v = Add(MatMul, bias) (o_proj without bias) before the head split; "
+             "RoPE, K,V = Concat(past, new, axis=-2) (= present outputs), repeat_kv Unsqueeze(2) -> Expand -> Reshape "
+             "(Hkv=2 -> Hq=4), K Transpose(0,1,3,2); Mul(scores, const 0.25 = scaling); Add(Slice(mask, :T)) of Llama's "
+             "(B,1,S,T) ScatterND mask; Softmax(axis=-1) -> Cast(FLOAT) -> Cast(FLOAT)"),
+    "mistral": dict(
+        spec=_past_family(Mistral, 128, layers=2, kv_heads=1, head_dim=16), opsets=[14, 17],
+        blocks=[("decoder self-attention with KV cache, sliding window 3", "bottom-right")] * 2, heads=(4, 1),
+        head_dim=16, kv_cache=True, scale=16 ** -0.5,
+        tags="q/k/v without bias, RoPE from cos/sin caches gathered by position_ids (arange(P, P+S)); K,V = Concat(past, "
+             "new, axis=-2) (= present outputs, Hkv=1), repeat_kv Unsqueeze(2) -> Expand -> Reshape (n_rep = 4), K "
+             "Transpose(0,1,3,2); Div(scores, const 4.0 = math.sqrt(16)); Add(scores, mask) with the (B,1,S,P+S) float "
+             "mask of _prepare_4d_causal_attention_mask(sliding_window=3): the causal mask with zero cache columns, then "
+             "Where(Cast(bool, Sub(1, Trilu(ConstantOfShape(Shape(mask)) int32, k = P - 3 + 1 (shape-derived), upper))), "
+             "finfo.min, mask) hiding keys more than 2 positions behind the query, expanded, then the padding merged by "
+             "Where(Cast(bool, Cast(bool, _expand_mask)), finfo.min, ·); Softmax(axis=-1) -> Cast(FLOAT) -> Cast(FLOAT)"),
 }
 
 # Extra files: (family, opset, variant)

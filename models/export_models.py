@@ -98,6 +98,11 @@ sd_unet         Stable Diffusion UNet attention (diffusers ~0.2x): Transformer2D
                 a GEGLU feed-forward; the classic AttnProcessor: head_to_batch_dim to (B*H, S, D),
                 torch.baddbmm(torch.empty(B*H, S, T), q, k^T, beta=0, alpha=scale), upcast_softmax
                 (.float() -> softmax -> .to(dtype)), torch.bmm(probs, v), batch_to_head_dim; no masks.
+deberta_v2      HF DeBERTa-v2/v3 (transformers ~4.3x, v3's configuration): DisentangledSelfAttention with relative
+                attention (pos_att_type p2c + c2p, share_att_key, log-bucketed relative positions), 3-D (B*H, S, D)
+                bmm with k^T / sqrt(d * 3), the c2p and p2c terms (torch.gather over relative-position indices)
+                added, view(B, H, S, T), XSoftmax exported by its own symbolic (masked_fill(finfo.min) -> Softmax ->
+                masked_fill(0)) with the (B, 1, S, S) mask of get_attention_mask (padded queries see no key).
 
 Variants: every family at opset 14 and 17 (sdpa* only there: the symbolic needs Trilu-14),
 bert_legacy also at 11 and 12, gpt2 and distilbert also at 12, `-nofold` files exported with

@@ -120,6 +120,7 @@ public sealed class ScaledDotProductAttentionRule
         var p = probabilities;
         Node? merge = null;
         ZeroedProbabilities? zeroed = null;
+        var zeroedOnView = false;
         while (true)
         {
             if (merge is null && Ops.Producer(p, "Reshape") is { } reshape && ReachesSoftmax(reshape.Input(0)!))
@@ -159,6 +160,7 @@ public sealed class ScaledDotProductAttentionRule
             {
                 wrappers |= ProbabilityWrappers.HiddenZeroed;
                 zeroed = zeroing.Zeroed;
+                zeroedOnView = merge is not null;
                 probabilityNodes.Add(zeroing.Zeroed.Where);
                 p = zeroing.Probabilities;
             }
@@ -201,7 +203,7 @@ public sealed class ScaledDotProductAttentionRule
 
         if (zeroed is not null)
         {
-            var hidden = ZeroedHidden(chain, zeroed);
+            var hidden = ZeroedHidden(chain, zeroed, zeroedOnView);
             if (hidden.Chain is null)
             {
                 return new PatternResult(null, hidden.Reason);
@@ -457,11 +459,12 @@ public sealed class ScaledDotProductAttentionRule
     /// A zeroing Where after Softmax is exact as the op's keep input with masked_rows = zero when it zeroes exactly the keys
     /// that the mask applied last before Softmax hides with −inf or an absorbing fill, under one condition: the same
     /// value (or bool Casts of it) in the same polarity. A row with no visible key is then all zeros in both (the graph
-    /// zeroes the softmax of its fills); in any other row a hidden key weighs exactly 0 before the zeroing, provided a
+    /// zeroes the softmax of its fills), both Wheres seeing the scores in one layout (both on a (B, H, S, T) view, or
+    /// neither); in any other row a hidden key weighs exactly 0 before the zeroing, provided a
     /// visible key's score is not itself near the fill, so every mask under it must be bounded like the scores
     /// (<see cref="MaskValues.IsBoundedLikeScores"/>). The matched Where becomes a −inf keep mask; otherwise the reason.
     /// </summary>
-    private (ScoreChain? Chain, string? Reason) ZeroedHidden(ScoreChain chain, ZeroedProbabilities zeroed)
+    private (ScoreChain? Chain, string? Reason) ZeroedHidden(ScoreChain chain, ZeroedProbabilities zeroed, bool zeroedOnView)
     {
         var index = chain.Masks.FindIndex(m => m.Kind != MaskKind.Zero);
         var zeroedWhere = $"Where '{zeroed.Where.DisplayName}' after Softmax sets probabilities to 0 where '{zeroed.Condition.Name}' is {(zeroed.ZeroWhenTrue ? "true" : "false")}";
@@ -480,6 +483,13 @@ public sealed class ScaledDotProductAttentionRule
         {
             return (null, $"{zeroedWhere}, which is not provably where Where '{hiding.Node.DisplayName}' before Softmax hides keys ('{hiding.Source.Name}' is " +
                           $"{(hiding.KeepWhenTrue ? "false" : "true")}): zeroing other keys changes rows the op would normalise.");
+        }
+
+        if (hiding.OnView != zeroedOnView)
+        {
+            // One condition broadcast onto (B·H, S, T) scores and onto their (B, H, S, T) view selects different elements.
+            return (null, $"{zeroedWhere}, on the {(zeroedOnView ? "(B, H, S, T) view of the" : "3-D")} probabilities, while Where '{hiding.Node.DisplayName}' hides keys " +
+                          $"on the {(hiding.OnView ? "(B, H, S, T) view of the" : "3-D")} scores: the same condition need not select the same elements in both layouts.");
         }
 
         if (chain.Clamp is not null)

@@ -98,6 +98,11 @@ sd_unet         Stable Diffusion UNet attention (diffusers ~0.2x): Transformer2D
                 a GEGLU feed-forward; the classic AttnProcessor: head_to_batch_dim to (B*H, S, D),
                 torch.baddbmm(torch.empty(B*H, S, T), q, k^T, beta=0, alpha=scale), upcast_softmax
                 (.float() -> softmax -> .to(dtype)), torch.bmm(probs, v), batch_to_head_dim; no masks.
+deberta_v2      HF DeBERTa-v2/v3 (transformers ~4.3x, v3's configuration): DisentangledSelfAttention with relative
+                attention (pos_att_type p2c + c2p, share_att_key, log-bucketed relative positions), 3-D (B*H, S, D)
+                bmm with k^T / sqrt(d * 3), the c2p and p2c terms (torch.gather over relative-position indices)
+                added, view(B, H, S, T), XSoftmax exported by its own symbolic (masked_fill(finfo.min) -> Softmax ->
+                masked_fill(0)) with the (B, 1, S, S) mask of get_attention_mask (padded queries see no key).
 
 falcon          HF Falcon (~4.36 eager; RW layout, new_decoder_architecture=False, multi_query=True,
                 parallel_attn=True, rotary, bias=False): one fused query_key_value Linear giving H query heads
@@ -1843,6 +1848,179 @@ class Transformer2DModel(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# DeBERTa-v2 / v3 (HF ~4.3x): disentangled attention with c2p + p2c relative terms, XSoftmax
+# --------------------------------------------------------------------------------------------
+def deberta_log_bucket_position(relative_pos, bucket_size, max_position):
+    # make_log_bucket_position: distances below bucket_size // 2 stay exact, longer ones share
+    # log-spaced buckets.
+    sign = torch.sign(relative_pos)
+    mid = bucket_size // 2
+    abs_pos = torch.where((relative_pos < mid) & (relative_pos > -mid),
+                          torch.tensor(mid - 1).type_as(relative_pos), torch.abs(relative_pos))
+    log_pos = torch.ceil(torch.log(abs_pos / mid) / torch.log(torch.tensor((max_position - 1) / mid))
+                         * (mid - 1)) + mid
+    return torch.where(abs_pos <= mid, relative_pos.type_as(log_pos), log_pos * sign)
+
+
+def deberta_build_relative_position(query_size, key_size, bucket_size=-1, max_position=-1):
+    q_ids = torch.arange(0, query_size)
+    k_ids = torch.arange(0, key_size)
+    rel_pos_ids = q_ids[:, None] - k_ids[None, :]
+    if bucket_size > 0 and max_position > 0:
+        rel_pos_ids = deberta_log_bucket_position(rel_pos_ids, bucket_size, max_position)
+    rel_pos_ids = rel_pos_ids.to(torch.long)
+    rel_pos_ids = rel_pos_ids[:query_size, :]
+    return rel_pos_ids.unsqueeze(0)
+
+
+class XSoftmax(torch.autograd.Function):
+    """HF DeBERTa's masked softmax: hidden scores filled with finfo.min, softmax, hidden probabilities
+    set to 0 (so a query row whose keys are all hidden gives zeros). Its `symbolic` is HF's own ONNX
+    form: r_mask = Cast(BOOL, Sub(1, Cast(INT64, mask))), Where(r_mask, finfo.min, x), Softmax,
+    Where(r_mask, 0, p), each masked_fill casting its mask to BOOL once more as opset 9's does."""
+
+    @staticmethod
+    def forward(ctx, scores, mask, dim):
+        hidden = ~(mask.to(torch.bool))
+        probs = torch.softmax(scores.masked_fill(hidden, torch.tensor(torch.finfo(scores.dtype).min)), dim)
+        probs.masked_fill_(hidden, 0)
+        return probs
+
+    @staticmethod
+    def symbolic(g, scores, mask, dim):
+        as_long = g.op("Cast", mask, to_i=TensorProto.INT64)
+        hidden = g.op("Cast", g.op("Sub", g.op("Constant", value_t=torch.tensor(1, dtype=torch.int64)), as_long),
+                      to_i=TensorProto.BOOL)
+        fill = g.op("Constant", value_t=torch.tensor(torch.finfo(torch.float32).min))
+        filled = g.op("Where", g.op("Cast", hidden, to_i=TensorProto.BOOL), fill, scores)
+        rank = scores.type().dim()
+        axis = dim + rank if dim < 0 and rank is not None else dim
+        probs = g.op("Softmax", filled, axis_i=axis)
+        zero = g.op("Constant", value_t=torch.tensor(0.0))
+        return g.op("Where", g.op("Cast", hidden, to_i=TensorProto.BOOL), zero, probs)
+
+
+class DebertaV2DisentangledSelfAttention(nn.Module):
+    def __init__(self, hidden, heads, position_buckets, max_relative_positions, pos_att_type=("p2c", "c2p")):
+        super().__init__()
+        self.num_attention_heads = heads
+        self.query_proj = nn.Linear(hidden, hidden)
+        self.key_proj = nn.Linear(hidden, hidden)
+        self.value_proj = nn.Linear(hidden, hidden)
+        self.pos_att_type = list(pos_att_type)
+        self.position_buckets = position_buckets
+        self.max_relative_positions = max_relative_positions
+        self.pos_ebd_size = position_buckets if position_buckets > 0 else max_relative_positions
+        self.share_att_key = True  # v3: positions go through query_proj/key_proj too
+
+    def transpose_for_scores(self, x, attention_heads):
+        x = x.view(x.size()[:-1] + (attention_heads, -1))
+        return x.permute(0, 2, 1, 3).contiguous().view(-1, x.size(1), x.size(-1))
+
+    def forward(self, hidden_states, attention_mask, relative_pos, rel_embeddings):
+        query_layer = self.transpose_for_scores(self.query_proj(hidden_states), self.num_attention_heads)
+        key_layer = self.transpose_for_scores(self.key_proj(hidden_states), self.num_attention_heads)
+        value_layer = self.transpose_for_scores(self.value_proj(hidden_states), self.num_attention_heads)
+        scale_factor = 1 + ("c2p" in self.pos_att_type) + ("p2c" in self.pos_att_type)
+        scale = torch.sqrt(torch.tensor(query_layer.size(-1), dtype=torch.float) * scale_factor)
+        attention_scores = torch.bmm(query_layer, key_layer.transpose(-1, -2) / scale.to(dtype=query_layer.dtype))
+        rel_att = self.disentangled_attention_bias(query_layer, key_layer, relative_pos, rel_embeddings, scale_factor)
+        attention_scores = attention_scores + rel_att
+        attention_scores = attention_scores.view(-1, self.num_attention_heads, attention_scores.size(-2),
+                                                 attention_scores.size(-1))
+        attention_probs = XSoftmax.apply(attention_scores, attention_mask, -1)
+        context_layer = torch.bmm(attention_probs.view(-1, attention_probs.size(-2), attention_probs.size(-1)),
+                                  value_layer)
+        context_layer = context_layer.view(-1, self.num_attention_heads, context_layer.size(-2),
+                                           context_layer.size(-1)).permute(0, 2, 1, 3).contiguous()
+        return context_layer.view(context_layer.size()[:-2] + (-1,))
+
+    def disentangled_attention_bias(self, query_layer, key_layer, relative_pos, rel_embeddings, scale_factor):
+        relative_pos = relative_pos.unsqueeze(0).unsqueeze(0) if relative_pos.dim() == 2 else relative_pos.unsqueeze(1)
+        att_span = self.pos_ebd_size
+        relative_pos = relative_pos.long()
+        rel_embeddings = rel_embeddings[0:att_span * 2, :].unsqueeze(0)
+        repeats = query_layer.size(0) // self.num_attention_heads
+        pos_query_layer = self.transpose_for_scores(self.query_proj(rel_embeddings),
+                                                    self.num_attention_heads).repeat(repeats, 1, 1)
+        pos_key_layer = self.transpose_for_scores(self.key_proj(rel_embeddings),
+                                                  self.num_attention_heads).repeat(repeats, 1, 1)
+        score = 0
+        if "c2p" in self.pos_att_type:
+            # content -> position: query i against the embedding of its distance to key j
+            scale = torch.sqrt(torch.tensor(pos_key_layer.size(-1), dtype=torch.float) * scale_factor)
+            c2p_att = torch.bmm(query_layer, pos_key_layer.transpose(-1, -2))
+            c2p_pos = torch.clamp(relative_pos + att_span, 0, att_span * 2 - 1)
+            c2p_att = torch.gather(c2p_att, dim=-1, index=c2p_pos.squeeze(0).expand(
+                [query_layer.size(0), query_layer.size(1), relative_pos.size(-1)]))
+            score += c2p_att / scale.to(dtype=c2p_att.dtype)
+        if "p2c" in self.pos_att_type:
+            # position -> content: key j against the embedding of the (negated) distance, transposed
+            scale = torch.sqrt(torch.tensor(pos_query_layer.size(-1), dtype=torch.float) * scale_factor)
+            if key_layer.size(-2) != query_layer.size(-2):
+                r_pos = deberta_build_relative_position(key_layer.size(-2), key_layer.size(-2),
+                                                        self.position_buckets, self.max_relative_positions)
+                r_pos = r_pos.unsqueeze(0)
+            else:
+                r_pos = relative_pos
+            p2c_pos = torch.clamp(-r_pos + att_span, 0, att_span * 2 - 1)
+            p2c_att = torch.bmm(key_layer, pos_query_layer.transpose(-1, -2))
+            p2c_att = torch.gather(p2c_att, dim=-1, index=p2c_pos.squeeze(0).expand(
+                [query_layer.size(0), key_layer.size(-2), key_layer.size(-2)])).transpose(-1, -2)
+            score += p2c_att / scale.to(dtype=p2c_att.dtype)
+        return score
+
+
+class DebertaV2Layer(nn.Module):
+    def __init__(self, hidden, heads, ffn, position_buckets, max_relative_positions):
+        super().__init__()
+        self.self_attn = DebertaV2DisentangledSelfAttention(hidden, heads, position_buckets, max_relative_positions)
+        self.attn_out = nn.Linear(hidden, hidden)
+        self.attn_norm = nn.LayerNorm(hidden, eps=1e-7)
+        self.intermediate = nn.Linear(hidden, ffn)
+        self.output = nn.Linear(ffn, hidden)
+        self.out_norm = nn.LayerNorm(hidden, eps=1e-7)
+
+    def forward(self, x, mask, relative_pos, rel_embeddings):
+        x = self.attn_norm(self.attn_out(self.self_attn(x, mask, relative_pos, rel_embeddings)) + x)
+        return self.out_norm(self.output(F.gelu(self.intermediate(x))) + x)
+
+
+class DebertaV2(nn.Module):
+    """DeBERTa-v3 configuration: no absolute positions, relative attention with log buckets, shared
+    position/content projections, LayerNorm on the relative embeddings, no conv layer."""
+
+    def __init__(self, vocab=128, hidden=64, heads=4, layers=2, ffn=128, position_buckets=4,
+                 max_relative_positions=16):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab, hidden)
+        self.emb_norm = nn.LayerNorm(hidden, eps=1e-7)
+        self.position_buckets = position_buckets
+        self.max_relative_positions = max_relative_positions
+        self.rel_embeddings = nn.Embedding(position_buckets * 2, hidden)
+        self.rel_norm = nn.LayerNorm(hidden, eps=1e-7)
+        self.layers = nn.ModuleList([DebertaV2Layer(hidden, heads, ffn, position_buckets, max_relative_positions)
+                                     for _ in range(layers)])
+
+    @staticmethod
+    def get_attention_mask(attention_mask):
+        # (B, 1, S, S): key j visible to query i iff both are unpadded, so a padded query sees nothing.
+        extended_attention_mask = attention_mask.unsqueeze(1).unsqueeze(2)
+        return extended_attention_mask * extended_attention_mask.squeeze(-2).unsqueeze(-1)
+
+    def forward(self, input_ids, attention_mask):
+        x = self.emb_norm(self.word_embeddings(input_ids))
+        x = x * attention_mask.unsqueeze(2).to(x.dtype)
+        mask = self.get_attention_mask(attention_mask)
+        relative_pos = deberta_build_relative_position(x.size(-2), x.size(-2), self.position_buckets,
+                                                       self.max_relative_positions)
+        rel_embeddings = self.rel_norm(self.rel_embeddings.weight)
+        for layer in self.layers:
+            x = layer(x, mask, relative_pos, rel_embeddings)
+        return x
+
+
+# --------------------------------------------------------------------------------------------
 # Family table: constructor, example inputs, I/O description, expectations for the manifest
 # --------------------------------------------------------------------------------------------
 # --------------------------------------------------------------------------------------------
@@ -2469,6 +2647,18 @@ FAMILIES = {
              "Where(Cast(bool, Sub(1, Trilu(ConstantOfShape(Shape(mask)) int32, k = P - 3 + 1 (shape-derived), upper))), "
              "finfo.min, mask) hiding keys more than 2 positions behind the query, expanded, then the padding merged by "
              "Where(Cast(bool, Cast(bool, _expand_mask)), finfo.min, ·); Softmax(axis=-1) -> Cast(FLOAT) -> Cast(FLOAT)"),
+    "deberta_v2": dict(
+        spec=_text_family(DebertaV2, 128), opsets=[14, 17],
+        blocks=[ENC] * 2, heads=(4, 4), head_dim=16, kv_cache=False, scale=48 ** -0.5,
+        tags="HF DeBERTa-v2/v3 DisentangledSelfAttention (relative_attention, pos_att_type [p2c, c2p], share_att_key, position_buckets 4, "
+             "max_relative_positions 16, 4 heads of 16 in 3-D (B*H, S, D) layout): scores = MatMul(Q3, Div(Transpose(0,2,1)(K3), 6.928203 = "
+             "sqrt(16 * 3))) (the scale on K before the bmm); + rel_att (B*H, S, T) = Add(Add(Div(GatherElements(MatMul(Q3, "
+             "pos_key^T), clamp(rel + 4)), 6.928203), 0), Div(Transpose(GatherElements(MatMul(K3, pos_query^T), clamp(4 - rel))), "
+             "6.928203)) with log-bucketed relative positions computed from the sequence length and pos_query/pos_key the "
+             "LayerNorm-ed relative embeddings through query_proj/key_proj, Tile-d to B*H; Reshape(-1, H, S, T); XSoftmax as "
+             "HF's own symbolic exports it: r = Cast(BOOL, Sub(1, Cast(INT64, mask))) with mask = (B,1,S,S) outer product of "
+             "the padding mask with itself (get_attention_mask), Where(Cast(BOOL, r), finfo.min, x) -> Softmax(axis=3) -> "
+             "Where(Cast(BOOL, r), 0.0, p) (padded query rows see no key and give zeros); Reshape(-1, S, T); MatMul(P, V3)"),
 }
 
 # Extra files: (family, opset, variant)
@@ -2623,8 +2813,8 @@ class GraphView:
     def attention_blocks(self):
         blocks = []
         for sm in [n for n in self.g.node if n.op_type == "Softmax"]:
-            # Down: Softmax -> [Cast|Dropout|Identity|Reshape]* -> MatMul(P, V) (BLOOM views the 4-D
-            # probabilities as (B*H, S, T) for its bmm)
+            # Down: Softmax -> [Cast|Dropout|Identity|Where|Reshape]* -> MatMul(P, V) (BLOOM views the 4-D
+            # probabilities as (B*H, S, T) for its bmm; DeBERTa's XSoftmax zeroes hidden probabilities with a Where)
             down = []
             cur = sm.output[0]
             pv = None
@@ -2634,7 +2824,8 @@ class GraphView:
                 if mm:
                     pv = mm[0]
                     break
-                nxt = [c for c in cons if c.op_type in ("Cast", "Dropout", "Identity", "Reshape")]
+                nxt = [c for c in cons if c.op_type in ("Cast", "Dropout", "Identity", "Reshape")
+                       or (c.op_type == "Where" and cur in c.input[1:])]
                 if not nxt:
                     break
                 down.append(self.label(nxt[0]))

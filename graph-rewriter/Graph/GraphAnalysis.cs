@@ -172,12 +172,17 @@ public sealed class GraphAnalysis
             case "Identity" or "Dropout" or "Sqrt" or "Neg" or "Tanh" or "Relu" or "Exp" or "Abs" or "Reciprocal"
                 or "Softmax" or "LogSoftmax" or "Sigmoid" or "Not" or "Erf" or "Trilu" or "Gelu" or "FastGelu"
                 or "LayerNormalization" or "SimplifiedLayerNormalization" or "Log" or "Floor" or "Ceil" or "Round"
-                or "Sin" or "Cos" or "HardSigmoid" or "LeakyRelu" or "Elu" or "Selu" or "Softplus" or "ScatterND" or "CumSum"
+                or "Sin" or "Cos" or "HardSigmoid" or "LeakyRelu" or "Elu" or "Selu" or "Softplus" or "ScatterND" or "CumSum" or "Sign" or "Clip"
                 or "InstanceNormalization" or "GroupNormalization" or "BatchNormalization" or "MeanVarianceNormalization":
                 // torch's GroupNorm exports as Reshape → InstanceNormalization → Reshape (diffusers' UNet blocks).
                 return output == node.Output(0) ? first : null;
             case "Gather":
                 return InferGather(node, first);
+            case "GatherElements":
+                // The output takes the indices' shape (HF DeBERTa gathers its relative-position scores so).
+                return first is not null && node.Input(1) is { } indices && ShapeOf(indices) is { } indexShape ? new TensorType(first.ElementType, indexShape) : null;
+            case "Tile":
+                return InferTile(node, first);
             case "Concat":
                 return InferConcat(node);
             case "Slice":
@@ -583,6 +588,22 @@ public sealed class GraphAnalysis
 
         var squeezed = axes.Select(a => a < 0 ? a + input.Count : a).ToHashSet();
         return input.Where((_, i) => !squeezed.Contains(i)).ToArray();
+    }
+
+    /// <summary>Tile: each dim times its repeat count (HF DeBERTa tiles its position projections to B·H rows).</summary>
+    private TensorType? InferTile(Node node, TensorType? input)
+    {
+        if (input is null)
+        {
+            return null;
+        }
+
+        if (input.Shape is not { } shape || node.Input(1) is not { } repeatsInput || ShapeVector(repeatsInput) is not { } repeats || repeats.Length != shape.Count)
+        {
+            return new TensorType(input.ElementType, input.Shape?.Select(_ => Dim.Unknown).ToArray());
+        }
+
+        return new TensorType(input.ElementType, shape.Select((d, i) => Dim.Multiply(d, repeats[i])).ToArray());
     }
 
     private TensorType? InferExpand(Node node, TensorType? input)

@@ -102,7 +102,7 @@ public enum MaskedRowPolicy
     /// <summary>NaN, as plain Softmax over all −inf gives.</summary>
     NaN,
 
-    /// <summary>Zeros, as a Where(IsNaN(p), 0, p) guard gives.</summary>
+    /// <summary>Zeros, as a Where(IsNaN(p), 0, p) guard gives, or a Where zeroing the probabilities of hidden keys.</summary>
     Zero,
 }
 
@@ -130,7 +130,19 @@ public enum ProbabilityWrappers
 
     /// <summary>Max(scores, c) after the mask.</summary>
     Clamp = 32,
+
+    /// <summary>Where(c, 0, p) zeroing the probabilities of exactly the keys a Where before Softmax hides (HF DeBERTa's XSoftmax).</summary>
+    HiddenZeroed = 64,
 }
+
+/// <summary>
+/// A Where after Softmax that sets the probabilities of hidden keys to 0 (HF DeBERTa's XSoftmax: masked_fill of the scores
+/// with finfo.min, Softmax, masked_fill of the probabilities with 0, both with one condition).
+/// </summary>
+/// <param name="Where">The Where node.</param>
+/// <param name="Condition">Its condition.</param>
+/// <param name="ZeroWhenTrue">Whether true in <paramref name="Condition"/> means the probability is set to 0.</param>
+public sealed record ZeroedProbabilities(Node Where, Value Condition, bool ZeroWhenTrue);
 
 /// <summary>One mask found in the score chain.</summary>
 /// <param name="Kind">What it is.</param>
@@ -299,7 +311,13 @@ public sealed record AttentionMatch(
     public ScalePlacement ScalePlacement => Query.Placement | Scores.Placement | (Key.Factor != 1 ? ScalePlacement.Key : ScalePlacement.None);
 
     /// <summary>Whether the graph guarded fully masked rows to zero.</summary>
-    public MaskedRowPolicy MaskedRows => Wrappers.HasFlag(ProbabilityWrappers.NaNGuard) ? MaskedRowPolicy.Zero : MaskedRowPolicy.NaN;
+    public MaskedRowPolicy MaskedRows => (Wrappers & (ProbabilityWrappers.NaNGuard | ProbabilityWrappers.HiddenZeroed)) != 0 ? MaskedRowPolicy.Zero : MaskedRowPolicy.NaN;
+
+    /// <summary>
+    /// The Where after Softmax that zeroes hidden keys' probabilities, when there is one; the Where mask it matches is then
+    /// the op's keep input (its fill replaced by −inf, which is exact with this zeroing: see the rule's ZeroedHidden).
+    /// </summary>
+    public ZeroedProbabilities? Zeroed { get; init; }
 }
 
 /// <summary>The outcome of a rule's check: fuse, or a reason not to.</summary>

@@ -46,6 +46,56 @@ internal sealed class MaskValues(GraphAnalysis analysis, bool integerMasksAreBin
     /// </summary>
     public Signs? AbsorbingSigns(Value mask) => ZeroOrAbsorbing(mask, 0);
 
+    /// <summary>2⁶⁴: the magnitude the rewriter takes every MatMul product (every score q·kᵀ) to stay below.</summary>
+    internal const double ScoreBound = 1.8446744073709552e19;
+
+    /// <summary>
+    /// Whether every element of <paramref name="bias"/> is provably bounded as the scores are: a sum of at most 2²⁰ terms, each
+    /// a MatMul product (moved by Gather, GatherElements, Transpose, Reshape, Squeeze, Unsqueeze, Expand, Tile, Slice or
+    /// Identity, negated, divided by a constant of magnitude ≥ 1 or multiplied by one ≤ 1) or a constant below 2⁶⁴. With
+    /// every product below 2⁶⁴, such a bias stays below 2⁸⁴, far from the absorbing values (HF DeBERTa's c2p and p2c terms:
+    /// query·position-key products gathered by relative distance).
+    /// </summary>
+    public bool IsBoundedLikeScores(Value bias) => ScoreTerms(bias, 0) is <= 1 << 20;
+
+    private long? ScoreTerms(Value value, int depth)
+    {
+        if (analysis.ConstantOf(value) is { } constant)
+        {
+            return constant.Data.All(d => Math.Abs(d) < ScoreBound) ? 1 : null;
+        }
+
+        if (depth > MaxDepth || value.Producer is not { } node || (node.Domain.Length != 0 && node.Domain != "ai.onnx"))
+        {
+            return null;
+        }
+
+        var next = depth + 1;
+        switch (node.OpType)
+        {
+            case "MatMul":
+                return 1;
+            case "Identity" or "Unsqueeze" or "Squeeze" or "Reshape" or "Expand" or "Transpose" or "Slice" or "Gather" or "GatherElements" or "Tile" or "Neg":
+                return ScoreTerms(node.Input(0)!, next);
+            case "Add" or "Sub" when node.Inputs.Count == 2:
+                return ScoreTerms(node.Input(0)!, next) is { } a && ScoreTerms(node.Input(1)!, next) is { } b ? a + b : null;
+            case "Div" when node.Inputs.Count == 2 && analysis.ScalarOf(node.Input(1)!) is { } divisor && Math.Abs(divisor) >= 1:
+                return ScoreTerms(node.Input(0)!, next);
+            case "Mul" when node.Inputs.Count == 2:
+                for (var i = 0; i < 2; i++)
+                {
+                    if (analysis.ScalarOf(node.Input(i)!) is { } factor && Math.Abs(factor) <= 1)
+                    {
+                        return ScoreTerms(node.Input(1 - i)!, next);
+                    }
+                }
+
+                return null;
+            default:
+                return null;
+        }
+    }
+
     private Signs? SignOf(double value) =>
         value == 0 ? Signs.None : Math.Abs(value) >= absorbing ? (value < 0 ? Signs.Negative : Signs.Positive) : null;
 

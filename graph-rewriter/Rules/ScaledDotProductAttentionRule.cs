@@ -119,6 +119,8 @@ public sealed class ScaledDotProductAttentionRule
         var probabilityNodes = ImmutableList.CreateBuilder<Node>();
         var p = probabilities;
         Node? merge = null;
+        ZeroedProbabilities? zeroed = null;
+        var zeroedOnView = false;
         while (true)
         {
             if (merge is null && Ops.Producer(p, "Reshape") is { } reshape && ReachesSoftmax(reshape.Input(0)!))
@@ -153,6 +155,14 @@ public sealed class ScaledDotProductAttentionRule
                 probabilityNodes.Add(guard.Where);
                 probabilityNodes.Add(guard.IsNaN);
                 p = guard.Guarded;
+            }
+            else if (zeroed is null && Zeroing(p) is { } zeroing)
+            {
+                wrappers |= ProbabilityWrappers.HiddenZeroed;
+                zeroed = zeroing.Zeroed;
+                zeroedOnView = merge is not null;
+                probabilityNodes.Add(zeroing.Zeroed.Where);
+                p = zeroing.Probabilities;
             }
             else
             {
@@ -191,6 +201,17 @@ public sealed class ScaledDotProductAttentionRule
                 $"No MatMul(Q, Kᵀ) above Softmax '{softmax.DisplayName}' through the recognised scale, softcap and mask nodes.");
         }
 
+        if (zeroed is not null)
+        {
+            var hidden = ZeroedHidden(chain, zeroed, zeroedOnView);
+            if (hidden.Chain is null)
+            {
+                return new PatternResult(null, hidden.Reason);
+            }
+
+            chain = hidden.Chain;
+        }
+
         if (chain.Clamp is not null)
         {
             wrappers |= ProbabilityWrappers.Clamp;
@@ -220,6 +241,7 @@ public sealed class ScaledDotProductAttentionRule
         var identity = Enumerable.Range(0, valueEinsum?.Value.Length ?? 0).Select(i => (long)i).ToArray();
         var match = new AttentionMatch(anchor, softmax, query, key, value, chain, wrappers, probabilityNodes.ToImmutable(), repeatRemoved)
         {
+            Zeroed = zeroed,
             DecomposedSoftmax = decomposed,
             Einsum = valueEinsum is null ? null : new EinsumLayout(identity, identity, valueEinsum.Value, valueEinsum.Output),
         };
@@ -408,6 +430,93 @@ public sealed class ScaledDotProductAttentionRule
 
     private (Node Where, Node IsNaN, Value Guarded)? NaNGuard(Value p) =>
         Ops.Producer(p, "Where") is { } where ? NaNGuardOf(where, _analysis) : null;
+
+    /// <summary>
+    /// Where(c, 0, p) or Where(c, p, 0) with a scalar 0 no higher in rank than p (a masked_fill of the probabilities, as
+    /// HF DeBERTa's XSoftmax writes it): the zeroing and p. Whether it zeroes only hidden keys is proven by <see cref="ZeroedHidden"/>.
+    /// </summary>
+    private (ZeroedProbabilities Zeroed, Value Probabilities)? Zeroing(Value p)
+    {
+        if (Ops.Producer(p, "Where") is not { Inputs.Count: 3 } where || NaNGuardOf(where, _analysis) is not null)
+        {
+            return null;
+        }
+
+        for (var zeroIndex = 1; zeroIndex <= 2; zeroIndex++)
+        {
+            var kept = where.Input(3 - zeroIndex)!;
+            if (_analysis.ConstantOf(where.Input(zeroIndex)!) is { IsScalar: true } zero && zero.Data[0] == 0 &&
+                zero.Dims.Count <= (_analysis.ShapeOf(kept)?.Count ?? 1))
+            {
+                return (new ZeroedProbabilities(where, where.Input(0)!, ZeroWhenTrue: zeroIndex == 1), kept);
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// A zeroing Where after Softmax is exact as the op's keep input with masked_rows = zero when it zeroes exactly the keys
+    /// that the mask applied last before Softmax hides with −inf or an absorbing fill, under one condition: the same
+    /// value (or bool Casts of it) in the same polarity. A row with no visible key is then all zeros in both (the graph
+    /// zeroes the softmax of its fills), both Wheres seeing the scores in one layout (both on a (B, H, S, T) view, or
+    /// neither); in any other row a hidden key weighs exactly 0 before the zeroing, provided a
+    /// visible key's score is not itself near the fill, so every mask under it must be bounded like the scores
+    /// (<see cref="MaskValues.IsBoundedLikeScores"/>). The matched Where becomes a −inf keep mask; otherwise the reason.
+    /// </summary>
+    private (ScoreChain? Chain, string? Reason) ZeroedHidden(ScoreChain chain, ZeroedProbabilities zeroed, bool zeroedOnView)
+    {
+        var index = chain.Masks.FindIndex(m => m.Kind != MaskKind.Zero);
+        var zeroedWhere = $"Where '{zeroed.Where.DisplayName}' after Softmax sets probabilities to 0 where '{zeroed.Condition.Name}' is {(zeroed.ZeroWhenTrue ? "true" : "false")}";
+        if (index < 0 || chain.Masks[index] is not { Kind: MaskKind.FiniteFill or MaskKind.KeepNegativeInfinity } hiding)
+        {
+            return (null, $"{zeroedWhere}, but the mask applied last before Softmax is not a Where that hides keys: the op normalises over the keys it keeps and cannot zero probabilities afterwards.");
+        }
+
+        if (!double.IsNegativeInfinity(hiding.Fill) && hiding.Fill > CausalMasks.AbsorbingFill)
+        {
+            return (null, $"{zeroedWhere}; Where '{hiding.Node.DisplayName}' before Softmax fills with {hiding.Fill.ToString(CultureInfo.InvariantCulture)}, which does not absorb the scores: " +
+                          "the keys it hides keep some weight in rows with a visible key, so after the zeroing those rows do not sum to 1, and the op's would.");
+        }
+
+        if (BoolSource(hiding.Source) != BoolSource(zeroed.Condition) || hiding.KeepWhenTrue == zeroed.ZeroWhenTrue)
+        {
+            return (null, $"{zeroedWhere}, which is not provably where Where '{hiding.Node.DisplayName}' before Softmax hides keys ('{hiding.Source.Name}' is " +
+                          $"{(hiding.KeepWhenTrue ? "false" : "true")}): zeroing other keys changes rows the op would normalise.");
+        }
+
+        if (hiding.OnView != zeroedOnView)
+        {
+            // One condition broadcast onto (B·H, S, T) scores and onto their (B, H, S, T) view selects different elements.
+            return (null, $"{zeroedWhere}, on the {(zeroedOnView ? "(B, H, S, T) view of the" : "3-D")} probabilities, while Where '{hiding.Node.DisplayName}' hides keys " +
+                          $"on the {(hiding.OnView ? "(B, H, S, T) view of the" : "3-D")} scores: the same condition need not select the same elements in both layouts.");
+        }
+
+        if (chain.Clamp is not null)
+        {
+            return (null, $"{zeroedWhere}, and the scores are clamped after their masks: only a zeroing right after the hiding Where is fused.");
+        }
+
+        if (chain.Masks.FirstOrDefault(m => m.Kind != MaskKind.Zero && m != hiding && (m.Kind != MaskKind.AdditiveBias || !_maskValues.IsBoundedLikeScores(m.Source))) is { } unbounded)
+        {
+            return (null, $"{zeroedWhere}; mask '{unbounded.Source.Name}' applied before Where '{hiding.Node.DisplayName}' is not provably bounded like the scores (sums of MatMul " +
+                          "products, moved or divided by constants): where it holds values near the fill, the keys hidden by the Where keep weight in the graph before the zeroing, so those rows do not sum to 1, and the op's would.");
+        }
+
+        return (chain with { Masks = chain.Masks.SetItem(index, hiding with { Kind = MaskKind.KeepNegativeInfinity, Fill = double.NegativeInfinity }) }, null);
+    }
+
+    /// <summary>A bool value with every Cast to bool of a bool value above it removed (they copy it).</summary>
+    private Value BoolSource(Value value)
+    {
+        while (Ops.Producer(value, "Cast") is { } cast && cast.IntAttribute("to") == (long)DataType.Bool && cast.Input(0) is { } source &&
+               _analysis.ElementTypeOf(source) == DataType.Bool)
+        {
+            value = source;
+        }
+
+        return value;
+    }
 
     private ScoreChain? MatchScores(Value scores, Node? merge) =>
         MatchMasks(scores, new ScoreChain(null!, [], [], 1, ScalePlacement.None, 0, null) { Merge = merge }, MaxMasks);
@@ -616,12 +725,23 @@ public sealed class ScaledDotProductAttentionRule
         _analysis.ShapeOf(flat) is { } f && f.Count == view.Count - 1 &&
         Enumerable.Range(1, f.Count - 1).All(i => f[i].SameAs(view[i + 1]) == true);
 
-    /// <summary>Whether <paramref name="value"/> is Softmax probabilities, through Casts, Identities and Dropouts.</summary>
+    /// <summary>Whether <paramref name="value"/> is Softmax probabilities, through Casts, Identities, Dropouts and a zeroing Where.</summary>
     private bool ReachesSoftmax(Value value)
     {
-        while (Ops.Producer(value, "Cast", "Identity", "Dropout") is { } passThrough)
+        while (true)
         {
-            value = passThrough.Input(0)!;
+            if (Ops.Producer(value, "Cast", "Identity", "Dropout") is { } passThrough)
+            {
+                value = passThrough.Input(0)!;
+            }
+            else if (Zeroing(value) is { } zeroing)
+            {
+                value = zeroing.Probabilities;
+            }
+            else
+            {
+                break;
+            }
         }
 
         return Ops.Producer(value, "Softmax") is not null || Decomposed(value) is not null;
@@ -1136,8 +1256,9 @@ public sealed class ScaledDotProductAttentionRule
     /// <summary>
     /// The op runs on the (B, H, S, T) view, with Q, K and V regrouped by the first two entries of the split's shape:
     /// each must be a size (a number ≥ 1, or a dim read from a shape), or −1, never 0 (Reshape would copy the input's
-    /// dim there, which differs between the scores and Q, K, V). Shape readers of the 3-D scores are rewired as usual;
-    /// those of the view are refused (the rewiring computes 3-D shapes).
+    /// dim there, which differs between the scores and Q, K, V). Shape readers of the 3-D scores are rewired as usual,
+    /// those of the 4-D view to the shape of the regrouped query and key (HF DeBERTa reads the view's probabilities'
+    /// shape to merge them); readers of a value of another or unknown rank are refused.
     /// </summary>
     private CheckResult CheckView(AttentionMatch match, ScoresView view)
     {
@@ -1160,10 +1281,10 @@ public sealed class ScaledDotProductAttentionRule
         }
 
         var chain = new HashSet<Node>([match.Scores.ScoresMatMul, .. match.Scores.Nodes, .. match.ProbabilityNodes]);
-        if (chain.SelectMany(n => n.Outputs.OfType<Value>()).Where(v => _analysis.ShapeOf(v)?.Count != 3).SelectMany(v => v.Consumers)
+        if (chain.SelectMany(n => n.Outputs.OfType<Value>()).Where(v => _analysis.ShapeOf(v)?.Count is not (3 or 4)).SelectMany(v => v.Consumers)
                  .FirstOrDefault(c => c.Is("Shape") && !chain.Contains(c)) is { } reader)
         {
-            return CheckResult.Refuse($"Shape '{reader.DisplayName}' reads an intermediate of scores that are viewed as (B, H, S, T); it cannot be rewired to the op's inputs.");
+            return CheckResult.Refuse($"Shape '{reader.DisplayName}' reads an intermediate of scores that are viewed as (B, H, S, T), of unknown rank; it cannot be rewired to the op's inputs.");
         }
 
         return CheckResult.Ok;
@@ -1389,6 +1510,11 @@ public sealed class ScaledDotProductAttentionRule
     {
         var masks = match.Scores.Masks.Where(m => m.Kind is not (MaskKind.Causal or MaskKind.Zero)).ToList();
         var notes = new List<string>();
+        if (match.Zeroed is { } zeroed)
+        {
+            notes.Add($"Where '{zeroed.Where.DisplayName}' after Softmax zeroes exactly the keys the Where before it hides: that mask is the keep input with masked_rows = zero " +
+                      "(a row with no visible key is 0 in both; elsewhere the hidden keys weigh exactly 0 before the zeroing, every other mask being bounded like the scores).");
+        }
         var additive = masks.Where(m => m.Kind == MaskKind.AdditiveBias).ToList();
         var wheres = masks.Where(m => m.Kind != MaskKind.AdditiveBias).ToList();
         // Summing two masks first is exact when one only holds 0 and absorbing values (a causal mask, a (1 − m)·finfo.min
@@ -1659,7 +1785,10 @@ public sealed class ScaledDotProductAttentionRule
             value = Permuted(anchor, value, einsum.Value, "Value");
         }
 
-        RewireShapeReaders(match, query, key);
+        var view = match.Scores.View;
+        // Readers of a (B, H, S, T) view are rewired once Q and K are regrouped to it (below).
+        bool OnGroupedView(Value v) => view is { Windowed: false } && _analysis.ShapeOf(v)?.Count == 4;
+        RewireShapeReaders(match, query, key, v => !OnGroupedView(v));
         if (match.Key.Layout is KeyLayout.HeadSplitMerged or KeyLayout.Rank3SequenceFirst or KeyLayout.Rank3Transposed)
         {
             long[] perm = match.Key.Layout switch
@@ -1678,7 +1807,6 @@ public sealed class ScaledDotProductAttentionRule
         var where = masks.FirstOrDefault(m => m.Kind is MaskKind.KeepNegativeInfinity or MaskKind.FiniteFill);
         var causal = masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None;
 
-        var view = match.Scores.View;
         Value? batchAndHeads = null;
         Value Regroup(Value input, string hint)
         {
@@ -1728,6 +1856,8 @@ public sealed class ScaledDotProductAttentionRule
             {
                 value = Regroup(value, "Value");
             }
+
+            RewireShapeReaders(match, query, key, OnGroupedView, groupedView: true);
         }
 
         Value? bias = additive is null ? null : MaskOnView(additive, SignedBias(graph, anchor, additive, type));
@@ -1877,12 +2007,17 @@ public sealed class ScaledDotProductAttentionRule
     /// Shape nodes reading a score-shaped intermediate (DistilBERT expands its mask to Shape(scores))
     /// get the same shape computed from the query and key instead, inserted where they were.
     /// </summary>
-    private static void RewireShapeReaders(AttentionMatch match, Value query, Value key)
+    /// <param name="match">The match.</param>
+    /// <param name="query">The query as the op will read it.</param>
+    /// <param name="key">The key as the op will read it.</param>
+    /// <param name="reads">Which intermediates' readers to rewire.</param>
+    /// <param name="groupedView">Whether query and key are already regrouped to (B, H, ·, D) for a view of 3-D scores.</param>
+    private static void RewireShapeReaders(AttentionMatch match, Value query, Value key, Func<Value, bool> reads, bool groupedView = false)
     {
         var graph = match.Anchor.Graph;
         var names = graph.Model.Names;
         var chain = new HashSet<Node>([match.Scores.ScoresMatMul, .. match.Scores.Nodes, .. match.ProbabilityNodes]);
-        var readers = chain.SelectMany(n => n.Outputs.OfType<Value>()).SelectMany(v => v.Consumers)
+        var readers = chain.SelectMany(n => n.Outputs.OfType<Value>()).Where(reads).SelectMany(v => v.Consumers)
                            .Where(c => c.Is("Shape") && !chain.Contains(c)).Distinct().ToList();
         foreach (var reader in readers)
         {
@@ -1893,10 +2028,10 @@ public sealed class ScaledDotProductAttentionRule
                 return graph.InsertNode(reader, "Slice", "", [shape, starts, ends], [names.Fresh(hint)], hint).Output(0)!;
             }
 
-            var rank = QueryRank(match);
+            var rank = groupedView ? 4 : QueryRank(match);
             var queryShape = graph.InsertNode(reader, "Shape", "", [query], [names.Fresh("QueryShape")], "QueryShape").Output(0)!;
             var keyShape = graph.InsertNode(reader, "Shape", "", [key], [names.Fresh("KeyShape")], "KeyShape").Output(0)!;
-            var keyAxis = match.Key.Layout switch
+            var keyAxis = groupedView ? 2 : match.Key.Layout switch
             {
                 KeyLayout.HeadSplitMerged => 1,
                 KeyLayout.Rank3SequenceFirst => 0,

@@ -202,6 +202,9 @@ internal static class AttentionModels
             new(KeyLayout.Einsum, ScalePlacement.MultiplyScores, InvSqrtD, KvHeadRepeatRemoved: true));
         yield return new("Interleaved head repeat (Unsqueeze(1)) with Einsum products kept: K and V fed already repeated", GqaInterleavedRepeatEinsum, GqaInputs,
             new(KeyLayout.Einsum, ScalePlacement.MultiplyScores, InvSqrtD));
+        yield return new("XSoftmax (HF DeBERTa): Where(hide, finfo.min, scores + q·k bias) → Softmax → Where(hide, 0, p), rows fully hidden",
+            () => XSoftmax(XSoftmaxVariant.Exact), BoolMaskInputs(fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, MaskedRows: MaskedRowPolicy.Zero, NoteContains: "zeroes exactly the keys"));
     }
 
     /// <summary>
@@ -560,6 +563,14 @@ internal static class AttentionModels
             "does not provably only split");
         yield return new("Probabilities merged to (B·H, S·T, 1) after Softmax", () => Bloom(BloomVariant.FlattenedProbabilities), BloomInputs(past: false), null,
             "does not provably merge");
+        yield return new("XSoftmax with a bias from a graph input, which may sit at the fill", () => XSoftmax(XSoftmaxVariant.BiasFromInput), XSoftmaxInputs,
+            null, "not provably bounded like the scores");
+        yield return new("XSoftmax zeroing probabilities under another condition than the one hiding the scores", () => XSoftmax(XSoftmaxVariant.OtherZeroingCondition),
+            XSoftmaxInputs, null, "which is not provably where");
+        yield return new("XSoftmax zeroing the visible keys' probabilities (Where(hide, p, 0))", () => XSoftmax(XSoftmaxVariant.ZeroingVisible), XSoftmaxInputs,
+            null, "which is not provably where");
+        yield return new("XSoftmax hiding with −10000, which leaves hidden keys some weight", () => XSoftmax(XSoftmaxVariant.FillTenThousand), XSoftmaxInputs,
+            null, "does not absorb the scores");
     }
 
     // ---- common pieces ------------------------------------------------------------------------
@@ -2323,6 +2334,49 @@ internal static class AttentionModels
     {
         var inputs = Qkv(r, s, t);
         inputs["scale"] = new TestTensor(DataType.Float, [], [3]);
+        return inputs;
+    }
+
+    /// <summary>Which part of HF DeBERTa's XSoftmax a variant changes (all but <see cref="Exact"/> must be refused).</summary>
+    internal enum XSoftmaxVariant
+    {
+        Exact,
+        BiasFromInput,
+        OtherZeroingCondition,
+        ZeroingVisible,
+        FillTenThousand,
+    }
+
+    /// <summary>
+    /// HF DeBERTa's XSoftmax as its own ONNX symbolic writes it: scores plus a bias, Where(hide, finfo.min, ·), Softmax,
+    /// Where(hide, 0, p), each Where reading its own Cast to bool of one hide condition. The exact bias is a product of Q
+    /// and K (DeBERTa's c2p/p2c terms are such products, gathered), so it is bounded as the scores are.
+    /// </summary>
+    private static ModelProto XSoftmax(XSoftmaxVariant variant)
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Bool, "B", 1, 1, "T");
+        var hidden = b.Node("Not", [mask]);
+        var bias = variant == XSoftmaxVariant.BiasFromInput
+            ? b.Input("bias", DataType.Float, "B", Heads, "S", "T")
+            : b.Node("Mul", [Scores(b, q, k), b.Scalar(0.5f)]);
+        var fill = variant == XSoftmaxVariant.FillTenThousand ? -10000f : FloatMin;
+        var filled = b.Node("Where", [b.Node("Cast", [hidden], Int("to", (long)DataType.Bool)), b.Scalar(fill), b.Node("Add", [Div(b, Scores(b, q, k)), bias])]);
+        var probabilities = Softmax(b, filled);
+        var zeroing = variant == XSoftmaxVariant.OtherZeroingCondition
+            ? b.Node("Not", [b.Input("other", DataType.Bool, "B", 1, 1, "T")])
+            : b.Node("Cast", [hidden], Int("to", (long)DataType.Bool));
+        var zeroed = variant == XSoftmaxVariant.ZeroingVisible
+            ? b.Node("Where", [zeroing, probabilities, b.Scalar(0)])
+            : b.Node("Where", [zeroing, b.Scalar(0), probabilities]);
+        return Finish(b, zeroed, v);
+    }
+
+    private static Dictionary<string, TestTensor> XSoftmaxInputs(Random r, long s, long t)
+    {
+        var inputs = BoolMaskInputs(fullyMaskedBatch: true)(r, s, t);
+        inputs["bias"] = TestTensor.Random(r, [Batch, Heads, s, t]);
+        inputs["other"] = new TestTensor(DataType.Bool, [Batch, 1, 1, t], Padding(t));
         return inputs;
     }
 

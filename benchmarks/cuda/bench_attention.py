@@ -361,6 +361,26 @@ def run_prefill(args, lib):
     return mismatches
 
 
+def run_naive(naive, want, want_name, tolerance, notes, cell, args, before_each=None):
+    """Runs the naive baseline once: checked against `want` (or made the reference when no SDPA variant ran),
+    then timed. Returns (table cell, want, want_name, 1 if it disagreed else 0); the cell is "oom" when it does
+    not fit in memory."""
+    disagreed = 0
+    try:
+        naive_out = naive()
+        if want is None:
+            want, want_name = naive_out, "naive"
+        elif max_abs_err(naive_out, want) > tolerance:
+            notes.append(f"naive MISMATCH {max_abs_err(naive_out, want):.2e}")
+            disagreed = 1
+        del naive_out
+        text = cell(time_ms(naive, 1, max(3, args.iters // 4), before_each))
+    except torch.cuda.OutOfMemoryError:
+        text = "oom"
+    torch.cuda.empty_cache()
+    return text, want, want_name, disagreed
+
+
 def run_encoder(args, lib):
     """Prints the padded-encoder table; returns the number of configurations that disagreed."""
     print("encoder: not causal, key-padding bias (B,1,1,S) in the input dtype (odd batch entries: last quarter of keys "
@@ -414,20 +434,10 @@ def run_encoder(args, lib):
                         ms_sdpa, sdpa_name = ms, backend
                 torch.cuda.empty_cache()
 
-                naive_cell = "oom"
-                try:
-                    naive_out = naive_masked_attention(q, k, v, bias)
-                    if want is None:
-                        want, want_name = naive_out, "naive"
-                    elif max_abs_err(naive_out, want) > naive_atol:
-                        notes.append(f"naive MISMATCH {max_abs_err(naive_out, want):.2e}")
-                        mismatches += 1
-                    del naive_out
-                    ms_naive = time_ms(lambda: naive_masked_attention(q, k, v, bias), 1, max(3, args.iters // 4))
-                    naive_cell = f"{tflops(batch, heads, seq, dim, False, ms_naive):8.1f}"
-                except torch.cuda.OutOfMemoryError:
-                    pass
-                torch.cuda.empty_cache()
+                naive_cell, want, want_name, disagreed = run_naive(
+                    lambda: naive_masked_attention(q, k, v, bias), want, want_name, naive_atol, notes,
+                    lambda ms: f"{tflops(batch, heads, seq, dim, False, ms):8.1f}", args)
+                mismatches += disagreed
 
                 err = max_abs_err(out, want) if want is not None else math.nan
                 if not err <= atol:
@@ -524,20 +534,10 @@ def run_decode(args, lib):
         want, want_name, ms_sdpa, sdpa_name, notes = time_fastest_sdpa(q, k, v, atol, args, flush)
         torch.cuda.empty_cache()
 
-        naive_cell = "oom"
-        try:
-            naive_out = naive_grouped_attention(q, k, v)
-            if want is None:
-                want, want_name = naive_out, "naive"
-            elif max_abs_err(naive_out, want) > 4 * atol:
-                notes.append(f"naive MISMATCH {max_abs_err(naive_out, want):.2e}")
-                mismatches += 1
-            del naive_out
-            ms_naive = time_ms(lambda: naive_grouped_attention(q, k, v), 1, max(3, args.iters // 4), flush)
-            naive_cell = f"{gbps(nbytes, ms_naive):8.1f}"
-        except torch.cuda.OutOfMemoryError:
-            pass
-        torch.cuda.empty_cache()
+        naive_cell, want, want_name, disagreed = run_naive(
+            lambda: naive_grouped_attention(q, k, v), want, want_name, 4 * atol, notes,
+            lambda ms: f"{gbps(nbytes, ms):8.1f}", args, flush)
+        mismatches += disagreed
 
         err = max_abs_err(out, want) if want is not None else math.nan
         if not err <= atol:

@@ -97,6 +97,9 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
   const typename Tr::Address v_addr(smem_address(sV), lane & 15, lane >> 4);
   const int quad_row = lane / 4;      // g: accumulator row within an mma tile (and +8)
   const int quad_col = 2 * (lane % 4);  // 2t: first accumulator column within an 8-column tile
+  // Query row and key of score accumulator e of row tile mt and key tile nt (keys from n0).
+  const auto score_row = [&](int mt, int e) { return w.m0 + warp_row0 + mt * 16 + quad_row + (e >> 1) * 8; };
+  const auto score_col = [&](int n0, int nt, int e) { return n0 + nt * 8 + quad_col + (e & 1); };
 
   const HeadInputs<T> in = head_inputs<T>(p, w);
 
@@ -187,8 +190,8 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
           for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-              const int row = w.m0 + warp_row0 + mt * 16 + quad_row + (e >> 1) * 8;
-              const int col = n0 + nt * 8 + quad_col + (e & 1);
+              const int row = score_row(mt, e);
+              const int col = score_col(n0, nt, e);
               float bias = 0.0f;
               if (p.bias != nullptr && row < p.q_len && col < p.kv_len) {
                 bias = to_float(static_cast<const T*>(
@@ -209,9 +212,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
         for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const int row = w.m0 + warp_row0 + mt * 16 + quad_row + (e >> 1) * 8;
-            const int col = n0 + nt * 8 + quad_col + (e & 1);
-            if (!key_visible<Tr::kMaskInputs>(p, in.keep, row, col)) s[mt][nt][e] = -INFINITY;
+            if (!key_visible<Tr::kMaskInputs>(p, in.keep, score_row(mt, e), score_col(n0, nt, e))) s[mt][nt][e] = -INFINITY;
           }
         }
       }
@@ -299,7 +300,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const float sum = quad_sum(row_sum[mt][half]);
-      const int row = w.m0 + warp_row0 + mt * 16 + quad_row + half * 8;
+      const int row = score_row(mt, 2 * half);
       if (row >= p.q_len) continue;
       const bool masked = row_max[mt][half] == -INFINITY;
       const float inv_sum = masked ? 0.0f : 1.0f / sum;

@@ -407,31 +407,8 @@ def run_encoder(args, lib):
                 out = torch.empty_like(q)
                 ours = ortflash_call(lib, q, k, v, out, dtype_code, False, bias)
                 ours()
-                notes = []
-                want, want_name, ms_sdpa, sdpa_name = None, None, None, "none ran"
-                for backend in args.sdpa_backends:
-                    def fn():
-                        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-
-                    context = sdpa_context(backend)
-                    if context is None:
-                        continue
-                    try:
-                        with context, warnings.catch_warnings():
-                            warnings.simplefilter("ignore")
-                            got = fn()
-                            torch.cuda.synchronize()
-                    except RuntimeError:  # the backend does not take this shape, mask or dtype
-                        continue
-                    if want is None:
-                        want, want_name = got, backend
-                    elif max_abs_err(got, want) > atol:
-                        notes.append(f"({backend} disagrees with {want_name}: not timed)")
-                        continue
-                    with sdpa_context(backend):
-                        ms = time_ms(fn, args.warmup, args.iters)
-                    if ms_sdpa is None or ms < ms_sdpa:
-                        ms_sdpa, sdpa_name = ms, backend
+                want, want_name, ms_sdpa, sdpa_name, notes = time_fastest_sdpa(
+                    q, [("", k, v, {"attn_mask": bias})], atol, args, None)
                 torch.cuda.empty_cache()
 
                 naive_cell, want, want_name, disagreed = run_naive(
@@ -468,7 +445,7 @@ def sdpa_decode_layouts(q, k, v):
     return layouts
 
 
-def sdpa_decode_candidates(q, layouts, backends):
+def sdpa_candidates(q, layouts, backends):
     """Yields (variant name, backend, fn, output of a first call) for every backend x layout this PyTorch runs.
     A backend's context manager is single-use: time fn under a fresh sdpa_context(backend)."""
     for backend in backends:
@@ -489,11 +466,12 @@ def sdpa_decode_candidates(q, layouts, backends):
             yield f"{backend}/{layout}" if layout else backend, backend, fn, got
 
 
-def time_fastest_sdpa(q, k, v, atol, args, flush):
-    """Runs every SDPA variant, checks each against the first, times those that agree. Returns (first output,
-    its name, fastest time in ms, its name, notes); output and time are None when no variant ran."""
+def time_fastest_sdpa(q, layouts, atol, args, flush):
+    """Runs every SDPA backend x layout (see sdpa_candidates), checks each against the first, times those that
+    agree. Returns (first output, its name, fastest time in ms, its name, notes); output and time are None when no
+    variant ran."""
     want, want_name, best_ms, best_name, notes = None, None, None, "none ran", []
-    for name, backend, fn, got in sdpa_decode_candidates(q, sdpa_decode_layouts(q, k, v), args.sdpa_backends):
+    for name, backend, fn, got in sdpa_candidates(q, layouts, args.sdpa_backends):
         if want is None:
             want, want_name = got, name
         elif max_abs_err(got, want) > atol:
@@ -531,7 +509,8 @@ def run_decode(args, lib):
         out = torch.empty_like(q)
         ours = ortflash_call(lib, q, k, v, out, dtype_code, causal=False)
         ours()
-        want, want_name, ms_sdpa, sdpa_name, notes = time_fastest_sdpa(q, k, v, atol, args, flush)
+        want, want_name, ms_sdpa, sdpa_name, notes = time_fastest_sdpa(q, sdpa_decode_layouts(q, k, v), atol, args,
+                                                                       flush)
         torch.cuda.empty_cache()
 
         naive_cell, want, want_name, disagreed = run_naive(

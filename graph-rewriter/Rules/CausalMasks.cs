@@ -1,5 +1,6 @@
 using OrtFlash.GraphRewriter.Graph;
 using OrtFlash.GraphRewriter.Patterns;
+using DataType = OrtFlash.GraphRewriter.Onnx.TensorProto.Types.DataType;
 
 namespace OrtFlash.GraphRewriter.Rules;
 
@@ -57,6 +58,149 @@ internal sealed class CausalMasks(GraphAnalysis analysis, bool scoresBounded = f
     }
 
     /// <summary>
+    /// A causal mask with the padding folded in, split into the causal structure and the padding part: the padding is
+    /// <c>Padding</c>, hidden where it is zero (<c>HiddenWhereZero</c>, Llama's m) or where it is true (a bool condition,
+    /// the older builder's). Null when the mask is provably neither form.
+    /// </summary>
+    public (CausalStructure Causal, Value Padding, bool HiddenWhereZero)? RecognizeWithPadding(MaskTerm term, Dim queryLength, Dim keyLength, Dim? keyOffset = null)
+    {
+        if (ScatteredWithPadding(term, queryLength, keyLength, keyOffset) is { } scattered)
+        {
+            return (scattered.Causal, scattered.PaddingKeep, true);
+        }
+
+        return MergedWithPadding(term, queryLength, keyLength, keyOffset) is { } merged ? (merged.Causal, merged.Hidden, false) : null;
+    }
+
+    /// <summary>
+    /// HF's older <c>_prepare_4d_causal_attention_mask</c> (<c>AttentionMaskConverter.to_4d</c>; BLOOM, Falcon, Mistral
+    /// ~4.36): <c>causal.masked_fill(padding.bool(), F)</c>, exported as Where(c, F, X) with X the causal mask of
+    /// <see cref="MadeCausalWithCache"/>. Where X hides a key the result is F whatever c holds; where X shows one (0
+    /// there) it is F exactly where c is true. So the mask is the causal structure plus "F where c". Added to the scores
+    /// (Falcon) that is it; BLOOM hides where the mask is nonzero (Where(Cast(bool, mask), F', scores)), and as F ≠ 0 and
+    /// X is 0 exactly on the keys it shows, that is "hidden where c or X hides", with the fill F'. Returns the causal
+    /// structure (with the fill the scores get) and c; null when the graph is not provably that. A mask that hides
+    /// anything else (Mistral's sliding window, a Where between the causal mask and the padding) is not recognised.
+    /// </summary>
+    private (CausalStructure Causal, Value Hidden)? MergedWithPadding(MaskTerm term, Dim queryLength, Dim keyLength, Dim? keyOffset)
+    {
+        _keyCoversQuery = false;
+        _keyOffset = keyOffset ?? Dim.Subtract(keyLength, queryLength);
+        var mask = term.Source;
+        double? scoresFill = null;
+        if (term.Kind is MaskKind.FiniteFill or MaskKind.KeepNegativeInfinity && !term.KeepWhenTrue && !term.HiddenWhereZero && IsHidingFill(term.Fill))
+        {
+            // Hidden where Cast(bool, mask) is true: the bool casts (and float casts, which keep a value zero or not) go.
+            mask = WithoutSameTypeCasts(mask);
+            if (Ops.Producer(mask, "Cast") is not { } toBool || !IsBool(mask))
+            {
+                return null;
+            }
+
+            mask = toBool.Input(0)!;
+            while (Ops.Producer(mask, "Cast") is { } cast && ElementTypes.IsFloat(analysis.ElementTypeOf(cast.Input(0)!)))
+            {
+                mask = cast.Input(0)!;
+            }
+
+            scoresFill = term.Fill;
+        }
+        else if (term.Kind != MaskKind.AdditiveBias || term.Subtracted)
+        {
+            return null;
+        }
+
+        // Casts that change the type would round F (finfo.min of float32 is −inf in float16), so only same-type ones go.
+        mask = WithoutSameTypeCasts(mask);
+        if (Ops.Producer(mask, "Where") is not { } where || !IsBool(where.Input(0)!) || analysis.ScalarOf(where.Input(1)!) is not { } fill ||
+            !IsHidingFill(fill) || MadeCausalWithCache(where.Input(2)!, queryLength, keyLength) is not { } causal || !causal.Fill.Equals(fill))
+        {
+            return null;
+        }
+
+        return (scoresFill is { } hide ? causal with { Fill = hide } : causal, where.Input(0)!);
+    }
+
+    private Value WithoutSameTypeCasts(Value value)
+    {
+        while (Ops.Producer(value, "Cast", "Identity") is { } cast && analysis.ElementTypeOf(cast.Input(0)!) is var from &&
+               from != DataType.Undefined && from == analysis.ElementTypeOf(value))
+        {
+            value = cast.Input(0)!;
+        }
+
+        return value;
+    }
+
+    private bool IsBool(Value value) => analysis.ElementTypeOf(value) == DataType.Bool;
+
+    /// <summary>
+    /// The older builder's causal mask: Concat(axis −1) of zeros (Sq, P) for the cached keys and the (Sq, Sq) mask of
+    /// <see cref="MadeCausal"/>, repeated over leading axes; without a cache the square alone. Key j is visible to
+    /// query i iff j &lt; P or j − P ≤ i, i.e. j ≤ i + P: lower-right when P is Skv − Sq.
+    /// </summary>
+    private CausalStructure? MadeCausalWithCache(Value mask, Dim queryLength, Dim keyLength)
+    {
+        mask = Unbroadcast(mask, queryLength, keyLength);
+        if (Ops.Producer(mask, "Concat") is not { } concat)
+        {
+            return keyLength.SameAs(queryLength) == true && MadeCausal(mask, queryLength, keyLength) is { } square
+                ? square
+                : null;
+        }
+
+        if (concat.Inputs.Count != 2 || concat.IntAttribute("axis") is not { } axis || analysis.ShapeOf(concat.Input(0)!) is not [var rows, var past] ||
+            (axis != -1 && axis != 1) || rows.SameAs(queryLength) != true || Filled(concat.Input(0)!) is not 0.0 ||
+            (past.SameAs(_keyOffset) != true && Dim.Add(past, queryLength).SameAs(keyLength) != true) ||
+            MadeCausal(concat.Input(1)!, queryLength, queryLength) is not { } causal)
+        {
+            return null;
+        }
+
+        return causal with { Alignment = past.Size == 0 ? CausalAlignment.UpperLeft : CausalAlignment.LowerRight };
+    }
+
+    /// <summary>
+    /// HF's <c>_make_causal_mask</c>: full((S, S), F).masked_fill(arange(S) &lt; (arange(S) + 1).view(S, 1), 0), exported as
+    /// Where(Less(Range(0, S), Reshape(Add(Range(0, S), 1), [S, 1])), 0, ConstantOfShape(F)), possibly cast: key j is
+    /// visible to query i iff j &lt; i + 1. Upper-left over (Sq, Skv).
+    /// </summary>
+    private CausalStructure? MadeCausal(Value mask, Dim queryLength, Dim keyLength)
+    {
+        while (Ops.Producer(mask, "Cast") is { } cast)
+        {
+            mask = cast.Input(0)!;
+        }
+
+        if (Ops.Producer(mask, "Where") is not { } where || analysis.ScalarOf(where.Input(1)!) != 0 || Filled(where.Input(2)!) is not { } fill ||
+            !IsHidingFill(fill) || !IsQueryByKey(where.Input(2)!, queryLength, keyLength))
+        {
+            return null;
+        }
+
+        var keep = where.Input(0)!;
+        while (Ops.Producer(keep, "Cast") is { } cast)
+        {
+            keep = cast.Input(0)!;
+        }
+
+        if (Ops.Producer(keep, "Less") is not { } less || UnitRange(less.Input(0)!) is not { } keys || keys.Start.Size != 0 ||
+            keys.End.SameAs(keyLength) != true || Ops.Producer(less.Input(1), "Reshape") is not { } column ||
+            !IsColumnShape(column.Input(1)!, queryLength) || Ops.Producer(column.Input(0), "Add") is not { } next ||
+            Ops.WithScalar(next, analysis, 1, 0) is not { Constant: 1 } plusOne || UnitRange(plusOne.Operand) is not { } queries ||
+            queries.Start.Size != 0 || queries.End.SameAs(queryLength) != true)
+        {
+            return null;
+        }
+
+        return new CausalStructure(CausalAlignment.UpperLeft, fill);
+    }
+
+    /// <summary>Whether a Reshape target makes a column of <paramref name="length"/> rows: [−1, 1] or [Sq, 1].</summary>
+    private bool IsColumnShape(Value shape, Dim length) =>
+        analysis.ConstantOf(shape)?.AsInt64() is [-1, 1] || analysis.ShapeVector(shape) is [var rows, { Size: 1 }] && rows.SameAs(length) == true;
+
+    /// <summary>
     /// HF Llama's causal mask with the padding folded in (and every model sharing its mask code):
     /// <c>mask[..., :T] = mask[..., :T].masked_fill(mask[..., :T] + m == 0, F)</c>, exported as a ScatterND that
     /// rewrites every position of the causal mask. Where the causal mask hides a key the result stays F whatever m holds
@@ -65,11 +209,11 @@ internal sealed class CausalMasks(GraphAnalysis analysis, bool scoresBounded = f
     /// m == 0, else 0" on the visible keys. Returns the causal structure and m (broadcastable to the scores); null when
     /// the graph is not provably that.
     /// </summary>
-    public (CausalStructure Causal, Value PaddingKeep)? RecognizeWithPadding(MaskTerm term, Dim queryLength, Dim keyLength, Dim? keyOffset = null)
+    private (CausalStructure Causal, Value PaddingKeep)? ScatteredWithPadding(MaskTerm term, Dim queryLength, Dim keyLength, Dim? keyOffset)
     {
         _keyCoversQuery = false;
         _keyOffset = keyOffset ?? Dim.Subtract(keyLength, queryLength);
-        if (term.Kind != MaskKind.AdditiveBias || Ops.Producer(Unbroadcast(term.Source, queryLength, keyLength), "ScatterND") is not { } scatter ||
+        if (term.Kind != MaskKind.AdditiveBias || term.Subtracted || Ops.Producer(Unbroadcast(term.Source, queryLength, keyLength), "ScatterND") is not { } scatter ||
             scatter.StringAttribute("reduction") is { } reduction && reduction != "none")
         {
             return null;

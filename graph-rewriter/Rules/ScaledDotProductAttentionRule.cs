@@ -1066,12 +1066,16 @@ public sealed class ScaledDotProductAttentionRule
                 ElementTypes.Round(combined.Causal.Fill, type) == combined.Causal.Fill &&
                 (!combined.Causal.NeedsBoundedScores || masks.Count(m => m.Kind != MaskKind.Zero) == 1))
             {
-                // One mask holding both: the causal part becomes the attribute, the padding part "F where m == 0".
+                // One mask holding both: the causal part becomes the attribute, the padding part "F where m == 0" (Llama) or
+                // "F where c" (the older builder; a Where that hid with the whole mask now hides with c alone).
                 var alignment = CausalAttribute(combined.Causal.Alignment, q[^2], k[^2]);
-                var padding = new MaskTerm(MaskKind.FiniteFill, combined.PaddingKeep, combined.Causal.Fill, KeepWhenTrue: false, masks[i].Node)
-                {
-                    HiddenWhereZero = true,
-                };
+                var padding = masks[i].Kind == MaskKind.AdditiveBias
+                    ? new MaskTerm(MaskKind.FiniteFill, combined.Padding, combined.Causal.Fill, KeepWhenTrue: false, masks[i].Node)
+                    {
+                        HiddenWhereZero = combined.HiddenWhereZero,
+                        OnView = masks[i].OnView,
+                    }
+                    : masks[i] with { Source = combined.Padding };
                 return match with
                 {
                     Scores = match.Scores with { Masks = masks.SetItem(i, masks[i] with { Kind = MaskKind.Causal, Alignment = alignment }).Insert(i + 1, padding) },
@@ -1148,21 +1152,28 @@ public sealed class ScaledDotProductAttentionRule
         alignment == CausalAlignment.LowerRight && keyLength.SameAs(queryLength) == true ? CausalAlignment.UpperLeft : alignment;
 
     /// <summary>
-    /// For a key (in the plain (B, H, T, D) layout) that is a Concat along its sequence axis ending with
+    /// For a key (in the plain (B, H, T, D) layout, or BLOOM's (B·H, D, T) Kᵀ) that is a Concat along its sequence axis ending with
     /// <paramref name="queryLength"/> new rows: the length of what comes before them (the cache), i.e. Skv − Sq as the
     /// graph computes it; otherwise null. Non-null proves T ≥ Sq whatever names the declared shapes give T (GPT-2 exports
     /// declare <c>present_key</c> as (batch, 2, total_sequence, 32)).
     /// </summary>
     private Dim? CachedKeyLength(AttentionMatch match, Dim queryLength)
     {
-        if (match.Key.Layout != KeyLayout.SwapLastAxes || Ops.Producer(match.Key.Value, "Concat") is not { } concat ||
-            _analysis.ShapeOf(match.Key.Value) is not { Count: 4 } || concat.IntAttribute("axis") is not (2 or -2) ||
-            concat.Inputs.Count == 0 || concat.Inputs[^1] is not { } last)
+        // The keys' axis: 2 of (B, H, T, D), or 2 of BLOOM's (B·H, D, T) Kᵀ, whose cache is Concat(past_key, ·, axis=2).
+        var rank = match.Key.Layout switch
+        {
+            KeyLayout.SwapLastAxes => 4,
+            KeyLayout.Rank3Transposed => 3,
+            _ => 0,
+        };
+        if (rank == 0 || Ops.Producer(match.Key.Value, "Concat") is not { } concat || _analysis.ShapeOf(match.Key.Value)?.Count != rank ||
+            concat.IntAttribute("axis") is not { } axis || (axis < 0 ? axis + rank : axis) != 2 || concat.Inputs.Count == 0 ||
+            concat.Inputs[^1] is not { } last)
         {
             return null;
         }
 
-        if (_analysis.ShapeOf(last) is not { Count: 4 } shape || shape[2].SameAs(queryLength) != true)
+        if (_analysis.ShapeOf(last) is not { } shape || shape.Count != rank || shape[2].SameAs(queryLength) != true)
         {
             return null;
         }
@@ -1170,7 +1181,7 @@ public sealed class ScaledDotProductAttentionRule
         var cached = Dim.Of(0);
         foreach (var part in concat.Inputs.Take(concat.Inputs.Count - 1))
         {
-            cached = part is not null && _analysis.ShapeOf(part) is { Count: 4 } partShape ? Dim.Add(cached, partShape[2]) : Dim.Unknown;
+            cached = part is not null && _analysis.ShapeOf(part) is { } partShape && partShape.Count == rank ? Dim.Add(cached, partShape[2]) : Dim.Unknown;
         }
 
         return cached;

@@ -2,6 +2,7 @@ using System.Text.Json;
 using OrtFlash.GraphRewriter;
 using OrtFlash.GraphRewriter.Io;
 using OrtFlash.GraphRewriter.Onnx;
+using OrtFlash.GraphRewriter.Rules;
 using OrtFlash.Tests.Rewriter.Support;
 using DataType = OrtFlash.GraphRewriter.Onnx.TensorProto.Types.DataType;
 
@@ -86,11 +87,32 @@ public class AttentionFuserTests
     private static readonly (long Sequence, long Past)[] Sizes = [(4, 2), (7, 3), (1, 3)];
 
     [TestCaseSource(nameof(Corpus))]
-    public void Exported_model_rewrite_computes_what_the_original_computes(ExportedModel exported)
+    public void Exported_model_rewrite_computes_what_the_original_computes(ExportedModel exported) =>
+        AssertRewriteComputesWhatTheOriginalComputes(exported, RewriteOptions.Default);
+
+    /// <summary>
+    /// Under <see cref="RewriteOptions.CausalForPaddedRows"/>, for the models where the option gives a block the causal
+    /// attribute: the generated inputs pad at the end, or at the start by less than the cache, so every row keeps an
+    /// unpadded visible key and the option must compute what the original does.
+    /// </summary>
+    [TestCaseSource(nameof(Corpus))]
+    public void Exported_model_rewrite_under_causal_padded_rows_computes_what_the_original_computes(ExportedModel exported)
+    {
+        var options = new RewriteOptions { CausalForPaddedRows = true };
+        var exactCausal = AttentionFuser.Rewrite(Load(exported)).Fusions.Count(f => f.Causal != CausalAlignment.None);
+        if (AttentionFuser.Rewrite(Load(exported), options).Fusions.Count(f => f.Causal != CausalAlignment.None) == exactCausal)
+        {
+            Assert.Pass("the option gives no block the causal attribute that the exact rewrite does not");
+        }
+
+        AssertRewriteComputesWhatTheOriginalComputes(exported, options);
+    }
+
+    private static void AssertRewriteComputesWhatTheOriginalComputes(ExportedModel exported, RewriteOptions options)
     {
         var original = Load(exported);
         var rewritten = original.Clone();
-        AttentionFuser.Rewrite(rewritten);
+        AttentionFuser.Rewrite(rewritten, options);
         var lowered = FlashAttentionLowering.Lower(rewritten);
         var tolerance = exported.Float16 ? 5e-3 : 1e-4;
         var random = new Random(7);

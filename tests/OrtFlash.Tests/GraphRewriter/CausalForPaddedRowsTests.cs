@@ -130,6 +130,142 @@ public sealed class CausalForPaddedRowsTests
         });
     }
 
+    /// <summary>
+    /// HF's older <c>_prepare_4d_causal_attention_mask</c> (Falcon adds it, BLOOM hides where it is nonzero): under the
+    /// option it splits into the causal attribute (lower-right with the cache's zero columns) and the padding condition;
+    /// the causal mask is no longer built. Rows with an unpadded visible key compute what the original does.
+    /// </summary>
+    [TestCase(true, false, CausalAlignment.LowerRight)]
+    [TestCase(true, true, CausalAlignment.LowerRight)]
+    [TestCase(false, false, CausalAlignment.UpperLeft)]
+    [TestCase(false, true, CausalAlignment.UpperLeft)]
+    public void TheOlderBuilderSplitsIntoCausalAndPadding(bool cache, bool boolHidden, CausalAlignment alignment)
+    {
+        var original = AttentionModels.OlderBuilderCausalPadding(cache, boolHidden);
+        var exact = original.Clone();
+        var opted = original.Clone();
+        var exactReport = AttentionFuser.Rewrite(exact);
+        var report = AttentionFuser.Rewrite(opted, Opted);
+        var producers = opted.Graph.Node.SelectMany(n => n.Output.Select(o => (o, n))).ToDictionary(p => p.o, p => p.n);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(exactReport.Fusions.Single().Causal, Is.EqualTo(CausalAlignment.None), "without the option");
+            Assert.That(report.Fusions.Single().Causal, Is.EqualTo(alignment));
+            Assert.That(FlashNodes(opted).Single().Attribute.Single(a => a.Name == "causal").I, Is.EqualTo((long)alignment));
+            Assert.That(report.Fusions.Single().Masks, Is.EquivalentTo(new[] { MaskKind.Causal, MaskKind.FiniteFill }));
+            Assert.That(report.Fusions.Single().Notes, Has.Some.Contains("fully masked by padding"));
+            Assert.That(opted.Graph.Node.Select(n => n.OpType), Has.None.AnyOf("Less", "Range"), "the causal mask is no longer built");
+            var flash = FlashNodes(opted).Single();
+            Assert.That(Ancestors(flash.Input.Skip(3).Where(i => i.Length > 0), producers).Select(n => n.OpType), Has.None.EqualTo("Expand"),
+                "only the (B, 1, 1, T) padding reaches the op");
+        });
+
+        // Right padding, and left padding that leaves every row an unpadded visible key: every row as in the original.
+        var random = new Random(5);
+        foreach (var (s, past, padded) in new (long, long, long)[] { (5, 3, 0), (4, 2, 2), (1, 3, 3), (6, 0, 0) })
+        {
+            if (cache != past > 0)
+            {
+                continue;
+            }
+
+            var inputs = AttentionModels.OlderBuilderInputs(random, s, past, padded);
+            var expected = OrtRunner.Run(original, inputs);
+            var lowered = OrtRunner.Run(FlashAttentionLowering.Lower(opted), inputs);
+            var fused = OrtRunner.OpLibraryPath is null ? null : OrtRunner.Run(opted, inputs, withOpLibrary: true);
+            foreach (var (name, tensor) in expected)
+            {
+                Parity.AssertClose(tensor, lowered[name], 1e-5, $"lowered {name} at S={s}, P={past}, {padded} padded");
+                if (fused is not null)
+                {
+                    Parity.AssertClose(tensor, fused[name], 1e-5, $"with the op: {name} at S={s}, P={past}, {padded} padded");
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Masks that look like the older builder but are not its causal mask plus padding stay the exact bias under the
+    /// option: the report and the rewritten graph are what the default rewrite makes of them. Mistral's sliding window
+    /// hides keys the op's causal attribute cannot; the whole windowed mask stays a bias.
+    /// </summary>
+    [TestCase(OlderBuilderMiss.DiagonalOffsetTwo, true, false)]
+    [TestCase(OlderBuilderMiss.DiagonalOffsetTwo, false, true)]
+    [TestCase(OlderBuilderMiss.KeysAboveQueries, true, false)]
+    [TestCase(OlderBuilderMiss.KeysAboveQueries, false, true)]
+    [TestCase(OlderBuilderMiss.SlidingWindow, true, false)]
+    [TestCase(OlderBuilderMiss.SlidingWindow, true, true)]
+    [TestCase(OlderBuilderMiss.SlidingWindow, false, false)]
+    [TestCase(OlderBuilderMiss.UnrelatedCacheWidth, true, false)]
+    [TestCase(OlderBuilderMiss.UnrelatedCacheWidth, true, true)]
+    public void NearMissesOfTheOlderBuilderStayExact(OlderBuilderMiss miss, bool cache, bool boolHidden)
+    {
+        var byDefault = AttentionModels.OlderBuilderCausalPadding(cache, boolHidden, miss);
+        var opted = byDefault.Clone();
+        var defaultReport = AttentionFuser.Rewrite(byDefault);
+        var optedReport = AttentionFuser.Rewrite(opted, Opted);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(optedReport.Fused, Is.EqualTo(1));
+            Assert.That(optedReport.Fusions.Single().Causal, Is.EqualTo(CausalAlignment.None));
+            Assert.That(optedReport.ToJson(), Is.EqualTo(defaultReport.ToJson()));
+            Assert.That(opted.ToByteArrayOf(), Is.EqualTo(byDefault.ToByteArrayOf()));
+        });
+    }
+
+    /// <summary>Without the option the older builder's mask is the op's exact bias, as before.</summary>
+    [TestCase("falcon-opset17.onnx")]
+    [TestCase("bloom_past-opset17.onnx")]
+    [TestCase("mistral-opset17.onnx")]
+    public void OlderBuilderModelsWithoutTheOptionKeepTheirExactMask(string file)
+    {
+        var report = AttentionFuser.Rewrite(Load(file));
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(report.Fused, Is.EqualTo(2));
+            Assert.That(report.Fusions.Select(f => f.Causal), Is.All.EqualTo(CausalAlignment.None));
+            Assert.That(report.Fusions.SelectMany(f => f.Notes), Has.None.Contains("fully masked by padding"));
+        });
+    }
+
+    /// <summary>
+    /// Falcon and BLOOM with a cache build the older mask: under the option every block gets lower-right causal and keeps
+    /// the padding condition. Mistral's mask also holds its sliding window, which the attribute cannot express: it stays
+    /// the exact bias.
+    /// </summary>
+    [TestCase("falcon-opset17.onnx", CausalAlignment.LowerRight)]
+    [TestCase("falcon-opset14.onnx", CausalAlignment.LowerRight)]
+    [TestCase("bloom_past-opset17.onnx", CausalAlignment.LowerRight)]
+    [TestCase("bloom_past-opset14.onnx", CausalAlignment.LowerRight)]
+    [TestCase("bloom-opset17.onnx", CausalAlignment.UpperLeft)]
+    [TestCase("mistral-opset17.onnx", CausalAlignment.None)]
+    [TestCase("mistral-opset14.onnx", CausalAlignment.None)]
+    public void OlderBuilderModelsUnderTheOption(string file, CausalAlignment alignment)
+    {
+        var model = Load(file);
+        var report = AttentionFuser.Rewrite(model, Opted);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(report.Fused, Is.EqualTo(2));
+            Assert.That(report.Fusions.Select(f => f.Causal), Is.All.EqualTo(alignment));
+            Assert.That(FlashNodes(model).Select(n => n.Attribute.SingleOrDefault(a => a.Name == "causal")?.I ?? 0), Is.All.EqualTo((long)alignment));
+            if (alignment == CausalAlignment.None)
+            {
+                Assert.That(report.Fusions.Select(f => f.Masks), Is.All.EquivalentTo(new[] { MaskKind.AdditiveBias }));
+                Assert.That(report.Fusions.SelectMany(f => f.Notes), Has.None.Contains("fully masked by padding"));
+            }
+            else
+            {
+                Assert.That(report.Fusions.Select(f => f.Masks), Is.All.Contains(MaskKind.Causal).And.All.Contains(MaskKind.FiniteFill));
+                Assert.That(report.Fusions.Select(f => string.Join(" ", f.Notes)), Is.All.Contains("fully masked by padding"));
+            }
+        });
+    }
+
     [Test]
     public void Float16LlamaWithoutTheOptionKeepsItsExactMask()
     {
@@ -266,6 +402,10 @@ public sealed class CausalForPaddedRowsTests
     [TestCase("llama-opset14.onnx", 1)]
     [TestCase("llama-opset17-fp16.onnx", 0)]
     [TestCase("llama-opset17-fp16.onnx", 3)]
+    [TestCase("falcon-opset17.onnx", 0)]
+    [TestCase("falcon-opset17.onnx", 3)]
+    [TestCase("bloom_past-opset17.onnx", 2)]
+    [TestCase("bloom-opset17.onnx", 0)]
     public void OutputsMatchTheOriginalWithRightPadding(string file, int past)
     {
         var original = Load(file);
@@ -276,7 +416,12 @@ public sealed class CausalForPaddedRowsTests
             SequenceLengths = [1, 4, 9, 16],
             ExpectedSession = TestModels.Cpu with { Rewrite = false },
             ActualSession = TestModels.Cpu with { Rewrite = false },
-            Inputs = new InputGenerationOptions { BatchSize = 3, PastSequenceLength = past, Padding = PaddingSide.End },
+            Inputs = new InputGenerationOptions
+            {
+                BatchSize = 3, PastSequenceLength = past, Padding = PaddingSide.End,
+                // BLOOM's cache is (batch × heads, ·, ·), a dimension nothing else sizes: 3 × 4 heads.
+                DimensionOverrides = file.StartsWith("bloom_past", StringComparison.Ordinal) ? new Dictionary<string, long> { ["batch_x_heads"] = 12 } : [],
+            },
         };
 
         var report = ModelComparer.Compare(ModelSource.FromModel(original, file), ModelSource.FromModel(rewritten, file + " (causal-padded-rows)"), options);
@@ -361,6 +506,8 @@ public sealed class CausalForPaddedRowsTests
     [TestCase("llama-opset17.onnx")]
     [TestCase("llama-opset17-fp16.onnx")]
     [TestCase("bert-opset17.onnx")]
+    [TestCase("falcon-opset17.onnx")]
+    [TestCase("bloom_past-opset17.onnx")]
     public void WithoutTheOptionNothingChanges(string file)
     {
         var byDefault = Load(file);

@@ -1686,6 +1686,84 @@ internal static class AttentionModels
         return Finish(b, Softmax(b, b.Node("Add", [scores, mask])), value);
     }
 
+    /// <summary>
+    /// HF's older <c>_prepare_4d_causal_attention_mask</c> as TorchScript exports it (Falcon; BLOOM casts it to bool and
+    /// hides with it): the (S, S) <c>_make_causal_mask</c> Where(Less(arange(S), (arange(S) + 1).view(S, 1)), 0, full(F)),
+    /// with a cache Concat(zeros(S, P), ·) on the keys, expanded to (B, 1, S, T), then
+    /// Where(Cast(bool, _expand_mask(attention_mask)), F, ·). Inputs: q, k, v (B, H, S, D); past_key and past_value
+    /// (B, H, P, D) with a cache; attention_mask int64 (B, T), 1 = keep.
+    /// </summary>
+    /// <param name="cache">Whether the keys are Concat(past_key, k) and the causal mask has zero columns for them.</param>
+    /// <param name="boolHidden">Whether the scores are Where(Cast(bool, mask), F, scores) (BLOOM) instead of scores + mask (Falcon).</param>
+    /// <param name="miss">What makes the mask something else than the causal mask plus the padding.</param>
+    internal static ModelProto OlderBuilderCausalPadding(bool cache, bool boolHidden, OlderBuilderMiss miss = OlderBuilderMiss.None)
+    {
+        var (b, q, k, v) = Bhsd(keyLength: "S");
+        string Dim(string tensor, long axis) => b.Node("Gather", [b.Node("Shape", [tensor]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, axis))], Int("axis", 0));
+        string Vector(string scalar) => b.Node("Unsqueeze", [scalar, b.Ints(0)]);
+        string Int64(long value) => b.Initializer(ConstantTensor.Scalar(DataType.Int64, value));
+        var length = Dim(q, 2);
+        var full = b.Node("ConstantOfShape", [b.Node("Concat", [Vector(length), Vector(length)], Int("axis", 0))],
+            Tensor("value", new ConstantTensor(DataType.Float, [1], [FloatMin])));
+        var positions = b.Node("Range", [Int64(0), length, Int64(1)]);
+        var column = b.Node("Reshape", [b.Node("Add", [positions, Int64(miss == OlderBuilderMiss.DiagonalOffsetTwo ? 2 : 1)]),
+            b.Node("Concat", [Vector(length), b.Ints(1)], Int("axis", 0))]);
+        var keep = b.Node(miss == OlderBuilderMiss.KeysAboveQueries ? "Greater" : "Less", [positions, column]);
+        var causal = b.Node("Cast", [b.Node("Where", [b.Node("Cast", [keep], Int("to", (long)DataType.Bool)), b.Scalar(0), full])], Int("to", (long)DataType.Float));
+        string key = k, value = v, past = Int64(0);
+        if (cache)
+        {
+            var pastKey = b.Input("past_key", DataType.Float, "B", Heads, "P", HeadDim);
+            var pastValue = b.Input("past_value", DataType.Float, "B", Heads, "P", HeadDim);
+            key = b.Rename(b.Node("Concat", [pastKey, k], Int("axis", -2)), "present_key");
+            value = b.Rename(b.Node("Concat", [pastValue, v], Int("axis", -2)), "present_value");
+            b.Output("present_key");
+            b.Output("present_value");
+            past = Dim(pastKey, 2);
+            var width = miss == OlderBuilderMiss.UnrelatedCacheWidth ? Dim(b.Input("offset", DataType.Float, "O"), 0) : past;
+            var zeros = b.Node("ConstantOfShape", [b.Node("Concat", [Vector(length), Vector(width)], Int("axis", 0))],
+                Tensor("value", new ConstantTensor(DataType.Float, [1], [0])));
+            causal = b.Node("Concat", [zeros, causal], Int("axis", -1));
+        }
+
+        if (miss == OlderBuilderMiss.SlidingWindow)
+        {
+            // Mistral (sliding_window = 3): 1 − triu(ones, P − 3 + 1) hides keys more than 2 positions behind the query.
+            var ones = b.Node("ConstantOfShape", [b.Node("Shape", [causal])], Tensor("value", new ConstantTensor(DataType.Int32, [1], [1])));
+            var diagonal = b.Node("Sub", [past, Int64(2)]);
+            var outside = b.Node("Sub", [b.Scalar(1, DataType.Int32), b.Node("Trilu", [ones, diagonal], Int("upper", 1))]);
+            causal = b.Node("Where", [b.Node("Cast", [outside], Int("to", (long)DataType.Bool)), b.Scalar(FloatMin), causal]);
+        }
+
+        var target = b.Node("Concat", [Vector(Dim(q, 0)), b.Ints(1), Vector(length), Vector(Dim(key, 2))], Int("axis", 0));
+        var expanded = b.Node("Expand", [b.Node("Unsqueeze", [causal, b.Ints(0, 1)]), target]);
+        var attentionMask = b.Input("attention_mask", DataType.Int64, "B", "T");
+        var inverted = b.Node("Sub", [b.Scalar(1), b.Node("Cast", [b.Node("Unsqueeze", [attentionMask, b.Ints(1, 2)])], Int("to", (long)DataType.Float))]);
+        var padding = b.Node("Where", [b.Node("Cast", [inverted], Int("to", (long)DataType.Bool)), b.Scalar(FloatMin), inverted]);
+        var mask = b.Node("Where", [b.Node("Cast", [padding], Int("to", (long)DataType.Bool)), b.Scalar(FloatMin), expanded]);
+        var scores = Div(b, Scores(b, q, key));
+        var masked = boolHidden
+            ? b.Node("Where", [b.Node("Cast", [mask], Int("to", (long)DataType.Bool)), b.Scalar(FloatMin), scores])
+            : b.Node("Add", [scores, mask]);
+        return Finish(b, Softmax(b, masked), value);
+    }
+
+    /// <summary>Inputs of <see cref="OlderBuilderCausalPadding"/>: S queries, P cached keys, entry 1's first <paramref name="padded"/> keys padded.</summary>
+    internal static Dictionary<string, TestTensor> OlderBuilderInputs(Random r, long s, long past, long padded)
+    {
+        var inputs = Qkv(r, s, s);
+        if (past > 0)
+        {
+            inputs["past_key"] = TestTensor.Random(r, [Batch, Heads, past, HeadDim]);
+            inputs["past_value"] = TestTensor.Random(r, [Batch, Heads, past, HeadDim]);
+        }
+
+        var total = past + s;
+        inputs["attention_mask"] = new TestTensor(DataType.Int64, [Batch, total],
+            Enumerable.Range(0, (int)(Batch * total)).Select(i => i < total || i % total >= padded ? 1f : 0f).ToArray());
+        return inputs;
+    }
+
     private static ModelProto OnnxAttentionFloatMask()
     {
         var (b, q, k, v) = Bhsd(opset: 23);
@@ -2462,4 +2540,23 @@ internal static class AttentionModels
         var m2 = b.Floats([1], [-250f]);
         return Finish(b, Softmax(b, b.Node("Add", [b.Node("Add", [Div(b, Scores(b, q, k)), m1]), m2])), v);
     }
+}
+
+/// <summary>What turns <see cref="AttentionModels.OlderBuilderCausalPadding"/> into a mask that is not causal plus padding.</summary>
+public enum OlderBuilderMiss
+{
+    /// <summary>The builder as HF writes it.</summary>
+    None,
+
+    /// <summary>arange(S) &lt; arange(S) + 2: every query also sees the next key.</summary>
+    DiagonalOffsetTwo,
+
+    /// <summary>Greater instead of Less: the visible keys lie above the diagonal.</summary>
+    KeysAboveQueries,
+
+    /// <summary>Mistral's sliding window (3) hides old keys in the same mask.</summary>
+    SlidingWindow,
+
+    /// <summary>The zero columns are as wide as an unrelated input, not the cache.</summary>
+    UnrelatedCacheWidth,
 }

@@ -2662,9 +2662,18 @@ FAMILIES = {
 }
 
 # Extra files: (family, opset, variant)
-EXTRA_VARIANTS = [("bert", 14, "nofold"), ("bart", 17, "nofold"), ("bert", 17, "fp16"), ("llama", 17, "fp16")]
-# The scale the fp16 graphs really carry: their scale constants were rounded to float16.
-FP16_SCALE = {"bert": 1.0 / float(np.float16(32 ** 0.5)), "llama": float(np.float16(32 ** -0.5))}
+EXTRA_VARIANTS = [("bert", 14, "nofold"), ("bart", 17, "nofold"), ("bert", 17, "fp16"), ("llama", 17, "fp16"),
+                  ("qwen2", 17, "fp16"), ("mistral", 17, "fp16"), ("sd_unet", 17, "fp16"), ("deberta_v2", 17, "fp16"),
+                  ("falcon", 17, "fp16")]
+# The scale the fp16 graphs really carry: their scale constants were rounded to float16 (a divisor is rounded, then
+# inverted; DeBERTa divides K by its rounded sqrt(16 * 3)).
+FP16_SCALE = {"bert": 1.0 / float(np.float16(32 ** 0.5)), "llama": float(np.float16(32 ** -0.5)),
+              "qwen2": float(np.float16(0.25)), "mistral": 1.0 / float(np.float16(4.0)),
+              "sd_unet": float(np.float16(32 ** -0.5)), "deberta_v2": 1.0 / float(np.float16(48 ** 0.5)),
+              "falcon": 1.0 / float(np.float16(4.0))}
+# fp16 files that must not fuse: DeBERTa's XSoftmax hides keys with Where(c, -65504, x) and zeroes the probabilities
+# after Softmax; -65504 is only a finite score in float16, so a hidden key can keep weight where the op's would be 0.
+FP16_EXPECTED_FUSIONS = {"deberta_v2": 0}
 FP16_TAGS = (" [fp16 file: Softmax is wrapped as Cast(FLOAT) -> Softmax -> Cast(FLOAT16); every Cast(to=FLOAT) of "
              "the fp32 export became Cast(to=FLOAT16); finfo(float32).min constants became -65504]")
 
@@ -2945,7 +2954,8 @@ def main():
             "outputs": [o.name for o in m.graph.output],
             "padding_mask": spec["padding_mask"],
             "attention_blocks": len(fam["blocks"]),
-            "expected_fusions": fam.get("expected_fusions", len(fam["blocks"])),
+            "expected_fusions": FP16_EXPECTED_FUSIONS.get(family, fam.get("expected_fusions", len(fam["blocks"])))
+            if variant == "fp16" else fam.get("expected_fusions", len(fam["blocks"])),
             "blocks": [{"role": role, "causal": causal} for role, causal in fam["blocks"]],
             "causal": sorted({causal for _, causal in fam["blocks"]}),
             "scale": FP16_SCALE[family] if variant == "fp16" else fam["scale"],

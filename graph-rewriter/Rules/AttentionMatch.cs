@@ -168,6 +168,13 @@ public sealed record MaskTerm(MaskKind Kind, Value Source, double Fill, bool Kee
     /// Equal(<see cref="Source"/>, 0) (true = hidden); the rewrite builds it.
     /// </summary>
     public bool HiddenWhereZero { get; init; }
+
+    /// <summary>
+    /// For a <see cref="MaskKind.FiniteFill"/> split off a combined causal mask that the graph adds to the scores (Llama's
+    /// mask, the older builder's as Falcon adds it): the graph adds the fill to the scores it hides, as the op adds its
+    /// bias, so a fill that does not absorb the scores (float16's −65504) is still reproduced exactly.
+    /// </summary>
+    public bool AddedToScores { get; init; }
 }
 
 /// <summary>

@@ -882,12 +882,22 @@ public sealed class ScaledDotProductAttentionRule
     /// A Cast that loses nothing: to float from float, float16 or bfloat16 (exporters emit
     /// float→float no-ops for <c>.float()</c>); the op computes scores in float anyway. Also to float64 (<c>.double()</c>,
     /// or a mask an exporter typed float64, as torch 1.13 types the Python-float fill of <c>torch.where(c, finfo.min, m)</c>):
-    /// <see cref="CheckFloat64"/> limits what may follow.
+    /// <see cref="CheckFloat64"/> limits what may follow. And a Cast of a float type to that same type: a float16 converter
+    /// turns the <c>.float()</c> no-op into Cast(to=FLOAT16) of float16 scores (diffusers' upcast softmax).
     /// </summary>
-    private Node? Widening(Value value) =>
-        Ops.Producer(value, "Cast") is { } cast && cast.IntAttribute("to") is (long)DataType.Float or (long)DataType.Double &&
-        _analysis.ElementTypeOf(cast.Input(0)!) is DataType.Float or DataType.Float16 or DataType.Bfloat16
+    private Node? Widening(Value value)
+    {
+        if (Ops.Producer(value, "Cast") is not { } cast)
+        {
+            return null;
+        }
+
+        var from = _analysis.ElementTypeOf(cast.Input(0)!);
+        var to = cast.IntAttribute("to");
+        return (to is (long)DataType.Float or (long)DataType.Double && from is DataType.Float or DataType.Float16 or DataType.Bfloat16) ||
+               (to == (long)from && ElementTypes.IsFloat(from))
             ? cast : null;
+    }
 
     private (Value Scores, ScoreChain Chain) SkipWidening(Value scores, ScoreChain chain)
     {
@@ -1073,6 +1083,7 @@ public sealed class ScaledDotProductAttentionRule
                     ? new MaskTerm(MaskKind.FiniteFill, combined.Padding, combined.Causal.Fill, KeepWhenTrue: false, masks[i].Node)
                     {
                         HiddenWhereZero = combined.HiddenWhereZero,
+                        AddedToScores = true,
                         OnView = masks[i].OnView,
                     }
                     : masks[i] with { Source = combined.Padding };
@@ -1620,7 +1631,7 @@ public sealed class ScaledDotProductAttentionRule
         {
             var where = wheres[0];
             // Padding split off a combined causal mask is added to the scores in the graph, F included, as the op adds its bias.
-            if (where.Kind == MaskKind.FiniteFill && where.Fill > CausalMasks.AbsorbingFill && !(where.HiddenWhereZero && additive.Count == 0))
+            if (where.Kind == MaskKind.FiniteFill && where.Fill > CausalMasks.AbsorbingFill && !(where.AddedToScores && additive.Count == 0))
             {
                 return CheckResult.Refuse(
                     $"Where '{where.Node.DisplayName}' fills masked scores with {where.Fill.ToString(CultureInfo.InvariantCulture)}: s + F differs from F for ordinary scores, so no additive bias reproduces it exactly.");

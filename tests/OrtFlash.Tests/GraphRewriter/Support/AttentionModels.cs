@@ -487,6 +487,8 @@ internal static class AttentionModels
     {
         yield return new("float16 with Cast to float around Softmax", Float16CastAroundSoftmax, Float16Inputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, 1 / (float)(Half)MathF.Sqrt(HeadDim)));
+        yield return new("float16 with a float16-to-float16 Cast, then Cast to float, before Softmax (converted diffusers upcast)",
+            Float16SameTypeCastBeforeSoftmax, Float16Inputs, new(KeyLayout.SwapLastAxes, ScalePlacement.MultiplyScores, (float)(Half)InvSqrtD));
         yield return new("float16 Keras Einsum with Cast to float around Softmax", Float16KerasEinsum, Float16KerasInputs,
             new(KeyLayout.Einsum, ScalePlacement.Query, (float)(Half)InvSqrtD), NoReferenceProbe: true);
     }
@@ -2042,6 +2044,19 @@ internal static class AttentionModels
         var (b, q, k, v) = Bhsd(type: DataType.Float16);
         var scores = b.Node("Div", [Scores(b, q, k), b.Scalar(MathF.Sqrt(HeadDim), DataType.Float16)]);
         var probabilities = b.Node("Softmax", [b.Node("Cast", [scores], Int("to", (long)DataType.Float))], Int("axis", -1));
+        return Finish(b, b.Node("Cast", [probabilities], Int("to", (long)DataType.Float16)), v, DataType.Float16);
+    }
+
+    /// <summary>
+    /// diffusers' <c>attention_scores.float()</c> after a float16 conversion: the Cast(to=FLOAT) became Cast(to=FLOAT16) of
+    /// float16 scores, and the converter wrapped Softmax in Cast(FLOAT) → Softmax → Cast(FLOAT16).
+    /// </summary>
+    private static ModelProto Float16SameTypeCastBeforeSoftmax()
+    {
+        var (b, q, k, v) = Bhsd(type: DataType.Float16);
+        var scores = b.Node("Mul", [Scores(b, q, k), b.Scalar(InvSqrtD, DataType.Float16)]);
+        var sameType = b.Node("Cast", [scores], Int("to", (long)DataType.Float16));
+        var probabilities = b.Node("Softmax", [b.Node("Cast", [sameType], Int("to", (long)DataType.Float))], Int("axis", -1));
         return Finish(b, b.Node("Cast", [probabilities], Int("to", (long)DataType.Float16)), v, DataType.Float16);
     }
 

@@ -200,6 +200,8 @@ public sealed class CausalForPaddedRowsTests
     [TestCase(OlderBuilderMiss.SlidingWindow, false, false)]
     [TestCase(OlderBuilderMiss.UnrelatedCacheWidth, true, false)]
     [TestCase(OlderBuilderMiss.UnrelatedCacheWidth, true, true)]
+    [TestCase(OlderBuilderMiss.UnrelatedCacheWidthOwnTarget, true, false)]
+    [TestCase(OlderBuilderMiss.UnrelatedCacheWidthOwnTarget, true, true)]
     public void NearMissesOfTheOlderBuilderStayExact(OlderBuilderMiss miss, bool cache, bool boolHidden)
     {
         var byDefault = AttentionModels.OlderBuilderCausalPadding(cache, boolHidden, miss);
@@ -211,6 +213,79 @@ public sealed class CausalForPaddedRowsTests
         {
             Assert.That(optedReport.Fused, Is.EqualTo(1));
             Assert.That(optedReport.Fusions.Single().Causal, Is.EqualTo(CausalAlignment.None));
+            Assert.That(optedReport.ToJson(), Is.EqualTo(defaultReport.ToJson()));
+            Assert.That(opted.ToByteArrayOf(), Is.EqualTo(byDefault.ToByteArrayOf()));
+        });
+    }
+
+    /// <summary>
+    /// The older builder in float16, added to the scores (Falcon): the padding's −65504 does not absorb the scores, but the
+    /// graph adds it to them as the op adds its bias, so under the option the split is exact: lower-right (or upper-left)
+    /// causal and the padding bias, computing what the original does on every row with an unpadded visible key.
+    /// </summary>
+    [TestCase(true, CausalAlignment.LowerRight)]
+    [TestCase(false, CausalAlignment.UpperLeft)]
+    public void TheFloat16OlderBuilderAddedToTheScoresSplitsUnderTheOption(bool cache, CausalAlignment alignment)
+    {
+        var original = AttentionModels.OlderBuilderCausalPadding(cache, boolHidden: false, type: DataType.Float16);
+        var exact = original.Clone();
+        var opted = original.Clone();
+        var exactReport = AttentionFuser.Rewrite(exact);
+        var report = AttentionFuser.Rewrite(opted, Opted);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(exactReport.Fusions.Single().Causal, Is.EqualTo(CausalAlignment.None), "without the option");
+            Assert.That(report.Fused, Is.EqualTo(1), report.ToJson());
+            Assert.That(report.Fusions.Single().Causal, Is.EqualTo(alignment));
+            Assert.That(FlashNodes(opted).Single().Attribute.Single(a => a.Name == "causal").I, Is.EqualTo((long)alignment));
+            Assert.That(report.Fusions.Single().Masks, Is.EquivalentTo(new[] { MaskKind.Causal, MaskKind.FiniteFill }));
+            Assert.That(report.Fusions.Single().Notes, Has.Some.Contains("fully masked by padding"));
+            Assert.That(report.Fusions.Single().Notes, Has.Some.Contains("±16384"));
+            Assert.That(opted.Graph.Node.Select(n => n.OpType), Has.None.AnyOf("Less", "Range"), "the causal mask is no longer built");
+        });
+
+        var random = new Random(9);
+        foreach (var (s, past, padded) in new (long, long, long)[] { (5, 3, 0), (4, 2, 2), (1, 3, 3), (6, 0, 0) })
+        {
+            if (cache != past > 0)
+            {
+                continue;
+            }
+
+            var inputs = AttentionModels.OlderBuilderInputs(random, s, past, padded, DataType.Float16);
+            var expected = OrtRunner.Run(original, inputs);
+            var lowered = OrtRunner.Run(FlashAttentionLowering.Lower(opted), inputs);
+            var fused = OrtRunner.OpLibraryPath is null ? null : OrtRunner.Run(opted, inputs, withOpLibrary: true);
+            foreach (var (name, tensor) in expected)
+            {
+                Parity.AssertClose(tensor, lowered[name], 2e-3, $"lowered {name} at S={s}, P={past}, {padded} padded");
+                if (fused is not null)
+                {
+                    Parity.AssertClose(tensor, fused[name], 2e-3, $"with the op: {name} at S={s}, P={past}, {padded} padded");
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// BLOOM's form in float16: Where(Cast(bool, mask), −65504, scores) replaces the scores it hides, which no bias added
+    /// to them reproduces (s − 65504 ≠ −65504). The option does not make it fuse: the report and graph are the default's.
+    /// </summary>
+    [TestCase(true)]
+    [TestCase(false)]
+    public void TheFloat16OlderBuilderReplacingTheScoresStaysRefusedUnderTheOption(bool cache)
+    {
+        var byDefault = AttentionModels.OlderBuilderCausalPadding(cache, boolHidden: true, type: DataType.Float16);
+        var opted = byDefault.Clone();
+        var defaultReport = AttentionFuser.Rewrite(byDefault);
+        var optedReport = AttentionFuser.Rewrite(opted, Opted);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(optedReport.Fused, Is.EqualTo(0));
+            Assert.That(FlashNodes(opted), Is.Empty);
+            Assert.That(optedReport.ToJson(), Does.Contain("fills masked scores with -65504"));
             Assert.That(optedReport.ToJson(), Is.EqualTo(defaultReport.ToJson()));
             Assert.That(opted.ToByteArrayOf(), Is.EqualTo(byDefault.ToByteArrayOf()));
         });

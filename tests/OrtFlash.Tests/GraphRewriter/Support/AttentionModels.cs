@@ -1698,33 +1698,38 @@ internal static class AttentionModels
     /// <param name="cache">Whether the keys are Concat(past_key, k) and the causal mask has zero columns for them.</param>
     /// <param name="boolHidden">Whether the scores are Where(Cast(bool, mask), F, scores) (BLOOM) instead of scores + mask (Falcon).</param>
     /// <param name="miss">What makes the mask something else than the causal mask plus the padding.</param>
-    internal static ModelProto OlderBuilderCausalPadding(bool cache, bool boolHidden, OlderBuilderMiss miss = OlderBuilderMiss.None)
+    /// <param name="type">The attention's type: with Float16 every mask value is float16 (F = −65504, as Falcon's float16
+    /// export builds it) and Softmax runs in float32 between Casts.</param>
+    internal static ModelProto OlderBuilderCausalPadding(bool cache, bool boolHidden, OlderBuilderMiss miss = OlderBuilderMiss.None, DataType type = DataType.Float)
     {
-        var (b, q, k, v) = Bhsd(keyLength: "S");
+        var (b, q, k, v) = Bhsd(type: type, keyLength: "S");
+        var lowest = type == DataType.Float16 ? (float)Half.MinValue : FloatMin;
         string Dim(string tensor, long axis) => b.Node("Gather", [b.Node("Shape", [tensor]), b.Initializer(ConstantTensor.Scalar(DataType.Int64, axis))], Int("axis", 0));
         string Vector(string scalar) => b.Node("Unsqueeze", [scalar, b.Ints(0)]);
         string Int64(long value) => b.Initializer(ConstantTensor.Scalar(DataType.Int64, value));
         var length = Dim(q, 2);
         var full = b.Node("ConstantOfShape", [b.Node("Concat", [Vector(length), Vector(length)], Int("axis", 0))],
-            Tensor("value", new ConstantTensor(DataType.Float, [1], [FloatMin])));
+            Tensor("value", new ConstantTensor(type, [1], [lowest])));
         var positions = b.Node("Range", [Int64(0), length, Int64(1)]);
         var column = b.Node("Reshape", [b.Node("Add", [positions, Int64(miss == OlderBuilderMiss.DiagonalOffsetTwo ? 2 : 1)]),
             b.Node("Concat", [Vector(length), b.Ints(1)], Int("axis", 0))]);
         var keep = b.Node(miss == OlderBuilderMiss.KeysAboveQueries ? "Greater" : "Less", [positions, column]);
-        var causal = b.Node("Cast", [b.Node("Where", [b.Node("Cast", [keep], Int("to", (long)DataType.Bool)), b.Scalar(0), full])], Int("to", (long)DataType.Float));
+        var causal = b.Node("Cast", [b.Node("Where", [b.Node("Cast", [keep], Int("to", (long)DataType.Bool)), b.Scalar(0, type), full])], Int("to", (long)type));
         string key = k, value = v, past = Int64(0);
         if (cache)
         {
-            var pastKey = b.Input("past_key", DataType.Float, "B", Heads, "P", HeadDim);
-            var pastValue = b.Input("past_value", DataType.Float, "B", Heads, "P", HeadDim);
+            var pastKey = b.Input("past_key", type, "B", Heads, "P", HeadDim);
+            var pastValue = b.Input("past_value", type, "B", Heads, "P", HeadDim);
             key = b.Rename(b.Node("Concat", [pastKey, k], Int("axis", -2)), "present_key");
             value = b.Rename(b.Node("Concat", [pastValue, v], Int("axis", -2)), "present_value");
-            b.Output("present_key");
-            b.Output("present_value");
+            b.Output("present_key", type);
+            b.Output("present_value", type);
             past = Dim(pastKey, 2);
-            var width = miss == OlderBuilderMiss.UnrelatedCacheWidth ? Dim(b.Input("offset", DataType.Float, "O"), 0) : past;
+            var width = miss is OlderBuilderMiss.UnrelatedCacheWidth or OlderBuilderMiss.UnrelatedCacheWidthOwnTarget
+                ? Dim(b.Input("offset", DataType.Float, "O"), 0)
+                : past;
             var zeros = b.Node("ConstantOfShape", [b.Node("Concat", [Vector(length), Vector(width)], Int("axis", 0))],
-                Tensor("value", new ConstantTensor(DataType.Float, [1], [0])));
+                Tensor("value", new ConstantTensor(type, [1], [0])));
             causal = b.Node("Concat", [zeros, causal], Int("axis", -1));
         }
 
@@ -1737,27 +1742,36 @@ internal static class AttentionModels
             causal = b.Node("Where", [b.Node("Cast", [outside], Int("to", (long)DataType.Bool)), b.Scalar(FloatMin), causal]);
         }
 
-        var target = b.Node("Concat", [Vector(Dim(q, 0)), b.Ints(1), Vector(length), Vector(Dim(key, 2))], Int("axis", 0));
+        // Expanded to the key length, or (UnrelatedCacheWidthOwnTarget) to the causal mask's own width, so that the Expand
+        // provably keeps the last two axes whatever the zero columns' width.
+        var keyAxis = miss == OlderBuilderMiss.UnrelatedCacheWidthOwnTarget ? Dim(causal, 1) : Dim(key, 2);
+        var target = b.Node("Concat", [Vector(Dim(q, 0)), b.Ints(1), Vector(length), Vector(keyAxis)], Int("axis", 0));
         var expanded = b.Node("Expand", [b.Node("Unsqueeze", [causal, b.Ints(0, 1)]), target]);
         var attentionMask = b.Input("attention_mask", DataType.Int64, "B", "T");
-        var inverted = b.Node("Sub", [b.Scalar(1), b.Node("Cast", [b.Node("Unsqueeze", [attentionMask, b.Ints(1, 2)])], Int("to", (long)DataType.Float))]);
-        var padding = b.Node("Where", [b.Node("Cast", [inverted], Int("to", (long)DataType.Bool)), b.Scalar(FloatMin), inverted]);
-        var mask = b.Node("Where", [b.Node("Cast", [padding], Int("to", (long)DataType.Bool)), b.Scalar(FloatMin), expanded]);
-        var scores = Div(b, Scores(b, q, key));
+        var inverted = b.Node("Sub", [b.Scalar(1, type), b.Node("Cast", [b.Node("Unsqueeze", [attentionMask, b.Ints(1, 2)])], Int("to", (long)type))]);
+        var padding = b.Node("Where", [b.Node("Cast", [inverted], Int("to", (long)DataType.Bool)), b.Scalar(lowest, type), inverted]);
+        var mask = b.Node("Where", [b.Node("Cast", [padding], Int("to", (long)DataType.Bool)), b.Scalar(lowest, type), expanded]);
+        var scores = b.Node("Div", [Scores(b, q, key), b.Scalar(MathF.Sqrt(HeadDim), type)]);
         var masked = boolHidden
-            ? b.Node("Where", [b.Node("Cast", [mask], Int("to", (long)DataType.Bool)), b.Scalar(FloatMin), scores])
+            ? b.Node("Where", [b.Node("Cast", [mask], Int("to", (long)DataType.Bool)), b.Scalar(lowest, type), scores])
             : b.Node("Add", [scores, mask]);
-        return Finish(b, Softmax(b, masked), value);
+        if (type == DataType.Float)
+        {
+            return Finish(b, Softmax(b, masked), value);
+        }
+
+        var probabilities = Softmax(b, b.Node("Cast", [masked], Int("to", (long)DataType.Float)));
+        return Finish(b, b.Node("Cast", [probabilities], Int("to", (long)type)), value, type);
     }
 
     /// <summary>Inputs of <see cref="OlderBuilderCausalPadding"/>: S queries, P cached keys, entry 1's first <paramref name="padded"/> keys padded.</summary>
-    internal static Dictionary<string, TestTensor> OlderBuilderInputs(Random r, long s, long past, long padded)
+    internal static Dictionary<string, TestTensor> OlderBuilderInputs(Random r, long s, long past, long padded, DataType type = DataType.Float)
     {
-        var inputs = Qkv(r, s, s);
+        var inputs = Qkv(r, s, s, type: type);
         if (past > 0)
         {
-            inputs["past_key"] = TestTensor.Random(r, [Batch, Heads, past, HeadDim]);
-            inputs["past_value"] = TestTensor.Random(r, [Batch, Heads, past, HeadDim]);
+            inputs["past_key"] = TestTensor.Random(r, [Batch, Heads, past, HeadDim], type);
+            inputs["past_value"] = TestTensor.Random(r, [Batch, Heads, past, HeadDim], type);
         }
 
         var total = past + s;
@@ -2574,4 +2588,10 @@ public enum OlderBuilderMiss
 
     /// <summary>The zero columns are as wide as an unrelated input, not the cache.</summary>
     UnrelatedCacheWidth,
+
+    /// <summary>
+    /// The zero columns are as wide as an unrelated input and the mask is expanded to its own width, not the key length:
+    /// only the zero columns' width tells it from the builder.
+    /// </summary>
+    UnrelatedCacheWidthOwnTarget,
 }

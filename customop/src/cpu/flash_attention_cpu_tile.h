@@ -590,6 +590,35 @@ void StoreOutputRow(const float* acc, float row_sum, int64_t value_dim, MaskedRo
   for (; c < value_dim; ++c) StoreFloat(acc[c] * inverse, out + c);
 }
 
+// Where a work item's output rows go (row r as PackedRows counts it).
+template <class T>
+struct ItemOutput {
+  T* out;  // the item's batch and first query head, query 0
+  PackedRows packing;
+  int64_t head_stride;
+  int64_t query_stride;
+
+  T* Row(int64_t row) const { return out + packing.Offset(row, head_stride, query_stride); }
+};
+
+template <class T>
+ItemOutput<T> ItemOutputOf(const AttentionParams& p, const WorkItem& item) {
+  return {static_cast<T*>(p.out) + item.batch * p.out_stride[0] + item.head * p.out_stride[1],
+          PackedRows{item.first_row, item.rows}, p.out_stride[1], p.out_stride[2]};
+}
+
+// Keys the item's last query sees: no row of the item sees more, so the loop over key tiles stops
+// there. When that is none, every row gets the masked_rows value and 0 says the item is done.
+template <class T>
+int64_t ItemKeysOrMaskedRows(const AttentionParams& p, const WorkItem& item, const ItemOutput<T>& output,
+                             int64_t rows, int64_t value_dim) {
+  const int64_t keys = CausalWindow{p.causal, p.q_len, p.kv_len}.VisibleKeys(item.first_row + item.rows - 1);
+  if (keys == 0) {
+    for (int64_t row = 0; row < rows; ++row) StoreMaskedRow(p.masked_rows, value_dim, output.Row(row));
+  }
+  return keys;
+}
+
 // One work item with kRows-row micro-tiles (1 for single-row tiles such as decode without packing).
 // Every row's arithmetic is the same whichever item and micro-tile it is in, so packing query heads
 // into one item (WorkItem::heads > 1) gives bit-identical output.
@@ -606,27 +635,17 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
   const PackedRows packing{item.first_row, item.rows};
   const int64_t rows = item.heads * item.rows;  // at most Traits::kQueryTile (HeadsPerWorkItem)
   const int64_t padded_rows = RoundUp(rows, kRows);
-  T* out = static_cast<T*>(p.out) + item.batch * p.out_stride[0] + item.head * p.out_stride[1];
-  const auto out_row = [&](int64_t row) { return out + packing.Offset(row, p.out_stride[1], p.out_stride[2]); };
+  const ItemOutput<T> output = ItemOutputOf<T>(p, item);
+  const auto out_row = [&](int64_t row) { return output.Row(row); };
 
   const CausalWindow window{p.causal, p.q_len, p.kv_len};
   const auto visible_in_tile = [&](int64_t row, int64_t key_start, int64_t keys) {
     return Clamp(window.VisibleKeys(packing.Query(row)) - key_start, 0, keys);
   };
-  // Keys at or past this are hidden from every row of the item (its last query, in every head, sees
-  // the most): the loop over key tiles stops there.
-  const int64_t tile_keys = window.VisibleKeys(item.first_row + item.rows - 1);
-  if (tile_keys == 0) {
-    for (int64_t row = 0; row < rows; ++row) StoreMaskedRow(p.masked_rows, value_dim, out_row(row));
-    return;
-  }
+  const int64_t tile_keys = ItemKeysOrMaskedRows(p, item, output, rows, value_dim);
+  if (tile_keys == 0) return;
 
-  const ItemInputs<T> in = ItemInputsOf<T>(p, item);
-  const T* const query = in.query;
-  const T* const key = in.key;
-  const T* const value = in.value;
-  const T* const bias = in.bias;
-  const bool* const keep = in.keep;
+  const auto [query, key, value, bias, keep] = ItemInputsOf<T>(p, item);
 
   LoadQueryRows<S>(query, p.q_stride[1], p.q_stride[2], packing, rows, padded_rows, head_dim, scratch.queries);
   for (int64_t i = 0; i < padded_rows * value_dim_padded; ++i) scratch.acc[i] = 0.0f;
@@ -1021,22 +1040,15 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float*
   const PackedRows packing{item.first_row, item.rows};
   const int64_t rows = item.heads * item.rows;
   const int64_t padded_rows = RoundUp(rows, kStripRows);
-  T* out = static_cast<T*>(p.out) + item.batch * p.out_stride[0] + item.head * p.out_stride[1];
-  const auto out_row = [&](int64_t row) { return out + packing.Offset(row, p.out_stride[1], p.out_stride[2]); };
+  const ItemOutput<T> output = ItemOutputOf<T>(p, item);
+  const auto out_row = [&](int64_t row) { return output.Row(row); };
 
   const CausalWindow window{p.causal, p.q_len, p.kv_len};
-  const int64_t tile_keys = window.VisibleKeys(item.first_row + item.rows - 1);
-  if (tile_keys == 0) {
-    for (int64_t row = 0; row < rows; ++row) StoreMaskedRow(p.masked_rows, value_dim, out_row(row));
-    return;
-  }
+  const int64_t tile_keys = ItemKeysOrMaskedRows(p, item, output, rows, value_dim);
+  if (tile_keys == 0) return;
 
-  const ItemInputs<T> in = ItemInputsOf<T>(p, item);
-  const T* const query = in.query;
-  const T* const key = in.key;
-  const T* const value = in.value;
-  const T* const bias = in.bias;  // the same for every row of the item (KeyMajorScores)
-  const bool* const keep = in.keep;
+  // bias and keep are the same for every row of the item (KeyMajorScores).
+  const auto [query, key, value, bias, keep] = ItemInputsOf<T>(p, item);
 
   LoadQueriesTransposed<S>(query, p.q_stride[1], p.q_stride[2], packing, rows, padded_rows, head_dim, scratch.queries);
   const float query_norm = bias != nullptr ? LargestQueryNorm<S>(scratch.queries, padded_rows, head_dim) : 0.0f;

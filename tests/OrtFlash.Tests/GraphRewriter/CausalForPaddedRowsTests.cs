@@ -171,18 +171,8 @@ public sealed class CausalForPaddedRowsTests
                 continue;
             }
 
-            var inputs = AttentionModels.OlderBuilderInputs(random, s, past, padded);
-            var expected = OrtRunner.Run(original, inputs);
-            var lowered = OrtRunner.Run(FlashAttentionLowering.Lower(opted), inputs);
-            var fused = OrtRunner.OpLibraryPath is null ? null : OrtRunner.Run(opted, inputs, withOpLibrary: true);
-            foreach (var (name, tensor) in expected)
-            {
-                Parity.AssertClose(tensor, lowered[name], 1e-5, $"lowered {name} at S={s}, P={past}, {padded} padded");
-                if (fused is not null)
-                {
-                    Parity.AssertClose(tensor, fused[name], 1e-5, $"with the op: {name} at S={s}, P={past}, {padded} padded");
-                }
-            }
+            AssertRewriteMatchesOriginal(original, opted, AttentionModels.OlderBuilderInputs(random, s, past, padded), 1e-5,
+                                         $"S={s}, P={past}, {padded} padded");
         }
     }
 
@@ -253,18 +243,9 @@ public sealed class CausalForPaddedRowsTests
                 continue;
             }
 
-            var inputs = AttentionModels.OlderBuilderInputs(random, s, past, padded, DataType.Float16);
-            var expected = OrtRunner.Run(original, inputs);
-            var lowered = OrtRunner.Run(FlashAttentionLowering.Lower(opted), inputs);
-            var fused = OrtRunner.OpLibraryPath is null ? null : OrtRunner.Run(opted, inputs, withOpLibrary: true);
-            foreach (var (name, tensor) in expected)
-            {
-                Parity.AssertClose(tensor, lowered[name], 2e-3, $"lowered {name} at S={s}, P={past}, {padded} padded");
-                if (fused is not null)
-                {
-                    Parity.AssertClose(tensor, fused[name], 2e-3, $"with the op: {name} at S={s}, P={past}, {padded} padded");
-                }
-            }
+            AssertRewriteMatchesOriginal(original, opted,
+                                         AttentionModels.OlderBuilderInputs(random, s, past, padded, DataType.Float16), 2e-3,
+                                         $"S={s}, P={past}, {padded} padded");
         }
     }
 
@@ -715,9 +696,30 @@ public sealed class CausalForPaddedRowsTests
 
         Assert.That(notes, Has.Count.EqualTo(2).And.All.Contains("rows fully masked by padding"));
     }
+
+    /// <summary>
+    /// The rewritten model, lowered to standard ops and (when the op library is built) run with the op, matches the
+    /// original on <paramref name="inputs"/> within <paramref name="tolerance"/>.
+    /// </summary>
+    private static void AssertRewriteMatchesOriginal(ModelProto original, ModelProto opted,
+                                                     IReadOnlyDictionary<string, TestTensor> inputs, double tolerance, string where)
+    {
+        var expected = OrtRunner.Run(original, inputs);
+        var lowered = OrtRunner.Run(FlashAttentionLowering.Lower(opted), inputs);
+        var fused = OrtRunner.OpLibraryPath is null ? null : OrtRunner.Run(opted, inputs, withOpLibrary: true);
+        foreach (var (name, tensor) in expected)
+        {
+            Parity.AssertClose(tensor, lowered[name], tolerance, $"lowered {name} at {where}");
+            if (fused is not null)
+            {
+                Parity.AssertClose(tensor, fused[name], tolerance, $"with the op: {name} at {where}");
+            }
+        }
+    }
 }
 
 internal static class ModelProtoBytes
 {
     public static byte[] ToByteArrayOf(this ModelProto model) => Google.Protobuf.MessageExtensions.ToByteArray(model);
+
 }

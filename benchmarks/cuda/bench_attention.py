@@ -21,7 +21,10 @@ lowest finite value, as Hugging Face models build it — so the kernels' general
 and float32 (float32 by the tiled SIMT kernel), 12 heads of 64 (BERT-base) and 16 of 128, S 128 to 2048 at
 16k tokens per batch. Against SDPA with the bias as attn_mask (fastest agreeing of its backends: flash takes
 no mask) and the naive graph with the fp32 softmax of exported models; --tf32 lets the naive graph's float32
-matmuls use TF32, as ONNX Runtime's CUDA provider does by default.
+matmuls use TF32, as ONNX Runtime's CUDA provider does by default. --encoder-masks picks the masks:
+padding-bias (the default, above), full-bias (a (B,1,S,S) bias: causal plus the padding, finfo.min where hidden,
+as decoder exports build their 4-d mask; the kernel still runs as not causal) and padding-keep (a (B,1,1,S)
+boolean keep mask, SDPA's boolean attn_mask).
 
 --mode all: the three tables. Every configuration first checks that the outputs agree; timings are the
 median of --iters CUDA-event-timed runs after --warmup runs. --self-test checks the formulas, the
@@ -110,6 +113,7 @@ def parse_args(argv=None):
     encoder.add_argument("--encoder-heads", nargs="+", type=head_dims_arg, metavar="H:D", default=[(12, 64), (16, 128)])
     encoder.add_argument("--encoder-seqlens", nargs="+", type=int, default=[128, 512, 2048])
     encoder.add_argument("--tf32", action="store_true", help="the naive graph's float32 matmuls may use TF32")
+    encoder.add_argument("--encoder-masks", nargs="+", default=["padding-bias"], choices=list(ENCODER_MASKS))
     decode = parser.add_argument_group("decode")
     decode.add_argument("--decode-heads", nargs="+", type=head_counts, metavar="HQ:HKV",
                         default=[LLAMA3_8B_HEADS, MQA_HEADS, MHA_HEADS])
@@ -134,6 +138,23 @@ def head_dims_arg(text):
     if heads < 1 or dim < 1:
         raise argparse.ArgumentTypeError(f"'{text}' needs positive heads and head dim")
     return heads, dim
+
+
+ENCODER_MASKS = ("padding-bias", "full-bias", "padding-keep")
+
+
+def encoder_mask(kind, batch, seq, dtype, device="cuda"):
+    """The encoder table's mask: a bias in `dtype` (finfo.min where hidden) or a boolean keep mask."""
+    keep = torch.ones((batch, 1, 1 if kind != "full-bias" else seq, seq), dtype=torch.bool, device=device)
+    for b, hidden in enumerate(padded_keys(batch, seq)):
+        if hidden:
+            keep[b, ..., seq - hidden:] = False
+    if kind == "full-bias":
+        keep &= torch.ones((seq, seq), dtype=torch.bool, device=device).tril_()
+    if kind == "padding-keep":
+        return keep
+    bias = torch.zeros(keep.shape, dtype=dtype, device=device)
+    return bias.masked_fill_(~keep, torch.finfo(dtype).min)
 
 
 def padded_keys(batch, seq):
@@ -176,14 +197,15 @@ def prefill_row(dtype_name, dim, heads, causal, seq, batch, t_ours, t_sdpa, naiv
 
 
 def encoder_header():
-    return (f"{'dtype':9} {'D':>4} {'H':>3} {'S':>6} {'B':>3} | "
+    return (f"{'dtype':9} {'mask':12} {'D':>4} {'H':>3} {'S':>6} {'B':>3} | "
             f"{'ortflash':>9} {'sdpa':>9} {'naive':>8} | {'ratio':>6}  {'ms':>8}  sdpa variant")
 
 
-def encoder_row(dtype_name, dim, heads, seq, batch, t_ours, t_sdpa, naive_cell, ms_ours, sdpa_variant):
+def encoder_row(dtype_name, dim, heads, seq, batch, t_ours, t_sdpa, naive_cell, ms_ours, sdpa_variant,
+                mask="padding-bias"):
     """t_sdpa None: no SDPA backend took the shape."""
     sdpa_cell, ratio_cell = ("n/a", "n/a") if t_sdpa is None else (f"{t_sdpa:9.1f}", f"{t_ours / t_sdpa:6.2f}")
-    return (f"{dtype_name:9} {dim:>4} {heads:>3} {seq:>6} {batch:>3} | "
+    return (f"{dtype_name:9} {mask:12} {dim:>4} {heads:>3} {seq:>6} {batch:>3} | "
             f"{t_ours:9.1f} {sdpa_cell:>9} {naive_cell:>8} | {ratio_cell:>6}  {ms_ours:8.3f}  {sdpa_variant}")
 
 
@@ -221,11 +243,15 @@ def bhsd_strides(t):
 
 def ortflash_call(lib, q, k, v, out, dtype_code, causal, bias=None):
     """Returns a zero-argument function that enqueues the kernel on the current stream. bias: None or a
-    4-d tensor broadcast to (B, Hq, Sq, Skv) by its strides (size-1 dimensions read with stride 0)."""
+    4-d tensor broadcast to (B, Hq, Sq, Skv) by its strides (size-1 dimensions read with stride 0); a
+    boolean one is passed as the keep mask."""
     p = AttentionParams()
     if bias is not None:
-        p.bias = bias.data_ptr()
-        p.bias_stride = (ctypes.c_int64 * 4)(*(0 if bias.shape[i] == 1 else bias.stride(i) for i in range(4)))
+        strides = (ctypes.c_int64 * 4)(*(0 if bias.shape[i] == 1 else bias.stride(i) for i in range(4)))
+        if bias.dtype == torch.bool:
+            p.keep, p.keep_stride = bias.data_ptr(), strides
+        else:
+            p.bias, p.bias_stride = bias.data_ptr(), strides
     p.dtype = dtype_code
     p.q, p.k, p.v, p.out = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr()
     p.batch, p.q_heads, p.q_len, p.head_dim = q.shape
@@ -268,8 +294,13 @@ def naive_attention(q, k, v, causal):
 
 
 def naive_masked_attention(q, k, v, bias):
-    """As exported encoders compute it: scores + bias, softmax in float32, back to the input type."""
-    scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1])) + bias
+    """As exported encoders compute it: scores + bias (a boolean mask: where-filled with finfo.min), softmax in
+    float32, back to the input type."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+    if bias.dtype == torch.bool:
+        scores = scores.masked_fill(~bias, torch.finfo(scores.dtype).min)
+    else:
+        scores = scores + bias
     return torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), v)
 
 
@@ -383,8 +414,8 @@ def run_naive(naive, want, want_name, tolerance, notes, cell, args, before_each=
 
 def run_encoder(args, lib):
     """Prints the padded-encoder table; returns the number of configurations that disagreed."""
-    print("encoder: not causal, key-padding bias (B,1,1,S) in the input dtype (odd batch entries: last quarter of keys "
-          "at the dtype's lowest value); TFLOP/s = 4*B*H*S^2*D / time, masked keys counted; median of", args.iters,
+    print("encoder: not causal; masks: padding-bias (B,1,1,S) in the input dtype (odd batch entries: last quarter of keys "
+          "at the dtype's lowest value), full-bias (B,1,S,S) causal + padding, padding-keep (B,1,1,S) bool; TFLOP/s = 4*B*H*S^2*D / time, masked keys counted; median of", args.iters,
           "runs; sdpa = the fastest agreeing backend with the bias as attn_mask; naive: float32 softmax"
           + (", TF32 matmuls" if args.tf32 else ""))
     header = encoder_header()
@@ -392,7 +423,7 @@ def run_encoder(args, lib):
     print("-" * len(header))
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     mismatches = 0
-    for dtype_name in args.encoder_dtypes:
+    for mask_kind, dtype_name in ((m, d) for m in args.encoder_masks for d in args.encoder_dtypes):
         dtype_code, _, atol = ENCODER_DTYPES[dtype_name]
         dtype = getattr(torch, dtype_name)
         naive_atol = 5e-3 if dtype == torch.float32 and args.tf32 else 4 * atol
@@ -400,10 +431,7 @@ def run_encoder(args, lib):
             for seq in args.encoder_seqlens:
                 batch = max(1, args.tokens // seq)
                 q, k, v = (torch.randn((batch, heads, seq, dim), device="cuda", dtype=dtype) for _ in range(3))
-                bias = torch.zeros((batch, 1, 1, seq), device="cuda", dtype=dtype)
-                for b, hidden in enumerate(padded_keys(batch, seq)):
-                    if hidden:
-                        bias[b, 0, 0, seq - hidden:] = torch.finfo(dtype).min
+                bias = encoder_mask(mask_kind, batch, seq, dtype)
                 out = torch.empty_like(q)
                 ours = ortflash_call(lib, q, k, v, out, dtype_code, False, bias)
                 ours()
@@ -424,7 +452,7 @@ def run_encoder(args, lib):
                 ms_ours = time_ms(ours, args.warmup, args.iters)
                 t_sdpa = None if ms_sdpa is None else tflops(batch, heads, seq, dim, False, ms_sdpa)
                 line = encoder_row(dtype_name, dim, heads, seq, batch, tflops(batch, heads, seq, dim, False, ms_ours),
-                                   t_sdpa, naive_cell, ms_ours, sdpa_name)
+                                   t_sdpa, naive_cell, ms_ours, sdpa_name, mask_kind)
                 print(line + "".join("  " + note for note in notes), flush=True)
                 del q, k, v, bias, out, want
                 torch.cuda.empty_cache()
@@ -590,6 +618,9 @@ def self_test():
     row = encoder_row("float32", 64, 12, 512, 32, 12.34, 10.0, "     5.0", 1.5, "efficient")
     check("encoder row lines up with its header", row.index("|") == encoder_header().index("|")
           and row.rindex("|") == encoder_header().rindex("|") and "  1.23" in row and row.endswith("  efficient"))
+    check("encoder masks default", defaults.encoder_masks == ["padding-bias"])
+    check("encoder row names its mask", " full-bias " in encoder_row("float16", 64, 12, 512, 32, 1.0, 2.0, "x", 1.0,
+                                                                      "cudnn", "full-bias"))
     check("encoder row without sdpa", "n/a" in encoder_row("float32", 64, 12, 512, 32, 1.0, None, "oom", 1.0, "none"))
 
     if torch is None:
@@ -610,6 +641,17 @@ def self_test():
     masked = naive_masked_attention(q, k, v, bias)
     check("naive masked attention hides the padded keys", torch.allclose(
         masked[1], naive_attention(q[1:], k[1:, :, :5], v[1:, :, :5], False)[0], atol=1e-6))
+    keep = encoder_mask("padding-keep", 2, 8, torch.float64, "cpu")
+    check("padding keep: entry 1 hides its last quarter", keep.shape == (2, 1, 1, 8) and keep[0].all()
+          and keep[1, 0, 0].tolist() == [True] * 6 + [False] * 2)
+    full = encoder_mask("full-bias", 2, 8, torch.float64, "cpu")
+    lowest = torch.finfo(torch.float64).min
+    check("full bias: causal plus the padding", full.shape == (2, 1, 8, 8) and full[0, 0, 2].tolist() ==
+          [0.0] * 3 + [lowest] * 5 and full[1, 0, 7].tolist() == [0.0] * 6 + [lowest] * 2)
+    check("naive masked attention, boolean keep = its bias",
+          torch.allclose(naive_masked_attention(q[:, :, :8], k[:, :, :8], v[:, :, :8], keep),
+                         naive_masked_attention(q[:, :, :8], k[:, :, :8], v[:, :, :8],
+                                                encoder_mask("padding-bias", 2, 8, torch.float64, "cpu")), atol=1e-9))
     print(f"self-test passed: {len(checks)} checks (torch {torch.__version__})")
 
 

@@ -211,6 +211,7 @@ struct Case {
   bool infinite_bias_row = false;  // bias = -inf over one whole query row
   bool lowest_bias = false;        // bias = the type's lowest finite value: one whole row, ~30% of other keys
   bool lend_scratch = true;        // false: no scratch allocator, so no split-KV
+  int64_t mask_pitch = 0;          // > 0: bias/keep rows (per key) this many elements apart instead of kv_len
 
   std::string describe() const {
     std::ostringstream s;
@@ -219,7 +220,7 @@ struct Case {
       << " softcap=" << softcap << " masked_rows=" << (masked_rows == MaskedRows::kNaN ? "nan" : "zero")
       << " bias=" << static_cast<int>(bias) << " keep=" << static_cast<int>(keep)
       << " layout=" << static_cast<int>(layout) << " magnitude=" << magnitude << " scratch=" << lend_scratch
-      << " lowest_bias=" << lowest_bias << " scale=" << (std::isnan(scale_override) ? std::string("auto")
+      << " lowest_bias=" << lowest_bias << " mask_pitch=" << mask_pitch << " scale=" << (std::isnan(scale_override) ? std::string("auto")
                                                                                   : std::to_string(scale_override));
     return s.str();
   }
@@ -256,7 +257,7 @@ int64_t offset_of(const Placement& p, int64_t b, int64_t h, int64_t s) {
 }
 
 void broadcast_strides(Broadcast kind, const Case& c, int64_t (&stride)[4], size_t& count) {
-  const int64_t H = c.q_heads, Sq = c.q_len, Skv = c.kv_len;
+  const int64_t H = c.q_heads, Sq = c.q_len, Skv = c.mask_pitch > 0 ? c.mask_pitch : c.kv_len;
   const int64_t none[4] = {0, 0, 0, 0};
   std::copy(none, none + 4, stride);
   count = 1;
@@ -694,6 +695,60 @@ TEST(CudaAttention, KeepMaskHidesKeysByItsBroadcastStrides) {
   }
 }
 
+// Bias and keep rows of whole 16-byte chunks are staged in shared memory with cp.async (FwdTraits::
+// kMaskTiles): dense rows of a multiple of 8 (bias) or 16 (keep) keys, and rows padded to such a pitch
+// whose last chunk is ragged (the copy reads only the keys that exist). Full, per-key (one tile row)
+// and per-head masks, both causal alignments, prefill and decoding tiles, head dims 64 and 128; for
+// bfloat16 also finfo.min biases, which must stay finite through the log2(e) multiply.
+TEST(CudaAttention, ChunkedBiasAndKeepRowsAreStagedInSharedMemory) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  struct Lengths {
+    int64_t q_len, kv_len, pitch;
+  };
+  const Lengths lengths[] = {{70, 128, 0}, {129, 129, 144}, {33, 77, 80}, {1, 1000, 1008}};
+  uint32_t seed = 300;
+  for (DType t : kAllTypes) {
+    for (Broadcast kind : {Broadcast::kFull, Broadcast::kPerKey, Broadcast::kPerHead}) {
+      for (const Lengths& len : lengths) {
+        ++seed;
+        Case c;
+        c.dtype = t, c.bias = kind, c.keep = seed % 2 ? kind : Broadcast::kPerKey, c.keep_probability = 0.7f;
+        c.batch = 2, c.q_heads = 4, c.kv_heads = 2, c.q_len = len.q_len, c.kv_len = len.kv_len, c.mask_pitch = len.pitch;
+        c.head_dim = c.v_head_dim = seed % 3 ? 128 : 64;
+        c.causal = seed % 4 == 0 ? CausalAlignment::kUpperLeft : (seed % 4 == 1 ? CausalAlignment::kLowerRight : CausalAlignment::kNone);
+        c.masked_rows = MaskedRows::kNaN;
+        c.lowest_bias = kind == Broadcast::kFull && t == DType::kBFloat16;
+        expect_matches_reference(c, seed);
+      }
+    }
+  }
+}
+
+// The float16 bias-in-accumulator variant (bias / scale as the scores' starting value): every broadcast,
+// strided and chunked rows, both causal alignments, custom and tiny scales, -inf and finfo.min biases,
+// prefill and decoding tiles at each of its head dims (64, 80 → 96, 128).
+TEST(CudaAttention, Float16BiasInTheScoreAccumulatorsMatchesTheReference) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  uint32_t seed = 400;
+  for (int64_t d : {64, 80, 128}) {
+    for (Broadcast kind : {Broadcast::kFull, Broadcast::kPerKey, Broadcast::kPerHead, Broadcast::kPerQuery}) {
+      for (int64_t q_len : {1, 150}) {
+        ++seed;
+        Case c;
+        c.dtype = DType::kFloat16, c.bias = kind, c.head_dim = c.v_head_dim = d, c.q_len = q_len;
+        c.kv_len = seed % 2 ? 200 : 203, c.mask_pitch = seed % 4 == 1 ? 208 : 0;
+        c.batch = 2, c.q_heads = 4, c.kv_heads = seed % 3 ? 2 : 4, c.masked_rows = MaskedRows::kNaN;
+        c.causal = seed % 3 == 0 ? CausalAlignment::kLowerRight : (seed % 3 == 1 ? CausalAlignment::kUpperLeft : CausalAlignment::kNone);
+        if (seed % 5 == 0) c.scale_override = 1.0f;  // T5: no scaling
+        if (seed % 7 == 0) c.scale_override = 1e-6f;  // bias / scale = 1e6 x bias
+        c.infinite_bias_row = kind == Broadcast::kFull && seed % 2 == 0;
+        c.lowest_bias = kind == Broadcast::kFull && seed % 2 == 1;
+        expect_matches_reference(c, seed);
+      }
+    }
+  }
+}
+
 TEST(CudaAttention, CausalAlignmentsWithUnequalLengths) {
   SKIP_WITHOUT_CUDA_DEVICE();
   const int64_t lengths[][2] = {{1, 1}, {100, 100}, {64, 300}, {300, 64}, {129, 1000}, {1000, 129}, {257, 256}};
@@ -853,6 +908,46 @@ TEST(CudaAttentionWork, DecodingRunsOneWarpBlocksOverManyKeySplits) {
   EXPECT_EQ(group80.min_block_threads, 128u);
 }
 
+// Bias and keep rows of whole 16-byte chunks go through cp.async into shared tiles; rows that are not
+// (an odd pitch) are read from global memory by each thread, with no copies for them.
+TEST(CudaAttentionWork, ChunkedMaskRowsAreCopiedIntoSharedTiles) {
+  const auto copies = [](Broadcast bias, Broadcast keep, int64_t pitch) {
+    Case c;
+    c.dtype = DType::kFloat16, c.q_len = 128, c.kv_len = 256, c.head_dim = c.v_head_dim = 64;
+    c.bias = bias, c.keep = keep, c.mask_pitch = pitch;
+    simt::take_stats();
+    expect_matches_reference(c, 96);
+    return simt::take_stats().cp_async;
+  };
+  const uint64_t none = copies(Broadcast::kNone, Broadcast::kNone, 0);
+  // General variant 64x64 tiles, 2 query blocks x 4 key tiles: a full bias adds 64 rows x 8 chunks
+  // per tile, a full keep 64 x 4, a per-key bias one row of 8.
+  EXPECT_EQ(copies(Broadcast::kFull, Broadcast::kNone, 0), none + 2 * 4 * 64 * 8);
+  EXPECT_EQ(copies(Broadcast::kNone, Broadcast::kFull, 0), none + 2 * 4 * 64 * 4);
+  EXPECT_EQ(copies(Broadcast::kPerKey, Broadcast::kNone, 0), none + 2 * 4 * 8);
+  EXPECT_EQ(copies(Broadcast::kFull, Broadcast::kFull, 257), none);  // odd pitch: read in place
+}
+
+// A float16 bias alone runs the plain variant with the bias in its accumulators, at the plain variant's
+// 128x64 tiles at head dim 128 (two barriers per key tile); bfloat16, or a keep mask next to the bias, takes
+// the general variant's 128x32 tiles: twice the key tiles, twice the barriers.
+TEST(CudaAttentionWork, Float16BiasAloneRunsAtThePlainVariantsTiles) {
+  const auto barriers = [](DType dtype, Broadcast bias, Broadcast keep) {
+    Case c;
+    c.dtype = dtype, c.q_len = 128, c.kv_len = 512, c.head_dim = c.v_head_dim = 128, c.bias = bias, c.keep = keep;
+    c.lend_scratch = false;  // one block over all keys, no split-KV
+    simt::take_stats();
+    expect_matches_reference(c, 97);
+    return simt::take_stats().barriers;
+  };
+  const uint64_t plain = barriers(DType::kFloat16, Broadcast::kNone, Broadcast::kNone);
+  EXPECT_EQ(barriers(DType::kFloat16, Broadcast::kPerKey, Broadcast::kNone), plain);
+  EXPECT_EQ(barriers(DType::kFloat16, Broadcast::kFull, Broadcast::kNone), plain);
+  EXPECT_EQ(plain, 2u * 512 / 64);
+  EXPECT_EQ(barriers(DType::kBFloat16, Broadcast::kPerKey, Broadcast::kNone), 2 * plain);
+  EXPECT_EQ(barriers(DType::kFloat16, Broadcast::kPerKey, Broadcast::kPerKey), 2 * plain);
+}
+
 TEST(CudaAttentionWork, GroupedDecodingReadsEachKeyValueTileOncePerGroup) {
   const auto copies = [](int64_t kv_heads) {
     Case c;
@@ -972,6 +1067,11 @@ TEST(CudaSanitizerSubset, SmallShapesOnEveryKernel) {
   tensor_core.v_head_dim = 80, tensor_core.causal = CausalAlignment::kLowerRight, tensor_core.bias = Broadcast::kPerKey;
   tensor_core.keep = Broadcast::kFull;
   expect_matches_reference(tensor_core, 71);
+  Case mask_tiles;  // bias and keep staged in shared memory, the last chunk of each row ragged
+  mask_tiles.dtype = DType::kBFloat16, mask_tiles.q_len = 133, mask_tiles.kv_len = 71, mask_tiles.mask_pitch = 80;
+  mask_tiles.head_dim = mask_tiles.v_head_dim = 128, mask_tiles.bias = Broadcast::kFull, mask_tiles.keep = Broadcast::kPerKey;
+  mask_tiles.causal = CausalAlignment::kUpperLeft;
+  expect_matches_reference(mask_tiles, 77);
   for (int64_t d : {32, 128, 256}) {
     Case c;
     c.dtype = DType::kBFloat16, c.q_len = 70, c.kv_len = 100, c.head_dim = c.v_head_dim = d;

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "fwd_launch.h"
 
@@ -83,8 +84,18 @@ FwdParams make_fwd_params(const AttentionParams& a) {
   std::copy(a.out_stride, a.out_stride + 3, p.out_stride);
   std::copy(a.bias_stride, a.bias_stride + 4, p.bias_stride);
   std::copy(a.keep_stride, a.keep_stride + 4, p.keep_stride);
+  // Rows of whole 16-byte chunks: aligned start, every row (and batch/head) offset a multiple of 16
+  // bytes, keys contiguous.
+  const auto rows_in_chunks = [](const void* base, const int64_t* stride, int64_t elem_bytes) {
+    const int64_t elems = 16 / elem_bytes;
+    return base != nullptr && reinterpret_cast<uintptr_t>(base) % 16 == 0 && stride[3] == 1 && stride[0] % elems == 0 &&
+           stride[1] % elems == 0 && stride[2] % elems == 0;
+  };
+  p.bias_chunks = rows_in_chunks(a.bias, a.bias_stride, a.dtype == DType::kFloat32 ? 4 : 2);
+  p.keep_chunks = rows_in_chunks(a.keep, a.keep_stride, 1);
   p.scale = a.scale;
   p.scale_log2 = static_cast<float>(double(a.scale) * kLog2e);
+  p.inv_scale = 1.0f / a.scale;
   p.softcap = a.softcap;
   p.softcap_inv = a.softcap > 0.0f ? 1.0f / a.softcap : 0.0f;
   p.causal = a.causal != CausalAlignment::kNone;
@@ -218,10 +229,20 @@ int choose_num_splits(int64_t blocks, int64_t key_tiles, int64_t target_blocks, 
   return static_cast<int>((key_tiles + tiles_per_split - 1) / tiles_per_split);
 }
 
-template <class T, int kHeadDim, bool kMaskInputs>
+template <class T, int kHeadDim, bool kMaskInputs, bool kBiasAccum = false>
 std::string launch_tensor_core(bool decode, const FwdParams& p, cudaStream_t stream) {
-  return decode ? cuda::launch_flash_fwd<cuda::DecodeTraitsFor<T, kHeadDim, kMaskInputs>>(p, stream)
-                : cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, kHeadDim, kMaskInputs>>(p, stream);
+  return decode ? cuda::launch_flash_fwd<cuda::DecodeTraitsFor<T, kHeadDim, kMaskInputs, kBiasAccum>>(p, stream)
+                : cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, kHeadDim, kMaskInputs, kBiasAccum>>(p, stream);
+}
+
+// float16 with a bias only: the plain variant with the bias in its accumulators (FwdTraits::kBiasAccum).
+std::string launch_tensor_core_bias_accum(int capacity, bool decode, const FwdParams& p, cudaStream_t stream) {
+  switch (capacity) {
+    case 64: return launch_tensor_core<__half, 64, false, true>(decode, p, stream);
+    case 96: return launch_tensor_core<__half, 96, false, true>(decode, p, stream);
+    case 128: return launch_tensor_core<__half, 128, false, true>(decode, p, stream);
+    default: return "flash_attention_cuda: no bias-in-accumulator kernel for head dim capacity " + std::to_string(capacity);
+  }
 }
 
 template <class T, bool kMaskInputs>
@@ -261,6 +282,7 @@ struct KernelChoice {
   bool decode;      // tensor cores: the one-warp decoding tiles (at most kDecodeMaxRows rows per head)
   bool mask_inputs; // tensor cores: the variant with the bias/keep/softcap code (also for a scale <= 0, and
                     // where the head dim has no other)
+  bool bias_accum;  // tensor cores: the plain variant with a float16 bias in its accumulators
 };
 
 template <class T>
@@ -268,7 +290,11 @@ std::string launch_forward(const KernelChoice& k, const FwdParams& p, cudaStream
   std::string error;
   switch (k.path) {
     case FwdPath::kTensorCoreSm80:
-      if constexpr (sizeof(T) == 2) {
+      if constexpr (std::is_same_v<T, __half>) {
+        error = k.bias_accum    ? launch_tensor_core_bias_accum(k.capacity, k.decode, p, stream)
+                : k.mask_inputs ? launch_tensor_core<T, true>(k.capacity, k.decode, p, stream)
+                                : launch_tensor_core<T, false>(k.capacity, k.decode, p, stream);
+      } else if constexpr (sizeof(T) == 2) {
         error = k.mask_inputs ? launch_tensor_core<T, true>(k.capacity, k.decode, p, stream)
                               : launch_tensor_core<T, false>(k.capacity, k.decode, p, stream);
       } else {
@@ -309,8 +335,13 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   k.small_smem = k.path == FwdPath::kTiled && tiled_small_smem(k.capacity, device);
   k.decode = k.path == FwdPath::kTensorCoreSm80 && params.q_len <= cuda::kDecodeMaxRows;
   // The plain variant folds a positive scale into its exponentials (fwd_kernel.cuh, raw_scores).
-  k.mask_inputs = p.bias != nullptr || p.keep != nullptr || p.softcap > 0.0f || !(p.scale_log2 > 0.0f) ||
-                  !cuda::has_plain_variant(k.capacity);
+  // A float16 bias alone (the exported encoder's padding mask) starts the plain variant's scores at
+  // bias / scale: exact in float32 for |bias| <= 65504 when the scale is a normal positive number.
+  k.bias_accum = k.path == FwdPath::kTensorCoreSm80 && params.dtype == DType::kFloat16 && p.bias != nullptr &&
+                 p.keep == nullptr && !(p.softcap > 0.0f) && p.scale >= 1e-30f && p.scale <= 1e30f &&
+                 p.scale_log2 > 0.0f && cuda::has_bias_accum_variant(k.capacity);
+  k.mask_inputs = !k.bias_accum && (p.bias != nullptr || p.keep != nullptr || p.softcap > 0.0f ||
+                                    !(p.scale_log2 > 0.0f) || !cuda::has_plain_variant(k.capacity));
 
   int64_t blocks = 0;
   int64_t key_tiles = 0;

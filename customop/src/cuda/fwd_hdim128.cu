@@ -11,5 +11,7 @@ template std::string launch_flash_fwd<DecodeTraitsFor<__half, 128, true>>(const 
 template std::string launch_flash_fwd<DecodeTraitsFor<__nv_bfloat16, 128, true>>(const FwdParams&, cudaStream_t);
 template std::string launch_flash_fwd<DecodeTraitsFor<__half, 128, false>>(const FwdParams&, cudaStream_t);
 template std::string launch_flash_fwd<DecodeTraitsFor<__nv_bfloat16, 128, false>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__half, 128, false, true>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<DecodeTraitsFor<__half, 128, false, true>>(const FwdParams&, cudaStream_t);
 
 }  // namespace ortflash::cuda

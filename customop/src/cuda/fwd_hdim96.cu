@@ -11,5 +11,7 @@ template std::string launch_flash_fwd<DecodeTraitsFor<__half, 96, true>>(const F
 template std::string launch_flash_fwd<DecodeTraitsFor<__nv_bfloat16, 96, true>>(const FwdParams&, cudaStream_t);
 template std::string launch_flash_fwd<DecodeTraitsFor<__half, 96, false>>(const FwdParams&, cudaStream_t);
 template std::string launch_flash_fwd<DecodeTraitsFor<__nv_bfloat16, 96, false>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<FwdTraitsFor<__half, 96, false, true>>(const FwdParams&, cudaStream_t);
+template std::string launch_flash_fwd<DecodeTraitsFor<__half, 96, false, true>>(const FwdParams&, cudaStream_t);
 
 }  // namespace ortflash::cuda

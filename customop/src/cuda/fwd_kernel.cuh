@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "block_work.cuh"
 #include "fwd_params.cuh"
@@ -68,6 +69,55 @@ __device__ __forceinline__ void load_tile_async(typename Tr::T* tile, const type
   }
 }
 
+// Enqueues cp.async copies of the bias or keep entries of query rows [m0, m0 + kBlockM) and keys
+// [n0, n0 + kBlockN) into a tile with `pitch` elements per row; a mask broadcast over query rows
+// (row_stride 0) fills row 0 only. Entries past the query or key range become zeros. `base` is the
+// (batch, head)'s query row 0, key 0; rows start on 16-byte boundaries (FwdParams::bias_chunks).
+template <class Tr, class E>
+__device__ __forceinline__ void load_mask_tile_async(E* tile, int pitch, const E* base, int64_t row_stride, int m0,
+                                                     int n0, int q_len, int kv_len) {
+  constexpr int kElems = 16 / int(sizeof(E));   // per 16-byte chunk
+  constexpr int kChunks = Tr::kBlockN / kElems;  // per tile row
+  static_assert(Tr::kBlockN % kElems == 0, "mask tile rows are whole 16-byte chunks");
+  const int rows = row_stride == 0 ? 1 : Tr::kBlockM;
+  for (int i = static_cast<int>(threadIdx.x); i < rows * kChunks; i += Tr::kThreads) {
+    const int r = i / kChunks;
+    const int c = (i % kChunks) * kElems;
+    const int valid = m0 + r < q_len ? min(kElems, kv_len - (n0 + c)) : 0;
+    const E* src = valid > 0 ? base + (m0 + r) * row_stride + (n0 + c) : base;
+    cp_async_16_prefix(tile + r * pitch + c, src, valid > 0 ? valid * int(sizeof(E)) : 0);
+  }
+}
+
+// As load_mask_tile_async for rows that do not come in 16-byte chunks (any strides, a key stride of 0
+// included): plain element loads and shared stores, visible after the next __syncthreads.
+template <class Tr, class E>
+__device__ __forceinline__ void load_mask_tile_strided(E* tile, int pitch, const E* base, int64_t row_stride,
+                                                       int64_t key_stride, int m0, int n0, int q_len, int kv_len) {
+  const int rows = row_stride == 0 ? 1 : Tr::kBlockM;
+#pragma unroll 4
+  for (int i = static_cast<int>(threadIdx.x); i < rows * Tr::kBlockN; i += Tr::kThreads) {
+    const int r = i / Tr::kBlockN;
+    const int c = i % Tr::kBlockN;
+    E value{};
+    if (m0 + r < q_len && n0 + c < kv_len) value = base[(m0 + r) * row_stride + (n0 + c) * key_stride];
+    shared_store(tile + r * pitch + c, value);
+  }
+}
+
+// The bias in log2 units. A finite bias past FLT_MAX / log2(e) (bfloat16's finfo.min, an ordinary
+// number to the contract) would overflow to -inf and read as a hidden key; it is clamped to ±FLT_MAX.
+// float16 biases cannot overflow.
+template <class T>
+__device__ __forceinline__ float bias_to_log2(float bias) {
+  const float x = bias * kLog2e;
+  if constexpr (sizeof(T) == 2 && !std::is_same_v<T, __half>) {
+    return fabsf(x) == INFINITY && fabsf(bias) != INFINITY ? copysignf(FLT_MAX, x) : x;
+  } else {
+    return x;
+  }
+}
+
 template <class Tr>
 __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -84,6 +134,8 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
   T* const sQ = reinterpret_cast<T*>(smem);
   T* const sK = sQ + Tr::kQTileElems;
   T* const sV = sK + Tr::kKvTileElems;
+  T* const sBias = sV + Tr::kKvTileElems;  // kBiasTile only
+  uint8_t* const sKeep = reinterpret_cast<uint8_t*>(sBias) + Tr::kBiasTileBytes;
 
   const BlockWork w = block_work<Tr>(p);
   const int lane = static_cast<int>(threadIdx.x) % 32;
@@ -102,6 +154,36 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
   const auto score_col = [&](int n0, int nt, int e) { return n0 + nt * 8 + quad_col + (e & 1); };
 
   const HeadInputs<T> in = head_inputs<T>(p, w);
+  // With kMaskTiles every bias and keep tile goes through shared memory, streamed in with K: by cp.async
+  // when the rows come in 16-byte chunks, else element by element.
+  const bool bias_tile = Tr::kBiasAccum || (Tr::kMaskTiles && p.bias != nullptr);
+  const bool keep_tile = Tr::kMaskTiles && p.keep != nullptr;
+  const auto load_mask_tiles = [&](int n0) {
+    if constexpr (Tr::kBiasTile) {
+      const T* const bias = static_cast<const T*>(p.bias) + in.bias;
+      if (bias_tile && p.bias_chunks) {
+        load_mask_tile_async<Tr>(sBias, Tr::kBiasPitch, bias, p.bias_stride[2], w.m0, n0, p.q_len, p.kv_len);
+      } else if (bias_tile) {
+        load_mask_tile_strided<Tr>(sBias, Tr::kBiasPitch, bias, p.bias_stride[2], p.bias_stride[3], w.m0, n0, p.q_len,
+                                   p.kv_len);
+      }
+    }
+    if constexpr (Tr::kMaskTiles) {
+      const uint8_t* const keep = p.keep + in.keep;
+      if (keep_tile && p.keep_chunks) {
+        load_mask_tile_async<Tr>(sKeep, Tr::kKeepPitch, keep, p.keep_stride[2], w.m0, n0, p.q_len, p.kv_len);
+      } else if (keep_tile) {
+        load_mask_tile_strided<Tr>(sKeep, Tr::kKeepPitch, keep, p.keep_stride[2], p.keep_stride[3], w.m0, n0, p.q_len,
+                                   p.kv_len);
+      }
+    }
+  };
+  // This lane's first entry of each tile (row warp_row0 + quad_row, column quad_col) and the step to
+  // its rows 8 further down (0 for a tile of one broadcast row).
+  const int bias_row8 = p.bias_stride[2] == 0 ? 0 : 8 * Tr::kBiasPitch;
+  const int keep_row8 = p.keep_stride[2] == 0 ? 0 : 8 * Tr::kKeepPitch;
+  const T* const bias_lane = sBias + (bias_row8 / 8) * (warp_row0 + quad_row) + quad_col;
+  const uint8_t* const keep_lane = sKeep + (keep_row8 / 8) * (warp_row0 + quad_row) + quad_col;
 
   float o[kMTiles][kDTiles][4];
   float row_max[kMTiles][2];
@@ -130,6 +212,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
     load_tile_async<Tr, Tr::kBlockM>(sQ, in.q, p.q_stride[2], w.m0, p.q_len, p.head_dim);
     load_tile_async<Tr, Tr::kBlockN>(sK, in.k, p.k_stride[2], (w.tile_end - 1) * Tr::kBlockN, p.kv_len,
                                      p.head_dim);
+    load_mask_tiles((w.tile_end - 1) * Tr::kBlockN);
     cp_async_commit();
   }
 
@@ -140,14 +223,24 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
     load_tile_async<Tr, Tr::kBlockN>(sV, in.v, p.v_stride[2], n0, p.kv_len, p.v_head_dim);
     cp_async_commit();
 
-    // ---- S = Q·Kᵀ ----
+    // ---- S = Q·Kᵀ (kBiasAccum: + bias / scale) ----
     float s[kMTiles][kNTiles][4];
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt) {
+      for (int half = 0; half < 2; ++half) {
+        const T* const bias_row = bias_lane + (2 * mt + half) * bias_row8;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0.0f;
+        for (int nt = 0; nt < kNTiles; ++nt) {
+          float bias[2] = {0.0f, 0.0f};
+          if constexpr (Tr::kBiasAccum) {
+            unpack2<T>(shared_load_u32(bias_row + nt * 8), bias[0], bias[1]);
+            bias[0] *= p.inv_scale;
+            bias[1] *= p.inv_scale;
+          }
+          s[mt][nt][2 * half] = bias[0];
+          s[mt][nt][2 * half + 1] = bias[1];
+        }
       }
     }
 #pragma unroll
@@ -183,7 +276,29 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
             for (int e = 0; e < 4; ++e) s[mt][nt][e] *= p.scale_log2;
           }
         }
-      } else {
+      } else if constexpr (Tr::kMaskTiles) {
+        // s·scale·log2(e) + bias·log2(e) (softcap: softcap·tanh(s·scale / softcap) first), the bias pair of
+        // each accumulator row from the shared tile.
+        const bool softcap = p.softcap > 0.0f;
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const T* const bias_row = bias_lane + (2 * mt + half) * bias_row8;
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt) {
+              float bias[2] = {0.0f, 0.0f};
+              if (bias_tile) unpack2<T>(shared_load_u32(bias_row + nt * 8), bias[0], bias[1]);
+#pragma unroll
+              for (int j = 0; j < 2; ++j) {
+                float& score = s[mt][nt][2 * half + j];
+                score = softcap ? fmaf(p.softcap * tanhf(score * p.scale * p.softcap_inv), kLog2e, bias_to_log2<T>(bias[j]))
+                                : fmaf(score, p.scale_log2, bias_to_log2<T>(bias[j]));
+              }
+            }
+          }
+        }
+      } else {  // no room for the tiles: bias from global memory
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
@@ -205,14 +320,34 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
     }
     const bool tile_needs_mask = (Tr::kMaskInputs && p.keep != nullptr) || n0 + Tr::kBlockN > p.kv_len ||
                                  (p.causal && n0 + Tr::kBlockN - 1 > w.m0 + p.causal_offset);
-    if (tile_needs_mask) {
+    if (keep_tile) {
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const uint8_t* const keep_row = keep_lane + (2 * mt + half) * keep_row8;
+#pragma unroll
+          for (int nt = 0; nt < kNTiles; ++nt) {
+            const uint32_t pair = shared_load_u16(keep_row + nt * 8);
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+              const int e = 2 * half + j;
+              const bool kept = (pair >> (8 * j)) & 0xffu;
+              if (!kept || !key_visible<false>(p, 0, score_row(mt, e), score_col(n0, nt, e))) s[mt][nt][e] = -INFINITY;
+            }
+          }
+        }
+      }
+    } else if (tile_needs_mask) {
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            if (!key_visible<Tr::kMaskInputs>(p, in.keep, score_row(mt, e), score_col(n0, nt, e))) s[mt][nt][e] = -INFINITY;
+            if (!key_visible<Tr::kMaskInputs && !Tr::kMaskTiles>(p, in.keep, score_row(mt, e), score_col(n0, nt, e))) {
+              s[mt][nt][e] = -INFINITY;
+            }
           }
         }
       }
@@ -265,6 +400,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
     __syncthreads();  // V(tile) visible; every warp is done reading K(tile)
     if (tile > w.tile_begin) {
       load_tile_async<Tr, Tr::kBlockN>(sK, in.k, p.k_stride[2], n0 - Tr::kBlockN, p.kv_len, p.head_dim);
+      load_mask_tiles(n0 - Tr::kBlockN);
       cp_async_commit();
     }
 

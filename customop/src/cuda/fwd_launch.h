@@ -118,13 +118,20 @@ constexpr TileShape decode_tile_shape(int head_dim_capacity) {
                    ORTFLASH_DECODE_WARPS};
 }
 
-template <class T, int kHeadDim, bool kMaskInputs>
-using DecodeTraitsFor = FwdTraits<T, kHeadDim, decode_tile_shape(kHeadDim).block_m, decode_tile_shape(kHeadDim).block_n,
-                                  decode_tile_shape(kHeadDim).warps, kMaskInputs>;
+// The bias-in-accumulator variant (FwdTraits::kBiasAccum) takes the plain variant's tiles plus a bias
+// tile; head dim 256's would not fit the 99 KiB, and 32 has no plain variant.
+constexpr bool has_bias_accum_variant(int head_dim_capacity) {
+  return head_dim_capacity == 64 || head_dim_capacity == 96 || head_dim_capacity == 128;
+}
 
-template <class T, int kHeadDim, bool kMaskInputs>
+template <class T, int kHeadDim, bool kMaskInputs, bool kBiasAccum = false>
+using DecodeTraitsFor = FwdTraits<T, kHeadDim, decode_tile_shape(kHeadDim).block_m, decode_tile_shape(kHeadDim).block_n,
+                                  decode_tile_shape(kHeadDim).warps, kMaskInputs, kBiasAccum>;
+
+template <class T, int kHeadDim, bool kMaskInputs, bool kBiasAccum = false>
 using FwdTraitsFor = FwdTraits<T, kHeadDim, tile_shape(kHeadDim, kMaskInputs).block_m,
-                               tile_shape(kHeadDim, kMaskInputs).block_n, tile_shape(kHeadDim, kMaskInputs).warps, kMaskInputs>;
+                               tile_shape(kHeadDim, kMaskInputs).block_n, tile_shape(kHeadDim, kMaskInputs).warps, kMaskInputs,
+                               kBiasAccum>;
 
 // Each returns "" on success or a message naming the failed CUDA call. All launch on `stream`.
 template <class Tr>

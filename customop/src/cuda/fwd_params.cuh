@@ -34,9 +34,14 @@ struct FwdParams {
   // {batch, head, query, key}; 0 = broadcast.
   int64_t bias_stride[4] = {0, 0, 0, 0};
   int64_t keep_stride[4] = {0, 0, 0, 0};
+  // Whether bias / keep rows can be copied in 16-byte chunks (16-byte aligned rows, contiguous keys):
+  // then the tensor-core kernel stages them in shared memory (FwdTraits::kMaskTiles).
+  bool bias_chunks = false;
+  bool keep_chunks = false;
 
   float scale = 1.0f;       // scores = scale * q.k
   float scale_log2 = 1.0f;  // scale * log2(e): the whole score transform when no softcap and no bias
+  float inv_scale = 1.0f;   // 1 / scale: the bias-in-accumulator variant starts the scores at bias / scale
   float softcap = 0.0f;     // > 0: softcap * tanh(scores / softcap)
   float softcap_inv = 0.0f; // 1 / softcap (no division in the key loop)
   bool causal = false;

@@ -5,6 +5,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
+
+#include <cuda_fp16.h>
 
 #include "cuda_compat.cuh"
 
@@ -60,10 +63,16 @@ struct LdmatrixAddress {
 // kMaskInputs_: whether the kernel reads a bias and a keep mask and applies softcap. Calls without
 // any of them (most causal decoder calls) take the variant compiled without that code: fewer live
 // registers, so no spills where the general variant has some (head dim 128 on sm_90).
-template <class T_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, bool kMaskInputs_ = true>
+// kBiasAccum_ (with kMaskInputs_ false): the plain variant plus a bias, which starts the score
+// accumulators as bias / scale, so that Q·Kᵀ lands on it and the plain variant's raw-score softmax
+// applies unchanged. Only for float16 biases (|bias| <= 65504 cannot overflow there) without keep or
+// softcap and with a positive scale: the common exported-encoder call, at the plain variant's tiles.
+template <class T_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, bool kMaskInputs_ = true,
+          bool kBiasAccum_ = false>
 struct FwdTraits {
   using T = T_;
   static constexpr bool kMaskInputs = kMaskInputs_;
+  static constexpr bool kBiasAccum = kBiasAccum_;
   static constexpr int kHeadDim = kHeadDim_;  // capacity: D and Dv up to this, multiples of 8
   static constexpr int kBlockM = kBlockM_;    // query rows per thread block
   static constexpr int kBlockN = kBlockN_;    // keys per K/V tile
@@ -86,7 +95,19 @@ struct FwdTraits {
   static constexpr int kKvTileElems = kBlockN * Layout::kRowElems;
   // Q, one K tile, one V tile. K and V are loaded alternately: V(n) streams in during Q·K(n)ᵀ and
   // the softmax, K(n-1) during P·V(n).
-  static constexpr size_t kSmemBytes = (size_t(kQTileElems) + 2 * size_t(kKvTileElems)) * sizeof(T);
+  static constexpr size_t kQkvSmemBytes = (size_t(kQTileElems) + 2 * size_t(kKvTileElems)) * sizeof(T);
+  // The general variant's bias (T) and keep (bytes) tiles, kBlockM x kBlockN, streamed in with K(n)
+  // by cp.async. Rows are padded by 16 bytes so that the 8 rows a quad of lanes reads fall in 8
+  // distinct bank groups. A bias broadcast over query rows takes one row. Where the tiles would not
+  // fit the 99 KiB (head dim 256), the kernel reads bias and keep from global memory instead.
+  static constexpr int kBiasPitch = kBlockN + 16 / int(sizeof(T));  // elements
+  static constexpr int kKeepPitch = kBlockN + 16;                   // bytes
+  static constexpr size_t kBiasTileBytes = size_t(kBlockM) * kBiasPitch * sizeof(T);
+  static constexpr size_t kKeepTileBytes = size_t(kBlockM) * kKeepPitch;
+  static constexpr bool kMaskTiles = kMaskInputs && kQkvSmemBytes + kBiasTileBytes + kKeepTileBytes <= 99 * 1024;
+  static constexpr bool kBiasTile = kMaskTiles || kBiasAccum;  // a bias tile in shared memory
+  static constexpr size_t kSmemBytes =
+      kQkvSmemBytes + (kMaskTiles ? kBiasTileBytes + kKeepTileBytes : kBiasAccum ? kBiasTileBytes : 0);
 
   static_assert(sizeof(T) == 2 && Layout::kRowElems * sizeof(T) % 16 == 0, "the tensor-core kernel takes 16-bit elements (fp16, bf16)");
   static_assert(kHeadDim % 16 == 0, "head dim capacity must be a multiple of the mma k (16)");
@@ -96,6 +117,8 @@ struct FwdTraits {
   static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
                 "every thread issues the same number of cp.async per tile");
   static_assert(kSmemBytes <= 99 * 1024, "tiles must fit the 99 KiB per block of sm_86/sm_89");
+  static_assert(!kBiasAccum || (!kMaskInputs && std::is_same_v<T, __half>),
+                "the bias-in-accumulator variant is the plain variant's, for float16");
 };
 
 }  // namespace ortflash::cuda

@@ -34,6 +34,17 @@ __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src
 #endif
 }
 
+// As cp_async_16, reading only the first `src_bytes` (0..16) bytes and zero-filling the rest: the
+// ragged last chunk of a bias or keep row that ends inside it. `gmem_src` stays 16-byte aligned.
+__device__ __forceinline__ void cp_async_16_prefix(void* smem_dst, const void* gmem_src, int src_bytes) {
+#if defined(ORTFLASH_SIMT)
+  simt::cp_async_16_prefix(smem_dst, gmem_src, src_bytes);
+#else
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem_src), "r"(src_bytes));
+#endif
+}
+
 __device__ __forceinline__ void cp_async_commit() {
 #if defined(ORTFLASH_SIMT)
   simt::cp_async_commit();
@@ -49,6 +60,34 @@ __device__ __forceinline__ void cp_async_wait() {
   simt::cp_async_wait(kPending);
 #else
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+#endif
+}
+
+// Plain 4- and 2-byte shared-memory loads (the emulator checks them against the cp.async that filled
+// the bytes: missing waits and barriers fail there).
+__device__ __forceinline__ uint32_t shared_load_u32(const void* smem_src) {
+#if defined(ORTFLASH_SIMT)
+  return simt::shared_load_u32(smem_src);
+#else
+  return *static_cast<const uint32_t*>(smem_src);
+#endif
+}
+
+__device__ __forceinline__ uint16_t shared_load_u16(const void* smem_src) {
+#if defined(ORTFLASH_SIMT)
+  return simt::shared_load_u16(smem_src);
+#else
+  return *static_cast<const uint16_t*>(smem_src);
+#endif
+}
+
+// A plain shared-memory store of one element (the emulator records it like a completed copy).
+template <class E>
+__device__ __forceinline__ void shared_store(E* smem_dst, E value) {
+#if defined(ORTFLASH_SIMT)
+  simt::shared_store(smem_dst, &value, sizeof(E));
+#else
+  *smem_dst = value;
 #endif
 }
 
@@ -139,6 +178,15 @@ __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+// The two 16-bit elements of one register as fp32; `lo` is the lower column (pack2's inverse).
+template <class T>
+__device__ __forceinline__ void unpack2(uint32_t word, float& lo, float& hi) {
+  T pair[2];
+  memcpy(pair, &word, sizeof(word));
+  lo = to_float(pair[0]);
+  hi = to_float(pair[1]);
+}
 
 template <class T>
 __device__ __forceinline__ T from_float(float x);

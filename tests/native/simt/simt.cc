@@ -222,7 +222,7 @@ cudaError_t record(cudaError_t error) {
 struct AsyncCopy {
   uint32_t offset;  // shared memory destination
   const void* src;
-  bool valid;
+  int bytes;  // read from src; the rest of the 16 are zero-filled
 };
 
 struct Thread {
@@ -399,11 +399,8 @@ Chunk& chunk_at(Block& b, uint32_t offset, const char* what) {
 void complete_group(Block& b, std::vector<AsyncCopy>& group) {
   for (const AsyncCopy& copy : group) {
     Chunk& chunk = b.chunks[copy.offset / 16];
-    if (copy.valid) {
-      std::memcpy(&b.smem[copy.offset], copy.src, 16);
-    } else {
-      std::memset(&b.smem[copy.offset], 0, 16);
-    }
+    if (copy.bytes > 0) std::memcpy(&b.smem[copy.offset], copy.src, static_cast<size_t>(copy.bytes));
+    if (copy.bytes < 16) std::memset(&b.smem[copy.offset + copy.bytes], 0, static_cast<size_t>(16 - copy.bytes));
     chunk.pending = false;
     chunk.written = true;
     chunk.write_epoch = b.epoch;
@@ -648,15 +645,16 @@ uint32_t shared_address(const void* ptr) {
   return static_cast<uint32_t>(p - b.smem.data());
 }
 
-void cp_async_16(void* smem_dst, const void* gmem_src, bool valid) {
+void cp_async_16_prefix(void* smem_dst, const void* gmem_src, int src_bytes) {
   Block& b = block();
   const uint32_t offset = shared_address(smem_dst);
   Chunk& chunk = chunk_at(b, offset, "cp.async");
-  if (valid) {
+  if (src_bytes < 0 || src_bytes > 16) fail("cp.async: source size " + std::to_string(src_bytes) + " is not in [0, 16]");
+  if (src_bytes > 0) {
     if (reinterpret_cast<uintptr_t>(gmem_src) % 16 != 0) fail("cp.async: global source is not 16-byte aligned");
-    if (!DeviceMemory::find(b.launch->allocations, gmem_src, 16)) {
+    if (!DeviceMemory::find(b.launch->allocations, gmem_src, static_cast<size_t>(src_bytes))) {
       std::ostringstream s;
-      s << "cp.async reads 16 bytes at " << gmem_src << ", outside every device allocation";
+      s << "cp.async reads " << src_bytes << " bytes at " << gmem_src << ", outside every device allocation";
       fail(s.str());
     }
   }
@@ -667,8 +665,56 @@ void cp_async_16(void* smem_dst, const void* gmem_src, bool valid) {
          ", +16) that another warp read since the last __syncthreads (write-after-read race)");
   }
   chunk.pending = true;
-  thread().open_group.push_back(AsyncCopy{offset, gmem_src, valid});
+  thread().open_group.push_back(AsyncCopy{offset, gmem_src, src_bytes});
   ++b.counters.cp_async;
+}
+
+void cp_async_16(void* smem_dst, const void* gmem_src, bool valid) { cp_async_16_prefix(smem_dst, gmem_src, valid ? 16 : 0); }
+
+namespace {
+// A plain shared-memory load of `size` bytes (2 or 4), checked like ldmatrix: the bytes were written by
+// a cp.async that was waited for and published by a __syncthreads; marks the warp as a reader.
+uint32_t checked_shared_load(const void* smem_src, uint32_t size, const char* site) {
+  Block& b = block();
+  const uint32_t offset = shared_address(smem_src);
+  if (offset % size != 0) fail(std::string(site) + ": shared address " + std::to_string(offset) + " is misaligned");
+  Chunk& chunk = chunk_at(b, offset & ~15u, site);
+  const std::string bytes = "shared bytes [" + std::to_string(offset) + ", +" + std::to_string(size) + ")";
+  if (chunk.pending) fail(std::string(site) + " reads " + bytes + " while a cp.async to them is in flight (missing cp.async.wait)");
+  if (!chunk.written) fail(std::string(site) + " reads " + bytes + " that nothing wrote");
+  if (chunk.write_epoch == b.epoch) {
+    fail(std::string(site) + " reads " + bytes + " that a cp.async completed after the last __syncthreads (read-after-write race)");
+  }
+  if (chunk.read_epoch != b.epoch) {
+    chunk.read_epoch = b.epoch;
+    chunk.readers = 0;
+  }
+  chunk.readers |= 1u << warp_id();
+  uint32_t value = 0;
+  std::memcpy(&value, &b.smem[offset], size);
+  return value;
+}
+}  // namespace
+
+void shared_store(void* smem_dst, const void* src, int bytes) {
+  Block& b = block();
+  const uint32_t offset = shared_address(smem_dst);
+  if (bytes != 1 && bytes != 2 && bytes != 4) fail("st.shared: unsupported size " + std::to_string(bytes));
+  if (offset % static_cast<uint32_t>(bytes) != 0) fail("st.shared: shared address " + std::to_string(offset) + " is misaligned");
+  Chunk& chunk = chunk_at(b, offset & ~15u, "st.shared");
+  if (chunk.pending) fail("st.shared to shared bytes [" + std::to_string(offset) + ", +" + std::to_string(bytes) + ") while a cp.async to them is in flight");
+  if (chunk.read_epoch == b.epoch && (chunk.readers & ~(1u << warp_id())) != 0) {
+    fail("st.shared overwrites shared bytes [" + std::to_string(offset) +
+         ") that another warp read since the last __syncthreads (write-after-read race)");
+  }
+  std::memcpy(&b.smem[offset], src, static_cast<size_t>(bytes));
+  chunk.written = true;
+  chunk.write_epoch = b.epoch;
+}
+
+uint32_t shared_load_u32(const void* smem_src) { return checked_shared_load(smem_src, 4, "ld.shared.b32"); }
+uint16_t shared_load_u16(const void* smem_src) {
+  return static_cast<uint16_t>(checked_shared_load(smem_src, 2, "ld.shared.b16"));
 }
 
 void cp_async_commit() {

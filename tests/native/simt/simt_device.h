@@ -83,7 +83,16 @@ void* dynamic_shared_memory();
 uint32_t shared_address(const void* ptr);  // __cvta_generic_to_shared
 
 void cp_async_16(void* smem_dst, const void* gmem_src, bool valid);
+// Reads the first src_bytes (0..16) of the 16-byte chunk and zero-fills the rest.
+void cp_async_16_prefix(void* smem_dst, const void* gmem_src, int src_bytes);
 void cp_async_commit();
+// A 4-byte shared-memory load, checked like ldmatrix: the bytes were written by a cp.async that was
+// waited for and published by a __syncthreads; marks the warp as a reader (for write-after-read checks).
+uint32_t shared_load_u32(const void* smem_src);
+uint16_t shared_load_u16(const void* smem_src);
+// A plain shared-memory store of `bytes` (1, 2 or 4) bytes, checked for write-after-read races like a
+// cp.async; the bytes count as written in this barrier interval.
+void shared_store(void* smem_dst, const void* src, int bytes);
 void cp_async_wait(int pending_groups);
 void ldmatrix_x4(uint32_t (&r)[4], uint32_t smem_addr, bool trans);
 

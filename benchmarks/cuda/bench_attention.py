@@ -120,6 +120,9 @@ def parse_args(argv=None):
     decode.add_argument("--decode-head-dim", type=int, default=128)
     decode.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     decode.add_argument("--kv-lens", nargs="+", type=int, default=[1024, 4096, 16384, 65536])
+    decode.add_argument("--decode-bias", action="store_true",
+                        help="a (B,1,1,kv_len) padding bias in the input dtype, as decoder exports pass their mask: odd "
+                             "batch entries have their first eighth of keys (left padding) at the dtype's lowest value")
     decode.add_argument("--sdpa-backends", nargs="+", choices=list(SDPA_BACKENDS), default=list(SDPA_BACKENDS))
     decode.add_argument("--l2-flush-mib", type=int, default=256,
                         help="MiB written before every timed decode run so K/V come from memory (0: no flush)")
@@ -304,12 +307,15 @@ def naive_masked_attention(q, k, v, bias):
     return torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), v)
 
 
-def naive_grouped_attention(q, k, v):
-    """Non-causal; the query heads that share a kv head are stacked as rows, so K and V are read once per kv head."""
+def naive_grouped_attention(q, k, v, bias=None):
+    """Non-causal; the query heads that share a kv head are stacked as rows, so K and V are read once per kv head.
+    bias: None or broadcast over heads and rows, (B,1,1,kv_len)."""
     batch, q_heads, q_len, dim = q.shape
     kv_heads = k.shape[1]
     rows = q.reshape(batch, kv_heads, q_heads // kv_heads * q_len, dim)
     scores = torch.matmul(rows, k.transpose(-1, -2)) * (1.0 / math.sqrt(dim))
+    if bias is not None:
+        scores = scores + bias
     return torch.matmul(torch.softmax(scores, dim=-1), v).reshape(batch, q_heads, q_len, v.shape[-1])
 
 
@@ -459,6 +465,13 @@ def run_encoder(args, lib):
     return mismatches
 
 
+def decode_padding_bias(batch, kv_len, dtype, device="cuda"):
+    """--decode-bias: odd batch entries have their first eighth of keys (left padding) at finfo.min."""
+    bias = torch.zeros((batch, 1, 1, kv_len), dtype=dtype, device=device)
+    bias[1::2, ..., :kv_len // 8] = torch.finfo(dtype).min
+    return bias
+
+
 def sdpa_decode_layouts(q, k, v):
     """(name, key, value, extra SDPA arguments) for SDPA: the heads as given (enable_gqa when grouped) and,
     when grouped, K/V repeated to q_heads beforehand, as a model without grouped-head support would hold them."""
@@ -517,7 +530,8 @@ def run_decode(args, lib):
     flush = None
     if args.l2_flush_mib > 0:
         flush = torch.empty(args.l2_flush_mib << 20, dtype=torch.uint8, device="cuda").zero_
-    print(f"decode: one query row per head, head dim {args.decode_head_dim}, not causal; GB/s = bytes of K+V "
+    print(f"decode: one query row per head, head dim {args.decode_head_dim}, not causal"
+          + (", (B,1,1,kv_len) padding bias" if args.decode_bias else "") + "; GB/s = bytes of K+V "
           "(once per kv head) + Q + out / time; ratio = sdpa time / ortflash time")
     l2 = f"L2 flushed ({args.l2_flush_mib} MiB written) before each" if flush is not None else "L2 not flushed"
     print(f"median of {args.iters} runs, {l2}; sdpa = the fastest agreeing of backends {' '.join(args.sdpa_backends)}"
@@ -535,14 +549,16 @@ def run_decode(args, lib):
         q = torch.randn((batch, q_heads, 1, dim), device="cuda", dtype=dtype)
         k, v = (torch.randn((batch, kv_heads, kv_len, dim), device="cuda", dtype=dtype) for _ in range(2))
         out = torch.empty_like(q)
-        ours = ortflash_call(lib, q, k, v, out, dtype_code, causal=False)
+        bias = decode_padding_bias(batch, kv_len, dtype) if args.decode_bias else None
+        ours = ortflash_call(lib, q, k, v, out, dtype_code, False, bias)
         ours()
-        want, want_name, ms_sdpa, sdpa_name, notes = time_fastest_sdpa(q, sdpa_decode_layouts(q, k, v), atol, args,
-                                                                       flush)
+        layouts = [(name, key, value, dict(extra, **({"attn_mask": bias} if bias is not None else {})))
+                   for name, key, value, extra in sdpa_decode_layouts(q, k, v)]
+        want, want_name, ms_sdpa, sdpa_name, notes = time_fastest_sdpa(q, layouts, atol, args, flush)
         torch.cuda.empty_cache()
 
         naive_cell, want, want_name, disagreed = run_naive(
-            lambda: naive_grouped_attention(q, k, v), want, want_name, 4 * atol, notes,
+            lambda: naive_grouped_attention(q, k, v, bias), want, want_name, 4 * atol, notes,
             lambda ms: f"{gbps(nbytes, ms):8.1f}", args, flush)
         mismatches += disagreed
 
@@ -652,6 +668,13 @@ def self_test():
           torch.allclose(naive_masked_attention(q[:, :, :8], k[:, :, :8], v[:, :, :8], keep),
                          naive_masked_attention(q[:, :, :8], k[:, :, :8], v[:, :, :8],
                                                 encoder_mask("padding-bias", 2, 8, torch.float64, "cpu")), atol=1e-9))
+    bias = decode_padding_bias(2, 16, torch.float64, "cpu")
+    check("decode padding bias: entry 1 loses its first two keys", bias[0].eq(0).all() and
+          bias[1, 0, 0].tolist() == [torch.finfo(torch.float64).min] * 2 + [0.0] * 14)
+    q = torch.randn(2, 8, 1, 16, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, 16, 16, dtype=torch.float64) for _ in range(2))
+    check("naive grouped attention with a padding bias hides the padded keys", torch.allclose(
+        naive_grouped_attention(q, k, v, bias)[1], naive_grouped_attention(q[1:], k[1:, :, 2:], v[1:, :, 2:])[0]))
     print(f"self-test passed: {len(checks)} checks (torch {torch.__version__})")
 
 

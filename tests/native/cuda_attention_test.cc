@@ -724,26 +724,32 @@ TEST(CudaAttention, ChunkedBiasAndKeepRowsAreStagedInSharedMemory) {
   }
 }
 
-// The float16 bias-in-accumulator variant (bias / scale as the scores' starting value): every broadcast,
-// strided and chunked rows, both causal alignments, custom and tiny scales, -inf and finfo.min biases,
-// prefill and decoding tiles at each of its head dims (64, 80 → 96, 128).
-TEST(CudaAttention, Float16BiasInTheScoreAccumulatorsMatchesTheReference) {
+// The masks-in-accumulator variant (scores start at bias / scale, or -inf for a hidden key): every
+// broadcast, strided and chunked rows, bias, keep and both, both causal alignments, custom and tiny
+// scales, -inf and finfo.min biases (bfloat16's is clamped at FLT_MAX), masked rows, prefill and
+// decoding tiles at each of its head dims (64, 80 → 96, 128), float16 and bfloat16.
+TEST(CudaAttention, MasksInTheScoreAccumulatorsMatchTheReference) {
   SKIP_WITHOUT_CUDA_DEVICE();
   uint32_t seed = 400;
-  for (int64_t d : {64, 80, 128}) {
-    for (Broadcast kind : {Broadcast::kFull, Broadcast::kPerKey, Broadcast::kPerHead, Broadcast::kPerQuery}) {
-      for (int64_t q_len : {1, 150}) {
-        ++seed;
-        Case c;
-        c.dtype = DType::kFloat16, c.bias = kind, c.head_dim = c.v_head_dim = d, c.q_len = q_len;
-        c.kv_len = seed % 2 ? 200 : 203, c.mask_pitch = seed % 4 == 1 ? 208 : 0;
-        c.batch = 2, c.q_heads = 4, c.kv_heads = seed % 3 ? 2 : 4, c.masked_rows = MaskedRows::kNaN;
-        c.causal = seed % 3 == 0 ? CausalAlignment::kLowerRight : (seed % 3 == 1 ? CausalAlignment::kUpperLeft : CausalAlignment::kNone);
-        if (seed % 5 == 0) c.scale_override = 1.0f;  // T5: no scaling
-        if (seed % 7 == 0) c.scale_override = 1e-6f;  // bias / scale = 1e6 x bias
-        c.infinite_bias_row = kind == Broadcast::kFull && seed % 2 == 0;
-        c.lowest_bias = kind == Broadcast::kFull && seed % 2 == 1;
-        expect_matches_reference(c, seed);
+  for (DType t : {DType::kFloat16, DType::kBFloat16}) {
+    for (int64_t d : {64, 80, 128}) {
+      for (Broadcast kind : {Broadcast::kFull, Broadcast::kPerKey, Broadcast::kPerHead, Broadcast::kPerQuery}) {
+        for (int64_t q_len : {1, 150}) {
+          ++seed;
+          Case c;
+          c.dtype = t, c.head_dim = c.v_head_dim = d, c.q_len = q_len;
+          c.bias = seed % 3 == 2 ? Broadcast::kNone : kind;
+          c.keep = seed % 3 == 0 ? Broadcast::kNone : (seed % 2 ? kind : Broadcast::kPerKey);
+          c.kv_len = seed % 2 ? 200 : 203, c.mask_pitch = seed % 4 == 1 ? 208 : 0, c.keep_probability = 0.7f;
+          c.batch = 2, c.q_heads = 4, c.kv_heads = seed % 3 ? 2 : 4, c.masked_rows = MaskedRows::kNaN;
+          c.causal = seed % 3 == 0 ? CausalAlignment::kLowerRight : (seed % 3 == 1 ? CausalAlignment::kUpperLeft : CausalAlignment::kNone);
+          if (seed % 5 == 0) c.scale_override = 0.5f;   // scale * log2(e) = 0.72: bfloat16 biases too
+          if (seed % 7 == 0) c.scale_override = 1e-6f;  // bias / scale = 1e6 x bias
+          c.infinite_bias_row = c.bias == Broadcast::kFull && seed % 2 == 0;
+          c.lowest_bias = c.bias == Broadcast::kFull && seed % 2 == 1;
+          c.masked_row_every = c.keep == Broadcast::kFull ? 7 : 0;
+          expect_matches_reference(c, seed);
+        }
       }
     }
   }
@@ -928,24 +934,31 @@ TEST(CudaAttentionWork, ChunkedMaskRowsAreCopiedIntoSharedTiles) {
   EXPECT_EQ(copies(Broadcast::kFull, Broadcast::kFull, 257), none);  // odd pitch: read in place
 }
 
-// A float16 bias alone runs the plain variant with the bias in its accumulators, at the plain variant's
-// 128x64 tiles at head dim 128 (two barriers per key tile); bfloat16, or a keep mask next to the bias, takes
-// the general variant's 128x32 tiles: twice the key tiles, twice the barriers.
-TEST(CudaAttentionWork, Float16BiasAloneRunsAtThePlainVariantsTiles) {
-  const auto barriers = [](DType dtype, Broadcast bias, Broadcast keep) {
+// Bias and keep without softcap run the plain variant with the masks in its accumulators, at its 128x64
+// tiles at head dim 128 (two barriers per key tile); softcap, or a bfloat16 bias with scale * log2(e) > 1,
+// takes the general variant's 128x32 tiles: twice the key tiles, twice the barriers.
+TEST(CudaAttentionWork, BiasAndKeepRunAtThePlainVariantsTiles) {
+  const auto barriers = [](DType dtype, Broadcast bias, Broadcast keep, float softcap = 0.0f, float scale = NAN) {
     Case c;
     c.dtype = dtype, c.q_len = 128, c.kv_len = 512, c.head_dim = c.v_head_dim = 128, c.bias = bias, c.keep = keep;
+    c.softcap = softcap, c.scale_override = scale, c.magnitude = 0.25f;
     c.lend_scratch = false;  // one block over all keys, no split-KV
     simt::take_stats();
     expect_matches_reference(c, 97);
     return simt::take_stats().barriers;
   };
   const uint64_t plain = barriers(DType::kFloat16, Broadcast::kNone, Broadcast::kNone);
-  EXPECT_EQ(barriers(DType::kFloat16, Broadcast::kPerKey, Broadcast::kNone), plain);
-  EXPECT_EQ(barriers(DType::kFloat16, Broadcast::kFull, Broadcast::kNone), plain);
   EXPECT_EQ(plain, 2u * 512 / 64);
-  EXPECT_EQ(barriers(DType::kBFloat16, Broadcast::kPerKey, Broadcast::kNone), 2 * plain);
-  EXPECT_EQ(barriers(DType::kFloat16, Broadcast::kPerKey, Broadcast::kPerKey), 2 * plain);
+  for (DType t : {DType::kFloat16, DType::kBFloat16}) {
+    EXPECT_EQ(barriers(t, Broadcast::kPerKey, Broadcast::kNone), plain) << dtype_name(t);
+    EXPECT_EQ(barriers(t, Broadcast::kFull, Broadcast::kNone), plain) << dtype_name(t);
+    EXPECT_EQ(barriers(t, Broadcast::kNone, Broadcast::kPerKey), plain) << dtype_name(t);
+    EXPECT_EQ(barriers(t, Broadcast::kFull, Broadcast::kFull), plain) << dtype_name(t);
+    EXPECT_EQ(barriers(t, Broadcast::kPerKey, Broadcast::kNone, 30.0f), 2 * plain) << dtype_name(t);
+  }
+  EXPECT_EQ(barriers(DType::kFloat16, Broadcast::kPerKey, Broadcast::kNone, 0.0f, 1.0f), plain);
+  EXPECT_EQ(barriers(DType::kBFloat16, Broadcast::kPerKey, Broadcast::kNone, 0.0f, 1.0f), 2 * plain);
+  EXPECT_EQ(barriers(DType::kBFloat16, Broadcast::kNone, Broadcast::kPerKey, 0.0f, 1.0f), plain);
 }
 
 TEST(CudaAttentionWork, GroupedDecodingReadsEachKeyValueTileOncePerGroup) {
@@ -1067,11 +1080,14 @@ TEST(CudaSanitizerSubset, SmallShapesOnEveryKernel) {
   tensor_core.v_head_dim = 80, tensor_core.causal = CausalAlignment::kLowerRight, tensor_core.bias = Broadcast::kPerKey;
   tensor_core.keep = Broadcast::kFull;
   expect_matches_reference(tensor_core, 71);
-  Case mask_tiles;  // bias and keep staged in shared memory, the last chunk of each row ragged
+  Case mask_tiles;  // bias and keep staged in shared memory (the last chunk of each row ragged), in the accumulators
   mask_tiles.dtype = DType::kBFloat16, mask_tiles.q_len = 133, mask_tiles.kv_len = 71, mask_tiles.mask_pitch = 80;
   mask_tiles.head_dim = mask_tiles.v_head_dim = 128, mask_tiles.bias = Broadcast::kFull, mask_tiles.keep = Broadcast::kPerKey;
   mask_tiles.causal = CausalAlignment::kUpperLeft;
   expect_matches_reference(mask_tiles, 77);
+  Case general = mask_tiles;  // softcap: the general variant, its bias and keep tiles
+  general.softcap = 30.0f, general.head_dim = general.v_head_dim = 64, general.causal = CausalAlignment::kLowerRight;
+  expect_matches_reference(general, 78);
   for (int64_t d : {32, 128, 256}) {
     Case c;
     c.dtype = DType::kBFloat16, c.q_len = 70, c.kv_len = 100, c.head_dim = c.v_head_dim = d;

@@ -11,7 +11,6 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
-#include <type_traits>
 
 #include "fwd_launch.h"
 
@@ -229,20 +228,10 @@ int choose_num_splits(int64_t blocks, int64_t key_tiles, int64_t target_blocks, 
   return static_cast<int>((key_tiles + tiles_per_split - 1) / tiles_per_split);
 }
 
-template <class T, int kHeadDim, bool kMaskInputs, bool kBiasAccum = false>
+template <class T, int kHeadDim, bool kMaskInputs, int kAccumMasks = 0>
 std::string launch_tensor_core(bool decode, const FwdParams& p, cudaStream_t stream) {
-  return decode ? cuda::launch_flash_fwd<cuda::DecodeTraitsFor<T, kHeadDim, kMaskInputs, kBiasAccum>>(p, stream)
-                : cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, kHeadDim, kMaskInputs, kBiasAccum>>(p, stream);
-}
-
-// float16 with a bias only: the plain variant with the bias in its accumulators (FwdTraits::kBiasAccum).
-std::string launch_tensor_core_bias_accum(int capacity, bool decode, const FwdParams& p, cudaStream_t stream) {
-  switch (capacity) {
-    case 64: return launch_tensor_core<__half, 64, false, true>(decode, p, stream);
-    case 96: return launch_tensor_core<__half, 96, false, true>(decode, p, stream);
-    case 128: return launch_tensor_core<__half, 128, false, true>(decode, p, stream);
-    default: return "flash_attention_cuda: no bias-in-accumulator kernel for head dim capacity " + std::to_string(capacity);
-  }
+  return decode ? cuda::launch_flash_fwd<cuda::DecodeTraitsFor<T, kHeadDim, kMaskInputs, kAccumMasks>>(p, stream)
+                : cuda::launch_flash_fwd<cuda::FwdTraitsFor<T, kHeadDim, kMaskInputs, kAccumMasks>>(p, stream);
 }
 
 template <class T, bool kMaskInputs>
@@ -254,6 +243,28 @@ std::string launch_tensor_core(int capacity, bool decode, const FwdParams& p, cu
     case 128: return launch_tensor_core<T, 128, kMaskInputs>(decode, p, stream);
     case 256: return launch_tensor_core<T, 256, kMaskInputs>(decode, p, stream);
     default: return "flash_attention_cuda: no tensor-core kernel for head dim capacity " + std::to_string(capacity);
+  }
+}
+
+template <class T, int kAccumMasks>
+std::string launch_tensor_core_accum(int capacity, bool decode, const FwdParams& p, cudaStream_t stream) {
+  switch (capacity) {
+    case 64: return launch_tensor_core<T, 64, false, kAccumMasks>(decode, p, stream);
+    case 96: return launch_tensor_core<T, 96, false, kAccumMasks>(decode, p, stream);
+    case 128: return launch_tensor_core<T, 128, false, kAccumMasks>(decode, p, stream);
+    default: return "flash_attention_cuda: no masks-in-accumulator kernel for head dim capacity " + std::to_string(capacity);
+  }
+}
+
+// Bias and/or keep without softcap: the plain variant with the masks in its accumulators (FwdTraits, kAccumMasks).
+template <class T>
+std::string launch_tensor_core_accum(int accum_masks, int capacity, bool decode, const FwdParams& p, cudaStream_t stream) {
+  switch (accum_masks) {
+    case cuda::kAccumBias: return launch_tensor_core_accum<T, cuda::kAccumBias>(capacity, decode, p, stream);
+    case cuda::kAccumKeep: return launch_tensor_core_accum<T, cuda::kAccumKeep>(capacity, decode, p, stream);
+    case cuda::kAccumBias | cuda::kAccumKeep:
+      return launch_tensor_core_accum<T, cuda::kAccumBias | cuda::kAccumKeep>(capacity, decode, p, stream);
+    default: return "flash_attention_cuda: no masks-in-accumulator kernel for masks " + std::to_string(accum_masks);
   }
 }
 
@@ -282,7 +293,8 @@ struct KernelChoice {
   bool decode;      // tensor cores: the one-warp decoding tiles (at most kDecodeMaxRows rows per head)
   bool mask_inputs; // tensor cores: the variant with the bias/keep/softcap code (also for a scale <= 0, and
                     // where the head dim has no other)
-  bool bias_accum;  // tensor cores: the plain variant with a float16 bias in its accumulators
+  int accum_masks;  // tensor cores: the plain variant with these masks (cuda::kAccumBias | kAccumKeep) in its
+                    // accumulators; 0: none
 };
 
 template <class T>
@@ -290,13 +302,10 @@ std::string launch_forward(const KernelChoice& k, const FwdParams& p, cudaStream
   std::string error;
   switch (k.path) {
     case FwdPath::kTensorCoreSm80:
-      if constexpr (std::is_same_v<T, __half>) {
-        error = k.bias_accum    ? launch_tensor_core_bias_accum(k.capacity, k.decode, p, stream)
+      if constexpr (sizeof(T) == 2) {
+        error = k.accum_masks   ? launch_tensor_core_accum<T>(k.accum_masks, k.capacity, k.decode, p, stream)
                 : k.mask_inputs ? launch_tensor_core<T, true>(k.capacity, k.decode, p, stream)
                                 : launch_tensor_core<T, false>(k.capacity, k.decode, p, stream);
-      } else if constexpr (sizeof(T) == 2) {
-        error = k.mask_inputs ? launch_tensor_core<T, true>(k.capacity, k.decode, p, stream)
-                              : launch_tensor_core<T, false>(k.capacity, k.decode, p, stream);
       } else {
         error = "flash_attention_cuda: no tensor-core kernel for float32";  // choose_path never asks for one
       }
@@ -335,12 +344,16 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   k.small_smem = k.path == FwdPath::kTiled && tiled_small_smem(k.capacity, device);
   k.decode = k.path == FwdPath::kTensorCoreSm80 && params.q_len <= cuda::kDecodeMaxRows;
   // The plain variant folds a positive scale into its exponentials (fwd_kernel.cuh, raw_scores).
-  // A float16 bias alone (the exported encoder's padding mask) starts the plain variant's scores at
-  // bias / scale: exact in float32 for |bias| <= 65504 when the scale is a normal positive number.
-  k.bias_accum = k.path == FwdPath::kTensorCoreSm80 && params.dtype == DType::kFloat16 && p.bias != nullptr &&
-                 p.keep == nullptr && !(p.softcap > 0.0f) && p.scale >= 1e-30f && p.scale <= 1e30f &&
-                 p.scale_log2 > 0.0f && cuda::has_bias_accum_variant(k.capacity);
-  k.mask_inputs = !k.bias_accum && (p.bias != nullptr || p.keep != nullptr || p.softcap > 0.0f ||
+  // Bias and keep without softcap (the exported encoder's padding mask) start the plain variant's scores
+  // at bias / scale, or -inf for a hidden key. bias / scale stays finite for float16 biases (|bias| <=
+  // 65504) with a normal positive scale; a bfloat16 one may pass FLT_MAX and is clamped there, which the
+  // raw-score softmax (scores times scale * log2(e)) survives only for scale * log2(e) <= 1.
+  const bool bias_fits = p.bias == nullptr || params.dtype == DType::kFloat16 || p.scale_log2 <= 1.0f;
+  const bool accum = k.path == FwdPath::kTensorCoreSm80 && (p.bias != nullptr || p.keep != nullptr) && bias_fits &&
+                     !(p.softcap > 0.0f) && p.scale >= 1e-30f && p.scale <= 1e30f && p.scale_log2 > 0.0f &&
+                     cuda::has_mask_accum_variant(k.capacity);
+  k.accum_masks = accum ? (p.bias != nullptr ? cuda::kAccumBias : 0) | (p.keep != nullptr ? cuda::kAccumKeep : 0) : 0;
+  k.mask_inputs = !accum && (p.bias != nullptr || p.keep != nullptr || p.softcap > 0.0f ||
                                     !(p.scale_log2 > 0.0f) || !cuda::has_plain_variant(k.capacity));
 
   int64_t blocks = 0;

@@ -95,13 +95,36 @@ template <class Tr, class E>
 __device__ __forceinline__ void load_mask_tile_strided(E* tile, int pitch, const E* base, int64_t row_stride,
                                                        int64_t key_stride, int m0, int n0, int q_len, int kv_len) {
   const int rows = row_stride == 0 ? 1 : Tr::kBlockM;
-#pragma unroll 4
+#pragma unroll 1
   for (int i = static_cast<int>(threadIdx.x); i < rows * Tr::kBlockN; i += Tr::kThreads) {
     const int r = i / Tr::kBlockN;
     const int c = i % Tr::kBlockN;
     E value{};
     if (m0 + r < q_len && n0 + c < kv_len) value = base[(m0 + r) * row_stride + (n0 + c) * key_stride];
     shared_store(tile + r * pitch + c, value);
+  }
+}
+
+// |row max| in log2 units past which the fused multiply-subtract of the exponentials could be off by
+// more than the exponent range (see the softmax in flash_fwd_kernel): 2^20 keeps it below 2^-5.
+constexpr float kHugeLog2 = 1048576.0f;
+
+// Largest starting score of the masks-in-accumulator variant: 2^100, far from FLT_MAX. Tensor cores
+// do not round accumulators near FLT_MAX the IEEE way (a start at -FLT_MAX came back NaN on an H200), and
+// every product of the 16-bit inputs (< 2^34) vanishes next to it.
+constexpr float kMaxStart = 1.2676506e30f;
+
+// The masks-in-accumulator variant's starting score: bias / scale. A finite bfloat16 bias (up to
+// finfo.min = -3.4e38) over the scale is clamped to ±kMaxStart, so it stays finite; every key past it
+// weighs the same (exp2 of the difference of two equal scores), which only matters in a row whose visible
+// keys all lie past -kMaxStart x scale. float16 biases (|bias| <= 65504, scale >= 1e-30) stay below it.
+template <class T>
+__device__ __forceinline__ float bias_over_scale(float bias, float inv_scale) {
+  const float x = bias * inv_scale;
+  if constexpr (!std::is_same_v<T, __half>) {
+    return fabsf(bias) == INFINITY ? x : fmaxf(fminf(x, kMaxStart), -kMaxStart);
+  } else {
+    return x;
   }
 }
 
@@ -135,7 +158,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
   T* const sK = sQ + Tr::kQTileElems;
   T* const sV = sK + Tr::kKvTileElems;
   T* const sBias = sV + Tr::kKvTileElems;  // kBiasTile only
-  uint8_t* const sKeep = reinterpret_cast<uint8_t*>(sBias) + Tr::kBiasTileBytes;
+  uint8_t* const sKeep = reinterpret_cast<uint8_t*>(sBias) + (Tr::kBiasTile ? Tr::kBiasTileBytes : 0);  // kKeepTile only
 
   const BlockWork w = block_work<Tr>(p);
   const int lane = static_cast<int>(threadIdx.x) % 32;
@@ -156,8 +179,8 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
   const HeadInputs<T> in = head_inputs<T>(p, w);
   // With kMaskTiles every bias and keep tile goes through shared memory, streamed in with K: by cp.async
   // when the rows come in 16-byte chunks, else element by element.
-  const bool bias_tile = Tr::kBiasAccum || (Tr::kMaskTiles && p.bias != nullptr);
-  const bool keep_tile = Tr::kMaskTiles && p.keep != nullptr;
+  const bool bias_tile = Tr::kAccumBiasIn || (Tr::kMaskTiles && p.bias != nullptr);
+  const bool keep_tile = Tr::kAccumKeepIn || (Tr::kMaskTiles && p.keep != nullptr);
   const auto load_mask_tiles = [&](int n0) {
     if constexpr (Tr::kBiasTile) {
       const T* const bias = static_cast<const T*>(p.bias) + in.bias;
@@ -168,7 +191,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
                                    p.kv_len);
       }
     }
-    if constexpr (Tr::kMaskTiles) {
+    if constexpr (Tr::kKeepTile) {
       const uint8_t* const keep = p.keep + in.keep;
       if (keep_tile && p.keep_chunks) {
         load_mask_tile_async<Tr>(sKeep, Tr::kKeepPitch, keep, p.keep_stride[2], w.m0, n0, p.q_len, p.kv_len);
@@ -223,26 +246,37 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
     load_tile_async<Tr, Tr::kBlockN>(sV, in.v, p.v_stride[2], n0, p.kv_len, p.v_head_dim);
     cp_async_commit();
 
-    // ---- S = Q·Kᵀ (kBiasAccum: + bias / scale) ----
+    // ---- S = Q·Kᵀ (kMaskAccum: starting from bias / scale, -inf for hidden keys) ----
     float s[kMTiles][kNTiles][4];
+    const auto start_scores = [&](auto with_bias, auto with_keep) {
+      constexpr bool kBias = decltype(with_bias)::value;
+      constexpr bool kKeep = decltype(with_keep)::value;
 #pragma unroll
-    for (int mt = 0; mt < kMTiles; ++mt) {
+      for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const T* const bias_row = bias_lane + (2 * mt + half) * bias_row8;
+        for (int half = 0; half < 2; ++half) {
+          const T* const bias_row = bias_lane + (2 * mt + half) * bias_row8;
+          const uint8_t* const keep_row = keep_lane + (2 * mt + half) * keep_row8;
 #pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt) {
-          float bias[2] = {0.0f, 0.0f};
-          if constexpr (Tr::kBiasAccum) {
-            unpack2<T>(shared_load_u32(bias_row + nt * 8), bias[0], bias[1]);
-            bias[0] *= p.inv_scale;
-            bias[1] *= p.inv_scale;
+          for (int nt = 0; nt < kNTiles; ++nt) {
+            float start[2] = {0.0f, 0.0f};
+            if constexpr (kBias) {
+              unpack2<T>(shared_load_u32(bias_row + nt * 8), start[0], start[1]);
+              start[0] = bias_over_scale<T>(start[0], p.inv_scale);
+              start[1] = bias_over_scale<T>(start[1], p.inv_scale);
+            }
+            if constexpr (kKeep) {
+              const uint32_t pair = shared_load_u16(keep_row + nt * 8);
+              if ((pair & 0xffu) == 0) start[0] = -INFINITY;
+              if ((pair >> 8) == 0) start[1] = -INFINITY;
+            }
+            s[mt][nt][2 * half] = start[0];
+            s[mt][nt][2 * half + 1] = start[1];
           }
-          s[mt][nt][2 * half] = bias[0];
-          s[mt][nt][2 * half + 1] = bias[1];
         }
       }
-    }
+    };
+    start_scores(std::bool_constant<Tr::kAccumBiasIn>{}, std::bool_constant<Tr::kAccumKeepIn>{});
 #pragma unroll
     for (int ks = 0; ks < Tr::kKSteps; ++ks) {
       uint32_t a[kMTiles][4];
@@ -320,7 +354,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
     }
     const bool tile_needs_mask = (Tr::kMaskInputs && p.keep != nullptr) || n0 + Tr::kBlockN > p.kv_len ||
                                  (p.causal && n0 + Tr::kBlockN - 1 > w.m0 + p.causal_offset);
-    if (keep_tile) {
+    if (Tr::kMaskTiles && keep_tile) {
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
@@ -381,16 +415,40 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
           o[mt][dt][3] *= scale[1];
         }
       }
+      // The FFMA below computes s·c exactly but subtracts max·c rounded; their difference at s = max is
+      // that rounding, up to |max·c|·2^-25: harmless (one factor shared by the row) until it passes the
+      // exponent range. With a bfloat16 bias in the accumulators a row may see only huge biases (a clamped
+      // finfo.min: max·c near -FLT_MAX); rows of a warp with such a max round both products. (float16
+      // biases keep |max·c| near |bias|·log2(e) <= 94500.)
+      const bool huge_max = Tr::kAccumBiasIn && !std::is_same_v<T, __half> &&
+                            __any_sync(0xffffffffu, !(fabsf(row_max[mt][0] * to_log2) < kHugeLog2) ||
+                                                        !(fabsf(row_max[mt][1] * to_log2) < kHugeLog2));
+      if (!huge_max) {
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const float subtract = max_for_exp(row_max[mt][half]) * to_log2;
+        for (int half = 0; half < 2; ++half) {
+          const float subtract = max_for_exp(row_max[mt][half]) * to_log2;
 #pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt) {
+          for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
-          for (int e = 2 * half; e < 2 * half + 2; ++e) {
-            const float weight = fast_exp2(fmaf(s[mt][nt][e], to_log2, -subtract));
-            s[mt][nt][e] = weight;
-            row_sum[mt][half] += weight;  // this lane's columns; the quad is summed at the end
+            for (int e = 2 * half; e < 2 * half + 2; ++e) {
+              const float weight = fast_exp2(fmaf(s[mt][nt][e], to_log2, -subtract));
+              s[mt][nt][e] = weight;
+              row_sum[mt][half] += weight;  // this lane's columns; the quad is summed at the end
+            }
+          }
+        }
+      } else {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const float subtract = max_for_exp(row_max[mt][half]) * to_log2;
+#pragma unroll
+          for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+            for (int e = 2 * half; e < 2 * half + 2; ++e) {
+              const float weight = fast_exp2(__fmul_rn(s[mt][nt][e], to_log2) - subtract);
+              s[mt][nt][e] = weight;
+              row_sum[mt][half] += weight;
+            }
           }
         }
       }

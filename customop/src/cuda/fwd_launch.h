@@ -118,20 +118,20 @@ constexpr TileShape decode_tile_shape(int head_dim_capacity) {
                    ORTFLASH_DECODE_WARPS};
 }
 
-// The bias-in-accumulator variant (FwdTraits::kBiasAccum) takes the plain variant's tiles plus a bias
-// tile; head dim 256's would not fit the 99 KiB, and 32 has no plain variant.
-constexpr bool has_bias_accum_variant(int head_dim_capacity) {
+// The masks-in-accumulator variants (FwdTraits, kAccumMasks) take the plain variant's tiles plus bias and
+// keep tiles; head dim 256's would not fit the 99 KiB, and 32 has no plain variant.
+constexpr bool has_mask_accum_variant(int head_dim_capacity) {
   return head_dim_capacity == 64 || head_dim_capacity == 96 || head_dim_capacity == 128;
 }
 
-template <class T, int kHeadDim, bool kMaskInputs, bool kBiasAccum = false>
+template <class T, int kHeadDim, bool kMaskInputs, int kAccumMasks = 0>
 using DecodeTraitsFor = FwdTraits<T, kHeadDim, decode_tile_shape(kHeadDim).block_m, decode_tile_shape(kHeadDim).block_n,
-                                  decode_tile_shape(kHeadDim).warps, kMaskInputs, kBiasAccum>;
+                                  decode_tile_shape(kHeadDim).warps, kMaskInputs, kAccumMasks>;
 
-template <class T, int kHeadDim, bool kMaskInputs, bool kBiasAccum = false>
+template <class T, int kHeadDim, bool kMaskInputs, int kAccumMasks = 0>
 using FwdTraitsFor = FwdTraits<T, kHeadDim, tile_shape(kHeadDim, kMaskInputs).block_m,
                                tile_shape(kHeadDim, kMaskInputs).block_n, tile_shape(kHeadDim, kMaskInputs).warps, kMaskInputs,
-                               kBiasAccum>;
+                               kAccumMasks>;
 
 // Each returns "" on success or a message naming the failed CUDA call. All launch on `stream`.
 template <class Tr>

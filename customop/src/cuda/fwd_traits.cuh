@@ -5,9 +5,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <type_traits>
-
-#include <cuda_fp16.h>
 
 #include "cuda_compat.cuh"
 
@@ -63,16 +60,24 @@ struct LdmatrixAddress {
 // kMaskInputs_: whether the kernel reads a bias and a keep mask and applies softcap. Calls without
 // any of them (most causal decoder calls) take the variant compiled without that code: fewer live
 // registers, so no spills where the general variant has some (head dim 128 on sm_90).
-// kBiasAccum_ (with kMaskInputs_ false): the plain variant plus a bias, which starts the score
-// accumulators as bias / scale, so that Q·Kᵀ lands on it and the plain variant's raw-score softmax
-// applies unchanged. Only for float16 biases (|bias| <= 65504 cannot overflow there) without keep or
-// softcap and with a positive scale: the common exported-encoder call, at the plain variant's tiles.
+// kAccumMasks_ (with kMaskInputs_ false): the plain variant plus a bias (bit kAccumBias) and/or a keep
+// mask (bit kAccumKeep), which start the score accumulators — bias / scale where the key is kept, -inf
+// where it is hidden — so that Q·Kᵀ lands on them and the plain variant's raw-score softmax applies
+// unchanged: the exported encoder's padding mask at the plain variant's tiles. One instantiation per
+// combination keeps each key loop as short as the plain one plus its masks (instruction cache). Not for
+// softcap (it applies before the bias) or a scale <= 0; with a bfloat16 bias only for scale * log2(e) <= 1
+// (see accum_masks in flash_attention_cuda.cu).
+constexpr int kAccumBias = 1;
+constexpr int kAccumKeep = 2;
+
 template <class T_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, bool kMaskInputs_ = true,
-          bool kBiasAccum_ = false>
+          int kAccumMasks_ = 0>
 struct FwdTraits {
   using T = T_;
   static constexpr bool kMaskInputs = kMaskInputs_;
-  static constexpr bool kBiasAccum = kBiasAccum_;
+  static constexpr bool kMaskAccum = kAccumMasks_ != 0;
+  static constexpr bool kAccumBiasIn = (kAccumMasks_ & kAccumBias) != 0;
+  static constexpr bool kAccumKeepIn = (kAccumMasks_ & kAccumKeep) != 0;
   static constexpr int kHeadDim = kHeadDim_;  // capacity: D and Dv up to this, multiples of 8
   static constexpr int kBlockM = kBlockM_;    // query rows per thread block
   static constexpr int kBlockN = kBlockN_;    // keys per K/V tile
@@ -105,9 +110,10 @@ struct FwdTraits {
   static constexpr size_t kBiasTileBytes = size_t(kBlockM) * kBiasPitch * sizeof(T);
   static constexpr size_t kKeepTileBytes = size_t(kBlockM) * kKeepPitch;
   static constexpr bool kMaskTiles = kMaskInputs && kQkvSmemBytes + kBiasTileBytes + kKeepTileBytes <= 99 * 1024;
-  static constexpr bool kBiasTile = kMaskTiles || kBiasAccum;  // a bias tile in shared memory
+  static constexpr bool kBiasTile = kMaskTiles || kAccumBiasIn;  // a bias tile in shared memory
+  static constexpr bool kKeepTile = kMaskTiles || kAccumKeepIn;  // a keep tile in shared memory
   static constexpr size_t kSmemBytes =
-      kQkvSmemBytes + (kMaskTiles ? kBiasTileBytes + kKeepTileBytes : kBiasAccum ? kBiasTileBytes : 0);
+      kQkvSmemBytes + (kBiasTile ? kBiasTileBytes : 0) + (kKeepTile ? kKeepTileBytes : 0);
 
   static_assert(sizeof(T) == 2 && Layout::kRowElems * sizeof(T) % 16 == 0, "the tensor-core kernel takes 16-bit elements (fp16, bf16)");
   static_assert(kHeadDim % 16 == 0, "head dim capacity must be a multiple of the mma k (16)");
@@ -117,8 +123,8 @@ struct FwdTraits {
   static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
                 "every thread issues the same number of cp.async per tile");
   static_assert(kSmemBytes <= 99 * 1024, "tiles must fit the 99 KiB per block of sm_86/sm_89");
-  static_assert(!kBiasAccum || (!kMaskInputs && std::is_same_v<T, __half>),
-                "the bias-in-accumulator variant is the plain variant's, for float16");
+  static_assert(!kMaskAccum || !kMaskInputs, "the masks-in-accumulator variant is the plain variant's");
+  static_assert(kAccumMasks_ >= 0 && kAccumMasks_ <= (kAccumBias | kAccumKeep), "kAccumMasks: bits kAccumBias, kAccumKeep");
 };
 
 }  // namespace ortflash::cuda

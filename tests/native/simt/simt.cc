@@ -809,6 +809,12 @@ void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b
   }
   const int g = lane / 4, t = lane % 4;
   for (int e = 0; e < 4; ++e) {
+    // Tensor cores do not round an accumulator near the top of the float range the IEEE way: starting
+    // scores at -FLT_MAX (a clamped bfloat16 finfo.min) gave NaN on an H200 where this emulator's exact
+    // sum gave -FLT_MAX. Such accumulators are refused here, so that no kernel relies on them.
+    if (std::isfinite(c[e]) && std::fabs(c[e]) > 0x1p126f) {
+      fail("mma accumulator " + std::to_string(c[e]) + " within a factor 2 of FLT_MAX: tensor cores do not round there");
+    }
     const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
     double sum = c[e];  // products of 16-bit inputs are exact; one rounding of the whole sum
     for (int k = 0; k < 16; ++k) sum += double(slot.a[row][k]) * double(slot.b[k][col]);

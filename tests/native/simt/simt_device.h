@@ -140,6 +140,8 @@ T __shfl_sync(unsigned mask, T value, int src_lane, int width = 32) {
   return simt::from_word<T>(simt::shfl_idx(mask, simt::to_word(value), src_lane));
 }
 
+// A float multiply rounded once, never contracted into an FMA (host float arithmetic is not contracted here).
+inline float __fmul_rn(float a, float b) { return a * b; }
 inline int __any_sync(unsigned mask, int predicate) { return simt::vote_any(mask, predicate != 0) ? 1 : 0; }
 inline int __all_sync(unsigned mask, int predicate) { return simt::vote_all(mask, predicate != 0) ? 1 : 0; }
 

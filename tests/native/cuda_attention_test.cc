@@ -896,18 +896,22 @@ TEST(CudaAttentionWork, LdmatrixReadsAreFreeOfBankConflictsAtEveryHeadDim) {
 // Decoding (at most 64 query rows per head after folding the GQA group) runs one-warp 16-row blocks
 // over many key splits, plus the combine; 65 rows and more take the 4-warp prefill blocks.
 TEST(CudaAttentionWork, DecodingRunsOneWarpBlocksOverManyKeySplits) {
-  const auto run = [](int64_t q_heads, int64_t kv_heads) {
+  const auto run = [](int64_t q_heads, int64_t kv_heads, int64_t kv_len = 4096) {
     Case c;
-    c.dtype = DType::kFloat16, c.q_len = 1, c.kv_len = 4096, c.q_heads = q_heads, c.kv_heads = kv_heads;
+    c.dtype = DType::kFloat16, c.q_len = 1, c.kv_len = kv_len, c.q_heads = q_heads, c.kv_heads = kv_heads;
     c.head_dim = c.v_head_dim = 128;
     simt::take_stats();
     expect_matches_reference(c, 95);
     return simt::take_stats();
   };
-  const simt::LaunchStats mha = run(4, 4);  // 1 row per head
-  EXPECT_EQ(mha.launches, 2u);              // the kernel and the split combine
+  const simt::LaunchStats mha = run(4, 4, 2048);  // 1 row per head
+  EXPECT_EQ(mha.launches, 2u);                    // the kernel and the split combine
   EXPECT_EQ(mha.min_block_threads, 32u);
-  EXPECT_GE(mha.blocks, 4u * 32u) << "64 key tiles per head should be split at least 32 ways";
+  // 32 key tiles per head (fewer than kDecodeLongTiles): one tile per split; + 4 combine blocks.
+  EXPECT_EQ(mha.blocks, 4u * 32u + 4u) << "32 key tiles per head should be split 32 ways";
+  // 64 tiles and more: at least kDecodeMinTilesPerSplit (3) tiles per split: at most 21 splits, which
+  // rounding makes 16 splits of 4 tiles.
+  EXPECT_EQ(run(4, 4, 4096).blocks, 4u * 16u + 4u);
   const simt::LaunchStats group64 = run(64, 1);  // 64 rows: four 16-row blocks per split
   EXPECT_EQ(group64.min_block_threads, 32u);
   const simt::LaunchStats group80 = run(80, 1);  // 80 rows: the prefill blocks

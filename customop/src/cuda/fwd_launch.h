@@ -90,14 +90,18 @@ constexpr bool has_plain_variant(int head_dim_capacity) { return head_dim_capaci
 // lost at 1k (226 vs 287; 29 vs 38), hence 1 below kDecodeLongTiles tiles and 3 from there; 6 blocks
 // per SM with 1 tile won at B 1, 64k (2915 vs 2395) but lost at B 8 (3390 vs 3673 at 32:8, 4097 vs
 // 4433 at 32:32); 128-key tiles spill and lost everywhere; two warps (32 rows) won on 32:8 at B 8
-// (+3-8%) and lost on 32:1 at B 8, 16k (-21%).
+// (+3-8%) and lost on 32:1 at B 8, 16k (-21%). Second lease (one sweep, fp16, ratio to cuDNN, results/
+// h200-2026-11-session5.md): 3 tiles per split from 64 tiles on instead of 128 won at kv_len 4k (32:8 B 1
+// 0.79 vs 0.70, 32:1 B 8 0.80 vs 0.64, 32:32 B 1 0.98 vs 0.90) and matched elsewhere; 6 blocks per SM
+// again won some rows (32:1 B 8, 64k: 1.01 vs 0.79) and lost others (32:8 B 8: 0.84-0.86 vs 0.92-0.95);
+// 12 matched 8.
 constexpr int kDecodeMaxRows = 64;
 // Tuning builds may override these (e.g. CMAKE_CUDA_FLAGS=-DORTFLASH_DECODE_MIN_TILES=1; tile_sweep.sh).
 #if !defined(ORTFLASH_DECODE_BLOCKS_PER_SM)
 #define ORTFLASH_DECODE_BLOCKS_PER_SM 8
 #endif
 #if !defined(ORTFLASH_DECODE_LONG_TILES)
-#define ORTFLASH_DECODE_LONG_TILES 128
+#define ORTFLASH_DECODE_LONG_TILES 64
 #endif
 #if !defined(ORTFLASH_DECODE_MIN_TILES)
 #define ORTFLASH_DECODE_MIN_TILES 3

@@ -672,14 +672,10 @@ void cp_async_16_prefix(void* smem_dst, const void* gmem_src, int src_bytes) {
 void cp_async_16(void* smem_dst, const void* gmem_src, bool valid) { cp_async_16_prefix(smem_dst, gmem_src, valid ? 16 : 0); }
 
 namespace {
-// A plain shared-memory load of `size` bytes (2 or 4), checked like ldmatrix: the bytes were written by
-// a cp.async that was waited for and published by a __syncthreads; marks the warp as a reader.
-uint32_t checked_shared_load(const void* smem_src, uint32_t size, const char* site) {
-  Block& b = block();
-  const uint32_t offset = shared_address(smem_src);
-  if (offset % size != 0) fail(std::string(site) + ": shared address " + std::to_string(offset) + " is misaligned");
-  Chunk& chunk = chunk_at(b, offset & ~15u, site);
-  const std::string bytes = "shared bytes [" + std::to_string(offset) + ", +" + std::to_string(size) + ")";
+// Checks a read of `bytes` (a description) in `chunk` by warp bit `me` — written by a cp.async (or store)
+// that was waited for and published by a __syncthreads — and records the warp as a reader in this
+// barrier interval (for the write-after-read checks of later copies).
+void note_shared_read(Block& b, Chunk& chunk, const char* site, const std::string& bytes, uint32_t me) {
   if (chunk.pending) fail(std::string(site) + " reads " + bytes + " while a cp.async to them is in flight (missing cp.async.wait)");
   if (!chunk.written) fail(std::string(site) + " reads " + bytes + " that nothing wrote");
   if (chunk.write_epoch == b.epoch) {
@@ -689,7 +685,18 @@ uint32_t checked_shared_load(const void* smem_src, uint32_t size, const char* si
     chunk.read_epoch = b.epoch;
     chunk.readers = 0;
   }
-  chunk.readers |= 1u << warp_id();
+  chunk.readers |= me;
+}
+
+// A plain shared-memory load of `size` bytes (2 or 4), checked like ldmatrix: the bytes were written by
+// a cp.async that was waited for and published by a __syncthreads; marks the warp as a reader.
+uint32_t checked_shared_load(const void* smem_src, uint32_t size, const char* site) {
+  Block& b = block();
+  const uint32_t offset = shared_address(smem_src);
+  if (offset % size != 0) fail(std::string(site) + ": shared address " + std::to_string(offset) + " is misaligned");
+  Chunk& chunk = chunk_at(b, offset & ~15u, site);
+  note_shared_read(b, chunk, site, "shared bytes [" + std::to_string(offset) + ", +" + std::to_string(size) + ")",
+                   1u << warp_id());
   uint32_t value = 0;
   std::memcpy(&value, &b.smem[offset], size);
   return value;
@@ -746,17 +753,8 @@ void ldmatrix_x4(uint32_t (&r)[4], uint32_t smem_addr, bool trans) {
     for (int l = 0; l < kWarpSize; ++l) {
       const uint32_t offset = slot.words[l][0];
       Chunk& chunk = chunk_at(b, offset, site);
-      const std::string bytes = "shared bytes [" + std::to_string(offset) + ", +16) (row address of lane " + std::to_string(l) + ")";
-      if (chunk.pending) fail(std::string(site) + " reads " + bytes + " while a cp.async to them is in flight (missing cp.async.wait)");
-      if (!chunk.written) fail(std::string(site) + " reads " + bytes + " that nothing wrote");
-      if (chunk.write_epoch == b.epoch) {
-        fail(std::string(site) + " reads " + bytes + " that a cp.async completed after the last __syncthreads (read-after-write race)");
-      }
-      if (chunk.read_epoch != b.epoch) {
-        chunk.read_epoch = b.epoch;
-        chunk.readers = 0;
-      }
-      chunk.readers |= me;
+      note_shared_read(b, chunk, site,
+                       "shared bytes [" + std::to_string(offset) + ", +16) (row address of lane " + std::to_string(l) + ")", me);
       std::memcpy(slot.rows[l], &b.smem[offset], 16);
     }
     // Bank conflicts: each 8x8 matrix is one shared-memory wavefront when its 8 row addresses fall

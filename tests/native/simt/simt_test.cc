@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -294,6 +295,80 @@ TEST(Simt, CopiesNeverWaitedForAreReported) {
 
 TEST(Simt, ALaneLeavingItsWarpsCollectiveIsReported) {
   EXPECT_NE(run_staged(kLaneExits).find("lanes have exited"), std::string::npos);
+}
+
+// ---- partial copies, plain shared loads and stores, accumulators near FLT_MAX ---------------------
+
+// Lane l copies the first 2 * (l % 9) bytes (0..16) of its 16-byte row and reads the chunk back with
+// plain checked loads; with `no_wait` the reads come before the copy landed.
+__global__ void prefix_kernel(const uint8_t* src, uint32_t* out, bool no_wait) {
+  uint8_t* smem = static_cast<uint8_t*>(simt::dynamic_shared_memory());
+  const int lane = static_cast<int>(threadIdx.x);
+  simt::cp_async_16_prefix(smem + 16 * lane, src + 16 * lane, 2 * (lane % 9));
+  simt::cp_async_commit();
+  if (!no_wait) {
+    simt::cp_async_wait(0);
+    __syncthreads();
+  }
+  for (int i = 0; i < 4; ++i) out[4 * lane + i] = simt::shared_load_u32(smem + 16 * lane + 4 * i);
+  if (no_wait) simt::cp_async_wait(0);
+}
+
+TEST(Simt, PartialCopiesReadTheirPrefixAndZeroTheRest) {
+  std::vector<uint8_t> rows(32 * 16);
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<uint8_t>(1 + i % 251);
+  uint8_t* src = upload(rows);
+  uint32_t* out = device_alloc<uint32_t>(32 * 4);
+  ASSERT_EQ(run(&prefix_kernel, 32, 32 * 16, static_cast<const uint8_t*>(src), out, false), "");
+  const std::vector<uint32_t> got = download(out, 32 * 4);
+  for (int lane = 0; lane < 32; ++lane) {
+    for (int byte = 0; byte < 16; ++byte) {
+      const uint8_t value = static_cast<uint8_t>(got[size_t(4 * lane + byte / 4)] >> (8 * (byte % 4)));
+      const uint8_t want = byte < 2 * (lane % 9) ? rows[size_t(16 * lane + byte)] : 0;
+      EXPECT_EQ(value, want) << "lane " << lane << " byte " << byte;
+    }
+  }
+  EXPECT_NE(run(&prefix_kernel, 32, 32 * 16, static_cast<const uint8_t*>(src), out, true).find("in flight"),
+            std::string::npos);
+  cudaFree(src);
+  cudaFree(out);
+}
+
+// Thread t stores a 16-bit value at element t; after a barrier every thread reads element t + 8 (mod 64).
+// With `no_barrier` the reads race the stores.
+__global__ void store_kernel(uint32_t* out, bool no_barrier) {
+  uint16_t* smem = static_cast<uint16_t*>(simt::dynamic_shared_memory());
+  const int tid = static_cast<int>(threadIdx.x);
+  const uint16_t value = static_cast<uint16_t>(100 + tid);
+  simt::shared_store(smem + tid, &value, 2);
+  if (!no_barrier) __syncthreads();
+  out[tid] = simt::shared_load_u16(smem + (tid + 8) % 64);
+}
+
+TEST(Simt, PlainSharedStoresAreReadBackAfterABarrier) {
+  uint32_t* out = device_alloc<uint32_t>(64);
+  ASSERT_EQ(run(&store_kernel, 64, 128, out, false), "");
+  const std::vector<uint32_t> got = download(out, 64);
+  for (int tid = 0; tid < 64; ++tid) EXPECT_EQ(got[size_t(tid)], 100u + (tid + 8) % 64) << tid;
+  // Without the barrier a read finds its bytes either not yet stored or stored in the same interval.
+  const std::string message = run(&store_kernel, 64, 128, out, true);
+  EXPECT_TRUE(message.find("read-after-write race") != std::string::npos ||
+              message.find("that nothing wrote") != std::string::npos)
+      << message;
+  cudaFree(out);
+}
+
+__global__ void huge_accumulator_kernel(float start) {
+  const uint32_t a[4] = {0, 0, 0, 0};
+  float c[4] = {start, 0.0f, 0.0f, 0.0f};
+  simt::mma_m16n8k16(c, a, 0, 0, simt::MmaInput::kBFloat16);
+}
+
+// Tensor cores returned NaN from an accumulator at -FLT_MAX (an H200): the emulator refuses them.
+TEST(Simt, MmaAccumulatorsNearFloatMaxAreRefused) {
+  EXPECT_EQ(run(&huge_accumulator_kernel, 32, 0, -0x1p100f), "");
+  EXPECT_EQ(run(&huge_accumulator_kernel, 32, 0, -INFINITY), "");
+  EXPECT_NE(run(&huge_accumulator_kernel, 32, 0, -FLT_MAX).find("FLT_MAX"), std::string::npos);
 }
 
 // ---- launch configuration -----------------------------------------------------------------------

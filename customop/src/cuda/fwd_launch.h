@@ -73,7 +73,8 @@ constexpr TileShape tile_shape(int head_dim_capacity, bool mask_inputs) {
   }
 }
 
-// kMaskInputs: the variant that reads bias/keep and applies softcap (see FwdTraits). Without that code
+// kMaskInputs: the general variant (softcap, and masks where no masks-in-accumulator variant applies;
+// see FwdTraits). Without that code
 // ptxas (nvcc 11.8) needs, sm_80 (sm_90): 64: 228 (230)  96: 228 (233)  128: 242 (244)  256: 248 (250)
 // registers, no spills — head dim 128 on sm_90 loses the general variant's 36/44 bytes of spills.
 // Head dim 32 has no such variant: without the mask code ptxas spills 12 bytes on sm_90, with it none.

@@ -57,9 +57,10 @@ struct LdmatrixAddress {
   }
 };
 
-// kMaskInputs_: whether the kernel reads a bias and a keep mask and applies softcap. Calls without
-// any of them (most causal decoder calls) take the variant compiled without that code: fewer live
-// registers, so no spills where the general variant has some (head dim 128 on sm_90).
+// kMaskInputs_: the general variant, which applies softcap and adds bias and keep after Q·Kᵀ (log2
+// units). Since the masks-in-accumulator variants below, it runs only for softcap, a scale <= 0, head
+// dims 32 and 256, and bfloat16 biases with scale * log2(e) > 1. Calls without any mask (most causal
+// decoder calls) take the plain variant, compiled without that code: fewer live registers.
 // kAccumMasks_ (with kMaskInputs_ false): the plain variant plus a bias (bit kAccumBias) and/or a keep
 // mask (bit kAccumKeep), which start the score accumulators — bias / scale where the key is kept, -inf
 // where it is hidden — so that Q·Kᵀ lands on them and the plain variant's raw-score softmax applies

@@ -44,6 +44,19 @@ struct TileShape {
 // defines ORTFLASH_TILE_<capacity>_{M,N,WARPS}, so a session with a GPU can time
 // candidate shapes without editing code; FwdTraits' static_asserts reject shapes that cannot work.
 constexpr TileShape tile_shape(int head_dim_capacity, bool mask_inputs) {
+  // General-variant-only overrides (macros ORTFLASH_GENERAL_TILE_<capacity>_{M,N,WARPS}, e.g. through
+  // tile_sweep.sh's +MACRO=VALUE), for shapes worth timing for softcap and the masks the accumulators do
+  // not take: head dim 256 with bias/keep tiles needs 64x32 to fit them.
+#if defined(ORTFLASH_GENERAL_TILE_256_M)
+  if (mask_inputs && head_dim_capacity == 256) {
+    return TileShape{ORTFLASH_GENERAL_TILE_256_M, ORTFLASH_GENERAL_TILE_256_N, ORTFLASH_GENERAL_TILE_256_WARPS};
+  }
+#endif
+#if defined(ORTFLASH_GENERAL_TILE_128_M)
+  if (mask_inputs && head_dim_capacity == 128) {
+    return TileShape{ORTFLASH_GENERAL_TILE_128_M, ORTFLASH_GENERAL_TILE_128_N, ORTFLASH_GENERAL_TILE_128_WARPS};
+  }
+#endif
 #if defined(ORTFLASH_TILE_32_M)
   if (head_dim_capacity == 32) return TileShape{ORTFLASH_TILE_32_M, ORTFLASH_TILE_32_N, ORTFLASH_TILE_32_WARPS};
 #endif

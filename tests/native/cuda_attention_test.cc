@@ -755,6 +755,26 @@ TEST(CudaAttention, MasksInTheScoreAccumulatorsMatchTheReference) {
   }
 }
 
+// Head dim 256 with masks runs the general variant (no masks-in-accumulator variant there): bias and keep
+// from global memory at the default 64x64 tiles, or from shared tiles under a general-variant tile
+// override (ORTFLASH_GENERAL_TILE_256_*). Chunked and strided rows, softcap, both causal alignments.
+TEST(CudaAttention, HeadDim256MasksAndSoftcapMatchTheReference) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  uint32_t seed = 600;
+  for (DType t : {DType::kFloat16, DType::kBFloat16}) {
+    for (int64_t pitch : {0, 136}) {
+      ++seed;
+      Case c;
+      c.dtype = t, c.head_dim = c.v_head_dim = 256, c.q_len = 97, c.kv_len = 129, c.mask_pitch = pitch;
+      c.bias = Broadcast::kFull, c.keep = Broadcast::kPerKey, c.keep_probability = 0.7f;
+      c.softcap = seed % 2 ? 30.0f : 0.0f, c.masked_rows = MaskedRows::kNaN;
+      c.causal = seed % 2 ? CausalAlignment::kLowerRight : CausalAlignment::kUpperLeft;
+      c.lowest_bias = t == DType::kBFloat16;
+      expect_matches_reference(c, seed);
+    }
+  }
+}
+
 TEST(CudaAttention, CausalAlignmentsWithUnequalLengths) {
   SKIP_WITHOUT_CUDA_DEVICE();
   const int64_t lengths[][2] = {{1, 1}, {100, 100}, {64, 300}, {300, 64}, {129, 1000}, {1000, 129}, {257, 256}};

@@ -9,6 +9,10 @@
 // K and V tiles stream in with cp.async: V(n) while Q·K(n)ᵀ and the softmax run, K(n-1) while
 // P·V(n) runs. Key tiles are visited from last to first, so the tiles that need masking (the
 // ragged end, the causal diagonal) come first; tiles wholly hidden by causality are never loaded.
+// Bias and keep tiles (query rows x keys of the tile) stream in with K(n). Three families of variants
+// (FwdTraits): plain (no masks; scores stay raw dot products until the exponent), masks in the
+// accumulators (S starts at bias / scale, or -inf for a hidden key, then takes the plain path), and
+// general (softcap, and the masks the accumulators cannot take, applied after Q·Kᵀ in log2 units).
 #pragma once
 
 #include <cmath>

@@ -122,9 +122,17 @@ stage_command() {
       [ $quick = 1 ] && subset=" --encoder-dtypes float16 float32 --encoder-heads 12:64 --encoder-seqlens 512"
       echo "PYTHONUNBUFFERED=1 $(q "$python") benchmarks/cuda/bench_attention.py --lib $(q "$lib") --mode encoder$subset $encoder_args" ;;
     ort)
-      local subset=""
+      local subset="" prefix="" capi=""
       [ $quick = 1 ] && subset=" --quick"
-      echo "PYTHONUNBUFFERED=1 $(q "$python") benchmarks/cuda/ort_cuda_check.py --dir $(q "$ort_dir")$subset $ort_args" ;;
+      # ONNX Runtime's GPU libraries carried in chunks by earlier calls (ort_gpu_chunks.sh): restored (exit 3,
+      # a skip, while chunks are missing) and used through ort_capi.py instead of the onnxruntime module.
+      if [ -d .ort-gpu-chunks ]; then
+        local libs="$ort_dir/onnxruntime"
+        prefix="set -o pipefail; bash benchmarks/cuda/ort_gpu_chunks.sh unpack --to $(q "$libs") | sed 's/^ort_gpu_chunks.sh: /SKIP: /' && "
+        prefix+="LD_LIBRARY_PATH=$(q "$libs"):/usr/local/cuda/lib64:\${LD_LIBRARY_PATH:-} "
+        capi=" --ort-capi $(q "$libs/libonnxruntime.so")"
+      fi
+      echo "${prefix}PYTHONUNBUFFERED=1 $(q "$python") benchmarks/cuda/ort_cuda_check.py --dir $(q "$ort_dir")$subset$capi $ort_args" ;;
   esac
 }
 

@@ -6,7 +6,10 @@ ort_cuda_check.py where there is a libonnxruntime.so (the NuGet package's) but n
     session = ort.InferenceSession(model_bytes_or_path, sess_options=options, providers=["CPUExecutionProvider"])
     outputs = session.run(None, {"Q": q, ...})
 
-Only what ort_cuda_check.py uses, and only the CPU provider. The OrtApi function table is read by position,
+Only what ort_cuda_check.py uses: the CPU provider and, with the GPU package's library (its
+libonnxruntime_providers_cuda.so next to it, CUDA 13 and cuDNN 9 on the library path), the CUDA provider
+with string options, e.g. providers=[("CUDAExecutionProvider", {"device_id": "0"})]. Inputs and outputs
+stay in CPU memory (ONNX Runtime copies them). The OrtApi function table is read by position,
 so the positions are counted from the members of `struct OrtApi` in the onnxruntime_c_api.h that came with
 the library (its members are only ever appended, release after release).
 """
@@ -57,10 +60,15 @@ _SIGNATURES = {
     "ReleaseAvailableProviders": [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int],
     "ReleaseEnv": [_P], "ReleaseSessionOptions": [_P], "ReleaseSession": [_P], "ReleaseValue": [_P],
     "ReleaseMemoryInfo": [_P], "ReleaseTensorTypeAndShapeInfo": [_P],
+    "CreateCUDAProviderOptions": [_PP],
+    "UpdateCUDAProviderOptions": [_P, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_char_p), _SIZE],
+    "SessionOptionsAppendExecutionProvider_CUDA_V2": [_P, _P],
+    "ReleaseCUDAProviderOptions": [_P],
 }
 _RESULTS = {"GetErrorMessage": ctypes.c_char_p, "ReleaseStatus": None, "ReleaseEnv": None,
             "ReleaseSessionOptions": None, "ReleaseSession": None, "ReleaseValue": None, "ReleaseMemoryInfo": None,
-            "ReleaseTensorTypeAndShapeInfo": None}
+            "ReleaseTensorTypeAndShapeInfo": None, "ReleaseCUDAProviderOptions": None}
+CUDA_EP = "CUDAExecutionProvider"
 
 
 def api_members(header_text):
@@ -103,9 +111,15 @@ class OrtError(RuntimeError):
 
 def load(library, header=None):
     """The stand-in module for this libonnxruntime.so."""
-    if header is None:  # the NuGet layout: runtimes/linux-x64/native/lib -> build/native/include/header
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(library)))))
-        header = os.path.join(root, "build", "native", "include", "onnxruntime_c_api.h")
+    if header is None:
+        # The NuGet layout (runtimes/linux-x64/native/lib -> build/native/include/header), else prepare_ort_models.sh's
+        # on a GPU machine (.ort-gpu/onnxruntime/lib, unpacked by ort_gpu_chunks.sh -> .ort-gpu/include/header).
+        here = os.path.dirname(os.path.abspath(library))
+        root = os.path.dirname(os.path.dirname(os.path.dirname(here)))
+        candidates = [os.path.join(root, "build", "native", "include", "onnxruntime_c_api.h"),
+                      os.path.join(os.path.dirname(here), "include", "onnxruntime_c_api.h"),
+                      os.path.join(here, "include", "onnxruntime_c_api.h")]
+        header = next((c for c in candidates if os.path.isfile(c)), candidates[0])
     with open(header) as f:
         text = f.read()
     version = int(re.search(r"#define ORT_API_VERSION (\d+)", text).group(1))
@@ -207,9 +221,14 @@ class _Named:
 class _Session:
     def __init__(self, module, model, options, providers):
         self._module, self._api = module, module._api
-        wanted = [p[0] if isinstance(p, tuple) else p for p in (providers or [CPU_EP])]
-        if wanted != [CPU_EP]:
-            raise OrtError(f"the C API stand-in runs the CPU provider only, not {', '.join(wanted)}")
+        entries = [p if isinstance(p, tuple) else (p, {}) for p in (providers or [CPU_EP])]
+        unknown = [name for name, _ in entries if name not in (CPU_EP, CUDA_EP)]
+        if unknown:
+            raise OrtError(f"the C API stand-in runs the CPU and CUDA providers only, not {', '.join(unknown)}")
+        for name, provider_options in entries:  # the CPU provider is always there, last
+            if name == CUDA_EP:
+                self._append_cuda(options, provider_options)
+        self._providers = [name for name, _ in entries] + ([CPU_EP] if all(n != CPU_EP for n, _ in entries) else [])
         if options.enable_profiling:
             module._check(self._api["EnableProfiling"](options._handle, os.fsencode(options.profile_file_prefix)))
         handle = _P()
@@ -237,8 +256,22 @@ class _Session:
             names.append(self._module._string(name))
         return names
 
+    def _append_cuda(self, options, provider_options):
+        cuda = _P()
+        self._module._check(self._api["CreateCUDAProviderOptions"](ctypes.byref(cuda)))
+        try:
+            if provider_options:
+                keys = (ctypes.c_char_p * len(provider_options))(*(str(k).encode() for k in provider_options))
+                values = (ctypes.c_char_p * len(provider_options))(*(str(v).encode() for v in provider_options.values()))
+                self._module._check(self._api["UpdateCUDAProviderOptions"](cuda, keys, values, len(provider_options)))
+            self._module._check(self._api["SessionOptionsAppendExecutionProvider_CUDA_V2"](options._handle, cuda))
+        finally:
+            self._api["ReleaseCUDAProviderOptions"](cuda)
+
     def get_providers(self):
-        return [CPU_EP]
+        """The providers the session was given, in order (the C API cannot list those a session took; one it
+        could not append is an error at creation)."""
+        return list(self._providers)
 
     def get_inputs(self):
         return [_Named(n) for n in self._inputs]

@@ -3,7 +3,7 @@
 # the op and rewritten models through ONNX Runtime's CUDA provider. Run in the repository root; every stage's
 # log, ptxas.txt and summary.txt go to $OUT.
 #
-#   bash benchmarks/cuda/gpu_session.sh [--stages build,test,sanitize,bench,decode,encoder,ort] [--quick] [--dry-run]
+#   bash benchmarks/cuda/gpu_session.sh [--stages build,test,sanitize,bench,decode,encoder,ort,nunit] [--quick] [--dry-run]
 #        [--budget SECONDS] [--stage-timeout STAGE=SECONDS]... [--arch CMAKE_CUDA_ARCH] [--out DIR]
 #        [--build-dir DIR] [--python PYTHON] [--bench-args "ARGS"] [--decode-args "ARGS"] [--encoder-args "ARGS"]
 #        [--tiles "SHAPES"]
@@ -22,11 +22,11 @@
 # onnxruntime module with a usable CUDAExecutionProvider (exit 3; the reason is in the summary).
 set -uo pipefail
 
-readonly ALL_STAGES=(build test sanitize bench decode encoder ort)
+readonly ALL_STAGES=(build test sanitize bench decode encoder ort nunit)
 # Seconds per stage, full and --quick: caps, not estimates (racecheck dominates sanitize). The quick
 # ones fit the default budget together.
-declare -A FULL_LIMIT=([build]=300 [test]=180 [sanitize]=240 [bench]=300 [decode]=180 [encoder]=180 [ort]=240)
-declare -A QUICK_LIMIT=([build]=240 [test]=60 [sanitize]=120 [bench]=60 [decode]=60 [encoder]=60 [ort]=90)
+declare -A FULL_LIMIT=([build]=300 [test]=180 [sanitize]=240 [bench]=300 [decode]=180 [encoder]=180 [ort]=240 [nunit]=240)
+declare -A QUICK_LIMIT=([build]=240 [test]=60 [sanitize]=120 [bench]=60 [decode]=60 [encoder]=60 [ort]=90 [nunit]=120)
 readonly SUMMARY_RESERVE=15  # seconds kept for the summary after the last stage
 readonly MIN_STAGE=20        # a stage with less time than this left is not started
 
@@ -121,18 +121,22 @@ stage_command() {
       local subset=""
       [ $quick = 1 ] && subset=" --encoder-dtypes float16 float32 --encoder-heads 12:64 --encoder-seqlens 512"
       echo "PYTHONUNBUFFERED=1 $(q "$python") benchmarks/cuda/bench_attention.py --lib $(q "$lib") --mode encoder$subset $encoder_args" ;;
-    ort)
-      local subset="" prefix="" capi=""
-      [ $quick = 1 ] && subset=" --quick"
-      # ONNX Runtime's GPU libraries carried in chunks by earlier calls (ort_gpu_chunks.sh): restored (exit 3,
-      # a skip, while chunks are missing) and used through ort_capi.py instead of the onnxruntime module.
+    ort|nunit)
+      local subset="" prefix="" libs=.ort-gpu-libs
+      [ $quick = 1 ] && [ "$1" = ort ] && subset=" --quick"
+      # ONNX Runtime's GPU libraries (and, staged with them, the NUnit tests) carried in chunks by earlier calls
+      # (ort_gpu_chunks.sh): restored once (exit 3, a skip, while chunks are missing) and used from there.
       if [ -d .ort-gpu-chunks ]; then
-        local libs="$ort_dir/onnxruntime"
-        prefix="set -o pipefail; bash benchmarks/cuda/ort_gpu_chunks.sh unpack --to $(q "$libs") | sed 's/^ort_gpu_chunks.sh: /SKIP: /' && "
-        prefix+="LD_LIBRARY_PATH=$(q "$libs"):/usr/local/cuda/lib64:\${LD_LIBRARY_PATH:-} "
-        capi=" --ort-capi $(q "$libs/libonnxruntime.so")"
+        prefix="set -o pipefail; { [ -f $(q "$libs/libonnxruntime.so") ] || bash benchmarks/cuda/ort_gpu_chunks.sh unpack --to $(q "$libs") | sed 's/^ort_gpu_chunks.sh: /SKIP: /'; } || exit \$?; "
+        prefix+="export LD_LIBRARY_PATH=$(q "$libs"):/usr/local/cuda/lib64:\${LD_LIBRARY_PATH:-}; "
       fi
-      echo "${prefix}PYTHONUNBUFFERED=1 $(q "$python") benchmarks/cuda/ort_cuda_check.py --dir $(q "$ort_dir")$subset$capi $ort_args" ;;
+      if [ "$1" = ort ]; then
+        local capi=""
+        [ -d .ort-gpu-chunks ] && capi=" --ort-capi $(q "$libs/libonnxruntime.so")"
+        echo "${prefix}PYTHONUNBUFFERED=1 $(q "$python") benchmarks/cuda/ort_cuda_check.py --dir $(q "$ort_dir")$subset$capi $ort_args"
+      else  # FlashAttentionCudaTests; the runner's exit 8 (no test ran: every one ignored) is a skip
+        echo "${prefix}$(q "$libs/OrtFlash.Tests") --filter TestCategory=Gpu --results-directory $(q "$out_dir/nunit"); rc=\$?; [ \$rc = 8 ] && { echo 'SKIP: every Gpu test was ignored (no usable CUDA provider)'; exit 3; }; exit \$rc"
+      fi ;;
   esac
 }
 
@@ -148,6 +152,7 @@ stage_needs() {
     test|sanitize) echo "$tests" ;;
     bench|decode|encoder) echo "$lib" ;;
     ort) echo "$ort_dir" ;;
+    nunit) [ -d .ort-gpu-chunks ] && echo .ort-gpu-chunks || echo .ort-gpu-libs/OrtFlash.Tests ;;
   esac
 }
 
@@ -204,7 +209,7 @@ for stage in "${stages[@]}"; do
   limit=$(stage_limit "$stage")
   [ "$limit" -gt "$left" ] && limit=$left
   need=$(stage_needs "$stage")
-  if [ "$stage" != build ] && [ "$stage" != ort ] && [ $build_failed = 1 ]; then
+  if [ "$stage" != build ] && [ "$stage" != ort ] && [ "$stage" != nunit ] && [ $build_failed = 1 ]; then
     result[$stage]="SKIP (no build)"
   elif [ -n "$need" ] && [ ! -e "$need" ]; then
     result[$stage]="SKIP (no $need)"
@@ -222,7 +227,7 @@ for stage in "${stages[@]}"; do
          # A test that saw no device skips itself: on a GPU machine that is worth a look.
          grep -qE '^\[  SKIPPED \]|\*\*\*Skipped' "$out_dir/$stage.log" && result[$stage]="PASS (with skips)" ;;
       124|137) result[$stage]="TIMEOUT (${limit}s)" ;;
-      3) if [ "$stage" = ort ]; then result[$stage]="SKIP ($(ort_skip_reason "$out_dir/$stage.log"))"
+      3) if [ "$stage" = ort ] || [ "$stage" = nunit ]; then result[$stage]="SKIP ($(ort_skip_reason "$out_dir/$stage.log"))"
          else result[$stage]="FAIL (exit $rc)"; fi ;;
       *) result[$stage]="FAIL (exit $rc)" ;;
     esac
@@ -265,6 +270,8 @@ stage_digest() {
         grep -E "^onnxruntime |^FAIL |^ort_cuda_check: |^error: |Traceback|Error" "$log" | head -n 40
         echo "$(grep -c '^PASS ' "$log") PASS lines in ort.log"
       } ;;
+    nunit)  # the failures and the runner's summary
+      grep -E "^SKIP: |^failed |Test run summary|^  (total|failed|succeeded|skipped):" "$log" | head -n 40 ;;
   esac
 }
 

@@ -112,8 +112,8 @@ class OrtError(RuntimeError):
 def load(library, header=None):
     """The stand-in module for this libonnxruntime.so."""
     if header is None:
-        # The NuGet layout (runtimes/linux-x64/native/lib -> build/native/include/header), else prepare_ort_models.sh's
-        # on a GPU machine (.ort-gpu/onnxruntime/lib, unpacked by ort_gpu_chunks.sh -> .ort-gpu/include/header).
+        # The NuGet layout (runtimes/linux-x64/native/lib -> build/native/include/header), else include/ beside the
+        # library's folder (prepare_ort_models.sh's .ort-gpu) or in it (what ort_gpu_chunks.sh unpacks).
         here = os.path.dirname(os.path.abspath(library))
         root = os.path.dirname(os.path.dirname(os.path.dirname(here)))
         candidates = [os.path.join(root, "build", "native", "include", "onnxruntime_c_api.h"),

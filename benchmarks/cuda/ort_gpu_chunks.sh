@@ -7,14 +7,21 @@
 # arrived and restores the libraries. ort_cuda_check.py then runs the op and the rewritten models on the CUDA
 # provider through ort_capi.py, without .NET:
 #
+#   bash benchmarks/cuda/ort_gpu_chunks.sh stage-tests [--out DIR]                          # here, optional
 #   bash benchmarks/cuda/ort_gpu_chunks.sh pack [--from DIR] [--out DIR] [--chunk-mib N]     # here
 #   bash benchmarks/cuda/ort_gpu_chunks.sh unpack [--in DIR] [--to DIR]                      # on the GPU machine
 #   bash benchmarks/cuda/ort_gpu_chunks.sh self-test     # pack, unpack, a missing and a corrupt chunk, on fake files
 #
-# --from: the native libraries (default: the restored Microsoft.ML.OnnxRuntime.Gpu.Linux 1.31.0 package's
-# runtimes/linux-x64/native). --out/--in: the chunk folders' parent (default .ort-gpu-chunks; chunk K is
+# stage-tests publishes the NUnit tests as a self-contained executable (-p:GpuRunner=true, against the GPU
+# package: -p:OrtGpu=true) into DIR (default .ort-gpu-stage): the .NET runtime, ONNX Runtime's GPU libraries and
+# the op library (stripped; NATIVE_BUILD_DIR, default build/native, built with CUDA). Packing that folder
+# (--from .ort-gpu-stage) carries the tests as well: unpacked there, `.ort-gpu-libs/OrtFlash.Tests
+# --filter TestCategory=Gpu` runs FlashAttentionCudaTests (stage nunit of gpu_session.sh).
+# --from: the folder to carry, every file in it (default: the restored Microsoft.ML.OnnxRuntime.Gpu.Linux 1.31.0
+# package's runtimes/linux-x64/native). --out/--in: the chunk folders' parent (default .ort-gpu-chunks; chunk K is
 # DIR/cK/part-K, every folder also holds the manifest). --chunk-mib: chunk size (default 24). --to: where the
-# libraries go (default .ort-gpu/onnxruntime). pack prints the device calls' carry lists; unpack exits 3 when
+# libraries go (default .ort-gpu-libs: ignored, and apart from .ort-gpu, which later calls carry whole). pack
+# adds ONNX Runtime's C headers (include/, for ort_capi.py) when the folder has none. pack prints the device calls' carry lists; unpack exits 3 when
 # chunks are missing (naming them), 1 when the checksum disagrees, 0 when the libraries are in place.
 set -euo pipefail
 
@@ -24,7 +31,7 @@ command=$1
 shift
 from=${NUGET_PACKAGES:-$HOME/.nuget/packages}/microsoft.ml.onnxruntime.gpu.linux/1.31.0/runtimes/linux-x64/native
 dir=.ort-gpu-chunks
-to=.ort-gpu/onnxruntime
+to=.ort-gpu-libs
 chunk_mib=24
 while [ $# -gt 0 ]; do
   case $1 in
@@ -40,14 +47,35 @@ while [ $# -gt 0 ]; do
 done
 
 case $command in
+  stage-tests)
+    [ "$dir" != .ort-gpu-chunks ] || dir=.ort-gpu-stage
+    native=${NATIVE_BUILD_DIR:-build/native}
+    [ -f "$native/libortflash.so" ] || die "no $native/libortflash.so (build the native library with CUDA first)"
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/ort-gpu-stage.XXXXXX")
+    trap 'rm -rf "$tmp"' EXIT
+    # Its own artifacts folder: the repository's bin/ and obj/ keep the CPU package's build.
+    dotnet publish tests/OrtFlash.Tests/OrtFlash.Tests.csproj -c Release -p:GpuRunner=true -p:OrtGpu=true \
+      -p:SkipNativeBuild=true "-p:NativeBuildDir=$(cd "$native" && pwd)" --artifacts-path "$tmp/artifacts" \
+      -o "$tmp/runner" > "$tmp/publish.log" 2>&1 || { tail -n 20 "$tmp/publish.log"; die "dotnet publish failed"; }
+    strip --strip-unneeded "$tmp/runner/runtimes/linux-x64/native/libortflash.so"
+    rm -f "$tmp"/runner/*.pdb "$tmp"/runner/*.xml "$tmp"/runner/libonnxruntime_providers_tensorrt.so
+    rm -rf "$dir"
+    mv "$tmp/runner" "$dir"
+    echo "staged the GPU tests in $dir ($(du -sh "$dir" | cut -f1)); next: bash $0 pack --from $dir"
+    ;;
   pack)
     [ -d "$from" ] || die "no folder '$from' (restore the GPU package: dotnet build -p:OrtGpu=true, or give --from)"
-    libs=$(cd "$from" && ls libonnxruntime.so* libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so 2>/dev/null || true)
-    [ -n "$libs" ] || die "'$from' holds no libonnxruntime*.so"
+    [ -f "$from/libonnxruntime.so" ] || die "'$from' holds no libonnxruntime.so"
+    libs=$(cd "$from" && find . -type f | sed 's|^\./||' | sort)
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/ort-gpu-chunks.XXXXXX")
     trap 'rm -rf "$tmp"' EXIT
-    # shellcheck disable=SC2086  # $libs: file names without spaces, one per word
-    tar -C "$from" -cf - $libs | xz -T0 -6 > "$tmp/ort.tar.xz"
+    headers=${NUGET_PACKAGES:-$HOME/.nuget/packages}/microsoft.ml.onnxruntime/1.31.0/build/native
+    if [ ! -f "$from/include/onnxruntime_c_api.h" ] && [ -f "$headers/include/onnxruntime_c_api.h" ]; then
+      tar -cf - -C "$from" . -C "$headers" include | xz -T0 -6 > "$tmp/ort.tar.xz"
+      libs=$(printf '%s\n%s' "$libs" "$(cd "$headers" && find include -type f | sort)")
+    else
+      tar -C "$from" -cf - . | xz -T0 -6 > "$tmp/ort.tar.xz"
+    fi
     (cd "$tmp" && split -b "${chunk_mib}M" -d -a 2 ort.tar.xz part-)
     count=$(ls "$tmp"/part-* | wc -l)
     sum=$(sha256sum "$tmp/ort.tar.xz" | cut -d' ' -f1)
@@ -59,11 +87,11 @@ case $command in
       k=${part##*/part-}
       mkdir -p "$staged/c$k"
       mv "$part" "$staged/c$k/"
-      printf 'chunks %s\nsha256 %s\nfiles %s\n' "$count" "$sum" "$(echo $libs)" > "$staged/c$k/manifest"
+      printf 'chunks %s\nsha256 %s\nfiles %s\n' "$count" "$sum" "$(echo "$libs" | wc -l)" > "$staged/c$k/manifest"
     done
     rm -rf "$dir"
     mv "$staged" "$dir"
-    echo "packed $(echo $libs) into $count chunks of at most $chunk_mib MiB under $dir (sha256 $sum)"
+    echo "packed $(echo "$libs" | wc -l) files ($(du -sh "$from" | cut -f1)) into $count chunks of at most $chunk_mib MiB under $dir (sha256 $sum)"
     for ((k = 0; k < count; k++)); do
       printf 'device call %d: carry ["%s/c%02d"]\n' $((k + 1)) "$dir" "$k"
     done
@@ -94,7 +122,7 @@ case $command in
       tar -C "$to.new" -xf -
     rm -rf "$to"
     mv "$to.new" "$to"
-    echo "unpacked $(awk '$1 == "files" { $1 = ""; print }' "$manifest") into $to"
+    echo "unpacked $(awk '$1 == "files" { print $2 }' "$manifest") files into $to"
     ;;
   self-test)
     self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
@@ -104,6 +132,9 @@ case $command in
     head -c 3000000 /dev/urandom > "$work/from/libonnxruntime_providers_cuda.so"
     echo core > "$work/from/libonnxruntime.so"
     echo shared > "$work/from/libonnxruntime_providers_shared.so"
+    export NUGET_PACKAGES=$work/nuget  # a stand-in CPU package, for the headers pack adds
+    mkdir -p "$NUGET_PACKAGES/microsoft.ml.onnxruntime/1.31.0/build/native/include"
+    echo "#define ORT_API_VERSION 0" > "$NUGET_PACKAGES/microsoft.ml.onnxruntime/1.31.0/build/native/include/onnxruntime_c_api.h"
     failures=0
     expect() {  # expect WHAT WANTED_EXIT COMMAND...
       local what=$1 want=$2 got=0
@@ -124,11 +155,12 @@ case $command in
     mv "$work/c01" "$work/run/.ort-gpu-chunks/c01"
     expect "every chunk: unpacked" 0 bash "$self" unpack
     for f in libonnxruntime.so libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so; do
-      cmp -s "$work/from/$f" "$work/run/.ort-gpu/onnxruntime/$f" || { echo "FAIL: $f differs"; failures=$((failures + 1)); }
+      cmp -s "$work/from/$f" "$work/run/.ort-gpu-libs/$f" || { echo "FAIL: $f differs"; failures=$((failures + 1)); }
     done
+    [ -f "$work/run/.ort-gpu-libs/include/onnxruntime_c_api.h" ] || { echo "FAIL: no headers unpacked"; failures=$((failures + 1)); }
     echo x >> "$work/run/.ort-gpu-chunks/c02/part-02"
     expect "a corrupt chunk: exit 1" 1 bash "$self" unpack
-    cmp -s "$work/from/libonnxruntime.so" "$work/run/.ort-gpu/onnxruntime/libonnxruntime.so" ||
+    cmp -s "$work/from/libonnxruntime.so" "$work/run/.ort-gpu-libs/libonnxruntime.so" ||
       { echo "FAIL: a failed unpack touched the libraries already there"; failures=$((failures + 1)); }
     expect "an unknown option: exit 2" 2 bash "$self" pack --frm x
     echo "self-test: $failures failed"

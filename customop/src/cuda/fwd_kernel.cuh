@@ -181,8 +181,8 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
   const auto score_col = [&](int n0, int nt, int e) { return n0 + nt * 8 + quad_col + (e & 1); };
 
   const HeadInputs<T> in = head_inputs<T>(p, w);
-  // With kMaskTiles every bias and keep tile goes through shared memory, streamed in with K: by cp.async
-  // when the rows come in 16-byte chunks, else element by element.
+  // Every bias and keep tile (general variant with kMaskTiles; masks-in-accumulator variants) goes through
+  // shared memory, streamed in with K: by cp.async when the rows come in 16-byte chunks, else element by element.
   const bool bias_tile = Tr::kAccumBiasIn || (Tr::kMaskTiles && p.bias != nullptr);
   const bool keep_tile = Tr::kAccumKeepIn || (Tr::kMaskTiles && p.keep != nullptr);
   const auto load_mask_tiles = [&](int n0) {

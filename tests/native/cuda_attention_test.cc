@@ -938,24 +938,31 @@ TEST(CudaAttentionWork, DecodingRunsOneWarpBlocksOverManyKeySplits) {
   EXPECT_EQ(group80.min_block_threads, 128u);
 }
 
-// Bias and keep rows of whole 16-byte chunks go through cp.async into shared tiles; rows that are not
-// (an odd pitch) are read from global memory by each thread, with no copies for them.
+// Bias and keep rows of whole 16-byte chunks go through cp.async into shared tiles. Rows that are not (an
+// odd pitch) are first copied into scratch rows that are (one more launch) when the call lends scratch,
+// and read from global memory element by element when it does not.
 TEST(CudaAttentionWork, ChunkedMaskRowsAreCopiedIntoSharedTiles) {
-  const auto copies = [](Broadcast bias, Broadcast keep, int64_t pitch) {
+  const auto run = [](Broadcast bias, Broadcast keep, int64_t pitch, bool lend_scratch = true) {
     Case c;
     c.dtype = DType::kFloat16, c.q_len = 128, c.kv_len = 256, c.head_dim = c.v_head_dim = 64;
-    c.bias = bias, c.keep = keep, c.mask_pitch = pitch;
+    c.bias = bias, c.keep = keep, c.mask_pitch = pitch, c.lend_scratch = lend_scratch;
     simt::take_stats();
     expect_matches_reference(c, 96);
-    return simt::take_stats().cp_async;
+    return simt::take_stats();
   };
-  const uint64_t none = copies(Broadcast::kNone, Broadcast::kNone, 0);
-  // General variant 64x64 tiles, 2 query blocks x 4 key tiles: a full bias adds 64 rows x 8 chunks
-  // per tile, a full keep 64 x 4, a per-key bias one row of 8.
-  EXPECT_EQ(copies(Broadcast::kFull, Broadcast::kNone, 0), none + 2 * 4 * 64 * 8);
-  EXPECT_EQ(copies(Broadcast::kNone, Broadcast::kFull, 0), none + 2 * 4 * 64 * 4);
-  EXPECT_EQ(copies(Broadcast::kPerKey, Broadcast::kNone, 0), none + 2 * 4 * 8);
-  EXPECT_EQ(copies(Broadcast::kFull, Broadcast::kFull, 257), none);  // odd pitch: read in place
+  const uint64_t none = run(Broadcast::kNone, Broadcast::kNone, 0).cp_async;
+  // 64x64 tiles, 2 query blocks x 4 key tiles: a full bias adds 64 rows x 8 chunks per tile, a full keep
+  // 64 x 4, a per-key bias one row of 8.
+  EXPECT_EQ(run(Broadcast::kFull, Broadcast::kNone, 0).cp_async, none + 2 * 4 * 64 * 8);
+  EXPECT_EQ(run(Broadcast::kNone, Broadcast::kFull, 0).cp_async, none + 2 * 4 * 64 * 4);
+  EXPECT_EQ(run(Broadcast::kPerKey, Broadcast::kNone, 0).cp_async, none + 2 * 4 * 8);
+  const simt::LaunchStats aligned = run(Broadcast::kFull, Broadcast::kFull, 0);
+  const simt::LaunchStats repacked = run(Broadcast::kFull, Broadcast::kFull, 257);
+  EXPECT_EQ(repacked.cp_async, aligned.cp_async);
+  EXPECT_EQ(repacked.launches, aligned.launches + 2);  // a repack of the bias and one of the keep mask
+  const simt::LaunchStats in_place = run(Broadcast::kFull, Broadcast::kFull, 257, false);
+  EXPECT_EQ(in_place.cp_async, run(Broadcast::kNone, Broadcast::kNone, 0, false).cp_async);
+  EXPECT_EQ(in_place.launches, 1u);
 }
 
 // Bias and keep without softcap run the plain variant with the masks in its accumulators, at its 128x64

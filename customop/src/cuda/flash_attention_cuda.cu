@@ -9,10 +9,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "fwd_launch.h"
+#include "mask_repack.cuh"
 
 namespace ortflash {
 namespace {
@@ -327,6 +330,77 @@ std::string launch_forward(DType dtype, const KernelChoice& k, const FwdParams& 
   return "flash_attention_cuda: unknown dtype";
 }
 
+constexpr size_t kMaxRepackBytes = size_t(256) << 20;
+
+// Whether the chosen kernel stages bias and keep tiles in shared memory (FwdTraits::kBiasTile / kKeepTile):
+// every tensor-core variant but the general one at head dim 256, whose tiles do not fit beside K and V.
+bool stages_mask_tiles(const KernelChoice& k) {
+  if (k.path != FwdPath::kTensorCoreSm80) return false;
+  return k.accum_masks != 0 || k.decode || k.capacity != 256 || cuda::FwdTraitsFor<__half, 256, true>::kMaskTiles;
+}
+
+// Scratch blocks a call holds until its kernels are enqueued (a stream-ordered allocator may then reuse them).
+class ScratchBlocks {
+ public:
+  explicit ScratchBlocks(const CudaScratch& scratch) : scratch_(scratch) {}
+  ~ScratchBlocks() {
+    for (void* block : blocks_) scratch_.release(scratch_.self, block);
+  }
+  ScratchBlocks(const ScratchBlocks&) = delete;
+  ScratchBlocks& operator=(const ScratchBlocks&) = delete;
+
+  // nullptr when there is no allocator or it has no such block.
+  void* allocate(size_t bytes) {
+    if (scratch_.allocate == nullptr || scratch_.release == nullptr) return nullptr;
+    void* block = scratch_.allocate(scratch_.self, bytes);
+    if (block != nullptr) blocks_.push_back(block);
+    return block;
+  }
+
+ private:
+  const CudaScratch& scratch_;
+  std::vector<void*> blocks_;
+};
+
+// When a bias or keep mask's rows are not in 16-byte chunks (say, 77 keys of float16), copies its stored rows
+// into scratch rows that are, and points the params there: the kernel then stages the tiles with cp.async
+// instead of one dependent global load per element. Leaves the mask as it is (and the kernel reads it element
+// by element) where that cannot be done: keys not contiguous, no scratch, a failed allocation.
+// E: an unsigned type of the element's size. Masks past kMaxRepackBytes stay where they are: an arena
+// allocator would keep that much scratch for good.
+template <class E>
+std::string repack_mask_rows(const void*& mask, int64_t (&stride)[4], bool& chunks, const AttentionParams& a,
+                             ScratchBlocks& blocks, cudaStream_t stream) {
+  if (mask == nullptr || chunks || stride[3] != 1 || a.kv_len == 0) return {};
+  cuda::RepackShape s;
+  s.batches = stride[0] != 0 ? static_cast<int>(a.batch) : 1;
+  s.heads = stride[1] != 0 ? static_cast<int>(a.q_heads) : 1;
+  s.rows = stride[2] != 0 ? static_cast<int>(a.q_len) : 1;
+  std::copy(stride, stride + 3, s.src_stride);
+  s.kv_len = static_cast<int>(a.kv_len);
+  constexpr int64_t kPerChunk = 16 / int64_t(sizeof(E));
+  const int64_t pitch = (a.kv_len + kPerChunk - 1) / kPerChunk * kPerChunk;
+  const int64_t rows = int64_t(s.batches) * s.heads * s.rows;
+  if (rows > INT_MAX || pitch > INT_MAX) return {};
+  s.pitch = static_cast<int>(pitch);
+  const size_t bytes = size_t(rows) * size_t(pitch) * sizeof(E);
+  if (bytes > kMaxRepackBytes) return {};
+  void* block = blocks.allocate(bytes);
+  if (block == nullptr || reinterpret_cast<uintptr_t>(block) % 16 != 0) return {};
+  ORTFLASH_LAUNCH(cuda::repack_mask_rows_kernel<E>, static_cast<unsigned>(rows), cuda::kRepackThreads, 0, stream,
+                  static_cast<const E*>(mask), static_cast<E*>(block), s);
+  if (const cudaError_t status = cudaGetLastError(); status != cudaSuccess) {
+    return cuda_failure("repack_mask_rows_kernel launch", status);
+  }
+  mask = block;
+  stride[0] = s.batches > 1 ? int64_t(s.heads) * s.rows * pitch : 0;
+  stride[1] = s.heads > 1 ? int64_t(s.rows) * pitch : 0;
+  stride[2] = s.rows > 1 ? pitch : 0;
+  stride[3] = 1;
+  chunks = true;
+  return {};
+}
+
 }  // namespace
 
 std::string flash_attention_cuda(const AttentionParams& call, void* stream, const CudaScratch& scratch) {
@@ -381,12 +455,25 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
                                  : 1;
 
   const auto cuda_stream = static_cast<cudaStream_t>(stream);
+  ScratchBlocks held(scratch);  // released once everything is enqueued (stream-ordered allocator)
+  if (stages_mask_tiles(k)) {
+    if (std::string error = repack_mask_rows<uint16_t>(p.bias, p.bias_stride, p.bias_chunks, params, held, cuda_stream);
+        !error.empty()) {
+      return error;
+    }
+    const void* keep = p.keep;
+    if (std::string error = repack_mask_rows<uint8_t>(keep, p.keep_stride, p.keep_chunks, params, held, cuda_stream);
+        !error.empty()) {
+      return error;
+    }
+    p.keep = static_cast<const uint8_t*>(keep);
+  }
   if (splits == 1) return launch_forward(params.dtype, k, p, cuda_stream);
 
   const size_t rows = static_cast<size_t>(params.batch * params.q_heads * params.q_len);
   const size_t out_bytes = (size_t(splits) * rows * size_t(params.v_head_dim) * sizeof(float) + 255) / 256 * 256;
   const size_t row_state_bytes = 2 * size_t(splits) * rows * sizeof(float);  // partial_max, partial_sum
-  void* block = scratch.allocate(scratch.self, out_bytes + row_state_bytes);
+  void* block = held.allocate(out_bytes + row_state_bytes);
   if (block == nullptr) {
     return "flash_attention_cuda: allocating " + std::to_string(out_bytes + row_state_bytes) +
            " bytes of split-KV scratch failed";
@@ -395,9 +482,7 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   p.partial_out = static_cast<float*>(block);
   p.partial_max = reinterpret_cast<float*>(static_cast<char*>(block) + out_bytes);
   p.partial_sum = p.partial_max + size_t(splits) * rows;
-  std::string error = launch_forward(params.dtype, k, p, cuda_stream);
-  scratch.release(scratch.self, block);  // stream-ordered allocator: safe once the work is enqueued
-  return error;
+  return launch_forward(params.dtype, k, p, cuda_stream);
 }
 
 }  // namespace ortflash

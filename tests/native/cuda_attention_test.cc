@@ -939,8 +939,8 @@ TEST(CudaAttentionWork, DecodingRunsOneWarpBlocksOverManyKeySplits) {
 }
 
 // Bias and keep rows of whole 16-byte chunks go through cp.async into shared tiles. Rows that are not (an
-// odd pitch) are first copied into scratch rows that are (one more launch) when the call lends scratch,
-// and read from global memory element by element when it does not.
+// odd pitch) are first copied into scratch rows that are (one more launch) when the call lends scratch and
+// is not a decoding step, and read from global memory element by element otherwise.
 TEST(CudaAttentionWork, ChunkedMaskRowsAreCopiedIntoSharedTiles) {
   const auto run = [](Broadcast bias, Broadcast keep, int64_t pitch, bool lend_scratch = true) {
     Case c;
@@ -963,6 +963,15 @@ TEST(CudaAttentionWork, ChunkedMaskRowsAreCopiedIntoSharedTiles) {
   const simt::LaunchStats in_place = run(Broadcast::kFull, Broadcast::kFull, 257, false);
   EXPECT_EQ(in_place.cp_async, run(Broadcast::kNone, Broadcast::kNone, 0, false).cp_async);
   EXPECT_EQ(in_place.launches, 1u);
+  // Decoding reads its few mask rows in place: no launch added to every step.
+  const auto decode = [](Broadcast bias) {
+    Case c;
+    c.dtype = DType::kFloat16, c.q_len = 1, c.kv_len = 4095, c.q_heads = 8, c.kv_heads = 2, c.bias = bias;
+    simt::take_stats();
+    expect_matches_reference(c, 98);
+    return simt::take_stats().launches;
+  };
+  EXPECT_EQ(decode(Broadcast::kPerKey), decode(Broadcast::kNone));
 }
 
 // Bias and keep without softcap run the plain variant with the masks in its accumulators, at its 128x64

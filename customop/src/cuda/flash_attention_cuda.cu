@@ -332,11 +332,12 @@ std::string launch_forward(DType dtype, const KernelChoice& k, const FwdParams& 
 
 constexpr size_t kMaxRepackBytes = size_t(256) << 20;
 
-// Whether the chosen kernel stages bias and keep tiles in shared memory (FwdTraits::kBiasTile / kKeepTile):
-// every tensor-core variant but the general one at head dim 256, whose tiles do not fit beside K and V.
+// Whether the chosen prefill kernel stages bias and keep tiles in shared memory (FwdTraits::kBiasTile /
+// kKeepTile): every tensor-core variant but the general one at head dim 256, whose tiles do not fit beside
+// K and V.
 bool stages_mask_tiles(const KernelChoice& k) {
   if (k.path != FwdPath::kTensorCoreSm80) return false;
-  return k.accum_masks != 0 || k.decode || k.capacity != 256 || cuda::FwdTraitsFor<__half, 256, true>::kMaskTiles;
+  return k.accum_masks != 0 || k.capacity != 256 || cuda::FwdTraitsFor<__half, 256, true>::kMaskTiles;
 }
 
 // Scratch blocks a call holds until its kernels are enqueued (a stream-ordered allocator may then reuse them).
@@ -456,7 +457,10 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
 
   const auto cuda_stream = static_cast<cudaStream_t>(stream);
   ScratchBlocks held(scratch);  // released once everything is enqueued (stream-ordered allocator)
-  if (stages_mask_tiles(k)) {
+  // Not for decoding: its masks are a few rows (the element copies cost a load or two per thread and
+  // tile), and one more launch would cost more than that on every step — where a growing cache leaves
+  // 7 of 8 key counts off the chunk size.
+  if (stages_mask_tiles(k) && !k.decode) {
     if (std::string error = repack_mask_rows<uint16_t>(p.bias, p.bias_stride, p.bias_chunks, params, held, cuda_stream);
         !error.empty()) {
       return error;

@@ -109,6 +109,20 @@ __device__ __forceinline__ void load_mask_tile_strided(E* tile, int pitch, const
   }
 }
 
+// Calls fn(mt, half, nt) for every pair of this lane's score accumulators, s[mt][nt][2·half] and
+// s[mt][nt][2·half + 1]: adjacent keys of one query row (row tile mt, rows +8·half, key tile nt).
+template <int kMTiles, int kNTiles, class Fn>
+__device__ __forceinline__ void for_each_score_pair(Fn&& fn) {
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt) fn(mt, half, nt);
+    }
+  }
+}
+
 // |row max| in log2 units past which the fused multiply-subtract of the exponentials could be off by
 // more than the exponent range (see the softmax in flash_fwd_kernel): 2^20 keeps it below 2^-5.
 constexpr float kHugeLog2 = 1048576.0f;
@@ -211,6 +225,9 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
   const int keep_row8 = p.keep_stride[2] == 0 ? 0 : 8 * Tr::kKeepPitch;
   const T* const bias_lane = sBias + (bias_row8 / 8) * (warp_row0 + quad_row) + quad_col;
   const uint8_t* const keep_lane = sKeep + (keep_row8 / 8) * (warp_row0 + quad_row) + quad_col;
+  // The shared bias / keep pair of score pair (mt, half, nt) (see for_each_score_pair).
+  const auto bias_pair = [&](int mt, int half, int nt) { return bias_lane + (2 * mt + half) * bias_row8 + nt * 8; };
+  const auto keep_pair = [&](int mt, int half, int nt) { return keep_lane + (2 * mt + half) * keep_row8 + nt * 8; };
 
   float o[kMTiles][kDTiles][4];
   float row_max[kMTiles][2];
@@ -252,35 +269,21 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
 
     // ---- S = Q·Kᵀ (kMaskAccum: starting from bias / scale, -inf for hidden keys) ----
     float s[kMTiles][kNTiles][4];
-    const auto start_scores = [&](auto with_bias, auto with_keep) {
-      constexpr bool kBias = decltype(with_bias)::value;
-      constexpr bool kKeep = decltype(with_keep)::value;
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt) {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const T* const bias_row = bias_lane + (2 * mt + half) * bias_row8;
-          const uint8_t* const keep_row = keep_lane + (2 * mt + half) * keep_row8;
-#pragma unroll
-          for (int nt = 0; nt < kNTiles; ++nt) {
-            float start[2] = {0.0f, 0.0f};
-            if constexpr (kBias) {
-              unpack2<T>(shared_load_u32(bias_row + nt * 8), start[0], start[1]);
-              start[0] = bias_over_scale<T>(start[0], p.inv_scale);
-              start[1] = bias_over_scale<T>(start[1], p.inv_scale);
-            }
-            if constexpr (kKeep) {
-              const uint32_t pair = shared_load_u16(keep_row + nt * 8);
-              if ((pair & 0xffu) == 0) start[0] = -INFINITY;
-              if ((pair >> 8) == 0) start[1] = -INFINITY;
-            }
-            s[mt][nt][2 * half] = start[0];
-            s[mt][nt][2 * half + 1] = start[1];
-          }
-        }
+    for_each_score_pair<kMTiles, kNTiles>([&](int mt, int half, int nt) {
+      float start[2] = {0.0f, 0.0f};
+      if constexpr (Tr::kAccumBiasIn) {
+        unpack2<T>(shared_load_u32(bias_pair(mt, half, nt)), start[0], start[1]);
+        start[0] = bias_over_scale<T>(start[0], p.inv_scale);
+        start[1] = bias_over_scale<T>(start[1], p.inv_scale);
       }
-    };
-    start_scores(std::bool_constant<Tr::kAccumBiasIn>{}, std::bool_constant<Tr::kAccumKeepIn>{});
+      if constexpr (Tr::kAccumKeepIn) {
+        const uint32_t pair = shared_load_u16(keep_pair(mt, half, nt));
+        if ((pair & 0xffu) == 0) start[0] = -INFINITY;
+        if ((pair >> 8) == 0) start[1] = -INFINITY;
+      }
+      s[mt][nt][2 * half] = start[0];
+      s[mt][nt][2 * half + 1] = start[1];
+    });
 #pragma unroll
     for (int ks = 0; ks < Tr::kKSteps; ++ks) {
       uint32_t a[kMTiles][4];
@@ -318,24 +321,16 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
         // s·scale·log2(e) + bias·log2(e) (softcap: softcap·tanh(s·scale / softcap) first), the bias pair of
         // each accumulator row from the shared tile.
         const bool softcap = p.softcap > 0.0f;
+        for_each_score_pair<kMTiles, kNTiles>([&](int mt, int half, int nt) {
+          float bias[2] = {0.0f, 0.0f};
+          if (bias_tile) unpack2<T>(shared_load_u32(bias_pair(mt, half, nt)), bias[0], bias[1]);
 #pragma unroll
-        for (int mt = 0; mt < kMTiles; ++mt) {
-#pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            const T* const bias_row = bias_lane + (2 * mt + half) * bias_row8;
-#pragma unroll
-            for (int nt = 0; nt < kNTiles; ++nt) {
-              float bias[2] = {0.0f, 0.0f};
-              if (bias_tile) unpack2<T>(shared_load_u32(bias_row + nt * 8), bias[0], bias[1]);
-#pragma unroll
-              for (int j = 0; j < 2; ++j) {
-                float& score = s[mt][nt][2 * half + j];
-                score = softcap ? fmaf(p.softcap * tanhf(score * p.scale * p.softcap_inv), kLog2e, bias_to_log2<T>(bias[j]))
-                                : fmaf(score, p.scale_log2, bias_to_log2<T>(bias[j]));
-              }
-            }
+          for (int j = 0; j < 2; ++j) {
+            float& score = s[mt][nt][2 * half + j];
+            score = softcap ? fmaf(p.softcap * tanhf(score * p.scale * p.softcap_inv), kLog2e, bias_to_log2<T>(bias[j]))
+                            : fmaf(score, p.scale_log2, bias_to_log2<T>(bias[j]));
           }
-        }
+        });
       } else {  // no room for the tiles: bias from global memory
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
@@ -359,23 +354,15 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
     const bool tile_needs_mask = (Tr::kMaskInputs && p.keep != nullptr) || n0 + Tr::kBlockN > p.kv_len ||
                                  (p.causal && n0 + Tr::kBlockN - 1 > w.m0 + p.causal_offset);
     if (Tr::kMaskTiles && keep_tile) {
+      for_each_score_pair<kMTiles, kNTiles>([&](int mt, int half, int nt) {
+        const uint32_t pair = shared_load_u16(keep_pair(mt, half, nt));
 #pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt) {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const uint8_t* const keep_row = keep_lane + (2 * mt + half) * keep_row8;
-#pragma unroll
-          for (int nt = 0; nt < kNTiles; ++nt) {
-            const uint32_t pair = shared_load_u16(keep_row + nt * 8);
-#pragma unroll
-            for (int j = 0; j < 2; ++j) {
-              const int e = 2 * half + j;
-              const bool kept = (pair >> (8 * j)) & 0xffu;
-              if (!kept || !key_visible<false>(p, 0, score_row(mt, e), score_col(n0, nt, e))) s[mt][nt][e] = -INFINITY;
-            }
-          }
+        for (int j = 0; j < 2; ++j) {
+          const int e = 2 * half + j;
+          const bool kept = (pair >> (8 * j)) & 0xffu;
+          if (!kept || !key_visible<false>(p, 0, score_row(mt, e), score_col(n0, nt, e))) s[mt][nt][e] = -INFINITY;
         }
-      }
+      });
     } else if (tile_needs_mask) {
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {

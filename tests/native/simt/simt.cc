@@ -232,6 +232,7 @@ struct Thread {
   const char* waiting_at = nullptr;
   std::vector<AsyncCopy> open_group;
   std::deque<std::vector<AsyncCopy>> groups;  // committed, oldest first
+  std::vector<uint32_t> unfenced;  // chunks this thread wrote since its last fence.proxy.async
 };
 
 // Deposits of one warp collective. Two slots, used alternately: a lane can only reach the next
@@ -260,6 +261,46 @@ struct Chunk {
   uint32_t readers = 0;      // warps (bit per warp) that read in read_epoch
   bool pending = false;      // a cp.async to here is in flight
   bool written = false;
+  bool async_visible = false;  // the writer ran fence.proxy.async after the last write (in fence_epoch)
+  uint32_t fence_epoch = 0;
+  uint32_t async_reads = 0;    // wgmma operations in flight that read these bytes
+};
+
+// One queued wgmma.mma_async of a warpgroup (operands are read, accumulators written, at completion).
+constexpr int kWarpGroupSize = 128;
+struct WgmmaOp {
+  MmaInput type = MmaInput::kFloat16;
+  int n = 0;
+  bool a_in_regs = false;
+  bool trans_b = false;
+  bool accumulate = false;
+  uint64_t desc_a = 0, desc_b = 0;
+  float* d[kWarpGroupSize] = {};
+  bool chained[kWarpGroupSize] = {};  // an earlier op in flight writes the same accumulators
+  const uint32_t* a_ptr[kWarpGroupSize] = {};
+  uint32_t a[kWarpGroupSize][4] = {};
+  std::vector<float> d_in;        // kWarpGroupSize x n/2 accumulator inputs (not chained)
+  std::vector<uint32_t> chunks;   // shared chunks read (offsets)
+};
+
+struct WgDeposit {
+  float* d;
+  const uint32_t* a_ptr;
+  uint64_t desc_a, desc_b;
+  uint32_t config;  // n | trans_b << 16 | accumulate << 17 | a_in_regs << 18 | type << 19
+};
+
+struct WarpGroup {
+  int size = 0;
+  int alive = 0;
+  int arrived = 0;
+  uint64_t generation = 0;
+  const char* site = nullptr;
+  uint64_t done_for = ~uint64_t(0);  // generation whose collective action ran
+  WgDeposit deposits[2][kWarpGroupSize];
+  bool fenced = false;  // a wgmma.fence since the last wgmma.wait_group
+  std::vector<WgmmaOp> open;
+  std::deque<std::vector<WgmmaOp>> committed;
 };
 
 using Counters = LaunchStats;
@@ -270,6 +311,7 @@ void add(Counters& into, const Counters& from) {
   into.ldmatrix_conflicts += from.ldmatrix_conflicts;
   into.cp_async += from.cp_async;
   into.barriers += from.barriers;
+  into.wgmma += from.wgmma;
   into.blocks += from.blocks;
   into.launches += from.launches;
   if (from.min_block_threads != 0 && (into.min_block_threads == 0 || from.min_block_threads < into.min_block_threads))
@@ -297,6 +339,7 @@ struct Block {
   Launch* launch = nullptr;
   std::vector<Thread> threads;
   std::vector<Warp> warps;
+  std::vector<std::unique_ptr<WarpGroup>> groups;  // warpgroups (128 threads; the last may be partial)
   std::vector<std::unique_ptr<char[]>> stacks;
   std::vector<unsigned char> smem;
   std::vector<Chunk> chunks;
@@ -321,6 +364,7 @@ Thread& thread() { return tl_block->threads[static_cast<size_t>(tl_block->curren
 int lane_id() { return tl_block->current % kWarpSize; }
 int warp_id() { return tl_block->current / kWarpSize; }
 Warp& warp() { return tl_block->warps[static_cast<size_t>(warp_id())]; }
+WarpGroup& warpgroup() { return *tl_block->groups[static_cast<size_t>(tl_block->current / kWarpGroupSize)]; }
 
 std::string where(const Block& b) {
   std::ostringstream s;
@@ -396,9 +440,11 @@ Chunk& chunk_at(Block& b, uint32_t offset, const char* what) {
   return b.chunks[offset / 16];
 }
 
-void complete_group(Block& b, std::vector<AsyncCopy>& group) {
+void complete_group(Block& b, Thread& t, std::vector<AsyncCopy>& group) {
   for (const AsyncCopy& copy : group) {
     Chunk& chunk = b.chunks[copy.offset / 16];
+    chunk.async_visible = false;
+    t.unfenced.push_back(copy.offset);
     if (copy.bytes > 0) std::memcpy(&b.smem[copy.offset], copy.src, static_cast<size_t>(copy.bytes));
     if (copy.bytes < 16) std::memset(&b.smem[copy.offset + copy.bytes], 0, static_cast<size_t>(16 - copy.bytes));
     chunk.pending = false;
@@ -415,9 +461,13 @@ void finish_thread() {
   for (const auto& group : t.groups) in_flight += group.size();
   if (in_flight != 0) fail("exits with " + std::to_string(in_flight) + " cp.async copies never waited for");
   if (w.arrived != 0) fail("exits while " + std::to_string(w.arrived) + " lanes of its warp wait at " + w.site);
+  WarpGroup& g = warpgroup();
+  if (!g.open.empty() || !g.committed.empty()) fail("exits with wgmma operations of its warpgroup never waited for");
+  if (g.arrived != 0) fail("exits while " + std::to_string(g.arrived) + " threads of its warpgroup wait at " + g.site);
   t.done = true;
   --b.alive;
   --w.alive;
+  --g.alive;
   ++b.progress;
   if (b.barrier_arrived > 0 && b.barrier_arrived == b.alive) release_barrier(b);
   switch_fiber(t.fiber, b.scheduler, true);
@@ -451,6 +501,8 @@ void setup_block(Block& b, Launch& launch) {
   b.threads.assign(static_cast<size_t>(n), Thread{});
   const int warps = (n + kWarpSize - 1) / kWarpSize;
   b.warps.assign(static_cast<size_t>(warps), Warp{});
+  b.groups.clear();
+  for (int i = 0; i < (n + kWarpGroupSize - 1) / kWarpGroupSize; ++i) b.groups.push_back(std::make_unique<WarpGroup>());
   b.stacks.clear();
   for (int i = 0; i < n; ++i) b.stacks.emplace_back(new char[kStackBytes]);
   b.smem.assign(std::max<size_t>(launch.smem_bytes, 16), kUninitialized);
@@ -481,6 +533,18 @@ void run_block(Block& b, uint64_t linear) {
     b.warps[w] = Warp{};
     b.warps[w].size = std::min(kWarpSize, n - static_cast<int>(w) * kWarpSize);
     b.warps[w].alive = b.warps[w].size;
+  }
+  for (size_t i = 0; i < b.groups.size(); ++i) {
+    WarpGroup& g = *b.groups[i];
+    g.size = std::min(kWarpGroupSize, n - static_cast<int>(i) * kWarpGroupSize);
+    g.alive = g.size;
+    g.arrived = 0;
+    g.generation = 0;
+    g.site = nullptr;
+    g.done_for = ~uint64_t(0);
+    g.fenced = false;
+    g.open.clear();
+    g.committed.clear();
   }
   std::fill(b.smem.begin(), b.smem.end(), kUninitialized);
   std::fill(b.chunks.begin(), b.chunks.end(), Chunk{});
@@ -576,6 +640,7 @@ void syncthreads(const char* site) {
   Block& b = block();
   Warp& w = warp();
   if (w.arrived != 0) fail(std::string("__syncthreads while lanes of its warp wait at ") + w.site);
+  if (warpgroup().arrived != 0) fail(std::string("__syncthreads while threads of its warpgroup wait at ") + warpgroup().site);
   if (b.barrier_arrived == 0) {
     b.barrier_site = site;
   } else if (std::strcmp(b.barrier_site, site) != 0) {
@@ -659,6 +724,9 @@ void cp_async_16_prefix(void* smem_dst, const void* gmem_src, int src_bytes) {
     }
   }
   if (chunk.pending) fail("cp.async to shared bytes [" + std::to_string(offset) + ", +16) while another copy to them is in flight");
+  if (chunk.async_reads != 0) {
+    fail("cp.async overwrites shared bytes [" + std::to_string(offset) + ", +16) that a wgmma in flight reads (missing wgmma.wait_group)");
+  }
   const uint32_t me = 1u << warp_id();
   if (chunk.read_epoch == b.epoch && (chunk.readers & ~me) != 0) {
     fail("cp.async overwrites shared bytes [" + std::to_string(offset) +
@@ -714,9 +782,14 @@ void shared_store(void* smem_dst, const void* src, int bytes) {
     fail("st.shared overwrites shared bytes [" + std::to_string(offset) +
          ") that another warp read since the last __syncthreads (write-after-read race)");
   }
+  if (chunk.async_reads != 0) {
+    fail("st.shared overwrites shared bytes [" + std::to_string(offset) + ") that a wgmma in flight reads (missing wgmma.wait_group)");
+  }
   std::memcpy(&b.smem[offset], src, static_cast<size_t>(bytes));
   chunk.written = true;
   chunk.write_epoch = b.epoch;
+  chunk.async_visible = false;
+  thread().unfenced.push_back(offset & ~15u);
 }
 
 uint32_t shared_load_u32(const void* smem_src) { return checked_shared_load(smem_src, 4, "ld.shared.b32"); }
@@ -734,7 +807,7 @@ void cp_async_wait(int pending_groups) {
   Block& b = block();
   Thread& t = thread();
   while (t.groups.size() > static_cast<size_t>(std::max(pending_groups, 0))) {
-    complete_group(b, t.groups.front());
+    complete_group(b, t, t.groups.front());
     t.groups.pop_front();
   }
 }
@@ -820,6 +893,273 @@ void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b
   }
 }
 
+// ---- wgmma (sm_90a) ------------------------------------------------------------------------------
+
+namespace {
+
+// A NaN whose bits mark accumulators a wgmma in flight will write: a read before wgmma.wait_group sees
+// NaN, and a write in between is detected at completion.
+constexpr uint32_t kInFlightBits = 0x7fd0bad0u;
+
+bool in_flight_poison(float x) { return to_word(x) == kInFlightBits; }
+
+// One warpgroup-wide rendezvous (all threads of the warpgroup at the same site). Returns true for the one
+// thread that performs the collective's action (the first past the rendezvous, before any other leaves).
+bool warpgroup_arrive(const char* site) {
+  Block& b = block();
+  WarpGroup& g = warpgroup();
+  if (g.size != kWarpGroupSize) fail(std::string(site) + ": the block's threads do not form whole warpgroups of 128");
+  if (g.alive < g.size) fail(std::string(site) + ": warpgroup collective while " + std::to_string(g.size - g.alive) + " threads have exited");
+  if (warp().arrived != 0) fail(std::string(site) + ": warpgroup collective while lanes of its warp wait at " + warp().site);
+  if (g.arrived == 0) {
+    g.site = site;
+  } else if (g.site != site) {
+    fail(std::string("divergent warpgroup: this thread is at ") + site + " while others wait at " + g.site);
+  }
+  ++b.progress;
+  const uint64_t generation = g.generation;
+  if (++g.arrived == g.size) {
+    g.arrived = 0;
+    ++g.generation;
+  } else {
+    thread().waiting_at = site;
+    while (g.generation == generation) yield();
+    thread().waiting_at = nullptr;
+  }
+  if (g.done_for == generation) return false;
+  g.done_for = generation;
+  return true;
+}
+
+WgDeposit& warpgroup_deposit() {
+  WarpGroup& g = warpgroup();
+  return g.deposits[g.generation & 1][block().current % kWarpGroupSize];
+}
+
+uint32_t descriptor_field(uint64_t desc, int shift) { return static_cast<uint32_t>((desc >> shift) & 0x3fffu) << 4; }
+
+// Byte offset (after the 128-byte swizzle: bits 4-6 XOR bits 7-9) of element (row, k) of a K-major
+// operand: 8-row groups SBO apart, rows 128 bytes apart, k contiguous within one 128-byte row.
+uint32_t kmajor_offset(uint64_t desc, int row, int k) {
+  const uint32_t logical = descriptor_field(desc, 0) + uint32_t(row / 8) * descriptor_field(desc, 32) + uint32_t(row % 8) * 128 +
+                           uint32_t(k) * 2;
+  return logical ^ (((logical >> 7) & 7u) << 4);
+}
+
+// Element (k, n) of an N-major operand: 64 consecutive n per 128-byte row, n-blocks of 64 LBO apart, rows
+// (k) 128 bytes apart, 8-row groups of k SBO apart.
+uint32_t nmajor_offset(uint64_t desc, int k, int n) {
+  const uint32_t logical = descriptor_field(desc, 0) + uint32_t(n % 64) * 2 + uint32_t(n / 64) * descriptor_field(desc, 16) +
+                           uint32_t(k % 8) * 128 + uint32_t(k / 8) * descriptor_field(desc, 32);
+  return logical ^ (((logical >> 7) & 7u) << 4);
+}
+
+void check_descriptor(uint64_t desc, bool n_major, const char* operand) {
+  if ((desc >> 62) != 1) fail(std::string("wgmma: ") + operand + " descriptor: the emulator supports the 128-byte swizzle only (mode 1)");
+  if (((desc >> 49) & 7u) != 0) fail(std::string("wgmma: ") + operand + " descriptor: base offset must be 0");
+  const uint32_t start = descriptor_field(desc, 0);
+  if (n_major ? start % 128 != 0 : start % 128 + 32 > 128) {
+    fail(std::string("wgmma: ") + operand + " descriptor start " + std::to_string(start) +
+         (n_major ? " is not at a 128-byte row" : ": 16 k-elements would cross a 128-byte swizzle row"));
+  }
+  if (descriptor_field(desc, 32) % 1024 != 0) {
+    fail(std::string("wgmma: ") + operand + " descriptor stride byte offset is not a multiple of 1024 (8 swizzled rows)");
+  }
+}
+
+float element_at(Block& b, uint32_t offset, MmaInput type) {
+  if (size_t(offset) + 2 > b.smem.size()) fail("wgmma reads shared byte " + std::to_string(offset) + " outside dynamic shared memory");
+  uint16_t bits;
+  std::memcpy(&bits, &b.smem[offset], 2);
+  return type == MmaInput::kFloat16 ? half_bits_to_float(bits) : bits_float(uint32_t(bits) << 16);
+}
+
+// The shared chunks an operation reads, each checked as an async-proxy read at issue.
+void note_wgmma_reads(Block& b, WgmmaOp& op) {
+  std::vector<uint32_t> offsets;
+  const auto add = [&](uint32_t offset) { offsets.push_back(offset & ~15u); };
+  for (int k = 0; k < 16; ++k) {
+    if (!op.a_in_regs) {
+      for (int m = 0; m < 64; ++m) add(kmajor_offset(op.desc_a, m, k));
+    }
+    for (int n = 0; n < op.n; ++n) add(op.trans_b ? nmajor_offset(op.desc_b, k, n) : kmajor_offset(op.desc_b, n, k));
+  }
+  std::sort(offsets.begin(), offsets.end());
+  offsets.erase(std::unique(offsets.begin(), offsets.end()), offsets.end());
+  const int first_warp = (b.current / kWarpGroupSize) * 4;
+  const uint32_t warps = 0xfu << first_warp;
+  for (uint32_t offset : offsets) {
+    Chunk& chunk = chunk_at(b, offset, "wgmma.mma_async");
+    const std::string bytes = "shared bytes [" + std::to_string(offset) + ", +16)";
+    if (chunk.pending) fail("wgmma.mma_async reads " + bytes + " while a cp.async to them is in flight (missing cp.async.wait)");
+    if (!chunk.written) fail("wgmma.mma_async reads " + bytes + " that nothing wrote");
+    if (chunk.write_epoch == b.epoch) {
+      fail("wgmma.mma_async reads " + bytes + " written after the last __syncthreads (read-after-write race)");
+    }
+    if (!chunk.async_visible || chunk.fence_epoch == b.epoch) {
+      fail("wgmma.mma_async reads " + bytes +
+           " that were not published to the async proxy (fence.proxy.async by the writer, then a barrier)");
+    }
+    if (chunk.read_epoch != b.epoch) {
+      chunk.read_epoch = b.epoch;
+      chunk.readers = 0;
+    }
+    chunk.readers |= warps;
+    ++chunk.async_reads;
+  }
+  op.chunks = std::move(offsets);
+}
+
+void complete_wgmma(Block& b, WgmmaOp& op) {
+  for (uint32_t offset : op.chunks) --b.chunks[offset / 16].async_reads;
+  float a[64][16];
+  std::vector<float> bm(size_t(16) * size_t(op.n));
+  for (int k = 0; k < 16; ++k) {
+    if (!op.a_in_regs) {
+      for (int m = 0; m < 64; ++m) a[m][k] = element_at(b, kmajor_offset(op.desc_a, m, k), op.type);
+    }
+    for (int n = 0; n < op.n; ++n) {
+      bm[size_t(k) * op.n + n] = element_at(b, op.trans_b ? nmajor_offset(op.desc_b, k, n) : kmajor_offset(op.desc_b, n, k), op.type);
+    }
+  }
+  const auto element = [&op](uint32_t word, int half) {
+    const uint16_t bits = static_cast<uint16_t>(word >> (16 * half));
+    return op.type == MmaInput::kFloat16 ? half_bits_to_float(bits) : bits_float(uint32_t(bits) << 16);
+  };
+  if (op.a_in_regs) {
+    for (int i = 0; i < kWarpGroupSize; ++i) {
+      for (int r = 0; r < 4; ++r) {
+        if (op.a_ptr[i][r] != op.a[i][r]) fail("the A registers of a wgmma in flight changed before wgmma.wait_group");
+      }
+      const int w = i / 32, g = (i % 32) / 4, t = i % 4;
+      for (int h = 0; h < 2; ++h) {
+        a[16 * w + g][2 * t + h] = element(op.a[i][0], h);
+        a[16 * w + g + 8][2 * t + h] = element(op.a[i][1], h);
+        a[16 * w + g][2 * t + 8 + h] = element(op.a[i][2], h);
+        a[16 * w + g + 8][2 * t + 8 + h] = element(op.a[i][3], h);
+      }
+    }
+  }
+  const int regs = op.n / 2;
+  for (int i = 0; i < kWarpGroupSize; ++i) {
+    const int w = i / 32, g = (i % 32) / 4, t = i % 4;
+    float* d = op.d[i];
+    for (int e = 0; e < regs; ++e) {
+      const int row = 16 * w + g + 8 * ((e >> 1) & 1);
+      const int col = 8 * (e >> 2) + 2 * t + (e & 1);
+      float in = 0.0f;
+      if (op.chained[i]) {
+        in = d[e];  // the previous operation's result, just written
+      } else {
+        if (!in_flight_poison(d[e])) fail("an accumulator of a wgmma in flight was written before wgmma.wait_group");
+        in = op.d_in[size_t(i) * regs + e];
+      }
+      if (!op.accumulate) in = 0.0f;
+      if (std::isfinite(in) && std::fabs(in) > 0x1p126f) {
+        fail("wgmma accumulator " + std::to_string(in) + " within a factor 2 of FLT_MAX: tensor cores do not round there");
+      }
+      double sum = in;  // exact products, one rounding of the whole sum
+      for (int k = 0; k < 16; ++k) sum += double(a[row][k]) * double(bm[size_t(k) * op.n + col]);
+      d[e] = static_cast<float>(sum);
+    }
+  }
+}
+
+}  // namespace
+
+void wgmma_fence() {
+  if (warpgroup_arrive("wgmma.fence")) warpgroup().fenced = true;
+}
+
+void wgmma_mma_async(float* d, int n, uint64_t desc_a, const uint32_t* a_regs, uint64_t desc_b, bool trans_b, bool accumulate,
+                     MmaInput type) {
+  WgDeposit& mine = warpgroup_deposit();
+  mine.d = d;
+  mine.a_ptr = a_regs;
+  mine.desc_a = desc_a;
+  mine.desc_b = desc_b;
+  mine.config = uint32_t(n) | uint32_t(trans_b) << 16 | uint32_t(accumulate) << 17 | uint32_t(a_regs != nullptr) << 18 |
+                uint32_t(type) << 19;
+  WarpGroup& g = warpgroup();
+  const WgDeposit* deposits = g.deposits[g.generation & 1];
+  if (!warpgroup_arrive("wgmma.mma_async")) return;
+  Block& b = block();
+  if (!g.fenced) fail("wgmma.mma_async without a wgmma.fence since the last wgmma.wait_group");
+  if (n < 8 || n > 256 || n % 8 != 0) fail("wgmma.mma_async: n = " + std::to_string(n) + " is not a multiple of 8 in [8, 256]");
+  WgmmaOp op;
+  op.type = type;
+  op.n = n;
+  op.a_in_regs = a_regs != nullptr;
+  op.trans_b = trans_b;
+  op.accumulate = accumulate;
+  op.desc_a = desc_a;
+  op.desc_b = desc_b;
+  for (int i = 0; i < kWarpGroupSize; ++i) {
+    const WgDeposit& dep = deposits[i];
+    if (dep.config != deposits[0].config || dep.desc_b != desc_b || (!op.a_in_regs && dep.desc_a != desc_a)) {
+      fail("wgmma.mma_async: the threads of the warpgroup disagree on shape, type or descriptors");
+    }
+  }
+  if (!op.a_in_regs) check_descriptor(desc_a, false, "A");
+  check_descriptor(desc_b, trans_b, "B");
+  const int regs = n / 2;
+  op.d_in.assign(size_t(kWarpGroupSize) * regs, 0.0f);
+  // Accumulators an earlier operation in flight writes (same registers): this one is chained to it.
+  std::vector<const float*> in_flight;
+  for (const auto& group : g.committed) {
+    for (const WgmmaOp& earlier : group) in_flight.insert(in_flight.end(), earlier.d, earlier.d + kWarpGroupSize);
+  }
+  for (const WgmmaOp& earlier : g.open) in_flight.insert(in_flight.end(), earlier.d, earlier.d + kWarpGroupSize);
+  for (int i = 0; i < kWarpGroupSize; ++i) {
+    float* acc = deposits[i].d;
+    op.d[i] = acc;
+    op.chained[i] = std::find(in_flight.begin(), in_flight.end(), acc) != in_flight.end();
+    for (int e = 0; e < regs; ++e) {
+      if (op.chained[i] && !in_flight_poison(acc[e])) {
+        fail("an accumulator of a wgmma in flight was written before wgmma.wait_group");
+      }
+      if (!op.chained[i]) op.d_in[size_t(i) * regs + e] = acc[e];
+      acc[e] = from_word<float>(kInFlightBits);
+    }
+    if (op.a_in_regs) {
+      op.a_ptr[i] = deposits[i].a_ptr;
+      for (int r = 0; r < 4; ++r) op.a[i][r] = deposits[i].a_ptr[r];
+    }
+  }
+  note_wgmma_reads(b, op);
+  ++b.counters.wgmma;
+  g.open.push_back(std::move(op));
+}
+
+void wgmma_commit() {
+  if (!warpgroup_arrive("wgmma.commit_group")) return;
+  WarpGroup& g = warpgroup();
+  g.committed.push_back(std::move(g.open));
+  g.open.clear();
+}
+
+void wgmma_wait(int pending_groups) {
+  if (!warpgroup_arrive("wgmma.wait_group")) return;
+  Block& b = block();
+  WarpGroup& g = warpgroup();
+  while (g.committed.size() > static_cast<size_t>(std::max(pending_groups, 0))) {
+    for (WgmmaOp& op : g.committed.front()) complete_wgmma(b, op);
+    g.committed.pop_front();
+  }
+  g.fenced = false;
+}
+
+void fence_proxy_async() {
+  Block& b = block();
+  Thread& t = thread();
+  for (uint32_t offset : t.unfenced) {
+    Chunk& chunk = b.chunks[offset / 16];
+    chunk.async_visible = true;
+    chunk.fence_epoch = b.epoch;
+  }
+  t.unfenced.clear();
+}
+
 // ---- host side --------------------------------------------------------------------------------
 
 cudaError_t launch_erased(const char* launcher, const void* entry, dim3 grid, dim3 block_dim, size_t dynamic_smem_bytes,
@@ -862,12 +1202,13 @@ cudaError_t launch_erased(const char* launcher, const void* entry, dim3 grid, di
   if (std::getenv("SIMT_VERBOSE") != nullptr) {
     std::fprintf(stderr,
                  "simt: %s grid %u x %u x %u, %u threads, %zu B smem: %llu mma, %llu ldmatrix (%llu bank-conflict "
-                 "wavefronts), %llu cp.async, %llu barriers\n",
+                 "wavefronts), %llu cp.async, %llu barriers, %llu wgmma\n",
                  launcher, grid.x, grid.y, grid.z, block_dim.x, dynamic_smem_bytes,
                  static_cast<unsigned long long>(launch.counters.mma), static_cast<unsigned long long>(launch.counters.ldmatrix),
                  static_cast<unsigned long long>(launch.counters.ldmatrix_conflicts),
                  static_cast<unsigned long long>(launch.counters.cp_async),
-                 static_cast<unsigned long long>(launch.counters.barriers));
+                 static_cast<unsigned long long>(launch.counters.barriers),
+                 static_cast<unsigned long long>(launch.counters.wgmma));
   }
   launch.counters.launches = 1;
   launch.counters.min_block_threads = launch.counters.max_block_threads = block_dim.x;

@@ -3,6 +3,11 @@
 // built-in variables and the warp/block intrinsics the kernels use, and the emulated forms of the
 // few PTX instructions they issue (cp.async, ldmatrix, mma.sync m16n8k16).
 //
+// sm_90a's warpgroup MMA (wgmma.mma_async with shared-memory descriptors in the 128-byte swizzle,
+// fence/commit/wait, fence.proxy.async) is emulated too, with its asynchrony made visible: operands are
+// read and accumulators written when the group is waited for, accumulators hold a NaN pattern while in
+// flight, and shared memory a wgmma reads must have been published to the async proxy.
+//
 // Each thread block runs as one cooperative fiber per CUDA thread. Barriers and warp collectives
 // switch fibers; fibers are resumed in a random order every round, so code that relies on an
 // unsynchronised ordering sees it broken. Shared memory reached through cp.async and ldmatrix is
@@ -69,6 +74,7 @@ void syncthreads(const char* site);
 // counts over every block). ldmatrix_conflicts: shared-memory wavefronts beyond one per 8x8 matrix.
 struct LaunchStats {
   uint64_t mma = 0, ldmatrix = 0, ldmatrix_conflicts = 0, cp_async = 0, barriers = 0, blocks = 0;
+  uint64_t wgmma = 0;  // warpgroup-level wgmma.mma_async instructions
   uint64_t launches = 0;
   uint32_t min_block_threads = 0, max_block_threads = 0;  // over the launches (0: none)
 };
@@ -99,6 +105,24 @@ void ldmatrix_x4(uint32_t (&r)[4], uint32_t smem_addr, bool trans);
 enum class MmaInput { kFloat16, kBFloat16 };
 // mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32, accumulator in place.
 void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, MmaInput type);
+
+// ---- sm_90a warpgroup MMA (PTX ISA "Asynchronous Warpgroup Level Matrix Multiply-Accumulate") ----
+// Collectives of the 128 threads of a warpgroup (threads 128i..128i+127 of the block).
+// wgmma.fence.sync.aligned: required before the first wgmma.mma_async after a wgmma.wait_group (the
+// accumulator and A registers may have been touched in between).
+void wgmma_fence();
+// wgmma.mma_async.sync.aligned.m64n<n>k16.f32.<type>.<type>: d (n / 2 fp32 registers per thread) =
+// A·B (+ d when `accumulate`). A: 64x16 from shared memory (desc_a, K-major) or, when a_regs is not null,
+// from registers (4 words per thread, the mma.m16n8k16 A fragment of the thread's warp's 16 rows). B:
+// 16 x n from shared memory (desc_b), K-major or, with trans_b, N-major. Descriptors use the 128-byte
+// swizzle. The operation is only queued: it runs when its group is waited for.
+void wgmma_mma_async(float* d, int n, uint64_t desc_a, const uint32_t* a_regs, uint64_t desc_b, bool trans_b,
+                     bool accumulate, MmaInput type);
+void wgmma_commit();                // wgmma.commit_group.sync.aligned
+void wgmma_wait(int pending_groups);  // wgmma.wait_group.sync.aligned N
+// fence.proxy.async.shared::cta: this thread's shared-memory writes so far become visible to the async
+// proxy (wgmma) once a barrier follows.
+void fence_proxy_async();
 
 template <class T>
 uint32_t to_word(T value) {

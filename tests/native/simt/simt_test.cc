@@ -371,6 +371,145 @@ TEST(Simt, MmaAccumulatorsNearFloatMaxAreRefused) {
   EXPECT_NE(run(&huge_accumulator_kernel, 32, 0, -FLT_MAX).find("FLT_MAX"), std::string::npos);
 }
 
+// ---- wgmma (sm_90a): descriptors, fragment layouts and the asynchrony checks ---------------------
+// Shared layouts written out here from the PTX ISA's canonical 128-byte-swizzle layouts: a K-major
+// operand stores each row's 64 k-elements in one 128-byte row, its 16-byte chunk c at c ^ (row % 8),
+// rows 128 bytes apart (8-row groups 1024 apart); an N-major one stores 64 n-elements of one k per
+// 128-byte row the same way, k-rows 128 bytes apart, blocks of 64 n 4096 bytes apart here. Accumulators
+// (m64nN): thread 32w + 4g + t holds d[4j + 2h + b] = D[16w + g + 8h][8j + 2t + b].
+
+uint32_t kmajor_byte(int row, int k) { return uint32_t(row * 128 + (((k / 8) ^ (row % 8)) * 16) + (k % 8) * 2); }
+uint32_t nmajor_byte(int k, int n) { return uint32_t((n / 64) * 4096 + k * 128 + ((((n % 64) / 8) ^ (k % 8)) * 16) + (n % 8) * 2); }
+uint64_t smem_desc(uint32_t start, uint32_t lbo, uint32_t sbo) {
+  return uint64_t(start >> 4) | uint64_t(lbo >> 4) << 16 | uint64_t(sbo >> 4) << 32 | uint64_t(1) << 62;
+}
+
+enum WgFault { kWgNone, kWgNoProxyFence, kWgNoFence, kWgTouchAccumulator, kWgOverwriteInFlight, kWgBadStart };
+constexpr int kWgSs = 0, kWgRs = 1;
+
+// SS: D (64x64) += A (64x64, K-major at 0) · B (B[k][n] as 64 K-major rows n at 8192), 4 k-steps.
+// RS: D (64x128) += A (64x32, registers) · B (32 x 128, N-major at 8192), 2 k-steps.
+__global__ void wgmma_kernel(const uint16_t* a_img, const uint16_t* b_img, const uint16_t* a_plain, float* out, int mode,
+                             int fault, int bf16) {
+  const int tid = static_cast<int>(threadIdx.x);
+  auto* smem = static_cast<unsigned char*>(simt::dynamic_shared_memory());
+  for (int i = tid; i < 1024; i += 128) simt::cp_async_16(smem + i * 16, i < 512 ? a_img + i * 8 : b_img + (i - 512) * 8, true);
+  simt::cp_async_commit();
+  simt::cp_async_wait(0);
+  if (fault != kWgNoProxyFence) simt::fence_proxy_async();
+  __syncthreads();
+  const simt::MmaInput type = bf16 ? simt::MmaInput::kBFloat16 : simt::MmaInput::kFloat16;
+  const int n = mode == kWgSs ? 64 : 128;
+  float d[64];
+  for (int e = 0; e < n / 2; ++e) d[e] = 0.25f * float(e + 1);
+  if (fault != kWgNoFence) simt::wgmma_fence();
+  uint32_t af[2][4];
+  if (mode == kWgSs) {
+    for (int ks = 0; ks < 4; ++ks) {
+      const uint32_t start_a = fault == kWgBadStart ? 112u : uint32_t(32 * ks);
+      simt::wgmma_mma_async(d, n, smem_desc(start_a, 16, 1024), nullptr, smem_desc(8192 + 32 * ks, 16, 1024), false, true, type);
+    }
+  } else {
+    const int w = tid / 32, g = (tid % 32) / 4, t = tid % 4;
+    const auto pair = [&](int row, int col) { return uint32_t(a_plain[row * 32 + col]) | uint32_t(a_plain[row * 32 + col + 1]) << 16; };
+    for (int ks = 0; ks < 2; ++ks) {
+      af[ks][0] = pair(16 * w + g, 16 * ks + 2 * t);
+      af[ks][1] = pair(16 * w + g + 8, 16 * ks + 2 * t);
+      af[ks][2] = pair(16 * w + g, 16 * ks + 2 * t + 8);
+      af[ks][3] = pair(16 * w + g + 8, 16 * ks + 2 * t + 8);
+      simt::wgmma_mma_async(d, n, 0, af[ks], smem_desc(8192 + 2048 * ks, 4096, 1024), true, true, type);
+    }
+  }
+  simt::wgmma_commit();
+  if (fault == kWgTouchAccumulator) d[0] = 1.0f;
+  if (fault == kWgOverwriteInFlight) {
+    simt::cp_async_16(smem + 8192 + tid * 16, b_img, true);
+    simt::cp_async_commit();
+    simt::cp_async_wait(0);
+  }
+  simt::wgmma_wait(0);
+  const int w = tid / 32, g = (tid % 32) / 4, t = tid % 4;
+  for (int e = 0; e < n / 2; ++e) out[(16 * w + g + 8 * ((e >> 1) & 1)) * n + 8 * (e >> 2) + 2 * t + (e & 1)] = d[e];
+}
+
+template <class T>
+std::string run_wgmma(int mode, WgFault fault) {
+  constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
+  const auto to_t = [](float x) { if constexpr (kBf16) return __float2bfloat16_rn(x); else return __float2half_rn(x); };
+  const auto to_f = [](T x) { if constexpr (kBf16) return __bfloat162float(x); else return __half2float(x); };
+  std::mt19937 rng(11 + mode);
+  std::uniform_real_distribution<float> uniform(-2.0f, 2.0f);
+  const int n = mode == kWgSs ? 64 : 128, kdim = mode == kWgSs ? 64 : 32;
+  std::vector<float> a(size_t(64) * kdim), b(size_t(kdim) * n);  // A[m][k], B[k][n]
+  std::vector<uint16_t> a_img(4096, 0), b_img(4096, 0), a_plain(size_t(64) * 32, 0);
+  for (int m = 0; m < 64; ++m) {
+    for (int k = 0; k < kdim; ++k) {
+      const T x = to_t(uniform(rng));
+      a[size_t(m) * kdim + k] = to_f(x);
+      if (mode == kWgSs) a_img[kmajor_byte(m, k) / 2] = bits_of(x); else a_plain[size_t(m) * 32 + k] = bits_of(x);
+    }
+  }
+  for (int k = 0; k < kdim; ++k) {
+    for (int j = 0; j < n; ++j) {
+      const T x = to_t(uniform(rng));
+      b[size_t(k) * n + j] = to_f(x);
+      b_img[(mode == kWgSs ? kmajor_byte(j, k) : nmajor_byte(k, j)) / 2] = bits_of(x);
+    }
+  }
+  uint16_t* da = upload(a_img);
+  uint16_t* db = upload(b_img);
+  uint16_t* dp = upload(a_plain);
+  float* dout = device_alloc<float>(size_t(64) * n);
+  const std::string message = run(&wgmma_kernel, 128, 16384, static_cast<const uint16_t*>(da), static_cast<const uint16_t*>(db),
+                                  static_cast<const uint16_t*>(dp), dout, mode, static_cast<int>(fault), kBf16 ? 1 : 0);
+  if (message.empty()) {
+    const std::vector<float> got = download(dout, size_t(64) * n);
+    for (int m = 0; m < 64; ++m) {
+      for (int j = 0; j < n; ++j) {
+        const int e = 4 * (j / 8) + 2 * ((m % 16) / 8) + (j % 2);
+        double want = 0.25 * (e + 1);
+        for (int k = 0; k < kdim; ++k) want += double(a[size_t(m) * kdim + k]) * double(b[size_t(k) * n + j]);
+        EXPECT_NEAR(got[size_t(m) * n + j], want, 1e-4 * (1 + std::fabs(want))) << "D[" << m << "][" << j << "] mode " << mode;
+      }
+    }
+  }
+  cudaFree(da);
+  cudaFree(db);
+  cudaFree(dp);
+  cudaFree(dout);
+  return message;
+}
+
+TEST(Simt, WgmmaSharedOperandsFollowTheKMajor128ByteSwizzleAndAccumulate) {
+  EXPECT_EQ(run_wgmma<__half>(kWgSs, kWgNone), "");
+  EXPECT_EQ(run_wgmma<__nv_bfloat16>(kWgSs, kWgNone), "");
+}
+
+TEST(Simt, WgmmaRegisterAAndNMajorBFollowTheFragmentAndSwizzleLayouts) {
+  EXPECT_EQ(run_wgmma<__half>(kWgRs, kWgNone), "");
+  EXPECT_EQ(run_wgmma<__nv_bfloat16>(kWgRs, kWgNone), "");
+}
+
+TEST(Simt, WgmmaReadingCopiesNotPublishedToTheAsyncProxyIsReported) {
+  EXPECT_NE(run_wgmma<__half>(kWgSs, kWgNoProxyFence).find("async proxy"), std::string::npos);
+}
+
+TEST(Simt, WgmmaWithoutAFenceIsReported) {
+  EXPECT_NE(run_wgmma<__half>(kWgRs, kWgNoFence).find("without a wgmma.fence"), std::string::npos);
+}
+
+TEST(Simt, WgmmaAccumulatorsWrittenInFlightAreReported) {
+  EXPECT_NE(run_wgmma<__half>(kWgSs, kWgTouchAccumulator).find("written before wgmma.wait_group"), std::string::npos);
+}
+
+TEST(Simt, OverwritingSharedOperandsOfAWgmmaInFlightIsReported) {
+  EXPECT_NE(run_wgmma<__half>(kWgSs, kWgOverwriteInFlight).find("a wgmma in flight reads"), std::string::npos);
+}
+
+TEST(Simt, WgmmaDescriptorsCrossingASwizzleRowAreRefused) {
+  EXPECT_NE(run_wgmma<__half>(kWgSs, kWgBadStart).find("cross a 128-byte swizzle row"), std::string::npos);
+}
+
 // ---- launch configuration -----------------------------------------------------------------------
 
 __global__ void empty_kernel(int) {}

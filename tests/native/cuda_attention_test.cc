@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -1014,6 +1015,39 @@ TEST(CudaAttentionWork, GroupedDecodingReadsEachKeyValueTileOncePerGroup) {
   const uint64_t per_group = copies(2);       // 2 key/value heads of 4 query heads each
   // K and V tiles dominate the copies (the query tile is one row); folding makes them 4x fewer.
   EXPECT_LT(per_group * 3, per_query_head) << per_group << " vs " << per_query_head;
+}
+
+// The Hopper (wgmma) kernel runs the plain variant's prefill calls when ORTFLASH_CUDA_HOPPER=1 (its own CTest
+// entry); masks, softcap and decoding stay on the mma.sync kernels.
+TEST(CudaHopperWork, PlainPrefillRunsOnWgmmaWhenRequested) {
+  const char* requested = std::getenv("ORTFLASH_CUDA_HOPPER");
+  if (requested == nullptr || std::string(requested) != "1") GTEST_SKIP() << "ORTFLASH_CUDA_HOPPER=1 selects the Hopper kernel";
+  const auto run = [](DType dtype, int64_t d, bool causal, Broadcast bias = Broadcast::kNone, int64_t q_len = 128,
+                      int64_t kv_len = 256) {
+    Case c;
+    c.dtype = dtype, c.q_len = q_len, c.kv_len = kv_len, c.head_dim = c.v_head_dim = d, c.bias = bias;
+    c.causal = causal ? CausalAlignment::kUpperLeft : CausalAlignment::kNone;
+    c.lend_scratch = false;  // no split-KV: one block per 128 query rows
+    simt::take_stats();
+    expect_matches_reference(c, 99);
+    return simt::take_stats();
+  };
+  for (DType t : {DType::kFloat16, DType::kBFloat16}) {
+    for (int64_t d : {64, 128}) {
+      // One block of two warpgroups over two 128-key tiles: per warpgroup and tile, d/16 wgmma for Q·Kᵀ and
+      // 8 for P·V.
+      const simt::LaunchStats plain = run(t, d, false);
+      EXPECT_EQ(plain.wgmma, 2u * 2u * uint64_t(d / 16 + 8)) << dtype_name(t) << " D=" << d;
+      EXPECT_EQ(plain.mma, 0u);
+      // Causal, 256 x 256: the first 128 rows see one key tile, the last 128 both.
+      EXPECT_EQ(run(t, d, true, Broadcast::kNone, 256, 256).wgmma, 3u * 2u * uint64_t(d / 16 + 8)) << dtype_name(t);
+      const simt::LaunchStats masked = run(t, d, false, Broadcast::kPerKey);
+      EXPECT_EQ(masked.wgmma, 0u);
+      EXPECT_GT(masked.mma, 0u);
+    }
+  }
+  EXPECT_EQ(run(DType::kFloat16, 96, false).wgmma, 0u);      // head dim 96: the mma.sync kernel
+  EXPECT_EQ(run(DType::kFloat16, 128, false, Broadcast::kNone, 1, 512).wgmma, 0u);  // decoding
 }
 #endif
 

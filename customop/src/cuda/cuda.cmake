@@ -14,7 +14,8 @@ set(ORTFLASH_CUDA_DIR "${CMAKE_CURRENT_LIST_DIR}")
 
 # nvcc 11.8 is the first with sm_89; 90-virtual adds PTX so later GPUs JIT the sm_90 code. sm_75
 # (Turing: T4) runs the SIMT kernels (tiled, generic, combine); the tensor-core kernel needs sm_80.
-# nvcc >= 12.3 can build an sm_90a (wgmma/TMA) path; there is none yet, so no sm_90a cubin.
+# nvcc >= 12.3 also builds the Hopper kernel (wgmma) for sm_90a: fwd_hopper.cu, compiled for that target
+# alone (ORTFLASH_CUDA_HOPPER, on by default where nvcc allows it).
 if(CMAKE_CUDA_COMPILER_VERSION VERSION_LESS 11.8)
   message(FATAL_ERROR "OrtFlash CUDA kernels need nvcc >= 11.8 (found ${CMAKE_CUDA_COMPILER_VERSION})")
 endif()
@@ -56,6 +57,25 @@ add_library(ortflash_cuda STATIC
 ortflash_cuda_target(ortflash_cuda)
 include(${ORTFLASH_CUDA_DIR}/tiles.cmake)
 ortflash_apply_cuda_tiles(ortflash_cuda)
+
+# The sm_90a translation unit: its own object library, since an architecture-specific target ("90a") needs
+# nvcc >= 12.3 and CMake spells it only from 3.28 on; -gencode works with any CMake.
+if(CMAKE_CUDA_COMPILER_VERSION VERSION_GREATER_EQUAL 12.3)
+  option(ORTFLASH_CUDA_HOPPER "Build the sm_90a (wgmma) forward kernel" ON)
+else()
+  set(ORTFLASH_CUDA_HOPPER OFF)
+endif()
+if(ORTFLASH_CUDA_HOPPER)
+  add_library(ortflash_cuda_hopper OBJECT ${ORTFLASH_CUDA_DIR}/fwd_hopper.cu)
+  ortflash_cuda_target(ortflash_cuda_hopper)
+  set_target_properties(ortflash_cuda_hopper PROPERTIES CUDA_ARCHITECTURES OFF)
+  target_compile_options(ortflash_cuda_hopper PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-gencode=arch=compute_90a,code=sm_90a>)
+  ortflash_apply_cuda_tiles(ortflash_cuda_hopper)
+  target_include_directories(ortflash_cuda_hopper PRIVATE ${ORTFLASH_ROOT}/customop/include)
+  target_sources(ortflash_cuda PRIVATE $<TARGET_OBJECTS:ortflash_cuda_hopper>)
+  target_compile_definitions(ortflash_cuda PRIVATE ORTFLASH_HAVE_HOPPER=1)
+  message(STATUS "OrtFlash: building the sm_90a (wgmma) kernel")
+endif()
 target_include_directories(ortflash_cuda PUBLIC ${ORTFLASH_ROOT}/customop/include)
 # Consumers linked by the host compiler (libortflash.so) need the static runtime too; it loads
 # libcuda.so lazily, so the op library still loads where there is no driver.

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -174,9 +175,9 @@ AttentionParams fold_query_heads_into_rows(const AttentionParams& a) {
 }
 
 // Kernel families: tensor cores (16-bit, sm_80+, aligned rows), the tiled SIMT kernel (everything
-// else with head dims up to 128: float32 above all), the generic kernel (the rest). A Hopper path
-// (wgmma + TMA, built for sm_90a) is meant to become another entry, chosen for major == 9 when the
-// build has it.
+// else with head dims up to 128: float32 above all), the generic kernel (the rest). Within the tensor-core
+// family, the Hopper kernel (wgmma, KernelChoice::hopper) takes the plain variant's prefill calls on
+// compute capability 9 when the build has it (see use_hopper).
 enum class FwdPath { kTensorCoreSm80, kTiled, kGeneric };
 
 // Smallest capacity of `capacities` that holds both head dims, or 0 when none does.
@@ -298,7 +299,50 @@ struct KernelChoice {
                     // where the head dim has no other)
   int accum_masks;  // tensor cores: the plain variant with these masks (cuda::kAccumBias | kAccumKeep) in its
                     // accumulators; 0: none
+  bool hopper;      // tensor cores, plain variant, prefill: the wgmma kernel (sm_90a)
 };
+
+// The Hopper kernel is built only by nvcc >= 12.3 (ORTFLASH_HAVE_HOPPER) and, until it has been checked and
+// timed on an H100/H200, runs only where ORTFLASH_CUDA_HOPPER=1 asks for it (read once per process).
+bool hopper_requested() {
+#if defined(ORTFLASH_HAVE_HOPPER)
+  static const bool requested = [] {
+    const char* value = std::getenv("ORTFLASH_CUDA_HOPPER");
+    return value != nullptr && value[0] == '1' && value[1] == '\0';
+  }();
+  return requested;
+#else
+  return false;
+#endif
+}
+
+bool use_hopper(const KernelChoice& k, const DeviceInfo& device) {
+#if defined(ORTFLASH_HAVE_HOPPER)
+  if (k.path != FwdPath::kTensorCoreSm80 || k.decode || k.mask_inputs || k.accum_masks != 0) return false;
+  if (device.major != 9 || !cuda::has_hopper_variant(k.capacity) || !hopper_requested()) return false;
+  static const bool available = cuda::hopper_fwd_available();  // the device runs the sm_90a image
+  return available;
+#else
+  (void)k;
+  (void)device;
+  return false;
+#endif
+}
+
+template <class T>
+std::string launch_hopper(int capacity, const FwdParams& p, cudaStream_t stream) {
+#if defined(ORTFLASH_HAVE_HOPPER)
+  switch (capacity) {
+    case 64: return cuda::launch_hopper_fwd<cuda::HopperTraitsFor<T, 64>>(p, stream);
+    case 128: return cuda::launch_hopper_fwd<cuda::HopperTraitsFor<T, 128>>(p, stream);
+    default: break;
+  }
+#else
+  (void)p;
+  (void)stream;
+#endif
+  return "flash_attention_cuda: no Hopper kernel for head dim capacity " + std::to_string(capacity);
+}
 
 template <class T>
 std::string launch_forward(const KernelChoice& k, const FwdParams& p, cudaStream_t stream) {
@@ -306,7 +350,8 @@ std::string launch_forward(const KernelChoice& k, const FwdParams& p, cudaStream
   switch (k.path) {
     case FwdPath::kTensorCoreSm80:
       if constexpr (sizeof(T) == 2) {
-        error = k.accum_masks   ? launch_tensor_core_accum<T>(k.accum_masks, k.capacity, k.decode, p, stream)
+        error = k.hopper        ? launch_hopper<T>(k.capacity, p, stream)
+                : k.accum_masks ? launch_tensor_core_accum<T>(k.accum_masks, k.capacity, k.decode, p, stream)
                 : k.mask_inputs ? launch_tensor_core<T, true>(k.capacity, k.decode, p, stream)
                                 : launch_tensor_core<T, false>(k.capacity, k.decode, p, stream);
       } else {
@@ -430,6 +475,7 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   k.accum_masks = accum ? (p.bias != nullptr ? cuda::kAccumBias : 0) | (p.keep != nullptr ? cuda::kAccumKeep : 0) : 0;
   k.mask_inputs = !accum && (p.bias != nullptr || p.keep != nullptr || p.softcap > 0.0f ||
                                     !(p.scale_log2 > 0.0f) || !cuda::has_plain_variant(k.capacity));
+  k.hopper = use_hopper(k, device);
 
   int64_t blocks = 0;
   int64_t key_tiles = 0;
@@ -439,6 +485,7 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
     const cuda::TileShape tile = k.path == FwdPath::kTiled
                                      ? cuda::TileShape{64, cuda::tiled_block_n(k.capacity, k.small_smem), 8}
                                  : k.decode ? cuda::decode_tile_shape(k.capacity)
+                                 : k.hopper ? cuda::hopper_tile_shape()
                                             : cuda::tile_shape(k.capacity, k.mask_inputs);
     blocks = (params.q_len + tile.block_m - 1) / tile.block_m * params.q_heads * params.batch;
     key_tiles = (params.kv_len + tile.block_n - 1) / tile.block_n;

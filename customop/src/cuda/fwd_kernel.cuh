@@ -159,6 +159,46 @@ __device__ __forceinline__ float bias_to_log2(float bias) {
   }
 }
 
+// The epilogue of a thread's share of one query row `row` (columns quad_col + 8·dt, accumulators
+// o[dt][2·half], o[dt][2·half + 1]): the normalised output, or, with split-KV, the split's normalised
+// partial output, row max (log2 units) and sum of weights for the combine. `lane_sum` is this lane's part
+// of the row sum (the quad is summed here); row_max is in the kernel's score units (times to_log2: log2).
+template <class T, int kDTiles>
+__device__ __forceinline__ void store_output_row(const FwdParams& p, const BlockWork& w, int row, int quad_col,
+                                                 const float (&o)[kDTiles][4], int half, float row_max, float lane_sum,
+                                                 float to_log2) {
+  const float sum = quad_sum(lane_sum);
+  if (row >= p.q_len) return;
+  const bool masked = row_max == -INFINITY;
+  const float inv_sum = masked ? 0.0f : 1.0f / sum;
+  const int64_t rows_total = int64_t(p.batch) * p.q_heads * p.q_len;
+  const int64_t row_index = (int64_t(w.batch) * p.q_heads + w.head) * p.q_len + row;
+  if (p.num_splits > 1) {
+    float* dst = p.partial_out + (w.split * rows_total + row_index) * p.v_head_dim;
+#pragma unroll
+    for (int dt = 0; dt < kDTiles; ++dt) {
+      const int col = dt * 8 + quad_col;
+      if (col < p.v_head_dim) {
+        *reinterpret_cast<float2*>(dst + col) = make_float2(o[dt][2 * half] * inv_sum, o[dt][2 * half + 1] * inv_sum);
+      }
+    }
+    if (quad_col == 0) {
+      p.partial_max[w.split * rows_total + row_index] = row_max * to_log2;  // log2 units
+      p.partial_sum[w.split * rows_total + row_index] = sum;
+    }
+  } else {
+    T* dst = static_cast<T*>(p.out) + w.batch * p.out_stride[0] + w.head * p.out_stride[1] + row * p.out_stride[2];
+#pragma unroll
+    for (int dt = 0; dt < kDTiles; ++dt) {
+      const int col = dt * 8 + quad_col;
+      if (col < p.v_head_dim) {
+        *reinterpret_cast<uint32_t*>(dst + col) = pack2<T>(finalize_output(o[dt][2 * half], inv_sum, masked, p),
+                                                           finalize_output(o[dt][2 * half + 1], inv_sum, masked, p));
+      }
+    }
+  }
+}
+
 template <class Tr>
 __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -479,43 +519,11 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
   }
 
   // ---- epilogue: normalise and store (or hand the split's partial result to the combine) ----
-  const int64_t rows_total = int64_t(p.batch) * p.q_heads * p.q_len;
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const float sum = quad_sum(row_sum[mt][half]);
-      const int row = score_row(mt, 2 * half);
-      if (row >= p.q_len) continue;
-      const bool masked = row_max[mt][half] == -INFINITY;
-      const float inv_sum = masked ? 0.0f : 1.0f / sum;
-      const int64_t row_index = (int64_t(w.batch) * p.q_heads + w.head) * p.q_len + row;
-      if (p.num_splits > 1) {
-        float* dst = p.partial_out + (w.split * rows_total + row_index) * p.v_head_dim;
-#pragma unroll
-        for (int dt = 0; dt < kDTiles; ++dt) {
-          const int col = dt * 8 + quad_col;
-          if (col < p.v_head_dim) {
-            *reinterpret_cast<float2*>(dst + col) =
-                make_float2(o[mt][dt][2 * half] * inv_sum, o[mt][dt][2 * half + 1] * inv_sum);
-          }
-        }
-        if (quad_col == 0) {
-          p.partial_max[w.split * rows_total + row_index] = row_max[mt][half] * to_log2;  // log2 units
-          p.partial_sum[w.split * rows_total + row_index] = sum;
-        }
-      } else {
-        T* dst = static_cast<T*>(p.out) + w.batch * p.out_stride[0] + w.head * p.out_stride[1] + row * p.out_stride[2];
-#pragma unroll
-        for (int dt = 0; dt < kDTiles; ++dt) {
-          const int col = dt * 8 + quad_col;
-          if (col < p.v_head_dim) {
-            *reinterpret_cast<uint32_t*>(dst + col) =
-                pack2<T>(finalize_output(o[mt][dt][2 * half], inv_sum, masked, p),
-                         finalize_output(o[mt][dt][2 * half + 1], inv_sum, masked, p));
-          }
-        }
-      }
+      store_output_row<T>(p, w, score_row(mt, 2 * half), quad_col, o[mt], half, row_max[mt][half], row_sum[mt][half], to_log2);
     }
   }
 #endif

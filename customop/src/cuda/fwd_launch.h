@@ -158,6 +158,29 @@ std::string launch_flash_fwd(const FwdParams& p, cudaStream_t stream);
 template <class T>
 std::string launch_generic_fwd(const FwdParams& p, cudaStream_t stream);
 
+// The Hopper path (hopper_kernel.cuh, built for sm_90a where nvcc >= 12.3; ORTFLASH_HAVE_HOPPER): wgmma
+// for the plain variant's calls (no bias, keep or softcap; not decoding) at head-dim capacities 64 and 128.
+// Two warpgroups (128 query rows) x 128 keys: 64 accumulators of S and up to 64 of O per thread; 161 KiB of
+// shared memory at head dim 128 (Q and two K/V stages). Tuning builds may override the shape.
+#if !defined(ORTFLASH_HOPPER_BLOCK_N)
+#define ORTFLASH_HOPPER_BLOCK_N 128
+#endif
+#if !defined(ORTFLASH_HOPPER_WARPGROUPS)
+#define ORTFLASH_HOPPER_WARPGROUPS 2
+#endif
+constexpr bool has_hopper_variant(int head_dim_capacity) { return head_dim_capacity == 64 || head_dim_capacity == 128; }
+template <class T, int kHeadDim>
+using HopperTraitsFor = HopperTraits<T, kHeadDim, ORTFLASH_HOPPER_BLOCK_N, ORTFLASH_HOPPER_WARPGROUPS>;
+constexpr TileShape hopper_tile_shape() {
+  return TileShape{64 * ORTFLASH_HOPPER_WARPGROUPS, ORTFLASH_HOPPER_BLOCK_N, 4 * ORTFLASH_HOPPER_WARPGROUPS};
+}
+
+template <class Tr>
+std::string launch_hopper_fwd(const FwdParams& p, cudaStream_t stream);
+// Whether this build has the Hopper kernels and the current device runs them (an sm_90a image exists for it).
+bool hopper_fwd_available();
+
+
 // The tiled SIMT kernel (tiled_kernel.cuh): fp32 arithmetic on any element type, head dims up to a
 // capacity of 64 or 128. Keys per tile 64 or 32 (70 / 79 KiB of shared memory), or with kSmallSmem,
 // for GPUs whose blocks may use at most 64 KiB (Turing), 32 or 16 (44 / 58 KiB).

@@ -128,4 +128,31 @@ struct FwdTraits {
   static_assert(kAccumMasks_ >= 0 && kAccumMasks_ <= (kAccumBias | kAccumKeep), "kAccumMasks: bits kAccumBias, kAccumKeep");
 };
 
+// Shape of the Hopper (wgmma) forward kernel, hopper_kernel.cuh: kWarpGroups warpgroups of 64 query rows,
+// kBlockN keys per K/V tile.
+template <class T_, int kHeadDim_, int kBlockN_, int kWarpGroups_>
+struct HopperTraits {
+  using T = T_;
+  static constexpr int kHeadDim = kHeadDim_;  // capacity: D and Dv up to this
+  static constexpr int kBlockN = kBlockN_;
+  static constexpr int kWarpGroups = kWarpGroups_;
+  static constexpr int kBlockM = 64 * kWarpGroups;
+  static constexpr int kThreads = 128 * kWarpGroups;
+  static constexpr int kChunks = kHeadDim / 8;       // 16-byte chunks per row
+  static constexpr int kDTiles = kHeadDim / 8;       // 8-column accumulator tiles of O
+  static constexpr int kQTileBytes = kBlockM * kHeadDim * 2;
+  static constexpr int kKvTileBytes = kBlockN * kHeadDim * 2;
+  static constexpr int kStages = 2;  // K/V double buffer
+  // The tiles need 1024-byte alignment (the swizzle pattern repeats every 8 rows of 128 bytes), which
+  // dynamic shared memory does not promise: 1 KiB of slack.
+  static constexpr size_t kSmemBytes = 1024 + size_t(kQTileBytes) + size_t(kStages) * 2 * kKvTileBytes;
+
+  static_assert(sizeof(T) == 2, "wgmma takes 16-bit elements here (fp16, bf16)");
+  static_assert(kHeadDim == 64 || kHeadDim == 128, "Wgmma is instantiated for n = 64 and 128");
+  static_assert(kBlockN == 64 || kBlockN == 128, "Wgmma is instantiated for n = 64 and 128");
+  static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
+                "every thread issues the same number of cp.async per tile");
+  static_assert(kSmemBytes <= 227 * 1024, "tiles must fit the 227 KiB an sm_90 block may use");
+};
+
 }  // namespace ortflash::cuda

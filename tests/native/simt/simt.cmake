@@ -14,7 +14,7 @@ target_link_libraries(ortflash_simt PUBLIC Threads::Threads)
 
 # The .cu files as C++ translation units (g++ does not take the .cu extension).
 set(ORTFLASH_SIMT_UNITS "")
-foreach(unit flash_attention_cuda fwd_hdim32 fwd_hdim64 fwd_hdim96 fwd_hdim128 fwd_hdim256 generic_launch tiled_launch)
+foreach(unit flash_attention_cuda fwd_hdim32 fwd_hdim64 fwd_hdim96 fwd_hdim128 fwd_hdim256 fwd_hopper generic_launch tiled_launch)
   set(wrapper ${CMAKE_CURRENT_BINARY_DIR}/simt_units/${unit}.cc)
   file(CONFIGURE OUTPUT ${wrapper} CONTENT "#include \"${ORTFLASH_CUDA_SOURCE_DIR}/${unit}.cu\"\n")
   list(APPEND ORTFLASH_SIMT_UNITS ${wrapper})
@@ -22,6 +22,8 @@ endforeach()
 include(${ORTFLASH_CUDA_SOURCE_DIR}/tiles.cmake)
 add_library(ortflash_cuda_simt STATIC ${ORTFLASH_SIMT_UNITS})
 ortflash_apply_cuda_tiles(ortflash_cuda_simt)
+# The emulator always has the Hopper (wgmma) kernel, whatever nvcc (if any) the machine has.
+target_compile_definitions(ortflash_cuda_simt PRIVATE ORTFLASH_HAVE_HOPPER=1)
 target_include_directories(ortflash_cuda_simt PUBLIC ${PROJECT_SOURCE_DIR}/customop/include PRIVATE ${ORTFLASH_CUDA_SOURCE_DIR})
 target_link_libraries(ortflash_cuda_simt PUBLIC ortflash_simt)
 target_compile_options(ortflash_cuda_simt PRIVATE ${ORTFLASH_WARNINGS} -Wno-pedantic -Wno-unknown-pragmas -O2)
@@ -50,6 +52,7 @@ if(ORTFLASH_SANITIZER_TESTS)
 
   add_library(ortflash_cuda_simt_sanitized STATIC ${ORTFLASH_SIMT_UNITS})
   ortflash_apply_cuda_tiles(ortflash_cuda_simt_sanitized)
+  target_compile_definitions(ortflash_cuda_simt_sanitized PRIVATE ORTFLASH_HAVE_HOPPER=1)
   target_include_directories(ortflash_cuda_simt_sanitized PUBLIC ${PROJECT_SOURCE_DIR}/customop/include
                              PRIVATE ${ORTFLASH_CUDA_SOURCE_DIR})
   target_link_libraries(ortflash_cuda_simt_sanitized PUBLIC ortflash_simt_sanitized)
@@ -63,6 +66,13 @@ if(ORTFLASH_SANITIZER_TESTS)
                        TEST_FILTER "CudaSanitizerSubset.*:*GroupedHeadsOfOne*:*BiasIsAdded*:*KeepMask*:*RowsWithoutVisibleKeys*"
                        DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 1800)
 endif()
+
+# The suite with the Hopper (wgmma) kernel selected (ORTFLASH_CUDA_HOPPER=1) on the emulated H100: every
+# plain-variant prefill call of the reference tests runs on it. The work-count tests of the mma.sync
+# kernels are left out (they count that kernel's instructions).
+add_test(NAME ortflash_cuda_simt_tests.hopper
+         COMMAND ortflash_cuda_simt_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*:CudaHopperWork.*)
+set_tests_properties(ortflash_cuda_simt_tests.hopper PROPERTIES ENVIRONMENT "ORTFLASH_CUDA_HOPPER=1" TIMEOUT 1800)
 
 # The same suite on an emulated Turing GPU (compute capability 7.5, as a T4): no tensor-core kernel,
 # so 16-bit calls run on the tiled SIMT kernel (head dims up to 128) or the generic one, and blocks may

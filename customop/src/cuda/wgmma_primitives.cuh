@@ -1,0 +1,215 @@
+// OrtFlash CUDA — the sm_90a (Hopper) instructions of the wgmma forward kernel, each behind a named
+// wrapper: warpgroup MMA (wgmma.mma_async m64nNk16, fp32 accumulators) with shared-memory operand
+// descriptors, its fence / commit / wait, and fence.proxy.async. Compiled for real only in the sm_90a
+// translation unit (nvcc >= 12.3); on the emulator (ORTFLASH_SIMT) each is its emulated form.
+//
+// Shared-memory operands use the 128-byte swizzle (PTX ISA, "Shared Memory Matrix Layout"): a tile of
+// rows x 64 16-bit elements keeps each row's 64 elements in one 128-byte row, 16-byte chunk c of row r at
+// chunk c ^ (r % 8), rows 128 bytes apart, in 1024-byte-aligned groups of 8 rows (swizzle_offset below).
+// Tiles wider than 64 elements are stored as consecutive 64-column blocks of all their rows.
+//   K-major operand (Q for Q·Kᵀ, K as B): descriptor start at (row block, column 16·kstep), stride byte
+//     offset 1024 (between 8-row groups); the leading byte offset is unused with swizzling (1).
+//   N-major operand (V as B of P·V: k = key, n = value column): start at key row 16·kstep, stride byte
+//     offset 1024 (between 8-key groups), leading byte offset = the distance between 64-column blocks.
+// Accumulators of m64nN: thread 32w + 4g + t of the warpgroup holds d[4j + 2h + b] = D[16w + g + 8h][8j + 2t
+// + b] — per warp the mma.m16n8k16 C layout, key/column tile j; an A operand in registers uses the
+// m16n8k16 A fragment of the warp's 16 rows.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "mma_primitives.cuh"
+
+namespace ortflash::cuda {
+
+// Byte offset of 16-byte chunk `chunk` of row `row` in a swizzled tile of `rows` rows.
+__device__ __forceinline__ uint32_t swizzle_offset(int rows, int row, int chunk) {
+  return uint32_t(((chunk >> 3) * rows + row) * 128 + (((chunk & 7) ^ (row & 7)) << 4));
+}
+
+// A shared-memory matrix descriptor, 128-byte swizzle (mode 1 in bits 62-63); addresses and offsets in
+// bytes (multiples of 16).
+__device__ __forceinline__ uint64_t smem_descriptor(uint32_t smem_addr, uint32_t leading_bytes, uint32_t stride_bytes) {
+  return uint64_t((smem_addr >> 4) & 0x3fffu) | uint64_t((leading_bytes >> 4) & 0x3fffu) << 16 |
+         uint64_t((stride_bytes >> 4) & 0x3fffu) << 32 | uint64_t(1) << 62;
+}
+
+#if defined(ORTFLASH_SIMT)
+template <class T>
+constexpr simt::MmaInput simt_mma_input() {
+  return std::is_same_v<T, __half> ? simt::MmaInput::kFloat16 : simt::MmaInput::kBFloat16;
+}
+#endif
+
+#if defined(ORTFLASH_SIMT) || !defined(__CUDA_ARCH__) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ORTFLASH_SM90A_ASM(...) __VA_ARGS__
+#else
+// Device code for any other target (never launched there: the host checks the kernel's image).
+#define ORTFLASH_SM90A_ASM(...) __trap()
+#endif
+
+__device__ __forceinline__ void wgmma_fence() {
+#if defined(ORTFLASH_SIMT)
+  simt::wgmma_fence();
+#else
+  ORTFLASH_SM90A_ASM(asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"));
+#endif
+}
+
+__device__ __forceinline__ void wgmma_commit() {
+#if defined(ORTFLASH_SIMT)
+  simt::wgmma_commit();
+#else
+  ORTFLASH_SM90A_ASM(asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"));
+#endif
+}
+
+// Waits until at most kPending committed wgmma groups are in flight.
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() {
+#if defined(ORTFLASH_SIMT)
+  simt::wgmma_wait(kPending);
+#else
+  ORTFLASH_SM90A_ASM(asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory"));
+#endif
+}
+
+// Makes this thread's earlier shared-memory writes (cp.async included) visible to wgmma's operand reads,
+// once a barrier follows.
+__device__ __forceinline__ void fence_proxy_async() {
+#if defined(ORTFLASH_SIMT)
+  simt::fence_proxy_async();
+#else
+  ORTFLASH_SM90A_ASM(asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"));
+#endif
+}
+
+// Keeps the compiler from moving register accesses across a wgmma issue or wait: the registers are
+// "read and written" here, in program order with the (volatile) wgmma instructions.
+template <int N>
+__device__ __forceinline__ void fence_registers(float (&r)[N]) {
+#if !defined(ORTFLASH_SIMT)
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+#endif
+  (void)r;
+}
+
+template <int N>
+__device__ __forceinline__ void fence_registers(uint32_t (&r)[N]) {
+#if !defined(ORTFLASH_SIMT)
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
+#endif
+  (void)r;
+}
+
+// wgmma.mma_async m64nNk16 with fp32 accumulators, element type T (__half or __nv_bfloat16):
+//   ss:         d = A (shared, K-major, desc_a) · B (shared, K-major, desc_b) [+ d]
+//   rs_n_major: d = A (registers) · B (shared, N-major, desc_b) [+ d]
+// `accumulate` false: d is overwritten (scale-d = 0).
+template <class T, int N>
+struct Wgmma {
+#if defined(ORTFLASH_SIMT)
+  static void ss(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
+    simt::wgmma_mma_async(d, N, desc_a, nullptr, desc_b, false, accumulate, simt_mma_input<T>());
+  }
+  static void rs_n_major(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b, bool accumulate) {
+    simt::wgmma_mma_async(d, N, 0, a, desc_b, true, accumulate, simt_mma_input<T>());
+  }
+#endif
+};
+
+#if !defined(ORTFLASH_SIMT) && (!defined(__CUDA_ARCH__) || defined(__CUDA_ARCH_FEAT_SM90_ALL))
+// Wgmma<T, 64> for element type T, whose PTX type name is TYPE ("f16" or "bf16").
+#define ORTFLASH_WGMMA_N64(T, TYPE)                                                                          \
+  template <>                                                                                           \
+  struct Wgmma<T, 64> {                                                                                 \
+    __device__ __forceinline__ static void ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b, bool accumulate) { \
+      asm volatile(                                                                                     \
+          "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                   \
+          "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " "                                  \
+          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "                                                                              \
+          "%32, %33, p, 1, 1, 0, 0;\n}\n"                                                                \
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]) \
+          : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)));                                            \
+    }                                                                                                   \
+    __device__ __forceinline__ static void rs_n_major(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b, \
+                                                      bool accumulate) {                                \
+      asm volatile(                                                                                     \
+          "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                   \
+          "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " "                                  \
+          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "                                                                              \
+          "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"                                              \
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]) \
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)));            \
+    }                                                                                                   \
+  };
+
+// Wgmma<T, 128> for element type T, whose PTX type name is TYPE ("f16" or "bf16").
+#define ORTFLASH_WGMMA_N128(T, TYPE)                                                                          \
+  template <>                                                                                           \
+  struct Wgmma<T, 128> {                                                                                 \
+    __device__ __forceinline__ static void ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b, bool accumulate) { \
+      asm volatile(                                                                                     \
+          "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                                   \
+          "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                                  \
+          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "                                                                              \
+          "%64, %65, p, 1, 1, 0, 0;\n}\n"                                                                \
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
+          : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)));                                            \
+    }                                                                                                   \
+    __device__ __forceinline__ static void rs_n_major(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b, \
+                                                      bool accumulate) {                                \
+      asm volatile(                                                                                     \
+          "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                                   \
+          "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                                  \
+          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "                                                                              \
+          "{%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"                                              \
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)));            \
+    }                                                                                                   \
+  };
+
+ORTFLASH_WGMMA_N64(__half, "f16")
+ORTFLASH_WGMMA_N64(__nv_bfloat16, "bf16")
+ORTFLASH_WGMMA_N128(__half, "f16")
+ORTFLASH_WGMMA_N128(__nv_bfloat16, "bf16")
+#undef ORTFLASH_WGMMA_N64
+#undef ORTFLASH_WGMMA_N128
+#elif !defined(ORTFLASH_SIMT)
+// Other device targets: the kernel body is never run there (see ORTFLASH_SM90A_ASM).
+template <class T>
+struct Wgmma<T, 64> {
+  __device__ __forceinline__ static void ss(float (&)[32], uint64_t, uint64_t, bool) { __trap(); }
+  __device__ __forceinline__ static void rs_n_major(float (&)[32], const uint32_t (&)[4], uint64_t, bool) { __trap(); }
+};
+template <class T>
+struct Wgmma<T, 128> {
+  __device__ __forceinline__ static void ss(float (&)[64], uint64_t, uint64_t, bool) { __trap(); }
+  __device__ __forceinline__ static void rs_n_major(float (&)[64], const uint32_t (&)[4], uint64_t, bool) { __trap(); }
+};
+#endif
+
+}  // namespace ortflash::cuda

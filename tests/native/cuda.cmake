@@ -27,6 +27,13 @@ option(ORTFLASH_CUDA_TESTS_WERROR "Treat warnings in the CUDA tests as errors (o
 target_compile_options(ortflash_cuda_tests PRIVATE -Wall -Wextra -Wshadow $<$<BOOL:${ORTFLASH_CUDA_TESTS_WERROR}>:-Werror>)
 gtest_discover_tests(ortflash_cuda_tests TEST_PREFIX "ortflash_cuda_tests." DISCOVERY_MODE PRE_TEST
                      DISCOVERY_TIMEOUT 60)
+# With the Hopper (wgmma) kernel built (nvcc >= 12.3), the reference tests once more with it selected: on an
+# H100/H200 every plain-variant prefill call runs on it (elsewhere they run as above).
+if(ORTFLASH_CUDA_HOPPER)
+  add_test(NAME ortflash_cuda_tests.hopper
+           COMMAND ortflash_cuda_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*)
+  set_tests_properties(ortflash_cuda_tests.hopper PROPERTIES ENVIRONMENT "ORTFLASH_CUDA_HOPPER=1" TIMEOUT 600)
+endif()
 
 # compute-sanitizer (memcheck, racecheck) over a small subset; skipped at test time without a GPU.
 find_program(ORTFLASH_COMPUTE_SANITIZER compute-sanitizer
@@ -35,12 +42,21 @@ if(ORTFLASH_COMPUTE_SANITIZER)
   add_executable(ortflash_cuda_device_probe ${CMAKE_CURRENT_LIST_DIR}/cuda_device_probe.cc)
   target_link_libraries(ortflash_cuda_device_probe PRIVATE CUDA::cudart_static)
   foreach(tool memcheck racecheck)
-    add_test(NAME ortflash_cuda_tests.compute_sanitizer_${tool}
-             COMMAND ${CMAKE_COMMAND} -DSANITIZER=${ORTFLASH_COMPUTE_SANITIZER} -DTOOL=${tool}
-                     -DPROBE=$<TARGET_FILE:ortflash_cuda_device_probe>
-                     -DTEST_BINARY=$<TARGET_FILE:ortflash_cuda_tests>
-                     -P ${CMAKE_CURRENT_LIST_DIR}/cuda_sanitizer.cmake)
-    set_tests_properties(ortflash_cuda_tests.compute_sanitizer_${tool} PROPERTIES
-                         SKIP_REGULAR_EXPRESSION "ORTFLASH_SANITIZER_SKIPPED" TIMEOUT 1800)
+    foreach(hopper 0 1)
+      set(name ortflash_cuda_tests.compute_sanitizer_${tool})
+      if(hopper)
+        if(NOT ORTFLASH_CUDA_HOPPER)
+          continue()
+        endif()
+        set(name ${name}_hopper)
+      endif()
+      add_test(NAME ${name}
+               COMMAND ${CMAKE_COMMAND} -E env ORTFLASH_CUDA_HOPPER=${hopper}
+                       ${CMAKE_COMMAND} -DSANITIZER=${ORTFLASH_COMPUTE_SANITIZER} -DTOOL=${tool}
+                       -DPROBE=$<TARGET_FILE:ortflash_cuda_device_probe>
+                       -DTEST_BINARY=$<TARGET_FILE:ortflash_cuda_tests>
+                       -P ${CMAKE_CURRENT_LIST_DIR}/cuda_sanitizer.cmake)
+      set_tests_properties(${name} PROPERTIES SKIP_REGULAR_EXPRESSION "ORTFLASH_SANITIZER_SKIPPED" TIMEOUT 1800)
+    endforeach()
   endforeach()
 endif()

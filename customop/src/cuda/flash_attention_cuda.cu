@@ -303,18 +303,14 @@ struct KernelChoice {
 };
 
 // The Hopper kernel is built only by nvcc >= 12.3 (ORTFLASH_HAVE_HOPPER) and, until it has been checked and
-// timed on an H100/H200, runs only where ORTFLASH_CUDA_HOPPER=1 asks for it (read once per process).
-bool hopper_requested() {
+// timed on an H100/H200, runs only where ORTFLASH_CUDA_HOPPER=1 asks for it. Read on every call (a getenv,
+// next to a launch of microseconds), so a benchmark can time both kernels in one process.
 #if defined(ORTFLASH_HAVE_HOPPER)
-  static const bool requested = [] {
-    const char* value = std::getenv("ORTFLASH_CUDA_HOPPER");
-    return value != nullptr && value[0] == '1' && value[1] == '\0';
-  }();
-  return requested;
-#else
-  return false;
-#endif
+bool hopper_requested() {
+  const char* value = std::getenv("ORTFLASH_CUDA_HOPPER");
+  return value != nullptr && value[0] == '1' && value[1] == '\0';
 }
+#endif
 
 bool use_hopper(const KernelChoice& k, const DeviceInfo& device) {
 #if defined(ORTFLASH_HAVE_HOPPER)

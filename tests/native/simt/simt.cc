@@ -264,6 +264,21 @@ struct Chunk {
   bool async_visible = false;  // the writer ran fence.proxy.async after the last write (in fence_epoch)
   uint32_t fence_epoch = 0;
   uint32_t async_reads = 0;    // wgmma operations in flight that read these bytes
+  bool tma = false;            // last written by a TMA copy (async proxy, ordered by its mbarrier)
+};
+
+struct TmaCopy {
+  uint32_t offset;  // shared destination
+  TensorMap map;
+  int32_t coords[5];
+};
+
+struct MBarrier {
+  uint32_t count = 0;
+  uint32_t pending = 0;   // arrivals still missing in the current phase
+  int64_t tx = 0;         // bytes expected and not yet landed
+  uint32_t phase = 0;     // parity of the current (incomplete) phase
+  std::vector<TmaCopy> copies;  // issued, not yet landed
 };
 
 // One queued wgmma.mma_async of a warpgroup (operands are read, accumulators written, at completion).
@@ -312,6 +327,7 @@ void add(Counters& into, const Counters& from) {
   into.cp_async += from.cp_async;
   into.barriers += from.barriers;
   into.wgmma += from.wgmma;
+  into.tma += from.tma;
   into.blocks += from.blocks;
   into.launches += from.launches;
   if (from.min_block_threads != 0 && (into.min_block_threads == 0 || from.min_block_threads < into.min_block_threads))
@@ -340,6 +356,7 @@ struct Block {
   std::vector<Thread> threads;
   std::vector<Warp> warps;
   std::vector<std::unique_ptr<WarpGroup>> groups;  // warpgroups (128 threads; the last may be partial)
+  std::map<uint32_t, MBarrier> mbarriers;          // by shared offset
   std::vector<std::unique_ptr<char[]>> stacks;
   std::vector<unsigned char> smem;
   std::vector<Chunk> chunks;
@@ -444,6 +461,7 @@ void complete_group(Block& b, Thread& t, std::vector<AsyncCopy>& group) {
   for (const AsyncCopy& copy : group) {
     Chunk& chunk = b.chunks[copy.offset / 16];
     chunk.async_visible = false;
+    chunk.tma = false;
     t.unfenced.push_back(copy.offset);
     if (copy.bytes > 0) std::memcpy(&b.smem[copy.offset], copy.src, static_cast<size_t>(copy.bytes));
     if (copy.bytes < 16) std::memset(&b.smem[copy.offset + copy.bytes], 0, static_cast<size_t>(16 - copy.bytes));
@@ -548,6 +566,7 @@ void run_block(Block& b, uint64_t linear) {
   }
   std::fill(b.smem.begin(), b.smem.end(), kUninitialized);
   std::fill(b.chunks.begin(), b.chunks.end(), Chunk{});
+  b.mbarriers.clear();
   b.alive = n;
   b.barrier_arrived = 0;
   b.barrier_generation = 0;
@@ -570,6 +589,12 @@ void run_block(Block& b, uint64_t linear) {
     }
     b.current = -1;
     if (b.failure.empty() && b.alive > 0 && b.progress == before) b.failure = deadlock_report(b);
+  }
+  for (const auto& [offset, bar] : b.mbarriers) {
+    if (b.failure.empty() && !bar.copies.empty()) {
+      b.failure = where(b) + ": " + std::to_string(bar.copies.size()) + " TMA copies to the mbarrier at shared offset " +
+                  std::to_string(offset) + " never waited for";
+    }
   }
   for (int i = 0; i < n && b.failure.empty(); ++i) {
     const char* stack = b.stacks[static_cast<size_t>(i)].get();
@@ -746,7 +771,7 @@ namespace {
 void note_shared_read(Block& b, Chunk& chunk, const char* site, const std::string& bytes, uint32_t me) {
   if (chunk.pending) fail(std::string(site) + " reads " + bytes + " while a cp.async to them is in flight (missing cp.async.wait)");
   if (!chunk.written) fail(std::string(site) + " reads " + bytes + " that nothing wrote");
-  if (chunk.write_epoch == b.epoch) {
+  if (!chunk.tma && chunk.write_epoch == b.epoch) {  // TMA data is ordered by its mbarrier instead
     fail(std::string(site) + " reads " + bytes + " that a cp.async completed after the last __syncthreads (read-after-write race)");
   }
   if (chunk.read_epoch != b.epoch) {
@@ -789,6 +814,7 @@ void shared_store(void* smem_dst, const void* src, int bytes) {
   chunk.written = true;
   chunk.write_epoch = b.epoch;
   chunk.async_visible = false;
+  chunk.tma = false;
   thread().unfenced.push_back(offset & ~15u);
 }
 
@@ -993,10 +1019,10 @@ void note_wgmma_reads(Block& b, WgmmaOp& op) {
     const std::string bytes = "shared bytes [" + std::to_string(offset) + ", +16)";
     if (chunk.pending) fail("wgmma.mma_async reads " + bytes + " while a cp.async to them is in flight (missing cp.async.wait)");
     if (!chunk.written) fail("wgmma.mma_async reads " + bytes + " that nothing wrote");
-    if (chunk.write_epoch == b.epoch) {
+    if (!chunk.tma && chunk.write_epoch == b.epoch) {
       fail("wgmma.mma_async reads " + bytes + " written after the last __syncthreads (read-after-write race)");
     }
-    if (!chunk.async_visible || chunk.fence_epoch == b.epoch) {
+    if (!chunk.tma && (!chunk.async_visible || chunk.fence_epoch == b.epoch)) {
       fail("wgmma.mma_async reads " + bytes +
            " that were not published to the async proxy (fence.proxy.async by the writer, then a barrier)");
     }
@@ -1160,6 +1186,177 @@ void fence_proxy_async() {
   t.unfenced.clear();
 }
 
+// ---- mbarriers and TMA (sm_90) ---------------------------------------------------------------------
+
+namespace {
+
+MBarrier& mbarrier_at(void* bar, const char* what) {
+  Block& b = block();
+  const uint32_t offset = shared_address(bar);
+  if (offset % 8 != 0) fail(std::string(what) + ": mbarrier at shared offset " + std::to_string(offset) + " is not 8-byte aligned");
+  const auto it = b.mbarriers.find(offset);
+  if (it == b.mbarriers.end()) fail(std::string(what) + ": no mbarrier.init at shared offset " + std::to_string(offset));
+  return it->second;
+}
+
+void complete_phase_if_done(MBarrier& bar) {
+  if (bar.pending == 0 && bar.tx == 0) {
+    bar.phase ^= 1u;
+    bar.pending = bar.count;
+  }
+}
+
+// Shared bytes a TMA box covers, from `offset`: the box's elements in order, densely, then swizzled.
+uint32_t tma_box_bytes(const TensorMap& map) {
+  uint32_t elems = 1;
+  for (int i = 0; i < map.rank; ++i) elems *= map.box[i];
+  return elems * uint32_t(map.elem_bytes);
+}
+
+uint32_t swizzle128(uint32_t offset) { return offset ^ (((offset >> 7) & 7u) << 4); }
+
+// Lands one copy: reads the box (zeros outside the tensor), writes it swizzled, marks the chunks.
+void land_tma(Block& b, const TmaCopy& copy) {
+  const TensorMap& map = copy.map;
+  const uint32_t bytes = tma_box_bytes(map);
+  std::vector<unsigned char> data(bytes, 0);
+  uint32_t index[5] = {};
+  const uint32_t elems = bytes / uint32_t(map.elem_bytes);
+  for (uint32_t e = 0; e < elems; ++e) {
+    uint32_t rest = e;
+    bool inside = true;
+    uint64_t src = 0;
+    for (int i = 0; i < map.rank; ++i) {
+      index[i] = rest % map.box[i];
+      rest /= map.box[i];
+      const int64_t coord = int64_t(copy.coords[i]) + index[i];
+      if (coord < 0 || uint64_t(coord) >= map.dims[i]) inside = false;
+      src += uint64_t(coord) * map.strides[i];
+    }
+    if (!inside) continue;
+    const auto* from = static_cast<const unsigned char*>(map.base) + src;
+    if (!DeviceMemory::find(b.launch->allocations, from, size_t(map.elem_bytes))) {
+      fail("TMA reads an element outside every device allocation");
+    }
+    std::memcpy(&data[size_t(e) * size_t(map.elem_bytes)], from, size_t(map.elem_bytes));
+  }
+  for (uint32_t c = 0; c < bytes; c += 16) {
+    const uint32_t logical = copy.offset + c;
+    const uint32_t physical = map.swizzle128 ? swizzle128(logical) : logical;
+    std::memcpy(&b.smem[physical], &data[c], 16);
+    Chunk& chunk = b.chunks[physical / 16];
+    chunk.pending = false;
+    chunk.written = true;
+    chunk.tma = true;
+    chunk.write_epoch = b.epoch;
+  }
+}
+
+}  // namespace
+
+void mbarrier_init(void* bar, uint32_t count) {
+  Block& b = block();
+  const uint32_t offset = shared_address(bar);
+  if (offset % 8 != 0) fail("mbarrier.init: shared offset " + std::to_string(offset) + " is not 8-byte aligned");
+  if (count == 0) fail("mbarrier.init with a count of 0");
+  MBarrier fresh;
+  fresh.count = fresh.pending = count;
+  b.mbarriers[offset] = fresh;
+}
+
+void mbarrier_arrive(void* bar) {
+  MBarrier& m = mbarrier_at(bar, "mbarrier.arrive");
+  if (m.pending == 0) fail("mbarrier.arrive: more arrivals than the barrier's count in one phase");
+  --m.pending;
+  ++block().progress;
+  complete_phase_if_done(m);
+}
+
+void mbarrier_arrive_expect_tx(void* bar, uint32_t bytes) {
+  MBarrier& m = mbarrier_at(bar, "mbarrier.arrive.expect_tx");
+  if (m.pending == 0) fail("mbarrier.arrive.expect_tx: more arrivals than the barrier's count in one phase");
+  m.tx += bytes;
+  --m.pending;
+  ++block().progress;
+  complete_phase_if_done(m);
+}
+
+void mbarrier_wait(void* bar, uint32_t parity) {
+  Block& b = block();
+  const uint32_t offset = shared_address(bar);
+  thread().waiting_at = "mbarrier.try_wait.parity";
+  for (;;) {
+    MBarrier& m = mbarrier_at(bar, "mbarrier.try_wait.parity");
+    if (!m.copies.empty()) {  // the copies this barrier counts land now
+      std::vector<TmaCopy> copies = std::move(m.copies);
+      m.copies.clear();
+      for (const TmaCopy& copy : copies) {
+        land_tma(b, copy);
+        MBarrier& again = b.mbarriers.at(offset);
+        again.tx -= tma_box_bytes(copy.map);
+        ++b.progress;
+      }
+      MBarrier& landed = b.mbarriers.at(offset);
+      if (landed.tx < 0) fail("TMA copies landed more bytes than mbarrier.arrive.expect_tx announced");
+      complete_phase_if_done(landed);
+    }
+    if (b.mbarriers.at(offset).phase != (parity & 1u)) break;  // the phase of that parity has completed
+    yield();
+  }
+  thread().waiting_at = nullptr;
+}
+
+void tma_load(void* smem_dst, const TensorMap* map, const int32_t* coords, void* bar) {
+  Block& b = block();
+  if (map == nullptr || map->base == nullptr || map->rank < 1 || map->rank > 5) fail("cp.async.bulk.tensor: invalid tensor map");
+  const uint32_t offset = shared_address(smem_dst);
+  if (offset % (map->swizzle128 ? 1024u : 128u) != 0) {
+    fail("cp.async.bulk.tensor: shared destination " + std::to_string(offset) + " is not " +
+         (map->swizzle128 ? "1024" : "128") + "-byte aligned");
+  }
+  const uint32_t bytes = tma_box_bytes(*map);
+  if (size_t(offset) + bytes > b.smem.size()) fail("cp.async.bulk.tensor: the box does not fit in dynamic shared memory");
+  MBarrier& m = mbarrier_at(bar, "cp.async.bulk.tensor");
+  for (uint32_t c = 0; c < bytes; c += 16) {
+    const uint32_t physical = map->swizzle128 ? swizzle128(offset + c) : offset + c;
+    Chunk& chunk = b.chunks[physical / 16];
+    if (chunk.pending) fail("cp.async.bulk.tensor to shared bytes [" + std::to_string(physical) + ", +16) while a copy to them is in flight");
+    if (chunk.async_reads != 0) {
+      fail("cp.async.bulk.tensor overwrites shared bytes [" + std::to_string(physical) + ", +16) that a wgmma in flight reads");
+    }
+    chunk.pending = true;
+  }
+  TmaCopy copy;
+  copy.offset = offset;
+  copy.map = *map;
+  for (int i = 0; i < 5; ++i) copy.coords[i] = i < map->rank ? coords[i] : 0;
+  m.copies.push_back(copy);
+  ++b.counters.tma;
+}
+
+const char* encode_tensor_map(TensorMap* map, const void* base, int rank, const uint64_t* dims, const uint64_t* byte_strides,
+                              const uint32_t* box, bool swizzle128_mode) {
+  if (rank < 1 || rank > 5) return "rank outside 1..5";
+  if (reinterpret_cast<uintptr_t>(base) % 16 != 0) return "global address not 16-byte aligned";
+  TensorMap m;
+  m.base = base;
+  m.rank = rank;
+  m.elem_bytes = 2;
+  m.swizzle128 = swizzle128_mode;
+  for (int i = 0; i < rank; ++i) {
+    if (dims[i] == 0 || dims[i] > (uint64_t(1) << 32)) return "a dimension outside 1..2^32";
+    if (box[i] == 0 || box[i] > 256) return "a box dimension outside 1..256";
+    m.dims[i] = dims[i];
+    m.box[i] = box[i];
+    m.strides[i] = i == 0 ? 2 : byte_strides[i - 1];
+    if (i > 0 && (m.strides[i] % 16 != 0 || m.strides[i] >= (uint64_t(1) << 40))) return "a stride not a multiple of 16 below 2^40";
+  }
+  if (swizzle128_mode && box[0] * 2u > 128u) return "the inner box dimension exceeds the 128-byte swizzle span";
+  if ((box[0] * 2u) % 16 != 0) return "the inner box dimension is not a multiple of 16 bytes";
+  *map = m;
+  return nullptr;
+}
+
 // ---- host side --------------------------------------------------------------------------------
 
 cudaError_t launch_erased(const char* launcher, const void* entry, dim3 grid, dim3 block_dim, size_t dynamic_smem_bytes,
@@ -1202,13 +1399,14 @@ cudaError_t launch_erased(const char* launcher, const void* entry, dim3 grid, di
   if (std::getenv("SIMT_VERBOSE") != nullptr) {
     std::fprintf(stderr,
                  "simt: %s grid %u x %u x %u, %u threads, %zu B smem: %llu mma, %llu ldmatrix (%llu bank-conflict "
-                 "wavefronts), %llu cp.async, %llu barriers, %llu wgmma\n",
+                 "wavefronts), %llu cp.async, %llu barriers, %llu wgmma, %llu tma\n",
                  launcher, grid.x, grid.y, grid.z, block_dim.x, dynamic_smem_bytes,
                  static_cast<unsigned long long>(launch.counters.mma), static_cast<unsigned long long>(launch.counters.ldmatrix),
                  static_cast<unsigned long long>(launch.counters.ldmatrix_conflicts),
                  static_cast<unsigned long long>(launch.counters.cp_async),
                  static_cast<unsigned long long>(launch.counters.barriers),
-                 static_cast<unsigned long long>(launch.counters.wgmma));
+                 static_cast<unsigned long long>(launch.counters.wgmma),
+                 static_cast<unsigned long long>(launch.counters.tma));
   }
   launch.counters.launches = 1;
   launch.counters.min_block_threads = launch.counters.max_block_threads = block_dim.x;

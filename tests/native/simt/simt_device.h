@@ -35,6 +35,7 @@
 // Static __shared__ variables: one copy per OS thread, and a worker thread runs one block at a
 // time, so every fiber of a block sees the same copy.
 #define __shared__ static thread_local
+#define __grid_constant__
 
 struct uint3 {
   unsigned x, y, z;
@@ -75,6 +76,7 @@ void syncthreads(const char* site);
 struct LaunchStats {
   uint64_t mma = 0, ldmatrix = 0, ldmatrix_conflicts = 0, cp_async = 0, barriers = 0, blocks = 0;
   uint64_t wgmma = 0;  // warpgroup-level wgmma.mma_async instructions
+  uint64_t tma = 0;    // cp.async.bulk.tensor copies
   uint64_t launches = 0;
   uint32_t min_block_threads = 0, max_block_threads = 0;  // over the launches (0: none)
 };
@@ -123,6 +125,34 @@ void wgmma_wait(int pending_groups);  // wgmma.wait_group.sync.aligned N
 // fence.proxy.async.shared::cta: this thread's shared-memory writes so far become visible to the async
 // proxy (wgmma) once a barrier follows.
 void fence_proxy_async();
+
+// ---- sm_90 mbarriers and TMA (cp.async.bulk.tensor) ----
+// A tensor map as cuTensorMapEncodeTiled describes it (16-bit elements): dims[0] innermost (contiguous),
+// strides in bytes of dims 1..rank-1, a box of box[i] elements, the 128-byte swizzle or none; elements outside
+// the tensor read as zeros. Lives in kernel parameters (__grid_constant__), as the real one.
+struct alignas(64) TensorMap {
+  const void* base = nullptr;
+  int rank = 0;
+  int elem_bytes = 2;
+  bool swizzle128 = false;
+  uint64_t dims[5] = {};
+  uint64_t strides[5] = {};  // bytes; strides[0] = elem_bytes
+  uint32_t box[5] = {};
+};
+// Host side: fills `map` or returns a message naming what the hardware would refuse.
+const char* encode_tensor_map(TensorMap* map, const void* base, int rank, const uint64_t* dims, const uint64_t* byte_strides,
+                              const uint32_t* box, bool swizzle128);
+// mbarrier.init (count arrivals per phase), mbarrier.arrive, mbarrier.arrive.expect_tx (an arrival that also
+// expects `bytes` of TMA copies), and a blocking wait for the completion of the phase of parity `parity`
+// (mbarrier.try_wait.parity in a loop). The 8 bytes at `bar` in shared memory identify the barrier.
+void mbarrier_init(void* bar, uint32_t count);
+void mbarrier_arrive(void* bar);
+void mbarrier_arrive_expect_tx(void* bar, uint32_t bytes);
+void mbarrier_wait(void* bar, uint32_t parity);
+// cp.async.bulk.tensor.<rank>d.shared::cluster.global.tile.mbarrier::complete_tx::bytes: the box at `coords`
+// into shared memory at `smem_dst` (1024-byte aligned with the swizzle); completes (the bytes land and count
+// against the barrier's expected bytes) no earlier than when some thread waits on `bar`.
+void tma_load(void* smem_dst, const TensorMap* map, const int32_t* coords, void* bar);
 
 template <class T>
 uint32_t to_word(T value) {

@@ -510,6 +510,93 @@ TEST(Simt, WgmmaDescriptorsCrossingASwizzleRowAreRefused) {
   EXPECT_NE(run_wgmma<__half>(kWgSs, kWgBadStart).find("cross a 128-byte swizzle row"), std::string::npos);
 }
 
+// ---- mbarriers and TMA ------------------------------------------------------------------------------
+// A 3-d tensor (cols x rows x planes, 16-bit) whose rows are `pitch` elements apart; the box (64 x 16 x 1)
+// lands densely in box order, each 128-byte row's 16-byte chunk c at c ^ (row % 8) with the swizzle;
+// elements outside the tensor land as zeros.
+
+enum TmaFault { kTmaNone, kTmaNoWait, kTmaReadBeforeWait, kTmaNeverCompletes };
+
+__global__ void tma_kernel(const simt::TensorMap map, int c0, int c1, int c2, uint16_t* out, int fault) {
+  auto* smem = static_cast<unsigned char*>(simt::dynamic_shared_memory());
+  uint64_t* bar = reinterpret_cast<uint64_t*>(smem + 4096);
+  const int lane = static_cast<int>(threadIdx.x);
+  if (lane == 0) simt::mbarrier_init(bar, 1);
+  __syncthreads();
+  if (lane == 0) {
+    const int32_t coords[3] = {c0, c1, c2};
+    simt::mbarrier_arrive_expect_tx(bar, fault == kTmaNeverCompletes ? 4096u : 2048u);
+    simt::tma_load(smem, &map, coords, bar);
+  }
+  if (fault == kTmaNoWait) return;
+  if (fault == kTmaReadBeforeWait) __syncwarp();  // issued, not waited for
+  if (fault != kTmaReadBeforeWait) simt::mbarrier_wait(bar, 0);
+  for (int i = lane; i < 512; i += 32) {
+    const uint32_t word = simt::shared_load_u32(smem + 4 * i);
+    out[2 * i] = static_cast<uint16_t>(word);
+    out[2 * i + 1] = static_cast<uint16_t>(word >> 16);
+  }
+}
+
+std::string run_tma(int c0, int c1, TmaFault fault = kTmaNone) {
+  const int cols = 100, rows = 40, pitch = 104, planes = 2;  // row pitch 208 bytes: a multiple of 16
+  std::vector<uint16_t> host(size_t(pitch) * rows * planes);
+  for (size_t i = 0; i < host.size(); ++i) host[i] = static_cast<uint16_t>(i * 7 + 1);
+  uint16_t* tensor = upload(host);
+  uint16_t* out = device_alloc<uint16_t>(1024);
+  simt::TensorMap map;
+  const uint64_t dims[3] = {cols, rows, planes};
+  const uint64_t strides[2] = {pitch * 2, uint64_t(pitch) * rows * 2};
+  const uint32_t box[3] = {64, 16, 1};
+  const char* refused = simt::encode_tensor_map(&map, tensor, 3, dims, strides, box, true);
+  EXPECT_EQ(refused, nullptr);
+  const std::string message = run(&tma_kernel, 32, 4096 + 16, map, c0, c1, 1, out, static_cast<int>(fault));
+  if (message.empty()) {
+    const std::vector<uint16_t> got = download(out, 1024);
+    for (int r = 0; r < 16; ++r) {
+      for (int c = 0; c < 64; ++c) {
+        const int col = c0 + c, row = c1 + r;
+        const uint16_t want = col >= 0 && col < cols && row >= 0 && row < rows ? host[size_t(pitch) * rows + size_t(row) * pitch + col] : 0;
+        const size_t at = size_t(r * 128 + (((c / 8) ^ (r % 8)) * 16) + (c % 8) * 2) / 2;
+        EXPECT_EQ(got[at], want) << "box element (" << r << ", " << c << ")";
+      }
+    }
+  }
+  cudaFree(tensor);
+  cudaFree(out);
+  return message;
+}
+
+TEST(Simt, TmaBoxesLandSwizzledWithZerosOutsideTheTensor) {
+  EXPECT_EQ(run_tma(0, 0), "");
+  EXPECT_EQ(run_tma(64, 30), "");  // columns 100.. and rows 40.. outside
+  EXPECT_EQ(run_tma(-8, -3), "");
+}
+
+TEST(Simt, TmaCopiesNeverWaitedForAreReported) { EXPECT_NE(run_tma(0, 0, kTmaNoWait).find("never waited for"), std::string::npos); }
+
+TEST(Simt, ReadingATmaDestinationBeforeItsBarrierIsReported) {
+  EXPECT_NE(run_tma(0, 0, kTmaReadBeforeWait).find("in flight"), std::string::npos);
+}
+
+TEST(Simt, AnMbarrierPhaseThatNeverCompletesIsADeadlock) {
+  EXPECT_NE(run_tma(0, 0, kTmaNeverCompletes).find("deadlock"), std::string::npos);
+}
+
+TEST(Simt, TensorMapsTheHardwareWouldRefuseAreRefused) {
+  simt::TensorMap map;
+  uint16_t* tensor = device_alloc<uint16_t>(4096);
+  const uint64_t dims[2] = {64, 32};
+  const uint32_t box[2] = {64, 16};
+  const uint64_t odd_stride[1] = {130};
+  EXPECT_NE(simt::encode_tensor_map(&map, tensor, 2, dims, odd_stride, box, true), nullptr);
+  const uint64_t stride[1] = {128};
+  const uint32_t wide_box[2] = {128, 16};
+  EXPECT_NE(simt::encode_tensor_map(&map, tensor, 2, dims, stride, wide_box, true), nullptr);
+  EXPECT_EQ(simt::encode_tensor_map(&map, tensor, 2, dims, stride, box, true), nullptr);
+  cudaFree(tensor);
+}
+
 // ---- launch configuration -----------------------------------------------------------------------
 
 __global__ void empty_kernel(int) {}

@@ -109,9 +109,10 @@ def parse_args(argv=None):
     prefill.add_argument("--seqlens", nargs="+", type=int, default=[512, 1024, 2048, 4096, 8192, 16384])
     prefill.add_argument("--tokens", type=int, default=16384, help="tokens per batch (B = tokens / S)")
     prefill.add_argument("--naive-max-seq", type=int, default=16384, help="skip the naive baseline above this S")
-    prefill.add_argument("--hopper", choices=("off", "on", "both"), default="off",
-                         help="the sm_90a wgmma kernel (ORTFLASH_CUDA_HOPPER=1; builds with nvcc >= 12.3): off, on, "
-                              "or both (every row also times it, checked against SDPA, as a 'wgmma' suffix)")
+    prefill.add_argument("--hopper", choices=("off", "1", "2", "both"), default="off",
+                         help="the sm_90a wgmma kernels (ORTFLASH_CUDA_HOPPER; builds with nvcc >= 12.3): 1 with cp.async "
+                              "loads, 2 with TMA loads by a producer warp, or both: every row also times 1 and 2, each "
+                              "checked against SDPA, as 'wgmma' and 'tma' suffixes")
     encoder = parser.add_argument_group("encoder")
     encoder.add_argument("--encoder-dtypes", nargs="+", default=list(ENCODER_DTYPES), choices=list(ENCODER_DTYPES))
     encoder.add_argument("--encoder-heads", nargs="+", type=head_dims_arg, metavar="H:D", default=[(12, 64), (16, 128)])
@@ -203,9 +204,9 @@ def prefill_row(dtype_name, dim, heads, causal, seq, batch, t_ours, t_sdpa, naiv
             f"{t_ours:9.1f} {t_sdpa:10.1f} {naive_cell:>8} | {t_ours / t_sdpa:6.2f}  {ms_ours:8.3f}")
 
 
-def wgmma_suffix(t_wgmma, t_sdpa):
-    """The row's second ortflash timing with --hopper both: the wgmma kernel's TFLOP/s and its ratio to SDPA."""
-    return f"  wgmma {t_wgmma:7.1f} ({t_wgmma / t_sdpa:.2f})"
+def hopper_suffix(name, t_variant, t_sdpa):
+    """A further ortflash timing of the row with --hopper both: a Hopper kernel's TFLOP/s and its ratio to SDPA."""
+    return f"  {name} {t_variant:7.1f} ({t_variant / t_sdpa:.2f})"
 
 
 def encoder_header():
@@ -401,18 +402,18 @@ def run_prefill(args, lib):
                     line = prefill_row(dtype_name, dim, heads, causal, seq, batch, t_ours, t_sdpa, naive_cell, ms_ours)
                     if not agree:
                         line += f"  MISMATCH vs sdpa: max abs err {err:.2e} > {atol:.0e}"
-                    if args.hopper == "both":
-                        os.environ["ORTFLASH_CUDA_HOPPER"] = "1"
+                    for variant, name in (("1", "wgmma"), ("2", "tma")) if args.hopper == "both" else ():
+                        os.environ["ORTFLASH_CUDA_HOPPER"] = variant
                         out.zero_()
                         ours()
                         torch.cuda.synchronize()
-                        err_wgmma = max_abs_err(out, want)
-                        ms_wgmma = time_ms(ours, args.warmup, args.iters)
+                        err_variant = max_abs_err(out, want)
+                        ms_variant = time_ms(ours, args.warmup, args.iters)
                         os.environ["ORTFLASH_CUDA_HOPPER"] = "0"
-                        line += wgmma_suffix(tflops(batch, heads, seq, dim, causal, ms_wgmma), t_sdpa)
-                        if err_wgmma > atol:
+                        line += hopper_suffix(name, tflops(batch, heads, seq, dim, causal, ms_variant), t_sdpa)
+                        if err_variant > atol:
                             mismatches += 1
-                            line += f" MISMATCH vs sdpa: max abs err {err_wgmma:.2e} > {atol:.0e}"
+                            line += f" MISMATCH vs sdpa: max abs err {err_variant:.2e} > {atol:.0e}"
                     print(line, flush=True)
                     del q, k, v, out, want
                     torch.cuda.empty_cache()
@@ -639,7 +640,7 @@ def self_test():
           "dtype        D   H causal      S   B |  ortflash sdpa-flash    naive |  ratio        ms")
     check("prefill row", prefill_row("bfloat16", 128, 16, True, 2048, 8, 312.456, 298.1, f"{45.67:8.1f}", 1.23456) ==
           "bfloat16   128  16 True     2048   8 |     312.5      298.1     45.7 |   1.05     1.235")
-    check("wgmma suffix", wgmma_suffix(412.34, 380.0) == "  wgmma   412.3 (1.09)")
+    check("hopper suffix", hopper_suffix("tma", 412.34, 380.0) == "  tma   412.3 (1.09)")
     check("prefill row, naive skipped", prefill_row("float16", 64, 32, False, 16384, 1, 1, 2, "skipped", 3).endswith(
           "  skipped |   0.50     3.000"))
     row = decode_row("float16", 32, 8, 128, 1, 4096, nbytes, 0.01, 0.02, "flash/gqa", "  1.0")
@@ -710,7 +711,7 @@ def main():
     if not torch.cuda.is_available():
         sys.exit("no CUDA device visible to PyTorch")
     # Set before the first call; the library reads it on every call. "both" starts from the mma.sync kernel.
-    os.environ["ORTFLASH_CUDA_HOPPER"] = "1" if args.hopper == "on" else "0"
+    os.environ["ORTFLASH_CUDA_HOPPER"] = args.hopper if args.hopper in ("1", "2") else "0"
     lib = load_library(args.lib)
     torch.manual_seed(0)
     print(f"GPU: {torch.cuda.get_device_name()}  (torch {torch.__version__}, CUDA {torch.version.cuda})")

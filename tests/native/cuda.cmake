@@ -30,9 +30,12 @@ gtest_discover_tests(ortflash_cuda_tests TEST_PREFIX "ortflash_cuda_tests." DISC
 # With the Hopper (wgmma) kernel built (nvcc >= 12.3), the reference tests once more with it selected: on an
 # H100/H200 every plain-variant prefill call runs on it (elsewhere they run as above).
 if(ORTFLASH_CUDA_HOPPER)
-  add_test(NAME ortflash_cuda_tests.hopper
-           COMMAND ortflash_cuda_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*)
-  set_tests_properties(ortflash_cuda_tests.hopper PROPERTIES ENVIRONMENT "ORTFLASH_CUDA_HOPPER=1" TIMEOUT 600)
+  foreach(variant 1 2)  # 1: cp.async loads; 2: TMA loads by a producer warp
+    add_test(NAME ortflash_cuda_tests.hopper${variant}
+             COMMAND ortflash_cuda_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*)
+    set_tests_properties(ortflash_cuda_tests.hopper${variant} PROPERTIES ENVIRONMENT "ORTFLASH_CUDA_HOPPER=${variant}"
+                         TIMEOUT 600)
+  endforeach()
 endif()
 
 # compute-sanitizer (memcheck, racecheck) over a small subset; skipped at test time without a GPU.
@@ -42,13 +45,13 @@ if(ORTFLASH_COMPUTE_SANITIZER)
   add_executable(ortflash_cuda_device_probe ${CMAKE_CURRENT_LIST_DIR}/cuda_device_probe.cc)
   target_link_libraries(ortflash_cuda_device_probe PRIVATE CUDA::cudart_static)
   foreach(tool memcheck racecheck)
-    foreach(hopper 0 1)
+    foreach(hopper 0 1 2)
       set(name ortflash_cuda_tests.compute_sanitizer_${tool})
       if(hopper)
         if(NOT ORTFLASH_CUDA_HOPPER)
           continue()
         endif()
-        set(name ${name}_hopper)
+        set(name ${name}_hopper${hopper})
       endif()
       add_test(NAME ${name}
                COMMAND ${CMAKE_COMMAND} -E env ORTFLASH_CUDA_HOPPER=${hopper}

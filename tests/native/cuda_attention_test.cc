@@ -1017,11 +1017,14 @@ TEST(CudaAttentionWork, GroupedDecodingReadsEachKeyValueTileOncePerGroup) {
   EXPECT_LT(per_group * 3, per_query_head) << per_group << " vs " << per_query_head;
 }
 
-// The Hopper (wgmma) kernel runs the plain variant's prefill calls when ORTFLASH_CUDA_HOPPER=1 (its own CTest
-// entry); masks, softcap and decoding stay on the mma.sync kernels.
+// The Hopper (wgmma) kernels run the plain variant's prefill calls when ORTFLASH_CUDA_HOPPER asks for one (1:
+// cp.async loads, 2: TMA loads by a producer warp; their own CTest entries); masks, softcap and decoding stay on
+// the mma.sync kernels.
 TEST(CudaHopperWork, PlainPrefillRunsOnWgmmaWhenRequested) {
   const char* requested = std::getenv("ORTFLASH_CUDA_HOPPER");
-  if (requested == nullptr || std::string(requested) != "1") GTEST_SKIP() << "ORTFLASH_CUDA_HOPPER=1 selects the Hopper kernel";
+  const std::string variant = requested != nullptr ? requested : "";
+  if (variant != "1" && variant != "2") GTEST_SKIP() << "ORTFLASH_CUDA_HOPPER=1 or 2 selects a Hopper kernel";
+  const bool tma = variant == "2";
   const auto run = [](DType dtype, int64_t d, bool causal, Broadcast bias = Broadcast::kNone, int64_t q_len = 128,
                       int64_t kv_len = 256) {
     Case c;
@@ -1035,10 +1038,19 @@ TEST(CudaHopperWork, PlainPrefillRunsOnWgmmaWhenRequested) {
   for (DType t : {DType::kFloat16, DType::kBFloat16}) {
     for (int64_t d : {64, 128}) {
       // One block of two warpgroups over two 128-key tiles: per warpgroup and tile, d/16 wgmma for Q·Kᵀ and
-      // 8 for P·V.
+      // 8 for P·V. TMA: per 64 head-dim columns one box of Q and one of K and of V per tile; no cp.async, and
+      // no block-wide barrier in the key loop (one after the mbarrier setup).
       const simt::LaunchStats plain = run(t, d, false);
       EXPECT_EQ(plain.wgmma, 2u * 2u * uint64_t(d / 16 + 8)) << dtype_name(t) << " D=" << d;
       EXPECT_EQ(plain.mma, 0u);
+      if (tma) {
+        EXPECT_EQ(plain.tma, uint64_t(d / 64) * (1u + 2u * 2u)) << dtype_name(t) << " D=" << d;
+        EXPECT_EQ(plain.cp_async, 0u);
+        EXPECT_EQ(plain.barriers, 1u);
+      } else {
+        EXPECT_EQ(plain.tma, 0u);
+        EXPECT_EQ(plain.barriers, 2u);
+      }
       // Causal, 256 x 256: the first 128 rows see one key tile, the last 128 both.
       EXPECT_EQ(run(t, d, true, Broadcast::kNone, 256, 256).wgmma, 3u * 2u * uint64_t(d / 16 + 8)) << dtype_name(t);
       const simt::LaunchStats masked = run(t, d, false, Broadcast::kPerKey);
@@ -1046,7 +1058,7 @@ TEST(CudaHopperWork, PlainPrefillRunsOnWgmmaWhenRequested) {
       EXPECT_GT(masked.mma, 0u);
     }
   }
-  EXPECT_EQ(run(DType::kFloat16, 96, false).wgmma, 0u);      // head dim 96: the mma.sync kernel
+  EXPECT_EQ(run(DType::kFloat16, 96, false).wgmma, 0u);                             // head dim 96: the mma.sync kernel
   EXPECT_EQ(run(DType::kFloat16, 128, false, Broadcast::kNone, 1, 512).wgmma, 0u);  // decoding
 }
 #endif

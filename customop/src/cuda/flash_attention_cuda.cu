@@ -299,41 +299,51 @@ struct KernelChoice {
                     // where the head dim has no other)
   int accum_masks;  // tensor cores: the plain variant with these masks (cuda::kAccumBias | kAccumKeep) in its
                     // accumulators; 0: none
-  bool hopper;      // tensor cores, plain variant, prefill: the wgmma kernel (sm_90a)
+  int hopper;       // tensor cores, plain variant, prefill: a wgmma kernel (sm_90a): 1 cp.async, 2 TMA; 0 none
 };
 
-// The Hopper kernel is built only by nvcc >= 12.3 (ORTFLASH_HAVE_HOPPER) and, until it has been checked and
-// timed on an H100/H200, runs only where ORTFLASH_CUDA_HOPPER=1 asks for it. Read on every call (a getenv,
-// next to a launch of microseconds), so a benchmark can time both kernels in one process.
+// The Hopper kernels are built only by nvcc >= 12.3 (ORTFLASH_HAVE_HOPPER) and, until they have been checked
+// and timed on an H100/H200, run only where ORTFLASH_CUDA_HOPPER asks for one: 1 the cp.async kernel, 2 the TMA
+// (warp-specialised) one. Read on every call (a getenv, next to a launch of microseconds), so a benchmark can
+// time the kernels in one process.
 #if defined(ORTFLASH_HAVE_HOPPER)
-bool hopper_requested() {
+int hopper_requested() {
   const char* value = std::getenv("ORTFLASH_CUDA_HOPPER");
-  return value != nullptr && value[0] == '1' && value[1] == '\0';
+  if (value == nullptr || value[0] == '\0' || value[1] != '\0') return 0;
+  return value[0] == '1' ? 1 : value[0] == '2' ? 2 : 0;
 }
 #endif
 
-bool use_hopper(const KernelChoice& k, const DeviceInfo& device) {
+int use_hopper(const KernelChoice& k, const DeviceInfo& device) {
 #if defined(ORTFLASH_HAVE_HOPPER)
-  if (k.path != FwdPath::kTensorCoreSm80 || k.decode || k.mask_inputs || k.accum_masks != 0) return false;
-  if (device.major != 9 || !cuda::has_hopper_variant(k.capacity) || !hopper_requested()) return false;
+  if (k.path != FwdPath::kTensorCoreSm80 || k.decode || k.mask_inputs || k.accum_masks != 0) return 0;
+  if (device.major != 9 || !cuda::has_hopper_variant(k.capacity)) return 0;
+  const int requested = hopper_requested();
+  if (requested == 0) return 0;
   static const bool available = cuda::hopper_fwd_available();  // the device runs the sm_90a image
-  return available;
+  return available ? requested : 0;
 #else
   (void)k;
   (void)device;
-  return false;
+  return 0;
 #endif
 }
 
 template <class T>
-std::string launch_hopper(int capacity, const FwdParams& p, cudaStream_t stream) {
+std::string launch_hopper(int variant, int capacity, const FwdParams& p, cudaStream_t stream) {
 #if defined(ORTFLASH_HAVE_HOPPER)
+  const bool tma = variant == 2;
   switch (capacity) {
-    case 64: return cuda::launch_hopper_fwd<cuda::HopperTraitsFor<T, 64>>(p, stream);
-    case 128: return cuda::launch_hopper_fwd<cuda::HopperTraitsFor<T, 128>>(p, stream);
+    case 64:
+      return tma ? cuda::launch_hopper_tma_fwd<cuda::HopperTraitsFor<T, 64>>(p, stream)
+                 : cuda::launch_hopper_fwd<cuda::HopperTraitsFor<T, 64>>(p, stream);
+    case 128:
+      return tma ? cuda::launch_hopper_tma_fwd<cuda::HopperTraitsFor<T, 128>>(p, stream)
+                 : cuda::launch_hopper_fwd<cuda::HopperTraitsFor<T, 128>>(p, stream);
     default: break;
   }
 #else
+  (void)variant;
   (void)p;
   (void)stream;
 #endif
@@ -346,7 +356,7 @@ std::string launch_forward(const KernelChoice& k, const FwdParams& p, cudaStream
   switch (k.path) {
     case FwdPath::kTensorCoreSm80:
       if constexpr (sizeof(T) == 2) {
-        error = k.hopper        ? launch_hopper<T>(k.capacity, p, stream)
+        error = k.hopper        ? launch_hopper<T>(k.hopper, k.capacity, p, stream)
                 : k.accum_masks ? launch_tensor_core_accum<T>(k.accum_masks, k.capacity, k.decode, p, stream)
                 : k.mask_inputs ? launch_tensor_core<T, true>(k.capacity, k.decode, p, stream)
                                 : launch_tensor_core<T, false>(k.capacity, k.decode, p, stream);

@@ -1,10 +1,17 @@
-// The Hopper (wgmma) forward kernel's launches and instantiations (fp16, bf16 x head dims 64, 128). Built
-// only for sm_90a (nvcc >= 12.3; see cuda.cmake) and on the emulator.
+// The Hopper (wgmma) forward kernels' launches and instantiations (fp16, bf16 x head dims 64, 128; the
+// cp.async kernel and the TMA one with its tensor maps). Built only for sm_90a (nvcc >= 12.3; see cuda.cmake)
+// and on the emulator.
 #include <cuda_runtime_api.h>
 
 #include <climits>
 #include <cstdint>
 #include <string>
+#include <type_traits>
+
+#if !defined(ORTFLASH_SIMT)
+#include <cuda.h>
+#include <dlfcn.h>
+#endif
 
 #include "fwd_launch.cuh"
 #include "hopper_kernel.cuh"
@@ -25,7 +32,91 @@ std::string launch_hopper_fwd(const FwdParams& p, cudaStream_t stream) {
   return check_launch("hopper_fwd_kernel launch");
 }
 
+template <class Tr>
+inline DynamicSmemLimit hopper_tma_fwd_smem_limit;
+
+#if !defined(ORTFLASH_SIMT)
+// cuTensorMapEncodeTiled from the driver, looked up once (the CUDA runtime is linked statically and loads the
+// driver itself; the op library must still load where there is none).
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*,
+                                   const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                   CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+EncodeTiledFn encode_tiled() {
+  static const EncodeTiledFn fn = [] {
+    void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    return driver != nullptr ? reinterpret_cast<EncodeTiledFn>(dlsym(driver, "cuTensorMapEncodeTiled")) : nullptr;
+  }();
+  return fn;
+}
+#endif
+
+// The tensor map of one input as (column, row, head, batch), element strides {batch, head, row}: boxes of 64
+// columns x box_rows rows, 128-byte swizzle, zeros outside. Dimensions of size 1 get the packed stride (their
+// stride is never used, and TMA wants every stride a positive multiple of 16 bytes). "" or why not.
+template <class T>
+std::string encode_input_map(TmaDescriptor& map, const void* base, int cols, int rows, int heads, int batch,
+                             const int64_t (&stride)[3], int box_rows) {
+  const uint64_t dims[4] = {uint64_t(cols), uint64_t(rows), uint64_t(heads), uint64_t(batch)};
+  const int64_t given[3] = {stride[2], stride[1], stride[0]};  // row, head, batch (elements)
+  uint64_t strides[3];
+  uint64_t packed = uint64_t(cols) * sizeof(T);
+  for (int i = 0; i < 3; ++i) {
+    packed = (packed + 15) / 16 * 16;
+    if (dims[i + 1] == 1) {
+      strides[i] = packed;
+    } else if (given[i] <= 0) {
+      return "a non-positive stride";
+    } else {
+      strides[i] = uint64_t(given[i]) * sizeof(T);
+    }
+    if (strides[i] % 16 != 0 || strides[i] >= (uint64_t(1) << 40)) return "a stride TMA cannot take";
+    packed = strides[i] * dims[i + 1];
+  }
+  const uint32_t box[4] = {64, uint32_t(box_rows), 1, 1};
+#if defined(ORTFLASH_SIMT)
+  const char* refused = simt::encode_tensor_map(&map, base, 4, dims, strides, box, true);
+  return refused == nullptr ? std::string() : std::string(refused);
+#else
+  const EncodeTiledFn encode = encode_tiled();
+  if (encode == nullptr) return "no cuTensorMapEncodeTiled in the driver";
+  const cuuint32_t element_strides[4] = {1, 1, 1, 1};
+  const CUtensorMapDataType type =
+      std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const CUresult result = encode(&map, type, 4, const_cast<void*>(base), dims, strides, box, element_strides,
+                                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return result == CUDA_SUCCESS ? std::string() : "cuTensorMapEncodeTiled failed (" + std::to_string(int(result)) + ")";
+#endif
+}
+
+// The TMA kernel; where the inputs cannot be described by tensor maps (strides TMA refuses), the cp.async one.
+template <class Tr>
+std::string launch_hopper_tma_fwd(const FwdParams& p, cudaStream_t stream) {
+  using T = typename Tr::T;
+  HopperTmaMaps maps;
+  std::string refused = encode_input_map<T>(maps.q, p.q, p.head_dim, p.q_len, p.q_heads, p.batch, p.q_stride, Tr::kBlockM);
+  if (refused.empty() && p.kv_len > 0) {
+    refused = encode_input_map<T>(maps.k, p.k, p.head_dim, p.kv_len, p.kv_heads, p.batch, p.k_stride, Tr::kBlockN);
+  }
+  if (refused.empty() && p.kv_len > 0) {
+    refused = encode_input_map<T>(maps.v, p.v, p.v_head_dim, p.kv_len, p.kv_heads, p.batch, p.v_stride, Tr::kBlockN);
+  }
+  if (!refused.empty()) return launch_hopper_fwd<Tr>(p, stream);
+  const int64_t m_blocks = (p.q_len + Tr::kBlockM - 1) / Tr::kBlockM;
+  const int64_t blocks = m_blocks * p.num_splits * p.q_heads * p.batch;
+  if (blocks > INT_MAX) return "hopper_tma_fwd_kernel: " + std::to_string(blocks) + " thread blocks exceed the grid limit";
+  auto kernel = &hopper_tma_fwd_kernel<Tr>;
+  if (auto error = hopper_tma_fwd_smem_limit<Tr>.allow(kernel, Tr::kTmaSmemBytes, "hopper_tma_fwd_kernel"); !error.empty())
+    return error;
+  ORTFLASH_LAUNCH(kernel, static_cast<unsigned>(blocks), Tr::kTmaThreads, Tr::kTmaSmemBytes, stream, p, maps);
+  return check_launch("hopper_tma_fwd_kernel launch");
+}
+
 template std::string launch_hopper_fwd<HopperTraitsFor<__half, 64>>(const FwdParams&, cudaStream_t);
+template std::string launch_hopper_tma_fwd<HopperTraitsFor<__half, 64>>(const FwdParams&, cudaStream_t);
+template std::string launch_hopper_tma_fwd<HopperTraitsFor<__nv_bfloat16, 64>>(const FwdParams&, cudaStream_t);
+template std::string launch_hopper_tma_fwd<HopperTraitsFor<__half, 128>>(const FwdParams&, cudaStream_t);
+template std::string launch_hopper_tma_fwd<HopperTraitsFor<__nv_bfloat16, 128>>(const FwdParams&, cudaStream_t);
 template std::string launch_hopper_fwd<HopperTraitsFor<__nv_bfloat16, 64>>(const FwdParams&, cudaStream_t);
 template std::string launch_hopper_fwd<HopperTraitsFor<__half, 128>>(const FwdParams&, cudaStream_t);
 template std::string launch_hopper_fwd<HopperTraitsFor<__nv_bfloat16, 128>>(const FwdParams&, cudaStream_t);

@@ -168,15 +168,21 @@ std::string launch_generic_fwd(const FwdParams& p, cudaStream_t stream);
 #if !defined(ORTFLASH_HOPPER_WARPGROUPS)
 #define ORTFLASH_HOPPER_WARPGROUPS 2
 #endif
+#if !defined(ORTFLASH_HOPPER_STAGES)
+#define ORTFLASH_HOPPER_STAGES 2
+#endif
 constexpr bool has_hopper_variant(int head_dim_capacity) { return head_dim_capacity == 64 || head_dim_capacity == 128; }
 template <class T, int kHeadDim>
-using HopperTraitsFor = HopperTraits<T, kHeadDim, ORTFLASH_HOPPER_BLOCK_N, ORTFLASH_HOPPER_WARPGROUPS>;
+using HopperTraitsFor = HopperTraits<T, kHeadDim, ORTFLASH_HOPPER_BLOCK_N, ORTFLASH_HOPPER_WARPGROUPS, ORTFLASH_HOPPER_STAGES>;
 constexpr TileShape hopper_tile_shape() {
   return TileShape{64 * ORTFLASH_HOPPER_WARPGROUPS, ORTFLASH_HOPPER_BLOCK_N, 4 * ORTFLASH_HOPPER_WARPGROUPS};
 }
 
 template <class Tr>
 std::string launch_hopper_fwd(const FwdParams& p, cudaStream_t stream);
+// Warp-specialised with TMA loads (falls back to launch_hopper_fwd where tensor maps cannot describe the inputs).
+template <class Tr>
+std::string launch_hopper_tma_fwd(const FwdParams& p, cudaStream_t stream);
 // Whether this build has the Hopper kernels and the current device runs them (an sm_90a image exists for it).
 bool hopper_fwd_available();
 

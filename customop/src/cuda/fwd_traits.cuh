@@ -130,7 +130,7 @@ struct FwdTraits {
 
 // Shape of the Hopper (wgmma) forward kernel, hopper_kernel.cuh: kWarpGroups warpgroups of 64 query rows,
 // kBlockN keys per K/V tile.
-template <class T_, int kHeadDim_, int kBlockN_, int kWarpGroups_>
+template <class T_, int kHeadDim_, int kBlockN_, int kWarpGroups_, int kStages_ = 2>
 struct HopperTraits {
   using T = T_;
   static constexpr int kHeadDim = kHeadDim_;  // capacity: D and Dv up to this
@@ -142,17 +142,23 @@ struct HopperTraits {
   static constexpr int kDTiles = kHeadDim / 8;       // 8-column accumulator tiles of O
   static constexpr int kQTileBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKvTileBytes = kBlockN * kHeadDim * 2;
-  static constexpr int kStages = 2;  // K/V double buffer
+  static constexpr int kStages = kStages_;  // K/V buffers (cp.async kernel: 2)
   // The tiles need 1024-byte alignment (the swizzle pattern repeats every 8 rows of 128 bytes), which
-  // dynamic shared memory does not promise: 1 KiB of slack.
-  static constexpr size_t kSmemBytes = 1024 + size_t(kQTileBytes) + size_t(kStages) * 2 * kKvTileBytes;
+  // dynamic shared memory does not promise: 1 KiB of slack. The TMA kernel adds its mbarriers (Q, and per
+  // stage K full, V full, empty) and a producer warp.
+  static constexpr size_t kTileBytes = size_t(kQTileBytes) + size_t(kStages) * 2 * kKvTileBytes;
+  static constexpr size_t kSmemBytes = 1024 + size_t(kQTileBytes) + 2 * 2 * size_t(kKvTileBytes);  // cp.async: 2 stages
+  static constexpr int kBarriers = 1 + 3 * kStages;
+  static constexpr size_t kTmaSmemBytes = kSmemBytes + 8 * size_t(kBarriers);
+  static constexpr int kTmaThreads = kThreads + 32;
 
   static_assert(sizeof(T) == 2, "wgmma takes 16-bit elements here (fp16, bf16)");
   static_assert(kHeadDim == 64 || kHeadDim == 128, "Wgmma is instantiated for n = 64 and 128");
   static_assert(kBlockN == 64 || kBlockN == 128, "Wgmma is instantiated for n = 64 and 128");
   static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
                 "every thread issues the same number of cp.async per tile");
-  static_assert(kSmemBytes <= 227 * 1024, "tiles must fit the 227 KiB an sm_90 block may use");
+  static_assert(kTmaSmemBytes <= 227 * 1024, "tiles must fit the 227 KiB an sm_90 block may use");
+  static_assert(kStages >= 2, "the next K/V tile streams in while this one is used");
 };
 
 }  // namespace ortflash::cuda

@@ -1,20 +1,21 @@
-// OrtFlash CUDA — the forward kernel on Hopper's warpgroup MMA (wgmma, sm_90a), for the calls without
+// OrtFlash CUDA — the forward kernels on Hopper's warpgroup MMA (wgmma, sm_90a), for the calls without
 // bias, keep or softcap (the plain variant of fwd_kernel.cuh: causal or not, any lengths, GQA, strides,
 // split-KV) at head dims 64 and 128, fp16 and bf16.
 //
-// A thread block of kWarpGroups warpgroups (128 threads each) owns 64 query rows per warpgroup. Per key
-// tile (kBlockN keys), each warpgroup:
+// kWarpGroups warpgroups (128 threads each) own 64 query rows each. Per key tile (kBlockN keys), each:
 //   S = Q·Kᵀ       wgmma m64n<kBlockN>k16, Q and K from shared memory (both K-major), D/16 k-steps
 //   masks, online softmax on the S registers (rows g and g + 8 of each warp's 16, as in fwd_kernel.cuh)
 //   O += P·V       wgmma m64n<D>k16, P from registers (the S accumulators re-packed: they are exactly the
 //                  A fragments), V from shared memory (N-major), kBlockN/16 k-steps
-// K and V tiles are double-buffered: the next tile's K and V stream in by cp.async (into the 128-byte
-// swizzled layout the wgmma descriptors describe, see wgmma_primitives.cuh) during the whole of this
-// tile's work. Key tiles run from last to first, so the masked ones (ragged end, causal diagonal) come
-// first, and causally hidden tiles are never loaded.
-//
-// Not yet here (the next steps, which need a GPU to time): TMA loads, producer/consumer warp
-// specialisation, overlapping one tile's softmax with the next tile's Q·Kᵀ.
+// Key tiles run from last to first, so the masked ones (ragged end, causal diagonal) come first, and
+// causally hidden tiles are never loaded. Two ways to bring the tiles in (128-byte swizzled layout, see
+// wgmma_primitives.cuh):
+//   hopper_fwd_kernel      every thread copies by cp.async, K/V double-buffered, __syncthreads per tile;
+//   hopper_tma_fwd_kernel  warp specialisation: one producer warp streams Q, K and V by TMA into kStages
+//                          buffers, mbarriers hand them to the consumer warpgroups and back; no block-wide
+//                          barrier in the key loop, and the consumers' registers go to the math.
+// Not yet here (for a session that can time them): overlapping one tile's softmax with the next tile's
+// Q·Kᵀ within a warpgroup, and ordering the two warpgroups' softmax and GEMMs (FlashAttention-3's pingpong).
 #pragma once
 
 #include <cstdint>
@@ -51,103 +52,58 @@ __device__ __forceinline__ void load_swizzled_tile_async(unsigned char* tile, co
   }
 }
 
+// One consumer warpgroup's state and math for its 64 query rows: O accumulators (o[dt][e]: row row0 + 8·(e/2),
+// column 8·dt + quad_col + e%2), the running row max (raw dot-product units) and this lane's part of the row
+// sums, for the thread's two rows row0 and row0 + 8.
 template <class Tr>
-__global__ void __launch_bounds__(Tr::kThreads, 1) hopper_fwd_kernel(const FwdParams p) {
+struct HopperRows {
   using T = typename Tr::T;
-  constexpr int kDTiles = Tr::kDTiles;
-  constexpr int kSRegs = Tr::kBlockN / 2;  // S accumulators per thread
-  constexpr int kPSteps = Tr::kBlockN / 16;
-
-  ORTFLASH_DYNAMIC_SMEM(unsigned char, smem_raw);
-  const uint32_t raw_addr = smem_address(smem_raw);
-  unsigned char* const smem = smem_raw + ((1024u - (raw_addr & 1023u)) & 1023u);
-  unsigned char* const sQ = smem;
-  unsigned char* const sKV = sQ + Tr::kQTileBytes;  // stage s: K at sKV + 2s·kKvTileBytes, V after it
-  const auto sK = [&](int stage) { return sKV + 2 * stage * Tr::kKvTileBytes; };
-  const auto sV = [&](int stage) { return sKV + (2 * stage + 1) * Tr::kKvTileBytes; };
-
-  const BlockWork w = block_work<Tr>(p);
-  const int tid = static_cast<int>(threadIdx.x);
-  const int group = tid / 128;          // warpgroup: query rows 64·group .. +63 of the block
-  const int warp_in_group = (tid % 128) / 32;
-  const int lane = tid % 32;
-  const int quad_row = lane / 4;        // g
-  const int quad_col = 2 * (lane % 4);  // 2t
-  const int row0 = w.m0 + 64 * group + 16 * warp_in_group + quad_row;  // this thread's rows: row0, row0 + 8
-  const HeadInputs<T> in = head_inputs<T>(p, w);
-
-  // Descriptors: Q rows of this warpgroup, k-step ks (16 head-dim columns: 64-column block ks / 4,
-  // 32 bytes per step within it); K likewise over the tile's keys; V at key row 16·kk, 64-column blocks
-  // kBlockN·128 bytes apart.
-  const uint32_t q_base = smem_address(sQ) + uint32_t(64 * group * 128);
-  const auto q_desc = [&](int ks) {
-    return smem_descriptor(q_base + uint32_t((ks / 4) * Tr::kBlockM * 128 + (ks % 4) * 32), 16, 1024);
-  };
-  const auto k_desc = [&](int stage, int ks) {
-    return smem_descriptor(smem_address(sK(stage)) + uint32_t((ks / 4) * Tr::kBlockN * 128 + (ks % 4) * 32), 16, 1024);
-  };
-  const auto v_desc = [&](int stage, int kk) {
-    return smem_descriptor(smem_address(sV(stage)) + uint32_t(kk * 16 * 128), uint32_t(Tr::kBlockN * 128), 1024);
-  };
+  static constexpr int kDTiles = Tr::kDTiles;
+  static constexpr int kSRegs = Tr::kBlockN / 2;  // S accumulators per thread
+  static constexpr int kPSteps = Tr::kBlockN / 16;
 
   float o[kDTiles][4];
-  float row_max[2] = {-INFINITY, -INFINITY};
-  float row_sum[2] = {0.0f, 0.0f};
-#pragma unroll
-  for (int dt = 0; dt < kDTiles; ++dt) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) o[dt][e] = 0.0f;
-  }
-  // As in the plain variant of fwd_kernel.cuh: scores stay raw dot products through the row max, and each
-  // weight is one FFMA and one ex2, exp2(s·c − max·c) with c = scale·log2(e) > 0.
-  const float to_log2 = p.scale_log2;
+  float row_max[2];
+  float row_sum[2];
+  int row0;
+  int quad_col;
 
-  const auto load_kv = [&](int stage, int tile) {
-    load_swizzled_tile_async<Tr, Tr::kBlockN>(sK(stage), in.k, p.k_stride[2], tile * Tr::kBlockN, p.kv_len, p.head_dim);
-    load_swizzled_tile_async<Tr, Tr::kBlockN>(sV(stage), in.v, p.v_stride[2], tile * Tr::kBlockN, p.kv_len, p.v_head_dim);
-  };
-  if (w.tile_begin < w.tile_end) {
-    load_swizzled_tile_async<Tr, Tr::kBlockM>(sQ, in.q, p.q_stride[2], w.m0, p.q_len, p.head_dim);
-    load_kv(0, w.tile_end - 1);
-    cp_async_commit();
-  }
-
-  int stage = 0;
-  for (int tile = w.tile_end - 1; tile >= w.tile_begin; --tile) {
-    const int n0 = tile * Tr::kBlockN;
-    cp_async_wait<0>();
-    fence_proxy_async();  // this thread's copies, visible to wgmma after the barrier
-    __syncthreads();      // K, V (tile) visible; every warpgroup is done with the other stage
-    if (tile > w.tile_begin) {
-      load_kv(stage ^ 1, tile - 1);
-      cp_async_commit();
+  __device__ __forceinline__ HopperRows(int first_row, int lane) : row0(first_row + lane / 4), quad_col(2 * (lane % 4)) {
+#pragma unroll
+    for (int dt = 0; dt < kDTiles; ++dt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[dt][e] = 0.0f;
     }
+    row_max[0] = row_max[1] = -INFINITY;
+    row_sum[0] = row_sum[1] = 0.0f;
+  }
 
-    // ---- S = Q·Kᵀ ----
-    float s[kSRegs];
+  // S = Q·Kᵀ for the tile: `q_desc(ks)`, `k_desc(ks)` give the descriptors of k-step ks (16 head-dim columns).
+  template <class QDesc, class KDesc>
+  __device__ __forceinline__ void scores(float (&s)[kSRegs], QDesc q_desc, KDesc k_desc) {
 #if defined(ORTFLASH_SIMT)
     for (float& x : s) x = 0.0f;  // overwritten (scale-d = 0); defined values for the emulator's snapshot
 #endif
     wgmma_fence();
 #pragma unroll
-    for (int ks = 0; ks < Tr::kHeadDim / 16; ++ks) Wgmma<T, Tr::kBlockN>::ss(s, q_desc(ks), k_desc(stage, ks), ks > 0);
+    for (int ks = 0; ks < Tr::kHeadDim / 16; ++ks) Wgmma<T, Tr::kBlockN>::ss(s, q_desc(ks), k_desc(ks), ks > 0);
     wgmma_commit();
     wgmma_wait<0>();
     fence_registers(s);
+  }
 
-    // ---- masks: keys past the end, causally hidden keys ----
+  // Keys past the end and causally hidden keys of the tile at key n0 (block rows from m0) to -inf; then the
+  // online softmax: new row maxima, O and the sums rescaled, s = exp2(s·c − max·c) with c = scale·log2(e) > 0
+  // (the plain variant's raw-score softmax of fwd_kernel.cuh).
+  __device__ __forceinline__ void softmax(float (&s)[kSRegs], const FwdParams& p, int m0, int n0) {
+    const float to_log2 = p.scale_log2;
     // s[4j + 2h + b]: query row row0 + 8h, key n0 + 8j + quad_col + b.
-    const bool tile_needs_mask = n0 + Tr::kBlockN > p.kv_len || (p.causal && n0 + Tr::kBlockN - 1 > w.m0 + p.causal_offset);
-    if (tile_needs_mask) {
+    if (n0 + Tr::kBlockN > p.kv_len || (p.causal && n0 + Tr::kBlockN - 1 > m0 + p.causal_offset)) {
 #pragma unroll
       for (int e = 0; e < kSRegs; ++e) {
-        const int row = row0 + 8 * ((e >> 1) & 1);
-        const int col = n0 + 8 * (e >> 2) + quad_col + (e & 1);
-        if (!key_visible<false>(p, 0, row, col)) s[e] = -INFINITY;
+        if (!key_visible<false>(p, 0, row0 + 8 * ((e >> 1) & 1), n0 + 8 * (e >> 2) + quad_col + (e & 1))) s[e] = -INFINITY;
       }
     }
-
-    // ---- online softmax ----
     float scale[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -181,8 +137,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hopper_fwd_kernel(const FwdPa
         }
       }
     }
+  }
 
-    // ---- O += P·V: the S accumulators of keys 16kk..16kk+15 are the A fragment of step kk ----
+  // O += P·V: the S accumulators of keys 16kk..16kk+15 are the A fragment of step kk; `v_desc(kk)` the
+  // descriptor of V's key rows 16kk...
+  template <class VDesc>
+  __device__ __forceinline__ void accumulate(const float (&s)[kSRegs], VDesc v_desc) {
     uint32_t pa[kPSteps][4];
 #pragma unroll
     for (int kk = 0; kk < kPSteps; ++kk) {
@@ -194,18 +154,164 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hopper_fwd_kernel(const FwdPa
     float (&o_flat)[kDTiles * 4] = reinterpret_cast<float (&)[kDTiles * 4]>(o);
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kPSteps; ++kk) Wgmma<T, Tr::kHeadDim>::rs_n_major(o_flat, pa[kk], v_desc(stage, kk), true);
+    for (int kk = 0; kk < kPSteps; ++kk) Wgmma<T, Tr::kHeadDim>::rs_n_major(o_flat, pa[kk], v_desc(kk), true);
     wgmma_commit();
     wgmma_wait<0>();
     fence_registers(o_flat);
 #pragma unroll
     for (int kk = 0; kk < kPSteps; ++kk) fence_registers(pa[kk]);  // the A registers stay untouched until here
-    stage ^= 1;
   }
 
-  // ---- epilogue ----
+  __device__ __forceinline__ void store(const FwdParams& p, const BlockWork& w) const {
 #pragma unroll
-  for (int h = 0; h < 2; ++h) store_output_row<T>(p, w, row0 + 8 * h, quad_col, o, h, row_max[h], row_sum[h], to_log2);
+    for (int h = 0; h < 2; ++h) store_output_row<T>(p, w, row0 + 8 * h, quad_col, o, h, row_max[h], row_sum[h], p.scale_log2);
+  }
+};
+
+// Descriptors of the swizzled tiles (see wgmma_primitives.cuh): a K-major operand of `rows` rows at `base`,
+// k-step ks (16 columns: 64-column block ks / 4, 32 bytes per step within it); V (N-major) at key row 16·kk,
+// its 64-column blocks kBlockN·128 bytes apart.
+__device__ __forceinline__ uint64_t k_major_desc(uint32_t base, int rows, int ks) {
+  return smem_descriptor(base + uint32_t((ks / 4) * rows * 128 + (ks % 4) * 32), 16, 1024);
+}
+__device__ __forceinline__ uint64_t n_major_desc(uint32_t base, int rows, int kk) {
+  return smem_descriptor(base + uint32_t(kk * 16 * 128), uint32_t(rows * 128), 1024);
+}
+
+// The block's shared memory from its first 1024-byte boundary.
+__device__ __forceinline__ unsigned char* aligned_smem_1024(unsigned char* raw) {
+  return raw + ((1024u - (smem_address(raw) & 1023u)) & 1023u);
+}
+
+template <class Tr>
+__global__ void __launch_bounds__(Tr::kThreads, 1) hopper_fwd_kernel(const FwdParams p) {
+  using T = typename Tr::T;
+  ORTFLASH_DYNAMIC_SMEM(unsigned char, smem_raw);
+  unsigned char* const sQ = aligned_smem_1024(smem_raw);
+  unsigned char* const sKV = sQ + Tr::kQTileBytes;  // stage s: K at sKV + 2s·kKvTileBytes, V after it
+  const auto sK = [&](int stage) { return sKV + 2 * stage * Tr::kKvTileBytes; };
+  const auto sV = [&](int stage) { return sKV + (2 * stage + 1) * Tr::kKvTileBytes; };
+
+  const BlockWork w = block_work<Tr>(p);
+  const int tid = static_cast<int>(threadIdx.x);
+  const int group = tid / 128;  // warpgroup: query rows 64·group .. +63 of the block
+  HopperRows<Tr> rows(w.m0 + 64 * group + 16 * ((tid % 128) / 32), tid % 32);
+  const HeadInputs<T> in = head_inputs<T>(p, w);
+  const uint32_t q_base = smem_address(sQ) + uint32_t(64 * group * 128);
+
+  const auto load_kv = [&](int stage, int tile) {
+    load_swizzled_tile_async<Tr, Tr::kBlockN>(sK(stage), in.k, p.k_stride[2], tile * Tr::kBlockN, p.kv_len, p.head_dim);
+    load_swizzled_tile_async<Tr, Tr::kBlockN>(sV(stage), in.v, p.v_stride[2], tile * Tr::kBlockN, p.kv_len, p.v_head_dim);
+  };
+  if (w.tile_begin < w.tile_end) {
+    load_swizzled_tile_async<Tr, Tr::kBlockM>(sQ, in.q, p.q_stride[2], w.m0, p.q_len, p.head_dim);
+    load_kv(0, w.tile_end - 1);
+    cp_async_commit();
+  }
+
+  int stage = 0;
+  for (int tile = w.tile_end - 1; tile >= w.tile_begin; --tile) {
+    cp_async_wait<0>();
+    fence_proxy_async();  // this thread's copies, visible to wgmma after the barrier
+    __syncthreads();      // K, V (tile) visible; every warpgroup is done with the other stage
+    if (tile > w.tile_begin) {
+      load_kv(stage ^ 1, tile - 1);
+      cp_async_commit();
+    }
+    const uint32_t k_base = smem_address(sK(stage)), v_base = smem_address(sV(stage));
+    float s[HopperRows<Tr>::kSRegs];
+    rows.scores(s, [&](int ks) { return k_major_desc(q_base, Tr::kBlockM, ks); },
+                [&](int ks) { return k_major_desc(k_base, Tr::kBlockN, ks); });
+    rows.softmax(s, p, w.m0, tile * Tr::kBlockN);
+    rows.accumulate(s, [&](int kk) { return n_major_desc(v_base, Tr::kBlockN, kk); });
+    stage ^= 1;
+  }
+  rows.store(p, w);
+}
+
+// The TMA tensor maps of one call: q, k, v as 4-d tensors (head-dim column, row, head, batch), boxes of 64
+// columns (one 128-byte swizzle span) by kBlockM (q) or kBlockN (k, v) rows.
+struct HopperTmaMaps {
+  TmaDescriptor q;
+  TmaDescriptor k;
+  TmaDescriptor v;
+};
+
+// kWarpGroups consumer warpgroups (threads 0 .. kThreads-1) and one producer warp after them.
+template <class Tr>
+__global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(const FwdParams p,
+                                                                            const __grid_constant__ HopperTmaMaps maps) {
+  ORTFLASH_DYNAMIC_SMEM(unsigned char, smem_raw);
+  unsigned char* const sQ = aligned_smem_1024(smem_raw);
+  unsigned char* const sKV = sQ + Tr::kQTileBytes;
+  const auto sK = [&](int stage) { return sKV + 2 * stage * Tr::kKvTileBytes; };
+  const auto sV = [&](int stage) { return sKV + (2 * stage + 1) * Tr::kKvTileBytes; };
+  // mbarriers after the tiles: Q full; per stage K full, V full (one producer arrival plus the TMA bytes each)
+  // and empty (one arrival per consumer warpgroup once its wgmma reads of the stage are done).
+  uint64_t* const bars = reinterpret_cast<uint64_t*>(sQ + Tr::kTileBytes);
+  uint64_t* const q_full = bars;
+  const auto k_full = [&](int stage) { return bars + 1 + stage; };
+  const auto v_full = [&](int stage) { return bars + 1 + Tr::kStages + stage; };
+  const auto empty = [&](int stage) { return bars + 1 + 2 * Tr::kStages + stage; };
+
+  const BlockWork w = block_work<Tr>(p);
+  const int tid = static_cast<int>(threadIdx.x);
+  const int tiles = max(0, w.tile_end - w.tile_begin);
+  if (tid == 0) {
+    mbarrier_init(q_full, 1);
+    for (int stage = 0; stage < Tr::kStages; ++stage) {
+      mbarrier_init(k_full(stage), 1);
+      mbarrier_init(v_full(stage), 1);
+      mbarrier_init(empty(stage), Tr::kWarpGroups);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (tid >= Tr::kThreads) {  // ---- producer warp: one lane issues every copy ----
+    if (tid != Tr::kThreads || tiles == 0) return;
+    const int kv_head = w.head / p.group;
+    constexpr uint32_t kKvBytes = Tr::kKvTileBytes;
+    mbarrier_arrive_expect_tx(q_full, uint32_t(Tr::kQTileBytes));
+    for (int cb = 0; cb < Tr::kHeadDim / 64; ++cb) {
+      tma_load_4d(sQ + cb * Tr::kBlockM * 128, &maps.q, q_full, 64 * cb, w.m0, w.head, w.batch);
+    }
+    for (int i = 0; i < tiles; ++i) {
+      const int stage = i % Tr::kStages;
+      const int n0 = (w.tile_end - 1 - i) * Tr::kBlockN;
+      mbarrier_wait(empty(stage), ((i / Tr::kStages) & 1) ^ 1);  // the first round finds every stage free
+      mbarrier_arrive_expect_tx(k_full(stage), kKvBytes);
+      for (int cb = 0; cb < Tr::kHeadDim / 64; ++cb) {
+        tma_load_4d(sK(stage) + cb * Tr::kBlockN * 128, &maps.k, k_full(stage), 64 * cb, n0, kv_head, w.batch);
+      }
+      mbarrier_arrive_expect_tx(v_full(stage), kKvBytes);
+      for (int cb = 0; cb < Tr::kHeadDim / 64; ++cb) {
+        tma_load_4d(sV(stage) + cb * Tr::kBlockN * 128, &maps.v, v_full(stage), 64 * cb, n0, kv_head, w.batch);
+      }
+    }
+    return;
+  }
+
+  // ---- consumer warpgroups ----
+  const int group = tid / 128;
+  HopperRows<Tr> rows(w.m0 + 64 * group + 16 * ((tid % 128) / 32), tid % 32);
+  const uint32_t q_base = smem_address(sQ) + uint32_t(64 * group * 128);
+  if (tiles > 0) mbarrier_wait(q_full, 0);
+  for (int i = 0; i < tiles; ++i) {
+    const int stage = i % Tr::kStages;
+    const uint32_t parity = (i / Tr::kStages) & 1;
+    const int n0 = (w.tile_end - 1 - i) * Tr::kBlockN;
+    const uint32_t k_base = smem_address(sK(stage)), v_base = smem_address(sV(stage));
+    float s[HopperRows<Tr>::kSRegs];
+    mbarrier_wait(k_full(stage), parity);
+    rows.scores(s, [&](int ks) { return k_major_desc(q_base, Tr::kBlockM, ks); },
+                [&](int ks) { return k_major_desc(k_base, Tr::kBlockN, ks); });
+    rows.softmax(s, p, w.m0, n0);
+    mbarrier_wait(v_full(stage), parity);
+    rows.accumulate(s, [&](int kk) { return n_major_desc(v_base, Tr::kBlockN, kk); });
+    if (tid % 128 == 0) mbarrier_arrive(empty(stage));  // this warpgroup's wgmma reads of the stage are done
+  }
+  rows.store(p, w);
 }
 
 }  // namespace ortflash::cuda

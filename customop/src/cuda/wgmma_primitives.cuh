@@ -1,6 +1,6 @@
 // OrtFlash CUDA — the sm_90a (Hopper) instructions of the wgmma forward kernel, each behind a named
 // wrapper: warpgroup MMA (wgmma.mma_async m64nNk16, fp32 accumulators) with shared-memory operand
-// descriptors, its fence / commit / wait, and fence.proxy.async. Compiled for real only in the sm_90a
+// descriptors, its fence / commit / wait, fence.proxy.async, mbarriers and TMA tile loads. Compiled for real only in the sm_90a
 // translation unit (nvcc >= 12.3); on the emulator (ORTFLASH_SIMT) each is its emulated form.
 //
 // Shared-memory operands use the 128-byte swizzle (PTX ISA, "Shared Memory Matrix Layout"): a tile of
@@ -18,6 +18,10 @@
 
 #include <cstdint>
 #include <type_traits>
+
+#if !defined(ORTFLASH_SIMT)
+#include <cuda.h>  // CUtensorMap
+#endif
 
 #include "mma_primitives.cuh"
 
@@ -82,6 +86,76 @@ __device__ __forceinline__ void fence_proxy_async() {
   simt::fence_proxy_async();
 #else
   ORTFLASH_SM90A_ASM(asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"));
+#endif
+}
+
+// ---- mbarriers and TMA ----------------------------------------------------------------------------
+
+// A TMA tensor map (cuTensorMapEncodeTiled's CUtensorMap), passed to kernels as a __grid_constant__ parameter.
+#if defined(ORTFLASH_SIMT)
+using TmaDescriptor = simt::TensorMap;
+#else
+using TmaDescriptor = CUtensorMap;
+#endif
+
+__device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t count) {
+#if defined(ORTFLASH_SIMT)
+  simt::mbarrier_init(bar, count);
+#else
+  ORTFLASH_SM90A_ASM(asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_address(bar)), "r"(count) : "memory"));
+#endif
+}
+
+// Makes the mbarrier.init of this thread visible to the other threads (and the async proxy); a barrier follows.
+__device__ __forceinline__ void fence_barrier_init() {
+#if !defined(ORTFLASH_SIMT)
+  ORTFLASH_SM90A_ASM(asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"));
+#endif
+}
+
+__device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
+#if defined(ORTFLASH_SIMT)
+  simt::mbarrier_arrive(bar);
+#else
+  ORTFLASH_SM90A_ASM(asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_address(bar)) : "memory"));
+#endif
+}
+
+// An arrival that also announces `bytes` of TMA copies the phase waits for.
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+#if defined(ORTFLASH_SIMT)
+  simt::mbarrier_arrive_expect_tx(bar, bytes);
+#else
+  ORTFLASH_SM90A_ASM(asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_address(bar)),
+                                  "r"(bytes) : "memory"));
+#endif
+}
+
+// Blocks until the barrier's phase of parity `parity` has completed (a fresh barrier is in phase 0: waiting for
+// parity 1 returns at once).
+__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
+#if defined(ORTFLASH_SIMT)
+  simt::mbarrier_wait(bar, parity);
+#else
+  ORTFLASH_SM90A_ASM(asm volatile(
+      "{\n.reg .pred done;\nwait_again:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra wait_again;\n}\n" ::"r"(smem_address(bar)),
+      "r"(parity) : "memory"));
+#endif
+}
+
+// TMA: the box of `map` at element coordinates (c0 innermost .. c3) into shared memory at `dst` (1024-byte
+// aligned: the map's 128-byte swizzle), counted against `bar`'s expected bytes.
+__device__ __forceinline__ void tma_load_4d(void* dst, const TmaDescriptor* map, uint64_t* bar, int c0, int c1, int c2, int c3) {
+#if defined(ORTFLASH_SIMT)
+  const int32_t coords[4] = {c0, c1, c2, c3};
+  simt::tma_load(dst, map, coords, bar);
+#else
+  ORTFLASH_SM90A_ASM(asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6}], [%2];\n"
+      ::"r"(smem_address(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_address(bar)), "r"(c0), "r"(c1), "r"(c2),
+      "r"(c3) : "memory"));
 #endif
 }
 

@@ -67,12 +67,15 @@ if(ORTFLASH_SANITIZER_TESTS)
                        DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 1800)
 endif()
 
-# The suite with the Hopper (wgmma) kernel selected (ORTFLASH_CUDA_HOPPER=1) on the emulated H100: every
+# The suite with a Hopper (wgmma) kernel selected (ORTFLASH_CUDA_HOPPER=1 or 2) on the emulated H100: every
 # plain-variant prefill call of the reference tests runs on it. The work-count tests of the mma.sync
 # kernels are left out (they count that kernel's instructions).
-add_test(NAME ortflash_cuda_simt_tests.hopper
-         COMMAND ortflash_cuda_simt_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*:CudaHopperWork.*)
-set_tests_properties(ortflash_cuda_simt_tests.hopper PROPERTIES ENVIRONMENT "ORTFLASH_CUDA_HOPPER=1" TIMEOUT 1800)
+foreach(variant 1 2)  # 1: cp.async loads; 2: TMA loads by a producer warp, mbarriers
+  add_test(NAME ortflash_cuda_simt_tests.hopper${variant}
+           COMMAND ortflash_cuda_simt_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*:CudaHopperWork.*)
+  set_tests_properties(ortflash_cuda_simt_tests.hopper${variant} PROPERTIES ENVIRONMENT "ORTFLASH_CUDA_HOPPER=${variant}"
+                       TIMEOUT 1800)
+endforeach()
 
 # The same suite on an emulated Turing GPU (compute capability 7.5, as a T4): no tensor-core kernel,
 # so 16-bit calls run on the tiled SIMT kernel (head dims up to 128) or the generic one, and blocks may

@@ -23,13 +23,8 @@ inline DynamicSmemLimit hopper_fwd_smem_limit;
 
 template <class Tr>
 std::string launch_hopper_fwd(const FwdParams& p, cudaStream_t stream) {
-  const int64_t m_blocks = (p.q_len + Tr::kBlockM - 1) / Tr::kBlockM;
-  const int64_t blocks = m_blocks * p.num_splits * p.q_heads * p.batch;
-  if (blocks > INT_MAX) return "hopper_fwd_kernel: " + std::to_string(blocks) + " thread blocks exceed the grid limit";
-  auto kernel = &hopper_fwd_kernel<Tr>;
-  if (auto error = hopper_fwd_smem_limit<Tr>.allow(kernel, Tr::kSmemBytes, "hopper_fwd_kernel"); !error.empty()) return error;
-  ORTFLASH_LAUNCH(kernel, static_cast<unsigned>(blocks), Tr::kThreads, Tr::kSmemBytes, stream, p);
-  return check_launch("hopper_fwd_kernel launch");
+  return launch_row_blocks<Tr>(&hopper_fwd_kernel<Tr>, hopper_fwd_smem_limit<Tr>, "hopper_fwd_kernel", Tr::kThreads,
+                               Tr::kSmemBytes, p, stream);
 }
 
 template <class Tr>
@@ -102,14 +97,8 @@ std::string launch_hopper_tma_fwd(const FwdParams& p, cudaStream_t stream) {
     refused = encode_input_map<T>(maps.v, p.v, p.v_head_dim, p.kv_len, p.kv_heads, p.batch, p.v_stride, Tr::kBlockN);
   }
   if (!refused.empty()) return launch_hopper_fwd<Tr>(p, stream);
-  const int64_t m_blocks = (p.q_len + Tr::kBlockM - 1) / Tr::kBlockM;
-  const int64_t blocks = m_blocks * p.num_splits * p.q_heads * p.batch;
-  if (blocks > INT_MAX) return "hopper_tma_fwd_kernel: " + std::to_string(blocks) + " thread blocks exceed the grid limit";
-  auto kernel = &hopper_tma_fwd_kernel<Tr>;
-  if (auto error = hopper_tma_fwd_smem_limit<Tr>.allow(kernel, Tr::kTmaSmemBytes, "hopper_tma_fwd_kernel"); !error.empty())
-    return error;
-  ORTFLASH_LAUNCH(kernel, static_cast<unsigned>(blocks), Tr::kTmaThreads, Tr::kTmaSmemBytes, stream, p, maps);
-  return check_launch("hopper_tma_fwd_kernel launch");
+  return launch_row_blocks<Tr>(&hopper_tma_fwd_kernel<Tr>, hopper_tma_fwd_smem_limit<Tr>, "hopper_tma_fwd_kernel",
+                               Tr::kTmaThreads, Tr::kTmaSmemBytes, p, stream, maps);
 }
 
 template std::string launch_hopper_fwd<HopperTraitsFor<__half, 64>>(const FwdParams&, cudaStream_t);

@@ -84,28 +84,29 @@ inline DynamicSmemLimit generic_fwd_smem_limit;
 template <class Tr>
 inline DynamicSmemLimit tiled_fwd_smem_limit;
 
-template <class Tr>
-std::string launch_flash_fwd(const FwdParams& p, cudaStream_t stream) {
+// Launches a tiled forward kernel over its blocks: one per Tr::kBlockM query rows of every (split, head,
+// batch), `threads` threads and `smem` bytes of dynamic shared memory each; `args` follow the params.
+template <class Tr, class Kernel, class... Args>
+std::string launch_row_blocks(Kernel kernel, DynamicSmemLimit& limit, const char* name, int threads, size_t smem,
+                              const FwdParams& p, cudaStream_t stream, const Args&... args) {
   const int64_t m_blocks = (p.q_len + Tr::kBlockM - 1) / Tr::kBlockM;
   const int64_t blocks = m_blocks * p.num_splits * p.q_heads * p.batch;
-  if (blocks > INT_MAX) return "flash_fwd_kernel: " + std::to_string(blocks) + " thread blocks exceed the grid limit";
-  auto kernel = &flash_fwd_kernel<Tr>;
-  if (auto error = flash_fwd_smem_limit<Tr>.allow(kernel, Tr::kSmemBytes, "flash_fwd_kernel"); !error.empty())
-    return error;
-  ORTFLASH_LAUNCH(kernel, static_cast<unsigned>(blocks), Tr::kThreads, Tr::kSmemBytes, stream, p);
-  return check_launch("flash_fwd_kernel launch");
+  if (blocks > INT_MAX) return std::string(name) + ": " + std::to_string(blocks) + " thread blocks exceed the grid limit";
+  if (auto error = limit.allow(kernel, smem, name); !error.empty()) return error;
+  ORTFLASH_LAUNCH(kernel, static_cast<unsigned>(blocks), threads, smem, stream, p, args...);
+  return check_launch((std::string(name) + " launch").c_str());
+}
+
+template <class Tr>
+std::string launch_flash_fwd(const FwdParams& p, cudaStream_t stream) {
+  return launch_row_blocks<Tr>(&flash_fwd_kernel<Tr>, flash_fwd_smem_limit<Tr>, "flash_fwd_kernel", Tr::kThreads,
+                               Tr::kSmemBytes, p, stream);
 }
 
 template <class Tr>
 std::string launch_tiled_fwd(const FwdParams& p, cudaStream_t stream) {
-  const int64_t m_blocks = (p.q_len + Tr::kBlockM - 1) / Tr::kBlockM;
-  const int64_t blocks = m_blocks * p.num_splits * p.q_heads * p.batch;
-  if (blocks > INT_MAX) return "tiled_fwd_kernel: " + std::to_string(blocks) + " thread blocks exceed the grid limit";
-  auto kernel = &tiled_fwd_kernel<Tr>;
-  if (auto error = tiled_fwd_smem_limit<Tr>.allow(kernel, Tr::kSmemBytes, "tiled_fwd_kernel"); !error.empty())
-    return error;
-  ORTFLASH_LAUNCH(kernel, static_cast<unsigned>(blocks), Tr::kThreads, Tr::kSmemBytes, stream, p);
-  return check_launch("tiled_fwd_kernel launch");
+  return launch_row_blocks<Tr>(&tiled_fwd_kernel<Tr>, tiled_fwd_smem_limit<Tr>, "tiled_fwd_kernel", Tr::kThreads,
+                               Tr::kSmemBytes, p, stream);
 }
 
 template <class T>

@@ -149,7 +149,7 @@ struct HopperTraits {
   static constexpr size_t kTileBytes = size_t(kQTileBytes) + size_t(kStages) * 2 * kKvTileBytes;
   static constexpr size_t kSmemBytes = 1024 + size_t(kQTileBytes) + 2 * 2 * size_t(kKvTileBytes);  // cp.async: 2 stages
   static constexpr int kBarriers = 1 + 3 * kStages;
-  static constexpr size_t kTmaSmemBytes = kSmemBytes + 8 * size_t(kBarriers);
+  static constexpr size_t kTmaSmemBytes = 1024 + kTileBytes + 8 * size_t(kBarriers);
   static constexpr int kTmaThreads = kThreads + 32;
 
   static_assert(sizeof(T) == 2, "wgmma takes 16-bit elements here (fp16, bf16)");

@@ -196,82 +196,48 @@ struct Wgmma {
 };
 
 #if !defined(ORTFLASH_SIMT) && (!defined(__CUDA_ARCH__) || defined(__CUDA_ARCH_FEAT_SM90_ALL))
-// Wgmma<T, 64> for element type T, whose PTX type name is TYPE ("f16" or "bf16").
-#define ORTFLASH_WGMMA_N64(T, TYPE)                                                                          \
-  template <>                                                                                           \
-  struct Wgmma<T, 64> {                                                                                 \
-    __device__ __forceinline__ static void ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b, bool accumulate) { \
-      asm volatile(                                                                                     \
-          "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                   \
-          "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " "                                  \
-          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "                                                                              \
-          "%32, %33, p, 1, 1, 0, 0;\n}\n"                                                                \
-          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]) \
-          : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)));                                            \
-    }                                                                                                   \
-    __device__ __forceinline__ static void rs_n_major(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b, \
-                                                      bool accumulate) {                                \
-      asm volatile(                                                                                     \
-          "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                   \
-          "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " "                                  \
-          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "                                                                              \
-          "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"                                              \
-          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]) \
-          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)));            \
-    }                                                                                                   \
+// The accumulator register lists of m64n64 (32 per thread) and m64n128 (64): asm templates and operands.
+#define ORTFLASH_WGMMA_REGS_32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define ORTFLASH_WGMMA_REGS_64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define ORTFLASH_WGMMA_OPERANDS_32 \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define ORTFLASH_WGMMA_OPERANDS_64 \
+  ORTFLASH_WGMMA_OPERANDS_32, \
+  "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+  "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+
+// Wgmma<T, N> for element type T, whose PTX type name is TYPE ("f16" or "bf16"), with R = N / 2 accumulators;
+// A0..A5: the asm operand numbers after the accumulators ("%32".. for R = 32).
+#define ORTFLASH_WGMMA(T, TYPE, N, R, A0, A1, A2, A3, A4, A5)                                                       \
+  template <>                                                                                                   \
+  struct Wgmma<T, N> {                                                                                          \
+    __device__ __forceinline__ static void ss(float (&d)[R], uint64_t desc_a, uint64_t desc_b, bool accumulate) {  \
+      asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " A2 ", 0;\n"                                              \
+                   "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TYPE "." TYPE " " ORTFLASH_WGMMA_REGS_##R ", " \
+                   A0 ", " A1 ", p, 1, 1, 0, 0;\n}\n"                                                           \
+                   : ORTFLASH_WGMMA_OPERANDS_##R                                                                \
+                   : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)));                                          \
+    }                                                                                                           \
+    __device__ __forceinline__ static void rs_n_major(float (&d)[R], const uint32_t (&a)[4], uint64_t desc_b,    \
+                                                      bool accumulate) {                                        \
+      asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " A5 ", 0;\n"                                              \
+                   "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TYPE "." TYPE " " ORTFLASH_WGMMA_REGS_##R ", " \
+                   "{" A0 ", " A1 ", " A2 ", " A3 "}, " A4 ", p, 1, 1, 1;\n}\n"                                   \
+                   : ORTFLASH_WGMMA_OPERANDS_##R                                                                \
+                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)));            \
+    }                                                                                                           \
   };
 
-// Wgmma<T, 128> for element type T, whose PTX type name is TYPE ("f16" or "bf16").
-#define ORTFLASH_WGMMA_N128(T, TYPE)                                                                          \
-  template <>                                                                                           \
-  struct Wgmma<T, 128> {                                                                                 \
-    __device__ __forceinline__ static void ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b, bool accumulate) { \
-      asm volatile(                                                                                     \
-          "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                                   \
-          "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                                  \
-          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "                                                                              \
-          "%64, %65, p, 1, 1, 0, 0;\n}\n"                                                                \
-          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
-          : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)));                                            \
-    }                                                                                                   \
-    __device__ __forceinline__ static void rs_n_major(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b, \
-                                                      bool accumulate) {                                \
-      asm volatile(                                                                                     \
-          "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                                   \
-          "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                                  \
-          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "                                                                              \
-          "{%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"                                              \
-          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
-          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)));            \
-    }                                                                                                   \
-  };
-
-ORTFLASH_WGMMA_N64(__half, "f16")
-ORTFLASH_WGMMA_N64(__nv_bfloat16, "bf16")
-ORTFLASH_WGMMA_N128(__half, "f16")
-ORTFLASH_WGMMA_N128(__nv_bfloat16, "bf16")
-#undef ORTFLASH_WGMMA_N64
-#undef ORTFLASH_WGMMA_N128
+ORTFLASH_WGMMA(__half, "f16", 64, 32, "%32", "%33", "%34", "%35", "%36", "%37")
+ORTFLASH_WGMMA(__nv_bfloat16, "bf16", 64, 32, "%32", "%33", "%34", "%35", "%36", "%37")
+ORTFLASH_WGMMA(__half, "f16", 128, 64, "%64", "%65", "%66", "%67", "%68", "%69")
+ORTFLASH_WGMMA(__nv_bfloat16, "bf16", 128, 64, "%64", "%65", "%66", "%67", "%68", "%69")
+#undef ORTFLASH_WGMMA
 #elif !defined(ORTFLASH_SIMT)
 // Other device targets: the kernel body is never run there (see ORTFLASH_SM90A_ASM).
 template <class T>

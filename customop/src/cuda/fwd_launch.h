@@ -171,9 +171,15 @@ std::string launch_generic_fwd(const FwdParams& p, cudaStream_t stream);
 #if !defined(ORTFLASH_HOPPER_STAGES)
 #define ORTFLASH_HOPPER_STAGES 2
 #endif
+// The TMA kernel's overlap of one tile's Q·Kᵀ with the previous tile's P·V (FlashAttention-3, more live
+// registers): 0 or 1, to be timed.
+#if !defined(ORTFLASH_HOPPER_OVERLAP)
+#define ORTFLASH_HOPPER_OVERLAP 0
+#endif
 constexpr bool has_hopper_variant(int head_dim_capacity) { return head_dim_capacity == 64 || head_dim_capacity == 128; }
 template <class T, int kHeadDim>
-using HopperTraitsFor = HopperTraits<T, kHeadDim, ORTFLASH_HOPPER_BLOCK_N, ORTFLASH_HOPPER_WARPGROUPS, ORTFLASH_HOPPER_STAGES>;
+using HopperTraitsFor = HopperTraits<T, kHeadDim, ORTFLASH_HOPPER_BLOCK_N, ORTFLASH_HOPPER_WARPGROUPS, ORTFLASH_HOPPER_STAGES,
+                                     ORTFLASH_HOPPER_OVERLAP != 0>;
 constexpr TileShape hopper_tile_shape() {
   return TileShape{64 * ORTFLASH_HOPPER_WARPGROUPS, ORTFLASH_HOPPER_BLOCK_N, 4 * ORTFLASH_HOPPER_WARPGROUPS};
 }

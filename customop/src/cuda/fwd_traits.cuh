@@ -130,7 +130,7 @@ struct FwdTraits {
 
 // Shape of the Hopper (wgmma) forward kernel, hopper_kernel.cuh: kWarpGroups warpgroups of 64 query rows,
 // kBlockN keys per K/V tile.
-template <class T_, int kHeadDim_, int kBlockN_, int kWarpGroups_, int kStages_ = 2>
+template <class T_, int kHeadDim_, int kBlockN_, int kWarpGroups_, int kStages_ = 2, bool kOverlap_ = false>
 struct HopperTraits {
   using T = T_;
   static constexpr int kHeadDim = kHeadDim_;  // capacity: D and Dv up to this
@@ -143,6 +143,7 @@ struct HopperTraits {
   static constexpr int kQTileBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKvTileBytes = kBlockN * kHeadDim * 2;
   static constexpr int kStages = kStages_;  // K/V buffers (cp.async kernel: 2)
+  static constexpr bool kOverlap = kOverlap_;  // TMA kernel: Q·Kᵀ of tile i in flight with P·V of tile i-1
   // The tiles need 1024-byte alignment (the swizzle pattern repeats every 8 rows of 128 bytes), which
   // dynamic shared memory does not promise: 1 KiB of slack. The TMA kernel adds its mbarriers (Q, and per
   // stage K full, V full, empty) and a producer warp.

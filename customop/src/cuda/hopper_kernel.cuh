@@ -78,24 +78,32 @@ struct HopperRows {
     row_sum[0] = row_sum[1] = 0.0f;
   }
 
-  // S = Q·Kᵀ for the tile: `q_desc(ks)`, `k_desc(ks)` give the descriptors of k-step ks (16 head-dim columns).
+  // Issues S = Q·Kᵀ for the tile as one wgmma group (not waited for): `q_desc(ks)`, `k_desc(ks)` give the
+  // descriptors of k-step ks (16 head-dim columns). With `fence`, first the wgmma.fence that must separate
+  // register accesses from the next wgmma.
   template <class QDesc, class KDesc>
-  __device__ __forceinline__ void scores(float (&s)[kSRegs], QDesc q_desc, KDesc k_desc) {
+  __device__ __forceinline__ void issue_scores(float (&s)[kSRegs], QDesc q_desc, KDesc k_desc, bool fence = true) {
 #if defined(ORTFLASH_SIMT)
     for (float& x : s) x = 0.0f;  // overwritten (scale-d = 0); defined values for the emulator's snapshot
 #endif
-    wgmma_fence();
+    if (fence) wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < Tr::kHeadDim / 16; ++ks) Wgmma<T, Tr::kBlockN>::ss(s, q_desc(ks), k_desc(ks), ks > 0);
     wgmma_commit();
+  }
+
+  template <class QDesc, class KDesc>
+  __device__ __forceinline__ void scores(float (&s)[kSRegs], QDesc q_desc, KDesc k_desc) {
+    issue_scores(s, q_desc, k_desc);
     wgmma_wait<0>();
     fence_registers(s);
   }
 
   // Keys past the end and causally hidden keys of the tile at key n0 (block rows from m0) to -inf; then the
-  // online softmax: new row maxima, O and the sums rescaled, s = exp2(s·c − max·c) with c = scale·log2(e) > 0
-  // (the plain variant's raw-score softmax of fwd_kernel.cuh).
-  __device__ __forceinline__ void softmax(float (&s)[kSRegs], const FwdParams& p, int m0, int n0) {
+  // online softmax: new row maxima, the sums rescaled, s = exp2(s·c − max·c) with c = scale·log2(e) > 0 (the
+  // plain variant's raw-score softmax of fwd_kernel.cuh). O's factors go to `scale` (see rescale): O may
+  // still be in flight.
+  __device__ __forceinline__ void softmax_scores(float (&s)[kSRegs], float (&scale)[2], const FwdParams& p, int m0, int n0) {
     const float to_log2 = p.scale_log2;
     // s[4j + 2h + b]: query row row0 + 8h, key n0 + 8j + quad_col + b.
     if (n0 + Tr::kBlockN > p.kv_len || (p.causal && n0 + Tr::kBlockN - 1 > m0 + p.causal_offset)) {
@@ -104,7 +112,6 @@ struct HopperRows {
         if (!key_visible<false>(p, 0, row0 + 8 * ((e >> 1) & 1), n0 + 8 * (e >> 2) + quad_col + (e & 1))) s[e] = -INFINITY;
       }
     }
-    float scale[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float tile_max = row_max[h];
@@ -114,15 +121,6 @@ struct HopperRows {
       scale[h] = rescale_factor(row_max[h], tile_max, to_log2);
       row_max[h] = tile_max;
       row_sum[h] *= scale[h];
-    }
-    if (__any_sync(0xffffffffu, scale[0] != 1.0f || scale[1] != 1.0f)) {
-#pragma unroll
-      for (int dt = 0; dt < kDTiles; ++dt) {
-        o[dt][0] *= scale[0];
-        o[dt][1] *= scale[0];
-        o[dt][2] *= scale[1];
-        o[dt][3] *= scale[1];
-      }
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -139,11 +137,29 @@ struct HopperRows {
     }
   }
 
+  // O's rescale for a new row max. Most tiles, once the maxima settle, leave every row of the warp unchanged
+  // (factor exactly 1): then the multiplies are skipped.
+  __device__ __forceinline__ void rescale(const float (&scale)[2]) {
+    if (__any_sync(0xffffffffu, scale[0] != 1.0f || scale[1] != 1.0f)) {
+#pragma unroll
+      for (int dt = 0; dt < kDTiles; ++dt) {
+        o[dt][0] *= scale[0];
+        o[dt][1] *= scale[0];
+        o[dt][2] *= scale[1];
+        o[dt][3] *= scale[1];
+      }
+    }
+  }
+
+  __device__ __forceinline__ void softmax(float (&s)[kSRegs], const FwdParams& p, int m0, int n0) {
+    float scale[2];
+    softmax_scores(s, scale, p, m0, n0);
+    rescale(scale);
+  }
+
   // O += P·V: the S accumulators of keys 16kk..16kk+15 are the A fragment of step kk; `v_desc(kk)` the
   // descriptor of V's key rows 16kk...
-  template <class VDesc>
-  __device__ __forceinline__ void accumulate(const float (&s)[kSRegs], VDesc v_desc) {
-    uint32_t pa[kPSteps][4];
+  __device__ __forceinline__ static void pack_p(const float (&s)[kSRegs], uint32_t (&pa)[kPSteps][4]) {
 #pragma unroll
     for (int kk = 0; kk < kPSteps; ++kk) {
       pa[kk][0] = pack2<T>(s[8 * kk + 0], s[8 * kk + 1]);
@@ -151,15 +167,32 @@ struct HopperRows {
       pa[kk][2] = pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
       pa[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
     }
+  }
+
+  // Issues O += P·V as one wgmma group (not waited for); pa must stay untouched until finish_accumulate.
+  template <class VDesc>
+  __device__ __forceinline__ void issue_accumulate(const uint32_t (&pa)[kPSteps][4], VDesc v_desc, bool fence = true) {
     float (&o_flat)[kDTiles * 4] = reinterpret_cast<float (&)[kDTiles * 4]>(o);
-    wgmma_fence();
+    if (fence) wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kPSteps; ++kk) Wgmma<T, Tr::kHeadDim>::rs_n_major(o_flat, pa[kk], v_desc(kk), true);
     wgmma_commit();
-    wgmma_wait<0>();
-    fence_registers(o_flat);
+  }
+
+  // After the wait for the P·V group: O and P's registers are the program's again.
+  __device__ __forceinline__ void fence_accumulate(uint32_t (&pa)[kPSteps][4]) {
+    fence_registers(reinterpret_cast<float (&)[kDTiles * 4]>(o));
 #pragma unroll
-    for (int kk = 0; kk < kPSteps; ++kk) fence_registers(pa[kk]);  // the A registers stay untouched until here
+    for (int kk = 0; kk < kPSteps; ++kk) fence_registers(pa[kk]);
+  }
+
+  template <class VDesc>
+  __device__ __forceinline__ void accumulate(const float (&s)[kSRegs], VDesc v_desc) {
+    uint32_t pa[kPSteps][4];
+    pack_p(s, pa);
+    issue_accumulate(pa, v_desc);
+    wgmma_wait<0>();
+    fence_accumulate(pa);
   }
 
   __device__ __forceinline__ void store(const FwdParams& p, const BlockWork& w) const {
@@ -296,20 +329,66 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
   const int group = tid / 128;
   HopperRows<Tr> rows(w.m0 + 64 * group + 16 * ((tid % 128) / 32), tid % 32);
   const uint32_t q_base = smem_address(sQ) + uint32_t(64 * group * 128);
-  if (tiles > 0) mbarrier_wait(q_full, 0);
-  for (int i = 0; i < tiles; ++i) {
-    const int stage = i % Tr::kStages;
-    const uint32_t parity = (i / Tr::kStages) & 1;
-    const int n0 = (w.tile_end - 1 - i) * Tr::kBlockN;
-    const uint32_t k_base = smem_address(sK(stage)), v_base = smem_address(sV(stage));
-    float s[HopperRows<Tr>::kSRegs];
-    mbarrier_wait(k_full(stage), parity);
-    rows.scores(s, [&](int ks) { return k_major_desc(q_base, Tr::kBlockM, ks); },
-                [&](int ks) { return k_major_desc(k_base, Tr::kBlockN, ks); });
-    rows.softmax(s, p, w.m0, n0);
-    mbarrier_wait(v_full(stage), parity);
-    rows.accumulate(s, [&](int kk) { return n_major_desc(v_base, Tr::kBlockN, kk); });
+  const auto q_desc = [&](int ks) { return k_major_desc(q_base, Tr::kBlockM, ks); };
+  const auto k_desc = [&](int stage) {
+    const uint32_t base = smem_address(sK(stage));
+    return [base](int ks) { return k_major_desc(base, Tr::kBlockN, ks); };
+  };
+  const auto v_desc = [&](int stage) {
+    const uint32_t base = smem_address(sV(stage));
+    return [base](int kk) { return n_major_desc(base, Tr::kBlockN, kk); };
+  };
+  const auto release = [&](int stage) {
     if (tid % 128 == 0) mbarrier_arrive(empty(stage));  // this warpgroup's wgmma reads of the stage are done
+  };
+  if (tiles > 0) mbarrier_wait(q_full, 0);
+  if constexpr (!Tr::kOverlap) {
+    for (int i = 0; i < tiles; ++i) {
+      const int stage = i % Tr::kStages;
+      const uint32_t parity = (i / Tr::kStages) & 1;
+      const int n0 = (w.tile_end - 1 - i) * Tr::kBlockN;
+      float s[HopperRows<Tr>::kSRegs];
+      mbarrier_wait(k_full(stage), parity);
+      rows.scores(s, q_desc, k_desc(stage));
+      rows.softmax(s, p, w.m0, n0);
+      mbarrier_wait(v_full(stage), parity);
+      rows.accumulate(s, v_desc(stage));
+      release(stage);
+    }
+  } else if (tiles > 0) {
+    // FlashAttention-3's overlap within a warpgroup: tile i's Q·Kᵀ and tile i-1's P·V are in flight together,
+    // and tile i's softmax runs while P·V still does; O's rescale waits for it.
+    uint32_t pa[HopperRows<Tr>::kPSteps][4];
+    {
+      float s[HopperRows<Tr>::kSRegs];
+      mbarrier_wait(k_full(0), 0);
+      rows.scores(s, q_desc, k_desc(0));
+      rows.softmax(s, p, w.m0, (w.tile_end - 1) * Tr::kBlockN);
+      HopperRows<Tr>::pack_p(s, pa);
+    }
+    for (int i = 1; i < tiles; ++i) {
+      const int stage = i % Tr::kStages, previous = (i - 1) % Tr::kStages;
+      float s[HopperRows<Tr>::kSRegs];
+      float scale[2];
+      mbarrier_wait(k_full(stage), (i / Tr::kStages) & 1);
+      rows.issue_scores(s, q_desc, k_desc(stage));
+      mbarrier_wait(v_full(previous), ((i - 1) / Tr::kStages) & 1);
+      rows.issue_accumulate(pa, v_desc(previous), false);  // one fence for both groups
+      wgmma_wait<1>();  // Q·Kᵀ (the older group) done
+      fence_registers(s);
+      rows.softmax_scores(s, scale, p, w.m0, (w.tile_end - 1 - i) * Tr::kBlockN);
+      wgmma_wait<0>();  // P·V done
+      rows.fence_accumulate(pa);
+      release(previous);
+      rows.rescale(scale);
+      HopperRows<Tr>::pack_p(s, pa);
+    }
+    const int last = (tiles - 1) % Tr::kStages;
+    mbarrier_wait(v_full(last), ((tiles - 1) / Tr::kStages) & 1);
+    rows.issue_accumulate(pa, v_desc(last));
+    wgmma_wait<0>();
+    rows.fence_accumulate(pa);
+    release(last);
   }
   rows.store(p, w);
 }

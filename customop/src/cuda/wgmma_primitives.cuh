@@ -132,16 +132,22 @@ __device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_
 }
 
 // Blocks until the barrier's phase of parity `parity` has completed (a fresh barrier is in phase 0: waiting for
-// parity 1 returns at once).
+// parity 1 returns at once). A wait that never ends (a phase nobody completes: a bug) traps after about 2^26
+// tries — seconds, where a real wait takes microseconds — so that the launch fails with an error instead of
+// hanging the process.
 __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
 #if defined(ORTFLASH_SIMT)
   simt::mbarrier_wait(bar, parity);
 #else
-  ORTFLASH_SM90A_ASM(asm volatile(
-      "{\n.reg .pred done;\nwait_again:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra wait_again;\n}\n" ::"r"(smem_address(bar)),
-      "r"(parity) : "memory"));
+  const uint32_t addr = smem_address(bar);
+  for (uint32_t tries = 0;; ++tries) {
+    uint32_t done = 0;
+    ORTFLASH_SM90A_ASM(asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done) : "r"(addr), "r"(parity) : "memory"));
+    if (done != 0) break;
+    if (tries == (1u << 26)) __trap();
+  }
 #endif
 }
 

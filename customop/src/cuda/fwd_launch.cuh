@@ -93,7 +93,11 @@ std::string launch_row_blocks(Kernel kernel, DynamicSmemLimit& limit, const char
   const int64_t blocks = m_blocks * p.num_splits * p.q_heads * p.batch;
   if (blocks > INT_MAX) return std::string(name) + ": " + std::to_string(blocks) + " thread blocks exceed the grid limit";
   if (auto error = limit.allow(kernel, smem, name); !error.empty()) return error;
+#if defined(ORTFLASH_SIMT)
+  ::simt::launch(name, kernel, static_cast<unsigned>(blocks), threads, smem, stream, p, args...);  // named in its messages
+#else
   ORTFLASH_LAUNCH(kernel, static_cast<unsigned>(blocks), threads, smem, stream, p, args...);
+#endif
   return check_launch((std::string(name) + " launch").c_str());
 }
 

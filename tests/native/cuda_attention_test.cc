@@ -1026,9 +1026,9 @@ TEST(CudaHopperWork, PlainPrefillRunsOnWgmmaWhenRequested) {
   if (variant != "1" && variant != "2") GTEST_SKIP() << "ORTFLASH_CUDA_HOPPER=1 or 2 selects a Hopper kernel";
   const bool tma = variant == "2";
   const auto run = [](DType dtype, int64_t d, bool causal, Broadcast bias = Broadcast::kNone, int64_t q_len = 128,
-                      int64_t kv_len = 256) {
+                      int64_t kv_len = 256, Broadcast keep = Broadcast::kNone) {
     Case c;
-    c.dtype = dtype, c.q_len = q_len, c.kv_len = kv_len, c.head_dim = c.v_head_dim = d, c.bias = bias;
+    c.dtype = dtype, c.q_len = q_len, c.kv_len = kv_len, c.head_dim = c.v_head_dim = d, c.bias = bias, c.keep = keep;
     c.causal = causal ? CausalAlignment::kUpperLeft : CausalAlignment::kNone;
     c.lend_scratch = false;  // no split-KV: one block per 128 query rows
     simt::take_stats();
@@ -1053,9 +1053,23 @@ TEST(CudaHopperWork, PlainPrefillRunsOnWgmmaWhenRequested) {
       }
       // Causal, 256 x 256: the first 128 rows see one key tile, the last 128 both.
       EXPECT_EQ(run(t, d, true, Broadcast::kNone, 256, 256).wgmma, 3u * 2u * uint64_t(d / 16 + 8)) << dtype_name(t);
+      // A per-key bias (the encoder's padding mask): the TMA kernel stages one bias row per key tile (two boxes of
+      // 64 keys) with K; the cp.async kernel leaves masks to the mma.sync kernel.
       const simt::LaunchStats masked = run(t, d, false, Broadcast::kPerKey);
-      EXPECT_EQ(masked.wgmma, 0u);
-      EXPECT_GT(masked.mma, 0u);
+      if (tma) {
+        EXPECT_EQ(masked.wgmma, plain.wgmma) << dtype_name(t) << " D=" << d;
+        EXPECT_EQ(masked.tma, plain.tma + 2u * 2u) << dtype_name(t) << " D=" << d;
+        EXPECT_EQ(masked.mma, 0u);
+        // A full keep mask: one box of 128 keys x 128 rows per tile. Bias and keep together: their tiles fit beside
+        // K and V at head dim 64 only; at 128 such calls stay on the mma.sync kernel.
+        const simt::LaunchStats keep = run(t, d, false, Broadcast::kNone, 128, 256, Broadcast::kFull);
+        EXPECT_EQ(keep.tma, plain.tma + 2u) << dtype_name(t) << " D=" << d;
+        const simt::LaunchStats both = run(t, d, false, Broadcast::kFull, 128, 256, Broadcast::kPerKey);
+        EXPECT_EQ(both.wgmma, d == 64 ? plain.wgmma : 0u) << dtype_name(t) << " D=" << d;
+      } else {
+        EXPECT_EQ(masked.wgmma, 0u);
+        EXPECT_GT(masked.mma, 0u);
+      }
     }
   }
   EXPECT_EQ(run(DType::kFloat16, 96, false).wgmma, 0u);                             // head dim 96: the mma.sync kernel

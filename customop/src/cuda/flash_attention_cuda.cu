@@ -314,12 +314,15 @@ int hopper_requested() {
 }
 #endif
 
+// The plain variant's prefill calls and, on the TMA kernel, the masks-in-accumulator ones whose tiles fit.
 int use_hopper(const KernelChoice& k, const DeviceInfo& device) {
 #if defined(ORTFLASH_HAVE_HOPPER)
-  if (k.path != FwdPath::kTensorCoreSm80 || k.decode || k.mask_inputs || k.accum_masks != 0) return 0;
+  if (k.path != FwdPath::kTensorCoreSm80 || k.decode || k.mask_inputs) return 0;
   if (device.major != 9 || !cuda::has_hopper_variant(k.capacity)) return 0;
   const int requested = hopper_requested();
-  if (requested == 0) return 0;
+  if (requested == 0 || (k.accum_masks != 0 && (requested != 2 || !cuda::has_hopper_mask_variant(k.capacity, k.accum_masks)))) {
+    return 0;
+  }
   static const bool available = cuda::hopper_fwd_available();  // the device runs the sm_90a image
   return available ? requested : 0;
 #else
@@ -329,21 +332,41 @@ int use_hopper(const KernelChoice& k, const DeviceInfo& device) {
 #endif
 }
 
-template <class T>
-std::string launch_hopper(int variant, int capacity, const FwdParams& p, cudaStream_t stream) {
 #if defined(ORTFLASH_HAVE_HOPPER)
-  const bool tma = variant == 2;
+// The TMA kernel with these masks; where it declines (mask rows or strides TMA cannot take), the mma.sync kernel's
+// masks-in-accumulator variant.
+template <class T, int kHeadDim, int kAccumMasks>
+std::string launch_hopper_tma(const FwdParams& p, cudaStream_t stream) {
+  bool declined = false;
+  std::string error = cuda::launch_hopper_tma_fwd<cuda::HopperTraitsFor<T, kHeadDim, kAccumMasks>>(p, stream, &declined);
+  if (declined) error = launch_tensor_core<T, kHeadDim, false, kAccumMasks>(false, p, stream);
+  return error;
+}
+
+template <class T, int kHeadDim>
+std::string launch_hopper(int variant, int accum_masks, const FwdParams& p, cudaStream_t stream) {
+  if (variant != 2) return cuda::launch_hopper_fwd<cuda::HopperTraitsFor<T, kHeadDim>>(p, stream);
+  switch (accum_masks) {
+    case 0: return launch_hopper_tma<T, kHeadDim, 0>(p, stream);
+    case cuda::kAccumBias: return launch_hopper_tma<T, kHeadDim, cuda::kAccumBias>(p, stream);
+    case cuda::kAccumKeep: return launch_hopper_tma<T, kHeadDim, cuda::kAccumKeep>(p, stream);
+    default: return launch_hopper_tma<T, kHeadDim, cuda::kAccumBias | cuda::kAccumKeep>(p, stream);
+  }
+}
+#endif
+
+// variant: 1 the cp.async kernel, 2 the TMA one (which also takes masks in its accumulators).
+template <class T>
+std::string launch_hopper(int variant, int capacity, int accum_masks, const FwdParams& p, cudaStream_t stream) {
+#if defined(ORTFLASH_HAVE_HOPPER)
   switch (capacity) {
-    case 64:
-      return tma ? cuda::launch_hopper_tma_fwd<cuda::HopperTraitsFor<T, 64>>(p, stream)
-                 : cuda::launch_hopper_fwd<cuda::HopperTraitsFor<T, 64>>(p, stream);
-    case 128:
-      return tma ? cuda::launch_hopper_tma_fwd<cuda::HopperTraitsFor<T, 128>>(p, stream)
-                 : cuda::launch_hopper_fwd<cuda::HopperTraitsFor<T, 128>>(p, stream);
+    case 64: return launch_hopper<T, 64>(variant, accum_masks, p, stream);
+    case 128: return launch_hopper<T, 128>(variant, accum_masks, p, stream);
     default: break;
   }
 #else
   (void)variant;
+  (void)accum_masks;
   (void)p;
   (void)stream;
 #endif
@@ -356,7 +379,7 @@ std::string launch_forward(const KernelChoice& k, const FwdParams& p, cudaStream
   switch (k.path) {
     case FwdPath::kTensorCoreSm80:
       if constexpr (sizeof(T) == 2) {
-        error = k.hopper        ? launch_hopper<T>(k.hopper, k.capacity, p, stream)
+        error = k.hopper        ? launch_hopper<T>(k.hopper, k.capacity, k.accum_masks, p, stream)
                 : k.accum_masks ? launch_tensor_core_accum<T>(k.accum_masks, k.capacity, k.decode, p, stream)
                 : k.mask_inputs ? launch_tensor_core<T, true>(k.capacity, k.decode, p, stream)
                                 : launch_tensor_core<T, false>(k.capacity, k.decode, p, stream);

@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 
 #include <string>
+#include <type_traits>
 
 #include "fwd_params.cuh"
 #include "fwd_traits.cuh"
@@ -177,9 +178,24 @@ std::string launch_generic_fwd(const FwdParams& p, cudaStream_t stream);
 #define ORTFLASH_HOPPER_OVERLAP 0
 #endif
 constexpr bool has_hopper_variant(int head_dim_capacity) { return head_dim_capacity == 64 || head_dim_capacity == 128; }
-template <class T, int kHeadDim>
+template <class T, int kHeadDim, int kAccumMasks = 0>
 using HopperTraitsFor = HopperTraits<T, kHeadDim, ORTFLASH_HOPPER_BLOCK_N, ORTFLASH_HOPPER_WARPGROUPS, ORTFLASH_HOPPER_STAGES,
-                                     ORTFLASH_HOPPER_OVERLAP != 0>;
+                                     ORTFLASH_HOPPER_OVERLAP != 0, kAccumMasks>;
+// Whether the TMA kernel takes these masks (kAccumBias | kAccumKeep) at this capacity: its tiles must fit.
+constexpr bool has_hopper_mask_variant(int head_dim_capacity, int accum_masks) {
+  const auto fits = [](int capacity, auto masks) {
+    return capacity == 64 ? HopperTraitsFor<__half, 64, decltype(masks)::value>::kFits
+                          : HopperTraitsFor<__half, 128, decltype(masks)::value>::kFits;
+  };
+  if (!has_hopper_variant(head_dim_capacity)) return false;
+  switch (accum_masks) {
+    case 0: return true;
+    case kAccumBias: return fits(head_dim_capacity, std::integral_constant<int, kAccumBias>{});
+    case kAccumKeep: return fits(head_dim_capacity, std::integral_constant<int, kAccumKeep>{});
+    case kAccumBias | kAccumKeep: return fits(head_dim_capacity, std::integral_constant<int, kAccumBias | kAccumKeep>{});
+    default: return false;
+  }
+}
 constexpr TileShape hopper_tile_shape() {
   return TileShape{64 * ORTFLASH_HOPPER_WARPGROUPS, ORTFLASH_HOPPER_BLOCK_N, 4 * ORTFLASH_HOPPER_WARPGROUPS};
 }
@@ -187,8 +203,10 @@ constexpr TileShape hopper_tile_shape() {
 template <class Tr>
 std::string launch_hopper_fwd(const FwdParams& p, cudaStream_t stream);
 // Warp-specialised with TMA loads (falls back to launch_hopper_fwd where tensor maps cannot describe the inputs).
+// With masks (Tr::kBiasIn / kKeepIn) it needs their rows in 16-byte chunks (FwdParams::bias_chunks, keep_chunks) and
+// strides TMA takes; otherwise it launches nothing and sets *declined (the caller runs the mma.sync kernel).
 template <class Tr>
-std::string launch_hopper_tma_fwd(const FwdParams& p, cudaStream_t stream);
+std::string launch_hopper_tma_fwd(const FwdParams& p, cudaStream_t stream, bool* declined);
 // Whether this build has the Hopper kernels and the current device runs them (an sm_90a image exists for it).
 bool hopper_fwd_available();
 

@@ -128,9 +128,11 @@ struct FwdTraits {
   static_assert(kAccumMasks_ >= 0 && kAccumMasks_ <= (kAccumBias | kAccumKeep), "kAccumMasks: bits kAccumBias, kAccumKeep");
 };
 
-// Shape of the Hopper (wgmma) forward kernel, hopper_kernel.cuh: kWarpGroups warpgroups of 64 query rows,
-// kBlockN keys per K/V tile.
-template <class T_, int kHeadDim_, int kBlockN_, int kWarpGroups_, int kStages_ = 2, bool kOverlap_ = false>
+// Shape of the Hopper (wgmma) forward kernels, hopper_kernel.cuh: kWarpGroups warpgroups of 64 query rows,
+// kBlockN keys per K/V tile. kAccumMasks_ (TMA kernel only): a bias (kAccumBias) and/or keep mask (kAccumKeep)
+// staged per tile beside K and V and started in the score accumulators, as fwd_kernel.cuh's variants do.
+template <class T_, int kHeadDim_, int kBlockN_, int kWarpGroups_, int kStages_ = 2, bool kOverlap_ = false,
+          int kAccumMasks_ = 0>
 struct HopperTraits {
   using T = T_;
   static constexpr int kHeadDim = kHeadDim_;  // capacity: D and Dv up to this
@@ -144,22 +146,34 @@ struct HopperTraits {
   static constexpr int kKvTileBytes = kBlockN * kHeadDim * 2;
   static constexpr int kStages = kStages_;  // K/V buffers (cp.async kernel: 2)
   static constexpr bool kOverlap = kOverlap_;  // TMA kernel: Q·Kᵀ of tile i in flight with P·V of tile i-1
+  static constexpr bool kBiasIn = (kAccumMasks_ & kAccumBias) != 0;
+  static constexpr bool kKeepIn = (kAccumMasks_ & kAccumKeep) != 0;
+  // Mask tiles: kBlockM rows (one for a mask broadcast over query rows) of kBlockN keys, in 128-byte swizzled
+  // blocks of 64 bias elements / 128 keep bytes per row, as TMA writes them.
+  static constexpr int kBiasTileBytes = kBiasIn ? kBlockM * kBlockN * 2 : 0;
+  static constexpr int kKeepTileBytes = kKeepIn ? kBlockM * kBlockN : 0;
+  static constexpr int kStageBytes = 2 * kKvTileBytes + kBiasTileBytes + kKeepTileBytes;  // K, V, bias, keep
   // The tiles need 1024-byte alignment (the swizzle pattern repeats every 8 rows of 128 bytes), which
   // dynamic shared memory does not promise: 1 KiB of slack. The TMA kernel adds its mbarriers (Q, and per
   // stage K full, V full, empty) and a producer warp.
-  static constexpr size_t kTileBytes = size_t(kQTileBytes) + size_t(kStages) * 2 * kKvTileBytes;
+  static constexpr size_t kTileBytes = size_t(kQTileBytes) + size_t(kStages) * kStageBytes;
   static constexpr size_t kSmemBytes = 1024 + size_t(kQTileBytes) + 2 * 2 * size_t(kKvTileBytes);  // cp.async: 2 stages
   static constexpr int kBarriers = 1 + 3 * kStages;
   static constexpr size_t kTmaSmemBytes = 1024 + kTileBytes + 8 * size_t(kBarriers);
   static constexpr int kTmaThreads = kThreads + 32;
+  // Whether the TMA kernel's tiles fit the 227 KiB an sm_90 block may use (with both masks at head dim 128
+  // they do not: such calls stay on the mma.sync kernel).
+  // Keep boxes are 128 keys wide (one swizzle span of bytes): they need kBlockN a multiple of 128.
+  static constexpr bool kFits = kTmaSmemBytes <= 227 * 1024 && (!kKeepIn || kBlockN % 128 == 0);
 
   static_assert(sizeof(T) == 2, "wgmma takes 16-bit elements here (fp16, bf16)");
   static_assert(kHeadDim == 64 || kHeadDim == 128, "Wgmma is instantiated for n = 64 and 128");
   static_assert(kBlockN == 64 || kBlockN == 128, "Wgmma is instantiated for n = 64 and 128");
   static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
                 "every thread issues the same number of cp.async per tile");
-  static_assert(kTmaSmemBytes <= 227 * 1024, "tiles must fit the 227 KiB an sm_90 block may use");
+  static_assert(kSmemBytes <= 227 * 1024, "the cp.async kernel's tiles must fit the 227 KiB an sm_90 block may use");
   static_assert(kStages >= 2, "the next K/V tile streams in while this one is used");
+  static_assert(kAccumMasks_ >= 0 && kAccumMasks_ <= (kAccumBias | kAccumKeep), "kAccumMasks: bits kAccumBias, kAccumKeep");
 };
 
 }  // namespace ortflash::cuda

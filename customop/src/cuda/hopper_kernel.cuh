@@ -52,6 +52,13 @@ __device__ __forceinline__ void load_swizzled_tile_async(unsigned char* tile, co
   }
 }
 
+// Rows of a mask tile's layout: the block's query rows, or for a mask broadcast over query rows its one row
+// in the layout of 8 (so that every 64-column block starts on a 1024-byte boundary, as the swizzle needs).
+template <class Tr>
+__device__ __forceinline__ int mask_tile_rows(bool broadcast) {
+  return broadcast ? 8 : Tr::kBlockM;
+}
+
 // One consumer warpgroup's state and math for its 64 query rows: O accumulators (o[dt][e]: row row0 + 8·(e/2),
 // column 8·dt + quad_col + e%2), the running row max (raw dot-product units) and this lane's part of the row
 // sums, for the thread's two rows row0 and row0 + 8.
@@ -79,16 +86,20 @@ struct HopperRows {
   }
 
   // Issues S = Q·Kᵀ for the tile as one wgmma group (not waited for): `q_desc(ks)`, `k_desc(ks)` give the
-  // descriptors of k-step ks (16 head-dim columns). With `fence`, first the wgmma.fence that must separate
-  // register accesses from the next wgmma.
+  // descriptors of k-step ks (16 head-dim columns). With masks, the products land on the starting scores in s
+  // (start_scores); else s is overwritten. With `fence`, first the wgmma.fence that must separate register
+  // accesses from the next wgmma.
   template <class QDesc, class KDesc>
   __device__ __forceinline__ void issue_scores(float (&s)[kSRegs], QDesc q_desc, KDesc k_desc, bool fence = true) {
+    constexpr bool kFromStart = Tr::kBiasIn || Tr::kKeepIn;
 #if defined(ORTFLASH_SIMT)
-    for (float& x : s) x = 0.0f;  // overwritten (scale-d = 0); defined values for the emulator's snapshot
+    if (!kFromStart) {
+      for (float& x : s) x = 0.0f;  // overwritten (scale-d = 0); defined values for the emulator's snapshot
+    }
 #endif
     if (fence) wgmma_fence();
 #pragma unroll
-    for (int ks = 0; ks < Tr::kHeadDim / 16; ++ks) Wgmma<T, Tr::kBlockN>::ss(s, q_desc(ks), k_desc(ks), ks > 0);
+    for (int ks = 0; ks < Tr::kHeadDim / 16; ++ks) Wgmma<T, Tr::kBlockN>::ss(s, q_desc(ks), k_desc(ks), kFromStart || ks > 0);
     wgmma_commit();
   }
 
@@ -97,6 +108,38 @@ struct HopperRows {
     issue_scores(s, q_desc, k_desc);
     wgmma_wait<0>();
     fence_registers(s);
+  }
+
+  // The masks-in-accumulator start of the tile's scores (fwd_kernel.cuh): bias / scale where the key is kept,
+  // -inf where it is hidden. Tiles as TMA wrote them (HopperTraits): bias_tile / keep_tile hold `block_rows`
+  // query rows of the block (row 0 only when the mask is broadcast over query rows: row_bcast).
+  __device__ __forceinline__ void start_scores(float (&s)[kSRegs], const unsigned char* bias_tile, bool bias_bcast,
+                                               const unsigned char* keep_tile, bool keep_bcast, int local_row0,
+                                               const FwdParams& p) {
+#pragma unroll
+    for (int e = 0; e < kSRegs; e += 2) {  // s[e], s[e + 1]: adjacent keys of one row
+      const int row = local_row0 + 8 * ((e >> 1) & 1);
+      const int col = 8 * (e >> 2) + quad_col;
+      float start[2] = {0.0f, 0.0f};
+      if constexpr (Tr::kBiasIn) {
+        const int r = bias_bcast ? 0 : row;
+        const int rows = mask_tile_rows<Tr>(bias_bcast);
+        const unsigned char* at = bias_tile + swizzle_offset(rows, r, col / 8) + (col % 8) * 2;
+        unpack2<T>(shared_load_u32(at), start[0], start[1]);
+        start[0] = bias_over_scale<T>(start[0], p.inv_scale);
+        start[1] = bias_over_scale<T>(start[1], p.inv_scale);
+      }
+      if constexpr (Tr::kKeepIn) {
+        const int r = keep_bcast ? 0 : row;
+        const int rows = mask_tile_rows<Tr>(keep_bcast);
+        const unsigned char* at = keep_tile + swizzle_offset(rows, r, col / 16) + col % 16;
+        const uint32_t pair = shared_load_u16(at);
+        if ((pair & 0xffu) == 0) start[0] = -INFINITY;
+        if ((pair >> 8) == 0) start[1] = -INFINITY;
+      }
+      s[e] = start[0];
+      s[e + 1] = start[1];
+    }
   }
 
   // Keys past the end and causally hidden keys of the tile at key n0 (block rows from m0) to -inf; then the
@@ -122,6 +165,11 @@ struct HopperRows {
       row_max[h] = tile_max;
       row_sum[h] *= scale[h];
     }
+    // As in fwd_kernel.cuh: a bfloat16 bias may leave a row with only huge (clamped) scores, where the fused
+    // multiply-subtract would be off by more than the exponent range; such warps round both products.
+    const bool huge_max = Tr::kBiasIn && !std::is_same_v<T, __half> &&
+                          __any_sync(0xffffffffu, !(fabsf(row_max[0] * to_log2) < kHugeLog2) ||
+                                                      !(fabsf(row_max[1] * to_log2) < kHugeLog2));
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const float subtract = max_for_exp(row_max[h]) * to_log2;
@@ -129,7 +177,8 @@ struct HopperRows {
       for (int j = 0; j < kSRegs / 4; ++j) {
 #pragma unroll
         for (int b = 0; b < 2; ++b) {
-          const float weight = fast_exp2(fmaf(s[4 * j + 2 * h + b], to_log2, -subtract));
+          const float x = s[4 * j + 2 * h + b];
+          const float weight = fast_exp2(huge_max ? __fmul_rn(x, to_log2) - subtract : fmaf(x, to_log2, -subtract));
           s[4 * j + 2 * h + b] = weight;
           row_sum[h] += weight;  // this lane's columns; the quad is summed at the end
         }
@@ -219,6 +268,7 @@ __device__ __forceinline__ unsigned char* aligned_smem_1024(unsigned char* raw) 
 template <class Tr>
 __global__ void __launch_bounds__(Tr::kThreads, 1) hopper_fwd_kernel(const FwdParams p) {
   using T = typename Tr::T;
+  static_assert(!Tr::kBiasIn && !Tr::kKeepIn, "masks are the TMA kernel's");
   ORTFLASH_DYNAMIC_SMEM(unsigned char, smem_raw);
   unsigned char* const sQ = aligned_smem_1024(smem_raw);
   unsigned char* const sKV = sQ + Tr::kQTileBytes;  // stage s: K at sKV + 2s·kKvTileBytes, V after it
@@ -268,6 +318,8 @@ struct HopperTmaMaps {
   TmaDescriptor q;
   TmaDescriptor k;
   TmaDescriptor v;
+  TmaDescriptor bias;  // (key, query row or 1, head or 1, batch or 1): boxes of 64 keys x kBlockM rows (or 1)
+  TmaDescriptor keep;  // the same with bytes: boxes of 128 keys
 };
 
 // kWarpGroups consumer warpgroups (threads 0 .. kThreads-1) and one producer warp after them.
@@ -276,9 +328,12 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
                                                                             const __grid_constant__ HopperTmaMaps maps) {
   ORTFLASH_DYNAMIC_SMEM(unsigned char, smem_raw);
   unsigned char* const sQ = aligned_smem_1024(smem_raw);
-  unsigned char* const sKV = sQ + Tr::kQTileBytes;
-  const auto sK = [&](int stage) { return sKV + 2 * stage * Tr::kKvTileBytes; };
-  const auto sV = [&](int stage) { return sKV + (2 * stage + 1) * Tr::kKvTileBytes; };
+  unsigned char* const sStages = sQ + Tr::kQTileBytes;  // per stage: K, V, bias, keep
+  const auto sK = [&](int stage) { return sStages + stage * Tr::kStageBytes; };
+  const auto sV = [&](int stage) { return sK(stage) + Tr::kKvTileBytes; };
+  const auto sBias = [&](int stage) { return sV(stage) + Tr::kKvTileBytes; };
+  const auto sKeep = [&](int stage) { return sBias(stage) + Tr::kBiasTileBytes; };
+  const bool bias_bcast = p.bias_stride[2] == 0, keep_bcast = p.keep_stride[2] == 0;
   // mbarriers after the tiles: Q full; per stage K full, V full (one producer arrival plus the TMA bytes each)
   // and empty (one arrival per consumer warpgroup once its wgmma reads of the stage are done).
   uint64_t* const bars = reinterpret_cast<uint64_t*>(sQ + Tr::kTileBytes);
@@ -305,6 +360,19 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
     if (tid != Tr::kThreads || tiles == 0) return;
     const int kv_head = w.head / p.group;
     constexpr uint32_t kKvBytes = Tr::kKvTileBytes;
+    // Mask boxes: 64 bias elements or 128 keep bytes wide, kBlockM rows or (broadcast over query rows) 1; the
+    // coordinates of broadcast dimensions are 0 (their tensor-map extent is 1).
+    const int bias_rows = bias_bcast ? 1 : Tr::kBlockM, keep_rows = keep_bcast ? 1 : Tr::kBlockM;
+    const uint32_t mask_bytes = (Tr::kBiasIn ? uint32_t(bias_rows) * Tr::kBlockN * 2 : 0u) +
+                                (Tr::kKeepIn ? uint32_t(keep_rows) * Tr::kBlockN : 0u);
+    const auto mask_coords = [&](const int64_t (&stride)[4], int& row, int& head, int& batch) {
+      row = stride[2] == 0 ? 0 : w.m0;
+      head = stride[1] == 0 ? 0 : w.head;
+      batch = stride[0] == 0 ? 0 : w.batch;
+    };
+    int bias_row = 0, bias_head = 0, bias_batch = 0, keep_row = 0, keep_head = 0, keep_batch = 0;
+    mask_coords(p.bias_stride, bias_row, bias_head, bias_batch);
+    mask_coords(p.keep_stride, keep_row, keep_head, keep_batch);
     mbarrier_arrive_expect_tx(q_full, uint32_t(Tr::kQTileBytes));
     for (int cb = 0; cb < Tr::kHeadDim / 64; ++cb) {
       tma_load_4d(sQ + cb * Tr::kBlockM * 128, &maps.q, q_full, 64 * cb, w.m0, w.head, w.batch);
@@ -313,9 +381,21 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
       const int stage = i % Tr::kStages;
       const int n0 = (w.tile_end - 1 - i) * Tr::kBlockN;
       mbarrier_wait(empty(stage), ((i / Tr::kStages) & 1) ^ 1);  // the first round finds every stage free
-      mbarrier_arrive_expect_tx(k_full(stage), kKvBytes);
+      mbarrier_arrive_expect_tx(k_full(stage), kKvBytes + mask_bytes);  // the masks start the scores: with K
       for (int cb = 0; cb < Tr::kHeadDim / 64; ++cb) {
         tma_load_4d(sK(stage) + cb * Tr::kBlockN * 128, &maps.k, k_full(stage), 64 * cb, n0, kv_head, w.batch);
+      }
+      if constexpr (Tr::kBiasIn) {
+        for (int cb = 0; cb < Tr::kBlockN / 64; ++cb) {
+          tma_load_4d(sBias(stage) + cb * mask_tile_rows<Tr>(bias_bcast) * 128, &maps.bias, k_full(stage), n0 + 64 * cb,
+                      bias_row, bias_head, bias_batch);
+        }
+      }
+      if constexpr (Tr::kKeepIn) {
+        for (int cb = 0; cb < Tr::kBlockN / 128; ++cb) {
+          tma_load_4d(sKeep(stage) + cb * mask_tile_rows<Tr>(keep_bcast) * 128, &maps.keep, k_full(stage), n0 + 128 * cb,
+                      keep_row, keep_head, keep_batch);
+        }
       }
       mbarrier_arrive_expect_tx(v_full(stage), kKvBytes);
       for (int cb = 0; cb < Tr::kHeadDim / 64; ++cb) {
@@ -327,7 +407,14 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
 
   // ---- consumer warpgroups ----
   const int group = tid / 128;
+  const int local_row0 = 64 * group + 16 * ((tid % 128) / 32) + (tid % 32) / 4;  // within the block
   HopperRows<Tr> rows(w.m0 + 64 * group + 16 * ((tid % 128) / 32), tid % 32);
+  // With masks, the tile's scores start from them (read once K's barrier, which also counts the mask boxes, is done).
+  const auto start = [&](float (&s)[HopperRows<Tr>::kSRegs], int stage) {
+    if constexpr (Tr::kBiasIn || Tr::kKeepIn) {
+      rows.start_scores(s, sBias(stage), bias_bcast, sKeep(stage), keep_bcast, local_row0, p);
+    }
+  };
   const uint32_t q_base = smem_address(sQ) + uint32_t(64 * group * 128);
   const auto q_desc = [&](int ks) { return k_major_desc(q_base, Tr::kBlockM, ks); };
   const auto k_desc = [&](int stage) {
@@ -349,6 +436,7 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
       const int n0 = (w.tile_end - 1 - i) * Tr::kBlockN;
       float s[HopperRows<Tr>::kSRegs];
       mbarrier_wait(k_full(stage), parity);
+      start(s, stage);
       rows.scores(s, q_desc, k_desc(stage));
       rows.softmax(s, p, w.m0, n0);
       mbarrier_wait(v_full(stage), parity);
@@ -362,6 +450,7 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
     {
       float s[HopperRows<Tr>::kSRegs];
       mbarrier_wait(k_full(0), 0);
+      start(s, 0);
       rows.scores(s, q_desc, k_desc(0));
       rows.softmax(s, p, w.m0, (w.tile_end - 1) * Tr::kBlockN);
       HopperRows<Tr>::pack_p(s, pa);
@@ -371,6 +460,7 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
       float s[HopperRows<Tr>::kSRegs];
       float scale[2];
       mbarrier_wait(k_full(stage), (i / Tr::kStages) & 1);
+      start(s, stage);
       rows.issue_scores(s, q_desc, k_desc(stage));
       mbarrier_wait(v_full(previous), ((i - 1) / Tr::kStages) & 1);
       rows.issue_accumulate(pa, v_desc(previous), false);  // one fence for both groups

@@ -1334,25 +1334,27 @@ void tma_load(void* smem_dst, const TensorMap* map, const int32_t* coords, void*
   ++b.counters.tma;
 }
 
-const char* encode_tensor_map(TensorMap* map, const void* base, int rank, const uint64_t* dims, const uint64_t* byte_strides,
-                              const uint32_t* box, bool swizzle128_mode) {
+const char* encode_tensor_map(TensorMap* map, const void* base, int elem_bytes, int rank, const uint64_t* dims,
+                              const uint64_t* byte_strides, const uint32_t* box, bool swizzle128_mode) {
   if (rank < 1 || rank > 5) return "rank outside 1..5";
+  if (elem_bytes != 1 && elem_bytes != 2) return "the emulator takes elements of 1 or 2 bytes";
   if (reinterpret_cast<uintptr_t>(base) % 16 != 0) return "global address not 16-byte aligned";
   TensorMap m;
   m.base = base;
   m.rank = rank;
-  m.elem_bytes = 2;
+  m.elem_bytes = elem_bytes;
   m.swizzle128 = swizzle128_mode;
   for (int i = 0; i < rank; ++i) {
     if (dims[i] == 0 || dims[i] > (uint64_t(1) << 32)) return "a dimension outside 1..2^32";
     if (box[i] == 0 || box[i] > 256) return "a box dimension outside 1..256";
     m.dims[i] = dims[i];
     m.box[i] = box[i];
-    m.strides[i] = i == 0 ? 2 : byte_strides[i - 1];
+    m.strides[i] = i == 0 ? uint64_t(elem_bytes) : byte_strides[i - 1];
     if (i > 0 && (m.strides[i] % 16 != 0 || m.strides[i] >= (uint64_t(1) << 40))) return "a stride not a multiple of 16 below 2^40";
   }
-  if (swizzle128_mode && box[0] * 2u > 128u) return "the inner box dimension exceeds the 128-byte swizzle span";
-  if ((box[0] * 2u) % 16 != 0) return "the inner box dimension is not a multiple of 16 bytes";
+  const uint32_t inner_bytes = box[0] * uint32_t(elem_bytes);
+  if (swizzle128_mode && inner_bytes > 128u) return "the inner box dimension exceeds the 128-byte swizzle span";
+  if (inner_bytes % 16 != 0) return "the inner box dimension is not a multiple of 16 bytes";
   *map = m;
   return nullptr;
 }

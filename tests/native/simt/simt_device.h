@@ -127,7 +127,7 @@ void wgmma_wait(int pending_groups);  // wgmma.wait_group.sync.aligned N
 void fence_proxy_async();
 
 // ---- sm_90 mbarriers and TMA (cp.async.bulk.tensor) ----
-// A tensor map as cuTensorMapEncodeTiled describes it (16-bit elements): dims[0] innermost (contiguous),
+// A tensor map as cuTensorMapEncodeTiled describes it (elements of 1 or 2 bytes): dims[0] innermost (contiguous),
 // strides in bytes of dims 1..rank-1, a box of box[i] elements, the 128-byte swizzle or none; elements outside
 // the tensor read as zeros. Lives in kernel parameters (__grid_constant__), as the real one.
 struct alignas(64) TensorMap {
@@ -140,8 +140,8 @@ struct alignas(64) TensorMap {
   uint32_t box[5] = {};
 };
 // Host side: fills `map` or returns a message naming what the hardware would refuse.
-const char* encode_tensor_map(TensorMap* map, const void* base, int rank, const uint64_t* dims, const uint64_t* byte_strides,
-                              const uint32_t* box, bool swizzle128);
+const char* encode_tensor_map(TensorMap* map, const void* base, int elem_bytes, int rank, const uint64_t* dims,
+                              const uint64_t* byte_strides, const uint32_t* box, bool swizzle128);
 // mbarrier.init (count arrivals per phase), mbarrier.arrive, mbarrier.arrive.expect_tx (an arrival that also
 // expects `bytes` of TMA copies), and a blocking wait for the completion of the phase of parity `parity`
 // (mbarrier.try_wait.parity in a loop). The 8 bytes at `bar` in shared memory identify the barrier.

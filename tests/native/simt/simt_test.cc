@@ -548,7 +548,7 @@ std::string run_tma(int c0, int c1, TmaFault fault = kTmaNone) {
   const uint64_t dims[3] = {cols, rows, planes};
   const uint64_t strides[2] = {pitch * 2, uint64_t(pitch) * rows * 2};
   const uint32_t box[3] = {64, 16, 1};
-  const char* refused = simt::encode_tensor_map(&map, tensor, 3, dims, strides, box, true);
+  const char* refused = simt::encode_tensor_map(&map, tensor, 2, 3, dims, strides, box, true);
   EXPECT_EQ(refused, nullptr);
   const std::string message = run(&tma_kernel, 32, 4096 + 16, map, c0, c1, 1, out, static_cast<int>(fault));
   if (message.empty()) {
@@ -589,11 +589,11 @@ TEST(Simt, TensorMapsTheHardwareWouldRefuseAreRefused) {
   const uint64_t dims[2] = {64, 32};
   const uint32_t box[2] = {64, 16};
   const uint64_t odd_stride[1] = {130};
-  EXPECT_NE(simt::encode_tensor_map(&map, tensor, 2, dims, odd_stride, box, true), nullptr);
+  EXPECT_NE(simt::encode_tensor_map(&map, tensor, 2, 2, dims, odd_stride, box, true), nullptr);
   const uint64_t stride[1] = {128};
   const uint32_t wide_box[2] = {128, 16};
-  EXPECT_NE(simt::encode_tensor_map(&map, tensor, 2, dims, stride, wide_box, true), nullptr);
-  EXPECT_EQ(simt::encode_tensor_map(&map, tensor, 2, dims, stride, box, true), nullptr);
+  EXPECT_NE(simt::encode_tensor_map(&map, tensor, 2, 2, dims, stride, wide_box, true), nullptr);
+  EXPECT_EQ(simt::encode_tensor_map(&map, tensor, 2, 2, dims, stride, box, true), nullptr);
   cudaFree(tensor);
 }
 

@@ -109,10 +109,10 @@ def parse_args(argv=None):
     prefill.add_argument("--seqlens", nargs="+", type=int, default=[512, 1024, 2048, 4096, 8192, 16384])
     prefill.add_argument("--tokens", type=int, default=16384, help="tokens per batch (B = tokens / S)")
     prefill.add_argument("--naive-max-seq", type=int, default=16384, help="skip the naive baseline above this S")
-    prefill.add_argument("--hopper", choices=("off", "1", "2", "both"), default="off",
+    parser.add_argument("--hopper", choices=("off", "1", "2", "both"), default="off",
                          help="the sm_90a wgmma kernels (ORTFLASH_CUDA_HOPPER; builds with nvcc >= 12.3): 1 with cp.async "
-                              "loads, 2 with TMA loads by a producer warp, or both: every row also times 1 and 2, each "
-                              "checked against SDPA, as 'wgmma' and 'tma' suffixes")
+                              "loads, 2 with TMA loads by a producer warp (also the masks), or both: every prefill row "
+                              "also times 1 and 2, every 16-bit encoder row 2, each checked, as 'wgmma' and 'tma' suffixes")
     encoder = parser.add_argument_group("encoder")
     encoder.add_argument("--encoder-dtypes", nargs="+", default=list(ENCODER_DTYPES), choices=list(ENCODER_DTYPES))
     encoder.add_argument("--encoder-heads", nargs="+", type=head_dims_arg, metavar="H:D", default=[(12, 64), (16, 128)])
@@ -481,6 +481,19 @@ def run_encoder(args, lib):
                 t_sdpa = None if ms_sdpa is None else tflops(batch, heads, seq, dim, False, ms_sdpa)
                 line = encoder_row(dtype_name, dim, heads, seq, batch, tflops(batch, heads, seq, dim, False, ms_ours),
                                    t_sdpa, naive_cell, ms_ours, sdpa_name, mask_kind)
+                if args.hopper == "both" and dtype_name != "float32" and want is not None:
+                    # Masks run on the TMA kernel only (the cp.async one leaves them to the mma.sync kernel).
+                    os.environ["ORTFLASH_CUDA_HOPPER"] = "2"
+                    out.zero_()
+                    ours()
+                    torch.cuda.synchronize()
+                    err_tma = max_abs_err(out, want)
+                    ms_tma = time_ms(ours, args.warmup, args.iters)
+                    os.environ["ORTFLASH_CUDA_HOPPER"] = "0"
+                    line += hopper_suffix("tma", tflops(batch, heads, seq, dim, False, ms_tma), t_sdpa or math.nan)
+                    if not err_tma <= atol:
+                        notes.insert(0, f"tma MISMATCH vs {want_name}: max abs err {err_tma:.2e} > {atol:.0e}")
+                        mismatches += 1
                 print(line + "".join("  " + note for note in notes), flush=True)
                 del q, k, v, bias, out, want
                 torch.cuda.empty_cache()

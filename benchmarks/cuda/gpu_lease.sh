@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A whole short GPU lease in one device call: the default build, then the tests, compute-sanitizer and
-# the benchmarks of gpu_session.sh (the prefill table also times the sm_90a wgmma kernel, --hopper both), and, given TILES, meanwhile a second build with those candidate tile
+# the benchmarks of gpu_session.sh (the prefill and encoder tables also time the sm_90a kernels, --hopper both), and, given TILES, meanwhile a second build with those candidate tile
 # shapes in the background, whose fp16 prefill table is timed at the end if time is left. Everything it wrote is
 # packed into $OUT/gpu-lease.tgz (a device call returns at most 8 files); summary.txt, build.txt and
 # tuned.txt are also copied there to read at once.
@@ -42,7 +42,7 @@ reserve=10
 [ -n "$tuned_pid" ] && reserve=75  # kept for the tuned table
 left=$((deadline - SECONDS - reserve))
 bash "$session" --stages test,sanitize,bench,decode,encoder --out "$work/main" --budget "$left" \
-  --bench-args "--hopper both" --encoder-args "--encoder-masks padding-bias full-bias padding-keep" \
+  --bench-args "--hopper both" --encoder-args "--encoder-masks padding-bias full-bias padding-keep --hopper both" \
   --stage-timeout test=70 --stage-timeout sanitize=130 --stage-timeout bench=190 --stage-timeout decode=90 \
   --stage-timeout encoder=90
 

@@ -99,8 +99,8 @@ std::string encode_mask_map(TmaDescriptor& map, const void* base, const int64_t 
   if (stride[3] != 1) return "keys not contiguous";
   const uint64_t dims[4] = {uint64_t(p.kv_len), stride[2] == 0 ? 1u : uint64_t(p.q_len), stride[1] == 0 ? 1u : uint64_t(p.q_heads),
                             stride[0] == 0 ? 1u : uint64_t(p.batch)};
-  const uint32_t rows = stride[2] == 0 ? 1u : uint32_t(Tr::kBlockM);
-  return encode_map<E>(map, base, dims, {stride[2], stride[1], stride[0]}, {uint32_t(128 / sizeof(E)), rows});
+  const uint32_t box[2] = {uint32_t(128 / sizeof(E)), stride[2] == 0 ? 1u : uint32_t(Tr::kBlockM)};
+  return encode_map<E>(map, base, dims, {stride[2], stride[1], stride[0]}, box);
 }
 
 // The TMA kernel; where the inputs cannot be described by tensor maps (strides TMA refuses), the cp.async one,

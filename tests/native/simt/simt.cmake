@@ -65,6 +65,10 @@ if(ORTFLASH_SANITIZER_TESTS)
   gtest_discover_tests(ortflash_cuda_simt_tests_sanitized TEST_PREFIX "ortflash_cuda_simt_tests_sanitized."
                        TEST_FILTER "CudaSanitizerSubset.*:*GroupedHeadsOfOne*:*BiasIsAdded*:*KeepMask*:*RowsWithoutVisibleKeys*"
                        DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 1800)
+  # The TMA Hopper kernel under the sanitizers (the subset: every variant once, masks included): its stores.
+  add_test(NAME ortflash_cuda_simt_tests_sanitized.hopper2
+           COMMAND ortflash_cuda_simt_tests_sanitized --gtest_filter=CudaSanitizerSubset.*)
+  set_tests_properties(ortflash_cuda_simt_tests_sanitized.hopper2 PROPERTIES ENVIRONMENT "ORTFLASH_CUDA_HOPPER=2" TIMEOUT 1800)
 endif()
 
 # The suite with a Hopper (wgmma) kernel selected (ORTFLASH_CUDA_HOPPER=1 or 2) on the emulated H100: every

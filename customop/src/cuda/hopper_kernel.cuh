@@ -1,9 +1,10 @@
-// OrtFlash CUDA — the forward kernels on Hopper's warpgroup MMA (wgmma, sm_90a), for the calls without
-// bias, keep or softcap (the plain variant of fwd_kernel.cuh: causal or not, any lengths, GQA, strides,
-// split-KV) at head dims 64 and 128, fp16 and bf16.
+// OrtFlash CUDA — the forward kernels on Hopper's warpgroup MMA (wgmma, sm_90a), fp16 and bf16, head dims 64
+// and 128, for the calls without softcap: the plain variant of fwd_kernel.cuh (causal or not, any lengths, GQA,
+// strides, split-KV) and, in the TMA kernel, its masks-in-accumulator variants (bias and/or keep).
 //
 // kWarpGroups warpgroups (128 threads each) own 64 query rows each. Per key tile (kBlockN keys), each:
-//   S = Q·Kᵀ       wgmma m64n<kBlockN>k16, Q and K from shared memory (both K-major), D/16 k-steps
+//   S = Q·Kᵀ       wgmma m64n<kBlockN>k16, Q and K from shared memory (both K-major), D/16 k-steps, landing
+//                  on the masks' starting scores when there are masks
 //   masks, online softmax on the S registers (rows g and g + 8 of each warp's 16, as in fwd_kernel.cuh)
 //   O += P·V       wgmma m64n<D>k16, P from registers (the S accumulators re-packed: they are exactly the
 //                  A fragments), V from shared memory (N-major), kBlockN/16 k-steps
@@ -11,11 +12,12 @@
 // causally hidden tiles are never loaded. Two ways to bring the tiles in (128-byte swizzled layout, see
 // wgmma_primitives.cuh):
 //   hopper_fwd_kernel      every thread copies by cp.async, K/V double-buffered, __syncthreads per tile;
-//   hopper_tma_fwd_kernel  warp specialisation: one producer warp streams Q, K and V by TMA into kStages
-//                          buffers, mbarriers hand them to the consumer warpgroups and back; no block-wide
-//                          barrier in the key loop, and the consumers' registers go to the math.
-// Not yet here (for a session that can time them): overlapping one tile's softmax with the next tile's
-// Q·Kᵀ within a warpgroup, and ordering the two warpgroups' softmax and GEMMs (FlashAttention-3's pingpong).
+//   hopper_tma_fwd_kernel  warp specialisation: one producer warp streams Q, K, V (and the mask tiles) by TMA
+//                          into kStages buffers, mbarriers hand them to the consumer warpgroups and back; no
+//                          block-wide barrier in the key loop. With kOverlap, tile i's Q·Kᵀ is in flight with
+//                          tile i-1's P·V (FlashAttention-3's intra-warpgroup overlap).
+// Not yet here (for a session that can time it): ordering the two warpgroups' softmax and GEMMs
+// (FlashAttention-3's pingpong), setmaxnreg, TMA stores of O.
 #pragma once
 
 #include <cstdint>

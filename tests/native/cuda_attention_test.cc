@@ -1072,7 +1072,14 @@ TEST(CudaHopperWork, PlainPrefillRunsOnWgmmaWhenRequested) {
       }
     }
   }
-  EXPECT_EQ(run(DType::kFloat16, 96, false).wgmma, 0u);                             // head dim 96: the mma.sync kernel
+  // Head dim 256: 64-key tiles (O takes 128 accumulators per thread): per warpgroup and tile 16 wgmma for Q·Kᵀ, 4 for P·V.
+  const simt::LaunchStats d256 = run(DType::kBFloat16, 256, false);
+  EXPECT_EQ(d256.wgmma, 2u * 4u * (16u + 4u));
+  if (tma) {
+    EXPECT_EQ(d256.tma, 4u + 4u * (4u + 4u));
+  }
+  EXPECT_EQ(run(DType::kFloat16, 256, false, Broadcast::kPerKey).wgmma, 0u);  // masks at 256: the mma.sync kernel
+  EXPECT_EQ(run(DType::kFloat16, 96, false).wgmma, 0u);                      // head dim 96: the mma.sync kernel
   EXPECT_EQ(run(DType::kFloat16, 128, false, Broadcast::kNone, 1, 512).wgmma, 0u);  // decoding
 }
 #endif

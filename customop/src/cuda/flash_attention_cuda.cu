@@ -346,6 +346,10 @@ std::string launch_hopper_tma(const FwdParams& p, cudaStream_t stream) {
 template <class T, int kHeadDim>
 std::string launch_hopper(int variant, int accum_masks, const FwdParams& p, cudaStream_t stream) {
   if (variant != 2) return cuda::launch_hopper_fwd<cuda::HopperTraitsFor<T, kHeadDim>>(p, stream);
+  if constexpr (!cuda::has_mask_accum_variant(kHeadDim)) {  // no masks here (use_hopper)
+    return accum_masks == 0 ? launch_hopper_tma<T, kHeadDim, 0>(p, stream)
+                            : "flash_attention_cuda: no Hopper kernel for masks at head dim capacity " + std::to_string(kHeadDim);
+  }
   switch (accum_masks) {
     case 0: return launch_hopper_tma<T, kHeadDim, 0>(p, stream);
     case cuda::kAccumBias: return launch_hopper_tma<T, kHeadDim, cuda::kAccumBias>(p, stream);
@@ -362,6 +366,7 @@ std::string launch_hopper(int variant, int capacity, int accum_masks, const FwdP
   switch (capacity) {
     case 64: return launch_hopper<T, 64>(variant, accum_masks, p, stream);
     case 128: return launch_hopper<T, 128>(variant, accum_masks, p, stream);
+    case 256: return launch_hopper<T, 256>(variant, accum_masks, p, stream);
     default: break;
   }
 #else
@@ -514,7 +519,7 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
     const cuda::TileShape tile = k.path == FwdPath::kTiled
                                      ? cuda::TileShape{64, cuda::tiled_block_n(k.capacity, k.small_smem), 8}
                                  : k.decode ? cuda::decode_tile_shape(k.capacity)
-                                 : k.hopper ? cuda::hopper_tile_shape()
+                                 : k.hopper ? cuda::hopper_tile_shape(k.capacity)
                                             : cuda::tile_shape(k.capacity, k.mask_inputs);
     blocks = (params.q_len + tile.block_m - 1) / tile.block_m * params.q_heads * params.batch;
     key_tiles = (params.kv_len + tile.block_n - 1) / tile.block_n;

@@ -153,6 +153,11 @@ ORTFLASH_HOPPER_INSTANCES(__nv_bfloat16, 64)
 ORTFLASH_HOPPER_INSTANCES(__half, 128)
 ORTFLASH_HOPPER_INSTANCES(__nv_bfloat16, 128)
 #undef ORTFLASH_HOPPER_INSTANCES
+// Head dim 256: no masks (the mma.sync kernel has no masks-in-accumulator variant there to decline to).
+template std::string launch_hopper_fwd<HopperTraitsFor<__half, 256>>(const FwdParams&, cudaStream_t);
+template std::string launch_hopper_tma_fwd<HopperTraitsFor<__half, 256>>(const FwdParams&, cudaStream_t, bool*);
+template std::string launch_hopper_fwd<HopperTraitsFor<__nv_bfloat16, 256>>(const FwdParams&, cudaStream_t);
+template std::string launch_hopper_tma_fwd<HopperTraitsFor<__nv_bfloat16, 256>>(const FwdParams&, cudaStream_t, bool*);
 
 bool hopper_fwd_available() {
   cudaFuncAttributes attributes;

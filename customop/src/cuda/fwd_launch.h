@@ -159,12 +159,16 @@ std::string launch_flash_fwd(const FwdParams& p, cudaStream_t stream);
 template <class T>
 std::string launch_generic_fwd(const FwdParams& p, cudaStream_t stream);
 
-// The Hopper path (hopper_kernel.cuh, built for sm_90a where nvcc >= 12.3; ORTFLASH_HAVE_HOPPER): wgmma
-// for the plain variant's calls (no bias, keep or softcap; not decoding) at head-dim capacities 64 and 128.
-// Two warpgroups (128 query rows) x 128 keys: 64 accumulators of S and up to 64 of O per thread; 161 KiB of
-// shared memory at head dim 128 (Q and two K/V stages). Tuning builds may override the shape.
+// The Hopper path (hopper_kernel.cuh, built for sm_90a where nvcc >= 12.3; ORTFLASH_HAVE_HOPPER): wgmma for
+// the plain variant's prefill calls and (TMA kernel) its masks-in-accumulator variants, at head-dim capacities
+// 64, 128 and 256. Two warpgroups (128 query rows) x 128 keys (64 at head dim 256, whose O takes 128
+// accumulators per thread): 161 KiB of shared memory at head dim 128 (Q and two K/V stages), 193 KiB at 256.
+// Tuning builds may override the shape.
 #if !defined(ORTFLASH_HOPPER_BLOCK_N)
 #define ORTFLASH_HOPPER_BLOCK_N 128
+#endif
+#if !defined(ORTFLASH_HOPPER_BLOCK_N_256)
+#define ORTFLASH_HOPPER_BLOCK_N_256 64
 #endif
 #if !defined(ORTFLASH_HOPPER_WARPGROUPS)
 #define ORTFLASH_HOPPER_WARPGROUPS 2
@@ -177,27 +181,33 @@ std::string launch_generic_fwd(const FwdParams& p, cudaStream_t stream);
 #if !defined(ORTFLASH_HOPPER_OVERLAP)
 #define ORTFLASH_HOPPER_OVERLAP 0
 #endif
-constexpr bool has_hopper_variant(int head_dim_capacity) { return head_dim_capacity == 64 || head_dim_capacity == 128; }
+constexpr bool has_hopper_variant(int head_dim_capacity) {
+  return head_dim_capacity == 64 || head_dim_capacity == 128 || head_dim_capacity == 256;
+}
+constexpr int hopper_block_n(int head_dim_capacity) {
+  return head_dim_capacity == 256 ? ORTFLASH_HOPPER_BLOCK_N_256 : ORTFLASH_HOPPER_BLOCK_N;
+}
 template <class T, int kHeadDim, int kAccumMasks = 0>
-using HopperTraitsFor = HopperTraits<T, kHeadDim, ORTFLASH_HOPPER_BLOCK_N, ORTFLASH_HOPPER_WARPGROUPS, ORTFLASH_HOPPER_STAGES,
+using HopperTraitsFor = HopperTraits<T, kHeadDim, hopper_block_n(kHeadDim), ORTFLASH_HOPPER_WARPGROUPS, ORTFLASH_HOPPER_STAGES,
                                      ORTFLASH_HOPPER_OVERLAP != 0, kAccumMasks>;
-// Whether the TMA kernel takes these masks (kAccumBias | kAccumKeep) at this capacity: its tiles must fit.
+// Whether the TMA kernel takes these masks (kAccumBias | kAccumKeep) at this capacity: the mma.sync kernel has the
+// variant to decline to (has_mask_accum_variant), and the tiles fit.
 constexpr bool has_hopper_mask_variant(int head_dim_capacity, int accum_masks) {
   const auto fits = [](int capacity, auto masks) {
     return capacity == 64 ? HopperTraitsFor<__half, 64, decltype(masks)::value>::kFits
                           : HopperTraitsFor<__half, 128, decltype(masks)::value>::kFits;
   };
-  if (!has_hopper_variant(head_dim_capacity)) return false;
+  if (accum_masks == 0) return has_hopper_variant(head_dim_capacity);
+  if (head_dim_capacity != 64 && head_dim_capacity != 128) return false;
   switch (accum_masks) {
-    case 0: return true;
     case kAccumBias: return fits(head_dim_capacity, std::integral_constant<int, kAccumBias>{});
     case kAccumKeep: return fits(head_dim_capacity, std::integral_constant<int, kAccumKeep>{});
     case kAccumBias | kAccumKeep: return fits(head_dim_capacity, std::integral_constant<int, kAccumBias | kAccumKeep>{});
     default: return false;
   }
 }
-constexpr TileShape hopper_tile_shape() {
-  return TileShape{64 * ORTFLASH_HOPPER_WARPGROUPS, ORTFLASH_HOPPER_BLOCK_N, 4 * ORTFLASH_HOPPER_WARPGROUPS};
+constexpr TileShape hopper_tile_shape(int head_dim_capacity) {
+  return TileShape{64 * ORTFLASH_HOPPER_WARPGROUPS, hopper_block_n(head_dim_capacity), 4 * ORTFLASH_HOPPER_WARPGROUPS};
 }
 
 template <class Tr>

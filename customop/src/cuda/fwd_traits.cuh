@@ -167,8 +167,8 @@ struct HopperTraits {
   static constexpr bool kFits = kTmaSmemBytes <= 227 * 1024 && (!kKeepIn || kBlockN % 128 == 0);
 
   static_assert(sizeof(T) == 2, "wgmma takes 16-bit elements here (fp16, bf16)");
-  static_assert(kHeadDim == 64 || kHeadDim == 128, "Wgmma is instantiated for n = 64 and 128");
-  static_assert(kBlockN == 64 || kBlockN == 128, "Wgmma is instantiated for n = 64 and 128");
+  static_assert(kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256, "Wgmma is instantiated for n = 64, 128 and 256");
+  static_assert(kBlockN == 64 || kBlockN == 128, "Q·Kᵀ runs at n = 64 or 128");
   static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
                 "every thread issues the same number of cp.async per tile");
   static_assert(kSmemBytes <= 227 * 1024, "the cp.async kernel's tiles must fit the 227 KiB an sm_90 block may use");

@@ -30,6 +30,19 @@ gtest_discover_tests(ortflash_cuda_tests TEST_PREFIX "ortflash_cuda_tests." DISC
 # With the Hopper (wgmma) kernel built (nvcc >= 12.3), the reference tests once more with it selected: on an
 # H100/H200 every plain-variant prefill call runs on it (elsewhere they run as above).
 if(ORTFLASH_CUDA_HOPPER)
+  # The sm_90a instructions' wrappers on their own (hopper_primitives_test.cc; also run on the emulator).
+  add_executable(ortflash_hopper_primitives_tests ${CMAKE_CURRENT_LIST_DIR}/hopper_primitives_test.cc
+                 ${CMAKE_CURRENT_LIST_DIR}/hopper_primitives_kernels.cu)
+  set_target_properties(ortflash_hopper_primitives_tests PROPERTIES CUDA_ARCHITECTURES OFF CUDA_STANDARD 17
+                        CUDA_STANDARD_REQUIRED ON)
+  target_compile_options(ortflash_hopper_primitives_tests PRIVATE
+                         $<$<COMPILE_LANGUAGE:CUDA>:-gencode=arch=compute_90a,code=sm_90a>)
+  target_include_directories(ortflash_hopper_primitives_tests PRIVATE ${ORTFLASH_ROOT}/customop/src/cuda
+                             ${ORTFLASH_ROOT}/customop/include)
+  target_link_libraries(ortflash_hopper_primitives_tests PRIVATE CUDA::cudart_static GTest::gtest GTest::gtest_main
+                        ${CMAKE_DL_LIBS})
+  gtest_discover_tests(ortflash_hopper_primitives_tests TEST_PREFIX "ortflash_hopper_primitives_tests."
+                       DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60)
   foreach(variant 1 2)  # 1: cp.async loads; 2: TMA loads by a producer warp
     add_test(NAME ortflash_cuda_tests.hopper${variant}
              COMMAND ortflash_cuda_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*)

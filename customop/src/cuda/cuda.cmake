@@ -74,6 +74,7 @@ if(ORTFLASH_CUDA_HOPPER)
   target_include_directories(ortflash_cuda_hopper PRIVATE ${ORTFLASH_ROOT}/customop/include)
   target_sources(ortflash_cuda PRIVATE $<TARGET_OBJECTS:ortflash_cuda_hopper>)
   target_compile_definitions(ortflash_cuda PRIVATE ORTFLASH_HAVE_HOPPER=1)
+  target_link_libraries(ortflash_cuda PUBLIC ${CMAKE_DL_LIBS})  # dlopen of the driver for cuTensorMapEncodeTiled
   message(STATUS "OrtFlash: building the sm_90a (wgmma) kernel")
 endif()
 target_include_directories(ortflash_cuda PUBLIC ${ORTFLASH_ROOT}/customop/include)

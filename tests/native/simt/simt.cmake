@@ -34,6 +34,17 @@ target_compile_options(ortflash_cuda_simt_tests PRIVATE ${ORTFLASH_WARNINGS} -O2
 gtest_discover_tests(ortflash_cuda_simt_tests TEST_PREFIX "ortflash_cuda_simt_tests." DISCOVERY_TIMEOUT 60
                      PROPERTIES TIMEOUT 1800)
 
+# The Hopper instructions' wrappers on their own (also built for a GPU where nvcc >= 12.3: tests/native/cuda.cmake).
+set(ORTFLASH_SIMT_HOPPER_KERNELS ${CMAKE_CURRENT_BINARY_DIR}/simt_units/hopper_primitives_kernels.cc)
+file(CONFIGURE OUTPUT ${ORTFLASH_SIMT_HOPPER_KERNELS}
+     CONTENT "#include \"${CMAKE_CURRENT_LIST_DIR}/../hopper_primitives_kernels.cu\"\n")
+add_executable(ortflash_simt_hopper_tests ${CMAKE_CURRENT_LIST_DIR}/../hopper_primitives_test.cc ${ORTFLASH_SIMT_HOPPER_KERNELS})
+target_include_directories(ortflash_simt_hopper_tests PRIVATE ${CMAKE_CURRENT_LIST_DIR}/.. ${ORTFLASH_CUDA_SOURCE_DIR}
+                           ${PROJECT_SOURCE_DIR}/customop/include)
+target_link_libraries(ortflash_simt_hopper_tests PRIVATE ortflash_simt GTest::gtest GTest::gtest_main)
+target_compile_options(ortflash_simt_hopper_tests PRIVATE ${ORTFLASH_WARNINGS} -Wno-pedantic -Wno-unknown-pragmas -O2)
+gtest_discover_tests(ortflash_simt_hopper_tests TEST_PREFIX "ortflash_simt_hopper_tests." DISCOVERY_TIMEOUT 60)
+
 add_executable(ortflash_simt_tests ${ORTFLASH_SIMT_DIR}/simt_test.cc)
 target_link_libraries(ortflash_simt_tests PRIVATE ortflash_simt GTest::gtest GTest::gtest_main)
 target_compile_options(ortflash_simt_tests PRIVATE ${ORTFLASH_WARNINGS} -Wno-pedantic -O2)

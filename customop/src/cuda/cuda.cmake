@@ -14,7 +14,7 @@ set(ORTFLASH_CUDA_DIR "${CMAKE_CURRENT_LIST_DIR}")
 
 # nvcc 11.8 is the first with sm_89; 90-virtual adds PTX so later GPUs JIT the sm_90 code. sm_75
 # (Turing: T4) runs the SIMT kernels (tiled, generic, combine); the tensor-core kernel needs sm_80.
-# nvcc >= 12.3 also builds the Hopper kernel (wgmma) for sm_90a: fwd_hopper.cu, compiled for that target
+# nvcc >= 12.3 also builds the Hopper kernels (wgmma, TMA) for sm_90a: fwd_hopper*.cu, compiled for that target
 # alone (ORTFLASH_CUDA_HOPPER, on by default where nvcc allows it).
 if(CMAKE_CUDA_COMPILER_VERSION VERSION_LESS 11.8)
   message(FATAL_ERROR "OrtFlash CUDA kernels need nvcc >= 11.8 (found ${CMAKE_CUDA_COMPILER_VERSION})")
@@ -66,7 +66,8 @@ else()
   set(ORTFLASH_CUDA_HOPPER OFF)
 endif()
 if(ORTFLASH_CUDA_HOPPER)
-  add_library(ortflash_cuda_hopper OBJECT ${ORTFLASH_CUDA_DIR}/fwd_hopper.cu)
+  add_library(ortflash_cuda_hopper OBJECT ${ORTFLASH_CUDA_DIR}/fwd_hopper64.cu ${ORTFLASH_CUDA_DIR}/fwd_hopper128.cu
+              ${ORTFLASH_CUDA_DIR}/fwd_hopper256.cu)
   ortflash_cuda_target(ortflash_cuda_hopper)
   set_target_properties(ortflash_cuda_hopper PROPERTIES CUDA_ARCHITECTURES OFF)
   target_compile_options(ortflash_cuda_hopper PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-gencode=arch=compute_90a,code=sm_90a>)

@@ -1,6 +1,8 @@
-// The Hopper (wgmma) forward kernels' launches and instantiations (fp16, bf16 x head dims 64, 128; the
-// cp.async kernel and the TMA one with its tensor maps). Built only for sm_90a (nvcc >= 12.3; see cuda.cmake)
-// and on the emulator.
+// OrtFlash CUDA — the Hopper (wgmma) forward kernels' launches: the cp.async kernel, and the TMA one with its
+// tensor maps. Included only by the sm_90a translation units fwd_hopper*.cu (nvcc >= 12.3; see cuda.cmake), which
+// instantiate them per head dim, and on the emulator.
+#pragma once
+
 #include <cuda_runtime_api.h>
 
 #include <climits>
@@ -84,28 +86,14 @@ std::string launch_hopper_tma_fwd(const FwdParams& p, cudaStream_t stream, bool*
   }
 }
 
+// The explicit instantiations of one element type and head dim (fwd_hopper*.cu): both kernels, without masks and
+// (TMA kernel) with bias (1), keep (2) or both (3); instantiations whose tiles do not fit (HopperTraits::kFits)
+// decline at run time.
 #define ORTFLASH_HOPPER_INSTANCES(T, D)                                                                       \
   template std::string launch_hopper_fwd<HopperTraitsFor<T, D>>(const FwdParams&, cudaStream_t);               \
   template std::string launch_hopper_tma_fwd<HopperTraitsFor<T, D>>(const FwdParams&, cudaStream_t, bool*);    \
   template std::string launch_hopper_tma_fwd<HopperTraitsFor<T, D, 1>>(const FwdParams&, cudaStream_t, bool*); \
   template std::string launch_hopper_tma_fwd<HopperTraitsFor<T, D, 2>>(const FwdParams&, cudaStream_t, bool*); \
   template std::string launch_hopper_tma_fwd<HopperTraitsFor<T, D, 3>>(const FwdParams&, cudaStream_t, bool*);
-ORTFLASH_HOPPER_INSTANCES(__half, 64)
-ORTFLASH_HOPPER_INSTANCES(__nv_bfloat16, 64)
-ORTFLASH_HOPPER_INSTANCES(__half, 128)
-ORTFLASH_HOPPER_INSTANCES(__nv_bfloat16, 128)
-#undef ORTFLASH_HOPPER_INSTANCES
-// Head dim 256: no masks (the mma.sync kernel has no masks-in-accumulator variant there to decline to).
-template std::string launch_hopper_fwd<HopperTraitsFor<__half, 256>>(const FwdParams&, cudaStream_t);
-template std::string launch_hopper_tma_fwd<HopperTraitsFor<__half, 256>>(const FwdParams&, cudaStream_t, bool*);
-template std::string launch_hopper_fwd<HopperTraitsFor<__nv_bfloat16, 256>>(const FwdParams&, cudaStream_t);
-template std::string launch_hopper_tma_fwd<HopperTraitsFor<__nv_bfloat16, 256>>(const FwdParams&, cudaStream_t, bool*);
-
-bool hopper_fwd_available() {
-  cudaFuncAttributes attributes;
-  const cudaError_t status = cudaFuncGetAttributes(&attributes, &hopper_fwd_kernel<HopperTraitsFor<__half, 128>>);
-  if (status != cudaSuccess) (void)cudaGetLastError();  // no sm_90a image for this device: not an error of any call
-  return status == cudaSuccess;
-}
 
 }  // namespace ortflash::cuda

@@ -345,6 +345,19 @@ def time_ms(fn, warmup, iters, before_each=None):
     return statistics.median(s.elapsed_time(e) for s, e in zip(start, end))
 
 
+def run_hopper_variant(variant, ours, out, want, args):
+    """Runs and times `ours` with ORTFLASH_CUDA_HOPPER=variant (the library reads it on every call; back to 0 after).
+    Returns (max abs err of its output against want, median ms)."""
+    os.environ["ORTFLASH_CUDA_HOPPER"] = variant
+    try:
+        out.zero_()
+        ours()
+        torch.cuda.synchronize()
+        return max_abs_err(out, want), time_ms(ours, args.warmup, args.iters)
+    finally:
+        os.environ["ORTFLASH_CUDA_HOPPER"] = "0"
+
+
 def max_abs_err(a, b):
     return (a.float() - b.float()).abs().max().item()
 
@@ -403,13 +416,7 @@ def run_prefill(args, lib):
                     if not agree:
                         line += f"  MISMATCH vs sdpa: max abs err {err:.2e} > {atol:.0e}"
                     for variant, name in (("1", "wgmma"), ("2", "tma")) if args.hopper == "both" else ():
-                        os.environ["ORTFLASH_CUDA_HOPPER"] = variant
-                        out.zero_()
-                        ours()
-                        torch.cuda.synchronize()
-                        err_variant = max_abs_err(out, want)
-                        ms_variant = time_ms(ours, args.warmup, args.iters)
-                        os.environ["ORTFLASH_CUDA_HOPPER"] = "0"
+                        err_variant, ms_variant = run_hopper_variant(variant, ours, out, want, args)
                         line += hopper_suffix(name, tflops(batch, heads, seq, dim, causal, ms_variant), t_sdpa)
                         if err_variant > atol:
                             mismatches += 1
@@ -483,13 +490,7 @@ def run_encoder(args, lib):
                                    t_sdpa, naive_cell, ms_ours, sdpa_name, mask_kind)
                 if args.hopper == "both" and dtype_name != "float32" and want is not None:
                     # Masks run on the TMA kernel only (the cp.async one leaves them to the mma.sync kernel).
-                    os.environ["ORTFLASH_CUDA_HOPPER"] = "2"
-                    out.zero_()
-                    ours()
-                    torch.cuda.synchronize()
-                    err_tma = max_abs_err(out, want)
-                    ms_tma = time_ms(ours, args.warmup, args.iters)
-                    os.environ["ORTFLASH_CUDA_HOPPER"] = "0"
+                    err_tma, ms_tma = run_hopper_variant("2", ours, out, want, args)
                     line += hopper_suffix("tma", tflops(batch, heads, seq, dim, False, ms_tma), t_sdpa or math.nan)
                     if not err_tma <= atol:
                         notes.insert(0, f"tma MISMATCH vs {want_name}: max abs err {err_tma:.2e} > {atol:.0e}")

@@ -181,6 +181,10 @@ std::string launch_generic_fwd(const FwdParams& p, cudaStream_t stream);
 #if !defined(ORTFLASH_HOPPER_OVERLAP)
 #define ORTFLASH_HOPPER_OVERLAP 0
 #endif
+// With the overlap, the two warpgroups' turns at the tensor cores (FlashAttention-3's pingpong): 0 or 1, to be timed.
+#if !defined(ORTFLASH_HOPPER_PINGPONG)
+#define ORTFLASH_HOPPER_PINGPONG 0
+#endif
 constexpr bool has_hopper_variant(int head_dim_capacity) {
   return head_dim_capacity == 64 || head_dim_capacity == 128 || head_dim_capacity == 256;
 }
@@ -189,7 +193,7 @@ constexpr int hopper_block_n(int head_dim_capacity) {
 }
 template <class T, int kHeadDim, int kAccumMasks = 0>
 using HopperTraitsFor = HopperTraits<T, kHeadDim, hopper_block_n(kHeadDim), ORTFLASH_HOPPER_WARPGROUPS, ORTFLASH_HOPPER_STAGES,
-                                     ORTFLASH_HOPPER_OVERLAP != 0, kAccumMasks>;
+                                     ORTFLASH_HOPPER_OVERLAP != 0, kAccumMasks, ORTFLASH_HOPPER_PINGPONG != 0>;
 // Whether the TMA kernel takes these masks (kAccumBias | kAccumKeep) at this capacity: the mma.sync kernel has the
 // variant to decline to (has_mask_accum_variant), and the tiles fit.
 constexpr bool has_hopper_mask_variant(int head_dim_capacity, int accum_masks) {

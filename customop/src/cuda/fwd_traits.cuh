@@ -132,7 +132,7 @@ struct FwdTraits {
 // kBlockN keys per K/V tile. kAccumMasks_ (TMA kernel only): a bias (kAccumBias) and/or keep mask (kAccumKeep)
 // staged per tile beside K and V and started in the score accumulators, as fwd_kernel.cuh's variants do.
 template <class T_, int kHeadDim_, int kBlockN_, int kWarpGroups_, int kStages_ = 2, bool kOverlap_ = false,
-          int kAccumMasks_ = 0>
+          int kAccumMasks_ = 0, bool kPingpong_ = false>
 struct HopperTraits {
   using T = T_;
   static constexpr int kHeadDim = kHeadDim_;  // capacity: D and Dv up to this
@@ -146,6 +146,9 @@ struct HopperTraits {
   static constexpr int kKvTileBytes = kBlockN * kHeadDim * 2;
   static constexpr int kStages = kStages_;  // K/V buffers (cp.async kernel: 2)
   static constexpr bool kOverlap = kOverlap_;  // TMA kernel: Q·Kᵀ of tile i in flight with P·V of tile i-1
+  // With kOverlap and two consumer warpgroups: they take turns issuing their GEMMs (named barriers), so that one's
+  // softmax runs while the other's GEMMs do (FlashAttention-3's pingpong).
+  static constexpr bool kPingpong = kPingpong_ && kOverlap_ && kWarpGroups_ == 2;
   static constexpr bool kBiasIn = (kAccumMasks_ & kAccumBias) != 0;
   static constexpr bool kKeepIn = (kAccumMasks_ & kAccumKeep) != 0;
   // Mask tiles: kBlockM rows (one for a mask broadcast over query rows) of kBlockN keys, in 128-byte swizzled

@@ -16,8 +16,9 @@
 //                          into kStages buffers, mbarriers hand them to the consumer warpgroups and back; no
 //                          block-wide barrier in the key loop. With kOverlap, tile i's Q·Kᵀ is in flight with
 //                          tile i-1's P·V (FlashAttention-3's intra-warpgroup overlap).
-// Not yet here (for a session that can time it): ordering the two warpgroups' softmax and GEMMs
-// (FlashAttention-3's pingpong), setmaxnreg, TMA stores of O.
+//                          With kPingpong as well, the two warpgroups take turns at the tensor cores (named
+//                          barriers), one's softmax running while the other's GEMMs do (FlashAttention-3's pingpong).
+// Not yet here (for a session that can time it): setmaxnreg, TMA stores of O.
 #pragma once
 
 #include <cstdint>
@@ -447,13 +448,31 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
     }
   } else if (tiles > 0) {
     // FlashAttention-3's overlap within a warpgroup: tile i's Q·Kᵀ and tile i-1's P·V are in flight together,
-    // and tile i's softmax runs while P·V still does; O's rescale waits for it.
+    // and tile i's softmax runs while P·V still does; O's rescale waits for it. With kPingpong the two
+    // warpgroups take turns issuing their GEMMs (warpgroup 0 first): each waits at its own named barrier
+    // (id 1 + group, both warpgroups' 256 threads), issues, then lets the other go. Each warpgroup has tiles + 1
+    // turns; warpgroup 1 arrives once before its first and not after its last, so every phase completes.
+    const auto my_turn = [&]() {
+      if constexpr (Tr::kPingpong) named_barrier_sync(1 + group, 256);
+    };
+    const auto their_turn = [&](bool last) {
+      if constexpr (Tr::kPingpong) {
+        if (!(last && group == 1)) named_barrier_arrive(1 + (group ^ 1), 256);
+      }
+    };
+    if constexpr (Tr::kPingpong) {
+      if (group == 1) named_barrier_arrive(1, 256);
+    }
     uint32_t pa[HopperRows<Tr>::kPSteps][4];
     {
       float s[HopperRows<Tr>::kSRegs];
       mbarrier_wait(k_full(0), 0);
       start(s, 0);
-      rows.scores(s, q_desc, k_desc(0));
+      my_turn();
+      rows.issue_scores(s, q_desc, k_desc(0));
+      their_turn(false);
+      wgmma_wait<0>();
+      fence_registers(s);
       rows.softmax(s, p, w.m0, (w.tile_end - 1) * Tr::kBlockN);
       HopperRows<Tr>::pack_p(s, pa);
     }
@@ -463,9 +482,11 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
       float scale[2];
       mbarrier_wait(k_full(stage), (i / Tr::kStages) & 1);
       start(s, stage);
-      rows.issue_scores(s, q_desc, k_desc(stage));
       mbarrier_wait(v_full(previous), ((i - 1) / Tr::kStages) & 1);
+      my_turn();
+      rows.issue_scores(s, q_desc, k_desc(stage));
       rows.issue_accumulate(pa, v_desc(previous), false);  // one fence for both groups
+      their_turn(false);
       wgmma_wait<1>();  // Q·Kᵀ (the older group) done
       fence_registers(s);
       rows.softmax_scores(s, scale, p, w.m0, (w.tile_end - 1 - i) * Tr::kBlockN);
@@ -477,7 +498,9 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
     }
     const int last = (tiles - 1) % Tr::kStages;
     mbarrier_wait(v_full(last), ((tiles - 1) / Tr::kStages) & 1);
+    my_turn();
     rows.issue_accumulate(pa, v_desc(last));
+    their_turn(true);
     wgmma_wait<0>();
     rows.fence_accumulate(pa);
     release(last);

@@ -165,6 +165,25 @@ __device__ __forceinline__ void tma_load_4d(void* dst, const TmaDescriptor* map,
 #endif
 }
 
+// ---- named barriers (sm_70+): bar.sync waits until `count` threads arrived at barrier `id` (1..15; 0 is
+// __syncthreads'), bar.arrive arrives without waiting ----
+
+__device__ __forceinline__ void named_barrier_sync(int id, int count) {
+#if defined(ORTFLASH_SIMT)
+  simt::named_barrier_sync(id, count);
+#else
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void named_barrier_arrive(int id, int count) {
+#if defined(ORTFLASH_SIMT)
+  simt::named_barrier_arrive(id, count);
+#else
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+#endif
+}
+
 // Keeps the compiler from moving register accesses across a wgmma issue or wait: the registers are
 // "read and written" here, in program order with the (volatile) wgmma instructions.
 template <int N>

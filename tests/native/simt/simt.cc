@@ -357,6 +357,11 @@ struct Block {
   std::vector<Warp> warps;
   std::vector<std::unique_ptr<WarpGroup>> groups;  // warpgroups (128 threads; the last may be partial)
   std::map<uint32_t, MBarrier> mbarriers;          // by shared offset
+  struct Named {
+    int count = 0;         // threads per phase (0: not in use)
+    int arrived = 0;
+    uint64_t generation = 0;
+  } named[16];
   std::vector<std::unique_ptr<char[]>> stacks;
   std::vector<unsigned char> smem;
   std::vector<Chunk> chunks;
@@ -567,6 +572,7 @@ void run_block(Block& b, uint64_t linear) {
   std::fill(b.smem.begin(), b.smem.end(), kUninitialized);
   std::fill(b.chunks.begin(), b.chunks.end(), Chunk{});
   b.mbarriers.clear();
+  for (auto& named : b.named) named = Block::Named{};
   b.alive = n;
   b.barrier_arrived = 0;
   b.barrier_generation = 0;
@@ -589,6 +595,12 @@ void run_block(Block& b, uint64_t linear) {
     }
     b.current = -1;
     if (b.failure.empty() && b.alive > 0 && b.progress == before) b.failure = deadlock_report(b);
+  }
+  for (int id = 1; id < 16 && b.failure.empty(); ++id) {
+    if (b.named[id].arrived != 0) {
+      b.failure = where(b) + ": named barrier " + std::to_string(id) + " ends with " + std::to_string(b.named[id].arrived) +
+                  " arrivals in a phase that never completed";
+    }
   }
   for (const auto& [offset, bar] : b.mbarriers) {
     if (b.failure.empty() && !bar.copies.empty()) {
@@ -1185,6 +1197,44 @@ void fence_proxy_async() {
   }
   t.unfenced.clear();
 }
+
+namespace {
+Block::Named& named_barrier(int id, int count, const char* what) {
+  Block& b = block();
+  if (id < 1 || id > 15) fail(std::string(what) + ": barrier id " + std::to_string(id) + " outside 1..15 (0 is __syncthreads)");
+  if (count <= 0 || count % 32 != 0 || count > 1024) {
+    fail(std::string(what) + ": thread count " + std::to_string(count) + " is not a positive multiple of 32");
+  }
+  Block::Named& named = b.named[id];
+  if (named.arrived != 0 && named.count != count) {
+    fail(std::string(what) + ": barrier " + std::to_string(id) + " used with counts " + std::to_string(named.count) + " and " +
+         std::to_string(count) + " in one phase");
+  }
+  named.count = count;
+  return named;
+}
+
+// One arrival; returns the phase it joined. Completes the phase when it is the count-th.
+uint64_t named_arrive(Block::Named& named) {
+  ++block().progress;
+  const uint64_t generation = named.generation;
+  if (++named.arrived == named.count) {
+    named.arrived = 0;
+    ++named.generation;
+  }
+  return generation;
+}
+}  // namespace
+
+void named_barrier_sync(int id, int count) {
+  Block::Named& named = named_barrier(id, count, "bar.sync");
+  const uint64_t generation = named_arrive(named);
+  thread().waiting_at = "bar.sync (named)";
+  while (named.generation == generation) yield();
+  thread().waiting_at = nullptr;
+}
+
+void named_barrier_arrive(int id, int count) { named_arrive(named_barrier(id, count, "bar.arrive")); }
 
 // ---- mbarriers and TMA (sm_90) ---------------------------------------------------------------------
 

@@ -126,6 +126,12 @@ void wgmma_wait(int pending_groups);  // wgmma.wait_group.sync.aligned N
 // proxy (wgmma) once a barrier follows.
 void fence_proxy_async();
 
+// Named barriers (bar.sync / bar.arrive with an id 1..15 and a thread count, a multiple of 32): bar.sync waits until
+// `count` threads have arrived at barrier `id` (itself included), bar.arrive arrives without waiting. No memory
+// ordering is modelled for them (the kernels order shared memory by __syncthreads and mbarriers).
+void named_barrier_sync(int id, int count);
+void named_barrier_arrive(int id, int count);
+
 // ---- sm_90 mbarriers and TMA (cp.async.bulk.tensor) ----
 // A tensor map as cuTensorMapEncodeTiled describes it (elements of 1 or 2 bytes): dims[0] innermost (contiguous),
 // strides in bytes of dims 1..rank-1, a box of box[i] elements, the 128-byte swizzle or none; elements outside

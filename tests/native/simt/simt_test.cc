@@ -597,6 +597,39 @@ TEST(Simt, TensorMapsTheHardwareWouldRefuseAreRefused) {
   cudaFree(tensor);
 }
 
+// ---- named barriers -------------------------------------------------------------------------------
+
+// Warp 1 writes, then arrives at barrier 1 (64 threads); warp 0 waits there, then reads. With `count` 96 nobody
+// ever completes the phase: a deadlock.
+__global__ void named_barrier_kernel(int* flag, int* seen, int count) {
+  const int tid = static_cast<int>(threadIdx.x);
+  if (tid >= 32) {
+    if (tid == 32) *flag = 7;
+    __syncwarp();
+    simt::named_barrier_arrive(1, count);
+  } else {
+    simt::named_barrier_sync(1, count);
+    seen[tid] = *flag;
+  }
+}
+
+TEST(Simt, NamedBarriersOrderTheWarpsThatArriveBeforeTheOnesThatSync) {
+  for (uint64_t seed = 1; seed <= 4; ++seed) {  // several fiber orders
+    int* flag = device_alloc<int>(1);
+    int* seen = device_alloc<int>(32);
+    EXPECT_EQ(cudaMemset(flag, 0, sizeof(int)), cudaSuccess);
+    EXPECT_EQ(run(&named_barrier_kernel, 64, 0, flag, seen, 64), "");
+    for (int v : download(seen, 32)) EXPECT_EQ(v, 7);
+    cudaFree(flag);
+    cudaFree(seen);
+  }
+  int* flag = device_alloc<int>(1);
+  int* seen = device_alloc<int>(32);
+  EXPECT_NE(run(&named_barrier_kernel, 64, 0, flag, seen, 96).find("deadlock"), std::string::npos);
+  cudaFree(flag);
+  cudaFree(seen);
+}
+
 // ---- launch configuration -----------------------------------------------------------------------
 
 __global__ void empty_kernel(int) {}

@@ -1079,7 +1079,13 @@ TEST(CudaHopperWork, PlainPrefillRunsOnWgmmaWhenRequested) {
     EXPECT_EQ(d256.tma, 4u + 4u * (4u + 4u));
   }
   EXPECT_EQ(run(DType::kFloat16, 256, false, Broadcast::kPerKey).wgmma, 0u);  // masks at 256: the mma.sync kernel
-  EXPECT_EQ(run(DType::kFloat16, 96, false).wgmma, 0u);                      // head dim 96: the mma.sync kernel
+  // Head dim 96 (Phi-3): tiles of 128 columns (the last 32 zeros), 6 k-steps of Q·Kᵀ, P·V at n = 96.
+  const simt::LaunchStats d96 = run(DType::kFloat16, 96, false);
+  EXPECT_EQ(d96.wgmma, 2u * 2u * (6u + 8u));
+  if (tma) {
+    EXPECT_EQ(d96.tma, 2u + 2u * (2u + 2u));
+  }
+  EXPECT_EQ(run(DType::kFloat16, 32, false).wgmma, 0u);  // head dim 32: the mma.sync kernel
   EXPECT_EQ(run(DType::kFloat16, 128, false, Broadcast::kNone, 1, 512).wgmma, 0u);  // decoding
 }
 #endif

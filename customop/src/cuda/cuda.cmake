@@ -66,8 +66,8 @@ else()
   set(ORTFLASH_CUDA_HOPPER OFF)
 endif()
 if(ORTFLASH_CUDA_HOPPER)
-  add_library(ortflash_cuda_hopper OBJECT ${ORTFLASH_CUDA_DIR}/fwd_hopper64.cu ${ORTFLASH_CUDA_DIR}/fwd_hopper128.cu
-              ${ORTFLASH_CUDA_DIR}/fwd_hopper256.cu)
+  add_library(ortflash_cuda_hopper OBJECT ${ORTFLASH_CUDA_DIR}/fwd_hopper64.cu ${ORTFLASH_CUDA_DIR}/fwd_hopper96.cu
+              ${ORTFLASH_CUDA_DIR}/fwd_hopper128.cu ${ORTFLASH_CUDA_DIR}/fwd_hopper256.cu)
   ortflash_cuda_target(ortflash_cuda_hopper)
   set_target_properties(ortflash_cuda_hopper PROPERTIES CUDA_ARCHITECTURES OFF)
   target_compile_options(ortflash_cuda_hopper PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-gencode=arch=compute_90a,code=sm_90a>)

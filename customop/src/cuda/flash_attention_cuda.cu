@@ -365,6 +365,7 @@ std::string launch_hopper(int variant, int capacity, int accum_masks, const FwdP
 #if defined(ORTFLASH_HAVE_HOPPER)
   switch (capacity) {
     case 64: return launch_hopper<T, 64>(variant, accum_masks, p, stream);
+    case 96: return launch_hopper<T, 96>(variant, accum_masks, p, stream);
     case 128: return launch_hopper<T, 128>(variant, accum_masks, p, stream);
     case 256: return launch_hopper<T, 256>(variant, accum_masks, p, stream);
     default: break;

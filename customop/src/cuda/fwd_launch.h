@@ -161,7 +161,7 @@ std::string launch_generic_fwd(const FwdParams& p, cudaStream_t stream);
 
 // The Hopper path (hopper_kernel.cuh, built for sm_90a where nvcc >= 12.3; ORTFLASH_HAVE_HOPPER): wgmma for
 // the plain variant's prefill calls and (TMA kernel) its masks-in-accumulator variants, at head-dim capacities
-// 64, 128 and 256. Two warpgroups (128 query rows) x 128 keys (64 at head dim 256, whose O takes 128
+// 64, 96 (in tiles of 128 columns), 128 and 256. Two warpgroups (128 query rows) x 128 keys (64 at head dim 256, whose O takes 128
 // accumulators per thread): 161 KiB of shared memory at head dim 128 (Q and two K/V stages), 193 KiB at 256.
 // Tuning builds may override the shape.
 #if !defined(ORTFLASH_HOPPER_BLOCK_N)
@@ -186,7 +186,7 @@ std::string launch_generic_fwd(const FwdParams& p, cudaStream_t stream);
 #define ORTFLASH_HOPPER_PINGPONG 0
 #endif
 constexpr bool has_hopper_variant(int head_dim_capacity) {
-  return head_dim_capacity == 64 || head_dim_capacity == 128 || head_dim_capacity == 256;
+  return head_dim_capacity == 64 || head_dim_capacity == 96 || head_dim_capacity == 128 || head_dim_capacity == 256;
 }
 constexpr int hopper_block_n(int head_dim_capacity) {
   return head_dim_capacity == 256 ? ORTFLASH_HOPPER_BLOCK_N_256 : ORTFLASH_HOPPER_BLOCK_N;
@@ -198,11 +198,12 @@ using HopperTraitsFor = HopperTraits<T, kHeadDim, hopper_block_n(kHeadDim), ORTF
 // variant to decline to (has_mask_accum_variant), and the tiles fit.
 constexpr bool has_hopper_mask_variant(int head_dim_capacity, int accum_masks) {
   const auto fits = [](int capacity, auto masks) {
-    return capacity == 64 ? HopperTraitsFor<__half, 64, decltype(masks)::value>::kFits
-                          : HopperTraitsFor<__half, 128, decltype(masks)::value>::kFits;
+    return capacity == 64   ? HopperTraitsFor<__half, 64, decltype(masks)::value>::kFits
+           : capacity == 96 ? HopperTraitsFor<__half, 96, decltype(masks)::value>::kFits
+                            : HopperTraitsFor<__half, 128, decltype(masks)::value>::kFits;
   };
   if (accum_masks == 0) return has_hopper_variant(head_dim_capacity);
-  if (head_dim_capacity != 64 && head_dim_capacity != 128) return false;
+  if (!has_mask_accum_variant(head_dim_capacity) || !has_hopper_variant(head_dim_capacity)) return false;
   switch (accum_masks) {
     case kAccumBias: return fits(head_dim_capacity, std::integral_constant<int, kAccumBias>{});
     case kAccumKeep: return fits(head_dim_capacity, std::integral_constant<int, kAccumKeep>{});

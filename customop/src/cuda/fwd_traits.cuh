@@ -135,15 +135,17 @@ template <class T_, int kHeadDim_, int kBlockN_, int kWarpGroups_, int kStages_ 
           int kAccumMasks_ = 0, bool kPingpong_ = false>
 struct HopperTraits {
   using T = T_;
-  static constexpr int kHeadDim = kHeadDim_;  // capacity: D and Dv up to this
+  static constexpr int kHeadDim = kHeadDim_;  // capacity: D and Dv up to this (the MMAs' k and n)
+  // Columns of the shared tiles: whole 64-column (128-byte) swizzle blocks, the ones past kHeadDim zeros (96: 128).
+  static constexpr int kTileCols = (kHeadDim + 63) / 64 * 64;
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kWarpGroups = kWarpGroups_;
   static constexpr int kBlockM = 64 * kWarpGroups;
   static constexpr int kThreads = 128 * kWarpGroups;
-  static constexpr int kChunks = kHeadDim / 8;       // 16-byte chunks per row
+  static constexpr int kChunks = kTileCols / 8;      // 16-byte chunks per tile row
   static constexpr int kDTiles = kHeadDim / 8;       // 8-column accumulator tiles of O
-  static constexpr int kQTileBytes = kBlockM * kHeadDim * 2;
-  static constexpr int kKvTileBytes = kBlockN * kHeadDim * 2;
+  static constexpr int kQTileBytes = kBlockM * kTileCols * 2;
+  static constexpr int kKvTileBytes = kBlockN * kTileCols * 2;
   static constexpr int kStages = kStages_;  // K/V buffers (cp.async kernel: 2)
   static constexpr bool kOverlap = kOverlap_;  // TMA kernel: Q·Kᵀ of tile i in flight with P·V of tile i-1
   // With kOverlap and two consumer warpgroups: they take turns issuing their GEMMs (named barriers), so that one's
@@ -170,7 +172,8 @@ struct HopperTraits {
   static constexpr bool kFits = kTmaSmemBytes <= 227 * 1024 && (!kKeepIn || kBlockN % 128 == 0);
 
   static_assert(sizeof(T) == 2, "wgmma takes 16-bit elements here (fp16, bf16)");
-  static_assert(kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256, "Wgmma is instantiated for n = 64, 128 and 256");
+  static_assert(kHeadDim == 64 || kHeadDim == 96 || kHeadDim == 128 || kHeadDim == 256,
+                "Wgmma is instantiated for n = 64, 96, 128 and 256");
   static_assert(kBlockN == 64 || kBlockN == 128, "Q·Kᵀ runs at n = 64 or 128");
   static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
                 "every thread issues the same number of cp.async per tile");

@@ -377,7 +377,7 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
     mask_coords(p.bias_stride, bias_row, bias_head, bias_batch);
     mask_coords(p.keep_stride, keep_row, keep_head, keep_batch);
     mbarrier_arrive_expect_tx(q_full, uint32_t(Tr::kQTileBytes));
-    for (int cb = 0; cb < Tr::kHeadDim / 64; ++cb) {
+    for (int cb = 0; cb < Tr::kTileCols / 64; ++cb) {
       tma_load_4d(sQ + cb * Tr::kBlockM * 128, &maps.q, q_full, 64 * cb, w.m0, w.head, w.batch);
     }
     for (int i = 0; i < tiles; ++i) {
@@ -385,7 +385,7 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
       const int n0 = (w.tile_end - 1 - i) * Tr::kBlockN;
       mbarrier_wait(empty(stage), ((i / Tr::kStages) & 1) ^ 1);  // the first round finds every stage free
       mbarrier_arrive_expect_tx(k_full(stage), kKvBytes + mask_bytes);  // the masks start the scores: with K
-      for (int cb = 0; cb < Tr::kHeadDim / 64; ++cb) {
+      for (int cb = 0; cb < Tr::kTileCols / 64; ++cb) {
         tma_load_4d(sK(stage) + cb * Tr::kBlockN * 128, &maps.k, k_full(stage), 64 * cb, n0, kv_head, w.batch);
       }
       if constexpr (Tr::kBiasIn) {
@@ -401,7 +401,7 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
         }
       }
       mbarrier_arrive_expect_tx(v_full(stage), kKvBytes);
-      for (int cb = 0; cb < Tr::kHeadDim / 64; ++cb) {
+      for (int cb = 0; cb < Tr::kTileCols / 64; ++cb) {
         tma_load_4d(sV(stage) + cb * Tr::kBlockN * 128, &maps.v, v_full(stage), 64 * cb, n0, kv_head, w.batch);
       }
     }

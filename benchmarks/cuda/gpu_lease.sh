@@ -26,7 +26,7 @@ pack() {
 }
 trap pack EXIT
 
-bash "$session" --stages build --out "$work/main-build" --budget 230 --stage-timeout build=215 \
+bash "$session" --stages build --out "$work/main-build" --budget 300 --stage-timeout build=285 \
   > "$work/build.txt" 2>&1
 cat "$work/build.txt"
 

@@ -99,11 +99,12 @@ stage_command() {
       configure+=" -DORTFLASH_CUDA_TESTS_WERROR=OFF -DORTFLASH_CUDA_PTXAS_VERBOSE=ON"
       [ -n "$arch" ] && configure+=" -DORTFLASH_CUDA_ARCHITECTURES=$(q "$arch")"
       configure+=" -DORTFLASH_CUDA_TILES=$(q "$tiles")"  # empty: the default shapes (also resets a reused cache)
-      command -v ninja >/dev/null 2>&1 && configure+=" -G Ninja"
+      local keep_going=" -- -k"  # make: every target that can be built is (a failed sm_90a file stops nothing else)
+      if command -v ninja >/dev/null 2>&1; then configure+=" -G Ninja"; keep_going=" -- -k 0"; fi
       # The sm_90a (Hopper) kernels are built where nvcc >= 12.3 and have not run on a GPU yet: should they not
       # compile, the build goes on without them (the log says so), so that every other stage still runs.
       local build="cmake --build $(q "$build_dir") -j $(nproc)"
-      echo "{ $configure -DORTFLASH_CUDA_HOPPER=ON && $build; } || { echo 'ORTFLASH: the sm_90a (Hopper) build failed; building without it'; $configure -DORTFLASH_CUDA_HOPPER=OFF && $build; }" ;;
+      echo "{ $configure -DORTFLASH_CUDA_HOPPER=ON && $build$keep_going; } || { echo 'ORTFLASH: the sm_90a (Hopper) build failed; building without it'; $configure -DORTFLASH_CUDA_HOPPER=OFF && $build; }" ;;
     test)
       if [ $quick = 1 ]; then
         echo "$(q "$tests") --gtest_filter='CudaSanitizerSubset.*:CudaAttention.MatchesReference*'"

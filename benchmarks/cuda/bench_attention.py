@@ -111,7 +111,7 @@ def parse_args(argv=None):
     prefill.add_argument("--naive-max-seq", type=int, default=16384, help="skip the naive baseline above this S")
     parser.add_argument("--hopper", choices=("off", "1", "2", "both"), default="off",
                          help="the sm_90a wgmma kernels (ORTFLASH_CUDA_HOPPER; builds with nvcc >= 12.3): 1 with cp.async "
-                              "loads, 2 with TMA loads by a producer warp (also the masks), or both: every prefill row "
+                              "loads, 2 with TMA loads by a producer warpgroup (also the masks), or both: every prefill row "
                               "also times 1 and 2, every 16-bit encoder row 2, each checked, as 'wgmma' and 'tma' suffixes")
     encoder = parser.add_argument_group("encoder")
     encoder.add_argument("--encoder-dtypes", nargs="+", default=list(ENCODER_DTYPES), choices=list(ENCODER_DTYPES))

@@ -43,7 +43,7 @@ if(ORTFLASH_CUDA_HOPPER)
                         ${CMAKE_DL_LIBS})
   gtest_discover_tests(ortflash_hopper_primitives_tests TEST_PREFIX "ortflash_hopper_primitives_tests."
                        DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60)
-  foreach(variant 1 2)  # 1: cp.async loads; 2: TMA loads by a producer warp
+  foreach(variant 1 2)  # 1: cp.async loads; 2: TMA loads by a producer warpgroup
     add_test(NAME ortflash_cuda_tests.hopper${variant}
              COMMAND ortflash_cuda_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*)
     set_tests_properties(ortflash_cuda_tests.hopper${variant} PROPERTIES ENVIRONMENT "ORTFLASH_CUDA_HOPPER=${variant}"

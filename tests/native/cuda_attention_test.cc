@@ -1018,7 +1018,7 @@ TEST(CudaAttentionWork, GroupedDecodingReadsEachKeyValueTileOncePerGroup) {
 }
 
 // The Hopper (wgmma) kernels run the plain variant's prefill calls when ORTFLASH_CUDA_HOPPER asks for one (1:
-// cp.async loads, 2: TMA loads by a producer warp; their own CTest entries); masks, softcap and decoding stay on
+// cp.async loads, 2: TMA loads by a producer warpgroup; their own CTest entries); masks, softcap and decoding stay on
 // the mma.sync kernels.
 TEST(CudaHopperWork, PlainPrefillRunsOnWgmmaWhenRequested) {
   const char* requested = std::getenv("ORTFLASH_CUDA_HOPPER");

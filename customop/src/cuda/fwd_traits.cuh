@@ -160,12 +160,19 @@ struct HopperTraits {
   static constexpr int kStageBytes = 2 * kKvTileBytes + kBiasTileBytes + kKeepTileBytes;  // K, V, bias, keep
   // The tiles need 1024-byte alignment (the swizzle pattern repeats every 8 rows of 128 bytes), which
   // dynamic shared memory does not promise: 1 KiB of slack. The TMA kernel adds its mbarriers (Q, and per
-  // stage K full, V full, empty) and a producer warp.
+  // stage K full, V full, empty) and a producer warpgroup.
   static constexpr size_t kTileBytes = size_t(kQTileBytes) + size_t(kStages) * kStageBytes;
   static constexpr size_t kSmemBytes = 1024 + size_t(kQTileBytes) + 2 * 2 * size_t(kKvTileBytes);  // cp.async: 2 stages
   static constexpr int kBarriers = 1 + 3 * kStages;
   static constexpr size_t kTmaSmemBytes = 1024 + kTileBytes + 8 * size_t(kBarriers);
-  static constexpr int kTmaThreads = kThreads + 32;
+  // The TMA kernel's block: the consumer warpgroups and a producer warpgroup. With 12 warps, 3 share each of an
+  // SM's 4 register-file partitions (16K registers): 168 registers per thread at launch; the producer then gives
+  // back all but kProducerRegs, and the consumers take kConsumerRegs (setmaxnreg; 24 + 2 x 240 <= 512).
+  // (With one consumer warpgroup, 8 warps get 255 registers each from the start: no setmaxnreg.)
+  static constexpr int kTmaThreads = kThreads + 128;
+  static constexpr bool kRegisterSplit = kWarpGroups == 2;
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
   // Whether the TMA kernel's tiles fit the 227 KiB an sm_90 block may use (with both masks at head dim 128
   // they do not: such calls stay on the mma.sync kernel).
   // Keep boxes are 128 keys wide (one swizzle span of bytes): they need kBlockN a multiple of 128.

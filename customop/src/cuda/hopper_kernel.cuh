@@ -12,13 +12,14 @@
 // causally hidden tiles are never loaded. Two ways to bring the tiles in (128-byte swizzled layout, see
 // wgmma_primitives.cuh):
 //   hopper_fwd_kernel      every thread copies by cp.async, K/V double-buffered, __syncthreads per tile;
-//   hopper_tma_fwd_kernel  warp specialisation: one producer warp streams Q, K, V (and the mask tiles) by TMA
+//   hopper_tma_fwd_kernel  warp specialisation: a producer warpgroup (one thread issues, the warpgroup gives its
+//                          registers to the consumers by setmaxnreg) streams Q, K, V (and the mask tiles) by TMA
 //                          into kStages buffers, mbarriers hand them to the consumer warpgroups and back; no
 //                          block-wide barrier in the key loop. With kOverlap, tile i's Q·Kᵀ is in flight with
 //                          tile i-1's P·V (FlashAttention-3's intra-warpgroup overlap).
 //                          With kPingpong as well, the two warpgroups take turns at the tensor cores (named
 //                          barriers), one's softmax running while the other's GEMMs do (FlashAttention-3's pingpong).
-// Not yet here (for a session that can time it): setmaxnreg, TMA stores of O.
+// Not yet here (for a session that can time it): TMA stores of O.
 #pragma once
 
 #include <cstdint>
@@ -325,7 +326,7 @@ struct HopperTmaMaps {
   TmaDescriptor keep;  // the same with bytes: boxes of 128 keys
 };
 
-// kWarpGroups consumer warpgroups (threads 0 .. kThreads-1) and one producer warp after them.
+// kWarpGroups consumer warpgroups (threads 0 .. kThreads-1) and one producer warpgroup after them.
 template <class Tr>
 __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(const FwdParams p,
                                                                             const __grid_constant__ HopperTmaMaps maps) {
@@ -359,7 +360,8 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
   }
   __syncthreads();
 
-  if (tid >= Tr::kThreads) {  // ---- producer warp: one lane issues every copy ----
+  if (tid >= Tr::kThreads) {  // ---- producer warpgroup: one thread issues every copy ----
+    if constexpr (Tr::kRegisterSplit) setmaxnreg_dec<Tr::kProducerRegs>();
     if (tid != Tr::kThreads || tiles == 0) return;
     const int kv_head = w.head / p.group;
     constexpr uint32_t kKvBytes = Tr::kKvTileBytes;
@@ -409,6 +411,7 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
   }
 
   // ---- consumer warpgroups ----
+  if constexpr (Tr::kRegisterSplit) setmaxnreg_inc<Tr::kConsumerRegs>();
   const int group = tid / 128;
   const int local_row0 = 64 * group + 16 * ((tid % 128) / 32) + (tid % 32) / 4;  // within the block
   HopperRows<Tr> rows(w.m0 + 64 * group + 16 * ((tid % 128) / 32), tid % 32);

@@ -165,6 +165,28 @@ __device__ __forceinline__ void tma_load_4d(void* dst, const TmaDescriptor* map,
 #endif
 }
 
+// setmaxnreg (a warpgroup collective): this warpgroup's registers per thread become kRegs (a multiple of 8 in
+// 24..256); dec gives registers back to the SM's pool, inc waits for them there.
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  static_assert(kRegs % 8 == 0 && kRegs >= 24 && kRegs <= 256, "setmaxnreg takes multiples of 8 in 24..256");
+#if defined(ORTFLASH_SIMT)
+  simt::setmaxnreg(kRegs);
+#else
+  ORTFLASH_SM90A_ASM(asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs)));
+#endif
+}
+
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  static_assert(kRegs % 8 == 0 && kRegs >= 24 && kRegs <= 256, "setmaxnreg takes multiples of 8 in 24..256");
+#if defined(ORTFLASH_SIMT)
+  simt::setmaxnreg(kRegs);
+#else
+  ORTFLASH_SM90A_ASM(asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs)));
+#endif
+}
+
 // ---- named barriers (sm_70+): bar.sync waits until `count` threads arrived at barrier `id` (1..15; 0 is
 // __syncthreads'), bar.arrive arrives without waiting ----
 

@@ -1187,6 +1187,11 @@ void wgmma_wait(int pending_groups) {
   g.fenced = false;
 }
 
+void setmaxnreg(int regs) {
+  if (regs < 24 || regs > 256 || regs % 8 != 0) fail("setmaxnreg: " + std::to_string(regs) + " is not a multiple of 8 in 24..256");
+  warpgroup_arrive("setmaxnreg");
+}
+
 void fence_proxy_async() {
   Block& b = block();
   Thread& t = thread();

@@ -85,7 +85,7 @@ endif()
 # The suite with a Hopper (wgmma) kernel selected (ORTFLASH_CUDA_HOPPER=1 or 2) on the emulated H100: every
 # plain-variant prefill call of the reference tests runs on it. The work-count tests of the mma.sync
 # kernels are left out (they count that kernel's instructions).
-foreach(variant 1 2)  # 1: cp.async loads; 2: TMA loads by a producer warp, mbarriers
+foreach(variant 1 2)  # 1: cp.async loads; 2: TMA loads by a producer warpgroup, mbarriers
   add_test(NAME ortflash_cuda_simt_tests.hopper${variant}
            COMMAND ortflash_cuda_simt_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*:CudaHopperWork.*)
   set_tests_properties(ortflash_cuda_simt_tests.hopper${variant} PROPERTIES ENVIRONMENT "ORTFLASH_CUDA_HOPPER=${variant}"

@@ -125,6 +125,8 @@ void wgmma_wait(int pending_groups);  // wgmma.wait_group.sync.aligned N
 // fence.proxy.async.shared::cta: this thread's shared-memory writes so far become visible to the async
 // proxy (wgmma) once a barrier follows.
 void fence_proxy_async();
+// setmaxnreg.{inc,dec}.sync.aligned: a warpgroup collective (checked as one); registers are not modelled.
+void setmaxnreg(int regs);
 
 // Named barriers (bar.sync / bar.arrive with an id 1..15 and a thread count, a multiple of 32): bar.sync waits until
 // `count` threads have arrived at barrier `id` (itself included), bar.arrive arrives without waiting. No memory

@@ -120,23 +120,28 @@ struct HopperRows {
   __device__ __forceinline__ void start_scores(float (&s)[kSRegs], const unsigned char* bias_tile, bool bias_bcast,
                                                const unsigned char* keep_tile, bool keep_bcast, int local_row0,
                                                const FwdParams& p) {
+    // s[4j + 2h + b] is key 8j + quad_col + b of row local_row0 + 8h. In a swizzled tile (swizzle_offset) that is
+    // 16-byte chunk j (bias) or j / 2 (keep) of the row, XOR-ed with the row's (r % 8), which rows r and r + 8
+    // share: per row one base address, and per chunk one XOR — few live registers, whatever ptxas hoists.
+    const auto row_base = [&](const unsigned char* tile, bool bcast, int h) {
+      return tile + (bcast ? 0 : local_row0 + 8 * h) * 128;
+    };
+    const int bias_x = bias_bcast ? 0 : (local_row0 & 7) << 4, keep_x = keep_bcast ? 0 : (local_row0 & 7) << 4;
+    const int bias_block = mask_tile_rows<Tr>(bias_bcast) * 128, keep_block = mask_tile_rows<Tr>(keep_bcast) * 128;
 #pragma unroll
     for (int e = 0; e < kSRegs; e += 2) {  // s[e], s[e + 1]: adjacent keys of one row
-      const int row = local_row0 + 8 * ((e >> 1) & 1);
-      const int col = 8 * (e >> 2) + quad_col;
+      const int h = (e >> 1) & 1, j = e >> 2;
       float start[2] = {0.0f, 0.0f};
       if constexpr (Tr::kBiasIn) {
-        const int r = bias_bcast ? 0 : row;
-        const int rows = mask_tile_rows<Tr>(bias_bcast);
-        const unsigned char* at = bias_tile + swizzle_offset(rows, r, col / 8) + (col % 8) * 2;
+        const unsigned char* at = row_base(bias_tile, bias_bcast, h) + (j >> 3) * bias_block + ((((j & 7) << 4) ^ bias_x)) +
+                                  quad_col * 2;
         unpack2<T>(shared_load_u32(at), start[0], start[1]);
         start[0] = bias_over_scale<T>(start[0], p.inv_scale);
         start[1] = bias_over_scale<T>(start[1], p.inv_scale);
       }
       if constexpr (Tr::kKeepIn) {
-        const int r = keep_bcast ? 0 : row;
-        const int rows = mask_tile_rows<Tr>(keep_bcast);
-        const unsigned char* at = keep_tile + swizzle_offset(rows, r, col / 16) + col % 16;
+        const unsigned char* at = row_base(keep_tile, keep_bcast, h) + (j >> 4) * keep_block +
+                                  (((((j >> 1) & 7) << 4) ^ keep_x)) + 8 * (j & 1) + quad_col;
         const uint32_t pair = shared_load_u16(at);
         if ((pair & 0xffu) == 0) start[0] = -INFINITY;
         if ((pair >> 8) == 0) start[1] = -INFINITY;

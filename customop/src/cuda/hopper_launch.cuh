@@ -66,7 +66,7 @@ std::string launch_hopper_tma_fwd(const FwdParams& p, cudaStream_t stream, bool*
   if constexpr (!Tr::kFits) {
     return fallback();
   } else {
-    HopperTmaMaps maps;
+    HopperTmaMaps maps{};  // the mask maps stay zero where there are no masks
     std::string refused = encode_input_map<T>(maps.q, p.q, p.head_dim, p.q_len, p.q_heads, p.batch, p.q_stride, Tr::kBlockM);
     if (refused.empty() && p.kv_len > 0) {
       refused = encode_input_map<T>(maps.k, p.k, p.head_dim, p.kv_len, p.kv_heads, p.batch, p.k_stride, Tr::kBlockN);

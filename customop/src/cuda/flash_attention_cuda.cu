@@ -346,15 +346,16 @@ std::string launch_hopper_tma(const FwdParams& p, cudaStream_t stream) {
 template <class T, int kHeadDim>
 std::string launch_hopper(int variant, int accum_masks, const FwdParams& p, cudaStream_t stream) {
   if (variant != 2) return cuda::launch_hopper_fwd<cuda::HopperTraitsFor<T, kHeadDim>>(p, stream);
-  if constexpr (!cuda::has_mask_accum_variant(kHeadDim)) {  // no masks here (use_hopper)
+  if constexpr (!cuda::has_mask_accum_variant(kHeadDim)) {  // no masks here (use_hopper); nor their instantiations
     return accum_masks == 0 ? launch_hopper_tma<T, kHeadDim, 0>(p, stream)
                             : "flash_attention_cuda: no Hopper kernel for masks at head dim capacity " + std::to_string(kHeadDim);
-  }
-  switch (accum_masks) {
-    case 0: return launch_hopper_tma<T, kHeadDim, 0>(p, stream);
-    case cuda::kAccumBias: return launch_hopper_tma<T, kHeadDim, cuda::kAccumBias>(p, stream);
-    case cuda::kAccumKeep: return launch_hopper_tma<T, kHeadDim, cuda::kAccumKeep>(p, stream);
-    default: return launch_hopper_tma<T, kHeadDim, cuda::kAccumBias | cuda::kAccumKeep>(p, stream);
+  } else {
+    switch (accum_masks) {
+      case 0: return launch_hopper_tma<T, kHeadDim, 0>(p, stream);
+      case cuda::kAccumBias: return launch_hopper_tma<T, kHeadDim, cuda::kAccumBias>(p, stream);
+      case cuda::kAccumKeep: return launch_hopper_tma<T, kHeadDim, cuda::kAccumKeep>(p, stream);
+      default: return launch_hopper_tma<T, kHeadDim, cuda::kAccumBias | cuda::kAccumKeep>(p, stream);
+    }
   }
 }
 #endif

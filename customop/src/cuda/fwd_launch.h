@@ -9,7 +9,6 @@
 #include <cuda_runtime_api.h>
 
 #include <string>
-#include <type_traits>
 
 #include "fwd_params.cuh"
 #include "fwd_traits.cuh"
@@ -194,20 +193,22 @@ constexpr int hopper_block_n(int head_dim_capacity) {
 template <class T, int kHeadDim, int kAccumMasks = 0>
 using HopperTraitsFor = HopperTraits<T, kHeadDim, hopper_block_n(kHeadDim), ORTFLASH_HOPPER_WARPGROUPS, ORTFLASH_HOPPER_STAGES,
                                      ORTFLASH_HOPPER_OVERLAP != 0, kAccumMasks, ORTFLASH_HOPPER_PINGPONG != 0>;
+// Whether the TMA kernel's tiles with these masks fit at head-dim capacity 64, 96 or 128.
+template <int kAccumMasks>
+constexpr bool hopper_masks_fit(int head_dim_capacity) {
+  return head_dim_capacity == 64   ? HopperTraitsFor<__half, 64, kAccumMasks>::kFits
+         : head_dim_capacity == 96 ? HopperTraitsFor<__half, 96, kAccumMasks>::kFits
+                                   : HopperTraitsFor<__half, 128, kAccumMasks>::kFits;
+}
 // Whether the TMA kernel takes these masks (kAccumBias | kAccumKeep) at this capacity: the mma.sync kernel has the
 // variant to decline to (has_mask_accum_variant), and the tiles fit.
 constexpr bool has_hopper_mask_variant(int head_dim_capacity, int accum_masks) {
-  const auto fits = [](int capacity, auto masks) {
-    return capacity == 64   ? HopperTraitsFor<__half, 64, decltype(masks)::value>::kFits
-           : capacity == 96 ? HopperTraitsFor<__half, 96, decltype(masks)::value>::kFits
-                            : HopperTraitsFor<__half, 128, decltype(masks)::value>::kFits;
-  };
   if (accum_masks == 0) return has_hopper_variant(head_dim_capacity);
   if (!has_mask_accum_variant(head_dim_capacity) || !has_hopper_variant(head_dim_capacity)) return false;
   switch (accum_masks) {
-    case kAccumBias: return fits(head_dim_capacity, std::integral_constant<int, kAccumBias>{});
-    case kAccumKeep: return fits(head_dim_capacity, std::integral_constant<int, kAccumKeep>{});
-    case kAccumBias | kAccumKeep: return fits(head_dim_capacity, std::integral_constant<int, kAccumBias | kAccumKeep>{});
+    case kAccumBias: return hopper_masks_fit<kAccumBias>(head_dim_capacity);
+    case kAccumKeep: return hopper_masks_fit<kAccumKeep>(head_dim_capacity);
+    case kAccumBias | kAccumKeep: return hopper_masks_fit<kAccumBias | kAccumKeep>(head_dim_capacity);
     default: return false;
   }
 }

@@ -65,7 +65,8 @@ __device__ __forceinline__ int mask_tile_rows(bool broadcast) {
 
 // One consumer warpgroup's state and math for its 64 query rows: O accumulators (o[dt][e]: row row0 + 8·(e/2),
 // column 8·dt + quad_col + e%2), the running row max (raw dot-product units) and this lane's part of the row
-// sums, for the thread's two rows row0 and row0 + 8.
+// sums, for the thread's two rows row0 and row0 + 8. Thread tid of the consumers (warpgroup tid / 128) owns
+// rows m0 + 64·(tid / 128) + 16·warp + lane / 4 (+ 8) of the block's query rows from m0.
 template <class Tr>
 struct HopperRows {
   using T = typename Tr::T;
@@ -79,7 +80,8 @@ struct HopperRows {
   int row0;
   int quad_col;
 
-  __device__ __forceinline__ HopperRows(int first_row, int lane) : row0(first_row + lane / 4), quad_col(2 * (lane % 4)) {
+  __device__ __forceinline__ HopperRows(int m0, int tid)
+      : row0(m0 + 64 * (tid / 128) + 16 * ((tid % 128) / 32) + (tid % 32) / 4), quad_col(2 * (tid % 4)) {
 #pragma unroll
     for (int dt = 0; dt < kDTiles; ++dt) {
 #pragma unroll
@@ -287,7 +289,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hopper_fwd_kernel(const FwdPa
   const BlockWork w = block_work<Tr>(p);
   const int tid = static_cast<int>(threadIdx.x);
   const int group = tid / 128;  // warpgroup: query rows 64·group .. +63 of the block
-  HopperRows<Tr> rows(w.m0 + 64 * group + 16 * ((tid % 128) / 32), tid % 32);
+  HopperRows<Tr> rows(w.m0, tid);
   const HeadInputs<T> in = head_inputs<T>(p, w);
   const uint32_t q_base = smem_address(sQ) + uint32_t(64 * group * 128);
 
@@ -375,14 +377,13 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
     const int bias_rows = bias_bcast ? 1 : Tr::kBlockM, keep_rows = keep_bcast ? 1 : Tr::kBlockM;
     const uint32_t mask_bytes = (Tr::kBiasIn ? uint32_t(bias_rows) * Tr::kBlockN * 2 : 0u) +
                                 (Tr::kKeepIn ? uint32_t(keep_rows) * Tr::kBlockN : 0u);
-    const auto mask_coords = [&](const int64_t (&stride)[4], int& row, int& head, int& batch) {
-      row = stride[2] == 0 ? 0 : w.m0;
-      head = stride[1] == 0 ? 0 : w.head;
-      batch = stride[0] == 0 ? 0 : w.batch;
+    struct MaskAt {
+      int row, head, batch;
     };
-    int bias_row = 0, bias_head = 0, bias_batch = 0, keep_row = 0, keep_head = 0, keep_batch = 0;
-    mask_coords(p.bias_stride, bias_row, bias_head, bias_batch);
-    mask_coords(p.keep_stride, keep_row, keep_head, keep_batch);
+    const auto mask_at = [&](const int64_t (&stride)[4]) {
+      return MaskAt{stride[2] == 0 ? 0 : w.m0, stride[1] == 0 ? 0 : w.head, stride[0] == 0 ? 0 : w.batch};
+    };
+    const MaskAt bias_at = mask_at(p.bias_stride), keep_at = mask_at(p.keep_stride);
     mbarrier_arrive_expect_tx(q_full, uint32_t(Tr::kQTileBytes));
     for (int cb = 0; cb < Tr::kTileCols / 64; ++cb) {
       tma_load_4d(sQ + cb * Tr::kBlockM * 128, &maps.q, q_full, 64 * cb, w.m0, w.head, w.batch);
@@ -398,13 +399,13 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
       if constexpr (Tr::kBiasIn) {
         for (int cb = 0; cb < Tr::kBlockN / 64; ++cb) {
           tma_load_4d(sBias(stage) + cb * mask_tile_rows<Tr>(bias_bcast) * 128, &maps.bias, k_full(stage), n0 + 64 * cb,
-                      bias_row, bias_head, bias_batch);
+                      bias_at.row, bias_at.head, bias_at.batch);
         }
       }
       if constexpr (Tr::kKeepIn) {
         for (int cb = 0; cb < Tr::kBlockN / 128; ++cb) {
           tma_load_4d(sKeep(stage) + cb * mask_tile_rows<Tr>(keep_bcast) * 128, &maps.keep, k_full(stage), n0 + 128 * cb,
-                      keep_row, keep_head, keep_batch);
+                      keep_at.row, keep_at.head, keep_at.batch);
         }
       }
       mbarrier_arrive_expect_tx(v_full(stage), kKvBytes);
@@ -418,8 +419,8 @@ __global__ void __launch_bounds__(Tr::kTmaThreads, 1) hopper_tma_fwd_kernel(cons
   // ---- consumer warpgroups ----
   if constexpr (Tr::kRegisterSplit) setmaxnreg_inc<Tr::kConsumerRegs>();
   const int group = tid / 128;
-  const int local_row0 = 64 * group + 16 * ((tid % 128) / 32) + (tid % 32) / 4;  // within the block
-  HopperRows<Tr> rows(w.m0 + 64 * group + 16 * ((tid % 128) / 32), tid % 32);
+  HopperRows<Tr> rows(w.m0, tid);
+  const int local_row0 = rows.row0 - w.m0;  // within the block
   // With masks, the tile's scores start from them (read once K's barrier, which also counts the mask boxes, is done).
   const auto start = [&](float (&s)[HopperRows<Tr>::kSRegs], int stage) {
     if constexpr (Tr::kBiasIn || Tr::kKeepIn) {

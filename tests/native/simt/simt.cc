@@ -245,12 +245,16 @@ struct WarpSlot {
   uint16_t rows[kWarpSize][8];          // ldmatrix: the 16 bytes each lane's address points at
 };
 
-struct Warp {
+// The threads of one collective unit (a warp, a warpgroup) and their current rendezvous (see rendezvous()).
+struct Collective {
   int size = 0;
   int alive = 0;
   int arrived = 0;
   uint64_t generation = 0;
   const char* site = nullptr;
+};
+
+struct Warp : Collective {
   WarpSlot slots[2];
 };
 
@@ -305,12 +309,7 @@ struct WgDeposit {
   uint32_t config;  // n | trans_b << 16 | accumulate << 17 | a_in_regs << 18 | type << 19
 };
 
-struct WarpGroup {
-  int size = 0;
-  int alive = 0;
-  int arrived = 0;
-  uint64_t generation = 0;
-  const char* site = nullptr;
+struct WarpGroup : Collective {
   uint64_t done_for = ~uint64_t(0);  // generation whose collective action ran
   WgDeposit deposits[2][kWarpGroupSize];
   bool fenced = false;  // a wgmma.fence since the last wgmma.wait_group
@@ -419,30 +418,36 @@ void check_full_mask(unsigned mask, const char* what) {
   if (mask != 0xffffffffu) fail(std::string(what) + " with a partial mask: the emulator supports full-warp collectives only");
 }
 
+// One rendezvous of all of `unit`'s threads at `site`: the last to arrive releases the others. Returns the
+// generation it completed. `kind` ("warp", "warpgroup") and `member` ("lane", "thread") name them in failures.
+uint64_t rendezvous(Collective& unit, const char* site, const char* kind, const char* member) {
+  if (unit.alive < unit.size) {
+    fail(std::string(site) + ": full-" + kind + " collective while " + std::to_string(unit.size - unit.alive) + " " + member +
+         "s have exited");
+  }
+  if (unit.arrived == 0) {
+    unit.site = site;
+  } else if (unit.site != site) {
+    fail(std::string("divergent ") + kind + ": this " + member + " is at " + site + " while other " + member + "s wait at " +
+         unit.site);
+  }
+  ++block().progress;
+  const uint64_t generation = unit.generation;
+  if (++unit.arrived == unit.size) {
+    unit.arrived = 0;
+    ++unit.generation;
+    return generation;
+  }
+  thread().waiting_at = site;
+  while (unit.generation == generation) yield();
+  thread().waiting_at = nullptr;
+  return generation;
+}
+
 // One warp-wide rendezvous. Returns the slot the lanes deposited into before arriving.
 WarpSlot& warp_arrive(const char* site) {
-  Block& b = block();
   Warp& w = warp();
-  WarpSlot& slot = w.slots[w.generation & 1];
-  if (w.alive < w.size) {
-    fail(std::string(site) + ": full-warp collective while " + std::to_string(w.size - w.alive) + " lanes have exited");
-  }
-  if (w.arrived == 0) {
-    w.site = site;
-  } else if (w.site != site) {
-    fail(std::string("divergent warp: this lane is at ") + site + " while other lanes wait at " + w.site);
-  }
-  ++b.progress;
-  if (++w.arrived == w.size) {
-    w.arrived = 0;
-    ++w.generation;
-    return slot;
-  }
-  const uint64_t generation = w.generation;
-  thread().waiting_at = site;
-  while (w.generation == generation) yield();
-  thread().waiting_at = nullptr;
-  return slot;
+  return w.slots[rendezvous(w, site, "warp", "lane") & 1];
 }
 
 // The slot a lane deposits into for the next collective.
@@ -559,15 +564,9 @@ void run_block(Block& b, uint64_t linear) {
   }
   for (size_t i = 0; i < b.groups.size(); ++i) {
     WarpGroup& g = *b.groups[i];
+    g = WarpGroup{};
     g.size = std::min(kWarpGroupSize, n - static_cast<int>(i) * kWarpGroupSize);
     g.alive = g.size;
-    g.arrived = 0;
-    g.generation = 0;
-    g.site = nullptr;
-    g.done_for = ~uint64_t(0);
-    g.fenced = false;
-    g.open.clear();
-    g.committed.clear();
   }
   std::fill(b.smem.begin(), b.smem.end(), kUninitialized);
   std::fill(b.chunks.begin(), b.chunks.end(), Chunk{});
@@ -944,26 +943,10 @@ bool in_flight_poison(float x) { return to_word(x) == kInFlightBits; }
 // One warpgroup-wide rendezvous (all threads of the warpgroup at the same site). Returns true for the one
 // thread that performs the collective's action (the first past the rendezvous, before any other leaves).
 bool warpgroup_arrive(const char* site) {
-  Block& b = block();
   WarpGroup& g = warpgroup();
   if (g.size != kWarpGroupSize) fail(std::string(site) + ": the block's threads do not form whole warpgroups of 128");
-  if (g.alive < g.size) fail(std::string(site) + ": warpgroup collective while " + std::to_string(g.size - g.alive) + " threads have exited");
   if (warp().arrived != 0) fail(std::string(site) + ": warpgroup collective while lanes of its warp wait at " + warp().site);
-  if (g.arrived == 0) {
-    g.site = site;
-  } else if (g.site != site) {
-    fail(std::string("divergent warpgroup: this thread is at ") + site + " while others wait at " + g.site);
-  }
-  ++b.progress;
-  const uint64_t generation = g.generation;
-  if (++g.arrived == g.size) {
-    g.arrived = 0;
-    ++g.generation;
-  } else {
-    thread().waiting_at = site;
-    while (g.generation == generation) yield();
-    thread().waiting_at = nullptr;
-  }
+  const uint64_t generation = rendezvous(g, site, "warpgroup", "thread");
   if (g.done_for == generation) return false;
   g.done_for = generation;
   return true;

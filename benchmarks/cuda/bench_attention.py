@@ -24,7 +24,9 @@ no mask) and the naive graph with the fp32 softmax of exported models; --tf32 le
 matmuls use TF32, as ONNX Runtime's CUDA provider does by default. --encoder-masks picks the masks:
 padding-bias (the default, above), full-bias (a (B,1,S,S) bias: causal plus the padding, finfo.min where hidden,
 as decoder exports build their 4-d mask; the kernel still runs as not causal) and padding-keep (a (B,1,1,S)
-boolean keep mask, SDPA's boolean attn_mask).
+boolean keep mask, SDPA's boolean attn_mask). --pad-fraction sets the padded share of the odd entries' keys;
+the kernels skip the key tiles wholly in the padding (live key ranges), and --live-keys both also times every
+row without that (ORTFLASH_CUDA_LIVE_KEYS=0), so the two can be compared in one run.
 
 --mode all: the three tables. Every configuration first checks that the outputs agree; timings are the
 median of --iters CUDA-event-timed runs after --warmup runs. --self-test checks the formulas, the
@@ -119,6 +121,11 @@ def parse_args(argv=None):
     encoder.add_argument("--encoder-seqlens", nargs="+", type=int, default=[128, 512, 2048])
     encoder.add_argument("--tf32", action="store_true", help="the naive graph's float32 matmuls may use TF32")
     encoder.add_argument("--encoder-masks", nargs="+", default=["padding-bias"], choices=list(ENCODER_MASKS))
+    encoder.add_argument("--pad-fraction", type=pad_fraction_arg, default=0.25,
+                         help="fraction of the keys of every other batch entry that are padding (default 0.25)")
+    encoder.add_argument("--live-keys", choices=("on", "both"), default="on",
+                         help="both: every encoder row also times the kernel with ORTFLASH_CUDA_LIVE_KEYS=0 (every key "
+                              "tile computed, no live-key pass), as an 'all-keys' suffix with its ratio to SDPA")
     decode = parser.add_argument_group("decode")
     decode.add_argument("--decode-heads", nargs="+", type=head_counts, metavar="HQ:HKV",
                         default=[LLAMA3_8B_HEADS, MQA_HEADS, MHA_HEADS])
@@ -137,6 +144,13 @@ def parse_args(argv=None):
     return args
 
 
+def pad_fraction_arg(text):
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a fraction in [0, 1)")
+    return value
+
+
 def head_dims_arg(text):
     """'12:64' -> (heads, head dim)."""
     try:
@@ -151,10 +165,10 @@ def head_dims_arg(text):
 ENCODER_MASKS = ("padding-bias", "full-bias", "padding-keep")
 
 
-def encoder_mask(kind, batch, seq, dtype, device="cuda"):
+def encoder_mask(kind, batch, seq, dtype, device="cuda", fraction=0.25):
     """The encoder table's mask: a bias in `dtype` (finfo.min where hidden) or a boolean keep mask."""
     keep = torch.ones((batch, 1, 1 if kind != "full-bias" else seq, seq), dtype=torch.bool, device=device)
-    for b, hidden in enumerate(padded_keys(batch, seq)):
+    for b, hidden in enumerate(padded_keys(batch, seq, fraction)):
         if hidden:
             keep[b, ..., seq - hidden:] = False
     if kind == "full-bias":
@@ -165,9 +179,9 @@ def encoder_mask(kind, batch, seq, dtype, device="cuda"):
     return bias.masked_fill_(~keep, torch.finfo(dtype).min)
 
 
-def padded_keys(batch, seq):
-    """Keys hidden per batch entry in the encoder table: every other entry (the odd ones) loses its last quarter."""
-    return [seq // 4 if b % 2 else 0 for b in range(batch)]
+def padded_keys(batch, seq, fraction=0.25):
+    """Keys hidden per batch entry in the encoder table: every other entry (the odd ones) loses its last `fraction`."""
+    return [int(seq * fraction) if b % 2 else 0 for b in range(batch)]
 
 
 def tflops(batch, heads, seq, dim, causal, ms):
@@ -345,17 +359,26 @@ def time_ms(fn, warmup, iters, before_each=None):
     return statistics.median(s.elapsed_time(e) for s, e in zip(start, end))
 
 
-def run_hopper_variant(variant, ours, out, want, args):
-    """Runs and times `ours` with ORTFLASH_CUDA_HOPPER=variant (the library reads it on every call; back to 0 after).
-    Returns (max abs err of its output against want, median ms)."""
-    os.environ["ORTFLASH_CUDA_HOPPER"] = variant
+def run_with_setting(name, value, ours, out, want, args):
+    """Runs and times `ours` with the environment variable `name` at `value` (the library reads it on every call;
+    restored after). Returns (max abs err of its output against want, median ms)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
     try:
         out.zero_()
         ours()
         torch.cuda.synchronize()
         return max_abs_err(out, want), time_ms(ours, args.warmup, args.iters)
     finally:
-        os.environ["ORTFLASH_CUDA_HOPPER"] = "0"
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
+def run_hopper_variant(variant, ours, out, want, args):
+    """Runs and times `ours` with ORTFLASH_CUDA_HOPPER=variant. Returns (max abs err against want, median ms)."""
+    return run_with_setting("ORTFLASH_CUDA_HOPPER", variant, ours, out, want, args)
 
 
 def max_abs_err(a, b):
@@ -449,8 +472,8 @@ def run_naive(naive, want, want_name, tolerance, notes, cell, args, before_each=
 
 def run_encoder(args, lib):
     """Prints the padded-encoder table; returns the number of configurations that disagreed."""
-    print("encoder: not causal; masks: padding-bias (B,1,1,S) in the input dtype (odd batch entries: last quarter of keys "
-          "at the dtype's lowest value), full-bias (B,1,S,S) causal + padding, padding-keep (B,1,1,S) bool; TFLOP/s = 4*B*H*S^2*D / time, masked keys counted; median of", args.iters,
+    print(f"encoder: not causal; masks: padding-bias (B,1,1,S) in the input dtype (odd batch entries: last "
+          f"{args.pad_fraction:g} of keys at the dtype's lowest value), full-bias (B,1,S,S) causal + padding, padding-keep (B,1,1,S) bool; TFLOP/s = 4*B*H*S^2*D / time, masked keys counted; median of", args.iters,
           "runs; sdpa = the fastest agreeing backend with the bias as attn_mask; naive: float32 softmax"
           + (", TF32 matmuls" if args.tf32 else ""))
     header = encoder_header()
@@ -466,7 +489,7 @@ def run_encoder(args, lib):
             for seq in args.encoder_seqlens:
                 batch = max(1, args.tokens // seq)
                 q, k, v = (torch.randn((batch, heads, seq, dim), device="cuda", dtype=dtype) for _ in range(3))
-                bias = encoder_mask(mask_kind, batch, seq, dtype)
+                bias = encoder_mask(mask_kind, batch, seq, dtype, fraction=args.pad_fraction)
                 out = torch.empty_like(q)
                 ours = ortflash_call(lib, q, k, v, out, dtype_code, False, bias)
                 ours()
@@ -488,6 +511,12 @@ def run_encoder(args, lib):
                 t_sdpa = None if ms_sdpa is None else tflops(batch, heads, seq, dim, False, ms_sdpa)
                 line = encoder_row(dtype_name, dim, heads, seq, batch, tflops(batch, heads, seq, dim, False, ms_ours),
                                    t_sdpa, naive_cell, ms_ours, sdpa_name, mask_kind)
+                if args.live_keys == "both" and want is not None:
+                    err_all, ms_all = run_with_setting("ORTFLASH_CUDA_LIVE_KEYS", "0", ours, out, want, args)
+                    line += hopper_suffix("all-keys", tflops(batch, heads, seq, dim, False, ms_all), t_sdpa or math.nan)
+                    if not err_all <= atol:
+                        notes.insert(0, f"all-keys MISMATCH vs {want_name}: max abs err {err_all:.2e} > {atol:.0e}")
+                        mismatches += 1
                 if args.hopper == "both" and dtype_name != "float32" and want is not None:
                     # Masks run on the TMA kernel only (the cp.async one leaves them to the mma.sync kernel).
                     err_tma, ms_tma = run_hopper_variant("2", ours, out, want, args)
@@ -668,6 +697,14 @@ def self_test():
           [128, 512, 2048] and defaults.encoder_dtypes == ["float16", "bfloat16", "float32"] and not defaults.tf32)
     check("encoder heads parsed", parse_args(["--lib", "x", "--encoder-heads", "8:96"]).encoder_heads == [(8, 96)])
     check("padded keys: odd entries lose their last quarter", padded_keys(4, 512) == [0, 128, 0, 128])
+    check("padded keys: another fraction", padded_keys(2, 512, 0.5) == [0, 256])
+    check("pad fraction and live keys default", defaults.pad_fraction == 0.25 and defaults.live_keys == "on")
+    for bad in ("1", "-0.1", "x"):
+        try:
+            parse_args(["--lib", "x", "--pad-fraction", bad])
+            check(f"pad fraction {bad} rejected", False)
+        except SystemExit as e:
+            check(f"pad fraction {bad} rejected", e.code == 2)
     row = encoder_row("float32", 64, 12, 512, 32, 12.34, 10.0, "     5.0", 1.5, "efficient")
     check("encoder row lines up with its header", row.index("|") == encoder_header().index("|")
           and row.rindex("|") == encoder_header().rindex("|") and "  1.23" in row and row.endswith("  efficient"))

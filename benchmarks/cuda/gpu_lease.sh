@@ -42,7 +42,7 @@ reserve=10
 [ -n "$tuned_pid" ] && reserve=75  # kept for the tuned table
 left=$((deadline - SECONDS - reserve))
 bash "$session" --stages test,sanitize,bench,decode,encoder --out "$work/main" --budget "$left" \
-  --bench-args "--hopper both" --encoder-args "--encoder-masks padding-bias full-bias padding-keep --hopper both" \
+  --bench-args "--hopper both" --encoder-args "--encoder-masks padding-bias full-bias padding-keep --hopper both --live-keys both" \
   --stage-timeout test=70 --stage-timeout sanitize=130 --stage-timeout bench=190 --stage-timeout decode=90 \
   --stage-timeout encoder=90
 

@@ -213,6 +213,18 @@ struct Case {
   bool lowest_bias = false;        // bias = the type's lowest finite value: one whole row, ~30% of other keys
   bool lend_scratch = true;        // false: no scratch allocator, so no split-KV
   int64_t mask_pitch = 0;          // > 0: bias/keep rows (per key) this many elements apart instead of kv_len
+  // Key padding (with a per-key bias and/or keep): odd batch entries have `padded_keys` keys of padding, their
+  // last ones (or first, left_padding), at padding_bias (NaN: the type's lowest finite value) and keep false.
+  int64_t padded_keys = 0;
+  bool left_padding = false;
+  float padding_bias = NAN;
+  bool padding_outscores_bias = false;  // every query element and the padding's K rows at +magnitude
+  bool infinite_padding_value = false;  // V[key][0] at +inf for the padded key farthest from the real ones
+
+  bool is_padding(int64_t b, int64_t j) const {
+    if (padded_keys == 0 || b % 2 == 0) return false;
+    return left_padding ? j < padded_keys : j >= kv_len - padded_keys;
+  }
 
   std::string describe() const {
     std::ostringstream s;
@@ -221,7 +233,9 @@ struct Case {
       << " softcap=" << softcap << " masked_rows=" << (masked_rows == MaskedRows::kNaN ? "nan" : "zero")
       << " bias=" << static_cast<int>(bias) << " keep=" << static_cast<int>(keep)
       << " layout=" << static_cast<int>(layout) << " magnitude=" << magnitude << " scratch=" << lend_scratch
-      << " lowest_bias=" << lowest_bias << " mask_pitch=" << mask_pitch << " scale=" << (std::isnan(scale_override) ? std::string("auto")
+      << " lowest_bias=" << lowest_bias << " mask_pitch=" << mask_pitch << " padded_keys=" << padded_keys
+      << (left_padding ? " left" : "") << " padding_bias=" << padding_bias
+      << (padding_outscores_bias ? " outscoring" : "") << (infinite_padding_value ? " inf_value" : "") << " scale=" << (std::isnan(scale_override) ? std::string("auto")
                                                                                   : std::to_string(scale_override));
     return s.str();
   }
@@ -331,11 +345,31 @@ Inputs make_inputs(const Case& c, uint32_t seed) {
   fill(in.hq, in.q, c.q_heads, c.q_len, c.head_dim);
   fill(in.hk, in.k, c.kv_heads, c.kv_len, c.head_dim);
   fill(in.hv, in.v, c.kv_heads, c.kv_len, c.v_head_dim);
+  if (c.padding_outscores_bias) {
+    for (int64_t b = 0; b < c.batch; ++b)
+      for (int64_t h = 0; h < c.q_heads; ++h)
+        for (int64_t s = 0; s < c.q_len; ++s)
+          for (int64_t d = 0; d < c.head_dim; ++d) in.hq.set(static_cast<size_t>(offset_of(in.q, b, h, s) + d), c.magnitude);
+  }
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t h = 0; h < c.kv_heads; ++h)
+      for (int64_t s = 0; s < c.kv_len; ++s) {
+        if (!c.is_padding(b, s)) continue;
+        if (c.padding_outscores_bias) {
+          for (int64_t d = 0; d < c.head_dim; ++d) in.hk.set(static_cast<size_t>(offset_of(in.k, b, h, s) + d), c.magnitude);
+        }
+        if (c.infinite_padding_value && s == (c.left_padding ? 0 : c.kv_len - 1)) {
+          in.hv.set(static_cast<size_t>(offset_of(in.v, b, h, s)), INFINITY);
+        }
+      }
+  // The absolute tolerance scales with the largest finite value (an infinite one poisons its own column).
   for (int64_t b = 0; b < c.batch; ++b)
     for (int64_t h = 0; h < c.kv_heads; ++h)
       for (int64_t s = 0; s < c.kv_len; ++s)
-        for (int64_t d = 0; d < c.v_head_dim; ++d)
-          in.vmax = std::max(in.vmax, std::fabs(in.hv.get(static_cast<size_t>(offset_of(in.v, b, h, s) + d))));
+        for (int64_t d = 0; d < c.v_head_dim; ++d) {
+          const double value = std::fabs(in.hv.get(static_cast<size_t>(offset_of(in.v, b, h, s) + d)));
+          if (std::isfinite(value)) in.vmax = std::max(in.vmax, value);
+        }
 
   size_t count = 1;
   broadcast_strides(c.bias, c, in.bias_stride, count);
@@ -361,10 +395,24 @@ Inputs make_inputs(const Case& c, uint32_t seed) {
           }
   }
 
+  if (c.bias == Broadcast::kPerKey && c.padded_keys > 0) {
+    const float padding = std::isnan(c.padding_bias) ? lowest_finite(c.dtype) : c.padding_bias;
+    for (int64_t b = 0; b < c.batch; ++b)
+      for (int64_t j = 0; j < c.kv_len; ++j) {
+        if (c.is_padding(b, j)) in.hbias.set(static_cast<size_t>(mask_index(in.bias_stride, b, 0, 0, j)), padding);
+      }
+  }
+
   broadcast_strides(c.keep, c, in.keep_stride, count);
   in.hkeep.assign(count, 1);
   std::bernoulli_distribution keep_value(c.keep_probability);
   for (size_t i = 0; i < count; ++i) in.hkeep[i] = keep_value(rng) ? 1 : 0;
+  if (c.keep == Broadcast::kPerKey && c.padded_keys > 0) {
+    for (int64_t b = 0; b < c.batch; ++b)
+      for (int64_t j = 0; j < c.kv_len; ++j) {
+        if (c.is_padding(b, j)) in.hkeep[static_cast<size_t>(mask_index(in.keep_stride, b, 0, 0, j))] = 0;
+      }
+  }
   if (c.masked_row_every > 0 && c.keep == Broadcast::kFull) {
     for (int64_t b = 0; b < c.batch; ++b)
       for (int64_t h = 0; h < c.q_heads; ++h)
@@ -846,6 +894,64 @@ TEST(CudaAttention, LowestFiniteBiasIsAnOrdinaryNumber) {
   }
 }
 
+// Key padding (a (B, 1, 1, Skv) bias at finfo.min or -10000, or keep false) at the end or the start of odd
+// batch entries: the key tiles wholly in the padding are skipped (live_keys.cuh) and the output is exact.
+// Under upper-left causality with left padding, the first query rows see only padding: their rows are a
+// softmax over the padding's biased scores (or masked, with keep), which the blocks that cannot see the
+// first real key must still compute.
+TEST(CudaAttention, KeyPaddingMasksMatchTheReference) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  uint32_t seed = 500;
+  for (DType t : kAllTypes) {
+    for (int mask = 0; mask < 4; ++mask) {  // finfo.min bias, -10000 bias, keep, both
+      for (bool left : {false, true}) {
+        ++seed;
+        Case c;
+        c.dtype = t, c.batch = 2, c.q_heads = 4, c.kv_heads = 2, c.q_len = 150, c.kv_len = 300;
+        c.head_dim = c.v_head_dim = seed % 3 ? 64 : 128, c.keep_probability = 1.0f;
+        c.bias = mask == 2 ? Broadcast::kNone : Broadcast::kPerKey;
+        c.keep = mask >= 2 ? Broadcast::kPerKey : Broadcast::kNone;
+        c.padding_bias = mask == 1 ? -10000.0f : NAN;
+        c.padded_keys = seed % 2 ? 140 : 200, c.left_padding = left;
+        c.causal = seed % 4 == 0 ? CausalAlignment::kUpperLeft : (seed % 4 == 1 ? CausalAlignment::kLowerRight : CausalAlignment::kNone);
+        // Rows that see only keys biased by -10000 lose ~1e-3 relative in float32 (the scores' rounding near
+        // 10000, as the contract's fp32 scores do), beyond its tolerance against the double reference.
+        if (t == DType::kFloat32 && mask == 1 && left) c.causal = CausalAlignment::kLowerRight;
+        c.masked_rows = MaskedRows::kNaN;
+        c.lend_scratch = seed % 5 != 0;
+        expect_matches_reference(c, seed);
+      }
+    }
+  }
+}
+
+// A padded key whose score beats its -10000 bias (queries and the padding's keys aligned, scores near 12800)
+// takes most of the weight: the norm bound must keep it, and the output is the padding's values.
+TEST(CudaAttention, PaddingThatOutscoresItsBiasStaysLive) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kAllTypes) {
+    Case c;
+    c.dtype = t, c.batch = 2, c.q_heads = 2, c.kv_heads = 2, c.q_len = 70, c.kv_len = 260, c.head_dim = c.v_head_dim = 64;
+    c.bias = Broadcast::kPerKey, c.padding_bias = -10000.0f, c.padded_keys = 130, c.padding_outscores_bias = true;
+    c.magnitude = 40.0f, c.scale_override = 0.125f;
+    expect_matches_reference(c, 540);
+  }
+}
+
+// 0 · inf is NaN in the unfused graph: a padded key with an infinite value poisons that column of every row,
+// so it is never skipped.
+TEST(CudaAttention, InfiniteValuesInThePaddingStillPoisonTheirColumn) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kAllTypes) {
+    for (bool left : {false, true}) {
+      Case c;
+      c.dtype = t, c.batch = 2, c.q_heads = 2, c.kv_heads = 1, c.q_len = 70, c.kv_len = 260, c.head_dim = c.v_head_dim = 64;
+      c.bias = Broadcast::kPerKey, c.padded_keys = 130, c.left_padding = left, c.infinite_padding_value = true;
+      expect_matches_reference(c, left ? 541 : 542);
+    }
+  }
+}
+
 TEST(CudaAttention, SingleQueryDecodingSplitsLongKeyRanges) {
   SKIP_WITHOUT_CUDA_DEVICE();
   for (DType t : kAllTypes) {
@@ -1000,6 +1106,51 @@ TEST(CudaAttentionWork, BiasAndKeepRunAtThePlainVariantsTiles) {
   EXPECT_EQ(barriers(DType::kFloat16, Broadcast::kPerKey, Broadcast::kNone, 0.0f, 1.0f), plain);
   EXPECT_EQ(barriers(DType::kBFloat16, Broadcast::kPerKey, Broadcast::kNone, 0.0f, 1.0f), 2 * plain);
   EXPECT_EQ(barriers(DType::kBFloat16, Broadcast::kNone, Broadcast::kPerKey, 0.0f, 1.0f), plain);
+}
+
+// The key tiles of a padding mask's padding are skipped: with 256 of 512 keys padded in one of two batch
+// entries, a quarter of the tensor-core work goes, at either end; ORTFLASH_CUDA_LIVE_KEYS=0 computes them
+// all. Where the bound cannot prove the padding's weights 0 (queries large enough to outscore the bias, an
+// infinite value), nothing is skipped.
+TEST(CudaAttentionWork, PaddedKeyTilesAreSkipped) {
+  const auto mma = [](Case c, bool live_keys) {
+    if (live_keys) {
+      unsetenv("ORTFLASH_CUDA_LIVE_KEYS");
+    } else {
+      setenv("ORTFLASH_CUDA_LIVE_KEYS", "0", 1);
+    }
+    simt::take_stats();
+    expect_matches_reference(c, 99);
+    unsetenv("ORTFLASH_CUDA_LIVE_KEYS");
+    return simt::take_stats().mma;
+  };
+  for (DType t : kAllTypes) {
+    for (Broadcast keep : {Broadcast::kNone, Broadcast::kPerKey}) {
+      for (bool left : {false, true}) {
+        SCOPED_TRACE(std::string(dtype_name(t)) + (keep == Broadcast::kNone ? " bias" : " bias+keep") + (left ? " left" : " right"));
+        Case c;
+        c.dtype = t, c.batch = 2, c.q_len = 128, c.kv_len = 512, c.head_dim = c.v_head_dim = 64, c.keep_probability = 1.0f;
+        c.bias = Broadcast::kPerKey, c.keep = keep, c.padded_keys = 256, c.left_padding = left;
+        const uint64_t all = mma(c, false);
+        if (t != DType::kFloat32) {  // the tiled float32 kernel issues no mma; its skipping shows in the reference only
+          EXPECT_EQ(4 * mma(c, true), 3 * all);
+        } else {
+          EXPECT_EQ(all, 0u);
+        }
+      }
+    }
+  }
+  Case c;
+  c.dtype = DType::kFloat16, c.batch = 2, c.q_len = 128, c.kv_len = 512, c.head_dim = c.v_head_dim = 64;
+  c.bias = Broadcast::kPerKey, c.padded_keys = 256;
+  // Causal, left padding: only the query blocks past the padding see the first real key.
+  c.causal = CausalAlignment::kUpperLeft, c.left_padding = true, c.q_len = 512, c.masked_rows = MaskedRows::kNaN;
+  EXPECT_LT(mma(c, true), mma(c, false));
+  c.causal = CausalAlignment::kNone, c.left_padding = false, c.q_len = 128, c.masked_rows = MaskedRows::kZero;
+  c.padding_bias = -10000.0f, c.padding_outscores_bias = true, c.magnitude = 40.0f, c.scale_override = 0.125f;
+  EXPECT_EQ(mma(c, true), mma(c, false));
+  c.padding_outscores_bias = false, c.magnitude = 1.0f, c.scale_override = NAN, c.infinite_padding_value = true;
+  EXPECT_EQ(mma(c, true), mma(c, false));
 }
 
 TEST(CudaAttentionWork, GroupedDecodingReadsEachKeyValueTileOncePerGroup) {
@@ -1214,6 +1365,10 @@ TEST(CudaSanitizerSubset, SmallShapesOnEveryKernel) {
   generic.dtype = DType::kFloat32, generic.q_len = 9, generic.kv_len = 40, generic.head_dim = 136, generic.v_head_dim = 200;
   generic.causal = CausalAlignment::kLowerRight, generic.keep = Broadcast::kPerKey;
   expect_matches_reference(generic, 76);
+  Case padded;  // the live-key pass over a padding bias (its norms: queries, keys and values of the padding)
+  padded.dtype = DType::kBFloat16, padded.batch = 2, padded.q_heads = 2, padded.q_len = 70, padded.kv_len = 150;
+  padded.head_dim = padded.v_head_dim = 64, padded.bias = Broadcast::kPerKey, padded.padded_keys = 70;
+  expect_matches_reference(padded, 79);
   Case split;
   split.dtype = DType::kFloat16, split.q_len = 1, split.kv_len = 3001, split.head_dim = split.v_head_dim = 64;
   expect_matches_reference(split, 74);

@@ -34,16 +34,25 @@ __device__ __forceinline__ BlockWork block_work(const FwdParams& p) {
   const int m_block = p.causal ? num_m_blocks - 1 - m_slot : m_slot;
   w.m0 = m_block * Tr::kBlockM;
 
+  int key_begin = 0;
   int key_end = p.kv_len;
   if (p.causal) {
     const int last_row = min(w.m0 + Tr::kBlockM, p.q_len) - 1;
     key_end = max(0, min(key_end, last_row + p.causal_offset + 1));
   }
+  if (p.live_keys != nullptr) {
+    // The bias range holds for rows that see its witness key: under causality, every row of the block does
+    // when the first one does.
+    const LiveKeys live = p.live_keys[w.batch * p.q_heads + w.head];
+    const bool sees_witness = !p.causal || live.witness <= w.m0 + p.causal_offset;
+    key_begin = sees_witness ? live.begin : live.keep_begin;
+    key_end = min(key_end, sees_witness ? live.end : live.keep_end);
+  }
   const int visible_tiles = (key_end + Tr::kBlockN - 1) / Tr::kBlockN;
   const int all_tiles = (p.kv_len + Tr::kBlockN - 1) / Tr::kBlockN;
   const int tiles_per_split = (all_tiles + p.num_splits - 1) / p.num_splits;
-  w.tile_begin = w.split * tiles_per_split;
-  w.tile_end = min(visible_tiles, w.tile_begin + tiles_per_split);
+  w.tile_begin = max(w.split * tiles_per_split, key_begin / Tr::kBlockN);
+  w.tile_end = min(visible_tiles, w.split * tiles_per_split + tiles_per_split);
   return w;
 }
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "block_reduce.cuh"
 #include "fwd_params.cuh"
 #include "mma_primitives.cuh"
 #include "softmax.cuh"
@@ -14,22 +15,6 @@
 namespace ortflash::cuda {
 
 constexpr int kCombineThreads = 128;
-
-// Block-wide reductions over kCombineThreads threads; every thread gets the result.
-template <class Op>
-__device__ __forceinline__ float combine_block_reduce(float v, float* scratch, Op op) {
-  constexpr int kWarps = kCombineThreads / 32;
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  const int warp = static_cast<int>(threadIdx.x) / 32;
-  if (threadIdx.x % 32 == 0) scratch[warp] = v;
-  __syncthreads();
-  float all = scratch[0];
-#pragma unroll
-  for (int w = 1; w < kWarps; ++w) all = op(all, scratch[w]);
-  __syncthreads();  // scratch may be reused by the next reduction
-  return all;
-}
 
 // One block per query row. The splits' row states are read by all threads at once (a single thread
 // walking up to kMaxSplits splits serially, three times, made the combine the slowest part of a
@@ -46,7 +31,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_splits_kernel(const F
   for (int s = static_cast<int>(threadIdx.x); s < splits; s += kCombineThreads) {
     local_max = fmaxf(local_max, p.partial_max[s * rows_total + row_index]);
   }
-  const float max_all = combine_block_reduce(local_max, reduce_scratch, [](float a, float b) { return fmaxf(a, b); });
+  const float max_all = block_reduce<kCombineThreads>(local_max, reduce_scratch, [](float a, float b) { return fmaxf(a, b); });
   const bool row_masked = max_all == -INFINITY;
   float local_total = 0.0f;
   for (int s = static_cast<int>(threadIdx.x); s < splits; s += kCombineThreads) {
@@ -56,7 +41,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_splits_kernel(const F
     split_weight[s] = weight;
     local_total += weight;
   }
-  const float total = combine_block_reduce(local_total, reduce_scratch, [](float a, float b) { return a + b; });
+  const float total = block_reduce<kCombineThreads>(local_total, reduce_scratch, [](float a, float b) { return a + b; });
   const float inv_total = row_masked ? 0.0f : 1.0f / total;  // the reduction's barrier also published split_weight
 
   const int row = static_cast<int>(row_index % p.q_len);
@@ -71,7 +56,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_splits_kernel(const F
 #pragma unroll 8
     for (int s = 0; s < splits; ++s) {
       const float weight = split_weight[s];
-      if (weight != 0.0f) value = fmaf(weight, partial[s * split_step + c], value);
+      value = fmaf(weight, partial[s * split_step + c], value);
     }
     out[c] = from_float<T>(finalize_output(value, inv_total, row_masked, p));
   }

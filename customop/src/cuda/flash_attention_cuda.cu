@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "fwd_launch.h"
+#include "live_keys.cuh"
 #include "mask_repack.cuh"
 
 namespace ortflash {
@@ -483,6 +484,44 @@ std::string repack_mask_rows(const void*& mask, int64_t (&stride)[4], bool& chun
   return {};
 }
 
+// Live key ranges (live_keys.cuh) for a prefill call whose bias and keep are the same for every query row: the
+// padding mask of an exported encoder, or of a batched prompt. Not for decoding: one more launch on every step
+// would cost more than the tiles it could skip there. ORTFLASH_CUDA_LIVE_KEYS=0 turns them off (read on every
+// call, so that a benchmark can time both ways in one process).
+bool wants_live_keys(const KernelChoice& k, const FwdParams& p) {
+  if (k.path == FwdPath::kGeneric || k.decode || p.kv_len <= 64 || (p.bias == nullptr && p.keep == nullptr)) return false;
+  if ((p.bias != nullptr && p.bias_stride[2] != 0) || (p.keep != nullptr && p.keep_stride[2] != 0)) return false;
+  const char* setting = std::getenv("ORTFLASH_CUDA_LIVE_KEYS");
+  return setting == nullptr || std::string(setting) != "0";
+}
+
+template <class T>
+std::string launch_live_keys(const FwdParams& p, cuda::LiveKeys* out, cudaStream_t stream) {
+  ORTFLASH_LAUNCH(cuda::live_keys_kernel<T>, static_cast<unsigned>(p.batch * p.q_heads), cuda::kLiveKeysThreads, 0, stream,
+                  p, out);
+  if (const cudaError_t status = cudaGetLastError(); status != cudaSuccess) {
+    return cuda_failure("live_keys_kernel launch", status);
+  }
+  return {};
+}
+
+// Points p.live_keys at the ranges of this call, computed on the stream ahead of the forward kernel; leaves it
+// null (every key computed) where there is no scratch for them.
+std::string find_live_keys(DType dtype, FwdParams& p, ScratchBlocks& blocks, cudaStream_t stream) {
+  const int64_t heads = int64_t(p.batch) * p.q_heads;
+  if (heads > INT_MAX) return {};
+  auto* ranges = static_cast<cuda::LiveKeys*>(blocks.allocate(size_t(heads) * sizeof(cuda::LiveKeys)));
+  if (ranges == nullptr) return {};
+  std::string error;
+  switch (dtype) {
+    case DType::kFloat16: error = launch_live_keys<__half>(p, ranges, stream); break;
+    case DType::kBFloat16: error = launch_live_keys<__nv_bfloat16>(p, ranges, stream); break;
+    case DType::kFloat32: error = launch_live_keys<float>(p, ranges, stream); break;
+  }
+  if (error.empty()) p.live_keys = ranges;
+  return error;
+}
+
 }  // namespace
 
 std::string flash_attention_cuda(const AttentionParams& call, void* stream, const CudaScratch& scratch) {
@@ -554,6 +593,9 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
       return error;
     }
     p.keep = static_cast<const uint8_t*>(keep);
+  }
+  if (wants_live_keys(k, p)) {
+    if (std::string error = find_live_keys(params.dtype, p, held, cuda_stream); !error.empty()) return error;
   }
   if (splits == 1) return launch_forward(params.dtype, k, p, cuda_stream);
 

@@ -127,11 +127,6 @@ __device__ __forceinline__ void for_each_score_pair(Fn&& fn) {
 // more than the exponent range (see the softmax in flash_fwd_kernel): 2^20 keeps it below 2^-5.
 constexpr float kHugeLog2 = 1048576.0f;
 
-// Largest starting score of the masks-in-accumulator variant: 2^100, far from FLT_MAX. Tensor cores
-// do not round accumulators near FLT_MAX the IEEE way (a start at -FLT_MAX came back NaN on an H200), and
-// every product of the 16-bit inputs (< 2^34) vanishes next to it.
-constexpr float kMaxStart = 1.2676506e30f;
-
 // The masks-in-accumulator variant's starting score: bias / scale. A finite bfloat16 bias (up to
 // finfo.min = -3.4e38) over the scale is clamped to ±kMaxStart, so it stays finite; every key past it
 // weighs the same (exp2 of the difference of two equal scores), which only matters in a row whose visible

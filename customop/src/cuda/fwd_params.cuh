@@ -9,6 +9,14 @@ namespace ortflash::cuda {
 constexpr int kGenericWarps = 4;  // query rows (one per warp) per block of the generic kernel
 constexpr int kMaxSplits = 128;   // split-KV factor limit (the combine kernel keeps one weight per split)
 
+// The keys a query-broadcast mask leaves live for one (batch, query head) (live_keys.cuh): outside a range
+// every key is dead, its weight exactly 0 for the rows the range holds for.
+struct LiveKeys {
+  int begin = 0, end = 0;            // for the rows that see `witness`: hidden by keep, or biased out of reach
+  int keep_begin = 0, keep_end = 0;  // for every row: hidden by keep
+  int witness = 0;                   // the kept key whose score bounds the row max from below (bias range)
+};
+
 struct FwdParams {
   const void* q = nullptr;
   const void* k = nullptr;
@@ -57,6 +65,10 @@ struct FwdParams {
   float* partial_out = nullptr;  // [num_splits][batch * q_heads * q_len][v_head_dim]
   float* partial_max = nullptr;  // [num_splits][batch * q_heads * q_len], log2 units, -inf = no key
   float* partial_sum = nullptr;  // [num_splits][batch * q_heads * q_len], sum of 2^(score - max)
+
+  // Per (batch, query head), batch-major; nullptr = every key may be live. Kernels that use block_work skip
+  // the key tiles wholly outside the range; the others may ignore it (dead keys weigh 0 either way).
+  const LiveKeys* live_keys = nullptr;
 };
 
 }  // namespace ortflash::cuda

@@ -14,6 +14,11 @@ namespace ortflash::cuda {
 
 constexpr float kLog2e = 1.4426950408889634f;
 
+// Largest starting score of the masks-in-accumulator variant: 2^100, far from FLT_MAX. Tensor cores
+// do not round accumulators near FLT_MAX the IEEE way (a start at -FLT_MAX came back NaN on an H200), and
+// every product of the 16-bit inputs (< 2^34) vanishes next to it.
+constexpr float kMaxStart = 1.2676506e30f;
+
 // 2^x on the special-function unit: one MUFU.EX2 (ex2.approx.ftz: relative error about 2^-22, results
 // below 2^-126 flushed to 0, exp2(-inf) = 0, NaN stays NaN). exp2f without --use_fast_math adds a
 // range check and two multiplies around the same instruction to keep subnormal results, which a

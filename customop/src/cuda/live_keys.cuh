@@ -1,0 +1,185 @@
+// OrtFlash CUDA — which keys a key-padding mask leaves live, so that the forward kernels skip the key
+// tiles outside them (the padding of a right- or left-padded batch) instead of computing weights of 0.
+//
+// For a bias and/or keep mask that is the same for every query row of a (batch, query head) — the
+// (B, 1, 1, Skv) padding mask exporters build from BERT's attention_mask — one block per (batch, query
+// head) finds two key ranges, outside which every key is dead:
+//  - keep: the keys the mask hides. The contract excludes them from every row.
+//  - bias: also the kept keys whose bias lies so far below the best bias that their weight
+//    e^(score - row max) is 0 in fp32 whatever Q and K hold. With |scale·q·k| <= |scale|·|q|·|k| (|q| the
+//    largest query norm of the head), a row that sees the witness w (the first kept key whose bias is near
+//    the best) has a max of at least bias_w - |scale|·|q|·|k_w|, and key j's score is at most
+//    bias_j + |scale|·|q|·|k_j|. When the second lies kDeadGap below the first, with margins for the
+//    kernels' rounding, e^(...) is below half the smallest subnormal. Such keys also need finite K and V rows
+//    (0 · inf is NaN in the unfused graph), and their bias is taken no lower than the kernels' clamps
+//    (kMaxStart · scale, FLT_MAX in log2 units).
+// Exact: a dead key adds exactly 0 to every sum it would have entered. The bias range holds for the rows
+// that see the witness; under causality the blocks whose first row does not see it use the keep range
+// (block_work). Only the ends are cut, never holes: the kernels skip whole tiles before and after.
+// The norms are read only where the mask leaves candidates: an unpadded batch costs one pass over its
+// mask row; a padded one also reads its queries once and the K and V rows of the padding.
+#pragma once
+
+#include <cfloat>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+
+#include "block_reduce.cuh"
+#include "fwd_params.cuh"
+#include "mma_primitives.cuh"
+#include "softmax.cuh"
+
+namespace ortflash::cuda {
+
+constexpr int kLiveKeysThreads = 256;
+
+// Natural-log units below a row's max past which a weight is 0 in fp32: e^-128 = 2.6e-56, far below
+// half the smallest subnormal (7e-46), so exp, exp2 and their flush-to-zero forms all give 0.
+constexpr double kDeadGap = 128.0;
+
+// Sum of squares of a row (fp32, as the kernels' dot products); inf or NaN where an element is not finite.
+template <class T>
+__device__ __forceinline__ float squared_norm(const T* row, int count) {
+  float sum = 0.0f;
+#pragma unroll 8
+  for (int i = 0; i < count; ++i) {
+    const float x = to_float(row[i]);
+    sum = fmaf(x, x, sum);
+  }
+  return sum;
+}
+
+template <class T>
+__device__ __forceinline__ bool row_is_finite(const T* row, int count) {
+  float zeros = 0.0f;  // x - x: 0 for finite x, NaN for inf and NaN
+#pragma unroll 8
+  for (int i = 0; i < count; ++i) {
+    const float x = to_float(row[i]);
+    zeros += x - x;
+  }
+  return zeros == 0.0f;
+}
+
+// One block per (batch, query head), blockIdx.x = batch * q_heads + head. Launched only for masks that
+// broadcast over query rows (bias_stride[2] == keep_stride[2] == 0).
+template <class T>
+__global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdParams p, LiveKeys* out) {
+  constexpr int kThreads = kLiveKeysThreads;
+  __shared__ int int_scratch[kThreads / 32];
+  __shared__ float float_scratch[kThreads / 32];
+  const auto int_min = [](int a, int b) { return min(a, b); };
+  const auto int_max = [](int a, int b) { return max(a, b); };
+  const int tid = static_cast<int>(threadIdx.x);
+  const int batch = static_cast<int>(blockIdx.x) / p.q_heads;
+  const int head = static_cast<int>(blockIdx.x) % p.q_heads;
+  const T* const bias = p.bias == nullptr ? nullptr
+                                          : static_cast<const T*>(p.bias) + batch * p.bias_stride[0] + head * p.bias_stride[1];
+  const uint8_t* const keep = p.keep == nullptr ? nullptr : p.keep + batch * p.keep_stride[0] + head * p.keep_stride[1];
+  const auto kept = [&](int j) { return keep == nullptr || keep[j * p.keep_stride[3]] != 0; };
+  const auto bias_at = [&](int j) { return to_float(bias[j * p.bias_stride[3]]); };
+
+  // ---- the keys keep leaves, and the best bias among them ----
+  int first_kept = INT_MAX, last_kept = -1, nan_bias = 0;
+  float best = -INFINITY;
+  for (int j = tid; j < p.kv_len; j += kThreads) {
+    if (!kept(j)) continue;
+    first_kept = min(first_kept, j);
+    last_kept = j;
+    if (bias != nullptr) {
+      const float b = bias_at(j);
+      if (b != b) nan_bias = 1;
+      best = fmaxf(best, b);
+    }
+  }
+  first_kept = block_reduce<kThreads>(first_kept, int_scratch, int_min);
+  last_kept = block_reduce<kThreads>(last_kept, int_scratch, int_max);
+  nan_bias = block_reduce<kThreads>(nan_bias, int_scratch, int_max);
+  best = block_reduce<kThreads>(best, float_scratch, [](float a, float b) { return fmaxf(a, b); });
+
+  LiveKeys live;
+  live.keep_begin = last_kept < 0 ? 0 : first_kept;
+  live.keep_end = last_kept + 1;
+  live.begin = live.keep_begin;
+  live.end = live.keep_end;
+  live.witness = 0;
+  const auto finish = [&] {
+    if (tid == 0) out[blockIdx.x] = live;
+  };
+  // No bias bound without a finite best bias (a NaN anywhere makes every row NaN: nothing is cut).
+  if (bias == nullptr || last_kept < 0 || nan_bias != 0 || !(fabsf(best) < INFINITY)) return finish();
+
+  // No kernel uses a bias below these: the masks-in-accumulator start's clamp and FLT_MAX in log2 units.
+  const double lowest_used = fmax(-double(kMaxStart) * fabs(double(p.scale)), -double(FLT_MAX) / 1.4426950408889634);
+  const auto used_bias = [&](int j) { return fmax(double(bias_at(j)), lowest_used); };
+  // The gap below a reference bias `top` a key needs before its score terms count: kDeadGap and the rounding of
+  // both biases (relative 2^-20 covers bias / scale, the log2(e) multiply and the FFMA against the row max).
+  const auto gap_needed = [](double b, double top) { return kDeadGap + (fabs(b) + fabs(top)) * 0x1p-20; };
+
+  // ---- kept keys near the best bias: live whatever their norms ----
+  const double best_d = best;
+  int first_near = INT_MAX, last_near = -1;
+  for (int j = tid; j < p.kv_len; j += kThreads) {
+    if (!kept(j)) continue;
+    const double b = used_bias(j);
+    if (!(b + gap_needed(b, best_d) < best_d)) {
+      first_near = min(first_near, j);
+      last_near = j;
+    }
+  }
+  first_near = block_reduce<kThreads>(first_near, int_scratch, int_min);  // the best key is one of them
+  last_near = block_reduce<kThreads>(last_near, int_scratch, int_max);
+  // The witness: the first of them, so that under causality as many query blocks as possible see it.
+  const int witness = first_near;
+  const double witness_bias = bias_at(witness);
+
+  // ---- the largest query norm of the head, and the witness's key norm ----
+  const T* const q = static_cast<const T*>(p.q) + batch * p.q_stride[0] + head * p.q_stride[1];
+  const T* const k = static_cast<const T*>(p.k) + batch * p.k_stride[0] + (head / p.group) * p.k_stride[1];
+  const T* const v = static_cast<const T*>(p.v) + batch * p.v_stride[0] + (head / p.group) * p.v_stride[1];
+  float q_squared = 0.0f;
+  int finite = 1;
+  for (int i = tid; i < p.q_len; i += kThreads) {
+    const float squared = squared_norm(q + i * p.q_stride[2], p.head_dim);
+    if (!(squared < INFINITY)) finite = 0;
+    q_squared = fmaxf(q_squared, squared);
+  }
+  q_squared = block_reduce<kThreads>(q_squared, float_scratch, [](float a, float b) { return fmaxf(a, b); });
+  finite = block_reduce<kThreads>(finite, int_scratch, int_min);
+  const float witness_squared = squared_norm(k + witness * p.k_stride[2], p.head_dim);
+  if (finite == 0 || !(witness_squared < INFINITY)) return finish();
+
+  // Every row that sees the witness has a max of at least witness_bias - |scale|·|q|·|k_w|; key j scores at most
+  // bias_j + |scale|·|q|·|k_j|. The score terms get 1% and the dot products' fp32 rounding (head_dim · 2^-21).
+  const double score_factor = fabs(double(p.scale)) * sqrt(double(q_squared)) * (1.01 + p.head_dim * 0x1p-21);
+  const double witness_norm = sqrt(double(witness_squared));
+  const double softcap_bound = p.softcap > 0.0f ? 2.02 * double(p.softcap) : INFINITY;
+  const auto live_candidate = [&](int j) {
+    if (!kept(j)) return false;
+    const float k_squared = squared_norm(k + j * p.k_stride[2], p.head_dim);
+    if (!(k_squared < INFINITY) || !row_is_finite(v + j * p.v_stride[2], p.v_head_dim)) return true;
+    const double b = used_bias(j);
+    const double score_bound = fmin(score_factor * (sqrt(double(k_squared)) + witness_norm), softcap_bound);
+    return !(b + gap_needed(b, witness_bias) + score_bound < witness_bias);
+  };
+
+  // ---- the keys before the first near key and after the last: live where the bound fails ----
+  int lead = INT_MAX, trail = -1;
+  for (int j = live.keep_begin + tid; j < first_near; j += kThreads) {
+    if (live_candidate(j)) {
+      lead = j;
+      break;  // this thread's keys only grow
+    }
+  }
+  for (int j = last_near + 1 + tid; j < live.keep_end; j += kThreads) {
+    if (live_candidate(j)) trail = j;
+  }
+  lead = block_reduce<kThreads>(lead, int_scratch, int_min);
+  trail = block_reduce<kThreads>(trail, int_scratch, int_max);
+  live.begin = min(first_near, lead);
+  live.end = max(last_near, trail) + 1;
+  live.witness = witness;
+  finish();
+}
+
+}  // namespace ortflash::cuda

@@ -16,7 +16,7 @@
 // Exact: a dead key adds exactly 0 to every sum it would have entered. The bias range holds for the rows
 // that see the witness; under causality the blocks whose first row does not see it use the keep range
 // (block_work). Only the ends are cut, never holes: the kernels skip whole tiles before and after.
-// The norms are read only where the mask leaves candidates: an unpadded batch costs one pass over its
+// The norms are read only where the mask leaves candidates: an unpadded batch costs two passes over its
 // mask row; a padded one also reads its queries once and the K and V rows of the padding.
 #pragma once
 
@@ -129,6 +129,8 @@ __global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdPa
   }
   first_near = block_reduce<kThreads>(first_near, int_scratch, int_min);  // the best key is one of them
   last_near = block_reduce<kThreads>(last_near, int_scratch, int_max);
+  // Nothing to prove dead (an unpadded batch): the queries are not read.
+  if (first_near == live.keep_begin && last_near == live.keep_end - 1) return finish();
   // The witness: the first of them, so that under causality as many query blocks as possible see it.
   const int witness = first_near;
   const double witness_bias = bias_at(witness);

@@ -170,7 +170,7 @@ public static class AttentionFuser
                     (float)match.Scale, match.Query.PreScale, match.Scores.Masks.Select(m => m.Kind).ToList(),
                     match.Scores.Masks.FirstOrDefault(m => m.Kind == MaskKind.Causal)?.Alignment ?? CausalAlignment.None,
                     match.Scores.Softcap, match.MaskedRows, match.Wrappers, match.KvHeadRepeatRemoved,
-                    [.. check.Notes, .. match.CausalNote is null ? Array.Empty<string>() : [match.CausalNote],
+                    [.. check.Notes, .. rule.RewriteNotes, .. match.CausalNote is null ? Array.Empty<string>() : [match.CausalNote],
                      .. match.DecomposedSoftmax is null ? Array.Empty<string>() : ["Softmax written out as Exp(x − ReduceMax(x)) / ReduceSum over the last axis."]]));
             }
         }

@@ -131,6 +131,7 @@ struct Shape {
   int64_t q_heads, kv_heads, q_len, kv_len, head_dim;
   bool padding_bias;  // (B, 1, 1, Skv) bias, the last eighth of the keys -10000 (the padded encoder)
   CausalAlignment causal;
+  bool expanded_bias = false;  // the padding bias stored for every query row, (B, 1, Sq, Skv), as an exporter's Expand leaves it
 
   double Flops() const {
     const double full = 4.0 * static_cast<double>(q_heads * q_len * kv_len * head_dim);
@@ -141,6 +142,7 @@ struct Shape {
 const Shape kShapes[] = {
     {"encoder T512 H12 D64", 12, 12, 512, 512, 64, true, CausalAlignment::kNone},
     {"encoder T2048 H12 D64", 12, 12, 2048, 2048, 64, true, CausalAlignment::kNone},
+    {"encoder T512 H12 D64 rowbias", 12, 12, 512, 512, 64, true, CausalAlignment::kNone, true},
     {"causal T1024 H32 D128", 32, 32, 1024, 1024, 128, false, CausalAlignment::kUpperLeft},
     {"causal T1024 H32/8 D128", 32, 8, 1024, 1024, 128, false, CausalAlignment::kUpperLeft},
     {"causal T512 H12 D64", 12, 12, 512, 512, 64, false, CausalAlignment::kUpperLeft},
@@ -203,9 +205,11 @@ struct Tensors {
     out.resize(static_cast<size_t>(shape.q_heads * shape.q_len * shape.head_dim) * element);
     if (shape.padding_bias) {
       const int64_t padded_from = shape.kv_len * 7 / 8;
-      fill(bias, shape.kv_len, [&](int64_t j) { return j >= padded_from ? -10000.0f : 0.0f; });
+      const int64_t rows = shape.expanded_bias ? shape.q_len : 1;
+      fill(bias, rows * shape.kv_len, [&](int64_t j) { return j % shape.kv_len >= padded_from ? -10000.0f : 0.0f; });
       params.bias = bias.data();
-      params.bias_stride[0] = shape.kv_len;
+      params.bias_stride[0] = rows * shape.kv_len;
+      params.bias_stride[2] = shape.expanded_bias ? shape.kv_len : 0;
       params.bias_stride[3] = 1;
     }
     params.q = q.data();

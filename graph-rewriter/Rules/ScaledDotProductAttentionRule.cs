@@ -42,6 +42,7 @@ public sealed class ScaledDotProductAttentionRule
     private readonly MaskValues _maskValues;
     private readonly MaskValues _binaryMaskValues;
     private readonly MaskValues _float64MaskValues;
+    private readonly BroadcastMasks _broadcastMasks;
 
     /// <summary>The note carried by a fusion that is exact only for integer masks holding 0 and 1 (<see cref="RewriteOptions.IntegerMasksAreBinary"/>).</summary>
     public const string IntegerMasksAreBinaryNote =
@@ -79,6 +80,7 @@ public sealed class ScaledDotProductAttentionRule
         _maskValues = new MaskValues(analysis, integerMasksAreBinary: false);
         _binaryMaskValues = new MaskValues(analysis, integerMasksAreBinary: true);
         _float64MaskValues = new MaskValues(analysis, integerMasksAreBinary: false, MaskValues.Float64Absorbing);
+        _broadcastMasks = new BroadcastMasks(analysis);
         _query = new Slot<QueryMatch>("query",
         [
             new("Mul/Div by a constant right before the score MatMul", QueryScaledAtMatMul),
@@ -1787,10 +1789,15 @@ public sealed class ScaledDotProductAttentionRule
 
     // ---- rewrite --------------------------------------------------------------------------------
 
+    /// <summary>What the last <see cref="Rewrite"/> did beyond the fusion itself, for the report.</summary>
+    public IReadOnlyList<string> RewriteNotes { get; private set; } = [];
+
     /// <summary>Replaces the matched subgraph by one FlashAttention node; returns it.</summary>
     public Node Rewrite(AttentionMatch match)
     {
         ArgumentNullException.ThrowIfNull(match);
+        var rewriteNotes = new List<string>();
+        RewriteNotes = rewriteNotes;
         var graph = match.Anchor.Graph;
         var anchor = match.Anchor;
         var names = graph.Model.Names;
@@ -1939,6 +1946,24 @@ public sealed class ScaledDotProductAttentionRule
 
         attributes.Add(Node.StringAttributeProto("masked_rows", match.MaskedRows == MaskedRowPolicy.Zero ? "zero" : "nan"));
 
+        // Masks blown up to the score shape before they are made a bias or keep mask are passed at the shape they
+        // broadcast from (BroadcastMasks); what they were built from stays for other readers, or goes below.
+        var bypassed = new List<Value>();
+        Value? Narrowed(Value? mask)
+        {
+            if (mask is null || _broadcastMasks.Narrow(graph, anchor, mask) is not { } narrowed)
+            {
+                return mask;
+            }
+
+            rewriteNotes.Add(narrowed.Note);
+            bypassed.Add(mask);
+            return narrowed.Mask;
+        }
+
+        bias = Narrowed(bias);
+        keep = Narrowed(keep);
+
         var inputs = new List<Value?> { query, key, value, bias, keep };
         while (inputs[^1] is null)
         {
@@ -1967,6 +1992,11 @@ public sealed class ScaledDotProductAttentionRule
 
         graph.TransferOutput(output, result, 0);
         graph.RemoveDead(anchor);
+        foreach (var mask in bypassed.Where(m => m.Producer is not null))
+        {
+            graph.RemoveDead(mask.Producer!);  // only when nothing else reads it
+        }
+
         graph.EnsureOpsetImport(Domain, 1);
         return fused;
     }

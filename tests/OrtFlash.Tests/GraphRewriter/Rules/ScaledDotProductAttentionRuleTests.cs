@@ -33,6 +33,41 @@ public class ScaledDotProductAttentionRuleTests
     [TestCaseSource(nameof(RefusedModels))]
     public void Unsafe_or_unprovable_candidates_are_refused_with_a_reason(AttentionModel variant) => VariantChecks.IsRefusedWithItsReason(variant);
 
+    // A mask blown up to the score shape before it becomes a bias reaches the op at the shape it broadcasts from, and the
+    // S×T tensor is no longer built: BART's Expand, T5's zero-Add. (The catalogue tests check that outputs match.)
+    [TestCase("Expand")]
+    [TestCase("ConstantOfShape")]
+    public void Masks_expanded_to_the_score_shape_reach_the_op_unexpanded(string blowUp)
+    {
+        var model = blowUp == "Expand" ? AttentionModels.ExpandedPaddingMask() : AttentionModels.ZerosPlusPaddingBias();
+        Assert.That(model.Graph.Node.Select(n => n.OpType), Has.Member(blowUp), "the original builds the full-shape mask");
+
+        var report = AttentionFuser.Rewrite(model);
+
+        var flash = model.Graph.Node.Single(n => n.OpType == ScaledDotProductAttentionRule.OpType);
+        var producers = model.Graph.Node.SelectMany(n => n.Output.Select(o => (o, n))).ToDictionary(p => p.o, p => p.n);
+        var ancestors = new List<string>();
+        var pending = new Stack<string>([flash.Input[3]]);
+        while (pending.TryPop(out var value))
+        {
+            if (producers.TryGetValue(value, out var node))
+            {
+                ancestors.Add(node.OpType);
+                foreach (var input in node.Input.Where(i => i.Length > 0))
+                {
+                    pending.Push(input);
+                }
+            }
+        }
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(ancestors, Has.None.EqualTo(blowUp).And.None.EqualTo("Shape"), "the bias is computed from the (B, 1, 1, T) mask");
+            Assert.That(model.Graph.Node.Select(n => n.OpType), Has.None.EqualTo(blowUp), "nothing builds the full-shape mask any more");
+            Assert.That(report.Fusions.Single().Notes, Has.Some.Contains("passed at the shape it broadcasts from"));
+        });
+    }
+
     [Test]
     public void Graphs_without_Softmax_before_MatMul_are_not_candidates()
     {

@@ -67,6 +67,12 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Where(hide, -inf, scores) (masked_fill with -inf)", WhereHideNegativeInfinity, BoolMaskInputs(fullyMaskedBatch: true),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("Padding mask expanded to the scores' shape, then inverted and filled (BART's _expand_mask): passed unexpanded",
+            ExpandedPaddingMask, IntegerPaddingInputs(fullyMaskedBatch: true),
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "passed at the shape it broadcasts from"));
+        yield return new("Padding bias added to a ConstantOfShape of zeros of the scores' shape (T5 cross-attention): passed unbroadcast",
+            ZerosPlusPaddingBias, PaddingInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.None, 1.0f, NoteContains: "Add of zeros"));
         yield return new("Max clamp after a -inf additive mask (OPT)", MaxClamp, AdditiveMaskInputs(float.NegativeInfinity, fullyMaskedBatch: true),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("ALiBi slopes·(j − i) from Range/Sub/Mul/Unsqueeze plus a finfo.min padding mask (one bias)", AlibiWithPadding, PaddingInputs,
@@ -104,7 +110,7 @@ internal static class AttentionModels
         yield return new("Causal Trilu plus a -inf bool keep mask", CausalWithKeep, BoolMaskInputs(fullyMaskedBatch: true),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.UpperLeft));
         yield return new("Mask expanded to Shape(scores) (DistilBERT)", MaskExpandedToScoresShape, BoolMaskInputs(fullyMaskedBatch: false),
-            new(KeyLayout.SwapLastAxes, ScalePlacement.Query, InvSqrtD));
+            new(KeyLayout.SwapLastAxes, ScalePlacement.Query, InvSqrtD, NoteContains: "passed at the shape it broadcasts from"));
         yield return new("nn.MultiheadAttention: Transpose(1,2,0) key, baddbmm Mul by 1", MultiheadAttention, MultiheadInputs,
             new(KeyLayout.Rank3SequenceFirst, ScalePlacement.Query | ScalePlacement.MultiplyScores, InvSqrtD));
         yield return new("Dropout with ratio 0 in training mode (torchvision's F.dropout(p=0.0)) is the identity", DropoutRatioZeroTraining, PlainInputs,
@@ -180,7 +186,7 @@ internal static class AttentionModels
         yield return new("Einsum on 3-D sequence-first operands with a Reshape→Add→Reshape mask", SequenceFirstEinsumReshapedMask, SequenceFirstEinsumViewInputs,
             new(KeyLayout.Einsum, ScalePlacement.DivideScores, InvSqrtD), NoReferenceProbe: true);
         yield return new("Keras Einsum with the mask expanded to Shape(scores)", KerasEinsumShapeReader, KerasBoolMaskInputs,
-            new(KeyLayout.Einsum, ScalePlacement.Query, InvSqrtD), NoReferenceProbe: true);
+            new(KeyLayout.Einsum, ScalePlacement.Query, InvSqrtD, NoteContains: "passed at the shape it broadcasts from"), NoReferenceProbe: true);
         yield return new("MatMul scores, Einsum value product bhqk,bhkd->bhqd", EinsumValueAfterMatMulScores, PlainInputs,
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("MatMul scores, Einsum value product of (B,T,H,D) values giving (B,S,H,D)", EinsumValueBshdAfterMatMulScores, EinsumValueBshdInputs,
@@ -654,6 +660,34 @@ internal static class AttentionModels
         var additive = b.Node("Mul", [inverted, b.Scalar(-10000)]);
         var masked = b.Node("Add", [Div(b, Scores(b, q, k)), additive]);
         return Finish(b, Softmax(b, masked), v);
+    }
+
+    /// <summary>
+    /// BART's _expand_mask: the int64 (B, T) mask Unsqueezed to (B, 1, 1, T), Expanded to the scores' (B, H, S, T), cast to
+    /// float, inverted, and filled with finfo.min where the inversion is non-zero (Cast to bool, Where).
+    /// </summary>
+    public static ModelProto ExpandedPaddingMask()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Int64, "B", "T");
+        var scores = Div(b, Scores(b, q, k));
+        var expanded = b.Node("Expand", [b.Node("Unsqueeze", [mask, b.Ints(1, 2)]), b.Node("Shape", [scores])]);
+        var inverted = b.Node("Sub", [b.Scalar(1), b.Node("Cast", [expanded], Int("to", (long)DataType.Float))]);
+        var hidden = b.Node("Cast", [inverted], Int("to", (long)DataType.Bool));
+        var bias = b.Node("Where", [hidden, b.Scalar(FloatMin), inverted]);
+        return Finish(b, Softmax(b, b.Node("Add", [scores, bias])), v);
+    }
+
+    /// <summary>T5's cross-attention: a ConstantOfShape of zeros shaped like the scores (its absent position bias) plus the
+    /// (1 − m)·finfo.min padding bias of a float (B, T) mask, added to unscaled scores.</summary>
+    public static ModelProto ZerosPlusPaddingBias()
+    {
+        var (b, q, k, v) = Bhsd();
+        var mask = b.Input("mask", DataType.Float, "B", "T");
+        var scores = Scores(b, q, k);
+        var zeros = b.Node("ConstantOfShape", [b.Node("Shape", [scores])], Tensor("value", new ConstantTensor(DataType.Float, [1], [0])));
+        var padding = b.Node("Mul", [b.Node("Sub", [b.Scalar(1), b.Node("Unsqueeze", [mask, b.Ints(1, 2)])]), b.Scalar(FloatMin)]);
+        return Finish(b, Softmax(b, b.Node("Add", [scores, b.Node("Add", [zeros, padding])])), v);
     }
 
     private static ModelProto MulFirstAddFirst()

@@ -193,7 +193,7 @@ enum class Layout {
 };
 
 // Broadcast shapes of bias/keep over (B, H, Sq, Skv).
-enum class Broadcast { kNone, kFull, kPerKey, kPerHead, kPerQuery, kScalar };
+enum class Broadcast { kNone, kFull, kPerKey, kPerHead, kPerQuery, kScalar, kPerBatchRows };
 
 struct Case {
   DType dtype = DType::kFloat16;
@@ -220,6 +220,7 @@ struct Case {
   float padding_bias = NAN;
   bool padding_outscores_bias = false;  // every query element and the padding's K rows at +magnitude
   bool infinite_padding_value = false;  // V[key][0] at +inf for the padded key farthest from the real ones
+  bool causal_bias = false;  // bias at padding_bias's value above the diagonal (key j > query i): a causal mask in the bias
 
   bool is_padding(int64_t b, int64_t j) const {
     if (padded_keys == 0 || b % 2 == 0) return false;
@@ -235,7 +236,8 @@ struct Case {
       << " layout=" << static_cast<int>(layout) << " magnitude=" << magnitude << " scratch=" << lend_scratch
       << " lowest_bias=" << lowest_bias << " mask_pitch=" << mask_pitch << " padded_keys=" << padded_keys
       << (left_padding ? " left" : "") << " padding_bias=" << padding_bias
-      << (padding_outscores_bias ? " outscoring" : "") << (infinite_padding_value ? " inf_value" : "") << " scale=" << (std::isnan(scale_override) ? std::string("auto")
+      << (padding_outscores_bias ? " outscoring" : "") << (infinite_padding_value ? " inf_value" : "")
+      << (causal_bias ? " causal_bias" : "") << " scale=" << (std::isnan(scale_override) ? std::string("auto")
                                                                                   : std::to_string(scale_override));
     return s.str();
   }
@@ -294,6 +296,10 @@ void broadcast_strides(Broadcast kind, const Case& c, int64_t (&stride)[4], size
     case Broadcast::kPerQuery:  // (B, H, Sq, 1)
       stride[2] = 1, stride[1] = Sq, stride[0] = H * Sq;
       count = static_cast<size_t>(c.batch * H * Sq);
+      break;
+    case Broadcast::kPerBatchRows:  // (B, 1, Sq, Skv): a decoder export's 4-d mask
+      stride[3] = 1, stride[2] = Skv, stride[0] = Sq * Skv;
+      count = static_cast<size_t>(c.batch * Sq * Skv);
       break;
   }
 }
@@ -395,23 +401,33 @@ Inputs make_inputs(const Case& c, uint32_t seed) {
           }
   }
 
-  if (c.bias == Broadcast::kPerKey && c.padded_keys > 0) {
-    const float padding = std::isnan(c.padding_bias) ? lowest_finite(c.dtype) : c.padding_bias;
+  // Padding (masks with a batch dim) and a causal mask in the bias, over every row and head the mask stores.
+  const float padding = std::isnan(c.padding_bias) ? lowest_finite(c.dtype) : c.padding_bias;
+  const bool batched_bias = c.bias == Broadcast::kPerKey || c.bias == Broadcast::kFull || c.bias == Broadcast::kPerBatchRows;
+  if ((batched_bias && c.padded_keys > 0) || c.causal_bias) {
+    const int64_t rows = in.bias_stride[2] != 0 ? c.q_len : 1, heads = in.bias_stride[1] != 0 ? c.q_heads : 1;
     for (int64_t b = 0; b < c.batch; ++b)
-      for (int64_t j = 0; j < c.kv_len; ++j) {
-        if (c.is_padding(b, j)) in.hbias.set(static_cast<size_t>(mask_index(in.bias_stride, b, 0, 0, j)), padding);
-      }
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t j = 0; j < c.kv_len; ++j) {
+            const bool hidden = (batched_bias && c.is_padding(b, j)) || (c.causal_bias && rows > 1 && j > i);
+            if (hidden) in.hbias.set(static_cast<size_t>(mask_index(in.bias_stride, b, h, i, j)), padding);
+          }
   }
 
   broadcast_strides(c.keep, c, in.keep_stride, count);
   in.hkeep.assign(count, 1);
   std::bernoulli_distribution keep_value(c.keep_probability);
   for (size_t i = 0; i < count; ++i) in.hkeep[i] = keep_value(rng) ? 1 : 0;
-  if (c.keep == Broadcast::kPerKey && c.padded_keys > 0) {
+  const bool batched_keep = c.keep == Broadcast::kPerKey || c.keep == Broadcast::kFull || c.keep == Broadcast::kPerBatchRows;
+  if (batched_keep && c.padded_keys > 0) {
+    const int64_t rows = in.keep_stride[2] != 0 ? c.q_len : 1, heads = in.keep_stride[1] != 0 ? c.q_heads : 1;
     for (int64_t b = 0; b < c.batch; ++b)
-      for (int64_t j = 0; j < c.kv_len; ++j) {
-        if (c.is_padding(b, j)) in.hkeep[static_cast<size_t>(mask_index(in.keep_stride, b, 0, 0, j))] = 0;
-      }
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t j = 0; j < c.kv_len; ++j) {
+            if (c.is_padding(b, j)) in.hkeep[static_cast<size_t>(mask_index(in.keep_stride, b, h, i, j))] = 0;
+          }
   }
   if (c.masked_row_every > 0 && c.keep == Broadcast::kFull) {
     for (int64_t b = 0; b < c.batch; ++b)
@@ -925,16 +941,46 @@ TEST(CudaAttention, KeyPaddingMasksMatchTheReference) {
   }
 }
 
+// Masks that vary by query row (live_rows.cuh, from 512 keys): a decoder export's (B,1,S,S) bias holding its causal
+// mask (finfo.min or -10000 above the diagonal) and the padding, a (B,H,S,S) keep mask with padding under the causal
+// attribute, and a T5-style (1,H,S,S) position bias with a padding keep mask; right and left padding, with and
+// without split-KV.
+TEST(CudaAttention, RowVaryingMasksMatchTheReference) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  uint32_t seed = 600;
+  for (DType t : kAllTypes) {
+    for (int variant = 0; variant < 4; ++variant) {
+      ++seed;
+      Case c;
+      c.dtype = t, c.batch = 2, c.q_heads = 2, c.kv_heads = 1, c.q_len = 530, c.kv_len = 530, c.head_dim = c.v_head_dim = 64;
+      c.keep_probability = 1.0f, c.padded_keys = 150, c.left_padding = variant == 2, c.masked_rows = MaskedRows::kNaN;
+      c.lend_scratch = seed % 3 != 0;
+      switch (variant) {
+        case 0:
+        case 1:
+          c.bias = Broadcast::kPerBatchRows, c.causal_bias = true, c.padding_bias = variant == 1 ? -10000.0f : NAN;
+          break;
+        case 2: c.keep = Broadcast::kFull, c.causal = CausalAlignment::kUpperLeft; break;
+        default: c.bias = Broadcast::kPerHead, c.keep = Broadcast::kPerKey; break;
+      }
+      expect_matches_reference(c, seed);
+    }
+  }
+}
+
 // A padded key whose score beats its -10000 bias (queries and the padding's keys aligned, scores near 12800)
 // takes most of the weight: the norm bound must keep it, and the output is the padding's values.
 TEST(CudaAttention, PaddingThatOutscoresItsBiasStaysLive) {
   SKIP_WITHOUT_CUDA_DEVICE();
   for (DType t : kAllTypes) {
-    Case c;
-    c.dtype = t, c.batch = 2, c.q_heads = 2, c.kv_heads = 2, c.q_len = 70, c.kv_len = 260, c.head_dim = c.v_head_dim = 64;
-    c.bias = Broadcast::kPerKey, c.padding_bias = -10000.0f, c.padded_keys = 130, c.padding_outscores_bias = true;
-    c.magnitude = 40.0f, c.scale_override = 0.125f;
-    expect_matches_reference(c, 540);
+    for (Broadcast kind : {Broadcast::kPerKey, Broadcast::kPerBatchRows}) {  // the per-head and the per-slice pass
+      Case c;
+      c.dtype = t, c.batch = 2, c.q_heads = 2, c.kv_heads = 2, c.q_len = 70, c.head_dim = c.v_head_dim = 64;
+      c.kv_len = kind == Broadcast::kPerKey ? 260 : 520;
+      c.bias = kind, c.padding_bias = -10000.0f, c.padded_keys = c.kv_len / 2, c.padding_outscores_bias = true;
+      c.magnitude = 40.0f, c.scale_override = 0.125f;
+      expect_matches_reference(c, 540);
+    }
   }
 }
 
@@ -943,11 +989,14 @@ TEST(CudaAttention, PaddingThatOutscoresItsBiasStaysLive) {
 TEST(CudaAttention, InfiniteValuesInThePaddingStillPoisonTheirColumn) {
   SKIP_WITHOUT_CUDA_DEVICE();
   for (DType t : kAllTypes) {
-    for (bool left : {false, true}) {
-      Case c;
-      c.dtype = t, c.batch = 2, c.q_heads = 2, c.kv_heads = 1, c.q_len = 70, c.kv_len = 260, c.head_dim = c.v_head_dim = 64;
-      c.bias = Broadcast::kPerKey, c.padded_keys = 130, c.left_padding = left, c.infinite_padding_value = true;
-      expect_matches_reference(c, left ? 541 : 542);
+    for (Broadcast kind : {Broadcast::kPerKey, Broadcast::kPerBatchRows}) {
+      for (bool left : {false, true}) {
+        Case c;
+        c.dtype = t, c.batch = 2, c.q_heads = 2, c.kv_heads = 1, c.q_len = 70, c.head_dim = c.v_head_dim = 64;
+        c.kv_len = kind == Broadcast::kPerKey ? 260 : 520;
+        c.bias = kind, c.padded_keys = c.kv_len / 2, c.left_padding = left, c.infinite_padding_value = true;
+        expect_matches_reference(c, left ? 541 : 542);
+      }
     }
   }
 }
@@ -1151,6 +1200,40 @@ TEST(CudaAttentionWork, PaddedKeyTilesAreSkipped) {
   EXPECT_EQ(mma(c, true), mma(c, false));
   c.padding_outscores_bias = false, c.magnitude = 1.0f, c.scale_override = NAN, c.infinite_padding_value = true;
   EXPECT_EQ(mma(c, true), mma(c, false));
+  // The same through the per-slice pass: a (B,1,S,S) bias, from 512 keys.
+  c.bias = Broadcast::kPerBatchRows, c.kv_len = 1024, c.padded_keys = 512;
+  EXPECT_EQ(mma(c, true), mma(c, false));
+  c.infinite_padding_value = false, c.padding_outscores_bias = true, c.magnitude = 40.0f, c.scale_override = 0.125f;
+  EXPECT_EQ(mma(c, true), mma(c, false));
+  c.padding_outscores_bias = false, c.magnitude = 1.0f, c.scale_override = NAN;
+  EXPECT_EQ(4 * mma(c, true), 3 * mma(c, false));
+}
+
+// A causal mask held in a (B,1,S,S) bias (finfo.min above the diagonal) costs what the causal attribute costs: the
+// per-slice ranges end at each block's last row, so the same key tiles run; with ORTFLASH_CUDA_LIVE_KEYS=0 every
+// tile runs. With padding as well, fewer still.
+TEST(CudaAttentionWork, CausalMasksInTheBiasSkipTheTilesAboveTheDiagonal) {
+  const auto mma = [](Case c, bool live) {
+    if (!live) setenv("ORTFLASH_CUDA_LIVE_KEYS", "0", 1);
+    simt::take_stats();
+    expect_matches_reference(c, 98);
+    unsetenv("ORTFLASH_CUDA_LIVE_KEYS");
+    return simt::take_stats().mma;
+  };
+  for (DType t : {DType::kFloat16, DType::kBFloat16}) {
+    SCOPED_TRACE(dtype_name(t));
+    Case c;
+    c.dtype = t, c.batch = 2, c.q_len = 512, c.kv_len = 512, c.head_dim = c.v_head_dim = 64;
+    c.lend_scratch = true;
+    Case attribute = c;
+    attribute.causal = CausalAlignment::kUpperLeft;
+    c.bias = Broadcast::kPerBatchRows, c.causal_bias = true;
+    const uint64_t all = mma(c, false), live = mma(c, true);
+    EXPECT_EQ(live, mma(attribute, true));
+    EXPECT_LT(2 * live, all + all / 4);  // about half
+    c.padded_keys = 256;
+    EXPECT_LT(mma(c, true), live);
+  }
 }
 
 TEST(CudaAttentionWork, GroupedDecodingReadsEachKeyValueTileOncePerGroup) {
@@ -1369,6 +1452,9 @@ TEST(CudaSanitizerSubset, SmallShapesOnEveryKernel) {
   padded.dtype = DType::kBFloat16, padded.batch = 2, padded.q_heads = 2, padded.q_len = 70, padded.kv_len = 150;
   padded.head_dim = padded.v_head_dim = 64, padded.bias = Broadcast::kPerKey, padded.padded_keys = 70;
   expect_matches_reference(padded, 79);
+  Case rows = padded;  // the per-slice passes over a (B,1,S,S) bias: a causal mask in it, and the padding
+  rows.bias = Broadcast::kPerBatchRows, rows.causal_bias = true, rows.q_len = 70, rows.kv_len = 520, rows.padded_keys = 100;
+  expect_matches_reference(rows, 80);
   Case split;
   split.dtype = DType::kFloat16, split.q_len = 1, split.kv_len = 3001, split.head_dim = split.v_head_dim = 64;
   expect_matches_reference(split, 74);

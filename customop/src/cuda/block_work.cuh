@@ -2,6 +2,8 @@
 // or SIMT) works on. Tr supplies kBlockM (query rows per block) and kBlockN (keys per tile).
 #pragma once
 
+#include <climits>
+
 #include "cuda_compat.cuh"
 #include "fwd_params.cuh"
 
@@ -47,6 +49,21 @@ __device__ __forceinline__ BlockWork block_work(const FwdParams& p) {
     const bool sees_witness = !p.causal || live.witness <= w.m0 + p.causal_offset;
     key_begin = sees_witness ? live.begin : live.keep_begin;
     key_end = min(key_end, sees_witness ? live.end : live.keep_end);
+  }
+  if (p.live_ranges != nullptr) {
+    // The union of the ranges of the row slices the block's rows lie in.
+    const KeyRange* const ranges = p.live_ranges + (w.batch * p.q_heads + w.head) * p.live_slices;
+    const int last_slice = (min(w.m0 + Tr::kBlockM, p.q_len) - 1) / kLiveRows;
+    int begin = INT_MAX, end = 0;
+    for (int s = w.m0 / kLiveRows; s <= last_slice; ++s) {
+      const KeyRange r = ranges[s];
+      if (r.begin < r.end) {
+        begin = min(begin, r.begin);
+        end = max(end, r.end);
+      }
+    }
+    key_begin = max(key_begin, end > 0 ? begin : 0);
+    key_end = min(key_end, end);
   }
   const int visible_tiles = (key_end + Tr::kBlockN - 1) / Tr::kBlockN;
   const int all_tiles = (p.kv_len + Tr::kBlockN - 1) / Tr::kBlockN;

@@ -17,6 +17,7 @@
 
 #include "fwd_launch.h"
 #include "live_keys.cuh"
+#include "live_rows.cuh"
 #include "mask_repack.cuh"
 
 namespace ortflash {
@@ -488,11 +489,31 @@ std::string repack_mask_rows(const void*& mask, int64_t (&stride)[4], bool& chun
 // padding mask of an exported encoder, or of a batched prompt. Not for decoding: one more launch on every step
 // would cost more than the tiles it could skip there. ORTFLASH_CUDA_LIVE_KEYS=0 turns them off (read on every
 // call, so that a benchmark can time both ways in one process).
-bool wants_live_keys(const KernelChoice& k, const FwdParams& p) {
-  if (k.path == FwdPath::kGeneric || k.decode || p.kv_len <= 64 || (p.bias == nullptr && p.keep == nullptr)) return false;
-  if ((p.bias != nullptr && p.bias_stride[2] != 0) || (p.keep != nullptr && p.keep_stride[2] != 0)) return false;
+bool live_ranges_enabled() {
   const char* setting = std::getenv("ORTFLASH_CUDA_LIVE_KEYS");
   return setting == nullptr || std::string(setting) != "0";
+}
+
+// Whether a mask of the call varies by query row (a bias or keep with a query-row stride).
+bool mask_varies_by_row(const FwdParams& p) {
+  return (p.bias != nullptr && p.bias_stride[2] != 0) || (p.keep != nullptr && p.keep_stride[2] != 0);
+}
+
+bool wants_live_keys(const KernelChoice& k, const FwdParams& p) {
+  if (k.path == FwdPath::kGeneric || k.decode || p.kv_len <= 64 || (p.bias == nullptr && p.keep == nullptr)) return false;
+  return !mask_varies_by_row(p) && live_ranges_enabled();
+}
+
+// Masks that vary by query row (live_rows.cuh: a decoder export's causal mask in its bias, a position bias with
+// padding) get per-slice ranges from three more launches, one pass over each mask and, where it leaves candidates,
+// one over K and V: only from kLiveRowsMinKeys keys, where that is small next to the tiles it can skip.
+constexpr int kLiveRowsMinKeys = 512;
+// Scratch past this (the requirements: mask slices x keys floats) is not worth holding: the ranges are left out.
+constexpr size_t kMaxLiveRowsBytes = size_t(64) << 20;
+
+bool wants_live_rows(const KernelChoice& k, const FwdParams& p) {
+  if (k.path == FwdPath::kGeneric || k.decode || p.kv_len < kLiveRowsMinKeys || !mask_varies_by_row(p)) return false;
+  return live_ranges_enabled();
 }
 
 template <class T>
@@ -519,6 +540,65 @@ std::string find_live_keys(DType dtype, FwdParams& p, ScratchBlocks& blocks, cud
     case DType::kFloat32: error = launch_live_keys<float>(p, ranges, stream); break;
   }
   if (error.empty()) p.live_keys = ranges;
+  return error;
+}
+
+template <class T>
+std::string launch_live_rows(const FwdParams& p, const cuda::LiveRowsWork& work, unsigned mask_slices, unsigned ranges,
+                             cudaStream_t stream) {
+  ORTFLASH_LAUNCH(cuda::live_slices_kernel<T>, mask_slices, cuda::kLiveRowsThreads, 0, stream, p, work);
+  ORTFLASH_LAUNCH(cuda::live_key_norms_kernel<T>, static_cast<unsigned>(p.batch * p.kv_heads), cuda::kLiveRowsThreads, 0,
+                  stream, p, work);
+  ORTFLASH_LAUNCH(cuda::live_ranges_kernel<T>, ranges, cuda::kLiveRowsThreads, 0, stream, p, work);
+  if (const cudaError_t status = cudaGetLastError(); status != cudaSuccess) {
+    return cuda_failure("live_rows kernels launch", status);
+  }
+  return {};
+}
+
+// Points p.live_ranges at per-slice ranges computed on the stream ahead of the forward kernel; leaves it null (every
+// key computed) where there is no scratch, or it would take more than kMaxLiveRowsBytes.
+std::string find_live_rows(DType dtype, FwdParams& p, ScratchBlocks& blocks, cudaStream_t stream) {
+  cuda::LiveRowsWork work;
+  const auto varies = [&](int dim) {
+    return (p.bias != nullptr && p.bias_stride[dim] != 0) || (p.keep != nullptr && p.keep_stride[dim] != 0);
+  };
+  work.mask_batches = varies(0) ? p.batch : 1;
+  work.mask_heads = varies(1) ? p.q_heads : 1;
+  work.slices = (p.q_len + cuda::kLiveRows - 1) / cuda::kLiveRows;
+  const int64_t mask_slices = int64_t(work.mask_batches) * work.mask_heads * work.slices;
+  const int64_t ranges = int64_t(p.batch) * p.q_heads * work.slices;
+  const int64_t norms = int64_t(p.batch) * p.kv_heads * p.kv_len;
+  if (ranges > INT_MAX || norms > INT_MAX || mask_slices * p.kv_len > INT_MAX) return {};
+  const auto aligned = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
+  const size_t slice_bytes = aligned(size_t(mask_slices) * sizeof(cuda::LiveSlice));
+  const size_t witness_bytes = aligned(size_t(mask_slices) * cuda::kLiveRows * sizeof(int));
+  const size_t requirement_bytes = aligned(size_t(mask_slices) * size_t(p.kv_len) * sizeof(float));
+  const size_t norm_bytes = aligned(size_t(norms) * sizeof(float));
+  const size_t range_bytes = aligned(size_t(ranges) * sizeof(cuda::KeyRange));
+  const size_t total = slice_bytes + witness_bytes + requirement_bytes + norm_bytes + range_bytes;
+  if (total > kMaxLiveRowsBytes) return {};
+  auto* base = static_cast<unsigned char*>(blocks.allocate(total));
+  if (base == nullptr) return {};
+  work.slice = reinterpret_cast<cuda::LiveSlice*>(base);
+  work.witness = reinterpret_cast<int*>(base + slice_bytes);
+  work.requirement = reinterpret_cast<float*>(base + slice_bytes + witness_bytes);
+  work.key_norm = reinterpret_cast<float*>(base + slice_bytes + witness_bytes + requirement_bytes);
+  work.ranges = reinterpret_cast<cuda::KeyRange*>(base + total - range_bytes);
+  std::string error;
+  switch (dtype) {
+    case DType::kFloat16:
+      error = launch_live_rows<__half>(p, work, unsigned(mask_slices), unsigned(ranges), stream);
+      break;
+    case DType::kBFloat16:
+      error = launch_live_rows<__nv_bfloat16>(p, work, unsigned(mask_slices), unsigned(ranges), stream);
+      break;
+    case DType::kFloat32: error = launch_live_rows<float>(p, work, unsigned(mask_slices), unsigned(ranges), stream); break;
+  }
+  if (error.empty()) {
+    p.live_ranges = work.ranges;
+    p.live_slices = work.slices;
+  }
   return error;
 }
 
@@ -596,6 +676,8 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   }
   if (wants_live_keys(k, p)) {
     if (std::string error = find_live_keys(params.dtype, p, held, cuda_stream); !error.empty()) return error;
+  } else if (wants_live_rows(k, p)) {
+    if (std::string error = find_live_rows(params.dtype, p, held, cuda_stream); !error.empty()) return error;
   }
   if (splits == 1) return launch_forward(params.dtype, k, p, cuda_stream);
 

@@ -17,6 +17,15 @@ struct LiveKeys {
   int witness = 0;                   // the kept key whose score bounds the row max from below (bias range)
 };
 
+// Query rows per live key range of a mask that varies by query row (live_rows.cuh); every kernel's block_m is a
+// multiple or a divisor of it.
+constexpr int kLiveRows = 64;
+
+// Keys [begin, end) may be live for the rows a range covers; every other key is dead to them.
+struct KeyRange {
+  int begin = 0, end = 0;
+};
+
 struct FwdParams {
   const void* q = nullptr;
   const void* k = nullptr;
@@ -69,6 +78,9 @@ struct FwdParams {
   // Per (batch, query head), batch-major; nullptr = every key may be live. Kernels that use block_work skip
   // the key tiles wholly outside the range; the others may ignore it (dead keys weigh 0 either way).
   const LiveKeys* live_keys = nullptr;
+  // Per (batch, query head, slice of kLiveRows query rows), for masks that vary by query row; nullptr = none.
+  const KeyRange* live_ranges = nullptr;
+  int live_slices = 0;  // slices per (batch, query head): ceil(q_len / kLiveRows)
 };
 
 }  // namespace ortflash::cuda

@@ -61,6 +61,28 @@ __device__ __forceinline__ bool row_is_finite(const T* row, int count) {
   return zeros == 0.0f;
 }
 
+// The numbers of the bound, shared with the per-row pass (live_rows.cuh).
+struct DeadKeyBound {
+  double lowest_used;    // no kernel uses a bias below this (the accumulator start's clamp, FLT_MAX in log2 units)
+  double softcap_bound;  // |score_j - score_w| <= this with softcap (2 · softcap, and 1%); inf without
+
+  __device__ __forceinline__ explicit DeadKeyBound(const FwdParams& p)
+      : lowest_used(fmax(-double(kMaxStart) * fabs(double(p.scale)), -double(FLT_MAX) / 1.4426950408889634)),
+        softcap_bound(p.softcap > 0.0f ? 2.02 * double(p.softcap) : INFINITY) {}
+
+  __device__ __forceinline__ double used_bias(float bias) const { return fmax(double(bias), lowest_used); }
+  // The gap below a reference bias `top` a key needs before its score terms count: kDeadGap and the rounding of both
+  // biases (relative 2^-20 covers bias / scale, the log2(e) multiply and the FFMA against the row max).
+  static __device__ __forceinline__ double gap_needed(double bias, double top) {
+    return kDeadGap + (fabs(bias) + fabs(top)) * 0x1p-20;
+  }
+  // |scale|·|q|, with 1% and the dot products' fp32 rounding (head_dim · 2^-21): times |k_j| + |k_w| it bounds how
+  // far key j's score can lie above its bias, plus how far the witness's can lie below its own.
+  static __device__ __forceinline__ double score_factor(const FwdParams& p, float q_squared) {
+    return fabs(double(p.scale)) * sqrt(double(q_squared)) * (1.01 + p.head_dim * 0x1p-21);
+  }
+};
+
 // One block per (batch, query head), blockIdx.x = batch * q_heads + head. Launched only for masks that
 // broadcast over query rows (bias_stride[2] == keep_stride[2] == 0).
 template <class T>
@@ -109,12 +131,8 @@ __global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdPa
   // No bias bound without a finite best bias (a NaN anywhere makes every row NaN: nothing is cut).
   if (bias == nullptr || last_kept < 0 || nan_bias != 0 || !(fabsf(best) < INFINITY)) return finish();
 
-  // No kernel uses a bias below these: the masks-in-accumulator start's clamp and FLT_MAX in log2 units.
-  const double lowest_used = fmax(-double(kMaxStart) * fabs(double(p.scale)), -double(FLT_MAX) / 1.4426950408889634);
-  const auto used_bias = [&](int j) { return fmax(double(bias_at(j)), lowest_used); };
-  // The gap below a reference bias `top` a key needs before its score terms count: kDeadGap and the rounding of
-  // both biases (relative 2^-20 covers bias / scale, the log2(e) multiply and the FFMA against the row max).
-  const auto gap_needed = [](double b, double top) { return kDeadGap + (fabs(b) + fabs(top)) * 0x1p-20; };
+  const DeadKeyBound bound(p);
+  const auto used_bias = [&](int j) { return bound.used_bias(bias_at(j)); };
 
   // ---- kept keys near the best bias: live whatever their norms ----
   const double best_d = best;
@@ -122,7 +140,7 @@ __global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdPa
   for (int j = tid; j < p.kv_len; j += kThreads) {
     if (!kept(j)) continue;
     const double b = used_bias(j);
-    if (!(b + gap_needed(b, best_d) < best_d)) {
+    if (!(b + DeadKeyBound::gap_needed(b, best_d) < best_d)) {
       first_near = min(first_near, j);
       last_near = j;
     }
@@ -152,17 +170,16 @@ __global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdPa
   if (finite == 0 || !(witness_squared < INFINITY)) return finish();
 
   // Every row that sees the witness has a max of at least witness_bias - |scale|·|q|·|k_w|; key j scores at most
-  // bias_j + |scale|·|q|·|k_j|. The score terms get 1% and the dot products' fp32 rounding (head_dim · 2^-21).
-  const double score_factor = fabs(double(p.scale)) * sqrt(double(q_squared)) * (1.01 + p.head_dim * 0x1p-21);
+  // bias_j + |scale|·|q|·|k_j|.
+  const double score_factor = DeadKeyBound::score_factor(p, q_squared);
   const double witness_norm = sqrt(double(witness_squared));
-  const double softcap_bound = p.softcap > 0.0f ? 2.02 * double(p.softcap) : INFINITY;
   const auto live_candidate = [&](int j) {
     if (!kept(j)) return false;
     const float k_squared = squared_norm(k + j * p.k_stride[2], p.head_dim);
     if (!(k_squared < INFINITY) || !row_is_finite(v + j * p.v_stride[2], p.v_head_dim)) return true;
     const double b = used_bias(j);
-    const double score_bound = fmin(score_factor * (sqrt(double(k_squared)) + witness_norm), softcap_bound);
-    return !(b + gap_needed(b, witness_bias) + score_bound < witness_bias);
+    const double score_bound = fmin(score_factor * (sqrt(double(k_squared)) + witness_norm), bound.softcap_bound);
+    return !(b + DeadKeyBound::gap_needed(b, witness_bias) + score_bound < witness_bias);
   };
 
   // ---- the keys before the first near key and after the last: live where the bound fails ----

@@ -104,15 +104,15 @@ __global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdPa
   // ---- the keys keep leaves, and the best bias among them ----
   int first_kept = INT_MAX, last_kept = -1, nan_bias = 0;
   float best = -INFINITY;
+  // Branch-free bodies, unrolled: several loads in flight per thread (a scan is bound by their latency).
+#pragma unroll 4
   for (int j = tid; j < p.kv_len; j += kThreads) {
-    if (!kept(j)) continue;
-    first_kept = min(first_kept, j);
-    last_kept = j;
-    if (bias != nullptr) {
-      const float b = bias_at(j);
-      if (b != b) nan_bias = 1;
-      best = fmaxf(best, b);
-    }
+    const bool visible = kept(j);
+    const float b = bias != nullptr ? bias_at(j) : 0.0f;
+    first_kept = visible ? min(first_kept, j) : first_kept;
+    last_kept = visible ? j : last_kept;
+    nan_bias |= visible && b != b;
+    best = visible ? fmaxf(best, b) : best;
   }
   first_kept = block_reduce<kThreads>(first_kept, int_scratch, int_min);
   last_kept = block_reduce<kThreads>(last_kept, int_scratch, int_max);
@@ -137,13 +137,12 @@ __global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdPa
   // ---- kept keys near the best bias: live whatever their norms ----
   const double best_d = best;
   int first_near = INT_MAX, last_near = -1;
+#pragma unroll 4
   for (int j = tid; j < p.kv_len; j += kThreads) {
-    if (!kept(j)) continue;
     const double b = used_bias(j);
-    if (!(b + DeadKeyBound::gap_needed(b, best_d) < best_d)) {
-      first_near = min(first_near, j);
-      last_near = j;
-    }
+    const bool near = kept(j) && !(b + DeadKeyBound::gap_needed(b, best_d) < best_d);
+    first_near = near ? min(first_near, j) : first_near;
+    last_near = near ? j : last_near;
   }
   first_near = block_reduce<kThreads>(first_near, int_scratch, int_min);  // the best key is one of them
   last_near = block_reduce<kThreads>(last_near, int_scratch, int_max);

@@ -81,15 +81,15 @@ __global__ void __launch_bounds__(kLiveRowsThreads) live_slices_kernel(const Fwd
     const int end = row < p.q_len ? visible_end(row) : 0;
     int lo = INT_MAX, hi = -1, nan_bias = 0;
     float best = -INFINITY;
+    // Branch-free bodies, unrolled: several loads in flight per thread (a scan is bound by their latency).
+#pragma unroll 4
     for (int j = lane; j < end; j += 32) {
-      if (!kept(row, j)) continue;
-      lo = min(lo, j);
-      hi = j;
-      if (bias != nullptr) {
-        const float b = bias_at(row, j);
-        if (b != b) nan_bias = 1;
-        best = fmaxf(best, b);
-      }
+      const bool visible = kept(row, j);
+      const float b = bias != nullptr ? bias_at(row, j) : 0.0f;
+      lo = visible ? min(lo, j) : lo;
+      hi = visible ? j : hi;
+      nan_bias |= visible && b != b;
+      best = visible ? fmaxf(best, b) : best;
     }
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) {
@@ -102,13 +102,13 @@ __global__ void __launch_bounds__(kLiveRowsThreads) live_slices_kernel(const Fwd
     int near_lo = lo, near_hi = hi;
     if (bounded) {
       near_lo = INT_MAX, near_hi = -1;
+#pragma unroll 4
       for (int j = lane; j < end; j += 32) {
-        if (!kept(row, j)) continue;
+        const bool visible = kept(row, j);
         const double b = bound.used_bias(bias_at(row, j));
-        if (!(b + DeadKeyBound::gap_needed(b, best) < double(best))) {
-          near_lo = min(near_lo, j);
-          near_hi = j;
-        }
+        const bool near = visible && !(b + DeadKeyBound::gap_needed(b, best) < double(best));
+        near_lo = near ? min(near_lo, j) : near_lo;
+        near_hi = near ? j : near_hi;
       }
 #pragma unroll
       for (int offset = 16; offset > 0; offset >>= 1) {

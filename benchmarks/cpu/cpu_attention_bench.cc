@@ -132,10 +132,11 @@ struct Shape {
   bool padding_bias;  // (B, 1, 1, Skv) bias, the last eighth of the keys -10000 (the padded encoder)
   CausalAlignment causal;
   bool expanded_bias = false;  // the padding bias stored for every query row, (B, 1, Sq, Skv), as an exporter's Expand leaves it
+  bool causal_bias = false;    // a causal mask held in an (Sq, Skv) bias, -10000 above the diagonal (decoder exports)
 
   double Flops() const {
     const double full = 4.0 * static_cast<double>(q_heads * q_len * kv_len * head_dim);
-    return causal != CausalAlignment::kNone && q_len == kv_len ? full / 2 : full;
+    return (causal != CausalAlignment::kNone || causal_bias) && q_len == kv_len ? full / 2 : full;  // the useful work
   }
 };
 
@@ -143,6 +144,7 @@ const Shape kShapes[] = {
     {"encoder T512 H12 D64", 12, 12, 512, 512, 64, true, CausalAlignment::kNone},
     {"encoder T2048 H12 D64", 12, 12, 2048, 2048, 64, true, CausalAlignment::kNone},
     {"encoder T512 H12 D64 rowbias", 12, 12, 512, 512, 64, true, CausalAlignment::kNone, true},
+    {"biascausal T512 H12 D64", 12, 12, 512, 512, 64, false, CausalAlignment::kNone, false, true},
     {"causal T1024 H32 D128", 32, 32, 1024, 1024, 128, false, CausalAlignment::kUpperLeft},
     {"causal T1024 H32/8 D128", 32, 8, 1024, 1024, 128, false, CausalAlignment::kUpperLeft},
     {"causal T512 H12 D64", 12, 12, 512, 512, 64, false, CausalAlignment::kUpperLeft},
@@ -210,6 +212,13 @@ struct Tensors {
       params.bias = bias.data();
       params.bias_stride[0] = rows * shape.kv_len;
       params.bias_stride[2] = shape.expanded_bias ? shape.kv_len : 0;
+      params.bias_stride[3] = 1;
+    }
+    if (shape.causal_bias) {
+      fill(bias, shape.q_len * shape.kv_len,
+           [&](int64_t index) { return index % shape.kv_len > index / shape.kv_len ? -10000.0f : 0.0f; });
+      params.bias = bias.data();
+      params.bias_stride[2] = shape.kv_len;
       params.bias_stride[3] = 1;
     }
     params.q = q.data();

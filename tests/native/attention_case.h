@@ -143,6 +143,8 @@ enum class RowEffect {
   kBiasLowest,            // finfo.min on every key: a (uniform) softmax, not a masked row
   kBiasLowestOnLastHalf,  // finfo.min on keys j >= Skv/2: a padding mask written as bias
   kBiasMinus10000OnLastHalf,  // -10000 on keys j >= Skv/2: a padding mask written as BERT writes it
+  kBiasLowestAboveDiagonal,   // finfo.min on keys j > i of every row: a causal mask held in the bias
+  kBiasMinus10000AboveDiagonal,  // -10000 on keys j > i of every row
 };
 
 inline const char* Name(Layout x) {
@@ -195,6 +197,10 @@ inline const char* Name(RowEffect x) {
       return "bias-finfo.min-last-half";
     case RowEffect::kBiasMinus10000OnLastHalf:
       return "bias-10000-last-half";
+    case RowEffect::kBiasLowestAboveDiagonal:
+      return "bias-finfo.min-above-diagonal";
+    case RowEffect::kBiasMinus10000AboveDiagonal:
+      return "bias-10000-above-diagonal";
   }
   return "?";
 }
@@ -420,6 +426,9 @@ class AttentionTensors {
   // Whether a stored bias/keep element at (query, key) is one the row effect applies to. A tensor
   // without that dim stands for every query (key), so the effect covers all of them.
   bool EffectApplies(const int64_t (&dims)[4], int64_t query, int64_t key) const {
+    if (case_.row_effect == RowEffect::kBiasLowestAboveDiagonal || case_.row_effect == RowEffect::kBiasMinus10000AboveDiagonal) {
+      return dims[2] > 1 && key > query;
+    }
     if (dims[2] > 1 && !IsEffectRow(query)) return false;
     if (case_.row_effect == RowEffect::kBiasLowestOnLastHalf || case_.row_effect == RowEffect::kBiasMinus10000OnLastHalf) {
       return dims[3] == 1 || key >= case_.kv_len / 2;
@@ -433,9 +442,11 @@ class AttentionTensors {
         return -std::numeric_limits<double>::infinity();
       case RowEffect::kBiasMinus10000:
       case RowEffect::kBiasMinus10000OnLastHalf:
+      case RowEffect::kBiasMinus10000AboveDiagonal:
         return -10000.0;
       case RowEffect::kBiasLowest:
       case RowEffect::kBiasLowestOnLastHalf:
+      case RowEffect::kBiasLowestAboveDiagonal:
         return LowestFinite(case_.dtype);
       case RowEffect::kNone:
       case RowEffect::kKeepNone:

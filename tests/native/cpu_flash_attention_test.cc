@@ -263,6 +263,28 @@ TEST(CpuFlashAttention, PaddingMaskSharedByEveryQueryRow) {
   }
 }
 
+// A causal mask held in the bias (finfo.min or -10000 above the diagonal, as decoder exports build it) on the
+// row-major path, which leaves out the key tiles that weigh nothing for every row of a tile (TileWeighsNothing):
+// the stored (B,1,S,S), (1,H,S,S) and (B,H,S,S) shapes, with softcap, a keep mask beside it, and large queries
+// (magnitude 8: scores near 64·8 = 512 beside a -10000 bias still leave those keys at weight 0; the norm bound
+// keeps more of them).
+TEST(CpuFlashAttention, CausalMaskInTheBiasMatchesTheReference) {
+  uint32_t seed = 700;
+  for (DType dtype : kAllDtypes) {
+    for (RowEffect effect : {RowEffect::kBiasLowestAboveDiagonal, RowEffect::kBiasMinus10000AboveDiagonal}) {
+      for (Broadcast bias : {Broadcast::kBatchQueryKey, Broadcast::kHeadQueryKey, Broadcast::kFull}) {
+        AttentionCase c = Shape(dtype, 300, 300, 64, 64);
+        c.batch = 2, c.q_heads = 2, c.kv_heads = 1;
+        c.bias = bias, c.row_effect = effect, c.masked_rows = MaskedRows::kNaN, c.seed = ++seed;
+        if (seed % 3 == 0) c.softcap = 30.0f;
+        if (seed % 4 == 0) c.keep = Broadcast::kBatchKey;
+        if (seed % 5 == 0) c.magnitude = 8.0;
+        ExpectEveryPathMatchesReference(c);
+      }
+    }
+  }
+}
+
 // With |q|, |k| ~ 3 the scores (~9) saturate a cap of 1.5 and reach well into tanh's curve for 30;
 // with ~1 they stay where tanh is nearly linear. The cap applies before bias and masks.
 TEST(CpuFlashAttention, SoftcapAppliesBeforeBiasAndMasks) {

@@ -619,6 +619,108 @@ int64_t ItemKeysOrMaskedRows(const AttentionParams& p, const WorkItem& item, con
   return keys;
 }
 
+// |row|, the Euclidean norm of fp32 elements [0, count); NaN or inf where an element is not finite.
+template <class S>
+float RowNorm(const float* row, int64_t count) {
+  typename S::Vec squares = S::Zero();
+  int64_t i = 0;
+  for (; i < WholeVectors<S>(count); i += S::kLanes) {
+    const typename S::Vec x = S::Load(row + i);
+    squares = S::MulAdd(x, x, squares);
+  }
+  float sum = S::ReduceSum(squares);
+  for (; i < count; ++i) sum += row[i] * row[i];
+  return __builtin_sqrtf(sum);
+}
+
+// Whether fp32 elements [0, count) are all finite (x - x is 0 for those, NaN for inf and NaN).
+template <class S>
+bool RowIsFinite(const float* row, int64_t count) {
+  typename S::Vec zeros = S::Zero();
+  int64_t i = 0;
+  for (; i < WholeVectors<S>(count); i += S::kLanes) {
+    const typename S::Vec x = S::Load(row + i);
+    zeros = S::Add(zeros, S::Sub(x, x));
+  }
+  float sum = S::ReduceSum(zeros);
+  for (; i < count; ++i) sum += row[i] - row[i];
+  return sum == 0.0f;
+}
+
+// Whether a key tile may weigh exactly 0 for every row of a row-major item, so that it can be left out (masks that
+// may differ by row: a causal mask held in the bias, padding with a position bias): row by row, every key it sees
+// here is hidden by keep or biased more than 1 below its running max + kExpZeroBelow. Fills `row_bias_max` (rows
+// floats) with each row's largest such bias (-inf: none seen) for TileWeighsNothing, which adds the score term once
+// the tile's keys are loaded. A row with no running max yet keeps the tile; so does a NaN bias.
+template <class S, class T>
+bool TileBiasesBelowRowMaxima(const AttentionParams& p, const ItemInputs<T>& in, const PackedRows& packing, int64_t rows,
+                              const CausalWindow& window, int64_t key_start, int64_t keys, const float* row_max,
+                              float* row_bias_max) {
+  using Vec = typename S::Vec;
+  if (in.bias == nullptr && in.keep == nullptr) return false;
+  const Vec one = S::Set1(1.0f);
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t visible = Clamp(window.VisibleKeys(packing.Query(row)) - key_start, 0, keys);
+    const T* bias = in.bias == nullptr ? nullptr
+                                       : in.bias + packing.Offset(row, p.bias_stride[1], p.bias_stride[2]) + key_start * p.bias_stride[3];
+    const bool* keep = in.keep == nullptr ? nullptr
+                                          : in.keep + packing.Offset(row, p.keep_stride[1], p.keep_stride[2]) + key_start * p.keep_stride[3];
+    const Vec threshold = S::Set1(row_max[row] + kExpZeroBelow<S>);
+    Vec largest = S::Set1(-kInfinity);
+    Vec live = S::Zero();  // per lane, how many seen keys fail the test (NaN fails it)
+    for (int64_t j = 0; j < visible; j += S::kLanes) {
+      const int64_t count = MinOf(static_cast<int64_t>(S::kLanes), visible - j);
+      typename S::Mask seen = S::LanesBelow(count);
+      if (keep != nullptr) seen = S::And(seen, KeptKeys<S>(keep + j * p.keep_stride[3], p.keep_stride[3], count));
+      const Vec b = bias != nullptr ? LoadBias<S>(bias + j * p.bias_stride[3], p.bias_stride[3], count) : S::Set1(kInfinity);
+      live = S::Add(live, S::Select(seen, S::Select(S::Less(S::Add(b, one), threshold), S::Zero(), one), S::Zero()));
+      largest = S::Select(seen, S::Max(largest, b), largest);
+    }
+    if (S::ReduceSum(live) != 0.0f) return false;  // most live tiles stop at their first row
+    row_bias_max[row] = S::ReduceMax(largest);
+  }
+  return true;
+}
+
+// The largest |k| over the keys [0, count) of a transposed key tile (head_dim x key_tile); inf where not finite.
+template <class S>
+float LargestTransposedKeyNorm(const float* keys_t, int64_t key_tile, int64_t count, int64_t head_dim) {
+  float largest = 0.0f;
+  for (int64_t first = 0; first < count; first += S::kLanes) {
+    typename S::Vec squares = S::Zero();
+    for (int64_t d = 0; d < head_dim; ++d) {
+      const typename S::Vec x = S::Load(keys_t + d * key_tile + first);  // columns past count are 0
+      squares = S::MulAdd(x, x, squares);
+    }
+    if (!(S::ReduceSum(squares) < kInfinity)) return kInfinity;  // NaN or inf where an element is
+    const float lanes_max = S::ReduceMax(squares);
+    largest = lanes_max > largest ? lanes_max : largest;
+  }
+  return __builtin_sqrtf(largest);
+}
+
+// After TileBiasesBelowRowMaxima passed, with the tile's keys (transposed) and values loaded: whether the tile
+// weighs exactly 0 for every row whatever the dot products. |score - bias| <= |scale|·|q|·|k| (KeysToCompute's
+// margin for rounding) must keep each row's largest bias below its max + kExpZeroBelow, and the tile's K and V rows
+// must be finite (0 · inf is NaN in the unfused graph; so is inf + -inf).
+template <class S>
+bool TileWeighsNothing(const AttentionParams& p, int64_t rows, const float* row_max, const float* row_bias_max,
+                       const float* keys_t, int64_t key_tile, int64_t keys, int64_t head_dim, float query_norm,
+                       const float* values, int64_t value_stride, int64_t value_dim) {
+  const float key_norm = LargestTransposedKeyNorm<S>(keys_t, key_tile, keys, head_dim);
+  if (!(key_norm < kInfinity) || !(query_norm < kInfinity)) return false;
+  for (int64_t j = 0; j < keys; ++j) {
+    if (!RowIsFinite<S>(values + j * value_stride, value_dim)) return false;
+  }
+  const float margin = 1.01f + static_cast<float>(head_dim) * 0x1p-21f;
+  const float score_bound = margin * __builtin_fabsf(p.scale) * query_norm * key_norm;
+  for (int64_t row = 0; row < rows; ++row) {
+    if (row_bias_max[row] == -kInfinity) continue;  // nothing of the tile seen, or only -inf biases
+    if (!(row_bias_max[row] + score_bound + 1.0f < row_max[row] + kExpZeroBelow<S>)) return false;
+  }
+  return true;
+}
+
 // One work item with kRows-row micro-tiles (1 for single-row tiles such as decode without packing).
 // Every row's arithmetic is the same whichever item and micro-tile it is in, so packing query heads
 // into one item (WorkItem::heads > 1) gives bit-identical output.
@@ -648,6 +750,16 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
   const auto [query, key, value, bias, keep] = ItemInputsOf<T>(p, item);
 
   LoadQueryRows<S>(query, p.q_stride[1], p.q_stride[2], packing, rows, padded_rows, head_dim, scratch.queries);
+  // The largest |q| of the item (inf where not finite), for TileWeighsNothing.
+  float query_norm = 0.0f;
+  if (bias != nullptr) {
+    for (int64_t row = 0; row < rows && query_norm < kInfinity; ++row) {
+      const float norm = RowNorm<S>(scratch.queries + row * head_dim, head_dim);
+      query_norm = norm <= query_norm ? query_norm : norm;  // NaN is taken up
+      if (!(query_norm < kInfinity)) query_norm = kInfinity;
+    }
+  }
+  const ItemInputs<T> inputs{query, key, value, bias, keep};
   for (int64_t i = 0; i < padded_rows * value_dim_padded; ++i) scratch.acc[i] = 0.0f;
   // Every row of the tile, also past padded_rows: RescaleRows works in whole vectors of rows.
   for (int64_t row = 0; row < Traits::kQueryTile; ++row) {
@@ -660,6 +772,9 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
   for (int64_t key_start = 0; key_start < tile_keys; key_start += kKeyTile) {
     const int64_t keys = MinOf(kKeyTile, tile_keys - key_start);
     const int64_t columns = RoundUp(keys, Traits::kScoreColumns);
+    // The bias test first (cheap, and most live tiles fail it at their first row); the norms need the loaded tile.
+    const bool maybe_nothing = TileBiasesBelowRowMaxima<S>(p, inputs, packing, rows, window, key_start, keys,
+                                                           scratch.row_max, scratch.row_rescale);
     LoadKeysTransposed<S>(key + key_start * p.k_stride[2], p.k_stride[2], keys, columns, head_dim, kKeyTile,
                           scratch.keys_t);
     const T* value_tile = value + key_start * p.v_stride[2];
@@ -669,6 +784,10 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
       LoadRowsAsFloat<S>(value_tile, p.v_stride[2], keys, value_dim, value_dim_padded, scratch.values);
       values = scratch.values;
       value_stride = value_dim_padded;
+    }
+    if (maybe_nothing && TileWeighsNothing<S>(p, rows, scratch.row_max, scratch.row_rescale, scratch.keys_t, kKeyTile, keys,
+                                              head_dim, query_norm, values, value_stride, value_dim)) {
+      continue;  // every row's state stays as it is: the tile adds exactly 0
     }
 
     for (int64_t row = 0; row < padded_rows; row += kRows) {
@@ -865,34 +984,6 @@ void ScoreStripKeys(const float* queries_t, int64_t queries_stride, const float*
       tile_max[v] = S::Max(tile_max[v], score);
     }
   }
-}
-
-// |row|, the Euclidean norm of fp32 elements [0, count); NaN or inf where an element is not finite.
-template <class S>
-float RowNorm(const float* row, int64_t count) {
-  typename S::Vec squares = S::Zero();
-  int64_t i = 0;
-  for (; i < WholeVectors<S>(count); i += S::kLanes) {
-    const typename S::Vec x = S::Load(row + i);
-    squares = S::MulAdd(x, x, squares);
-  }
-  float sum = S::ReduceSum(squares);
-  for (; i < count; ++i) sum += row[i] * row[i];
-  return __builtin_sqrtf(sum);
-}
-
-// Whether fp32 elements [0, count) are all finite (x - x is 0 for those, NaN for inf and NaN).
-template <class S>
-bool RowIsFinite(const float* row, int64_t count) {
-  typename S::Vec zeros = S::Zero();
-  int64_t i = 0;
-  for (; i < WholeVectors<S>(count); i += S::kLanes) {
-    const typename S::Vec x = S::Load(row + i);
-    zeros = S::Add(zeros, S::Sub(x, x));
-  }
-  float sum = S::ReduceSum(zeros);
-  for (; i < count; ++i) sum += row[i] - row[i];
-  return sum == 0.0f;
 }
 
 // How many leading keys of a tile of `keys` the item's rows must compute. The rest, a suffix, is

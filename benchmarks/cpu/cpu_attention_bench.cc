@@ -133,6 +133,7 @@ struct Shape {
   CausalAlignment causal;
   bool expanded_bias = false;  // the padding bias stored for every query row, (B, 1, Sq, Skv), as an exporter's Expand leaves it
   bool causal_bias = false;    // a causal mask held in an (Sq, Skv) bias, -10000 above the diagonal (decoder exports)
+  bool left_padding = false;   // the padding bias on the first eighth of the keys instead of the last
 
   double Flops() const {
     const double full = 4.0 * static_cast<double>(q_heads * q_len * kv_len * head_dim);
@@ -144,6 +145,7 @@ const Shape kShapes[] = {
     {"encoder T512 H12 D64", 12, 12, 512, 512, 64, true, CausalAlignment::kNone},
     {"encoder T2048 H12 D64", 12, 12, 2048, 2048, 64, true, CausalAlignment::kNone},
     {"encoder T512 H12 D64 rowbias", 12, 12, 512, 512, 64, true, CausalAlignment::kNone, true},
+    {"encoder T512 H12 D64 leftpad", 12, 12, 512, 512, 64, true, CausalAlignment::kNone, false, false, true},
     {"biascausal T512 H12 D64", 12, 12, 512, 512, 64, false, CausalAlignment::kNone, false, true},
     {"causal T1024 H32 D128", 32, 32, 1024, 1024, 128, false, CausalAlignment::kUpperLeft},
     {"causal T1024 H32/8 D128", 32, 8, 1024, 1024, 128, false, CausalAlignment::kUpperLeft},
@@ -208,7 +210,11 @@ struct Tensors {
     if (shape.padding_bias) {
       const int64_t padded_from = shape.kv_len * 7 / 8;
       const int64_t rows = shape.expanded_bias ? shape.q_len : 1;
-      fill(bias, rows * shape.kv_len, [&](int64_t j) { return j % shape.kv_len >= padded_from ? -10000.0f : 0.0f; });
+      const int64_t left_until = shape.kv_len / 8;
+      fill(bias, rows * shape.kv_len, [&](int64_t j) {
+        const bool padded = shape.left_padding ? j % shape.kv_len < left_until : j % shape.kv_len >= padded_from;
+        return padded ? -10000.0f : 0.0f;
+      });
       params.bias = bias.data();
       params.bias_stride[0] = rows * shape.kv_len;
       params.bias_stride[2] = shape.expanded_bias ? shape.kv_len : 0;

@@ -145,6 +145,8 @@ enum class RowEffect {
   kBiasMinus10000OnLastHalf,  // -10000 on keys j >= Skv/2: a padding mask written as BERT writes it
   kBiasLowestAboveDiagonal,   // finfo.min on keys j > i of every row: a causal mask held in the bias
   kBiasMinus10000AboveDiagonal,  // -10000 on keys j > i of every row
+  kBiasLowestOnFirstHalf,        // finfo.min on keys j < Skv/2: left padding written as bias
+  kBiasMinus10000OnFirstHalf,    // -10000 on keys j < Skv/2
 };
 
 inline const char* Name(Layout x) {
@@ -201,6 +203,10 @@ inline const char* Name(RowEffect x) {
       return "bias-finfo.min-above-diagonal";
     case RowEffect::kBiasMinus10000AboveDiagonal:
       return "bias-10000-above-diagonal";
+    case RowEffect::kBiasLowestOnFirstHalf:
+      return "bias-finfo.min-first-half";
+    case RowEffect::kBiasMinus10000OnFirstHalf:
+      return "bias-10000-first-half";
   }
   return "?";
 }
@@ -430,6 +436,9 @@ class AttentionTensors {
       return dims[2] > 1 && key > query;
     }
     if (dims[2] > 1 && !IsEffectRow(query)) return false;
+    if (case_.row_effect == RowEffect::kBiasLowestOnFirstHalf || case_.row_effect == RowEffect::kBiasMinus10000OnFirstHalf) {
+      return dims[3] == 1 || key < case_.kv_len / 2;
+    }
     if (case_.row_effect == RowEffect::kBiasLowestOnLastHalf || case_.row_effect == RowEffect::kBiasMinus10000OnLastHalf) {
       return dims[3] == 1 || key >= case_.kv_len / 2;
     }
@@ -443,10 +452,12 @@ class AttentionTensors {
       case RowEffect::kBiasMinus10000:
       case RowEffect::kBiasMinus10000OnLastHalf:
       case RowEffect::kBiasMinus10000AboveDiagonal:
+      case RowEffect::kBiasMinus10000OnFirstHalf:
         return -10000.0;
       case RowEffect::kBiasLowest:
       case RowEffect::kBiasLowestOnLastHalf:
       case RowEffect::kBiasLowestAboveDiagonal:
+      case RowEffect::kBiasLowestOnFirstHalf:
         return LowestFinite(case_.dtype);
       case RowEffect::kNone:
       case RowEffect::kKeepNone:

@@ -263,6 +263,26 @@ TEST(CpuFlashAttention, PaddingMaskSharedByEveryQueryRow) {
   }
 }
 
+// Left padding in an encoder's (B, 1, 1, Skv) mask: the key-major path starts its key loop past the leading keys
+// that weigh nothing for every row (LeadingDeadKeys), and past those keep hides. Under upper-left causality the first
+// rows see only padding (a softmax over finfo.min or -10000 biases, or masked rows with keep), and their items keep
+// every key; large queries (magnitude 8) leave the bound less room.
+TEST(CpuFlashAttention, LeftPaddingMatchesTheReference) {
+  uint32_t seed = 800;
+  for (DType dtype : kAllDtypes) {
+    for (RowEffect effect : {RowEffect::kBiasLowestOnFirstHalf, RowEffect::kBiasMinus10000OnFirstHalf}) {
+      for (CausalAlignment causal : {CausalAlignment::kNone, CausalAlignment::kUpperLeft}) {
+        AttentionCase c = Shape(dtype, 200, 200, 64, 64);
+        c.batch = 2, c.q_heads = 2, c.kv_heads = 1, c.seed = ++seed;
+        c.bias = Broadcast::kBatchKey, c.row_effect = effect, c.causal = causal, c.masked_rows = MaskedRows::kNaN;
+        if (seed % 2 == 0) c.keep = Broadcast::kBatchKey;
+        if (seed % 3 == 0) c.magnitude = 8.0;
+        ExpectEveryPathMatchesReference(c);
+      }
+    }
+  }
+}
+
 // A causal mask held in the bias (finfo.min or -10000 above the diagonal, as decoder exports build it) on the
 // row-major path, which leaves out the key tiles that weigh nothing for every row of a tile (TileWeighsNothing):
 // the stored (B,1,S,S), (1,H,S,S) and (B,H,S,S) shapes, with softcap, a keep mask beside it, and large queries

@@ -1028,6 +1028,75 @@ int64_t KeysToCompute(int64_t keys, const KeyScoreRule<T>& rule, const float* ke
   return count;
 }
 
+// How many leading keys weigh exactly 0 for every row of a key-major item, so that its key loop starts past them
+// (left padding: the keys before a sequence's first real one; KeysToCompute takes the trailing ones). They are
+// hidden by keep, or biased so far below the witness w (the first kept key whose bias is near the best, which
+// every row must see) that e^(score - max) is exactly 0 whatever the dot products: a row's max is at least
+// bias_w - |scale|·|q|·|k_w| and key j scores at most bias_j + |scale|·|q|·|k_j| (KeysToCompute's margin for
+// rounding, and 2^-20 of both biases), and their K and V rows are finite. `key_buffer` and `value_buffer` hold
+// `buffer_rows` rows of head_dim and value_dim floats (16-bit rows are converted there, a block at a time).
+template <class S, class T>
+int64_t LeadingDeadKeys(const AttentionParams& p, const T* bias, const bool* keep, const T* key, const T* value,
+                        int64_t keys, int64_t head_dim, int64_t value_dim, float query_norm, const int64_t* row_visible,
+                        int64_t rows, float* key_buffer, float* value_buffer, int64_t buffer_rows) {
+  const auto kept = [&](int64_t j) { return keep == nullptr || keep[j * p.keep_stride[3]]; };
+  const auto bias_at = [&](int64_t j) { return ToFloat(bias[j * p.bias_stride[3]]); };
+  int64_t hidden = 0;
+  while (hidden < keys && !kept(hidden)) ++hidden;
+  if (bias == nullptr || hidden == keys || !(query_norm < kInfinity)) return hidden;
+  float best = -kInfinity;
+  for (int64_t j = hidden; j < keys; ++j) {
+    if (!kept(j)) continue;
+    const float b = bias_at(j);
+    if (b != b) return hidden;
+    best = b > best ? b : best;
+  }
+  if (!(__builtin_fabsf(best) < kInfinity)) return hidden;
+  // The gap a key's bias needs below a reference bias before its score terms count.
+  const auto gap = [](float b, float top) {
+    return 1.0f - kExpZeroBelow<S> + (__builtin_fabsf(b) + __builtin_fabsf(top)) * 0x1p-20f;
+  };
+  int64_t witness = hidden;
+  while (witness < keys && (!kept(witness) || bias_at(witness) + gap(bias_at(witness), best) < best)) ++witness;
+  if (witness == hidden) return hidden;  // nothing before the first near key but what keep hides
+  for (int64_t row = 0; row < rows; ++row) {
+    if (row_visible[row] <= witness) return hidden;  // a row that does not see the witness
+  }
+  // Rows [first, first + count) of K or V as fp32: in place for float, else converted into the buffer.
+  const auto rows_as_float = [&](const T* base, int64_t stride, int64_t first, int64_t count, int64_t dim, float* buffer,
+                                 int64_t& float_stride) {
+    if (const float* in_place = RowsInPlace(base + first * stride)) {
+      float_stride = stride;
+      return in_place;
+    }
+    LoadRowsAsFloat<S>(base + first * stride, stride, count, dim, dim, buffer);
+    float_stride = dim;
+    return static_cast<const float*>(buffer);
+  };
+  int64_t stride = 0;
+  const float witness_bias = bias_at(witness);
+  const float witness_norm = RowNorm<S>(rows_as_float(key, p.k_stride[2], witness, 1, head_dim, key_buffer, stride), head_dim);
+  if (!(witness_norm < kInfinity)) return hidden;
+  const float factor = (1.01f + static_cast<float>(head_dim) * 0x1p-21f) * __builtin_fabsf(p.scale) * query_norm;
+  for (int64_t first = hidden; first < witness; first += buffer_rows) {
+    const int64_t count = MinOf(buffer_rows, witness - first);
+    int64_t key_stride = 0, value_stride = 0;
+    const float* key_rows = rows_as_float(key, p.k_stride[2], first, count, head_dim, key_buffer, key_stride);
+    const float* value_rows = rows_as_float(value, p.v_stride[2], first, count, value_dim, value_buffer, value_stride);
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t j = first + i;
+      if (!kept(j)) continue;
+      const float key_norm = RowNorm<S>(key_rows + i * key_stride, head_dim);
+      const float b = bias_at(j);
+      if (!(key_norm < kInfinity) || !RowIsFinite<S>(value_rows + i * value_stride, value_dim) ||
+          !(b + factor * (key_norm + witness_norm) + gap(b, witness_bias) < witness_bias)) {
+        return j;
+      }
+    }
+  }
+  return witness;
+}
+
 // The largest |q| over the rows of queries_t (head_dim x padded_rows); inf where not finite.
 template <class S>
 float LargestQueryNorm(const float* queries_t, int64_t padded_rows, int64_t head_dim) {
@@ -1144,7 +1213,7 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float*
   LoadQueriesTransposed<S>(query, p.q_stride[1], p.q_stride[2], packing, rows, padded_rows, head_dim, scratch.queries);
   const float query_norm = bias != nullptr ? LargestQueryNorm<S>(scratch.queries, padded_rows, head_dim) : 0.0f;
   // Keys each row sees (from key 0); padding rows see them all (their scores are never used).
-  int64_t row_visible[Traits::kQueryTile];
+  int64_t row_visible[Traits::kQueryTile] = {};
   for (int64_t row = 0; row < padded_rows; ++row) {
     row_visible[row] = row < rows ? window.VisibleKeys(packing.Query(row)) : p.kv_len;
   }
@@ -1155,7 +1224,9 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float*
     scratch.row_sum[row] = 0.0f;
   }
 
-  for (int64_t key_start = 0; key_start < tile_keys; key_start += kKeyTile) {
+  const int64_t first_key = LeadingDeadKeys<S>(p, bias, keep, key, value, tile_keys, head_dim, value_dim, query_norm,
+                                               row_visible, rows, scratch.keys_t, scratch.values, kKeyTile);
+  for (int64_t key_start = first_key; key_start < tile_keys; key_start += kKeyTile) {
     const int64_t keys = MinOf(kKeyTile, tile_keys - key_start);
     const T* key_tile = key + key_start * p.k_stride[2];
     const float* key_rows = RowsInPlace(key_tile);

@@ -404,7 +404,14 @@ internal sealed class CausalMasks(GraphAnalysis analysis, bool scoresBounded = f
                 (alignment, fill) = (KeepCausal(where.Input(0)!, queryLength, keyLength), keepFill);
             }
 
-            return alignment == CausalAlignment.None ? null : new CausalStructure(alignment, fill);
+            // HF's _make_causal_mask on its own (BART, Marian and Whisper decoders exported without a decoder mask):
+            // Where(Less(arange(S), arange(S) + 1 as a column), 0, full(F)).
+            return alignment == CausalAlignment.None ? MadeCausalWithCache(mask, queryLength, keyLength) : new CausalStructure(alignment, fill);
+        }
+
+        if (Ops.Producer(mask, "Concat") is not null)
+        {
+            return MadeCausalWithCache(mask, queryLength, keyLength);  // the same after zero columns for cached keys
         }
 
         if (Ops.Producer(mask, "Slice") is not null)

@@ -67,6 +67,9 @@ internal static class AttentionModels
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
         yield return new("Where(hide, -inf, scores) (masked_fill with -inf)", WhereHideNegativeInfinity, BoolMaskInputs(fullyMaskedBatch: true),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD));
+        yield return new("HF _make_causal_mask alone, expanded to (B, 1, S, S) (BART's decoder without a decoder mask): the causal attribute",
+            MadeCausalMaskAlone, PlainSquareInputs,
+            new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, Causal: CausalAlignment.UpperLeft));
         yield return new("Padding mask expanded to the scores' shape, then inverted and filled (BART's _expand_mask): passed unexpanded",
             ExpandedPaddingMask, IntegerPaddingInputs(fullyMaskedBatch: true),
             new(KeyLayout.SwapLastAxes, ScalePlacement.DivideScores, InvSqrtD, NoteContains: "passed at the shape it broadcasts from"));
@@ -615,6 +618,9 @@ internal static class AttentionModels
 
     private static Dictionary<string, TestTensor> PlainInputs(Random r, long s, long t) => Qkv(r, s, t);
 
+    // Self-attention without a cache: as many keys as queries.
+    private static Dictionary<string, TestTensor> PlainSquareInputs(Random r, long s, long t) => Qkv(r, s, s);
+
     /// <summary>A 0/1 padding mask (B, T): batch 1 pads its last third.</summary>
     private static float[] Padding(long t, bool fullyMaskedBatch = false)
     {
@@ -660,6 +666,28 @@ internal static class AttentionModels
         var additive = b.Node("Mul", [inverted, b.Scalar(-10000)]);
         var masked = b.Node("Add", [Div(b, Scores(b, q, k)), additive]);
         return Finish(b, Softmax(b, masked), v);
+    }
+
+    /// <summary>
+    /// HF's <c>_make_causal_mask</c> with no padding mask beside it: Where(Less(arange(S), (arange(S) + 1).view(S, 1)),
+    /// 0, full((S, S), finfo.min)), cast, Unsqueezed and Expanded to (B, 1, S, S), added to the scores.
+    /// </summary>
+    public static ModelProto MadeCausalMaskAlone()
+    {
+        var (b, q, k, v) = Bhsd(keyLength: "S");
+        string Int64(long value) => b.Initializer(ConstantTensor.Scalar(DataType.Int64, value));
+        string Vector(string scalar) => b.Node("Unsqueeze", [scalar, b.Ints(0)]);
+        var length = b.Node("Gather", [b.Node("Shape", [q]), Int64(2)], Int("axis", 0));
+        var full = b.Node("ConstantOfShape", [b.Node("Concat", [Vector(length), Vector(length)], Int("axis", 0))],
+            Tensor("value", new ConstantTensor(DataType.Float, [1], [FloatMin])));
+        var positions = b.Node("Range", [Int64(0), length, Int64(1)]);
+        var column = b.Node("Reshape", [b.Node("Add", [positions, Int64(1)]), b.Node("Concat", [Vector(length), b.Ints(1)], Int("axis", 0))]);
+        var keep = b.Node("Cast", [b.Node("Less", [positions, column])], Int("to", (long)DataType.Bool));
+        var causal = b.Node("Cast", [b.Node("Where", [keep, b.Scalar(0), full])], Int("to", (long)DataType.Float));
+        var batch = b.Node("Gather", [b.Node("Shape", [q]), Int64(0)], Int("axis", 0));
+        var target = b.Node("Concat", [Vector(batch), b.Ints(1), Vector(length), Vector(length)], Int("axis", 0));
+        var expanded = b.Node("Expand", [b.Node("Unsqueeze", [causal, b.Ints(0, 1)]), target]);
+        return Finish(b, Softmax(b, b.Node("Add", [Div(b, Scores(b, q, k)), expanded])), v);
     }
 
     /// <summary>

@@ -647,6 +647,37 @@ bool RowIsFinite(const float* row, int64_t count) {
   return sum == 0.0f;
 }
 
+// The largest Euclidean norm over columns [0, count) of a dim x stride fp32 layout (transposed rows: the key-major
+// path's queries, the row-major path's keys), count rounded up to whole vectors, which must be readable (0 past
+// count); inf where an element is not finite.
+template <class S>
+float LargestColumnNorm(const float* data, int64_t stride, int64_t count, int64_t dim) {
+  float largest = 0.0f;
+  for (int64_t first = 0; first < count; first += S::kLanes) {
+    typename S::Vec squares = S::Zero();
+    for (int64_t d = 0; d < dim; ++d) {
+      const typename S::Vec x = S::Load(data + d * stride + first);
+      squares = S::MulAdd(x, x, squares);
+    }
+    if (!(S::ReduceSum(squares) < kInfinity)) return kInfinity;  // NaN or inf where an element is
+    const float lanes_max = S::ReduceMax(squares);
+    largest = lanes_max > largest ? lanes_max : largest;
+  }
+  return __builtin_sqrtf(largest);
+}
+
+// The largest Euclidean norm over `count` fp32 rows of `dim` elements, `stride` apart; inf where one is not finite.
+template <class S>
+float LargestRowNorm(const float* rows, int64_t stride, int64_t count, int64_t dim) {
+  float largest = 0.0f;
+  for (int64_t row = 0; row < count; ++row) {
+    const float norm = RowNorm<S>(rows + row * stride, dim);
+    if (!(norm < kInfinity)) return kInfinity;
+    largest = norm > largest ? norm : largest;
+  }
+  return largest;
+}
+
 // Whether a key tile may weigh exactly 0 for every row of a row-major item, so that it can be left out (masks that
 // may differ by row: a causal mask held in the bias, padding with a position bias): row by row, every key it sees
 // here is hidden by keep or biased more than 1 below its running max + kExpZeroBelow. Fills `row_bias_max` (rows
@@ -682,23 +713,6 @@ bool TileBiasesBelowRowMaxima(const AttentionParams& p, const ItemInputs<T>& in,
   return true;
 }
 
-// The largest |k| over the keys [0, count) of a transposed key tile (head_dim x key_tile); inf where not finite.
-template <class S>
-float LargestTransposedKeyNorm(const float* keys_t, int64_t key_tile, int64_t count, int64_t head_dim) {
-  float largest = 0.0f;
-  for (int64_t first = 0; first < count; first += S::kLanes) {
-    typename S::Vec squares = S::Zero();
-    for (int64_t d = 0; d < head_dim; ++d) {
-      const typename S::Vec x = S::Load(keys_t + d * key_tile + first);  // columns past count are 0
-      squares = S::MulAdd(x, x, squares);
-    }
-    if (!(S::ReduceSum(squares) < kInfinity)) return kInfinity;  // NaN or inf where an element is
-    const float lanes_max = S::ReduceMax(squares);
-    largest = lanes_max > largest ? lanes_max : largest;
-  }
-  return __builtin_sqrtf(largest);
-}
-
 // After TileBiasesBelowRowMaxima passed, with the tile's keys (transposed) and values loaded: whether the tile
 // weighs exactly 0 for every row whatever the dot products. |score - bias| <= |scale|·|q|·|k| (KeysToCompute's
 // margin for rounding) must keep each row's largest bias below its max + kExpZeroBelow, and the tile's K and V rows
@@ -707,7 +721,7 @@ template <class S>
 bool TileWeighsNothing(const AttentionParams& p, int64_t rows, const float* row_max, const float* row_bias_max,
                        const float* keys_t, int64_t key_tile, int64_t keys, int64_t head_dim, float query_norm,
                        const float* values, int64_t value_stride, int64_t value_dim) {
-  const float key_norm = LargestTransposedKeyNorm<S>(keys_t, key_tile, keys, head_dim);
+  const float key_norm = LargestColumnNorm<S>(keys_t, key_tile, keys, head_dim);
   if (!(key_norm < kInfinity) || !(query_norm < kInfinity)) return false;
   for (int64_t j = 0; j < keys; ++j) {
     if (!RowIsFinite<S>(values + j * value_stride, value_dim)) return false;
@@ -747,19 +761,12 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
   const int64_t tile_keys = ItemKeysOrMaskedRows(p, item, output, rows, value_dim);
   if (tile_keys == 0) return;
 
-  const auto [query, key, value, bias, keep] = ItemInputsOf<T>(p, item);
+  const ItemInputs<T> inputs = ItemInputsOf<T>(p, item);
+  const auto& [query, key, value, bias, keep] = inputs;
 
   LoadQueryRows<S>(query, p.q_stride[1], p.q_stride[2], packing, rows, padded_rows, head_dim, scratch.queries);
-  // The largest |q| of the item (inf where not finite), for TileWeighsNothing.
-  float query_norm = 0.0f;
-  if (bias != nullptr) {
-    for (int64_t row = 0; row < rows && query_norm < kInfinity; ++row) {
-      const float norm = RowNorm<S>(scratch.queries + row * head_dim, head_dim);
-      query_norm = norm <= query_norm ? query_norm : norm;  // NaN is taken up
-      if (!(query_norm < kInfinity)) query_norm = kInfinity;
-    }
-  }
-  const ItemInputs<T> inputs{query, key, value, bias, keep};
+  // The largest |q| of the item, for TileWeighsNothing.
+  const float query_norm = bias != nullptr ? LargestRowNorm<S>(scratch.queries, head_dim, rows, head_dim) : 0.0f;
   for (int64_t i = 0; i < padded_rows * value_dim_padded; ++i) scratch.acc[i] = 0.0f;
   // Every row of the tile, also past padded_rows: RescaleRows works in whole vectors of rows.
   for (int64_t row = 0; row < Traits::kQueryTile; ++row) {
@@ -1097,24 +1104,6 @@ int64_t LeadingDeadKeys(const AttentionParams& p, const T* bias, const bool* kee
   return witness;
 }
 
-// The largest |q| over the rows of queries_t (head_dim x padded_rows); inf where not finite.
-template <class S>
-float LargestQueryNorm(const float* queries_t, int64_t padded_rows, int64_t head_dim) {
-  float largest = 0.0f;
-  for (int64_t first = 0; first < padded_rows; first += S::kLanes) {
-    typename S::Vec squares = S::Zero();
-    for (int64_t d = 0; d < head_dim; ++d) {
-      const typename S::Vec x = S::Load(queries_t + d * padded_rows + first);
-      squares = S::MulAdd(x, x, squares);
-    }
-    const float lanes_max = S::ReduceMax(squares);
-    const float lanes_sum = S::ReduceSum(squares);  // NaN or inf where an element is
-    if (!(lanes_sum < kInfinity)) return kInfinity;
-    largest = lanes_max > largest ? lanes_max : largest;
-  }
-  return __builtin_sqrtf(largest);
-}
-
 // P·V for a strip, its rows across lanes: acc_t[c * kStripRows + lane] for kDims value dims c
 // (acc_t and values at the first) becomes acc_t * rescale + the sum over keys j < count of
 // values[j][c] * probs[j * kStripRows + lane].
@@ -1211,7 +1200,8 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float*
   const auto [query, key, value, bias, keep] = ItemInputsOf<T>(p, item);
 
   LoadQueriesTransposed<S>(query, p.q_stride[1], p.q_stride[2], packing, rows, padded_rows, head_dim, scratch.queries);
-  const float query_norm = bias != nullptr ? LargestQueryNorm<S>(scratch.queries, padded_rows, head_dim) : 0.0f;
+  const float query_norm =
+      bias != nullptr ? LargestColumnNorm<S>(scratch.queries, padded_rows, padded_rows, head_dim) : 0.0f;
   // Keys each row sees (from key 0); padding rows see them all (their scores are never used).
   int64_t row_visible[Traits::kQueryTile] = {};
   for (int64_t row = 0; row < padded_rows; ++row) {

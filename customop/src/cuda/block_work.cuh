@@ -42,14 +42,6 @@ __device__ __forceinline__ BlockWork block_work(const FwdParams& p) {
     const int last_row = min(w.m0 + Tr::kBlockM, p.q_len) - 1;
     key_end = max(0, min(key_end, last_row + p.causal_offset + 1));
   }
-  if (p.live_keys != nullptr) {
-    // The bias range holds for rows that see its witness key: under causality, every row of the block does
-    // when the first one does.
-    const LiveKeys live = p.live_keys[w.batch * p.q_heads + w.head];
-    const bool sees_witness = !p.causal || live.witness <= w.m0 + p.causal_offset;
-    key_begin = sees_witness ? live.begin : live.keep_begin;
-    key_end = min(key_end, sees_witness ? live.end : live.keep_end);
-  }
   if (p.live_ranges != nullptr) {
     // The union of the ranges of the row slices the block's rows lie in.
     const KeyRange* const ranges = p.live_ranges + (w.batch * p.q_heads + w.head) * p.live_slices;
@@ -62,7 +54,7 @@ __device__ __forceinline__ BlockWork block_work(const FwdParams& p) {
         end = max(end, r.end);
       }
     }
-    key_begin = max(key_begin, end > 0 ? begin : 0);
+    key_begin = end > 0 ? begin : 0;
     key_end = min(key_end, end);
   }
   const int visible_tiles = (key_end + Tr::kBlockN - 1) / Tr::kBlockN;

@@ -403,14 +403,20 @@ std::string launch_forward(const KernelChoice& k, const FwdParams& p, cudaStream
   return error;
 }
 
-// The dtype switch: the one place where runtime types become template arguments.
-std::string launch_forward(DType dtype, const KernelChoice& k, const FwdParams& p, cudaStream_t stream) {
+// The dtype switch: the one place where runtime types become template arguments. Calls fn(T{}) for the element
+// type T of `dtype`.
+template <class Fn>
+std::string with_element_type(DType dtype, Fn&& fn) {
   switch (dtype) {
-    case DType::kFloat16: return launch_forward<__half>(k, p, stream);
-    case DType::kBFloat16: return launch_forward<__nv_bfloat16>(k, p, stream);
-    case DType::kFloat32: return launch_forward<float>(k, p, stream);
+    case DType::kFloat16: return fn(__half{});
+    case DType::kBFloat16: return fn(__nv_bfloat16{});
+    case DType::kFloat32: return fn(float{});
   }
   return "flash_attention_cuda: unknown dtype";
+}
+
+std::string launch_forward(DType dtype, const KernelChoice& k, const FwdParams& p, cudaStream_t stream) {
+  return with_element_type(dtype, [&](auto t) { return launch_forward<decltype(t)>(k, p, stream); });
 }
 
 constexpr size_t kMaxRepackBytes = size_t(256) << 20;
@@ -517,29 +523,29 @@ bool wants_live_rows(const KernelChoice& k, const FwdParams& p) {
 }
 
 template <class T>
-std::string launch_live_keys(const FwdParams& p, cuda::LiveKeys* out, cudaStream_t stream) {
+std::string launch_live_keys(const FwdParams& p, int slices, cuda::KeyRange* out, cudaStream_t stream) {
   ORTFLASH_LAUNCH(cuda::live_keys_kernel<T>, static_cast<unsigned>(p.batch * p.q_heads), cuda::kLiveKeysThreads, 0, stream,
-                  p, out);
+                  p, slices, out);
   if (const cudaError_t status = cudaGetLastError(); status != cudaSuccess) {
     return cuda_failure("live_keys_kernel launch", status);
   }
   return {};
 }
 
-// Points p.live_keys at the ranges of this call, computed on the stream ahead of the forward kernel; leaves it
+// Points p.live_ranges at the ranges of this call, computed on the stream ahead of the forward kernel; leaves it
 // null (every key computed) where there is no scratch for them.
 std::string find_live_keys(DType dtype, FwdParams& p, ScratchBlocks& blocks, cudaStream_t stream) {
+  const int slices = (p.q_len + cuda::kLiveRows - 1) / cuda::kLiveRows;
   const int64_t heads = int64_t(p.batch) * p.q_heads;
-  if (heads > INT_MAX) return {};
-  auto* ranges = static_cast<cuda::LiveKeys*>(blocks.allocate(size_t(heads) * sizeof(cuda::LiveKeys)));
+  if (heads > INT_MAX || heads * slices > INT_MAX) return {};
+  auto* ranges = static_cast<cuda::KeyRange*>(blocks.allocate(size_t(heads) * slices * sizeof(cuda::KeyRange)));
   if (ranges == nullptr) return {};
-  std::string error;
-  switch (dtype) {
-    case DType::kFloat16: error = launch_live_keys<__half>(p, ranges, stream); break;
-    case DType::kBFloat16: error = launch_live_keys<__nv_bfloat16>(p, ranges, stream); break;
-    case DType::kFloat32: error = launch_live_keys<float>(p, ranges, stream); break;
+  const std::string error =
+      with_element_type(dtype, [&](auto t) { return launch_live_keys<decltype(t)>(p, slices, ranges, stream); });
+  if (error.empty()) {
+    p.live_ranges = ranges;
+    p.live_slices = slices;
   }
-  if (error.empty()) p.live_keys = ranges;
   return error;
 }
 
@@ -585,16 +591,9 @@ std::string find_live_rows(DType dtype, FwdParams& p, ScratchBlocks& blocks, cud
   work.requirement = reinterpret_cast<float*>(base + slice_bytes + witness_bytes);
   work.key_norm = reinterpret_cast<float*>(base + slice_bytes + witness_bytes + requirement_bytes);
   work.ranges = reinterpret_cast<cuda::KeyRange*>(base + total - range_bytes);
-  std::string error;
-  switch (dtype) {
-    case DType::kFloat16:
-      error = launch_live_rows<__half>(p, work, unsigned(mask_slices), unsigned(ranges), stream);
-      break;
-    case DType::kBFloat16:
-      error = launch_live_rows<__nv_bfloat16>(p, work, unsigned(mask_slices), unsigned(ranges), stream);
-      break;
-    case DType::kFloat32: error = launch_live_rows<float>(p, work, unsigned(mask_slices), unsigned(ranges), stream); break;
-  }
+  const std::string error = with_element_type(dtype, [&](auto t) {
+    return launch_live_rows<decltype(t)>(p, work, unsigned(mask_slices), unsigned(ranges), stream);
+  });
   if (error.empty()) {
     p.live_ranges = work.ranges;
     p.live_slices = work.slices;

@@ -9,16 +9,8 @@ namespace ortflash::cuda {
 constexpr int kGenericWarps = 4;  // query rows (one per warp) per block of the generic kernel
 constexpr int kMaxSplits = 128;   // split-KV factor limit (the combine kernel keeps one weight per split)
 
-// The keys a query-broadcast mask leaves live for one (batch, query head) (live_keys.cuh): outside a range
-// every key is dead, its weight exactly 0 for the rows the range holds for.
-struct LiveKeys {
-  int begin = 0, end = 0;            // for the rows that see `witness`: hidden by keep, or biased out of reach
-  int keep_begin = 0, keep_end = 0;  // for every row: hidden by keep
-  int witness = 0;                   // the kept key whose score bounds the row max from below (bias range)
-};
-
-// Query rows per live key range of a mask that varies by query row (live_rows.cuh); every kernel's block_m is a
-// multiple or a divisor of it.
+// Query rows per live key range (live_keys.cuh, live_rows.cuh); a block takes the union of the ranges of the
+// slices its rows lie in.
 constexpr int kLiveRows = 64;
 
 // Keys [begin, end) may be live for the rows a range covers; every other key is dead to them.
@@ -75,10 +67,8 @@ struct FwdParams {
   float* partial_max = nullptr;  // [num_splits][batch * q_heads * q_len], log2 units, -inf = no key
   float* partial_sum = nullptr;  // [num_splits][batch * q_heads * q_len], sum of 2^(score - max)
 
-  // Per (batch, query head), batch-major; nullptr = every key may be live. Kernels that use block_work skip
-  // the key tiles wholly outside the range; the others may ignore it (dead keys weigh 0 either way).
-  const LiveKeys* live_keys = nullptr;
-  // Per (batch, query head, slice of kLiveRows query rows), for masks that vary by query row; nullptr = none.
+  // Per (batch, query head, slice of kLiveRows query rows); nullptr = every key may be live. Kernels that use
+  // block_work skip the key tiles wholly outside their range; the others may ignore it (dead keys weigh 0 either way).
   const KeyRange* live_ranges = nullptr;
   int live_slices = 0;  // slices per (batch, query head): ceil(q_len / kLiveRows)
 };

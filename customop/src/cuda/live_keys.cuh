@@ -14,8 +14,8 @@
 //    (0 · inf is NaN in the unfused graph), and their bias is taken no lower than the kernels' clamps
 //    (kMaxStart · scale, FLT_MAX in log2 units).
 // Exact: a dead key adds exactly 0 to every sum it would have entered. The bias range holds for the rows
-// that see the witness; under causality the blocks whose first row does not see it use the keep range
-// (block_work). Only the ends are cut, never holes: the kernels skip whole tiles before and after.
+// that see the witness; under causality the slices of kLiveRows query rows whose first row does not see it get
+// the keep range. Only the ends are cut, never holes: the kernels skip whole tiles before and after.
 // The norms are read only where the mask leaves candidates: an unpadded batch costs two passes over its
 // mask row; a padded one also reads its queries once and the K and V rows of the padding.
 #pragma once
@@ -83,10 +83,11 @@ struct DeadKeyBound {
   }
 };
 
-// One block per (batch, query head), blockIdx.x = batch * q_heads + head. Launched only for masks that
-// broadcast over query rows (bias_stride[2] == keep_stride[2] == 0).
+// One block per (batch, query head), blockIdx.x = batch * q_heads + head; writes the head's `slices` ranges (the
+// layout of FwdParams::live_ranges). Launched only for masks that broadcast over query rows (bias_stride[2] ==
+// keep_stride[2] == 0).
 template <class T>
-__global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdParams p, LiveKeys* out) {
+__global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdParams p, int slices, KeyRange* out) {
   constexpr int kThreads = kLiveKeysThreads;
   __shared__ int int_scratch[kThreads / 32];
   __shared__ float float_scratch[kThreads / 32];
@@ -119,14 +120,15 @@ __global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdPa
   nan_bias = block_reduce<kThreads>(nan_bias, int_scratch, int_max);
   best = block_reduce<kThreads>(best, float_scratch, [](float a, float b) { return fmaxf(a, b); });
 
-  LiveKeys live;
-  live.keep_begin = last_kept < 0 ? 0 : first_kept;
-  live.keep_end = last_kept + 1;
-  live.begin = live.keep_begin;
-  live.end = live.keep_end;
-  live.witness = 0;
+  // Keys outside [begin, end) are dead to the rows that see the witness; outside the keep range, to every row.
+  const KeyRange keep_range{last_kept < 0 ? 0 : first_kept, last_kept + 1};
+  KeyRange bias_range = keep_range;
+  int witness = 0;
   const auto finish = [&] {
-    if (tid == 0) out[blockIdx.x] = live;
+    for (int s = tid; s < slices; s += kThreads) {
+      const bool sees_witness = !p.causal || witness <= s * kLiveRows + p.causal_offset;
+      out[int64_t(blockIdx.x) * slices + s] = sees_witness ? bias_range : keep_range;
+    }
   };
   // No bias bound without a finite best bias (a NaN anywhere makes every row NaN: nothing is cut).
   if (bias == nullptr || last_kept < 0 || nan_bias != 0 || !(fabsf(best) < INFINITY)) return finish();
@@ -147,9 +149,9 @@ __global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdPa
   first_near = block_reduce<kThreads>(first_near, int_scratch, int_min);  // the best key is one of them
   last_near = block_reduce<kThreads>(last_near, int_scratch, int_max);
   // Nothing to prove dead (an unpadded batch): the queries are not read.
-  if (first_near == live.keep_begin && last_near == live.keep_end - 1) return finish();
-  // The witness: the first of them, so that under causality as many query blocks as possible see it.
-  const int witness = first_near;
+  if (first_near == keep_range.begin && last_near == keep_range.end - 1) return finish();
+  // The witness: the first of them, so that under causality as many query rows as possible see it.
+  witness = first_near;
   const double witness_bias = bias_at(witness);
 
   // ---- the largest query norm of the head, and the witness's key norm ----
@@ -183,20 +185,18 @@ __global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdPa
 
   // ---- the keys before the first near key and after the last: live where the bound fails ----
   int lead = INT_MAX, trail = -1;
-  for (int j = live.keep_begin + tid; j < first_near; j += kThreads) {
+  for (int j = keep_range.begin + tid; j < first_near; j += kThreads) {
     if (live_candidate(j)) {
       lead = j;
       break;  // this thread's keys only grow
     }
   }
-  for (int j = last_near + 1 + tid; j < live.keep_end; j += kThreads) {
+  for (int j = last_near + 1 + tid; j < keep_range.end; j += kThreads) {
     if (live_candidate(j)) trail = j;
   }
   lead = block_reduce<kThreads>(lead, int_scratch, int_min);
   trail = block_reduce<kThreads>(trail, int_scratch, int_max);
-  live.begin = min(first_near, lead);
-  live.end = max(last_near, trail) + 1;
-  live.witness = witness;
+  bias_range = KeyRange{min(first_near, lead), max(last_near, trail) + 1};
   finish();
 }
 

@@ -23,10 +23,11 @@ and float32 (float32 by the tiled SIMT kernel), 12 heads of 64 (BERT-base) and 1
 no mask) and the naive graph with the fp32 softmax of exported models; --tf32 lets the naive graph's float32
 matmuls use TF32, as ONNX Runtime's CUDA provider does by default. --encoder-masks picks the masks:
 padding-bias (the default, above), full-bias (a (B,1,S,S) bias: causal plus the padding, finfo.min where hidden,
-as decoder exports build their 4-d mask; the kernel still runs as not causal) and padding-keep (a (B,1,1,S)
-boolean keep mask, SDPA's boolean attn_mask). --pad-fraction sets the padded share of the odd entries' keys;
+as decoder exports build their 4-d mask; the kernel still runs as not causal), padding-keep (a (B,1,1,S)
+boolean keep mask, SDPA's boolean attn_mask) and none. --pad-fraction sets the padded share of the odd entries' keys;
 the kernels skip the key tiles wholly in the padding (live key ranges), and --live-keys both also times every
-row without that (ORTFLASH_CUDA_LIVE_KEYS=0), so the two can be compared in one run.
+row without that (ORTFLASH_CUDA_LIVE_KEYS=0), so the two can be compared in one run. --float32-tensor-cores both
+also times every float32 row on the tensor-core kernel in 3xTF32 (ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1).
 
 --mode all: the three tables. Every configuration first checks that the outputs agree; timings are the
 median of --iters CUDA-event-timed runs after --warmup runs. --self-test checks the formulas, the
@@ -123,6 +124,10 @@ def parse_args(argv=None):
     encoder.add_argument("--encoder-masks", nargs="+", default=["padding-bias"], choices=list(ENCODER_MASKS))
     encoder.add_argument("--pad-fraction", type=pad_fraction_arg, default=0.25,
                          help="fraction of the keys of every other batch entry that are padding (default 0.25)")
+    encoder.add_argument("--float32-tensor-cores", choices=("off", "both"), default="off",
+                         help="both: every float32 encoder row also times the tensor-core kernel in 3xTF32 "
+                              "(ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1; the tiled SIMT kernel otherwise), checked, as a "
+                              "'3xtf32' suffix with its ratio to SDPA")
     encoder.add_argument("--live-keys", choices=("on", "both"), default="on",
                          help="both: every encoder row also times the kernel with ORTFLASH_CUDA_LIVE_KEYS=0 (every key "
                               "tile computed, no live-key pass), as an 'all-keys' suffix with its ratio to SDPA")
@@ -162,11 +167,13 @@ def head_dims_arg(text):
     return heads, dim
 
 
-ENCODER_MASKS = ("padding-bias", "full-bias", "padding-keep")
+ENCODER_MASKS = ("padding-bias", "full-bias", "padding-keep", "none")
 
 
 def encoder_mask(kind, batch, seq, dtype, device="cuda", fraction=0.25):
-    """The encoder table's mask: a bias in `dtype` (finfo.min where hidden) or a boolean keep mask."""
+    """The encoder table's mask: a bias in `dtype` (finfo.min where hidden), a boolean keep mask, or None ("none")."""
+    if kind == "none":
+        return None
     keep = torch.ones((batch, 1, 1 if kind != "full-bias" else seq, seq), dtype=torch.bool, device=device)
     for b, hidden in enumerate(padded_keys(batch, seq, fraction)):
         if hidden:
@@ -324,7 +331,9 @@ def naive_masked_attention(q, k, v, bias):
     """As exported encoders compute it: scores + bias (a boolean mask: where-filled with finfo.min), softmax in
     float32, back to the input type."""
     scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
-    if bias.dtype == torch.bool:
+    if bias is None:
+        pass
+    elif bias.dtype == torch.bool:
         scores = scores.masked_fill(~bias, torch.finfo(scores.dtype).min)
     else:
         scores = scores + bias
@@ -494,7 +503,7 @@ def run_encoder(args, lib):
                 ours = ortflash_call(lib, q, k, v, out, dtype_code, False, bias)
                 ours()
                 want, want_name, ms_sdpa, sdpa_name, notes = time_fastest_sdpa(
-                    q, [("", k, v, {"attn_mask": bias})], atol, args, None)
+                    q, [("", k, v, {"attn_mask": bias} if bias is not None else {})], atol, args, None)
                 torch.cuda.empty_cache()
 
                 naive_cell, want, want_name, disagreed = run_naive(
@@ -516,6 +525,12 @@ def run_encoder(args, lib):
                     line += hopper_suffix("all-keys", tflops(batch, heads, seq, dim, False, ms_all), t_sdpa or math.nan)
                     if not err_all <= atol:
                         notes.insert(0, f"all-keys MISMATCH vs {want_name}: max abs err {err_all:.2e} > {atol:.0e}")
+                        mismatches += 1
+                if args.float32_tensor_cores == "both" and dtype_name == "float32" and want is not None:
+                    err_tc, ms_tc = run_with_setting("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", "1", ours, out, want, args)
+                    line += hopper_suffix("3xtf32", tflops(batch, heads, seq, dim, False, ms_tc), t_sdpa or math.nan)
+                    if not err_tc <= atol:
+                        notes.insert(0, f"3xtf32 MISMATCH vs {want_name}: max abs err {err_tc:.2e} > {atol:.0e}")
                         mismatches += 1
                 if args.hopper == "both" and dtype_name != "float32" and want is not None:
                     # Masks run on the TMA kernel only (the cp.async one leaves them to the mma.sync kernel).
@@ -699,6 +714,8 @@ def self_test():
     check("padded keys: odd entries lose their last quarter", padded_keys(4, 512) == [0, 128, 0, 128])
     check("padded keys: another fraction", padded_keys(2, 512, 0.5) == [0, 256])
     check("pad fraction and live keys default", defaults.pad_fraction == 0.25 and defaults.live_keys == "on")
+    check("float32 tensor cores off by default", defaults.float32_tensor_cores == "off")
+    check("no mask", encoder_mask("none", 2, 128, None) is None)
     for bad in ("1", "-0.1", "x"):
         try:
             parse_args(["--lib", "x", "--pad-fraction", bad])

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # A whole short GPU lease in one device call: the default build, then the tests, compute-sanitizer and
-# the benchmarks of gpu_session.sh (the prefill and encoder tables also time the sm_90a kernels, --hopper both), and, given TILES, meanwhile a second build with those candidate tile
+# the benchmarks of gpu_session.sh (the prefill and encoder tables also time the sm_90a kernels, --hopper both; the
+# encoder table's float32 rows also the 3xTF32 tensor-core kernel), then, if time is left, float32 without a mask
+# on both kernels, and, given TILES, meanwhile a second build with those candidate tile
 # shapes in the background, whose fp16 prefill table is timed at the end if time is left. Everything it wrote is
-# packed into $OUT/gpu-lease.tgz (a device call returns at most 8 files); summary.txt, build.txt and
+# packed into $OUT/gpu-lease.tgz (a device call returns at most 8 files); summary.txt, build.txt, float32.txt and
 # tuned.txt are also copied there to read at once.
 #
 #   bash benchmarks/cuda/gpu_lease.sh [SECONDS [TILES]]   # SECONDS: the whole call's budget, default 540
@@ -22,6 +24,7 @@ pack() {
   cp -f "$work/main/summary.txt" "$out/summary.txt" 2>/dev/null
   cp -f "$work/build.txt" "$out/build.txt" 2>/dev/null
   cp -f "$work/tuned-bench.log" "$out/tuned.txt" 2>/dev/null
+  cp -f "$work/float32-bench.log" "$out/float32.txt" 2>/dev/null
   tar czf "$out/gpu-lease.tgz" -C "$work" . 2>/dev/null
 }
 trap pack EXIT
@@ -42,9 +45,22 @@ reserve=10
 [ -n "$tuned_pid" ] && reserve=75  # kept for the tuned table
 left=$((deadline - SECONDS - reserve))
 bash "$session" --stages test,sanitize,bench,decode,encoder --out "$work/main" --budget "$left" \
-  --bench-args "--hopper both" --encoder-args "--encoder-masks padding-bias full-bias padding-keep --hopper both --live-keys both" \
+  --bench-args "--hopper both" --encoder-args "--encoder-masks padding-bias full-bias padding-keep --hopper both --live-keys both --float32-tensor-cores both" \
   --stage-timeout test=70 --stage-timeout sanitize=130 --stage-timeout bench=190 --stage-timeout decode=90 \
   --stage-timeout encoder=90
+
+# float32: the tiled SIMT kernel against the tensor-core kernel in 3xTF32 (opt-in until timed), no mask and a
+# padding bias, when time is left (the tuned table keeps its reserve).
+left=$((deadline - SECONDS - reserve))
+if [ "$left" -gt 30 ] && [ -e build/gpu-kernels/libortflash_kernels.so ]; then
+  echo "== float32: tiled SIMT vs tensor cores (3xTF32), at most ${left}s"
+  timeout --kill-after=5 "$left" env PYTHONUNBUFFERED=1 python3 benchmarks/cuda/bench_attention.py \
+    --lib build/gpu-kernels/libortflash_kernels.so --mode encoder --encoder-dtypes float32 \
+    --encoder-masks none padding-bias --encoder-seqlens 512 2048 --float32-tensor-cores both \
+    > "$work/float32-bench.log" 2>&1
+  echo "float32 bench exit $?"
+  cat "$work/float32-bench.log"
+fi
 
 [ -n "$tuned_pid" ] || exit 0
 left=$((deadline - SECONDS - 10))

@@ -505,6 +505,32 @@ Tolerance tolerance(DType t) {
   return {0, 0};
 }
 
+// Sets an environment variable for its lifetime and restores what was there before (the kernels read their
+// switches, such as ORTFLASH_CUDA_FLOAT32_TENSOR_CORES, on every call).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    const char* old = std::getenv(name);
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    setenv(name, value, 1);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+  ~ScopedEnv() {
+    if (had_) {
+      setenv(name_, old_.c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  bool had_ = false;
+  std::string old_;
+};
+
 // ---- running a case --------------------------------------------------------------------------
 
 constexpr unsigned char kOutputSentinel = 0x5a;
@@ -1157,6 +1183,12 @@ TEST(CudaAttentionWork, BiasAndKeepRunAtThePlainVariantsTiles) {
   EXPECT_EQ(barriers(DType::kBFloat16, Broadcast::kNone, Broadcast::kPerKey, 0.0f, 1.0f), plain);
 }
 
+// Whether float32 prefill calls run on the tensor cores (3xTF32) in this process (ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1).
+bool float32_on_tensor_cores() {
+  const char* value = std::getenv("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES");
+  return value != nullptr && std::string(value) == "1";
+}
+
 // The mma instructions a case runs with the live-key passes on or off (ORTFLASH_CUDA_LIVE_KEYS=0); its output is
 // checked against the reference either way.
 uint64_t mma_count(const Case& c, bool live_keys, uint32_t seed) {
@@ -1185,9 +1217,9 @@ TEST(CudaAttentionWork, PaddedKeyTilesAreSkipped) {
         c.dtype = t, c.batch = 2, c.q_len = 128, c.kv_len = 512, c.head_dim = c.v_head_dim = 64, c.keep_probability = 1.0f;
         c.bias = Broadcast::kPerKey, c.keep = keep, c.padded_keys = 256, c.left_padding = left;
         const uint64_t all = mma(c, false);
-        if (t != DType::kFloat32) {  // the tiled float32 kernel issues no mma: only its output is checked (in mma_count)
+        if (t != DType::kFloat32 || float32_on_tensor_cores()) {
           EXPECT_EQ(4 * mma(c, true), 3 * all);
-        } else {
+        } else {  // the tiled float32 kernel issues no mma: only its output is checked (in mma_count)
           EXPECT_EQ(all, 0u);
         }
       }
@@ -1232,6 +1264,25 @@ TEST(CudaAttentionWork, CausalMasksInTheBiasSkipTheTilesAboveTheDiagonal) {
     c.padded_keys = 256;
     EXPECT_LT(mma(c, true), live);
   }
+}
+
+// float32 runs on the tensor cores (3xTF32: three m16n8k8 per 8x8x8 product) only where
+// ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1 asks, for prefill calls; decoding stays on the tiled kernel's splits.
+TEST(CudaAttentionWork, Float32UsesTensorCoresOnlyWhenRequested) {
+  const auto mma = [](int64_t q_len, int64_t d, bool requested) {
+    const ScopedEnv env("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", requested ? "1" : "0");
+    Case c;
+    c.dtype = DType::kFloat32, c.q_len = q_len, c.kv_len = 128, c.head_dim = c.v_head_dim = d, c.lend_scratch = false;
+    simt::take_stats();
+    expect_matches_reference(c, 95);
+    return simt::take_stats().mma;
+  };
+  EXPECT_EQ(mma(128, 64, false), 0u);
+  // Three m16n8k8 per 16x8x8 block of each product, whatever the tiles: Q·Kᵀ has (128 / 16 row tiles) x (128 / 8
+  // key tiles) x (64 / 8 k-steps) of them, P·V (128 / 16) x (64 / 8 output tiles) x (128 / 8 k-steps).
+  EXPECT_EQ(mma(128, 64, true), 3u * (8 * 16 * 8 + 8 * 8 * 16));
+  EXPECT_EQ(mma(1, 64, true), 0u);
+  EXPECT_EQ(mma(128, 136, true), 0u);  // past capacity 128: the generic kernel
 }
 
 TEST(CudaAttentionWork, GroupedDecodingReadsEachKeyValueTileOncePerGroup) {
@@ -1391,6 +1442,64 @@ TEST(CudaAttention, ZeroAndNegativeScalesKeepTheSoftmaxExact) {
   }
 }
 
+// float32 on the tensor cores (3xTF32, ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1): prefill calls at head dims up to 128,
+// the whole contract, within float32's tolerance (the split products keep about 21 bits).
+TEST(CudaAttention, Float32OnTensorCoresMatchesTheReference) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  const ScopedEnv tensor_cores("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", "1");
+  uint32_t seed = 300;
+  const auto base = [](int64_t d, int64_t dv, int64_t q_len, int64_t kv_len) {
+    Case c;
+    c.dtype = DType::kFloat32, c.head_dim = d, c.v_head_dim = dv, c.q_len = q_len, c.kv_len = kv_len;
+    return c;
+  };
+  for (int64_t d : {64, 128, 40, 96}) {  // capacities 64 and 128, and head dims padded up to them
+    Case c = base(d, d, 130, 257);
+    c.batch = 2, c.q_heads = 4, c.kv_heads = 2;
+    expect_matches_reference(c, seed++);
+    c.causal = CausalAlignment::kLowerRight, c.kv_len = 300;
+    expect_matches_reference(c, seed++);
+  }
+  Case value_dim = base(128, 64, 100, 77);  // Dv != D, causal upper-left with fewer keys than queries
+  value_dim.causal = CausalAlignment::kUpperLeft, value_dim.masked_rows = MaskedRows::kNaN;
+  expect_matches_reference(value_dim, seed++);
+  for (Broadcast bias : {Broadcast::kPerKey, Broadcast::kFull, Broadcast::kPerHead, Broadcast::kPerBatchRows}) {
+    Case c = base(64, 64, 96, 200);
+    c.batch = 2, c.q_heads = 2, c.kv_heads = 2, c.bias = bias, c.keep = Broadcast::kPerQuery;
+    expect_matches_reference(c, seed++);
+  }
+  Case softcap = base(128, 128, 80, 150);
+  softcap.softcap = 30.0f, softcap.bias = Broadcast::kFull, softcap.scale_default = false;
+  expect_matches_reference(softcap, seed++);
+  Case lowest = base(64, 64, 70, 129);  // float32's finfo.min in the bias is an ordinary number
+  lowest.bias = Broadcast::kFull, lowest.lowest_bias = true, lowest.keep = Broadcast::kFull;
+  expect_matches_reference(lowest, seed++);
+  Case masked = base(64, 64, 90, 64);
+  masked.keep = Broadcast::kFull, masked.masked_row_every = 7, masked.infinite_bias_row = true;
+  masked.bias = Broadcast::kFull, masked.masked_rows = MaskedRows::kNaN;
+  expect_matches_reference(masked, seed++);
+  for (float scale : {0.0f, -0.3f}) {
+    Case c = base(64, 64, 72, 90);
+    c.scale_override = scale;
+    expect_matches_reference(c, seed++);
+  }
+  Case large = base(128, 128, 65, 300);
+  large.magnitude = 100.0f, large.scale_default = false;
+  expect_matches_reference(large, seed++);
+  for (Layout layout : {Layout::kSeqMajor, Layout::kPaddedRows, Layout::kOddStrides}) {
+    Case c = base(64, 64, 100, 120);
+    c.layout = layout, c.q_heads = 2, c.kv_heads = 2;
+    expect_matches_reference(c, seed++);
+  }
+  Case splits = base(64, 64, 65, 4000);  // one query block: the keys are split across blocks
+  expect_matches_reference(splits, seed++);
+  Case padded = base(64, 64, 128, 512);  // padding whose key tiles the live-key pass leaves out
+  padded.batch = 2, padded.bias = Broadcast::kPerKey, padded.padded_keys = 200, padded.left_padding = true;
+  expect_matches_reference(padded, seed++);
+  padded.padding_bias = -10000.0f, padded.infinite_padding_value = true;
+  expect_matches_reference(padded, seed++);
+}
+
 TEST(CudaAttention, EmptyOutputsLaunchNothing) {
   SKIP_WITHOUT_CUDA_DEVICE();
   AttentionParams p;
@@ -1459,6 +1568,14 @@ TEST(CudaSanitizerSubset, SmallShapesOnEveryKernel) {
   Case split_tiled = split;  // float32: the tiled SIMT kernel with splits
   split_tiled.dtype = DType::kFloat32;
   expect_matches_reference(split_tiled, 75);
+  // float32 on the tensor cores (3xTF32): the plain variant, and the general one with its bias and keep tiles.
+  const ScopedEnv tensor_cores("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", "1");
+  Case tf32 = tensor_core;
+  tf32.dtype = DType::kFloat32, tf32.bias = Broadcast::kNone, tf32.keep = Broadcast::kNone;
+  expect_matches_reference(tf32, 81);
+  Case tf32_masks = mask_tiles;
+  tf32_masks.dtype = DType::kFloat32, tf32_masks.head_dim = 64, tf32_masks.v_head_dim = 128;
+  expect_matches_reference(tf32_masks, 82);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -180,7 +181,8 @@ AttentionParams fold_query_heads_into_rows(const AttentionParams& a) {
 // else with head dims up to 128: float32 above all), the generic kernel (the rest). Within the tensor-core
 // family, the Hopper kernel (wgmma, KernelChoice::hopper) takes the plain variant's prefill calls on
 // compute capability 9 when the build has it (see use_hopper).
-enum class FwdPath { kTensorCoreSm80, kTiled, kGeneric };
+// kFloat32TensorCores: float32 prefill on the tensor-core kernel in 3xTF32 (sm_80+), where asked for (below).
+enum class FwdPath { kTensorCoreSm80, kFloat32TensorCores, kTiled, kGeneric };
 
 // Smallest capacity of `capacities` that holds both head dims, or 0 when none does.
 template <size_t N>
@@ -194,6 +196,7 @@ int head_dim_capacity(const int (&capacities)[N], int64_t head_dim, int64_t v_he
 int head_dim_capacity(FwdPath path, int64_t head_dim, int64_t v_head_dim) {
   switch (path) {
     case FwdPath::kTensorCoreSm80: return head_dim_capacity(cuda::kTensorCoreHeadDims, head_dim, v_head_dim);
+    case FwdPath::kFloat32TensorCores: return head_dim_capacity(cuda::kFloat32TensorCoreHeadDims, head_dim, v_head_dim);
     case FwdPath::kTiled: return head_dim_capacity(cuda::kTiledHeadDims, head_dim, v_head_dim);
     case FwdPath::kGeneric: return 0;
   }
@@ -202,21 +205,40 @@ int head_dim_capacity(FwdPath path, int64_t head_dim, int64_t v_head_dim) {
 
 bool is_aligned(const void* ptr, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
 
-// cp.async moves 16-byte chunks: every row of q/k/v must start on a 16-byte boundary.
-bool rows_in_16_byte_chunks(const void* base, const int64_t* stride) {
-  return is_aligned(base, 16) && stride[0] % 8 == 0 && stride[1] % 8 == 0 && stride[2] % 8 == 0;
+// cp.async moves 16-byte chunks: every row of q/k/v must start on a 16-byte boundary (strides in elements of
+// `element_bytes`).
+bool rows_in_16_byte_chunks(const void* base, const int64_t* stride, int64_t element_bytes) {
+  const int64_t per_chunk = 16 / element_bytes;
+  return is_aligned(base, 16) && stride[0] % per_chunk == 0 && stride[1] % per_chunk == 0 && stride[2] % per_chunk == 0;
+}
+
+// float32 on the tensor cores (3xTF32) until it has been checked and timed on a GPU: only where
+// ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1 asks for it. Read on every call (a getenv next to a launch of
+// microseconds), so that a benchmark can time both kernels in one process.
+bool float32_tensor_cores_requested() {
+  const char* value = std::getenv("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES");
+  return value != nullptr && value[0] == '1' && value[1] == '\0';
 }
 
 FwdPath choose_path(const AttentionParams& a, const DeviceInfo& device) {
   const bool sixteen_bit = a.dtype == DType::kFloat16 || a.dtype == DType::kBFloat16;
-  const bool tensor_core_shape = a.head_dim > 0 && a.head_dim % 8 == 0 && a.v_head_dim % 8 == 0 &&
-                                 head_dim_capacity(FwdPath::kTensorCoreSm80, a.head_dim, a.v_head_dim) != 0;
-  const bool tensor_core_layout = rows_in_16_byte_chunks(a.q, a.q_stride) &&
-                                  (a.kv_len == 0 || (rows_in_16_byte_chunks(a.k, a.k_stride) &&
-                                                     rows_in_16_byte_chunks(a.v, a.v_stride))) &&
-                                  is_aligned(a.out, 4) && a.out_stride[0] % 2 == 0 && a.out_stride[1] % 2 == 0 &&
-                                  a.out_stride[2] % 2 == 0;
-  if (sixteen_bit && device.major >= 8 && tensor_core_shape && tensor_core_layout) return FwdPath::kTensorCoreSm80;
+  const int64_t element_bytes = sixteen_bit ? 2 : 4;
+  const bool aligned_dims = a.head_dim > 0 && a.head_dim % 8 == 0 && a.v_head_dim % 8 == 0;
+  // Pairs of output elements are stored at once.
+  const bool tensor_core_layout = rows_in_16_byte_chunks(a.q, a.q_stride, element_bytes) &&
+                                  (a.kv_len == 0 || (rows_in_16_byte_chunks(a.k, a.k_stride, element_bytes) &&
+                                                     rows_in_16_byte_chunks(a.v, a.v_stride, element_bytes))) &&
+                                  is_aligned(a.out, uintptr_t(2 * element_bytes)) && a.out_stride[0] % 2 == 0 &&
+                                  a.out_stride[1] % 2 == 0 && a.out_stride[2] % 2 == 0;
+  if (sixteen_bit && device.major >= 8 && aligned_dims && tensor_core_layout &&
+      head_dim_capacity(FwdPath::kTensorCoreSm80, a.head_dim, a.v_head_dim) != 0) {
+    return FwdPath::kTensorCoreSm80;
+  }
+  // Prefill only: decoding calls (at most kDecodeMaxRows rows per head) stay on the tiled kernel's splits.
+  if (!sixteen_bit && device.major >= 8 && aligned_dims && tensor_core_layout && a.q_len > cuda::kDecodeMaxRows &&
+      head_dim_capacity(FwdPath::kFloat32TensorCores, a.head_dim, a.v_head_dim) != 0 && float32_tensor_cores_requested()) {
+    return FwdPath::kFloat32TensorCores;
+  }
   if (head_dim_capacity(FwdPath::kTiled, a.head_dim, a.v_head_dim) != 0) return FwdPath::kTiled;
   return FwdPath::kGeneric;
 }
@@ -382,10 +404,27 @@ std::string launch_hopper(int variant, int capacity, int accum_masks, const FwdP
   return "flash_attention_cuda: no Hopper kernel for head dim capacity " + std::to_string(capacity);
 }
 
+template <bool kMaskInputs>
+std::string launch_float32_tensor_cores(int capacity, const FwdParams& p, cudaStream_t stream) {
+  switch (capacity) {
+    case 64: return cuda::launch_flash_fwd<cuda::Float32TraitsFor<64, kMaskInputs>>(p, stream);
+    case 128: return cuda::launch_flash_fwd<cuda::Float32TraitsFor<128, kMaskInputs>>(p, stream);
+    default: return "flash_attention_cuda: no float32 tensor-core kernel for head dim capacity " + std::to_string(capacity);
+  }
+}
+
 template <class T>
 std::string launch_forward(const KernelChoice& k, const FwdParams& p, cudaStream_t stream) {
   std::string error;
   switch (k.path) {
+    case FwdPath::kFloat32TensorCores:
+      if constexpr (std::is_same_v<T, float>) {
+        error = k.mask_inputs ? launch_float32_tensor_cores<true>(k.capacity, p, stream)
+                              : launch_float32_tensor_cores<false>(k.capacity, p, stream);
+      } else {
+        error = "flash_attention_cuda: the float32 tensor-core kernel takes float32";  // choose_path never asks
+      }
+      break;
     case FwdPath::kTensorCoreSm80:
       if constexpr (sizeof(T) == 2) {
         error = k.hopper        ? launch_hopper<T>(k.hopper, k.capacity, k.accum_masks, p, stream)
@@ -425,6 +464,9 @@ constexpr size_t kMaxRepackBytes = size_t(256) << 20;
 // kKeepTile): every tensor-core variant but the general one at head dim 256, whose tiles do not fit beside
 // K and V.
 bool stages_mask_tiles(const KernelChoice& k) {
+  if (k.path == FwdPath::kFloat32TensorCores) {
+    return k.capacity == 64 ? cuda::Float32TraitsFor<64, true>::kMaskTiles : cuda::Float32TraitsFor<128, true>::kMaskTiles;
+  }
   if (k.path != FwdPath::kTensorCoreSm80) return false;
   return k.accum_masks != 0 || k.capacity != 256 || cuda::FwdTraitsFor<__half, 256, true>::kMaskTiles;
 }
@@ -638,6 +680,7 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   if (k.path != FwdPath::kGeneric) {
     const cuda::TileShape tile = k.path == FwdPath::kTiled
                                      ? cuda::TileShape{64, cuda::tiled_block_n(k.capacity, k.small_smem), 8}
+                                 : k.path == FwdPath::kFloat32TensorCores ? cuda::float32_tile_shape(k.capacity)
                                  : k.decode ? cuda::decode_tile_shape(k.capacity)
                                  : k.hopper ? cuda::hopper_tile_shape(k.capacity)
                                             : cuda::tile_shape(k.capacity, k.mask_inputs);
@@ -662,10 +705,11 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   // tile), and one more launch would cost more than that on every step — where a growing cache leaves
   // 7 of 8 key counts off the chunk size.
   if (stages_mask_tiles(k) && !k.decode) {
-    if (std::string error = repack_mask_rows<uint16_t>(p.bias, p.bias_stride, p.bias_chunks, params, held, cuda_stream);
-        !error.empty()) {
-      return error;
-    }
+    const std::string repacked =
+        params.dtype == DType::kFloat32
+            ? repack_mask_rows<uint32_t>(p.bias, p.bias_stride, p.bias_chunks, params, held, cuda_stream)
+            : repack_mask_rows<uint16_t>(p.bias, p.bias_stride, p.bias_chunks, params, held, cuda_stream);
+    if (!repacked.empty()) return repacked;
     const void* keep = p.keep;
     if (std::string error = repack_mask_rows<uint8_t>(keep, p.keep_stride, p.keep_chunks, params, held, cuda_stream);
         !error.empty()) {

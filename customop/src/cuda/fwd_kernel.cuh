@@ -41,8 +41,8 @@ __device__ __forceinline__ void load_tile_async(typename Tr::T* tile, const type
     const int chunk = static_cast<int>(threadIdx.x) % kColumns;
     if (kColumns != Tr::kChunks && chunk >= Tr::kChunks) return;  // no such column in the layout
     const int first_row = static_cast<int>(threadIdx.x) / kColumns;
-    const bool column_valid = chunk * 8 < cols_valid;
-    const typename Tr::T* src = base + (row0 + first_row) * row_stride + chunk * 8;
+    const bool column_valid = chunk * Tr::kChunkElems < cols_valid;
+    const typename Tr::T* src = base + (row0 + first_row) * row_stride + chunk * Tr::kChunkElems;
     const int64_t src_step = kRowStep * row_stride;
     if (column_valid && row0 + kRows <= rows_valid) {  // the common case: no bound to check per copy
 #pragma unroll
@@ -66,8 +66,8 @@ __device__ __forceinline__ void load_tile_async(typename Tr::T* tile, const type
       const int index = it * Tr::kThreads + static_cast<int>(threadIdx.x);
       const int row = index / Tr::kChunks;
       const int chunk = index % Tr::kChunks;
-      const bool valid = row0 + row < rows_valid && chunk * 8 < cols_valid;
-      const typename Tr::T* src = valid ? base + (row0 + row) * row_stride + chunk * 8 : base;
+      const bool valid = row0 + row < rows_valid && chunk * Tr::kChunkElems < cols_valid;
+      const typename Tr::T* src = valid ? base + (row0 + row) * row_stride + chunk * Tr::kChunkElems : base;
       cp_async_16(tile + Tr::Layout::offset(row, chunk), src, valid);
     }
   }
@@ -141,18 +141,59 @@ __device__ __forceinline__ float bias_over_scale(float bias, float inv_scale) {
   }
 }
 
-// The bias in log2 units. A finite bias past FLT_MAX / log2(e) (bfloat16's finfo.min, an ordinary
-// number to the contract) would overflow to -inf and read as a hidden key; it is clamped to ±FLT_MAX.
-// float16 biases cannot overflow.
+// The bias in log2 units. A finite bias past FLT_MAX / log2(e) (bfloat16's or float32's finfo.min, an
+// ordinary number to the contract) would overflow to -inf and read as a hidden key; it is clamped to
+// ±FLT_MAX. float16 biases cannot overflow.
 template <class T>
 __device__ __forceinline__ float bias_to_log2(float bias) {
   const float x = bias * kLog2e;
-  if constexpr (sizeof(T) == 2 && !std::is_same_v<T, __half>) {
+  if constexpr (!std::is_same_v<T, __half>) {
     return fabsf(x) == INFINITY && fabsf(bias) != INFINITY ? copysignf(FLT_MAX, x) : x;
   } else {
     return x;
   }
 }
+
+// Two adjacent elements of a shared tile (a bias pair) as floats.
+template <class T>
+__device__ __forceinline__ void load_pair(const T* src, float& lo, float& hi) {
+  if constexpr (sizeof(T) == 4) {
+    lo = bits_to_float(shared_load_u32(src));
+    hi = bits_to_float(shared_load_u32(src + 1));
+  } else {
+    unpack2<T>(shared_load_u32(src), lo, hi);
+  }
+}
+
+// Shared-memory element offsets of the V values a lane feeds P·V in the float32 (3xTF32) kernel: the B fragment
+// of k-step nt (keys 8nt..8nt+7) and output columns 8dt..8dt+7 is V[8nt + 2t][8dt + g] (b0) and
+// V[8nt + 2t + 1][8dt + g] (b1): the keys permuted so that the A fragment is the S accumulators as they are
+// (see flash_fwd_kernel). With the swizzled layout the 32 lanes' words fall in 32 distinct banks. As for
+// LdmatrixAddress, the swizzled chunk of column 8dt + g depends on dt only through dt & 3 next to the lane's
+// values, so every offset is a register plus an immediate.
+template <class Tr>
+struct VScalarOffsets {
+  int even[4], odd[4];  // per dt & 3: rows 2t and 2t + 1
+
+  __device__ __forceinline__ explicit VScalarOffsets(int lane) {
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int chunk = 2 * j + g / 4;
+      even[j] = Tr::Layout::offset(2 * t, chunk) + g % 4;
+      odd[j] = Tr::Layout::offset(2 * t + 1, chunk) + g % 4;
+    }
+  }
+
+  // Offsets of b0 (row 8nt + 2t) and b1 (row 8nt + 2t + 1) for output column tile dt.
+  __device__ __forceinline__ int b0(int nt, int dt) const { return base(nt, dt) + even[dt & 3]; }
+  __device__ __forceinline__ int b1(int nt, int dt) const { return base(nt, dt) + odd[dt & 3]; }
+
+ private:
+  __device__ __forceinline__ static int base(int nt, int dt) {
+    return 8 * nt * Tr::Layout::kRowElems + 2 * (dt & ~3) * Tr::kChunkElems;
+  }
+};
 
 // The epilogue of a thread's share of one query row `row` (columns quad_col + 8·dt, accumulators
 // o[dt][2·half], o[dt][2·half + 1]): the normalised output, or, with split-KV, the split's normalised
@@ -186,9 +227,13 @@ __device__ __forceinline__ void store_output_row(const FwdParams& p, const Block
 #pragma unroll
     for (int dt = 0; dt < kDTiles; ++dt) {
       const int col = dt * 8 + quad_col;
-      if (col < p.v_head_dim) {
-        *reinterpret_cast<uint32_t*>(dst + col) = pack2<T>(finalize_output(o[dt][2 * half], inv_sum, masked, p),
-                                                           finalize_output(o[dt][2 * half + 1], inv_sum, masked, p));
+      if (col >= p.v_head_dim) continue;
+      const float lo = finalize_output(o[dt][2 * half], inv_sum, masked, p);
+      const float hi = finalize_output(o[dt][2 * half + 1], inv_sum, masked, p);
+      if constexpr (sizeof(T) == 4) {
+        *reinterpret_cast<float2*>(dst + col) = make_float2(lo, hi);
+      } else {
+        *reinterpret_cast<uint32_t*>(dst + col) = pack2<T>(lo, hi);
       }
     }
   }
@@ -223,6 +268,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
   const typename Tr::Address q_addr(smem_address(sQ), warp_row0 + (lane & 15), lane >> 4);
   const typename Tr::Address k_addr(smem_address(sK), (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1);
   const typename Tr::Address v_addr(smem_address(sV), lane & 15, lane >> 4);
+  const VScalarOffsets<Tr> v_scalar(lane);  // float32: V through plain loads (no ldmatrix.trans of 32-bit words)
   const int quad_row = lane / 4;      // g: accumulator row within an mma tile (and +8)
   const int quad_col = 2 * (lane % 4);  // 2t: first accumulator column within an 8-column tile
   // Query row and key of score accumulator e of row tile mt and key tile nt (keys from n0).
@@ -307,7 +353,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
     for_each_score_pair<kMTiles, kNTiles>([&](int mt, int half, int nt) {
       float start[2] = {0.0f, 0.0f};
       if constexpr (Tr::kAccumBiasIn) {
-        unpack2<T>(shared_load_u32(bias_pair(mt, half, nt)), start[0], start[1]);
+        load_pair<T>(bias_pair(mt, half, nt), start[0], start[1]);
         start[0] = bias_over_scale<T>(start[0], p.inv_scale);
         start[1] = bias_over_scale<T>(start[1], p.inv_scale);
       }
@@ -321,19 +367,43 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
     });
 #pragma unroll
     for (int ks = 0; ks < Tr::kKSteps; ++ks) {
-      uint32_t a[kMTiles][4];
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt) {
-        ldmatrix_x4(a[mt], q_addr.at(mt * 16, ks));
-      }
-#pragma unroll
-      for (int np = 0; np < kNTiles / 2; ++np) {
-        uint32_t b[4];  // b[0], b[1]: key tile 2np; b[2], b[3]: key tile 2np + 1
-        ldmatrix_x4(b, k_addr.at(np * 16, ks));
+      if constexpr (Tr::kTf32) {
+        // The same ldmatrix addressing gives the m16n8k8 .tf32 fragments (8 head-dim columns = two chunks).
+        Tf32Fragment a[kMTiles];
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
-          Mma16816<T>::run(s[mt][2 * np], a[mt], b[0], b[1]);
-          Mma16816<T>::run(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+          uint32_t raw[4];
+          ldmatrix_x4(raw, q_addr.at(mt * 16, ks));
+          a[mt] = split_fragment(bits_to_float(raw[0]), bits_to_float(raw[1]), bits_to_float(raw[2]), bits_to_float(raw[3]));
+        }
+#pragma unroll
+        for (int np = 0; np < kNTiles / 2; ++np) {
+          uint32_t raw[4];  // raw[0], raw[1]: key tile 2np (k = t, t + 4); raw[2], raw[3]: key tile 2np + 1
+          ldmatrix_x4(raw, k_addr.at(np * 16, ks));
+          Tf32Pair b[4];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) b[i] = split_tf32(bits_to_float(raw[i]));
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt) {
+            mma_3xtf32(s[mt][2 * np], a[mt], b[0], b[1]);
+            mma_3xtf32(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+          }
+        }
+      } else {
+        uint32_t a[kMTiles][4];
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          ldmatrix_x4(a[mt], q_addr.at(mt * 16, ks));
+        }
+#pragma unroll
+        for (int np = 0; np < kNTiles / 2; ++np) {
+          uint32_t b[4];  // b[0], b[1]: key tile 2np; b[2], b[3]: key tile 2np + 1
+          ldmatrix_x4(b, k_addr.at(np * 16, ks));
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt) {
+            Mma16816<T>::run(s[mt][2 * np], a[mt], b[0], b[1]);
+            Mma16816<T>::run(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+          }
         }
       }
     }
@@ -358,7 +428,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
         const bool softcap = p.softcap > 0.0f;
         for_each_score_pair<kMTiles, kNTiles>([&](int mt, int half, int nt) {
           float bias[2] = {0.0f, 0.0f};
-          if (bias_tile) unpack2<T>(shared_load_u32(bias_pair(mt, half, nt)), bias[0], bias[1]);
+          if (bias_tile) load_pair<T>(bias_pair(mt, half, nt), bias[0], bias[1]);
 #pragma unroll
           for (int j = 0; j < 2; ++j) {
             float& score = s[mt][nt][2 * half + j];
@@ -489,25 +559,45 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
     }
 
     // ---- O += P·V ----
+    if constexpr (Tr::kTf32) {
+      // k-step nt: the 8 keys of score tile nt, in the order (2t, 2t + 1) -> (k = t, k = t + 4), so that the A
+      // fragment (g, t), (g+8, t), (g, t+4), (g+8, t+4) is s[mt][nt][0], [2], [1], [3]; V's rows follow it.
 #pragma unroll
-    for (int kp = 0; kp < Tr::kBlockN / 16; ++kp) {
-      uint32_t pa[kMTiles][4];
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt) {
-        // The S accumulators of key tiles 2kp and 2kp+1 are exactly the A fragment of P.
-        pa[mt][0] = pack2<T>(s[mt][2 * kp][0], s[mt][2 * kp][1]);
-        pa[mt][1] = pack2<T>(s[mt][2 * kp][2], s[mt][2 * kp][3]);
-        pa[mt][2] = pack2<T>(s[mt][2 * kp + 1][0], s[mt][2 * kp + 1][1]);
-        pa[mt][3] = pack2<T>(s[mt][2 * kp + 1][2], s[mt][2 * kp + 1][3]);
-      }
-#pragma unroll
-      for (int dp = 0; dp < kDTiles / 2; ++dp) {
-        uint32_t b[4];  // b[0], b[1]: output columns 16dp..+7; b[2], b[3]: columns 16dp+8..+15
-        ldmatrix_x4_trans(b, v_addr.at(kp * 16, dp));
+      for (int nt = 0; nt < kNTiles; ++nt) {
+        Tf32Fragment pa[kMTiles];
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
-          Mma16816<T>::run(o[mt][2 * dp], pa[mt], b[0], b[1]);
-          Mma16816<T>::run(o[mt][2 * dp + 1], pa[mt], b[2], b[3]);
+          pa[mt] = split_fragment<true>(s[mt][nt][0], s[mt][nt][2], s[mt][nt][1], s[mt][nt][3]);  // weights: finite
+        }
+#pragma unroll
+        for (int dt = 0; dt < kDTiles; ++dt) {
+          const Tf32Pair b0 = split_tf32(bits_to_float(shared_load_u32(sV + v_scalar.b0(nt, dt))));
+          const Tf32Pair b1 = split_tf32(bits_to_float(shared_load_u32(sV + v_scalar.b1(nt, dt))));
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt) mma_3xtf32(o[mt][dt], pa[mt], b0, b1);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int kp = 0; kp < Tr::kBlockN / 16; ++kp) {
+        uint32_t pa[kMTiles][4];
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          // The S accumulators of key tiles 2kp and 2kp+1 are exactly the A fragment of P.
+          pa[mt][0] = pack2<T>(s[mt][2 * kp][0], s[mt][2 * kp][1]);
+          pa[mt][1] = pack2<T>(s[mt][2 * kp][2], s[mt][2 * kp][3]);
+          pa[mt][2] = pack2<T>(s[mt][2 * kp + 1][0], s[mt][2 * kp + 1][1]);
+          pa[mt][3] = pack2<T>(s[mt][2 * kp + 1][2], s[mt][2 * kp + 1][3]);
+        }
+#pragma unroll
+        for (int dp = 0; dp < kDTiles / 2; ++dp) {
+          uint32_t b[4];  // b[0], b[1]: output columns 16dp..+7; b[2], b[3]: columns 16dp+8..+15
+          ldmatrix_x4_trans(b, v_addr.at(kp * 16, dp));
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt) {
+            Mma16816<T>::run(o[mt][2 * dp], pa[mt], b[0], b[1]);
+            Mma16816<T>::run(o[mt][2 * dp + 1], pa[mt], b[2], b[3]);
+          }
         }
       }
     }

@@ -142,6 +142,37 @@ constexpr bool has_mask_accum_variant(int head_dim_capacity) {
   return head_dim_capacity == 64 || head_dim_capacity == 96 || head_dim_capacity == 128;
 }
 
+// float32 on tensor cores (3xTF32: mma.sync m16n8k8 .tf32 three times per product, about fp32's accuracy; see
+// mma_primitives.cuh), prefill calls at head-dim capacities 64 and 128: the plain and general variants of the same
+// kernel (its masks apply after Q·Kᵀ). Float tiles take twice the shared memory of 16-bit ones: 64 query rows (4
+// warps of 16) and 64 keys at 64 (70 KiB with the bias and keep tiles), 32 keys at 128 (76 KiB). Not yet timed on
+// a GPU: until then it runs only where ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1 asks for it (flash_attention_cuda.cu),
+// and float32 otherwise takes the tiled SIMT kernel. Tuning builds may override the shapes.
+constexpr int kFloat32TensorCoreHeadDims[] = {64, 128};
+// nvcc 11.8, registers (spill bytes) sm_80 / sm_90: 64 at 64x64: 166-168 / 158-168 (12 B in the general variant on
+// sm_90); 128 at 64x32: 166-200 / 164-204. Untimed alternatives: 64 at 128x64 (two 16-row tiles per warp: each K/V
+// fragment split serves both; 237-255 registers, no spills, but the general variant's bias and keep tiles no longer
+// fit the 99 KiB); 128 at 128x32 spills 28-120 B.
+#if !defined(ORTFLASH_FLOAT32_TILE_64_M)
+#define ORTFLASH_FLOAT32_TILE_64_M 64
+#endif
+#if !defined(ORTFLASH_FLOAT32_TILE_64_N)
+#define ORTFLASH_FLOAT32_TILE_64_N 64
+#endif
+#if !defined(ORTFLASH_FLOAT32_TILE_128_M)
+#define ORTFLASH_FLOAT32_TILE_128_M 64
+#endif
+#if !defined(ORTFLASH_FLOAT32_TILE_128_N)
+#define ORTFLASH_FLOAT32_TILE_128_N 32
+#endif
+constexpr TileShape float32_tile_shape(int head_dim_capacity) {
+  return head_dim_capacity <= 64 ? TileShape{ORTFLASH_FLOAT32_TILE_64_M, ORTFLASH_FLOAT32_TILE_64_N, 4}
+                                 : TileShape{ORTFLASH_FLOAT32_TILE_128_M, ORTFLASH_FLOAT32_TILE_128_N, 4};
+}
+template <int kHeadDim, bool kMaskInputs>
+using Float32TraitsFor = FwdTraits<float, kHeadDim, float32_tile_shape(kHeadDim).block_m, float32_tile_shape(kHeadDim).block_n,
+                                   float32_tile_shape(kHeadDim).warps, kMaskInputs>;
+
 template <class T, int kHeadDim, bool kMaskInputs, int kAccumMasks = 0>
 using DecodeTraitsFor = FwdTraits<T, kHeadDim, decode_tile_shape(kHeadDim).block_m, decode_tile_shape(kHeadDim).block_n,
                                   decode_tile_shape(kHeadDim).warps, kMaskInputs, kAccumMasks>;

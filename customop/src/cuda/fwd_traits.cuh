@@ -5,12 +5,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda_compat.cuh"
 
 namespace ortflash::cuda {
 
-// Layout of one tile row (kChunks 16-byte chunks of 8 elements) in shared memory, chosen so that
+// Layout of one tile row (kChunks 16-byte chunks of 8 16-bit elements or 4 floats) in shared memory, chosen so that
 // ldmatrix (8 rows x one chunk per 8x8 matrix) and the cp.async stores hit 8 distinct 16-byte
 // bank groups:
 //  - kChunks a multiple of 8: rows stay dense and chunk c of row r lives at c ^ (r % 8) (XOR
@@ -18,16 +19,17 @@ namespace ortflash::cuda {
 //    the 99 KiB an sm_86/sm_89 block may use;
 //  - otherwise (head dim 32, 96): each row is padded to an odd number of chunks, so 8 consecutive
 //    rows start in 8 different bank groups.
-template <int kChunks>
+// kChunkElems: elements per chunk (8 of 16 bits, 4 floats).
+template <int kChunks, int kChunkElems = 8>
 struct SmemRowLayout {
   static constexpr bool kSwizzled = kChunks % 8 == 0;
   static constexpr int kRowChunks = kSwizzled ? kChunks : (kChunks % 2 == 0 ? kChunks + 1 : kChunks);
-  static constexpr int kRowElems = kRowChunks * 8;
+  static constexpr int kRowElems = kRowChunks * kChunkElems;
 
   // Element offset of chunk `chunk` of row `row`.
   __device__ __forceinline__ static int offset(int row, int chunk) {
     const int physical = kSwizzled ? (chunk ^ (row & 7)) : chunk;
-    return (row * kRowChunks + physical) * 8;
+    return (row * kRowChunks + physical) * kChunkElems;
   }
 };
 
@@ -85,17 +87,22 @@ struct FwdTraits {
   static constexpr int kWarps = kWarps_;
   static constexpr int kThreads = kWarps * 32;
 
+  // float32: mma.sync m16n8k8 .tf32 three times per product (3xTF32, mma_primitives.cuh); 16-bit: m16n8k16.
+  static constexpr bool kTf32 = sizeof(T) == 4;
+  static constexpr int kMmaK = kTf32 ? 8 : 16;
+  static constexpr int kChunkElems = 16 / int(sizeof(T));
+
   static constexpr int kRowsPerWarp = kBlockM / kWarps;
   static constexpr int kMTiles = kRowsPerWarp / 16;  // 16-row mma tiles each warp owns
   static constexpr int kNTiles = kBlockN / 8;        // 8-key column tiles of S
   static constexpr int kDTiles = kHeadDim / 8;       // 8-column tiles of the output
-  static constexpr int kKSteps = kHeadDim / 16;      // k-steps of Q·Kᵀ
-  static constexpr int kChunks = kHeadDim / 8;       // 16-byte chunks per row
+  static constexpr int kKSteps = kHeadDim / kMmaK;   // k-steps of Q·Kᵀ (two chunks each)
+  static constexpr int kChunks = kHeadDim / kChunkElems;  // 16-byte chunks per row
   // Chunks per row as the tile loads see them: rounded up to a power of two (head dim 96: 12 -> 16), so
   // that every thread keeps one column of a tile (the threads of columns 12-15 copy nothing).
   static constexpr int kLoadColumns = kChunks <= 4 ? 4 : kChunks <= 8 ? 8 : kChunks <= 16 ? 16 : 32;
 
-  using Layout = SmemRowLayout<kChunks>;
+  using Layout = SmemRowLayout<kChunks, kChunkElems>;
   using Address = LdmatrixAddress<Layout>;
   static constexpr int kQTileElems = kBlockM * Layout::kRowElems;
   static constexpr int kKvTileElems = kBlockN * Layout::kRowElems;
@@ -116,8 +123,10 @@ struct FwdTraits {
   static constexpr size_t kSmemBytes =
       kQkvSmemBytes + (kBiasTile ? kBiasTileBytes : 0) + (kKeepTile ? kKeepTileBytes : 0);
 
-  static_assert(sizeof(T) == 2 && Layout::kRowElems * sizeof(T) % 16 == 0, "the tensor-core kernel takes 16-bit elements (fp16, bf16)");
-  static_assert(kHeadDim % 16 == 0, "head dim capacity must be a multiple of the mma k (16)");
+  static_assert((sizeof(T) == 2 || std::is_same_v<T, float>) && Layout::kRowElems * sizeof(T) % 16 == 0,
+                "the tensor-core kernel takes fp16, bf16 and (3xTF32) float32 elements");
+  static_assert(kHeadDim % 16 == 0, "head dim capacity must be a multiple of 16");
+  static_assert(!kTf32 || kAccumMasks_ == 0, "float32 applies its masks after Q·Kᵀ (general variant)");
   static_assert(kHeadDim <= 256, "accumulators for head dims above 256 do not fit in registers");
   static_assert(kBlockM % (16 * kWarps) == 0, "each warp owns whole 16-row mma tiles");
   static_assert(kBlockN % 16 == 0, "K/V tiles are consumed 16 keys (two 8-key mma tiles) at a time");

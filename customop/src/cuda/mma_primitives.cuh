@@ -1,6 +1,7 @@
 // OrtFlash CUDA — the few PTX instructions the tensor-core kernel is built from, each behind a
 // small named wrapper: cp.async (global → shared, zero-filling), ldmatrix (shared → mma fragments)
-// and mma.sync.m16n8k16 with fp32 accumulation, plus the 16-bit element types' conversions.
+// and mma.sync.m16n8k16 with fp32 accumulation, mma.sync.m16n8k8 .tf32 for float32 (3xTF32), plus the
+// element types' conversions.
 //
 // Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16"), with g = lane / 4 and
 // t = lane % 4:
@@ -152,6 +153,91 @@ struct Mma16816<__nv_bfloat16> {
 #endif
   }
 };
+
+// ---- float32 on tensor cores: mma.sync m16n8k8 .tf32 in three passes (3xTF32) ---------------------------
+// Fragment layouts of m16n8k8 .tf32 (PTX ISA, "Matrix Fragments for mma.m16n8k8"), g = lane / 4, t = lane % 4:
+//   A (16x8, row-major)  a0:(g, t)  a1:(g+8, t)  a2:(g, t+4)  a3:(g+8, t+4)
+//   B (8x8,  "col")      b0:(k=t, n=g)  b1:(k=t+4, n=g)
+//   C                    as for m16n8k16.
+// ldmatrix (b16) moves 32-bit words unchanged: register i of a lane holds word t of row g of matrix i, so the
+// same chunk addressing as the 16-bit kernels gives these fragments from float rows (4 floats per chunk).
+//
+// A tf32 value keeps 10 explicit mantissa bits; the tensor cores read the top 19 bits of an operand's word (sign,
+// exponent, 10 mantissa bits) and ignore the rest, which is what this code relies on for the small parts below
+// (CUTLASS's float32-via-TF32 conversions rely on it too). Each float x is split as hi = x rounded to tf32 and
+// lo = x - hi (exact, and read as tf32 by truncation), and a·b ≈ a_lo·b_hi + a_hi·b_lo + a_hi·b_hi: the dropped
+// a_lo·b_lo and the truncation of lo leave a relative error near 2^-21 per product, against 2^-11 for one TF32
+// product. (PyTorch's memory-efficient attention runs float32 on sm_80+ tensor cores in the same 3xTF32 way.)
+
+// x rounded to a tf32 value: to nearest, ties away from zero, as cvt.rna.tf32.f32 (which ptxas expands to four
+// instructions with a guard for non-finite x; here two). ±inf stays ±inf and a NaN stays NaN unless its payload
+// lies wholly in the low 13 bits (no arithmetic produces such a NaN).
+__device__ __forceinline__ uint32_t round_to_tf32(float x) {
+  uint32_t w;
+  memcpy(&w, &x, sizeof(w));
+  return (w + 0x1000u) & ~0x1fffu;
+}
+
+// The float whose bits `w` holds (a register move).
+__device__ __forceinline__ float bits_to_float(uint32_t w) {
+  float x;
+  memcpy(&x, &w, sizeof(x));
+  return x;
+}
+
+__device__ __forceinline__ uint32_t float_to_bits(float x) {
+  uint32_t w;
+  memcpy(&w, &x, sizeof(w));
+  return w;
+}
+
+struct Tf32Pair {
+  uint32_t hi, lo;
+};
+
+// A finite x (softmax weights) as hi + lo.
+__device__ __forceinline__ Tf32Pair split_tf32_finite(float x) {
+  const uint32_t hi = round_to_tf32(x);
+  return Tf32Pair{hi, float_to_bits(x - bits_to_float(hi))};
+}
+
+// Any x as hi + lo. Where hi is infinite (x infinite, or past tf32's largest value) lo is 0, so that the products
+// are what fp32 gives (inf·b, not inf + (-inf)·b = NaN); a NaN x has a NaN hi.
+__device__ __forceinline__ Tf32Pair split_tf32(float x) {
+  const uint32_t hi = round_to_tf32(x);
+  const float hi_value = bits_to_float(hi);
+  return Tf32Pair{hi, fabsf(hi_value) < INFINITY ? float_to_bits(x - hi_value) : 0u};
+}
+
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(ORTFLASH_SIMT)
+  simt::mma_m16n8k8_tf32(c, a, b0, b1);
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+// One A fragment split into its hi and lo parts (kFinite: the values are known to be finite).
+struct Tf32Fragment {
+  uint32_t hi[4], lo[4];
+};
+template <bool kFinite = false>
+__device__ __forceinline__ Tf32Fragment split_fragment(float a0, float a1, float a2, float a3) {
+  const auto split = [](float x) { return kFinite ? split_tf32_finite(x) : split_tf32(x); };
+  const Tf32Pair p0 = split(a0), p1 = split(a1), p2 = split(a2), p3 = split(a3);
+  return Tf32Fragment{{p0.hi, p1.hi, p2.hi, p3.hi}, {p0.lo, p1.lo, p2.lo, p3.lo}};
+}
+
+// c += a_lo·b_hi + a_hi·b_lo + a_hi·b_hi (3xTF32).
+__device__ __forceinline__ void mma_3xtf32(float (&c)[4], const Tf32Fragment& a, Tf32Pair b0, Tf32Pair b1) {
+  mma_tf32(c, a.lo, b0.hi, b1.hi);
+  mma_tf32(c, a.hi, b0.lo, b1.lo);
+  mma_tf32(c, a.hi, b0.hi, b1.hi);
+}
 
 // ---- element conversions --------------------------------------------------------------------
 

@@ -930,6 +930,47 @@ void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b
   }
 }
 
+void mma_m16n8k8_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  Block& b = block();
+  const int lane = lane_id();
+  uint32_t* words = deposit_slot().words[lane];
+  for (int i = 0; i < 4; ++i) words[i] = a[i];
+  words[4] = b0;
+  words[5] = b1;
+  WarpSlot& slot = warp_arrive("mma.m16n8k8.tf32");
+  Warp& w = warp();
+  if (slot.decoded_for != w.generation) {
+    slot.decoded_for = w.generation;
+    ++b.counters.mma;
+    // The tensor cores read the top 19 bits of each operand word (sign, exponent, 10 mantissa bits): the low
+    // 13 bits of a finite operand are dropped (truncation), as the kernels' split into tf32 parts assumes.
+    const auto element = [](uint32_t word) {
+      const float x = bits_float(word);
+      return std::isfinite(x) ? bits_float(word & ~0x1fffu) : x;
+    };
+    for (int l = 0; l < kWarpSize; ++l) {
+      const int g = l / 4, t = l % 4;
+      const uint32_t* in = slot.words[l];
+      slot.a[g][t] = element(in[0]);
+      slot.a[g + 8][t] = element(in[1]);
+      slot.a[g][t + 4] = element(in[2]);
+      slot.a[g + 8][t + 4] = element(in[3]);
+      slot.b[t][g] = element(in[4]);
+      slot.b[t + 4][g] = element(in[5]);
+    }
+  }
+  const int g = lane / 4, t = lane % 4;
+  for (int e = 0; e < 4; ++e) {
+    if (std::isfinite(c[e]) && std::fabs(c[e]) > 0x1p126f) {
+      fail("mma accumulator " + std::to_string(c[e]) + " within a factor 2 of FLT_MAX: tensor cores do not round there");
+    }
+    const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
+    double sum = c[e];  // products of tf32 values (11 significant bits) are exact in double
+    for (int k = 0; k < 8; ++k) sum += double(slot.a[row][k]) * double(slot.b[k][col]);
+    c[e] = static_cast<float>(sum);
+  }
+}
+
 // ---- wgmma (sm_90a) ------------------------------------------------------------------------------
 
 namespace {

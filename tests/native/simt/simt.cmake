@@ -14,7 +14,7 @@ target_link_libraries(ortflash_simt PUBLIC Threads::Threads)
 
 # The .cu files as C++ translation units (g++ does not take the .cu extension).
 set(ORTFLASH_SIMT_UNITS "")
-foreach(unit flash_attention_cuda fwd_hdim32 fwd_hdim64 fwd_hdim96 fwd_hdim128 fwd_hdim256 fwd_hopper64 fwd_hopper96 fwd_hopper128 fwd_hopper256 generic_launch tiled_launch)
+foreach(unit flash_attention_cuda fwd_hdim32 fwd_hdim64 fwd_hdim96 fwd_hdim128 fwd_hdim256 fwd_float32 fwd_hopper64 fwd_hopper96 fwd_hopper128 fwd_hopper256 generic_launch tiled_launch)
   set(wrapper ${CMAKE_CURRENT_BINARY_DIR}/simt_units/${unit}.cc)
   file(CONFIGURE OUTPUT ${wrapper} CONTENT "#include \"${ORTFLASH_CUDA_SOURCE_DIR}/${unit}.cu\"\n")
   list(APPEND ORTFLASH_SIMT_UNITS ${wrapper})
@@ -99,3 +99,10 @@ endforeach()
 add_test(NAME ortflash_cuda_simt_tests.compute_capability_7
          COMMAND ortflash_cuda_simt_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*:-CudaAttention.SingleQueryDecodingSplitsLongKeyRanges:CudaAttention.SharedMemoryOptInIsRememberedAndOnlyGrows)
 set_tests_properties(ortflash_cuda_simt_tests.compute_capability_7 PROPERTIES ENVIRONMENT "SIMT_CC_MAJOR=7" TIMEOUT 1800)
+
+# The suite with float32 prefill calls on the tensor-core kernel in 3xTF32 (ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1,
+# opt-in until it has been timed on a GPU): every float32 reference test of more than 64 query rows per head runs on it.
+add_test(NAME ortflash_cuda_simt_tests.float32_tensor_cores
+         COMMAND ortflash_cuda_simt_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*:CudaAttentionWork.PaddedKeyTilesAreSkipped)
+set_tests_properties(ortflash_cuda_simt_tests.float32_tensor_cores PROPERTIES
+                     ENVIRONMENT "ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1" TIMEOUT 1800)

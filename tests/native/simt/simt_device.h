@@ -107,6 +107,11 @@ void ldmatrix_x4(uint32_t (&r)[4], uint32_t smem_addr, bool trans);
 enum class MmaInput { kFloat16, kBFloat16 };
 // mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32, accumulator in place.
 void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, MmaInput type);
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, accumulator in place. Fragments (PTX ISA, "Matrix Fragments
+// for mma.m16n8k8", .tf32), g = lane / 4, t = lane % 4: a0 = A[g][t], a1 = A[g+8][t], a2 = A[g][t+4],
+// a3 = A[g+8][t+4]; b0 = B[t][g], b1 = B[t+4][g]; C as for m16n8k16. Of each operand word only the top 19 bits
+// (a tf32 value) are read: the low 13 mantissa bits of a finite operand are dropped.
+void mma_m16n8k8_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
 
 // ---- sm_90a warpgroup MMA (PTX ISA "Asynchronous Warpgroup Level Matrix Multiply-Accumulate") ----
 // Collectives of the 128 threads of a warpgroup (threads 128i..128i+127 of the block).

@@ -122,6 +122,68 @@ TEST(Simt, MmaBFloat16MatchesTheMatrixProductUnderThePtxFragmentLayout) {
                                                    [](__nv_bfloat16 h) { return __bfloat162float(h); });
 }
 
+// ---- mma.sync.m16n8k8 .tf32: a0 = A[g][t], a1 = A[g+8][t], a2 = A[g][t+4], a3 = A[g+8][t+4] (A 16x8, row
+// major); b0 = B[t][g], b1 = B[t+4][g] (B 8x8, K x N); C as above. Operands are fp32 words holding tf32 values.
+
+uint32_t word_of(float x) {
+  uint32_t w;
+  std::memcpy(&w, &x, sizeof(w));
+  return w;
+}
+
+// Rounds to tf32 (10 explicit mantissa bits), to nearest with ties away from zero, as cvt.rna.tf32.f32.
+float round_to_tf32(float x) {
+  const uint32_t w = (word_of(x) + 0x1000u) & ~0x1fffu;
+  float y;
+  std::memcpy(&y, &w, sizeof(y));
+  return y;
+}
+
+__global__ void mma_tf32_kernel(const float* a, const float* b, float* d) {
+  const int lane = static_cast<int>(threadIdx.x), g = lane / 4, t = lane % 4;
+  const uint32_t fa[4] = {word_of(a[g * 8 + t]), word_of(a[(g + 8) * 8 + t]), word_of(a[g * 8 + t + 4]),
+                          word_of(a[(g + 8) * 8 + t + 4])};
+  float c[4] = {1.0f, 2.0f, 3.0f, 4.0f};  // accumulated onto
+  simt::mma_m16n8k8_tf32(c, fa, word_of(b[t * 8 + g]), word_of(b[(t + 4) * 8 + g]));
+  d[g * 8 + 2 * t] = c[0];
+  d[g * 8 + 2 * t + 1] = c[1];
+  d[(g + 8) * 8 + 2 * t] = c[2];
+  d[(g + 8) * 8 + 2 * t + 1] = c[3];
+}
+
+TEST(Simt, MmaTf32MatchesTheMatrixProductUnderThePtxFragmentLayout) {
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> uniform(-2.0f, 2.0f);
+  std::vector<float> a(16 * 8), b(8 * 8);
+  for (float& x : a) x = round_to_tf32(uniform(rng));
+  for (float& x : b) x = round_to_tf32(uniform(rng));
+  float* da = upload(a);
+  float* db = upload(b);
+  float* dd = device_alloc<float>(16 * 8);
+  ASSERT_EQ(run(&mma_tf32_kernel, 32, 0, static_cast<const float*>(da), static_cast<const float*>(db), dd), "");
+  const std::vector<float> d = download(dd, 16 * 8);
+  for (int i = 0; i < 16; ++i) {
+    for (int j = 0; j < 8; ++j) {
+      double want = (i >= 8 ? 2 : 0) + (j % 2) + 1;
+      for (int k = 0; k < 8; ++k) want += double(a[i * 8 + k]) * double(b[k * 8 + j]);
+      EXPECT_NEAR(d[i * 8 + j], want, 1e-6 * (1 + std::fabs(want))) << "D[" << i << "][" << j << "]";
+    }
+  }
+  // A plain float operand is read as tf32 by dropping its low 13 mantissa bits (truncation, not rounding).
+  a[0] = 1.0f + 0x1p-10f + 0x1p-11f + 0x1p-20f;  // reads as 1 + 2^-10
+  cudaMemcpy(da, a.data(), a.size() * sizeof(float), cudaMemcpyHostToDevice);
+  ASSERT_EQ(run(&mma_tf32_kernel, 32, 0, static_cast<const float*>(da), static_cast<const float*>(db), dd), "");
+  const std::vector<float> truncated = download(dd, 16 * 8);
+  for (int j = 0; j < 8; ++j) {
+    double want = (j % 2) + 1;
+    for (int k = 0; k < 8; ++k) want += double(k == 0 ? 1.0f + 0x1p-10f : a[k]) * double(b[k * 8 + j]);
+    EXPECT_NEAR(truncated[j], want, 1e-6 * (1 + std::fabs(want))) << "D[0][" << j << "]";
+  }
+  cudaFree(da);
+  cudaFree(db);
+  cudaFree(dd);
+}
+
 // ---- ldmatrix.x4: lanes 8i..8i+7 address the rows of matrix i; register i of lane (g, t) holds
 // row g, columns 2t, 2t+1 of matrix i, or with .trans rows 2t, 2t+1 of column g.
 

@@ -27,7 +27,7 @@ as decoder exports build their 4-d mask; the kernel still runs as not causal), p
 boolean keep mask, SDPA's boolean attn_mask) and none. --pad-fraction sets the padded share of the odd entries' keys;
 the kernels skip the key tiles wholly in the padding (live key ranges), and --live-keys both also times every
 row without that (ORTFLASH_CUDA_LIVE_KEYS=0), so the two can be compared in one run. --float32-tensor-cores both
-also times every float32 row on the tensor-core kernel in 3xTF32 (ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1).
+also times every float32 row on the tensor-core kernel in 3xTF32 (ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1 and 2).
 
 --mode all: the three tables. Every configuration first checks that the outputs agree; timings are the
 median of --iters CUDA-event-timed runs after --warmup runs. --self-test checks the formulas, the
@@ -126,8 +126,9 @@ def parse_args(argv=None):
                          help="fraction of the keys of every other batch entry that are padding (default 0.25)")
     encoder.add_argument("--float32-tensor-cores", choices=("off", "both"), default="off",
                          help="both: every float32 encoder row also times the tensor-core kernel in 3xTF32 "
-                              "(ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1; the tiled SIMT kernel otherwise), checked, as a "
-                              "'3xtf32' suffix with its ratio to SDPA")
+                              "(ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1, and =2 with K and V split once per block; the "
+                              "tiled SIMT kernel otherwise), checked, as '3xtf32' and '3xtf32-tiles' suffixes with "
+                              "their ratios to SDPA")
     encoder.add_argument("--live-keys", choices=("on", "both"), default="on",
                          help="both: every encoder row also times the kernel with ORTFLASH_CUDA_LIVE_KEYS=0 (every key "
                               "tile computed, no live-key pass), as an 'all-keys' suffix with its ratio to SDPA")
@@ -168,6 +169,9 @@ def head_dims_arg(text):
 
 
 ENCODER_MASKS = ("padding-bias", "full-bias", "padding-keep", "none")
+# ORTFLASH_CUDA_FLOAT32_TENSOR_CORES values and their suffixes: 3xTF32 with the splits in every warp, or with K and V
+# split once per block in shared memory.
+FLOAT32_VARIANTS = (("1", "3xtf32"), ("2", "3xtf32-tiles"))
 
 
 def encoder_mask(kind, batch, seq, dtype, device="cuda", fraction=0.25):
@@ -526,11 +530,12 @@ def run_encoder(args, lib):
                     if not err_all <= atol:
                         notes.insert(0, f"all-keys MISMATCH vs {want_name}: max abs err {err_all:.2e} > {atol:.0e}")
                         mismatches += 1
-                if args.float32_tensor_cores == "both" and dtype_name == "float32" and want is not None:
-                    err_tc, ms_tc = run_with_setting("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", "1", ours, out, want, args)
-                    line += hopper_suffix("3xtf32", tflops(batch, heads, seq, dim, False, ms_tc), t_sdpa or math.nan)
+                for variant, name in FLOAT32_VARIANTS if args.float32_tensor_cores == "both" and dtype_name == "float32" \
+                        and want is not None else ():
+                    err_tc, ms_tc = run_with_setting("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", variant, ours, out, want, args)
+                    line += hopper_suffix(name, tflops(batch, heads, seq, dim, False, ms_tc), t_sdpa or math.nan)
                     if not err_tc <= atol:
-                        notes.insert(0, f"3xtf32 MISMATCH vs {want_name}: max abs err {err_tc:.2e} > {atol:.0e}")
+                        notes.insert(0, f"{name} MISMATCH vs {want_name}: max abs err {err_tc:.2e} > {atol:.0e}")
                         mismatches += 1
                 if args.hopper == "both" and dtype_name != "float32" and want is not None:
                     # Masks run on the TMA kernel only (the cp.async one leaves them to the mma.sync kernel).

@@ -27,6 +27,12 @@ option(ORTFLASH_CUDA_TESTS_WERROR "Treat warnings in the CUDA tests as errors (o
 target_compile_options(ortflash_cuda_tests PRIVATE -Wall -Wextra -Wshadow $<$<BOOL:${ORTFLASH_CUDA_TESTS_WERROR}>:-Werror>)
 gtest_discover_tests(ortflash_cuda_tests TEST_PREFIX "ortflash_cuda_tests." DISCOVERY_MODE PRE_TEST
                      DISCOVERY_TIMEOUT 60)
+# The reference tests once more with float32 prefill calls on the tensor cores (3xTF32, K and V split once per block
+# where the device's shared memory allows it; Float32OnTensorCoresMatchesTheReference covers both forms anyway).
+add_test(NAME ortflash_cuda_tests.float32_tensor_cores COMMAND ortflash_cuda_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*)
+set_tests_properties(ortflash_cuda_tests.float32_tensor_cores PROPERTIES ENVIRONMENT "ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=2"
+                     SKIP_REGULAR_EXPRESSION "no CUDA device"
+                     TIMEOUT 600)
 # With the Hopper (wgmma) kernel built (nvcc >= 12.3), the reference tests once more with it selected: on an
 # H100/H200 every plain-variant prefill call runs on it (elsewhere they run as above).
 if(ORTFLASH_CUDA_HOPPER)

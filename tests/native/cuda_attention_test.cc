@@ -1269,20 +1269,33 @@ TEST(CudaAttentionWork, CausalMasksInTheBiasSkipTheTilesAboveTheDiagonal) {
 // float32 runs on the tensor cores (3xTF32: three m16n8k8 per 8x8x8 product) only where
 // ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1 asks, for prefill calls; decoding stays on the tiled kernel's splits.
 TEST(CudaAttentionWork, Float32UsesTensorCoresOnlyWhenRequested) {
-  const auto mma = [](int64_t q_len, int64_t d, bool requested) {
-    const ScopedEnv env("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", requested ? "1" : "0");
+  const auto run = [](int64_t q_len, int64_t d, const char* variant, Broadcast bias = Broadcast::kNone) {
+    const ScopedEnv env("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", variant);
     Case c;
     c.dtype = DType::kFloat32, c.q_len = q_len, c.kv_len = 128, c.head_dim = c.v_head_dim = d, c.lend_scratch = false;
+    c.bias = bias;
     simt::take_stats();
     expect_matches_reference(c, 95);
-    return simt::take_stats().mma;
+    return simt::take_stats();
   };
-  EXPECT_EQ(mma(128, 64, false), 0u);
+  const auto mma = [&](int64_t q_len, int64_t d, const char* variant) { return run(q_len, d, variant).mma; };
+  EXPECT_EQ(mma(128, 64, "0"), 0u);
   // Three m16n8k8 per 16x8x8 block of each product, whatever the tiles: Q·Kᵀ has (128 / 16 row tiles) x (128 / 8
   // key tiles) x (64 / 8 k-steps) of them, P·V (128 / 16) x (64 / 8 output tiles) x (128 / 8 k-steps).
-  EXPECT_EQ(mma(128, 64, true), 3u * (8 * 16 * 8 + 8 * 8 * 16));
-  EXPECT_EQ(mma(1, 64, true), 0u);
-  EXPECT_EQ(mma(128, 136, true), 0u);  // past capacity 128: the generic kernel
+  EXPECT_EQ(mma(128, 64, "1"), 3u * (8 * 16 * 8 + 8 * 8 * 16));
+  EXPECT_EQ(mma(1, 64, "1"), 0u);
+  EXPECT_EQ(mma(128, 136, "1"), 0u);  // past capacity 128: the generic kernel
+  // Splitting K and V once per block: the same mma, two more barriers per key tile (2 blocks x 2 tiles of 64 keys).
+  // Where the device does not let a block have its tiles, as 1: at head dim 128 with a bias (2 x 4 tiles of 32
+  // keys) they take 108 KiB, more than an sm_86 GPU's 99 (the CTest entry ...float32_split_tiles_99_kib).
+  int opt_in = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&opt_in, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0), cudaSuccess);
+  const simt::LaunchStats per_warp = run(128, 64, "1"), per_block = run(128, 64, "2");
+  EXPECT_EQ(per_block.mma, per_warp.mma);
+  EXPECT_EQ(per_block.barriers, per_warp.barriers + 2u * 2 * 2);
+  const uint64_t extra_at_128 = opt_in >= 108 * 1024 ? 2u * 2 * 4 : 0;
+  EXPECT_EQ(run(128, 128, "2", Broadcast::kPerKey).barriers, run(128, 128, "1", Broadcast::kPerKey).barriers + extra_at_128)
+      << opt_in << " bytes";
 }
 
 TEST(CudaAttentionWork, GroupedDecodingReadsEachKeyValueTileOncePerGroup) {
@@ -1442,11 +1455,8 @@ TEST(CudaAttention, ZeroAndNegativeScalesKeepTheSoftmaxExact) {
   }
 }
 
-// float32 on the tensor cores (3xTF32, ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1): prefill calls at head dims up to 128,
-// the whole contract, within float32's tolerance (the split products keep about 21 bits).
-TEST(CudaAttention, Float32OnTensorCoresMatchesTheReference) {
-  SKIP_WITHOUT_CUDA_DEVICE();
-  const ScopedEnv tensor_cores("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", "1");
+void expect_float32_tensor_cores_match_the_reference(const char* variant) {
+  const ScopedEnv tensor_cores("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", variant);
   uint32_t seed = 300;
   const auto base = [](int64_t d, int64_t dv, int64_t q_len, int64_t kv_len) {
     Case c;
@@ -1498,6 +1508,17 @@ TEST(CudaAttention, Float32OnTensorCoresMatchesTheReference) {
   expect_matches_reference(padded, seed++);
   padded.padding_bias = -10000.0f, padded.infinite_padding_value = true;
   expect_matches_reference(padded, seed++);
+}
+
+// float32 on the tensor cores (3xTF32, ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1: every warp splits its K and V fragments
+// into tf32 parts; =2: each K and V tile is split once per block): prefill calls at head dims up to 128, the whole
+// contract, within float32's tolerance (the split products keep about 21 bits).
+TEST(CudaAttention, Float32OnTensorCoresMatchesTheReference) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (const char* variant : {"1", "2"}) {
+    SCOPED_TRACE(std::string("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=") + variant);
+    expect_float32_tensor_cores_match_the_reference(variant);
+  }
 }
 
 TEST(CudaAttention, EmptyOutputsLaunchNothing) {
@@ -1568,14 +1589,17 @@ TEST(CudaSanitizerSubset, SmallShapesOnEveryKernel) {
   Case split_tiled = split;  // float32: the tiled SIMT kernel with splits
   split_tiled.dtype = DType::kFloat32;
   expect_matches_reference(split_tiled, 75);
-  // float32 on the tensor cores (3xTF32): the plain variant, and the general one with its bias and keep tiles.
-  const ScopedEnv tensor_cores("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", "1");
-  Case tf32 = tensor_core;
-  tf32.dtype = DType::kFloat32, tf32.bias = Broadcast::kNone, tf32.keep = Broadcast::kNone;
-  expect_matches_reference(tf32, 81);
-  Case tf32_masks = mask_tiles;
-  tf32_masks.dtype = DType::kFloat32, tf32_masks.head_dim = 64, tf32_masks.v_head_dim = 128;
-  expect_matches_reference(tf32_masks, 82);
+  // float32 on the tensor cores (3xTF32): the plain variant, and the general one with its bias and keep tiles, with
+  // the fragments split by every warp (1) and the K and V tiles split once per block (2).
+  for (const char* variant : {"1", "2"}) {
+    const ScopedEnv tensor_cores("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", variant);
+    Case tf32 = tensor_core;
+    tf32.dtype = DType::kFloat32, tf32.bias = Broadcast::kNone, tf32.keep = Broadcast::kNone;
+    expect_matches_reference(tf32, 81);
+    Case tf32_masks = mask_tiles;
+    tf32_masks.dtype = DType::kFloat32, tf32_masks.head_dim = 64, tf32_masks.v_head_dim = 128;
+    expect_matches_reference(tf32_masks, 82);
+  }
 }
 
 }  // namespace

@@ -213,14 +213,18 @@ bool rows_in_16_byte_chunks(const void* base, const int64_t* stride, int64_t ele
 }
 
 // float32 on the tensor cores (3xTF32) until it has been checked and timed on a GPU: only where
-// ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1 asks for it. Read on every call (a getenv next to a launch of
-// microseconds), so that a benchmark can time both kernels in one process.
-bool float32_tensor_cores_requested() {
+// ORTFLASH_CUDA_FLOAT32_TENSOR_CORES asks for it: 1 every warp splits its K and V fragments into tf32 parts, 2 each
+// K and V tile is split once per block in shared memory (where the device's shared memory allows; else as 1).
+// 0 (or unset): the tiled SIMT kernel. Read on every call (a getenv next to a launch of microseconds), so that a
+// benchmark can time the kernels in one process.
+int float32_tensor_cores_requested() {
   const char* value = std::getenv("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES");
-  return value != nullptr && value[0] == '1' && value[1] == '\0';
+  if (value == nullptr || value[0] == '\0' || value[1] != '\0') return 0;
+  return value[0] == '1' ? 1 : value[0] == '2' ? 2 : 0;
 }
 
-FwdPath choose_path(const AttentionParams& a, const DeviceInfo& device) {
+// float32_variant: float32_tensor_cores_requested() of this call.
+FwdPath choose_path(const AttentionParams& a, const DeviceInfo& device, int float32_variant) {
   const bool sixteen_bit = a.dtype == DType::kFloat16 || a.dtype == DType::kBFloat16;
   const int64_t element_bytes = sixteen_bit ? 2 : 4;
   const bool aligned_dims = a.head_dim > 0 && a.head_dim % 8 == 0 && a.v_head_dim % 8 == 0;
@@ -236,7 +240,7 @@ FwdPath choose_path(const AttentionParams& a, const DeviceInfo& device) {
   }
   // Prefill only: decoding calls (at most kDecodeMaxRows rows per head) stay on the tiled kernel's splits.
   if (!sixteen_bit && device.major >= 8 && aligned_dims && tensor_core_layout && a.q_len > cuda::kDecodeMaxRows &&
-      head_dim_capacity(FwdPath::kFloat32TensorCores, a.head_dim, a.v_head_dim) != 0 && float32_tensor_cores_requested()) {
+      head_dim_capacity(FwdPath::kFloat32TensorCores, a.head_dim, a.v_head_dim) != 0 && float32_variant != 0) {
     return FwdPath::kFloat32TensorCores;
   }
   if (head_dim_capacity(FwdPath::kTiled, a.head_dim, a.v_head_dim) != 0) return FwdPath::kTiled;
@@ -324,6 +328,7 @@ struct KernelChoice {
   int accum_masks;  // tensor cores: the plain variant with these masks (cuda::kAccumBias | kAccumKeep) in its
                     // accumulators; 0: none
   int hopper;       // tensor cores, plain variant, prefill: a wgmma kernel (sm_90a): 1 cp.async, 2 TMA; 0 none
+  bool split_tiles = false;  // float32 tensor cores: K and V split into tf32 parts once per block
 };
 
 // The Hopper kernels are built only by nvcc >= 12.3 (ORTFLASH_HAVE_HOPPER) and, until they have been checked
@@ -404,13 +409,30 @@ std::string launch_hopper(int variant, int capacity, int accum_masks, const FwdP
   return "flash_attention_cuda: no Hopper kernel for head dim capacity " + std::to_string(capacity);
 }
 
-template <bool kMaskInputs>
+template <bool kMaskInputs, bool kSplitTiles>
 std::string launch_float32_tensor_cores(int capacity, const FwdParams& p, cudaStream_t stream) {
   switch (capacity) {
-    case 64: return cuda::launch_flash_fwd<cuda::Float32TraitsFor<64, kMaskInputs>>(p, stream);
-    case 128: return cuda::launch_flash_fwd<cuda::Float32TraitsFor<128, kMaskInputs>>(p, stream);
+    case 64: return cuda::launch_flash_fwd<cuda::Float32TraitsFor<64, kMaskInputs, kSplitTiles>>(p, stream);
+    case 128: return cuda::launch_flash_fwd<cuda::Float32TraitsFor<128, kMaskInputs, kSplitTiles>>(p, stream);
     default: return "flash_attention_cuda: no float32 tensor-core kernel for head dim capacity " + std::to_string(capacity);
   }
+}
+
+template <bool kMaskInputs>
+std::string launch_float32_tensor_cores(int capacity, bool split_tiles, const FwdParams& p, cudaStream_t stream) {
+  return split_tiles ? launch_float32_tensor_cores<kMaskInputs, true>(capacity, p, stream)
+                     : launch_float32_tensor_cores<kMaskInputs, false>(capacity, p, stream);
+}
+
+// Whether the split-tile variant's shared memory fits the device (sm_80, sm_90; not sm_86/sm_89).
+bool float32_split_tiles_fit(int capacity, bool mask_inputs, const DeviceInfo& device) {
+  size_t bytes = 0;
+  if (capacity == 64) {
+    bytes = mask_inputs ? cuda::Float32TraitsFor<64, true, true>::kSmemBytes : cuda::Float32TraitsFor<64, false, true>::kSmemBytes;
+  } else {
+    bytes = mask_inputs ? cuda::Float32TraitsFor<128, true, true>::kSmemBytes : cuda::Float32TraitsFor<128, false, true>::kSmemBytes;
+  }
+  return bytes <= size_t(device.smem_optin);
 }
 
 template <class T>
@@ -419,8 +441,8 @@ std::string launch_forward(const KernelChoice& k, const FwdParams& p, cudaStream
   switch (k.path) {
     case FwdPath::kFloat32TensorCores:
       if constexpr (std::is_same_v<T, float>) {
-        error = k.mask_inputs ? launch_float32_tensor_cores<true>(k.capacity, p, stream)
-                              : launch_float32_tensor_cores<false>(k.capacity, p, stream);
+        error = k.mask_inputs ? launch_float32_tensor_cores<true>(k.capacity, k.split_tiles, p, stream)
+                              : launch_float32_tensor_cores<false>(k.capacity, k.split_tiles, p, stream);
       } else {
         error = "flash_attention_cuda: the float32 tensor-core kernel takes float32";  // choose_path never asks
       }
@@ -655,7 +677,8 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   if (std::string error = query_device(device); !error.empty()) return error;
   FwdParams p = make_fwd_params(params);
   KernelChoice k;
-  k.path = choose_path(params, device);
+  const int float32_variant = params.dtype == DType::kFloat32 ? float32_tensor_cores_requested() : 0;
+  k.path = choose_path(params, device, float32_variant);
   k.capacity = head_dim_capacity(k.path, params.head_dim, params.v_head_dim);
   k.small_smem = k.path == FwdPath::kTiled && tiled_small_smem(k.capacity, device);
   k.decode = k.path == FwdPath::kTensorCoreSm80 && params.q_len <= cuda::kDecodeMaxRows;
@@ -672,6 +695,8 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   k.mask_inputs = !accum && (p.bias != nullptr || p.keep != nullptr || p.softcap > 0.0f ||
                                     !(p.scale_log2 > 0.0f) || !cuda::has_plain_variant(k.capacity));
   k.hopper = use_hopper(k, device);
+  k.split_tiles = k.path == FwdPath::kFloat32TensorCores && float32_variant == 2 &&
+                  float32_split_tiles_fit(k.capacity, k.mask_inputs, device);
 
   int64_t blocks = 0;
   int64_t key_tiles = 0;

@@ -239,6 +239,18 @@ __device__ __forceinline__ void store_output_row(const FwdParams& p, const Block
   }
 }
 
+// kSplitTiles: splits a K or V tile (kBlockN rows in the shared layout) into its tf32 parts, the hi parts in
+// place and the lo parts into `lo_tile`, every thread a share of its chunks. Visible after the next barrier.
+template <class Tr>
+__device__ __forceinline__ void split_tile(typename Tr::T* tile, typename Tr::T* lo_tile) {
+  constexpr int kChunksPerTile = Tr::kBlockN * Tr::kChunks;
+#pragma unroll 4
+  for (int i = static_cast<int>(threadIdx.x); i < kChunksPerTile; i += Tr::kThreads) {
+    const int offset = Tr::Layout::offset(i / Tr::kChunks, i % Tr::kChunks);
+    split_chunk_tf32(tile + offset, lo_tile + offset);
+  }
+}
+
 template <class Tr>
 __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -257,6 +269,9 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
   T* const sV = sK + Tr::kKvTileElems;
   T* const sBias = sV + Tr::kKvTileElems;  // kBiasTile only
   uint8_t* const sKeep = reinterpret_cast<uint8_t*>(sBias) + (Tr::kBiasTile ? Tr::kBiasTileBytes : 0);  // kKeepTile only
+  // kSplitTiles: the lo tf32 parts of the K and V tiles (the hi parts replace the tiles' floats).
+  T* const sKlo = reinterpret_cast<T*>(smem + Tr::kSmemBytes - Tr::kSplitTileBytes);
+  T* const sVlo = sKlo + Tr::kKvTileElems;
 
   const BlockWork w = block_work<Tr>(p);
   const int lane = static_cast<int>(threadIdx.x) % 32;
@@ -269,6 +284,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
   const typename Tr::Address k_addr(smem_address(sK), (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1);
   const typename Tr::Address v_addr(smem_address(sV), lane & 15, lane >> 4);
   const VScalarOffsets<Tr> v_scalar(lane);  // float32: V through plain loads (no ldmatrix.trans of 32-bit words)
+  const uint32_t k_lo_offset = smem_address(sKlo) - smem_address(sK);  // kSplitTiles: bytes from a K hi row to its lo row
   const int quad_row = lane / 4;      // g: accumulator row within an mma tile (and +8)
   const int quad_col = 2 * (lane % 4);  // 2t: first accumulator column within an 8-column tile
   // Query row and key of score accumulator e of row tile mt and key tile nt (keys from n0).
@@ -347,6 +363,10 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
     __syncthreads();  // K(tile) visible to all warps; every warp is done reading V(tile + 1)
     load_tile_async<Tr, Tr::kBlockN>(sV, in.v, p.v_stride[2], n0, p.kv_len, p.v_head_dim);
     cp_async_commit();
+    if constexpr (Tr::kSplitTiles) {
+      split_tile<Tr>(sK, sKlo);
+      __syncthreads();  // K(tile)'s parts visible to all warps
+    }
 
     // ---- S = Q·Kᵀ (kMaskAccum: starting from bias / scale, -inf for hidden keys) ----
     float s[kMTiles][kNTiles][4];
@@ -381,8 +401,15 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
           uint32_t raw[4];  // raw[0], raw[1]: key tile 2np (k = t, t + 4); raw[2], raw[3]: key tile 2np + 1
           ldmatrix_x4(raw, k_addr.at(np * 16, ks));
           Tf32Pair b[4];
+          if constexpr (Tr::kSplitTiles) {  // the tile holds the hi parts; the lo parts at the same place of sKlo
+            uint32_t lo[4];
+            ldmatrix_x4(lo, k_addr.at(np * 16, ks) + k_lo_offset);
 #pragma unroll
-          for (int i = 0; i < 4; ++i) b[i] = split_tf32(bits_to_float(raw[i]));
+            for (int i = 0; i < 4; ++i) b[i] = Tf32Pair{raw[i], lo[i]};
+          } else {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) b[i] = split_tf32(bits_to_float(raw[i]));
+          }
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
             mma_3xtf32(s[mt][2 * np], a[mt], b[0], b[1]);
@@ -557,6 +584,10 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
       load_mask_tiles(n0 - Tr::kBlockN);
       cp_async_commit();
     }
+    if constexpr (Tr::kSplitTiles) {
+      split_tile<Tr>(sV, sVlo);
+      __syncthreads();  // V(tile)'s parts visible to all warps
+    }
 
     // ---- O += P·V ----
     if constexpr (Tr::kTf32) {
@@ -571,8 +602,14 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
         }
 #pragma unroll
         for (int dt = 0; dt < kDTiles; ++dt) {
-          const Tf32Pair b0 = split_tf32(bits_to_float(shared_load_u32(sV + v_scalar.b0(nt, dt))));
-          const Tf32Pair b1 = split_tf32(bits_to_float(shared_load_u32(sV + v_scalar.b1(nt, dt))));
+          Tf32Pair b0, b1;
+          if constexpr (Tr::kSplitTiles) {
+            b0 = Tf32Pair{shared_load_u32(sV + v_scalar.b0(nt, dt)), shared_load_u32(sVlo + v_scalar.b0(nt, dt))};
+            b1 = Tf32Pair{shared_load_u32(sV + v_scalar.b1(nt, dt)), shared_load_u32(sVlo + v_scalar.b1(nt, dt))};
+          } else {
+            b0 = split_tf32(bits_to_float(shared_load_u32(sV + v_scalar.b0(nt, dt))));
+            b1 = split_tf32(bits_to_float(shared_load_u32(sV + v_scalar.b1(nt, dt))));
+          }
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) mma_3xtf32(o[mt][dt], pa[mt], b0, b1);
         }

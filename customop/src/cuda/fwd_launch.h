@@ -169,9 +169,11 @@ constexpr TileShape float32_tile_shape(int head_dim_capacity) {
   return head_dim_capacity <= 64 ? TileShape{ORTFLASH_FLOAT32_TILE_64_M, ORTFLASH_FLOAT32_TILE_64_N, 4}
                                  : TileShape{ORTFLASH_FLOAT32_TILE_128_M, ORTFLASH_FLOAT32_TILE_128_N, 4};
 }
-template <int kHeadDim, bool kMaskInputs>
+// kSplitTiles: K and V split into tf32 parts once per block (FwdTraits), ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=2; at
+// these shapes 102 KiB (64, with the mask tiles) and 108 KiB (128): sm_80 and sm_90, not sm_86/sm_89's 99 KiB.
+template <int kHeadDim, bool kMaskInputs, bool kSplitTiles = false>
 using Float32TraitsFor = FwdTraits<float, kHeadDim, float32_tile_shape(kHeadDim).block_m, float32_tile_shape(kHeadDim).block_n,
-                                   float32_tile_shape(kHeadDim).warps, kMaskInputs>;
+                                   float32_tile_shape(kHeadDim).warps, kMaskInputs, 0, kSplitTiles>;
 
 template <class T, int kHeadDim, bool kMaskInputs, int kAccumMasks = 0>
 using DecodeTraitsFor = FwdTraits<T, kHeadDim, decode_tile_shape(kHeadDim).block_m, decode_tile_shape(kHeadDim).block_n,

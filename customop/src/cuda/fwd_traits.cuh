@@ -73,8 +73,11 @@ struct LdmatrixAddress {
 constexpr int kAccumBias = 1;
 constexpr int kAccumKeep = 2;
 
+// kSplitTiles_ (float32 only): each K and V tile is split into its tf32 parts once per block, in shared memory
+// (the hi parts in place, the lo parts in two more tiles), instead of by every warp for its fragments: two more
+// barriers per key tile and twice the K/V shared memory, for about a third of the warps' non-mma instructions.
 template <class T_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, bool kMaskInputs_ = true,
-          int kAccumMasks_ = 0>
+          int kAccumMasks_ = 0, bool kSplitTiles_ = false>
 struct FwdTraits {
   using T = T_;
   static constexpr bool kMaskInputs = kMaskInputs_;
@@ -89,6 +92,7 @@ struct FwdTraits {
 
   // float32: mma.sync m16n8k8 .tf32 three times per product (3xTF32, mma_primitives.cuh); 16-bit: m16n8k16.
   static constexpr bool kTf32 = sizeof(T) == 4;
+  static constexpr bool kSplitTiles = kSplitTiles_;
   static constexpr int kMmaK = kTf32 ? 8 : 16;
   static constexpr int kChunkElems = 16 / int(sizeof(T));
 
@@ -120,8 +124,10 @@ struct FwdTraits {
   static constexpr bool kMaskTiles = kMaskInputs && kQkvSmemBytes + kBiasTileBytes + kKeepTileBytes <= 99 * 1024;
   static constexpr bool kBiasTile = kMaskTiles || kAccumBiasIn;  // a bias tile in shared memory
   static constexpr bool kKeepTile = kMaskTiles || kAccumKeepIn;  // a keep tile in shared memory
+  // kSplitTiles: the lo parts of K and V, after the mask tiles.
+  static constexpr size_t kSplitTileBytes = kSplitTiles ? 2 * size_t(kKvTileElems) * sizeof(T) : 0;
   static constexpr size_t kSmemBytes =
-      kQkvSmemBytes + (kBiasTile ? kBiasTileBytes : 0) + (kKeepTile ? kKeepTileBytes : 0);
+      kQkvSmemBytes + (kBiasTile ? kBiasTileBytes : 0) + (kKeepTile ? kKeepTileBytes : 0) + kSplitTileBytes;
 
   static_assert((sizeof(T) == 2 || std::is_same_v<T, float>) && Layout::kRowElems * sizeof(T) % 16 == 0,
                 "the tensor-core kernel takes fp16, bf16 and (3xTF32) float32 elements");
@@ -132,7 +138,9 @@ struct FwdTraits {
   static_assert(kBlockN % 16 == 0, "K/V tiles are consumed 16 keys (two 8-key mma tiles) at a time");
   static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
                 "every thread issues the same number of cp.async per tile");
-  static_assert(kSmemBytes <= 99 * 1024, "tiles must fit the 99 KiB per block of sm_86/sm_89");
+  // The split-tile variant may need more (sm_80: 163 KiB, sm_90: 227 KiB): it runs where the device allows it.
+  static_assert(kSmemBytes <= (kSplitTiles ? 227 : 99) * 1024, "tiles must fit the 99 KiB per block of sm_86/sm_89");
+  static_assert(!kSplitTiles || kTf32, "only float32 tiles are split into tf32 parts");
   static_assert(!kMaskAccum || !kMaskInputs, "the masks-in-accumulator variant is the plain variant's");
   static_assert(kAccumMasks_ >= 0 && kAccumMasks_ <= (kAccumBias | kAccumKeep), "kAccumMasks: bits kAccumBias, kAccumKeep");
 };

@@ -239,6 +239,34 @@ __device__ __forceinline__ void mma_3xtf32(float (&c)[4], const Tf32Fragment& a,
   mma_tf32(c, a.hi, b0.hi, b1.hi);
 }
 
+// The 16-byte chunk of four floats at `tile` (shared memory) as hi and lo tf32 parts: the hi parts replace it,
+// the lo parts go to the same offset of `lo_tile` (split_tf32 on each).
+__device__ __forceinline__ void split_chunk_tf32(float* tile, float* lo_tile) {
+  uint32_t hi[4], lo[4];
+#if defined(ORTFLASH_SIMT)
+  for (int i = 0; i < 4; ++i) {
+    const Tf32Pair pair = split_tf32(bits_to_float(shared_load_u32(tile + i)));
+    hi[i] = pair.hi;
+    lo[i] = pair.lo;
+  }
+  for (int i = 0; i < 4; ++i) {
+    simt::shared_store(tile + i, &hi[i], 4);
+    simt::shared_store(lo_tile + i, &lo[i], 4);
+  }
+#else
+  const float4 x = *reinterpret_cast<const float4*>(tile);
+  const float in[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const Tf32Pair pair = split_tf32(in[i]);
+    hi[i] = pair.hi;
+    lo[i] = pair.lo;
+  }
+  *reinterpret_cast<uint4*>(tile) = make_uint4(hi[0], hi[1], hi[2], hi[3]);
+  *reinterpret_cast<uint4*>(lo_tile) = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+#endif
+}
+
 // ---- element conversions --------------------------------------------------------------------
 
 // Packs two fp32 values into one register of two 16-bit elements; `lo` is the lower column.

@@ -654,10 +654,11 @@ std::atomic<uint64_t> launch_counter{0};
 
 int compute_capability_major() { return env_int("SIMT_CC_MAJOR", 9); }
 
-// What a block may opt into: 64 KiB on Turing (T4), 163 KiB on the A100, 227 KiB on the H100.
+// What a block may opt into: 64 KiB on Turing (T4), 163 KiB on the A100, 227 KiB on the H100; SIMT_SMEM_OPTIN_KIB
+// overrides it (99 for an sm_86/sm_89 GPU such as the A10 or L4).
 int opt_in_smem_limit() {
   const int major = compute_capability_major();
-  return major >= 9 ? 227 * 1024 : major == 8 ? 163 * 1024 : 64 * 1024;
+  return env_int("SIMT_SMEM_OPTIN_KIB", major >= 9 ? 227 : major == 8 ? 163 : 64) * 1024;
 }
 
 }  // namespace

@@ -101,8 +101,16 @@ add_test(NAME ortflash_cuda_simt_tests.compute_capability_7
 set_tests_properties(ortflash_cuda_simt_tests.compute_capability_7 PROPERTIES ENVIRONMENT "SIMT_CC_MAJOR=7" TIMEOUT 1800)
 
 # The suite with float32 prefill calls on the tensor-core kernel in 3xTF32 (ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1,
-# opt-in until it has been timed on a GPU): every float32 reference test of more than 64 query rows per head runs on it.
+# opt-in until it has been timed on a GPU): every float32 reference test of more than 64 query rows per head runs on it
+# (=2, K and V split once per block, runs in Float32OnTensorCoresMatchesTheReference and the sanitizer subset).
 add_test(NAME ortflash_cuda_simt_tests.float32_tensor_cores
          COMMAND ortflash_cuda_simt_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*:CudaAttentionWork.PaddedKeyTilesAreSkipped)
 set_tests_properties(ortflash_cuda_simt_tests.float32_tensor_cores PROPERTIES
                      ENVIRONMENT "ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1" TIMEOUT 1800)
+
+# The float32 split-tile variant where a block may have only 99 KiB (sm_86/sm_89): head dim 128's tiles (96 KiB,
+# 108 with the masks) fit without its masks only.
+add_test(NAME ortflash_cuda_simt_tests.float32_split_tiles_99_kib
+         COMMAND ortflash_cuda_simt_tests --gtest_filter=CudaAttentionWork.Float32*:CudaAttention.Float32*)
+set_tests_properties(ortflash_cuda_simt_tests.float32_split_tiles_99_kib PROPERTIES ENVIRONMENT "SIMT_SMEM_OPTIN_KIB=99"
+                     TIMEOUT 1800)

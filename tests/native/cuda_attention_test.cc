@@ -1093,6 +1093,19 @@ TEST(CudaAttentionWork, LdmatrixReadsAreFreeOfBankConflictsAtEveryHeadDim) {
       EXPECT_EQ(stats.ldmatrix_conflicts, 0u) << "D=" << d << " bias=" << with_bias;
     }
   }
+  // float32 on the tensor cores: the same chunk addressing over rows of 4-float chunks (with K's lo parts too).
+  for (const char* variant : {"1", "2"}) {
+    const ScopedEnv tensor_cores("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", variant);
+    for (int64_t d : {64, 128}) {
+      Case c;
+      c.dtype = DType::kFloat32, c.head_dim = c.v_head_dim = d, c.q_len = 70, c.kv_len = 150, c.bias = Broadcast::kPerKey;
+      simt::take_stats();
+      expect_matches_reference(c, static_cast<uint32_t>(d));
+      const simt::LaunchStats stats = simt::take_stats();
+      EXPECT_GT(stats.ldmatrix, 0u) << "float32 D=" << d;
+      EXPECT_EQ(stats.ldmatrix_conflicts, 0u) << "float32 D=" << d << " variant " << variant;
+    }
+  }
 }
 
 // Decoding (at most 64 query rows per head after folding the GQA group) runs one-warp 16-row blocks

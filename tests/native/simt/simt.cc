@@ -887,34 +887,25 @@ void ldmatrix_x4(uint32_t (&r)[4], uint32_t smem_addr, bool trans) {
   }
 }
 
-void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, MmaInput type) {
+namespace {
+
+// The common part of the mma.sync emulations: each lane deposits its fragment words (a0..a3, b0, b1), the warp
+// meets at `site`, the first lane past it fills the slot's A (16 x k) and B (k x 8) from every lane's words with
+// decode(words, g, t, slot), and each lane sums its four accumulators over k exactly, rounding once.
+template <class Decode>
+void mma_sync(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, const char* site, int k, Decode decode) {
   Block& b = block();
   const int lane = lane_id();
   uint32_t* words = deposit_slot().words[lane];
   for (int i = 0; i < 4; ++i) words[i] = a[i];
   words[4] = b0;
   words[5] = b1;
-  WarpSlot& slot = warp_arrive(type == MmaInput::kFloat16 ? "mma.m16n8k16.f16" : "mma.m16n8k16.bf16");
+  WarpSlot& slot = warp_arrive(site);
   Warp& w = warp();
   if (slot.decoded_for != w.generation) {
     slot.decoded_for = w.generation;
     ++b.counters.mma;
-    const auto element = [type](uint32_t word, int half) {
-      const uint16_t bits = static_cast<uint16_t>(word >> (16 * half));
-      return type == MmaInput::kFloat16 ? half_bits_to_float(bits) : bits_float(uint32_t(bits) << 16);
-    };
-    for (int l = 0; l < kWarpSize; ++l) {
-      const int g = l / 4, t = l % 4;
-      const uint32_t* in = slot.words[l];
-      for (int h = 0; h < 2; ++h) {
-        slot.a[g][2 * t + h] = element(in[0], h);
-        slot.a[g + 8][2 * t + h] = element(in[1], h);
-        slot.a[g][2 * t + 8 + h] = element(in[2], h);
-        slot.a[g + 8][2 * t + 8 + h] = element(in[3], h);
-        slot.b[2 * t + h][g] = element(in[4], h);
-        slot.b[2 * t + 8 + h][g] = element(in[5], h);
-      }
-    }
+    for (int l = 0; l < kWarpSize; ++l) decode(slot.words[l], l / 4, l % 4, slot);
   }
   const int g = lane / 4, t = lane % 4;
   for (int e = 0; e < 4; ++e) {
@@ -925,51 +916,47 @@ void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b
       fail("mma accumulator " + std::to_string(c[e]) + " within a factor 2 of FLT_MAX: tensor cores do not round there");
     }
     const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
-    double sum = c[e];  // products of 16-bit inputs are exact; one rounding of the whole sum
-    for (int k = 0; k < 16; ++k) sum += double(slot.a[row][k]) * double(slot.b[k][col]);
+    double sum = c[e];  // products of 16-bit or tf32 inputs are exact in double; one rounding of the whole sum
+    for (int i = 0; i < k; ++i) sum += double(slot.a[row][i]) * double(slot.b[i][col]);
     c[e] = static_cast<float>(sum);
   }
 }
 
+}  // namespace
+
+void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, MmaInput type) {
+  const auto element = [type](uint32_t word, int half) {
+    const uint16_t bits = static_cast<uint16_t>(word >> (16 * half));
+    return type == MmaInput::kFloat16 ? half_bits_to_float(bits) : bits_float(uint32_t(bits) << 16);
+  };
+  mma_sync(c, a, b0, b1, type == MmaInput::kFloat16 ? "mma.m16n8k16.f16" : "mma.m16n8k16.bf16", 16,
+           [&](const uint32_t* in, int g, int t, WarpSlot& slot) {
+             for (int h = 0; h < 2; ++h) {
+               slot.a[g][2 * t + h] = element(in[0], h);
+               slot.a[g + 8][2 * t + h] = element(in[1], h);
+               slot.a[g][2 * t + 8 + h] = element(in[2], h);
+               slot.a[g + 8][2 * t + 8 + h] = element(in[3], h);
+               slot.b[2 * t + h][g] = element(in[4], h);
+               slot.b[2 * t + 8 + h][g] = element(in[5], h);
+             }
+           });
+}
+
 void mma_m16n8k8_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  Block& b = block();
-  const int lane = lane_id();
-  uint32_t* words = deposit_slot().words[lane];
-  for (int i = 0; i < 4; ++i) words[i] = a[i];
-  words[4] = b0;
-  words[5] = b1;
-  WarpSlot& slot = warp_arrive("mma.m16n8k8.tf32");
-  Warp& w = warp();
-  if (slot.decoded_for != w.generation) {
-    slot.decoded_for = w.generation;
-    ++b.counters.mma;
-    // The tensor cores read the top 19 bits of each operand word (sign, exponent, 10 mantissa bits): the low
-    // 13 bits of a finite operand are dropped (truncation), as the kernels' split into tf32 parts assumes.
-    const auto element = [](uint32_t word) {
-      const float x = bits_float(word);
-      return std::isfinite(x) ? bits_float(word & ~0x1fffu) : x;
-    };
-    for (int l = 0; l < kWarpSize; ++l) {
-      const int g = l / 4, t = l % 4;
-      const uint32_t* in = slot.words[l];
-      slot.a[g][t] = element(in[0]);
-      slot.a[g + 8][t] = element(in[1]);
-      slot.a[g][t + 4] = element(in[2]);
-      slot.a[g + 8][t + 4] = element(in[3]);
-      slot.b[t][g] = element(in[4]);
-      slot.b[t + 4][g] = element(in[5]);
-    }
-  }
-  const int g = lane / 4, t = lane % 4;
-  for (int e = 0; e < 4; ++e) {
-    if (std::isfinite(c[e]) && std::fabs(c[e]) > 0x1p126f) {
-      fail("mma accumulator " + std::to_string(c[e]) + " within a factor 2 of FLT_MAX: tensor cores do not round there");
-    }
-    const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
-    double sum = c[e];  // products of tf32 values (11 significant bits) are exact in double
-    for (int k = 0; k < 8; ++k) sum += double(slot.a[row][k]) * double(slot.b[k][col]);
-    c[e] = static_cast<float>(sum);
-  }
+  // The tensor cores read the top 19 bits of each operand word (sign, exponent, 10 mantissa bits): the low
+  // 13 bits of a finite operand are dropped (truncation), as the kernels' split into tf32 parts assumes.
+  const auto element = [](uint32_t word) {
+    const float x = bits_float(word);
+    return std::isfinite(x) ? bits_float(word & ~0x1fffu) : x;
+  };
+  mma_sync(c, a, b0, b1, "mma.m16n8k8.tf32", 8, [&](const uint32_t* in, int g, int t, WarpSlot& slot) {
+    slot.a[g][t] = element(in[0]);
+    slot.a[g + 8][t] = element(in[1]);
+    slot.a[g][t + 4] = element(in[2]);
+    slot.a[g + 8][t + 4] = element(in[3]);
+    slot.b[t][g] = element(in[4]);
+    slot.b[t + 4][g] = element(in[5]);
+  });
 }
 
 // ---- wgmma (sm_90a) ------------------------------------------------------------------------------

@@ -70,6 +70,15 @@ uint16_t bits_of(__nv_bfloat16 h) { return h.__x; }
 // C/D (16x8): c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1]. The lower element is in the
 // lower 16 bits.
 
+// Stores lane `lane`'s accumulators c0..c3 into the 16x8 row-major D.
+void store_accumulators(float* d, const float (&c)[4], int lane) {
+  const int g = lane / 4, t = lane % 4;
+  d[g * 8 + 2 * t] = c[0];
+  d[g * 8 + 2 * t + 1] = c[1];
+  d[(g + 8) * 8 + 2 * t] = c[2];
+  d[(g + 8) * 8 + 2 * t + 1] = c[3];
+}
+
 template <class T>
 __global__ void mma_kernel(const T* a, const T* b, float* d) {
   const int lane = static_cast<int>(threadIdx.x), g = lane / 4, t = lane % 4;
@@ -82,10 +91,7 @@ __global__ void mma_kernel(const T* a, const T* b, float* d) {
   const uint32_t b1 = pair(b[(2 * t + 8) * 8 + g], b[(2 * t + 9) * 8 + g]);
   float c[4] = {1.0f, 2.0f, 3.0f, 4.0f};  // accumulated onto
   simt::mma_m16n8k16(c, fa, b0, b1, std::is_same_v<T, __half> ? simt::MmaInput::kFloat16 : simt::MmaInput::kBFloat16);
-  d[g * 8 + 2 * t] = c[0];
-  d[g * 8 + 2 * t + 1] = c[1];
-  d[(g + 8) * 8 + 2 * t] = c[2];
-  d[(g + 8) * 8 + 2 * t + 1] = c[3];
+  store_accumulators(d, c, lane);
 }
 
 template <class T, class Convert, class Back>
@@ -145,10 +151,7 @@ __global__ void mma_tf32_kernel(const float* a, const float* b, float* d) {
                           word_of(a[(g + 8) * 8 + t + 4])};
   float c[4] = {1.0f, 2.0f, 3.0f, 4.0f};  // accumulated onto
   simt::mma_m16n8k8_tf32(c, fa, word_of(b[t * 8 + g]), word_of(b[(t + 4) * 8 + g]));
-  d[g * 8 + 2 * t] = c[0];
-  d[g * 8 + 2 * t + 1] = c[1];
-  d[(g + 8) * 8 + 2 * t] = c[2];
-  d[(g + 8) * 8 + 2 * t + 1] = c[3];
+  store_accumulators(d, c, lane);
 }
 
 TEST(Simt, MmaTf32MatchesTheMatrixProductUnderThePtxFragmentLayout) {

@@ -1024,6 +1024,12 @@ TEST(CudaAttention, InfiniteValuesInThePaddingStillPoisonTheirColumn) {
         expect_matches_reference(c, left ? 541 : 542);
       }
     }
+    // The generic kernel (head dim 130: neither the tensor cores' nor the tiled kernel's), whose P·V walks keys
+    // one by one: a weight of exactly 0 still meets its value (0·inf = NaN), as in the unfused graph.
+    Case generic;
+    generic.dtype = t, generic.batch = 2, generic.q_len = 5, generic.kv_len = 100, generic.head_dim = 130;
+    generic.v_head_dim = 130, generic.bias = Broadcast::kPerKey, generic.padded_keys = 40, generic.infinite_padding_value = true;
+    expect_matches_reference(generic, 543);
   }
 }
 

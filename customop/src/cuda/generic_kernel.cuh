@@ -59,7 +59,8 @@ __global__ void __launch_bounds__(kGenericWarps * 32) generic_fwd_kernel(const F
   for (int j0 = key_begin; j0 < key_end; j0 += 32) {
     const int key = j0 + lane;
     float x = -INFINITY;
-    if (key < key_end && key_visible(p, keep_base, row, key)) {
+    const bool visible = key < key_end && key_visible(p, keep_base, row, key);
+    if (visible) {
       const T* const k = k_base + key * p.k_stride[2];
       float dot = 0.0f;
       for (int c = 0; c < p.head_dim; ++c) dot = fmaf(q_row[c], to_float(k[c]), dot);
@@ -73,10 +74,13 @@ __global__ void __launch_bounds__(kGenericWarps * 32) generic_fwd_kernel(const F
     row_max = new_max;
     row_sum = row_sum * scale + warp_sum(weight);
     for (int c = lane; c < p.v_head_dim; c += 32) acc[c] *= scale;
+    // Keys that keep or causality hide (or past the range) take no part; a visible key whose weight is exactly 0 (a
+    // bias far below the row's max, or -inf) still does, as in the unfused graph, where 0·inf = NaN.
+    const unsigned visible_lanes = __ballot_sync(0xffffffffu, visible);
     const int keys_here = min(32, key_end - j0);
     for (int i = 0; i < keys_here; ++i) {
       const float w = __shfl_sync(0xffffffffu, weight, i);
-      if (w == 0.0f) continue;  // masked key (uniform across the warp)
+      if (((visible_lanes >> i) & 1u) == 0) continue;  // uniform across the warp
       const T* const v = v_base + (j0 + i) * p.v_stride[2];
       for (int c = lane; c < p.v_head_dim; c += 32) acc[c] = fmaf(w, to_float(v[c]), acc[c]);
     }

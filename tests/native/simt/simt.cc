@@ -726,6 +726,17 @@ bool vote_any(unsigned mask, bool predicate) {
   return false;
 }
 
+uint32_t vote_ballot(unsigned mask, bool predicate) {
+  check_full_mask(mask, "__ballot_sync");
+  deposit_slot().words[lane_id()][0] = predicate ? 1u : 0u;
+  const WarpSlot& slot = warp_arrive("__ballot_sync");
+  uint32_t bits = 0;
+  for (int l = 0; l < warp().size; ++l) {
+    if (slot.words[l][0] != 0) bits |= 1u << l;
+  }
+  return bits;
+}
+
 bool vote_all(unsigned mask, bool predicate) {
   check_full_mask(mask, "__all_sync");
   deposit_slot().words[lane_id()][0] = predicate ? 1u : 0u;

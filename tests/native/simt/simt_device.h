@@ -86,6 +86,7 @@ uint32_t shfl_xor(unsigned mask, uint32_t value, int lane_mask);
 uint32_t shfl_idx(unsigned mask, uint32_t value, int src_lane);
 bool vote_any(unsigned mask, bool predicate);
 bool vote_all(unsigned mask, bool predicate);
+uint32_t vote_ballot(unsigned mask, bool predicate);  // bit l: lane l's predicate
 
 void* dynamic_shared_memory();
 uint32_t shared_address(const void* ptr);  // __cvta_generic_to_shared
@@ -211,6 +212,7 @@ T __shfl_sync(unsigned mask, T value, int src_lane, int width = 32) {
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline int __any_sync(unsigned mask, int predicate) { return simt::vote_any(mask, predicate != 0) ? 1 : 0; }
 inline int __all_sync(unsigned mask, int predicate) { return simt::vote_all(mask, predicate != 0) ? 1 : 0; }
+inline unsigned __ballot_sync(unsigned mask, int predicate) { return simt::vote_ballot(mask, predicate != 0); }
 
 inline float __int_as_float(int x) { return simt::from_word<float>(static_cast<uint32_t>(x)); }
 inline int __float_as_int(float x) { return static_cast<int>(simt::to_word(x)); }

@@ -234,22 +234,24 @@ TEST(Simt, LdmatrixDeliversRowsOrTheirTransposeToTheFragmentLanes) {
 __global__ void shuffle_kernel(int* out) {
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const int base = static_cast<int>(threadIdx.x) - lane;
-  out[threadIdx.x * 4 + 0] = __shfl_xor_sync(0xffffffffu, lane * 10, 5);
-  out[threadIdx.x * 4 + 1] = __shfl_sync(0xffffffffu, lane * 10 + base, 7);
-  out[threadIdx.x * 4 + 2] = __any_sync(0xffffffffu, lane == 31 && base == 32);
-  out[threadIdx.x * 4 + 3] = __all_sync(0xffffffffu, lane != 3 || base == 0);
+  out[threadIdx.x * 5 + 0] = __shfl_xor_sync(0xffffffffu, lane * 10, 5);
+  out[threadIdx.x * 5 + 1] = __shfl_sync(0xffffffffu, lane * 10 + base, 7);
+  out[threadIdx.x * 5 + 2] = __any_sync(0xffffffffu, lane == 31 && base == 32);
+  out[threadIdx.x * 5 + 3] = __all_sync(0xffffffffu, lane != 3 || base == 0);
+  out[threadIdx.x * 5 + 4] = static_cast<int>(__ballot_sync(0xffffffffu, lane % 3 == 0 && (base == 0 || lane < 8)));
 }
 
 TEST(Simt, ShufflesAndVotesExchangeWithinEachWarp) {
-  int* out = device_alloc<int>(64 * 4);
+  int* out = device_alloc<int>(64 * 5);
   ASSERT_EQ(run(&shuffle_kernel, 64, 0, out), "");
-  const std::vector<int> got = download(out, 64 * 4);
+  const std::vector<int> got = download(out, 64 * 5);
   for (int tid = 0; tid < 64; ++tid) {
     const int lane = tid % 32, warp = tid / 32;
-    EXPECT_EQ(got[size_t(tid * 4 + 0)], (lane ^ 5) * 10);
-    EXPECT_EQ(got[size_t(tid * 4 + 1)], 70 + warp * 32);
-    EXPECT_EQ(got[size_t(tid * 4 + 2)], warp == 1 ? 1 : 0);
-    EXPECT_EQ(got[size_t(tid * 4 + 3)], warp == 0 ? 1 : 0);
+    EXPECT_EQ(got[size_t(tid * 5 + 0)], (lane ^ 5) * 10);
+    EXPECT_EQ(got[size_t(tid * 5 + 1)], 70 + warp * 32);
+    EXPECT_EQ(got[size_t(tid * 5 + 2)], warp == 1 ? 1 : 0);
+    EXPECT_EQ(got[size_t(tid * 5 + 3)], warp == 0 ? 1 : 0);
+    EXPECT_EQ(static_cast<uint32_t>(got[size_t(tid * 5 + 4)]), warp == 0 ? 0x49249249u : 0x49u);  // lanes 0, 3, 6, ...
   }
   cudaFree(out);
 }

@@ -99,13 +99,29 @@ public sealed class OrtFlashSession : IDisposable
     }
 
     /// <summary>
-    /// Session options with the op library registered and the provider appended. With <see cref="ExecutionProvider.Auto"/>
-    /// a CUDA provider that cannot be loaded falls back to CPU (ONNX Runtime lists CUDA as available whenever it was
-    /// compiled in, so the only reliable probe is trying to append it).
+    /// Session options with the op library registered and the provider appended, then handed to
+    /// <see cref="OrtFlashSessionOptions.ConfigureSession"/>. With <see cref="ExecutionProvider.Auto"/> a CUDA provider that
+    /// cannot be loaded falls back to CPU (ONNX Runtime lists CUDA as available whenever it was compiled in, so the only
+    /// reliable probe is trying to append it).
     /// </summary>
     public static (SessionOptions Options, ExecutionProvider Provider) CreateOptions(OrtFlashSessionOptions settings)
     {
         ArgumentNullException.ThrowIfNull(settings);
+        var (options, provider) = CreateProviderOptions(settings);
+        try
+        {
+            settings.ConfigureSession?.Invoke(options);
+            return (options, provider);
+        }
+        catch
+        {
+            options.Dispose();
+            throw;
+        }
+    }
+
+    private static (SessionOptions Options, ExecutionProvider Provider) CreateProviderOptions(OrtFlashSessionOptions settings)
+    {
         if (settings.Provider != ExecutionProvider.Cpu)
         {
             var options = NewOptions(settings);

@@ -1,3 +1,4 @@
+using Microsoft.ML.OnnxRuntime;
 using OrtFlash.GraphRewriter;
 
 namespace OrtFlash;
@@ -25,4 +26,13 @@ public sealed record OrtFlashSessionOptions
     /// (exact) by default. <see cref="GraphRewriter.RewriteOptions.CausalForPaddedRows"/> documents the one opt-in and the rows it may change.
     /// </summary>
     public RewriteOptions Rewriting { get; init; } = RewriteOptions.Default;
+
+    /// <summary>
+    /// Called with the session options once OrtFlash has set them up (op library registered, execution provider
+    /// appended, threads set), before the session is created: for what this record does not cover, such as the graph
+    /// optimization level, profiling, logging, session config entries or another execution provider ahead of CPU.
+    /// The options belong to the session (disposed with it); the op library must stay registered. An exception
+    /// thrown here propagates from <c>Create</c>, with the options disposed.
+    /// </summary>
+    public Action<SessionOptions>? ConfigureSession { get; init; }
 }

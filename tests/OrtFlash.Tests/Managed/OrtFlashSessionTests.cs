@@ -22,6 +22,58 @@ public sealed class OrtFlashSessionTests
     }
 
     [Test]
+    public void ConfigureSessionSeesTheFinishedOptionsAndItsSettingsTakeEffect()
+    {
+        var folder = Directory.CreateTempSubdirectory("ortflash-profile-");
+        try
+        {
+            var calls = 0;
+            var settings = new OrtFlashSessionOptions
+            {
+                Provider = ExecutionProvider.Cpu,
+                IntraOpThreads = 1,
+                ConfigureSession = options =>
+                {
+                    calls++;
+                    Assert.That(options.IntraOpNumThreads, Is.EqualTo(1), "OrtFlash's own settings come first");
+                    options.EnableProfiling = true;
+                    options.ProfileOutputPathPrefix = Path.Combine(folder.FullName, "run");
+                },
+            };
+            using var session = OrtFlashSession.Create(OpModels.FusedModel(Case), settings);
+            Assert.That(calls, Is.EqualTo(1));
+            using var q = OrtValue.CreateTensorValueFromMemory(Case.Query, Case.QueryShape);
+            using var k = OrtValue.CreateTensorValueFromMemory(Case.Key, Case.KeyShape);
+            using var v = OrtValue.CreateTensorValueFromMemory(Case.Value, Case.ValueShape);
+            using var runOptions = new RunOptions();
+            using (var outputs = session.Session.Run(runOptions, ["Q", "K", "V"], [q, k, v], ["Y"]))
+            {
+                Tolerance.AssertClose(Case, outputs[0].GetTensorDataAsSpan<float>().ToArray(), ReferenceAttention.Compute(Case));
+            }
+
+            // The profile the hook asked for exists and names the op's node.
+            var profile = session.Session.EndProfiling();
+            Assert.That(File.ReadAllText(profile), Does.Contain("FlashAttention"));
+        }
+        finally
+        {
+            folder.Delete(recursive: true);
+        }
+    }
+
+    [Test]
+    public void AnExceptionFromConfigureSessionPropagates()
+    {
+        var settings = new OrtFlashSessionOptions
+        {
+            Provider = ExecutionProvider.Cpu,
+            ConfigureSession = _ => throw new InvalidOperationException("refused by the hook"),
+        };
+        Assert.That(() => OrtFlashSession.Create(OpModels.FusedModel(Case), settings),
+                    Throws.InvalidOperationException.With.Message.EqualTo("refused by the hook"));
+    }
+
+    [Test]
     public void AutoPicksAProviderThatWorks()
     {
         using var session = OrtFlashSession.Create(OpModels.FusedModel(Case));

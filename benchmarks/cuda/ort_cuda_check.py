@@ -10,7 +10,8 @@ Needs numpy and onnxruntime; onnx is optional. The op library is registered with
 SessionOptions.register_custom_ops_library: --lib, else DIR/libortflash.so, else DIR/libortflash.so.xz
 (unpacked into a temporary folder). It must be a build with the CUDA kernels (prepare_ort_models.sh checks).
 
-ops: one FlashAttention node per case and type (float32, float16, bfloat16), the cases of
+ops: one FlashAttention node per case and type (float32, float16, bfloat16; float32 on CUDA also with
+ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=2, the 3xTF32 tensor-core kernel, as op:CASE:float32:3xtf32), the cases of
 FlashAttentionCudaTests plus both causal alignments, a padding keep mask, grouped-query decoding, rows with
 no visible key ("zero" and "nan") and rows masked only by the type's lowest finite bias. The models are
 built with onnx.helper when onnx is importable, else read from ort_models/ beside this script (the same
@@ -67,6 +68,7 @@ except ImportError as missing:  # exit 3 as for a missing onnxruntime: the machi
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_SKIP = 0, 1, 2, 3
 DOMAIN = "com.ortflash"
 TYPES = ("float32", "float16", "bfloat16")
+FLOAT32_SWITCH = "ORTFLASH_CUDA_FLOAT32_TENSOR_CORES"  # read by the op library on every call
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 OP_MODEL_DIR = os.path.join(HERE, "ort_models")
@@ -690,13 +692,24 @@ def check_ops(runtime, actual_provider, use_onnx, quick, patterns, tally):
         if quick and case.name not in QUICK_CASES:
             continue
         for dtype in TYPES:
-            label = f"op:{case.name}:{dtype}"
-            if not selected(label, patterns):
-                continue
-            try:
-                tally.record(*check_one_op(runtime, actual_provider, use_onnx, case, dtype, label))
-            except SessionError as error:
-                tally.record(False, f"{label}: {error}")
+            # float32 on CUDA once more on the 3xTF32 tensor-core kernel (opt-in until timed; prefill calls).
+            variants = [None] + (["2"] if dtype == "float32" and actual_provider != CPU_EP else [])
+            for variant in variants:
+                label = f"op:{case.name}:{dtype}" + (":3xtf32" if variant else "")
+                if not selected(label, patterns):
+                    continue
+                before = os.environ.get(FLOAT32_SWITCH)
+                if variant:
+                    os.environ[FLOAT32_SWITCH] = variant
+                try:
+                    tally.record(*check_one_op(runtime, actual_provider, use_onnx, case, dtype, label))
+                except SessionError as error:
+                    tally.record(False, f"{label}: {error}")
+                finally:
+                    if before is None:
+                        os.environ.pop(FLOAT32_SWITCH, None)
+                    else:
+                        os.environ[FLOAT32_SWITCH] = before
 
 
 def check_one_op(runtime, actual_provider, use_onnx, case, dtype, label):
@@ -1108,9 +1121,11 @@ def self_test():
             captured.close()
             check(f"stand-in onnxruntime, {mode}: exit {expected_code}", code == expected_code)
             if mode == "ok":
-                check("stand-in: 6 op checks and 2 model input sets passed", "8 passed, 0 failed" in text)
+                # 3 types x 2 cases, and float32 once more on the 3xTF32 kernel.
+                check("stand-in: 8 op checks and 2 model input sets passed", "10 passed, 0 failed" in text)
+                check("stand-in: float32 also ran with the tensor-core switch", "op:Decode:float32:3xtf32" in text)
                 check("stand-in: the op sessions refuse CPU fallback",
-                      fake.strict_sessions == 6 and fake.registered >= 12)
+                      fake.strict_sessions == 8 and fake.registered >= 16)
             if mode == "cpu-node":
                 check("stand-in: the node on the CPU is named", "FlashAttention off CUDAExecutionProvider" in text)
             if mode == "fallback":

@@ -21,6 +21,14 @@ struct CudaScratch {
 // Enqueues the attention described by `params` (device pointers) on `stream` (a cudaStream_t).
 // Never uses the legacy default stream, never synchronises. Returns an empty string on success,
 // otherwise a message saying what is unsupported or which CUDA call failed.
-std::string flash_attention_cuda(const AttentionParams& params, void* stream, const CudaScratch& scratch);
+// Per-session choices of the CUDA kernels (the op reads them from the session's config entries).
+struct CudaOptions {
+  // float32 prefill on the tensor cores in 3xTF32: 0 no (the tiled SIMT kernel), 1 with the fragments split by every
+  // warp, 2 with K and V split once per block; -1: as the environment variable ORTFLASH_CUDA_FLOAT32_TENSOR_CORES says.
+  int float32_tensor_cores = -1;
+};
+
+std::string flash_attention_cuda(const AttentionParams& params, void* stream, const CudaScratch& scratch,
+                                 const CudaOptions& options = CudaOptions{});
 
 }  // namespace ortflash

@@ -212,8 +212,8 @@ bool rows_in_16_byte_chunks(const void* base, const int64_t* stride, int64_t ele
   return is_aligned(base, 16) && stride[0] % per_chunk == 0 && stride[1] % per_chunk == 0 && stride[2] % per_chunk == 0;
 }
 
-// float32 on the tensor cores (3xTF32) until it has been checked and timed on a GPU: only where
-// ORTFLASH_CUDA_FLOAT32_TENSOR_CORES asks for it: 1 every warp splits its K and V fragments into tf32 parts, 2 each
+// float32 on the tensor cores (3xTF32) until it has been checked and timed on a GPU: only where the session's config
+// entry ortflash.cuda.float32_tensor_cores (CudaOptions) or, without one, ORTFLASH_CUDA_FLOAT32_TENSOR_CORES asks for it: 1 every warp splits its K and V fragments into tf32 parts, 2 each
 // K and V tile is split once per block in shared memory (where the device's shared memory allows; else as 1).
 // 0 (or unset): the tiled SIMT kernel. Read on every call (a getenv next to a launch of microseconds), so that a
 // benchmark can time the kernels in one process.
@@ -667,7 +667,8 @@ std::string find_live_rows(DType dtype, FwdParams& p, ScratchBlocks& blocks, cud
 
 }  // namespace
 
-std::string flash_attention_cuda(const AttentionParams& call, void* stream, const CudaScratch& scratch) {
+std::string flash_attention_cuda(const AttentionParams& call, void* stream, const CudaScratch& scratch,
+                                 const CudaOptions& options) {
   if (std::string error = validate(call); !error.empty()) return error;
   if (call.batch == 0 || call.q_heads == 0 || call.q_len == 0 || call.v_head_dim == 0) return {};  // no output
   if (std::string error = validate_pointers(call); !error.empty()) return error;
@@ -677,7 +678,9 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   if (std::string error = query_device(device); !error.empty()) return error;
   FwdParams p = make_fwd_params(params);
   KernelChoice k;
-  const int float32_variant = params.dtype == DType::kFloat32 ? float32_tensor_cores_requested() : 0;
+  const int float32_variant = params.dtype != DType::kFloat32      ? 0
+                              : options.float32_tensor_cores >= 0 ? options.float32_tensor_cores
+                                                                  : float32_tensor_cores_requested();
   k.path = choose_path(params, device, float32_variant);
   k.capacity = head_dim_capacity(k.path, params.head_dim, params.v_head_dim);
   k.small_smem = k.path == FwdPath::kTiled && tiled_small_smem(k.capacity, device);

@@ -125,6 +125,53 @@ std::string ReadAttributes(const OrtKernelInfo* info, OpAttributes& attributes) 
   return {};
 }
 
+// The runtime that registered the library (SetOrtApiBase), for the calls of API versions past kMinOrtApiVersion.
+std::atomic<const OrtApiBase*> registering_runtime{nullptr};
+
+// What a session's config entries under "ortflash." choose (OrtFlashSessionOptions.ConfigureSession, or
+// SessionOptions.AddSessionConfigEntry).
+struct SessionSettings {
+  int float32_tensor_cores = -1;  // CudaOptions::float32_tensor_cores; -1: the environment decides
+};
+
+// Reads the session's "ortflash." config entries (KernelInfo_GetConfigEntries, C API 24: ONNX Runtime 1.24; older
+// runtimes have none to read). Every kernel reads them, so that a misspelt key or value fails the session on any
+// provider. Returns an error message, or "".
+std::string ReadSessionSettings(const OrtKernelInfo* info, SessionSettings& settings) {
+  const OrtApiBase* base = registering_runtime.load(std::memory_order_acquire);
+  const OrtApi* api = base != nullptr ? base->GetApi(24) : nullptr;
+  if (api == nullptr) return {};
+  OrtKeyValuePairs* entries = nullptr;
+  if (OrtStatus* status = api->KernelInfo_GetConfigEntries(info, &entries)) {
+    const std::string message = api->GetErrorMessage(status);
+    api->ReleaseStatus(status);
+    return "reading the session's config entries failed: " + message;
+  }
+  const char* const* keys = nullptr;
+  const char* const* values = nullptr;
+  size_t count = 0;
+  api->GetKeyValuePairs(entries, &keys, &values, &count);
+  std::string error;
+  for (size_t i = 0; i < count && error.empty(); ++i) {
+    const std::string key = keys[i] != nullptr ? keys[i] : "";
+    if (key.rfind("ortflash.", 0) != 0) continue;
+    const std::string value = values[i] != nullptr ? values[i] : "";
+    if (key == kFloat32TensorCoresKey) {
+      if (value == "0" || value == "1" || value == "2") {
+        settings.float32_tensor_cores = value[0] - '0';
+      } else {
+        error = "session config entry '" + key + "' is '" + value +
+                "': expected 0 (float32 on the SIMT kernel), 1 or 2 (on the tensor cores in 3xTF32, the fragments split "
+                "by every warp or K and V split once per block)";
+      }
+    } else {
+      error = "unknown session config entry '" + key + "': OrtFlash reads '" + kFloat32TensorCoresKey + "'";
+    }
+  }
+  api->ReleaseKeyValuePairs(entries);
+  return error;
+}
+
 // An input's data through GetTensorMutableData (C API version 1). The C++ wrapper's GetTensorData/GetTensorRawData,
 // which the lite Tensor's Data()/DataRaw() use, call OrtApi::GetTensorData: version 23, past the end of the API table
 // of ONNX Runtime 1.17 to 1.22.
@@ -166,6 +213,8 @@ template <typename T, Provider P>
 struct FlashAttentionKernel {
   FlashAttentionKernel(const OrtApi*, const OrtKernelInfo* info) : node_name_(NodeName(info)) {
     if (std::string error = ReadAttributes(info, attributes_); !error.empty())
+      throw Ort::Exception("node '" + node_name_ + "': " + error, ORT_INVALID_ARGUMENT);
+    if (std::string error = ReadSessionSettings(info, settings_); !error.empty())
       throw Ort::Exception("node '" + node_name_ + "': " + error, ORT_INVALID_ARGUMENT);
   }
 
@@ -214,7 +263,9 @@ struct FlashAttentionKernel {
       lender.allocate = &OrtScratch::Allocate;
       lender.release = &OrtScratch::Release;
       lender.self = &scratch;
-      if (std::string error = flash_attention_cuda(params, stream, lender); !error.empty())
+      CudaOptions options;
+      options.float32_tensor_cores = settings_.float32_tensor_cores;
+      if (std::string error = flash_attention_cuda(params, stream, lender, options); !error.empty())
         return Ort::Status(("node '" + node_name_ + "': " + error).c_str(), ORT_FAIL);
       return Ort::Status{nullptr};
 #else
@@ -225,6 +276,7 @@ struct FlashAttentionKernel {
 
  private:
   OpAttributes attributes_;
+  SessionSettings settings_;
   std::string node_name_;
 };
 
@@ -356,6 +408,8 @@ void AddOp(Ort::CustomOpDomain& domain, const char* provider) {
 }
 
 }  // namespace
+
+void SetOrtApiBase(const OrtApiBase* base) { registering_runtime.store(base, std::memory_order_release); }
 
 void AddFlashAttentionOps(Ort::CustomOpDomain& domain) {
   AddOp<float, Provider::kCpu>(domain, "CPUExecutionProvider");

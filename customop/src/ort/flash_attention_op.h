@@ -14,7 +14,14 @@ inline constexpr const char* kOpName = "FlashAttention";
 // version, not the one of the headers, so the library also loads into older runtimes.
 inline constexpr uint32_t kMinOrtApiVersion = 17;
 
+// The session config entry that puts float32 prefill calls on the tensor cores in 3xTF32 ("0", "1" or "2"; see
+// CudaOptions in ortflash/flash_attention_cuda.h). Read when a session creates its kernels (ONNX Runtime 1.24+).
+inline constexpr const char* kFloat32TensorCoresKey = "ortflash.cuda.float32_tensor_cores";
+
 // Adds every overload (CPU always; CUDA when built with nvcc) of FlashAttention to `domain`.
 void AddFlashAttentionOps(Ort::CustomOpDomain& domain);
+
+// The runtime registering the library (RegisterCustomOps' OrtApiBase): kernels ask it for later API versions.
+void SetOrtApiBase(const OrtApiBase* base);
 
 }  // namespace ortflash

@@ -22,6 +22,7 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL Regist
       return reporter != nullptr ? reporter->CreateStatus(ORT_FAIL, message.c_str()) : nullptr;
     }
     Ort::InitApi(api);
+    ortflash::SetOrtApiBase(api_base);
     // One domain object for the whole process: ONNX Runtime keeps a pointer to it in every
     // session options it was added to.
     static Ort::CustomOpDomain domain{nullptr};

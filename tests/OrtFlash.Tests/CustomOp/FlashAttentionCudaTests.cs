@@ -15,11 +15,11 @@ public sealed class FlashAttentionCudaTests
 {
     private static readonly ElementType[] AllTypes = [ElementType.Float32, ElementType.Float16, ElementType.BFloat16];
 
-    private static OrtFlashSession CudaSession(byte[] model)
+    private static OrtFlashSession CudaSession(byte[] model, Action<SessionOptions>? configure = null)
     {
         try
         {
-            return OrtFlashSession.Create(model, new OrtFlashSessionOptions { Provider = ExecutionProvider.Cuda });
+            return OrtFlashSession.Create(model, new OrtFlashSessionOptions { Provider = ExecutionProvider.Cuda, ConfigureSession = configure });
         }
         catch (Exception error) when (error is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
         {
@@ -48,6 +48,27 @@ public sealed class FlashAttentionCudaTests
         Assert.That(session.Provider, Is.EqualTo(ExecutionProvider.Cuda));
         var (actual, _) = OpRunner.RunSession(session.Session, c, c.Type);
         Tolerance.AssertClose(c, actual, ReferenceAttention.Compute(c));
+    }
+
+    // float32 prefill on the tensor cores in 3xTF32, chosen by the session's config entry (1: fragments split by every
+    // warp, 2: K and V split once per block), within float32's tolerance.
+    [TestCase("1")]
+    [TestCase("2")]
+    public void Float32OnTensorCoresMatchesReference(string variant)
+    {
+        var cases = new[]
+        {
+            CaseFactory.Make(11, [2, 8, 300, 64], [2, 8, 300, 64], [2, 8, 300, 64], ElementType.Float32, bias: [2, 1, 1, 300]),
+            CaseFactory.Make(12, [1, 8, 257, 128], [1, 2, 257, 128], [1, 2, 257, 128], ElementType.Float32, causal: 2),
+            CaseFactory.Make(13, [2, 2, 130, 96], [2, 2, 70, 96], [2, 2, 70, 64], ElementType.Float32, softcap: 5f, keep: [2, 1, 130, 70]),
+        };
+        foreach (var c in cases)
+        {
+            using var session = CudaSession(OpModels.FusedModel(c),
+                                            options => options.AddSessionConfigEntry("ortflash.cuda.float32_tensor_cores", variant));
+            var (actual, _) = OpRunner.RunSession(session.Session, c, c.Type);
+            Tolerance.AssertClose(c, actual, ReferenceAttention.Compute(c));
+        }
     }
 
     [TestCase("bert-opset17.onnx")]

@@ -73,6 +73,40 @@ public sealed class OrtFlashSessionTests
                     Throws.InvalidOperationException.With.Message.EqualTo("refused by the hook"));
     }
 
+    [TestCase("0")]
+    [TestCase("1")]
+    [TestCase("2")]
+    public void Float32TensorCoreEntryIsAcceptedOnEveryProvider(string value)
+    {
+        // The CUDA kernels act on it; the CPU kernel only checks it, so that a misspelt entry fails everywhere.
+        var settings = new OrtFlashSessionOptions
+        {
+            Provider = ExecutionProvider.Cpu,
+            ConfigureSession = options => options.AddSessionConfigEntry("ortflash.cuda.float32_tensor_cores", value),
+        };
+        using var session = OrtFlashSession.Create(OpModels.FusedModel(Case), settings);
+        using var q = OrtValue.CreateTensorValueFromMemory(Case.Query, Case.QueryShape);
+        using var k = OrtValue.CreateTensorValueFromMemory(Case.Key, Case.KeyShape);
+        using var v = OrtValue.CreateTensorValueFromMemory(Case.Value, Case.ValueShape);
+        using var runOptions = new RunOptions();
+        using var outputs = session.Session.Run(runOptions, ["Q", "K", "V"], [q, k, v], ["Y"]);
+        Tolerance.AssertClose(Case, outputs[0].GetTensorDataAsSpan<float>().ToArray(), ReferenceAttention.Compute(Case));
+    }
+
+    [TestCase("ortflash.cuda.float32_tensor_cores", "3", "is '3': expected 0")]
+    [TestCase("ortflash.cuda.float32_tensor_cores", "yes", "is 'yes': expected 0")]
+    [TestCase("ortflash.cuda.float32_tensorcores", "1", "unknown session config entry 'ortflash.cuda.float32_tensorcores'")]
+    public void BadOrtFlashConfigEntriesFailTheSessionWithTheirName(string key, string value, string message)
+    {
+        var settings = new OrtFlashSessionOptions
+        {
+            Provider = ExecutionProvider.Cpu,
+            ConfigureSession = options => options.AddSessionConfigEntry(key, value),
+        };
+        Assert.That(() => OrtFlashSession.Create(OpModels.FusedModel(Case), settings),
+                    Throws.InstanceOf<OnnxRuntimeException>().With.Message.Contains(message));
+    }
+
     [Test]
     public void AutoPicksAProviderThatWorks()
     {

@@ -221,6 +221,7 @@ struct Case {
   bool padding_outscores_bias = false;  // every query element and the padding's K rows at +magnitude
   bool infinite_padding_value = false;  // V[key][0] at +inf for the padded key farthest from the real ones
   bool causal_bias = false;  // bias at padding_bias's value above the diagonal (key j > query i): a causal mask in the bias
+  int float32_tensor_cores = -1;  // CudaOptions (a session's config entry); -1: the environment decides
 
   bool is_padding(int64_t b, int64_t j) const {
     if (padded_keys == 0 || b % 2 == 0) return false;
@@ -580,7 +581,9 @@ void expect_matches_reference(const Case& c, uint32_t seed) {
   const ortflash::CudaScratch scratch = c.lend_scratch
                                             ? ortflash::CudaScratch{&StreamScratch::allocate, &StreamScratch::release, &scratch_owner}
                                             : ortflash::CudaScratch{};
-  const std::string error = ortflash::flash_attention_cuda(p, stream, scratch);
+  ortflash::CudaOptions options;
+  options.float32_tensor_cores = c.float32_tensor_cores;
+  const std::string error = ortflash::flash_attention_cuda(p, stream, scratch, options);
   const cudaError_t sync = cudaStreamSynchronize(stream);
   cudaStreamDestroy(stream);
   ASSERT_EQ(error, "");
@@ -1304,6 +1307,18 @@ TEST(CudaAttentionWork, Float32UsesTensorCoresOnlyWhenRequested) {
   EXPECT_EQ(mma(128, 64, "1"), 3u * (8 * 16 * 8 + 8 * 8 * 16));
   EXPECT_EQ(mma(1, 64, "1"), 0u);
   EXPECT_EQ(mma(128, 136, "1"), 0u);  // past capacity 128: the generic kernel
+  // A session's choice (CudaOptions, from its config entry) overrides the environment, either way.
+  const auto chosen = [](int option, const char* environment) {
+    const ScopedEnv env("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", environment);
+    Case c;
+    c.dtype = DType::kFloat32, c.q_len = 128, c.kv_len = 128, c.lend_scratch = false, c.float32_tensor_cores = option;
+    simt::take_stats();
+    expect_matches_reference(c, 94);
+    return simt::take_stats().mma;
+  };
+  EXPECT_EQ(chosen(2, "0"), mma(128, 64, "1"));
+  EXPECT_EQ(chosen(0, "1"), 0u);
+  EXPECT_EQ(chosen(-1, "1"), mma(128, 64, "1"));
   // Splitting K and V once per block: the same mma, two more barriers per key tile (2 blocks x 2 tiles of 64 keys).
   // Where the device does not let a block have its tiles, as 1: at head dim 128 with a bias (2 x 4 tiles of 32
   // keys) they take 108 KiB, more than an sm_86 GPU's 99 (the CTest entry ...float32_split_tiles_99_kib).

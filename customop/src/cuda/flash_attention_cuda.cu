@@ -12,8 +12,8 @@
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "fwd_launch.h"
@@ -213,10 +213,11 @@ bool rows_in_16_byte_chunks(const void* base, const int64_t* stride, int64_t ele
 }
 
 // float32 on the tensor cores (3xTF32) until it has been checked and timed on a GPU: only where the session's config
-// entry ortflash.cuda.float32_tensor_cores (CudaOptions) or, without one, ORTFLASH_CUDA_FLOAT32_TENSOR_CORES asks for it: 1 every warp splits its K and V fragments into tf32 parts, 2 each
-// K and V tile is split once per block in shared memory (where the device's shared memory allows; else as 1).
-// 0 (or unset): the tiled SIMT kernel. Read on every call (a getenv next to a launch of microseconds), so that a
-// benchmark can time the kernels in one process.
+// entry ortflash.cuda.float32_tensor_cores (CudaOptions) or, without one, ORTFLASH_CUDA_FLOAT32_TENSOR_CORES asks for
+// it: 1 every warp splits its K and V fragments into tf32 parts, 2 each K and V tile is split once per block in shared
+// memory (where the device's shared memory allows; else as 1), 0 (or unset) the tiled SIMT kernel. The variable is
+// read on every call (a getenv next to a launch of microseconds), so that a benchmark can time the kernels in one
+// process.
 int float32_tensor_cores_requested() {
   const char* value = std::getenv("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES");
   if (value == nullptr || value[0] == '\0' || value[1] != '\0') return 0;

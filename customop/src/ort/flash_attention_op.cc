@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -139,7 +140,14 @@ struct SessionSettings {
 // provider. Returns an error message, or "".
 std::string ReadSessionSettings(const OrtKernelInfo* info, SessionSettings& settings) {
   const OrtApiBase* base = registering_runtime.load(std::memory_order_acquire);
-  const OrtApi* api = base != nullptr ? base->GetApi(24) : nullptr;
+  // Asked for an API version it lacks, ONNX Runtime prints a complaint: the version string is checked first (API
+  // version N ships with ONNX Runtime 1.N).
+  int major = 0, minor = 0;
+  if (base == nullptr || std::sscanf(base->GetVersionString(), "%d.%d", &major, &minor) != 2 ||
+      (major == 1 && minor < 24)) {
+    return {};
+  }
+  const OrtApi* api = base->GetApi(24);
   if (api == nullptr) return {};
   OrtKeyValuePairs* entries = nullptr;
   if (OrtStatus* status = api->KernelInfo_GetConfigEntries(info, &entries)) {

@@ -79,6 +79,19 @@ void store_accumulators(float* d, const float (&c)[4], int lane) {
   d[(g + 8) * 8 + 2 * t + 1] = c[3];
 }
 
+// Checks the 16x8 D of an mma against C + A·B in double: C as mma_kernel and mma_tf32_kernel start it (the lane's
+// accumulators 1, 2, 3, 4), A 16 x k and B k x 8 row-major, as a(i, kk) and b(kk, j) give them.
+template <class A, class B>
+void expect_accumulated_product(const std::vector<float>& d, int k, A a, B b, double relative) {
+  for (int i = 0; i < 16; ++i) {
+    for (int j = 0; j < 8; ++j) {
+      double want = (i >= 8 ? 2 : 0) + (j % 2) + 1;  // the initial c of the lane holding D[i][j]
+      for (int kk = 0; kk < k; ++kk) want += a(i, kk) * b(kk, j);
+      EXPECT_NEAR(d[i * 8 + j], want, relative * (1 + std::fabs(want))) << "D[" << i << "][" << j << "]";
+    }
+  }
+}
+
 template <class T>
 __global__ void mma_kernel(const T* a, const T* b, float* d) {
   const int lane = static_cast<int>(threadIdx.x), g = lane / 4, t = lane % 4;
@@ -105,14 +118,9 @@ void expect_mma_matches_matrix_product(Convert to_t, Back to_float) {
   T* db = upload(b);
   float* dd = device_alloc<float>(16 * 8);
   ASSERT_EQ(run(&mma_kernel<T>, 32, 0, static_cast<const T*>(da), static_cast<const T*>(db), dd), "");
-  const std::vector<float> d = download(dd, 16 * 8);
-  for (int i = 0; i < 16; ++i) {
-    for (int j = 0; j < 8; ++j) {
-      double want = (i >= 8 ? 2 : 0) + (j % 2) + 1;  // the initial c of the lane holding D[i][j]
-      for (int k = 0; k < 16; ++k) want += double(to_float(a[i * 16 + k])) * double(to_float(b[k * 8 + j]));
-      EXPECT_NEAR(d[i * 8 + j], want, 1e-5 * (1 + std::fabs(want))) << "D[" << i << "][" << j << "]";
-    }
-  }
+  expect_accumulated_product(
+      download(dd, 16 * 8), 16, [&](int i, int k) { return double(to_float(a[i * 16 + k])); },
+      [&](int k, int j) { return double(to_float(b[k * 8 + j])); }, 1e-5);
   cudaFree(da);
   cudaFree(db);
   cudaFree(dd);
@@ -164,24 +172,16 @@ TEST(Simt, MmaTf32MatchesTheMatrixProductUnderThePtxFragmentLayout) {
   float* db = upload(b);
   float* dd = device_alloc<float>(16 * 8);
   ASSERT_EQ(run(&mma_tf32_kernel, 32, 0, static_cast<const float*>(da), static_cast<const float*>(db), dd), "");
-  const std::vector<float> d = download(dd, 16 * 8);
-  for (int i = 0; i < 16; ++i) {
-    for (int j = 0; j < 8; ++j) {
-      double want = (i >= 8 ? 2 : 0) + (j % 2) + 1;
-      for (int k = 0; k < 8; ++k) want += double(a[i * 8 + k]) * double(b[k * 8 + j]);
-      EXPECT_NEAR(d[i * 8 + j], want, 1e-6 * (1 + std::fabs(want))) << "D[" << i << "][" << j << "]";
-    }
-  }
+  const auto a_at = [&](int i, int k) { return double(a[i * 8 + k]); };
+  const auto b_at = [&](int k, int j) { return double(b[k * 8 + j]); };
+  expect_accumulated_product(download(dd, 16 * 8), 8, a_at, b_at, 1e-6);
   // A plain float operand is read as tf32 by dropping its low 13 mantissa bits (truncation, not rounding).
   a[0] = 1.0f + 0x1p-10f + 0x1p-11f + 0x1p-20f;  // reads as 1 + 2^-10
   cudaMemcpy(da, a.data(), a.size() * sizeof(float), cudaMemcpyHostToDevice);
   ASSERT_EQ(run(&mma_tf32_kernel, 32, 0, static_cast<const float*>(da), static_cast<const float*>(db), dd), "");
-  const std::vector<float> truncated = download(dd, 16 * 8);
-  for (int j = 0; j < 8; ++j) {
-    double want = (j % 2) + 1;
-    for (int k = 0; k < 8; ++k) want += double(k == 0 ? 1.0f + 0x1p-10f : a[k]) * double(b[k * 8 + j]);
-    EXPECT_NEAR(truncated[j], want, 1e-6 * (1 + std::fabs(want))) << "D[0][" << j << "]";
-  }
+  expect_accumulated_product(
+      download(dd, 16 * 8), 8, [&](int i, int k) { return i == 0 && k == 0 ? double(1.0f + 0x1p-10f) : a_at(i, k); },
+      b_at, 1e-6);
   cudaFree(da);
   cudaFree(db);
   cudaFree(dd);

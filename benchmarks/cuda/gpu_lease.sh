@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A whole short GPU lease in one device call: the default build, then the tests, compute-sanitizer and
-# the prefill and encoder benchmarks of gpu_session.sh (both tables also time the sm_90a kernels, --hopper both; the
+# A whole short GPU lease in one device call: the default build, then the tests, the prefill and encoder
+# benchmarks and compute-sanitizer of gpu_session.sh (both tables also time the sm_90a kernels, --hopper both; the
 # encoder table's float32 rows also the 3xTF32 tensor-core kernel), then, if time is left, float32 without a mask
 # on both kernels, and, given TILES, meanwhile a second build with those candidate tile
 # shapes in the background, whose fp16 prefill table is timed at the end if time is left. Everything it wrote is
@@ -21,7 +21,7 @@ session=benchmarks/cuda/gpu_session.sh
 deadline=$((SECONDS + budget))
 
 pack() {
-  cp -f "$work/main/summary.txt" "$out/summary.txt" 2>/dev/null
+  cp -f "$work/summary.txt" "$out/summary.txt" 2>/dev/null
   cp -f "$work/build.txt" "$out/build.txt" 2>/dev/null
   cp -f "$work/tuned-bench.log" "$out/tuned.txt" 2>/dev/null
   cp -f "$work/float32-bench.log" "$out/float32.txt" 2>/dev/null
@@ -43,12 +43,21 @@ fi
 
 reserve=10
 [ -n "$tuned_pid" ] && reserve=75  # kept for the tuned table
-left=$((deadline - SECONDS - reserve))
-# No decode stage: the decoding kernels have not changed since they were timed (results/h200-2026-11-session5.md);
-# the encoder table (masks, live key ranges, float32 on both kernels) has the untimed work.
-bash "$session" --stages test,sanitize,bench,encoder --out "$work/main" --budget "$left" \
-  --bench-args "--hopper both" --encoder-args "--encoder-masks padding-bias full-bias padding-keep --hopper both --live-keys both --float32-tensor-cores both" \
-  --stage-timeout test=70 --stage-timeout sanitize=130 --stage-timeout bench=190 --stage-timeout encoder=120
+# Most wanted first: the tests and the prefill table (the Hopper kernels' first GPU runs), then the encoder table
+# (masks, live key ranges, float32 on both kernels), then compute-sanitizer. No decode stage: the decoding kernels
+# have not changed since they were timed (results/h200-2026-11-session5.md).
+run_stages() {  # STAGES OUT-SUBDIR ARGS...
+  local stages=$1 sub=$2; shift 2
+  local left=$((deadline - SECONDS - reserve))
+  [ "$left" -gt 30 ] || { echo "== $stages: not run (${left}s left)"; return; }
+  bash "$session" --stages "$stages" --out "$work/$sub" --budget "$left" "$@"
+  cat "$work/$sub/summary.txt" >> "$work/summary.txt" 2>/dev/null
+}
+run_stages test,bench main --bench-args "--hopper both" --stage-timeout test=100 --stage-timeout bench=170
+run_stages encoder encoder \
+  --encoder-args "--encoder-masks padding-bias full-bias padding-keep --hopper both --live-keys both --float32-tensor-cores both" \
+  --stage-timeout encoder=110
+run_stages sanitize sanitize --stage-timeout sanitize=130
 
 # float32: the tiled SIMT kernel against the tensor-core kernel in 3xTF32 (opt-in until timed), no mask and a
 # padding bias, when time is left (the tuned table keeps its reserve).

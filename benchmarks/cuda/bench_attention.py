@@ -18,7 +18,7 @@ fastest that agrees is reported, and named. The L2 cache is flushed before every
 --mode encoder: a padded encoder batch (BERT/ViT-style, not causal) with an additive key-padding bias
 (B,1,1,S) in the input dtype — every other batch entry has its last quarter of keys masked by the dtype's
 lowest finite value, as Hugging Face models build it — so the kernels' general (bias) variant runs; fp16, bf16
-and float32 (float32 by the tiled SIMT kernel), 12 heads of 64 (BERT-base) and 16 of 128, S 128 to 2048 at
+and float32 (float32 on the tensor cores in 3xTF32), 12 heads of 64 (BERT-base) and 16 of 128, S 128 to 2048 at
 16k tokens per batch. Against SDPA with the bias as attn_mask (fastest agreeing of its backends: flash takes
 no mask) and the naive graph with the fp32 softmax of exported models; --tf32 lets the naive graph's float32
 matmuls use TF32, as ONNX Runtime's CUDA provider does by default. --encoder-masks picks the masks:
@@ -27,7 +27,8 @@ as decoder exports build their 4-d mask; the kernel still runs as not causal), p
 boolean keep mask, SDPA's boolean attn_mask) and none. --pad-fraction sets the padded share of the odd entries' keys;
 the kernels skip the key tiles wholly in the padding (live key ranges), and --live-keys both also times every
 row without that (ORTFLASH_CUDA_LIVE_KEYS=0), so the two can be compared in one run. --float32-tensor-cores both
-also times every float32 row on the tensor-core kernel in 3xTF32 (ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1 and 2).
+also times every float32 row on the tiled SIMT kernel and on both forms of the 3xTF32 tensor-core kernel
+(ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=0, 1 and 2; the library runs 2 by default).
 
 --mode all: the three tables. Every configuration first checks that the outputs agree; timings are the
 median of --iters CUDA-event-timed runs after --warmup runs. --self-test checks the formulas, the
@@ -112,10 +113,12 @@ def parse_args(argv=None):
     prefill.add_argument("--seqlens", nargs="+", type=int, default=[512, 1024, 2048, 4096, 8192, 16384])
     prefill.add_argument("--tokens", type=int, default=16384, help="tokens per batch (B = tokens / S)")
     prefill.add_argument("--naive-max-seq", type=int, default=16384, help="skip the naive baseline above this S")
-    parser.add_argument("--hopper", choices=("off", "1", "2", "both"), default="off",
-                         help="the sm_90a wgmma kernels (ORTFLASH_CUDA_HOPPER; builds with nvcc >= 12.3): 1 with cp.async "
-                              "loads, 2 with TMA loads by a producer warpgroup (also the masks), or both: every prefill row "
-                              "also times 1 and 2, every 16-bit encoder row 2, each checked, as 'wgmma' and 'tma' suffixes")
+    parser.add_argument("--hopper", choices=("default", "off", "1", "2", "both"), default="default",
+                         help="the sm_90a wgmma kernels (ORTFLASH_CUDA_HOPPER; builds with nvcc >= 12.3): default the "
+                              "library's choice (the TMA kernel from 256 keys on an H100/H200), off the mma.sync kernel, 1 "
+                              "with cp.async loads, 2 with TMA loads by a producer warpgroup (also the masks), or both: the "
+                              "default, and every prefill row also times 0, 1 and 2, every 16-bit encoder row 0 and 2, each "
+                              "checked, as 'mma' 'wgmma' and 'tma' suffixes")
     encoder = parser.add_argument_group("encoder")
     encoder.add_argument("--encoder-dtypes", nargs="+", default=list(ENCODER_DTYPES), choices=list(ENCODER_DTYPES))
     encoder.add_argument("--encoder-heads", nargs="+", type=head_dims_arg, metavar="H:D", default=[(12, 64), (16, 128)])
@@ -124,11 +127,11 @@ def parse_args(argv=None):
     encoder.add_argument("--encoder-masks", nargs="+", default=["padding-bias"], choices=list(ENCODER_MASKS))
     encoder.add_argument("--pad-fraction", type=pad_fraction_arg, default=0.25,
                          help="fraction of the keys of every other batch entry that are padding (default 0.25)")
-    encoder.add_argument("--float32-tensor-cores", choices=("off", "both"), default="off",
-                         help="both: every float32 encoder row also times the tensor-core kernel in 3xTF32 "
-                              "(ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1, and =2 with K and V split once per block; the "
-                              "tiled SIMT kernel otherwise), checked, as '3xtf32' and '3xtf32-tiles' suffixes with "
-                              "their ratios to SDPA")
+    encoder.add_argument("--float32-tensor-cores", choices=("default", "both"), default="default",
+                         help="both: every float32 encoder row also times the tiled SIMT kernel "
+                              "(ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=0) and the tensor-core kernel in 3xTF32 (=1, and =2 "
+                              "with K and V split once per block, the library's default), checked, as 'simt', '3xtf32' "
+                              "and '3xtf32-tiles' suffixes with their ratios to SDPA")
     encoder.add_argument("--live-keys", choices=("on", "both"), default="on",
                          help="both: every encoder row also times the kernel with ORTFLASH_CUDA_LIVE_KEYS=0 (every key "
                               "tile computed, no live-key pass), as an 'all-keys' suffix with its ratio to SDPA")
@@ -169,9 +172,9 @@ def head_dims_arg(text):
 
 
 ENCODER_MASKS = ("padding-bias", "full-bias", "padding-keep", "none")
-# ORTFLASH_CUDA_FLOAT32_TENSOR_CORES values and their suffixes: 3xTF32 with the splits in every warp, or with K and V
-# split once per block in shared memory.
-FLOAT32_VARIANTS = (("1", "3xtf32"), ("2", "3xtf32-tiles"))
+# ORTFLASH_CUDA_FLOAT32_TENSOR_CORES values and their suffixes: the tiled SIMT kernel, 3xTF32 with the splits in every
+# warp, or with K and V split once per block in shared memory (the library's default).
+FLOAT32_VARIANTS = (("0", "simt"), ("1", "3xtf32"), ("2", "3xtf32-tiles"))
 
 
 def encoder_mask(kind, batch, seq, dtype, device="cuda", fraction=0.25):
@@ -451,7 +454,7 @@ def run_prefill(args, lib):
                     line = prefill_row(dtype_name, dim, heads, causal, seq, batch, t_ours, t_sdpa, naive_cell, ms_ours)
                     if not agree:
                         line += f"  MISMATCH vs sdpa: max abs err {err:.2e} > {atol:.0e}"
-                    for variant, name in (("1", "wgmma"), ("2", "tma")) if args.hopper == "both" else ():
+                    for variant, name in (("0", "mma"), ("1", "wgmma"), ("2", "tma")) if args.hopper == "both" else ():
                         err_variant, ms_variant = run_hopper_variant(variant, ours, out, want, args)
                         line += hopper_suffix(name, tflops(batch, heads, seq, dim, causal, ms_variant), t_sdpa)
                         if err_variant > atol:
@@ -537,12 +540,13 @@ def run_encoder(args, lib):
                     if not err_tc <= atol:
                         notes.insert(0, f"{name} MISMATCH vs {want_name}: max abs err {err_tc:.2e} > {atol:.0e}")
                         mismatches += 1
-                if args.hopper == "both" and dtype_name != "float32" and want is not None:
-                    # Masks run on the TMA kernel only (the cp.async one leaves them to the mma.sync kernel).
-                    err_tma, ms_tma = run_hopper_variant("2", ours, out, want, args)
-                    line += hopper_suffix("tma", tflops(batch, heads, seq, dim, False, ms_tma), t_sdpa or math.nan)
-                    if not err_tma <= atol:
-                        notes.insert(0, f"tma MISMATCH vs {want_name}: max abs err {err_tma:.2e} > {atol:.0e}")
+                # Masks run on the TMA kernel only (the cp.async one leaves them to the mma.sync kernel).
+                for variant, name in (("0", "mma"), ("2", "tma")) if args.hopper == "both" and dtype_name != "float32" \
+                        and want is not None else ():
+                    err_variant, ms_variant = run_hopper_variant(variant, ours, out, want, args)
+                    line += hopper_suffix(name, tflops(batch, heads, seq, dim, False, ms_variant), t_sdpa or math.nan)
+                    if not err_variant <= atol:
+                        notes.insert(0, f"{name} MISMATCH vs {want_name}: max abs err {err_variant:.2e} > {atol:.0e}")
                         mismatches += 1
                 print(line + "".join("  " + note for note in notes), flush=True)
                 del q, k, v, bias, out, want
@@ -719,7 +723,8 @@ def self_test():
     check("padded keys: odd entries lose their last quarter", padded_keys(4, 512) == [0, 128, 0, 128])
     check("padded keys: another fraction", padded_keys(2, 512, 0.5) == [0, 256])
     check("pad fraction and live keys default", defaults.pad_fraction == 0.25 and defaults.live_keys == "on")
-    check("float32 tensor cores off by default", defaults.float32_tensor_cores == "off")
+    check("float32 and Hopper kernels as the library chooses by default",
+          defaults.float32_tensor_cores == "default" and defaults.hopper == "default")
     check("no mask", encoder_mask("none", 2, 128, None) is None)
     for bad in ("1", "-0.1", "x"):
         try:
@@ -783,8 +788,9 @@ def main():
         sys.exit("PyTorch is not installed")
     if not torch.cuda.is_available():
         sys.exit("no CUDA device visible to PyTorch")
-    # Set before the first call; the library reads it on every call. "both" starts from the mma.sync kernel.
-    os.environ["ORTFLASH_CUDA_HOPPER"] = args.hopper if args.hopper in ("1", "2") else "0"
+    # Set before the first call; the library reads it on every call. "default" and "both" leave the library's choice.
+    if args.hopper in ("off", "1", "2"):
+        os.environ["ORTFLASH_CUDA_HOPPER"] = "0" if args.hopper == "off" else args.hopper
     lib = load_library(args.lib)
     torch.manual_seed(0)
     print(f"GPU: {torch.cuda.get_device_name()}  (torch {torch.__version__}, CUDA {torch.version.cuda})")

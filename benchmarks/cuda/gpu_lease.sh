@@ -1,30 +1,33 @@
 #!/usr/bin/env bash
-# A whole short GPU lease in one device call: the default build, then the tests, the prefill and encoder
-# benchmarks and compute-sanitizer of gpu_session.sh (both tables also time the sm_90a kernels, --hopper both; the
-# encoder table's float32 rows also the 3xTF32 tensor-core kernel), then, if time is left, float32 without a mask
-# on both kernels, and, given TILES, meanwhile a second build with those candidate tile
-# shapes in the background, whose fp16 prefill table is timed at the end if time is left. Everything it wrote is
-# packed into $OUT/gpu-lease.tgz (a device call returns at most 8 files); summary.txt, build.txt, float32.txt and
-# tuned.txt are also copied there to read at once.
+# A whole short GPU lease in one device call, most wanted first: the default build; then the tests; where earlier
+# calls carried ONNX Runtime's GPU libraries (.ort-gpu-chunks, ort_gpu_chunks.sh) and this one carries .ort-gpu,
+# the op and the rewritten models on ONNX Runtime's CUDA provider and the NUnit GPU tests; the prefill table (every
+# row also on the mma.sync and both sm_90a kernels, --hopper both) and a short one at head dims 96 and 256; the
+# encoder table (masks, live key ranges, float32 on the SIMT and both 3xTF32 forms); given SWEEP candidates
+# (tile_sweep.sh specs, built in the background meanwhile), their fp16 prefill rows on the TMA kernel; and
+# compute-sanitizer. Each part gets what is left of SECONDS. Everything it wrote is packed into
+# $OUT/gpu-lease.tgz (a device call returns at most 8 files); summary.txt, build.txt and sweep.txt are also copied
+# there to read at once.
 #
-#   bash benchmarks/cuda/gpu_lease.sh [SECONDS [TILES]]   # SECONDS: the whole call's budget, default 540
-#   TILES: e.g. "128=64,128,4;64=64,128,4" (see ORTFLASH_CUDA_TILES); none: no second build
+#   bash benchmarks/cuda/gpu_lease.sh [SECONDS [SWEEP...]]   # SECONDS: the whole call's budget, default 540
+#   e.g. bash benchmarks/cuda/gpu_lease.sh 540 base= ov=+ORTFLASH_HOPPER_OVERLAP=1
 #
-# Run with `carry: [".gtest"]` (see README.md here).
+# Run with `carry: [".gtest"]` (and ".ort-gpu" for the ONNX Runtime stages; see README.md here).
 set -uo pipefail
 budget=${1:-540}
+shift || true
+sweep=("$@")
 out=${OUT:-build/gpu-lease}
 work=/tmp/ortflash-gpu
-tiles=${2:-}
 mkdir -p "$out" "$work" || exit 2
 session=benchmarks/cuda/gpu_session.sh
 deadline=$((SECONDS + budget))
+lib=build/gpu-kernels/libortflash_kernels.so
 
 pack() {
   cp -f "$work/summary.txt" "$out/summary.txt" 2>/dev/null
   cp -f "$work/build.txt" "$out/build.txt" 2>/dev/null
-  cp -f "$work/tuned-bench.log" "$out/tuned.txt" 2>/dev/null
-  cp -f "$work/float32-bench.log" "$out/float32.txt" 2>/dev/null
+  cp -f "$work/sweep.txt" "$out/sweep.txt" 2>/dev/null
   tar czf "$out/gpu-lease.tgz" -C "$work" . 2>/dev/null
 }
 trap pack EXIT
@@ -33,54 +36,49 @@ bash "$session" --stages build --out "$work/main-build" --budget 300 --stage-tim
   > "$work/build.txt" 2>&1
 cat "$work/build.txt"
 
-# The second build competes only for the CPU: the stages below are GPU-bound or single-threaded.
-tuned_pid=""
-if [ -n "$tiles" ]; then
-  nice -n 10 bash "$session" --stages build --tiles "$tiles" --out "$work/tuned-build" --budget 300 \
-    > "$work/tuned-build.txt" 2>&1 &
-  tuned_pid=$!
+# The sweep's builds compete only for the CPU: the stages below are mostly GPU-bound.
+sweep_pid=""
+if [ ${#sweep[@]} -gt 0 ]; then
+  OUT=$work/sweep nice -n 10 bash benchmarks/cuda/tile_sweep.sh --phase build "${sweep[@]}" > "$work/sweep-build.txt" 2>&1 &
+  sweep_pid=$!
 fi
 
-reserve=10
-[ -n "$tuned_pid" ] && reserve=75  # kept for the tuned table
-# Most wanted first: the tests and the prefill table (the Hopper kernels' first GPU runs), then the encoder table
-# (masks, live key ranges, float32 on both kernels), then compute-sanitizer. No decode stage: the decoding kernels
-# have not changed since they were timed (results/h200-2026-11-session5.md).
-run_stages() {  # STAGES OUT-SUBDIR ARGS...
-  local stages=$1 sub=$2; shift 2
-  local left=$((deadline - SECONDS - reserve))
+run_stages() {  # STAGES OUT-SUBDIR CAP ARGS...: gpu_session.sh for at most CAP seconds of what is left
+  local stages=$1 sub=$2 cap=$3; shift 3
+  local left=$((deadline - SECONDS - 10))
+  [ "$left" -gt "$cap" ] && left=$cap
   [ "$left" -gt 30 ] || { echo "== $stages: not run (${left}s left)"; return; }
   bash "$session" --stages "$stages" --out "$work/$sub" --budget "$left" "$@"
   cat "$work/$sub/summary.txt" >> "$work/summary.txt" 2>/dev/null
 }
-run_stages test,bench main --bench-args "--hopper both" --stage-timeout test=100 --stage-timeout bench=170
-run_stages encoder encoder \
-  --encoder-args "--encoder-masks padding-bias full-bias padding-keep --hopper both --live-keys both --float32-tensor-cores both" \
-  --stage-timeout encoder=110
-run_stages sanitize sanitize --stage-timeout sanitize=130
+timed() {  # NAME CAP COMMAND...: a table for at most CAP seconds of what is left, into $work/NAME.log
+  local name=$1 cap=$2; shift 2
+  local left=$((deadline - SECONDS - 10))
+  [ "$left" -gt "$cap" ] && left=$cap
+  [ "$left" -gt 20 ] || { echo "== $name: not run (${left}s left)"; return; }
+  echo "== $name (at most ${left}s)"
+  timeout --kill-after=5 "$left" env PYTHONUNBUFFERED=1 "$@" > "$work/$name.log" 2>&1
+  echo "$name exit $?" >> "$work/$name.log"
+  { echo; echo "== $name"; cat "$work/$name.log"; } >> "$work/summary.txt"
+}
 
-# float32: the tiled SIMT kernel against the tensor-core kernel in 3xTF32 (opt-in until timed), no mask and a
-# padding bias, when time is left (the tuned table keeps its reserve).
-left=$((deadline - SECONDS - reserve))
-if [ "$left" -gt 30 ] && [ -e build/gpu-kernels/libortflash_kernels.so ]; then
-  echo "== float32: tiled SIMT vs tensor cores (3xTF32), at most ${left}s"
-  timeout --kill-after=5 "$left" env PYTHONUNBUFFERED=1 python3 benchmarks/cuda/bench_attention.py \
-    --lib build/gpu-kernels/libortflash_kernels.so --mode encoder --encoder-dtypes float32 \
-    --encoder-masks none padding-bias --encoder-seqlens 512 2048 --float32-tensor-cores both \
-    > "$work/float32-bench.log" 2>&1
-  echo "float32 bench exit $?"
-  cat "$work/float32-bench.log"
+run_stages test main 130 --stage-timeout test=125
+if [ -d .ort-gpu ] && [ -d .ort-gpu-chunks ]; then
+  run_stages ort,nunit ort 170 --stage-timeout ort=80 --stage-timeout nunit=85
 fi
-
-[ -n "$tuned_pid" ] || exit 0
-left=$((deadline - SECONDS - 10))
-if wait "$tuned_pid" && [ -e build/gpu-kernels-tuned/libortflash_kernels.so ] && [ "$left" -gt 30 ]; then
-  echo "== tuned ($tiles), fp16 prefill, at most ${left}s"
-  timeout --kill-after=5 "$left" env PYTHONUNBUFFERED=1 python3 benchmarks/cuda/bench_attention.py \
-    --lib build/gpu-kernels-tuned/libortflash_kernels.so --mode prefill --dtypes float16 \
-    --seqlens 2048 8192 16384 > "$work/tuned-bench.log" 2>&1
-  echo "tuned bench exit $?"
-  cat "$work/tuned-bench.log"
-else
-  echo "tuned: not timed (${left}s left); its build: $(tail -n 3 "$work/tuned-build.txt" 2>/dev/null | tr '\n' ' ')"
+run_stages bench bench 60 --bench-args "--hopper both"
+timed prefill-96-256 30 python3 benchmarks/cuda/bench_attention.py --lib "$lib" --mode prefill --hopper both \
+  --dtypes float16 --head-dims 96 256 --seqlens 512 2048 8192
+run_stages encoder encoder 70 --encoder-args "--encoder-masks padding-bias full-bias padding-keep none \
+--encoder-seqlens 128 256 512 2048 --hopper both --live-keys both --float32-tensor-cores both"
+if [ -n "$sweep_pid" ]; then
+  left=$((deadline - SECONDS - 40))
+  if [ "$left" -gt 30 ] && timeout "$left" tail --pid="$sweep_pid" -f /dev/null; then
+    timed sweep 70 env OUT="$work/sweep" bash benchmarks/cuda/tile_sweep.sh --phase bench \
+      --bench-args "--hopper 2 --dtypes float16 --head-dims 64 128 --seqlens 2048 8192" "${sweep[@]}"
+    cp -f "$work/sweep.log" "$work/sweep.txt" 2>/dev/null
+  else
+    echo "sweep: not timed (builds unfinished)"; tail -n 3 "$work/sweep-build.txt" 2>/dev/null
+  fi
 fi
+run_stages sanitize sanitize 60 --stage-timeout sanitize=55

@@ -10,8 +10,9 @@ Needs numpy and onnxruntime; onnx is optional. The op library is registered with
 SessionOptions.register_custom_ops_library: --lib, else DIR/libortflash.so, else DIR/libortflash.so.xz
 (unpacked into a temporary folder). It must be a build with the CUDA kernels (prepare_ort_models.sh checks).
 
-ops: one FlashAttention node per case and type (float32, float16, bfloat16; float32 on CUDA also with
-ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=2, the 3xTF32 tensor-core kernel, as op:CASE:float32:3xtf32), the cases of
+ops: one FlashAttention node per case and type (float32, float16, bfloat16; float32 on CUDA, which runs prefill
+on the 3xTF32 tensor-core kernel by default, also with ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=0, the tiled SIMT
+kernel, as op:CASE:float32:simt), the cases of
 FlashAttentionCudaTests plus both causal alignments, a padding keep mask, grouped-query decoding, rows with
 no visible key ("zero" and "nan") and rows masked only by the type's lowest finite bias. The models are
 built with onnx.helper when onnx is importable, else read from ort_models/ beside this script (the same
@@ -692,10 +693,10 @@ def check_ops(runtime, actual_provider, use_onnx, quick, patterns, tally):
         if quick and case.name not in QUICK_CASES:
             continue
         for dtype in TYPES:
-            # float32 on CUDA once more on the 3xTF32 tensor-core kernel (opt-in until timed; prefill calls).
-            variants = [None] + (["2"] if dtype == "float32" and actual_provider != CPU_EP else [])
+            # float32 on CUDA once more on the tiled SIMT kernel (prefill runs on the 3xTF32 kernel by default).
+            variants = [None] + (["0"] if dtype == "float32" and actual_provider != CPU_EP else [])
             for variant in variants:
-                label = f"op:{case.name}:{dtype}" + (":3xtf32" if variant else "")
+                label = f"op:{case.name}:{dtype}" + (":simt" if variant else "")
                 if not selected(label, patterns):
                     continue
                 before = os.environ.get(FLOAT32_SWITCH)
@@ -1121,9 +1122,9 @@ def self_test():
             captured.close()
             check(f"stand-in onnxruntime, {mode}: exit {expected_code}", code == expected_code)
             if mode == "ok":
-                # 3 types x 2 cases, and float32 once more on the 3xTF32 kernel.
+                # 3 types x 2 cases, and float32 once more on the tiled SIMT kernel.
                 check("stand-in: 8 op checks and 2 model input sets passed", "10 passed, 0 failed" in text)
-                check("stand-in: float32 also ran with the tensor-core switch", "op:Decode:float32:3xtf32" in text)
+                check("stand-in: float32 also ran on the SIMT kernel", "op:Decode:float32:simt" in text)
                 check("stand-in: the op sessions refuse CPU fallback",
                       fake.strict_sessions == 8 and fake.registered >= 16)
             if mode == "cpu-node":

@@ -27,14 +27,22 @@ option(ORTFLASH_CUDA_TESTS_WERROR "Treat warnings in the CUDA tests as errors (o
 target_compile_options(ortflash_cuda_tests PRIVATE -Wall -Wextra -Wshadow $<$<BOOL:${ORTFLASH_CUDA_TESTS_WERROR}>:-Werror>)
 gtest_discover_tests(ortflash_cuda_tests TEST_PREFIX "ortflash_cuda_tests." DISCOVERY_MODE PRE_TEST
                      DISCOVERY_TIMEOUT 60)
-# The reference tests once more with float32 prefill calls on the tensor cores (3xTF32, K and V split once per block
-# where the device's shared memory allows it; Float32OnTensorCoresMatchesTheReference covers both forms anyway).
-add_test(NAME ortflash_cuda_tests.float32_tensor_cores COMMAND ortflash_cuda_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*)
-set_tests_properties(ortflash_cuda_tests.float32_tensor_cores PROPERTIES ENVIRONMENT "ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=2"
-                     SKIP_REGULAR_EXPRESSION "no CUDA device"
-                     TIMEOUT 600)
-# With the Hopper (wgmma) kernel built (nvcc >= 12.3), the reference tests once more with it selected: on an
-# H100/H200 every plain-variant prefill call runs on it (elsewhere they run as above).
+# The reference tests once more with float32 prefill calls on the tiled SIMT kernel (0) and on the tensor cores with
+# the fragments split by every warp (1); by default they run on the tensor cores in 3xTF32 with K and V split once per
+# block (2).
+foreach(variant 0 1)
+  if(variant)
+    set(name ortflash_cuda_tests.float32_per_warp)
+  else()
+    set(name ortflash_cuda_tests.float32_simt)
+  endif()
+  add_test(NAME ${name} COMMAND ortflash_cuda_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*)
+  set_tests_properties(${name} PROPERTIES ENVIRONMENT "ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=${variant}"
+                       SKIP_REGULAR_EXPRESSION "no CUDA device"
+                       TIMEOUT 600)
+endforeach()
+# With the Hopper (wgmma) kernels built (nvcc >= 12.3), an H100/H200 runs the TMA one by default from 256 keys; the
+# reference tests once more with each kernel named for every length (0: the mma.sync kernel; elsewhere as above).
 if(ORTFLASH_CUDA_HOPPER)
   # The sm_90a instructions' wrappers on their own (hopper_primitives_test.cc; also run on the emulator).
   add_executable(ortflash_hopper_primitives_tests ${CMAKE_CURRENT_LIST_DIR}/hopper_primitives_test.cc
@@ -49,7 +57,7 @@ if(ORTFLASH_CUDA_HOPPER)
                         ${CMAKE_DL_LIBS})
   gtest_discover_tests(ortflash_hopper_primitives_tests TEST_PREFIX "ortflash_hopper_primitives_tests."
                        DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60)
-  foreach(variant 1 2)  # 1: cp.async loads; 2: TMA loads by a producer warpgroup
+  foreach(variant 0 1 2)  # 0: mma.sync; 1: wgmma, cp.async loads; 2: wgmma, TMA loads by a producer warpgroup
     add_test(NAME ortflash_cuda_tests.hopper${variant}
              COMMAND ortflash_cuda_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*)
     set_tests_properties(ortflash_cuda_tests.hopper${variant} PROPERTIES ENVIRONMENT "ORTFLASH_CUDA_HOPPER=${variant}"

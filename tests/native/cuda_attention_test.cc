@@ -532,6 +532,17 @@ class ScopedEnv {
   std::string old_;
 };
 
+#if defined(ORTFLASH_SIMT)
+// On the emulator the suite runs the mma.sync and tiled SIMT kernels unless the environment names a kernel: the
+// work-count tests count those kernels' instructions, and the CTest entries hopper1, hopper2 and float32_tensor_cores
+// run the suite on the others ("default" asks for the library's own choice, as on a GPU).
+[[maybe_unused]] const bool kEmulatorPinsKernels = [] {
+  setenv("ORTFLASH_CUDA_HOPPER", "0", 0);
+  setenv("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", "0", 0);
+  return true;
+}();
+#endif
+
 // ---- running a case --------------------------------------------------------------------------
 
 constexpr unsigned char kOutputSentinel = 0x5a;
@@ -596,6 +607,7 @@ void expect_matches_reference(const Case& c, uint32_t seed) {
   const Tolerance tol = tolerance(c.dtype);
   std::vector<char> logical(in.out.count, 0);
   int64_t failures = 0;
+  double worst = 0.0;  // the largest error over its bound (reported on failure: how far off, not only where)
   for (int64_t b = 0; b < c.batch; ++b)
     for (int64_t h = 0; h < c.q_heads; ++h)
       for (int64_t i = 0; i < c.q_len; ++i)
@@ -604,14 +616,15 @@ void expect_matches_reference(const Case& c, uint32_t seed) {
           logical[at] = 1;
           const double expected = want[static_cast<size_t>(((b * c.q_heads + h) * c.q_len + i) * c.v_head_dim + d)];
           const double actual = got.get(at);
-          const bool ok = std::isnan(expected) ? std::isnan(actual)
-                                               : std::fabs(actual - expected) <= tol.abs_of_vmax * in.vmax + tol.rel * std::fabs(expected);
+          const double bound = tol.abs_of_vmax * in.vmax + tol.rel * std::fabs(expected);
+          const bool ok = std::isnan(expected) ? std::isnan(actual) : std::fabs(actual - expected) <= bound;
+          if (!std::isnan(expected)) worst = std::max(worst, std::isnan(actual) ? INFINITY : std::fabs(actual - expected) / bound);
           if (!ok && ++failures <= 5) {
             ADD_FAILURE() << "out[" << b << "," << h << "," << i << "," << d << "] = " << actual << ", expected "
                           << expected << " (vmax " << in.vmax << ")";
           }
         }
-  EXPECT_EQ(failures, 0) << "mismatching output elements";
+  EXPECT_EQ(failures, 0) << "mismatching output elements; the worst error is " << worst << " times its bound";
   // Nothing outside the logical output may be written.
   int64_t stray = 0;
   for (size_t at = 0; at < in.out.count; ++at) {
@@ -952,7 +965,7 @@ TEST(CudaAttention, KeyPaddingMasksMatchTheReference) {
       for (bool left : {false, true}) {
         ++seed;
         Case c;
-        c.dtype = t, c.batch = 2, c.q_heads = 4, c.kv_heads = 2, c.q_len = 150, c.kv_len = 300;
+        c.dtype = t, c.batch = 2, c.q_heads = 4, c.kv_heads = 2, c.q_len = 150, c.kv_len = 520;  // live keys from 512
         c.head_dim = c.v_head_dim = seed % 3 ? 64 : 128, c.keep_probability = 1.0f;
         c.bias = mask == 2 ? Broadcast::kNone : Broadcast::kPerKey;
         c.keep = mask >= 2 ? Broadcast::kPerKey : Broadcast::kNone;
@@ -976,6 +989,7 @@ TEST(CudaAttention, KeyPaddingMasksMatchTheReference) {
 // without split-KV.
 TEST(CudaAttention, RowVaryingMasksMatchTheReference) {
   SKIP_WITHOUT_CUDA_DEVICE();
+  const ScopedEnv live_rows("ORTFLASH_CUDA_LIVE_ROWS", "1");  // the passes are off by default
   uint32_t seed = 600;
   for (DType t : kAllTypes) {
     for (int variant = 0; variant < 4; ++variant) {
@@ -1005,7 +1019,8 @@ TEST(CudaAttention, PaddingThatOutscoresItsBiasStaysLive) {
     for (Broadcast kind : {Broadcast::kPerKey, Broadcast::kPerBatchRows}) {  // the per-head and the per-slice pass
       Case c;
       c.dtype = t, c.batch = 2, c.q_heads = 2, c.kv_heads = 2, c.q_len = 70, c.head_dim = c.v_head_dim = 64;
-      c.kv_len = kind == Broadcast::kPerKey ? 260 : 520;
+      const ScopedEnv live_rows("ORTFLASH_CUDA_LIVE_ROWS", "1");
+      c.kv_len = 520;  // both passes run from 512 keys
       c.bias = kind, c.padding_bias = -10000.0f, c.padded_keys = c.kv_len / 2, c.padding_outscores_bias = true;
       c.magnitude = 40.0f, c.scale_override = 0.125f;
       expect_matches_reference(c, 540);
@@ -1022,7 +1037,8 @@ TEST(CudaAttention, InfiniteValuesInThePaddingStillPoisonTheirColumn) {
       for (bool left : {false, true}) {
         Case c;
         c.dtype = t, c.batch = 2, c.q_heads = 2, c.kv_heads = 1, c.q_len = 70, c.head_dim = c.v_head_dim = 64;
-        c.kv_len = kind == Broadcast::kPerKey ? 260 : 520;
+        const ScopedEnv live_rows("ORTFLASH_CUDA_LIVE_ROWS", "1");
+        c.kv_len = 520;  // both passes run from 512 keys
         c.bias = kind, c.padded_keys = c.kv_len / 2, c.left_padding = left, c.infinite_padding_value = true;
         expect_matches_reference(c, left ? 541 : 542);
       }
@@ -1205,23 +1221,20 @@ TEST(CudaAttentionWork, BiasAndKeepRunAtThePlainVariantsTiles) {
   EXPECT_EQ(barriers(DType::kBFloat16, Broadcast::kNone, Broadcast::kPerKey, 0.0f, 1.0f), plain);
 }
 
-// Whether float32 prefill calls run on the tensor cores (3xTF32) in this process (ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1).
+// Whether float32 prefill calls run on the tensor cores (3xTF32) in this process (on the emulator, where
+// ORTFLASH_CUDA_FLOAT32_TENSOR_CORES is 1 or 2: kEmulatorPinsKernels).
 bool float32_on_tensor_cores() {
   const char* value = std::getenv("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES");
-  return value != nullptr && std::string(value) == "1";
+  return value != nullptr && (std::string(value) == "1" || std::string(value) == "2");
 }
 
-// The mma instructions a case runs with the live-key passes on or off (ORTFLASH_CUDA_LIVE_KEYS=0); its output is
-// checked against the reference either way.
+// The mma instructions a case runs with the live-key passes on (ORTFLASH_CUDA_LIVE_ROWS=1 too) or off
+// (ORTFLASH_CUDA_LIVE_KEYS=0); its output is checked against the reference either way.
 uint64_t mma_count(const Case& c, bool live_keys, uint32_t seed) {
-  if (live_keys) {
-    unsetenv("ORTFLASH_CUDA_LIVE_KEYS");
-  } else {
-    setenv("ORTFLASH_CUDA_LIVE_KEYS", "0", 1);
-  }
+  const ScopedEnv keys("ORTFLASH_CUDA_LIVE_KEYS", live_keys ? "1" : "0");
+  const ScopedEnv rows("ORTFLASH_CUDA_LIVE_ROWS", "1");  // the per-slice passes too (off by default)
   simt::take_stats();
   expect_matches_reference(c, seed);
-  unsetenv("ORTFLASH_CUDA_LIVE_KEYS");
   return simt::take_stats().mma;
 }
 
@@ -1288,9 +1301,10 @@ TEST(CudaAttentionWork, CausalMasksInTheBiasSkipTheTilesAboveTheDiagonal) {
   }
 }
 
-// float32 runs on the tensor cores (3xTF32: three m16n8k8 per 8x8x8 product) only where
-// ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1 asks, for prefill calls; decoding stays on the tiled kernel's splits.
-TEST(CudaAttentionWork, Float32UsesTensorCoresOnlyWhenRequested) {
+// float32 prefill calls run on the tensor cores (3xTF32: three m16n8k8 per 8x8x8 product) unless
+// ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=0 (or a session's choice) says otherwise; decoding stays on the tiled kernel's
+// splits.
+TEST(CudaAttentionWork, Float32UsesTensorCoresUnlessToldOtherwise) {
   const auto run = [](int64_t q_len, int64_t d, const char* variant, Broadcast bias = Broadcast::kNone) {
     const ScopedEnv env("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", variant);
     Case c;
@@ -1319,6 +1333,9 @@ TEST(CudaAttentionWork, Float32UsesTensorCoresOnlyWhenRequested) {
   EXPECT_EQ(chosen(2, "0"), mma(128, 64, "1"));
   EXPECT_EQ(chosen(0, "1"), 0u);
   EXPECT_EQ(chosen(-1, "1"), mma(128, 64, "1"));
+  // Neither a session's choice nor a valid value: the default, K and V split once per block.
+  EXPECT_EQ(chosen(-1, "default"), mma(128, 64, "2"));
+  EXPECT_GT(chosen(-1, "default"), 0u);
   // Splitting K and V once per block: the same mma, two more barriers per key tile (2 blocks x 2 tiles of 64 keys).
   // Where the device does not let a block have its tiles, as 1: at head dim 128 with a bias (2 x 4 tiles of 32
   // keys) they take 108 KiB, more than an sm_86 GPU's 99 (the CTest entry ...float32_split_tiles_99_kib).
@@ -1417,6 +1434,31 @@ TEST(CudaHopperWork, PlainPrefillRunsOnWgmmaWhenRequested) {
   }
   EXPECT_EQ(run(DType::kFloat16, 32, false).wgmma, 0u);  // head dim 32: the mma.sync kernel
   EXPECT_EQ(run(DType::kFloat16, 128, false, Broadcast::kNone, 1, 512).wgmma, 0u);  // decoding
+}
+
+// Without ORTFLASH_CUDA_HOPPER naming a kernel, an H100/H200 runs the TMA kernel from 256 keys (one 128-key tile
+// leaves it nothing to pipeline: the mma.sync kernel was faster there), masks in the accumulators included.
+TEST(CudaHopperWork, TmaKernelIsTheDefaultFrom256Keys) {
+  const auto run = [](const char* setting, int64_t kv_len, Broadcast bias = Broadcast::kNone) {
+    const ScopedEnv env("ORTFLASH_CUDA_HOPPER", setting);
+    Case c;
+    c.dtype = DType::kFloat16, c.q_len = 128, c.kv_len = kv_len, c.head_dim = c.v_head_dim = 128, c.bias = bias;
+    c.lend_scratch = false;
+    simt::take_stats();
+    expect_matches_reference(c, 98);
+    return simt::take_stats();
+  };
+  const simt::LaunchStats by_default = run("default", 256);
+  EXPECT_GT(by_default.wgmma, 0u);
+  EXPECT_GT(by_default.tma, 0u);
+  EXPECT_EQ(by_default.mma, 0u);
+  EXPECT_EQ(run("2", 256).wgmma, by_default.wgmma);
+  EXPECT_GT(run("default", 1000, Broadcast::kPerKey).tma, 0u);
+  const simt::LaunchStats short_keys = run("default", 128);
+  EXPECT_EQ(short_keys.wgmma, 0u);
+  EXPECT_GT(short_keys.mma, 0u);
+  EXPECT_GT(run("2", 128).wgmma, 0u);  // a named kernel runs at every length
+  EXPECT_EQ(run("0", 256).wgmma, 0u);
 }
 #endif
 
@@ -1611,12 +1653,15 @@ TEST(CudaSanitizerSubset, SmallShapesOnEveryKernel) {
   generic.causal = CausalAlignment::kLowerRight, generic.keep = Broadcast::kPerKey;
   expect_matches_reference(generic, 76);
   Case padded;  // the live-key pass over a padding bias (its norms: queries, keys and values of the padding)
-  padded.dtype = DType::kBFloat16, padded.batch = 2, padded.q_heads = 2, padded.q_len = 70, padded.kv_len = 150;
-  padded.head_dim = padded.v_head_dim = 64, padded.bias = Broadcast::kPerKey, padded.padded_keys = 70;
+  padded.dtype = DType::kBFloat16, padded.batch = 2, padded.q_heads = 2, padded.q_len = 70, padded.kv_len = 520;
+  padded.head_dim = padded.v_head_dim = 64, padded.bias = Broadcast::kPerKey, padded.padded_keys = 200;
   expect_matches_reference(padded, 79);
-  Case rows = padded;  // the per-slice passes over a (B,1,S,S) bias: a causal mask in it, and the padding
+  Case rows = padded;  // the per-slice passes over a (B,1,S,S) bias (asked for): a causal mask in it, and the padding
   rows.bias = Broadcast::kPerBatchRows, rows.causal_bias = true, rows.q_len = 70, rows.kv_len = 520, rows.padded_keys = 100;
-  expect_matches_reference(rows, 80);
+  {
+    const ScopedEnv live_rows("ORTFLASH_CUDA_LIVE_ROWS", "1");
+    expect_matches_reference(rows, 80);
+  }
   Case split;
   split.dtype = DType::kFloat16, split.q_len = 1, split.kv_len = 3001, split.head_dim = split.v_head_dim = 64;
   expect_matches_reference(split, 74);

@@ -178,10 +178,10 @@ AttentionParams fold_query_heads_into_rows(const AttentionParams& a) {
 }
 
 // Kernel families: tensor cores (16-bit, sm_80+, aligned rows), the tiled SIMT kernel (everything
-// else with head dims up to 128: float32 above all), the generic kernel (the rest). Within the tensor-core
-// family, the Hopper kernel (wgmma, KernelChoice::hopper) takes the plain variant's prefill calls on
-// compute capability 9 when the build has it (see use_hopper).
-// kFloat32TensorCores: float32 prefill on the tensor-core kernel in 3xTF32 (sm_80+), where asked for (below).
+// else with head dims up to 128: float32 decoding, and float32 prefill where asked for), the generic kernel (the
+// rest). Within the tensor-core family, the Hopper kernel (wgmma, KernelChoice::hopper) takes the plain and
+// masks-in-accumulator variants' prefill calls on compute capability 9 when the build has it (see use_hopper).
+// kFloat32TensorCores: float32 prefill on the tensor-core kernel in 3xTF32 (sm_80+; see below).
 enum class FwdPath { kTensorCoreSm80, kFloat32TensorCores, kTiled, kGeneric };
 
 // Smallest capacity of `capacities` that holds both head dims, or 0 when none does.
@@ -212,16 +212,21 @@ bool rows_in_16_byte_chunks(const void* base, const int64_t* stride, int64_t ele
   return is_aligned(base, 16) && stride[0] % per_chunk == 0 && stride[1] % per_chunk == 0 && stride[2] % per_chunk == 0;
 }
 
-// float32 on the tensor cores (3xTF32) until it has been checked and timed on a GPU: only where the session's config
-// entry ortflash.cuda.float32_tensor_cores (CudaOptions) or, without one, ORTFLASH_CUDA_FLOAT32_TENSOR_CORES asks for
-// it: 1 every warp splits its K and V fragments into tf32 parts, 2 each K and V tile is split once per block in shared
-// memory (where the device's shared memory allows; else as 1), 0 (or unset) the tiled SIMT kernel. The variable is
-// read on every call (a getenv next to a launch of microseconds), so that a benchmark can time the kernels in one
-// process.
+// float32 prefill runs on the tensor cores (3xTF32) by default: on an H200 (first GPU run) 1.1-1.8x SDPA's efficient
+// backend and 2-4x the tiled SIMT kernel, which ran at 0.3-0.7x. The session's config entry
+// ortflash.cuda.float32_tensor_cores (CudaOptions) or, without one, ORTFLASH_CUDA_FLOAT32_TENSOR_CORES chooses: 0 the
+// tiled SIMT kernel, 1 every warp splits its K and V fragments into tf32 parts, 2 (the default) each K and V tile is
+// split once per block in shared memory (where the device's shared memory allows; else as 1; 0-7% faster than 1 at
+// head dim 128 and with masks, within 5% at 64). The variable is read on every call (a getenv next to a launch of
+// microseconds), so that a benchmark can time the kernels in one process; any other value means the default.
+constexpr int kDefaultFloat32TensorCores = 2;
+
 int float32_tensor_cores_requested() {
   const char* value = std::getenv("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES");
-  if (value == nullptr || value[0] == '\0' || value[1] != '\0') return 0;
-  return value[0] == '1' ? 1 : value[0] == '2' ? 2 : 0;
+  if (value == nullptr || value[0] == '\0' || value[1] != '\0' || value[0] < '0' || value[0] > '2') {
+    return kDefaultFloat32TensorCores;
+  }
+  return value[0] - '0';
 }
 
 // float32_variant: float32_tensor_cores_requested() of this call.
@@ -332,24 +337,30 @@ struct KernelChoice {
   bool split_tiles = false;  // float32 tensor cores: K and V split into tf32 parts once per block
 };
 
-// The Hopper kernels are built only by nvcc >= 12.3 (ORTFLASH_HAVE_HOPPER) and, until they have been checked
-// and timed on an H100/H200, run only where ORTFLASH_CUDA_HOPPER asks for one: 1 the cp.async kernel, 2 the TMA
-// (warp-specialised) one. Read on every call (a getenv, next to a launch of microseconds), so a benchmark can
-// time the kernels in one process.
+// The Hopper kernels are built only by nvcc >= 12.3 (ORTFLASH_HAVE_HOPPER). On compute capability 9 the TMA
+// (warp-specialised) kernel runs by default from kHopperMinKeys keys: on an H200 (first GPU run) 1.2-2.0x SDPA's
+// flash backend from 2k keys (fp16 head dim 128: 530-620 TFLOP/s), against 1.0-1.1x for the mma.sync kernel; with
+// 128 keys (one key tile, nothing to pipeline) the mma.sync kernel was faster. ORTFLASH_CUDA_HOPPER chooses for every
+// length: 0 the mma.sync kernel, 1 the cp.async wgmma kernel, 2 the TMA one. Read on every call (a getenv, next to a
+// launch of microseconds), so a benchmark can time the kernels in one process.
 #if defined(ORTFLASH_HAVE_HOPPER)
-int hopper_requested() {
+constexpr int64_t kHopperMinKeys = 256;
+
+int hopper_requested(int64_t kv_len) {
   const char* value = std::getenv("ORTFLASH_CUDA_HOPPER");
-  if (value == nullptr || value[0] == '\0' || value[1] != '\0') return 0;
-  return value[0] == '1' ? 1 : value[0] == '2' ? 2 : 0;
+  if (value == nullptr || value[0] == '\0' || value[1] != '\0' || value[0] < '0' || value[0] > '2') {
+    return kv_len >= kHopperMinKeys ? 2 : 0;
+  }
+  return value[0] - '0';
 }
 #endif
 
 // The plain variant's prefill calls and, on the TMA kernel, the masks-in-accumulator ones whose tiles fit.
-int use_hopper(const KernelChoice& k, const DeviceInfo& device) {
+int use_hopper(const KernelChoice& k, const DeviceInfo& device, int64_t kv_len) {
 #if defined(ORTFLASH_HAVE_HOPPER)
   if (k.path != FwdPath::kTensorCoreSm80 || k.decode || k.mask_inputs) return 0;
   if (device.major != 9 || !cuda::has_hopper_variant(k.capacity)) return 0;
-  const int requested = hopper_requested();
+  const int requested = hopper_requested(kv_len);
   if (requested == 0 || (k.accum_masks != 0 && (requested != 2 || !cuda::has_hopper_mask_variant(k.capacity, k.accum_masks)))) {
     return 0;
   }
@@ -358,6 +369,7 @@ int use_hopper(const KernelChoice& k, const DeviceInfo& device) {
 #else
   (void)k;
   (void)device;
+  (void)kv_len;
   return 0;
 #endif
 }
@@ -558,8 +570,11 @@ std::string repack_mask_rows(const void*& mask, int64_t (&stride)[4], bool& chun
 
 // Live key ranges (live_keys.cuh) for a prefill call whose bias and keep are the same for every query row: the
 // padding mask of an exported encoder, or of a batched prompt. Not for decoding: one more launch on every step
-// would cost more than the tiles it could skip there. ORTFLASH_CUDA_LIVE_KEYS=0 turns them off (read on every
-// call, so that a benchmark can time both ways in one process).
+// would cost more than the tiles it could skip there; nor below kLiveKeysMinKeys keys (H200, first GPU run: with 128
+// keys the pass cost more than it saved, up to 2x the forward kernel with a bias). ORTFLASH_CUDA_LIVE_KEYS=0 turns
+// them off (read on every call, so that a benchmark can time both ways in one process).
+constexpr int64_t kLiveKeysMinKeys = 512;
+
 bool live_ranges_enabled() {
   const char* setting = std::getenv("ORTFLASH_CUDA_LIVE_KEYS");
   return setting == nullptr || std::string(setting) != "0";
@@ -571,20 +586,29 @@ bool mask_varies_by_row(const FwdParams& p) {
 }
 
 bool wants_live_keys(const KernelChoice& k, const FwdParams& p) {
-  if (k.path == FwdPath::kGeneric || k.decode || p.kv_len <= 64 || (p.bias == nullptr && p.keep == nullptr)) return false;
+  if (k.path == FwdPath::kGeneric || k.decode || p.kv_len < kLiveKeysMinKeys || (p.bias == nullptr && p.keep == nullptr)) {
+    return false;
+  }
   return !mask_varies_by_row(p) && live_ranges_enabled();
 }
 
 // Masks that vary by query row (live_rows.cuh: a decoder export's causal mask in its bias, a position bias with
 // padding) get per-slice ranges from three more launches, one pass over each mask and, where it leaves candidates,
-// one over K and V: only from kLiveRowsMinKeys keys, where that is small next to the tiles it can skip.
+// one over K and V: only from kLiveRowsMinKeys keys, where that is small next to the tiles it can skip. Off unless
+// ORTFLASH_CUDA_LIVE_ROWS=1 (and ORTFLASH_CUDA_LIVE_KEYS is not 0): on an H200 (first GPU run) the passes cost more
+// than the tiles they saved (a causal (B,1,S,S) bias: 0.4-0.6x the time of computing every tile).
 constexpr int kLiveRowsMinKeys = 512;
 // Scratch past this (the requirements: mask slices x keys floats) is not worth holding: the ranges are left out.
 constexpr size_t kMaxLiveRowsBytes = size_t(64) << 20;
 
+bool live_rows_requested() {
+  const char* setting = std::getenv("ORTFLASH_CUDA_LIVE_ROWS");
+  return setting != nullptr && std::string(setting) == "1";
+}
+
 bool wants_live_rows(const KernelChoice& k, const FwdParams& p) {
   if (k.path == FwdPath::kGeneric || k.decode || p.kv_len < kLiveRowsMinKeys || !mask_varies_by_row(p)) return false;
-  return live_ranges_enabled();
+  return live_rows_requested() && live_ranges_enabled();
 }
 
 template <class T>
@@ -698,7 +722,7 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   k.accum_masks = accum ? (p.bias != nullptr ? cuda::kAccumBias : 0) | (p.keep != nullptr ? cuda::kAccumKeep : 0) : 0;
   k.mask_inputs = !accum && (p.bias != nullptr || p.keep != nullptr || p.softcap > 0.0f ||
                                     !(p.scale_log2 > 0.0f) || !cuda::has_plain_variant(k.capacity));
-  k.hopper = use_hopper(k, device);
+  k.hopper = use_hopper(k, device, params.kv_len);
   k.split_tiles = k.path == FwdPath::kFloat32TensorCores && float32_variant == 2 &&
                   float32_split_tiles_fit(k.capacity, k.mask_inputs, device);
 

@@ -17,7 +17,8 @@
 // that see the witness; under causality the slices of kLiveRows query rows whose first row does not see it get
 // the keep range. Only the ends are cut, never holes: the kernels skip whole tiles before and after.
 // The norms are read only where the mask leaves candidates: an unpadded batch costs two passes over its
-// mask row; a padded one also reads its queries once and the K and V rows of the padding.
+// mask row; a padded one also reads its queries once and the K and V rows of the padding. Calls with fewer than
+// kLiveKeysMinKeys keys run no pass (flash_attention_cuda.cu): there its launch cost more than it saved.
 #pragma once
 
 #include <cfloat>
@@ -32,7 +33,9 @@
 
 namespace ortflash::cuda {
 
-constexpr int kLiveKeysThreads = 256;
+// Many threads per block: the pass is bound by the latency of its loads, and the grid has one block per (batch,
+// query head), few for a long prompt.
+constexpr int kLiveKeysThreads = 1024;
 
 // Natural-log units below a row's max past which a weight is 0 in fp32: e^-128 = 2.6e-56, far below
 // half the smallest subnormal (7e-46), so exp, exp2 and their flush-to-zero forms all give 0.
@@ -59,6 +62,51 @@ __device__ __forceinline__ bool row_is_finite(const T* row, int count) {
     zeros += x - x;
   }
   return zeros == 0.0f;
+}
+
+// The largest sum of squares over rows [begin, end) of `base` (row stride `stride`, `count` elements each), and
+// whether every row's sum is finite (a row with an inf or NaN element, or one whose sum overflows, is not), for the
+// whole block (every thread must call it; every thread gets the result). Each warp takes kRowsInFlight rows at a
+// time, its lanes across their elements: coalesced loads, all of those rows' loads issued together (one thread
+// walking a row at a time left the first version of this pass 10x slower than the tiles it saved).
+struct RowNorms {
+  float largest_squared;
+  bool finite;
+};
+
+template <int kThreads, class T>
+__device__ __forceinline__ RowNorms block_row_norms(const T* base, int64_t stride, int begin, int end, int count,
+                                                    float* float_scratch, int* int_scratch) {
+  constexpr int kWarps = kThreads / 32;
+  constexpr int kRowsInFlight = 8;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  float largest = 0.0f;
+  int finite = 1;
+  for (int r0 = begin + warp * kRowsInFlight; r0 < end; r0 += kWarps * kRowsInFlight) {
+    float sum[kRowsInFlight];
+#pragma unroll
+    for (int r = 0; r < kRowsInFlight; ++r) sum[r] = 0.0f;
+    for (int i = lane; i < count; i += 32) {
+#pragma unroll
+      for (int r = 0; r < kRowsInFlight; ++r) {
+        if (r0 + r < end) {
+          const float x = to_float(base[int64_t(r0 + r) * stride + i]);
+          sum[r] = fmaf(x, x, sum[r]);
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRowsInFlight; ++r) {
+#pragma unroll
+      for (int offset = 16; offset > 0; offset >>= 1) sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], offset);
+      if (!(sum[r] < INFINITY)) finite = 0;  // rows past `end` sum to 0
+      largest = fmaxf(largest, sum[r]);
+    }
+  }
+  largest = block_reduce<kThreads>(largest, float_scratch, [](float a, float b) { return fmaxf(a, b); });
+  finite = block_reduce<kThreads>(finite, int_scratch, [](int a, int b) { return min(a, b); });
+  return RowNorms{largest, finite != 0};
 }
 
 // The numbers of the bound, shared with the per-row pass (live_rows.cuh).
@@ -154,33 +202,36 @@ __global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdPa
   witness = first_near;
   const double witness_bias = bias_at(witness);
 
-  // ---- the largest query norm of the head, and the witness's key norm ----
+  // ---- the largest query norm of the head; the witness's key norm and the largest of the candidates' ----
+  // The candidates: the kept keys before the first near key and after the last. One bound for all of them (the
+  // largest of their key norms): a padding mask gives its padding one bias, so a bound per key would cut no more,
+  // and with one the cut is a scan of the mask. Any K or V row of theirs that is not finite: no cut.
   const T* const q = static_cast<const T*>(p.q) + batch * p.q_stride[0] + head * p.q_stride[1];
   const T* const k = static_cast<const T*>(p.k) + batch * p.k_stride[0] + (head / p.group) * p.k_stride[1];
   const T* const v = static_cast<const T*>(p.v) + batch * p.v_stride[0] + (head / p.group) * p.v_stride[1];
-  float q_squared = 0.0f;
-  int finite = 1;
-  for (int i = tid; i < p.q_len; i += kThreads) {
-    const float squared = squared_norm(q + i * p.q_stride[2], p.head_dim);
-    if (!(squared < INFINITY)) finite = 0;
-    q_squared = fmaxf(q_squared, squared);
+  const auto norms = [&](const T* base, int64_t stride, int begin, int end, int count) {
+    return block_row_norms<kThreads>(base, stride, begin, end, count, float_scratch, int_scratch);
+  };
+  const RowNorms queries = norms(q, p.q_stride[2], 0, p.q_len, p.head_dim);
+  const RowNorms witness_key = norms(k, p.k_stride[2], witness, witness + 1, p.head_dim);
+  const RowNorms lead_keys = norms(k, p.k_stride[2], keep_range.begin, first_near, p.head_dim);
+  const RowNorms trail_keys = norms(k, p.k_stride[2], last_near + 1, keep_range.end, p.head_dim);
+  const RowNorms lead_values = norms(v, p.v_stride[2], keep_range.begin, first_near, p.v_head_dim);
+  const RowNorms trail_values = norms(v, p.v_stride[2], last_near + 1, keep_range.end, p.v_head_dim);
+  if (!queries.finite || !witness_key.finite || !lead_keys.finite || !trail_keys.finite || !lead_values.finite ||
+      !trail_values.finite) {
+    return finish();
   }
-  q_squared = block_reduce<kThreads>(q_squared, float_scratch, [](float a, float b) { return fmaxf(a, b); });
-  finite = block_reduce<kThreads>(finite, int_scratch, int_min);
-  const float witness_squared = squared_norm(k + witness * p.k_stride[2], p.head_dim);
-  if (finite == 0 || !(witness_squared < INFINITY)) return finish();
 
   // Every row that sees the witness has a max of at least witness_bias - |scale|·|q|·|k_w|; key j scores at most
-  // bias_j + |scale|·|q|·|k_j|.
-  const double score_factor = DeadKeyBound::score_factor(p, q_squared);
-  const double witness_norm = sqrt(double(witness_squared));
+  // bias_j + |scale|·|q|·|k_j| <= bias_j + |scale|·|q|·max |k|.
+  const double score_factor = DeadKeyBound::score_factor(p, queries.largest_squared);
+  const double largest_key_norm = sqrt(double(fmaxf(lead_keys.largest_squared, trail_keys.largest_squared)));
+  const double score_bound =
+      fmin(score_factor * (largest_key_norm + sqrt(double(witness_key.largest_squared))), bound.softcap_bound);
   const auto live_candidate = [&](int j) {
-    if (!kept(j)) return false;
-    const float k_squared = squared_norm(k + j * p.k_stride[2], p.head_dim);
-    if (!(k_squared < INFINITY) || !row_is_finite(v + j * p.v_stride[2], p.v_head_dim)) return true;
     const double b = used_bias(j);
-    const double score_bound = fmin(score_factor * (sqrt(double(k_squared)) + witness_norm), bound.softcap_bound);
-    return !(b + DeadKeyBound::gap_needed(b, witness_bias) + score_bound < witness_bias);
+    return kept(j) && !(b + DeadKeyBound::gap_needed(b, witness_bias) + score_bound < witness_bias);
   };
 
   // ---- the keys before the first near key and after the last: live where the bound fails ----

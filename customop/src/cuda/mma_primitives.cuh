@@ -165,9 +165,10 @@ struct Mma16816<__nv_bfloat16> {
 // A tf32 value keeps 10 explicit mantissa bits; the tensor cores read the top 19 bits of an operand's word (sign,
 // exponent, 10 mantissa bits) and ignore the rest, which is what this code relies on for the small parts below
 // (CUTLASS's float32-via-TF32 conversions rely on it too). Each float x is split as hi = x rounded to tf32 and
-// lo = x - hi (exact, and read as tf32 by truncation), and a·b ≈ a_lo·b_hi + a_hi·b_lo + a_hi·b_hi: the dropped
-// a_lo·b_lo and the truncation of lo leave a relative error near 2^-21 per product, against 2^-11 for one TF32
-// product. (PyTorch's memory-efficient attention runs float32 on sm_80+ tensor cores in the same 3xTF32 way.)
+// lo = x - hi (exact in fp32, up to 13 significant bits) rounded to tf32 in turn (the hardware would truncate it:
+// twice the error), and a·b ≈ a_lo·b_hi + a_hi·b_lo + a_hi·b_hi: the dropped a_lo·b_lo and the rounding of lo leave
+// a relative error near 2^-22 per product, against 2^-11 for one TF32 product. (The first GPU run truncated lo:
+// scores of magnitude 1e4 then missed the fp32 tolerance.) (PyTorch's memory-efficient attention runs float32 on sm_80+ tensor cores in the same 3xTF32 way.)
 
 // x rounded to a tf32 value: to nearest, ties away from zero, as cvt.rna.tf32.f32 (which ptxas expands to four
 // instructions with a guard for non-finite x; here two). ±inf stays ±inf and a NaN stays NaN unless its payload
@@ -185,12 +186,6 @@ __device__ __forceinline__ float bits_to_float(uint32_t w) {
   return x;
 }
 
-__device__ __forceinline__ uint32_t float_to_bits(float x) {
-  uint32_t w;
-  memcpy(&w, &x, sizeof(w));
-  return w;
-}
-
 struct Tf32Pair {
   uint32_t hi, lo;
 };
@@ -198,7 +193,7 @@ struct Tf32Pair {
 // A finite x (softmax weights) as hi + lo.
 __device__ __forceinline__ Tf32Pair split_tf32_finite(float x) {
   const uint32_t hi = round_to_tf32(x);
-  return Tf32Pair{hi, float_to_bits(x - bits_to_float(hi))};
+  return Tf32Pair{hi, round_to_tf32(x - bits_to_float(hi))};
 }
 
 // Any x as hi + lo. Where hi is infinite (x infinite, or past tf32's largest value) lo is 0, so that the products
@@ -206,7 +201,7 @@ __device__ __forceinline__ Tf32Pair split_tf32_finite(float x) {
 __device__ __forceinline__ Tf32Pair split_tf32(float x) {
   const uint32_t hi = round_to_tf32(x);
   const float hi_value = bits_to_float(hi);
-  return Tf32Pair{hi, fabsf(hi_value) < INFINITY ? float_to_bits(x - hi_value) : 0u};
+  return Tf32Pair{hi, fabsf(hi_value) < INFINITY ? round_to_tf32(x - hi_value) : 0u};
 }
 
 __device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {

@@ -50,11 +50,13 @@ public sealed class FlashAttentionCudaTests
         Tolerance.AssertClose(c, actual, ReferenceAttention.Compute(c));
     }
 
-    // float32 prefill on the tensor cores in 3xTF32, chosen by the session's config entry (1: fragments split by every
-    // warp, 2: K and V split once per block), within float32's tolerance.
+    // float32 prefill's kernel, chosen by the session's config entry: 0 the tiled SIMT kernel, or the tensor cores in
+    // 3xTF32 (1: fragments split by every warp, 2, the default: K and V split once per block), within float32's
+    // tolerance.
+    [TestCase("0")]
     [TestCase("1")]
     [TestCase("2")]
-    public void Float32OnTensorCoresMatchesReference(string variant)
+    public void Float32KernelChosenBySessionMatchesReference(string variant)
     {
         var cases = new[]
         {

@@ -82,9 +82,10 @@ if(ORTFLASH_SANITIZER_TESTS)
   set_tests_properties(ortflash_cuda_simt_tests_sanitized.hopper2 PROPERTIES ENVIRONMENT "ORTFLASH_CUDA_HOPPER=2" TIMEOUT 1800)
 endif()
 
-# The suite with a Hopper (wgmma) kernel selected (ORTFLASH_CUDA_HOPPER=1 or 2) on the emulated H100: every
-# plain-variant prefill call of the reference tests runs on it. The work-count tests of the mma.sync
-# kernels are left out (they count that kernel's instructions).
+# The suite with a Hopper (wgmma) kernel selected (ORTFLASH_CUDA_HOPPER=1 or 2; 2 is what a GPU runs by default
+# from 256 keys) on the emulated H100: every plain-variant prefill call of the reference tests runs on it. The
+# work-count tests of the mma.sync kernels are left out (they count that kernel's instructions); without an
+# ORTFLASH_CUDA_HOPPER the emulator's suite runs the mma.sync kernel (kEmulatorPinsKernels).
 foreach(variant 1 2)  # 1: cp.async loads; 2: TMA loads by a producer warpgroup, mbarriers
   add_test(NAME ortflash_cuda_simt_tests.hopper${variant}
            COMMAND ortflash_cuda_simt_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*:CudaHopperWork.*)
@@ -100,13 +101,14 @@ add_test(NAME ortflash_cuda_simt_tests.compute_capability_7
          COMMAND ortflash_cuda_simt_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*:-CudaAttention.SingleQueryDecodingSplitsLongKeyRanges:CudaAttention.SharedMemoryOptInIsRememberedAndOnlyGrows)
 set_tests_properties(ortflash_cuda_simt_tests.compute_capability_7 PROPERTIES ENVIRONMENT "SIMT_CC_MAJOR=7" TIMEOUT 1800)
 
-# The suite with float32 prefill calls on the tensor-core kernel in 3xTF32 (ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1,
-# opt-in until it has been timed on a GPU): every float32 reference test of more than 64 query rows per head runs on it
-# (=2, K and V split once per block, runs in Float32OnTensorCoresMatchesTheReference and the sanitizer subset).
+# The suite with float32 prefill calls on the tensor-core kernel in 3xTF32 as a GPU runs them by default
+# (ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=2, K and V split once per block): every float32 reference test of more than 64
+# query rows per head runs on it (=1, every warp splitting its fragments, runs in
+# Float32OnTensorCoresMatchesTheReference).
 add_test(NAME ortflash_cuda_simt_tests.float32_tensor_cores
          COMMAND ortflash_cuda_simt_tests --gtest_filter=CudaAttention.*:CudaSanitizerSubset.*:CudaAttentionWork.PaddedKeyTilesAreSkipped)
 set_tests_properties(ortflash_cuda_simt_tests.float32_tensor_cores PROPERTIES
-                     ENVIRONMENT "ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1" TIMEOUT 1800)
+                     ENVIRONMENT "ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=2" TIMEOUT 1800)
 
 # The float32 split-tile variant where a block may have only 99 KiB (sm_86/sm_89): head dim 128's tiles (96 KiB,
 # 108 with the masks) fit without its masks only.

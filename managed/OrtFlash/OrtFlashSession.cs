@@ -127,7 +127,7 @@ public sealed class OrtFlashSession : IDisposable
             var options = NewOptions(settings);
             try
             {
-                options.AppendExecutionProvider_CUDA(settings.DeviceId);
+                AppendCuda(options, settings);
                 return (options, ExecutionProvider.Cuda);
             }
             catch (Exception error) when (settings.Provider == ExecutionProvider.Auto &&
@@ -143,6 +143,24 @@ public sealed class OrtFlashSession : IDisposable
         }
 
         return (NewOptions(settings), ExecutionProvider.Cpu);
+    }
+
+    private static void AppendCuda(SessionOptions options, OrtFlashSessionOptions settings)
+    {
+        if (settings.CudaTf32 is not { } tf32)
+        {
+            options.AppendExecutionProvider_CUDA(settings.DeviceId);
+            return;
+        }
+
+        // The session options keep a copy of the provider options.
+        using var cuda = new OrtCUDAProviderOptions();
+        cuda.UpdateOptions(new Dictionary<string, string>
+        {
+            ["device_id"] = settings.DeviceId.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["use_tf32"] = tf32 ? "1" : "0",
+        });
+        options.AppendExecutionProvider_CUDA(cuda);
     }
 
     private static SessionOptions NewOptions(OrtFlashSessionOptions settings)

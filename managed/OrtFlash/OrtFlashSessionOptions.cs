@@ -12,6 +12,14 @@ public sealed record OrtFlashSessionOptions
     /// <summary>CUDA device ordinal when running on CUDA.</summary>
     public int DeviceId { get; init; }
 
+    /// <summary>
+    /// Whether ONNX Runtime's CUDA provider may run the model's other float32 MatMuls and convolutions in TF32 (its
+    /// <c>use_tf32</c> option: 10 mantissa bits per product, about 1e-3 relative). Null (the default) leaves ONNX
+    /// Runtime's own default, which is on; false keeps the whole graph in fp32, for parity with the CPU provider.
+    /// OrtFlash's own float32 kernel is not affected: it keeps fp32 accuracy either way (3xTF32).
+    /// </summary>
+    public bool? CudaTf32 { get; init; }
+
     /// <summary>ONNX Runtime intra-op threads (the CPU kernel's parallelism); 0 lets ONNX Runtime choose.</summary>
     public int IntraOpThreads { get; init; }
 

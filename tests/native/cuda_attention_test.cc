@@ -965,7 +965,8 @@ TEST(CudaAttention, KeyPaddingMasksMatchTheReference) {
       for (bool left : {false, true}) {
         ++seed;
         Case c;
-        c.dtype = t, c.batch = 2, c.q_heads = 4, c.kv_heads = 2, c.q_len = 150, c.kv_len = 520;  // live keys from 512
+        const ScopedEnv live_keys("ORTFLASH_CUDA_LIVE_KEYS", "1");  // the pass at this length too (by default from 1024)
+        c.dtype = t, c.batch = 2, c.q_heads = 4, c.kv_heads = 2, c.q_len = 150, c.kv_len = 300;
         c.head_dim = c.v_head_dim = seed % 3 ? 64 : 128, c.keep_probability = 1.0f;
         c.bias = mask == 2 ? Broadcast::kNone : Broadcast::kPerKey;
         c.keep = mask >= 2 ? Broadcast::kPerKey : Broadcast::kNone;
@@ -1019,8 +1020,8 @@ TEST(CudaAttention, PaddingThatOutscoresItsBiasStaysLive) {
     for (Broadcast kind : {Broadcast::kPerKey, Broadcast::kPerBatchRows}) {  // the per-head and the per-slice pass
       Case c;
       c.dtype = t, c.batch = 2, c.q_heads = 2, c.kv_heads = 2, c.q_len = 70, c.head_dim = c.v_head_dim = 64;
-      const ScopedEnv live_rows("ORTFLASH_CUDA_LIVE_ROWS", "1");
-      c.kv_len = 520;  // both passes run from 512 keys
+      const ScopedEnv live_keys("ORTFLASH_CUDA_LIVE_KEYS", "1"), live_rows("ORTFLASH_CUDA_LIVE_ROWS", "1");
+      c.kv_len = 520;  // the per-slice passes run from 512 keys; both are asked for (by default: longer calls, no rows)
       c.bias = kind, c.padding_bias = -10000.0f, c.padded_keys = c.kv_len / 2, c.padding_outscores_bias = true;
       c.magnitude = 40.0f, c.scale_override = 0.125f;
       expect_matches_reference(c, 540);
@@ -1037,8 +1038,8 @@ TEST(CudaAttention, InfiniteValuesInThePaddingStillPoisonTheirColumn) {
       for (bool left : {false, true}) {
         Case c;
         c.dtype = t, c.batch = 2, c.q_heads = 2, c.kv_heads = 1, c.q_len = 70, c.head_dim = c.v_head_dim = 64;
-        const ScopedEnv live_rows("ORTFLASH_CUDA_LIVE_ROWS", "1");
-        c.kv_len = 520;  // both passes run from 512 keys
+        const ScopedEnv live_keys("ORTFLASH_CUDA_LIVE_KEYS", "1"), live_rows("ORTFLASH_CUDA_LIVE_ROWS", "1");
+        c.kv_len = 520;  // the per-slice passes run from 512 keys; both are asked for (by default: longer calls, no rows)
         c.bias = kind, c.padded_keys = c.kv_len / 2, c.left_padding = left, c.infinite_padding_value = true;
         expect_matches_reference(c, left ? 541 : 542);
       }
@@ -1280,6 +1281,32 @@ TEST(CudaAttentionWork, PaddedKeyTilesAreSkipped) {
   EXPECT_EQ(4 * mma(c, true), 3 * mma(c, false));
 }
 
+// By default the passes run only where they paid off on an H200: a keep mask's from 1024 keys, a bias's from 2048;
+// the per-slice ones (row-varying masks) only when ORTFLASH_CUDA_LIVE_ROWS=1 asks.
+TEST(CudaAttentionWork, LivePassesRunByDefaultOnlyWhereTheyPaidOff) {
+  const auto mma = [](const Case& c, const char* live_keys) {
+    const ScopedEnv keys("ORTFLASH_CUDA_LIVE_KEYS", live_keys);
+    simt::take_stats();
+    expect_matches_reference(c, 96);
+    return simt::take_stats().mma;
+  };
+  Case c;
+  c.dtype = DType::kFloat16, c.batch = 2, c.q_len = 128, c.head_dim = c.v_head_dim = 64, c.keep_probability = 1.0f;
+  c.keep = Broadcast::kPerKey, c.kv_len = 512, c.padded_keys = 256;
+  EXPECT_EQ(mma(c, "default"), mma(c, "0"));
+  EXPECT_LT(mma(c, "1"), mma(c, "0"));
+  c.kv_len = 1024, c.padded_keys = 512;
+  EXPECT_LT(mma(c, "default"), mma(c, "0"));
+  c.keep = Broadcast::kNone, c.bias = Broadcast::kPerKey;
+  EXPECT_EQ(mma(c, "default"), mma(c, "0"));
+  c.kv_len = 2048, c.padded_keys = 1024;
+  EXPECT_LT(mma(c, "default"), mma(c, "0"));
+  Case rows;
+  rows.dtype = DType::kFloat16, rows.batch = 2, rows.q_len = 512, rows.kv_len = 512, rows.head_dim = rows.v_head_dim = 64;
+  rows.bias = Broadcast::kPerBatchRows, rows.causal_bias = true;
+  EXPECT_EQ(mma(rows, "default"), mma(rows, "0"));
+}
+
 // A causal mask held in a (B,1,S,S) bias (finfo.min above the diagonal) costs what the causal attribute costs: the
 // per-slice ranges end at each block's last row, so the same key tiles run; with ORTFLASH_CUDA_LIVE_KEYS=0 every
 // tile runs. With padding as well, fewer still.
@@ -1437,7 +1464,8 @@ TEST(CudaHopperWork, PlainPrefillRunsOnWgmmaWhenRequested) {
 }
 
 // Without ORTFLASH_CUDA_HOPPER naming a kernel, an H100/H200 runs the TMA kernel from 256 keys (one 128-key tile
-// leaves it nothing to pipeline: the mma.sync kernel was faster there), masks in the accumulators included.
+// leaves it nothing to pipeline: the mma.sync kernel was faster there), masks in the accumulators included; at head
+// dim 256 the cp.async wgmma kernel.
 TEST(CudaHopperWork, TmaKernelIsTheDefaultFrom256Keys) {
   const auto run = [](const char* setting, int64_t kv_len, Broadcast bias = Broadcast::kNone) {
     const ScopedEnv env("ORTFLASH_CUDA_HOPPER", setting);
@@ -1459,6 +1487,16 @@ TEST(CudaHopperWork, TmaKernelIsTheDefaultFrom256Keys) {
   EXPECT_GT(short_keys.mma, 0u);
   EXPECT_GT(run("2", 128).wgmma, 0u);  // a named kernel runs at every length
   EXPECT_EQ(run("0", 256).wgmma, 0u);
+  // Head dim 256: the cp.async kernel (the TMA one spills there).
+  const ScopedEnv env("ORTFLASH_CUDA_HOPPER", "default");
+  Case d256;
+  d256.dtype = DType::kBFloat16, d256.q_len = 128, d256.kv_len = 256, d256.head_dim = d256.v_head_dim = 256;
+  d256.lend_scratch = false;
+  simt::take_stats();
+  expect_matches_reference(d256, 97);
+  const simt::LaunchStats stats = simt::take_stats();
+  EXPECT_GT(stats.wgmma, 0u);
+  EXPECT_EQ(stats.tma, 0u);
 }
 #endif
 
@@ -1655,7 +1693,10 @@ TEST(CudaSanitizerSubset, SmallShapesOnEveryKernel) {
   Case padded;  // the live-key pass over a padding bias (its norms: queries, keys and values of the padding)
   padded.dtype = DType::kBFloat16, padded.batch = 2, padded.q_heads = 2, padded.q_len = 70, padded.kv_len = 520;
   padded.head_dim = padded.v_head_dim = 64, padded.bias = Broadcast::kPerKey, padded.padded_keys = 200;
-  expect_matches_reference(padded, 79);
+  {
+    const ScopedEnv live_keys("ORTFLASH_CUDA_LIVE_KEYS", "1");  // by default a bias's pass runs from 2048 keys
+    expect_matches_reference(padded, 79);
+  }
   Case rows = padded;  // the per-slice passes over a (B,1,S,S) bias (asked for): a causal mask in it, and the padding
   rows.bias = Broadcast::kPerBatchRows, rows.causal_bias = true, rows.q_len = 70, rows.kv_len = 520, rows.padded_keys = 100;
   {

@@ -337,19 +337,20 @@ struct KernelChoice {
   bool split_tiles = false;  // float32 tensor cores: K and V split into tf32 parts once per block
 };
 
-// The Hopper kernels are built only by nvcc >= 12.3 (ORTFLASH_HAVE_HOPPER). On compute capability 9 the TMA
-// (warp-specialised) kernel runs by default from kHopperMinKeys keys: on an H200 (first GPU run) 1.2-2.0x SDPA's
-// flash backend from 2k keys (fp16 head dim 128: 530-620 TFLOP/s), against 1.0-1.1x for the mma.sync kernel; with
-// 128 keys (one key tile, nothing to pipeline) the mma.sync kernel was faster. ORTFLASH_CUDA_HOPPER chooses for every
+// The Hopper kernels are built only by nvcc >= 12.3 (ORTFLASH_HAVE_HOPPER). On compute capability 9 a wgmma kernel
+// runs by default from kHopperMinKeys keys: the TMA (warp-specialised) one, on an H200 1.2-2.0x SDPA's flash backend
+// from 2k keys (fp16 head dim 128: 530-630 TFLOP/s; head dim 96: 1.3-1.7x), against 1.0-1.2x for the mma.sync kernel;
+// at head dim 256 the cp.async one (1.3-1.6x, where the TMA one spills: 0.6-0.9x); with 128 keys (one key tile,
+// nothing to pipeline) the mma.sync kernel was faster. ORTFLASH_CUDA_HOPPER chooses for every
 // length: 0 the mma.sync kernel, 1 the cp.async wgmma kernel, 2 the TMA one. Read on every call (a getenv, next to a
 // launch of microseconds), so a benchmark can time the kernels in one process.
 #if defined(ORTFLASH_HAVE_HOPPER)
 constexpr int64_t kHopperMinKeys = 256;
 
-int hopper_requested(int64_t kv_len) {
+int hopper_requested(int capacity, int64_t kv_len) {
   const char* value = std::getenv("ORTFLASH_CUDA_HOPPER");
   if (value == nullptr || value[0] == '\0' || value[1] != '\0' || value[0] < '0' || value[0] > '2') {
-    return kv_len >= kHopperMinKeys ? 2 : 0;
+    return kv_len < kHopperMinKeys ? 0 : capacity == 256 ? 1 : 2;
   }
   return value[0] - '0';
 }
@@ -360,7 +361,7 @@ int use_hopper(const KernelChoice& k, const DeviceInfo& device, int64_t kv_len) 
 #if defined(ORTFLASH_HAVE_HOPPER)
   if (k.path != FwdPath::kTensorCoreSm80 || k.decode || k.mask_inputs) return 0;
   if (device.major != 9 || !cuda::has_hopper_variant(k.capacity)) return 0;
-  const int requested = hopper_requested(kv_len);
+  const int requested = hopper_requested(k.capacity, kv_len);
   if (requested == 0 || (k.accum_masks != 0 && (requested != 2 || !cuda::has_hopper_mask_variant(k.capacity, k.accum_masks)))) {
     return 0;
   }
@@ -570,14 +571,21 @@ std::string repack_mask_rows(const void*& mask, int64_t (&stride)[4], bool& chun
 
 // Live key ranges (live_keys.cuh) for a prefill call whose bias and keep are the same for every query row: the
 // padding mask of an exported encoder, or of a batched prompt. Not for decoding: one more launch on every step
-// would cost more than the tiles it could skip there; nor below kLiveKeysMinKeys keys (H200, first GPU run: with 128
-// keys the pass cost more than it saved, up to 2x the forward kernel with a bias). ORTFLASH_CUDA_LIVE_KEYS=0 turns
-// them off (read on every call, so that a benchmark can time both ways in one process).
-constexpr int64_t kLiveKeysMinKeys = 512;
+// would cost more than the tiles it could skip there. By default only from kLiveKeysMinKeys keys (a keep mask) or
+// kLiveBiasMinKeys (a bias, whose bound also reads the queries and the padding's K and V rows): on an H200 (second
+// GPU run, a quarter of every other entry padded) a keep mask's pass cost 2-5% at 512 keys and gained 8-9% at 2048;
+// a bias's cost 20-25% at 512 and broke even at 2048. ORTFLASH_CUDA_LIVE_KEYS=0 turns the passes off, =1 runs them
+// for every prefill call with a mask of more than 64 keys (read on every call, so that a benchmark can time each way
+// in one process).
+constexpr int64_t kLiveKeysMinKeys = 1024;
+constexpr int64_t kLiveBiasMinKeys = 2048;
 
-bool live_ranges_enabled() {
+// 0: off; 1: asked for at every length; -1: the default (from the lengths above).
+int live_ranges_setting() {
   const char* setting = std::getenv("ORTFLASH_CUDA_LIVE_KEYS");
-  return setting == nullptr || std::string(setting) != "0";
+  if (setting == nullptr) return -1;
+  const std::string value(setting);
+  return value == "0" ? 0 : value == "1" ? 1 : -1;
 }
 
 // Whether a mask of the call varies by query row (a bias or keep with a query-row stride).
@@ -586,10 +594,12 @@ bool mask_varies_by_row(const FwdParams& p) {
 }
 
 bool wants_live_keys(const KernelChoice& k, const FwdParams& p) {
-  if (k.path == FwdPath::kGeneric || k.decode || p.kv_len < kLiveKeysMinKeys || (p.bias == nullptr && p.keep == nullptr)) {
+  if (k.path == FwdPath::kGeneric || k.decode || p.kv_len <= 64 || (p.bias == nullptr && p.keep == nullptr) ||
+      mask_varies_by_row(p)) {
     return false;
   }
-  return !mask_varies_by_row(p) && live_ranges_enabled();
+  const int setting = live_ranges_setting();
+  return setting == 1 || (setting == -1 && p.kv_len >= (p.bias != nullptr ? kLiveBiasMinKeys : kLiveKeysMinKeys));
 }
 
 // Masks that vary by query row (live_rows.cuh: a decoder export's causal mask in its bias, a position bias with
@@ -608,7 +618,7 @@ bool live_rows_requested() {
 
 bool wants_live_rows(const KernelChoice& k, const FwdParams& p) {
   if (k.path == FwdPath::kGeneric || k.decode || p.kv_len < kLiveRowsMinKeys || !mask_varies_by_row(p)) return false;
-  return live_rows_requested() && live_ranges_enabled();
+  return live_rows_requested() && live_ranges_setting() != 0;
 }
 
 template <class T>

@@ -395,44 +395,62 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
       s[mt][nt][2 * half] = start[0];
       s[mt][nt][2 * half + 1] = start[1];
     });
+    if constexpr (Tr::kTf32) {
+      // 3xTF32 in two passes over the head dim: first the small terms (lo·hi + hi·lo, about 2^-11 of the products),
+      // then the hi·hi products. The tensor cores truncate each mma's sum to fp32 (toward zero), an error relative
+      // to the accumulator; summed this way the large products meet kKSteps truncations instead of 3·kKSteps (the
+      // first GPU run: scores near 1e4 missed the fp32 tolerance, one order of three mma per k-step).
+      // Not unrolled: unrolled, nvcc kept the first pass's Q and K fragments for the second and spilled at head dim 128.
+#pragma unroll 1
+      for (int pass = 0; pass < 2; ++pass) {
+        const bool small_terms = pass == 0;
 #pragma unroll
-    for (int ks = 0; ks < Tr::kKSteps; ++ks) {
-      if constexpr (Tr::kTf32) {
-        // The same ldmatrix addressing gives the m16n8k8 .tf32 fragments (8 head-dim columns = two chunks).
-        // kQInRegisters: split once, at the first tile, and kept.
-        Tf32Fragment a[kMTiles];
-#pragma unroll
-        for (int mt = 0; mt < kMTiles; ++mt) {
-          if (!kQInRegisters || tile == w.tile_end - 1) {
-            uint32_t raw[4];
-            ldmatrix_x4(raw, q_addr.at(mt * 16, ks));
-            a[mt] = split_fragment(bits_to_float(raw[0]), bits_to_float(raw[1]), bits_to_float(raw[2]), bits_to_float(raw[3]));
-            if constexpr (kQInRegisters) q_parts[ks][mt] = a[mt];
-          } else {
-            a[mt] = q_parts[ks][mt];
-          }
-        }
-#pragma unroll
-        for (int np = 0; np < kNTiles / 2; ++np) {
-          uint32_t raw[4];  // raw[0], raw[1]: key tile 2np (k = t, t + 4); raw[2], raw[3]: key tile 2np + 1
-          ldmatrix_x4(raw, k_addr.at(np * 16, ks));
-          Tf32Pair b[4];
-          if constexpr (Tr::kSplitTiles) {  // the tile holds the hi parts; the lo parts at the same place of sKlo
-            uint32_t lo[4];
-            ldmatrix_x4(lo, k_addr.at(np * 16, ks) + k_lo_offset);
-#pragma unroll
-            for (int i = 0; i < 4; ++i) b[i] = Tf32Pair{raw[i], lo[i]};
-          } else {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) b[i] = split_tf32(bits_to_float(raw[i]));
-          }
+        for (int ks = 0; ks < Tr::kKSteps; ++ks) {
+          // The same ldmatrix addressing gives the m16n8k8 .tf32 fragments (8 head-dim columns = two chunks).
+          // kQInRegisters: split once, at the first tile's first pass, and kept.
+          Tf32Fragment a[kMTiles];
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
-            mma_3xtf32(s[mt][2 * np], a[mt], b[0], b[1]);
-            mma_3xtf32(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+            if (!kQInRegisters || (small_terms && tile == w.tile_end - 1)) {
+              uint32_t raw[4];
+              ldmatrix_x4(raw, q_addr.at(mt * 16, ks));
+              a[mt] = split_fragment(bits_to_float(raw[0]), bits_to_float(raw[1]), bits_to_float(raw[2]),
+                                     bits_to_float(raw[3]));
+              if constexpr (kQInRegisters) q_parts[ks][mt] = a[mt];
+            } else {
+              a[mt] = q_parts[ks][mt];
+            }
+          }
+#pragma unroll
+          for (int np = 0; np < kNTiles / 2; ++np) {
+            uint32_t raw[4];  // raw[0], raw[1]: key tile 2np (k = t, t + 4); raw[2], raw[3]: key tile 2np + 1
+            ldmatrix_x4(raw, k_addr.at(np * 16, ks));
+            Tf32Pair b[4];
+            if constexpr (Tr::kSplitTiles) {  // the tile holds the hi parts; the lo parts at the same place of sKlo
+              uint32_t lo[4] = {0u, 0u, 0u, 0u};
+              if (small_terms) ldmatrix_x4(lo, k_addr.at(np * 16, ks) + k_lo_offset);
+#pragma unroll
+              for (int i = 0; i < 4; ++i) b[i] = Tf32Pair{raw[i], lo[i]};
+            } else {
+#pragma unroll
+              for (int i = 0; i < 4; ++i) b[i] = split_tf32(bits_to_float(raw[i]));
+            }
+#pragma unroll
+            for (int mt = 0; mt < kMTiles; ++mt) {
+              if (small_terms) {
+                mma_tf32_small_terms(s[mt][2 * np], a[mt], b[0], b[1]);
+                mma_tf32_small_terms(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+              } else {
+                mma_tf32(s[mt][2 * np], a[mt].hi, b[0].hi, b[1].hi);
+                mma_tf32(s[mt][2 * np + 1], a[mt].hi, b[2].hi, b[3].hi);
+              }
+            }
           }
         }
-      } else {
+      }
+    } else {
+#pragma unroll
+      for (int ks = 0; ks < Tr::kKSteps; ++ks) {
         uint32_t a[kMTiles][4];
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {

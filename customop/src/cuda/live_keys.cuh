@@ -17,8 +17,8 @@
 // that see the witness; under causality the slices of kLiveRows query rows whose first row does not see it get
 // the keep range. Only the ends are cut, never holes: the kernels skip whole tiles before and after.
 // The norms are read only where the mask leaves candidates: an unpadded batch costs two passes over its
-// mask row; a padded one also reads its queries once and the K and V rows of the padding. Calls with fewer than
-// kLiveKeysMinKeys keys run no pass (flash_attention_cuda.cu): there its launch cost more than it saved.
+// mask row; a padded one also reads its queries once and the K and V rows of the padding. By default short calls
+// run no pass (kLiveKeysMinKeys, kLiveBiasMinKeys in flash_attention_cuda.cu): there it cost more than it saved.
 #pragma once
 
 #include <cfloat>

@@ -227,10 +227,15 @@ __device__ __forceinline__ Tf32Fragment split_fragment(float a0, float a1, float
   return Tf32Fragment{{p0.hi, p1.hi, p2.hi, p3.hi}, {p0.lo, p1.lo, p2.lo, p3.lo}};
 }
 
-// c += a_lo·b_hi + a_hi·b_lo + a_hi·b_hi (3xTF32).
-__device__ __forceinline__ void mma_3xtf32(float (&c)[4], const Tf32Fragment& a, Tf32Pair b0, Tf32Pair b1) {
+// c += a_lo·b_hi + a_hi·b_lo: 3xTF32's small terms (callers that sum many products add the hi·hi ones afterwards).
+__device__ __forceinline__ void mma_tf32_small_terms(float (&c)[4], const Tf32Fragment& a, Tf32Pair b0, Tf32Pair b1) {
   mma_tf32(c, a.lo, b0.hi, b1.hi);
   mma_tf32(c, a.hi, b0.lo, b1.lo);
+}
+
+// c += a_lo·b_hi + a_hi·b_lo + a_hi·b_hi (3xTF32).
+__device__ __forceinline__ void mma_3xtf32(float (&c)[4], const Tf32Fragment& a, Tf32Pair b0, Tf32Pair b1) {
+  mma_tf32_small_terms(c, a, b0, b1);
   mma_tf32(c, a.hi, b0.hi, b1.hi);
 }
 

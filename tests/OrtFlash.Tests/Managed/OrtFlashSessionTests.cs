@@ -109,6 +109,16 @@ public sealed class OrtFlashSessionTests
         Assert.That(session.Session.OutputNames, Is.EqualTo(new[] { "Y" }));
     }
 
+    // CudaTf32 goes to the CUDA provider's own options; where that provider cannot start, Auto still falls back to CPU.
+    [TestCase(false)]
+    [TestCase(true)]
+    public void CudaTf32ChoiceLeavesAutoAProviderThatWorks(bool tf32)
+    {
+        using var session = OrtFlashSession.Create(OpModels.FusedModel(Case), new OrtFlashSessionOptions { CudaTf32 = tf32 });
+        Assert.That(session.Provider, Is.AnyOf(ExecutionProvider.Cpu, ExecutionProvider.Cuda));
+        AssertComputesTheCase(session);
+    }
+
     [Test]
     public void ModelFilesAreRewrittenOnLoadAndComputeTheSame()
     {

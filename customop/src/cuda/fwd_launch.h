@@ -145,9 +145,9 @@ constexpr bool has_mask_accum_variant(int head_dim_capacity) {
 // float32 on tensor cores (3xTF32: mma.sync m16n8k8 .tf32 three times per product, about fp32's accuracy; see
 // mma_primitives.cuh), prefill calls at head-dim capacities 64 and 128: the plain and general variants of the same
 // kernel (its masks apply after Q·Kᵀ). Float tiles take twice the shared memory of 16-bit ones: 64 query rows (4
-// warps of 16) and 64 keys at 64 (70 KiB with the bias and keep tiles), 32 keys at 128 (76 KiB). Not yet timed on
-// a GPU: until then it runs only where ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=1 asks for it (flash_attention_cuda.cu),
-// and float32 otherwise takes the tiled SIMT kernel. Tuning builds may override the shapes.
+// warps of 16) and 64 keys at 64 (70 KiB with the bias and keep tiles), 32 keys at 128 (76 KiB). The default for
+// float32 prefill (flash_attention_cuda.cu; on an H200 2-2.5x the tiled SIMT kernel). Tuning builds may override the
+// shapes.
 constexpr int kFloat32TensorCoreHeadDims[] = {64, 128};
 // nvcc 11.8, registers (spill bytes) sm_80 / sm_90: 64 at 64x64: 166-168 / 158-168 (12 B in the general variant on
 // sm_90); 128 at 64x32: 166-200 / 164-204. Untimed alternatives: 64 at 128x64 (two 16-row tiles per warp: each K/V

@@ -40,7 +40,7 @@ internal static class BenchCommand
             Arity = ArgumentArity.ZeroOrOne,
         };
         var unexpected = new Argument<string[]>("unexpected") { Arity = ArgumentArity.ZeroOrMore, Hidden = true };
-        var run = new ModelRunOptions("128,512", "Without REWRITTEN, ORIGINAL is rewritten with it.");
+        var run = new ModelRunOptions("128,512", "Without REWRITTEN, ORIGINAL is rewritten with it.", defaultCudaTf32: "default");
         var iterations = new Option<string>("--iterations") { Description = "Timed runs of each model per sequence length.", DefaultValueFactory = _ => "20" };
         var warmup = new Option<string>("--warmup") { Description = "Untimed runs of each model per sequence length first (at least one runs).", DefaultValueFactory = _ => "3" };
         var budget = new Option<string>("--budget")

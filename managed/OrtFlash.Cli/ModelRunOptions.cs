@@ -17,10 +17,19 @@ internal sealed class ModelRunOptions
 {
     /// <param name="defaultSequenceLengths">The command's default for <c>--seq</c>.</param>
     /// <param name="causalPaddedRowsNote">What the command adds to the help of <c>--causal-padded-rows</c>.</param>
-    public ModelRunOptions(string defaultSequenceLengths, string causalPaddedRowsNote)
+    /// <param name="defaultCudaTf32">The command's default for <c>--cuda-tf32</c>: "off" where outputs are compared
+    /// (ONNX Runtime's TF32 MatMuls would differ from the fused op's fp32 by more than float32's tolerance), "default"
+    /// where they are timed (what users run).</param>
+    public ModelRunOptions(string defaultSequenceLengths, string causalPaddedRowsNote, string defaultCudaTf32)
     {
         SequenceLengths = new Option<string>("--seq") { Description = "Comma-separated sequence lengths to run at.", DefaultValueFactory = _ => defaultSequenceLengths };
         Provider = new Option<string>("--provider") { Description = "Execution provider: cpu, cuda or auto.", DefaultValueFactory = _ => "cpu" };
+        CudaTf32 = new Option<string>("--cuda-tf32")
+        {
+            Description = "Whether ONNX Runtime's CUDA provider may run the models' other float32 MatMuls in TF32: on, off, " +
+                          "or default (ONNX Runtime's choice, on).",
+            DefaultValueFactory = _ => defaultCudaTf32,
+        };
         Threads = new Option<string>("--threads") { Description = "ONNX Runtime intra-op threads of each session; 0 lets ONNX Runtime choose.", DefaultValueFactory = _ => "0" };
         Batch = new Option<string>("--batch") { Description = "Batch size (entry 0 unpadded, the others padded).", DefaultValueFactory = _ => "2" };
         Past = new Option<string>("--past") { Description = "Past (KV cache) length for models with a cache.", DefaultValueFactory = _ => "3" };
@@ -37,6 +46,8 @@ internal sealed class ModelRunOptions
     public Option<string> SequenceLengths { get; }
 
     public Option<string> Provider { get; }
+
+    public Option<string> CudaTf32 { get; }
 
     public Option<string> Threads { get; }
 
@@ -55,7 +66,7 @@ internal sealed class ModelRunOptions
     /// <summary>Adds every option to <paramref name="command"/>.</summary>
     public void AddTo(Command command)
     {
-        foreach (Option option in new Option[] { SequenceLengths, Provider, Threads, Batch, Past, Seed, Dimensions, CausalPaddedRows, ExactIntegerMasks })
+        foreach (Option option in new Option[] { SequenceLengths, Provider, CudaTf32, Threads, Batch, Past, Seed, Dimensions, CausalPaddedRows, ExactIntegerMasks })
         {
             command.Options.Add(option);
         }
@@ -67,7 +78,10 @@ internal sealed class ModelRunOptions
     {
         var provider = ParseProvider(parsed.GetValue(Provider)!);
         int threads = ParseInt(parsed.GetValue(Threads)!, "--threads", minimum: 0);
-        var session = new OrtFlashSessionOptions { Provider = provider, IntraOpThreads = threads };
+        var session = new OrtFlashSessionOptions
+        {
+            Provider = provider, IntraOpThreads = threads, CudaTf32 = ParseCudaTf32(parsed.GetValue(CudaTf32)!),
+        };
         string seed = parsed.GetValue(Seed)!;
         return new ModelRunSettings(
             parsed.GetValue(SequenceLengths)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
@@ -115,6 +129,14 @@ internal sealed class ModelRunOptions
         int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int value) && value >= minimum
             ? value
             : throw new ArgumentException($"{option} must be an integer ≥ {minimum}, not '{text}'.");
+
+    private static bool? ParseCudaTf32(string text) => text.ToLowerInvariant() switch
+    {
+        "on" => true,
+        "off" => false,
+        "default" => null,
+        _ => throw new ArgumentException($"--cuda-tf32 must be on, off or default, not '{text}'."),
+    };
 
     private static ExecutionProvider ParseProvider(string text) => text.ToLowerInvariant() switch
     {

@@ -34,7 +34,8 @@ internal static class VerifyCommand
         var atol = new Option<string?>("--atol") { Description = "Absolute tolerance, as a fraction of each output's largest |value| (defaults as --rtol)." };
         var run = new ModelRunOptions("7,16",
             "Without REWRITTEN, ORIGINAL is rewritten with it; padding is then generated " +
-            "at the end only, so that no row is fully padded and only what the option promises is compared.");
+            "at the end only, so that no row is fully padded and only what the option promises is compared.",
+            defaultCudaTf32: "off");
 
         // Collects whatever follows REWRITTEN, so that it is reported here with exit status 2.
         var unexpected = new Argument<string[]>("unexpected") { Arity = ArgumentArity.ZeroOrMore, Hidden = true };

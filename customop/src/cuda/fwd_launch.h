@@ -194,7 +194,7 @@ std::string launch_generic_fwd(const FwdParams& p, cudaStream_t stream);
 // The Hopper path (hopper_kernel.cuh, built for sm_90a where nvcc >= 12.3; ORTFLASH_HAVE_HOPPER): wgmma for
 // the plain variant's prefill calls and (TMA kernel) its masks-in-accumulator variants, at head-dim capacities
 // 64, 96 (in tiles of 128 columns), 128 and 256. Two warpgroups (128 query rows) x 128 keys (64 at head dim 256, whose O takes 128
-// accumulators per thread): 161 KiB of shared memory at head dim 128 (Q and two K/V stages), 193 KiB at 256.
+// accumulators per thread): 161 KiB of shared memory at head dim 128 with two K/V stages (225 with three), 193 KiB at 256.
 // Tuning builds may override the shape.
 #if !defined(ORTFLASH_HOPPER_BLOCK_N)
 #define ORTFLASH_HOPPER_BLOCK_N 128
@@ -204,9 +204,6 @@ std::string launch_generic_fwd(const FwdParams& p, cudaStream_t stream);
 #endif
 #if !defined(ORTFLASH_HOPPER_WARPGROUPS)
 #define ORTFLASH_HOPPER_WARPGROUPS 2
-#endif
-#if !defined(ORTFLASH_HOPPER_STAGES)
-#define ORTFLASH_HOPPER_STAGES 2
 #endif
 // The TMA kernel's overlap of one tile's Q·Kᵀ with the previous tile's P·V (FlashAttention-3, more live
 // registers): 0 or 1, to be timed.
@@ -223,9 +220,22 @@ constexpr bool has_hopper_variant(int head_dim_capacity) {
 constexpr int hopper_block_n(int head_dim_capacity) {
   return head_dim_capacity == 256 ? ORTFLASH_HOPPER_BLOCK_N_256 : ORTFLASH_HOPPER_BLOCK_N;
 }
+// The TMA kernel's K/V stages: 3 for the plain variant at head dims 64 and 128 (an H200 sweep: +0-6% over 2, its
+// outputs checked; 225 KiB at 128), 2 elsewhere (the mask tiles, 96 and 256 untimed at 3). A tuning build's
+// ORTFLASH_HOPPER_STAGES sets every one. (The cp.async kernel always has 2.)
+constexpr int hopper_stages(int head_dim_capacity, int accum_masks) {
+#if defined(ORTFLASH_HOPPER_STAGES)
+  (void)head_dim_capacity;
+  (void)accum_masks;
+  return ORTFLASH_HOPPER_STAGES;
+#else
+  return accum_masks == 0 && (head_dim_capacity == 64 || head_dim_capacity == 128) ? 3 : 2;
+#endif
+}
 template <class T, int kHeadDim, int kAccumMasks = 0>
-using HopperTraitsFor = HopperTraits<T, kHeadDim, hopper_block_n(kHeadDim), ORTFLASH_HOPPER_WARPGROUPS, ORTFLASH_HOPPER_STAGES,
-                                     ORTFLASH_HOPPER_OVERLAP != 0, kAccumMasks, ORTFLASH_HOPPER_PINGPONG != 0>;
+using HopperTraitsFor = HopperTraits<T, kHeadDim, hopper_block_n(kHeadDim), ORTFLASH_HOPPER_WARPGROUPS,
+                                     hopper_stages(kHeadDim, kAccumMasks), ORTFLASH_HOPPER_OVERLAP != 0, kAccumMasks,
+                                     ORTFLASH_HOPPER_PINGPONG != 0>;
 // Whether the TMA kernel's tiles with these masks fit at head-dim capacity 64, 96 or 128.
 template <int kAccumMasks>
 constexpr bool hopper_masks_fit(int head_dim_capacity) {

@@ -157,6 +157,7 @@ public sealed class BenchCommandTests
         yield return new TestCaseData("budget", "--budget must be a positive number of seconds").SetName("BadInputExitsTwo(zero --budget)");
         yield return new TestCaseData("threads", "--threads must be an integer ≥ 0").SetName("BadInputExitsTwo(malformed --threads)");
         yield return new TestCaseData("provider", "--provider must be cpu, cuda or auto").SetName("BadInputExitsTwo(unknown provider)");
+        yield return new TestCaseData("tf32", "--cuda-tf32 must be on, off or default").SetName("BadInputExitsTwo(unknown --cuda-tf32)");
         yield return new TestCaseData("json-folder", "is not a file in an existing folder").SetName("BadInputExitsTwo(--json in a missing folder)");
         yield return new TestCaseData("json-model", "would overwrite a model").SetName("BadInputExitsTwo(--json naming the model)");
         yield return new TestCaseData("unknown", "unexpected argument").SetName("BadInputExitsTwo(extra argument)");
@@ -177,6 +178,7 @@ public sealed class BenchCommandTests
             "budget" => [copy, "--budget", "0"],
             "threads" => [copy, "--threads", "two"],
             "provider" => [copy, "--provider", "tpu"],
+            "tf32" => [copy, "--cuda-tf32", "maybe"],
             "json-folder" => [copy, "--json", Path.Combine(folder, "absent", "bench.json")],
             "json-model" => [copy, "--json", copy],
             _ => [copy, copy, "extra"],

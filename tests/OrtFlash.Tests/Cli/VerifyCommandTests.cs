@@ -62,6 +62,16 @@ public sealed class VerifyCommandTests
         });
     }
 
+    // --cuda-tf32 reaches the CUDA provider's options only; on the CPU provider every value is accepted and changes nothing.
+    [TestCase("on")]
+    [TestCase("off")]
+    [TestCase("default")]
+    public void CudaTf32ChoiceIsAcceptedOnTheCpu(string value)
+    {
+        var (exitCode, output, _) = Verify(Bert, "--seq", "5", "--provider", "cpu", "--cuda-tf32", value);
+        Assert.That(exitCode, Is.EqualTo(VerifyCommand.Match), output);
+    }
+
     [Test]
     public void AMismatchExitsOneAndPrintsTheLargestDifferences()
     {

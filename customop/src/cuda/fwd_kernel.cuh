@@ -396,55 +396,89 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
       s[mt][nt][2 * half + 1] = start[1];
     });
     if constexpr (Tr::kTf32) {
-      // 3xTF32 in two passes over the head dim: first the small terms (lo·hi + hi·lo, about 2^-11 of the products),
-      // then the hi·hi products. The tensor cores truncate each mma's sum to fp32 (toward zero), an error relative
-      // to the accumulator; summed this way the large products meet kKSteps truncations instead of 3·kKSteps (the
-      // first GPU run: scores near 1e4 missed the fp32 tolerance, one order of three mma per k-step).
-      // Not unrolled: unrolled, nvcc kept the first pass's Q and K fragments for the second and spilled at head dim 128.
-#pragma unroll 1
-      for (int pass = 0; pass < 2; ++pass) {
-        const bool small_terms = pass == 0;
+      // 3xTF32, the small terms (lo·hi + hi·lo, about 2^-11 of the products) in accumulators of their own, added once
+      // at the end: the tensor cores truncate each mma's sum to fp32 (toward zero), an error relative to the
+      // accumulator, so the large sums meet kKSteps truncations instead of 3·kKSteps (the first GPU run: scores near
+      // 1e4 missed the fp32 tolerance with the three mma of a k-step on one accumulator; a second pass over the head
+      // dim for the small terms met it but read Q and K's hi parts twice, 20-25% slower).
+      // The same ldmatrix addressing gives the m16n8k8 .tf32 fragments (8 head-dim columns = two chunks).
+      const auto k_pairs = [&](int np, int ks, Tf32Pair (&b)[4]) {
+        uint32_t raw[4];  // raw[0], raw[1]: key tile 2np (k = t, t + 4); raw[2], raw[3]: key tile 2np + 1
+        ldmatrix_x4(raw, k_addr.at(np * 16, ks));
+        if constexpr (Tr::kSplitTiles) {  // the tile holds the hi parts; the lo parts at the same place of sKlo
+          uint32_t lo[4];
+          ldmatrix_x4(lo, k_addr.at(np * 16, ks) + k_lo_offset);
 #pragma unroll
-        for (int ks = 0; ks < Tr::kKSteps; ++ks) {
-          // The same ldmatrix addressing gives the m16n8k8 .tf32 fragments (8 head-dim columns = two chunks).
-          // kQInRegisters: split once, at the first tile's first pass, and kept.
-          Tf32Fragment a[kMTiles];
+          for (int i = 0; i < 4; ++i) b[i] = Tf32Pair{raw[i], lo[i]};
+        } else {
 #pragma unroll
-          for (int mt = 0; mt < kMTiles; ++mt) {
-            if (!kQInRegisters || (small_terms && tile == w.tile_end - 1)) {
-              uint32_t raw[4];
-              ldmatrix_x4(raw, q_addr.at(mt * 16, ks));
-              a[mt] = split_fragment(bits_to_float(raw[0]), bits_to_float(raw[1]), bits_to_float(raw[2]),
-                                     bits_to_float(raw[3]));
-              if constexpr (kQInRegisters) q_parts[ks][mt] = a[mt];
-            } else {
-              a[mt] = q_parts[ks][mt];
+          for (int i = 0; i < 4; ++i) b[i] = split_tf32(bits_to_float(raw[i]));
+        }
+      };
+      const auto q_fragment = [&](int mt, int ks) {
+        uint32_t raw[4];
+        ldmatrix_x4(raw, q_addr.at(mt * 16, ks));
+        return split_fragment(bits_to_float(raw[0]), bits_to_float(raw[1]), bits_to_float(raw[2]), bits_to_float(raw[3]));
+      };
+      if constexpr (kQInRegisters) {
+        // Q's parts in registers (split at the first tile): key-tile pairs outer, small accumulators for one pair.
+#pragma unroll
+        for (int np = 0; np < kNTiles / 2; ++np) {
+          float small[kMTiles][2][4] = {};
+#pragma unroll
+          for (int ks = 0; ks < Tr::kKSteps; ++ks) {
+#pragma unroll
+            for (int mt = 0; mt < kMTiles; ++mt) {
+              if (np == 0 && tile == w.tile_end - 1) q_parts[ks][mt] = q_fragment(mt, ks);
+            }
+            Tf32Pair b[4];
+            k_pairs(np, ks, b);
+#pragma unroll
+            for (int mt = 0; mt < kMTiles; ++mt) {
+              const Tf32Fragment& a = q_parts[ks][mt];
+              mma_tf32_small_terms(small[mt][0], a, b[0], b[1]);
+              mma_tf32_small_terms(small[mt][1], a, b[2], b[3]);
+              mma_tf32(s[mt][2 * np], a.hi, b[0].hi, b[1].hi);
+              mma_tf32(s[mt][2 * np + 1], a.hi, b[2].hi, b[3].hi);
             }
           }
 #pragma unroll
-          for (int np = 0; np < kNTiles / 2; ++np) {
-            uint32_t raw[4];  // raw[0], raw[1]: key tile 2np (k = t, t + 4); raw[2], raw[3]: key tile 2np + 1
-            ldmatrix_x4(raw, k_addr.at(np * 16, ks));
-            Tf32Pair b[4];
-            if constexpr (Tr::kSplitTiles) {  // the tile holds the hi parts; the lo parts at the same place of sKlo
-              uint32_t lo[4] = {0u, 0u, 0u, 0u};
-              if (small_terms) ldmatrix_x4(lo, k_addr.at(np * 16, ks) + k_lo_offset);
+          for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
-              for (int i = 0; i < 4; ++i) b[i] = Tf32Pair{raw[i], lo[i]};
-            } else {
-#pragma unroll
-              for (int i = 0; i < 4; ++i) b[i] = split_tf32(bits_to_float(raw[i]));
+            for (int e = 0; e < 4; ++e) {
+              s[mt][2 * np][e] += small[mt][0][e];
+              s[mt][2 * np + 1][e] += small[mt][1][e];
             }
+          }
+        }
+      } else {
+        // Q from shared memory: head-dim steps outer (each Q fragment loaded and split once), small accumulators
+        // for the whole tile.
+        float small[kMTiles][kNTiles][4] = {};
+#pragma unroll
+        for (int ks = 0; ks < Tr::kKSteps; ++ks) {
+          Tf32Fragment a[kMTiles];
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt) a[mt] = q_fragment(mt, ks);
+#pragma unroll
+          for (int np = 0; np < kNTiles / 2; ++np) {
+            Tf32Pair b[4];
+            k_pairs(np, ks, b);
 #pragma unroll
             for (int mt = 0; mt < kMTiles; ++mt) {
-              if (small_terms) {
-                mma_tf32_small_terms(s[mt][2 * np], a[mt], b[0], b[1]);
-                mma_tf32_small_terms(s[mt][2 * np + 1], a[mt], b[2], b[3]);
-              } else {
-                mma_tf32(s[mt][2 * np], a[mt].hi, b[0].hi, b[1].hi);
-                mma_tf32(s[mt][2 * np + 1], a[mt].hi, b[2].hi, b[3].hi);
-              }
+              mma_tf32_small_terms(small[mt][2 * np], a[mt], b[0], b[1]);
+              mma_tf32_small_terms(small[mt][2 * np + 1], a[mt], b[2], b[3]);
+              mma_tf32(s[mt][2 * np], a[mt].hi, b[0].hi, b[1].hi);
+              mma_tf32(s[mt][2 * np + 1], a[mt].hi, b[2].hi, b[3].hi);
             }
+          }
+        }
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+          for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[mt][nt][e] += small[mt][nt][e];
           }
         }
       }

@@ -167,8 +167,8 @@ struct Mma16816<__nv_bfloat16> {
 // (CUTLASS's float32-via-TF32 conversions rely on it too). Each float x is split as hi = x rounded to tf32 and
 // lo = x - hi (exact in fp32, up to 13 significant bits) rounded to tf32 in turn (the hardware would truncate it:
 // twice the error), and a·b ≈ a_lo·b_hi + a_hi·b_lo + a_hi·b_hi: the dropped a_lo·b_lo and the rounding of lo leave
-// a relative error near 2^-22 per product, against 2^-11 for one TF32 product. (The first GPU run truncated lo:
-// scores of magnitude 1e4 then missed the fp32 tolerance.) (PyTorch's memory-efficient attention runs float32 on sm_80+ tensor cores in the same 3xTF32 way.)
+// a relative error near 2^-22 per product, against 2^-11 for one TF32 product. The tensor cores also truncate each
+// mma's sum toward zero (relative to the accumulator): long sums keep the small terms apart (fwd_kernel.cuh). (PyTorch's memory-efficient attention runs float32 on sm_80+ tensor cores in the same 3xTF32 way.)
 
 // x rounded to a tf32 value: to nearest, ties away from zero, as cvt.rna.tf32.f32 (which ptxas expands to four
 // instructions with a guard for non-finite x; here two). ±inf stays ±inf and a NaN stays NaN unless its payload

@@ -62,7 +62,7 @@ timed() {  # NAME CAP COMMAND...: a table for at most CAP seconds of what is lef
   { echo; echo "== $name"; cat "$work/$name.log"; } >> "$work/summary.txt"
 }
 
-run_stages test main 130 --stage-timeout test=125
+run_stages test main 180 --stage-timeout test=175  # about 150 s: the suite once per kernel and float32 form
 if [ -d .ort-gpu ] && [ -d .ort-gpu-chunks ]; then
   run_stages ort,nunit ort 170 --stage-timeout ort=80 --stage-timeout nunit=85
 fi

@@ -25,8 +25,9 @@ matmuls use TF32, as ONNX Runtime's CUDA provider does by default. --encoder-mas
 padding-bias (the default, above), full-bias (a (B,1,S,S) bias: causal plus the padding, finfo.min where hidden,
 as decoder exports build their 4-d mask; the kernel still runs as not causal), padding-keep (a (B,1,1,S)
 boolean keep mask, SDPA's boolean attn_mask) and none. --pad-fraction sets the padded share of the odd entries' keys;
-the kernels skip the key tiles wholly in the padding (live key ranges), and --live-keys both also times every
-row without that (ORTFLASH_CUDA_LIVE_KEYS=0), so the two can be compared in one run. --float32-tensor-cores both
+the kernels skip the key tiles wholly in the padding (live key ranges, by default only from 1024 keys with a keep
+mask and 2048 with a bias), and --live-keys both also times every row without that (ORTFLASH_CUDA_LIVE_KEYS=0) and
+with the pass at every length (=1), so the three can be compared in one run. --float32-tensor-cores both
 also times every float32 row on the tiled SIMT kernel and on both forms of the 3xTF32 tensor-core kernel
 (ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=0, 1 and 2; the library runs 2 by default).
 
@@ -134,7 +135,8 @@ def parse_args(argv=None):
                               "and '3xtf32-tiles' suffixes with their ratios to SDPA")
     encoder.add_argument("--live-keys", choices=("on", "both"), default="on",
                          help="both: every encoder row also times the kernel with ORTFLASH_CUDA_LIVE_KEYS=0 (every key "
-                              "tile computed, no live-key pass), as an 'all-keys' suffix with its ratio to SDPA")
+                              "tile computed, no live-key pass) and =1 (the pass at every length), as 'all-keys' and "
+                              "'live-keys' suffixes with their ratios to SDPA")
     decode = parser.add_argument_group("decode")
     decode.add_argument("--decode-heads", nargs="+", type=head_counts, metavar="HQ:HKV",
                         default=[LLAMA3_8B_HEADS, MQA_HEADS, MHA_HEADS])
@@ -527,11 +529,12 @@ def run_encoder(args, lib):
                 t_sdpa = None if ms_sdpa is None else tflops(batch, heads, seq, dim, False, ms_sdpa)
                 line = encoder_row(dtype_name, dim, heads, seq, batch, tflops(batch, heads, seq, dim, False, ms_ours),
                                    t_sdpa, naive_cell, ms_ours, sdpa_name, mask_kind)
-                if args.live_keys == "both" and want is not None:
-                    err_all, ms_all = run_with_setting("ORTFLASH_CUDA_LIVE_KEYS", "0", ours, out, want, args)
-                    line += hopper_suffix("all-keys", tflops(batch, heads, seq, dim, False, ms_all), t_sdpa or math.nan)
-                    if not err_all <= atol:
-                        notes.insert(0, f"all-keys MISMATCH vs {want_name}: max abs err {err_all:.2e} > {atol:.0e}")
+                for setting, name in (("0", "all-keys"), ("1", "live-keys")) if args.live_keys == "both" and \
+                        want is not None else ():
+                    err_live, ms_live = run_with_setting("ORTFLASH_CUDA_LIVE_KEYS", setting, ours, out, want, args)
+                    line += hopper_suffix(name, tflops(batch, heads, seq, dim, False, ms_live), t_sdpa or math.nan)
+                    if not err_live <= atol:
+                        notes.insert(0, f"{name} MISMATCH vs {want_name}: max abs err {err_live:.2e} > {atol:.0e}")
                         mismatches += 1
                 for variant, name in FLOAT32_VARIANTS if args.float32_tensor_cores == "both" and dtype_name == "float32" \
                         and want is not None else ():

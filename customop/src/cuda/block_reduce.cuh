@@ -24,4 +24,29 @@ __device__ __forceinline__ V block_reduce(V v, V* scratch, Op op) {
   return all;
 }
 
+// The block-wide maxima of N values per thread at once (one exchange through shared memory instead of one per
+// value; a min is the max of the negation). `scratch`: N * kThreads / 32 ints. Every thread gets every result.
+template <int kThreads, int N>
+__device__ __forceinline__ void block_max(int (&v)[N], int* scratch) {
+  static_assert(kThreads % 32 == 0, "whole warps");
+  constexpr int kWarps = kThreads / 32;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) v[i] = max(v[i], __shfl_xor_sync(0xffffffffu, v[i], offset));
+  }
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  if (threadIdx.x % 32 == 0) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) scratch[i * kWarps + warp] = v[i];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    v[i] = scratch[i * kWarps];
+    for (int w = 1; w < kWarps; ++w) v[i] = max(v[i], scratch[i * kWarps + w]);
+  }
+  __syncthreads();  // scratch may be reused by the next reduction
+}
+
 }  // namespace ortflash::cuda

@@ -64,50 +64,12 @@ __device__ __forceinline__ bool row_is_finite(const T* row, int count) {
   return zeros == 0.0f;
 }
 
-// The largest sum of squares over rows [begin, end) of `base` (row stride `stride`, `count` elements each), and
-// whether every row's sum is finite (a row with an inf or NaN element, or one whose sum overflows, is not), for the
-// whole block (every thread must call it; every thread gets the result). Each warp takes kRowsInFlight rows at a
-// time, its lanes across their elements: coalesced loads, all of those rows' loads issued together (one thread
-// walking a row at a time left the first version of this pass 10x slower than the tiles it saved).
-struct RowNorms {
-  float largest_squared;
-  bool finite;
-};
-
-template <int kThreads, class T>
-__device__ __forceinline__ RowNorms block_row_norms(const T* base, int64_t stride, int begin, int end, int count,
-                                                    float* float_scratch, int* int_scratch) {
-  constexpr int kWarps = kThreads / 32;
-  constexpr int kRowsInFlight = 8;
-  const int lane = static_cast<int>(threadIdx.x) % 32;
-  const int warp = static_cast<int>(threadIdx.x) / 32;
-  float largest = 0.0f;
-  int finite = 1;
-  for (int r0 = begin + warp * kRowsInFlight; r0 < end; r0 += kWarps * kRowsInFlight) {
-    float sum[kRowsInFlight];
-#pragma unroll
-    for (int r = 0; r < kRowsInFlight; ++r) sum[r] = 0.0f;
-    for (int i = lane; i < count; i += 32) {
-#pragma unroll
-      for (int r = 0; r < kRowsInFlight; ++r) {
-        if (r0 + r < end) {
-          const float x = to_float(base[int64_t(r0 + r) * stride + i]);
-          sum[r] = fmaf(x, x, sum[r]);
-        }
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < kRowsInFlight; ++r) {
-#pragma unroll
-      for (int offset = 16; offset > 0; offset >>= 1) sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], offset);
-      if (!(sum[r] < INFINITY)) finite = 0;  // rows past `end` sum to 0
-      largest = fmaxf(largest, sum[r]);
-    }
-  }
-  largest = block_reduce<kThreads>(largest, float_scratch, [](float a, float b) { return fmaxf(a, b); });
-  finite = block_reduce<kThreads>(finite, int_scratch, [](int a, int b) { return min(a, b); });
-  return RowNorms{largest, finite != 0};
+// A float as an int whose order is the float's (for block_max over floats; NaN excluded by the callers).
+__device__ __forceinline__ int ordered_bits(float x) {
+  const int bits = __float_as_int(x);
+  return bits >= 0 ? bits : bits ^ 0x7fffffff;
 }
+__device__ __forceinline__ float from_ordered_bits(int bits) { return __int_as_float(bits >= 0 ? bits : bits ^ 0x7fffffff); }
 
 // The numbers of the bound, shared with the per-row pass (live_rows.cuh).
 struct DeadKeyBound {
@@ -133,15 +95,17 @@ struct DeadKeyBound {
 
 // One block per (batch, query head), blockIdx.x = batch * q_heads + head; writes the head's `slices` ranges (the
 // layout of FwdParams::live_ranges). Launched only for masks that broadcast over query rows (bias_stride[2] ==
-// keep_stride[2] == 0).
+// keep_stride[2] == 0). The pass is bound by latency, not bandwidth: four dependent steps (two scans of the mask
+// row, one read of every row the bound needs, one more scan), each ending in one block-wide exchange of all its
+// values (the first version took a reduction per value and a pass per kind of row: 10x slower than what it saved).
 template <class T>
 __global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdParams p, int slices, KeyRange* out) {
   constexpr int kThreads = kLiveKeysThreads;
-  __shared__ int int_scratch[kThreads / 32];
-  __shared__ float float_scratch[kThreads / 32];
-  const auto int_min = [](int a, int b) { return min(a, b); };
-  const auto int_max = [](int a, int b) { return max(a, b); };
+  constexpr int kWarps = kThreads / 32;
+  __shared__ int scratch[4 * kWarps];
   const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid % 32;
+  const int warp = tid / 32;
   const int batch = static_cast<int>(blockIdx.x) / p.q_heads;
   const int head = static_cast<int>(blockIdx.x) % p.q_heads;
   const T* const bias = p.bias == nullptr ? nullptr
@@ -161,12 +125,11 @@ __global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdPa
     first_kept = visible ? min(first_kept, j) : first_kept;
     last_kept = visible ? j : last_kept;
     nan_bias |= visible && b != b;
-    best = visible ? fmaxf(best, b) : best;
+    best = visible ? fmaxf(best, b) : best;  // fmaxf passes over a NaN
   }
-  first_kept = block_reduce<kThreads>(first_kept, int_scratch, int_min);
-  last_kept = block_reduce<kThreads>(last_kept, int_scratch, int_max);
-  nan_bias = block_reduce<kThreads>(nan_bias, int_scratch, int_max);
-  best = block_reduce<kThreads>(best, float_scratch, [](float a, float b) { return fmaxf(a, b); });
+  int scan[4] = {-first_kept, last_kept, nan_bias, ordered_bits(best)};
+  block_max<kThreads>(scan, scratch);
+  first_kept = -scan[0], last_kept = scan[1], nan_bias = scan[2], best = from_ordered_bits(scan[3]);
 
   // Keys outside [begin, end) are dead to the rows that see the witness; outside the keep range, to every row.
   const KeyRange keep_range{last_kept < 0 ? 0 : first_kept, last_kept + 1};
@@ -194,60 +157,103 @@ __global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdPa
     first_near = near ? min(first_near, j) : first_near;
     last_near = near ? j : last_near;
   }
-  first_near = block_reduce<kThreads>(first_near, int_scratch, int_min);  // the best key is one of them
-  last_near = block_reduce<kThreads>(last_near, int_scratch, int_max);
+  int near_scan[2] = {-first_near, last_near};
+  block_max<kThreads>(near_scan, scratch);
+  first_near = -near_scan[0], last_near = near_scan[1];  // the best key is one of them
   // Nothing to prove dead (an unpadded batch): the queries are not read.
   if (first_near == keep_range.begin && last_near == keep_range.end - 1) return finish();
   // The witness: the first of them, so that under causality as many query rows as possible see it.
   witness = first_near;
   const double witness_bias = bias_at(witness);
 
-  // ---- the largest query norm of the head; the witness's key norm and the largest of the candidates' ----
-  // The candidates: the kept keys before the first near key and after the last. One bound for all of them (the
-  // largest of their key norms): a padding mask gives its padding one bias, so a bound per key would cut no more,
-  // and with one the cut is a scan of the mask. Any K or V row of theirs that is not finite: no cut.
+  // ---- every row the bound needs, in one pass: the head's queries, the witness's key, and the candidates' K and V
+  // rows (the kept keys before the first near key and after the last) ----
+  // One bound for all candidates (the largest of their key norms): a padding mask gives its padding one bias, so a
+  // bound per key would cut no more, and with one the cut is a scan of the mask. Any row that is not finite (or
+  // whose sum of squares overflows): no cut. Each warp takes kRowsInFlight rows at a time, its lanes across their
+  // elements (coalesced), all of those rows' loads issued together.
   const T* const q = static_cast<const T*>(p.q) + batch * p.q_stride[0] + head * p.q_stride[1];
   const T* const k = static_cast<const T*>(p.k) + batch * p.k_stride[0] + (head / p.group) * p.k_stride[1];
   const T* const v = static_cast<const T*>(p.v) + batch * p.v_stride[0] + (head / p.group) * p.v_stride[1];
-  const auto norms = [&](const T* base, int64_t stride, int begin, int end, int count) {
-    return block_row_norms<kThreads>(base, stride, begin, end, count, float_scratch, int_scratch);
+  const int lead = first_near - keep_range.begin, trail = keep_range.end - 1 - last_near;
+  const int rows = p.q_len + 1 + 2 * (lead + trail);
+  const int width = max(p.head_dim, p.v_head_dim);
+  enum RowKind { kQuery, kWitness, kCandidateKey, kCandidateValue };
+  // Row r of the pass: its first element, its length, its kind.
+  const auto row_of = [&](int r, const T*& row, int& count, int& kind) {
+    count = p.head_dim;
+    if (r < p.q_len) { row = q + int64_t(r) * p.q_stride[2], kind = kQuery; return; }
+    r -= p.q_len;
+    if (r == 0) { row = k + int64_t(witness) * p.k_stride[2], kind = kWitness; return; }
+    r -= 1;
+    const bool value = r >= lead + trail;
+    if (value) r -= lead + trail;
+    const int key = r < lead ? keep_range.begin + r : last_near + 1 + (r - lead);
+    row = value ? v + int64_t(key) * p.v_stride[2] : k + int64_t(key) * p.k_stride[2];
+    kind = value ? kCandidateValue : kCandidateKey;
+    if (value) count = p.v_head_dim;
   };
-  const RowNorms queries = norms(q, p.q_stride[2], 0, p.q_len, p.head_dim);
-  const RowNorms witness_key = norms(k, p.k_stride[2], witness, witness + 1, p.head_dim);
-  const RowNorms lead_keys = norms(k, p.k_stride[2], keep_range.begin, first_near, p.head_dim);
-  const RowNorms trail_keys = norms(k, p.k_stride[2], last_near + 1, keep_range.end, p.head_dim);
-  const RowNorms lead_values = norms(v, p.v_stride[2], keep_range.begin, first_near, p.v_head_dim);
-  const RowNorms trail_values = norms(v, p.v_stride[2], last_near + 1, keep_range.end, p.v_head_dim);
-  if (!queries.finite || !witness_key.finite || !lead_keys.finite || !trail_keys.finite || !lead_values.finite ||
-      !trail_values.finite) {
-    return finish();
+  constexpr int kRowsInFlight = 4;
+  float q_squared = 0.0f, witness_squared = 0.0f, key_squared = 0.0f;
+  int not_finite = 0;
+  for (int r0 = warp * kRowsInFlight; r0 < rows; r0 += kWarps * kRowsInFlight) {
+    const T* row[kRowsInFlight];
+    int count[kRowsInFlight], kind[kRowsInFlight];
+    float sum[kRowsInFlight];
+#pragma unroll
+    for (int r = 0; r < kRowsInFlight; ++r) {
+      sum[r] = 0.0f, count[r] = 0, kind[r] = kQuery, row[r] = q;
+      if (r0 + r < rows) row_of(r0 + r, row[r], count[r], kind[r]);
+    }
+    for (int i = lane; i < width; i += 32) {
+#pragma unroll
+      for (int r = 0; r < kRowsInFlight; ++r) {
+        if (i < count[r]) {
+          const float x = to_float(row[r][i]);
+          sum[r] = fmaf(x, x, sum[r]);
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRowsInFlight; ++r) {
+#pragma unroll
+      for (int offset = 16; offset > 0; offset >>= 1) sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], offset);
+      if (!(sum[r] < INFINITY)) not_finite = 1;  // rows past the end sum to 0
+      if (kind[r] == kQuery) q_squared = fmaxf(q_squared, sum[r]);
+      if (kind[r] == kWitness) witness_squared = fmaxf(witness_squared, sum[r]);
+      if (kind[r] == kCandidateKey) key_squared = fmaxf(key_squared, sum[r]);
+    }
   }
+  // Sums of squares are >= 0 (or NaN, with not_finite set): their bits order as they do.
+  int norms[4] = {__float_as_int(q_squared), __float_as_int(witness_squared), __float_as_int(key_squared), not_finite};
+  block_max<kThreads>(norms, scratch);
+  if (norms[3] != 0) return finish();
+  q_squared = __int_as_float(norms[0]), witness_squared = __int_as_float(norms[1]), key_squared = __int_as_float(norms[2]);
 
   // Every row that sees the witness has a max of at least witness_bias - |scale|·|q|·|k_w|; key j scores at most
   // bias_j + |scale|·|q|·|k_j| <= bias_j + |scale|·|q|·max |k|.
-  const double score_factor = DeadKeyBound::score_factor(p, queries.largest_squared);
-  const double largest_key_norm = sqrt(double(fmaxf(lead_keys.largest_squared, trail_keys.largest_squared)));
+  const double score_factor = DeadKeyBound::score_factor(p, q_squared);
   const double score_bound =
-      fmin(score_factor * (largest_key_norm + sqrt(double(witness_key.largest_squared))), bound.softcap_bound);
+      fmin(score_factor * (sqrt(double(key_squared)) + sqrt(double(witness_squared))), bound.softcap_bound);
   const auto live_candidate = [&](int j) {
     const double b = used_bias(j);
     return kept(j) && !(b + DeadKeyBound::gap_needed(b, witness_bias) + score_bound < witness_bias);
   };
 
   // ---- the keys before the first near key and after the last: live where the bound fails ----
-  int lead = INT_MAX, trail = -1;
+  int first_live = INT_MAX, last_live = -1;
   for (int j = keep_range.begin + tid; j < first_near; j += kThreads) {
     if (live_candidate(j)) {
-      lead = j;
+      first_live = j;
       break;  // this thread's keys only grow
     }
   }
   for (int j = last_near + 1 + tid; j < keep_range.end; j += kThreads) {
-    if (live_candidate(j)) trail = j;
+    if (live_candidate(j)) last_live = j;
   }
-  lead = block_reduce<kThreads>(lead, int_scratch, int_min);
-  trail = block_reduce<kThreads>(trail, int_scratch, int_max);
-  bias_range = KeyRange{min(first_near, lead), max(last_near, trail) + 1};
+  int live_scan[2] = {-first_live, last_live};
+  block_max<kThreads>(live_scan, scratch);
+  bias_range = KeyRange{min(first_near, -live_scan[0]), max(last_near, live_scan[1]) + 1};
   finish();
 }
 

@@ -220,6 +220,7 @@ struct Case {
   float padding_bias = NAN;
   bool padding_outscores_bias = false;  // every query element and the padding's K rows at +magnitude
   bool infinite_padding_value = false;  // V[key][0] at +inf for the padded key farthest from the real ones
+  bool positive_values = false;  // V in [0, magnitude]: sums over the keys only grow (truncated sums err most)
   bool causal_bias = false;  // bias at padding_bias's value above the diagonal (key j > query i): a causal mask in the bias
   int float32_tensor_cores = -1;  // CudaOptions (a session's config entry); -1: the environment decides
 
@@ -238,6 +239,7 @@ struct Case {
       << " lowest_bias=" << lowest_bias << " mask_pitch=" << mask_pitch << " padded_keys=" << padded_keys
       << (left_padding ? " left" : "") << " padding_bias=" << padding_bias
       << (padding_outscores_bias ? " outscoring" : "") << (infinite_padding_value ? " inf_value" : "")
+      << (positive_values ? " positive_values" : "")
       << (causal_bias ? " causal_bias" : "") << " scale=" << (std::isnan(scale_override) ? std::string("auto")
                                                                                   : std::to_string(scale_override));
     return s.str();
@@ -352,6 +354,12 @@ Inputs make_inputs(const Case& c, uint32_t seed) {
   fill(in.hq, in.q, c.q_heads, c.q_len, c.head_dim);
   fill(in.hk, in.k, c.kv_heads, c.kv_len, c.head_dim);
   fill(in.hv, in.v, c.kv_heads, c.kv_len, c.v_head_dim);
+  if (c.positive_values) {
+    for (size_t i = 0; i < in.hv.size(); ++i) {
+      const double x = in.hv.get(i);
+      if (!std::isnan(x)) in.hv.set(i, static_cast<float>(std::fabs(x)));
+    }
+  }
   if (c.padding_outscores_bias) {
     for (int64_t b = 0; b < c.batch; ++b)
       for (int64_t h = 0; h < c.q_heads; ++h)
@@ -1026,6 +1034,17 @@ TEST(CudaAttention, PaddingThatOutscoresItsBiasStaysLive) {
       c.magnitude = 40.0f, c.scale_override = 0.125f;
       expect_matches_reference(c, 540);
     }
+  }
+}
+
+// Long sums over the keys of values of one sign, with a nearly flat softmax: the tensor cores truncate every mma's sum
+// toward zero, an error relative to the growing accumulator, so P·V's error grows with the number of keys.
+TEST(CudaAttention, LongSumsOfValuesOfOneSignStayWithinTheTolerance) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  for (DType t : kAllTypes) {
+    Case c;
+    c.dtype = t, c.q_len = 80, c.kv_len = 8192, c.head_dim = c.v_head_dim = 64, c.positive_values = true;
+    expect_matches_reference(c, 544);
   }
 }
 

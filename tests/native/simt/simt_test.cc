@@ -174,14 +174,39 @@ TEST(Simt, MmaTf32MatchesTheMatrixProductUnderThePtxFragmentLayout) {
   ASSERT_EQ(run(&mma_tf32_kernel, 32, 0, static_cast<const float*>(da), static_cast<const float*>(db), dd), "");
   const auto a_at = [&](int i, int k) { return double(a[i * 8 + k]); };
   const auto b_at = [&](int k, int j) { return double(b[k * 8 + j]); };
-  expect_accumulated_product(download(dd, 16 * 8), 8, a_at, b_at, 1e-6);
+  // The sum keeps 22 bits under its largest addend (tf32_tensor_core_sum): 9 addends cut by less than 2^-21 of it each.
+  constexpr double kSumError = 1e-5;
+  expect_accumulated_product(download(dd, 16 * 8), 8, a_at, b_at, kSumError);
   // A plain float operand is read as tf32 by dropping its low 13 mantissa bits (truncation, not rounding).
   a[0] = 1.0f + 0x1p-10f + 0x1p-11f + 0x1p-20f;  // reads as 1 + 2^-10
   cudaMemcpy(da, a.data(), a.size() * sizeof(float), cudaMemcpyHostToDevice);
   ASSERT_EQ(run(&mma_tf32_kernel, 32, 0, static_cast<const float*>(da), static_cast<const float*>(db), dd), "");
   expect_accumulated_product(
       download(dd, 16 * 8), 8, [&](int i, int k) { return i == 0 && k == 0 ? double(1.0f + 0x1p-10f) : a_at(i, k); },
-      b_at, 1e-6);
+      b_at, kSumError);
+  cudaFree(da);
+  cudaFree(db);
+  cudaFree(dd);
+}
+
+// A tf32 sum as the tensor cores form it (tf32_tensor_core_sum): addends cut below a window of 22 bits under the largest
+// one, then the sum truncated toward zero. D[0][0] = 1 + 2^-21 + 2^-22: the 2^-22 falls off (to nearest: 1 + 2^-20);
+// D[0][1] = 2 + 2^-20 + 2^-21 + 2^-22 (c = 2): cut to 2 + 2^-20 (to nearest: 2 + 2^-19); D[8][1] = 4 - 3·2^-23: the
+// product vanishes next to 4.
+TEST(Simt, MmaSumsAreCutAndTruncatedTowardZero) {
+  std::vector<float> a(16 * 8, 0.0f), b(8 * 8, 0.0f);
+  a[0 * 8 + 0] = 0x1p-10f, a[0 * 8 + 1] = 0x1p-10f;
+  b[0 * 8 + 0] = 0x1p-11f, b[1 * 8 + 0] = 0x1p-12f;                             // D[0][0]: 2^-21 + 2^-22
+  b[0 * 8 + 1] = 0x1p-10f + 0x1p-11f, b[1 * 8 + 1] = 0x1p-12f;                  // D[0][1]: 2^-20 + 2^-21 + 2^-22
+  a[8 * 8 + 0] = -0x1p-10f;                                                     // D[8][1]: -2^-10 · (2^-10 + 2^-11)
+  float* da = upload(a);
+  float* db = upload(b);
+  float* dd = device_alloc<float>(16 * 8);
+  ASSERT_EQ(run(&mma_tf32_kernel, 32, 0, static_cast<const float*>(da), static_cast<const float*>(db), dd), "");
+  const std::vector<float> d = download(dd, 16 * 8);
+  EXPECT_EQ(d[0 * 8 + 0], 1.0f + 0x1p-21f);
+  EXPECT_EQ(d[0 * 8 + 1], 2.0f + 0x1p-20f);
+  EXPECT_EQ(d[8 * 8 + 1], 4.0f);
   cudaFree(da);
   cudaFree(db);
   cudaFree(dd);

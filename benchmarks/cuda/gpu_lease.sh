@@ -27,7 +27,7 @@ lib=build/gpu-kernels/libortflash_kernels.so
 pack() {
   cp -f "$work/summary.txt" "$out/summary.txt" 2>/dev/null
   cp -f "$work/build.txt" "$out/build.txt" 2>/dev/null
-  cp -f "$work/sweep.txt" "$out/sweep.txt" 2>/dev/null
+  cp -f "$work/sweep.log" "$out/sweep.txt" 2>/dev/null
   tar czf "$out/gpu-lease.tgz" -C "$work" . 2>/dev/null
 }
 trap pack EXIT
@@ -76,7 +76,6 @@ if [ -n "$sweep_pid" ]; then
   if [ "$left" -gt 30 ] && timeout "$left" tail --pid="$sweep_pid" -f /dev/null; then
     timed sweep 70 env OUT="$work/sweep" bash benchmarks/cuda/tile_sweep.sh --phase bench \
       --bench-args "--hopper 2 --dtypes float16 --head-dims 64 128 --seqlens 2048 8192" "${sweep[@]}"
-    cp -f "$work/sweep.log" "$work/sweep.txt" 2>/dev/null
   else
     echo "sweep: not timed (builds unfinished)"; tail -n 3 "$work/sweep-build.txt" 2>/dev/null
   fi

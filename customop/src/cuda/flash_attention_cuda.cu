@@ -178,8 +178,8 @@ AttentionParams fold_query_heads_into_rows(const AttentionParams& a) {
 }
 
 // Kernel families: tensor cores (16-bit, sm_80+, aligned rows), the tiled SIMT kernel (everything
-// else with head dims up to 128: float32 decoding, and float32 prefill where asked for), the generic kernel (the
-// rest). Within the tensor-core family, the Hopper kernel (wgmma, KernelChoice::hopper) takes the plain and
+// else with head dims up to 128: float32 decoding, and float32 prefill the tensor cores do not take or are told not
+// to), the generic kernel (the rest). Within the tensor-core family, the Hopper kernel (wgmma, KernelChoice::hopper) takes the plain and
 // masks-in-accumulator variants' prefill calls on compute capability 9 when the build has it (see use_hopper).
 // kFloat32TensorCores: float32 prefill on the tensor-core kernel in 3xTF32 (sm_80+; see below).
 enum class FwdPath { kTensorCoreSm80, kFloat32TensorCores, kTiled, kGeneric };
@@ -203,6 +203,15 @@ int head_dim_capacity(FwdPath path, int64_t head_dim, int64_t v_head_dim) {
   return 0;
 }
 
+// A switch read from the environment on every call (a getenv next to a launch of microseconds, so that a benchmark can
+// time each setting in one process): its single digit when that is 0..max_digit, else -1 (unset or any other value:
+// the caller's default).
+int digit_setting(const char* name, int max_digit) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || value[0] < '0' || value[0] > '0' + max_digit || value[1] != '\0') return -1;
+  return value[0] - '0';
+}
+
 bool is_aligned(const void* ptr, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
 
 // cp.async moves 16-byte chunks: every row of q/k/v must start on a 16-byte boundary (strides in elements of
@@ -212,21 +221,17 @@ bool rows_in_16_byte_chunks(const void* base, const int64_t* stride, int64_t ele
   return is_aligned(base, 16) && stride[0] % per_chunk == 0 && stride[1] % per_chunk == 0 && stride[2] % per_chunk == 0;
 }
 
-// float32 prefill runs on the tensor cores (3xTF32) by default: on an H200 (first GPU run) 1.1-1.8x SDPA's efficient
-// backend and 2-4x the tiled SIMT kernel, which ran at 0.3-0.7x. The session's config entry
-// ortflash.cuda.float32_tensor_cores (CudaOptions) or, without one, ORTFLASH_CUDA_FLOAT32_TENSOR_CORES chooses: 0 the
-// tiled SIMT kernel, 1 every warp splits its K and V fragments into tf32 parts, 2 (the default) each K and V tile is
-// split once per block in shared memory (where the device's shared memory allows; else as 1; 0-7% faster than 1 at
-// head dim 128 and with masks, within 5% at 64). The variable is read on every call (a getenv next to a launch of
-// microseconds), so that a benchmark can time the kernels in one process; any other value means the default.
+// float32 prefill runs on the tensor cores (3xTF32) by default: on an H200 its forms ran at 2-4x the tiled SIMT
+// kernel (which ran at 0.3-0.7x SDPA's efficient backend); the current one, with the small terms' sums apart
+// (fwd_kernel.cuh), is untimed. The session's config entry ortflash.cuda.float32_tensor_cores (CudaOptions) or, without
+// one, ORTFLASH_CUDA_FLOAT32_TENSOR_CORES chooses: 0 the tiled SIMT kernel, 1 every warp splits its K and V fragments
+// into tf32 parts, 2 (the default) each K and V tile is split once per block in shared memory (where the device's
+// shared memory allows; else as 1; 3-20% faster than 1 in the H200's second run, 5% slower to 17% faster in its first).
 constexpr int kDefaultFloat32TensorCores = 2;
 
 int float32_tensor_cores_requested() {
-  const char* value = std::getenv("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES");
-  if (value == nullptr || value[0] == '\0' || value[1] != '\0' || value[0] < '0' || value[0] > '2') {
-    return kDefaultFloat32TensorCores;
-  }
-  return value[0] - '0';
+  const int setting = digit_setting("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", 2);
+  return setting >= 0 ? setting : kDefaultFloat32TensorCores;
 }
 
 // float32_variant: float32_tensor_cores_requested() of this call.
@@ -342,17 +347,14 @@ struct KernelChoice {
 // from 2k keys (fp16 head dim 128: 530-630 TFLOP/s; head dim 96: 1.3-1.7x), against 1.0-1.2x for the mma.sync kernel;
 // at head dim 256 the cp.async one (1.3-1.6x, where the TMA one spills: 0.6-0.9x); with 128 keys (one key tile,
 // nothing to pipeline) the mma.sync kernel was faster. ORTFLASH_CUDA_HOPPER chooses for every
-// length: 0 the mma.sync kernel, 1 the cp.async wgmma kernel, 2 the TMA one. Read on every call (a getenv, next to a
-// launch of microseconds), so a benchmark can time the kernels in one process.
+// length: 0 the mma.sync kernel, 1 the cp.async wgmma kernel, 2 the TMA one.
 #if defined(ORTFLASH_HAVE_HOPPER)
 constexpr int64_t kHopperMinKeys = 256;
 
 int hopper_requested(int capacity, int64_t kv_len) {
-  const char* value = std::getenv("ORTFLASH_CUDA_HOPPER");
-  if (value == nullptr || value[0] == '\0' || value[1] != '\0' || value[0] < '0' || value[0] > '2') {
-    return kv_len < kHopperMinKeys ? 0 : capacity == 256 ? 1 : 2;
-  }
-  return value[0] - '0';
+  const int setting = digit_setting("ORTFLASH_CUDA_HOPPER", 2);
+  if (setting >= 0) return setting;
+  return kv_len < kHopperMinKeys ? 0 : capacity == 256 ? 1 : 2;
 }
 #endif
 
@@ -575,18 +577,12 @@ std::string repack_mask_rows(const void*& mask, int64_t (&stride)[4], bool& chun
 // kLiveBiasMinKeys (a bias, whose bound also reads the queries and the padding's K and V rows): on an H200 (second
 // GPU run, a quarter of every other entry padded) a keep mask's pass cost 2-5% at 512 keys and gained 8-9% at 2048;
 // a bias's cost 20-25% at 512 and broke even at 2048. ORTFLASH_CUDA_LIVE_KEYS=0 turns the passes off, =1 runs them
-// for every prefill call with a mask of more than 64 keys (read on every call, so that a benchmark can time each way
-// in one process).
+// for every prefill call with a mask of more than 64 keys.
 constexpr int64_t kLiveKeysMinKeys = 1024;
 constexpr int64_t kLiveBiasMinKeys = 2048;
 
 // 0: off; 1: asked for at every length; -1: the default (from the lengths above).
-int live_ranges_setting() {
-  const char* setting = std::getenv("ORTFLASH_CUDA_LIVE_KEYS");
-  if (setting == nullptr) return -1;
-  const std::string value(setting);
-  return value == "0" ? 0 : value == "1" ? 1 : -1;
-}
+int live_ranges_setting() { return digit_setting("ORTFLASH_CUDA_LIVE_KEYS", 1); }
 
 // Whether a mask of the call varies by query row (a bias or keep with a query-row stride).
 bool mask_varies_by_row(const FwdParams& p) {
@@ -611,10 +607,7 @@ constexpr int kLiveRowsMinKeys = 512;
 // Scratch past this (the requirements: mask slices x keys floats) is not worth holding: the ranges are left out.
 constexpr size_t kMaxLiveRowsBytes = size_t(64) << 20;
 
-bool live_rows_requested() {
-  const char* setting = std::getenv("ORTFLASH_CUDA_LIVE_ROWS");
-  return setting != nullptr && std::string(setting) == "1";
-}
+bool live_rows_requested() { return digit_setting("ORTFLASH_CUDA_LIVE_ROWS", 1) == 1; }
 
 bool wants_live_rows(const KernelChoice& k, const FwdParams& p) {
   if (k.path == FwdPath::kGeneric || k.decode || p.kv_len < kLiveRowsMinKeys || !mask_varies_by_row(p)) return false;

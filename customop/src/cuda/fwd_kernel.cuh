@@ -396,11 +396,10 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
       s[mt][nt][2 * half + 1] = start[1];
     });
     if constexpr (Tr::kTf32) {
-      // 3xTF32, the small terms (lo·hi + hi·lo, about 2^-11 of the products) in accumulators of their own, added once
-      // at the end: the tensor cores truncate each mma's sum to fp32 (toward zero), an error relative to the
-      // accumulator, so the large sums meet kKSteps truncations instead of 3·kKSteps (the first GPU run: scores near
-      // 1e4 missed the fp32 tolerance with the three mma of a k-step on one accumulator; a second pass over the head
-      // dim for the small terms met it but read Q and K's hi parts twice, 20-25% slower).
+      // 3xTF32 with the small terms (lo·hi + hi·lo, about 2^-11 of the products) in accumulators of their own, added
+      // once at the end (mma_3xtf32_apart): the large sums meet kKSteps truncations instead of 3·kKSteps (the first GPU
+      // run: scores near 1e4 missed the fp32 tolerance with the three mma of a k-step on one accumulator; a second
+      // pass over the head dim for the small terms met it but read Q and K's hi parts twice, 20-25% slower).
       // The same ldmatrix addressing gives the m16n8k8 .tf32 fragments (8 head-dim columns = two chunks).
       const auto k_pairs = [&](int np, int ks, Tf32Pair (&b)[4]) {
         uint32_t raw[4];  // raw[0], raw[1]: key tile 2np (k = t, t + 4); raw[2], raw[3]: key tile 2np + 1
@@ -435,11 +434,8 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
             k_pairs(np, ks, b);
 #pragma unroll
             for (int mt = 0; mt < kMTiles; ++mt) {
-              const Tf32Fragment& a = q_parts[ks][mt];
-              mma_tf32_small_terms(small[mt][0], a, b[0], b[1]);
-              mma_tf32_small_terms(small[mt][1], a, b[2], b[3]);
-              mma_tf32(s[mt][2 * np], a.hi, b[0].hi, b[1].hi);
-              mma_tf32(s[mt][2 * np + 1], a.hi, b[2].hi, b[3].hi);
+              mma_3xtf32_apart(small[mt][0], s[mt][2 * np], q_parts[ks][mt], b[0], b[1]);
+              mma_3xtf32_apart(small[mt][1], s[mt][2 * np + 1], q_parts[ks][mt], b[2], b[3]);
             }
           }
 #pragma unroll
@@ -466,10 +462,8 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
             k_pairs(np, ks, b);
 #pragma unroll
             for (int mt = 0; mt < kMTiles; ++mt) {
-              mma_tf32_small_terms(small[mt][2 * np], a[mt], b[0], b[1]);
-              mma_tf32_small_terms(small[mt][2 * np + 1], a[mt], b[2], b[3]);
-              mma_tf32(s[mt][2 * np], a[mt].hi, b[0].hi, b[1].hi);
-              mma_tf32(s[mt][2 * np + 1], a[mt].hi, b[2].hi, b[3].hi);
+              mma_3xtf32_apart(small[mt][2 * np], s[mt][2 * np], a[mt], b[0], b[1]);
+              mma_3xtf32_apart(small[mt][2 * np + 1], s[mt][2 * np + 1], a[mt], b[2], b[3]);
             }
           }
         }

@@ -76,7 +76,8 @@ constexpr int kAccumKeep = 2;
 // kSplitTiles_ (float32 only): each K and V tile is split into its tf32 parts once per block, in shared memory
 // (the hi parts in place, the lo parts in two more tiles), instead of by every warp for its fragments: two more
 // barriers per key tile and twice the K/V shared memory, for fewer non-mma instructions in the warps (at head dim 128,
-// estimated from the SASS: about two per mma instead of five; on an H200 5-15% faster than the per-warp splits).
+// estimated from the SASS: about two per mma instead of five; on an H200 3-20% faster than the per-warp splits in the
+// second run, 5% slower to 17% faster in the first).
 template <class T_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, bool kMaskInputs_ = true,
           int kAccumMasks_ = 0, bool kSplitTiles_ = false>
 struct FwdTraits {

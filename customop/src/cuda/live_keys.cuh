@@ -97,7 +97,7 @@ struct DeadKeyBound {
 // layout of FwdParams::live_ranges). Launched only for masks that broadcast over query rows (bias_stride[2] ==
 // keep_stride[2] == 0). The pass is bound by latency, not bandwidth: four dependent steps (two scans of the mask
 // row, one read of every row the bound needs, one more scan), each ending in one block-wide exchange of all its
-// values (the first version took a reduction per value and a pass per kind of row: 10x slower than what it saved).
+// values (the first version took a reduction per value and a pass per kind of row).
 template <class T>
 __global__ void __launch_bounds__(kLiveKeysThreads) live_keys_kernel(const FwdParams p, int slices, KeyRange* out) {
   constexpr int kThreads = kLiveKeysThreads;

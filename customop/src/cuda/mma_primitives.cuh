@@ -168,7 +168,8 @@ struct Mma16816<__nv_bfloat16> {
 // lo = x - hi (exact in fp32, up to 13 significant bits) rounded to tf32 in turn (the hardware would truncate it:
 // twice the error), and a·b ≈ a_lo·b_hi + a_hi·b_lo + a_hi·b_hi: the dropped a_lo·b_lo and the rounding of lo leave
 // a relative error near 2^-22 per product, against 2^-11 for one TF32 product. The tensor cores also truncate each
-// mma's sum toward zero (relative to the accumulator): long sums keep the small terms apart (fwd_kernel.cuh). (PyTorch's memory-efficient attention runs float32 on sm_80+ tensor cores in the same 3xTF32 way.)
+// mma's sum toward zero (relative to the accumulator): long sums keep the small terms apart (mma_3xtf32_apart).
+// (PyTorch's memory-efficient attention runs float32 on sm_80+ tensor cores in the same 3xTF32 way.)
 
 // x rounded to a tf32 value: to nearest, ties away from zero, as cvt.rna.tf32.f32 (which ptxas expands to four
 // instructions with a guard for non-finite x; here two). ±inf stays ±inf and a NaN stays NaN unless its payload
@@ -227,7 +228,7 @@ __device__ __forceinline__ Tf32Fragment split_fragment(float a0, float a1, float
   return Tf32Fragment{{p0.hi, p1.hi, p2.hi, p3.hi}, {p0.lo, p1.lo, p2.lo, p3.lo}};
 }
 
-// c += a_lo·b_hi + a_hi·b_lo: 3xTF32's small terms (callers that sum many products add the hi·hi ones afterwards).
+// c += a_lo·b_hi + a_hi·b_lo: 3xTF32's small terms.
 __device__ __forceinline__ void mma_tf32_small_terms(float (&c)[4], const Tf32Fragment& a, Tf32Pair b0, Tf32Pair b1) {
   mma_tf32(c, a.lo, b0.hi, b1.hi);
   mma_tf32(c, a.hi, b0.lo, b1.lo);
@@ -237,6 +238,15 @@ __device__ __forceinline__ void mma_tf32_small_terms(float (&c)[4], const Tf32Fr
 __device__ __forceinline__ void mma_3xtf32(float (&c)[4], const Tf32Fragment& a, Tf32Pair b0, Tf32Pair b1) {
   mma_tf32_small_terms(c, a, b0, b1);
   mma_tf32(c, a.hi, b0.hi, b1.hi);
+}
+
+// 3xTF32 with the sums apart: small += a_lo·b_hi + a_hi·b_lo, large += a_hi·b_hi. Since each mma's sum is truncated
+// relative to its accumulator, a long sum (a head dim of k-steps) whose small terms join the large accumulator meets
+// three truncations per step at the large sums' scale instead of one; the caller adds `small` to `large` at the end.
+__device__ __forceinline__ void mma_3xtf32_apart(float (&small)[4], float (&large)[4], const Tf32Fragment& a,
+                                                 Tf32Pair b0, Tf32Pair b1) {
+  mma_tf32_small_terms(small, a, b0, b1);
+  mma_tf32(large, a.hi, b0.hi, b1.hi);
 }
 
 // The 16-byte chunk of four floats at `tile` (shared memory) as hi and lo tf32 parts: the hi parts replace it,

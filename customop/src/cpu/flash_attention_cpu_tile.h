@@ -469,31 +469,29 @@ void LoadQueryRows(const T* query, int64_t head_stride, int64_t query_stride, co
 }
 
 // Keys [0, count) -> keys_t[d * key_tile + j] in fp32, in kLanes x kLanes blocks; columns up to
-// `columns` zero.
+// `columns` (a whole number of vectors) zero. The last block, keys past `count` zero in it, goes through the same
+// transposes: key by key, the transposed layout's column writes (one cache line per dim) made a key range that
+// was no whole number of micro-tiles 2-7x slower than a whole one (one decoding row per head).
 template <class S, class T>
 void LoadKeysTransposed(const T* keys, int64_t key_stride, int64_t count, int64_t columns, int64_t head_dim,
                         int64_t key_tile, float* keys_t) {
   constexpr int kLanes = S::kLanes;
-  int64_t key = 0;
-  for (; key < WholeVectors<S>(count); key += kLanes) {
+  for (int64_t key = 0; key < columns; key += kLanes) {
+    const int64_t present = count - key < 0 ? 0 : MinOf(count - key, kLanes);  // keys of this block
     int64_t d = 0;
     for (; d < WholeVectors<S>(head_dim); d += kLanes) {
       typename S::Vec block[kLanes];
-      for (int row = 0; row < kLanes; ++row) block[row] = S::LoadLanes(keys + (key + row) * key_stride + d);
+      for (int row = 0; row < kLanes; ++row) {
+        block[row] = row < present ? S::LoadLanes(keys + (key + row) * key_stride + d) : S::Zero();
+      }
       S::TransposeSquare(block);
       for (int row = 0; row < kLanes; ++row) S::Store(keys_t + (d + row) * key_tile + key, block[row]);
     }
     for (; d < head_dim; ++d) {
       for (int row = 0; row < kLanes; ++row) {
-        keys_t[d * key_tile + key + row] = ToFloat(keys[(key + row) * key_stride + d]);
+        keys_t[d * key_tile + key + row] = row < present ? ToFloat(keys[(key + row) * key_stride + d]) : 0.0f;
       }
     }
-  }
-  for (; key < count; ++key) {
-    for (int64_t d = 0; d < head_dim; ++d) keys_t[d * key_tile + key] = ToFloat(keys[key * key_stride + d]);
-  }
-  for (; key < columns; ++key) {
-    for (int64_t d = 0; d < head_dim; ++d) keys_t[d * key_tile + key] = 0.0f;
   }
 }
 

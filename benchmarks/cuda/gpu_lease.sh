@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A whole short GPU lease in one device call, most wanted first: the default build; then the tests; where earlier
 # calls carried ONNX Runtime's GPU libraries (.ort-gpu-chunks, ort_gpu_chunks.sh) and this one carries .ort-gpu,
-# the op and the rewritten models on ONNX Runtime's CUDA provider and the NUnit GPU tests; the prefill table (every
+# the op and the rewritten models on ONNX Runtime's CUDA provider, the NUnit GPU tests and the op against ONNX
+# Runtime's own attention there (ort_attention_bench.py); the prefill table (every
 # row also on the mma.sync and both sm_90a kernels, --hopper both) and a short one at head dims 96 and 256; the
 # encoder table (masks, live key ranges, float32 on the SIMT and both 3xTF32 forms); given SWEEP candidates
 # (tile_sweep.sh specs, built in the background meanwhile), their fp16 prefill rows on the TMA kernel; and
@@ -65,6 +66,13 @@ timed() {  # NAME CAP COMMAND...: a table for at most CAP seconds of what is lef
 run_stages test main 180 --stage-timeout test=175  # about 150 s: the suite once per kernel and float32 form
 if [ -d .ort-gpu ] && [ -d .ort-gpu-chunks ]; then
   run_stages ort,nunit ort 170 --stage-timeout ort=80 --stage-timeout nunit=85
+fi
+if [ -f .ort-gpu-libs/libonnxruntime.so ] && [ -f .ort-gpu/libortflash.so.xz ]; then
+  # The op against ONNX Runtime's own attention (MultiHeadAttention, ONNX Attention) and the unfused graph, inside
+  # ONNX Runtime's CUDA provider: what an ONNX Runtime user would otherwise run.
+  timed ort-bench 100 env LD_LIBRARY_PATH=".ort-gpu-libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" \
+    python3 benchmarks/cuda/ort_attention_bench.py --ort-capi .ort-gpu-libs/libonnxruntime.so \
+    --lib .ort-gpu/libortflash.so.xz --seqlens 512 2048 8192 --decode-seqlens 16384 --min-seconds 0.15 --max-runs 50
 fi
 run_stages bench bench 60 --bench-args "--hopper both"
 timed prefill-96-256 30 python3 benchmarks/cuda/bench_attention.py --lib "$lib" --mode prefill --hopper both \

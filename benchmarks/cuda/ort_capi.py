@@ -6,10 +6,12 @@ ort_cuda_check.py where there is a libonnxruntime.so (the NuGet package's) but n
     session = ort.InferenceSession(model_bytes_or_path, sess_options=options, providers=["CPUExecutionProvider"])
     outputs = session.run(None, {"Q": q, ...})
 
-Only what ort_cuda_check.py uses: the CPU provider and, with the GPU package's library (its
-libonnxruntime_providers_cuda.so next to it, CUDA 13 and cuDNN 9 on the library path), the CUDA provider
-with string options, e.g. providers=[("CUDAExecutionProvider", {"device_id": "0"})]. Inputs and outputs
-stay in CPU memory (ONNX Runtime copies them). The OrtApi function table is read by position,
+Only what ort_cuda_check.py and ort_attention_bench.py use: the CPU provider and, with the GPU package's
+library (its libonnxruntime_providers_cuda.so next to it, CUDA 13 and cuDNN 9 on the library path), the CUDA
+provider with string options, e.g. providers=[("CUDAExecutionProvider", {"device_id": "0"})]. session.run takes
+and returns numpy arrays in CPU memory (ONNX Runtime copies them); session.bind takes buffers already in place,
+on the CPU or on a CUDA device, inputs and preallocated outputs, for timing runs without copies (what the
+onnxruntime module's IOBinding does). The OrtApi function table is read by position,
 so the positions are counted from the members of `struct OrtApi` in the onnxruntime_c_api.h that came with
 the library (its members are only ever appended, release after release).
 """
@@ -49,6 +51,7 @@ _SIGNATURES = {
     "GetAllocatorWithDefaultOptions": [_PP],
     "AllocatorFree": [_P, _P],
     "CreateCpuMemoryInfo": [ctypes.c_int, ctypes.c_int, _PP],
+    "CreateMemoryInfo": [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, _PP],
     "CreateTensorWithDataAsOrtValue": [_P, _P, _SIZE, ctypes.POINTER(ctypes.c_int64), _SIZE, ctypes.c_int, _PP],
     "Run": [_P, _P, ctypes.POINTER(ctypes.c_char_p), _PP, _SIZE, ctypes.POINTER(ctypes.c_char_p), _SIZE, _PP],
     "GetTensorTypeAndShape": [_P, _PP],
@@ -306,6 +309,11 @@ class _Session:
             for value in values:
                 api["ReleaseValue"](value)
 
+    def bind(self, inputs, outputs, device="cpu", device_id=0):
+        """A _Bound run over buffers in place: inputs and outputs map names to (address, shape, numpy dtype), in
+        CPU memory (device "cpu") or CUDA device memory ("cuda"). The buffers must outlive the _Bound."""
+        return _Bound(self, inputs, outputs, device, device_id)
+
     def _to_numpy(self, value):
         module, api = self._module, self._api
         try:
@@ -335,3 +343,59 @@ class _Session:
         self._module._check(self._api["SessionEndProfiling"](self._handle, self._module._allocator,
                                                              ctypes.byref(path)))
         return self._module._string(path)
+
+
+class _Bound:
+    """OrtValues made once over caller-owned buffers; run() calls Run with the outputs preallocated."""
+
+    def __init__(self, session, inputs, outputs, device, device_id):
+        module, api = session._module, session._api
+        self._session, self._api, self._values = session, api, []
+        if device == "cpu":
+            memory, self._memory = module._memory, None
+        elif device == "cuda":
+            memory = _P()
+            module._check(api["CreateMemoryInfo"](b"Cuda", 0, int(device_id), 0, ctypes.byref(memory)))  # device allocator
+            self._memory = memory
+        else:
+            raise OrtError(f"bind: device '{device}' is neither cpu nor cuda")
+        try:
+            in_values = [self._value(module, memory, name, spec) for name, spec in inputs.items()]
+            out_values = [self._value(module, memory, name, spec) for name, spec in outputs.items()]
+        except Exception:
+            self.release()
+            raise
+        self._input_names = (ctypes.c_char_p * max(1, len(inputs)))(*[n.encode() for n in inputs])
+        self._inputs = (_P * max(1, len(inputs)))(*in_values)
+        self._output_names = (ctypes.c_char_p * len(outputs))(*[n.encode() for n in outputs])
+        self._outputs = (_P * len(outputs))(*out_values)
+        self._counts = (len(inputs), len(outputs))
+
+    def _value(self, module, memory, name, spec):
+        address, shape, dtype = spec
+        dtype = np.dtype(dtype)
+        if dtype not in NUMPY_TYPES:
+            raise OrtError(f"bind: '{name}' has numpy type {dtype}, which the stand-in does not map")
+        count = int(np.prod(shape, dtype=np.int64))
+        dims = (ctypes.c_int64 * max(1, len(shape)))(*shape)
+        value = _P()
+        module._check(self._api["CreateTensorWithDataAsOrtValue"](
+            memory, _P(address), count * dtype.itemsize, dims, len(shape), NUMPY_TYPES[dtype], ctypes.byref(value)))
+        self._values.append(value)
+        return value
+
+    def run(self):
+        self._session._module._check(self._api["Run"](
+            self._session._handle, None, self._input_names, self._inputs, self._counts[0], self._output_names,
+            self._counts[1], self._outputs))
+
+    def release(self):
+        for value in self._values:
+            self._api["ReleaseValue"](value)
+        self._values = []
+        if self._memory is not None:
+            self._api["ReleaseMemoryInfo"](self._memory)
+            self._memory = None
+
+    def __del__(self):
+        self.release()

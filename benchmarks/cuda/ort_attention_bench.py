@@ -399,6 +399,12 @@ class Device:
             return np.empty(shape, dtype=np_type)
         return self.torch.empty(shape, dtype=self.torch.from_numpy(np.zeros(1, np_type)).dtype, device="cuda")
 
+    def sync(self):
+        """Waits for the whole device (ONNX Runtime's stream and PyTorch's): uploads done before a run reads them,
+        and a run's work done before its time is taken, whatever the provider does at the end of Run."""
+        if self.torch is not None:
+            self.torch.cuda.synchronize()
+
     def address(self, buffer):
         return buffer.ctypes.data if self.torch is None else buffer.data_ptr()
 
@@ -421,14 +427,16 @@ class Device:
         return (lambda: session.run_with_iobinding(binding)), binding
 
 
-def time_runs(run, min_seconds, min_runs, max_runs, warmup=2):
+def time_runs(run, sync, min_seconds, min_runs, max_runs, warmup=2):
     for _ in range(warmup):
         run()
+    sync()
     times = []
     start = time.perf_counter()
     while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() - start < min_seconds):
         t0 = time.perf_counter()
         run()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
 
@@ -453,7 +461,9 @@ def run_contender(device, library, make, case, q, k, v, args):
         buffers = {n: (device.buffer(a), a.dtype) for n, a in contender.inputs.items()}
         output = device.empty(contender.output_shape, case.np_type)
         run, bound = device.bind(session, buffers, {"Y": (output, case.np_type)})
+        device.sync()
         run()
+        device.sync()
     except Exception as error:  # onnxruntime raises its own types; a refusal is a result here
         if contender.name == "attention" and case.padded and not contender.note:
             del session, bound
@@ -463,7 +473,7 @@ def run_contender(device, library, make, case, q, k, v, args):
     ok, worst, where = check_rows(case, q, k, v, contender.to_bhsd(device.host(output)), tolerance)
     if not ok:
         return None, f"WRONG: {worst:.3g}x the tolerance at {where}", contender.note
-    ms = time_runs(run, args.min_seconds, args.min_runs, args.max_runs)
+    ms = time_runs(run, device.sync, args.min_seconds, args.min_runs, args.max_runs)
     del bound, session, buffers, output
     gc.collect()
     return ms, "ok", contender.note

@@ -223,6 +223,7 @@ struct Case {
   bool positive_values = false;  // V in [0, magnitude]: sums over the keys only grow (truncated sums err most)
   bool causal_bias = false;  // bias at padding_bias's value above the diagonal (key j > query i): a causal mask in the bias
   int float32_tensor_cores = -1;  // CudaOptions (a session's config entry); -1: the environment decides
+  bool graph = false;  // captured into a CUDA graph (global mode, as ONNX Runtime captures) and replayed twice
 
   bool is_padding(int64_t b, int64_t j) const {
     if (padded_keys == 0 || b % 2 == 0) return false;
@@ -240,7 +241,7 @@ struct Case {
       << (left_padding ? " left" : "") << " padding_bias=" << padding_bias
       << (padding_outscores_bias ? " outscoring" : "") << (infinite_padding_value ? " inf_value" : "")
       << (positive_values ? " positive_values" : "")
-      << (causal_bias ? " causal_bias" : "") << " scale=" << (std::isnan(scale_override) ? std::string("auto")
+      << (causal_bias ? " causal_bias" : "") << (graph ? " graph" : "") << " scale=" << (std::isnan(scale_override) ? std::string("auto")
                                                                                   : std::to_string(scale_override));
     return s.str();
   }
@@ -602,8 +603,31 @@ void expect_matches_reference(const Case& c, uint32_t seed) {
                                             : ortflash::CudaScratch{};
   ortflash::CudaOptions options;
   options.float32_tensor_cores = c.float32_tensor_cores;
-  const std::string error = ortflash::flash_attention_cuda(p, stream, scratch, options);
-  const cudaError_t sync = cudaStreamSynchronize(stream);
+  std::string error;
+  cudaError_t sync = cudaSuccess;
+  if (c.graph) {
+    // Everything the call enqueues (scratch from the stream-ordered allocator included) is captured once, then the
+    // graph is replayed twice with the output reset before each: a replay must compute all of it again, from
+    // scratch that starts out as garbage, with no call of the library in between.
+    ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    error = ortflash::flash_attention_cuda(p, stream, scratch, options);
+    cudaGraph_t graph = nullptr;
+    const cudaError_t captured = cudaStreamEndCapture(stream, &graph);
+    ASSERT_EQ(error, "");
+    ASSERT_EQ(captured, cudaSuccess) << cudaGetErrorString(captured);
+    cudaGraphExec_t exec = nullptr;
+    ASSERT_CUDA(cudaGraphInstantiateWithFlags(&exec, graph, 0));
+    ASSERT_CUDA(cudaGraphDestroy(graph));  // an instance outlives its graph
+    for (int replay = 0; replay < 2 && sync == cudaSuccess; ++replay) {
+      ASSERT_CUDA(cudaMemsetAsync(dout.get(), kOutputSentinel, out_bytes, stream));
+      sync = cudaGraphLaunch(exec, stream);
+      if (sync == cudaSuccess) sync = cudaStreamSynchronize(stream);
+    }
+    cudaGraphExecDestroy(exec);
+  } else {
+    error = ortflash::flash_attention_cuda(p, stream, scratch, options);
+    sync = cudaStreamSynchronize(stream);
+  }
   cudaStreamDestroy(stream);
   ASSERT_EQ(error, "");
   ASSERT_EQ(sync, cudaSuccess) << cudaGetErrorString(sync);
@@ -1094,6 +1118,38 @@ TEST(CudaAttention, SingleQueryDecodingSplitsLongKeyRanges) {
   few_queries.dtype = DType::kFloat16, few_queries.q_len = 5, few_queries.kv_len = 20011, few_queries.head_dim = 256;
   few_queries.v_head_dim = 256, few_queries.keep = Broadcast::kPerKey, few_queries.keep_probability = 0.01f;
   expect_matches_reference(few_queries, 41);
+}
+
+// ONNX Runtime's CUDA graphs (the provider's enable_cuda_graph) capture the op's work once and replay it: every
+// launch the library makes must be capturable (no synchronising call, nothing read back on the host, scratch only
+// from the stream-ordered allocator) and a replay must not depend on what the first run left in scratch. Each of the
+// paths with extra launches or scratch, captured and replayed: split-KV decoding and its combine, live key ranges,
+// masks copied into aligned rows, float32 on both kernels, and the default prefill kernel.
+TEST(CudaAttention, EveryPathReplaysFromACudaGraph) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  const ScopedEnv live_keys("ORTFLASH_CUDA_LIVE_KEYS", "1");
+  Case decode;  // 8 heads on 2 kv heads, one query row: split over the keys, then combined
+  decode.dtype = DType::kBFloat16, decode.q_heads = 8, decode.kv_heads = 2, decode.kv_len = 4097;
+  decode.head_dim = decode.v_head_dim = 128, decode.bias = Broadcast::kPerKey, decode.causal = CausalAlignment::kLowerRight;
+  Case padded;  // a padded encoder batch: the live-key pass before the kernel
+  padded.dtype = DType::kFloat16, padded.batch = 2, padded.q_heads = 2, padded.q_len = 200, padded.kv_len = 512;
+  padded.bias = Broadcast::kPerKey, padded.keep = Broadcast::kPerKey, padded.keep_probability = 1.0f, padded.padded_keys = 256;
+  Case pitched = padded;  // mask rows off 16-byte chunks: copied into aligned rows first
+  pitched.kv_len = 509, pitched.padded_keys = 100, pitched.mask_pitch = 517;
+  Case prefill;  // the default kernel for this device (TMA on sm_90), causal, grouped heads
+  prefill.dtype = DType::kFloat16, prefill.batch = 2, prefill.q_heads = 4, prefill.kv_heads = 2, prefill.q_len = 300;
+  prefill.kv_len = 300, prefill.head_dim = prefill.v_head_dim = 128, prefill.causal = CausalAlignment::kUpperLeft;
+  Case float32 = prefill;
+  float32.dtype = DType::kFloat32, float32.head_dim = float32.v_head_dim = 64, float32.bias = Broadcast::kPerKey;
+  uint32_t seed = 500;
+  for (Case c : {decode, padded, pitched, prefill, float32}) {
+    c.graph = true;
+    expect_matches_reference(c, ++seed);
+  }
+  for (int option : {0, 2}) {  // float32 on the SIMT kernel and on the tensor cores, whatever the environment says
+    float32.graph = true, float32.float32_tensor_cores = option;
+    expect_matches_reference(float32, ++seed);
+  }
 }
 
 // One query row with grouped heads runs as `group` rows of one head per key/value head: the per-head

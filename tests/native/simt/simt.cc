@@ -1491,6 +1491,38 @@ const char* encode_tensor_map(TensorMap* map, const void* base, int elem_bytes, 
 
 // ---- host side --------------------------------------------------------------------------------
 
+// ---- stream capture ---------------------------------------------------------------------------
+
+using GraphOp = std::function<cudaError_t(cudaStream_t)>;
+
+// What a capturing stream has recorded.
+struct Capture {
+  cudaStreamCaptureMode mode;
+  std::vector<GraphOp> ops;
+  std::vector<void*> allocations;  // cudaMallocAsync blocks made while capturing: the graph's, freed with it
+  bool invalidated = false;
+};
+
+// Captures begun by this thread in the global or thread-local mode: the ones its unsafe calls invalidate.
+thread_local std::vector<Capture*> tl_strict_captures;
+
+Capture* capture_of(cudaStream_t stream);
+
+cudaError_t capture_op(cudaStream_t stream, GraphOp op) {
+  capture_of(stream)->ops.push_back(std::move(op));
+  return cudaSuccess;
+}
+
+// A call that would synchronise: refused while this thread captures in a strict mode, which invalidates the capture.
+bool refused_while_capturing() {
+  if (tl_strict_captures.empty()) return false;
+  for (Capture* capture : tl_strict_captures) capture->invalidated = true;
+  tl_failure_message = "simt: a synchronising call (cudaMalloc, cudaFree, cudaMemcpy, cudaMemset or a synchronisation) "
+                       "while a stream captures";
+  std::fprintf(stderr, "%s\n", tl_failure_message.c_str());
+  return true;
+}
+
 cudaError_t launch_erased(const char* launcher, const void* entry, dim3 grid, dim3 block_dim, size_t dynamic_smem_bytes,
                           cudaStream_t stream, std::function<void()> body) {
   const auto misconfigured = [launcher](const std::string& message) {
@@ -1511,6 +1543,11 @@ cudaError_t launch_erased(const char* launcher, const void* entry, dim3 grid, di
                          " (cudaFuncAttributeMaxDynamicSharedMemorySize)";
     std::fprintf(stderr, "%s\n", tl_failure_message.c_str());
     return record(cudaErrorInvalidValue);
+  }
+  if (capture_of(stream) != nullptr) {  // recorded, validated as at capture; runs at each cudaGraphLaunch
+    return capture_op(stream, [=](cudaStream_t replay) {
+      return launch_erased(launcher, entry, grid, block_dim, dynamic_smem_bytes, replay, body);
+    });
   }
 
   Launch launch;
@@ -1559,7 +1596,30 @@ using simt::record;
 
 struct CUstream_st {
   unsigned flags;
+  std::unique_ptr<simt::Capture> capture;  // while capturing
 };
+
+// The blocks a graph's cudaMallocAsync made: shared by the graph and its instances, freed with the last of them.
+struct GraphBlocks {
+  std::vector<void*> blocks;
+  ~GraphBlocks() {
+    for (void* block : blocks) simt::device_memory().release(block);
+  }
+};
+
+struct CUgraph_st {
+  std::vector<simt::GraphOp> ops;
+  std::shared_ptr<GraphBlocks> blocks;
+};
+
+struct CUgraphExec_st {
+  std::vector<simt::GraphOp> ops;
+  std::shared_ptr<GraphBlocks> blocks;
+};
+
+simt::Capture* simt::capture_of(cudaStream_t stream) { return stream != nullptr ? stream->capture.get() : nullptr; }
+
+using simt::refused_while_capturing;
 
 cudaError_t cudaGetDeviceCount(int* count) {
   *count = 1;
@@ -1586,23 +1646,48 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   return record(cudaErrorInvalidValue);
 }
 
-cudaError_t cudaDeviceSynchronize() { return simt::tl_last_error; }
+cudaError_t cudaDeviceSynchronize() {
+  if (refused_while_capturing()) return record(cudaErrorStreamCaptureUnsupported);
+  return simt::tl_last_error;
+}
 cudaError_t cudaDeviceReset() { return cudaSuccess; }
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  if (refused_while_capturing()) return record(cudaErrorStreamCaptureUnsupported);
   *ptr = simt::device_memory().allocate(bytes);
   return record(*ptr != nullptr ? cudaSuccess : cudaErrorMemoryAllocation);
 }
 
 cudaError_t cudaFree(void* ptr) {
+  if (refused_while_capturing()) return record(cudaErrorStreamCaptureUnsupported);
   if (ptr == nullptr) return cudaSuccess;
   return record(simt::device_memory().release(ptr) ? cudaSuccess : cudaErrorInvalidValue);
 }
 
-cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t) { return cudaMalloc(ptr, bytes); }
-cudaError_t cudaFreeAsync(void* ptr, cudaStream_t) { return cudaFree(ptr); }
+cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t stream) {
+  simt::Capture* capture = simt::capture_of(stream);
+  if (capture == nullptr) return cudaMalloc(ptr, bytes);
+  *ptr = simt::device_memory().allocate(bytes);
+  if (*ptr == nullptr) return record(cudaErrorMemoryAllocation);
+  capture->allocations.push_back(*ptr);
+  void* block = *ptr;
+  return simt::capture_op(stream, [block, bytes](cudaStream_t) {  // each replay's block starts out as garbage
+    std::memset(block, simt::kUninitialized, std::max<size_t>(bytes, 1));
+    return cudaSuccess;
+  });
+}
+
+cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
+  simt::Capture* capture = simt::capture_of(stream);
+  if (capture == nullptr) return cudaFree(ptr);
+  const auto& own = capture->allocations;
+  if (std::find(own.begin(), own.end(), ptr) != own.end()) return cudaSuccess;  // the graph's: freed with it
+  if (!simt::device_memory().contains(ptr, 1)) return record(cudaErrorInvalidValue);
+  return simt::capture_op(stream, [ptr](cudaStream_t) { return cudaFree(ptr); });
+}
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (refused_while_capturing()) return record(cudaErrorStreamCaptureUnsupported);
   auto& memory = simt::device_memory();
   const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
@@ -1613,31 +1698,113 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
   return cudaSuccess;
 }
 
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
-  return cudaMemcpy(dst, src, bytes, kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+  if (simt::capture_of(stream) != nullptr) {
+    return simt::capture_op(stream, [=](cudaStream_t replay) { return cudaMemcpyAsync(dst, src, bytes, kind, replay); });
+  }
+  auto& memory = simt::device_memory();
+  const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if (bytes > 0 && ((dst_device && !memory.contains(dst, bytes)) || (src_device && !memory.contains(src, bytes)))) {
+    return record(cudaErrorInvalidValue);
+  }
+  if (bytes > 0) std::memmove(dst, src, bytes);
+  return cudaSuccess;
 }
 
 cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+  if (refused_while_capturing()) return record(cudaErrorStreamCaptureUnsupported);
   if (bytes > 0 && !simt::device_memory().contains(ptr, bytes)) return record(cudaErrorInvalidValue);
   if (bytes > 0) std::memset(ptr, value, bytes);
   return cudaSuccess;
 }
 
-cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t) { return cudaMemset(ptr, value, bytes); }
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream) {
+  if (simt::capture_of(stream) != nullptr) {
+    return simt::capture_op(stream, [=](cudaStream_t replay) { return cudaMemsetAsync(ptr, value, bytes, replay); });
+  }
+  if (bytes > 0 && !simt::device_memory().contains(ptr, bytes)) return record(cudaErrorInvalidValue);
+  if (bytes > 0) std::memset(ptr, value, bytes);
+  return cudaSuccess;
+}
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
-  *stream = new CUstream_st{flags};
+  *stream = new CUstream_st{flags, nullptr};
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  if (stream != nullptr && stream->capture != nullptr) return record(cudaErrorIllegalState);
   delete stream;
   return cudaSuccess;
 }
 
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return simt::tl_last_error; }
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  if (simt::capture_of(stream) != nullptr || refused_while_capturing()) {
+    if (simt::Capture* capture = simt::capture_of(stream)) capture->invalidated = true;
+    return record(cudaErrorStreamCaptureUnsupported);
+  }
+  return simt::tl_last_error;
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+  if (stream == nullptr || stream->capture != nullptr) return record(cudaErrorIllegalState);  // not the legacy stream
+  stream->capture = std::make_unique<simt::Capture>();
+  stream->capture->mode = mode;
+  if (mode != cudaStreamCaptureModeRelaxed) simt::tl_strict_captures.push_back(stream->capture.get());
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  if (stream == nullptr || stream->capture == nullptr) return record(cudaErrorIllegalState);
+  std::unique_ptr<simt::Capture> capture = std::move(stream->capture);
+  auto& strict = simt::tl_strict_captures;
+  strict.erase(std::remove(strict.begin(), strict.end(), capture.get()), strict.end());
+  if (capture->invalidated) {
+    for (void* block : capture->allocations) simt::device_memory().release(block);
+    *graph = nullptr;
+    return record(cudaErrorStreamCaptureInvalidated);
+  }
+  auto blocks = std::make_shared<GraphBlocks>();
+  blocks->blocks = std::move(capture->allocations);
+  *graph = new CUgraph_st{std::move(capture->ops), std::move(blocks)};
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
+  const simt::Capture* capture = simt::capture_of(stream);
+  *status = capture == nullptr       ? cudaStreamCaptureStatusNone
+            : capture->invalidated ? cudaStreamCaptureStatusInvalidated
+                                   : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiateWithFlags(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  if (graph == nullptr) return record(cudaErrorInvalidValue);
+  *exec = new CUgraphExec_st{graph->ops, graph->blocks};
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (exec == nullptr || stream == nullptr) return record(cudaErrorInvalidValue);
+  if (simt::capture_of(stream) != nullptr) return record(cudaErrorStreamCaptureUnsupported);  // no nested graphs here
+  for (const simt::GraphOp& op : exec->ops) {
+    if (const cudaError_t error = op(stream); error != cudaSuccess) return record(error);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
 
 cudaError_t cudaGetLastError() {
   const cudaError_t error = simt::tl_last_error;
@@ -1656,6 +1823,9 @@ const char* cudaGetErrorName(cudaError_t error) {
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidDeviceFunction: return "cudaErrorInvalidDeviceFunction";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
   }
   return "cudaErrorUnknown";
 }

@@ -746,6 +746,88 @@ TEST(Simt, DynamicSharedMemoryAboveTheKernelsLimitNeedsTheOptIn) {
   cudaGetLastError();
 }
 
+// ---- stream capture ----------------------------------------------------------------------------
+
+__global__ void add_one_kernel(float* data, int count) {
+  for (int i = threadIdx.x; i < count; i += blockDim.x) data[i] += 1.0f;
+}
+
+TEST(Simt, CapturedWorkRunsAtEachGraphLaunchNotAtCapture) {
+  Stream stream;
+  float* data = upload(std::vector<float>(40, 1.0f));
+  ASSERT_EQ(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeGlobal), cudaSuccess);
+  cudaStreamCaptureStatus status;
+  ASSERT_EQ(cudaStreamIsCapturing(stream.get(), &status), cudaSuccess);
+  EXPECT_EQ(status, cudaStreamCaptureStatusActive);
+  ASSERT_EQ(cudaMemsetAsync(data, 0, 40 * sizeof(float), stream.get()), cudaSuccess);
+  ASSERT_EQ(simt::launch("test kernel", &add_one_kernel, 1u, 32u, 0, stream.get(), data, 40), cudaSuccess);
+  ASSERT_EQ(simt::launch("test kernel", &add_one_kernel, 1u, 32u, 0, stream.get(), data, 20), cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream.get(), &graph), cudaSuccess);
+  EXPECT_EQ(download(data, 40), std::vector<float>(40, 1.0f));  // nothing ran yet
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiateWithFlags(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  for (int launch = 0; launch < 2; ++launch) {
+    ASSERT_EQ(cudaMemcpy(data, std::vector<float>(40, 7.0f).data(), 40 * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaGraphLaunch(exec, stream.get()), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
+    std::vector<float> expected(40, 1.0f);
+    std::fill(expected.begin(), expected.begin() + 20, 2.0f);
+    EXPECT_EQ(download(data, 40), expected);
+  }
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  EXPECT_EQ(cudaFree(data), cudaSuccess);
+}
+
+TEST(Simt, SynchronisingWhileCapturingInvalidatesTheCapture) {
+  Stream stream;
+  float* data = device_alloc<float>(8);
+  for (int call = 0; call < 3; ++call) {
+    ASSERT_EQ(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    void* other = nullptr;
+    const cudaError_t refused = call == 0   ? cudaStreamSynchronize(stream.get())
+                                : call == 1 ? cudaMalloc(&other, 64)
+                                            : cudaMemset(data, 0, 8 * sizeof(float));
+    EXPECT_EQ(refused, cudaErrorStreamCaptureUnsupported) << "call " << call;
+    cudaGraph_t graph = nullptr;
+    EXPECT_EQ(cudaStreamEndCapture(stream.get(), &graph), cudaErrorStreamCaptureInvalidated) << "call " << call;
+    EXPECT_EQ(graph, nullptr);
+    cudaGetLastError();
+  }
+  // A relaxed capture refuses only what touches the capturing stream itself.
+  ASSERT_EQ(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeRelaxed), cudaSuccess);
+  EXPECT_EQ(cudaMemset(data, 0, 8 * sizeof(float)), cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(stream.get(), &graph), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  EXPECT_EQ(cudaFree(data), cudaSuccess);
+}
+
+TEST(Simt, ScratchAllocatedWhileCapturingIsGarbageAtEachReplay) {
+  Stream stream;
+  float* out = device_alloc<float>(4);
+  ASSERT_EQ(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeGlobal), cudaSuccess);
+  void* scratch = nullptr;
+  ASSERT_EQ(cudaMallocAsync(&scratch, 4 * sizeof(float), stream.get()), cudaSuccess);
+  // Reads the scratch (as a kernel that forgot to initialise it would), then adds one to it.
+  ASSERT_EQ(simt::launch("test kernel", &add_one_kernel, 1u, 32u, 0, stream.get(), static_cast<float*>(scratch), 4),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(out, scratch, 4 * sizeof(float), cudaMemcpyDeviceToDevice, stream.get()), cudaSuccess);
+  ASSERT_EQ(cudaFreeAsync(scratch, stream.get()), cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream.get(), &graph), cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiateWithFlags(&exec, graph, 0), cudaSuccess);
+  for (int launch = 0; launch < 2; ++launch) {
+    ASSERT_EQ(cudaGraphLaunch(exec, stream.get()), cudaSuccess);
+    for (float x : download(out, 4)) EXPECT_TRUE(std::isnan(x)) << "launch " << launch << ": " << x;
+  }
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  EXPECT_EQ(cudaFree(out), cudaSuccess);
+}
+
 // ---- 16-bit conversions -------------------------------------------------------------------------
 
 // Round to nearest even onto the grid of a format with `mantissa_bits` and minimum normal exponent

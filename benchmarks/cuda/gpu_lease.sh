@@ -73,6 +73,11 @@ if [ -f .ort-gpu-libs/libonnxruntime.so ] && [ -f .ort-gpu/libortflash.so.xz ]; 
   timed ort-bench 100 env LD_LIBRARY_PATH=".ort-gpu-libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" \
     python3 benchmarks/cuda/ort_attention_bench.py --ort-capi .ort-gpu-libs/libonnxruntime.so \
     --lib .ort-gpu/libortflash.so.xz --seqlens 512 2048 8192 --decode-seqlens 16384 --min-seconds 0.15 --max-runs 50
+  # Decoding under the provider's CUDA graphs (enable_cuda_graph): captured once, replayed; the op's output checked.
+  timed ort-bench-graph 40 env LD_LIBRARY_PATH=".ort-gpu-libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" \
+    python3 benchmarks/cuda/ort_attention_bench.py --ort-capi .ort-gpu-libs/libonnxruntime.so \
+    --lib .ort-gpu/libortflash.so.xz --cuda-graph --scenarios decode causal --seqlens 2048 --decode-seqlens 4096 16384 \
+    --min-seconds 0.15 --max-runs 50
 fi
 run_stages bench bench 60 --bench-args "--hopper both"
 timed prefill-96-256 30 python3 benchmarks/cuda/bench_attention.py --lib "$lib" --mode prefill --hopper both \

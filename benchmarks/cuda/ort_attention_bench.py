@@ -26,7 +26,9 @@ Scenarios (--tokens tokens per batch, B = tokens / S; --seqlens S):
               (grouped), B 1 and 8 (--decode-batches)
 
 Every contender's output is first checked against a float64 reference on a few rows of the first and last batch
-entry and head; one that disagrees is reported WRONG and not timed (exit 1). Times are the median wall time of
+entry and head; one that disagrees is reported WRONG and not timed (exit 1). --cuda-graph turns on the CUDA
+provider's CUDA graphs (enable_cuda_graph): ONNX Runtime captures a run and replays it, without per-kernel launch
+costs (what decoding loops use); the output checked is then a replay's. Times are the median wall time of
 Session.Run, which ends with the provider's stream synchronised: what an application sees, ONNX Runtime's
 per-run overhead included. Ratios are contender time / ortflash time (above 1: the op is faster). TFLOP/s
 counts 4·B·H·S·T·D (visible pairs only when causal; padded keys counted, as the kernels see them).
@@ -359,8 +361,8 @@ def onnx_attention(case, q, k, v, full_mask=False):
 class Device:
     """Buffers and bound runs on the CPU (numpy) or a CUDA device (PyTorch tensors)."""
 
-    def __init__(self, ort, provider, tf32):
-        self.ort, self.provider, self.tf32 = ort, provider, tf32
+    def __init__(self, ort, provider, tf32, cuda_graph=False):
+        self.ort, self.provider, self.tf32, self.cuda_graph = ort, provider, tf32, cuda_graph
         self.torch = None
         if provider == "cuda":
             import torch  # device buffers; the GPU machines have it
@@ -384,7 +386,10 @@ class Device:
         options.log_severity_level = 4  # a refusal is reported in the table, not logged as well
         options.register_custom_ops_library(library)
         if self.provider == "cuda":
-            providers = [("CUDAExecutionProvider", {"device_id": "0", "use_tf32": "1" if self.tf32 else "0"})]
+            cuda = {"device_id": "0", "use_tf32": "1" if self.tf32 else "0"}
+            if self.cuda_graph:
+                cuda["enable_cuda_graph"] = "1"
+            providers = [("CUDAExecutionProvider", cuda)]
         else:
             providers = ["CPUExecutionProvider"]
         return self.ort.InferenceSession(data, sess_options=options, providers=providers)
@@ -410,6 +415,13 @@ class Device:
 
     def host(self, buffer):
         return buffer if self.torch is None else buffer.cpu().numpy()
+
+    def clear(self, buffer):
+        """Zeroes an output buffer in place (a replayed graph must write all of it again)."""
+        if self.torch is None:
+            buffer.fill(0)
+        else:
+            buffer.zero_()
 
     def bind(self, session, inputs, outputs):
         """A callable that runs the session over the buffers in place."""
@@ -462,8 +474,16 @@ def run_contender(device, library, make, case, q, k, v, args):
         output = device.empty(contender.output_shape, case.np_type)
         run, bound = device.bind(session, buffers, {"Y": (output, case.np_type)})
         device.sync()
-        run()
+        # With CUDA graphs ONNX Runtime captures during the first runs and replays from then on: the output checked
+        # is a replay's, written into a cleared buffer.
+        for _ in range(3 if device.cuda_graph else 1):
+            run()
         device.sync()
+        if device.cuda_graph:
+            device.clear(output)
+            device.sync()
+            run()
+            device.sync()
     except Exception as error:  # onnxruntime raises its own types; a refusal is a result here
         if contender.name == "attention" and case.padded and not contender.note:
             del session, bound
@@ -552,6 +572,8 @@ def parse(argv):
     parser.add_argument("--decode-seqlens", nargs="+", type=int, default=None,
                         help="cache lengths T for decode; default 4096 16384 on CUDA, 1024 4096 on the CPU")
     parser.add_argument("--tf32", action="store_true", help="let the CUDA provider's MatMuls use TF32 (its default)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="the CUDA provider's enable_cuda_graph: runs replay one captured graph (no launch costs)")
     parser.add_argument("--unfused-max-gib", type=float, default=8.0, help="skip the unfused graph past these scores")
     parser.add_argument("--min-seconds", type=float, default=0.3)
     parser.add_argument("--min-runs", type=int, default=5)
@@ -585,10 +607,14 @@ def main(argv=None):
         print(f"error: no op library at {args.lib}", file=sys.stderr)
         return EXIT_USAGE
     ort = load_ort(args)
-    device = Device(ort, args.provider, args.tf32)
+    if args.cuda_graph and args.provider != "cuda":
+        print("error: --cuda-graph needs --provider cuda", file=sys.stderr)
+        return EXIT_USAGE
+    device = Device(ort, args.provider, args.tf32, args.cuda_graph)
     version = getattr(ort, "__version__", "?")
     print(f"ONNX Runtime {version}, {args.provider} provider, {device.name()}; "
-          f"TF32 {'allowed' if args.tf32 else 'off'} in the provider's MatMuls", flush=True)
+          f"TF32 {'allowed' if args.tf32 else 'off'} in the provider's MatMuls"
+          f"{'; CUDA graphs (runs replay a captured graph)' if args.cuda_graph else ''}", flush=True)
     print(f"ms per Session.Run (median); x NAME = NAME's time / ortflash's (above 1: the op is faster); "
           f"* ONNX Attention with its mask expanded to (B, 1, S, T)", flush=True)
     print(header(args.contenders), flush=True)

@@ -23,7 +23,7 @@ Scenarios (--tokens tokens per batch, B = tokens / S; --seqlens S):
   causal      decoder prefill without padding (GPT/Llama): S = T, causal
   plain       no mask at all (ViT, CLIP's vision tower)
   decode      one query row against T cached keys (--decode-seqlens), 32 heads of 128, 32:32 and 32:8
-              (grouped), B 1 and 8 (--decode-batches)
+              (grouped; --decode-shapes), B 1 and 8 (--decode-batches)
 
 Every contender's output is first checked against a float64 reference on a few rows of the first and last batch
 entry and head; one that disagrees is reported WRONG and not timed (exit 1). --cuda-graph turns on the CUDA
@@ -168,10 +168,10 @@ def cases(args):
     for dtype in args.dtypes:
         for scenario in args.scenarios:
             if scenario == "decode":
-                for kv_heads in (32, 8):
+                for q_heads, kv_heads, dim in args.decode_shapes:
                     for batch in args.decode_batches:
                         for kv_len in args.decode_seqlens:
-                            out.append(Case(scenario, dtype, batch, 32, kv_heads, 1, kv_len, 128))
+                            out.append(Case(scenario, dtype, batch, q_heads, kv_heads, 1, kv_len, dim))
                 continue
             for heads, dim in args.shapes:
                 for seq in args.seqlens:
@@ -568,6 +568,8 @@ def parse(argv):
                         help="S (= T), or T for decode; default 512 2048 8192 on CUDA, 128 512 on the CPU")
     parser.add_argument("--tokens", type=int, default=None, help="tokens per batch (default 16384; CPU 2048)")
     parser.add_argument("--shapes", nargs="+", default=["12x64", "16x128"], help="HEADSxHEAD_DIM for prefill")
+    parser.add_argument("--decode-shapes", nargs="+", default=["32:32x128", "32:8x128"],
+                        help="QHEADS:KVHEADSxHEAD_DIM for decode (default 32:32x128 32:8x128)")
     parser.add_argument("--decode-batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--decode-seqlens", nargs="+", type=int, default=None,
                         help="cache lengths T for decode; default 4096 16384 on CUDA, 1024 4096 on the CPU")
@@ -591,6 +593,12 @@ def parse(argv):
         args.shapes = [tuple(int(x) for x in s.lower().split("x")) for s in args.shapes]
     except ValueError:
         parser.error(f"--shapes takes HEADSxHEAD_DIM, e.g. 12x64: {' '.join(args.shapes)}")
+    try:
+        args.decode_shapes = [tuple(int(x) for x in s.lower().replace("x", ":").split(":")) for s in args.decode_shapes]
+    except ValueError:
+        parser.error(f"--decode-shapes takes QHEADS:KVHEADSxHEAD_DIM, e.g. 32:8x128: {' '.join(args.decode_shapes)}")
+    if any(len(s) != 3 or min(s) < 1 or s[0] % s[1] for s in args.decode_shapes):
+        parser.error("--decode-shapes: positive sizes, the query heads a multiple of the key/value heads")
     if (any(len(s) != 2 or min(s) < 1 for s in args.shapes) or min(args.seqlens + args.decode_seqlens) < 1
             or min(args.decode_batches) < 1 or args.tokens < 1):
         parser.error("--shapes, --seqlens, --decode-seqlens, --decode-batches and --tokens take positive sizes")

@@ -17,6 +17,7 @@ place on the device (no copies in the timed runs):
               for causal. It has no grouped heads: not run where Hq ≠ Hkv
   attention   ONNX Attention (opset 23) as ONNX Runtime runs it: (B, H, S, D), is_causal, a boolean keep mask
               (B, 1, 1, T), or (B, 1, S, T) where ONNX Runtime refuses the broadcast one (marked *)
+  ortflash-tf32  (asked for only) the op with its float32 CUDA kernel in one TF32 pass, float32 only
 
 Scenarios (--tokens tokens per batch, B = tokens / S; --seqlens S):
   encoder     a padded encoder batch (BERT): not causal, entry b keeps T - (b mod 4)·T/8 keys
@@ -53,7 +54,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOMAIN = "com.ortflash"
-CONTENDERS = ("ortflash", "unfused", "mha", "attention")
+CONTENDERS = ("ortflash", "unfused", "mha", "attention", "ortflash-tf32")
+DEFAULT_CONTENDERS = CONTENDERS[:4]
 SCENARIOS = ("encoder", "causal", "plain", "decode")
 # dtype -> (ONNX element type, numpy type, absolute and relative tolerance against the float64 reference)
 DTYPES = {"float16": (10, np.float16, 4e-3, 1e-2), "float32": (1, np.float32, 2e-5, 1e-4)}
@@ -228,9 +230,10 @@ def check_rows(case, q, k, v, out_bhsd, tolerance):
 class Contender:
     """A model, its inputs (name -> host array) and its output's name, shape and way back to (B, H, S, D)."""
 
-    def __init__(self, name, model_bytes, inputs, output_shape, to_bhsd, note=""):
+    def __init__(self, name, model_bytes, inputs, output_shape, to_bhsd, note="", config=None):
         self.name, self.model, self.inputs = name, model_bytes, inputs
         self.output_shape, self.to_bhsd, self.note = output_shape, to_bhsd, note
+        self.config = config or {}  # session config entries
 
 
 def padding_bias(case):
@@ -270,6 +273,15 @@ def ortflash(case, q, k, v):
     graph = [node("FlashAttention", names, ["Y"], "attention", domain=DOMAIN, **attributes)]
     data = model(graph, infos, [value_info("Y", case.elem, out_shape)], opsets=(("", 17), (DOMAIN, 1)))
     return Contender("ortflash", data, inputs, out_shape, lambda y: y)
+
+
+def ortflash_tf32(case, q, k, v):
+    """The op with its float32 CUDA kernel in one TF32 pass (session config entry 3); float32 only."""
+    if case.dtype != "float32":
+        return None
+    contender = ortflash(case, q, k, v)
+    contender.name, contender.config = "ortflash-tf32", {"ortflash.cuda.float32_tensor_cores": "3"}
+    return contender
 
 
 def unfused(case, q, k, v):
@@ -381,10 +393,12 @@ class Device:
             model = ""
         return f"{model or platform.processor() or 'CPU'}, {os.cpu_count()} logical cores"
 
-    def session(self, data, library):
+    def session(self, data, library, config=None):
         options = self.ort.SessionOptions()
         options.log_severity_level = 4  # a refusal is reported in the table, not logged as well
         options.register_custom_ops_library(library)
+        for key, value in (config or {}).items():
+            options.add_session_config_entry(key, value)
         if self.provider == "cuda":
             cuda = {"device_id": "0", "use_tf32": "1" if self.tf32 else "0"}
             if self.cuda_graph:
@@ -462,14 +476,14 @@ def run_contender(device, library, make, case, q, k, v, args):
     """(ms or None, status): 'ok', 'n/a: why', or 'WRONG: ...'."""
     contender = make(case, q, k, v)
     if contender is None:
-        return None, "n/a: no grouped heads", ""
+        return None, "n/a: no grouped heads" if make is mha else "n/a: float32 only", ""
     if contender.name == "unfused":
         score_bytes = case.batch * case.q_heads * case.q_len * case.kv_len * np.dtype(case.np_type).itemsize
         if score_bytes > args.unfused_max_gib * 2**30:
             return None, f"n/a: scores {score_bytes / 2**30:.0f} GiB", ""
     session = bound = None
     try:
-        session = device.session(contender.model, library)
+        session = device.session(contender.model, library, contender.config)
         buffers = {n: (device.buffer(a), a.dtype) for n, a in contender.inputs.items()}
         output = device.empty(contender.output_shape, case.np_type)
         run, bound = device.bind(session, buffers, {"Y": (output, case.np_type)})
@@ -489,7 +503,8 @@ def run_contender(device, library, make, case, q, k, v, args):
             del session, bound
             return run_contender(device, library, lambda *a: onnx_attention(*a, full_mask=True), case, q, k, v, args)
         return None, f"n/a: {first_line(error)}", ""
-    tolerance = TF32_TOLERANCE if case.dtype == "float32" and args.tf32 else DTYPES[case.dtype][2:]
+    one_tf32_pass = contender.name == "ortflash-tf32" or (contender.name == "unfused" and args.tf32)
+    tolerance = TF32_TOLERANCE if case.dtype == "float32" and (args.tf32 or one_tf32_pass) else DTYPES[case.dtype][2:]
     ok, worst, where = check_rows(case, q, k, v, contender.to_bhsd(device.host(output)), tolerance)
     if not ok:
         return None, f"WRONG: {worst:.3g}x the tolerance at {where}", contender.note
@@ -499,7 +514,7 @@ def run_contender(device, library, make, case, q, k, v, args):
     return ms, "ok", contender.note
 
 
-MAKERS = {"ortflash": ortflash, "unfused": unfused, "mha": mha, "attention": onnx_attention}
+MAKERS = {"ortflash": ortflash, "unfused": unfused, "mha": mha, "attention": onnx_attention, "ortflash-tf32": ortflash_tf32}
 
 
 def header(contenders):
@@ -561,7 +576,8 @@ def parse(argv):
     parser.add_argument("--ort-capi", help="a libonnxruntime.so to use through ort_capi.py instead of the module")
     parser.add_argument("--provider", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=["encoder", "causal", "plain", "decode"])
-    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(DEFAULT_CONTENDERS),
+                        help="ortflash-tf32: the op with its float32 CUDA kernel in one TF32 pass (config entry 3)")
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
                         help="default float16 on CUDA, float32 on the CPU")
     parser.add_argument("--seqlens", nargs="+", type=int, default=None,
@@ -730,9 +746,12 @@ def self_test():
     # The table.
     results = {"ortflash": (2.0, "ok", ""), "unfused": (5.0, "ok", ""), "mha": (None, "n/a: no grouped heads", ""),
                "attention": (3.0, "ok", "*")}
-    line = row(causal, list(CONTENDERS), results)
+    line = row(causal, list(DEFAULT_CONTENDERS), results)
     check("row: ratios and a missing contender", "2.50" in line and "1.50" in line and " n/a" in line and "3.000*" in line)
-    check("row lines up with the header", len(line) == len(header(list(CONTENDERS))))
+    check("row lines up with the header", len(line) == len(header(list(DEFAULT_CONTENDERS))))
+    check("ortflash-tf32: float32 only, with its config entry",
+          ortflash_tf32(case, *make_data(case)) is None and
+          ortflash_tf32(causal, *make_data(causal)).config == {"ortflash.cuda.float32_tensor_cores": "3"})
     args = parse(["--provider", "cpu", "--lib", "x", "--scenarios", "decode", "--decode-seqlens", "64"])
     check("decode cases: 32:32 and 32:8, B 1 and 8",
           [(c.q_heads, c.kv_heads, c.batch, c.kv_len) for c in cases(args)] ==

@@ -17,6 +17,9 @@ public sealed class OrtFlashSession : IDisposable
     // ONNX Runtime resolves external weights of a model given as bytes from this folder.
     private const string ExternalDataFolderKey = "session.model_external_initializers_file_folder_path";
 
+    /// <summary>The op's session config entry for its float32 CUDA kernel (0 SIMT, 1-2 3xTF32, 3 one TF32 pass).</summary>
+    private const string Float32TensorCoresEntry = "ortflash.cuda.float32_tensor_cores";
+
     private OrtFlashSession(InferenceSession session, SessionOptions options, ExecutionProvider provider, FusionReport? report)
     {
         Session = session;
@@ -169,6 +172,11 @@ public sealed class OrtFlashSession : IDisposable
         try
         {
             options.RegisterCustomOpLibrary(OrtFlashNative.LibraryPath);
+            if (settings.CudaAttentionTf32)
+            {
+                options.AddSessionConfigEntry(Float32TensorCoresEntry, "3");  // one TF32 pass
+            }
+
             return options;
         }
         catch

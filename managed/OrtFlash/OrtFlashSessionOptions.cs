@@ -16,9 +16,18 @@ public sealed record OrtFlashSessionOptions
     /// Whether ONNX Runtime's CUDA provider may run the model's other float32 MatMuls and convolutions in TF32 (its
     /// <c>use_tf32</c> option: 10 mantissa bits per product, about 1e-3 relative). Null (the default) leaves ONNX
     /// Runtime's own default, which is on; false keeps the whole graph in fp32, for parity with the CPU provider.
-    /// OrtFlash's own float32 kernel is not affected: it keeps fp32 accuracy either way (3xTF32).
+    /// OrtFlash's own float32 kernel is not affected: it keeps fp32 accuracy either way (3xTF32), unless
+    /// <see cref="CudaAttentionTf32"/> says otherwise.
     /// </summary>
     public bool? CudaTf32 { get; init; }
+
+    /// <summary>
+    /// Whether OrtFlash's float32 attention on CUDA may run in one TF32 pass instead of 3xTF32: its products rounded to
+    /// 10 mantissa bits (about 1e-3 relative, what TF32 MatMuls give), for a third of the tensor-core work. False (the
+    /// default) keeps fp32 scores, as the op's contract states; the CPU kernel is fp32 either way. Sets the session
+    /// config entry <c>ortflash.cuda.float32_tensor_cores</c> to 3.
+    /// </summary>
+    public bool CudaAttentionTf32 { get; init; }
 
     /// <summary>ONNX Runtime intra-op threads (the CPU kernel's parallelism); 0 lets ONNX Runtime choose.</summary>
     public int IntraOpThreads { get; init; }

@@ -53,6 +53,7 @@ add_library(ortflash_cuda STATIC
   ${ORTFLASH_CUDA_DIR}/fwd_hdim128.cu
   ${ORTFLASH_CUDA_DIR}/fwd_hdim256.cu
   ${ORTFLASH_CUDA_DIR}/fwd_float32.cu
+  ${ORTFLASH_CUDA_DIR}/fwd_float32_tf32.cu
   ${ORTFLASH_CUDA_DIR}/generic_launch.cu
   ${ORTFLASH_CUDA_DIR}/tiled_launch.cu)
 ortflash_cuda_target(ortflash_cuda)

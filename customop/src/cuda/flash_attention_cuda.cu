@@ -226,11 +226,14 @@ bool rows_in_16_byte_chunks(const void* base, const int64_t* stride, int64_t ele
 // (fwd_kernel.cuh), is untimed. The session's config entry ortflash.cuda.float32_tensor_cores (CudaOptions) or, without
 // one, ORTFLASH_CUDA_FLOAT32_TENSOR_CORES chooses: 0 the tiled SIMT kernel, 1 every warp splits its K and V fragments
 // into tf32 parts, 2 (the default) each K and V tile is split once per block in shared memory (where the device's
-// shared memory allows; else as 1; 3-20% faster than 1 in the H200's second run, 5% slower to 17% faster in its first).
+// shared memory allows; else as 1; 3-20% faster than 1 in the H200's second run, 5% slower to 17% faster in its first),
+// 3 one TF32 product per product (operands rounded to 10 mantissa bits: about 1e-3 relative, as the CUDA provider's
+// TF32 MatMuls, for a session that allows TF32; a third of 3xTF32's tensor-core work, untimed). 3 is never the default:
+// the op's contract is fp32 scores.
 constexpr int kDefaultFloat32TensorCores = 2;
 
 int float32_tensor_cores_requested() {
-  const int setting = digit_setting("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", 2);
+  const int setting = digit_setting("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", 3);
   return setting >= 0 ? setting : kDefaultFloat32TensorCores;
 }
 
@@ -340,6 +343,7 @@ struct KernelChoice {
                     // accumulators; 0: none
   int hopper;       // tensor cores, plain variant, prefill: a wgmma kernel (sm_90a): 1 cp.async, 2 TMA; 0 none
   bool split_tiles = false;  // float32 tensor cores: K and V split into tf32 parts once per block
+  bool tf32_one_pass = false;  // float32 tensor cores: one TF32 product instead of 3xTF32 (asked for: variant 3)
 };
 
 // The Hopper kernels are built only by nvcc >= 12.3 (ORTFLASH_HAVE_HOPPER). On compute capability 9 a wgmma kernel
@@ -425,19 +429,22 @@ std::string launch_hopper(int variant, int capacity, int accum_masks, const FwdP
   return "flash_attention_cuda: no Hopper kernel for head dim capacity " + std::to_string(capacity);
 }
 
-template <bool kMaskInputs, bool kSplitTiles>
+template <bool kMaskInputs, bool kSplitTiles, int kTf32Passes = 3>
 std::string launch_float32_tensor_cores(int capacity, const FwdParams& p, cudaStream_t stream) {
   switch (capacity) {
-    case 64: return cuda::launch_flash_fwd<cuda::Float32TraitsFor<64, kMaskInputs, kSplitTiles>>(p, stream);
-    case 128: return cuda::launch_flash_fwd<cuda::Float32TraitsFor<128, kMaskInputs, kSplitTiles>>(p, stream);
+    case 64: return cuda::launch_flash_fwd<cuda::Float32TraitsFor<64, kMaskInputs, kSplitTiles, kTf32Passes>>(p, stream);
+    case 128: return cuda::launch_flash_fwd<cuda::Float32TraitsFor<128, kMaskInputs, kSplitTiles, kTf32Passes>>(p, stream);
     default: return "flash_attention_cuda: no float32 tensor-core kernel for head dim capacity " + std::to_string(capacity);
   }
 }
 
+// split_tiles: 3xTF32 with K and V split once per block; one_pass: a single TF32 product (never split).
 template <bool kMaskInputs>
-std::string launch_float32_tensor_cores(int capacity, bool split_tiles, const FwdParams& p, cudaStream_t stream) {
-  return split_tiles ? launch_float32_tensor_cores<kMaskInputs, true>(capacity, p, stream)
-                     : launch_float32_tensor_cores<kMaskInputs, false>(capacity, p, stream);
+std::string launch_float32_tensor_cores(int capacity, bool split_tiles, bool one_pass, const FwdParams& p,
+                                        cudaStream_t stream) {
+  return one_pass      ? launch_float32_tensor_cores<kMaskInputs, false, 1>(capacity, p, stream)
+         : split_tiles ? launch_float32_tensor_cores<kMaskInputs, true>(capacity, p, stream)
+                       : launch_float32_tensor_cores<kMaskInputs, false>(capacity, p, stream);
 }
 
 // Whether the split-tile variant's shared memory fits the device (sm_80, sm_90; not sm_86/sm_89).
@@ -457,8 +464,8 @@ std::string launch_forward(const KernelChoice& k, const FwdParams& p, cudaStream
   switch (k.path) {
     case FwdPath::kFloat32TensorCores:
       if constexpr (std::is_same_v<T, float>) {
-        error = k.mask_inputs ? launch_float32_tensor_cores<true>(k.capacity, k.split_tiles, p, stream)
-                              : launch_float32_tensor_cores<false>(k.capacity, k.split_tiles, p, stream);
+        error = k.mask_inputs ? launch_float32_tensor_cores<true>(k.capacity, k.split_tiles, k.tf32_one_pass, p, stream)
+                              : launch_float32_tensor_cores<false>(k.capacity, k.split_tiles, k.tf32_one_pass, p, stream);
       } else {
         error = "flash_attention_cuda: the float32 tensor-core kernel takes float32";  // choose_path never asks
       }
@@ -728,6 +735,7 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
   k.hopper = use_hopper(k, device, params.kv_len);
   k.split_tiles = k.path == FwdPath::kFloat32TensorCores && float32_variant == 2 &&
                   float32_split_tiles_fit(k.capacity, k.mask_inputs, device);
+  k.tf32_one_pass = k.path == FwdPath::kFloat32TensorCores && float32_variant == 3;
 
   int64_t blocks = 0;
   int64_t key_tiles = 0;

@@ -434,14 +434,14 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
             k_pairs(np, ks, b);
 #pragma unroll
             for (int mt = 0; mt < kMTiles; ++mt) {
-              mma_3xtf32_apart(small[mt][0], s[mt][2 * np], q_parts[ks][mt], b[0], b[1]);
-              mma_3xtf32_apart(small[mt][1], s[mt][2 * np + 1], q_parts[ks][mt], b[2], b[3]);
+              mma_tf32_passes_apart<Tr::kTf32Passes>(small[mt][0], s[mt][2 * np], q_parts[ks][mt], b[0], b[1]);
+              mma_tf32_passes_apart<Tr::kTf32Passes>(small[mt][1], s[mt][2 * np + 1], q_parts[ks][mt], b[2], b[3]);
             }
           }
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
+            for (int e = 0; e < 4 && Tr::kTf32Passes == 3; ++e) {  // one pass: no small terms (and s + 0 is not s for -0)
               s[mt][2 * np][e] += small[mt][0][e];
               s[mt][2 * np + 1][e] += small[mt][1][e];
             }
@@ -462,8 +462,8 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
             k_pairs(np, ks, b);
 #pragma unroll
             for (int mt = 0; mt < kMTiles; ++mt) {
-              mma_3xtf32_apart(small[mt][2 * np], s[mt][2 * np], a[mt], b[0], b[1]);
-              mma_3xtf32_apart(small[mt][2 * np + 1], s[mt][2 * np + 1], a[mt], b[2], b[3]);
+              mma_tf32_passes_apart<Tr::kTf32Passes>(small[mt][2 * np], s[mt][2 * np], a[mt], b[0], b[1]);
+              mma_tf32_passes_apart<Tr::kTf32Passes>(small[mt][2 * np + 1], s[mt][2 * np + 1], a[mt], b[2], b[3]);
             }
           }
         }
@@ -472,7 +472,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
 #pragma unroll
           for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) s[mt][nt][e] += small[mt][nt][e];
+            for (int e = 0; e < 4 && Tr::kTf32Passes == 3; ++e) s[mt][nt][e] += small[mt][nt][e];
           }
         }
       }
@@ -673,7 +673,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
             b1 = split_tf32(bits_to_float(shared_load_u32(sV + v_scalar.b1(nt, dt))));
           }
 #pragma unroll
-          for (int mt = 0; mt < kMTiles; ++mt) mma_3xtf32(o[mt][dt], pa[mt], b0, b1);
+          for (int mt = 0; mt < kMTiles; ++mt) mma_tf32_passes<Tr::kTf32Passes>(o[mt][dt], pa[mt], b0, b1);
         }
       }
     } else {

@@ -171,9 +171,10 @@ constexpr TileShape float32_tile_shape(int head_dim_capacity) {
 }
 // kSplitTiles: K and V split into tf32 parts once per block (FwdTraits), ORTFLASH_CUDA_FLOAT32_TENSOR_CORES=2; at
 // these shapes 102 KiB (64, with the mask tiles) and 108 KiB (128): sm_80 and sm_90, not sm_86/sm_89's 99 KiB.
-template <int kHeadDim, bool kMaskInputs, bool kSplitTiles = false>
+// kTf32Passes 1: one TF32 product instead of 3xTF32 (ortflash.cuda.float32_tensor_cores = 3), at the same tiles.
+template <int kHeadDim, bool kMaskInputs, bool kSplitTiles = false, int kTf32Passes = 3>
 using Float32TraitsFor = FwdTraits<float, kHeadDim, float32_tile_shape(kHeadDim).block_m, float32_tile_shape(kHeadDim).block_n,
-                                   float32_tile_shape(kHeadDim).warps, kMaskInputs, 0, kSplitTiles>;
+                                   float32_tile_shape(kHeadDim).warps, kMaskInputs, 0, kSplitTiles, kTf32Passes>;
 
 template <class T, int kHeadDim, bool kMaskInputs, int kAccumMasks = 0>
 using DecodeTraitsFor = FwdTraits<T, kHeadDim, decode_tile_shape(kHeadDim).block_m, decode_tile_shape(kHeadDim).block_n,

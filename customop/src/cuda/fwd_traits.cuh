@@ -78,8 +78,10 @@ constexpr int kAccumKeep = 2;
 // barriers per key tile and twice the K/V shared memory, for fewer non-mma instructions in the warps (at head dim 128,
 // estimated from the SASS: about two per mma instead of five; on an H200 3-20% faster than the per-warp splits in the
 // second run, 5% slower to 17% faster in the first).
+// kTf32Passes_ (float32 only): 3 (3xTF32, fp32's accuracy) or 1 (one TF32 product: operands rounded to 10 mantissa
+// bits, about 1e-3 relative, as the CUDA provider's TF32 MatMuls; a session that asks for it).
 template <class T_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, bool kMaskInputs_ = true,
-          int kAccumMasks_ = 0, bool kSplitTiles_ = false>
+          int kAccumMasks_ = 0, bool kSplitTiles_ = false, int kTf32Passes_ = 3>
 struct FwdTraits {
   using T = T_;
   static constexpr bool kMaskInputs = kMaskInputs_;
@@ -95,6 +97,7 @@ struct FwdTraits {
   // float32: mma.sync m16n8k8 .tf32 three times per product (3xTF32, mma_primitives.cuh); 16-bit: m16n8k16.
   static constexpr bool kTf32 = sizeof(T) == 4;
   static constexpr bool kSplitTiles = kSplitTiles_;
+  static constexpr int kTf32Passes = kTf32Passes_;
   static constexpr int kMmaK = kTf32 ? 8 : 16;
   static constexpr int kChunkElems = 16 / int(sizeof(T));
 
@@ -143,6 +146,8 @@ struct FwdTraits {
   // The split-tile variant may need more (sm_80: 163 KiB, sm_90: 227 KiB): it runs where the device allows it.
   static_assert(kSmemBytes <= (kSplitTiles ? 227 : 99) * 1024, "tiles must fit the 99 KiB per block of sm_86/sm_89");
   static_assert(!kSplitTiles || kTf32, "only float32 tiles are split into tf32 parts");
+  static_assert(kTf32Passes == 3 || (kTf32Passes == 1 && kTf32 && !kSplitTiles),
+                "one TF32 pass (float32 only) reads K and V as they are: no tiles split into parts");
   static_assert(!kMaskAccum || !kMaskInputs, "the masks-in-accumulator variant is the plain variant's");
   static_assert(kAccumMasks_ >= 0 && kAccumMasks_ <= (kAccumBias | kAccumKeep), "kAccumMasks: bits kAccumBias, kAccumKeep");
 };

@@ -249,6 +249,24 @@ __device__ __forceinline__ void mma_3xtf32_apart(float (&small)[4], float (&larg
   mma_tf32(large, a.hi, b0.hi, b1.hi);
 }
 
+// kPasses 3: mma_3xtf32_apart; 1: large += a_hi·b_hi alone (one TF32 product; `small` untouched, the lo parts
+// unread, so the compiler drops their computation).
+template <int kPasses>
+__device__ __forceinline__ void mma_tf32_passes_apart(float (&small)[4], float (&large)[4], const Tf32Fragment& a,
+                                                      Tf32Pair b0, Tf32Pair b1) {
+  static_assert(kPasses == 1 || kPasses == 3, "3xTF32 or one TF32 product");
+  if constexpr (kPasses == 3) mma_tf32_small_terms(small, a, b0, b1);
+  mma_tf32(large, a.hi, b0.hi, b1.hi);
+}
+
+// kPasses 3: mma_3xtf32; 1: c += a_hi·b_hi.
+template <int kPasses>
+__device__ __forceinline__ void mma_tf32_passes(float (&c)[4], const Tf32Fragment& a, Tf32Pair b0, Tf32Pair b1) {
+  static_assert(kPasses == 1 || kPasses == 3, "3xTF32 or one TF32 product");
+  if constexpr (kPasses == 3) mma_tf32_small_terms(c, a, b0, b1);
+  mma_tf32(c, a.hi, b0.hi, b1.hi);
+}
+
 // The 16-byte chunk of four floats at `tile` (shared memory) as hi and lo tf32 parts: the hi parts replace it,
 // the lo parts go to the same offset of `lo_tile` (split_tf32 on each).
 __device__ __forceinline__ void split_chunk_tf32(float* tile, float* lo_tile) {

@@ -165,12 +165,13 @@ std::string ReadSessionSettings(const OrtKernelInfo* info, SessionSettings& sett
     if (key.rfind("ortflash.", 0) != 0) continue;
     const std::string value = values[i] != nullptr ? values[i] : "";
     if (key == kFloat32TensorCoresKey) {
-      if (value == "0" || value == "1" || value == "2") {
+      if (value == "0" || value == "1" || value == "2" || value == "3") {
         settings.float32_tensor_cores = value[0] - '0';
       } else {
         error = "session config entry '" + key + "' is '" + value +
                 "': expected 0 (float32 on the SIMT kernel), 1 or 2 (on the tensor cores in 3xTF32, the fragments split "
-                "by every warp or K and V split once per block)";
+                "by every warp or K and V split once per block) or 3 (on the tensor cores in one TF32 pass: about 1e-3 "
+                "relative, as TF32 MatMuls)";
       }
     } else {
       error = "unknown session config entry '" + key + "': OrtFlash reads '" + kFloat32TensorCoresKey + "'";

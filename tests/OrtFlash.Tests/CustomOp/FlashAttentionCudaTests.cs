@@ -15,7 +15,7 @@ public sealed class FlashAttentionCudaTests
 {
     private static readonly ElementType[] AllTypes = [ElementType.Float32, ElementType.Float16, ElementType.BFloat16];
 
-    private static OrtFlashSession CudaSession(byte[] model, Action<SessionOptions>? configure = null)
+    private static OrtFlashSession CudaSession(byte[] model, Action<SessionOptions>? configure = null, bool attentionTf32 = false)
     {
         try
         {
@@ -23,7 +23,7 @@ public sealed class FlashAttentionCudaTests
             // the comparison allows (the first GPU run: the original float32 models did, by 1.2-3.6x), whatever the op.
             return OrtFlashSession.Create(model, new OrtFlashSessionOptions
             {
-                Provider = ExecutionProvider.Cuda, CudaTf32 = false, ConfigureSession = configure,
+                Provider = ExecutionProvider.Cuda, CudaTf32 = false, ConfigureSession = configure, CudaAttentionTf32 = attentionTf32,
             });
         }
         catch (Exception error) when (error is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
@@ -57,10 +57,11 @@ public sealed class FlashAttentionCudaTests
 
     // float32 prefill's kernel, chosen by the session's config entry: 0 the tiled SIMT kernel, or the tensor cores in
     // 3xTF32 (1: fragments split by every warp, 2, the default: K and V split once per block), within float32's
-    // tolerance.
+    // tolerance; 3 (one TF32 pass) within float16's.
     [TestCase("0")]
     [TestCase("1")]
     [TestCase("2")]
+    [TestCase("3")] // one TF32 pass: float16's bound
     public void Float32KernelChosenBySessionMatchesReference(string variant)
     {
         var cases = new[]
@@ -74,8 +75,18 @@ public sealed class FlashAttentionCudaTests
             using var session = CudaSession(OpModels.FusedModel(c),
                                             options => options.AddSessionConfigEntry("ortflash.cuda.float32_tensor_cores", variant));
             var (actual, _) = OpRunner.RunSession(session.Session, c, c.Type);
-            Tolerance.AssertClose(c, actual, ReferenceAttention.Compute(c));
+            Tolerance.AssertClose(c, actual, ReferenceAttention.Compute(c), variant == "3" ? Tolerance.Tf32 : null);
         }
+    }
+
+    // OrtFlashSessionOptions.CudaAttentionTf32: the same one-pass kernel through the managed option.
+    [Test]
+    public void CudaAttentionTf32OptionMeetsTheTf32Bound()
+    {
+        var c = CaseFactory.Make(14, [2, 4, 200, 128], [2, 4, 200, 128], [2, 4, 200, 128], ElementType.Float32, bias: [2, 1, 1, 200]);
+        using var session = CudaSession(OpModels.FusedModel(c), attentionTf32: true);
+        var (actual, _) = OpRunner.RunSession(session.Session, c, c.Type);
+        Tolerance.AssertClose(c, actual, ReferenceAttention.Compute(c), Tolerance.Tf32);
     }
 
     [TestCase("bert-opset17.onnx")]

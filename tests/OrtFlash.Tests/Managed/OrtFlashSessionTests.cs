@@ -75,6 +75,7 @@ public sealed class OrtFlashSessionTests
     [TestCase("0")]
     [TestCase("1")]
     [TestCase("2")]
+    [TestCase("3")]
     public void Float32TensorCoreEntryIsAcceptedOnEveryProvider(string value)
     {
         // The CUDA kernels act on it; the CPU kernel only checks it, so that a misspelt entry fails everywhere.
@@ -87,7 +88,7 @@ public sealed class OrtFlashSessionTests
         AssertComputesTheCase(session);
     }
 
-    [TestCase("ortflash.cuda.float32_tensor_cores", "3", "is '3': expected 0")]
+    [TestCase("ortflash.cuda.float32_tensor_cores", "4", "is '4': expected 0")]
     [TestCase("ortflash.cuda.float32_tensor_cores", "yes", "is 'yes': expected 0")]
     [TestCase("ortflash.cuda.float32_tensorcores", "1", "unknown session config entry 'ortflash.cuda.float32_tensorcores'")]
     public void BadOrtFlashConfigEntriesFailTheSessionWithTheirName(string key, string value, string message)
@@ -107,6 +108,15 @@ public sealed class OrtFlashSessionTests
         using var session = OrtFlashSession.Create(OpModels.FusedModel(Case));
         Assert.That(session.Provider, Is.AnyOf(ExecutionProvider.Cpu, ExecutionProvider.Cuda));
         Assert.That(session.Session.OutputNames, Is.EqualTo(new[] { "Y" }));
+    }
+
+    // The op's one-TF32-pass choice is a session config entry the CPU kernel accepts and leaves alone (fp32 there).
+    [Test]
+    public void CudaAttentionTf32IsAcceptedOnTheCpu()
+    {
+        var settings = new OrtFlashSessionOptions { Provider = ExecutionProvider.Cpu, CudaAttentionTf32 = true };
+        using var session = OrtFlashSession.Create(OpModels.FusedModel(Case), settings);
+        AssertComputesTheCase(session);
     }
 
     // CudaTf32 goes to the CUDA provider's own options; where that provider cannot start, Auto still falls back to CPU.

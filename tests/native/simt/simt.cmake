@@ -14,7 +14,7 @@ target_link_libraries(ortflash_simt PUBLIC Threads::Threads)
 
 # The .cu files as C++ translation units (g++ does not take the .cu extension).
 set(ORTFLASH_SIMT_UNITS "")
-foreach(unit flash_attention_cuda fwd_hdim32 fwd_hdim64 fwd_hdim96 fwd_hdim128 fwd_hdim256 fwd_float32 fwd_hopper64 fwd_hopper96 fwd_hopper128 fwd_hopper256 generic_launch tiled_launch)
+foreach(unit flash_attention_cuda fwd_hdim32 fwd_hdim64 fwd_hdim96 fwd_hdim128 fwd_hdim256 fwd_float32 fwd_float32_tf32 fwd_hopper64 fwd_hopper96 fwd_hopper128 fwd_hopper256 generic_launch tiled_launch)
   set(wrapper ${CMAKE_CURRENT_BINARY_DIR}/simt_units/${unit}.cc)
   file(CONFIGURE OUTPUT ${wrapper} CONTENT "#include \"${ORTFLASH_CUDA_SOURCE_DIR}/${unit}.cu\"\n")
   list(APPEND ORTFLASH_SIMT_UNITS ${wrapper})

@@ -24,8 +24,8 @@ struct CudaScratch {
 // Per-session choices of the CUDA kernels (the op reads them from the session's config entries).
 struct CudaOptions {
   // float32 prefill on the tensor cores in 3xTF32: 0 no (the tiled SIMT kernel), 1 with the fragments split by every
-  // warp, 2 with K and V split once per block; -1: as the environment variable ORTFLASH_CUDA_FLOAT32_TENSOR_CORES says,
-  // and 2 without it.
+  // warp, 2 with K and V split once per block, 3 in one TF32 pass instead (about 1e-3 relative: asked for only); -1: as
+  // the environment variable ORTFLASH_CUDA_FLOAT32_TENSOR_CORES says, and 2 without it.
   int float32_tensor_cores = -1;
 };
 

@@ -1686,8 +1686,10 @@ cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
   return simt::capture_op(stream, [ptr](cudaStream_t) { return cudaFree(ptr); });
 }
 
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
-  if (refused_while_capturing()) return record(cudaErrorStreamCaptureUnsupported);
+namespace {
+
+// A copy or memset done at once (kernels run to completion inside their launch, so every stream is idle).
+cudaError_t copy_now(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   auto& memory = simt::device_memory();
   const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
@@ -1696,36 +1698,38 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
   }
   if (bytes > 0) std::memmove(dst, src, bytes);
   return cudaSuccess;
+}
+
+cudaError_t set_now(void* ptr, int value, size_t bytes) {
+  if (bytes > 0 && !simt::device_memory().contains(ptr, bytes)) return record(cudaErrorInvalidValue);
+  if (bytes > 0) std::memset(ptr, value, bytes);
+  return cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (refused_while_capturing()) return record(cudaErrorStreamCaptureUnsupported);
+  return copy_now(dst, src, bytes, kind);
 }
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
   if (simt::capture_of(stream) != nullptr) {
-    return simt::capture_op(stream, [=](cudaStream_t replay) { return cudaMemcpyAsync(dst, src, bytes, kind, replay); });
+    return simt::capture_op(stream, [=](cudaStream_t) { return copy_now(dst, src, bytes, kind); });
   }
-  auto& memory = simt::device_memory();
-  const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
-  const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
-  if (bytes > 0 && ((dst_device && !memory.contains(dst, bytes)) || (src_device && !memory.contains(src, bytes)))) {
-    return record(cudaErrorInvalidValue);
-  }
-  if (bytes > 0) std::memmove(dst, src, bytes);
-  return cudaSuccess;
+  return copy_now(dst, src, bytes, kind);
 }
 
 cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
   if (refused_while_capturing()) return record(cudaErrorStreamCaptureUnsupported);
-  if (bytes > 0 && !simt::device_memory().contains(ptr, bytes)) return record(cudaErrorInvalidValue);
-  if (bytes > 0) std::memset(ptr, value, bytes);
-  return cudaSuccess;
+  return set_now(ptr, value, bytes);
 }
 
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream) {
   if (simt::capture_of(stream) != nullptr) {
-    return simt::capture_op(stream, [=](cudaStream_t replay) { return cudaMemsetAsync(ptr, value, bytes, replay); });
+    return simt::capture_op(stream, [=](cudaStream_t) { return set_now(ptr, value, bytes); });
   }
-  if (bytes > 0 && !simt::device_memory().contains(ptr, bytes)) return record(cudaErrorInvalidValue);
-  if (bytes > 0) std::memset(ptr, value, bytes);
-  return cudaSuccess;
+  return set_now(ptr, value, bytes);
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }

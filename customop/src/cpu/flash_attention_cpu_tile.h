@@ -879,14 +879,13 @@ void LoadQueriesTransposed(const T* query, int64_t head_stride, int64_t query_st
     for (int l = 0; l < kLanes; ++l) {
       source[l] = first + l < rows ? query + packing.Offset(first + l, head_stride, query_stride) : nullptr;
     }
+    // Blocks with padding rows too go through the transposes, zeros for those rows (as LoadKeysTransposed).
     int64_t d = 0;
-    if (first + kLanes <= rows) {
-      for (; d < WholeVectors<S>(head_dim); d += kLanes) {
-        typename S::Vec block[kLanes];
-        for (int l = 0; l < kLanes; ++l) block[l] = S::LoadLanes(source[l] + d);
-        S::TransposeSquare(block);
-        for (int l = 0; l < kLanes; ++l) S::Store(queries_t + (d + l) * padded_rows + first, block[l]);
-      }
+    for (; d < WholeVectors<S>(head_dim); d += kLanes) {
+      typename S::Vec block[kLanes];
+      for (int l = 0; l < kLanes; ++l) block[l] = source[l] != nullptr ? S::LoadLanes(source[l] + d) : S::Zero();
+      S::TransposeSquare(block);
+      for (int l = 0; l < kLanes; ++l) S::Store(queries_t + (d + l) * padded_rows + first, block[l]);
     }
     for (; d < head_dim; ++d) {
       for (int l = 0; l < kLanes; ++l) {

@@ -175,9 +175,9 @@ def cases(args):
                         for kv_len in args.decode_seqlens:
                             out.append(Case(scenario, dtype, batch, q_heads, kv_heads, 1, kv_len, dim))
                 continue
-            for heads, dim in args.shapes:
+            for heads, kv_heads, dim in args.shapes:
                 for seq in args.seqlens:
-                    out.append(Case(scenario, dtype, max(1, args.tokens // seq), heads, heads, seq, seq, dim))
+                    out.append(Case(scenario, dtype, max(1, args.tokens // seq), heads, kv_heads, seq, seq, dim))
     return out
 
 
@@ -583,7 +583,8 @@ def parse(argv):
     parser.add_argument("--seqlens", nargs="+", type=int, default=None,
                         help="S (= T), or T for decode; default 512 2048 8192 on CUDA, 128 512 on the CPU")
     parser.add_argument("--tokens", type=int, default=None, help="tokens per batch (default 16384; CPU 2048)")
-    parser.add_argument("--shapes", nargs="+", default=["12x64", "16x128"], help="HEADSxHEAD_DIM for prefill")
+    parser.add_argument("--shapes", nargs="+", default=["12x64", "16x128"],
+                        help="HEADSxHEAD_DIM or QHEADS:KVHEADSxHEAD_DIM (grouped) for prefill")
     parser.add_argument("--decode-shapes", nargs="+", default=["32:32x128", "32:8x128"],
                         help="QHEADS:KVHEADSxHEAD_DIM for decode (default 32:32x128 32:8x128)")
     parser.add_argument("--decode-batches", nargs="+", type=int, default=[1, 8])
@@ -605,19 +606,25 @@ def parse(argv):
     args.decode_seqlens = args.decode_seqlens or ([1024, 4096] if cpu else [4096, 16384])
     if "ortflash" not in args.contenders:
         args.contenders = ["ortflash"] + args.contenders
-    try:
-        args.shapes = [tuple(int(x) for x in s.lower().split("x")) for s in args.shapes]
-    except ValueError:
-        parser.error(f"--shapes takes HEADSxHEAD_DIM, e.g. 12x64: {' '.join(args.shapes)}")
-    try:
-        args.decode_shapes = [tuple(int(x) for x in s.lower().replace("x", ":").split(":")) for s in args.decode_shapes]
-    except ValueError:
-        parser.error(f"--decode-shapes takes QHEADS:KVHEADSxHEAD_DIM, e.g. 32:8x128: {' '.join(args.decode_shapes)}")
-    if any(len(s) != 3 or min(s) < 1 or s[0] % s[1] for s in args.decode_shapes):
-        parser.error("--decode-shapes: positive sizes, the query heads a multiple of the key/value heads")
-    if (any(len(s) != 2 or min(s) < 1 for s in args.shapes) or min(args.seqlens + args.decode_seqlens) < 1
-            or min(args.decode_batches) < 1 or args.tokens < 1):
-        parser.error("--shapes, --seqlens, --decode-seqlens, --decode-batches and --tokens take positive sizes")
+    def head_shapes(option, texts):
+        """HEADSxD (as HEADS:HEADSxD) or QHEADS:KVHEADSxD -> (QHEADS, KVHEADS, D)."""
+        shapes = []
+        for text in texts:
+            heads, _, dim = text.lower().partition("x")
+            q_heads, _, kv_heads = heads.partition(":")
+            try:
+                shape = (int(q_heads), int(kv_heads or q_heads), int(dim))
+            except ValueError:
+                parser.error(f"{option} takes HEADSxHEAD_DIM or QHEADS:KVHEADSxHEAD_DIM, e.g. 32:8x128: '{text}'")
+            if min(shape) < 1 or shape[0] % shape[1]:
+                parser.error(f"{option} '{text}': positive sizes, the query heads a multiple of the key/value heads")
+            shapes.append(shape)
+        return shapes
+
+    args.shapes = head_shapes("--shapes", args.shapes)
+    args.decode_shapes = head_shapes("--decode-shapes", args.decode_shapes)
+    if min(args.seqlens + args.decode_seqlens) < 1 or min(args.decode_batches) < 1 or args.tokens < 1:
+        parser.error("--seqlens, --decode-seqlens, --decode-batches and --tokens take positive sizes")
     if not args.self_test and not args.lib:
         parser.error("--lib is required")
     return args
@@ -758,6 +765,8 @@ def self_test():
           [(32, 32, 1, 64), (32, 32, 8, 64), (32, 8, 1, 64), (32, 8, 8, 64)])
     args = parse(["--lib", "x", "--scenarios", "encoder", "--seqlens", "512", "--shapes", "12x64"])
     check("CUDA defaults: float16, 16k tokens", [(c.dtype, c.batch) for c in cases(args)] == [("float16", 32)])
+    args = parse(["--lib", "x", "--scenarios", "causal", "--seqlens", "512", "--shapes", "32:8x128"])
+    check("grouped prefill shapes", [(c.q_heads, c.kv_heads, c.head_dim) for c in cases(args)] == [(32, 8, 128)])
     print(f"self-test passed: {len(checks)} checks")
     return EXIT_PASS
 

@@ -136,7 +136,8 @@ def parse_args(argv=None):
     encoder.add_argument("--live-keys", choices=("on", "both"), default="on",
                          help="both: every encoder row also times the kernel with ORTFLASH_CUDA_LIVE_KEYS=0 (every key "
                               "tile computed, no live-key pass) and =1 (the pass at every length), as 'all-keys' and "
-                              "'live-keys' suffixes with their ratios to SDPA")
+                              "'live-keys' suffixes with their ratios to SDPA, and rows with a full-bias mask with "
+                              "ORTFLASH_CUDA_LIVE_ROWS=1 (the per-slice passes, opt-in), as 'live-rows'")
     decode = parser.add_argument_group("decode")
     decode.add_argument("--decode-heads", nargs="+", type=head_counts, metavar="HQ:HKV",
                         default=[LLAMA3_8B_HEADS, MQA_HEADS, MHA_HEADS])
@@ -174,6 +175,7 @@ def head_dims_arg(text):
 
 
 ENCODER_MASKS = ("padding-bias", "full-bias", "padding-keep", "none")
+ROW_VARYING_MASKS = ("full-bias",)  # masks whose live keys differ by query row (the per-slice passes)
 # ORTFLASH_CUDA_FLOAT32_TENSOR_CORES values and their suffixes: the tiled SIMT kernel, 3xTF32 with the splits in every
 # warp, or with K and V split once per block in shared memory (the library's default).
 FLOAT32_VARIANTS = (("0", "simt"), ("1", "3xtf32"), ("2", "3xtf32-tiles"))
@@ -529,9 +531,11 @@ def run_encoder(args, lib):
                 t_sdpa = None if ms_sdpa is None else tflops(batch, heads, seq, dim, False, ms_sdpa)
                 line = encoder_row(dtype_name, dim, heads, seq, batch, tflops(batch, heads, seq, dim, False, ms_ours),
                                    t_sdpa, naive_cell, ms_ours, sdpa_name, mask_kind)
-                for setting, name in (("0", "all-keys"), ("1", "live-keys")) if args.live_keys == "both" and \
-                        want is not None else ():
-                    err_live, ms_live = run_with_setting("ORTFLASH_CUDA_LIVE_KEYS", setting, ours, out, want, args)
+                live_settings = [("ORTFLASH_CUDA_LIVE_KEYS", "0", "all-keys"), ("ORTFLASH_CUDA_LIVE_KEYS", "1", "live-keys")]
+                if mask_kind in ROW_VARYING_MASKS:  # the per-slice passes, opt-in: are they worth a default yet?
+                    live_settings.append(("ORTFLASH_CUDA_LIVE_ROWS", "1", "live-rows"))
+                for variable, setting, name in live_settings if args.live_keys == "both" and want is not None else ():
+                    err_live, ms_live = run_with_setting(variable, setting, ours, out, want, args)
                     line += hopper_suffix(name, tflops(batch, heads, seq, dim, False, ms_live), t_sdpa or math.nan)
                     if not err_live <= atol:
                         notes.insert(0, f"{name} MISMATCH vs {want_name}: max abs err {err_live:.2e} > {atol:.0e}")

@@ -641,7 +641,11 @@ def main(argv=None):
     if args.cuda_graph and args.provider != "cuda":
         print("error: --cuda-graph needs --provider cuda", file=sys.stderr)
         return EXIT_USAGE
-    device = Device(ort, args.provider, args.tf32, args.cuda_graph)
+    try:
+        device = Device(ort, args.provider, args.tf32, args.cuda_graph)
+    except (ImportError, RuntimeError) as error:
+        print(f"error: the CUDA provider's buffers come from PyTorch: {first_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
     version = getattr(ort, "__version__", "?")
     print(f"ONNX Runtime {version}, {args.provider} provider, {device.name()}; "
           f"TF32 {'allowed' if args.tf32 else 'off'} in the provider's MatMuls"

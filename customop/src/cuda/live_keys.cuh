@@ -41,29 +41,6 @@ constexpr int kLiveKeysThreads = 1024;
 // half the smallest subnormal (7e-46), so exp, exp2 and their flush-to-zero forms all give 0.
 constexpr double kDeadGap = 128.0;
 
-// Sum of squares of a row (fp32, as the kernels' dot products); inf or NaN where an element is not finite.
-template <class T>
-__device__ __forceinline__ float squared_norm(const T* row, int count) {
-  float sum = 0.0f;
-#pragma unroll 8
-  for (int i = 0; i < count; ++i) {
-    const float x = to_float(row[i]);
-    sum = fmaf(x, x, sum);
-  }
-  return sum;
-}
-
-template <class T>
-__device__ __forceinline__ bool row_is_finite(const T* row, int count) {
-  float zeros = 0.0f;  // x - x: 0 for finite x, NaN for inf and NaN
-#pragma unroll 8
-  for (int i = 0; i < count; ++i) {
-    const float x = to_float(row[i]);
-    zeros += x - x;
-  }
-  return zeros == 0.0f;
-}
-
 // A float as an int whose order is the float's (for block_max over floats; NaN excluded by the callers).
 __device__ __forceinline__ int ordered_bits(float x) {
   const int bits = __float_as_int(x);

@@ -14,6 +14,9 @@
 //  2. live_key_norms_kernel, one block per (batch, kv head): |k_j| (inf where K or V is not finite), only for batch
 //     entries whose mask leaves candidates in some slice: unpadded masks read no K or V;
 //  3. live_ranges_kernel, one block per (batch, query head, slice): the query norms, the bound, the range.
+// The passes are bound by the latency of their loads: the norms are read by warps, lanes across a few rows' elements
+// at once (warp_row_sums), and pass 1 loads a key's column for 8 rows before using any of it. (The first form, a
+// thread per row and one load after another, cost more than the tiles it skipped on an H200; this one is untimed.)
 #pragma once
 
 #include <cfloat>
@@ -141,14 +144,29 @@ __global__ void __launch_bounds__(kLiveRowsThreads) live_slices_kernel(const Fwd
     float* const requirement = work.requirement + int64_t(index) * p.kv_len;
     const auto requirement_of = [&](int j) {
       double largest = -INFINITY;
-      for (int i = 0; i < kLiveRows; ++i) {
-        const int row = r0 + i;
-        if (row >= p.q_len || j >= visible_end(row) || !kept(row, j)) continue;
-        if (row_witness[i] < 0) return INFINITY;  // a row without a bound sees it (not expected outside [lo, hi])
-        const double b = bound.used_bias(bias_at(row, j));
-        const double top = row_witness_bias[i];
-        const double needed = b + DeadKeyBound::gap_needed(b, top) - top;
-        largest = needed == needed ? fmax(largest, needed) : INFINITY;
+      // kBatch rows at a time, their bias and keep loads all issued before any is used (a key's column, one load
+      // after another, left the pass waiting on each).
+      constexpr int kBatch = 8;
+      static_assert(kLiveRows % kBatch == 0, "whole batches of rows");
+      for (int i0 = 0; i0 < kLiveRows; i0 += kBatch) {
+        float row_bias[kBatch];
+        bool row_keeps[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const bool in_range = r0 + i0 + u < p.q_len;
+          row_bias[u] = in_range && bias != nullptr ? bias_at(r0 + i0 + u, j) : 0.0f;
+          row_keeps[u] = in_range && kept(r0 + i0 + u, j);
+        }
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int i = i0 + u;
+          if (!row_keeps[u] || j >= visible_end(r0 + i)) continue;
+          if (row_witness[i] < 0) return INFINITY;  // a row without a bound sees it (not expected outside [lo, hi])
+          const double b = bound.used_bias(row_bias[u]);
+          const double top = row_witness_bias[i];
+          const double needed = b + DeadKeyBound::gap_needed(b, top) - top;
+          largest = needed == needed ? fmax(largest, needed) : INFINITY;
+        }
       }
       // Kept finite (a sum past -FLT_MAX must not read as "no row sees it"), and +inf stays.
       return largest == -INFINITY ? -INFINITY : static_cast<float>(fmax(largest, -double(FLT_MAX)));
@@ -161,10 +179,51 @@ __global__ void __launch_bounds__(kLiveRowsThreads) live_slices_kernel(const Fwd
   if (threadIdx.x == 0) work.slice[index] = info;
 }
 
+// Rows a warp reads at once in the norm passes, its lanes across their elements (coalesced), all the rows' loads
+// issued together: a thread walking a whole row alone waits on one load after another (the passes are bound by the
+// latency of their loads), as live_keys_kernel found for its norms.
+constexpr int kLiveRowsInFlight = 4;
+
+// Sums of squares of rows `first`..`first` + kLiveRowsInFlight - 1 of a (rows x count) layout `stride` apart (rows
+// past `rows` sum to 0), and, where `finite_of` is not null, the sums of x - x of the rows of that second layout
+// (0 for a finite row, NaN otherwise), each reduced over the warp: every lane holds every row's sums.
+template <class T>
+__device__ __forceinline__ void warp_row_sums(const T* squares_of, int64_t squares_stride, int squares_count,
+                                              const T* finite_of, int64_t finite_stride, int finite_count, int first,
+                                              int rows, int lane, float (&squared)[kLiveRowsInFlight],
+                                              float (&zeros)[kLiveRowsInFlight]) {
+#pragma unroll
+  for (int r = 0; r < kLiveRowsInFlight; ++r) squared[r] = 0.0f, zeros[r] = 0.0f;
+  const int width = finite_of != nullptr ? max(squares_count, finite_count) : squares_count;
+  for (int i = lane; i < width; i += 32) {
+#pragma unroll
+    for (int r = 0; r < kLiveRowsInFlight; ++r) {
+      if (first + r >= rows) continue;
+      if (i < squares_count) {
+        const float x = to_float(squares_of[(first + r) * squares_stride + i]);
+        squared[r] = fmaf(x, x, squared[r]);
+      }
+      if (finite_of != nullptr && i < finite_count) {
+        const float y = to_float(finite_of[(first + r) * finite_stride + i]);
+        zeros[r] += y - y;
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kLiveRowsInFlight; ++r) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      squared[r] += __shfl_xor_sync(0xffffffffu, squared[r], offset);
+      zeros[r] += __shfl_xor_sync(0xffffffffu, zeros[r], offset);
+    }
+  }
+}
+
 // Pass 2. blockIdx.x = batch * kv_heads + kv head.
 template <class T>
 __global__ void __launch_bounds__(kLiveRowsThreads) live_key_norms_kernel(const FwdParams p, LiveRowsWork work) {
-  __shared__ int scratch[kLiveRowsThreads / 32];
+  constexpr int kWarps = kLiveRowsThreads / 32;
+  __shared__ int scratch[kWarps];
   const int batch = static_cast<int>(blockIdx.x) / p.kv_heads;
   const int kv_head = static_cast<int>(blockIdx.x) % p.kv_heads;
   const int tid = static_cast<int>(threadIdx.x);
@@ -179,9 +238,17 @@ __global__ void __launch_bounds__(kLiveRowsThreads) live_key_norms_kernel(const 
   const T* const k = static_cast<const T*>(p.k) + batch * p.k_stride[0] + kv_head * p.k_stride[1];
   const T* const v = static_cast<const T*>(p.v) + batch * p.v_stride[0] + kv_head * p.v_stride[1];
   float* const norms = work.key_norm + int64_t(blockIdx.x) * p.kv_len;
-  for (int j = tid; j < p.kv_len; j += kLiveRowsThreads) {
-    const float squared = squared_norm(k + j * p.k_stride[2], p.head_dim);
-    norms[j] = squared < INFINITY && row_is_finite(v + j * p.v_stride[2], p.v_head_dim) ? sqrtf(squared) : INFINITY;
+  const int lane = tid % 32, warp = tid / 32;
+  // |k_j|, inf where K's row (or its sum of squares) or V's row is not finite.
+  for (int j0 = warp * kLiveRowsInFlight; j0 < p.kv_len; j0 += kWarps * kLiveRowsInFlight) {
+    float squared[kLiveRowsInFlight], zeros[kLiveRowsInFlight];
+    warp_row_sums(k, p.k_stride[2], p.head_dim, v, p.v_stride[2], p.v_head_dim, j0, p.kv_len, lane, squared, zeros);
+#pragma unroll
+    for (int r = 0; r < kLiveRowsInFlight; ++r) {
+      if (lane == r && j0 + r < p.kv_len) {
+        norms[j0 + r] = squared[r] < INFINITY && zeros[r] == 0.0f ? sqrtf(squared[r]) : INFINITY;
+      }
+    }
   }
 }
 
@@ -204,15 +271,22 @@ __global__ void __launch_bounds__(kLiveRowsThreads) live_ranges_kernel(const Fwd
     return;
   }
 
-  // The largest query norm of the slice's rows in this head, and the largest witness key norm.
+  // The largest query norm of the slice's rows in this head (warps across the rows, as pass 2), and the largest
+  // witness key norm.
+  constexpr int kWarps = kLiveRowsThreads / 32;
   const int r0 = s * kLiveRows;
   const int kv_head = head / p.group;
   const float* const norms = work.key_norm + (int64_t(batch) * p.kv_heads + kv_head) * p.kv_len;
   float q_squared = 0.0f, witness_norm = 0.0f;
+  const T* const q = static_cast<const T*>(p.q) + batch * p.q_stride[0] + head * p.q_stride[1] + r0 * p.q_stride[2];
+  const int slice_rows = min(kLiveRows, p.q_len - r0);
+  for (int i0 = (tid / 32) * kLiveRowsInFlight; i0 < slice_rows; i0 += kWarps * kLiveRowsInFlight) {
+    float squared[kLiveRowsInFlight], unused[kLiveRowsInFlight];
+    warp_row_sums<T>(q, p.q_stride[2], p.head_dim, nullptr, 0, 0, i0, slice_rows, tid % 32, squared, unused);
+#pragma unroll
+    for (int r = 0; r < kLiveRowsInFlight; ++r) q_squared = fmaxf(q_squared, squared[r] < INFINITY ? squared[r] : INFINITY);
+  }
   if (tid < kLiveRows && r0 + tid < p.q_len) {
-    const T* const q = static_cast<const T*>(p.q) + batch * p.q_stride[0] + head * p.q_stride[1] + (r0 + tid) * p.q_stride[2];
-    const float squared = squared_norm(q, p.head_dim);
-    q_squared = squared < INFINITY ? squared : INFINITY;  // NaN too
     const int witness = work.witness[slice_index * kLiveRows + tid];
     if (witness >= 0) witness_norm = norms[witness];
   }

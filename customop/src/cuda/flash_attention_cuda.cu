@@ -608,8 +608,9 @@ bool wants_live_keys(const KernelChoice& k, const FwdParams& p) {
 // Masks that vary by query row (live_rows.cuh: a decoder export's causal mask in its bias, a position bias with
 // padding) get per-slice ranges from three more launches, one pass over each mask and, where it leaves candidates,
 // one over K and V: only from kLiveRowsMinKeys keys, where that is small next to the tiles it can skip. Off unless
-// ORTFLASH_CUDA_LIVE_ROWS=1 (and ORTFLASH_CUDA_LIVE_KEYS is not 0): on an H200 (first GPU run) the passes cost more
-// than the tiles they saved (a causal (B,1,S,S) bias: 0.4-0.6x the time of computing every tile).
+// ORTFLASH_CUDA_LIVE_ROWS=1 (and ORTFLASH_CUDA_LIVE_KEYS is not 0): on an H200 (first GPU run) the passes' first form
+// cost more than the tiles they saved (a causal (B,1,S,S) bias: 0.4-0.6x the time of computing every tile). Their
+// loads were restructured since (live_rows.cuh), untimed: bench_attention.py's live-rows column times them.
 constexpr int kLiveRowsMinKeys = 512;
 // Scratch past this (the requirements: mask slices x keys floats) is not worth holding: the ranges are left out.
 constexpr size_t kMaxLiveRowsBytes = size_t(64) << 20;

@@ -72,6 +72,15 @@ public sealed class VerifyCommandTests
         Assert.That(exitCode, Is.EqualTo(VerifyCommand.Match), output);
     }
 
+    // --attention-tf32 is the op's session config entry: the CPU kernel accepts it and stays fp32, so the rewrite still
+    // matches at float32's tolerance there.
+    [Test]
+    public void AttentionTf32IsAcceptedOnTheCpu()
+    {
+        var (exitCode, output, _) = Verify(Bert, "--seq", "5", "--provider", "cpu", "--attention-tf32");
+        Assert.That(exitCode, Is.EqualTo(VerifyCommand.Match), output);
+    }
+
     [Test]
     public void AMismatchExitsOneAndPrintsTheLargestDifferences()
     {

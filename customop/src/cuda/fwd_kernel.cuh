@@ -440,11 +440,8 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
           }
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
-#pragma unroll
-            for (int e = 0; e < 4 && Tr::kTf32Passes == 3; ++e) {  // one pass: no small terms (and s + 0 is not s for -0)
-              s[mt][2 * np][e] += small[mt][0][e];
-              s[mt][2 * np + 1][e] += small[mt][1][e];
-            }
+            add_small_terms<Tr::kTf32Passes>(s[mt][2 * np], small[mt][0]);
+            add_small_terms<Tr::kTf32Passes>(s[mt][2 * np + 1], small[mt][1]);
           }
         }
       } else {
@@ -470,10 +467,7 @@ __global__ void __launch_bounds__(Tr::kThreads) flash_fwd_kernel(const FwdParams
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
-          for (int nt = 0; nt < kNTiles; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 4 && Tr::kTf32Passes == 3; ++e) s[mt][nt][e] += small[mt][nt][e];
-          }
+          for (int nt = 0; nt < kNTiles; ++nt) add_small_terms<Tr::kTf32Passes>(s[mt][nt], small[mt][nt]);
         }
       }
     } else {

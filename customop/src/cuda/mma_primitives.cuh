@@ -259,6 +259,16 @@ __device__ __forceinline__ void mma_tf32_passes_apart(float (&small)[4], float (
   mma_tf32(large, a.hi, b0.hi, b1.hi);
 }
 
+// The end of a mma_tf32_passes_apart sum: large += small for 3xTF32; nothing for one pass (no small terms, and
+// adding their zeros would turn a -0 into +0).
+template <int kPasses>
+__device__ __forceinline__ void add_small_terms(float (&large)[4], const float (&small)[4]) {
+  if constexpr (kPasses == 3) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) large[e] += small[e];
+  }
+}
+
 // kPasses 3: mma_3xtf32; 1: c += a_hi·b_hi.
 template <int kPasses>
 __device__ __forceinline__ void mma_tf32_passes(float (&c)[4], const Tf32Fragment& a, Tf32Pair b0, Tf32Pair b1) {

@@ -152,6 +152,11 @@ const Shape kShapes[] = {
     {"causal T512 H12 D64", 12, 12, 512, 512, 64, false, CausalAlignment::kUpperLeft},
     {"causal T2048 H12 D64", 12, 12, 2048, 2048, 64, false, CausalAlignment::kUpperLeft},
     {"decode T2048 H32/8 D128", 32, 8, 1, 2048, 128, false, CausalAlignment::kLowerRight},
+    {"decode T511 H32 D128", 32, 32, 1, 511, 128, false, CausalAlignment::kLowerRight},
+    {"decode T2048 H32 D128", 32, 32, 1, 2048, 128, false, CausalAlignment::kLowerRight},
+    {"decode T511 H12 D64", 12, 12, 1, 511, 64, false, CausalAlignment::kLowerRight},
+    {"decode T2048 H12 D64", 12, 12, 1, 2048, 64, false, CausalAlignment::kLowerRight},
+    {"decode T2048 H12 D64 leftpad", 12, 12, 1, 2048, 64, true, CausalAlignment::kLowerRight, false, false, true},
 };
 
 // Bytes on a 64-byte boundary, as ONNX Runtime's CPU allocator hands out tensors.

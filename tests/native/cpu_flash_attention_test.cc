@@ -468,6 +468,44 @@ TEST(CpuFlashAttention, DecodeShortAndPrimeLengths) {
   }
 }
 
+// One decoding row per head with a key/value head of its own reads K and V where they are, a vector of keys at a
+// time (16-bit rows converted as loaded), except in key tiles that a padding bias may make weigh nothing, which
+// take the transposed path: every head dim with a compiled kernel, others of whole vectors (48; 64 with Dv 32),
+// lengths around whole vectors and tiles, padding at either end by -10000 or finfo.min, keep, softcap, masked
+// rows, strided and sequence-major layouts, large queries.
+TEST(CpuFlashAttention, UngroupedDecodingRowsMatchTheReference) {
+  struct Dims {
+    int64_t head_dim, v_head_dim;
+  };
+  const Dims dims[] = {{32, 32}, {48, 48}, {64, 64}, {64, 32}, {80, 80}, {96, 96}, {128, 128}, {256, 256}};
+  const int64_t kv_lengths[] = {1, 15, 17, 128, 129, 300};
+  const RowEffect effects[] = {RowEffect::kNone, RowEffect::kBiasMinus10000OnLastHalf, RowEffect::kBiasLowestOnFirstHalf,
+                               RowEffect::kBiasMinus10000OnFirstHalf, RowEffect::kKeepNone};
+  uint32_t seed = 1300;
+  for (DType dtype : kAllDtypes) {
+    for (const Dims& d : dims) {
+      for (int64_t kv_len : kv_lengths) {
+        AttentionCase c = Shape(dtype, 1, kv_len, d.head_dim, d.v_head_dim);
+        c.batch = 2, c.q_heads = 3, c.kv_heads = 3, c.seed = ++seed;
+        c.row_effect = effects[seed % 5];
+        if (c.row_effect == RowEffect::kKeepNone) {
+          c.keep = Broadcast::kBatchKey;
+        } else if (c.row_effect != RowEffect::kNone) {
+          c.bias = Broadcast::kBatchKey;
+        }
+        c.causal = seed % 2 == 0 ? CausalAlignment::kLowerRight : CausalAlignment::kNone;
+        if (seed % 3 == 0) c.keep = Broadcast::kBatchKey;
+        if (seed % 4 == 1) c.softcap = 20.0f;
+        if (seed % 7 == 0) c.masked_rows = MaskedRows::kNaN;
+        if (seed % 6 == 1) c.layout = Layout::kPaddedRows;
+        if (seed % 6 == 4) c.layout = Layout::kSeqMajor;
+        if (seed % 5 == 2) c.magnitude = 8.0;
+        ExpectEveryPathMatchesReference(c);
+      }
+    }
+  }
+}
+
 // No keys at all: every row is masked, and K/V (null here) are never read.
 TEST(CpuFlashAttention, EmptyKeysMaskEveryRow) {
   for (DType dtype : kAllDtypes) {

@@ -567,6 +567,74 @@ void AccumulateValuesMicroTile(const float* probs, const float* rescale, const f
   }
 }
 
+// ---- One decoding row against its own key/value head: K and V read where they are --------------
+//
+// A work item of one query row (Sq = 1, no grouped heads to pack: DirectDecodeRow) uses each key
+// and value element once. Transposing the key tile for ScoreMicroTile, and converting 16-bit rows
+// into scratch first, then cost more than the products. Here each key row is read in place (16-bit
+// converted as it is loaded), kLanes keys at a time: one accumulator per key across the head dim,
+// the kLanes accumulators transposed and summed into one vector of kLanes scores.
+
+// Whether a call's single-row items read K and V in place: one query row per head (decoding), one
+// query head per key/value head (rows are never packed, so no row's arithmetic changes with the
+// thread count: PackedAndUnpackedWorkItemsGiveIdenticalOutput), and head dims of whole vectors.
+template <class S>
+bool DirectDecodeRow(const AttentionParams& p) {
+  return p.q_len == 1 && p.q_heads == p.kv_heads && p.head_dim % S::kLanes == 0 && p.v_head_dim % S::kLanes == 0;
+}
+
+// scores[j] = query · keys[j] for j in [0, columns) (a whole number of vectors; keys past `count`
+// give the last key's product, unused), head_dim a whole number of vectors.
+template <class S, class T, int kHeadDim>
+void ScoreKeysInPlace(const float* query, const T* keys, int64_t key_stride, int64_t count, int64_t columns,
+                      int64_t head_dim, float* scores) {
+  using Vec = typename S::Vec;
+  constexpr int kLanes = S::kLanes;
+  const int64_t dims = kHeadDim > 0 ? kHeadDim : head_dim;
+  for (int64_t first = 0; first < columns; first += kLanes) {
+    const T* row[kLanes];
+    for (int l = 0; l < kLanes; ++l) row[l] = keys + MinOf(first + l, count - 1) * key_stride;
+    Vec sum[kLanes];
+    for (int l = 0; l < kLanes; ++l) sum[l] = S::Zero();
+    for (int64_t d = 0; d < dims; d += kLanes) {
+      const Vec q = S::Load(query + d);
+#pragma GCC unroll 16
+      for (int l = 0; l < kLanes; ++l) sum[l] = S::MulAdd(S::LoadLanes(row[l] + d), q, sum[l]);
+    }
+    S::TransposeSquare(sum);  // sum[i] lane l: key l's partial sum over dims i, i + kLanes, ...
+    for (int width = kLanes / 2; width > 0; width /= 2) {
+      for (int i = 0; i < width; ++i) sum[i] = S::Add(sum[i], sum[i + width]);
+    }
+    S::Store(scores + first, sum[0]);
+  }
+}
+
+// acc[0, value_dim) = acc * rescale + sum over keys j < count of probs[j] * values[j], the value
+// rows read in place (16-bit converted as loaded); value_dim a whole number of vectors.
+template <class S, class T>
+void AccumulateValuesInPlace(const float* probs, float rescale, const T* values, int64_t value_stride, int64_t count,
+                             int64_t value_dim, float* acc) {
+  using Vec = typename S::Vec;
+  constexpr int kLanes = S::kLanes;
+  constexpr int kVectors = 4;
+  const Vec factor = S::Set1(rescale);
+  int64_t c = 0;
+  for (; c + kVectors * kLanes <= value_dim; c += kVectors * kLanes) {
+    Vec sum[kVectors];
+    for (int v = 0; v < kVectors; ++v) sum[v] = S::Mul(S::Load(acc + c + v * kLanes), factor);
+    for (int64_t j = 0; j < count; ++j) {
+      const Vec p = S::Set1(probs[j]);
+      for (int v = 0; v < kVectors; ++v) sum[v] = S::MulAdd(p, S::LoadLanes(values + j * value_stride + c + v * kLanes), sum[v]);
+    }
+    for (int v = 0; v < kVectors; ++v) S::Store(acc + c + v * kLanes, sum[v]);
+  }
+  for (; c < value_dim; c += kLanes) {
+    Vec sum = S::Mul(S::Load(acc + c), factor);
+    for (int64_t j = 0; j < count; ++j) sum = S::MulAdd(S::Set1(probs[j]), S::LoadLanes(values + j * value_stride + c), sum);
+    S::Store(acc + c, sum);
+  }
+}
+
 template <class T>
 void StoreMaskedRow(MaskedRows policy, int64_t value_dim, T* out) {
   const float fill = policy == MaskedRows::kNaN ? kQuietNaN : 0.0f;
@@ -758,6 +826,7 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
   };
   const int64_t tile_keys = ItemKeysOrMaskedRows(p, item, output, rows, value_dim);
   if (tile_keys == 0) return;
+  const bool direct_decode = kRows == 1 && DirectDecodeRow<S>(p);
 
   const ItemInputs<T> inputs = ItemInputsOf<T>(p, item);
   const auto& [query, key, value, bias, keep] = inputs;
@@ -780,25 +849,32 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
     // The bias test first (cheap, and most live tiles fail it at their first row); the norms need the loaded tile.
     const bool maybe_nothing = TileBiasesBelowRowMaxima<S>(p, inputs, packing, rows, window, key_start, keys,
                                                            scratch.row_max, scratch.row_rescale);
-    LoadKeysTransposed<S>(key + key_start * p.k_stride[2], p.k_stride[2], keys, columns, head_dim, kKeyTile,
-                          scratch.keys_t);
+    const T* key_tile = key + key_start * p.k_stride[2];
     const T* value_tile = value + key_start * p.v_stride[2];
-    const float* values = ValuesInPlace<S>(value_tile, value_dim);
+    // A tile that may weigh nothing takes the transposed path, whose key tile the test reads.
+    const bool in_place = direct_decode && !maybe_nothing;
+    const float* values = nullptr;
     int64_t value_stride = p.v_stride[2];
-    if (values == nullptr) {
-      LoadRowsAsFloat<S>(value_tile, p.v_stride[2], keys, value_dim, value_dim_padded, scratch.values);
-      values = scratch.values;
-      value_stride = value_dim_padded;
-    }
-    if (maybe_nothing && TileWeighsNothing<S>(p, rows, scratch.row_max, scratch.row_rescale, scratch.keys_t, kKeyTile, keys,
-                                              head_dim, query_norm, values, value_stride, value_dim)) {
-      continue;  // every row's state stays as it is: the tile adds exactly 0
-    }
-
-    for (int64_t row = 0; row < padded_rows; row += kRows) {
-      for (int64_t column = 0; column < columns; column += Traits::kScoreColumns) {
-        ScoreMicroTile<S, kRows, kHeadDim>(scratch.queries + row * head_dim, head_dim, scratch.keys_t + column,
-                                           kKeyTile, scratch.scores + row * kKeyTile + column);
+    if (in_place) {
+      ScoreKeysInPlace<S, T, kHeadDim>(scratch.queries, key_tile, p.k_stride[2], keys, columns, head_dim,
+                                       scratch.scores);
+    } else {
+      LoadKeysTransposed<S>(key_tile, p.k_stride[2], keys, columns, head_dim, kKeyTile, scratch.keys_t);
+      values = ValuesInPlace<S>(value_tile, value_dim);
+      if (values == nullptr) {
+        LoadRowsAsFloat<S>(value_tile, p.v_stride[2], keys, value_dim, value_dim_padded, scratch.values);
+        values = scratch.values;
+        value_stride = value_dim_padded;
+      }
+      if (maybe_nothing && TileWeighsNothing<S>(p, rows, scratch.row_max, scratch.row_rescale, scratch.keys_t, kKeyTile,
+                                                keys, head_dim, query_norm, values, value_stride, value_dim)) {
+        continue;  // every row's state stays as it is: the tile adds exactly 0
+      }
+      for (int64_t row = 0; row < padded_rows; row += kRows) {
+        for (int64_t column = 0; column < columns; column += Traits::kScoreColumns) {
+          ScoreMicroTile<S, kRows, kHeadDim>(scratch.queries + row * head_dim, head_dim, scratch.keys_t + column,
+                                             kKeyTile, scratch.scores + row * kKeyTile + column);
+        }
       }
     }
 
@@ -827,6 +903,10 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
       }
       const float* probs = scratch.scores + row * kKeyTile;
       float* acc = scratch.acc + row * value_dim_padded;
+      if (in_place) {
+        AccumulateValuesInPlace<S>(probs, scratch.row_rescale[row], value_tile, p.v_stride[2], block_keys, value_dim, acc);
+        continue;
+      }
       int64_t c = 0;
       for (; c + Traits::kValueColumns <= value_dim_padded; c += Traits::kValueColumns) {
         AccumulateValuesMicroTile<S, kRows, Traits::kValueVectors, kKeyTile, 1>(

@@ -506,6 +506,31 @@ TEST(CpuFlashAttention, UngroupedDecodingRowsMatchTheReference) {
   }
 }
 
+// Key-major items (masks shared by every row) whose last strip would hold only a few rows run those rows one by one,
+// K and V read in place: lengths a few rows past whole strips (AVX-512 strips are 32 rows, AVX2 16), an item left
+// with only such rows (130 = 128 + 2), both causal alignments with fewer or more keys than queries, a padding bias or
+// keep mask, softcap and masked rows; grouped heads (packed, so not split) beside them.
+TEST(CpuFlashAttention, FewRowsPastWholeStripsMatchTheReference) {
+  const int64_t q_lengths[] = {17, 33, 36, 40, 68, 130, 161};
+  uint32_t seed = 1500;
+  for (DType dtype : kAllDtypes) {
+    for (int64_t q_len : q_lengths) {
+      const int64_t head_dim = seed % 3 == 0 ? 128 : 64;
+      const int64_t kv_len = q_len + static_cast<int64_t>(seed % 4) * 19 - 9;
+      AttentionCase c = Shape(dtype, q_len, kv_len, head_dim, seed % 5 == 0 ? 32 : head_dim);
+      c.batch = 2, c.q_heads = 2, c.kv_heads = seed % 6 == 0 ? 1 : 2, c.seed = ++seed;
+      c.causal = seed % 3 == 0 ? CausalAlignment::kNone
+                               : (seed % 3 == 1 ? CausalAlignment::kUpperLeft : CausalAlignment::kLowerRight);
+      c.bias = Broadcast::kBatchKey;
+      if (seed % 2 == 0) c.row_effect = RowEffect::kBiasMinus10000OnLastHalf;
+      if (seed % 4 == 1) c.keep = Broadcast::kBatchKey;
+      if (seed % 5 == 2) c.softcap = 20.0f;
+      if (seed % 7 == 3) c.masked_rows = MaskedRows::kNaN;
+      ExpectEveryPathMatchesReference(c);
+    }
+  }
+}
+
 // No keys at all: every row is masked, and K/V (null here) are never read.
 TEST(CpuFlashAttention, EmptyKeysMaskEveryRow) {
   for (DType dtype : kAllDtypes) {

@@ -567,20 +567,21 @@ void AccumulateValuesMicroTile(const float* probs, const float* rescale, const f
   }
 }
 
-// ---- One decoding row against its own key/value head: K and V read where they are --------------
+// ---- A lone query row against its own key/value head: K and V read where they are ---------------
 //
-// A work item of one query row (Sq = 1, no grouped heads to pack: DirectDecodeRow) uses each key
-// and value element once. Transposing the key tile for ScoreMicroTile, and converting 16-bit rows
-// into scratch first, then cost more than the products. Here each key row is read in place (16-bit
-// converted as it is loaded), kLanes keys at a time: one accumulator per key across the head dim,
-// the kLanes accumulators transposed and summed into one vector of kLanes scores.
+// A work item of one query row (decoding, Sq = 1; or the few rows past a key-major item's whole
+// strips) uses each key and value element once. Transposing the key tile for ScoreMicroTile, and
+// converting 16-bit rows into scratch first, then cost more than the products. Here each key row
+// is read in place (16-bit converted as it is loaded), kLanes keys at a time: one accumulator per
+// key across the head dim, the kLanes accumulators transposed and summed into one vector of
+// kLanes scores.
 
-// Whether a call's single-row items read K and V in place: one query row per head (decoding), one
-// query head per key/value head (rows are never packed, so no row's arithmetic changes with the
-// thread count: PackedAndUnpackedWorkItemsGiveIdenticalOutput), and head dims of whole vectors.
+// Whether a call's single-row items read K and V in place: one query head per key/value head (rows
+// are never packed, so no row's arithmetic changes with the thread count:
+// PackedAndUnpackedWorkItemsGiveIdenticalOutput), and head dims of whole vectors.
 template <class S>
-bool DirectDecodeRow(const AttentionParams& p) {
-  return p.q_len == 1 && p.q_heads == p.kv_heads && p.head_dim % S::kLanes == 0 && p.v_head_dim % S::kLanes == 0;
+bool RowsInPlaceFit(const AttentionParams& p) {
+  return p.q_heads == p.kv_heads && p.head_dim % S::kLanes == 0 && p.v_head_dim % S::kLanes == 0;
 }
 
 // scores[j] = query · keys[j] for j in [0, columns) (a whole number of vectors; keys past `count`
@@ -826,7 +827,7 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
   };
   const int64_t tile_keys = ItemKeysOrMaskedRows(p, item, output, rows, value_dim);
   if (tile_keys == 0) return;
-  const bool direct_decode = kRows == 1 && DirectDecodeRow<S>(p);
+  const bool direct_decode = kRows == 1 && RowsInPlaceFit<S>(p);
 
   const ItemInputs<T> inputs = ItemInputsOf<T>(p, item);
   const auto& [query, key, value, bias, keep] = inputs;
@@ -1249,13 +1250,28 @@ void StoreStripOutputs(float* acc_t, const float* row_sum, int64_t rows, int64_t
 
 // One work item on the key-major path (KeyMajorScores).
 template <class S, class T, int kHeadDim>
-void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& item, float* scratch_base) {
+void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, float* scratch_base) {
   using Traits = TileTraits<S, kHeadDim>;
   using Vec = typename S::Vec;
   constexpr int64_t kKeyTile = Traits::kKeyMajorKeyTile;
   constexpr int kLanes = S::kLanes;
   constexpr int kStripVectors = Traits::kStripVectors;
   constexpr int kStripRows = Traits::kStripRows;
+  // The last strip would be mostly padding (S = 33: half the strip work for one row): its few rows go one by one,
+  // K and V read in place (RunQueryTileRows), before the whole strips use the scratch. Only without packed heads,
+  // where an item's rows are one head's queries in order.
+  WorkItem item = whole_item;
+  const int64_t lone_rows = item.rows % kStripRows;
+  if (item.heads == 1 && lone_rows > 0 && lone_rows <= kStripRows / 4 && RowsInPlaceFit<S>(p)) {
+    for (int64_t row = item.rows - lone_rows; row < item.rows; ++row) {
+      WorkItem lone = item;
+      lone.first_row = item.first_row + row;
+      lone.rows = 1;
+      RunQueryTileRows<S, T, kHeadDim, 1>(p, lone, scratch_base);
+    }
+    item.rows -= lone_rows;
+    if (item.rows == 0) return;
+  }
   constexpr int kKeyBlock = Traits::kKeyBlock;
   constexpr int kValueBlock = Traits::kValueBlock;
   const int64_t head_dim = kHeadDim > 0 ? kHeadDim : p.head_dim;

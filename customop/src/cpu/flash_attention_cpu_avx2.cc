@@ -116,6 +116,24 @@ struct Avx2Simd {
     return _mm_cvtss_f32(s);
   }
 
+  // Lane l = the sum of rows[l]'s lanes: 128-bit halves of rows 4 apart added, then pairs and single lanes within
+  // halves; 15 shuffles where TransposeSquare and 7 adds take 24. Lane 4h + j of the last sum holds row
+  // 4h + {0, 2, 1, 3}[j]; one permute puts row l in lane l.
+  static Vec SumsOf(const Vec* rows) {
+    Vec halves[4];  // lanes 0-3: row i, 4-7: row i + 4
+    for (int i = 0; i < 4; ++i) {
+      halves[i] = _mm256_add_ps(_mm256_permute2f128_ps(rows[i], rows[i + 4], 0x20),
+                                _mm256_permute2f128_ps(rows[i], rows[i + 4], 0x31));
+    }
+    Vec pairs[2];  // in each half, lanes 0-1: halves[i], lanes 2-3: halves[i + 2]
+    for (int i = 0; i < 2; ++i) {
+      pairs[i] = _mm256_add_ps(_mm256_shuffle_ps(halves[i], halves[i + 2], 0x44),
+                               _mm256_shuffle_ps(halves[i], halves[i + 2], 0xEE));
+    }
+    const Vec sums = _mm256_add_ps(_mm256_shuffle_ps(pairs[0], pairs[1], 0x88), _mm256_shuffle_ps(pairs[0], pairs[1], 0xDD));
+    return _mm256_permutevar8x32_ps(sums, _mm256_setr_epi32(0, 2, 1, 3, 4, 6, 5, 7));
+  }
+
   static void TransposeSquare(Vec* rows) {
     const Vec t0 = _mm256_unpacklo_ps(rows[0], rows[1]);
     const Vec t1 = _mm256_unpackhi_ps(rows[0], rows[1]);

@@ -132,6 +132,33 @@ struct Avx512Simd {
     return _mm_cvtss_f32(s);
   }
 
+  // Lane l = the sum of rows[l]'s lanes: halves of rows 8 apart added (256-bit halves, then 128-bit chunks of rows
+  // 4 apart, then pairs and single lanes within chunks), 31 shuffles where TransposeSquare and 15 adds take 64.
+  // Lane 4k + j of the last sum holds row kChunkRow[k] + kPairRow[j]; one permute puts row l in lane l.
+  static Vec SumsOf(const Vec* rows) {
+    Vec halves[8];
+    for (int i = 0; i < 8; ++i) {
+      halves[i] = _mm512_add_ps(_mm512_shuffle_f32x4(rows[i], rows[i + 8], 0x44),
+                                _mm512_shuffle_f32x4(rows[i], rows[i + 8], 0xEE));
+    }
+    Vec chunks[4];  // chunk 0: row i, 1: row i + 8, 2: row i + 4, 3: row i + 12
+    for (int i = 0; i < 4; ++i) {
+      chunks[i] = _mm512_add_ps(_mm512_shuffle_f32x4(halves[i], halves[i + 4], 0x88),
+                                _mm512_shuffle_f32x4(halves[i], halves[i + 4], 0xDD));
+    }
+    Vec pairs[2];  // in each chunk, lanes 0-1: chunks[i], lanes 2-3: chunks[i + 2]
+    for (int i = 0; i < 2; ++i) {
+      pairs[i] = _mm512_add_ps(_mm512_shuffle_ps(chunks[i], chunks[i + 2], 0x44),
+                               _mm512_shuffle_ps(chunks[i], chunks[i + 2], 0xEE));
+    }
+    // In each chunk k, lane j: chunks[0], chunks[2], chunks[1], chunks[3] (j = 0..3), i.e. row kChunkRow[k] + kPairRow[j]
+    // with kChunkRow = {0, 8, 4, 12} and kPairRow = {0, 2, 1, 3}.
+    const Vec sums = _mm512_add_ps(_mm512_shuffle_ps(pairs[0], pairs[1], 0x88), _mm512_shuffle_ps(pairs[0], pairs[1], 0xDD));
+    // Row l sits in lane 4k + j with l = kChunkRow[k] + kPairRow[j].
+    const __m512i lane_of_row = _mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15);
+    return _mm512_permutexvar_ps(lane_of_row, sums);
+  }
+
   // 16 x 16: interleave pairs of rows and then quadruples within each 128-bit chunk (chunk c of
   // u[k] then holds rows 0-3 of column 4c + k), and gather the chunks of u[k], u[4 + k], u[8 + k],
   // u[12 + k] across 128-bit lanes.

@@ -103,6 +103,13 @@ struct PortableSimd {
     return (s[0] + s[1]) + (s[2] + s[3]);
   }
 
+  // Lane l = the sum of rows[l]'s lanes.
+  static Vec SumsOf(const Vec* rows) {
+    float sums[kLanes];
+    for (int l = 0; l < kLanes; ++l) sums[l] = ReduceSum(rows[l]);
+    return Load(sums);
+  }
+
   static void TransposeSquare(Vec* rows) {
     float block[kLanes][kLanes];
     for (int r = 0; r < kLanes; ++r) Store(block[r], rows[r]);

@@ -573,8 +573,8 @@ void AccumulateValuesMicroTile(const float* probs, const float* rescale, const f
 // strips) uses each key and value element once. Transposing the key tile for ScoreMicroTile, and
 // converting 16-bit rows into scratch first, then cost more than the products. Here each key row
 // is read in place (16-bit converted as it is loaded), kLanes keys at a time: one accumulator per
-// key across the head dim, the kLanes accumulators transposed and summed into one vector of
-// kLanes scores.
+// key across the head dim, the kLanes accumulators summed lane by lane into one vector of kLanes
+// scores (S::SumsOf).
 
 // Whether a call's single-row items read K and V in place: one query head per key/value head (rows
 // are never packed, so no row's arithmetic changes with the thread count:
@@ -602,11 +602,7 @@ void ScoreKeysInPlace(const float* query, const T* keys, int64_t key_stride, int
 #pragma GCC unroll 16
       for (int l = 0; l < kLanes; ++l) sum[l] = S::MulAdd(S::LoadLanes(row[l] + d), q, sum[l]);
     }
-    S::TransposeSquare(sum);  // sum[i] lane l: key l's partial sum over dims i, i + kLanes, ...
-    for (int width = kLanes / 2; width > 0; width /= 2) {
-      for (int i = 0; i < width; ++i) sum[i] = S::Add(sum[i], sum[i + width]);
-    }
-    S::Store(scores + first, sum[0]);
+    S::Store(scores + first, S::SumsOf(sum));
   }
 }
 
@@ -857,7 +853,7 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
     const float* values = nullptr;
     int64_t value_stride = p.v_stride[2];
     if (in_place) {
-      ScoreKeysInPlace<S, T, kHeadDim>(scratch.queries, key_tile, p.k_stride[2], keys, columns, head_dim,
+      ScoreKeysInPlace<S, T, kHeadDim>(scratch.queries, key_tile, p.k_stride[2], keys, RoundUp(keys, kLanes), head_dim,
                                        scratch.scores);
     } else {
       LoadKeysTransposed<S>(key_tile, p.k_stride[2], keys, columns, head_dim, kKeyTile, scratch.keys_t);

@@ -893,8 +893,28 @@ TEST(CpuFlashAttention, PackedAndUnpackedWorkItemsGiveIdenticalOutput) {
   AttentionCase padding_mask = GroupedQueries(DType::kFloat16, 8, 1, 20, 150, 64);
   padding_mask.bias = Broadcast::kBatchKey;
   padding_mask.causal = CausalAlignment::kLowerRight;
+  // Decoding reads K and V in place up to 8 heads a group, in blocks of 1, 2, 4 or 8 rows whichever the packing:
+  // each score's arithmetic must not depend on the block. Padding tiles that may weigh nothing (tested per item's
+  // rows) and a keep mask per head beside it; 16 heads a group take the transposed tiles.
+  AttentionCase padded_decode = GroupedQueries(DType::kFloat16, 3, 2, 1, 300, 64);
+  padded_decode.bias = Broadcast::kBatchKey;
+  padded_decode.row_effect = RowEffect::kBiasMinus10000OnLastHalf;
+  padded_decode.magnitude = 4.0;
+  AttentionCase head_keep_decode = GroupedQueries(DType::kBFloat16, 8, 1, 1, 145, 128);
+  head_keep_decode.keep = Broadcast::kFull;
+  head_keep_decode.softcap = 20.0f;
+  head_keep_decode.layout = Layout::kPaddedRows;
+  AttentionCase wide_group_decode = GroupedQueries(DType::kFloat32, 16, 1, 1, 200, 64);
+  wide_group_decode.bias = Broadcast::kBatchKey;
+  // Scores near 100 beside a bias near 0: whether a tile may weigh nothing (its biases far enough below the row's
+  // max) differs by head, so packed and unpacked items take that test, and its transposed tile, on different tiles.
+  AttentionCase large_score_decode = GroupedQueries(DType::kFloat32, 4, 2, 1, 400, 64);
+  large_score_decode.bias = Broadcast::kBatchKey;
+  large_score_decode.magnitude = 6.5;
   for (KernelPath path : SupportedPaths()) {
-    for (const AttentionCase& c : {decode, mqa, strided, ragged, padding_mask}) {
+    for (const AttentionCase& c :
+         {decode, mqa, strided, ragged, padding_mask, padded_decode, head_keep_decode, wide_group_decode,
+          large_score_decode}) {
       SCOPED_TRACE(std::string(Name(path)) + " path: " + c.Describe());
       std::vector<double> unpacked;
       {
@@ -922,6 +942,40 @@ TEST(CpuFlashAttention, PackedAndUnpackedWorkItemsGiveIdenticalOutput) {
 }
 
 // ---- Randomised sweep over every feature at once ----------------------------------------------------
+
+// Decoding with grouped heads reads K and V in place for groups of up to 8 query heads (blocks of rows x keys that
+// fill a vector of accumulators), the transposed tiles beyond: group sizes that fill a block and that leave rows
+// of it empty, whole groups in one item and groups split between threads, every head dim with a compiled kernel and
+// a generic one, padding at either end (tiles that may weigh nothing), keep, softcap, masked rows, layouts.
+TEST(CpuFlashAttention, GroupedDecodingRowsMatchTheReference) {
+  const int64_t groups[] = {2, 3, 4, 5, 8, 16};
+  const int64_t head_dims[] = {32, 48, 64, 80, 128};
+  const RowEffect effects[] = {RowEffect::kNone, RowEffect::kBiasMinus10000OnLastHalf, RowEffect::kBiasLowestOnFirstHalf,
+                               RowEffect::kKeepNone};
+  uint32_t seed = 1700;
+  for (DType dtype : kAllDtypes) {
+    for (int64_t group : groups) {
+      for (int64_t head_dim : head_dims) {
+        const HeadPackingPlannedFor plan(seed % 2 == 0 ? 1 : 64);
+        AttentionCase c = GroupedQueries(dtype, group, seed % 3 == 0 ? 1 : 2, 1, 17 + (seed % 5) * 61, head_dim);
+        c.seed = ++seed;
+        c.row_effect = effects[seed % 4];
+        if (c.row_effect == RowEffect::kKeepNone) {
+          c.keep = Broadcast::kBatchKey;
+        } else if (c.row_effect != RowEffect::kNone) {
+          c.bias = Broadcast::kBatchKey;
+        }
+        c.causal = seed % 2 == 0 ? CausalAlignment::kLowerRight : CausalAlignment::kNone;
+        if (seed % 3 == 1) c.keep = Broadcast::kFull;
+        if (seed % 4 == 2) c.softcap = 20.0f;
+        if (seed % 7 == 0) c.masked_rows = MaskedRows::kNaN;
+        if (seed % 6 == 5) c.layout = Layout::kSeqMajor;
+        if (seed % 5 == 3) c.magnitude = 6.0;
+        ExpectEveryPathMatchesReference(c);
+      }
+    }
+  }
+}
 
 template <class T, size_t N>
 T Pick(std::mt19937& rng, const T (&options)[N]) {

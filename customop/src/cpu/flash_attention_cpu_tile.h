@@ -543,10 +543,10 @@ void ScoreMicroTile(const float* queries, int64_t head_dim, const float* keys_t,
 }
 
 // acc[r][0, kVectors * kLanes) = acc[r] * rescale[r] + sum over keys j < count of
-// probs[r * kRowStride + j * kKeyStride] * values[j]. Compile-time strides keep the broadcasts'
-// offsets constant.
-template <class S, int kRows, int kVectors, int kRowStride, int kKeyStride>
-void AccumulateValuesMicroTile(const float* probs, const float* rescale, const float* values, int64_t value_stride,
+// probs[r * kRowStride + j * kKeyStride] * values[j] (fp32, or 16-bit converted as loaded). Compile-time strides
+// keep the broadcasts' offsets constant.
+template <class S, int kRows, int kVectors, int kRowStride, int kKeyStride, class V = float>
+void AccumulateValuesMicroTile(const float* probs, const float* rescale, const V* values, int64_t value_stride,
                                int64_t count, float* acc, int64_t acc_stride) {
   constexpr int kLanes = S::kLanes;
   typename S::Vec sum[kRows][kVectors];
@@ -556,7 +556,7 @@ void AccumulateValuesMicroTile(const float* probs, const float* rescale, const f
   }
   for (int64_t key = 0; key < count; ++key) {
     typename S::Vec value[kVectors];
-    for (int v = 0; v < kVectors; ++v) value[v] = S::Load(values + key * value_stride + v * kLanes);
+    for (int v = 0; v < kVectors; ++v) value[v] = S::LoadLanes(values + key * value_stride + v * kLanes);
     for (int row = 0; row < kRows; ++row) {
       const typename S::Vec p = S::Set1(probs[row * kRowStride + key * kKeyStride]);
       for (int v = 0; v < kVectors; ++v) sum[row][v] = S::MulAdd(p, value[v], sum[row][v]);
@@ -567,42 +567,85 @@ void AccumulateValuesMicroTile(const float* probs, const float* rescale, const f
   }
 }
 
-// ---- A lone query row against its own key/value head: K and V read where they are ---------------
+// ---- Query rows that read K and V where they are ------------------------------------------------
 //
 // A work item of one query row (decoding, Sq = 1; or the few rows past a key-major item's whole
-// strips) uses each key and value element once. Transposing the key tile for ScoreMicroTile, and
-// converting 16-bit rows into scratch first, then cost more than the products. Here each key row
-// is read in place (16-bit converted as it is loaded), kLanes keys at a time: one accumulator per
-// key across the head dim, the kLanes accumulators summed lane by lane into one vector of kLanes
-// scores (S::SumsOf).
+// strips), or of a few packed decoding rows (grouped heads), uses each key and value element once
+// or a few times. Transposing the key tile for ScoreMicroTile, and converting 16-bit rows into
+// scratch first, then cost more than the products. Here each key row is read in place (16-bit
+// converted as it is loaded), for a block of rows x keys that makes kLanes pairs: one accumulator
+// per pair across the head dim, the kLanes accumulators summed lane by lane into one vector of
+// kLanes scores (S::SumsOf). Each score's arithmetic is the same whatever the block (the same
+// products in the same lanes, summed the same way), so packed and unpacked rows agree bit for bit.
 
-// Whether a call's single-row items read K and V in place: one query head per key/value head (rows
-// are never packed, so no row's arithmetic changes with the thread count:
-// PackedAndUnpackedWorkItemsGiveIdenticalOutput), and head dims of whole vectors.
+// Grouped heads of at most this many query heads per key/value head decode in place: beyond, the
+// transposed key tile serves enough rows to cost less than SumsOf per score.
+inline constexpr int64_t kMaxGroupInPlace = 8;
+
+// Whether a call's rows read K and V in place (RunQueryTileRows: single-row items, and every item of
+// a decoding call): head dims of whole vectors, and one query head per key/value head or decoding
+// with at most kMaxGroupInPlace query heads per key/value head. Which rows do is a property of the
+// call, so no row's arithmetic changes with packing (PackedAndUnpackedWorkItemsGiveIdenticalOutput).
 template <class S>
 bool RowsInPlaceFit(const AttentionParams& p) {
-  return p.q_heads == p.kv_heads && p.head_dim % S::kLanes == 0 && p.v_head_dim % S::kLanes == 0;
+  const int64_t group = p.q_heads / p.kv_heads;
+  return (group == 1 || (p.q_len == 1 && group <= kMaxGroupInPlace)) && p.head_dim % S::kLanes == 0 &&
+         p.v_head_dim % S::kLanes == 0 && kMaxGroupInPlace <= S::kLanes;
 }
 
-// scores[j] = query · keys[j] for j in [0, columns) (a whole number of vectors; keys past `count`
-// give the last key's product, unused), head_dim a whole number of vectors.
-template <class S, class T, int kHeadDim>
-void ScoreKeysInPlace(const float* query, const T* keys, int64_t key_stride, int64_t count, int64_t columns,
-                      int64_t head_dim, float* scores) {
+// scores[r * score_stride + j] = queries[r] · keys[j] for rows [first_row, first_row + kRows) (rows past
+// `rows` are not written) and keys j in [0, columns) (a whole number of vectors; keys past `count`
+// give the last key's product, unused); head_dim a whole number of vectors.
+template <class S, class T, int kHeadDim, int kRows>
+void ScoreRowBlockInPlace(const float* queries, int64_t first_row, int64_t rows, const T* keys, int64_t key_stride,
+                          int64_t count, int64_t columns, int64_t head_dim, float* scores, int64_t score_stride) {
   using Vec = typename S::Vec;
   constexpr int kLanes = S::kLanes;
+  constexpr int kKeys = kLanes / kRows;  // accumulator r * kKeys + k: row r, key k of the block
   const int64_t dims = kHeadDim > 0 ? kHeadDim : head_dim;
-  for (int64_t first = 0; first < columns; first += kLanes) {
-    const T* row[kLanes];
-    for (int l = 0; l < kLanes; ++l) row[l] = keys + MinOf(first + l, count - 1) * key_stride;
+  const float* query[kRows];
+  for (int r = 0; r < kRows; ++r) query[r] = queries + MinOf(first_row + r, rows - 1) * dims;
+  for (int64_t first = 0; first < columns; first += kKeys) {
+    const T* row[kKeys];
+    for (int k = 0; k < kKeys; ++k) row[k] = keys + MinOf(first + k, count - 1) * key_stride;
     Vec sum[kLanes];
     for (int l = 0; l < kLanes; ++l) sum[l] = S::Zero();
     for (int64_t d = 0; d < dims; d += kLanes) {
-      const Vec q = S::Load(query + d);
+      Vec key[kKeys];
+      for (int k = 0; k < kKeys; ++k) key[k] = S::LoadLanes(row[k] + d);
 #pragma GCC unroll 16
-      for (int l = 0; l < kLanes; ++l) sum[l] = S::MulAdd(S::LoadLanes(row[l] + d), q, sum[l]);
+      for (int r = 0; r < kRows; ++r) {
+        const Vec q = S::Load(query[r] + d);
+        for (int k = 0; k < kKeys; ++k) sum[r * kKeys + k] = S::MulAdd(key[k], q, sum[r * kKeys + k]);
+      }
     }
-    S::Store(scores + first, S::SumsOf(sum));
+    const Vec sums = S::SumsOf(sum);
+    if constexpr (kRows == 1) {
+      S::Store(scores + first_row * score_stride + first, sums);
+    } else {
+      float lanes[kLanes];
+      S::Store(lanes, sums);
+      for (int r = 0; r < kRows && first_row + r < rows; ++r) {
+        for (int k = 0; k < kKeys; ++k) scores[(first_row + r) * score_stride + first + k] = lanes[r * kKeys + k];
+      }
+    }
+  }
+}
+
+// ScoreRowBlockInPlace for rows [0, rows), rows <= kMaxGroupInPlace: blocks of the smallest power of two of rows
+// that holds them.
+template <class S, class T, int kHeadDim>
+void ScoreRowsInPlace(const float* queries, int64_t rows, const T* keys, int64_t key_stride, int64_t count,
+                      int64_t columns, int64_t head_dim, float* scores, int64_t score_stride) {
+  if (rows == 1) {
+    ScoreRowBlockInPlace<S, T, kHeadDim, 1>(queries, 0, rows, keys, key_stride, count, columns, head_dim, scores, score_stride);
+  } else if (rows == 2) {
+    ScoreRowBlockInPlace<S, T, kHeadDim, 2>(queries, 0, rows, keys, key_stride, count, columns, head_dim, scores, score_stride);
+  } else if (rows <= 4) {
+    ScoreRowBlockInPlace<S, T, kHeadDim, 4>(queries, 0, rows, keys, key_stride, count, columns, head_dim, scores, score_stride);
+  } else {
+    ScoreRowBlockInPlace<S, T, kHeadDim, kMaxGroupInPlace>(queries, 0, rows, keys, key_stride, count, columns, head_dim,
+                                                           scores, score_stride);
   }
 }
 
@@ -823,7 +866,10 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
   };
   const int64_t tile_keys = ItemKeysOrMaskedRows(p, item, output, rows, value_dim);
   if (tile_keys == 0) return;
-  const bool direct_decode = kRows == 1 && RowsInPlaceFit<S>(p);
+  // K and V read in place for every row (RowsInPlaceFit); the value rows of a tile that may weigh nothing are
+  // converted too, for its test (the same fp32 values either way).
+  const bool in_place = (kRows == 1 || p.q_len == 1) && RowsInPlaceFit<S>(p);
+  const bool values_in_place = in_place;
 
   const ItemInputs<T> inputs = ItemInputsOf<T>(p, item);
   const auto& [query, key, value, bias, keep] = inputs;
@@ -848,25 +894,28 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
                                                            scratch.row_max, scratch.row_rescale);
     const T* key_tile = key + key_start * p.k_stride[2];
     const T* value_tile = value + key_start * p.v_stride[2];
-    // A tile that may weigh nothing takes the transposed path, whose key tile the test reads.
-    const bool in_place = direct_decode && !maybe_nothing;
+    // A tile that may weigh nothing needs its keys transposed for the norm test, and its values in fp32.
+    if (!in_place || maybe_nothing) {
+      LoadKeysTransposed<S>(key_tile, p.k_stride[2], keys, columns, head_dim, kKeyTile, scratch.keys_t);
+    }
     const float* values = nullptr;
     int64_t value_stride = p.v_stride[2];
-    if (in_place) {
-      ScoreKeysInPlace<S, T, kHeadDim>(scratch.queries, key_tile, p.k_stride[2], keys, RoundUp(keys, kLanes), head_dim,
-                                       scratch.scores);
-    } else {
-      LoadKeysTransposed<S>(key_tile, p.k_stride[2], keys, columns, head_dim, kKeyTile, scratch.keys_t);
+    if (!values_in_place || maybe_nothing) {
       values = ValuesInPlace<S>(value_tile, value_dim);
       if (values == nullptr) {
         LoadRowsAsFloat<S>(value_tile, p.v_stride[2], keys, value_dim, value_dim_padded, scratch.values);
         values = scratch.values;
         value_stride = value_dim_padded;
       }
-      if (maybe_nothing && TileWeighsNothing<S>(p, rows, scratch.row_max, scratch.row_rescale, scratch.keys_t, kKeyTile,
-                                                keys, head_dim, query_norm, values, value_stride, value_dim)) {
-        continue;  // every row's state stays as it is: the tile adds exactly 0
-      }
+    }
+    if (maybe_nothing && TileWeighsNothing<S>(p, rows, scratch.row_max, scratch.row_rescale, scratch.keys_t, kKeyTile,
+                                              keys, head_dim, query_norm, values, value_stride, value_dim)) {
+      continue;  // every row's state stays as it is: the tile adds exactly 0
+    }
+    if (in_place) {
+      ScoreRowsInPlace<S, T, kHeadDim>(scratch.queries, rows, key_tile, p.k_stride[2], keys, RoundUp(keys, kLanes),
+                                       head_dim, scratch.scores, kKeyTile);
+    } else {
       for (int64_t row = 0; row < padded_rows; row += kRows) {
         for (int64_t column = 0; column < columns; column += Traits::kScoreColumns) {
           ScoreMicroTile<S, kRows, kHeadDim>(scratch.queries + row * head_dim, head_dim, scratch.keys_t + column,
@@ -900,18 +949,25 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
       }
       const float* probs = scratch.scores + row * kKeyTile;
       float* acc = scratch.acc + row * value_dim_padded;
-      if (in_place) {
+      if (values_in_place && rows == 1) {
         AccumulateValuesInPlace<S>(probs, scratch.row_rescale[row], value_tile, p.v_stride[2], block_keys, value_dim, acc);
         continue;
       }
-      int64_t c = 0;
-      for (; c + Traits::kValueColumns <= value_dim_padded; c += Traits::kValueColumns) {
-        AccumulateValuesMicroTile<S, kRows, Traits::kValueVectors, kKeyTile, 1>(
-            probs, scratch.row_rescale + row, values + c, value_stride, block_keys, acc + c, value_dim_padded);
-      }
-      for (; c < value_dim_padded; c += kLanes) {
-        AccumulateValuesMicroTile<S, kRows, 1, kKeyTile, 1>(probs, scratch.row_rescale + row, values + c,
-                                                            value_stride, block_keys, acc + c, value_dim_padded);
+      const auto accumulate = [&](const auto* value_rows, int64_t stride) {
+        int64_t c = 0;
+        for (; c + Traits::kValueColumns <= value_dim_padded; c += Traits::kValueColumns) {
+          AccumulateValuesMicroTile<S, kRows, Traits::kValueVectors, kKeyTile, 1>(
+              probs, scratch.row_rescale + row, value_rows + c, stride, block_keys, acc + c, value_dim_padded);
+        }
+        for (; c < value_dim_padded; c += kLanes) {
+          AccumulateValuesMicroTile<S, kRows, 1, kKeyTile, 1>(probs, scratch.row_rescale + row, value_rows + c, stride,
+                                                              block_keys, acc + c, value_dim_padded);
+        }
+      };
+      if (values_in_place) {
+        accumulate(value_tile, p.v_stride[2]);
+      } else {
+        accumulate(values, value_stride);
       }
     }
   }

@@ -24,7 +24,9 @@
 // head dim. Key-major (RunQueryTileKeyMajor), for calls whose rows all read the same bias and keep
 // values and whose queries fill a vector: query rows lie across the lanes, so nothing is
 // transposed per key tile and the softmax needs no horizontal reductions (see KeyMajorScores).
-// Only one tile of scores ever exists.
+// Rows too few to pay for a transposed key tile (decoding, with or without a few grouped heads;
+// a key-major item's rows past its whole strips) take the row-major path with K and V read in
+// place instead (RowsInPlaceFit, ScoreRowBlockInPlace). Only one tile of scores ever exists.
 #pragma once
 
 #include <cstddef>

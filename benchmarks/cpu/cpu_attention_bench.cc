@@ -4,6 +4,10 @@
 //
 //   ortflash_cpu_bench [--path dispatch|avx512|avx2|portable] [--threads 1,2] [--dtypes f32,f16]
 //                      [--filter SUBSTRING] [--seconds PER_CONFIG] [--rounds N] [--clock wall|cpu]
+//                      [--batch B]
+//
+// --batch B runs each shape on a batch of B sequences (default 1). Tensors of a few MB outgrow the
+// caches, as a batch of short sequences through ONNX Runtime does: the kernel then waits on memory.
 //
 // --clock cpu times a call by the CPU time of the process (every thread's, while it runs) instead
 // of the wall clock: on a machine shared with other work it leaves out the time the kernel's
@@ -152,6 +156,13 @@ const Shape kShapes[] = {
     {"causal T512 H12 D64", 12, 12, 512, 512, 64, false, CausalAlignment::kUpperLeft},
     {"causal T2048 H12 D64", 12, 12, 2048, 2048, 64, false, CausalAlignment::kUpperLeft},
     {"decode T2048 H32/8 D128", 32, 8, 1, 2048, 128, false, CausalAlignment::kLowerRight},
+    {"short T4 H32 D128", 32, 32, 4, 4, 128, false, CausalAlignment::kNone},
+    {"short T8 H12 D64", 12, 12, 8, 8, 64, false, CausalAlignment::kNone},
+    {"short T8 H32 D128", 32, 32, 8, 8, 128, false, CausalAlignment::kNone},
+    {"short T12 H32 D128", 32, 32, 12, 12, 128, false, CausalAlignment::kNone},
+    {"short T16 H12 D64", 12, 12, 16, 16, 64, false, CausalAlignment::kNone},
+    {"short T16 H32 D128", 32, 32, 16, 16, 128, false, CausalAlignment::kNone},
+    {"short T24 H32 D128", 32, 32, 24, 24, 128, false, CausalAlignment::kNone},
     {"short T33 H12 D64", 12, 12, 33, 33, 64, false, CausalAlignment::kNone},
     {"short T33 H32 D128", 32, 32, 33, 33, 128, false, CausalAlignment::kNone},
     {"short T36 H32 D128", 32, 32, 36, 36, 128, false, CausalAlignment::kNone},
@@ -190,10 +201,10 @@ struct Tensors {
   TensorBytes q, k, v, out, bias;
   AttentionParams params;
 
-  Tensors(const Shape& shape, DType dtype, std::mt19937& rng) {
+  Tensors(const Shape& shape, DType dtype, int64_t batch, std::mt19937& rng) {
     const size_t element = dtype == DType::kFloat32 ? 4 : 2;
     params.dtype = dtype;
-    params.batch = 1;
+    params.batch = batch;
     params.q_heads = shape.q_heads;
     params.kv_heads = shape.kv_heads;
     params.q_len = shape.q_len;
@@ -216,15 +227,15 @@ struct Tensors {
       }
     };
     const auto random = [&](int64_t) { return static_cast<float>(uniform(rng)) / 1024.0f; };
-    fill(q, shape.q_heads * shape.q_len * shape.head_dim, random);
-    fill(k, shape.kv_heads * shape.kv_len * shape.head_dim, random);
-    fill(v, shape.kv_heads * shape.kv_len * shape.head_dim, random);
-    out.resize(static_cast<size_t>(shape.q_heads * shape.q_len * shape.head_dim) * element);
+    fill(q, batch * shape.q_heads * shape.q_len * shape.head_dim, random);
+    fill(k, batch * shape.kv_heads * shape.kv_len * shape.head_dim, random);
+    fill(v, batch * shape.kv_heads * shape.kv_len * shape.head_dim, random);
+    out.resize(static_cast<size_t>(batch * shape.q_heads * shape.q_len * shape.head_dim) * element);
     if (shape.padding_bias) {
       const int64_t padded_from = shape.kv_len * 7 / 8;
       const int64_t rows = shape.expanded_bias ? shape.q_len : 1;
       const int64_t left_until = shape.kv_len / 8;
-      fill(bias, rows * shape.kv_len, [&](int64_t j) {
+      fill(bias, batch * rows * shape.kv_len, [&](int64_t j) {
         const bool padded = shape.left_padding ? j % shape.kv_len < left_until : j % shape.kv_len >= padded_from;
         return padded ? -10000.0f : 0.0f;
       });
@@ -297,6 +308,7 @@ int Main(int argc, char** argv) {
   double seconds = 0.4;
   bool cpu_clock = false;
   int rounds = 5;
+  int64_t batch = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--path") path = value;
@@ -306,10 +318,15 @@ int Main(int argc, char** argv) {
     else if (flag == "--seconds") seconds = std::atof(value.c_str());
     else if (flag == "--rounds") rounds = std::atoi(value.c_str());
     else if (flag == "--clock") cpu_clock = value == "cpu";
+    else if (flag == "--batch") batch = std::atoll(value.c_str());
     else {
       std::fprintf(stderr, "unknown option %s\n", flag.c_str());
       return 2;
     }
+  }
+  if (batch < 1) {
+    std::fprintf(stderr, "--batch must be at least 1\n");
+    return 2;
   }
   const Entry entry = EntryFor(path);
   const bool avx512 = cpu::CpuSupportsAvx512();
@@ -327,7 +344,7 @@ int Main(int argc, char** argv) {
     if (!filter.empty() && std::string(shape.name).find(filter) == std::string::npos) continue;
     for (const std::string& d : Split(dtype_list)) {
       const DType dtype = d == "f16" ? DType::kFloat16 : DType::kFloat32;
-      tensors.push_back(std::make_unique<Tensors>(shape, dtype, rng));
+      tensors.push_back(std::make_unique<Tensors>(shape, dtype, batch, rng));
       for (const std::string& t : Split(thread_list)) {
         if (std::atoi(t.c_str()) < 1 || std::atoi(t.c_str()) > 64) continue;
         configs.push_back({&shape, tensors.back().get(), dtype, std::atoi(t.c_str()), {}});
@@ -366,7 +383,7 @@ int Main(int argc, char** argv) {
   for (const Config& config : configs) {
     const double best = *std::min_element(config.round_ms.begin(), config.round_ms.end());
     const double median = Median(config.round_ms);
-    const auto gflops = [&](double ms) { return config.shape->Flops() / (ms * 1e-3) * 1e-9; };
+    const auto gflops = [&](double ms) { return config.shape->Flops() * batch / (ms * 1e-3) * 1e-9; };
     const auto of_peak = [&](double ms) { return peak > 0 ? gflops(ms) / (peak * config.threads) * 100 : 0.0; };
     std::printf("%-26s %-5s %3d %9.3f %9.3f %9.1f %7.1f%% %8.1f%%\n", config.shape->name,
                 config.dtype == DType::kFloat16 ? "f16" : "f32", config.threads, best, median, gflops(best),

@@ -911,10 +911,21 @@ TEST(CpuFlashAttention, PackedAndUnpackedWorkItemsGiveIdenticalOutput) {
   AttentionCase large_score_decode = GroupedQueries(DType::kFloat32, 4, 2, 1, 400, 64);
   large_score_decode.bias = Broadcast::kBatchKey;
   large_score_decode.magnitude = 6.5;
+  // Key-major rows past whole strips go in one vector where they fit: S = 16 and 12 alone in a narrow strip
+  // (AVX-512), S = 8 (AVX2), packed with the group's other heads into whole strips and a narrow tail.
+  AttentionCase narrow_strip = GroupedQueries(DType::kFloat32, 4, 2, 16, 100, 128);
+  narrow_strip.bias = Broadcast::kBatchKey;
+  narrow_strip.causal = CausalAlignment::kLowerRight;
+  AttentionCase narrow_tail = GroupedQueries(DType::kFloat32, 6, 1, 12, 45, 64);
+  narrow_tail.keep = Broadcast::kBatchKey;
+  narrow_tail.softcap = 30.0f;
+  AttentionCase narrow_avx2 = GroupedQueries(DType::kFloat16, 6, 1, 8, 70, 80);
+  narrow_avx2.bias = Broadcast::kBatchKey;
+  narrow_avx2.row_effect = RowEffect::kBiasMinus10000OnLastHalf;
   for (KernelPath path : SupportedPaths()) {
     for (const AttentionCase& c :
          {decode, mqa, strided, ragged, padding_mask, padded_decode, head_keep_decode, wide_group_decode,
-          large_score_decode}) {
+          large_score_decode, narrow_strip, narrow_tail, narrow_avx2}) {
       SCOPED_TRACE(std::string(Name(path)) + " path: " + c.Describe());
       std::vector<double> unpacked;
       {

@@ -32,6 +32,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "flash_attention_cpu_internal.h"
 #include "ortflash/attention_params.h"
@@ -987,12 +988,14 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
 // Where every row of a call reads the same bias and keep values (none, or values that vary only
 // with batch and key, such as a padding mask) and queries come at least a vector at a time, the
 // scores of a strip of query rows are held key by key, the strip's rows across the lanes of
-// kStripVectors vectors. Q·Kᵀ then broadcasts k[j][d] from keys in their own layout, so no key
-// tile is transposed (the query tile is, once per work item); scale, bias and masks are applied to
-// the dot products in registers; and the online softmax runs lane-wise, its running max and sum
-// without horizontal reductions. Each strip goes through scores, softmax and P·V before the next,
-// which keeps its scores in L1. Every row's arithmetic is the same whichever item, strip and lane
-// it is in, so packing query heads into an item still gives bit-identical output.
+// kStripVectors vectors (rows past an item's whole strips that fit one vector: a strip of one).
+// Q·Kᵀ then broadcasts k[j][d] from keys in their own layout, so no key tile is transposed (the
+// query tile is, once per work item); scale, bias and masks are applied to the dot products in
+// registers; and the online softmax runs lane-wise, its running max and sum without horizontal
+// reductions. Each strip goes through scores, softmax and P·V before the next, which keeps its
+// scores in L1. Every row's arithmetic is the same whichever item, strip, lane and strip width it
+// is in (with no multiply and add fused unasked: -ffp-contract=off), so packing query heads into
+// an item still gives bit-identical output.
 
 // Whether a call's rows take the key-major path. A property of the call, not of a work item:
 // packing query heads into items must not change which path a row takes.
@@ -1046,11 +1049,10 @@ template <class T>
 using KeyScoreRule = RowScoreRule<T>;
 
 // ScoreStripKeys's finish with softcap, on dot products already stored for keys [key, key + count).
-template <class S, class T>
+template <class S, int kVectors, class T>
 void SoftcapStripKeys(const KeyScoreRule<T>& rule, int64_t key, int64_t count, const typename S::Vec* visible,
                       float* scores, typename S::Vec* tile_max) {
   using Vec = typename S::Vec;
-  constexpr int kVectors = S::kStripVectors;
   constexpr int kStripRows = kVectors * S::kLanes;
   const Vec scale = S::Set1(rule.scale);
   const Vec cap = S::Set1(rule.softcap);
@@ -1071,17 +1073,19 @@ void SoftcapStripKeys(const KeyScoreRule<T>& rule, int64_t key, int64_t count, c
   }
 }
 
-// Scores of the strip's rows against keys [key, key + kKeys) of the tile: scores[j * kStripRows +
-// r] = contract score of queries_t[:, r] · keys[j], for j in that range. `keys` points at key `key`;
-// `visible` holds each lane's visible keys as floats (null: every lane sees every key here).
-// tile_max[v] takes the max with each score of vector v.
-template <class S, class T, int kKeys, int kHeadDim>
-void ScoreStripKeys(const float* queries_t, int64_t queries_stride, const float* keys, int64_t key_stride,
+// Scores of the rows of a strip of kVectors vectors against keys [key, key + kKeys) of the tile:
+// scores[j * kStripRows + r] = contract score of queries_t[:, r] · keys[j], for j in that range.
+// `keys` points at key `key`; `visible` holds each lane's visible keys as floats (null: every lane
+// sees every key here). tile_max[v] takes the max with each score of vector v. Each lane's
+// arithmetic is the same whatever kVectors and kKeys. Not inlined: inlined into the work item with
+// both strip widths, GCC 12 kept the accumulators and key offsets of the narrow strip in memory
+// (S = T = 16, 32 heads of 128, f32: 59 us a call inlined, 37 us not).
+template <class S, class T, int kKeys, int kHeadDim, int kVectors>
+__attribute__((noinline)) void ScoreStripKeys(const float* queries_t, int64_t queries_stride, const float* keys, int64_t key_stride,
                     int64_t head_dim, const KeyScoreRule<T>& rule, int64_t key, const typename S::Vec* visible,
                     float* scores, typename S::Vec* tile_max) {
   using Vec = typename S::Vec;
-  constexpr int kVectors = TileTraits<S, kHeadDim>::kStripVectors;
-  constexpr int kStripRows = TileTraits<S, kHeadDim>::kStripRows;
+  constexpr int kStripRows = kVectors * S::kLanes;
   constexpr int kLanes = S::kLanes;
   const int64_t dims = kHeadDim > 0 ? kHeadDim : head_dim;
   Vec sum[kKeys][kVectors];
@@ -1103,7 +1107,7 @@ void ScoreStripKeys(const float* queries_t, int64_t queries_stride, const float*
     for (int k = 0; k < kKeys; ++k) {
       for (int v = 0; v < kVectors; ++v) S::Store(scores + (key + k) * kStripRows + v * kLanes, sum[k][v]);
     }
-    SoftcapStripKeys<S>(rule, key, kKeys, visible, scores, tile_max);
+    SoftcapStripKeys<S, kVectors>(rule, key, kKeys, visible, scores, tile_max);
     return;
   }
   // Unrolled, or the accumulators would live in memory, stored on every step of the loop above.
@@ -1328,8 +1332,6 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
     item.rows -= lone_rows;
     if (item.rows == 0) return;
   }
-  constexpr int kKeyBlock = Traits::kKeyBlock;
-  constexpr int kValueBlock = Traits::kValueBlock;
   const int64_t head_dim = kHeadDim > 0 ? kHeadDim : p.head_dim;
   const int64_t value_dim = kHeadDim > 0 ? kHeadDim : p.v_head_dim;
   const TileScratch scratch =
@@ -1337,7 +1339,12 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
 
   const PackedRows packing{item.first_row, item.rows};
   const int64_t rows = item.heads * item.rows;
-  const int64_t padded_rows = RoundUp(rows, kStripRows);
+  // Whole strips, then rows past them in one vector where they fit (S = 16 on AVX-512: one vector, not a strip of
+  // two that is half padding); each lane's arithmetic is the same in either.
+  const int64_t tail_rows = rows % kStripRows;
+  const bool narrow_tail = kStripVectors > 1 && tail_rows > 0 && tail_rows <= kLanes;
+  const int64_t padded_rows = narrow_tail ? rows - tail_rows + kLanes : RoundUp(rows, kStripRows);
+  const int64_t wide_rows = narrow_tail ? padded_rows - kLanes : padded_rows;  // rows of the whole strips
   const ItemOutput<T> output = ItemOutputOf<T>(p, item);
   const auto out_row = [&](int64_t row) { return output.Row(row); };
 
@@ -1389,12 +1396,19 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
     const int64_t computed_keys = KeysToCompute<S>(keys, rule, key_rows, key_stride, head_dim, values, value_stride,
                                                    value_dim, query_norm, scratch.row_max, rows);
 
-    for (int64_t strip = 0; strip < padded_rows; strip += kStripRows) {
+    // One strip of kVectors vectors of rows, from row `strip`, through this tile: scores, softmax, P·V.
+    const auto run_strip = [&](auto vectors, int64_t strip) {
+      constexpr int kVectors = decltype(vectors)::value;
+      constexpr int kRows = kVectors * kLanes;
+      // A narrow strip keeps the key block (16 keys of one vector each spilled their key offsets) and doubles the
+      // value block (the accumulators of a whole strip).
+      constexpr int kKeyBlock = Traits::kKeyBlock;
+      constexpr int kValueBlock = Traits::kValueBlock * kStripVectors / kVectors;
       // Keys of this tile each lane sees.
-      float visible_lanes[kStripRows];
+      float visible_lanes[kRows];
       int64_t strip_keys = 0;
       bool every_key_visible = true;
-      for (int r = 0; r < kStripRows; ++r) {
+      for (int r = 0; r < kRows; ++r) {
         const int64_t visible = Clamp(row_visible[strip + r] - key_start, 0, keys);
         if (strip + r < rows) strip_keys = visible > strip_keys ? visible : strip_keys;
         every_key_visible = every_key_visible && visible == keys;
@@ -1403,73 +1417,82 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
       strip_keys = MinOf(strip_keys, computed_keys);
       // No row of the strip sees a key of this tile that counts: its state and accumulators stay as
       // they are.
-      if (strip_keys == 0) continue;
-      Vec visible[kStripVectors];
-      for (int v = 0; v < kStripVectors; ++v) visible[v] = S::Load(visible_lanes + v * kLanes);
+      if (strip_keys == 0) return;
+      Vec visible[kVectors];
+      for (int v = 0; v < kVectors; ++v) visible[v] = S::Load(visible_lanes + v * kLanes);
       const Vec* masked = every_key_visible ? nullptr : visible;
 
-      Vec tile_max[kStripVectors];
-      for (int v = 0; v < kStripVectors; ++v) tile_max[v] = S::Set1(-kInfinity);
+      Vec tile_max[kVectors];
+      for (int v = 0; v < kVectors; ++v) tile_max[v] = S::Set1(-kInfinity);
       const float* queries_t = scratch.queries + strip;
       int64_t j = 0;
       for (; j + kKeyBlock <= strip_keys; j += kKeyBlock) {
-        ScoreStripKeys<S, T, kKeyBlock, kHeadDim>(queries_t, padded_rows, key_rows + j * key_stride, key_stride,
-                                                  head_dim, rule, j, masked, scratch.scores, tile_max);
+        ScoreStripKeys<S, T, kKeyBlock, kHeadDim, kVectors>(queries_t, padded_rows, key_rows + j * key_stride,
+                                                            key_stride, head_dim, rule, j, masked, scratch.scores,
+                                                            tile_max);
       }
       if constexpr (kKeyBlock > 4) {
         for (; j + 4 <= strip_keys; j += 4) {
-          ScoreStripKeys<S, T, 4, kHeadDim>(queries_t, padded_rows, key_rows + j * key_stride, key_stride, head_dim,
-                                            rule, j, masked, scratch.scores, tile_max);
+          ScoreStripKeys<S, T, 4, kHeadDim, kVectors>(queries_t, padded_rows, key_rows + j * key_stride, key_stride,
+                                                      head_dim, rule, j, masked, scratch.scores, tile_max);
         }
       }
       for (; j < strip_keys; ++j) {
-        ScoreStripKeys<S, T, 1, kHeadDim>(queries_t, padded_rows, key_rows + j * key_stride, key_stride, head_dim,
-                                          rule, j, masked, scratch.scores, tile_max);
+        ScoreStripKeys<S, T, 1, kHeadDim, kVectors>(queries_t, padded_rows, key_rows + j * key_stride, key_stride,
+                                                    head_dim, rule, j, masked, scratch.scores, tile_max);
       }
 
-      for (int v = 0; v < kStripVectors; ++v) {
+      for (int v = 0; v < kVectors; ++v) {
         const int64_t first = strip + v * kLanes;
         const Vec new_max = S::Max(S::Load(scratch.row_max + first), tile_max[v]);
         const Vec shift = SoftmaxShifts<S>(new_max);
         Vec tile_sum = S::Zero();
         float* probs = scratch.scores + v * kLanes;
         for (int64_t k = 0; k < strip_keys; ++k) {
-          const Vec prob = ExpNonPositive<S>(S::Sub(S::Load(probs + k * kStripRows), shift));
-          S::Store(probs + k * kStripRows, prob);
+          const Vec prob = ExpNonPositive<S>(S::Sub(S::Load(probs + k * kRows), shift));
+          S::Store(probs + k * kRows, prob);
           tile_sum = S::Add(tile_sum, prob);
         }
         S::Store(scratch.row_new_max + first, new_max);
         S::Store(scratch.row_tile_sum + first, tile_sum);
       }
-      RescaleRows<S>(kStripRows, scratch.row_new_max + strip, scratch.row_tile_sum + strip, scratch.row_max + strip,
+      RescaleRows<S>(kRows, scratch.row_new_max + strip, scratch.row_tile_sum + strip, scratch.row_max + strip,
                      scratch.row_sum + strip, scratch.row_rescale + strip);
 
-      Vec rescale[kStripVectors];
-      for (int v = 0; v < kStripVectors; ++v) rescale[v] = S::Load(scratch.row_rescale + strip + v * kLanes);
+      Vec rescale[kVectors];
+      for (int v = 0; v < kVectors; ++v) rescale[v] = S::Load(scratch.row_rescale + strip + v * kLanes);
       float* acc_t = scratch.acc + strip * value_dim;
       const int64_t blocked_dims = value_dim - value_dim % kValueBlock;
       for (int64_t c = 0; c < blocked_dims; c += kValueBlock) {
-        AccumulateValuesStrip<S, kValueBlock, kStripVectors>(scratch.scores, rescale, values + c, value_stride,
-                                                             strip_keys, acc_t + c * kStripRows);
+        AccumulateValuesStrip<S, kValueBlock, kVectors>(scratch.scores, rescale, values + c, value_stride, strip_keys,
+                                                        acc_t + c * kRows);
       }
       int64_t c = blocked_dims;
       if constexpr (kValueBlock > 4) {
         for (; c + 4 <= value_dim; c += 4) {
-          AccumulateValuesStrip<S, 4, kStripVectors>(scratch.scores, rescale, values + c, value_stride, strip_keys,
-                                                     acc_t + c * kStripRows);
+          AccumulateValuesStrip<S, 4, kVectors>(scratch.scores, rescale, values + c, value_stride, strip_keys,
+                                                acc_t + c * kRows);
         }
       }
       for (; c < value_dim; ++c) {
-        AccumulateValuesStrip<S, 1, kStripVectors>(scratch.scores, rescale, values + c, value_stride, strip_keys,
-                                                   acc_t + c * kStripRows);
+        AccumulateValuesStrip<S, 1, kVectors>(scratch.scores, rescale, values + c, value_stride, strip_keys,
+                                              acc_t + c * kRows);
       }
+    };
+    for (int64_t strip = 0; strip < wide_rows; strip += kStripRows) {
+      run_strip(std::integral_constant<int, kStripVectors>{}, strip);
     }
+    if (wide_rows < padded_rows) run_strip(std::integral_constant<int, 1>{}, wide_rows);
   }
 
-  for (int64_t strip = 0; strip < rows; strip += kStripRows) {
+  for (int64_t strip = 0; strip < wide_rows && strip < rows; strip += kStripRows) {
     StoreStripOutputs<S, T, kStripVectors>(scratch.acc + strip * value_dim, scratch.row_sum + strip,
                                            MinOf(kStripRows, rows - strip), value_dim, p.masked_rows,
                                            [&](int64_t row) { return out_row(strip + row); });
+  }
+  if (wide_rows < padded_rows) {
+    StoreStripOutputs<S, T, 1>(scratch.acc + wide_rows * value_dim, scratch.row_sum + wide_rows, rows - wide_rows,
+                               value_dim, p.masked_rows, [&](int64_t row) { return out_row(wide_rows + row); });
   }
 }
 

@@ -952,6 +952,52 @@ TEST(CpuFlashAttention, PackedAndUnpackedWorkItemsGiveIdenticalOutput) {
   }
 }
 
+// Calls with many work items run them in chunks of consecutive items, each item prefetching the next (RunChunk): the
+// chunks must cover every item once, in any order across threads, and give the output of one item per call. Heads
+// of one kv head each (no packing, which the planned thread count also steers), key-major and row-major rows, a
+// padding bias, causal, rows past whole strips, seq-major strides.
+TEST(CpuFlashAttention, ChunkedWorkItemsGiveTheOutputOfSingleOnes) {
+  AttentionCase key_major = Shape(DType::kFloat32, 40, 40, 64, 64);
+  key_major.batch = 3;
+  key_major.q_heads = key_major.kv_heads = 13;  // 39 items: chunks of 2 and a last of 1
+  key_major.bias = Broadcast::kBatchKey;
+  key_major.row_effect = RowEffect::kBiasMinus10000OnLastHalf;
+  AttentionCase rows = Shape(DType::kFloat16, 7, 90, 80, 80);
+  rows.batch = 5;
+  rows.q_heads = rows.kv_heads = 7;
+  rows.causal = CausalAlignment::kLowerRight;
+  rows.layout = Layout::kSeqMajor;
+  AttentionCase tiles = Shape(DType::kBFloat16, 150, 150, 32, 32);
+  tiles.batch = 3;
+  tiles.q_heads = tiles.kv_heads = 11;  // 66 items (two query tiles a head): chunks of 4 and a last of 2
+  tiles.causal = CausalAlignment::kUpperLeft;
+  for (KernelPath path : SupportedPaths()) {
+    for (const AttentionCase& c : {key_major, rows, tiles}) {
+      SCOPED_TRACE(std::string(Name(path)) + " path: " + c.Describe());
+      std::vector<double> single;
+      size_t items = 0;
+      {
+        const HeadPackingPlannedFor plan(kNoPacking);  // more threads planned than items: chunks of one item
+        AttentionTensors tensors(c);
+        ShuffledThreadRunner runner(3, 5);
+        single = RunKernel(tensors, path, runner.runner());
+        items = runner.last_total();
+        EXPECT_GE(items, static_cast<size_t>(c.batch * c.q_heads));
+        ExpectMatchesReference(tensors, single);
+      }
+      const HeadPackingPlannedFor plan(1);  // chunks of items / 16 items (rounded down)
+      AttentionTensors tensors(c);
+      ShuffledThreadRunner runner(3, 9);
+      const std::vector<double> chunked = RunKernel(tensors, path, runner.runner());
+      const size_t per_chunk = items / 16;
+      EXPECT_EQ(runner.last_total(), (items + per_chunk - 1) / per_chunk);
+      ASSERT_EQ(chunked.size(), single.size());
+      EXPECT_EQ(std::memcmp(chunked.data(), single.data(), chunked.size() * sizeof(double)), 0);
+      EXPECT_TRUE(tensors.OutputGapsUntouched());
+    }
+  }
+}
+
 // ---- Randomised sweep over every feature at once ----------------------------------------------------
 
 // Decoding with grouped heads reads K and V in place for groups of up to 8 query heads (blocks of rows x keys that

@@ -11,6 +11,7 @@
 #include <new>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "flash_attention_cpu_internal.h"
 
@@ -81,7 +82,7 @@ class ScratchLease {
   float* scratch_ = nullptr;
 };
 
-// Test hook (SetHeadPackingThreads): the thread count HeadsPerWorkItem plans for; 0 = the hardware's.
+// Test hook (SetHeadPackingThreads): the thread count HeadsPerWorkItem and ItemsPerChunk plan for; 0 = the hardware's.
 std::atomic<int64_t> head_packing_threads{0};
 
 int64_t HeadPackingThreads() {
@@ -102,6 +103,7 @@ struct Launch {
   int64_t parts_per_group;  // work items that split one kv-head group's query heads
   int64_t tiles_per_head;   // query tiles of a head (1 where heads_per_item > 1)
   int64_t total;            // work items
+  int64_t items_per_chunk;  // consecutive work items one call of the runner's function runs in order
 
   // The first failure of a work item, reported by the calling thread once every item has returned.
   // Written without allocating (workers may be out of memory) and without throwing.
@@ -141,64 +143,52 @@ cpu::WorkItem WorkItemAt(const Launch& launch, int64_t item_index) {
   return item;
 }
 
-// Asks for the cache line at `address` to be brought into cache (for writing: `write`). On x86 an asm statement:
-// GCC deletes loops of nothing but __builtin_prefetch (C++ loops are taken to end, and a prefetch has no effect).
-template <bool write>
-inline void PrefetchLine(const char* address) {
-#if defined(__x86_64__) || defined(__i386__)
-  if constexpr (write) {
-    asm volatile("prefetchw %0" : : "m"(*address));
-  } else {
-    asm volatile("prefetcht0 %0" : : "m"(*address));
-  }
-#else
-  __builtin_prefetch(address, write ? 1 : 0, 3);
-#endif
-}
-
-// Asks for `rows` rows of `bytes` bytes each, `stride` bytes apart, to be brought into cache.
-template <bool write>
-void PrefetchRows(const void* first, int64_t rows, int64_t stride, int64_t bytes) {
-  const char* base = static_cast<const char*>(first);
-  for (int64_t r = 0; r < rows; ++r) {
-    const char* row = base + r * stride;
-    for (int64_t b = 0; b < bytes; b += 64) PrefetchLine<write>(row + b);
-  }
-}
-
-// An item's inputs and outputs where they fit a core's cache with room to spare: the item runs next on this thread,
-// likely, and its rows (a head's queries, keys and values, strided through tensors laid out (B, S, H, D) as
-// exporters leave them) are too many separate streams for the hardware prefetchers.
+// An item's inputs and outputs are prefetched where they fit a core's cache with room to spare.
 constexpr int64_t kPrefetchedItemBytes = int64_t(256) << 10;
 
-void PrefetchWorkItem(const AttentionParams& p, const cpu::WorkItem& item) {
+// Appends `rows` rows of `bytes` bytes each, `stride` bytes apart, to `runs`: one run where the rows are contiguous.
+void AddRowRuns(const char* first, int64_t rows, int64_t stride, int64_t bytes, std::vector<cpu::PrefetchRun>& runs) {
+  if (rows <= 0 || bytes <= 0) return;
+  if (stride == bytes || rows == 1) {
+    runs.push_back({first, rows * bytes});
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r) runs.push_back({first + r * stride, bytes});
+}
+
+// The inputs (queries, keys, values) and output rows of `item`, for the item before it to prefetch while it computes
+// (memory stalls otherwise: a batch of short sequences whose tensors outgrow the caches ran 2-3x slower than the same
+// work on cache-resident tensors). Nothing where they would not fit the cache beside the running item, or where they
+// are too long for one item's compute to hide anyway.
+cpu::NextItemBytes NextItemRuns(const AttentionParams& p, const cpu::WorkItem& item,
+                                std::vector<cpu::PrefetchRun>& runs) {
+  runs.clear();
   const int64_t element = p.dtype == DType::kFloat32 ? 4 : 2;
   const int64_t rows = item.heads * item.rows;
-  const int64_t bytes = element * (rows * (p.head_dim + p.v_head_dim) + p.kv_len * (p.head_dim + p.v_head_dim));
-  if (bytes > kPrefetchedItemBytes) return;
+  const int64_t bytes = element * (rows + p.kv_len) * (p.head_dim + p.v_head_dim);
+  if (bytes > kPrefetchedItemBytes) return {};
   const int64_t kv_head = item.head / (p.q_heads / p.kv_heads);
   const auto at = [&](const void* base, const int64_t* stride, int64_t head, int64_t row) {
     return static_cast<const char*>(base) + element * (item.batch * stride[0] + head * stride[1] + row * stride[2]);
   };
   for (int64_t h = item.head; h < item.head + item.heads; ++h) {
-    PrefetchRows<false>(at(p.q, p.q_stride, h, item.first_row), item.rows, element * p.q_stride[2],
-                        element * p.head_dim);
-    PrefetchRows<true>(at(p.out, p.out_stride, h, item.first_row), item.rows, element * p.out_stride[2],
-                       element * p.v_head_dim);
+    AddRowRuns(at(p.q, p.q_stride, h, item.first_row), item.rows, element * p.q_stride[2], element * p.head_dim, runs);
+    AddRowRuns(at(p.out, p.out_stride, h, item.first_row), item.rows, element * p.out_stride[2],
+               element * p.v_head_dim, runs);
   }
-  PrefetchRows<false>(at(p.k, p.k_stride, kv_head, 0), p.kv_len, element * p.k_stride[2], element * p.head_dim);
-  PrefetchRows<false>(at(p.v, p.v_stride, kv_head, 0), p.kv_len, element * p.v_stride[2], element * p.v_head_dim);
+  AddRowRuns(at(p.k, p.k_stride, kv_head, 0), p.kv_len, element * p.k_stride[2], element * p.head_dim, runs);
+  AddRowRuns(at(p.v, p.v_stride, kv_head, 0), p.kv_len, element * p.v_stride[2], element * p.v_head_dim, runs);
+  return {runs.data(), static_cast<int64_t>(runs.size())};
 }
 
-// Runs on the runner's threads (ONNX Runtime's pool in the op): nothing may propagate out of it.
-void RunWorkItem(void* data, size_t index) noexcept {
-  Launch& launch = *static_cast<Launch*>(data);
+// Runs work item `item_index`, prefetching `next` (nullptr: none) while it computes.
+void RunWorkItem(Launch& launch, int64_t item_index, const cpu::WorkItem* next) noexcept {
   if (launch.failed.load(std::memory_order_relaxed)) return;
   const AttentionParams& params = *launch.params;
   try {
-    const int64_t item_index = static_cast<int64_t>(index);
-    const cpu::WorkItem item = WorkItemAt(launch, item_index);
-    if (item_index + 1 < launch.total) PrefetchWorkItem(params, WorkItemAt(launch, item_index + 1));
+    cpu::WorkItem item = WorkItemAt(launch, item_index);
+    thread_local std::vector<cpu::PrefetchRun> next_runs;
+    if (next != nullptr) item.next = NextItemRuns(params, *next, next_runs);
     const ScratchLease scratch(launch.kernel.scratch_floats);
     if (scratch.get() == nullptr) {
       launch.Fail("FlashAttention CPU kernel: allocating %zu bytes of scratch memory failed (head_dim %lld, v_head_dim %lld)",
@@ -208,10 +198,36 @@ void RunWorkItem(void* data, size_t index) noexcept {
     }
     launch.kernel.run(params, item, scratch.get());
   } catch (const std::exception& e) {
-    launch.Fail("FlashAttention CPU kernel: work item %zu failed: %s", index, e.what());
+    launch.Fail("FlashAttention CPU kernel: work item %lld failed: %s", static_cast<long long>(item_index), e.what());
   } catch (...) {
-    launch.Fail("FlashAttention CPU kernel: work item %zu failed with an unknown exception", index);
+    launch.Fail("FlashAttention CPU kernel: work item %lld failed with an unknown exception",
+                static_cast<long long>(item_index));
   }
+}
+
+// Runs chunk `index` of the launch's work items, in order, each prefetching the next. Runs on the runner's threads
+// (ONNX Runtime's pool in the op): nothing may propagate out of it.
+void RunChunk(void* data, size_t index) noexcept {
+  Launch& launch = *static_cast<Launch*>(data);
+  const int64_t first = static_cast<int64_t>(index) * launch.items_per_chunk;
+  const int64_t end = MinOf(launch.total, first + launch.items_per_chunk);
+  for (int64_t i = first; i < end; ++i) {
+    if (i + 1 < end) {
+      const cpu::WorkItem next = WorkItemAt(launch, i + 1);
+      RunWorkItem(launch, i, &next);
+    } else {
+      RunWorkItem(launch, i, nullptr);
+    }
+  }
+}
+
+// Work items per chunk (RunChunk): consecutive items on one thread, so that each can prefetch the next, and enough
+// chunks for the threads to even out (a thread's last chunk is at most 1/16 of its work).
+constexpr int64_t kChunksPerThread = 16;
+
+int64_t ItemsPerChunk(int64_t items, int64_t threads) {
+  const int64_t chunks = threads * kChunksPerThread;
+  return items > chunks ? items / chunks : 1;
 }
 
 std::string RunFlashAttention(const AttentionParams& params, const ParallelRunner& runner, KernelSelector select) {
@@ -243,12 +259,13 @@ std::string RunFlashAttention(const AttentionParams& params, const ParallelRunne
   const int64_t tiles_per_head =
       params.q_len / kernel.query_tile_rows + (params.q_len % kernel.query_tile_rows != 0 ? 1 : 0);
   const int64_t items = params.batch * params.kv_heads * parts_per_group * tiles_per_head;
-  Launch launch{&params, kernel, heads_per_item, parts_per_group, tiles_per_head, items};
-  const size_t total = static_cast<size_t>(items);
+  const int64_t items_per_chunk = ItemsPerChunk(items, HeadPackingThreads());
+  Launch launch{&params, kernel, heads_per_item, parts_per_group, tiles_per_head, items, items_per_chunk};
+  const auto chunks = static_cast<size_t>((items + items_per_chunk - 1) / items_per_chunk);
   if (runner.parallel_for != nullptr) {
-    runner.parallel_for(runner.self, &RunWorkItem, total, &launch);
+    runner.parallel_for(runner.self, &RunChunk, chunks, &launch);
   } else {
-    for (size_t i = 0; i < total && !launch.failed.load(std::memory_order_relaxed); ++i) RunWorkItem(&launch, i);
+    for (size_t i = 0; i < chunks && !launch.failed.load(std::memory_order_relaxed); ++i) RunChunk(&launch, i);
   }
   if (!launch.failed.load(std::memory_order_acquire)) return {};
   return launch.message;

@@ -15,12 +15,26 @@ namespace cpu {
 // by head: its row r is query first_row + r % rows of head head + r / rows. heads > 1 only where
 // heads * rows fits the kernel's query tile (decoding with GQA/MQA), so that each key and value
 // tile is loaded and transposed once for those heads instead of once per head.
+// A contiguous run of bytes for a work item to bring into cache.
+struct PrefetchRun {
+  const char* first = nullptr;
+  int64_t bytes = 0;
+};
+
+// The inputs and output of the work item likely to run next on a thread, as runs of bytes, for the
+// item before it to prefetch a cache line at a time while it computes (count 0: none).
+struct NextItemBytes {
+  const PrefetchRun* runs = nullptr;
+  int64_t count = 0;
+};
+
 struct WorkItem {
   int64_t batch = 0;
   int64_t head = 0;
   int64_t heads = 1;
   int64_t first_row = 0;
   int64_t rows = 0;
+  NextItemBytes next;  // what to prefetch while this item runs
 };
 
 // Alignment in bytes of work-item scratch (a cache line), and of each array the kernel carves from it.
@@ -59,9 +73,11 @@ bool CpuSupportsAvx2Fma();  // AVX2, FMA, F16C
 // where a thread's retained block would do), so tests can see the error come back as a message.
 void SimulateScratchAllocationFailure(bool fail);
 
-// Test hook: the number of threads the packing of query heads into work items plans for (see
-// HeadsPerWorkItem in flash_attention_cpu.cc); 0 restores the default, the hardware's thread count.
-// 1 packs every group that fits a query tile; a count of at least batch x q_heads packs none.
+// Test hook: the number of threads the packing of query heads into work items, and the chunks of
+// consecutive items each call of the runner's function runs, plan for (see HeadsPerWorkItem and
+// ItemsPerChunk in flash_attention_cpu.cc); 0 restores the default, the hardware's thread count.
+// 1 packs every group that fits a query tile and makes 16 chunks of more than 16 items; a count of
+// at least batch x q_heads packs none and makes chunks of one item.
 void SetHeadPackingThreads(int64_t threads);
 
 }  // namespace cpu

@@ -1355,17 +1355,16 @@ void StoreStripOutputs(float* acc_t, const float* row_sum, int64_t rows, int64_t
     }
   }
   for (int64_t first = 0; first < rows; first += kLanes) {
+    // A vector of rows, the last maybe only in part (its padding rows transposed too, not stored).
     const int lanes = static_cast<int>(MinOf(kLanes, rows - first));
     T* out[kLanes];
     for (int l = 0; l < lanes; ++l) out[l] = out_row(first + l);
     int64_t c = 0;
-    if (lanes == kLanes) {
-      for (; c < WholeVectors<S>(value_dim); c += kLanes) {
-        Vec block[kLanes];
-        for (int i = 0; i < kLanes; ++i) block[i] = S::Load(acc_t + (c + i) * kStripRows + first);
-        S::TransposeSquare(block);
-        for (int l = 0; l < kLanes; ++l) S::StoreLanes(out[l] + c, block[l]);
-      }
+    for (; c < WholeVectors<S>(value_dim); c += kLanes) {
+      Vec block[kLanes];
+      for (int i = 0; i < kLanes; ++i) block[i] = S::Load(acc_t + (c + i) * kStripRows + first);
+      S::TransposeSquare(block);
+      for (int l = 0; l < lanes; ++l) S::StoreLanes(out[l] + c, block[l]);
     }
     for (; c < value_dim; ++c) {
       for (int l = 0; l < lanes; ++l) StoreFloat(acc_t[c * kStripRows + first + l], out[l] + c);

@@ -506,6 +506,37 @@ TEST(CpuFlashAttention, UngroupedDecodingRowsMatchTheReference) {
   }
 }
 
+// Calls with fewer queries than a vector (S < 16 on AVX-512, S < 8 on AVX2) read K and V in place for all their rows,
+// scored in blocks of up to 8 rows: every length from 2 to 15 (more than one block of rows on AVX-512), masks that
+// vary by row (a causal bias, keep per query) and by key only, both causal alignments, softcap, masked rows, layouts,
+// and head dims of whole vectors and not (those keep the transposed tiles).
+TEST(CpuFlashAttention, FewQueriesReadingKAndVInPlaceMatchTheReference) {
+  const int64_t head_dims[] = {64, 80, 128, 48, 40};
+  const RowEffect effects[] = {RowEffect::kNone, RowEffect::kBiasMinus10000OnLastHalf, RowEffect::kBiasLowestOnFirstHalf,
+                               RowEffect::kKeepNone};
+  uint32_t seed = 1900;
+  for (DType dtype : kAllDtypes) {
+    for (int64_t q_len = 2; q_len <= 15; ++q_len) {
+      const int64_t head_dim = head_dims[seed % 5];
+      AttentionCase c = Shape(dtype, q_len, q_len + (seed % 3) * 37, head_dim, head_dim);
+      c.batch = 2, c.q_heads = 3, c.kv_heads = 3, c.seed = ++seed;
+      c.row_effect = effects[seed % 4];
+      if (c.row_effect == RowEffect::kKeepNone) {
+        c.keep = seed % 2 == 0 ? Broadcast::kBatchKey : Broadcast::kBatchQueryKey;
+      } else if (c.row_effect != RowEffect::kNone) {
+        c.bias = seed % 2 == 0 ? Broadcast::kBatchKey : Broadcast::kHeadQueryKey;
+      }
+      c.causal = seed % 3 == 0 ? CausalAlignment::kLowerRight : seed % 3 == 1 ? CausalAlignment::kUpperLeft
+                                                                              : CausalAlignment::kNone;
+      if (seed % 4 == 1) c.softcap = 20.0f;
+      if (seed % 7 == 0) c.masked_rows = MaskedRows::kNaN;
+      if (seed % 5 == 1) c.layout = Layout::kPaddedRows;
+      if (seed % 5 == 3) c.layout = Layout::kSeqMajor;
+      ExpectEveryPathMatchesReference(c);
+    }
+  }
+}
+
 // Key-major items (masks shared by every row) whose last strip would hold only a few rows run those rows one by one,
 // K and V read in place: lengths a few rows past whole strips (AVX-512 strips are 32 rows, AVX2 16), an item left
 // with only such rows (130 = 128 + 2), both causal alignments with fewer or more keys than queries, a padding bias or

@@ -650,7 +650,7 @@ void AccumulateValuesMicroTile(const float* probs, const float* rescale, const V
 inline constexpr int64_t kMaxGroupInPlace = 8;
 
 // Whether a call's rows read K and V in place (RunQueryTileRows: single-row items, and every item of
-// a decoding call): head dims of whole vectors, and one query head per key/value head or decoding
+// a call with fewer queries than a vector, decoding among them): head dims of whole vectors, and one query head per key/value head or decoding
 // with at most kMaxGroupInPlace query heads per key/value head. Which rows do is a property of the
 // call, so no row's arithmetic changes with packing (PackedAndUnpackedWorkItemsGiveIdenticalOutput).
 template <class S>
@@ -700,20 +700,29 @@ void ScoreRowBlockInPlace(const float* queries, int64_t rows, const T* keys, int
   }
 }
 
-// ScoreRowBlockInPlace for rows [0, rows), rows <= kMaxGroupInPlace, in a block of the smallest power of two of
-// rows that holds them.
+// ScoreRowBlockInPlace for rows [0, rows): blocks of kMaxGroupInPlace rows, the last in a block of the smallest
+// power of two of rows that holds it (each score's arithmetic the same whatever the block).
 template <class S, class T, int kHeadDim>
 void ScoreRowsInPlace(const float* queries, int64_t rows, const T* keys, int64_t key_stride, int64_t count,
                       int64_t columns, int64_t head_dim, float* scores, int64_t score_stride) {
-  if (rows == 1) {
-    ScoreRowBlockInPlace<S, T, kHeadDim, 1>(queries, rows, keys, key_stride, count, columns, head_dim, scores, score_stride);
-  } else if (rows == 2) {
-    ScoreRowBlockInPlace<S, T, kHeadDim, 2>(queries, rows, keys, key_stride, count, columns, head_dim, scores, score_stride);
-  } else if (rows <= 4) {
-    ScoreRowBlockInPlace<S, T, kHeadDim, 4>(queries, rows, keys, key_stride, count, columns, head_dim, scores, score_stride);
-  } else {
-    ScoreRowBlockInPlace<S, T, kHeadDim, kMaxGroupInPlace>(queries, rows, keys, key_stride, count, columns, head_dim,
-                                                           scores, score_stride);
+  const int64_t dims = kHeadDim > 0 ? kHeadDim : head_dim;
+  for (int64_t first = 0; first < rows; first += kMaxGroupInPlace) {  // blocks of up to 8 rows
+    const int64_t block = MinOf(kMaxGroupInPlace, rows - first);
+    const float* block_queries = queries + first * dims;
+    float* block_scores = scores + first * score_stride;
+    if (block == 1) {
+      ScoreRowBlockInPlace<S, T, kHeadDim, 1>(block_queries, block, keys, key_stride, count, columns, head_dim,
+                                              block_scores, score_stride);
+    } else if (block == 2) {
+      ScoreRowBlockInPlace<S, T, kHeadDim, 2>(block_queries, block, keys, key_stride, count, columns, head_dim,
+                                              block_scores, score_stride);
+    } else if (block <= 4) {
+      ScoreRowBlockInPlace<S, T, kHeadDim, 4>(block_queries, block, keys, key_stride, count, columns, head_dim,
+                                              block_scores, score_stride);
+    } else {
+      ScoreRowBlockInPlace<S, T, kHeadDim, kMaxGroupInPlace>(block_queries, block, keys, key_stride, count, columns,
+                                                             head_dim, block_scores, score_stride);
+    }
   }
 }
 
@@ -937,9 +946,11 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
   };
   const int64_t tile_keys = ItemKeysOrMaskedRows(p, item, output, rows, value_dim);
   if (tile_keys == 0) return;
-  // K and V read in place for every row (RowsInPlaceFit); the value rows of a tile that may weigh nothing are
-  // converted too, for its test (the same fp32 values either way).
-  const bool in_place = (kRows == 1 || p.q_len == 1) && RowsInPlaceFit<S>(p);
+  // K and V read in place for every row (RowsInPlaceFit) of items of one row, and of calls whose queries are fewer
+  // than a vector (decoding; S < 16 on AVX-512, where a transposed tile of 32 keys scored 8-12 keys, and cost
+  // 1.3-1.5x the time at S = 4..12); the value rows of a tile that may weigh nothing are converted too, for its test
+  // (the same fp32 values either way).
+  const bool in_place = (kRows == 1 || p.q_len < kLanes) && RowsInPlaceFit<S>(p);
 
   const ItemInputs<T> inputs = ItemInputsOf<T>(p, item);
   const auto& [query, key, value, bias, keep] = inputs;

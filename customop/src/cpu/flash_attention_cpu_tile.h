@@ -1153,14 +1153,11 @@ void SoftcapStripKeys(const KeyScoreRule<T>& rule, int64_t key, int64_t count, c
 // scores[j * kStripRows + r] = contract score of queries_t[:, r] · keys[j], for j in that range.
 // `keys` points at key `key`; `visible` holds each lane's visible keys as floats (null: every lane
 // sees every key here). tile_max[v] takes the max with each score of vector v. Each lane's
-// arithmetic is the same whatever kVectors and kKeys. Not inlined: inlined into the work item with
-// both strip widths, GCC 12 kept the accumulators and key offsets of the narrow strip in memory
-// (S = T = 16, 32 heads of 128, f32: 59 us a call inlined, 37 us not).
+// arithmetic is the same whatever kVectors and kKeys.
 template <class S, class T, int kKeys, int kHeadDim, int kVectors>
-__attribute__((noinline)) void ScoreStripKeys(const float* queries_t, int64_t queries_stride, const float* keys,
-                                              int64_t key_stride, int64_t head_dim, const KeyScoreRule<T>& rule,
-                                              int64_t key, const typename S::Vec* visible, float* scores,
-                                              typename S::Vec* tile_max, PrefetchSlice prefetch) {
+void ScoreStripKeys(const float* queries_t, int64_t queries_stride, const float* keys, int64_t key_stride,
+                    int64_t head_dim, const KeyScoreRule<T>& rule, int64_t key, const typename S::Vec* visible,
+                    float* scores, typename S::Vec* tile_max, PrefetchSlice prefetch) {
   using Vec = typename S::Vec;
   constexpr int kStripRows = kVectors * S::kLanes;
   constexpr int kLanes = S::kLanes;
@@ -1212,6 +1209,18 @@ __attribute__((noinline)) void ScoreStripKeys(const float* queries_t, int64_t qu
       tile_max[v] = S::Max(tile_max[v], score);
     }
   }
+}
+
+// ScoreStripKeys in a function of its own, for narrow strips: inlined into the work item beside the wide strip's,
+// GCC 12 kept its accumulators and key offsets in memory (S = T = 16, 32 heads of 128, f32: 59 us a call inlined,
+// 37 us apart). The wide strip's stays inlined (apart, long f32 calls took 2% longer).
+template <class S, class T, int kKeys, int kHeadDim, int kVectors>
+__attribute__((noinline)) void ScoreStripKeysApart(const float* queries_t, int64_t queries_stride, const float* keys,
+                                                   int64_t key_stride, int64_t head_dim, const KeyScoreRule<T>& rule,
+                                                   int64_t key, const typename S::Vec* visible, float* scores,
+                                                   typename S::Vec* tile_max, PrefetchSlice prefetch) {
+  ScoreStripKeys<S, T, kKeys, kHeadDim, kVectors>(queries_t, queries_stride, keys, key_stride, head_dim, rule, key,
+                                                  visible, scores, tile_max, prefetch);
 }
 
 // How many leading keys of a tile of `keys` the item's rows must compute. The rest, a suffix, is
@@ -1515,24 +1524,25 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
       Vec tile_max[kVectors];
       for (int v = 0; v < kVectors; ++v) tile_max[v] = S::Set1(-kInfinity);
       const float* queries_t = scratch.queries + strip;
-      int64_t j = 0;
-      for (; j + kKeyBlock <= strip_keys; j += kKeyBlock) {
-        ScoreStripKeys<S, T, kKeyBlock, kHeadDim, kVectors>(queries_t, padded_rows, key_rows + j * key_stride,
-                                                            key_stride, head_dim, rule, j, masked, scratch.scores,
-                                                            tile_max, prefetch.Take(head_dim));
-      }
-      if constexpr (kKeyBlock > 4) {
-        for (; j + 4 <= strip_keys; j += 4) {
-          ScoreStripKeys<S, T, 4, kHeadDim, kVectors>(queries_t, padded_rows, key_rows + j * key_stride, key_stride,
-                                                      head_dim, rule, j, masked, scratch.scores, tile_max,
-                                                      prefetch.Take(head_dim));
+      // Keys [j, j + kKeys) of the strip (ScoreStripKeysApart for a narrow strip).
+      const auto score_keys = [&](auto keys_in_block, int64_t j) {
+        constexpr int kKeys = decltype(keys_in_block)::value;
+        if constexpr (kVectors == kStripVectors) {
+          ScoreStripKeys<S, T, kKeys, kHeadDim, kVectors>(queries_t, padded_rows, key_rows + j * key_stride,
+                                                          key_stride, head_dim, rule, j, masked, scratch.scores,
+                                                          tile_max, prefetch.Take(head_dim));
+        } else {
+          ScoreStripKeysApart<S, T, kKeys, kHeadDim, kVectors>(queries_t, padded_rows, key_rows + j * key_stride,
+                                                               key_stride, head_dim, rule, j, masked, scratch.scores,
+                                                               tile_max, prefetch.Take(head_dim));
         }
+      };
+      int64_t j = 0;
+      for (; j + kKeyBlock <= strip_keys; j += kKeyBlock) score_keys(std::integral_constant<int, kKeyBlock>{}, j);
+      if constexpr (kKeyBlock > 4) {
+        for (; j + 4 <= strip_keys; j += 4) score_keys(std::integral_constant<int, 4>{}, j);
       }
-      for (; j < strip_keys; ++j) {
-        ScoreStripKeys<S, T, 1, kHeadDim, kVectors>(queries_t, padded_rows, key_rows + j * key_stride, key_stride,
-                                                    head_dim, rule, j, masked, scratch.scores, tile_max,
-                                                    prefetch.Take(head_dim));
-      }
+      for (; j < strip_keys; ++j) score_keys(std::integral_constant<int, 1>{}, j);
 
       for (int v = 0; v < kVectors; ++v) {
         const int64_t first = strip + v * kLanes;

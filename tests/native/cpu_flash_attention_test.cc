@@ -942,8 +942,9 @@ TEST(CpuFlashAttention, PackedAndUnpackedWorkItemsGiveIdenticalOutput) {
   AttentionCase large_score_decode = GroupedQueries(DType::kFloat32, 4, 2, 1, 400, 64);
   large_score_decode.bias = Broadcast::kBatchKey;
   large_score_decode.magnitude = 6.5;
-  // Key-major rows past whole strips go in one vector where they fit: S = 16 and 12 alone in a narrow strip
-  // (AVX-512), S = 8 (AVX2), packed with the group's other heads into whole strips and a narrow tail.
+  // Key-major rows past whole strips go in one vector where they fit: unpacked, S = 16 in a narrow strip on AVX-512
+  // and S = 8 on AVX2 (strips of 16 rows); packed with the group's other heads, whole strips, and narrow tails such
+  // as 3 heads x 12 rows = 32 + 4 on AVX2.
   AttentionCase narrow_strip = GroupedQueries(DType::kFloat32, 4, 2, 16, 100, 128);
   narrow_strip.bias = Broadcast::kBatchKey;
   narrow_strip.causal = CausalAlignment::kLowerRight;

@@ -397,6 +397,15 @@ class LinePrefetcher {
     }
     return slice;
   }
+  bool Done() const { return run_ == end_; }
+  // Up to `lines` lines, now.
+  void Issue(int64_t lines) {
+    while (lines > 0 && run_ != end_) {
+      const PrefetchSlice slice = Take(lines);
+      for (int64_t i = 0; i < slice.lines; ++i) slice.Line(i);
+      lines -= slice.lines;
+    }
+  }
   // What Take has not handed out.
   void Rest() {
     while (run_ != end_) {
@@ -420,6 +429,11 @@ class LinePrefetcher {
   uintptr_t line_ = 0;
   uintptr_t run_end_ = 0;
 };
+
+// Lines the row-major path prefetches a step: before each block of keys its rows read in place score, and before
+// each P·V micro-tile. Its items are short (few queries): a line a loop iteration would leave most of the next
+// item's lines to a burst at the end.
+constexpr int64_t kRowPathPrefetchLines = 16;
 
 // ---- Tiles ---------------------------------------------------------------------------------------
 
@@ -664,9 +678,10 @@ bool RowsInPlaceFit(const AttentionParams& p) {
 // scores[r * score_stride + j] = queries[r] · keys[j] for rows r in [0, rows), rows <= kRows (the block's
 // other rows repeat the last and are not written), and keys j in [0, columns) (a whole number of vectors; keys
 // past `count` give the last key's product, unused); head_dim a whole number of vectors.
-template <class S, class T, int kHeadDim, int kRows>
+template <class S, class T, int kHeadDim, int kRows, bool kPrefetch>
 void ScoreRowBlockInPlace(const float* queries, int64_t rows, const T* keys, int64_t key_stride, int64_t count,
-                          int64_t columns, int64_t head_dim, float* scores, int64_t score_stride) {
+                          int64_t columns, int64_t head_dim, float* scores, int64_t score_stride,
+                          LinePrefetcher& prefetch) {
   using Vec = typename S::Vec;
   constexpr int kLanes = S::kLanes;
   constexpr int kKeys = kLanes / kRows;  // accumulator r * kKeys + k: row r, key k of the block
@@ -674,6 +689,7 @@ void ScoreRowBlockInPlace(const float* queries, int64_t rows, const T* keys, int
   const float* query[kRows];
   for (int r = 0; r < kRows; ++r) query[r] = queries + MinOf(static_cast<int64_t>(r), rows - 1) * dims;
   for (int64_t first = 0; first < columns; first += kKeys) {
+    if constexpr (kPrefetch) prefetch.Issue(kRowPathPrefetchLines);
     const T* row[kKeys];
     for (int k = 0; k < kKeys; ++k) row[k] = keys + MinOf(first + k, count - 1) * key_stride;
     Vec sum[kLanes];
@@ -704,25 +720,36 @@ void ScoreRowBlockInPlace(const float* queries, int64_t rows, const T* keys, int
 // power of two of rows that holds it (each score's arithmetic the same whatever the block).
 template <class S, class T, int kHeadDim>
 void ScoreRowsInPlace(const float* queries, int64_t rows, const T* keys, int64_t key_stride, int64_t count,
-                      int64_t columns, int64_t head_dim, float* scores, int64_t score_stride) {
+                      int64_t columns, int64_t head_dim, float* scores, int64_t score_stride,
+                      LinePrefetcher& prefetch) {
   const int64_t dims = kHeadDim > 0 ? kHeadDim : head_dim;
-  for (int64_t first = 0; first < rows; first += kMaxGroupInPlace) {  // blocks of up to 8 rows
-    const int64_t block = MinOf(kMaxGroupInPlace, rows - first);
-    const float* block_queries = queries + first * dims;
-    float* block_scores = scores + first * score_stride;
-    if (block == 1) {
-      ScoreRowBlockInPlace<S, T, kHeadDim, 1>(block_queries, block, keys, key_stride, count, columns, head_dim,
-                                              block_scores, score_stride);
-    } else if (block == 2) {
-      ScoreRowBlockInPlace<S, T, kHeadDim, 2>(block_queries, block, keys, key_stride, count, columns, head_dim,
-                                              block_scores, score_stride);
-    } else if (block <= 4) {
-      ScoreRowBlockInPlace<S, T, kHeadDim, 4>(block_queries, block, keys, key_stride, count, columns, head_dim,
-                                              block_scores, score_stride);
-    } else {
-      ScoreRowBlockInPlace<S, T, kHeadDim, kMaxGroupInPlace>(block_queries, block, keys, key_stride, count, columns,
-                                                             head_dim, block_scores, score_stride);
+  // Prefetching or not, in instances of their own: a test per block of keys made decoding (which prefetches
+  // nothing: its items are too long) 4-16% slower.
+  const auto score = [&](auto rows_in_block, auto prefetching, const float* block_queries, int64_t block,
+                         float* block_scores) {
+    ScoreRowBlockInPlace<S, T, kHeadDim, decltype(rows_in_block)::value, decltype(prefetching)::value>(
+        block_queries, block, keys, key_stride, count, columns, head_dim, block_scores, score_stride, prefetch);
+  };
+  const auto score_rows = [&](auto prefetching) {
+    for (int64_t first = 0; first < rows; first += kMaxGroupInPlace) {  // blocks of up to 8 rows
+      const int64_t block = MinOf(kMaxGroupInPlace, rows - first);
+      const float* block_queries = queries + first * dims;
+      float* block_scores = scores + first * score_stride;
+      if (block == 1) {
+        score(std::integral_constant<int, 1>{}, prefetching, block_queries, block, block_scores);
+      } else if (block == 2) {
+        score(std::integral_constant<int, 2>{}, prefetching, block_queries, block, block_scores);
+      } else if (block <= 4) {
+        score(std::integral_constant<int, 4>{}, prefetching, block_queries, block, block_scores);
+      } else {
+        score(std::integral_constant<int, kMaxGroupInPlace>{}, prefetching, block_queries, block, block_scores);
+      }
     }
+  };
+  if (prefetch.Done()) {
+    score_rows(std::false_type{});
+  } else {
+    score_rows(std::true_type{});
   }
 }
 
@@ -925,7 +952,7 @@ bool TileWeighsNothing(const AttentionParams& p, int64_t rows, const float* row_
 // into one item (WorkItem::heads > 1) gives bit-identical output.
 template <class S, class T, int kHeadDim, int kRows>
 void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scratch_base) {
-  LinePrefetcher(item.next).Rest();  // short items: too little arithmetic to spread the lines over
+  LinePrefetcher prefetch(item.next);
   using Traits = TileTraits<S, kHeadDim>;
   constexpr int64_t kKeyTile = Traits::kKeyTile;
   constexpr int kLanes = S::kLanes;
@@ -995,7 +1022,7 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
     }
     if (in_place) {
       ScoreRowsInPlace<S, T, kHeadDim>(scratch.queries, rows, key_tile, p.k_stride[2], keys, RoundUp(keys, kLanes),
-                                       head_dim, scratch.scores, kKeyTile);
+                                       head_dim, scratch.scores, kKeyTile, prefetch);
     } else {
       for (int64_t row = 0; row < padded_rows; row += kRows) {
         for (int64_t column = 0; column < columns; column += Traits::kScoreColumns) {
@@ -1037,6 +1064,7 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
       const auto accumulate = [&](const auto* value_rows, int64_t stride) {
         int64_t c = 0;
         for (; c + Traits::kValueColumns <= value_dim_padded; c += Traits::kValueColumns) {
+          prefetch.Issue(kRowPathPrefetchLines);
           AccumulateValuesMicroTile<S, kRows, Traits::kValueVectors, kKeyTile, 1>(
               probs, scratch.row_rescale + row, value_rows + c, stride, block_keys, acc + c, value_dim_padded);
         }
@@ -1057,6 +1085,7 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
     StoreOutputRow<S>(scratch.acc + row * value_dim_padded, scratch.row_sum[row], value_dim, p.masked_rows,
                       out_row(row));
   }
+  prefetch.Rest();
 }
 
 // ---- Key-major scores: query rows across vector lanes ---------------------------------------------

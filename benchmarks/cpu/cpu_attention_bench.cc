@@ -4,10 +4,12 @@
 //
 //   ortflash_cpu_bench [--path dispatch|avx512|avx2|portable] [--threads 1,2] [--dtypes f32,f16]
 //                      [--filter SUBSTRING] [--seconds PER_CONFIG] [--rounds N] [--clock wall|cpu]
-//                      [--batch B]
+//                      [--batch B] [--layout bhsd|bshd]
 //
 // --batch B runs each shape on a batch of B sequences (default 1). Tensors of a few MB outgrow the
 // caches, as a batch of short sequences through ONNX Runtime does: the kernel then waits on memory.
+// --layout bshd lays Q, K, V and the output out (B, S, H, D), as exported graphs hold them before their
+// Transpose (a head's rows H·D elements apart); the default is dense (B, H, S, D).
 //
 // --clock cpu times a call by the CPU time of the process (every thread's, while it runs) instead
 // of the wall clock: on a machine shared with other work it leaves out the time the kernel's
@@ -201,7 +203,7 @@ struct Tensors {
   TensorBytes q, k, v, out, bias;
   AttentionParams params;
 
-  Tensors(const Shape& shape, DType dtype, int64_t batch, std::mt19937& rng) {
+  Tensors(const Shape& shape, DType dtype, int64_t batch, bool seq_major, std::mt19937& rng) {
     const size_t element = dtype == DType::kFloat32 ? 4 : 2;
     params.dtype = dtype;
     params.batch = batch;
@@ -213,6 +215,17 @@ struct Tensors {
     params.scale = 1.0f / std::sqrt(static_cast<float>(shape.head_dim));
     params.causal = shape.causal;
     SetDenseStrides(params);
+    if (seq_major) {
+      const auto seq_major_strides = [](int64_t* stride, int64_t heads, int64_t len, int64_t dim) {
+        stride[0] = len * heads * dim;
+        stride[1] = dim;
+        stride[2] = heads * dim;
+      };
+      seq_major_strides(params.q_stride, shape.q_heads, shape.q_len, shape.head_dim);
+      seq_major_strides(params.k_stride, shape.kv_heads, shape.kv_len, shape.head_dim);
+      seq_major_strides(params.v_stride, shape.kv_heads, shape.kv_len, shape.head_dim);
+      seq_major_strides(params.out_stride, shape.q_heads, shape.q_len, shape.head_dim);
+    }
     std::uniform_int_distribution<int> uniform(-1024, 1024);
     const auto fill = [&](TensorBytes& bytes, int64_t count, const std::function<float(int64_t)>& value) {
       bytes.resize(static_cast<size_t>(count) * element);
@@ -309,6 +322,7 @@ int Main(int argc, char** argv) {
   bool cpu_clock = false;
   int rounds = 5;
   int64_t batch = 1;
+  std::string layout = "bhsd";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--path") path = value;
@@ -319,6 +333,7 @@ int Main(int argc, char** argv) {
     else if (flag == "--rounds") rounds = std::atoi(value.c_str());
     else if (flag == "--clock") cpu_clock = value == "cpu";
     else if (flag == "--batch") batch = std::atoll(value.c_str());
+    else if (flag == "--layout") layout = value;
     else {
       std::fprintf(stderr, "unknown option %s\n", flag.c_str());
       return 2;
@@ -326,6 +341,10 @@ int Main(int argc, char** argv) {
   }
   if (batch < 1) {
     std::fprintf(stderr, "--batch must be at least 1\n");
+    return 2;
+  }
+  if (layout != "bhsd" && layout != "bshd") {
+    std::fprintf(stderr, "--layout must be bhsd or bshd\n");
     return 2;
   }
   const Entry entry = EntryFor(path);
@@ -344,7 +363,7 @@ int Main(int argc, char** argv) {
     if (!filter.empty() && std::string(shape.name).find(filter) == std::string::npos) continue;
     for (const std::string& d : Split(dtype_list)) {
       const DType dtype = d == "f16" ? DType::kFloat16 : DType::kFloat32;
-      tensors.push_back(std::make_unique<Tensors>(shape, dtype, batch, rng));
+      tensors.push_back(std::make_unique<Tensors>(shape, dtype, batch, layout == "bshd", rng));
       for (const std::string& t : Split(thread_list)) {
         if (std::atoi(t.c_str()) < 1 || std::atoi(t.c_str()) > 64) continue;
         configs.push_back({&shape, tensors.back().get(), dtype, std::atoi(t.c_str()), {}});

@@ -174,7 +174,8 @@ cpu::NextItemBytes NextItemRuns(const AttentionParams& p, const cpu::WorkItem& i
   const auto scattered = [&](const int64_t* stride, int64_t dim) {
     return stride[2] != dim && element * dim < kPrefetchedRowBytes;
   };
-  if (scattered(p.q_stride, p.head_dim) || scattered(p.k_stride, p.head_dim) || scattered(p.v_stride, p.v_head_dim)) {
+  if (scattered(p.q_stride, p.head_dim) || scattered(p.k_stride, p.head_dim) || scattered(p.v_stride, p.v_head_dim) ||
+      scattered(p.out_stride, p.v_head_dim)) {
     return {};
   }
   const int64_t kv_head = item.head / (p.q_heads / p.kv_heads);

@@ -407,12 +407,7 @@ class LinePrefetcher {
     }
   }
   // What Take has not handed out.
-  void Rest() {
-    while (run_ != end_) {
-      const PrefetchSlice slice = Take(64);
-      for (int64_t i = 0; i < slice.lines; ++i) slice.Line(i);
-    }
-  }
+  void Rest() { Issue(INT64_MAX); }
 
  private:
   static constexpr uintptr_t kLine = 64;
@@ -664,8 +659,8 @@ void AccumulateValuesMicroTile(const float* probs, const float* rescale, const V
 inline constexpr int64_t kMaxGroupInPlace = 8;
 
 // Whether a call's rows read K and V in place (RunQueryTileRows: single-row items, and every item of
-// a call with fewer queries than a vector, decoding among them): head dims of whole vectors, and one query head per key/value head or decoding
-// with at most kMaxGroupInPlace query heads per key/value head. Which rows do is a property of the
+// a call with fewer queries than a vector, decoding among them): head dims of whole vectors, and one
+// query head per key/value head or decoding with at most kMaxGroupInPlace query heads per key/value head. Which rows do is a property of the
 // call, so no row's arithmetic changes with packing (PackedAndUnpackedWorkItemsGiveIdenticalOutput).
 template <class S>
 bool RowsInPlaceFit(const AttentionParams& p) {
@@ -1613,7 +1608,7 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
     for (int64_t strip = 0; strip < wide_rows; strip += kStripRows) {
       run_strip(std::integral_constant<int, kStripVectors>{}, strip);
     }
-    if (wide_rows < padded_rows) run_strip(std::integral_constant<int, 1>{}, wide_rows);
+    if (narrow_tail) run_strip(std::integral_constant<int, 1>{}, wide_rows);
   }
 
   for (int64_t strip = 0; strip < wide_rows && strip < rows; strip += kStripRows) {
@@ -1621,7 +1616,7 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
                                            MinOf(kStripRows, rows - strip), value_dim, p.masked_rows,
                                            [&](int64_t row) { return out_row(strip + row); });
   }
-  if (wide_rows < padded_rows) {
+  if (narrow_tail) {
     StoreStripOutputs<S, T, 1>(scratch.acc + wide_rows * value_dim, scratch.row_sum + wide_rows, rows - wide_rows,
                                value_dim, p.masked_rows, [&](int64_t row) { return out_row(wide_rows + row); });
   }

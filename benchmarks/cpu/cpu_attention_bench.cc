@@ -140,6 +140,7 @@ struct Shape {
   bool expanded_bias = false;  // the padding bias stored for every query row, (B, 1, Sq, Skv), as an exporter's Expand leaves it
   bool causal_bias = false;    // a causal mask held in an (Sq, Skv) bias, -10000 above the diagonal (decoder exports)
   bool left_padding = false;   // the padding bias on the first eighth of the keys instead of the last
+  bool position_bias = false;  // a (1, H, Sq, Skv) bias of small values (T5's relative positions, Swin's windows)
 
   double Flops() const {
     const double full = 4.0 * static_cast<double>(q_heads * q_len * kv_len * head_dim);
@@ -153,6 +154,10 @@ const Shape kShapes[] = {
     {"encoder T512 H12 D64 rowbias", 12, 12, 512, 512, 64, true, CausalAlignment::kNone, true},
     {"encoder T512 H12 D64 leftpad", 12, 12, 512, 512, 64, true, CausalAlignment::kNone, false, false, true},
     {"biascausal T512 H12 D64", 12, 12, 512, 512, 64, false, CausalAlignment::kNone, false, true},
+    {"biascausal T64 H32 D128", 32, 32, 64, 64, 128, false, CausalAlignment::kNone, false, true},
+    {"posbias T128 H12 D64", 12, 12, 128, 128, 64, false, CausalAlignment::kNone, false, false, false, true},
+    {"posbias T49 H4 D32", 4, 4, 49, 49, 32, false, CausalAlignment::kNone, false, false, false, true},
+    {"posbias T16 H8 D64", 8, 8, 16, 16, 64, false, CausalAlignment::kNone, false, false, false, true},
     {"causal T1024 H32 D128", 32, 32, 1024, 1024, 128, false, CausalAlignment::kUpperLeft},
     {"causal T1024 H32/8 D128", 32, 8, 1024, 1024, 128, false, CausalAlignment::kUpperLeft},
     {"causal T512 H12 D64", 12, 12, 512, 512, 64, false, CausalAlignment::kUpperLeft},
@@ -261,6 +266,13 @@ struct Tensors {
       fill(bias, shape.q_len * shape.kv_len,
            [&](int64_t index) { return index % shape.kv_len > index / shape.kv_len ? -10000.0f : 0.0f; });
       params.bias = bias.data();
+      params.bias_stride[2] = shape.kv_len;
+      params.bias_stride[3] = 1;
+    }
+    if (shape.position_bias) {
+      fill(bias, shape.q_heads * shape.q_len * shape.kv_len, [&](int64_t) { return random(0) * 4.0f; });
+      params.bias = bias.data();
+      params.bias_stride[1] = shape.q_len * shape.kv_len;
       params.bias_stride[2] = shape.kv_len;
       params.bias_stride[3] = 1;
     }

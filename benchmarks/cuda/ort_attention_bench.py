@@ -22,6 +22,9 @@ place on the device (no copies in the timed runs):
 Scenarios (--tokens tokens per batch, B = tokens / S; --seqlens S):
   encoder     a padded encoder batch (BERT): not causal, entry b keeps T - (b mod 4)·T/8 keys
   causal      decoder prefill without padding (GPT/Llama): S = T, causal
+  decoder     decoder prefill as HF exports spell it (Llama, GPT-2, Qwen2, …): S = T, the causal triangle and the
+              encoder's padding in one (B, 1, S, T) additive mask of the dtype's lowest value, which every contender
+              takes as it is (the op's bias, the unfused Add, MHA's attention_bias, ONNX Attention's float attn_mask)
   plain       no mask at all (ViT, CLIP's vision tower)
   decode      one query row against T cached keys (--decode-seqlens), 32 heads of 128, 32:32 and 32:8
               (grouped; --decode-shapes), B 1 and 8 (--decode-batches)
@@ -56,7 +59,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DOMAIN = "com.ortflash"
 CONTENDERS = ("ortflash", "unfused", "mha", "attention", "ortflash-tf32")
 DEFAULT_CONTENDERS = CONTENDERS[:4]
-SCENARIOS = ("encoder", "causal", "plain", "decode")
+SCENARIOS = ("encoder", "causal", "decoder", "plain", "decode")
 # dtype -> (ONNX element type, numpy type, absolute and relative tolerance against the float64 reference)
 DTYPES = {"float16": (10, np.float16, 4e-3, 1e-2), "float32": (1, np.float32, 2e-5, 1e-4)}
 TF32_TOLERANCE = (4e-3, 1e-2)  # float32 where the provider's MatMuls may use TF32 (--tf32)
@@ -141,8 +144,9 @@ class Case:
         self.batch, self.q_heads, self.kv_heads = batch, q_heads, kv_heads
         self.q_len, self.kv_len, self.head_dim = q_len, kv_len, head_dim
         self.scale = 1.0 / math.sqrt(head_dim)
-        self.causal = scenario == "causal"
-        self.padded = scenario == "encoder"
+        self.causal = scenario in ("causal", "decoder")
+        self.padded = scenario in ("encoder", "decoder")
+        self.mask_in_bias = scenario == "decoder"  # causal and padding in one (B, 1, S, T) additive mask
         self.elem, self.np_type = DTYPES[dtype][0], DTYPES[dtype][1]
 
     def __repr__(self):
@@ -249,6 +253,14 @@ def causal_triangle(case):
     return np.where(hidden, case.lowest(), 0.0).astype(case.np_type)[None, None]
 
 
+def decoder_bias(case):
+    """(B, 1, S, T): the causal triangle and each entry's padding, the dtype's lowest value where hidden."""
+    bias = np.broadcast_to(causal_triangle(case), (case.batch, 1, case.q_len, case.kv_len)).copy()
+    for b, kept in enumerate(case.kept_keys()):
+        bias[b, :, :, kept:] = case.lowest()
+    return bias
+
+
 def bhsd_inputs(case, q, k, v):
     return {"Q": q, "K": k, "V": v}
 
@@ -263,11 +275,11 @@ def ortflash(case, q, k, v):
     infos = bhsd_value_infos(case, q, k, v)
     names = ["Q", "K", "V"]
     if case.padded:
-        inputs["bias"] = padding_bias(case)
+        inputs["bias"] = decoder_bias(case) if case.mask_in_bias else padding_bias(case)
         infos.append(value_info("bias", case.elem, inputs["bias"].shape))
         names.append("bias")
     attributes = {"scale": case.scale}
-    if case.causal:
+    if case.causal and not case.mask_in_bias:
         attributes["causal"] = 1
     out_shape = (case.batch, case.q_heads, case.q_len, case.head_dim)
     graph = [node("FlashAttention", names, ["Y"], "attention", domain=DOMAIN, **attributes)]
@@ -305,7 +317,8 @@ def unfused(case, q, k, v):
     nodes.append(node("MatMul", ["Q", "Kt"], ["QK"], "qk"))
     nodes.append(node("Mul", ["QK", "scale"], ["scores"], "scale"))
     scores = "scores"
-    mask = padding_bias(case) if case.padded else causal_triangle(case) if case.causal else None
+    mask = (decoder_bias(case) if case.mask_in_bias else padding_bias(case) if case.padded
+            else causal_triangle(case) if case.causal else None)
     if mask is not None:
         inputs["mask"] = mask
         infos.append(value_info("mask", case.elem, mask.shape))
@@ -330,7 +343,11 @@ def mha(case, q, k, v):
         inputs["value"] = np.ascontiguousarray(v.transpose(0, 2, 1, 3).reshape(b, t, h * d))
     names = ["query", "key", "value"]
     infos = [value_info(n, case.elem, inputs[n].shape) for n in names]
-    if case.padded:
+    if case.mask_in_bias:
+        inputs["attention_bias"] = decoder_bias(case)
+        infos.append(value_info("attention_bias", case.elem, inputs["attention_bias"].shape))
+        names += ["", "", "attention_bias"]
+    elif case.padded:
         keep = np.zeros((b, t), dtype=np.int32)
         for entry, kept in enumerate(case.kept_keys()):
             keep[entry, :kept] = 1
@@ -338,7 +355,7 @@ def mha(case, q, k, v):
         infos.append(value_info("key_padding_mask", 6, keep.shape))
         names += ["", "key_padding_mask"]
     attributes = {"num_heads": h, "scale": case.scale}
-    if case.causal:
+    if case.causal and not case.mask_in_bias:
         attributes["unidirectional"] = 1
     out_shape = (b, s, h * d)
     graph = [node("MultiHeadAttention", names, ["Y"], "attention", domain="com.microsoft", **attributes)]
@@ -350,7 +367,11 @@ def onnx_attention(case, q, k, v, full_mask=False):
     inputs = bhsd_inputs(case, q, k, v)
     infos = bhsd_value_infos(case, q, k, v)
     names = ["Q", "K", "V"]
-    if case.padded:
+    if case.mask_in_bias:
+        inputs["attn_mask"] = decoder_bias(case)
+        infos.append(value_info("attn_mask", case.elem, inputs["attn_mask"].shape))
+        names.append("attn_mask")
+    elif case.padded:
         rows = case.q_len if full_mask else 1
         keep = np.zeros((case.batch, 1, rows, case.kv_len), dtype=np.bool_)
         for entry, kept in enumerate(case.kept_keys()):
@@ -359,7 +380,7 @@ def onnx_attention(case, q, k, v, full_mask=False):
         infos.append(value_info("attn_mask", 9, keep.shape))
         names.append("attn_mask")
     attributes = {"scale": case.scale}
-    if case.causal:
+    if case.causal and not case.mask_in_bias:
         attributes["is_causal"] = 1
     out_shape = (case.batch, case.q_heads, case.q_len, case.head_dim)
     graph = [node("Attention", names, ["Y"], "attention", **attributes)]
@@ -499,7 +520,7 @@ def run_contender(device, library, make, case, q, k, v, args):
             run()
             device.sync()
     except Exception as error:  # onnxruntime raises its own types; a refusal is a result here
-        if contender.name == "attention" and case.padded and not contender.note:
+        if contender.name == "attention" and case.padded and not case.mask_in_bias and not contender.note:
             del session, bound
             return run_contender(device, library, lambda *a: onnx_attention(*a, full_mask=True), case, q, k, v, args)
         return None, f"n/a: {first_line(error)}", ""
@@ -575,7 +596,7 @@ def parse(argv):
     parser.add_argument("--lib", help="the op library (libortflash.so; built with CUDA for --provider cuda)")
     parser.add_argument("--ort-capi", help="a libonnxruntime.so to use through ort_capi.py instead of the module")
     parser.add_argument("--provider", choices=("cuda", "cpu"), default="cuda")
-    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=["encoder", "causal", "plain", "decode"])
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=["encoder", "causal", "decoder", "plain", "decode"])
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(DEFAULT_CONTENDERS),
                         help="ortflash-tf32: the op with its float32 CUDA kernel in one TF32 pass (config entry 3)")
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
@@ -695,6 +716,13 @@ def self_test():
     triangle = causal_triangle(causal)[0, 0]
     check("causal triangle hides above the diagonal",
           triangle[0, 1] == np.finfo(np.float32).min and triangle[1, 1] == 0 and triangle[3, 0] == 0)
+    decoder = Case("decoder", "float16", 2, 2, 2, 16, 16, 8)
+    mask = decoder_bias(decoder)
+    lowest = np.finfo(np.float16).min
+    check("decoder mask: causal and each entry's padding, (B, 1, S, T)",
+          mask.shape == (2, 1, 16, 16) and mask[0, 0, 3, 4] == lowest and mask[0, 0, 15, 15] == 0 and
+          mask[1, 0, 15, 14] == lowest and mask[1, 0, 15, 13] == 0 and mask[1, 0, 0, 0] == 0)
+    check("decoder: FLOPs count visible pairs", decoder.flops() == 4.0 * 2 * 2 * 136 * 8)
 
     # The reference against a direct softmax, padded and grouped.
     grouped = Case("decode", "float32", 2, 4, 2, 1, 12, 8)
@@ -734,6 +762,12 @@ def self_test():
         check("ortflash causal: domain and attribute", flash.graph.node[0].domain == DOMAIN and
               onnx.helper.get_attribute_value(flash.graph.node[0].attribute[1]) == 1 and
               {o.domain: o.version for o in flash.opset_import} == {"": 17, DOMAIN: 1})
+        for maker in (ortflash, mha, onnx_attention):
+            m = onnx.load_model_from_string(maker(decoder, *make_data(decoder)).model)
+            attrs = {a.name for a in m.graph.node[0].attribute}
+            check(f"{maker.__name__} decoder: the mask as a 4-D input, no causal attribute",
+                  len(m.graph.input) == 4 and len(m.graph.input[3].type.tensor_type.shape.dim) == 4 and
+                  not attrs & {"causal", "unidirectional", "is_causal"})
         mha_padded = onnx.load_model_from_string(mha(case, *make_data(case)).model)
         check("mha: key_padding_mask in slot 4", list(mha_padded.graph.node[0].input)[3:] == ["", "key_padding_mask"])
         check("mha: num_heads", onnx.helper.get_attribute_value(mha_padded.graph.node[0].attribute[0]) == 2)

@@ -401,6 +401,30 @@ TEST(CpuFlashAttention, NaNValueBehindPaddingBiasReachesEveryRow) {
   }
 }
 
+// A causal mask held in the bias: a NaN value of the last key reaches every row too, those above the diagonal that
+// weigh it 0 included. Keys past a row's diagonal are left out only where the key tile's values are finite
+// (StripBiasedKeys on the key-major path, TileWeighsNothing on the row-major one).
+TEST(CpuFlashAttention, NaNValueAboveACausalBiasReachesEveryRow) {
+  for (KernelPath path : SupportedPaths()) {
+    for (RowEffect effect : {RowEffect::kBiasLowestAboveDiagonal, RowEffect::kBiasMinus10000AboveDiagonal}) {
+      for (int64_t q_len : {int64_t{6}, int64_t{300}}) {  // the row-major and the key-major path
+        SCOPED_TRACE(std::string(Name(path)) + " S " + std::to_string(q_len));
+        AttentionCase c = Shape(DType::kFloat32, q_len, 300, 32, 32);
+        c.bias = Broadcast::kQueryKey;
+        c.row_effect = effect;
+        AttentionTensors tensors(c);
+        tensors.SetValue(0, 0, 299, 3, std::nan(""));
+        const std::vector<double> out = RunKernel(tensors, path);
+        ExpectMatchesReference(tensors, out);
+        for (int64_t row = 0; row < c.q_len; ++row) {
+          EXPECT_TRUE(std::isnan(out[static_cast<size_t>(row * 32 + 3)])) << "row " << row;
+          EXPECT_FALSE(std::isnan(out[static_cast<size_t>(row * 32 + 4)])) << "row " << row;
+        }
+      }
+    }
+  }
+}
+
 TEST(CpuFlashAttention, LowestFiniteBiasRowAveragesTheValues) {
   for (KernelPath path : SupportedPaths()) {
     AttentionCase c = Shape(DType::kFloat32, 6, 40, 32, 16);

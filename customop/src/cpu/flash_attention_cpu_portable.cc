@@ -83,6 +83,11 @@ struct PortableSimd {
 
   static Mask Less(Vec a, Vec b) { return {a.lo < b.lo, a.hi < b.hi}; }
   static Mask And(Mask a, Mask b) { return {a.lo & b.lo, a.hi & b.hi}; }
+  static uint32_t LaneBits(Mask m) {  // bit l: lane l
+    uint32_t bits = 0;
+    for (int l = 0; l < 4; ++l) bits |= (m.lo[l] != 0 ? 1u : 0u) << l | (m.hi[l] != 0 ? 1u : 0u) << (l + 4);
+    return bits;
+  }
   static Mask LanesBelow(int64_t count) {
     const Int4 n = Int4{} + static_cast<int32_t>(count);
     return {Int4{0, 1, 2, 3} < n, Int4{4, 5, 6, 7} < n};

@@ -21,9 +21,10 @@
 // so that the Q·Kᵀ micro-tile broadcasts q[d] and multiplies a vector of keys at a time; the scores
 // get scale, softcap, bias and masks and go through an online softmax (running max and sum per
 // row, accumulator rescaled when the max grows); P·V accumulates rows vectorised over the value
-// head dim. Key-major (RunQueryTileKeyMajor), for calls whose rows all read the same bias and keep
-// values and whose queries fill a vector: query rows lie across the lanes, so nothing is
-// transposed per key tile and the softmax needs no horizontal reductions (see KeyMajorScores).
+// head dim. Key-major (RunQueryTileKeyMajor), for calls whose rows all read the same keep values
+// and whose queries fill a vector: query rows lie across the lanes, so no key tile is transposed
+// (only a bias that differs by row, strip by strip) and the softmax needs no horizontal reductions
+// (see KeyMajorScores).
 // Rows too few to pay for a transposed key tile (decoding, with or without a few grouped heads;
 // a key-major item's rows past its whole strips) take the row-major path with K and V read in
 // place instead (RowsInPlaceFit, ScoreRowBlockInPlace). Only one tile of scores ever exists.
@@ -874,15 +875,55 @@ float LargestColumnNorm(const float* data, int64_t stride, int64_t count, int64_
 }
 
 // The largest Euclidean norm over `count` fp32 rows of `dim` elements, `stride` apart; inf where one is not finite.
+// Rows of whole vectors go kLanes at a time, their squares summed lane by lane (S::SumsOf), not one by one.
 template <class S>
 float LargestRowNorm(const float* rows, int64_t stride, int64_t count, int64_t dim) {
-  float largest = 0.0f;
-  for (int64_t row = 0; row < count; ++row) {
+  using Vec = typename S::Vec;
+  constexpr int kLanes = S::kLanes;
+  int64_t row = 0;
+  float largest = 0.0f;  // squared
+  if (dim % kLanes == 0) {
+    Vec squares_max = S::Zero();
+    Vec not_finite = S::Zero();  // x - x: 0 while every sum is finite
+    for (; row + kLanes <= count; row += kLanes) {
+      Vec squares[kLanes];
+      for (int l = 0; l < kLanes; ++l) {
+        const float* x = rows + (row + l) * stride;
+        squares[l] = S::Zero();
+        for (int64_t d = 0; d < dim; d += kLanes) squares[l] = S::MulAdd(S::Load(x + d), S::Load(x + d), squares[l]);
+      }
+      const Vec sums = S::SumsOf(squares);
+      not_finite = S::Add(not_finite, S::Sub(sums, sums));
+      squares_max = S::Max(sums, squares_max);
+    }
+    if (S::ReduceSum(not_finite) != 0.0f) return kInfinity;
+    largest = S::ReduceMax(squares_max);
+  }
+  for (; row < count; ++row) {
     const float norm = RowNorm<S>(rows + row * stride, dim);
     if (!(norm < kInfinity)) return kInfinity;
-    largest = norm > largest ? norm : largest;
+    largest = norm * norm > largest ? norm * norm : largest;
   }
-  return largest;
+  return __builtin_sqrtf(largest);
+}
+
+// Whether `count` fp32 rows of `dim` elements, `stride` apart, are all finite (RowIsFinite, one reduction for all).
+template <class S>
+bool RowsAreFinite(const float* rows, int64_t stride, int64_t count, int64_t dim) {
+  if (dim % S::kLanes != 0) {
+    for (int64_t row = 0; row < count; ++row) {
+      if (!RowIsFinite<S>(rows + row * stride, dim)) return false;
+    }
+    return true;
+  }
+  typename S::Vec zeros = S::Zero();
+  for (int64_t row = 0; row < count; ++row) {
+    for (int64_t d = 0; d < dim; d += S::kLanes) {
+      const typename S::Vec x = S::Load(rows + row * stride + d);
+      zeros = S::Add(zeros, S::Sub(x, x));
+    }
+  }
+  return S::ReduceSum(zeros) == 0.0f;
 }
 
 // Whether a key tile may weigh exactly 0 for every row of a row-major item, so that it can be left out (masks that
@@ -930,9 +971,7 @@ bool TileWeighsNothing(const AttentionParams& p, int64_t rows, const float* row_
                        const float* values, int64_t value_stride, int64_t value_dim) {
   const float key_norm = LargestColumnNorm<S>(keys_t, key_tile, keys, head_dim);
   if (!(key_norm < kInfinity) || !(query_norm < kInfinity)) return false;
-  for (int64_t j = 0; j < keys; ++j) {
-    if (!RowIsFinite<S>(values + j * value_stride, value_dim)) return false;
-  }
+  if (!RowsAreFinite<S>(values, value_stride, keys, value_dim)) return false;
   const float margin = 1.01f + static_cast<float>(head_dim) * 0x1p-21f;
   const float score_bound = margin * __builtin_fabsf(p.scale) * query_norm * key_norm;
   for (int64_t row = 0; row < rows; ++row) {
@@ -1085,27 +1124,34 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
 
 // ---- Key-major scores: query rows across vector lanes ---------------------------------------------
 //
-// Where every row of a call reads the same bias and keep values (none, or values that vary only
-// with batch and key, such as a padding mask) and queries come at least a vector at a time, the
-// scores of a strip of query rows are held key by key, the strip's rows across the lanes of
-// kStripVectors vectors (rows past an item's whole strips that fit one vector: a strip of one).
-// Q·Kᵀ then broadcasts k[j][d] from keys in their own layout, so no key tile is transposed (the
-// query tile is, once per work item); scale, bias and masks are applied to the dot products in
-// registers; and the online softmax runs lane-wise, its running max and sum without horizontal
-// reductions. Each strip goes through scores, softmax and P·V before the next, which keeps its
+// Where every row of a call reads the same keep values (none, or values that vary only with batch
+// and key, such as a padding mask) and queries come at least a vector at a time, the scores of a
+// strip of query rows are held key by key, the strip's rows across the lanes of kStripVectors
+// vectors (rows past an item's whole strips that fit one vector: a strip of one). Q·Kᵀ then
+// broadcasts k[j][d] from keys in their own layout, so no key tile is transposed (the query tile
+// is, once per work item); scale, bias and masks are applied to the dot products in registers; and
+// the online softmax runs lane-wise, its running max and sum without horizontal reductions. A bias
+// that differs by row (a causal mask or a position bias held in it: decoder exports, T5, Swin) is
+// transposed into the scores strip by strip (LoadStripBiasTransposed), past each row's keys that
+// provably weigh 0 (StripBiasedKeys). Through the row-major path such calls took 1.1-1.2x the time
+// (S = T = 512, 12 heads of 64, fp32, one thread). Each strip goes through scores, softmax and P·V before the next, which keeps its
 // scores in L1. Every row's arithmetic is the same whichever item, strip, lane and strip width it
 // is in (with no multiply and add fused unasked: -ffp-contract=off), so packing query heads into
 // an item still gives bit-identical output.
 
+// Whether the rows of one work item may read different values of a mask input (`stride`: its
+// strides): it varies with the query, or with the head where items may pack query heads.
+inline bool VariesByRow(const AttentionParams& p, const void* data, const int64_t* stride) {
+  return data != nullptr && (stride[2] != 0 || (stride[1] != 0 && p.q_heads != p.kv_heads));
+}
+
 // Whether a call's rows take the key-major path. A property of the call, not of a work item:
-// packing query heads into items must not change which path a row takes.
+// packing query heads into items must not change which path a row takes. A bias that varies by
+// row (a causal mask or a position bias held in it) goes to the scores transposed, strip by strip
+// (LoadStripBiasTransposed); a keep mask must be the same for every row.
 template <class S>
 bool KeyMajorScores(const AttentionParams& p) {
-  const bool packable = p.q_heads != p.kv_heads;
-  const auto row_invariant = [&](const void* data, const int64_t* stride) {
-    return data == nullptr || (stride[2] == 0 && (stride[1] == 0 || !packable));
-  };
-  return p.q_len >= S::kLanes && row_invariant(p.bias, p.bias_stride) && row_invariant(p.keep, p.keep_stride);
+  return p.q_len >= S::kLanes && !VariesByRow(p, p.keep, p.keep_stride);
 }
 
 // rows x head_dim query rows -> queries_t[d * padded_rows + r] in fp32, rows up to padded_rows (a
@@ -1144,14 +1190,20 @@ const float* RowsInPlace(const T*) {
 }
 
 // What turns a strip's dot products against one key into scores: the same fields as a row's rule,
-// with bias and keep at key 0 of the tile being the same for every row.
+// with bias and keep at key 0 of the tile being the same for every row; or, with lane_bias (rows
+// whose biases differ: a causal mask or a position bias held in the bias), bias null and each
+// lane's bias for key j waiting in the scores, where ScoreStripKeys stores that key's scores
+// (LoadStripBiasTransposed).
 template <class T>
-using KeyScoreRule = RowScoreRule<T>;
+struct KeyScoreRule : RowScoreRule<T> {
+  bool lane_bias;
+};
 
-// ScoreStripKeys's finish with softcap, on dot products already stored for keys [key, key + count).
+// ScoreStripKeys's finish with softcap, on the dot products of keys [key, key + count), dots[k * kStripRows + lane]
+// for key key + k.
 template <class S, int kVectors, class T>
 void SoftcapStripKeys(const KeyScoreRule<T>& rule, int64_t key, int64_t count, const typename S::Vec* visible,
-                      float* scores, typename S::Vec* tile_max) {
+                      const float* dots, float* scores, typename S::Vec* tile_max) {
   using Vec = typename S::Vec;
   constexpr int kStripRows = kVectors * S::kLanes;
   const Vec scale = S::Set1(rule.scale);
@@ -1160,8 +1212,13 @@ void SoftcapStripKeys(const KeyScoreRule<T>& rule, int64_t key, int64_t count, c
     const bool kept = rule.keep == nullptr || rule.keep[j * rule.keep_key_stride];
     for (int v = 0; v < kVectors; ++v) {
       float* score_lanes = scores + j * kStripRows + v * S::kLanes;
-      Vec score = S::Mul(cap, Tanh<S>(S::Div(S::Mul(S::Load(score_lanes), scale), cap)));
-      if (rule.bias != nullptr) score = S::Add(score, S::Set1(ToFloat(rule.bias[j * rule.bias_key_stride])));
+      const Vec dot = S::Load(dots + (j - key) * kStripRows + v * S::kLanes);
+      Vec score = S::Mul(cap, Tanh<S>(S::Div(S::Mul(dot, scale), cap)));
+      if (rule.lane_bias) {
+        score = S::Add(score, S::Load(score_lanes));
+      } else if (rule.bias != nullptr) {
+        score = S::Add(score, S::Set1(ToFloat(rule.bias[j * rule.bias_key_stride])));
+      }
       if (!kept) {
         score = S::Set1(-kInfinity);
       } else if (visible != nullptr) {
@@ -1174,7 +1231,8 @@ void SoftcapStripKeys(const KeyScoreRule<T>& rule, int64_t key, int64_t count, c
 }
 
 // Scores of the rows of a strip of kVectors vectors against keys [key, key + kKeys) of the tile:
-// scores[j * kStripRows + r] = contract score of queries_t[:, r] · keys[j], for j in that range.
+// scores[j * kStripRows + r] = contract score of queries_t[:, r] · keys[j], for j in that range
+// (with rule.lane_bias, each lane's bias read from there first).
 // `keys` points at key `key`; `visible` holds each lane's visible keys as floats (null: every lane
 // sees every key here). tile_max[v] takes the max with each score of vector v. Each lane's
 // arithmetic is the same whatever kVectors and kKeys.
@@ -1207,11 +1265,12 @@ void ScoreStripKeys(const float* queries_t, int64_t queries_stride, const float*
   const Vec scale = S::Set1(rule.scale);
   if (rule.softcap > 0.0f) {
     // Finished from memory: Tanh inlined into the loop below would keep the accumulators out of
-    // registers in the loop above.
+    // registers in the loop above. The dot products go apart from the scores, where lane biases wait.
+    alignas(64) float dots[kKeys * kStripRows];
     for (int k = 0; k < kKeys; ++k) {
-      for (int v = 0; v < kVectors; ++v) S::Store(scores + (key + k) * kStripRows + v * kLanes, sum[k][v]);
+      for (int v = 0; v < kVectors; ++v) S::Store(dots + k * kStripRows + v * kLanes, sum[k][v]);
     }
-    SoftcapStripKeys<S, kVectors>(rule, key, kKeys, visible, scores, tile_max);
+    SoftcapStripKeys<S, kVectors>(rule, key, kKeys, visible, dots, scores, tile_max);
     return;
   }
   // Unrolled, or the accumulators would live in memory, stored on every step of the loop above.
@@ -1223,7 +1282,11 @@ void ScoreStripKeys(const float* queries_t, int64_t queries_stride, const float*
 #pragma GCC unroll 4
     for (int v = 0; v < kVectors; ++v) {
       Vec score = S::Mul(sum[k][v], scale);
-      if (rule.bias != nullptr) score = S::Add(score, bias);
+      if (rule.lane_bias) {
+        score = S::Add(score, S::Load(scores + j * kStripRows + v * kLanes));
+      } else if (rule.bias != nullptr) {
+        score = S::Add(score, bias);
+      }
       if (!kept) {
         score = S::Set1(-kInfinity);
       } else if (visible != nullptr) {
@@ -1358,6 +1421,102 @@ int64_t LeadingDeadKeys(const AttentionParams& p, const T* bias, const bool* kee
   return witness;
 }
 
+// Row-varying biases (KeyScoreRule::lane_bias) of a strip for keys [0, count) of a tile, row r's
+// from bias_rows[r] (keys key_stride apart; null: a padding row, 0), transposed into fp32
+// scores[j * kStripRows + r], where ScoreStripKeys adds each to its lane's dot product.
+template <class S, class T, int kVectors>
+void LoadStripBiasTransposed(const T* const* bias_rows, int64_t key_stride, int64_t count, float* scores) {
+  constexpr int kLanes = S::kLanes;
+  constexpr int kStripRows = kVectors * kLanes;
+  for (int v = 0; v < kVectors; ++v) {
+    const T* const* rows = bias_rows + v * kLanes;
+    for (int64_t first = 0; first < count; first += kLanes) {
+      const int64_t keys = MinOf(kLanes, count - first);
+      typename S::Vec block[kLanes];
+      for (int l = 0; l < kLanes; ++l) {
+        block[l] = rows[l] != nullptr ? LoadBias<S>(rows[l] + first * key_stride, key_stride, keys) : S::Zero();
+      }
+      S::TransposeSquare(block);
+      for (int64_t k = 0; k < keys; ++k) S::Store(scores + (first + k) * kStripRows + v * kLanes, block[k]);
+    }
+  }
+}
+
+// Row-varying biases: how many leading keys of a tile the first `rows` rows of a strip must compute, given the
+// keys each sees (row_keys[r], a prefix of the tile that causality and the tile's computed keys leave). The rest
+// of a row's keys are biased so far below the row's max after this tile that e^(score - max) is exactly 0
+// whatever the dot products, and the tile's K and V rows are finite, so that leaving them out adds exactly 0:
+// the part of a causal mask held in the bias above the diagonal. The max is at least the running max before the
+// tile (row_max[r]), and at least the score of a witness: the largest finite bias among the row's first kLanes
+// keys that keep keeps (which the row computes). `score_bound()` bounds |score - bias| over the tile's keys, with
+// KeysToCompute's margin for rounding (inf where a K or V row is not finite); it is asked for only once a row's
+// last key may be left out. Rows go last first: under a causal mask the last sees the most, and the others then
+// test only keys past it. NaN biases and maxima fail every test, and keep their keys.
+template <class S, class T, class ScoreBound>
+int64_t StripBiasedKeys(const T* const* bias_rows, int64_t bias_key_stride, const bool* keep, int64_t keep_key_stride,
+                        const int64_t* row_keys, const float* row_max, int64_t rows, const ScoreBound& score_bound) {
+  using Vec = typename S::Vec;
+  constexpr int kLanes = S::kLanes;
+  constexpr float kRounding = 0x1p-20f;  // of a bias's magnitude, for the rounding of score = dot + bias
+  int64_t needed = 0;
+  float bound = 0.0f;
+  bool have_bound = false;
+  for (int64_t r = rows - 1; r >= 0; --r) {
+    const int64_t keys = row_keys[r];
+    if (keys <= needed) continue;
+    const T* bias = bias_rows[r];
+    // Without the bound (>= 0): whether the last key may be left out, by the running max, else by the witness.
+    const float last = ToFloat(bias[(keys - 1) * bias_key_stride]);
+    float witness = -kInfinity;
+    if (!(last + 1.0f < row_max[r] + kExpZeroBelow<S>)) {
+      const int64_t first_count = MinOf(kLanes, keys);
+      const Vec first = LoadBias<S>(bias, bias_key_stride, first_count);
+      typename S::Mask witnesses = S::And(S::LanesBelow(first_count), S::Less(S::Abs(first), S::Set1(kInfinity)));
+      if (keep != nullptr) witnesses = S::And(witnesses, KeptKeys<S>(keep, keep_key_stride, first_count));
+      witness = S::ReduceMax(S::Select(witnesses, first, S::Set1(-kInfinity)));
+      if (!(last + 1.0f < MaxOf(witness, row_max[r]) + kExpZeroBelow<S>)) {  // a NaN max keeps every key
+        needed = keys;
+        continue;
+      }
+    }
+    if (!have_bound) {
+      bound = score_bound();
+      have_bound = true;
+    }
+    const float witness_floor = witness - bound - __builtin_fabsf(witness) * kRounding;  // -inf: no witness
+    // Key j is left out where bias_j + bound + 1 + |bias_j| kRounding < floor, which holds where
+    // bias_j < excess - |excess| 2 kRounding, excess = floor - bound - 1 (either sign of bias_j and excess).
+    const float excess = MaxOf(witness_floor, row_max[r]) + kExpZeroBelow<S> - (bound + 1.0f);
+    const Vec limit = S::Set1(excess - __builtin_fabsf(excess) * (2.0f * kRounding));
+    const auto dead_lanes = [&](int64_t start, int64_t count) {  // bit l: key start + l left out
+      const Vec b = LoadBias<S>(bias + start * bias_key_stride, bias_key_stride, count);
+      return S::LaneBits(S::And(S::LanesBelow(count), S::Less(b, limit)));
+    };
+    constexpr uint32_t kEveryLane = (1u << kLanes) - 1u;
+    int64_t live_keys = keys;
+    // Four vectors of keys a step while all are left out (a causal mask's keys past the diagonal), then one.
+    for (; live_keys - needed >= 4 * kLanes; live_keys -= 4 * kLanes) {
+      const int64_t start = live_keys - 4 * kLanes;
+      if ((dead_lanes(start, kLanes) & dead_lanes(start + kLanes, kLanes) & dead_lanes(start + 2 * kLanes, kLanes) &
+           dead_lanes(start + 3 * kLanes, kLanes)) != kEveryLane) {
+        break;
+      }
+    }
+    while (live_keys > needed) {
+      const int64_t count = MinOf(kLanes, live_keys - needed);
+      const int64_t start = live_keys - count;
+      const uint32_t live = S::LaneBits(S::LanesBelow(count)) & ~dead_lanes(start, count);
+      if (live != 0) {
+        live_keys = start + 32 - __builtin_clz(live);  // past the last live lane
+        break;
+      }
+      live_keys = start;
+    }
+    needed = live_keys;  // no fewer than before: the scan stops there
+  }
+  return needed;
+}
+
 // P·V for a strip, its rows across lanes: acc_t[c * kStripRows + lane] for kDims value dims c
 // (acc_t and values at the first) becomes acc_t * rescale + the sum over keys j < count of
 // values[j][c] * probs[j * kStripRows + lane].
@@ -1474,8 +1633,9 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
   const int64_t tile_keys = ItemKeysOrMaskedRows(p, item, output, rows, value_dim);
   if (tile_keys == 0) return;
 
-  // bias and keep are the same for every row of the item (KeyMajorScores).
+  // keep is the same for every row of the item (KeyMajorScores); bias too, unless lane_bias.
   const auto [query, key, value, bias, keep] = ItemInputsOf<T>(p, item);
+  const bool lane_bias = VariesByRow(p, p.bias, p.bias_stride);
 
   LoadQueriesTransposed<S>(query, p.q_stride[1], p.q_stride[2], packing, rows, padded_rows, head_dim, scratch.queries);
   const float query_norm =
@@ -1492,8 +1652,9 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
     scratch.row_sum[row] = 0.0f;
   }
 
-  const int64_t first_key = LeadingDeadKeys<S>(p, bias, keep, key, value, tile_keys, head_dim, value_dim, query_norm,
-                                               row_visible, rows, scratch.keys_t, scratch.values, kKeyTile);
+  const int64_t first_key = LeadingDeadKeys<S>(p, lane_bias ? nullptr : bias, keep, key, value, tile_keys, head_dim,
+                                               value_dim, query_norm, row_visible, rows, scratch.keys_t,
+                                               scratch.values, kKeyTile);
   LinePrefetcher prefetch(item.next);  // a line per head dim of each Q·Kᵀ block and per key of each P·V block
   for (int64_t key_start = first_key; key_start < tile_keys; key_start += kKeyTile) {
     const int64_t keys = MinOf(kKeyTile, tile_keys - key_start);
@@ -1513,11 +1674,23 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
       values = scratch.values;
       value_stride = value_dim;
     }
-    KeyScoreRule<T> rule{p.scale, p.softcap, nullptr, p.bias_stride[3], nullptr, p.keep_stride[3]};
-    if (bias != nullptr) rule.bias = bias + key_start * p.bias_stride[3];
+    KeyScoreRule<T> rule{{p.scale, p.softcap, nullptr, p.bias_stride[3], nullptr, p.keep_stride[3]}, lane_bias};
+    if (bias != nullptr && !lane_bias) rule.bias = bias + key_start * p.bias_stride[3];
     if (keep != nullptr) rule.keep = keep + key_start * p.keep_stride[3];
     const int64_t computed_keys = KeysToCompute<S>(keys, rule, key_rows, key_stride, head_dim, values, value_stride,
                                                    value_dim, query_norm, scratch.row_max, rows);
+    // Lane biases: a bound on |score - bias| over this tile's keys for StripBiasedKeys, once a strip asks for it.
+    float tile_score_bound = -1.0f;  // not yet known
+    const auto score_bound = [&] {
+      if (tile_score_bound < 0.0f) {
+        const float key_norm = LargestRowNorm<S>(key_rows, key_stride, keys, head_dim);
+        const bool finite = query_norm < kInfinity && key_norm < kInfinity &&
+                            RowsAreFinite<S>(values, value_stride, keys, value_dim);
+        const float margin = 1.01f + static_cast<float>(head_dim) * 0x1p-21f;
+        tile_score_bound = finite ? margin * __builtin_fabsf(p.scale) * query_norm * key_norm : kInfinity;
+      }
+      return tile_score_bound;
+    };
 
     // One strip of kVectors vectors of rows, from row `strip`, through this tile: scores, softmax, P·V.
     const auto run_strip = [&](auto vectors, int64_t strip) {
@@ -1538,6 +1711,20 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
         visible_lanes[r] = static_cast<float>(visible);
       }
       strip_keys = MinOf(strip_keys, computed_keys);
+      if (lane_bias && strip_keys > 0) {
+        const int64_t real_rows = MinOf(kRows, rows - strip);
+        const T* bias_rows[kRows];
+        int64_t row_keys[kRows];
+        for (int r = 0; r < kRows; ++r) {
+          bias_rows[r] = r < real_rows ? bias + packing.Offset(strip + r, p.bias_stride[1], p.bias_stride[2]) +
+                                             key_start * p.bias_stride[3]
+                                       : nullptr;
+          row_keys[r] = MinOf(static_cast<int64_t>(visible_lanes[r]), strip_keys);
+        }
+        strip_keys = StripBiasedKeys<S>(bias_rows, p.bias_stride[3], rule.keep, rule.keep_key_stride, row_keys,
+                                        scratch.row_max + strip, real_rows, score_bound);
+        if (strip_keys > 0) LoadStripBiasTransposed<S, T, kVectors>(bias_rows, p.bias_stride[3], strip_keys, scratch.scores);
+      }
       // No row of the strip sees a key of this tile that counts: its state and accumulators stay as
       // they are.
       if (strip_keys == 0) return;

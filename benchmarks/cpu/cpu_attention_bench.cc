@@ -141,6 +141,7 @@ struct Shape {
   bool causal_bias = false;    // a causal mask held in an (Sq, Skv) bias, -10000 above the diagonal (decoder exports)
   bool left_padding = false;   // the padding bias on the first eighth of the keys instead of the last
   bool position_bias = false;  // a (1, H, Sq, Skv) bias of small values (T5's relative positions, Swin's windows)
+  bool outer_keep = false;     // DeBERTa's (B, 1, Sq, Skv) keep mask: the outer product of padding on the last eighth
 
   double Flops() const {
     const double full = 4.0 * static_cast<double>(q_heads * q_len * kv_len * head_dim);
@@ -158,6 +159,7 @@ const Shape kShapes[] = {
     {"posbias T128 H12 D64", 12, 12, 128, 128, 64, false, CausalAlignment::kNone, false, false, false, true},
     {"posbias T49 H4 D32", 4, 4, 49, 49, 32, false, CausalAlignment::kNone, false, false, false, true},
     {"posbias T16 H8 D64", 8, 8, 16, 16, 64, false, CausalAlignment::kNone, false, false, false, true},
+    {"deberta T512 H12 D64", 12, 12, 512, 512, 64, false, CausalAlignment::kNone, false, false, false, true, true},
     {"causal T1024 H32 D128", 32, 32, 1024, 1024, 128, false, CausalAlignment::kUpperLeft},
     {"causal T1024 H32/8 D128", 32, 8, 1024, 1024, 128, false, CausalAlignment::kUpperLeft},
     {"causal T512 H12 D64", 12, 12, 512, 512, 64, false, CausalAlignment::kUpperLeft},
@@ -205,7 +207,7 @@ class TensorBytes {
 
 // One shape's tensors in one dtype, densely packed BHSD.
 struct Tensors {
-  TensorBytes q, k, v, out, bias;
+  TensorBytes q, k, v, out, bias, keep;
   AttentionParams params;
 
   Tensors(const Shape& shape, DType dtype, int64_t batch, bool seq_major, std::mt19937& rng) {
@@ -275,6 +277,18 @@ struct Tensors {
       params.bias_stride[1] = shape.q_len * shape.kv_len;
       params.bias_stride[2] = shape.kv_len;
       params.bias_stride[3] = 1;
+    }
+    if (shape.outer_keep) {
+      const int64_t real = shape.q_len * 7 / 8;
+      keep.resize(static_cast<size_t>(batch * shape.q_len * shape.kv_len));
+      for (int64_t i = 0; i < batch * shape.q_len * shape.kv_len; ++i) {
+        keep.data()[i] = i / shape.kv_len % shape.q_len < real && i % shape.kv_len < real;
+      }
+      params.keep = reinterpret_cast<const bool*>(keep.data());
+      params.keep_stride[0] = shape.q_len * shape.kv_len;
+      params.keep_stride[2] = shape.kv_len;
+      params.keep_stride[3] = 1;
+      params.masked_rows = MaskedRows::kZero;
     }
     params.q = q.data();
     params.k = k.data();

@@ -391,6 +391,23 @@ class AttentionTensors {
     return true;
   }
 
+  // Overwrite every stored keep element with keep_at(b, h, i, j) (stored coordinates, 0 along broadcast dims), in
+  // the kernel's memory and in the expanded logical values.
+  template <class Fn>
+  void SetKeep(Fn keep_at) {
+    int64_t dims[4];
+    StoredDims(case_.keep, case_, dims);
+    for (int64_t b = 0; b < dims[0]; ++b) {
+      for (int64_t h = 0; h < dims[1]; ++h) {
+        for (int64_t i = 0; i < dims[2]; ++i) {
+          for (int64_t j = 0; j < dims[3]; ++j) keep_[Index4(dims, b, h, i, j)] = keep_at(b, h, i, j);
+        }
+      }
+    }
+    keep_full_.clear();
+    ExpandToFull(dims, [&](size_t index) { keep_full_.push_back(keep_[index] ? 1 : 0); });
+  }
+
   // Overwrite key / value element (b, h, j, d), in the logical values and in the kernel's memory.
   void SetKey(int64_t b, int64_t h, int64_t j, int64_t d, double x) {
     key_[static_cast<size_t>(((b * case_.kv_heads + h) * case_.kv_len + j) * case_.head_dim + d)] =

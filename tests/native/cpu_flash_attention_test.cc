@@ -401,6 +401,36 @@ TEST(CpuFlashAttention, NaNValueBehindPaddingBiasReachesEveryRow) {
   }
 }
 
+// DeBERTa's mask: a padding mask's outer product with itself, (B, 1, S, S), so that padded query rows keep nothing
+// (masked rows, 0) and the others keep the real keys; beside it a position bias per head and row. Both differ by
+// row and go to the key-major path strip by strip (LoadStripKeepBits, LoadStripBiasTransposed), grouped heads packed.
+TEST(CpuFlashAttention, PaddingOuterProductKeepMatchesTheReference) {
+  uint32_t seed = 900;
+  const int64_t real[] = {77, 50, 9};
+  for (DType dtype : kAllDtypes) {
+    for (int64_t q_heads : {int64_t{2}, int64_t{4}}) {
+      AttentionCase c = Shape(dtype, 77, 77, 64, 64);
+      c.batch = 3, c.q_heads = q_heads, c.kv_heads = 2, c.seed = ++seed;
+      c.keep = Broadcast::kBatchQueryKey, c.bias = Broadcast::kHeadQueryKey, c.masked_rows = MaskedRows::kZero;
+      for (KernelPath path : SupportedPaths()) {
+        SCOPED_TRACE(std::string(Name(path)) + ": " + c.Describe());
+        AttentionTensors tensors(c);
+        tensors.SetKeep([&](int64_t b, int64_t, int64_t i, int64_t j) { return i < real[b] && j < real[b]; });
+        const std::vector<double> out = RunKernel(tensors, path);
+        ExpectMatchesReference(tensors, out);
+        for (int64_t b = 0; b < c.batch; ++b) {
+          for (int64_t h = 0; h < c.q_heads; ++h) {
+            for (int64_t i = real[b]; i < c.q_len; ++i) {
+              const size_t row = static_cast<size_t>(((b * c.q_heads + h) * c.q_len + i) * c.v_head_dim);
+              for (int64_t d = 0; d < c.v_head_dim; ++d) ASSERT_EQ(out[row + static_cast<size_t>(d)], 0.0);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // A causal mask held in the bias: a NaN value of the last key reaches every row too, those above the diagonal that
 // weigh it 0 included. Keys past a row's diagonal are left out only where the key tile's values are finite
 // (StripBiasedKeys on the key-major path, TileWeighsNothing on the row-major one).

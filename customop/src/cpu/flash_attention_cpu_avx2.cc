@@ -94,6 +94,11 @@ struct Avx2Simd {
   static Mask Less(Vec a, Vec b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
   static Mask And(Mask a, Mask b) { return _mm256_and_ps(a, b); }
   static uint32_t LaneBits(Mask m) { return static_cast<uint32_t>(_mm256_movemask_ps(m)); }  // bit l: lane l
+  static Mask MaskFromBits(uint32_t bits) {  // lane l: bit l
+    const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256i set = _mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits)), lane_bit);
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(set, lane_bit));
+  }
   static Mask LanesBelow(int64_t count) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), lane));

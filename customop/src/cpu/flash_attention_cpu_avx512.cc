@@ -108,6 +108,7 @@ struct Avx512Simd {
   static Mask Less(Vec a, Vec b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
   static Mask And(Mask a, Mask b) { return static_cast<Mask>(a & b); }
   static uint32_t LaneBits(Mask m) { return m; }  // bit l: lane l
+  static Mask MaskFromBits(uint32_t bits) { return static_cast<Mask>(bits); }  // lane l: bit l
   static Mask LanesBelow(int64_t count) {
     return count >= kLanes ? static_cast<Mask>(0xFFFF) : static_cast<Mask>((1u << count) - 1u);
   }

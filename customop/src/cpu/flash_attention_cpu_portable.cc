@@ -88,6 +88,10 @@ struct PortableSimd {
     for (int l = 0; l < 4; ++l) bits |= (m.lo[l] != 0 ? 1u : 0u) << l | (m.hi[l] != 0 ? 1u : 0u) << (l + 4);
     return bits;
   }
+  static Mask MaskFromBits(uint32_t bits) {  // lane l: bit l
+    const Int4 b = Int4{} + static_cast<int32_t>(bits);
+    return {(b & Int4{1, 2, 4, 8}) != 0, (b & Int4{16, 32, 64, 128}) != 0};
+  }
   static Mask LanesBelow(int64_t count) {
     const Int4 n = Int4{} + static_cast<int32_t>(count);
     return {Int4{0, 1, 2, 3} < n, Int4{4, 5, 6, 7} < n};

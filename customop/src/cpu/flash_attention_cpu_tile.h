@@ -1145,13 +1145,14 @@ inline bool VariesByRow(const AttentionParams& p, const void* data, const int64_
   return data != nullptr && (stride[2] != 0 || (stride[1] != 0 && p.q_heads != p.kv_heads));
 }
 
-// Whether a call's rows take the key-major path. A property of the call, not of a work item:
-// packing query heads into items must not change which path a row takes. A bias that varies by
-// row (a causal mask or a position bias held in it) goes to the scores transposed, strip by strip
-// (LoadStripBiasTransposed); a keep mask must be the same for every row.
+// Whether a call's rows take the key-major path: queries at least a vector at a time. A property of
+// the call, not of a work item: packing query heads into items must not change which path a row
+// takes. A bias that varies by row (a causal mask or a position bias held in it) goes to the scores
+// transposed, strip by strip (LoadStripBiasTransposed); a keep mask that varies by row, as bits
+// (LoadStripKeepBits).
 template <class S>
 bool KeyMajorScores(const AttentionParams& p) {
-  return p.q_len >= S::kLanes && !VariesByRow(p, p.keep, p.keep_stride);
+  return p.q_len >= S::kLanes;
 }
 
 // rows x head_dim query rows -> queries_t[d * padded_rows + r] in fp32, rows up to padded_rows (a
@@ -1193,11 +1194,20 @@ const float* RowsInPlace(const T*) {
 // with bias and keep at key 0 of the tile being the same for every row; or, with lane_bias (rows
 // whose biases differ: a causal mask or a position bias held in the bias), bias null and each
 // lane's bias for key j waiting in the scores, where ScoreStripKeys stores that key's scores
-// (LoadStripBiasTransposed).
+// (LoadStripBiasTransposed); with keep_bits (rows whose keep values differ), keep null and bit
+// v * kLanes + l of keep_bits[j] set where lane l of vector v keeps key j (LoadStripKeepBits).
 template <class T>
 struct KeyScoreRule : RowScoreRule<T> {
   bool lane_bias;
+  const uint32_t* keep_bits;
 };
+
+// Whether the lanes of vector v keep key j: all where keep_bits is null.
+template <class S, class T>
+typename S::Vec KeptLaneScores(const KeyScoreRule<T>& rule, int64_t j, int v, typename S::Vec score) {
+  if (rule.keep_bits == nullptr) return score;
+  return S::Select(S::MaskFromBits(rule.keep_bits[j] >> (v * S::kLanes)), score, S::Set1(-kInfinity));
+}
 
 // ScoreStripKeys's finish with softcap, on the dot products of keys [key, key + count), dots[k * kStripRows + lane]
 // for key key + k.
@@ -1221,8 +1231,11 @@ void SoftcapStripKeys(const KeyScoreRule<T>& rule, int64_t key, int64_t count, c
       }
       if (!kept) {
         score = S::Set1(-kInfinity);
-      } else if (visible != nullptr) {
-        score = S::Select(S::Less(S::Set1(static_cast<float>(j)), visible[v]), score, S::Set1(-kInfinity));
+      } else {
+        score = KeptLaneScores<S>(rule, j, v, score);
+        if (visible != nullptr) {
+          score = S::Select(S::Less(S::Set1(static_cast<float>(j)), visible[v]), score, S::Set1(-kInfinity));
+        }
       }
       S::Store(score_lanes, score);
       tile_max[v] = S::Max(tile_max[v], score);
@@ -1289,8 +1302,11 @@ void ScoreStripKeys(const float* queries_t, int64_t queries_stride, const float*
       }
       if (!kept) {
         score = S::Set1(-kInfinity);
-      } else if (visible != nullptr) {
-        score = S::Select(S::Less(S::Set1(static_cast<float>(j)), visible[v]), score, S::Set1(-kInfinity));
+      } else {
+        score = KeptLaneScores<S>(rule, j, v, score);
+        if (visible != nullptr) {
+          score = S::Select(S::Less(S::Set1(static_cast<float>(j)), visible[v]), score, S::Set1(-kInfinity));
+        }
       }
       S::Store(scores + j * kStripRows + v * kLanes, score);
       tile_max[v] = S::Max(tile_max[v], score);
@@ -1442,18 +1458,56 @@ void LoadStripBiasTransposed(const T* const* bias_rows, int64_t key_stride, int6
   }
 }
 
+// Keep values that differ by row (KeyScoreRule::keep_bits) of a strip of kRows rows for keys [0, count) of a tile:
+// bit r of bits[j] set where row r keeps key j, row r's values from keep_rows[r] (keys key_stride apart; null: a
+// padding row, which keeps nothing). Adjacent keys go eight rows by eight keys at a time: each row's eight bytes
+// made 0 or 1 (nonzero keeps), shifted left by the row's place in the eight and or-ed, leave key k's eight rows in
+// byte k (no carries).
+template <int kRows>
+void LoadStripKeepBits(const bool* const* keep_rows, int64_t key_stride, int64_t count, uint32_t* bits) {
+  static_assert(kRows % 8 == 0 && kRows <= 32, "rows in groups of 8, bits in a uint32_t");
+  for (int64_t j = 0; j < count; ++j) bits[j] = 0;
+  int64_t first = 0;
+  if constexpr (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) {
+    if (key_stride == 1) {
+      for (; first + 8 <= count; first += 8) {
+        for (int group = 0; group < kRows / 8; ++group) {
+          uint64_t rows = 0;
+          for (int r = 0; r < 8; ++r) {
+            const bool* row = keep_rows[group * 8 + r];
+            if (row == nullptr) continue;
+            uint64_t bytes;
+            std::memcpy(&bytes, row + first, sizeof bytes);
+            bytes |= (bytes & 0xF0F0F0F0F0F0F0F0u) >> 4;
+            bytes |= (bytes & 0x0C0C0C0C0C0C0C0Cu) >> 2;
+            bytes |= (bytes & 0x0202020202020202u) >> 1;
+            rows |= (bytes & 0x0101010101010101u) << r;
+          }
+          for (int k = 0; k < 8; ++k) {
+            bits[first + k] |= static_cast<uint32_t>((rows >> (8 * k)) & 0xFFu) << (8 * group);
+          }
+        }
+      }
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {  // the rest key by key
+    if (keep_rows[r] == nullptr) continue;
+    for (int64_t j = first; j < count; ++j) bits[j] |= (keep_rows[r][j * key_stride] ? 1u : 0u) << r;
+  }
+}
+
 // Row-varying biases: how many leading keys of a tile the first `rows` rows of a strip must compute, given the
 // keys each sees (row_keys[r], a prefix of the tile that causality and the tile's computed keys leave). The rest
 // of a row's keys are biased so far below the row's max after this tile that e^(score - max) is exactly 0
 // whatever the dot products, and the tile's K and V rows are finite, so that leaving them out adds exactly 0:
 // the part of a causal mask held in the bias above the diagonal. The max is at least the running max before the
 // tile (row_max[r]), and at least the score of a witness: the largest finite bias among the row's first kLanes
-// keys that keep keeps (which the row computes). `score_bound()` bounds |score - bias| over the tile's keys, with
+// keys that keep keeps (rule.keep or rule.keep_bits; the row computes them). `score_bound()` bounds |score - bias| over the tile's keys, with
 // KeysToCompute's margin for rounding (inf where a K or V row is not finite); it is asked for only once a row's
 // last key may be left out. Rows go last first: under a causal mask the last sees the most, and the others then
 // test only keys past it. NaN biases and maxima fail every test, and keep their keys.
 template <class S, class T, class ScoreBound>
-int64_t StripBiasedKeys(const T* const* bias_rows, int64_t bias_key_stride, const bool* keep, int64_t keep_key_stride,
+int64_t StripBiasedKeys(const T* const* bias_rows, int64_t bias_key_stride, const KeyScoreRule<T>& rule,
                         const int64_t* row_keys, const float* row_max, int64_t rows, const ScoreBound& score_bound) {
   using Vec = typename S::Vec;
   constexpr int kLanes = S::kLanes;
@@ -1472,7 +1526,12 @@ int64_t StripBiasedKeys(const T* const* bias_rows, int64_t bias_key_stride, cons
       const int64_t first_count = MinOf(kLanes, keys);
       const Vec first = LoadBias<S>(bias, bias_key_stride, first_count);
       typename S::Mask witnesses = S::And(S::LanesBelow(first_count), S::Less(S::Abs(first), S::Set1(kInfinity)));
-      if (keep != nullptr) witnesses = S::And(witnesses, KeptKeys<S>(keep, keep_key_stride, first_count));
+      if (rule.keep != nullptr) witnesses = S::And(witnesses, KeptKeys<S>(rule.keep, rule.keep_key_stride, first_count));
+      if (rule.keep_bits != nullptr) {
+        bool kept[kLanes] = {};
+        for (int64_t k = 0; k < first_count; ++k) kept[k] = (rule.keep_bits[k] >> r & 1u) != 0;
+        witnesses = S::And(witnesses, S::KeptLanes(kept));
+      }
       witness = S::ReduceMax(S::Select(witnesses, first, S::Set1(-kInfinity)));
       if (!(last + 1.0f < MaxOf(witness, row_max[r]) + kExpZeroBelow<S>)) {  // a NaN max keeps every key
         needed = keys;
@@ -1633,9 +1692,10 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
   const int64_t tile_keys = ItemKeysOrMaskedRows(p, item, output, rows, value_dim);
   if (tile_keys == 0) return;
 
-  // keep is the same for every row of the item (KeyMajorScores); bias too, unless lane_bias.
+  // bias and keep are the same for every row of the item, unless lane_bias or lane_keep (strip by strip).
   const auto [query, key, value, bias, keep] = ItemInputsOf<T>(p, item);
   const bool lane_bias = VariesByRow(p, p.bias, p.bias_stride);
+  const bool lane_keep = VariesByRow(p, p.keep, p.keep_stride);
 
   LoadQueriesTransposed<S>(query, p.q_stride[1], p.q_stride[2], packing, rows, padded_rows, head_dim, scratch.queries);
   const float query_norm =
@@ -1652,9 +1712,10 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
     scratch.row_sum[row] = 0.0f;
   }
 
-  const int64_t first_key = LeadingDeadKeys<S>(p, lane_bias ? nullptr : bias, keep, key, value, tile_keys, head_dim,
-                                               value_dim, query_norm, row_visible, rows, scratch.keys_t,
-                                               scratch.values, kKeyTile);
+  // Its witness must count for every row: not with masks that differ by row.
+  const int64_t first_key = LeadingDeadKeys<S>(p, lane_bias || lane_keep ? nullptr : bias, lane_keep ? nullptr : keep,
+                                               key, value, tile_keys, head_dim, value_dim, query_norm, row_visible,
+                                               rows, scratch.keys_t, scratch.values, kKeyTile);
   LinePrefetcher prefetch(item.next);  // a line per head dim of each Q·Kᵀ block and per key of each P·V block
   for (int64_t key_start = first_key; key_start < tile_keys; key_start += kKeyTile) {
     const int64_t keys = MinOf(kKeyTile, tile_keys - key_start);
@@ -1674,9 +1735,9 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
       values = scratch.values;
       value_stride = value_dim;
     }
-    KeyScoreRule<T> rule{{p.scale, p.softcap, nullptr, p.bias_stride[3], nullptr, p.keep_stride[3]}, lane_bias};
+    KeyScoreRule<T> rule{{p.scale, p.softcap, nullptr, p.bias_stride[3], nullptr, p.keep_stride[3]}, lane_bias, nullptr};
     if (bias != nullptr && !lane_bias) rule.bias = bias + key_start * p.bias_stride[3];
-    if (keep != nullptr) rule.keep = keep + key_start * p.keep_stride[3];
+    if (keep != nullptr && !lane_keep) rule.keep = keep + key_start * p.keep_stride[3];
     const int64_t computed_keys = KeysToCompute<S>(keys, rule, key_rows, key_stride, head_dim, values, value_stride,
                                                    value_dim, query_norm, scratch.row_max, rows);
     // Lane biases: a bound on |score - bias| over this tile's keys for StripBiasedKeys, once a strip asks for it.
@@ -1711,8 +1772,21 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
         visible_lanes[r] = static_cast<float>(visible);
       }
       strip_keys = MinOf(strip_keys, computed_keys);
+      const int64_t real_rows = MinOf(kRows, rows - strip);
+      KeyScoreRule<T> strip_rule = rule;
+      uint32_t keep_bits[kKeyTile];
+      if (lane_keep && strip_keys > 0) {
+        const bool* keep_rows[kRows];
+        for (int r = 0; r < kRows; ++r) {
+          keep_rows[r] = r < real_rows ? keep + packing.Offset(strip + r, p.keep_stride[1], p.keep_stride[2]) +
+                                             key_start * p.keep_stride[3]
+                                       : nullptr;
+        }
+        LoadStripKeepBits<kRows>(keep_rows, p.keep_stride[3], strip_keys, keep_bits);
+        while (strip_keys > 0 && keep_bits[strip_keys - 1] == 0) --strip_keys;  // hidden from every row
+        strip_rule.keep_bits = keep_bits;
+      }
       if (lane_bias && strip_keys > 0) {
-        const int64_t real_rows = MinOf(kRows, rows - strip);
         const T* bias_rows[kRows];
         int64_t row_keys[kRows];
         for (int r = 0; r < kRows; ++r) {
@@ -1721,8 +1795,8 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
                                        : nullptr;
           row_keys[r] = MinOf(static_cast<int64_t>(visible_lanes[r]), strip_keys);
         }
-        strip_keys = StripBiasedKeys<S>(bias_rows, p.bias_stride[3], rule.keep, rule.keep_key_stride, row_keys,
-                                        scratch.row_max + strip, real_rows, score_bound);
+        strip_keys = StripBiasedKeys<S>(bias_rows, p.bias_stride[3], strip_rule, row_keys, scratch.row_max + strip,
+                                        real_rows, score_bound);
         if (strip_keys > 0) LoadStripBiasTransposed<S, T, kVectors>(bias_rows, p.bias_stride[3], strip_keys, scratch.scores);
       }
       // No row of the strip sees a key of this tile that counts: its state and accumulators stay as
@@ -1740,11 +1814,12 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
         constexpr int kKeys = decltype(keys_in_block)::value;
         if constexpr (kVectors == kStripVectors) {
           ScoreStripKeys<S, T, kKeys, kHeadDim, kVectors>(queries_t, padded_rows, key_rows + j * key_stride,
-                                                          key_stride, head_dim, rule, j, masked, scratch.scores,
+                                                          key_stride, head_dim, strip_rule, j, masked, scratch.scores,
                                                           tile_max, prefetch.Take(head_dim));
         } else {
           ScoreStripKeysApart<S, T, kKeys, kHeadDim, kVectors>(queries_t, padded_rows, key_rows + j * key_stride,
-                                                               key_stride, head_dim, rule, j, masked, scratch.scores,
+                                                               key_stride, head_dim, strip_rule, j, masked,
+                                                               scratch.scores,
                                                                tile_max, prefetch.Take(head_dim));
         }
       };

@@ -21,10 +21,9 @@
 // so that the Q·Kᵀ micro-tile broadcasts q[d] and multiplies a vector of keys at a time; the scores
 // get scale, softcap, bias and masks and go through an online softmax (running max and sum per
 // row, accumulator rescaled when the max grows); P·V accumulates rows vectorised over the value
-// head dim. Key-major (RunQueryTileKeyMajor), for calls whose rows all read the same keep values
-// and whose queries fill a vector: query rows lie across the lanes, so no key tile is transposed
-// (only a bias that differs by row, strip by strip) and the softmax needs no horizontal reductions
-// (see KeyMajorScores).
+// head dim. Key-major (RunQueryTileKeyMajor), for calls whose queries fill a vector: query rows lie
+// across the lanes, so no key tile is transposed (only a bias that differs by row, strip by strip)
+// and the softmax needs no horizontal reductions (see KeyMajorScores).
 // Rows too few to pay for a transposed key tile (decoding, with or without a few grouped heads;
 // a key-major item's rows past its whole strips) take the row-major path with K and V read in
 // place instead (RowsInPlaceFit, ScoreRowBlockInPlace). Only one tile of scores ever exists.
@@ -1124,20 +1123,21 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
 
 // ---- Key-major scores: query rows across vector lanes ---------------------------------------------
 //
-// Where every row of a call reads the same keep values (none, or values that vary only with batch
-// and key, such as a padding mask) and queries come at least a vector at a time, the scores of a
-// strip of query rows are held key by key, the strip's rows across the lanes of kStripVectors
-// vectors (rows past an item's whole strips that fit one vector: a strip of one). Q·Kᵀ then
-// broadcasts k[j][d] from keys in their own layout, so no key tile is transposed (the query tile
-// is, once per work item); scale, bias and masks are applied to the dot products in registers; and
-// the online softmax runs lane-wise, its running max and sum without horizontal reductions. A bias
-// that differs by row (a causal mask or a position bias held in it: decoder exports, T5, Swin) is
-// transposed into the scores strip by strip (LoadStripBiasTransposed), past each row's keys that
-// provably weigh 0 (StripBiasedKeys). Through the row-major path such calls took 1.1-1.2x the time
-// (S = T = 512, 12 heads of 64, fp32, one thread). Each strip goes through scores, softmax and P·V before the next, which keeps its
-// scores in L1. Every row's arithmetic is the same whichever item, strip, lane and strip width it
-// is in (with no multiply and add fused unasked: -ffp-contract=off), so packing query heads into
-// an item still gives bit-identical output.
+// Where queries come at least a vector at a time, the scores of a strip of query rows are held key
+// by key, the strip's rows across the lanes of kStripVectors vectors (rows past an item's whole
+// strips that fit one vector: a strip of one). Q·Kᵀ then broadcasts k[j][d] from keys in their own
+// layout, so no key tile is transposed (the query tile is, once per work item); scale, bias and
+// masks are applied to the dot products in registers; and the online softmax runs lane-wise, its
+// running max and sum without horizontal reductions. Masks the same for every row of an item (none,
+// or values that vary only with batch and key, such as a padding mask) are read a value per key. A
+// bias that differs by row (a causal mask or a position bias held in it: decoder exports, T5, Swin)
+// is transposed into the scores strip by strip (LoadStripBiasTransposed), past each row's keys that
+// provably weigh 0 (StripBiasedKeys); a keep mask that does (DeBERTa's padding outer product) goes
+// as bits per key (LoadStripKeepBits). Through the row-major path such calls took 1.15-1.4x the time
+// (S = T = 512, 12 heads of 64, one thread). Each strip goes through scores, softmax and P·V before
+// the next, which keeps its scores in L1. Every row's arithmetic is the same whichever item, strip,
+// lane and strip width it is in (with no multiply and add fused unasked: -ffp-contract=off), so
+// packing query heads into an item still gives bit-identical output.
 
 // Whether the rows of one work item may read different values of a mask input (`stride`: its
 // strides): it varies with the query, or with the head where items may pack query heads.
@@ -1202,7 +1202,7 @@ struct KeyScoreRule : RowScoreRule<T> {
   const uint32_t* keep_bits;
 };
 
-// Whether the lanes of vector v keep key j: all where keep_bits is null.
+// `score` (key j, the lanes of vector v) -inf in the lanes that keep_bits hides (none where it is null).
 template <class S, class T>
 typename S::Vec KeptLaneScores(const KeyScoreRule<T>& rule, int64_t j, int v, typename S::Vec score) {
   if (rule.keep_bits == nullptr) return score;
@@ -1502,10 +1502,11 @@ void LoadStripKeepBits(const bool* const* keep_rows, int64_t key_stride, int64_t
 // whatever the dot products, and the tile's K and V rows are finite, so that leaving them out adds exactly 0:
 // the part of a causal mask held in the bias above the diagonal. The max is at least the running max before the
 // tile (row_max[r]), and at least the score of a witness: the largest finite bias among the row's first kLanes
-// keys that keep keeps (rule.keep or rule.keep_bits; the row computes them). `score_bound()` bounds |score - bias| over the tile's keys, with
-// KeysToCompute's margin for rounding (inf where a K or V row is not finite); it is asked for only once a row's
-// last key may be left out. Rows go last first: under a causal mask the last sees the most, and the others then
-// test only keys past it. NaN biases and maxima fail every test, and keep their keys.
+// keys that keep keeps (rule.keep or rule.keep_bits; the row computes them). `score_bound()` bounds
+// |score - bias| over the tile's keys, with KeysToCompute's margin for rounding (inf where a K or V row is not
+// finite); it is asked for only once a row's last key may be left out. Rows go last first: under a causal mask
+// the last sees the most, and the others then test only keys past it. NaN biases and maxima fail every test, and
+// keep their keys.
 template <class S, class T, class ScoreBound>
 int64_t StripBiasedKeys(const T* const* bias_rows, int64_t bias_key_stride, const KeyScoreRule<T>& rule,
                         const int64_t* row_keys, const float* row_max, int64_t rows, const ScoreBound& score_bound) {
@@ -1526,7 +1527,9 @@ int64_t StripBiasedKeys(const T* const* bias_rows, int64_t bias_key_stride, cons
       const int64_t first_count = MinOf(kLanes, keys);
       const Vec first = LoadBias<S>(bias, bias_key_stride, first_count);
       typename S::Mask witnesses = S::And(S::LanesBelow(first_count), S::Less(S::Abs(first), S::Set1(kInfinity)));
-      if (rule.keep != nullptr) witnesses = S::And(witnesses, KeptKeys<S>(rule.keep, rule.keep_key_stride, first_count));
+      if (rule.keep != nullptr) {
+        witnesses = S::And(witnesses, KeptKeys<S>(rule.keep, rule.keep_key_stride, first_count));
+      }
       if (rule.keep_bits != nullptr) {
         bool kept[kLanes] = {};
         for (int64_t k = 0; k < first_count; ++k) kept[k] = (rule.keep_bits[k] >> r & 1u) != 0;
@@ -1735,7 +1738,8 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
       values = scratch.values;
       value_stride = value_dim;
     }
-    KeyScoreRule<T> rule{{p.scale, p.softcap, nullptr, p.bias_stride[3], nullptr, p.keep_stride[3]}, lane_bias, nullptr};
+    KeyScoreRule<T> rule{
+        {p.scale, p.softcap, nullptr, p.bias_stride[3], nullptr, p.keep_stride[3]}, lane_bias, nullptr};
     if (bias != nullptr && !lane_bias) rule.bias = bias + key_start * p.bias_stride[3];
     if (keep != nullptr && !lane_keep) rule.keep = keep + key_start * p.keep_stride[3];
     const int64_t computed_keys = KeysToCompute<S>(keys, rule, key_rows, key_stride, head_dim, values, value_stride,
@@ -1797,7 +1801,9 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
         }
         strip_keys = StripBiasedKeys<S>(bias_rows, p.bias_stride[3], strip_rule, row_keys, scratch.row_max + strip,
                                         real_rows, score_bound);
-        if (strip_keys > 0) LoadStripBiasTransposed<S, T, kVectors>(bias_rows, p.bias_stride[3], strip_keys, scratch.scores);
+        if (strip_keys > 0) {
+          LoadStripBiasTransposed<S, T, kVectors>(bias_rows, p.bias_stride[3], strip_keys, scratch.scores);
+        }
       }
       // No row of the strip sees a key of this tile that counts: its state and accumulators stay as
       // they are.

@@ -72,7 +72,8 @@ if [ -f .ort-gpu-libs/libonnxruntime.so ] && [ -f .ort-gpu/libortflash.so.xz ]; 
   # ONNX Runtime's CUDA provider: what an ONNX Runtime user would otherwise run.
   timed ort-bench 100 env LD_LIBRARY_PATH=".ort-gpu-libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" \
     python3 benchmarks/cuda/ort_attention_bench.py --ort-capi .ort-gpu-libs/libonnxruntime.so \
-    --lib .ort-gpu/libortflash.so.xz --seqlens 1024 4096 --decode-seqlens 16384 --min-seconds 0.15 --max-runs 50
+    --lib .ort-gpu/libortflash.so.xz --seqlens 1024 4096 --decode-seqlens 16384 --min-seconds 0.15 --max-runs 50 \
+    --scenarios encoder causal decode decoder plain
   # float32 as ONNX Runtime runs it by default (its MatMuls in TF32): the op in 3xTF32 and in one TF32 pass.
   timed ort-bench-float32 40 env LD_LIBRARY_PATH=".ort-gpu-libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" \
     python3 benchmarks/cuda/ort_attention_bench.py --ort-capi .ort-gpu-libs/libonnxruntime.so \

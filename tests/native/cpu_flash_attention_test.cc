@@ -606,9 +606,11 @@ TEST(CpuFlashAttention, FewRowsPastWholeStripsMatchTheReference) {
       c.batch = 2, c.q_heads = 2, c.kv_heads = seed % 6 == 0 ? 1 : 2, c.seed = ++seed;
       c.causal = seed % 3 == 0 ? CausalAlignment::kNone
                                : (seed % 3 == 1 ? CausalAlignment::kUpperLeft : CausalAlignment::kLowerRight);
-      c.bias = Broadcast::kBatchKey;
+      // Masks the same for every row, or differing by row (read strip by strip, and by the rows past the strips).
+      c.bias = seed % 3 == 2 ? Broadcast::kHeadQueryKey : Broadcast::kBatchKey;
       if (seed % 2 == 0) c.row_effect = RowEffect::kBiasMinus10000OnLastHalf;
-      if (seed % 4 == 1) c.keep = Broadcast::kBatchKey;
+      if (seed % 5 == 4) c.row_effect = RowEffect::kBiasLowestAboveDiagonal;
+      if (seed % 4 == 1) c.keep = seed % 8 == 1 ? Broadcast::kBatchQueryKey : Broadcast::kBatchKey;
       if (seed % 5 == 2) c.softcap = 20.0f;
       if (seed % 7 == 3) c.masked_rows = MaskedRows::kNaN;
       ExpectEveryPathMatchesReference(c);

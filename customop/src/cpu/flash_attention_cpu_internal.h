@@ -35,6 +35,7 @@ struct WorkItem {
   int64_t first_row = 0;
   int64_t rows = 0;
   NextItemBytes next;  // what to prefetch while this item runs
+  bool keys_in_place = false;  // the rows past a key-major item's strips: K and V read in place (RowsInPlaceFit)
 };
 
 // Alignment in bytes of work-item scratch (a cache line), and of each array the kernel carves from it.

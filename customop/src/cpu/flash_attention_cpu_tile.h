@@ -1010,7 +1010,7 @@ void RunQueryTileRows(const AttentionParams& p, const WorkItem& item, float* scr
   // than a vector (decoding; S < 16 on AVX-512, where a transposed tile of 32 keys scored 8-12 keys, and cost
   // 1.3-1.5x the time at S = 4..12); the value rows of a tile that may weigh nothing are converted too, for its test
   // (the same fp32 values either way).
-  const bool in_place = (kRows == 1 || p.q_len < kLanes) && RowsInPlaceFit<S>(p);
+  const bool in_place = (kRows == 1 || p.q_len < kLanes || item.keys_in_place) && RowsInPlaceFit<S>(p);
 
   const ItemInputs<T> inputs = ItemInputsOf<T>(p, item);
   const auto& [query, key, value, bias, keep] = inputs;
@@ -1650,6 +1650,9 @@ void StoreStripOutputs(float* acc_t, const float* row_sum, int64_t rows, int64_t
   }
 }
 
+template <class S, class T, int kHeadDim>
+void RunQueryTile(const AttentionParams& params, const WorkItem& item, float* scratch);
+
 // One work item on the key-major path (KeyMajorScores).
 template <class S, class T, int kHeadDim>
 void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, float* scratch_base) {
@@ -1659,19 +1662,19 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
   constexpr int kLanes = S::kLanes;
   constexpr int kStripVectors = Traits::kStripVectors;
   constexpr int kStripRows = Traits::kStripRows;
-  // The last strip would be mostly padding (S = 33: half the strip work for one row): its few rows go one by one,
-  // K and V read in place (RunQueryTileRows), before the whole strips use the scratch. Only without packed heads,
-  // where an item's rows are one head's queries in order.
+  // The last strip would be mostly padding (S = 33: half the strip work for one row): its few rows go first, as a
+  // row-major item of their own with K and V read in place (RunQueryTileRows; one pass over K and V for all of
+  // them: a row at a time took 1.1x the time at S = 36 and 1.16x at S = 40), before the whole strips use the
+  // scratch. Only without packed heads, where an item's rows are one head's queries in order.
   WorkItem item = whole_item;
   const int64_t lone_rows = item.rows % kStripRows;
   if (item.heads == 1 && lone_rows > 0 && lone_rows <= kStripRows / 4 && RowsInPlaceFit<S>(p)) {
-    for (int64_t row = item.rows - lone_rows; row < item.rows; ++row) {
-      WorkItem lone = item;
-      lone.first_row = item.first_row + row;
-      lone.rows = 1;
-      lone.next = {};
-      RunQueryTileRows<S, T, kHeadDim, 1>(p, lone, scratch_base);
-    }
+    WorkItem lone = item;
+    lone.first_row = item.first_row + item.rows - lone_rows;
+    lone.rows = lone_rows;
+    lone.next = {};
+    lone.keys_in_place = true;
+    RunQueryTile<S, T, kHeadDim>(p, lone, scratch_base);
     item.rows -= lone_rows;
     if (item.rows == 0) return;
   }

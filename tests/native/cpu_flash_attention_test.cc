@@ -382,22 +382,27 @@ TEST(CpuFlashAttention, PaddingBiasOnTheLastKeys) {
   }
 }
 
-// A NaN value of a padded key reaches every row, as 0 · NaN does in the unfused graph: padded keys
-// are left out only where their values are finite.
+// Value element 3 of `key` (batch 0, head 0) NaN: every output row of that head has NaN in column 3, as 0 · NaN
+// gives in the unfused graph for rows that weigh the key 0, and column 4 finite.
+void ExpectNaNValueReachesEveryRow(const AttentionCase& c, KernelPath path, int64_t key) {
+  AttentionTensors tensors(c);
+  tensors.SetValue(0, 0, key, 3, std::nan(""));
+  const std::vector<double> out = RunKernel(tensors, path);
+  ExpectMatchesReference(tensors, out);
+  for (int64_t row = 0; row < c.q_len; ++row) {
+    EXPECT_TRUE(std::isnan(out[static_cast<size_t>(row * c.v_head_dim + 3)])) << "row " << row;
+    EXPECT_FALSE(std::isnan(out[static_cast<size_t>(row * c.v_head_dim + 4)])) << "row " << row;
+  }
+}
+
+// A NaN value of a padded key reaches every row: padded keys are left out only where their values are finite.
 TEST(CpuFlashAttention, NaNValueBehindPaddingBiasReachesEveryRow) {
   for (KernelPath path : SupportedPaths()) {
     SCOPED_TRACE(Name(path));
     AttentionCase c = Shape(DType::kFloat32, 40, 300, 32, 32);
     c.bias = Broadcast::kBatchKey;
     c.row_effect = RowEffect::kBiasMinus10000OnLastHalf;
-    AttentionTensors tensors(c);
-    tensors.SetValue(0, 0, 290, 3, std::nan(""));
-    const std::vector<double> out = RunKernel(tensors, path);
-    ExpectMatchesReference(tensors, out);
-    for (int64_t row = 0; row < c.q_len; ++row) {
-      EXPECT_TRUE(std::isnan(out[static_cast<size_t>(row * 32 + 3)])) << "row " << row;
-      EXPECT_FALSE(std::isnan(out[static_cast<size_t>(row * 32 + 4)])) << "row " << row;
-    }
+    ExpectNaNValueReachesEveryRow(c, path, 290);
   }
 }
 
@@ -432,7 +437,7 @@ TEST(CpuFlashAttention, PaddingOuterProductKeepMatchesTheReference) {
 }
 
 // A causal mask held in the bias: a NaN value of the last key reaches every row too, those above the diagonal that
-// weigh it 0 included. Keys past a row's diagonal are left out only where the key tile's values are finite
+// weigh it 0 included (ExpectNaNValueReachesEveryRow). Keys past a row's diagonal are left out only where the key tile's values are finite
 // (StripBiasedKeys on the key-major path, TileWeighsNothing on the row-major one).
 TEST(CpuFlashAttention, NaNValueAboveACausalBiasReachesEveryRow) {
   for (KernelPath path : SupportedPaths()) {
@@ -442,14 +447,7 @@ TEST(CpuFlashAttention, NaNValueAboveACausalBiasReachesEveryRow) {
         AttentionCase c = Shape(DType::kFloat32, q_len, 300, 32, 32);
         c.bias = Broadcast::kQueryKey;
         c.row_effect = effect;
-        AttentionTensors tensors(c);
-        tensors.SetValue(0, 0, 299, 3, std::nan(""));
-        const std::vector<double> out = RunKernel(tensors, path);
-        ExpectMatchesReference(tensors, out);
-        for (int64_t row = 0; row < c.q_len; ++row) {
-          EXPECT_TRUE(std::isnan(out[static_cast<size_t>(row * 32 + 3)])) << "row " << row;
-          EXPECT_FALSE(std::isnan(out[static_cast<size_t>(row * 32 + 4)])) << "row " << row;
-        }
+        ExpectNaNValueReachesEveryRow(c, path, 299);
       }
     }
   }

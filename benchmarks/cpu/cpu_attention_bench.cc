@@ -155,6 +155,7 @@ const Shape kShapes[] = {
     {"encoder T512 H12 D64 rowbias", 12, 12, 512, 512, 64, true, CausalAlignment::kNone, true},
     {"encoder T512 H12 D64 leftpad", 12, 12, 512, 512, 64, true, CausalAlignment::kNone, false, false, true},
     {"biascausal T512 H12 D64", 12, 12, 512, 512, 64, false, CausalAlignment::kNone, false, true},
+    {"biascausal T2048 H12 D64", 12, 12, 2048, 2048, 64, false, CausalAlignment::kNone, false, true},
     {"biascausal T64 H32 D128", 32, 32, 64, 64, 128, false, CausalAlignment::kNone, false, true},
     {"posbias T128 H12 D64", 12, 12, 128, 128, 64, false, CausalAlignment::kNone, false, false, false, true},
     {"posbias T49 H4 D32", 4, 4, 49, 49, 32, false, CausalAlignment::kNone, false, false, false, true},

@@ -408,6 +408,16 @@ class AttentionTensors {
     ExpandToFull(dims, [&](size_t index) { keep_full_.push_back(keep_[index] ? 1 : 0); });
   }
 
+  // Overwrite the bias at (query, key) of a (Sq, Skv) bias (Broadcast::kQueryKey), in the kernel's memory and in the
+  // expanded logical values.
+  void SetQueryKeyBias(int64_t query, int64_t key, double x) {
+    bias_.Set(static_cast<size_t>(query * case_.kv_len + key), x);
+    const size_t per_head = static_cast<size_t>(case_.q_len * case_.kv_len);
+    for (size_t head = 0; head < bias_full_.size() / per_head; ++head) {
+      bias_full_[head * per_head + static_cast<size_t>(query * case_.kv_len + key)] = RoundToDtype(case_.dtype, x);
+    }
+  }
+
   // Overwrite key / value element (b, h, j, d), in the logical values and in the kernel's memory.
   void SetKey(int64_t b, int64_t h, int64_t j, int64_t d, double x) {
     key_[static_cast<size_t>(((b * case_.kv_heads + h) * case_.kv_len + j) * case_.head_dim + d)] =

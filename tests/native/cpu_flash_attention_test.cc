@@ -453,6 +453,25 @@ TEST(CpuFlashAttention, NaNValueAboveACausalBiasReachesEveryRow) {
   }
 }
 
+// A NaN bias above the diagonal of a causal mask held in the bias makes that row NaN (its score is NaN), and only
+// that row: keys past the diagonal are left out only where each bias is known to lie far enough below
+// (StripBiasedKeys, TileBiasesBelowRowMaxima), which a NaN is not.
+TEST(CpuFlashAttention, NaNBiasAboveTheDiagonalReachesItsRow) {
+  for (KernelPath path : SupportedPaths()) {
+    SCOPED_TRACE(Name(path));
+    AttentionCase c = Shape(DType::kFloat32, 300, 300, 32, 32);
+    c.bias = Broadcast::kQueryKey;
+    c.row_effect = RowEffect::kBiasLowestAboveDiagonal;
+    AttentionTensors tensors(c);
+    tensors.SetQueryKeyBias(5, 262, std::nan(""));
+    const std::vector<double> out = RunKernel(tensors, path);
+    ExpectMatchesReference(tensors, out);
+    EXPECT_TRUE(std::isnan(out[5 * 32]));
+    EXPECT_FALSE(std::isnan(out[4 * 32]));
+    EXPECT_FALSE(std::isnan(out[6 * 32]));
+  }
+}
+
 TEST(CpuFlashAttention, LowestFiniteBiasRowAveragesTheValues) {
   for (KernelPath path : SupportedPaths()) {
     AttentionCase c = Shape(DType::kFloat32, 6, 40, 32, 16);

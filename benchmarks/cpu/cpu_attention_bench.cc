@@ -139,7 +139,9 @@ struct Shape {
   CausalAlignment causal;
   bool expanded_bias = false;  // the padding bias stored for every query row, (B, 1, Sq, Skv), as an exporter's Expand leaves it
   bool causal_bias = false;    // a causal mask held in an (Sq, Skv) bias, -10000 above the diagonal (decoder exports)
-  bool left_padding = false;   // the padding bias on the first eighth of the keys instead of the last
+  bool left_padding = false;   // the padding bias on the first eighth of the keys instead of the last; with
+                               // causal_bias, -10000 on the first eighth of the keys in that bias, now (B, 1, Sq, Skv)
+                               // (batched prompts padded on the left)
   bool position_bias = false;  // a (1, H, Sq, Skv) bias of small values (T5's relative positions, Swin's windows)
   bool outer_keep = false;     // DeBERTa's (B, 1, Sq, Skv) keep mask: the outer product of padding on the last eighth
 
@@ -156,6 +158,10 @@ const Shape kShapes[] = {
     {"encoder T512 H12 D64 leftpad", 12, 12, 512, 512, 64, true, CausalAlignment::kNone, false, false, true},
     {"biascausal T512 H12 D64", 12, 12, 512, 512, 64, false, CausalAlignment::kNone, false, true},
     {"biascausal T2048 H12 D64", 12, 12, 2048, 2048, 64, false, CausalAlignment::kNone, false, true},
+    {"biascausal T1024 H32/8 D128", 32, 8, 1024, 1024, 128, false, CausalAlignment::kNone, false, true},
+    {"biascausal T512 H12 D64 leftpad", 12, 12, 512, 512, 64, false, CausalAlignment::kNone, false, true, true},
+    {"biascausal T2048 H12 D64 leftpad", 12, 12, 2048, 2048, 64, false, CausalAlignment::kNone, false, true, true},
+    {"encoder T512 H12 D64 rowbias leftpad", 12, 12, 512, 512, 64, true, CausalAlignment::kNone, true, false, true},
     {"biascausal T64 H32 D128", 32, 32, 64, 64, 128, false, CausalAlignment::kNone, false, true},
     {"posbias T128 H12 D64", 12, 12, 128, 128, 64, false, CausalAlignment::kNone, false, false, false, true},
     {"posbias T49 H4 D32", 4, 4, 49, 49, 32, false, CausalAlignment::kNone, false, false, false, true},
@@ -266,9 +272,13 @@ struct Tensors {
       params.bias_stride[3] = 1;
     }
     if (shape.causal_bias) {
-      fill(bias, shape.q_len * shape.kv_len,
-           [&](int64_t index) { return index % shape.kv_len > index / shape.kv_len ? -10000.0f : 0.0f; });
+      const int64_t rows = shape.left_padding ? batch * shape.q_len : shape.q_len;
+      fill(bias, rows * shape.kv_len, [&](int64_t index) {
+        const int64_t i = index / shape.kv_len % shape.q_len, j = index % shape.kv_len;
+        return j > i || (shape.left_padding && j < shape.kv_len / 8) ? -10000.0f : 0.0f;
+      });
       params.bias = bias.data();
+      params.bias_stride[0] = shape.left_padding ? shape.q_len * shape.kv_len : 0;
       params.bias_stride[2] = shape.kv_len;
       params.bias_stride[3] = 1;
     }

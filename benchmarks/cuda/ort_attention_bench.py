@@ -25,6 +25,9 @@ Scenarios (--tokens tokens per batch, B = tokens / S; --seqlens S):
   decoder     decoder prefill as HF exports spell it (Llama, GPT-2, Qwen2, …): S = T, the causal triangle and the
               encoder's padding in one (B, 1, S, T) additive mask of the dtype's lowest value, which every contender
               takes as it is (the op's bias, the unfused Add, MHA's attention_bias, ONNX Attention's float attn_mask)
+  decoder-left  the same with the padding at the start (batched prompts, padded on the left for generation): an
+              entry's first rows see only padding, which the mask hides too (their softmax runs over the lowest value
+              everywhere; the check leaves those rows out)
   plain       no mask at all (ViT, CLIP's vision tower)
   decode      one query row against T cached keys (--decode-seqlens), 32 heads of 128, 32:32 and 32:8
               (grouped; --decode-shapes), B 1 and 8 (--decode-batches)
@@ -59,7 +62,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DOMAIN = "com.ortflash"
 CONTENDERS = ("ortflash", "unfused", "mha", "attention", "ortflash-tf32")
 DEFAULT_CONTENDERS = CONTENDERS[:4]
-SCENARIOS = ("encoder", "causal", "decoder", "plain", "decode")
+SCENARIOS = ("encoder", "causal", "decoder", "decoder-left", "plain", "decode")
 # dtype -> (ONNX element type, numpy type, absolute and relative tolerance against the float64 reference)
 DTYPES = {"float16": (10, np.float16, 4e-3, 1e-2), "float32": (1, np.float32, 2e-5, 1e-4)}
 TF32_TOLERANCE = (4e-3, 1e-2)  # float32 where the provider's MatMuls may use TF32 (--tf32)
@@ -144,9 +147,11 @@ class Case:
         self.batch, self.q_heads, self.kv_heads = batch, q_heads, kv_heads
         self.q_len, self.kv_len, self.head_dim = q_len, kv_len, head_dim
         self.scale = 1.0 / math.sqrt(head_dim)
-        self.causal = scenario in ("causal", "decoder")
-        self.padded = scenario in ("encoder", "decoder")
-        self.mask_in_bias = scenario == "decoder"  # causal and padding in one (B, 1, S, T) additive mask
+        self.causal = scenario in ("causal", "decoder", "decoder-left")
+        self.padded = scenario in ("encoder", "decoder", "decoder-left")
+        # causal and padding in one (B, 1, S, T) additive mask
+        self.mask_in_bias = scenario in ("decoder", "decoder-left")
+        self.left_padded = scenario == "decoder-left"
         self.elem, self.np_type = DTYPES[dtype][0], DTYPES[dtype][1]
 
     def __repr__(self):
@@ -154,10 +159,23 @@ class Case:
                 f"T{self.kv_len} D{self.head_dim}")
 
     def kept_keys(self):
-        """Keys each batch entry keeps (padding at the end)."""
+        """Keys each batch entry keeps (padding at the end, or at the start where left_padded)."""
         if not self.padded:
             return [self.kv_len] * self.batch
         return [self.kv_len - (b % 4) * self.kv_len // 8 for b in range(self.batch)]
+
+    def hidden_keys(self, b):
+        """The slice of batch entry b's keys that its padding hides."""
+        padding = self.kv_len - self.kept_keys()[b]
+        return slice(0, padding) if self.left_padded else slice(self.kv_len - padding, self.kv_len)
+
+    def sees_a_key(self, b, row):
+        """Whether query row `row` of entry b sees a key the padding keeps (left padding: not its first rows)."""
+        first = self.hidden_keys(b).stop if self.left_padded else 0
+        last = self.kv_len - 1 if self.left_padded else self.kept_keys()[b] - 1
+        if self.causal:
+            last = min(last, row + self.kv_len - self.q_len)
+        return first <= last
 
     def flops(self):
         pairs = self.q_len * self.kv_len
@@ -202,7 +220,7 @@ def reference_rows(case, q, k, v, b, h, rows):
     qs = q[b, h, rows].astype(np.float64)
     scores = case.scale * qs @ k[b, g].astype(np.float64).T
     visible = np.ones(scores.shape, dtype=bool)
-    visible[:, case.kept_keys()[b]:] = False
+    visible[:, case.hidden_keys(b)] = False
     if case.causal:
         visible &= np.arange(case.kv_len)[None, :] <= (np.asarray(rows)[:, None] + case.kv_len - case.q_len)
     scores = np.where(visible, scores, -np.inf)
@@ -212,11 +230,13 @@ def reference_rows(case, q, k, v, b, h, rows):
 
 
 def check_rows(case, q, k, v, out_bhsd, tolerance):
-    """(ok, worst |d| / allowed, where) over the first and last 8 rows of the first and last entry and head."""
-    rows = sorted(set(list(range(min(8, case.q_len))) + list(range(max(0, case.q_len - 8), case.q_len))))
+    """(ok, worst |d| / allowed, where) over the first and last 8 rows of the first and last entry and head, those
+    that see a key."""
+    first_and_last = sorted(set(list(range(min(8, case.q_len))) + list(range(max(0, case.q_len - 8), case.q_len))))
     atol, rtol = tolerance
     worst, where = 0.0, ""
     for b in sorted({0, case.batch - 1}):
+        rows = [row for row in first_and_last if case.sees_a_key(b, row)]
         for h in sorted({0, case.q_heads - 1}):
             expected = reference_rows(case, q, k, v, b, h, rows)
             actual = out_bhsd[b, h, rows].astype(np.float64)
@@ -242,8 +262,8 @@ class Contender:
 
 def padding_bias(case):
     bias = np.zeros((case.batch, 1, 1, case.kv_len), dtype=case.np_type)
-    for b, kept in enumerate(case.kept_keys()):
-        bias[b, 0, 0, kept:] = case.lowest()
+    for b in range(case.batch):
+        bias[b, 0, 0, case.hidden_keys(b)] = case.lowest()
     return bias
 
 
@@ -256,8 +276,8 @@ def causal_triangle(case):
 def decoder_bias(case):
     """(B, 1, S, T): the causal triangle and each entry's padding, the dtype's lowest value where hidden."""
     bias = np.broadcast_to(causal_triangle(case), (case.batch, 1, case.q_len, case.kv_len)).copy()
-    for b, kept in enumerate(case.kept_keys()):
-        bias[b, :, :, kept:] = case.lowest()
+    for b in range(case.batch):
+        bias[b, :, :, case.hidden_keys(b)] = case.lowest()
     return bias
 
 
@@ -348,9 +368,9 @@ def mha(case, q, k, v):
         infos.append(value_info("attention_bias", case.elem, inputs["attention_bias"].shape))
         names += ["", "", "attention_bias"]
     elif case.padded:
-        keep = np.zeros((b, t), dtype=np.int32)
-        for entry, kept in enumerate(case.kept_keys()):
-            keep[entry, :kept] = 1
+        keep = np.ones((b, t), dtype=np.int32)
+        for entry in range(b):
+            keep[entry, case.hidden_keys(entry)] = 0
         inputs["key_padding_mask"] = keep
         infos.append(value_info("key_padding_mask", 6, keep.shape))
         names += ["", "key_padding_mask"]
@@ -373,9 +393,9 @@ def onnx_attention(case, q, k, v, full_mask=False):
         names.append("attn_mask")
     elif case.padded:
         rows = case.q_len if full_mask else 1
-        keep = np.zeros((case.batch, 1, rows, case.kv_len), dtype=np.bool_)
-        for entry, kept in enumerate(case.kept_keys()):
-            keep[entry, :, :, :kept] = True
+        keep = np.ones((case.batch, 1, rows, case.kv_len), dtype=np.bool_)
+        for entry in range(case.batch):
+            keep[entry, :, :, case.hidden_keys(entry)] = False
         inputs["attn_mask"] = keep
         infos.append(value_info("attn_mask", 9, keep.shape))
         names.append("attn_mask")
@@ -596,7 +616,7 @@ def parse(argv):
     parser.add_argument("--lib", help="the op library (libortflash.so; built with CUDA for --provider cuda)")
     parser.add_argument("--ort-capi", help="a libonnxruntime.so to use through ort_capi.py instead of the module")
     parser.add_argument("--provider", choices=("cuda", "cpu"), default="cuda")
-    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=["encoder", "causal", "decoder", "plain", "decode"])
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(DEFAULT_CONTENDERS),
                         help="ortflash-tf32: the op with its float32 CUDA kernel in one TF32 pass (config entry 3)")
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
@@ -723,6 +743,14 @@ def self_test():
           mask.shape == (2, 1, 16, 16) and mask[0, 0, 3, 4] == lowest and mask[0, 0, 15, 15] == 0 and
           mask[1, 0, 15, 14] == lowest and mask[1, 0, 15, 13] == 0 and mask[1, 0, 0, 0] == 0)
     check("decoder: FLOPs count visible pairs", decoder.flops() == 4.0 * 2 * 2 * 136 * 8)
+    left = Case("decoder-left", "float16", 2, 2, 2, 16, 16, 8)
+    mask = decoder_bias(left)
+    check("decoder-left mask: causal and each entry's padding at the start, the padding's rows wholly hidden",
+          mask[0, 0, 0, 0] == 0 and mask[0, 0, 3, 4] == lowest and mask[1, 0, 15, 1] == lowest and
+          mask[1, 0, 15, 2] == 0 and mask[1, 0, 15, 15] == 0 and (mask[1, 0, 1] == lowest).all() and
+          mask[1, 0, 2, 2] == 0 and mask[1, 0, 2, 3] == lowest)
+    check("decoder-left: the padding's rows see no key", not left.sees_a_key(1, 1) and left.sees_a_key(1, 2)
+          and left.sees_a_key(0, 0))
 
     # The reference against a direct softmax, padded and grouped.
     grouped = Case("decode", "float32", 2, 4, 2, 1, 12, 8)

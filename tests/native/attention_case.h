@@ -408,6 +408,29 @@ class AttentionTensors {
     ExpandToFull(dims, [&](size_t index) { keep_full_.push_back(keep_[index] ? 1 : 0); });
   }
 
+  // Overwrite every stored bias element with bias_at(b, h, i, j, x), x its value so far (stored coordinates, 0 along
+  // broadcast dims), in the kernel's memory and in the expanded logical values.
+  template <class Fn>
+  void SetBias(Fn bias_at) {
+    int64_t dims[4];
+    StoredDims(case_.bias, case_, dims);
+    std::vector<double> stored(static_cast<size_t>(dims[0] * dims[1] * dims[2] * dims[3]));
+    for (int64_t b = 0; b < dims[0]; ++b) {
+      for (int64_t h = 0; h < dims[1]; ++h) {
+        for (int64_t i = 0; i < dims[2]; ++i) {
+          for (int64_t j = 0; j < dims[3]; ++j) {
+            const size_t index = Index4(dims, b, h, i, j);
+            const double x = bias_at(b, h, i, j, bias_.Get(index));
+            bias_.Set(index, x);
+            stored[index] = RoundToDtype(case_.dtype, x);
+          }
+        }
+      }
+    }
+    bias_full_.clear();
+    ExpandToFull(dims, [&](size_t index) { bias_full_.push_back(stored[index]); });
+  }
+
   // Overwrite the bias at (query, key) of a (Sq, Skv) bias (Broadcast::kQueryKey), in the kernel's memory and in the
   // expanded logical values.
   void SetQueryKeyBias(int64_t query, int64_t key, double x) {

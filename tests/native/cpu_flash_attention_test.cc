@@ -283,6 +283,92 @@ TEST(CpuFlashAttention, LeftPaddingMatchesTheReference) {
   }
 }
 
+// Batched prompts of an exported decoder: left padding and the causal mask in one (B, 1, S, T) bias (finfo.min or
+// -10000), as Llama, Qwen2 and GPT-2 exports hold them, or the padding alone beside the causal attribute, or in a keep
+// mask. The key-major path starts an item's key loop past the keys its rows all leave out (LeadingDeadKeysByRow).
+// Sequence 1's first 150 rows see only padding (a softmax over the fill, or masked rows), so whole items and items
+// that straddle the padding's end keep every key; "ragged" pads each row by its own count (0 to 89), so that later
+// rows lower an item's count; large queries (magnitude 8) leave the bound less room.
+TEST(CpuFlashAttention, LeftPaddedDecoderMasksMatchTheReference) {
+  enum class Mask { kCausalInBias, kBiasBesideCausal, kKeep, kRagged };
+  const int64_t padding[] = {0, 150, 37};
+  uint32_t seed = 1000;
+  for (DType dtype : kAllDtypes) {
+    for (Mask mask : {Mask::kCausalInBias, Mask::kBiasBesideCausal, Mask::kKeep, Mask::kRagged}) {
+      for (double fill : {LowestFinite(dtype), -10000.0}) {
+        if (mask == Mask::kKeep && fill != LowestFinite(dtype)) continue;
+        AttentionCase c = Shape(dtype, 300, 300, 64, 64);
+        c.batch = 3, c.q_heads = 2, c.kv_heads = 1, c.seed = ++seed, c.masked_rows = MaskedRows::kNaN;
+        if (mask == Mask::kKeep) {
+          c.keep = Broadcast::kBatchQueryKey;
+        } else {
+          c.bias = Broadcast::kBatchQueryKey;
+        }
+        if (mask != Mask::kCausalInBias) c.causal = CausalAlignment::kUpperLeft;
+        if (seed % 3 == 0) c.magnitude = 8.0;
+        const auto pad = [&](int64_t b, int64_t i) {
+          return mask == Mask::kRagged ? (i * 37 + b * 11) % 90 : padding[b];
+        };
+        for (KernelPath path : SupportedPaths()) {
+          SCOPED_TRACE(std::string(Name(path)) + ": mask " + std::to_string(static_cast<int>(mask)) + " fill " +
+                       std::to_string(fill) + " " + c.Describe());
+          AttentionTensors tensors(c);
+          if (mask == Mask::kKeep) {
+            tensors.SetKeep([&](int64_t b, int64_t, int64_t, int64_t j) { return j >= pad(b, 0); });
+          } else {
+            tensors.SetBias([&](int64_t b, int64_t, int64_t i, int64_t j, double x) {
+              return j < pad(b, i) || (mask == Mask::kCausalInBias && j > i) ? fill : x;
+            });
+          }
+          ExpectMatchesReference(tensors, RunKernel(tensors, path));
+        }
+      }
+    }
+  }
+}
+
+// Left padding in a (B, 1, S, T) bias of -10000 whose keys score far above it (key rows of 20000s, query rows of
+// either sign) still counts for the rows where it outscores the real keys: the bound on the dot products leaves
+// those keys in (LeadingDeadKeysByRow).
+TEST(CpuFlashAttention, LeftPaddingThatOutscoresItsRowBiasStaysLive) {
+  for (DType dtype : kAllDtypes) {
+    AttentionCase c = Shape(dtype, 64, 200, 32, 32);
+    c.bias = Broadcast::kBatchQueryKey, c.seed = 1100;
+    for (KernelPath path : SupportedPaths()) {
+      SCOPED_TRACE(std::string(Name(path)) + ": " + c.Describe());
+      AttentionTensors tensors(c);
+      tensors.SetBias([](int64_t, int64_t, int64_t i, int64_t j, double x) {
+        return j < 50 || j > i + 136 ? -10000.0 : x;
+      });
+      for (int64_t j = 0; j < 50; ++j) {
+        for (int64_t d = 0; d < c.head_dim; ++d) tensors.SetKey(0, 0, j, d, 20000.0);
+      }
+      ExpectMatchesReference(tensors, RunKernel(tensors, path));
+    }
+  }
+}
+
+// A NaN value of a left-padded key reaches every row under a (B, 1, S, T) bias that holds the padding and the causal
+// mask (ExpectNaNValueReachesEveryRow): the leading keys are left out only where their values are finite.
+TEST(CpuFlashAttention, NaNValueInTheLeftPaddingOfARowBiasReachesEveryRow) {
+  for (KernelPath path : SupportedPaths()) {
+    SCOPED_TRACE(Name(path));
+    AttentionCase c = Shape(DType::kFloat32, 200, 200, 32, 32);
+    c.bias = Broadcast::kBatchQueryKey;
+    AttentionTensors tensors(c);
+    tensors.SetBias([](int64_t, int64_t, int64_t i, int64_t j, double x) {
+      return j < 60 || j > i ? -3.4028234663852886e38 : x;
+    });
+    tensors.SetValue(0, 0, 20, 3, std::nan(""));
+    const std::vector<double> out = RunKernel(tensors, path);
+    ExpectMatchesReference(tensors, out);
+    for (int64_t row = 0; row < c.q_len; ++row) {
+      EXPECT_TRUE(std::isnan(out[static_cast<size_t>(row * c.v_head_dim + 3)])) << "row " << row;
+      EXPECT_FALSE(std::isnan(out[static_cast<size_t>(row * c.v_head_dim + 4)])) << "row " << row;
+    }
+  }
+}
+
 // A causal mask held in the bias (finfo.min or -10000 above the diagonal, as decoder exports build it) on the
 // row-major path, which leaves out the key tiles that weigh nothing for every row of a tile (TileWeighsNothing):
 // the stored (B,1,S,S), (1,H,S,S) and (B,H,S,S) shapes, with softcap, a keep mask beside it, and large queries

@@ -116,6 +116,7 @@ inline void StoreFloat(float x, Float16* out) {
 }
 
 inline int64_t MinOf(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t MaxOf(int64_t a, int64_t b) { return a > b ? a : b; }
 inline int64_t Clamp(int64_t x, int64_t lo, int64_t hi) { return x < lo ? lo : (x > hi ? hi : x); }
 inline int64_t RoundUp(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
 // The leading part of [0, count) that whole vectors of S cover; the rest is a scalar tail.
@@ -1368,6 +1369,28 @@ int64_t KeysToCompute(int64_t keys, const KeyScoreRule<T>& rule, const float* ke
   return count;
 }
 
+// The gap a key's bias b needs below a witness's bias `top` before the key's score terms count, beside the bounds
+// on both dot products (LeadingDeadKeys, LeadingDeadKeysByRow): e^x is 0 below kExpZeroBelow, 1 more for its
+// rounding, and 2^-20 of both biases for the rounding of score = dot + bias.
+template <class S>
+float DeadKeyGap(float b, float top) {
+  return 1.0f - kExpZeroBelow<S> + (__builtin_fabsf(b) + __builtin_fabsf(top)) * 0x1p-20f;
+}
+
+// Rows [first, first + count) of K or V (rows `stride` elements apart) as fp32: in place for float, else converted
+// into `buffer` (count rows of dim floats). `float_stride` becomes the stride of the rows returned.
+template <class S, class T>
+const float* RowsAsFloat(const T* base, int64_t stride, int64_t first, int64_t count, int64_t dim, float* buffer,
+                         int64_t& float_stride) {
+  if (const float* in_place = RowsInPlace(base + first * stride)) {
+    float_stride = stride;
+    return in_place;
+  }
+  LoadRowsAsFloat<S>(base + first * stride, stride, count, dim, dim, buffer);
+  float_stride = dim;
+  return buffer;
+}
+
 // How many leading keys weigh exactly 0 for every row of a key-major item, so that its key loop starts past them
 // (left padding: the keys before a sequence's first real one; KeysToCompute takes the trailing ones). They are
 // hidden by keep, or biased so far below the witness w (the first kept key whose bias is near the best, which
@@ -1392,49 +1415,188 @@ int64_t LeadingDeadKeys(const AttentionParams& p, const T* bias, const bool* kee
     best = b > best ? b : best;
   }
   if (!(__builtin_fabsf(best) < kInfinity)) return hidden;
-  // The gap a key's bias needs below a reference bias before its score terms count.
-  const auto gap = [](float b, float top) {
-    return 1.0f - kExpZeroBelow<S> + (__builtin_fabsf(b) + __builtin_fabsf(top)) * 0x1p-20f;
-  };
   int64_t witness = hidden;
-  while (witness < keys && (!kept(witness) || bias_at(witness) + gap(bias_at(witness), best) < best)) ++witness;
+  while (witness < keys && (!kept(witness) || bias_at(witness) + DeadKeyGap<S>(bias_at(witness), best) < best)) {
+    ++witness;
+  }
   if (witness == hidden) return hidden;  // nothing before the first near key but what keep hides
   for (int64_t row = 0; row < rows; ++row) {
     if (row_visible[row] <= witness) return hidden;  // a row that does not see the witness
   }
-  // Rows [first, first + count) of K or V as fp32: in place for float, else converted into the buffer.
-  const auto rows_as_float = [&](const T* base, int64_t stride, int64_t first, int64_t count, int64_t dim, float* buffer,
-                                 int64_t& float_stride) {
-    if (const float* in_place = RowsInPlace(base + first * stride)) {
-      float_stride = stride;
-      return in_place;
-    }
-    LoadRowsAsFloat<S>(base + first * stride, stride, count, dim, dim, buffer);
-    float_stride = dim;
-    return static_cast<const float*>(buffer);
-  };
   int64_t stride = 0;
   const float witness_bias = bias_at(witness);
-  const float witness_norm = RowNorm<S>(rows_as_float(key, p.k_stride[2], witness, 1, head_dim, key_buffer, stride), head_dim);
+  const float witness_norm =
+      RowNorm<S>(RowsAsFloat<S>(key, p.k_stride[2], witness, 1, head_dim, key_buffer, stride), head_dim);
   if (!(witness_norm < kInfinity)) return hidden;
   const float factor = (1.01f + static_cast<float>(head_dim) * 0x1p-21f) * __builtin_fabsf(p.scale) * query_norm;
   for (int64_t first = hidden; first < witness; first += buffer_rows) {
     const int64_t count = MinOf(buffer_rows, witness - first);
     int64_t key_stride = 0, value_stride = 0;
-    const float* key_rows = rows_as_float(key, p.k_stride[2], first, count, head_dim, key_buffer, key_stride);
-    const float* value_rows = rows_as_float(value, p.v_stride[2], first, count, value_dim, value_buffer, value_stride);
+    const float* key_rows = RowsAsFloat<S>(key, p.k_stride[2], first, count, head_dim, key_buffer, key_stride);
+    const float* value_rows = RowsAsFloat<S>(value, p.v_stride[2], first, count, value_dim, value_buffer, value_stride);
     for (int64_t i = 0; i < count; ++i) {
       const int64_t j = first + i;
       if (!kept(j)) continue;
       const float key_norm = RowNorm<S>(key_rows + i * key_stride, head_dim);
       const float b = bias_at(j);
       if (!(key_norm < kInfinity) || !RowIsFinite<S>(value_rows + i * value_stride, value_dim) ||
-          !(b + factor * (key_norm + witness_norm) + gap(b, witness_bias) < witness_bias)) {
+          !(b + factor * (key_norm + witness_norm) + DeadKeyGap<S>(b, witness_bias) < witness_bias)) {
         return j;
       }
     }
   }
   return witness;
+}
+
+// The largest of `count` biases `stride` apart, as fp32 (-inf for none), into `largest`; false where one is NaN.
+template <class S, class T>
+bool LargestBias(const T* bias, int64_t stride, int64_t count, float& largest) {
+  using Vec = typename S::Vec;
+  const Vec inf = S::Set1(kInfinity), minus_inf = S::Set1(-kInfinity);
+  Vec most = minus_inf;
+  for (int64_t first = 0; first < count; first += S::kLanes) {
+    const int64_t n = MinOf(S::kLanes, count - first);
+    const Vec b = LoadBias<S>(bias + first * stride, stride, n);
+    const uint32_t lanes = S::LaneBits(S::LanesBelow(n));
+    // A lane is below +inf or above -inf unless it is NaN.
+    if (((S::LaneBits(S::Less(b, inf)) | S::LaneBits(S::Less(minus_inf, b))) & lanes) != lanes) return false;
+    most = S::Max(most, S::Select(S::LanesBelow(n), b, minus_inf));
+  }
+  largest = S::ReduceMax(most);
+  return true;
+}
+
+// Masks that differ by row (lane_bias, lane_keep): how many leading keys weigh exactly 0 for every row of a key-major
+// item. That is left padding in a (B, 1, S, T) mask, as an exported decoder carries batched prompts under its causal
+// mask (LeadingDeadKeys needs one witness for every row). A row may leave out the keys it does not see, the keys it
+// hides, and the kept keys before its witness: a kept key it sees whose finite bias lies above every earlier kept
+// key's by LeadingDeadKeys's test, with one bound |scale|·max|q|·max|k| for both dot products (k over the keys up to
+// the last witness), and finite K and V rows. The first row that keeps a key it sees takes the first such key as its
+// witness (a scan of its biases, once per item); each later row scans only the keys before the count so far and
+// takes the first kept key past it as its witness, or lowers the count to the keys it hides. A row whose biases all
+// lie near each other (a query of the padding, whose keys all hold the mask's fill; a row with no padding) so sets
+// it to 0. NaN biases keep their keys.
+template <class S, class T>
+int64_t LeadingDeadKeysByRow(const AttentionParams& p, const T* bias, const bool* keep, const PackedRows& packing,
+                             const T* key, const T* value, int64_t keys, int64_t head_dim, int64_t value_dim,
+                             float query_norm, const int64_t* row_visible, int64_t rows, float* key_buffer,
+                             float* value_buffer, int64_t buffer_rows) {
+  // How far a witness's bias w lies above the biases m of the keys before it, less their gap (> 0: enough for dot
+  // products of 0; the bound must fit in it twice). Twice the gap's rounding term, for this sum's own rounding.
+  const auto slack = [](float m, float w) {
+    if (m == -kInfinity) return kInfinity;  // only keys biased -inf before it
+    return (w - m) - DeadKeyGap<S>(m, w) - (__builtin_fabsf(m) + __builtin_fabsf(w)) * 0x1p-20f;
+  };
+  int64_t count = keys;          // keys every row so far leaves out, before the bound's test
+  int64_t fallback = keys;       // keys every row so far hides (keep) or does not see: left out whatever the bound
+  int64_t last_witness = -1;     // the largest witness index
+  float least_slack = kInfinity;  // over the rows' witnesses
+  bool counted = false;          // whether a row has set the count (the first one scans for its witness)
+  for (int64_t r = 0; r < rows && count > 0; ++r) {
+    const T* row_bias = bias != nullptr ? bias + packing.Offset(r, p.bias_stride[1], p.bias_stride[2]) : nullptr;
+    const bool* row_keep = keep != nullptr ? keep + packing.Offset(r, p.keep_stride[1], p.keep_stride[2]) : nullptr;
+    const auto kept = [&](int64_t j) { return row_keep == nullptr || row_keep[j * p.keep_stride[3]]; };
+    const auto bias_at = [&](int64_t j) { return ToFloat(row_bias[j * p.bias_stride[3]]); };
+    const int64_t seen = MinOf(row_visible[r], keys);
+    const bool first_row = !counted;
+    const int64_t limit = first_row ? seen : MinOf(count, seen);
+    int64_t hidden = -1;  // the row's first kept key before `limit` (-1: none)
+    int64_t witness = -1;
+    float before = -kInfinity;  // the largest bias of its kept keys before the witness
+    bool nan = false;
+    // Keys [from, to) one at a time; false once the scan ends (a witness, a NaN bias, keep-only's first kept key).
+    const auto scan_keys = [&](int64_t from, int64_t to) {
+      for (int64_t j = from; j < to; ++j) {
+        if (!kept(j)) continue;
+        if (row_bias == nullptr) {
+          hidden = j;
+          return false;
+        }
+        const float b = bias_at(j);
+        if (b != b) {
+          nan = true;
+          if (hidden < 0) hidden = j;
+          return false;
+        }
+        if (first_row && hidden >= 0 && __builtin_fabsf(b) < kInfinity && slack(before, b) > 0.0f) {
+          witness = j;
+          return false;
+        }
+        if (hidden < 0) hidden = j;
+        before = MaxOf(before, b);
+      }
+      return true;
+    };
+    if (row_bias == nullptr || row_keep != nullptr) {
+      scan_keys(0, limit);
+    } else if (!first_row) {  // every key kept: the largest bias before the count, a vector at a time
+      if (limit > 0) {
+        hidden = 0;
+        nan = !LargestBias<S>(row_bias, p.bias_stride[3], limit, before);
+      }
+    } else {
+      // A vector at a time, one key at a time only in the first vector and where one may hold a witness (a bias
+      // more than the least gap above the largest before it) or a NaN.
+      for (int64_t first = 0; first < limit; first += S::kLanes) {
+        const int64_t n = MinOf(S::kLanes, limit - first);
+        float largest = kInfinity;
+        const bool ordered = LargestBias<S>(row_bias + first * p.bias_stride[3], p.bias_stride[3], n, largest);
+        if (hidden < 0 || !ordered || !(largest - before <= 1.0f - kExpZeroBelow<S>)) {
+          if (!scan_keys(first, first + n)) break;
+        } else {
+          before = MaxOf(before, largest);
+        }
+      }
+    }
+    if (hidden < 0) continue;  // no kept key before the count: leaving those out changes nothing for this row
+    if (row_bias == nullptr || nan) {
+      count = MinOf(count, hidden);
+      fallback = MinOf(fallback, hidden);
+      counted = true;
+      continue;
+    }
+    if (!first_row && seen > count) {  // the first kept key the row sees past the count
+      int64_t j = count;
+      while (j < seen && !kept(j)) ++j;
+      if (j < seen) {
+        const float b = bias_at(j);
+        if (__builtin_fabsf(b) < kInfinity && slack(before, b) > 0.0f) witness = j;
+      }
+    }
+    fallback = MinOf(fallback, hidden);
+    counted = true;
+    if (witness < 0) {
+      count = MinOf(count, hidden);
+      continue;
+    }
+    if (first_row) count = witness;  // a later row's lies at or past the count
+    last_witness = MaxOf(last_witness, witness);
+    const float witness_slack = slack(before, bias_at(witness));
+    if (witness_slack < least_slack) least_slack = witness_slack;
+  }
+  if (count <= fallback || last_witness < 0) return count;
+  // The bound over the keys up to the last witness, and finite values for the keys left out.
+  float key_norm = 0.0f;
+  for (int64_t first = 0; first <= last_witness; first += buffer_rows) {
+    const int64_t rows_here = MinOf(buffer_rows, last_witness + 1 - first);
+    int64_t key_stride = 0;
+    const float* key_rows = RowsAsFloat<S>(key, p.k_stride[2], first, rows_here, head_dim, key_buffer, key_stride);
+    key_norm = MaxOf(key_norm, LargestRowNorm<S>(key_rows, key_stride, rows_here, head_dim));
+  }
+  const float factor = (1.01f + static_cast<float>(head_dim) * 0x1p-21f) * __builtin_fabsf(p.scale);
+  const float bound = factor * query_norm * key_norm;
+  if (!(2.0f * bound < least_slack)) return fallback;  // NaN and inf too
+  for (int64_t first = 0; first < count; first += buffer_rows) {
+    const int64_t rows_here = MinOf(buffer_rows, count - first);
+    int64_t value_stride = 0;
+    const float* value_rows =
+        RowsAsFloat<S>(value, p.v_stride[2], first, rows_here, value_dim, value_buffer, value_stride);
+    if (RowsAreFinite<S>(value_rows, value_stride, rows_here, value_dim)) continue;
+    for (int64_t i = 0; i < rows_here; ++i) {
+      if (!RowIsFinite<S>(value_rows + i * value_stride, value_dim)) return MaxOf(fallback, first + i);
+    }
+  }
+  return count;
 }
 
 // Row-varying biases (KeyScoreRule::lane_bias) of a strip for keys [0, count) of a tile, row r's
@@ -1718,10 +1880,14 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
     scratch.row_sum[row] = 0.0f;
   }
 
-  // Its witness must count for every row: not with masks that differ by row.
-  const int64_t first_key = LeadingDeadKeys<S>(p, lane_bias || lane_keep ? nullptr : bias, lane_keep ? nullptr : keep,
-                                               key, value, tile_keys, head_dim, value_dim, query_norm, row_visible,
-                                               rows, scratch.keys_t, scratch.values, kKeyTile);
+  // Leading keys that weigh 0 for every row: one witness for all rows where the masks are the same for each, one per
+  // row where they differ.
+  const int64_t first_key =
+      lane_bias || lane_keep
+          ? LeadingDeadKeysByRow<S>(p, bias, keep, packing, key, value, tile_keys, head_dim, value_dim, query_norm,
+                                    row_visible, rows, scratch.keys_t, scratch.values, kKeyTile)
+          : LeadingDeadKeys<S>(p, bias, keep, key, value, tile_keys, head_dim, value_dim, query_norm, row_visible,
+                               rows, scratch.keys_t, scratch.values, kKeyTile);
   LinePrefetcher prefetch(item.next);  // a line per head dim of each Q·Kᵀ block and per key of each P·V block
   for (int64_t key_start = first_key; key_start < tile_keys; key_start += kKeyTile) {
     const int64_t keys = MinOf(kKeyTile, tile_keys - key_start);

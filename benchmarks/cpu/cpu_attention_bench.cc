@@ -159,6 +159,8 @@ const Shape kShapes[] = {
     {"biascausal T512 H12 D64", 12, 12, 512, 512, 64, false, CausalAlignment::kNone, false, true},
     {"biascausal T2048 H12 D64", 12, 12, 2048, 2048, 64, false, CausalAlignment::kNone, false, true},
     {"biascausal T1024 H32/8 D128", 32, 8, 1024, 1024, 128, false, CausalAlignment::kNone, false, true},
+    {"biascausal T64 H12 D64 leftpad", 12, 12, 64, 64, 64, false, CausalAlignment::kNone, false, true, true},
+    {"biascausal T128 H12 D64 leftpad", 12, 12, 128, 128, 64, false, CausalAlignment::kNone, false, true, true},
     {"biascausal T512 H12 D64 leftpad", 12, 12, 512, 512, 64, false, CausalAlignment::kNone, false, true, true},
     {"biascausal T2048 H12 D64 leftpad", 12, 12, 2048, 2048, 64, false, CausalAlignment::kNone, false, true, true},
     {"encoder T512 H12 D64 rowbias leftpad", 12, 12, 512, 512, 64, true, CausalAlignment::kNone, true, false, true},

@@ -288,7 +288,8 @@ TEST(CpuFlashAttention, LeftPaddingMatchesTheReference) {
 // mask. The key-major path starts an item's key loop past the keys its rows all leave out (LeadingDeadKeysByRow).
 // Sequence 1's first 150 rows see only padding (a softmax over the fill, or masked rows), so whole items and items
 // that straddle the padding's end keep every key; "ragged" pads each row by its own count (0 to 89), so that later
-// rows lower an item's count; large queries (magnitude 8) leave the bound less room.
+// rows lower an item's count; large queries (magnitude 8) leave the bound less room. A second mask, the same for every
+// row, starts at the strip's first key too.
 TEST(CpuFlashAttention, LeftPaddedDecoderMasksMatchTheReference) {
   enum class Mask { kCausalInBias, kBiasBesideCausal, kKeep, kRagged };
   const int64_t padding[] = {0, 150, 37};
@@ -299,10 +300,12 @@ TEST(CpuFlashAttention, LeftPaddedDecoderMasksMatchTheReference) {
         if (mask == Mask::kKeep && fill != LowestFinite(dtype)) continue;
         AttentionCase c = Shape(dtype, 300, 300, 64, 64);
         c.batch = 3, c.q_heads = 2, c.kv_heads = 1, c.seed = ++seed, c.masked_rows = MaskedRows::kNaN;
+        // Beside the mask that differs by row, one that does not: a bias, or (every other case) a keep mask.
         if (mask == Mask::kKeep) {
-          c.keep = Broadcast::kBatchQueryKey;
+          c.keep = Broadcast::kBatchQueryKey, c.bias = Broadcast::kBatchKey;
         } else {
           c.bias = Broadcast::kBatchQueryKey;
+          if (seed % 2 == 0) c.keep = Broadcast::kBatchKey;
         }
         if (mask != Mask::kCausalInBias) c.causal = CausalAlignment::kUpperLeft;
         if (seed % 3 == 0) c.magnitude = 8.0;
@@ -314,7 +317,8 @@ TEST(CpuFlashAttention, LeftPaddedDecoderMasksMatchTheReference) {
                        std::to_string(fill) + " " + c.Describe());
           AttentionTensors tensors(c);
           if (mask == Mask::kKeep) {
-            tensors.SetKeep([&](int64_t b, int64_t, int64_t, int64_t j) { return j >= pad(b, 0); });
+            // The first 64 rows keep every key, so that the strips past them start later than the item.
+            tensors.SetKeep([&](int64_t b, int64_t, int64_t i, int64_t j) { return i < 64 || j >= pad(b, i); });
           } else {
             tensors.SetBias([&](int64_t b, int64_t, int64_t i, int64_t j, double x) {
               return j < pad(b, i) || (mask == Mask::kCausalInBias && j > i) ? fill : x;

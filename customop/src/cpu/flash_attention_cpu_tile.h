@@ -1467,7 +1467,7 @@ bool LargestBias(const T* bias, int64_t stride, int64_t count, float& largest) {
 }
 
 // Masks that differ by row (lane_bias, lane_keep): how many leading keys weigh exactly 0 for every row of a key-major
-// item. That is left padding in a (B, 1, S, T) mask, as an exported decoder carries batched prompts under its causal
+// item's strip, rows [row_begin, row_begin + rows). That is left padding in a (B, 1, S, T) mask, as an exported decoder carries batched prompts under its causal
 // mask (LeadingDeadKeys needs one witness for every row). A row may leave out the keys it does not see, the keys it
 // hides, and the kept keys before its witness: a kept key it sees whose finite bias lies above every earlier kept
 // key's by LeadingDeadKeys's test, with one bound |scale|·max|q|·max|k| for both dot products (k over the keys up to
@@ -1476,11 +1476,14 @@ bool LargestBias(const T* bias, int64_t stride, int64_t count, float& largest) {
 // takes the first kept key past it as its witness, or lowers the count to the keys it hides. A row whose biases all
 // lie near each other (a query of the padding, whose keys all hold the mask's fill; a row with no padding) so sets
 // it to 0. NaN biases keep their keys.
+// Leading keys x (head_dim + value_dim) a strip's count must reach before its rows scan for their witnesses.
+inline constexpr int64_t kLeadingWorthLeavingOut = 2048;
+
 template <class S, class T>
 int64_t LeadingDeadKeysByRow(const AttentionParams& p, const T* bias, const bool* keep, const PackedRows& packing,
                              const T* key, const T* value, int64_t keys, int64_t head_dim, int64_t value_dim,
-                             float query_norm, const int64_t* row_visible, int64_t rows, float* key_buffer,
-                             float* value_buffer, int64_t buffer_rows) {
+                             float query_norm, const int64_t* row_visible, int64_t row_begin, int64_t rows,
+                             float* key_buffer, float* value_buffer, int64_t buffer_rows) {
   // How far a witness's bias w lies above the biases m of the keys before it, less their gap (> 0: enough for dot
   // products of 0; the bound must fit in it twice). Twice the gap's rounding term, for this sum's own rounding.
   const auto slack = [](float m, float w) {
@@ -1492,9 +1495,15 @@ int64_t LeadingDeadKeysByRow(const AttentionParams& p, const T* bias, const bool
   int64_t last_witness = -1;     // the largest witness index
   float least_slack = kInfinity;  // over the rows' witnesses
   bool counted = false;          // whether a row has set the count (the first one scans for its witness)
-  for (int64_t r = 0; r < rows && count > 0; ++r) {
-    const T* row_bias = bias != nullptr ? bias + packing.Offset(r, p.bias_stride[1], p.bias_stride[2]) : nullptr;
-    const bool* row_keep = keep != nullptr ? keep + packing.Offset(r, p.keep_stride[1], p.keep_stride[2]) : nullptr;
+  // Row r's head and query, stepped along (PackedRows::Offset divides).
+  int64_t head = packing.Head(row_begin), query = packing.Query(row_begin);
+  for (int64_t r = row_begin; r < row_begin + rows && count > 0; ++r) {
+    if (r > row_begin && ++query == packing.first_row + packing.rows_per_head) {
+      query = packing.first_row;
+      ++head;
+    }
+    const T* row_bias = bias != nullptr ? bias + head * p.bias_stride[1] + query * p.bias_stride[2] : nullptr;
+    const bool* row_keep = keep != nullptr ? keep + head * p.keep_stride[1] + query * p.keep_stride[2] : nullptr;
     const auto kept = [&](int64_t j) { return row_keep == nullptr || row_keep[j * p.keep_stride[3]]; };
     const auto bias_at = [&](int64_t j) { return ToFloat(row_bias[j * p.bias_stride[3]]); };
     const int64_t seen = MinOf(row_visible[r], keys);
@@ -1569,7 +1578,12 @@ int64_t LeadingDeadKeysByRow(const AttentionParams& p, const T* bias, const bool
       count = MinOf(count, hidden);
       continue;
     }
-    if (first_row) count = witness;  // a later row's lies at or past the count
+    if (first_row) {  // a later row's witness lies at or past the count
+      // Each later row costs a scan of the keys before the count: worth it where they hold enough work (at S = T = 64,
+      // 8 keys of 64 + 64 dims took 1.1x the time to leave out).
+      if (witness * (head_dim + value_dim) < kLeadingWorthLeavingOut) return fallback;
+      count = witness;
+    }
     last_witness = MaxOf(last_witness, witness);
     const float witness_slack = slack(before, bias_at(witness));
     if (witness_slack < least_slack) least_slack = witness_slack;
@@ -1880,14 +1894,24 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
     scratch.row_sum[row] = 0.0f;
   }
 
-  // Leading keys that weigh 0 for every row: one witness for all rows where the masks are the same for each, one per
-  // row where they differ.
-  const int64_t first_key =
-      lane_bias || lane_keep
-          ? LeadingDeadKeysByRow<S>(p, bias, keep, packing, key, value, tile_keys, head_dim, value_dim, query_norm,
-                                    row_visible, rows, scratch.keys_t, scratch.values, kKeyTile)
-          : LeadingDeadKeys<S>(p, bias, keep, key, value, tile_keys, head_dim, value_dim, query_norm, row_visible,
-                               rows, scratch.keys_t, scratch.values, kKeyTile);
+  // Leading keys that weigh 0 for every row: one witness for all rows where the masks are the same for each. Where they
+  // differ, a witness per row, and a count per strip (a strip of the padding's rows must see every key; the strips
+  // past it start later); the key loop starts at the least, each strip at its own (strip_lead, by strip / kStripRows).
+  int64_t strip_lead[Traits::kQueryTile / kStripRows + 1] = {};
+  int64_t first_key = 0;
+  if (lane_bias || lane_keep) {
+    first_key = tile_keys;
+    for (int64_t strip = 0; strip < padded_rows; strip += kStripRows) {
+      const int64_t lead = LeadingDeadKeysByRow<S>(p, bias, keep, packing, key, value, tile_keys, head_dim, value_dim,
+                                                   query_norm, row_visible, strip, MinOf(kStripRows, rows - strip),
+                                                   scratch.keys_t, scratch.values, kKeyTile);
+      strip_lead[strip / kStripRows] = lead;
+      first_key = MinOf(first_key, lead);
+    }
+  } else {
+    first_key = LeadingDeadKeys<S>(p, bias, keep, key, value, tile_keys, head_dim, value_dim, query_norm, row_visible,
+                                   rows, scratch.keys_t, scratch.values, kKeyTile);
+  }
   LinePrefetcher prefetch(item.next);  // a line per head dim of each Q·Kᵀ block and per key of each P·V block
   for (int64_t key_start = first_key; key_start < tile_keys; key_start += kKeyTile) {
     const int64_t keys = MinOf(kKeyTile, tile_keys - key_start);
@@ -1934,25 +1958,34 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
       // value block (the accumulators of a whole strip).
       constexpr int kKeyBlock = Traits::kKeyBlock;
       constexpr int kValueBlock = Traits::kValueBlock * kStripVectors / kVectors;
-      // Keys of this tile each lane sees.
+      // The strip runs on the tile's keys from its own first (strip_lead): key `strip_first` on, `own_keys` of them.
+      const int64_t lead = Clamp(strip_lead[strip / kStripRows] - key_start, 0, keys);
+      const int64_t strip_first = key_start + lead;
+      const int64_t own_keys = keys - lead;
+      const float* strip_key_rows = key_rows + lead * key_stride;
+      const float* strip_values = values + lead * value_stride;
+      // Keys of these each lane sees.
       float visible_lanes[kRows];
       int64_t strip_keys = 0;
       bool every_key_visible = true;
       for (int r = 0; r < kRows; ++r) {
-        const int64_t visible = Clamp(row_visible[strip + r] - key_start, 0, keys);
+        const int64_t visible = Clamp(row_visible[strip + r] - strip_first, 0, own_keys);
         if (strip + r < rows) strip_keys = visible > strip_keys ? visible : strip_keys;
-        every_key_visible = every_key_visible && visible == keys;
+        every_key_visible = every_key_visible && visible == own_keys;
         visible_lanes[r] = static_cast<float>(visible);
       }
-      strip_keys = MinOf(strip_keys, computed_keys);
+      strip_keys = MinOf(strip_keys, computed_keys - lead);
+      if (strip_keys <= 0) return;
       const int64_t real_rows = MinOf(kRows, rows - strip);
       KeyScoreRule<T> strip_rule = rule;
+      if (rule.bias != nullptr) strip_rule.bias += lead * rule.bias_key_stride;
+      if (rule.keep != nullptr) strip_rule.keep += lead * rule.keep_key_stride;
       uint32_t keep_bits[kKeyTile];
-      if (lane_keep && strip_keys > 0) {
+      if (lane_keep) {
         const bool* keep_rows[kRows];
         for (int r = 0; r < kRows; ++r) {
           keep_rows[r] = r < real_rows ? keep + packing.Offset(strip + r, p.keep_stride[1], p.keep_stride[2]) +
-                                             key_start * p.keep_stride[3]
+                                             strip_first * p.keep_stride[3]
                                        : nullptr;
         }
         LoadStripKeepBits<kRows>(keep_rows, p.keep_stride[3], strip_keys, keep_bits);
@@ -1964,7 +1997,7 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
         int64_t row_keys[kRows];
         for (int r = 0; r < kRows; ++r) {
           bias_rows[r] = r < real_rows ? bias + packing.Offset(strip + r, p.bias_stride[1], p.bias_stride[2]) +
-                                             key_start * p.bias_stride[3]
+                                             strip_first * p.bias_stride[3]
                                        : nullptr;
           row_keys[r] = MinOf(static_cast<int64_t>(visible_lanes[r]), strip_keys);
         }
@@ -1988,11 +2021,12 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
       const auto score_keys = [&](auto keys_in_block, int64_t j) {
         constexpr int kKeys = decltype(keys_in_block)::value;
         if constexpr (kVectors == kStripVectors) {
-          ScoreStripKeys<S, T, kKeys, kHeadDim, kVectors>(queries_t, padded_rows, key_rows + j * key_stride,
+          ScoreStripKeys<S, T, kKeys, kHeadDim, kVectors>(queries_t, padded_rows, strip_key_rows + j * key_stride,
                                                           key_stride, head_dim, strip_rule, j, masked, scratch.scores,
                                                           tile_max, prefetch.Take(head_dim));
         } else {
-          ScoreStripKeysApart<S, T, kKeys, kHeadDim, kVectors>(queries_t, padded_rows, key_rows + j * key_stride,
+          ScoreStripKeysApart<S, T, kKeys, kHeadDim, kVectors>(queries_t, padded_rows,
+                                                               strip_key_rows + j * key_stride,
                                                                key_stride, head_dim, strip_rule, j, masked,
                                                                scratch.scores,
                                                                tile_max, prefetch.Take(head_dim));
@@ -2027,18 +2061,18 @@ void RunQueryTileKeyMajor(const AttentionParams& p, const WorkItem& whole_item, 
       float* acc_t = scratch.acc + strip * value_dim;
       const int64_t blocked_dims = value_dim - value_dim % kValueBlock;
       for (int64_t c = 0; c < blocked_dims; c += kValueBlock) {
-        AccumulateValuesStrip<S, kValueBlock, kVectors>(scratch.scores, rescale, values + c, value_stride, strip_keys,
-                                                        acc_t + c * kRows, prefetch.Take(strip_keys));
+        AccumulateValuesStrip<S, kValueBlock, kVectors>(scratch.scores, rescale, strip_values + c, value_stride,
+                                                        strip_keys, acc_t + c * kRows, prefetch.Take(strip_keys));
       }
       int64_t c = blocked_dims;
       if constexpr (kValueBlock > 4) {
         for (; c + 4 <= value_dim; c += 4) {
-          AccumulateValuesStrip<S, 4, kVectors>(scratch.scores, rescale, values + c, value_stride, strip_keys,
+          AccumulateValuesStrip<S, 4, kVectors>(scratch.scores, rescale, strip_values + c, value_stride, strip_keys,
                                                 acc_t + c * kRows, prefetch.Take(strip_keys));
         }
       }
       for (; c < value_dim; ++c) {
-        AccumulateValuesStrip<S, 1, kVectors>(scratch.scores, rescale, values + c, value_stride, strip_keys,
+        AccumulateValuesStrip<S, 1, kVectors>(scratch.scores, rescale, strip_values + c, value_stride, strip_keys,
                                               acc_t + c * kRows, prefetch.Take(strip_keys));
       }
     };

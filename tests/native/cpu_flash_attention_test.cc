@@ -331,6 +331,27 @@ TEST(CpuFlashAttention, LeftPaddedDecoderMasksMatchTheReference) {
   }
 }
 
+// Every 16th row (the first of a strip) hides its first 4 keys and biases the next 2 by -10000; the other rows keep
+// and see every key alike. Those 4 keys still count for the other rows: a strip's first row leaves out only what each
+// row does (LeadingDeadKeysByRow, where the count is too small to be worth the other rows' scans too).
+TEST(CpuFlashAttention, KeysAStripsFirstRowHidesStillCountForTheOthers) {
+  for (DType dtype : kAllDtypes) {
+    for (int64_t head_dim : {int64_t{64}, int64_t{256}}) {  // 6 keys below the threshold, and above it
+      AttentionCase c = Shape(dtype, 64, 64, head_dim, head_dim);
+      c.bias = Broadcast::kBatchQueryKey, c.keep = Broadcast::kBatchQueryKey, c.seed = 1200;
+      for (KernelPath path : SupportedPaths()) {
+        SCOPED_TRACE(std::string(Name(path)) + ": " + c.Describe());
+        AttentionTensors tensors(c);
+        tensors.SetKeep([](int64_t, int64_t, int64_t i, int64_t j) { return i % 16 != 0 || j >= 4; });
+        tensors.SetBias([](int64_t, int64_t, int64_t i, int64_t j, double x) {
+          return i % 16 == 0 && j < 6 ? -10000.0 : x;
+        });
+        ExpectMatchesReference(tensors, RunKernel(tensors, path));
+      }
+    }
+  }
+}
+
 // Left padding in a (B, 1, S, T) bias of -10000 whose keys score far above it (key rows of 20000s, query rows of
 // either sign) still counts for the rows where it outscores the real keys: the bound on the dot products leaves
 // those keys in (LeadingDeadKeysByRow).

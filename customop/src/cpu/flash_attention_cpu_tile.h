@@ -1581,7 +1581,7 @@ int64_t LeadingDeadKeysByRow(const AttentionParams& p, const T* bias, const bool
     if (first_row) {  // a later row's witness lies at or past the count
       // Each later row costs a scan of the keys before the count: worth it where they hold enough work (at S = T = 64,
       // 8 keys of 64 + 64 dims took 1.1x the time to leave out).
-      if (witness * (head_dim + value_dim) < kLeadingWorthLeavingOut) return fallback;
+      if (witness * (head_dim + value_dim) < kLeadingWorthLeavingOut) return 0;  // the other rows not yet scanned
       count = witness;
     }
     last_witness = MaxOf(last_witness, witness);

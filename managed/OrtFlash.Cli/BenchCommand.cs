@@ -197,6 +197,12 @@ internal static class BenchCommand
         int threads = options.OriginalSession.IntraOpThreads;
         output.WriteLine($"providers  {Lower(report.OriginalProvider)} (original), {Lower(report.RewrittenProvider)} (rewritten); " +
                          $"intra-op threads: {(threads == 0 ? "chosen by ONNX Runtime" : threads.ToString(CultureInfo.InvariantCulture))}");
+        var inputs = options.Inputs;
+        string padding = inputs.BatchSize == 1
+            ? "unpadded"
+            : $"entry 0 unpadded, the others padded at the {(inputs.Padding == PaddingSide.Start ? "start" : "end")}";
+        output.WriteLine($"inputs     batch {inputs.BatchSize} ({padding}), past {inputs.PastSequenceLength} where the model caches, " +
+                         $"seed {inputs.Seed}; --json lists each run's inputs");
         output.WriteLine($"timing     {options.WarmupIterations} warm-up run(s), then up to {options.Iterations} timed run(s) of each model per " +
                          "sequence length, interleaved original/rewritten" +
                          (options.TimeBudget is { } budget ? $", at most {budget.TotalSeconds.ToString(CultureInfo.InvariantCulture)} s" : ""));

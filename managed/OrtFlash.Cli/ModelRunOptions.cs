@@ -39,6 +39,14 @@ internal sealed class ModelRunOptions
         Batch = new Option<string>("--batch") { Description = "Batch size (entry 0 unpadded, the others padded).", DefaultValueFactory = _ => "2" };
         Past = new Option<string>("--past") { Description = "Past (KV cache) length for models with a cache.", DefaultValueFactory = _ => "3" };
         Seed = new Option<string>("--seed") { Description = "Seed of the generated inputs.", DefaultValueFactory = _ => "1234" };
+        Padding = new Option<string>("--padding")
+        {
+            Description = "Where the padded entries' generated padding masks pad: end (right padding, as tokenizers pad encoder " +
+                          "input) or start (left padding, as batched generation pads prompts: a padded entry's first rows then " +
+                          "see only padding, a softmax over the mask's fill, which a float16 model may round otherwise than the " +
+                          "fused op, which adds masks in float32).",
+            DefaultValueFactory = _ => "end",
+        };
         Dimensions = new Option<string[]>("--dim")
         {
             Description = "NAME=SIZE: the size of a symbolic input dimension, over every rule (repeatable). Needed for dimensions " +
@@ -64,6 +72,8 @@ internal sealed class ModelRunOptions
 
     public Option<string> Seed { get; }
 
+    public Option<string> Padding { get; }
+
     public Option<string[]> Dimensions { get; }
 
     public Option<bool> CausalPaddedRows { get; }
@@ -73,7 +83,7 @@ internal sealed class ModelRunOptions
     /// <summary>Adds every option to <paramref name="command"/>.</summary>
     public void AddTo(Command command)
     {
-        foreach (Option option in new Option[] { SequenceLengths, Provider, CudaTf32, AttentionTf32, Threads, Batch, Past, Seed, Dimensions, CausalPaddedRows, ExactIntegerMasks })
+        foreach (Option option in new Option[] { SequenceLengths, Provider, CudaTf32, AttentionTf32, Threads, Batch, Past, Seed, Padding, Dimensions, CausalPaddedRows, ExactIntegerMasks })
         {
             command.Options.Add(option);
         }
@@ -91,20 +101,29 @@ internal sealed class ModelRunOptions
             CudaAttentionTf32 = parsed.GetValue(AttentionTf32),
         };
         string seed = parsed.GetValue(Seed)!;
+        var padding = ParsePadding(parsed.GetValue(Padding)!);
+        bool causalPaddedRows = parsed.GetValue(CausalPaddedRows);
+        if (causalPaddedRows && padding == PaddingSide.Start)
+        {
+            // The option promises rows that see an unpadded key; left padding leaves a padded entry's first rows none.
+            throw new ArgumentException("--causal-padded-rows and --padding start do not go together: the rewrite is exact only for rows " +
+                                        "that see a key the padding keeps, and left padding leaves a padded entry's first rows none.");
+        }
+
         return new ModelRunSettings(
             parsed.GetValue(SequenceLengths)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
                 .Select(s => ParseInt(s, "--seq", minimum: 1)).ToArray() is { Length: > 0 } lengths
                 ? lengths
                 : throw new ArgumentException("--seq needs at least one sequence length, e.g. --seq 7,16."),
             session,
-            session with { Rewriting = RewriteCommand.OptionsFor(parsed.GetValue(CausalPaddedRows), parsed.GetValue(ExactIntegerMasks)) },
+            session with { Rewriting = RewriteCommand.OptionsFor(causalPaddedRows, parsed.GetValue(ExactIntegerMasks)) },
             new InputGenerationOptions
             {
                 BatchSize = ParseInt(parsed.GetValue(Batch)!, "--batch", minimum: 1),
                 PastSequenceLength = ParseInt(parsed.GetValue(Past)!, "--past", minimum: 0),
-                // --causal-padded-rows promises rows with an unpadded visible key: padding at the end leaves key 0
-                // unpadded (the generator always keeps one key), which every causal row sees.
-                Padding = PaddingSide.End,
+                // At the end by default: it leaves key 0 unpadded (the generator always keeps one key), which every
+                // causal row sees, as --causal-padded-rows needs.
+                Padding = padding,
                 Seed = ulong.TryParse(seed, NumberStyles.None, CultureInfo.InvariantCulture, out ulong s)
                     ? s
                     : throw new ArgumentException($"--seed must be a non-negative integer, not '{seed}'."),
@@ -144,6 +163,13 @@ internal sealed class ModelRunOptions
         "off" => false,
         "default" => null,
         _ => throw new ArgumentException($"--cuda-tf32 must be on, off or default, not '{text}'."),
+    };
+
+    private static PaddingSide ParsePadding(string text) => text.ToLowerInvariant() switch
+    {
+        "end" => PaddingSide.End,
+        "start" => PaddingSide.Start,
+        _ => throw new ArgumentException($"--padding must be end or start, not '{text}'."),
     };
 
     private static ExecutionProvider ParseProvider(string text) => text.ToLowerInvariant() switch

@@ -106,6 +106,22 @@ public sealed class BenchCommandTests
     }
 
     [Test]
+    public void LeftPaddedInputsAreTimedWhenAskedAndSaidSo()
+    {
+        string json = Path.Combine(folder, "bench.json");
+        var (exitCode, output, error) = Bench([TestModels.PathOf("gpt2-opset17.onnx"), "--padding", "start", "--seq", "8", "--batch", "3", "--json", json, .. Quick]);
+        Assert.That(exitCode, Is.EqualTo(BenchCommand.Measured), output + error);
+        using var document = JsonDocument.Parse(File.ReadAllText(json));
+        var inputs = document.RootElement.GetProperty("runs")[0].GetProperty("inputs").EnumerateArray().Select(i => i.GetString()).ToArray();
+        Assert.Multiple(() =>
+        {
+            Assert.That(output, Does.Contain("inputs     batch 3 (entry 0 unpadded, the others padded at the start)"));
+            Assert.That(inputs, Has.Some.Contains("padded at the start"));
+            Assert.That(inputs, Has.None.Contains("padded at the end"));
+        });
+    }
+
+    [Test]
     public void ARewrittenFileIsTimedAsGivenAndItsFlashAttentionNodesCounted()
     {
         string rewritten = Path.Combine(folder, "bert-flash.onnx");
@@ -160,6 +176,7 @@ public sealed class BenchCommandTests
         yield return new TestCaseData("tf32", "--cuda-tf32 must be on, off or default").SetName("BadInputExitsTwo(unknown --cuda-tf32)");
         yield return new TestCaseData("json-folder", "is not a file in an existing folder").SetName("BadInputExitsTwo(--json in a missing folder)");
         yield return new TestCaseData("json-model", "would overwrite a model").SetName("BadInputExitsTwo(--json naming the model)");
+        yield return new TestCaseData("padding", "--padding must be end or start").SetName("BadInputExitsTwo(unknown --padding)");
         yield return new TestCaseData("unknown", "unexpected argument").SetName("BadInputExitsTwo(extra argument)");
     }
 
@@ -181,6 +198,7 @@ public sealed class BenchCommandTests
             "tf32" => [copy, "--cuda-tf32", "maybe"],
             "json-folder" => [copy, "--json", Path.Combine(folder, "absent", "bench.json")],
             "json-model" => [copy, "--json", copy],
+            "padding" => [copy, "--padding", "left"],
             _ => [copy, copy, "extra"],
         };
         var before = Directory.GetFiles(folder).ToDictionary(f => f, File.GetLastWriteTimeUtc);

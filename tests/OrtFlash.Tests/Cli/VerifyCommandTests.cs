@@ -124,6 +124,9 @@ public sealed class VerifyCommandTests
         yield return new TestCaseData("threads", "--threads must be an integer ≥ 0").SetName("BadInputExitsTwo(malformed --threads)");
         yield return new TestCaseData("dim", "--dim must be NAME=SIZE").SetName("BadInputExitsTwo(malformed --dim)");
         yield return new TestCaseData("heads", "--dim batch_x_heads=").SetName("BadInputExitsTwo(a dimension counting heads without --dim)");
+        yield return new TestCaseData("padding", "--padding must be end or start").SetName("BadInputExitsTwo(unknown --padding)");
+        yield return new TestCaseData("padding-causal", "--causal-padded-rows and --padding start do not go together")
+            .SetName("BadInputExitsTwo(--causal-padded-rows with left padding)");
         yield return new TestCaseData("unknown", "unexpected argument").SetName("BadInputExitsTwo(extra argument)");
     }
 
@@ -143,6 +146,8 @@ public sealed class VerifyCommandTests
             "threads" => [Bert, "--threads", "-1"],
             "dim" => [Bert, "--dim", "height"],
             "heads" => [TestModels.PathOf("bloom_past-opset17.onnx")],
+            "padding" => [Bert, "--padding", "middle"],
+            "padding-causal" => [TestModels.PathOf("gpt2-opset17.onnx"), "--padding", "start", "--causal-padded-rows"],
             _ => [Bert, Bert, "extra"],
         };
         var before = Directory.GetFiles(folder);
@@ -179,6 +184,21 @@ public sealed class VerifyCommandTests
             Assert.That(output, Does.Contain("rewritten in memory: 2 attention subgraph(s) fused"));
             Assert.That(output, Does.Contain("padding generated at the end only, so no row is fully padded"));
             Assert.That(output, Does.Contain("padded at the end").And.Not.Contain("padded at the start"));
+            Assert.That(output, Does.Contain("PASS"));
+        });
+    }
+
+    // Batched generation pads prompts on the left: a padded entry's first rows see only padding (a softmax over the
+    // mask's fill), which the exact rewrite keeps as the original computes it, past the cache included.
+    [TestCase("llama-opset17.onnx")]
+    [TestCase("qwen2-opset17-fp16.onnx")]
+    public void PaddingStartComparesLeftPaddedInputsAndSaysSo(string file)
+    {
+        var (exitCode, output, error) = Verify(TestModels.PathOf(file), "--padding", "start", "--seq", "5,40", "--batch", "3");
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.EqualTo(VerifyCommand.Match), output + error);
+            Assert.That(output, Does.Contain("padded at the start").And.Not.Contain("padded at the end"));
             Assert.That(output, Does.Contain("PASS"));
         });
     }

@@ -1448,19 +1448,39 @@ int64_t LeadingDeadKeys(const AttentionParams& p, const T* bias, const bool* kee
   return witness;
 }
 
-// The largest of `count` biases `stride` apart, as fp32 (-inf for none), into `largest`; false where one is NaN.
+// The first of `count` keys that `keep` keeps (its values `stride` apart; null: key 0), or `count` if none: eight at a
+// time where they are adjacent.
+inline int64_t FirstKeptKey(const bool* keep, int64_t stride, int64_t count) {
+  if (keep == nullptr) return count > 0 ? 0 : count;
+  int64_t j = 0;
+  if (stride == 1) {
+    for (; j + 8 <= count; j += 8) {
+      uint64_t bytes;
+      std::memcpy(&bytes, keep + j, sizeof bytes);
+      if (bytes != 0) break;
+    }
+  }
+  while (j < count && !keep[j * stride]) ++j;
+  return j;
+}
+
+// The largest of `count` biases `stride` apart that `keep` keeps (null: all; its values keep_stride apart), as fp32
+// (-inf for none), into `largest`; false where one of them is NaN.
 template <class S, class T>
-bool LargestBias(const T* bias, int64_t stride, int64_t count, float& largest) {
+bool LargestBias(const T* bias, int64_t stride, int64_t count, float& largest, const bool* keep = nullptr,
+                 int64_t keep_stride = 0) {
   using Vec = typename S::Vec;
   const Vec inf = S::Set1(kInfinity), minus_inf = S::Set1(-kInfinity);
   Vec most = minus_inf;
   for (int64_t first = 0; first < count; first += S::kLanes) {
     const int64_t n = MinOf(S::kLanes, count - first);
     const Vec b = LoadBias<S>(bias + first * stride, stride, n);
-    const uint32_t lanes = S::LaneBits(S::LanesBelow(n));
+    typename S::Mask lanes = S::LanesBelow(n);
+    if (keep != nullptr) lanes = S::And(lanes, KeptKeys<S>(keep + first * keep_stride, keep_stride, n));
+    const uint32_t bits = S::LaneBits(lanes);
     // A lane is below +inf or above -inf unless it is NaN.
-    if (((S::LaneBits(S::Less(b, inf)) | S::LaneBits(S::Less(minus_inf, b))) & lanes) != lanes) return false;
-    most = S::Max(most, S::Select(S::LanesBelow(n), b, minus_inf));
+    if (((S::LaneBits(S::Less(b, inf)) | S::LaneBits(S::Less(minus_inf, b))) & bits) != bits) return false;
+    most = S::Max(most, S::Select(lanes, b, minus_inf));
   }
   largest = S::ReduceMax(most);
   return true;
@@ -1536,24 +1556,37 @@ int64_t LeadingDeadKeysByRow(const AttentionParams& p, const T* bias, const bool
       }
       return true;
     };
-    if (row_bias == nullptr || row_keep != nullptr) {
+    if (row_bias == nullptr || (!first_row && row_keep != nullptr)) {
       scan_keys(0, limit);
     } else if (!first_row) {  // every key kept: the largest bias before the count, a vector at a time
       if (limit > 0) {
         hidden = 0;
         nan = !LargestBias<S>(row_bias, p.bias_stride[3], limit, before);
       }
-    } else {
-      // A vector at a time, one key at a time only in the first vector and where one may hold a witness (a bias
-      // more than the least gap above the largest before it) or a NaN.
-      for (int64_t first = 0; first < limit; first += S::kLanes) {
-        const int64_t n = MinOf(S::kLanes, limit - first);
-        float largest = kInfinity;
-        const bool ordered = LargestBias<S>(row_bias + first * p.bias_stride[3], p.bias_stride[3], n, largest);
-        if (hidden < 0 || !ordered || !(largest - before <= 1.0f - kExpZeroBelow<S>)) {
-          if (!scan_keys(first, first + n)) break;
-        } else {
-          before = MaxOf(before, largest);
+    } else if (const int64_t h = FirstKeptKey(row_keep, p.keep_stride[3], limit); h < limit) {
+      // The first row that keeps a key (a DeBERTa mask's padded rows keep none). A witness lies more than the least
+      // gap above the first kept key's bias: unless the largest kept bias does (one pass a vector at a time), there is
+      // none to scan for. An -inf first bias, or a NaN, are scanned for.
+      const bool* keep_from = row_keep == nullptr ? nullptr : row_keep + h * p.keep_stride[3];
+      float top = kInfinity;
+      const bool ordered =
+          LargestBias<S>(row_bias + h * p.bias_stride[3], p.bias_stride[3], limit - h, top, keep_from, p.keep_stride[3]);
+      if (ordered && !(top - bias_at(h) > 1.0f - kExpZeroBelow<S>)) {
+        hidden = h;
+      } else if (row_keep != nullptr) {
+        scan_keys(h, limit);
+      } else {
+        // A vector at a time, one key at a time only in the first vector and where one may hold a witness (a bias
+        // more than the least gap above the largest before it) or a NaN.
+        for (int64_t first = 0; first < limit; first += S::kLanes) {
+          const int64_t n = MinOf(S::kLanes, limit - first);
+          float largest = kInfinity;
+          const bool finite = LargestBias<S>(row_bias + first * p.bias_stride[3], p.bias_stride[3], n, largest);
+          if (hidden < 0 || !finite || !(largest - before <= 1.0f - kExpZeroBelow<S>)) {
+            if (!scan_keys(first, first + n)) break;
+          } else {
+            before = MaxOf(before, largest);
+          }
         }
       }
     }

@@ -957,6 +957,26 @@ AttentionCase GroupedQueries(DType dtype, int64_t group, int64_t kv_heads, int64
   return c;
 }
 
+// Query heads packed into one item, each with its own left padding in a (B, H, S, T) bias (finfo.min), under the
+// causal attribute: an item's strips cross from one head to the next, so that a row read with another head's bias
+// (LeadingDeadKeysByRow steps its rows' head and query along) would leave out keys its own head counts.
+TEST(CpuFlashAttention, LeftPaddingThatDiffersByPackedHeadMatchesTheReference) {
+  const HeadPackingPlannedFor one_thread(1);
+  for (DType dtype : kAllDtypes) {
+    AttentionCase c = GroupedQueries(dtype, 4, 1, 20, 200, 64);
+    c.batch = 2, c.bias = Broadcast::kFull, c.causal = CausalAlignment::kLowerRight, c.seed = 1300;
+    for (KernelPath path : SupportedPaths()) {
+      SCOPED_TRACE(std::string(Name(path)) + ": " + c.Describe());
+      AttentionTensors tensors(c);
+      const double fill = LowestFinite(dtype);
+      tensors.SetBias([&](int64_t b, int64_t h, int64_t, int64_t j, double x) {
+        return j < (b * 3 + h) * 37 % 150 ? fill : x;
+      });
+      ExpectMatchesReference(tensors, RunKernel(tensors, path));
+    }
+  }
+}
+
 // Whole groups while batch x kv_heads groups give every thread an item; otherwise each group split
 // into threads / groups parts (rounded up) of whole heads; never more heads than fit one query tile.
 TEST(CpuFlashAttention, HeadPackingKeepsEveryThreadBusy) {

@@ -1486,19 +1486,20 @@ bool LargestBias(const T* bias, int64_t stride, int64_t count, float& largest, c
   return true;
 }
 
-// Masks that differ by row (lane_bias, lane_keep): how many leading keys weigh exactly 0 for every row of a key-major
-// item's strip, rows [row_begin, row_begin + rows). That is left padding in a (B, 1, S, T) mask, as an exported decoder carries batched prompts under its causal
-// mask (LeadingDeadKeys needs one witness for every row). A row may leave out the keys it does not see, the keys it
-// hides, and the kept keys before its witness: a kept key it sees whose finite bias lies above every earlier kept
-// key's by LeadingDeadKeys's test, with one bound |scale|·max|q|·max|k| for both dot products (k over the keys up to
-// the last witness), and finite K and V rows. The first row that keeps a key it sees takes the first such key as its
-// witness (a scan of its biases, once per item); each later row scans only the keys before the count so far and
-// takes the first kept key past it as its witness, or lowers the count to the keys it hides. A row whose biases all
-// lie near each other (a query of the padding, whose keys all hold the mask's fill; a row with no padding) so sets
-// it to 0. NaN biases keep their keys.
-// Leading keys x (head_dim + value_dim) a strip's count must reach before its rows scan for their witnesses.
+// Leading keys x (head_dim + value_dim) a strip's count must reach before its other rows scan for their witnesses.
 inline constexpr int64_t kLeadingWorthLeavingOut = 2048;
 
+// Masks that differ by row (lane_bias, lane_keep): how many leading keys weigh exactly 0 for every row of a key-major
+// item's strip, rows [row_begin, row_begin + rows). That is left padding in a (B, 1, S, T) mask, as an exported
+// decoder carries batched prompts under its causal mask (LeadingDeadKeys needs one witness for every row). A row may
+// leave out the keys it does not see, the keys it hides, and the kept keys before its witness: a kept key it sees
+// whose finite bias lies above every earlier kept key's by LeadingDeadKeys's test, with one bound
+// |scale|·max|q|·max|k| for both dot products (k over the keys up to the last witness), and finite K and V rows. The
+// first row that keeps a key it sees takes the first such key as its witness (one vector pass says whether there
+// may be one, then a scan); each later row scans only the keys before the count so far and takes the first kept key
+// past it as its witness, or lowers the count to the keys it hides. A row whose biases all lie near each other (a
+// query of the padding, whose keys all hold the mask's fill; a row with no padding) so sets it to the keys it hides,
+// 0 without keep. NaN biases keep their keys.
 template <class S, class T>
 int64_t LeadingDeadKeysByRow(const AttentionParams& p, const T* bias, const bool* keep, const PackedRows& packing,
                              const T* key, const T* value, int64_t keys, int64_t head_dim, int64_t value_dim,
@@ -1569,8 +1570,8 @@ int64_t LeadingDeadKeysByRow(const AttentionParams& p, const T* bias, const bool
       // none to scan for. An -inf first bias, or a NaN, are scanned for.
       const bool* keep_from = row_keep == nullptr ? nullptr : row_keep + h * p.keep_stride[3];
       float top = kInfinity;
-      const bool ordered =
-          LargestBias<S>(row_bias + h * p.bias_stride[3], p.bias_stride[3], limit - h, top, keep_from, p.keep_stride[3]);
+      const T* bias_from = row_bias + h * p.bias_stride[3];
+      const bool ordered = LargestBias<S>(bias_from, p.bias_stride[3], limit - h, top, keep_from, p.keep_stride[3]);
       if (ordered && !(top - bias_at(h) > 1.0f - kExpZeroBelow<S>)) {
         hidden = h;
       } else if (row_keep != nullptr) {

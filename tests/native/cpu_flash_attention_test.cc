@@ -373,27 +373,6 @@ TEST(CpuFlashAttention, LeftPaddingThatOutscoresItsRowBiasStaysLive) {
   }
 }
 
-// A NaN value of a left-padded key reaches every row under a (B, 1, S, T) bias that holds the padding and the causal
-// mask (ExpectNaNValueReachesEveryRow): the leading keys are left out only where their values are finite.
-TEST(CpuFlashAttention, NaNValueInTheLeftPaddingOfARowBiasReachesEveryRow) {
-  for (KernelPath path : SupportedPaths()) {
-    SCOPED_TRACE(Name(path));
-    AttentionCase c = Shape(DType::kFloat32, 200, 200, 32, 32);
-    c.bias = Broadcast::kBatchQueryKey;
-    AttentionTensors tensors(c);
-    tensors.SetBias([](int64_t, int64_t, int64_t i, int64_t j, double x) {
-      return j < 60 || j > i ? -3.4028234663852886e38 : x;
-    });
-    tensors.SetValue(0, 0, 20, 3, std::nan(""));
-    const std::vector<double> out = RunKernel(tensors, path);
-    ExpectMatchesReference(tensors, out);
-    for (int64_t row = 0; row < c.q_len; ++row) {
-      EXPECT_TRUE(std::isnan(out[static_cast<size_t>(row * c.v_head_dim + 3)])) << "row " << row;
-      EXPECT_FALSE(std::isnan(out[static_cast<size_t>(row * c.v_head_dim + 4)])) << "row " << row;
-    }
-  }
-}
-
 // A causal mask held in the bias (finfo.min or -10000 above the diagonal, as decoder exports build it) on the
 // row-major path, which leaves out the key tiles that weigh nothing for every row of a tile (TileWeighsNothing):
 // the stored (B,1,S,S), (1,H,S,S) and (B,H,S,S) shapes, with softcap, a keep mask beside it, and large queries
@@ -495,8 +474,8 @@ TEST(CpuFlashAttention, PaddingBiasOnTheLastKeys) {
 
 // Value element 3 of `key` (batch 0, head 0) NaN: every output row of that head has NaN in column 3, as 0 · NaN
 // gives in the unfused graph for rows that weigh the key 0, and column 4 finite.
-void ExpectNaNValueReachesEveryRow(const AttentionCase& c, KernelPath path, int64_t key) {
-  AttentionTensors tensors(c);
+void ExpectNaNValueReachesEveryRow(AttentionTensors& tensors, KernelPath path, int64_t key) {
+  const AttentionCase& c = tensors.attention_case();
   tensors.SetValue(0, 0, key, 3, std::nan(""));
   const std::vector<double> out = RunKernel(tensors, path);
   ExpectMatchesReference(tensors, out);
@@ -504,6 +483,11 @@ void ExpectNaNValueReachesEveryRow(const AttentionCase& c, KernelPath path, int6
     EXPECT_TRUE(std::isnan(out[static_cast<size_t>(row * c.v_head_dim + 3)])) << "row " << row;
     EXPECT_FALSE(std::isnan(out[static_cast<size_t>(row * c.v_head_dim + 4)])) << "row " << row;
   }
+}
+
+void ExpectNaNValueReachesEveryRow(const AttentionCase& c, KernelPath path, int64_t key) {
+  AttentionTensors tensors(c);
+  ExpectNaNValueReachesEveryRow(tensors, path, key);
 }
 
 // A NaN value of a padded key reaches every row: padded keys are left out only where their values are finite.
@@ -514,6 +498,21 @@ TEST(CpuFlashAttention, NaNValueBehindPaddingBiasReachesEveryRow) {
     c.bias = Broadcast::kBatchKey;
     c.row_effect = RowEffect::kBiasMinus10000OnLastHalf;
     ExpectNaNValueReachesEveryRow(c, path, 290);
+  }
+}
+
+// A NaN value of a left-padded key reaches every row under a (B, 1, S, T) bias that holds the padding and the causal
+// mask (ExpectNaNValueReachesEveryRow): the leading keys are left out only where their values are finite.
+TEST(CpuFlashAttention, NaNValueInTheLeftPaddingOfARowBiasReachesEveryRow) {
+  for (KernelPath path : SupportedPaths()) {
+    SCOPED_TRACE(Name(path));
+    AttentionCase c = Shape(DType::kFloat32, 200, 200, 32, 32);
+    c.bias = Broadcast::kBatchQueryKey;
+    AttentionTensors tensors(c);
+    tensors.SetBias([](int64_t, int64_t, int64_t i, int64_t j, double x) {
+      return j < 60 || j > i ? LowestFinite(DType::kFloat32) : x;
+    });
+    ExpectNaNValueReachesEveryRow(tensors, path, 20);
   }
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds everything and runs every test: the native kernel tests (CTest, also under ASan/UBSan, and the
-# CUDA tests where a GPU is present), the .NET tests (NUnit) and the packaging check (an app with one
-# package reference). Ends with one line "N passed, N failed, N skipped" over all of them.
+# CUDA tests where a GPU is present), the linux-arm64 build's native tests under qemu-user, the .NET tests
+# (NUnit) and the packaging check (an app with one package reference). Ends with one line "N passed, N failed, N skipped" over all of them.
 # Exit status 0 only when nothing failed.
 #   bash tests/run.sh
 #   NATIVE_BUILD_DIR=build/other JOBS=2 bash tests/run.sh
@@ -49,10 +49,14 @@ else
   status=1
 fi
 
+# linux-arm64: the op cross-built and its native tests run under qemu-user (skipped, visibly, without the tools).
+arm_dir="${ARM64_BUILD_DIR:-$root/build/arm64}"
+bash "$root/tests/arm64.sh" "$results" "$native_dir" "$arm_dir" || status=1
+
 dotnet test OrtFlash.sln -c Release --no-build -p:NativeBuildDir="$native_dir" \
   --logger "trx;LogFileName=dotnet.trx" --results-directory "$results" || status=1
 
-bash "$root/tests/packaging/check.sh" "$results" "$native_dir" || status=1
+bash "$root/tests/packaging/check.sh" "$results" "$native_dir" "$arm_dir" || status=1
 
 python3 "$root/tests/summarize_results.py" "$results" || status=1
 exit $status

@@ -1,7 +1,11 @@
 # Fails unless the dynamic symbol table of LIBRARY defines exactly one function: RegisterCustomOps.
-execute_process(COMMAND nm -D --defined-only "${LIBRARY}" OUTPUT_VARIABLE symbols RESULT_VARIABLE failed)
+# NM: the toolchain's nm (a cross build's reads the target's ELF), else the host's.
+if(NOT NM)
+  set(NM nm)
+endif()
+execute_process(COMMAND ${NM} -D --defined-only "${LIBRARY}" OUTPUT_VARIABLE symbols RESULT_VARIABLE failed)
 if(failed)
-  message(FATAL_ERROR "nm failed on ${LIBRARY}")
+  message(FATAL_ERROR "${NM} failed on ${LIBRARY}")
 endif()
 string(REGEX MATCHALL "[0-9a-f]+ [TtWwVv] [^\n]+" functions "${symbols}")
 if(NOT functions MATCHES "RegisterCustomOps")

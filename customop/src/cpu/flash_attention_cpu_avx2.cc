@@ -11,6 +11,7 @@
 #include "flash_attention_cpu_internal.h"
 #include "ortflash/attention_params.h"
 
+#if defined(__x86_64__) || defined(__i386__)
 #pragma GCC target("avx2,fma,f16c")
 #include <immintrin.h>
 
@@ -171,3 +172,13 @@ struct Avx2Simd {
 QueryTileKernel SelectQueryTileKernel(const AttentionParams& params) { return SelectForDtype<Avx2Simd>(params); }
 
 }  // namespace ortflash::cpu::avx2
+
+#else  // another architecture: never selected (CpuSupportsAvx2Fma() is false there), but the symbol is declared
+
+namespace ortflash::cpu::avx2 {
+
+QueryTileKernel SelectQueryTileKernel(const AttentionParams&) { return {}; }
+
+}  // namespace ortflash::cpu::avx2
+
+#endif

@@ -14,6 +14,7 @@
 #include "flash_attention_cpu_internal.h"
 #include "ortflash/attention_params.h"
 
+#if defined(__x86_64__) || defined(__i386__)
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
 // GCC 12.2's AVX-512 intrinsics make their "undefined" pass-through vectors by self-initialisation,
 // which -W(maybe-)uninitialized reports wherever they are inlined (GCC bug 105593); the warning
@@ -193,3 +194,13 @@ struct Avx512Simd {
 QueryTileKernel SelectQueryTileKernel(const AttentionParams& params) { return SelectForDtype<Avx512Simd>(params); }
 
 }  // namespace ortflash::cpu::avx512
+
+#else  // another architecture: never selected (CpuSupportsAvx512() is false there), but the symbol is declared
+
+namespace ortflash::cpu::avx512 {
+
+QueryTileKernel SelectQueryTileKernel(const AttentionParams&) { return {}; }
+
+}  // namespace ortflash::cpu::avx512
+
+#endif

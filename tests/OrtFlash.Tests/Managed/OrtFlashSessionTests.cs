@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using OrtFlash.Tests.CustomOp;
 
@@ -209,7 +210,106 @@ public sealed class OrtFlashSessionTests
             Assert.Ignore($"{OrtFlashNative.LibraryPathVariable} overrides the bundled library in this run");
         }
 
-        Assert.That(OrtFlashNative.LibraryPath, Does.EndWith(Path.Combine("runtimes", "linux-x64", "native", "libortflash.so")));
+        var rid = OrtFlashNative.RuntimeIdentifierFor(OperatingSystem.IsLinux(), RuntimeInformation.ProcessArchitecture);
+        Assert.That(OrtFlashNative.LibraryPath, Does.EndWith(Path.Combine("runtimes", rid!, "native", "libortflash.so")));
         Assert.That(File.Exists(OrtFlashNative.LibraryPath), Is.True);
+    }
+
+    [TestCase(true, Architecture.X64, "linux-x64")]
+    [TestCase(true, Architecture.Arm64, "linux-arm64")]
+    [TestCase(true, Architecture.X86, null)]
+    [TestCase(true, Architecture.Arm, null)]
+    [TestCase(false, Architecture.X64, null)]
+    [TestCase(false, Architecture.Arm64, null)]
+    public void EachPlatformLoadsTheLibraryOfItsOwnRuntimeFolder(bool isLinux, Architecture architecture, string? expected)
+    {
+        Assert.That(OrtFlashNative.RuntimeIdentifierFor(isLinux, architecture), Is.EqualTo(expected));
+        if (expected is not null)
+        {
+            Assert.That(OrtFlashNative.SupportedRuntimeIdentifiers, Does.Contain(expected));
+        }
+    }
+
+    [Test]
+    public void ElfMachineNamesTheCpuALibraryIsBuiltFor()
+    {
+        var expected = RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? 183 : 62;
+        Assert.That(OrtFlashNative.ElfMachineOf(OrtFlashNative.LibraryPath), Is.EqualTo(expected));
+
+        var folder = Directory.CreateTempSubdirectory("ortflash-elf-");
+        try
+        {
+            var arm = Path.Combine(folder.FullName, "arm.so");
+            File.WriteAllBytes(arm, ElfHeader(machine: 183));
+            Assert.That(OrtFlashNative.ElfMachineOf(arm), Is.EqualTo(183));
+
+            var text = Path.Combine(folder.FullName, "text.so");
+            File.WriteAllText(text, "INPUT(libortflash.so.1)\n");  // a linker script is no ELF file
+            Assert.That(OrtFlashNative.ElfMachineOf(text), Is.Null);
+
+            var truncated = Path.Combine(folder.FullName, "truncated.so");
+            File.WriteAllBytes(truncated, ElfHeader(machine: 183)[..19]);
+            Assert.That(OrtFlashNative.ElfMachineOf(truncated), Is.Null);
+
+            var elf32 = ElfHeader(machine: 40);
+            elf32[4] = 1;  // ELFCLASS32
+            var thirtyTwoBit = Path.Combine(folder.FullName, "elf32.so");
+            File.WriteAllBytes(thirtyTwoBit, elf32);
+            Assert.That(OrtFlashNative.ElfMachineOf(thirtyTwoBit), Is.Null);
+
+            Assert.That(OrtFlashNative.ElfMachineOf(Path.Combine(folder.FullName, "missing.so")), Is.Null);
+        }
+        finally
+        {
+            folder.Delete(recursive: true);
+        }
+    }
+
+    [Test]
+    public void ALibraryBuiltForAnotherCpuIsPassedOverAndNamed()
+    {
+        var folder = Directory.CreateTempSubdirectory("ortflash-rid-");
+        try
+        {
+            // An x86-64 library where an ARM process looks first, and in the app folder itself.
+            var armFolder = Directory.CreateDirectory(Path.Combine(folder.FullName, "runtimes", "linux-arm64", "native"));
+            var x64InArmFolder = Path.Combine(armFolder.FullName, OrtFlashNative.LibraryFileName);
+            File.WriteAllBytes(x64InArmFolder, ElfHeader(machine: 62));
+            var x64InAppFolder = Path.Combine(folder.FullName, OrtFlashNative.LibraryFileName);
+            File.WriteAllBytes(x64InAppFolder, ElfHeader(machine: 62));
+
+            var error = Assert.Throws<FileNotFoundException>(
+                () => OrtFlashNative.FindLibraryIn([folder.FullName], "linux-arm64", Architecture.Arm64));
+            Assert.That(error!.Message, Does.Contain("for linux-arm64 was not found"));
+            Assert.That(error.Message, Does.Contain($"Passed over, built for another CPU than this Arm64 process: {x64InArmFolder}, {x64InAppFolder}"));
+
+            // The same folder serves an x64 process from the app folder (its runtimes/linux-x64 is absent) ...
+            Assert.That(OrtFlashNative.FindLibraryIn([folder.FullName], "linux-x64", Architecture.X64), Is.EqualTo(x64InAppFolder));
+
+            // ... and an ARM process once the ARM folder holds an ARM library.
+            File.WriteAllBytes(x64InArmFolder, ElfHeader(machine: 183));
+            Assert.That(OrtFlashNative.FindLibraryIn([folder.FullName], "linux-arm64", Architecture.Arm64), Is.EqualTo(x64InArmFolder));
+        }
+        finally
+        {
+            folder.Delete(recursive: true);
+        }
+    }
+
+    // The first 64 bytes of a 64-bit little-endian ELF shared object for the given e_machine.
+    private static byte[] ElfHeader(int machine)
+    {
+        var header = new byte[64];
+        header[0] = 0x7F;
+        header[1] = (byte)'E';
+        header[2] = (byte)'L';
+        header[3] = (byte)'F';
+        header[4] = 2;  // ELFCLASS64
+        header[5] = 1;  // little-endian
+        header[6] = 1;  // EV_CURRENT
+        header[16] = 3;  // ET_DYN
+        header[18] = (byte)machine;
+        header[19] = (byte)(machine >> 8);
+        return header;
     }
 }

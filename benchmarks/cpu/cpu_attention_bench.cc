@@ -2,7 +2,7 @@
 // dtype and thread count, and the fraction of the machine's measured fp32 FMA peak. A benchmark,
 // not a test: it asserts nothing and CTest does not run it.
 //
-//   ortflash_cpu_bench [--path dispatch|avx512|avx2|portable] [--threads 1,2] [--dtypes f32,f16]
+//   ortflash_cpu_bench [--path dispatch|avx512|avx2|neon|portable] [--threads 1,2] [--dtypes f32,f16]
 //                      [--filter SUBSTRING] [--seconds PER_CONFIG] [--rounds N] [--clock wall|cpu]
 //                      [--batch B] [--layout bhsd|bshd]
 //
@@ -315,6 +315,7 @@ using Entry = std::string (*)(const AttentionParams&, const ParallelRunner&);
 Entry EntryFor(const std::string& path) {
   if (path == "avx512") return &flash_attention_cpu_avx512;
   if (path == "avx2") return &flash_attention_cpu_avx2;
+  if (path == "neon") return &flash_attention_cpu_neon;
   if (path == "portable") return &flash_attention_cpu_portable;
   return &flash_attention_cpu;
 }
@@ -390,7 +391,7 @@ int Main(int argc, char** argv) {
   const bool avx512 = cpu::CpuSupportsAvx512();
   const bool avx2 = cpu::CpuSupportsAvx2Fma();
   const double peak = avx512 && (path == "dispatch" || path == "avx512") ? MeasureFmaPeakGflops(512)
-                      : avx2 && path != "portable"                         ? MeasureFmaPeakGflops(256)
+                      : avx2 && (path == "dispatch" || path == "avx2")     ? MeasureFmaPeakGflops(256)
                                                                            : 0.0;
   std::printf("path %s (dispatch picks %s); fp32 FMA peak per thread %.1f GFLOP/s (measured); %s clock\n",
               path.c_str(), flash_attention_cpu_isa(), peak, cpu_clock ? "CPU-time" : "wall");

@@ -6,6 +6,7 @@
 // all NaN.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -29,7 +30,7 @@ constexpr bool kSanitized = false;
 
 const DType kAllDtypes[] = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
 
-enum class KernelPath { kAvx512, kAvx2, kPortable };
+enum class KernelPath { kAvx512, kAvx2, kNeon, kPortable };
 
 const char* Name(KernelPath path) {
   switch (path) {
@@ -37,6 +38,8 @@ const char* Name(KernelPath path) {
       return "avx512";
     case KernelPath::kAvx2:
       return "avx2-fma";
+    case KernelPath::kNeon:
+      return "neon";
     case KernelPath::kPortable:
       break;
   }
@@ -48,6 +51,7 @@ std::vector<KernelPath> SupportedPaths() {
   std::vector<KernelPath> paths;
   if (cpu::CpuSupportsAvx512()) paths.push_back(KernelPath::kAvx512);
   if (cpu::CpuSupportsAvx2Fma()) paths.push_back(KernelPath::kAvx2);
+  if (cpu::CpuSupportsNeon()) paths.push_back(KernelPath::kNeon);
   paths.push_back(KernelPath::kPortable);
   return paths;
 }
@@ -59,6 +63,8 @@ std::string RunPath(const AttentionParams& params, KernelPath path, const Parall
       return flash_attention_cpu_avx512(params, runner);
     case KernelPath::kAvx2:
       return flash_attention_cpu_avx2(params, runner);
+    case KernelPath::kNeon:
+      return flash_attention_cpu_neon(params, runner);
     case KernelPath::kPortable:
       break;
   }
@@ -71,6 +77,8 @@ cpu::QueryTileKernel SelectedKernel(const AttentionParams& params, KernelPath pa
       return cpu::avx512::SelectQueryTileKernel(params);
     case KernelPath::kAvx2:
       return cpu::avx2::SelectQueryTileKernel(params);
+    case KernelPath::kNeon:
+      return cpu::neon::SelectQueryTileKernel(params);
     case KernelPath::kPortable:
       break;
   }
@@ -120,7 +128,12 @@ TEST(CpuFlashAttention, ReportsTheInstructionSetItDispatchesTo) {
   const bool avx512 = false;
   const bool avx2 = false;
 #endif
-  EXPECT_STREQ(flash_attention_cpu_isa(), avx512 ? "avx512" : (avx2 ? "avx2-fma" : "portable"));
+#if defined(__aarch64__)
+  const bool neon = true;
+#else
+  const bool neon = false;
+#endif
+  EXPECT_STREQ(flash_attention_cpu_isa(), avx512 ? "avx512" : (avx2 ? "avx2-fma" : (neon ? "neon" : "portable")));
   EXPECT_STREQ(flash_attention_cpu_isa(), Name(SupportedPaths().front()));
 }
 
@@ -138,8 +151,28 @@ TEST(CpuFlashAttention, DispatchedPathIsTheReportedOne) {
   EXPECT_EQ(std::memcmp(dispatched.data(), reported.data(), dispatched.size() * sizeof(double)), 0);
 }
 
+// A path this CPU cannot run (an x86 path on ARM, NEON on x86) says so and leaves the output as it was, instead of
+// executing instructions the CPU does not have (or a stub that selects no kernel).
+TEST(CpuFlashAttention, PathsThisCpuCannotRunSayWhyAndWriteNothing) {
+  const std::vector<KernelPath> supported = SupportedPaths();
+  int unsupported = 0;
+  for (KernelPath path : {KernelPath::kAvx512, KernelPath::kAvx2, KernelPath::kNeon}) {
+    if (std::find(supported.begin(), supported.end(), path) != supported.end()) continue;
+    SCOPED_TRACE(Name(path));
+    ++unsupported;
+    AttentionTensors tensors(Shape(DType::kFloat32, 9, 17, 32, 32));
+    const std::vector<double> before = tensors.Output();
+    const std::string message = RunPath(tensors.Params(), path);
+    EXPECT_NE(message.find("path needs"), std::string::npos) << message;
+    const std::vector<double> after = tensors.Output();
+    ASSERT_EQ(before.size(), after.size());
+    EXPECT_EQ(std::memcmp(before.data(), after.data(), before.size() * sizeof(double)), 0);
+  }
+  EXPECT_GE(unsupported, 1);  // no CPU is both x86 and ARM
+}
+
 // 140 queries = full query tiles and a partial one, 270 keys = full key tiles and a partial one,
-// both for the 64 x 64 tiles (AVX2, portable) and for the 128 x 128 tiles (AVX-512).
+// both for the 64 x 64 tiles (AVX2, NEON, portable) and for the 128 x 128 tiles (AVX-512).
 TEST(CpuFlashAttention, MatchesReferenceForEveryDtypeAndHeadDim) {
   for (DType dtype : kAllDtypes) {
     for (int64_t head_dim : {1, 7, 32, 33, 64, 80, 96, 128, 200, 256}) {

@@ -23,6 +23,7 @@ using KernelSelector = cpu::QueryTileKernel (*)(const AttentionParams&);
 KernelSelector DispatchedSelector() {
   static const KernelSelector selector = cpu::CpuSupportsAvx512()    ? &cpu::avx512::SelectQueryTileKernel
                                          : cpu::CpuSupportsAvx2Fma() ? &cpu::avx2::SelectQueryTileKernel
+                                         : cpu::CpuSupportsNeon()    ? &cpu::neon::SelectQueryTileKernel
                                                                      : &cpu::portable::SelectQueryTileKernel;
   return selector;
 }
@@ -308,6 +309,14 @@ bool CpuSupportsAvx2Fma() {
 #endif
 }
 
+bool CpuSupportsNeon() {
+#if defined(__aarch64__)
+  return true;
+#else
+  return false;
+#endif
+}
+
 // Packing G query heads into one work item loads and transposes each key and value tile once
 // instead of G times, but leaves G times fewer work items: it pays while every thread still gets
 // an item. So where the batch x kv_heads groups are fewer than `threads`, each group is split into
@@ -338,15 +347,25 @@ std::string flash_attention_cpu(const AttentionParams& params, const ParallelRun
 }
 
 const char* flash_attention_cpu_isa() {
-  return cpu::CpuSupportsAvx512() ? "avx512" : cpu::CpuSupportsAvx2Fma() ? "avx2-fma" : "portable";
+  return cpu::CpuSupportsAvx512()    ? "avx512"
+         : cpu::CpuSupportsAvx2Fma() ? "avx2-fma"
+         : cpu::CpuSupportsNeon()    ? "neon"
+                                     : "portable";
 }
 
 std::string flash_attention_cpu_avx512(const AttentionParams& params, const ParallelRunner& runner) {
+  if (!cpu::CpuSupportsAvx512()) return "the AVX-512 path needs a CPU with AVX-512 F/BW/VL/DQ, FMA and F16C";
   return RunFlashAttention(params, runner, &cpu::avx512::SelectQueryTileKernel);
 }
 
 std::string flash_attention_cpu_avx2(const AttentionParams& params, const ParallelRunner& runner) {
+  if (!cpu::CpuSupportsAvx2Fma()) return "the AVX2 path needs a CPU with AVX2, FMA and F16C";
   return RunFlashAttention(params, runner, &cpu::avx2::SelectQueryTileKernel);
+}
+
+std::string flash_attention_cpu_neon(const AttentionParams& params, const ParallelRunner& runner) {
+  if (!cpu::CpuSupportsNeon()) return "the NEON path needs a 64-bit ARM CPU";
+  return RunFlashAttention(params, runner, &cpu::neon::SelectQueryTileKernel);
 }
 
 std::string flash_attention_cpu_portable(const AttentionParams& params, const ParallelRunner& runner) {

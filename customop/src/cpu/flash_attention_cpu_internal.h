@@ -50,11 +50,15 @@ struct QueryTileKernel {
 };
 
 // Each is defined in the translation unit compiled for that instruction set; call avx512:: only
-// where CpuSupportsAvx512() and avx2:: only where CpuSupportsAvx2Fma().
+// where CpuSupportsAvx512(), avx2:: only where CpuSupportsAvx2Fma() and neon:: only where CpuSupportsNeon()
+// (elsewhere each is a stub that selects no kernel).
 namespace avx512 {
 QueryTileKernel SelectQueryTileKernel(const AttentionParams& params);
 }
 namespace avx2 {
+QueryTileKernel SelectQueryTileKernel(const AttentionParams& params);
+}
+namespace neon {
 QueryTileKernel SelectQueryTileKernel(const AttentionParams& params);
 }
 namespace portable {
@@ -69,6 +73,7 @@ int64_t HeadsPerWorkItem(const AttentionParams& params, int64_t query_tile_rows,
 // Run-time checks of what this CPU (and its OS) supports.
 bool CpuSupportsAvx512();   // AVX-512 F, BW, VL, DQ plus FMA and F16C
 bool CpuSupportsAvx2Fma();  // AVX2, FMA, F16C
+bool CpuSupportsNeon();     // AArch64 (Advanced SIMD is part of its base instruction set)
 
 // Test hook: while set, every request for work-item scratch fails as if memory had run out (also
 // where a thread's retained block would do), so tests can see the error come back as a message.
@@ -84,10 +89,11 @@ void SetHeadPackingThreads(int64_t threads);
 }  // namespace cpu
 
 // flash_attention_cpu on one instruction-set path, so that tests cover every path the CPU can run
-// and benchmarks can compare them. The AVX-512 and AVX2 paths need the CPU support above. Each
-// returns what flash_attention_cpu returns.
+// and benchmarks can compare them. The AVX-512, AVX2 and NEON paths need the CPU support above (without it they
+// return an error message and compute nothing). Each returns what flash_attention_cpu returns.
 std::string flash_attention_cpu_avx512(const AttentionParams& params, const ParallelRunner& runner = {});
 std::string flash_attention_cpu_avx2(const AttentionParams& params, const ParallelRunner& runner = {});
+std::string flash_attention_cpu_neon(const AttentionParams& params, const ParallelRunner& runner = {});
 std::string flash_attention_cpu_portable(const AttentionParams& params, const ParallelRunner& runner = {});
 
 }  // namespace ortflash

@@ -2,15 +2,16 @@
 // share a kv head, packed into one tile (WorkItem), FlashAttention-style.
 //
 // Included by one translation unit per instruction set (flash_attention_cpu_portable.cc,
-// flash_attention_cpu_avx2.cc, flash_attention_cpu_avx512.cc), each defining ORTFLASH_CPU_ISA as
+// flash_attention_cpu_avx2.cc, flash_attention_cpu_avx512.cc on x86-64, flash_attention_cpu_neon.cc on
+// AArch64), each defining ORTFLASH_CPU_ISA as
 // the namespace everything here lands in. Distinct namespaces keep the copies of every inline
 // function and template compiled for each instruction set apart; under one name the linker could
 // keep the AVX-512 or AVX2 copy for all and run it on a CPU without those. For the same reason
 // this code calls no standard-library function templates, only builtins, C functions and its own
 // helpers.
 //
-// Each instruction set supplies a `Simd` policy of fp32 vectors of S::kLanes lanes (8 for AVX2 and
-// the portable path, 16 for AVX-512), its register blocking (S::kRowBlock query rows by
+// Each instruction set supplies a `Simd` policy of fp32 vectors of S::kLanes lanes (8 for AVX2, NEON
+// and the portable path, 16 for AVX-512), its register blocking (S::kRowBlock query rows by
 // S::kScoreVectors vectors of keys for Q·Kᵀ, by S::kValueVectors vectors of value dims for P·V)
 // and its tile shape (S::kQueryTile rows by S::kKeyTile keys).
 // Its semantics are those of PortableSimd (flash_attention_cpu_portable.cc); Max(a, b) returns b

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Reflection;
+using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 
 namespace OrtFlash.Cli;
@@ -20,12 +21,15 @@ internal static class InfoCommand
         output.WriteLine($"OrtFlash          {version}");
         output.WriteLine($"ONNX Runtime      {OrtEnv.Instance().GetVersionString()}");
         output.WriteLine($".NET              {Environment.Version}");
+        var architecture = RuntimeInformation.ProcessArchitecture;
+        var rid = OrtFlashNative.RuntimeIdentifierFor(OperatingSystem.IsLinux(), architecture);
+        output.WriteLine($"platform          {rid ?? "unsupported"} ({architecture} process on {RuntimeInformation.OSDescription})");
         string library;
         try
         {
             library = OrtFlashNative.LibraryPath;
         }
-        catch (FileNotFoundException error)
+        catch (Exception error) when (error is FileNotFoundException or PlatformNotSupportedException)
         {
             output.WriteLine($"native library    missing: {error.Message}");
             return 1;

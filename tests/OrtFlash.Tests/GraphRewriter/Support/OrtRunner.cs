@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
@@ -34,7 +35,8 @@ internal static class OrtRunner
     {
         get
         {
-            var path = Path.Combine(AppContext.BaseDirectory, "runtimes", "linux-x64", "native", "libortflash.so");
+            var rid = OrtFlashNative.RuntimeIdentifierFor(OperatingSystem.IsLinux(), RuntimeInformation.ProcessArchitecture) ?? "linux-x64";
+            var path = Path.Combine(AppContext.BaseDirectory, "runtimes", rid, "native", "libortflash.so");
             return File.Exists(path) ? path : null;
         }
     }

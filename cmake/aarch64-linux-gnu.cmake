@@ -2,7 +2,7 @@
 # (g++-aarch64-linux-gnu), its tests run through qemu-user (qemu-aarch64) where that is installed:
 #   cmake -S . -B build/arm64 --toolchain cmake/aarch64-linux-gnu.cmake -DORT_INCLUDE_DIR=... \
 #         -DORT_LIBRARY_DIR=<ONNX Runtime package>/runtimes/linux-arm64/native -DORTFLASH_CUDA=OFF
-# tests/run.sh does this when both tools are present (tests/arm64.sh).
+# tests/run.sh does this when both tools are present (tests/cross.sh linux-arm64).
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
 set(ORTFLASH_CROSS_TRIPLE aarch64-linux-gnu)

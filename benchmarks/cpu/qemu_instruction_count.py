@@ -1,6 +1,6 @@
 """Instructions one kernel call executes on a 64-bit ARM path, counted under qemu-user (no ARM machine to time on).
 
-Runs a cross build's ortflash_cpu_one_call (tests/arm64.sh builds it) under qemu-aarch64 with its execution log
+Runs a cross build's ortflash_cpu_one_call (tests/cross.sh linux-arm64 builds it) under qemu-aarch64 with its execution log
 (-d in_asm,exec,nochain: every translated block's instructions, and a line each time a block runs), sums the
 instructions of the blocks run, and subtracts a run that does everything but the call (path `none`: start-up and
 the random inputs). Prints the count per path and shape, and each path's count over the first path's.
@@ -81,7 +81,7 @@ def main():
     options = parser.parse_args()
     binary = os.path.join(options.build, "benchmarks", "cpu", "ortflash_cpu_one_call")
     if not os.path.exists(binary):
-        sys.exit(f"no {binary}: build the cross build first (bash tests/arm64.sh)")
+        sys.exit(f"no {binary}: build the cross build first (bash tests/cross.sh linux-arm64 RESULTS build/native)")
     paths = options.paths.split(",")
     print(f"{'shape':<18} {'dtype':<5} " + " ".join(f"{p + ' instr':>16}" for p in paths) +
           "".join(f" {p + '/' + paths[0]:>16}" for p in paths[1:]))

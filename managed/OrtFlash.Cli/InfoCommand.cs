@@ -22,7 +22,7 @@ internal static class InfoCommand
         output.WriteLine($"ONNX Runtime      {OrtEnv.Instance().GetVersionString()}");
         output.WriteLine($".NET              {Environment.Version}");
         var architecture = RuntimeInformation.ProcessArchitecture;
-        var rid = OrtFlashNative.RuntimeIdentifierFor(OperatingSystem.IsLinux(), architecture);
+        var rid = OrtFlashNative.CurrentRuntimeIdentifier;
         output.WriteLine($"platform          {rid ?? "unsupported"} ({architecture} process on {RuntimeInformation.OSDescription})");
         string library;
         try

@@ -12,16 +12,20 @@ public static class OrtFlashNative
     /// <summary>File name of the native library on Linux.</summary>
     public const string LibraryFileName = "libortflash.so";
 
+    /// <summary>File name of the native library on Windows.</summary>
+    public const string WindowsLibraryFileName = "ortflash.dll";
+
     /// <summary>Environment variable that, when set, names the library file to use instead of the bundled one.</summary>
     public const string LibraryPathVariable = "ORTFLASH_LIBRARY";
 
     /// <summary>The platforms the package ships the native library for, as runtime identifiers.</summary>
-    public static IReadOnlyList<string> SupportedRuntimeIdentifiers { get; } = ["linux-x64", "linux-arm64"];
+    public static IReadOnlyList<string> SupportedRuntimeIdentifiers { get; } = ["linux-x64", "linux-arm64", "win-x64"];
 
     /// <summary>
     /// Absolute path of the native library: <c>$ORTFLASH_LIBRARY</c> when set, else the copy shipped beside the
-    /// application for this process's platform (<c>runtimes/linux-x64/native/</c> or
-    /// <c>runtimes/linux-arm64/native/</c>, or the application folder itself).
+    /// application for this process's platform (<c>runtimes/linux-x64/native/libortflash.so</c>,
+    /// <c>runtimes/linux-arm64/native/libortflash.so</c> or <c>runtimes/win-x64/native/ortflash.dll</c>, or the
+    /// application folder itself).
     /// </summary>
     /// <exception cref="FileNotFoundException">No library was found; the message lists every place searched.</exception>
     /// <exception cref="PlatformNotSupportedException">The process runs on a platform the package has no library
@@ -32,15 +36,31 @@ public static class OrtFlashNative
     /// The runtime identifier whose library a process on this operating system and architecture loads, or null
     /// where the package ships none.
     /// </summary>
-    /// <param name="isLinux">Whether the operating system is Linux.</param>
+    /// <param name="platform">The operating system.</param>
     /// <param name="architecture">The process's architecture.</param>
-    public static string? RuntimeIdentifierFor(bool isLinux, Architecture architecture) =>
-        !isLinux ? null : architecture switch
+    public static string? RuntimeIdentifierFor(OSPlatform platform, Architecture architecture) =>
+        platform == OSPlatform.Linux ? architecture switch
         {
             Architecture.X64 => "linux-x64",
             Architecture.Arm64 => "linux-arm64",
             _ => null,
-        };
+        }
+        : platform == OSPlatform.Windows && architecture == Architecture.X64 ? "win-x64"
+        : null;
+
+    /// <summary>The runtime identifier of this process's platform, or null where the package ships no library.</summary>
+    public static string? CurrentRuntimeIdentifier => RuntimeIdentifierFor(CurrentPlatform(), RuntimeInformation.ProcessArchitecture);
+
+    /// <summary>The native library's file name on a platform (<c>ortflash.dll</c> on Windows, else <c>libortflash.so</c>).</summary>
+    /// <param name="rid">A runtime identifier such as <c>linux-x64</c> or <c>win-x64</c>.</param>
+    public static string LibraryFileNameFor(string rid) =>
+        rid.StartsWith("win-", StringComparison.Ordinal) ? WindowsLibraryFileName : LibraryFileName;
+
+    private static OSPlatform CurrentPlatform() =>
+        OperatingSystem.IsWindows() ? OSPlatform.Windows
+        : OperatingSystem.IsLinux() ? OSPlatform.Linux
+        : OperatingSystem.IsMacOS() ? OSPlatform.OSX
+        : OSPlatform.FreeBSD;
 
     /// <summary>
     /// The ELF machine (<c>e_machine</c>) a library file is built for: 62 for x86-64, 183 for 64-bit ARM; null when
@@ -96,7 +116,7 @@ public static class OrtFlashNative
         }
 
         var architecture = RuntimeInformation.ProcessArchitecture;
-        var rid = RuntimeIdentifierFor(OperatingSystem.IsLinux(), architecture)
+        var rid = CurrentRuntimeIdentifier
             ?? throw new PlatformNotSupportedException(
                 $"OrtFlash ships its native library for {string.Join(" and ", SupportedRuntimeIdentifiers)}; this " +
                 $"process runs on {RuntimeInformation.OSDescription} ({architecture}). Build libortflash from the " +
@@ -105,21 +125,24 @@ public static class OrtFlashNative
     }
 
     /// <summary>
-    /// The first <c>runtimes/{rid}/native/libortflash.so</c> or <c>libortflash.so</c> in <paramref name="folders"/>
-    /// that is built for <paramref name="architecture"/> (or is no ELF file this can read).
+    /// The first <c>runtimes/{rid}/native/</c> library or the library itself in <paramref name="folders"/> (its file
+    /// name <see cref="LibraryFileNameFor"/>) that is built for <paramref name="architecture"/> (Linux: or is no
+    /// ELF file this can read).
     /// </summary>
     /// <exception cref="FileNotFoundException">None is; the message lists every place searched and every copy
     /// passed over for being built for another CPU.</exception>
     internal static string FindLibraryIn(IEnumerable<string> folders, string rid, Architecture architecture)
     {
         var machine = ElfMachineFor(architecture);
+        var fileName = LibraryFileNameFor(rid);
+        var isElf = fileName == LibraryFileName;
         var searched = new List<string>();
         var otherArchitecture = new List<string>();
         foreach (var folder in folders)
         {
             foreach (var relative in new[] { Path.Combine("runtimes", rid, "native"), "" })
             {
-                var candidate = Path.GetFullPath(Path.Combine(folder, relative, LibraryFileName));
+                var candidate = Path.GetFullPath(Path.Combine(folder, relative, fileName));
                 if (searched.Contains(candidate))
                 {
                     continue;
@@ -133,7 +156,7 @@ public static class OrtFlashNative
 
                 // A copy built for another CPU (an x64 library in an app folder on ARM) would fail to load with
                 // a loader message that does not say why; it is passed over and named in the error instead.
-                if (ElfMachineOf(candidate) is { } found && found != machine)
+                if (isElf && ElfMachineOf(candidate) is { } found && found != machine)
                 {
                     otherArchitecture.Add(candidate);
                     continue;
@@ -147,9 +170,9 @@ public static class OrtFlashNative
             ? ""
             : $" Passed over, built for another CPU than this {architecture} process: {string.Join(", ", otherArchitecture)}.";
         throw new FileNotFoundException(
-            $"The OrtFlash native library {LibraryFileName} for {rid} was not found. Searched: {string.Join(", ", searched)}." +
+            $"The OrtFlash native library {fileName} for {rid} was not found. Searched: {string.Join(", ", searched)}." +
             $"{wrong} Build the solution (dotnet build) or set {LibraryPathVariable}.",
-            LibraryFileName);
+            fileName);
     }
 
     private static IEnumerable<string> CandidateFolders()

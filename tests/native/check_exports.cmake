@@ -1,13 +1,29 @@
-# Fails unless the dynamic symbol table of LIBRARY defines exactly one function: RegisterCustomOps.
-# NM: the toolchain's nm (a cross build's reads the target's ELF), else the host's.
-if(NOT NM)
-  set(NM nm)
+# Fails unless LIBRARY exports exactly one function: RegisterCustomOps. An ELF library's dynamic symbol table is read
+# with NM (the toolchain's nm: a cross build's reads the target's ELF; else the host's); a Windows DLL's export table
+# (PE set) with OBJDUMP -p.
+if(PE)
+  execute_process(COMMAND ${OBJDUMP} -p "${LIBRARY}" OUTPUT_VARIABLE table RESULT_VARIABLE failed)
+  if(failed)
+    message(FATAL_ERROR "${OBJDUMP} failed on ${LIBRARY}")
+  endif()
+  # The name pointer table's lines: "\t[   0] RegisterCustomOps" (the address table before it has lines like them).
+  string(FIND "${table}" "[Ordinal/Name Pointer] Table" names_at)
+  if(names_at LESS 0)
+    message(FATAL_ERROR "${LIBRARY} has no export name table (${OBJDUMP} -p)")
+  endif()
+  string(SUBSTRING "${table}" ${names_at} -1 table)
+  string(REGEX MATCHALL "\t\\[ *[0-9]+\\] [^\n]+" functions "${table}")
+  list(TRANSFORM functions REPLACE "^\t\\[ *[0-9]+\\] " " ")
+else()
+  if(NOT NM)
+    set(NM nm)
+  endif()
+  execute_process(COMMAND ${NM} -D --defined-only "${LIBRARY}" OUTPUT_VARIABLE symbols RESULT_VARIABLE failed)
+  if(failed)
+    message(FATAL_ERROR "${NM} failed on ${LIBRARY}")
+  endif()
+  string(REGEX MATCHALL "[0-9a-f]+ [TtWwVv] [^\n]+" functions "${symbols}")
 endif()
-execute_process(COMMAND ${NM} -D --defined-only "${LIBRARY}" OUTPUT_VARIABLE symbols RESULT_VARIABLE failed)
-if(failed)
-  message(FATAL_ERROR "${NM} failed on ${LIBRARY}")
-endif()
-string(REGEX MATCHALL "[0-9a-f]+ [TtWwVv] [^\n]+" functions "${symbols}")
 if(NOT functions MATCHES "RegisterCustomOps")
   message(FATAL_ERROR "RegisterCustomOps is not exported from ${LIBRARY}")
 endif()

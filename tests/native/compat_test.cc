@@ -8,7 +8,6 @@
 //
 // One runtime per process: the op library keeps one ONNX Runtime API and one op domain for the whole process.
 // CTest runs every case of every runtime in a process of its own.
-#include <dlfcn.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -28,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "dynamic_library.h"
 #include "onnxruntime_c_api.h"
 
 namespace {
@@ -40,7 +40,7 @@ constexpr uint32_t kLibraryApiVersion = 17;
 std::vector<std::string> RuntimePaths() {
   std::vector<std::string> paths;
   std::stringstream list(ORTFLASH_TEST_RUNTIMES);
-  for (std::string path; std::getline(list, path, ':');)
+  for (std::string path; std::getline(list, path, '|');)
     if (!path.empty()) paths.push_back(path);
   return paths;
 }
@@ -88,13 +88,13 @@ std::string TakeMessage(const OrtApi* api, OrtStatus* status) {
 Runtime LoadRuntime(const std::string& path) {
   Runtime runtime;
   runtime.path = path;
-  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  void* handle = ortflash_test::OpenLibrary(path);
   if (handle == nullptr) {
-    runtime.error = std::string("dlopen failed: ") + dlerror();
+    runtime.error = "loading it failed: " + ortflash_test::LibraryError();
     return runtime;
   }
   using GetApiBaseFn = const OrtApiBase* (*)();
-  const auto get_api_base = reinterpret_cast<GetApiBaseFn>(dlsym(handle, "OrtGetApiBase"));
+  const auto get_api_base = reinterpret_cast<GetApiBaseFn>(ortflash_test::LibrarySymbol(handle, "OrtGetApiBase"));
   if (get_api_base == nullptr) {
     runtime.error = "no OrtGetApiBase in " + path;
     return runtime;
@@ -391,7 +391,8 @@ class CompatTest : public ::testing::TestWithParam<std::string> {
   void CreateSession(const std::string& model) {
     ASSERT_NO_FATAL_FAILURE(CreateOptions());
     ASSERT_NO_FATAL_FAILURE(
-        Check(api_->RegisterCustomOpsLibrary_V2(options_, ORTFLASH_TEST_OP_LIBRARY), "RegisterCustomOpsLibrary_V2"));
+        Check(api_->RegisterCustomOpsLibrary_V2(options_, ortflash_test::WidePath(ORTFLASH_TEST_OP_LIBRARY).c_str()),
+              "RegisterCustomOpsLibrary_V2"));
     ASSERT_NO_FATAL_FAILURE(CreateSessionFromOptions(model));
   }
 
@@ -535,10 +536,10 @@ struct CausalKeepCase {
 // stops there, and runs.
 // Declared first: the library adds its ops to its (process-wide) domain on its first registration only.
 TEST_P(CompatTest, RunsOnTheCApiOfVersion17Alone) {
-  void* op_library = dlopen(ORTFLASH_TEST_OP_LIBRARY, RTLD_NOW | RTLD_LOCAL);
-  ASSERT_NE(op_library, nullptr) << dlerror();
+  void* op_library = ortflash_test::OpenLibrary(ORTFLASH_TEST_OP_LIBRARY);
+  ASSERT_NE(op_library, nullptr) << ortflash_test::LibraryError();
   using RegisterFn = OrtStatus* (*)(OrtSessionOptions*, const OrtApiBase*);
-  const auto register_ops = reinterpret_cast<RegisterFn>(dlsym(op_library, "RegisterCustomOps"));
+  const auto register_ops = reinterpret_cast<RegisterFn>(ortflash_test::LibrarySymbol(op_library, "RegisterCustomOps"));
   ASSERT_NE(register_ops, nullptr);
 
   CutDownToVersion17(api_);

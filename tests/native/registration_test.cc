@@ -1,10 +1,10 @@
-// Loads libortflash.so the way ONNX Runtime does (dlopen + RegisterCustomOps) with the real runtime, and with
+// Loads libortflash.so (ortflash.dll) the way ONNX Runtime does (dlopen or LoadLibrary + RegisterCustomOps) with the real runtime, and with
 // a runtime that pretends to be too old: registration must return an error status, never crash.
-#include <dlfcn.h>
 #include <gtest/gtest.h>
 
 #include <string>
 
+#include "dynamic_library.h"
 #include "onnxruntime_c_api.h"
 
 namespace {
@@ -17,12 +17,15 @@ struct Libraries {
   void* op = nullptr;
   const OrtApiBase* base = nullptr;
   RegisterFn register_ops = nullptr;
+  std::string runtime_error, op_error;  // why a library did not load
 
   Libraries() {
-    runtime = dlopen(ORTFLASH_TEST_ORT_LIBRARY, RTLD_NOW | RTLD_LOCAL);
-    op = dlopen(ORTFLASH_TEST_OP_LIBRARY, RTLD_NOW | RTLD_LOCAL);
-    if (runtime) base = reinterpret_cast<GetApiBaseFn>(dlsym(runtime, "OrtGetApiBase"))();
-    if (op) register_ops = reinterpret_cast<RegisterFn>(dlsym(op, "RegisterCustomOps"));
+    runtime = ortflash_test::OpenLibrary(ORTFLASH_TEST_ORT_LIBRARY);
+    if (runtime == nullptr) runtime_error = ortflash_test::LibraryError();
+    op = ortflash_test::OpenLibrary(ORTFLASH_TEST_OP_LIBRARY);
+    if (op == nullptr) op_error = ortflash_test::LibraryError();
+    if (runtime) base = reinterpret_cast<GetApiBaseFn>(ortflash_test::LibrarySymbol(runtime, "OrtGetApiBase"))();
+    if (op) register_ops = reinterpret_cast<RegisterFn>(ortflash_test::LibrarySymbol(op, "RegisterCustomOps"));
   }
 };
 
@@ -39,11 +42,11 @@ const OrtApi* ORT_API_CALL OldGetApi(uint32_t version) noexcept {
 const char* ORT_API_CALL OldVersion() noexcept { return "1.16.3"; }
 
 TEST(Registration, LibraryExportsRegisterCustomOps) {
-  ASSERT_NE(Libs().runtime, nullptr) << dlerror();
-  ASSERT_NE(Libs().op, nullptr) << dlerror();
+  ASSERT_NE(Libs().runtime, nullptr) << Libs().runtime_error;
+  ASSERT_NE(Libs().op, nullptr) << Libs().op_error;
   EXPECT_NE(Libs().register_ops, nullptr);
   // Kernel entry points stay internal.
-  EXPECT_EQ(dlsym(Libs().op, "_ZN8ortflash19flash_attention_cpuERKNS_16AttentionParamsERKNS_14ParallelRunnerE"), nullptr);
+  EXPECT_EQ(ortflash_test::LibrarySymbol(Libs().op, "_ZN8ortflash19flash_attention_cpuERKNS_16AttentionParamsERKNS_14ParallelRunnerE"), nullptr);
 }
 
 TEST(Registration, RegistersIntoTheRealRuntime) {

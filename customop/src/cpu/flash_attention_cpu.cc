@@ -15,6 +15,16 @@
 
 #include "flash_attention_cpu_internal.h"
 
+#if defined(_WIN32)
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>  // FlsAlloc (ThisThreadCache)
+#endif
+
 namespace ortflash {
 namespace {
 
@@ -50,18 +60,66 @@ ScratchBlock AllocateScratch(size_t floats) {
       ::operator new[](floats * sizeof(float), std::align_val_t{cpu::kScratchAlignment}, std::nothrow)));
 }
 
+// What a thread keeps between work items and calls: its scratch block and the list of the next item's bytes.
+struct ThreadCache {
+  ScratchBlock buffer;
+  size_t capacity = 0;
+  std::vector<cpu::PrefetchRun> next_runs;
+};
+
+#if defined(_WIN32)
+// MinGW-w64 runs a thread_local object's destructor after its emulated TLS storage has been freed (both are
+// thread-exit callbacks of winpthreads, run in that order), so the destructor would read freed memory and hand
+// _aligned_free a stale pointer. Here the cache lives on the heap, found through a trivially destructible
+// thread_local pointer, and a fiber-local storage slot's callback frees it: Windows runs that at thread exit with
+// the value itself. The slot is freed when the library is unloaded (ONNX Runtime unloads the op library with the last
+// session options that registered it), before the callback's code goes: a thread's exit would otherwise call into
+// unloaded memory. nullptr when it cannot be allocated.
+class CacheSlot {
+ public:
+  CacheSlot() : index_(FlsAlloc(&Free)) {}
+  ~CacheSlot() {
+    if (index_ != FLS_OUT_OF_INDEXES) FlsFree(index_);
+  }
+  CacheSlot(const CacheSlot&) = delete;
+  CacheSlot& operator=(const CacheSlot&) = delete;
+  void Hold(ThreadCache* cache) const {
+    if (index_ != FLS_OUT_OF_INDEXES) FlsSetValue(index_, cache);  // else kept till the process ends
+  }
+
+ private:
+  static void WINAPI Free(void* cache) { delete static_cast<ThreadCache*>(cache); }
+  DWORD index_;
+};
+
+ThreadCache* ThisThreadCache() {
+  static const CacheSlot slot;
+  thread_local ThreadCache* cache = nullptr;
+  if (cache == nullptr) {
+    cache = new (std::nothrow) ThreadCache;
+    if (cache != nullptr) slot.Hold(cache);
+  }
+  return cache;
+}
+#else
+ThreadCache* ThisThreadCache() {
+  thread_local ThreadCache cache;
+  return &cache;
+}
+#endif
+
 // The thread's retained block, grown to `floats`; nullptr when the allocation fails.
 float* RetainedScratch(size_t floats) {
-  thread_local ScratchBlock buffer;
-  thread_local size_t capacity = 0;
-  if (capacity < floats) {
-    buffer.reset();  // free the old block first: growing never needs both
-    capacity = 0;
-    buffer = AllocateScratch(floats);
-    if (buffer == nullptr) return nullptr;
-    capacity = floats;
+  ThreadCache* cache = ThisThreadCache();
+  if (cache == nullptr) return nullptr;
+  if (cache->capacity < floats) {
+    cache->buffer.reset();  // free the old block first: growing never needs both
+    cache->capacity = 0;
+    cache->buffer = AllocateScratch(floats);
+    if (cache->buffer == nullptr) return nullptr;
+    cache->capacity = floats;
   }
-  return buffer.get();
+  return cache->buffer.get();
 }
 
 // Scratch for one work item; get() is nullptr when it could not be allocated.
@@ -199,12 +257,13 @@ void RunWorkItem(Launch& launch, int64_t item_index, const cpu::WorkItem* next) 
   const AttentionParams& params = *launch.params;
   try {
     cpu::WorkItem item = WorkItemAt(launch, item_index);
-    thread_local std::vector<cpu::PrefetchRun> next_runs;
-    if (next != nullptr) item.next = NextItemRuns(params, *next, next_runs);
+    ThreadCache* cache = ThisThreadCache();
+    if (next != nullptr && cache != nullptr) item.next = NextItemRuns(params, *next, cache->next_runs);
     const ScratchLease scratch(launch.kernel.scratch_floats);
     if (scratch.get() == nullptr) {
-      launch.Fail("FlashAttention CPU kernel: allocating %zu bytes of scratch memory failed (head_dim %lld, v_head_dim %lld)",
-                  launch.kernel.scratch_floats * sizeof(float), static_cast<long long>(params.head_dim),
+      launch.Fail("FlashAttention CPU kernel: allocating %llu bytes of scratch memory failed (head_dim %lld, v_head_dim %lld)",
+                  static_cast<unsigned long long>(launch.kernel.scratch_floats * sizeof(float)),
+                  static_cast<long long>(params.head_dim),
                   static_cast<long long>(params.v_head_dim));
       return;
     }

@@ -4,8 +4,14 @@
 
 #include "flash_attention_op.h"
 
-extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
-                                                                                          const OrtApiBase* api_base) {
+#if defined(_WIN32)
+#define ORTFLASH_EXPORT __declspec(dllexport)  // with one dllexport, the DLL exports nothing else
+#else
+#define ORTFLASH_EXPORT __attribute__((visibility("default")))
+#endif
+
+extern "C" ORTFLASH_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
+                                                                   const OrtApiBase* api_base) {
   if (api_base == nullptr) return nullptr;  // nothing to report an error through
   const OrtApi* api = api_base->GetApi(ortflash::kMinOrtApiVersion);
   // Version 1 always exists and is enough to report why we cannot register.

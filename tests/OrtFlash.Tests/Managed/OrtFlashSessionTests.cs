@@ -210,24 +210,38 @@ public sealed class OrtFlashSessionTests
             Assert.Ignore($"{OrtFlashNative.LibraryPathVariable} overrides the bundled library in this run");
         }
 
-        var rid = OrtFlashNative.RuntimeIdentifierFor(OperatingSystem.IsLinux(), RuntimeInformation.ProcessArchitecture);
-        Assert.That(OrtFlashNative.LibraryPath, Does.EndWith(Path.Combine("runtimes", rid!, "native", "libortflash.so")));
+        var rid = OrtFlashNative.CurrentRuntimeIdentifier!;
+        Assert.That(OrtFlashNative.LibraryPath, Does.EndWith(Path.Combine("runtimes", rid, "native", OrtFlashNative.LibraryFileNameFor(rid))));
         Assert.That(File.Exists(OrtFlashNative.LibraryPath), Is.True);
     }
 
-    [TestCase(true, Architecture.X64, "linux-x64")]
-    [TestCase(true, Architecture.Arm64, "linux-arm64")]
-    [TestCase(true, Architecture.X86, null)]
-    [TestCase(true, Architecture.Arm, null)]
-    [TestCase(false, Architecture.X64, null)]
-    [TestCase(false, Architecture.Arm64, null)]
-    public void EachPlatformLoadsTheLibraryOfItsOwnRuntimeFolder(bool isLinux, Architecture architecture, string? expected)
+    [TestCase("LINUX", Architecture.X64, "linux-x64", "libortflash.so")]
+    [TestCase("LINUX", Architecture.Arm64, "linux-arm64", "libortflash.so")]
+    [TestCase("WINDOWS", Architecture.X64, "win-x64", "ortflash.dll")]
+    [TestCase("LINUX", Architecture.X86, null, null)]
+    [TestCase("LINUX", Architecture.Arm, null, null)]
+    [TestCase("WINDOWS", Architecture.Arm64, null, null)]
+    [TestCase("OSX", Architecture.Arm64, null, null)]
+    [TestCase("OSX", Architecture.X64, null, null)]
+    public void EachPlatformLoadsTheLibraryOfItsOwnRuntimeFolder(string platform, Architecture architecture, string? rid, string? fileName)
     {
-        Assert.That(OrtFlashNative.RuntimeIdentifierFor(isLinux, architecture), Is.EqualTo(expected));
-        if (expected is not null)
+        var found = OrtFlashNative.RuntimeIdentifierFor(OSPlatform.Create(platform), architecture);
+        Assert.That(found, Is.EqualTo(rid));
+        if (rid is not null)
         {
-            Assert.That(OrtFlashNative.SupportedRuntimeIdentifiers, Does.Contain(expected));
+            Assert.That(OrtFlashNative.SupportedRuntimeIdentifiers, Does.Contain(rid));
+            Assert.That(OrtFlashNative.LibraryFileNameFor(rid), Is.EqualTo(fileName));
         }
+    }
+
+    [Test]
+    public void EverySupportedPlatformIsReachable()
+    {
+        var reachable = new[] { OSPlatform.Linux, OSPlatform.Windows, OSPlatform.OSX }
+            .SelectMany(platform => Enum.GetValues<Architecture>().Select(architecture => OrtFlashNative.RuntimeIdentifierFor(platform, architecture)))
+            .OfType<string>()
+            .Distinct();
+        Assert.That(reachable, Is.EquivalentTo(OrtFlashNative.SupportedRuntimeIdentifiers));
     }
 
     [Test]

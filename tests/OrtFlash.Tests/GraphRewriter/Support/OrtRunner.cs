@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
@@ -35,8 +34,8 @@ internal static class OrtRunner
     {
         get
         {
-            var rid = OrtFlashNative.RuntimeIdentifierFor(OperatingSystem.IsLinux(), RuntimeInformation.ProcessArchitecture) ?? "linux-x64";
-            var path = Path.Combine(AppContext.BaseDirectory, "runtimes", rid, "native", "libortflash.so");
+            var rid = OrtFlashNative.CurrentRuntimeIdentifier ?? "linux-x64";
+            var path = Path.Combine(AppContext.BaseDirectory, "runtimes", rid, "native", OrtFlashNative.LibraryFileNameFor(rid));
             return File.Exists(path) ? path : null;
         }
     }

@@ -7,13 +7,7 @@
 #include <string>
 
 #if defined(_WIN32)
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#include <windows.h>
+#include <windows.h>  // the build defines NOMINMAX and WIN32_LEAN_AND_MEAN
 #else
 #include <dlfcn.h>
 #endif

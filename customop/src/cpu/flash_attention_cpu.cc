@@ -16,13 +16,7 @@
 #include "flash_attention_cpu_internal.h"
 
 #if defined(_WIN32)
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#include <windows.h>  // FlsAlloc (ThisThreadCache)
+#include <windows.h>  // FlsAlloc (ThisThreadCache); the build defines NOMINMAX and WIN32_LEAN_AND_MEAN
 #endif
 
 namespace ortflash {

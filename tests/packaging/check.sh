@@ -44,6 +44,16 @@ run() {
   for entry in "${expected[@]}"; do
     grep -qx "$entry" <<<"$listing" || { echo "the package has no $entry" >>"$log"; return 1; }
   done
+  # The CLI as a .NET tool carries its output folder: the same libraries, under tools/net10.0/any/.
+  if [ ${#cross_args[@]} -gt 0 ]; then
+    dotnet pack "$root/managed/OrtFlash.Cli" -c Release -o "$work/tool-feed" -p:Version="$version" \
+        -p:NativeBuildDir="$native_dir" -p:SkipNativeBuild=true "${cross_args[@]}" >>"$log" 2>&1 || return 1
+    listing=$(python3 -c 'import sys, zipfile; print("\n".join(zipfile.ZipFile(sys.argv[1]).namelist()))' \
+        "$work/tool-feed/OrtFlash.Cli.$version.nupkg") || return 1
+    for entry in "${expected[@]}"; do
+      grep -qx "tools/net10.0/any/$entry" <<<"$listing" || { echo "the CLI tool package has no $entry" >>"$log"; return 1; }
+    done
+  fi
   cp -r "$root/tests/packaging/Consumer" "$work/app"
   cat >"$work/app/nuget.config" <<CONFIG
 <?xml version="1.0" encoding="utf-8"?>

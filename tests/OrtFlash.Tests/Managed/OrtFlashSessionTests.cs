@@ -310,6 +310,31 @@ public sealed class OrtFlashSessionTests
         }
     }
 
+    [Test]
+    public void WindowsLooksForOrtflashDllInItsOwnRuntimeFolder()
+    {
+        var folder = Directory.CreateTempSubdirectory("ortflash-win-");
+        try
+        {
+            // A Linux library where a Windows process would look is no Windows library: not found, and named so.
+            var linuxCopy = Path.Combine(folder.FullName, OrtFlashNative.LibraryFileName);
+            File.WriteAllBytes(linuxCopy, ElfHeader(machine: 62));
+            var error = Assert.Throws<FileNotFoundException>(
+                () => OrtFlashNative.FindLibraryIn([folder.FullName], "win-x64", Architecture.X64));
+            Assert.That(error!.Message, Does.Contain("ortflash.dll for win-x64 was not found"));
+            Assert.That(error.Message, Does.Contain(Path.Combine(folder.FullName, "runtimes", "win-x64", "native", "ortflash.dll")));
+
+            var winFolder = Directory.CreateDirectory(Path.Combine(folder.FullName, "runtimes", "win-x64", "native"));
+            var dll = Path.Combine(winFolder.FullName, OrtFlashNative.WindowsLibraryFileName);
+            File.WriteAllBytes(dll, [(byte)'M', (byte)'Z']);
+            Assert.That(OrtFlashNative.FindLibraryIn([folder.FullName], "win-x64", Architecture.X64), Is.EqualTo(dll));
+        }
+        finally
+        {
+            folder.Delete(recursive: true);
+        }
+    }
+
     // The first 64 bytes of a 64-bit little-endian ELF shared object for the given e_machine.
     private static byte[] ElfHeader(int machine)
     {

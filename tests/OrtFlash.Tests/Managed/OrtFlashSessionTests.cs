@@ -250,84 +250,83 @@ public sealed class OrtFlashSessionTests
         var expected = RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? 183 : 62;
         Assert.That(OrtFlashNative.ElfMachineOf(OrtFlashNative.LibraryPath), Is.EqualTo(expected));
 
-        var folder = Directory.CreateTempSubdirectory("ortflash-elf-");
-        try
+        InTempFolder("ortflash-elf-", folder =>
         {
-            var arm = Path.Combine(folder.FullName, "arm.so");
+            var arm = Path.Combine(folder, "arm.so");
             File.WriteAllBytes(arm, ElfHeader(machine: 183));
             Assert.That(OrtFlashNative.ElfMachineOf(arm), Is.EqualTo(183));
 
-            var text = Path.Combine(folder.FullName, "text.so");
+            var text = Path.Combine(folder, "text.so");
             File.WriteAllText(text, "INPUT(libortflash.so.1)\n");  // a linker script is no ELF file
             Assert.That(OrtFlashNative.ElfMachineOf(text), Is.Null);
 
-            var truncated = Path.Combine(folder.FullName, "truncated.so");
+            var truncated = Path.Combine(folder, "truncated.so");
             File.WriteAllBytes(truncated, ElfHeader(machine: 183)[..19]);
             Assert.That(OrtFlashNative.ElfMachineOf(truncated), Is.Null);
 
             var elf32 = ElfHeader(machine: 40);
             elf32[4] = 1;  // ELFCLASS32
-            var thirtyTwoBit = Path.Combine(folder.FullName, "elf32.so");
+            var thirtyTwoBit = Path.Combine(folder, "elf32.so");
             File.WriteAllBytes(thirtyTwoBit, elf32);
             Assert.That(OrtFlashNative.ElfMachineOf(thirtyTwoBit), Is.Null);
 
-            Assert.That(OrtFlashNative.ElfMachineOf(Path.Combine(folder.FullName, "missing.so")), Is.Null);
-        }
-        finally
-        {
-            folder.Delete(recursive: true);
-        }
+            Assert.That(OrtFlashNative.ElfMachineOf(Path.Combine(folder, "missing.so")), Is.Null);
+        });
     }
 
     [Test]
     public void ALibraryBuiltForAnotherCpuIsPassedOverAndNamed()
     {
-        var folder = Directory.CreateTempSubdirectory("ortflash-rid-");
-        try
+        InTempFolder("ortflash-rid-", folder =>
         {
             // An x86-64 library where an ARM process looks first, and in the app folder itself.
-            var armFolder = Directory.CreateDirectory(Path.Combine(folder.FullName, "runtimes", "linux-arm64", "native"));
+            var armFolder = Directory.CreateDirectory(Path.Combine(folder, "runtimes", "linux-arm64", "native"));
             var x64InArmFolder = Path.Combine(armFolder.FullName, OrtFlashNative.LibraryFileName);
             File.WriteAllBytes(x64InArmFolder, ElfHeader(machine: 62));
-            var x64InAppFolder = Path.Combine(folder.FullName, OrtFlashNative.LibraryFileName);
+            var x64InAppFolder = Path.Combine(folder, OrtFlashNative.LibraryFileName);
             File.WriteAllBytes(x64InAppFolder, ElfHeader(machine: 62));
 
             var error = Assert.Throws<FileNotFoundException>(
-                () => OrtFlashNative.FindLibraryIn([folder.FullName], "linux-arm64", Architecture.Arm64));
+                () => OrtFlashNative.FindLibraryIn([folder], "linux-arm64", Architecture.Arm64));
             Assert.That(error!.Message, Does.Contain("for linux-arm64 was not found"));
             Assert.That(error.Message, Does.Contain($"Passed over, built for another CPU than this Arm64 process: {x64InArmFolder}, {x64InAppFolder}"));
 
             // The same folder serves an x64 process from the app folder (its runtimes/linux-x64 is absent) ...
-            Assert.That(OrtFlashNative.FindLibraryIn([folder.FullName], "linux-x64", Architecture.X64), Is.EqualTo(x64InAppFolder));
+            Assert.That(OrtFlashNative.FindLibraryIn([folder], "linux-x64", Architecture.X64), Is.EqualTo(x64InAppFolder));
 
             // ... and an ARM process once the ARM folder holds an ARM library.
             File.WriteAllBytes(x64InArmFolder, ElfHeader(machine: 183));
-            Assert.That(OrtFlashNative.FindLibraryIn([folder.FullName], "linux-arm64", Architecture.Arm64), Is.EqualTo(x64InArmFolder));
-        }
-        finally
-        {
-            folder.Delete(recursive: true);
-        }
+            Assert.That(OrtFlashNative.FindLibraryIn([folder], "linux-arm64", Architecture.Arm64), Is.EqualTo(x64InArmFolder));
+        });
     }
 
     [Test]
     public void WindowsLooksForOrtflashDllInItsOwnRuntimeFolder()
     {
-        var folder = Directory.CreateTempSubdirectory("ortflash-win-");
-        try
+        InTempFolder("ortflash-win-", folder =>
         {
             // A Linux library where a Windows process would look is no Windows library: not found, and named so.
-            var linuxCopy = Path.Combine(folder.FullName, OrtFlashNative.LibraryFileName);
+            var linuxCopy = Path.Combine(folder, OrtFlashNative.LibraryFileName);
             File.WriteAllBytes(linuxCopy, ElfHeader(machine: 62));
             var error = Assert.Throws<FileNotFoundException>(
-                () => OrtFlashNative.FindLibraryIn([folder.FullName], "win-x64", Architecture.X64));
+                () => OrtFlashNative.FindLibraryIn([folder], "win-x64", Architecture.X64));
             Assert.That(error!.Message, Does.Contain("ortflash.dll for win-x64 was not found"));
-            Assert.That(error.Message, Does.Contain(Path.Combine(folder.FullName, "runtimes", "win-x64", "native", "ortflash.dll")));
+            Assert.That(error.Message, Does.Contain(Path.Combine(folder, "runtimes", "win-x64", "native", "ortflash.dll")));
 
-            var winFolder = Directory.CreateDirectory(Path.Combine(folder.FullName, "runtimes", "win-x64", "native"));
+            var winFolder = Directory.CreateDirectory(Path.Combine(folder, "runtimes", "win-x64", "native"));
             var dll = Path.Combine(winFolder.FullName, OrtFlashNative.WindowsLibraryFileName);
             File.WriteAllBytes(dll, [(byte)'M', (byte)'Z']);
-            Assert.That(OrtFlashNative.FindLibraryIn([folder.FullName], "win-x64", Architecture.X64), Is.EqualTo(dll));
+            Assert.That(OrtFlashNative.FindLibraryIn([folder], "win-x64", Architecture.X64), Is.EqualTo(dll));
+        });
+    }
+
+    // Runs body on a new temporary folder's path, and deletes the folder after it.
+    private static void InTempFolder(string prefix, Action<string> body)
+    {
+        var folder = Directory.CreateTempSubdirectory(prefix);
+        try
+        {
+            body(folder.FullName);
         }
         finally
         {

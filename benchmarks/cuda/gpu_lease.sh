@@ -5,8 +5,8 @@
 # Runtime's own attention there (ort_attention_bench.py); the prefill table (every
 # row also on the mma.sync and both sm_90a kernels, --hopper both) and a short one at head dims 96 and 256; the
 # encoder table (masks, live key ranges, float32 on the SIMT and both 3xTF32 forms); given SWEEP candidates
-# (tile_sweep.sh specs, built in the background meanwhile), their fp16 prefill rows on the TMA kernel; and
-# compute-sanitizer. Each part gets what is left of SECONDS. Everything it wrote is packed into
+# (tile_sweep.sh specs, built in the background meanwhile), their fp16 prefill rows on the TMA kernel.
+# compute-sanitizer runs right after the tests. Each part gets what is left of SECONDS. Everything it wrote is packed into
 # $OUT/gpu-lease.tgz (a device call returns at most 8 files); summary.txt, build.txt and sweep.txt are also copied
 # there to read at once.
 #
@@ -64,16 +64,18 @@ timed() {  # NAME CAP COMMAND...: a table for at most CAP seconds of what is lef
 }
 
 run_stages test main 180 --stage-timeout test=175  # about 150 s: the suite once per kernel and float32 form
+# compute-sanitizer right after the tests (a few seconds): a short lease must not lose it to the tables.
+run_stages sanitize sanitize 60 --stage-timeout sanitize=55
 if [ -d .ort-gpu ] && [ -d .ort-gpu-chunks ]; then
   run_stages ort,nunit ort 170 --stage-timeout ort=80 --stage-timeout nunit=85
 fi
 if [ -f .ort-gpu-libs/libonnxruntime.so ] && [ -f .ort-gpu/libortflash.so.xz ]; then
   # The op against ONNX Runtime's own attention (MultiHeadAttention, ONNX Attention) and the unfused graph, inside
   # ONNX Runtime's CUDA provider: what an ONNX Runtime user would otherwise run.
-  timed ort-bench 100 env LD_LIBRARY_PATH=".ort-gpu-libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" \
+  timed ort-bench 110 env LD_LIBRARY_PATH=".ort-gpu-libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" \
     python3 benchmarks/cuda/ort_attention_bench.py --ort-capi .ort-gpu-libs/libonnxruntime.so \
     --lib .ort-gpu/libortflash.so.xz --seqlens 1024 4096 --decode-seqlens 16384 --min-seconds 0.15 --max-runs 50 \
-    --scenarios encoder causal decode decoder plain
+    --scenarios encoder causal decode decoder decoder-left plain
   # float32 as ONNX Runtime runs it by default (its MatMuls in TF32): the op in 3xTF32 and in one TF32 pass.
   timed ort-bench-float32 40 env LD_LIBRARY_PATH=".ort-gpu-libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" \
     python3 benchmarks/cuda/ort_attention_bench.py --ort-capi .ort-gpu-libs/libonnxruntime.so \
@@ -99,4 +101,3 @@ if [ -n "$sweep_pid" ]; then
     echo "sweep: not timed (builds unfinished)"; tail -n 3 "$work/sweep-build.txt" 2>/dev/null
   fi
 fi
-run_stages sanitize sanitize 60 --stage-timeout sanitize=55

@@ -107,7 +107,9 @@ public sealed class FlashAttentionCudaTests
             {
                 SequenceLengths = [7, 33],
                 ExpectedSession = new OrtFlashSessionOptions { Provider = ExecutionProvider.Cpu },
-                ActualSession = new OrtFlashSessionOptions { Provider = ExecutionProvider.Cuda },
+                // TF32 off for the graph around the op too (see CudaSession): the second GPU run found these
+                // comparisons 1.5e-4 apart with the provider's default TF32 MatMuls.
+                ActualSession = new OrtFlashSessionOptions { Provider = ExecutionProvider.Cuda, CudaTf32 = false },
             });
         }
         catch (NotSupportedException error)

@@ -9,6 +9,7 @@
 #   nunit-shipped  the NUnit GPU tests with the carried library (the nvcc 11.8 build)
 #   ort-device     ort_cuda_check.py: the op cases and the rewritten models on the CUDA provider with that library
 #   bench-device   ort_attention_bench.py with that library against ONNX Runtime's own attention
+#   live-bias      bench_attention.py: a padding bias's live-key pass, on and off, at 2048-8192 keys (float16)
 # Needs the chunks (ort_gpu_chunks.sh, carried by earlier calls) and .ort-gpu. Logs and summary.txt go to $OUT.
 #
 #   bash benchmarks/cuda/gpu_ort_device_lib.sh [SECONDS] [--dry-run]     # SECONDS: the call's budget, default 300
@@ -46,12 +47,14 @@ generator="" keep_going=""
 if command -v ninja > /dev/null 2>&1; then generator="-G Ninja"; fi
 configure="cmake -S . -B $build_dir $generator -DCMAKE_BUILD_TYPE=Release -DORT_INCLUDE_DIR=$PWD/$libs/include \
 -DORTFLASH_CUDA=ON ${arch:+-DORTFLASH_CUDA_ARCHITECTURES=$arch} -DORTFLASH_TESTS=OFF -DORTFLASH_SANITIZER_TESTS=OFF"
-build="cmake --build $build_dir -j $(nproc) --target ortflash"
+build="cmake --build $build_dir -j $(nproc) --target ortflash ortflash_kernels"
 env_prefix="LD_LIBRARY_PATH=$PWD/$libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 nunit="$libs/OrtFlash.Tests --filter TestCategory=Gpu"
 bench="python3 benchmarks/cuda/ort_attention_bench.py --ort-capi $libs/libonnxruntime.so --lib $device_lib \
 --seqlens 1024 4096 --decode-seqlens 16384 --min-seconds 0.15 --max-runs 50 \
 --scenarios encoder causal decode decoder decoder-left plain"
+live_bias="python3 benchmarks/cuda/bench_attention.py --lib $PWD/$build_dir/libortflash_kernels.so --mode encoder \
+--encoder-masks padding-bias --encoder-seqlens 2048 4096 8192 --encoder-dtypes float16 --live-keys both"
 
 if [ $dry_run = 1 ]; then
   echo "arch ${arch:-not detected}; budget ${budget}s"
@@ -61,6 +64,7 @@ if [ $dry_run = 1 ]; then
   echo "nunit-shipped: env $env_prefix $nunit"
   echo "ort-device: env $env_prefix python3 benchmarks/cuda/ort_cuda_check.py --dir .ort-gpu --lib $device_lib --ort-capi $libs/libonnxruntime.so"
   echo "bench-device: env $env_prefix $bench"
+  echo "live-bias: $live_bias"
   exit 0
 fi
 
@@ -91,5 +95,7 @@ if [ -f "$device_lib" ]; then
   grep -E '^(ort_cuda_check:|FAIL)' "$out/ort-device.log" >> "$summary"
   step bench-device 110 "export $env_prefix PYTHONUNBUFFERED=1; $bench"
   { echo; cat "$out/bench-device.log"; } >> "$summary"
+  step live-bias 40 "PYTHONUNBUFFERED=1 $live_bias"
+  { echo; cat "$out/live-bias.log"; } >> "$summary"
 fi
 cat "$summary"

@@ -12,12 +12,16 @@
 #   live-bias      bench_attention.py: a padding bias's live-key pass, on and off, at 2048-8192 keys (float16)
 # Needs the chunks (ort_gpu_chunks.sh, carried by earlier calls) and .ort-gpu. Logs and summary.txt go to $OUT.
 #
-#   bash benchmarks/cuda/gpu_ort_device_lib.sh [SECONDS] [--dry-run]     # SECONDS: the call's budget, default 300
+#   bash benchmarks/cuda/gpu_ort_device_lib.sh [SECONDS] [--dry-run] [--build-only]   # SECONDS: default 300
+#
+# --build-only: unpack and build, nothing else (gpu_lease.sh does that while its tests run, then uses the library);
+# exit 0 only when the library was built with the sm_90a kernels.
 set -uo pipefail
-budget=300 dry_run=0
+budget=300 dry_run=0 build_only=0
 for arg in "$@"; do
   case $arg in
     --dry-run) dry_run=1 ;;
+    --build-only) build_only=1 ;;
     -h|--help) sed -n '2,14s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) [[ $arg =~ ^[1-9][0-9]*$ ]] || { echo "gpu_ort_device_lib.sh: unknown argument '$arg'" >&2; exit 2; }
        budget=$arg ;;
@@ -83,10 +87,14 @@ if [ ! -f "$libs/libonnxruntime.so" ]; then
   step unpack 60 "bash benchmarks/cuda/ort_gpu_chunks.sh unpack --to $libs" || { cat "$summary"; exit 1; }
 fi
 if step build 150 "$configure && $build"; then
-  grep -q '^ORTFLASH_CUDA_HOPPER:BOOL=ON' "$build_dir/CMakeCache.txt" &&
-    echo "build: the sm_90a kernels are in" >> "$summary" || echo "build: WITHOUT the sm_90a kernels" >> "$summary"
+  hopper=0
+  grep -q '^ORTFLASH_CUDA_HOPPER:BOOL=ON' "$build_dir/CMakeCache.txt" && hopper=1
+  [ $hopper = 1 ] && echo "build: the sm_90a kernels are in" >> "$summary" || echo "build: WITHOUT the sm_90a kernels" >> "$summary"
+  if [ $build_only = 1 ]; then cat "$summary"; [ $hopper = 1 ]; exit $?; fi
   step nunit-device 60 "export $env_prefix ORTFLASH_LIBRARY=$device_lib; $nunit --results-directory $out/nunit-device"
   grep -E '^(failed|  (total|failed|succeeded|skipped):)' "$out/nunit-device.log" >> "$summary"
+elif [ $build_only = 1 ]; then
+  cat "$summary"; exit 1
 fi
 step nunit-shipped 45 "export $env_prefix; $nunit --results-directory $out/nunit-shipped"
 grep -E '^(failed|  (total|failed|succeeded|skipped):)' "$out/nunit-shipped.log" >> "$summary"

@@ -1366,11 +1366,12 @@ TEST(CudaAttentionWork, PaddedKeyTilesAreSkipped) {
   EXPECT_EQ(4 * mma(c, true), 3 * mma(c, false));
 }
 
-// By default the passes run only where they paid off on an H200: a keep mask's from 1024 keys, a bias's from 2048;
-// the per-slice ones (row-varying masks) only when ORTFLASH_CUDA_LIVE_ROWS=1 asks.
+// By default the passes run only where they paid off on an H200: for 16-bit inputs a keep mask's from 1024 keys, a
+// bias's never, the per-slice ones (row-varying masks) only when ORTFLASH_CUDA_LIVE_ROWS=1 asks; for float32 all of
+// them from 512 keys (ORTFLASH_CUDA_LIVE_ROWS=0 turns the per-slice ones off).
 TEST(CudaAttentionWork, LivePassesRunByDefaultOnlyWhereTheyPaidOff) {
-  const auto mma = [](const Case& c, const char* live_keys) {
-    const ScopedEnv keys("ORTFLASH_CUDA_LIVE_KEYS", live_keys);
+  const auto mma = [](const Case& c, const char* live_keys, const char* live_rows = "default") {
+    const ScopedEnv keys("ORTFLASH_CUDA_LIVE_KEYS", live_keys), rows("ORTFLASH_CUDA_LIVE_ROWS", live_rows);
     simt::take_stats();
     expect_matches_reference(c, 96);
     return simt::take_stats().mma;
@@ -1385,11 +1386,28 @@ TEST(CudaAttentionWork, LivePassesRunByDefaultOnlyWhereTheyPaidOff) {
   c.keep = Broadcast::kNone, c.bias = Broadcast::kPerKey;
   EXPECT_EQ(mma(c, "default"), mma(c, "0"));
   c.kv_len = 2048, c.padded_keys = 1024;
-  EXPECT_LT(mma(c, "default"), mma(c, "0"));
+  EXPECT_EQ(mma(c, "default"), mma(c, "0"));
+  EXPECT_LT(mma(c, "1"), mma(c, "0"));
+
+  // float32 on the tensor cores, as a GPU runs it by default (the suite's default here is the SIMT kernel, which
+  // counts no mma): a bias's pass and a keep mask's from 512 keys, the per-slice passes too.
+  const ScopedEnv tensor_cores("ORTFLASH_CUDA_FLOAT32_TENSOR_CORES", "2");
+  Case f32 = c;
+  f32.dtype = DType::kFloat32, f32.kv_len = 256, f32.padded_keys = 128;
+  EXPECT_EQ(mma(f32, "default"), mma(f32, "0"));
+  f32.kv_len = 512, f32.padded_keys = 256;
+  EXPECT_LT(mma(f32, "default"), mma(f32, "0"));
+  f32.bias = Broadcast::kNone, f32.keep = Broadcast::kPerKey;
+  EXPECT_LT(mma(f32, "default"), mma(f32, "0"));
+
   Case rows;
   rows.dtype = DType::kFloat16, rows.batch = 2, rows.q_len = 512, rows.kv_len = 512, rows.head_dim = rows.v_head_dim = 64;
   rows.bias = Broadcast::kPerBatchRows, rows.causal_bias = true;
   EXPECT_EQ(mma(rows, "default"), mma(rows, "0"));
+  EXPECT_LT(mma(rows, "default", "1"), mma(rows, "0"));
+  rows.dtype = DType::kFloat32;
+  EXPECT_LT(mma(rows, "default"), mma(rows, "0"));
+  EXPECT_EQ(mma(rows, "default", "0"), mma(rows, "0"));
 }
 
 // A causal mask held in a (B,1,S,S) bias (finfo.min above the diagonal) costs what the causal attribute costs: the

@@ -12,6 +12,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -580,13 +581,19 @@ std::string repack_mask_rows(const void*& mask, int64_t (&stride)[4], bool& chun
 
 // Live key ranges (live_keys.cuh) for a prefill call whose bias and keep are the same for every query row: the
 // padding mask of an exported encoder, or of a batched prompt. Not for decoding: one more launch on every step
-// would cost more than the tiles it could skip there. By default only from kLiveKeysMinKeys keys (a keep mask) or
-// kLiveBiasMinKeys (a bias, whose bound also reads the queries and the padding's K and V rows): on an H200 (second
-// GPU run, a quarter of every other entry padded) a keep mask's pass cost 2-5% at 512 keys and gained 8-9% at 2048;
-// a bias's cost 20-25% at 512 and broke even at 2048. ORTFLASH_CUDA_LIVE_KEYS=0 turns the passes off, =1 runs them
-// for every prefill call with a mask of more than 64 keys.
-constexpr int64_t kLiveKeysMinKeys = 1024;
-constexpr int64_t kLiveBiasMinKeys = 2048;
+// would cost more than the tiles it could skip there. By default only where the pass paid for itself on an H200
+// (fifth GPU run; a quarter of every other batch entry padded, `bench_attention.py --mode encoder --live-keys both`):
+// - float16/bfloat16: a keep mask's pass from 1024 keys (it cost 2-5% at 512 and gained 8-10% at 2048); a bias's
+//   never (its bound also reads the queries and the padding's K and V rows, one block per (batch, head): it cost
+//   6-15% at every length from 2048 to 8192);
+// - float32, whose kernels run at a sixth of the 16-bit ones' speed: either pass from 512 keys (+6-16% at 512-2048;
+//   up to 35% lost at 128-256).
+// ORTFLASH_CUDA_LIVE_KEYS=0 turns the passes off, =1 runs them for every prefill call with a mask of more than 64 keys.
+constexpr int64_t kNeverByDefault = std::numeric_limits<int64_t>::max();
+int64_t live_keys_min_keys(DType dtype, bool has_bias) {
+  if (dtype == DType::kFloat32) return 512;
+  return has_bias ? kNeverByDefault : 1024;
+}
 
 // 0: off; 1: asked for at every length; -1: the default (from the lengths above).
 int live_ranges_setting() { return digit_setting("ORTFLASH_CUDA_LIVE_KEYS", 1); }
@@ -596,30 +603,29 @@ bool mask_varies_by_row(const FwdParams& p) {
   return (p.bias != nullptr && p.bias_stride[2] != 0) || (p.keep != nullptr && p.keep_stride[2] != 0);
 }
 
-bool wants_live_keys(const KernelChoice& k, const FwdParams& p) {
+bool wants_live_keys(DType dtype, const KernelChoice& k, const FwdParams& p) {
   if (k.path == FwdPath::kGeneric || k.decode || p.kv_len <= 64 || (p.bias == nullptr && p.keep == nullptr) ||
       mask_varies_by_row(p)) {
     return false;
   }
   const int setting = live_ranges_setting();
-  return setting == 1 || (setting == -1 && p.kv_len >= (p.bias != nullptr ? kLiveBiasMinKeys : kLiveKeysMinKeys));
+  return setting == 1 || (setting == -1 && p.kv_len >= live_keys_min_keys(dtype, p.bias != nullptr));
 }
 
 // Masks that vary by query row (live_rows.cuh: a decoder export's causal mask in its bias, a position bias with
 // padding) get per-slice ranges from three more launches, one pass over each mask and, where it leaves candidates,
-// one over K and V: only from kLiveRowsMinKeys keys, where that is small next to the tiles it can skip. Off unless
-// ORTFLASH_CUDA_LIVE_ROWS=1 (and ORTFLASH_CUDA_LIVE_KEYS is not 0): on an H200 (first GPU run) the passes' first form
-// cost more than the tiles they saved (a causal (B,1,S,S) bias: 0.4-0.6x the time of computing every tile). Their
-// loads were restructured since (live_rows.cuh), untimed: bench_attention.py's live-rows column times them.
+// one over K and V: only from kLiveRowsMinKeys keys, where that is small next to the tiles it can skip. By default
+// for float32 alone: on an H200 (fifth GPU run, a (B,1,S,S) causal + padding bias) they gained 9-28% at 512 keys and
+// 33-51% at 2048 on the float32 tensor-core kernel, and cost 50-64% on the 16-bit ones (which run six times as
+// fast). ORTFLASH_CUDA_LIVE_ROWS=1 turns them on for every dtype, =0 off (as does ORTFLASH_CUDA_LIVE_KEYS=0).
 constexpr int kLiveRowsMinKeys = 512;
 // Scratch past this (the requirements: mask slices x keys floats) is not worth holding: the ranges are left out.
 constexpr size_t kMaxLiveRowsBytes = size_t(64) << 20;
 
-bool live_rows_requested() { return digit_setting("ORTFLASH_CUDA_LIVE_ROWS", 1) == 1; }
-
-bool wants_live_rows(const KernelChoice& k, const FwdParams& p) {
+bool wants_live_rows(DType dtype, const KernelChoice& k, const FwdParams& p) {
   if (k.path == FwdPath::kGeneric || k.decode || p.kv_len < kLiveRowsMinKeys || !mask_varies_by_row(p)) return false;
-  return live_rows_requested() && live_ranges_setting() != 0;
+  const int setting = digit_setting("ORTFLASH_CUDA_LIVE_ROWS", 1);
+  return live_ranges_setting() != 0 && (setting == 1 || (setting == -1 && dtype == DType::kFloat32));
 }
 
 template <class T>
@@ -782,9 +788,9 @@ std::string flash_attention_cuda(const AttentionParams& call, void* stream, cons
     }
     p.keep = static_cast<const uint8_t*>(keep);
   }
-  if (wants_live_keys(k, p)) {
+  if (wants_live_keys(params.dtype, k, p)) {
     if (std::string error = find_live_keys(params.dtype, p, held, cuda_stream); !error.empty()) return error;
-  } else if (wants_live_rows(k, p)) {
+  } else if (wants_live_rows(params.dtype, k, p)) {
     if (std::string error = find_live_rows(params.dtype, p, held, cuda_stream); !error.empty()) return error;
   }
   if (splits == 1) return launch_forward(params.dtype, k, p, cuda_stream);

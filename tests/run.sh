@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds everything and runs every test: the native kernel tests (CTest, also under ASan/UBSan, and the
-# CUDA tests where a GPU is present), the linux-arm64 and win-x64 builds' native tests under qemu-user and Wine, the .NET tests
+# CUDA tests where a GPU is present), the linux-arm64 and win-x64 builds' native tests and the CLI on each of them under
+# qemu-user and Wine, the .NET tests
 # (NUnit) and the packaging check (an app with one package reference). Ends with one line "N passed, N failed, N skipped" over all of them.
 # Exit status 0 only when nothing failed.
 #   bash tests/run.sh
@@ -55,6 +56,9 @@ arm_dir="${ARM64_BUILD_DIR:-$root/build/linux-arm64}"
 win_dir="${WIN_X64_BUILD_DIR:-$root/build/win-x64}"
 bash "$root/tests/cross.sh" linux-arm64 "$results" "$native_dir" "$arm_dir" || status=1
 bash "$root/tests/cross.sh" win-x64 "$results" "$native_dir" "$win_dir" || status=1
+# The .NET side there: the CLI published self-contained for each platform, run under the same emulators.
+bash "$root/tests/cross_cli.sh" linux-arm64 "$results" "$native_dir" "$arm_dir" || status=1
+bash "$root/tests/cross_cli.sh" win-x64 "$results" "$native_dir" "$win_dir" || status=1
 
 dotnet test OrtFlash.sln -c Release --no-build -p:NativeBuildDir="$native_dir" \
   --logger "trx;LogFileName=dotnet.trx" --results-directory "$results" || status=1

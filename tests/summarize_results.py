@@ -36,7 +36,7 @@ def trx_counts(path):
 def main(results):
     results = pathlib.Path(results)
     totals = [0, 0, 0]
-    for name, reader in (("ctest.xml", junit_counts), ("ctest-linux-arm64.xml", junit_counts), ("ctest-win-x64.xml", junit_counts), ("dotnet.trx", trx_counts), ("packaging.xml", junit_counts)):
+    for name, reader in (("ctest.xml", junit_counts), ("ctest-linux-arm64.xml", junit_counts), ("ctest-win-x64.xml", junit_counts), ("cli-linux-arm64.xml", junit_counts), ("cli-win-x64.xml", junit_counts), ("dotnet.trx", trx_counts), ("packaging.xml", junit_counts)):
         path = results / name
         try:
             counts = reader(path)

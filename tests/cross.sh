@@ -8,14 +8,9 @@
 #   bash tests/cross.sh linux-arm64|win-x64 RESULTS_DIR NATIVE_BUILD_DIR [BUILD_DIR]
 # NATIVE_BUILD_DIR: the host build, whose CMake cache names ONNX Runtime's headers and linux-x64 library folder.
 set -uo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-platform=${1:?linux-arm64 or win-x64}
-results=${2:?results folder}
-native_dir=${3:?native build folder}
-build_dir=${4:-$root/build/$platform}
+source "$(dirname "$0")/cross_args.sh"
 jobs="${JOBS:-$(nproc)}"
 junit="$results/ctest-$platform.xml"
-mkdir -p "$results"
 
 case "$platform" in
   linux-arm64)
@@ -24,10 +19,9 @@ case "$platform" in
   win-x64)
     toolchain=x86_64-w64-mingw32.cmake ort_library=onnxruntime.dll
     tools=(x86_64-w64-mingw32-g++-posix wine64) packages="g++-mingw-w64-x86-64-posix, wine64"
-    # Debian puts wine64 outside PATH. A prefix of the build's own; no Mono or Gecko prompts, no debug chatter.
-    PATH="$PATH:/usr/lib/wine"
-    export WINEPREFIX="$build_dir/wine-prefix" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml=" ;;
-  *) echo "unknown platform '$platform' (linux-arm64 or win-x64)"; exit 2 ;;
+    # The tests are native programs: no Mono prompt while the prefix is set up (tests/cross_cli.sh runs .NET
+    # there, which needs mscoree).
+    export WINEDLLOVERRIDES="mscoree,mshtml=" ;;
 esac
 
 skipped() {

@@ -9,14 +9,7 @@
 # NATIVE_BUILD_DIR: the host build (the package's linux-x64 library); BUILD_DIR: the platform's build (default
 # build/PLATFORM), where the published CLI and its scratch files go too.
 set -uo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-platform=${1:?linux-arm64 or win-x64}
-results=${2:?results folder}
-native_dir=${3:?native build folder}
-build_dir=${4:-$root/build/$platform}
-junit="$results/cli-$platform.xml"
-mkdir -p "$results"
-results=$(cd "$results" && pwd)
+source "$(dirname "$0")/cross_args.sh"
 junit="$results/cli-$platform.xml"
 
 case "$platform" in
@@ -24,11 +17,8 @@ case "$platform" in
     library=libortflash.so pack_property=NativeArm64BuildDir exe=OrtFlash.Cli emulator=qemu-aarch64
     shim="$build_dir/tests/native/qemu/libortflash_qemu_cpuinfo.so" ;;
   win-x64)
-    library=ortflash.dll pack_property=NativeWinX64BuildDir exe=OrtFlash.Cli.exe emulator=wine64
-    PATH="$PATH:/usr/lib/wine"
-    # mscoree stays on: Wine loads the IL-only framework assemblies CoreCLR asks for through it (not Mono).
-    export WINEPREFIX="$build_dir/wine-prefix" WINEDEBUG=-all WINEDLLOVERRIDES="mshtml=" ;;
-  *) echo "unknown platform '$platform' (linux-arm64 or win-x64)"; exit 2 ;;
+    # mscoree stays on (cross_args.sh): Wine loads the IL-only framework assemblies CoreCLR asks for through it.
+    library=ortflash.dll pack_property=NativeWinX64BuildDir exe=OrtFlash.Cli.exe emulator=wine64 ;;
 esac
 
 xml_escape() { sed -e 's/&/\&amp;/g' -e 's/</\&lt;/g' -e 's/>/\&gt;/g' -e 's/"/\&quot;/g' | tr -d '\000-\010\013\014\016-\037'; }

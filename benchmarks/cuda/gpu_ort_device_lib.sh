@@ -15,7 +15,8 @@
 #   bash benchmarks/cuda/gpu_ort_device_lib.sh [SECONDS] [--dry-run] [--build-only]   # SECONDS: default 300
 #
 # --build-only: unpack and build, nothing else (gpu_lease.sh does that while its tests run, then uses the library);
-# exit 0 only when the library was built with the sm_90a kernels.
+# exit 0 only when the library was built with the sm_90a kernels. BUILD_JOBS: parallel compile jobs (default: every
+# core).
 set -uo pipefail
 budget=300 dry_run=0 build_only=0
 for arg in "$@"; do
@@ -51,7 +52,7 @@ generator="" keep_going=""
 if command -v ninja > /dev/null 2>&1; then generator="-G Ninja"; fi
 configure="cmake -S . -B $build_dir $generator -DCMAKE_BUILD_TYPE=Release -DORT_INCLUDE_DIR=$PWD/$libs/include \
 -DORTFLASH_CUDA=ON ${arch:+-DORTFLASH_CUDA_ARCHITECTURES=$arch} -DORTFLASH_TESTS=OFF -DORTFLASH_SANITIZER_TESTS=OFF"
-build="cmake --build $build_dir -j $(nproc) --target ortflash ortflash_kernels"
+build="cmake --build $build_dir -j ${BUILD_JOBS:-$(nproc)} --target ortflash ortflash_kernels"
 env_prefix="LD_LIBRARY_PATH=$PWD/$libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 nunit="$libs/OrtFlash.Tests --filter TestCategory=Gpu"
 bench="python3 benchmarks/cuda/ort_attention_bench.py --ort-capi $libs/libonnxruntime.so --lib $device_lib \

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Packs OrtFlash, builds an application that references only that package, runs it on a bundled model, and
-# writes the outcome as a JUnit file (one test case) for the results summary.
+# writes the outcome as a JUnit file for the results summary. Then the same for OrtFlash.Gpu (packed with
+# -p:OrtGpu=true: ONNX Runtime's CUDA package in place of the CPU one), whose application must get the CUDA package's
+# libraries and not the CPU package; it runs on the CPU provider, which that package serves too.
 # With ARM64_BUILD_DIR and WIN_X64_BUILD_DIR (cross builds holding libortflash.so for 64-bit ARM and ortflash.dll for
 # 64-bit Windows: tests/cross.sh) the package must also carry them as runtimes/linux-arm64/native/ and
 # runtimes/win-x64/native/, and the app's output must hold every platform's library, each built for its CPU.
@@ -54,21 +56,7 @@ run() {
       grep -qx "tools/net10.0/any/$entry" <<<"$listing" || { echo "the CLI tool package has no $entry" >>"$log"; return 1; }
     done
   fi
-  cp -r "$root/tests/packaging/Consumer" "$work/app"
-  cat >"$work/app/nuget.config" <<CONFIG
-<?xml version="1.0" encoding="utf-8"?>
-<configuration>
-  <packageSources>
-    <add key="ortflash-check" value="$work/feed" />
-  </packageSources>
-</configuration>
-CONFIG
-  # A private package cache: the check must use the package just built, not an older one of the same version.
-  dotnet build "$work/app" -c Release -p:OrtFlashPackageVersion="$version" \
-      -p:RestorePackagesPath="$work/packages" >>"$log" 2>&1 || return 1
-  dotnet "$work/app/bin/Release/net10.0/Consumer.dll" "$root/models/bert-opset17.onnx" >>"$log" 2>&1 || return 1
-  grep -q "fused=2 " "$log" && grep -q "library=$work/app/bin/Release/net10.0/runtimes/linux-x64/native/libortflash.so" "$log" ||
-    return 1
+  consumer app OrtFlash || return 1
   local out="$work/app/bin/Release/net10.0/runtimes"
   [ "$(elf_machine "$out/linux-x64/native/libortflash.so")" = 62 ] || { echo "no x86-64 library in $out/linux-x64" >>"$log"; return 1; }
   if [ -n "$arm_dir" ]; then  # the app carries the other platforms' libraries too, each built for its CPU
@@ -81,12 +69,66 @@ CONFIG
   fi
 }
 
+# Builds tests/packaging/Consumer in $work/APP_DIR against PACKAGE_ID from $work/feed and runs it on BERT: two
+# attention subgraphs fused, the op library taken from the app's own runtimes folder.
+consumer() {
+  local app="$work/$1" id=$2
+  cp -r "$root/tests/packaging/Consumer" "$app"
+  cat >"$app/nuget.config" <<CONFIG
+<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <packageSources>
+    <add key="ortflash-check" value="$work/feed" />
+  </packageSources>
+</configuration>
+CONFIG
+  # A private package cache: the check must use the package just built, not an older one of the same version.
+  dotnet build "$app" -c Release -p:OrtFlashPackageId="$id" -p:OrtFlashPackageVersion="$version" \
+      -p:RestorePackagesPath="$work/packages" >>"$log" 2>&1 || return 1
+  dotnet "$app/bin/Release/net10.0/Consumer.dll" "$root/models/bert-opset17.onnx" >"$work/$1.txt" 2>&1
+  local rc=$?
+  cat "$work/$1.txt" >>"$log"
+  [ $rc = 0 ] && grep -q "fused=2 " "$work/$1.txt" &&
+    grep -q "library=$app/bin/Release/net10.0/runtimes/linux-x64/native/libortflash.so" "$work/$1.txt"
+}
+
+run_gpu() {
+  # Its own artifacts folder: the repository's bin/ and obj/ keep the CPU package's build.
+  dotnet pack "$root/managed/OrtFlash" -c Release -o "$work/feed" -p:Version="$version" -p:OrtGpu=true \
+      -p:NativeBuildDir="$native_dir" -p:SkipNativeBuild=true --artifacts-path "$work/gpu-artifacts" >>"$log" 2>&1 || return 1
+  local nuspec
+  nuspec=$(python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); print(z.read("OrtFlash.Gpu.nuspec").decode())' \
+      "$work/feed/OrtFlash.Gpu.$version.nupkg") || return 1
+  grep -q 'id="Microsoft.ML.OnnxRuntime.Gpu.Linux"' <<<"$nuspec" || { echo "OrtFlash.Gpu does not depend on the CUDA package" >>"$log"; return 1; }
+  ! grep -q 'id="Microsoft.ML.OnnxRuntime"' <<<"$nuspec" || { echo "OrtFlash.Gpu depends on the CPU package" >>"$log"; return 1; }
+  consumer gpu-app OrtFlash.Gpu || return 1
+  local out="$work/gpu-app/bin/Release/net10.0"
+  [ -f "$out/runtimes/linux-x64/native/libonnxruntime_providers_cuda.so" ] ||
+    { echo "the OrtFlash.Gpu app has no CUDA provider library" >>"$log"; return 1; }
+  ! grep -q '"Microsoft.ML.OnnxRuntime/' "$work/gpu-app/obj/project.assets.json" ||
+    { echo "the OrtFlash.Gpu app restored the CPU package too" >>"$log"; return 1; }
+}
+
 mkdir -p "$results"
+cases=""
+if run_gpu; then
+  echo "packaging: an app with one OrtFlash.Gpu package reference gets ONNX Runtime's CUDA package (not the CPU one) and runs a model"
+  cases+='<testcase classname="packaging" name="OneGpuPackageReferenceRunsAModel"/>'
+  gpu_failed=0
+else
+  echo "packaging check of OrtFlash.Gpu failed:"; tail -30 "$log"
+  cases+='<testcase classname="packaging" name="OneGpuPackageReferenceRunsAModel"><failure message="see log"/></testcase>'
+  gpu_failed=1
+fi
+: >"$log"
 if run; then
   echo "packaging: an app with one OrtFlash package reference loads, rewrites and runs a model (the package holds linux-x64${arm_dir:+, linux-arm64}${win_dir:+, win-x64})"
-  printf '<testsuite name="packaging" tests="1"><testcase classname="packaging" name="OnePackageReferenceRunsAModel"/></testsuite>\n' >"$results/packaging.xml"
+  cases+='<testcase classname="packaging" name="OnePackageReferenceRunsAModel"/>'
+  printf '<testsuite name="packaging" tests="2">%s</testsuite>\n' "$cases" >"$results/packaging.xml"
+  exit $gpu_failed
 else
   echo "packaging check failed:"; tail -30 "$log"
-  printf '<testsuite name="packaging" tests="1"><testcase classname="packaging" name="OnePackageReferenceRunsAModel"><failure message="see log"/></testcase></testsuite>\n' >"$results/packaging.xml"
+  cases+='<testcase classname="packaging" name="OnePackageReferenceRunsAModel"><failure message="see log"/></testcase>'
+  printf '<testsuite name="packaging" tests="2">%s</testsuite>\n' "$cases" >"$results/packaging.xml"
   exit 1
 fi

@@ -49,11 +49,10 @@ fi
 there() { if [ "$platform" = win-x64 ]; then printf 'Z:%s' "$1" | tr / '\\'; else printf '%s' "$1"; fi; }
 run_cli() {  # ARGS...: the CLI under the emulator; output in $work/out.txt, exit status returned
   if [ "$platform" = linux-arm64 ]; then
-    # No arm64 ICU here: invariant globalization (the CLI formats numbers invariantly either way). ONNX Runtime
-    # reads /proc/cpuinfo at load time, so it gets an ARM one (tests/native/qemu/cpuinfo_shim.cc).
+    # No arm64 ICU here, which the CLI does not need (InvariantGlobalization). ONNX Runtime reads /proc/cpuinfo at
+    # load time, so it gets an ARM one (tests/native/qemu/cpuinfo_shim.cc).
     timeout 600 qemu-aarch64 -L /usr/aarch64-linux-gnu -E "LD_PRELOAD=$shim" \
-      -E "ORTFLASH_FAKE_CPUINFO=$root/tests/native/qemu/cpuinfo" -E DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 \
-      "$cli_dir/$exe" "$@" >"$work/out.txt" 2>&1
+      -E "ORTFLASH_FAKE_CPUINFO=$root/tests/native/qemu/cpuinfo" "$cli_dir/$exe" "$@" >"$work/out.txt" 2>&1
   else
     timeout 600 wine64 "$cli_dir/$exe" "$@" >"$work/out.txt" 2>&1
   fi

@@ -71,40 +71,36 @@ record() {  # NAME SECONDS FAILURE-MESSAGE-OR-EMPTY
   fi
   cases+="<testcase classname=\"cli-$platform\" name=\"$1\" time=\"$2\">$body</testcase>"
 }
-check() {  # NAME EXPECTED-EXIT REGEX ARGS...: run, then the exit status and a line of the output must match
-  local name=$1 expected=$2 pattern=$3 start=$SECONDS rc
-  shift 3
+check() {  # NAME EXPECTED-EXIT REGEX... -- ARGS...: run; the exit status must match, and each REGEX some output line
+  local name=$1 expected=$2 start=$SECONDS rc pattern patterns=()
+  shift 2
+  while [ "$1" != -- ]; do patterns+=("$1"); shift; done
+  shift
   run_cli "$@"
   rc=$?
-  if [ "$rc" != "$expected" ]; then record "$name" $((SECONDS - start)) "exit $rc, expected $expected"
-  elif ! grep -Eq "$pattern" "$work/out.txt"; then record "$name" $((SECONDS - start)) "no line matches /$pattern/"
-  else record "$name" $((SECONDS - start)) ""; fi
+  if [ "$rc" != "$expected" ]; then record "$name" $((SECONDS - start)) "exit $rc, expected $expected"; return; fi
+  for pattern in "${patterns[@]}"; do
+    grep -Eq "$pattern" "$work/out.txt" || { record "$name" $((SECONDS - start)) "no line matches /$pattern/"; return; }
+  done
+  record "$name" $((SECONDS - start)) ""
 }
 
 models="$root/models"
 # info: this platform, its own library from the package's runtimes folder, the op registered in ONNX Runtime.
-start=$SECONDS
-run_cli info
-rc=$?
-if [ "$rc" != 0 ]; then record Info $((SECONDS - start)) "exit $rc"
-elif ! grep -Eq "^platform +$platform " "$work/out.txt"; then record Info $((SECONDS - start)) "not reported as $platform"
-elif ! grep -Eq "^native library +.*runtimes.$platform.native.$library\s*$" "$work/out.txt"; then
-  record Info $((SECONDS - start)) "the library is not runtimes/$platform/native/$library"
-elif ! grep -Eq "^op registration +ok" "$work/out.txt"; then record Info $((SECONDS - start)) "the op did not register"
-else record Info $((SECONDS - start)) ""; fi
-check VerifyGpt2 0 "^PASS: every output matches" verify "$(there "$models/gpt2-opset17.onnx")"
-check VerifyBertPadded 0 "^PASS: every output matches" verify "$(there "$models/bert-opset17.onnx")" --seq 7,33
-check VerifyLlamaFloat16 0 "^PASS: every output matches" verify "$(there "$models/llama-opset17-fp16.onnx")"
+check Info 0 "^platform +$platform " "^native library +.*runtimes.$platform.native.$library\s*$" "^op registration +ok" -- info
+check VerifyGpt2 0 "^PASS: every output matches" -- verify "$(there "$models/gpt2-opset17.onnx")"
+check VerifyBertPadded 0 "^PASS: every output matches" -- verify "$(there "$models/bert-opset17.onnx")" --seq 7,33
+check VerifyLlamaFloat16 0 "^PASS: every output matches" -- verify "$(there "$models/llama-opset17-fp16.onnx")"
 # Left padding in float32 (in float16 the rows that see only padding round otherwise on CPUs with float16
 # arithmetic, as verify --help says: ONNX Runtime for ARM runs the original graph's Add and Softmax in float16).
-check VerifyLlamaLeftPadded 0 "^PASS: every output matches" verify "$(there "$models/llama-opset17.onnx")" --padding start
+check VerifyLlamaLeftPadded 0 "^PASS: every output matches" -- verify "$(there "$models/llama-opset17.onnx")" --padding start
 # rewrite writes through a temporary file and a rename: onto an existing file too (Windows renames differ).
 echo "not a model" >"$work/bert-flash.onnx"
-check RewriteOverAnExistingFile 0 "^Fused 2 attention subgraph" rewrite "$(there "$models/bert-opset17.onnx")" "$(there "$work/bert-flash.onnx")" \
-  --report "$(there "$work/report.json")"
-check VerifyTheRewrittenFile 0 "^PASS: every output matches" verify "$(there "$models/bert-opset17.onnx")" \
+check RewriteOverAnExistingFile 0 "^Fused 2 attention subgraph" "^wrote " -- rewrite "$(there "$models/bert-opset17.onnx")" \
+  "$(there "$work/bert-flash.onnx")" --report "$(there "$work/report.json")"
+check VerifyTheRewrittenFile 0 "^PASS: every output matches" -- verify "$(there "$models/bert-opset17.onnx")" \
   "$(there "$work/bert-flash.onnx")"
-check MissingModelIsRefused 2 "no-such-model\.onnx" verify "$(there "$work/no-such-model.onnx")"
+check MissingModelIsRefused 2 "no-such-model\.onnx" -- verify "$(there "$work/no-such-model.onnx")"
 
 printf '<testsuite name="cli-%s" tests="%d" failures="%d">%s</testsuite>\n' "$platform" $((passed + failed)) "$failed" \
   "$cases" >"$junit"

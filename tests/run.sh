@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds everything and runs every test: the native kernel tests (CTest, also under ASan/UBSan, and the
-# CUDA tests where a GPU is present), the linux-arm64 and win-x64 builds' native tests and the CLI on each of them under
-# qemu-user and Wine, the .NET tests
-# (NUnit) and the packaging check (an app with one package reference). Ends with one line "N passed, N failed, N skipped" over all of them.
+# Builds everything and runs every test: the native kernel tests (CTest, also under ASan/UBSan, and the CUDA tests
+# where a GPU is present), the linux-arm64 and win-x64 builds' native tests and the CLI on each of them under
+# qemu-user and Wine, the .NET tests (NUnit) and the packaging check (an app with one package reference, OrtFlash and
+# OrtFlash.Gpu). Ends with one line "N passed, N failed, N skipped" over all of them.
 # Exit status 0 only when nothing failed.
 #   bash tests/run.sh
 #   NATIVE_BUILD_DIR=build/other JOBS=2 bash tests/run.sh

@@ -23,7 +23,7 @@ for arg in "$@"; do
   case $arg in
     --dry-run) dry_run=1 ;;
     --build-only) build_only=1 ;;
-    -h|--help) sed -n '2,14s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) [[ $arg =~ ^[1-9][0-9]*$ ]] || { echo "gpu_ort_device_lib.sh: unknown argument '$arg'" >&2; exit 2; }
        budget=$arg ;;
   esac
@@ -48,7 +48,7 @@ fi
 command -v nvcc > /dev/null 2>&1 && nvcc --version | tail -n 2 | head -n 1 | sed 's/^/nvcc: /' >> "$summary"
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" >> "$summary"
 
-generator="" keep_going=""
+generator=""
 if command -v ninja > /dev/null 2>&1; then generator="-G Ninja"; fi
 configure="cmake -S . -B $build_dir $generator -DCMAKE_BUILD_TYPE=Release -DORT_INCLUDE_DIR=$PWD/$libs/include \
 -DORTFLASH_CUDA=ON ${arch:+-DORTFLASH_CUDA_ARCHITECTURES=$arch} -DORTFLASH_TESTS=OFF -DORTFLASH_SANITIZER_TESTS=OFF"
@@ -87,7 +87,8 @@ step() {  # NAME CAP COMMAND: run COMMAND (bash) for at most CAP seconds of what
 if [ ! -f "$libs/libonnxruntime.so" ]; then
   step unpack 60 "bash benchmarks/cuda/ort_gpu_chunks.sh unpack --to $libs" || { cat "$summary"; exit 1; }
 fi
-if step build 150 "$configure && $build"; then
+# The build may take the whole budget: beside gpu_lease.sh's tests it has half the cores (BUILD_JOBS).
+if step build "$budget" "$configure && $build"; then
   hopper=0
   grep -q '^ORTFLASH_CUDA_HOPPER:BOOL=ON' "$build_dir/CMakeCache.txt" && hopper=1
   [ $hopper = 1 ] && echo "build: the sm_90a kernels are in" >> "$summary" || echo "build: WITHOUT the sm_90a kernels" >> "$summary"

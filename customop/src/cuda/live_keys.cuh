@@ -18,7 +18,8 @@
 // the keep range. Only the ends are cut, never holes: the kernels skip whole tiles before and after.
 // The norms are read only where the mask leaves candidates: an unpadded batch costs two passes over its
 // mask row; a padded one also reads its queries once and the K and V rows of the padding. By default short calls
-// run no pass, nor do 16-bit calls with a bias (live_keys_min_keys in flash_attention_cuda.cu): there it cost more than it saved.
+// run no pass, nor do 16-bit calls with a bias (live_keys_min_keys in flash_attention_cuda.cu): there it cost more
+// than it saved.
 #pragma once
 
 #include <cfloat>
